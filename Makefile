@@ -1,0 +1,57 @@
+# ws_channel.h — build the examples, run the tests, the demo, the benchmarks.
+#   make            examples into build/
+#   make test       every test, plain and under ASan+UBSan, then the interop tests
+#   make demo       the demo server
+#   make bench      benchmarks side by side with peer libraries
+#   make fuzz       libFuzzer targets (FUZZ_SECONDS=N each)
+
+CC      ?= cc
+CXX     ?= c++
+BUILD   := build
+WARN    := -std=c99 -pedantic -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion \
+           -Wstrict-prototypes -Wmissing-prototypes -Wcast-qual -Wpointer-arith \
+           -Wwrite-strings -Wundef -Wvla -Wformat=2 -Werror
+CFLAGS  ?= -O2 -g
+SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+GREATEST ?= tests/greatest.h
+
+TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
+# Examples that need a library beyond libc, and the flags they link with.
+LIBS_libuv_client := -luv
+LIBS_redis_bridge := -lhiredis
+
+.PHONY: all test unit interop demo bench fuzz clean peers compile-checks
+all: $(addprefix $(BUILD)/,$(EXAMPLES))
+
+$(BUILD)/%: examples/%.c ws_channel.h | $(BUILD)
+	$(CC) $(WARN) -D_GNU_SOURCE -Wno-missing-prototypes $(CFLAGS) -I. -o $@ $< $(LIBS_$*)
+
+$(BUILD) $(BUILD)/test $(BUILD)/asan:
+	mkdir -p $@
+
+# The test programs include greatest through GREATEST_HEADER so the real one can replace ours.
+TEST_DEFS := -DGREATEST_HEADER='"$(abspath $(GREATEST))"' -D_GNU_SOURCE
+$(BUILD)/test/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/test
+	$(CC) $(WARN) $(CFLAGS) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+$(BUILD)/asan/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/asan
+	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+
+unit: $(addprefix $(BUILD)/test/,$(TESTS)) $(addprefix $(BUILD)/asan/,$(TESTS)) compile-checks
+
+# The header alone under the strict flags with gcc and clang, as C++, and
+# WS_CHANNEL_STATIC in two translation units linked together.
+compile-checks: | $(BUILD)
+	tests/compile_checks.sh $(BUILD)
+
+peers:
+	tests/install_peers.sh
+
+test: all unit peers
+	tests/run_all.sh $(BUILD) $(TESTS)
+
+demo: all
+	$(BUILD)/echo_server --port 9001
+
+clean:
+	rm -rf $(BUILD)

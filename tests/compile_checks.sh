@@ -1,0 +1,25 @@
+#!/bin/sh
+# Compile checks: the header under the strictest flags with gcc and clang (C99),
+# as C++11, and WS_CHANNEL_STATIC in two translation units linked together.
+set -e
+build=${1:-build}/compile
+mkdir -p "$build"
+strict="-std=c99 -pedantic -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion -Wstrict-prototypes \
+-Wmissing-prototypes -Wcast-qual -Wpointer-arith -Wwrite-strings -Wundef -Wvla -Wformat=2 -Werror"
+printf '#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\nint main(void) { return wsch_err_str(0)[0] == 0; }\n' > "$build/impl.c"
+printf '#include "ws_channel.h"\nint decl_only(void);\nint decl_only(void) { return WSCH_OK; }\n' > "$build/decl.c"
+for cc in gcc clang; do
+    command -v $cc >/dev/null || { echo "compile check: $cc missing"; exit 1; }
+    $cc $strict -I. -c "$build/impl.c" -o "$build/impl-$cc.o"
+    $cc $strict -I. -c "$build/decl.c" -o "$build/decl-$cc.o"
+done
+for cxx in g++ clang++; do
+    command -v $cxx >/dev/null || continue
+    $cxx -x c++ -std=c++11 -Wall -Wextra -Werror -fno-exceptions -fno-rtti -I. -c "$build/impl.c" -o "$build/impl-$cxx.o"
+done
+# Two translation units, each with its own static copy of the implementation.
+printf '#define WS_CHANNEL_STATIC\n#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\nconst char *unit_a(void);\nconst char *unit_a(void) { return wsch_err_str(WSCH_ERR_ARG); }\n' > "$build/static_a.c"
+printf '#define WS_CHANNEL_STATIC\n#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\n#include <string.h>\nconst char *unit_a(void);\nint main(void) { return strcmp(unit_a(), wsch_err_str(WSCH_ERR_ARG)) != 0; }\n' > "$build/static_b.c"
+gcc -std=c99 -Wall -Wextra -Werror -Wno-unused-function -I. "$build/static_a.c" "$build/static_b.c" -o "$build/static_ab"
+"$build/static_ab"
+echo "compile checks: ok"

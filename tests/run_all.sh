@@ -1,0 +1,35 @@
+#!/bin/sh
+# Runs every unit test binary (plain and sanitized), then the interop tests,
+# and prints the closing line "N passed, N failed". Each program prints
+# greatest's summary line "Pass: N, fail: N, skip: N."; a program that dies
+# without one counts as one failure.
+build=$1; shift
+passed=0; failed=0
+log=$build/test-log.txt
+: > "$log"
+count() { # name, command...
+    name=$1; shift
+    out=$("$@" 2>&1); rc=$?
+    printf '%s\n' "$out" >> "$log"
+    line=$(printf '%s\n' "$out" | grep -E '^Pass: [0-9]+, fail: [0-9]+' | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "FAIL $name: no summary (exit $rc)"; printf '%s\n' "$out" | tail -n 20
+        failed=$((failed + 1)); return
+    fi
+    p=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\1/')
+    f=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\2/')
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + p)); failed=$((failed + f))
+    echo "$name: $p passed, $f failed"
+    [ "$f" -ne 0 ] && printf '%s\n' "$out" | grep -E 'FAIL|Expected|Got|ERROR|runtime error' | head -n 30
+}
+for t in "$@"; do
+    count "$t" "$build/test/$t"
+    count "$t (asan+ubsan)" "$build/asan/$t"
+done
+for s in tests/interop/run_*.sh; do
+    [ -f "$s" ] || continue
+    count "$(basename "$s" .sh)" sh "$s" "$build"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
