@@ -1,0 +1,1139 @@
+/* Connection engine: RFC 6455 sections 5-7 in both roles, written as the
+   Autobahn TestSuite categories 1-7, 9 and 10 describe them, each scenario fed
+   whole, split at every byte, and one byte at a time. */
+#define WS_CHANNEL_IMPLEMENTATION
+#include "ws_channel.h"
+#include GREATEST_HEADER
+
+#include <stdlib.h>
+
+/* ---- a scripted transport ------------------------------------------------ */
+
+typedef struct msg_rec {
+    unsigned opcode;
+    size_t len;
+    unsigned char *data;
+} msg_rec;
+
+typedef struct fake {
+    wsch_conn_desc desc;
+    wsch_conn *c;
+    unsigned char *out;             /* everything send() took */
+    size_t out_len, out_cap;
+    size_t send_budget;             /* bytes send() may still take; (size_t)-1 = all */
+    int transport_closed;           /* close() was called */
+    int closes;                     /* on_close calls */
+    int close_code;
+    char close_reason[128];
+    int opened;
+    msg_rec msgs[64];
+    size_t nmsgs;
+    int pongs;
+    unsigned timers_armed;          /* bit per timer id */
+    uint32_t timer_delay[8];
+    unsigned rand_state;
+    int destroy_in_message;         /* destroy the conn from on_message */
+    int destroy_in_close;
+} fake;
+
+static size_t fake_send(const void *data, size_t len, void *user) {
+    fake *f = (fake *)user;
+    size_t n = len < f->send_budget ? len : f->send_budget;
+    if (f->send_budget != (size_t)-1) f->send_budget -= n;
+    if (f->out_len + n > f->out_cap) {
+        size_t cap = f->out_cap ? f->out_cap * 2 : 4096;
+        while (cap < f->out_len + n) cap *= 2;
+        f->out = (unsigned char *)realloc(f->out, cap);
+        f->out_cap = cap;
+    }
+    if (n) memcpy(f->out + f->out_len, data, n);
+    f->out_len += n;
+    return n;
+}
+static void fake_close(void *user) { ((fake *)user)->transport_closed++; }
+static void fake_timer_set(unsigned id, uint32_t ms, void *user) {
+    fake *f = (fake *)user;
+    f->timers_armed |= 1u << id;
+    f->timer_delay[id] = ms;
+}
+static void fake_timer_cancel(unsigned id, void *user) { ((fake *)user)->timers_armed &= ~(1u << id); }
+static void fake_random(void *buf, size_t len, void *user) {
+    fake *f = (fake *)user;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        f->rand_state = f->rand_state * 1103515245u + 12345u;
+        ((unsigned char *)buf)[i] = (unsigned char)(f->rand_state >> 16);
+    }
+}
+static void fake_on_open(wsch_conn *c, void *user) { (void)c; ((fake *)user)->opened++; }
+static void fake_on_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
+    fake *f = (fake *)user;
+    if (f->nmsgs < 64) {
+        msg_rec *m = &f->msgs[f->nmsgs++];
+        m->opcode = (unsigned)op;
+        m->len = len;
+        m->data = (unsigned char *)malloc(len ? len : 1);
+        if (len) memcpy(m->data, data, len);
+    }
+    if (f->destroy_in_message) {
+        wsch_conn_destroy(c);
+        f->c = NULL;
+    }
+}
+static void fake_on_pong(wsch_conn *c, const void *data, size_t len, void *user) {
+    (void)c; (void)data; (void)len;
+    ((fake *)user)->pongs++;
+}
+static void fake_on_close(wsch_conn *c, int code, const char *reason, size_t len, void *user) {
+    fake *f = (fake *)user;
+    f->closes++;
+    f->close_code = code;
+    if (len > sizeof f->close_reason - 1) len = sizeof f->close_reason - 1;
+    memcpy(f->close_reason, reason, len);
+    f->close_reason[len] = '\0';
+    if (f->destroy_in_close) {
+        wsch_conn_destroy(c);
+        f->c = NULL;
+    }
+}
+
+static void fake_init(fake *f, wsch_role role) {
+    memset(f, 0, sizeof *f);
+    f->send_budget = (size_t)-1;
+    f->rand_state = 42;
+    f->desc.role = role;
+    f->desc.host = "example.com";
+    f->desc.send = fake_send;
+    f->desc.close = fake_close;
+    f->desc.timer_set = fake_timer_set;
+    f->desc.timer_cancel = fake_timer_cancel;
+    f->desc.random_bytes = fake_random;
+    f->desc.on_open = fake_on_open;
+    f->desc.on_message = fake_on_message;
+    f->desc.on_pong = fake_on_pong;
+    f->desc.on_close = fake_on_close;
+}
+
+static void fake_free(fake *f) {
+    size_t i;
+    if (f->c) wsch_conn_destroy(f->c);
+    for (i = 0; i < f->nmsgs; i++) free(f->msgs[i].data);
+    free(f->out);
+    f->c = NULL;
+}
+
+static const char upgrade_request[] =
+    "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/* An open server connection with its 101 already taken out of f->out. */
+static int open_server(fake *f) {
+    char req[sizeof upgrade_request];
+    memcpy(req, upgrade_request, sizeof req);
+    if (wsch_conn_create(&f->desc, f, &f->c) != WSCH_OK) return 0;
+    if (wsch_conn_feed(f->c, req, sizeof req - 1) != WSCH_OK) return 0;
+    if (f->out_len < 12 || memcmp(f->out, "HTTP/1.1 101", 12) != 0) return 0;
+    f->out_len = 0;
+    return wsch_conn_get_state(f->c) == WSCH_CONN_OPEN && f->opened == 1;
+}
+
+/* Builds a frame; masked with a fixed key unless masked == 0. rsv in bits 6-4. */
+static size_t frame(unsigned char *out, unsigned first_byte, const void *payload, size_t len, int masked) {
+    static const unsigned char key[4] = {0xA1, 0xB2, 0xC3, 0xD4};
+    size_t n = 0, i;
+    out[n++] = (unsigned char)first_byte;
+    if (len < 126) {
+        out[n++] = (unsigned char)((masked ? 0x80 : 0) | len);
+    } else if (len <= 0xFFFF) {
+        out[n++] = (unsigned char)((masked ? 0x80 : 0) | 126);
+        out[n++] = (unsigned char)(len >> 8);
+        out[n++] = (unsigned char)len;
+    } else {
+        out[n++] = (unsigned char)((masked ? 0x80 : 0) | 127);
+        for (i = 0; i < 8; i++) out[n++] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    }
+    if (masked) {
+        memcpy(out + n, key, 4);
+        n += 4;
+    }
+    for (i = 0; i < len; i++) out[n + i] = (unsigned char)(((const unsigned char *)payload)[i] ^ (masked ? key[i & 3] : 0));
+    return n + len;
+}
+
+/* Parses the server's output into frames (unmasked, as servers send). */
+typedef struct out_frame {
+    unsigned opcode, fin;
+    size_t len;
+    const unsigned char *payload;
+} out_frame;
+
+static size_t parse_out(const unsigned char *p, size_t len, out_frame *frames, size_t max, int expect_masked) {
+    size_t n = 0, pos = 0;
+    while (pos < len && n < max) {
+        wsch_frame_header h;
+        size_t hl;
+        if (wsch_frame_header_decode(p + pos, len - pos, &h, &hl) != WSCH_OK) break;
+        if (h.masked != expect_masked || pos + hl + h.payload_len > len) break;
+        frames[n].opcode = h.opcode;
+        frames[n].fin = h.fin;
+        frames[n].len = (size_t)h.payload_len;
+        frames[n].payload = p + pos + hl;
+        if (h.masked) wsch_mask((void *)(uintptr_t)(p + pos + hl), (size_t)h.payload_len, h.mask_key, 0);
+        pos += hl + (size_t)h.payload_len;
+        n++;
+    }
+    return pos == len ? n : (size_t)-1;
+}
+
+/* ---- scenario runner: same events for every way of splitting the input -- */
+
+typedef struct outcome {
+    size_t nmsgs;
+    unsigned opcodes[64];
+    size_t lens[64];
+    unsigned long sums[64];
+    unsigned char out[1024];        /* first bytes written after the handshake */
+    size_t out_len;
+    int closes, close_code, transport_closed, pongs;
+} outcome;
+
+static unsigned long checksum(const unsigned char *p, size_t n) {
+    unsigned long h = 5381;
+    size_t i;
+    for (i = 0; i < n; i++) h = h * 33u + p[i];
+    return h;
+}
+
+/* mode: 0 = whole, 1 = one byte at a time, k >= 2 = split into two at k-2. */
+static int run_scenario(const unsigned char *in, size_t len, size_t mode, const wsch_conn_desc *tweak, outcome *o) {
+    fake f;
+    unsigned char *copy = (unsigned char *)malloc(len ? len : 1);
+    size_t i;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    if (tweak) {
+        f.desc.max_frame_size = tweak->max_frame_size;
+        f.desc.max_message_size = tweak->max_message_size;
+    }
+    if (!open_server(&f)) {
+        free(copy);
+        fake_free(&f);
+        return 0;
+    }
+    memcpy(copy, in, len);
+    if (mode == 0) {
+        (void)wsch_conn_feed(f.c, copy, len);
+    } else if (mode == 1) {
+        for (i = 0; i < len && f.closes == 0; i++) (void)wsch_conn_feed(f.c, copy + i, 1);
+    } else {
+        size_t k = mode - 2;
+        (void)wsch_conn_feed(f.c, copy, k);
+        if (f.closes == 0) (void)wsch_conn_feed(f.c, copy + k, len - k);
+    }
+    memset(o, 0, sizeof *o);
+    o->nmsgs = f.nmsgs;
+    for (i = 0; i < f.nmsgs; i++) {
+        o->opcodes[i] = f.msgs[i].opcode;
+        o->lens[i] = f.msgs[i].len;
+        o->sums[i] = checksum(f.msgs[i].data, f.msgs[i].len);
+    }
+    o->out_len = f.out_len < sizeof o->out ? f.out_len : sizeof o->out;
+    memcpy(o->out, f.out, o->out_len);
+    o->closes = f.closes;
+    o->close_code = f.close_code;
+    o->transport_closed = f.transport_closed;
+    o->pongs = f.pongs;
+    free(copy);
+    fake_free(&f);
+    return 1;
+}
+
+static int same_outcome(const outcome *a, const outcome *b) {
+    return a->nmsgs == b->nmsgs && memcmp(a->opcodes, b->opcodes, sizeof a->opcodes) == 0 &&
+           memcmp(a->lens, b->lens, sizeof a->lens) == 0 && memcmp(a->sums, b->sums, sizeof a->sums) == 0 &&
+           a->out_len == b->out_len && memcmp(a->out, b->out, a->out_len) == 0 && a->closes == b->closes &&
+           a->close_code == b->close_code && a->transport_closed == b->transport_closed && a->pongs == b->pongs;
+}
+
+/* Runs the input whole, then at every split and byte by byte; all must agree. */
+static int scenario(const unsigned char *in, size_t len, const wsch_conn_desc *tweak, outcome *o) {
+    outcome other;
+    size_t k;
+    if (!run_scenario(in, len, 0, tweak, o)) return 0;
+    if (!run_scenario(in, len, 1, tweak, &other) || !same_outcome(o, &other)) return 0;
+    for (k = 0; k <= len && len <= 4096; k++)
+        if (!run_scenario(in, len, k + 2, tweak, &other) || !same_outcome(o, &other)) return 0;
+    return 1;
+}
+
+/* The server's close frame code in the output, or -1. */
+static int out_close_code(const outcome *o) {
+    out_frame fr[16];
+    size_t n = parse_out(o->out, o->out_len, fr, 16, 0), i;
+    if (n == (size_t)-1) return -2;
+    for (i = 0; i < n; i++)
+        if (fr[i].opcode == WSCH_OP_CLOSE) return fr[i].len >= 2 ? (fr[i].payload[0] << 8 | fr[i].payload[1]) : 1005;
+    return -1;
+}
+
+/* Expect the connection failed with code: close frame sent, TCP closed. */
+#define ASSERT_FAILED_WITH(o, code)                          \
+    do {                                                     \
+        ASSERT_EQ_FMT((code), out_close_code(o), "%d");      \
+        ASSERT_EQ_FMT((code), (o)->close_code, "%d");        \
+        ASSERT_EQ(1, (o)->closes);                           \
+        ASSERT_EQ(1, (o)->transport_closed);                 \
+    } while (0)
+
+/* ---- category 1: framing ------------------------------------------------- */
+
+TEST framing_text_and_binary_lengths(void) {
+    static const size_t lens[] = {0, 1, 125, 126, 127, 128, 65535, 65536};
+    size_t i;
+    for (i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t n = lens[i], flen, j;
+        unsigned char *payload = (unsigned char *)malloc(n + 1), *in = (unsigned char *)malloc(2 * n + 32);
+        outcome o;
+        for (j = 0; j < n; j++) payload[j] = (unsigned char)('a' + j % 26);
+        flen = frame(in, 0x81, payload, n, 1);
+        flen += frame(in + flen, 0x82, payload, n, 1);
+        ASSERT(n > 200 ? run_scenario(in, flen, 0, NULL, &o) : scenario(in, flen, NULL, &o));
+        if (n > 200) { /* long inputs: whole, byte by byte and a few splits */
+            outcome other;
+            ASSERT(run_scenario(in, flen, 1, NULL, &other) && same_outcome(&o, &other));
+            ASSERT(run_scenario(in, flen, 2 + flen / 3, NULL, &other) && same_outcome(&o, &other));
+        }
+        ASSERT_EQ(2u, o.nmsgs);
+        ASSERT_EQ(WSCH_OP_TEXT, o.opcodes[0]);
+        ASSERT_EQ(WSCH_OP_BINARY, o.opcodes[1]);
+        ASSERT_EQ(n, o.lens[0]);
+        ASSERT_EQ(checksum(payload, n), o.sums[0]);
+        ASSERT_EQ(checksum(payload, n), o.sums[1]);
+        ASSERT_EQ(0, o.closes);
+        free(payload);
+        free(in);
+    }
+    PASS();
+}
+
+/* The common case is delivered straight from the caller's buffer. */
+TEST whole_frame_is_delivered_in_place(void) {
+    fake f;
+    unsigned char in[64];
+    size_t n;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    n = frame(in, 0x82, "abcdef", 6, 1);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(1u, f.nmsgs);
+    ASSERT_MEM_EQ("abcdef", in + n - 6, 6); /* unmasked in place */
+    fake_free(&f);
+    PASS();
+}
+
+/* ---- category 2: pings and pongs ----------------------------------------- */
+
+TEST ping_answered_with_same_payload(void) {
+    unsigned char payload[125], in[256];
+    size_t len;
+    for (len = 0; len <= 125; len += 25) {
+        outcome o;
+        out_frame fr[4];
+        size_t i, n;
+        for (i = 0; i < len; i++) payload[i] = (unsigned char)(0xFE - i);
+        n = frame(in, 0x89, payload, len, 1);
+        ASSERT(scenario(in, n, NULL, &o));
+        ASSERT_EQ(1u, parse_out(o.out, o.out_len, fr, 4, 0));
+        ASSERT_EQ(WSCH_OP_PONG, fr[0].opcode);
+        ASSERT_EQ(len, fr[0].len);
+        ASSERT_MEM_EQ(payload, fr[0].payload, len);
+        ASSERT_EQ(0, o.closes);
+    }
+    PASS();
+}
+
+TEST ping_too_long_or_fragmented_fails(void) {
+    unsigned char payload[126] = {0}, in[256];
+    outcome o;
+    size_t n = frame(in, 0x89, payload, 126, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    n = frame(in, 0x09, "x", 1, 1); /* fin clear */
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    PASS();
+}
+
+TEST unsolicited_pong_is_ignored(void) {
+    unsigned char in[64];
+    outcome o;
+    size_t n = frame(in, 0x8A, "hi", 2, 1);
+    n += frame(in + n, 0x81, "ok", 2, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_EQ(1, o.pongs);
+    ASSERT_EQ(0u, o.out_len);
+    ASSERT_EQ(1u, o.nmsgs);
+    ASSERT_EQ(0, o.closes);
+    PASS();
+}
+
+TEST ten_pings_ten_pongs(void) {
+    unsigned char in[512];
+    outcome o;
+    out_frame fr[16];
+    size_t n = 0, i;
+    for (i = 0; i < 10; i++) n += frame(in + n, 0x89, "ping", 4, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_EQ(10u, parse_out(o.out, o.out_len, fr, 16, 0));
+    for (i = 0; i < 10; i++) ASSERT_EQ(WSCH_OP_PONG, fr[i].opcode);
+    PASS();
+}
+
+/* ---- category 3 and 4: reserved bits and opcodes ------------------------- */
+
+TEST reserved_bits_fail(void) {
+    unsigned rsv;
+    for (rsv = 1; rsv < 8; rsv++) {
+        unsigned char in[64];
+        outcome o;
+        size_t n = frame(in, 0x81, "ok", 2, 1);
+        n += frame(in + n, 0x80u | (rsv << 4) | 0x1u, "bad", 3, 1);
+        n += frame(in + n, 0x89, "", 0, 1); /* must not be answered */
+        ASSERT(scenario(in, n, NULL, &o));
+        ASSERT_EQ(1u, o.nmsgs);
+        ASSERT_FAILED_WITH(&o, 1002);
+        ASSERT_EQ(1002, out_close_code(&o)); /* and no pong after it */
+    }
+    PASS();
+}
+
+TEST reserved_opcodes_fail(void) {
+    static const unsigned ops[] = {3, 4, 5, 6, 7, 11, 12, 13, 14, 15};
+    size_t i;
+    for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        unsigned char in[64];
+        outcome o;
+        size_t n = frame(in, 0x80u | ops[i], "x", 1, 1);
+        ASSERT(scenario(in, n, NULL, &o));
+        ASSERT_EQ(0u, o.nmsgs);
+        ASSERT_FAILED_WITH(&o, 1002);
+    }
+    PASS();
+}
+
+/* ---- category 5: fragmentation ------------------------------------------- */
+
+TEST fragmented_with_pings_between(void) {
+    unsigned char in[256];
+    outcome o;
+    out_frame fr[8];
+    size_t n = 0;
+    n += frame(in + n, 0x01, "frag", 4, 1);
+    n += frame(in + n, 0x89, "p1", 2, 1);
+    n += frame(in + n, 0x00, "ment", 4, 1);
+    n += frame(in + n, 0x89, "p2", 2, 1);
+    n += frame(in + n, 0x80, "ed", 2, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_EQ(1u, o.nmsgs);
+    ASSERT_EQ(WSCH_OP_TEXT, o.opcodes[0]);
+    ASSERT_EQ(10u, o.lens[0]);
+    ASSERT_EQ(checksum((const unsigned char *)"fragmented", 10), o.sums[0]);
+    ASSERT_EQ(2u, parse_out(o.out, o.out_len, fr, 8, 0));
+    ASSERT_MEM_EQ("p1", fr[0].payload, 2);
+    ASSERT_MEM_EQ("p2", fr[1].payload, 2);
+    PASS();
+}
+
+TEST fragmentation_errors(void) {
+    unsigned char in[128];
+    outcome o;
+    size_t n;
+    /* continuation with nothing to continue */
+    n = frame(in, 0x80, "x", 1, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    n = frame(in, 0x00, "x", 1, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    /* a new data frame inside a fragmented message */
+    n = frame(in, 0x01, "a", 1, 1);
+    n += frame(in + n, 0x81, "b", 1, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_EQ(0u, o.nmsgs);
+    ASSERT_FAILED_WITH(&o, 1002);
+    n = frame(in, 0x02, "a", 1, 1);
+    n += frame(in + n, 0x02, "b", 1, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    PASS();
+}
+
+TEST many_one_byte_fragments(void) {
+    unsigned char *in = (unsigned char *)malloc(1000 * 8);
+    outcome o;
+    size_t n = 0, i;
+    for (i = 0; i < 1000; i++) n += frame(in + n, (i == 0 ? 0x02u : 0x00u) | (i == 999 ? 0x80u : 0u), "z", 1, 1);
+    ASSERT(run_scenario(in, n, 0, NULL, &o));
+    ASSERT_EQ(1u, o.nmsgs);
+    ASSERT_EQ(1000u, o.lens[0]);
+    {
+        outcome other;
+        ASSERT(run_scenario(in, n, 1, NULL, &other) && same_outcome(&o, &other));
+    }
+    free(in);
+    PASS();
+}
+
+/* ---- category 6: UTF-8 --------------------------------------------------- */
+
+TEST utf8_valid_text_in_any_fragmentation(void) {
+    /* "κόσμε" plus a 4-byte code point, fragmented inside code points. */
+    static const char text[] = "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf0\x9f\x98\x80";
+    size_t len = sizeof text - 1, cut;
+    for (cut = 1; cut < len; cut++) {
+        unsigned char in[64];
+        outcome o;
+        size_t n = frame(in, 0x01, text, cut, 1);
+        n += frame(in + n, 0x80, text + cut, len - cut, 1);
+        ASSERT(scenario(in, n, NULL, &o));
+        ASSERT_EQ(1u, o.nmsgs);
+        ASSERT_EQ(len, o.lens[0]);
+        ASSERT_EQ(0, o.closes);
+    }
+    PASS();
+}
+
+TEST utf8_invalid_text_fails_with_1007(void) {
+    static const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80", "ok\xff", "\xce"};
+    size_t i;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        unsigned char in[64];
+        outcome o;
+        size_t n = frame(in, 0x81, bad[i], strlen(bad[i]), 1);
+        ASSERT(scenario(in, n, NULL, &o));
+        ASSERT_EQ(0u, o.nmsgs);
+        ASSERT_FAILED_WITH(&o, 1007);
+    }
+    PASS();
+}
+
+/* A bad byte in the first fragment fails the connection before the message ends. */
+TEST utf8_fails_fast(void) {
+    fake f;
+    unsigned char in[64];
+    size_t n;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    n = frame(in, 0x01, "ab\xf5z", 4, 1);
+    ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(1, f.closes);
+    ASSERT_EQ(1007, f.close_code);
+    fake_free(&f);
+    /* even inside one frame whose payload has not all arrived */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    n = frame(in, 0x81, "abc\xc0\xafxyzxyz", 10, 1);
+    ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_feed(f.c, in, n - 4));
+    ASSERT_EQ(1007, f.close_code);
+    fake_free(&f);
+    PASS();
+}
+
+/* ---- category 7: close handling ------------------------------------------ */
+
+TEST close_echoes_code_and_server_closes_tcp(void) {
+    static const unsigned codes[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999};
+    size_t i;
+    for (i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        unsigned char payload[8], in[64];
+        outcome o;
+        size_t n;
+        payload[0] = (unsigned char)(codes[i] >> 8);
+        payload[1] = (unsigned char)codes[i];
+        memcpy(payload + 2, "bye", 3);
+        n = frame(in, 0x88, payload, 5, 1);
+        n += frame(in + n, 0x81, "after", 5, 1); /* ignored: the peer closed */
+        ASSERT(scenario(in, n, NULL, &o));
+        ASSERT_EQ(0u, o.nmsgs);
+        ASSERT_EQ((int)codes[i], out_close_code(&o));
+        ASSERT_EQ((int)codes[i], o.close_code);
+        ASSERT_EQ(1, o.transport_closed);
+    }
+    PASS();
+}
+
+TEST close_without_code(void) {
+    unsigned char in[16];
+    outcome o;
+    size_t n = frame(in, 0x88, "", 0, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_EQ(1005, out_close_code(&o)); /* our echo is an empty close frame */
+    ASSERT_EQ(1005, o.close_code);
+    ASSERT_EQ(1, o.transport_closed);
+    PASS();
+}
+
+TEST close_payload_errors(void) {
+    static const unsigned invalid[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535};
+    unsigned char payload[8], in[64];
+    outcome o;
+    size_t n, i;
+    n = frame(in, 0x88, "\x03", 1, 1); /* one byte */
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    for (i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+        payload[0] = (unsigned char)(invalid[i] >> 8);
+        payload[1] = (unsigned char)invalid[i];
+        n = frame(in, 0x88, payload, 2, 1);
+        ASSERT(scenario(in, n, NULL, &o));
+        ASSERT_FAILED_WITH(&o, 1002);
+    }
+    memcpy(payload, "\x03\xe8\xce\xba\xff", 5); /* 1000 with a bad reason */
+    n = frame(in, 0x88, payload, 5, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1007);
+    PASS();
+}
+
+TEST server_initiated_close_handshake(void) {
+    fake f;
+    unsigned char in[16];
+    out_frame fr[2];
+    size_t n;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1000, "done", 4));
+    ASSERT_EQ(WSCH_CONN_CLOSING, wsch_conn_get_state(f.c));
+    ASSERT(f.timers_armed & (1u << WSCH_TIMER_CLOSE));
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_send(f.c, WSCH_OP_TEXT, "x", 1));
+    ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 2, 0));
+    ASSERT_EQ(WSCH_OP_CLOSE, fr[0].opcode);
+    ASSERT_MEM_EQ("\x03\xe8" "done", fr[0].payload, 6);
+    ASSERT_EQ(0, f.transport_closed);
+    n = frame(in, 0x88, "\x03\xe8", 2, 1);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(1, f.transport_closed); /* the server closes TCP first */
+    ASSERT_EQ(1, f.closes);
+    ASSERT_EQ(1000, f.close_code);
+    ASSERT_EQ(0u, f.timers_armed);
+    ASSERT_EQ(WSCH_CONN_CLOSED, wsch_conn_get_state(f.c));
+    fake_free(&f);
+    PASS();
+}
+
+TEST close_timeout_closes_transport(void) {
+    fake f;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1001, NULL, 0));
+    ASSERT_EQ(WSCH_DEFAULT_CLOSE_TIMEOUT_MS, f.timer_delay[WSCH_TIMER_CLOSE]);
+    wsch_conn_timer_fired(f.c, WSCH_TIMER_CLOSE);
+    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_EQ(1, f.closes);
+    ASSERT_EQ(1006, f.close_code); /* the peer never answered */
+    fake_free(&f);
+    PASS();
+}
+
+/* ---- category 9: limits -------------------------------------------------- */
+
+TEST big_messages_whole_and_fragmented(void) {
+    size_t size = 4u << 20, frag = 65536, n = 0, off;
+    unsigned char *payload = (unsigned char *)malloc(size), *in = (unsigned char *)malloc(size * 2 + 4096);
+    outcome o;
+    for (off = 0; off < size; off++) payload[off] = (unsigned char)(off * 7);
+    n = frame(in, 0x82, payload, size, 1);
+    for (off = 0; off < size; off += frag)
+        n += frame(in + n, (off == 0 ? 0x02u : 0x00u) | (off + frag >= size ? 0x80u : 0u), payload + off, frag, 1);
+    ASSERT(run_scenario(in, n, 0, NULL, &o));
+    ASSERT_EQ(2u, o.nmsgs);
+    ASSERT_EQ(size, o.lens[0]);
+    ASSERT_EQ(checksum(payload, size), o.sums[0]);
+    ASSERT_EQ(checksum(payload, size), o.sums[1]);
+    ASSERT(run_scenario(in, n, 2 + n / 2 + 3, NULL, &o));
+    ASSERT_EQ(2u, o.nmsgs);
+    ASSERT_EQ(checksum(payload, size), o.sums[1]);
+    free(payload);
+    free(in);
+    PASS();
+}
+
+TEST size_limits_fail_with_1009(void) {
+    wsch_conn_desc limits;
+    unsigned char payload[300] = {0}, in[1024];
+    outcome o;
+    size_t n;
+    memset(&limits, 0, sizeof limits);
+    limits.max_frame_size = 200;
+    limits.max_message_size = 250;
+    n = frame(in, 0x82, payload, 200, 1); /* at the limit: fine */
+    ASSERT(run_scenario(in, n, 0, &limits, &o));
+    ASSERT_EQ(1u, o.nmsgs);
+    n = frame(in, 0x82, payload, 201, 1);
+    ASSERT(scenario(in, n, &limits, &o));
+    ASSERT_FAILED_WITH(&o, 1009);
+    n = frame(in, 0x02, payload, 200, 1);
+    n += frame(in + n, 0x80, payload, 51, 1); /* 251 in all */
+    ASSERT(scenario(in, n, &limits, &o));
+    ASSERT_FAILED_WITH(&o, 1009);
+    /* a 2^63-1 length is refused from its header alone */
+    memcpy(in, "\x82\xff\x7f\xff\xff\xff\xff\xff\xff\xff\x01\x02\x03\x04", 14);
+    ASSERT(scenario(in, 14, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1009);
+    memcpy(in, "\x82\xff\x80\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04", 14);
+    ASSERT(scenario(in, 14, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    PASS();
+}
+
+/* ---- category 10: auto-fragmentation: any fragment size gives one message - */
+
+TEST any_fragment_size_reassembles(void) {
+    static const size_t sizes[] = {1, 2, 3, 7, 64, 100, 1000, 4095};
+    unsigned char payload[4096], *in = (unsigned char *)malloc(4096 * 16);
+    size_t s, i;
+    for (i = 0; i < sizeof payload; i++) payload[i] = (unsigned char)('A' + i % 50);
+    for (s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        outcome o;
+        size_t n = 0, off;
+        for (off = 0; off < sizeof payload; off += sizes[s]) {
+            size_t len = sizeof payload - off < sizes[s] ? sizeof payload - off : sizes[s];
+            n += frame(in + n, (off == 0 ? 0x01u : 0x00u) | (off + len == sizeof payload ? 0x80u : 0u), payload + off, len, 1);
+        }
+        ASSERT(run_scenario(in, n, 0, NULL, &o));
+        ASSERT_EQ(1u, o.nmsgs);
+        ASSERT_EQ(sizeof payload, o.lens[0]);
+        ASSERT_EQ(checksum(payload, sizeof payload), o.sums[0]);
+    }
+    free(in);
+    PASS();
+}
+
+/* ---- roles and masking --------------------------------------------------- */
+
+TEST server_rejects_unmasked_frames(void) {
+    unsigned char in[16];
+    outcome o;
+    size_t n = frame(in, 0x81, "hi", 2, 0);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_FAILED_WITH(&o, 1002);
+    PASS();
+}
+
+/* A client: request out, 101 in with a frame in the same read, masked frames out. */
+TEST client_role_end_to_end(void) {
+    fake f;
+    char resp[512], key[WSCH_KEY_LEN + 1], accept[WSCH_ACCEPT_LEN + 1];
+    const char *k;
+    unsigned char *buf;
+    out_frame fr[4];
+    size_t n;
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    f.desc.port = 9001;
+    f.desc.path = "/echo";
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT(f.out_len > 0);
+    ASSERT_MEM_EQ("GET /echo HTTP/1.1\r\n", f.out, 20);
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_conn_send(f.c, WSCH_OP_TEXT, "x", 1));
+    f.out[f.out_len - 1] = '\0';
+    k = strstr((const char *)f.out, "Sec-WebSocket-Key: ");
+    ASSERT(k != NULL);
+    memcpy(key, k + 19, WSCH_KEY_LEN);
+    key[WSCH_KEY_LEN] = '\0';
+    wsch_accept_key(key, WSCH_KEY_LEN, accept);
+    n = (size_t)snprintf(resp, sizeof resp,
+                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+    n += frame((unsigned char *)resp + n, 0x81, "welcome", 7, 0);
+    f.out_len = 0;
+    buf = (unsigned char *)resp;
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, buf, n));
+    ASSERT_EQ(1, f.opened);
+    ASSERT_EQ(1u, f.nmsgs);
+    ASSERT_MEM_EQ("welcome", f.msgs[0].data, 7);
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_TEXT, "hello", 5));
+    ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 4, 1));
+    ASSERT_MEM_EQ("hello", fr[0].payload, 5);
+    /* a masked frame from the server is a protocol error */
+    n = frame((unsigned char *)resp, 0x81, "m", 1, 1);
+    ASSERT_EQ(WSCH_ERR_PROTOCOL, wsch_conn_feed(f.c, resp, n));
+    ASSERT_EQ(1002, f.close_code);
+    ASSERT_EQ(1, f.transport_closed);
+    fake_free(&f);
+    PASS();
+}
+
+TEST client_rejects_bad_accept(void) {
+    fake f;
+    char resp[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ(WSCH_ERR_ACCEPT, wsch_conn_feed(f.c, resp, sizeof resp - 1));
+    ASSERT_EQ(0, f.opened);
+    ASSERT_EQ(1, f.closes);
+    ASSERT_EQ(1, f.transport_closed);
+    fake_free(&f);
+    PASS();
+}
+
+/* The client waits for the server to close TCP after the close handshake. */
+TEST client_waits_for_server_tcp_close(void) {
+    fake f;
+    char resp[512], key[WSCH_KEY_LEN + 1], accept[WSCH_ACCEPT_LEN + 1];
+    const char *k;
+    unsigned char in[16];
+    size_t n;
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    f.out[f.out_len - 1] = '\0';
+    k = strstr((const char *)f.out, "Sec-WebSocket-Key: ");
+    memcpy(key, k + 19, WSCH_KEY_LEN);
+    key[WSCH_KEY_LEN] = '\0';
+    wsch_accept_key(key, WSCH_KEY_LEN, accept);
+    n = (size_t)snprintf(resp, sizeof resp,
+                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\n"
+                         "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, resp, n));
+    ASSERT_EQ(1, f.opened);
+    n = frame(in, 0x88, "\x03\xe9", 2, 0);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(0, f.transport_closed);
+    ASSERT_EQ(0, f.closes);
+    wsch_conn_transport_closed(f.c);
+    ASSERT_EQ(1, f.closes);
+    ASSERT_EQ(1001, f.close_code);
+    ASSERT_EQ(0, f.transport_closed);
+    fake_free(&f);
+    PASS();
+}
+
+/* ---- handshake on the server --------------------------------------------- */
+
+TEST frames_after_handshake_in_same_read(void) {
+    fake f;
+    char buf[512];
+    size_t n = sizeof upgrade_request - 1;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    memcpy(buf, upgrade_request, n);
+    n += frame((unsigned char *)buf + n, 0x81, "early", 5, 1);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, buf, n));
+    ASSERT_EQ(1, f.opened);
+    ASSERT_EQ(1u, f.nmsgs);
+    ASSERT_MEM_EQ("early", f.msgs[0].data, 5);
+    ASSERT_EQ(0u, f.timers_armed & (1u << WSCH_TIMER_HANDSHAKE));
+    fake_free(&f);
+    PASS();
+}
+
+TEST bad_version_gets_426(void) {
+    fake f;
+    char req[] = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ(WSCH_ERR_WS_VERSION, wsch_conn_feed(f.c, req, sizeof req - 1));
+    ASSERT_MEM_EQ("HTTP/1.1 426", f.out, 12);
+    f.out[f.out_len - 1] = '\0';
+    ASSERT(strstr((const char *)f.out, "Sec-WebSocket-Version: 13") != NULL);
+    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_EQ(1, f.closes);
+    ASSERT_EQ(0, f.opened);
+    fake_free(&f);
+    PASS();
+}
+
+TEST handshake_timeout_and_header_limit(void) {
+    fake f;
+    char flood[9000];
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT(f.timers_armed & (1u << WSCH_TIMER_HANDSHAKE));
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, flood, 0));
+    memcpy(flood, "GET / HTTP/1.1\r\n", 16);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, flood, 16));
+    wsch_conn_timer_fired(f.c, WSCH_TIMER_HANDSHAKE);
+    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_EQ(1, f.closes);
+    fake_free(&f);
+
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    memcpy(flood, "GET / HTTP/1.1\r\n", 16);
+    memset(flood + 16, 'a', sizeof flood - 16);
+    ASSERT_EQ(WSCH_ERR_HEADER_TOO_LARGE, wsch_conn_feed(f.c, flood, sizeof flood));
+    ASSERT_MEM_EQ("HTTP/1.1 431", f.out, 12);
+    ASSERT_EQ(1, f.transport_closed);
+    fake_free(&f);
+    PASS();
+}
+
+static void refuse_hook(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply, void *user) {
+    (void)c; (void)user;
+    if (req->query.len == 0) reply->status = 401;
+    else reply->close_code = 4001, reply->close_reason = "Unauthorized";
+}
+
+TEST on_request_can_refuse_or_close(void) {
+    fake f;
+    char req[sizeof upgrade_request + 16];
+    out_frame fr[2];
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.desc.on_request = refuse_hook;
+    memcpy(req, upgrade_request, sizeof upgrade_request);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ(WSCH_ERR_DENIED, wsch_conn_feed(f.c, req, sizeof upgrade_request - 1));
+    ASSERT_MEM_EQ("HTTP/1.1 401", f.out, 12);
+    ASSERT_EQ(0, f.opened);
+    fake_free(&f);
+
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.desc.on_request = refuse_hook;
+    memcpy(req, "GET /chat?t=1", 13);
+    memcpy(req + 13, upgrade_request + 9, sizeof upgrade_request - 9);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, req, strlen(req)));
+    ASSERT_EQ(1, f.opened);
+    {
+        char *end = strstr((char *)f.out, "\r\n\r\n");
+        size_t head;
+        ASSERT(end != NULL);
+        head = (size_t)(end + 4 - (char *)f.out);
+        ASSERT_EQ(1u, parse_out(f.out + head, f.out_len - head, fr, 2, 0));
+    }
+    ASSERT_EQ(WSCH_OP_CLOSE, fr[0].opcode);
+    ASSERT_MEM_EQ("\x0f\xa1Unauthorized", fr[0].payload, 14);
+    fake_free(&f);
+    PASS();
+}
+
+/* ---- output: partial sends, queue, limits, shared frames ----------------- */
+
+TEST partial_sends_are_queued_in_order(void) {
+    fake f;
+    unsigned char big[10000];
+    out_frame fr[8];
+    size_t i;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    for (i = 0; i < sizeof big; i++) big[i] = (unsigned char)i;
+    f.send_budget = 7;
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_BINARY, big, sizeof big));
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_TEXT, "second", 6));
+    ASSERT_EQ(WSCH_OK, wsch_conn_ping(f.c, "p", 1));
+    ASSERT(wsch_conn_queued_bytes(f.c) > 0);
+    f.send_budget = 100;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    f.send_budget = (size_t)-1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    ASSERT_EQ(0u, wsch_conn_queued_bytes(f.c));
+    ASSERT_EQ(3u, parse_out(f.out, f.out_len, fr, 8, 0));
+    ASSERT_EQ(sizeof big, fr[0].len);
+    ASSERT_MEM_EQ(big, fr[0].payload, sizeof big);
+    ASSERT_MEM_EQ("second", fr[1].payload, 6);
+    ASSERT_EQ(WSCH_OP_PING, fr[2].opcode);
+    fake_free(&f);
+    PASS();
+}
+
+TEST outbound_limit_refuses_without_sending(void) {
+    fake f;
+    unsigned char data[600] = {0};
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.desc.max_outbound_bytes = 1000;
+    ASSERT(open_server(&f));
+    f.send_budget = 0;
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_BINARY, data, sizeof data));
+    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_conn_send(f.c, WSCH_OP_BINARY, data, sizeof data));
+    ASSERT_EQ(604u, wsch_conn_queued_bytes(f.c));
+    /* a close frame still gets in line */
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1008, "slow", 4));
+    ASSERT_EQ(612u, wsch_conn_queued_bytes(f.c));
+    fake_free(&f);
+    PASS();
+}
+
+TEST invalid_text_is_refused_on_send(void) {
+    fake f;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_send(f.c, WSCH_OP_TEXT, "\xff", 1));
+    ASSERT_EQ(0u, f.out_len);
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_conn_close(f.c, 1005, NULL, 0));
+    fake_free(&f);
+    PASS();
+}
+
+TEST shared_frame_to_many(void) {
+    fake f[3];
+    wsch_shared *s;
+    out_frame fr[2];
+    int i;
+    ASSERT_EQ(WSCH_OK, wsch_shared_create(NULL, WSCH_OP_TEXT, "broadcast!", 10, &s));
+    for (i = 0; i < 3; i++) {
+        fake_init(&f[i], WSCH_ROLE_SERVER);
+        ASSERT(open_server(&f[i]));
+        f[i].send_budget = (size_t)(i * 4); /* 0, 4 and 8 bytes go at once */
+        ASSERT_EQ(WSCH_OK, wsch_conn_send_shared(f[i].c, s));
+    }
+    wsch_shared_release(s); /* the queues keep what they need */
+    for (i = 0; i < 3; i++) {
+        f[i].send_budget = (size_t)-1;
+        ASSERT_EQ(WSCH_OK, wsch_conn_writable(f[i].c));
+        ASSERT_EQ(1u, parse_out(f[i].out, f[i].out_len, fr, 2, 0));
+        ASSERT_MEM_EQ("broadcast!", fr[0].payload, 10);
+        fake_free(&f[i]);
+    }
+    PASS();
+}
+
+/* ---- lifetimes ----------------------------------------------------------- */
+
+TEST destroy_inside_callbacks(void) {
+    fake f;
+    unsigned char in[64];
+    size_t n;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.destroy_in_message = 1;
+    n = frame(in, 0x81, "one", 3, 1);
+    n += frame(in + n, 0x81, "two", 3, 1);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(1u, f.nmsgs); /* nothing after the destroy */
+    ASSERT(f.c == NULL);
+    fake_free(&f);
+
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.destroy_in_close = 1;
+    n = frame(in, 0x81, "\xff", 1, 1);
+    ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(1, f.closes);
+    ASSERT(f.c == NULL);
+    fake_free(&f);
+    PASS();
+}
+
+/* ---- allocation: counted, and failing at every point --------------------- */
+
+typedef struct counting {
+    size_t live, total, fail_at, calls;
+} counting;
+
+static void *count_alloc(size_t size, void *user) {
+    counting *a = (counting *)user;
+    size_t *p;
+    if (a->fail_at && ++a->calls == a->fail_at) return NULL;
+    p = (size_t *)malloc(size + sizeof(size_t) * 2);
+    if (!p) return NULL;
+    p[0] = size;
+    a->live += size;
+    a->total += size;
+    return p + 2;
+}
+static void count_free(void *ptr, void *user) {
+    counting *a = (counting *)user;
+    size_t *p = (size_t *)ptr - 2;
+    a->live -= p[0];
+    free(p);
+}
+
+TEST idle_connection_heap(void) {
+    fake f;
+    counting a;
+    memset(&a, 0, sizeof a);
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.desc.allocator.alloc = count_alloc;
+    f.desc.allocator.free = count_free;
+    f.desc.allocator.user = &a;
+    ASSERT(open_server(&f));
+    printf("  heap of an idle open server connection: %zu bytes\n", a.live);
+    ASSERT(a.live <= 512);
+    fake_free(&f);
+    ASSERT_EQ(0u, a.live);
+    PASS();
+}
+
+/* Every allocation of a busy exchange fails in turn: an error comes back,
+   nothing leaks, nothing crashes. */
+TEST allocation_failures_leak_nothing(void) {
+    size_t k;
+    for (k = 1; k < 40; k++) {
+        fake f;
+        counting a;
+        char req[sizeof upgrade_request];
+        unsigned char in[256];
+        size_t n;
+        memset(&a, 0, sizeof a);
+        a.fail_at = k;
+        fake_init(&f, WSCH_ROLE_SERVER);
+        f.desc.allocator.alloc = count_alloc;
+        f.desc.allocator.free = count_free;
+        f.desc.allocator.user = &a;
+        f.send_budget = 20;
+        memcpy(req, upgrade_request, sizeof req);
+        if (wsch_conn_create(&f.desc, &f, &f.c) == WSCH_OK) {
+            size_t i;
+            for (i = 0; i + 10 < sizeof req; i += 10) (void)wsch_conn_feed(f.c, req + i, 10);
+            (void)wsch_conn_feed(f.c, req + i, sizeof req - 1 - i);
+            n = frame(in, 0x01, "abc", 3, 1);
+            n += frame(in + n, 0x80, "def", 3, 1);
+            (void)wsch_conn_feed(f.c, in, n - 2);
+            (void)wsch_conn_feed(f.c, in + n - 2, 2);
+            (void)wsch_conn_send(f.c, WSCH_OP_TEXT, "reply", 5);
+            f.send_budget = (size_t)-1;
+            (void)wsch_conn_writable(f.c);
+        }
+        fake_free(&f);
+        ASSERT_EQ(0u, a.live);
+    }
+    PASS();
+}
+
+SUITE(conn) {
+    RUN_TEST(framing_text_and_binary_lengths);
+    RUN_TEST(whole_frame_is_delivered_in_place);
+    RUN_TEST(ping_answered_with_same_payload);
+    RUN_TEST(ping_too_long_or_fragmented_fails);
+    RUN_TEST(unsolicited_pong_is_ignored);
+    RUN_TEST(ten_pings_ten_pongs);
+    RUN_TEST(reserved_bits_fail);
+    RUN_TEST(reserved_opcodes_fail);
+    RUN_TEST(fragmented_with_pings_between);
+    RUN_TEST(fragmentation_errors);
+    RUN_TEST(many_one_byte_fragments);
+    RUN_TEST(utf8_valid_text_in_any_fragmentation);
+    RUN_TEST(utf8_invalid_text_fails_with_1007);
+    RUN_TEST(utf8_fails_fast);
+    RUN_TEST(close_echoes_code_and_server_closes_tcp);
+    RUN_TEST(close_without_code);
+    RUN_TEST(close_payload_errors);
+    RUN_TEST(server_initiated_close_handshake);
+    RUN_TEST(close_timeout_closes_transport);
+    RUN_TEST(big_messages_whole_and_fragmented);
+    RUN_TEST(size_limits_fail_with_1009);
+    RUN_TEST(any_fragment_size_reassembles);
+    RUN_TEST(server_rejects_unmasked_frames);
+    RUN_TEST(client_role_end_to_end);
+    RUN_TEST(client_rejects_bad_accept);
+    RUN_TEST(client_waits_for_server_tcp_close);
+    RUN_TEST(frames_after_handshake_in_same_read);
+    RUN_TEST(bad_version_gets_426);
+    RUN_TEST(handshake_timeout_and_header_limit);
+    RUN_TEST(on_request_can_refuse_or_close);
+    RUN_TEST(partial_sends_are_queued_in_order);
+    RUN_TEST(outbound_limit_refuses_without_sending);
+    RUN_TEST(invalid_text_is_refused_on_send);
+    RUN_TEST(shared_frame_to_many);
+    RUN_TEST(destroy_inside_callbacks);
+    RUN_TEST(idle_connection_heap);
+    RUN_TEST(allocation_failures_leak_nothing);
+}
+
+GREATEST_MAIN_DEFS();
+
+int main(int argc, char **argv) {
+    GREATEST_MAIN_BEGIN();
+    RUN_SUITE(conn);
+    GREATEST_MAIN_END();
+}

@@ -1,0 +1,6826 @@
+/* ws_channel.h - v0.1.0 - MIT or public domain - WebSocket (RFC 6455) and a
+   small real-time channel system for C99, in one header. No dependencies
+   beyond the C standard library.
+
+   Do this:
+       #define WS_CHANNEL_IMPLEMENTATION
+   before you include this file in *one* C or C++ file to create the
+   implementation. Every other file just includes it.
+
+DOCUMENTATION
+
+   What it is
+   ----------
+   Everything a C program needs to speak WebSocket, in both roles, and to run
+   a small message system on top of it:
+
+     primitives   SHA-1, base64, incremental UTF-8 validation, masking
+     frame codec  encode and decode frame headers (RFC 6455 section 5.2)
+     handshake    request/response parsing and building, URLs, query, tokens
+     connection   wsch_conn: one connection, either role - validation,
+                  reassembly, ping/pong, the close handshake, output queue
+     envelope     the {"type": ..., "payload": ...} message, strict JSON
+     client       wsch_client: reconnecting client with backoff, heartbeat,
+                  dead-peer detection, subscriptions replayed on reconnect
+     hub          wsch_hub: server side - auth, users, channels, broadcast
+                  encoded once, send to a user, backpressure
+
+   Each layer is usable alone; the codec layers never allocate.
+
+   What it does NOT do
+   -------------------
+   It never opens a socket, resolves a name, reads a clock, starts a thread
+   or does TLS. Your program owns the event loop (poll, epoll, kqueue, libuv,
+   a game loop, an RTOS) and tells the library what happened:
+
+       bytes arrived        wsch_conn_feed(c, data, len)
+       socket writable      wsch_conn_writable(c)
+       a timer fired        wsch_conn_timer_fired(c, id)
+       transport is gone    wsch_conn_transport_closed(c)
+
+   and the library asks for effects through callbacks in a descriptor:
+   send(bytes) (which may take fewer bytes than offered, or none), close(),
+   timer_set(id, ms)/timer_cancel(id), random_bytes(), and reports events:
+   on_open, on_message, on_close... For TLS, put your TLS library between
+   the socket and these calls; nothing here changes.
+
+   Quick start: an echo server connection
+   --------------------------------------
+       static size_t my_send(const void *p, size_t n, void *user) {
+           ssize_t r = send(((struct peer *)user)->fd, p, n, MSG_NOSIGNAL);
+           return r > 0 ? (size_t)r : 0;     // 0 = would block: the rest is queued
+       }
+       static void my_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
+           wsch_conn_send(c, op, data, len); // echo
+       }
+       static wsch_conn_desc desc;           // one desc serves every connection
+       desc.role = WSCH_ROLE_SERVER;
+       desc.send = my_send;
+       desc.close = my_close;                // close(fd) later, after on_close
+       desc.on_message = my_message;
+       desc.on_close = my_on_close;          // code and reason; destroy here
+       wsch_conn_create(&desc, peer, &peer->conn);
+       ...
+       n = recv(fd, buf, sizeof buf, 0);     // in your loop
+       wsch_conn_feed(peer->conn, buf, n);   // handshake, frames, pings: all handled
+       ...                                   // on EPOLLOUT:
+       wsch_conn_writable(peer->conn);
+
+   examples/echo_server.c is this, complete, on epoll.
+
+   Ownership and lifetimes
+   -----------------------
+   - Descriptors are *borrowed* until the object they configure is destroyed
+     (one wsch_conn_desc can serve thousands of connections; each has its own
+     user pointer).
+   - Data handed to a callback is *valid only during the callback*. Data you
+     pass to a send function is *copied* (or sent) *before return*.
+   - Received bytes passed to wsch_conn_feed() are modified in place
+     (unmasked) and may be handed to on_message without a copy.
+   - Parsed spans (wsch_str) are *borrowed* from the buffer they were parsed
+     from.
+   - An object may be destroyed from inside its own callbacks; the free is
+     deferred until the library's call returns.
+
+   Threading
+   ---------
+   No globals, no thread-locals. Objects are independent: use any number,
+   each from one thread at a time.
+
+   Errors
+   ------
+   Functions return WSCH_OK (0) or a negative wsch_err; wsch_err_str() names
+   it. Incremental parsers return WSCH_INCOMPLETE when they need more bytes.
+   A protocol violation by the peer fails the connection with the RFC close
+   code (1002 protocol, 1007 bad UTF-8, 1009 too big) and on_close reports
+   it; peer bytes never reach an assert. Asserts guard caller misuse only.
+
+   Allocation
+   ----------
+   Only the connection, client and hub allocate, through the allocator in
+   their descriptor ({alloc, free, user}; zero = malloc/free). Nothing is
+   allocated per message on the fast path: a whole frame inside the fed
+   buffer is delivered in place, and output goes straight to send() when the
+   socket takes it. Buffers exist only while a message spans several feeds
+   or output is waiting. An idle open connection is one small struct.
+
+   Limits and defaults (wsch_conn_desc; zero = default)
+   ---------------------------------------------------
+     max_frame_size        16 MiB   larger data frame: close 1009
+     max_message_size      16 MiB   larger reassembled message: close 1009
+     max_outbound_bytes    32 MiB   queued output; sends beyond fail with
+                                    WSCH_ERR_QUEUE_FULL (close frames pass)
+     max_header_bytes      8192     opening handshake head: HTTP 431
+     handshake_timeout_ms  10000    then the transport is closed
+     close_timeout_ms      5000     closing handshake bound
+   The client and hub descriptors document their own limits.
+
+   Compile-time options
+   --------------------
+     WS_CHANNEL_IMPLEMENTATION  in one file: emit the implementation
+     WS_CHANNEL_STATIC          everywhere it is included: all functions
+                                static (private copy per translation unit)
+     WSCH_ASSERT(c)             implementation file; default assert()
+     WSCH_MEMCPY/MEMSET/MEMMOVE implementation file; default libc
+     WSCH_NO_SIMD               implementation file; scalar paths only
+                                (SSE2 is otherwise used where the compiler
+                                targets it)
+     WSCH_SEND_CHUNK            implementation file; stack bytes used to
+                                coalesce a frame into one send() (2048)
+     WSCH_MAX_HEADERS           everywhere; header lines kept per parsed
+                                request/response (32)
+     WSCH_JSON_MAX_DEPTH        implementation file; JSON nesting limit (64)
+     WSCH_ENVELOPE_TYPE_MAX     everywhere; longest envelope type (64)
+
+   The sections below are in the order a reader meets them: common types,
+   then each layer's API from the bottom up; the implementation follows in
+   the same order, each part marked with a greppable "// >>layer" line.
+*/
+
+#ifndef WS_CHANNEL_H
+#define WS_CHANNEL_H
+
+#define WS_CHANNEL_VERSION_MAJOR 0
+#define WS_CHANNEL_VERSION_MINOR 1
+#define WS_CHANNEL_VERSION_PATCH 0
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef WS_CHANNEL_STATIC
+#define WSCH_API static
+#else
+#define WSCH_API extern
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+   Errors. One list generates the enum and wsch_err_str(). Every function that
+   can fail returns WSCH_OK (0) or one of these negative codes.
+   ------------------------------------------------------------------------ */
+#define WSCH_ERROR_LIST(X)                                                          \
+    X(WSCH_OK,                  0, "ok")                                          \
+    X(WSCH_INCOMPLETE,         -1, "more input is needed")                        \
+    X(WSCH_ERR_ARG,            -2, "invalid argument")                            \
+    X(WSCH_ERR_NOMEM,          -3, "allocation failed")                           \
+    X(WSCH_ERR_BUFFER,         -4, "output buffer too small")                     \
+    X(WSCH_ERR_STATE,          -5, "call not valid in the current state")         \
+    X(WSCH_ERR_PROTOCOL,       -6, "WebSocket protocol violation")                \
+    X(WSCH_ERR_UTF8,           -7, "invalid UTF-8")                               \
+    X(WSCH_ERR_TOO_LARGE,      -8, "size limit exceeded")                         \
+    X(WSCH_ERR_QUEUE_FULL,     -9, "outbound queue limit reached")                \
+    X(WSCH_ERR_CLOSED,        -10, "connection is closing or closed")             \
+    X(WSCH_ERR_HTTP,          -11, "malformed HTTP message")                      \
+    X(WSCH_ERR_HEADER_TOO_LARGE, -12, "HTTP header block exceeds its limit")     \
+    X(WSCH_ERR_METHOD,        -13, "HTTP method is not GET")                      \
+    X(WSCH_ERR_HTTP_VERSION,  -14, "HTTP version is not 1.1 or later")            \
+    X(WSCH_ERR_MISSING_HEADER,-15, "required handshake header missing or wrong") \
+    X(WSCH_ERR_WS_VERSION,    -16, "Sec-WebSocket-Version is not 13")             \
+    X(WSCH_ERR_KEY,           -17, "Sec-WebSocket-Key is not 16 base64 bytes")    \
+    X(WSCH_ERR_STATUS,        -18, "handshake response status is not 101")        \
+    X(WSCH_ERR_ACCEPT,        -19, "Sec-WebSocket-Accept does not match")         \
+    X(WSCH_ERR_EXTENSION,     -20, "extension or subprotocol was not offered")    \
+    X(WSCH_ERR_URL,           -21, "malformed or unsupported URL")                \
+    X(WSCH_ERR_BASE64,        -22, "malformed base64")                            \
+    X(WSCH_ERR_JSON,          -23, "malformed JSON")                              \
+    X(WSCH_ERR_JSON_DEPTH,    -24, "JSON nesting too deep")                       \
+    X(WSCH_ERR_NO_TYPE,       -25, "envelope has no string \"type\"")             \
+    X(WSCH_ERR_NOT_FOUND,     -26, "key or item not found")                       \
+    X(WSCH_ERR_STALE,         -27, "handle refers to an object that is gone")     \
+    X(WSCH_ERR_LIMIT,         -28, "configured count limit reached")              \
+    X(WSCH_ERR_DENIED,        -29, "rejected by a caller hook")                   \
+    X(WSCH_ERR_TIMEOUT,       -30, "timed out")
+
+typedef enum wsch_err {
+#define WSCH__ERR_ENUM(name, value, text) name = value,
+    WSCH_ERROR_LIST(WSCH__ERR_ENUM)
+#undef WSCH__ERR_ENUM
+    WSCH_ERR_LAST_ = -31
+} wsch_err;
+
+/* Human-readable text for an error code; never NULL. */
+WSCH_API const char *wsch_err_str(int err);
+
+/* RFC 6455 section 7.4 close codes, plus the application codes this library uses. */
+typedef enum wsch_close_code {
+    WSCH_CLOSE_NORMAL            = 1000,
+    WSCH_CLOSE_GOING_AWAY        = 1001,
+    WSCH_CLOSE_PROTOCOL_ERROR    = 1002,
+    WSCH_CLOSE_UNSUPPORTED_DATA  = 1003,
+    WSCH_CLOSE_NO_STATUS         = 1005, /* never sent: "the close frame had no code" */
+    WSCH_CLOSE_ABNORMAL          = 1006, /* never sent: "the transport closed without a close frame" */
+    WSCH_CLOSE_INVALID_PAYLOAD   = 1007,
+    WSCH_CLOSE_POLICY_VIOLATION  = 1008,
+    WSCH_CLOSE_MESSAGE_TOO_BIG   = 1009,
+    WSCH_CLOSE_MANDATORY_EXT     = 1010,
+    WSCH_CLOSE_INTERNAL_ERROR    = 1011,
+    WSCH_CLOSE_UNAUTHORIZED      = 4001
+} wsch_close_code;
+
+/* A borrowed byte span: never owned, never NUL-terminated unless said. */
+typedef struct wsch_str {
+    const char *ptr;
+    size_t len;
+} wsch_str;
+
+/* Caller-replaceable allocator. Zero fields mean malloc/free. */
+typedef struct wsch_allocator {
+    void *(*alloc)(size_t size, void *user);
+    void (*free)(void *ptr, void *user);
+    void *user;
+} wsch_allocator;
+
+/* ========================================================================
+   Primitives: SHA-1, base64, UTF-8 validation, masking. No allocation.
+   ======================================================================== */
+
+/* SHA-1 (FIPS 180-4). Zero or wsch_sha1_init() a state, update any number of
+   times, then final. The state may be reused after another init. */
+typedef struct wsch_sha1 {
+    uint32_t h[5];
+    uint64_t total_len;         /* bytes hashed so far */
+    unsigned char block[64];
+    size_t block_len;
+} wsch_sha1;
+
+WSCH_API void wsch_sha1_init(wsch_sha1 *s);
+WSCH_API void wsch_sha1_update(wsch_sha1 *s, const void *data, size_t len);
+WSCH_API void wsch_sha1_final(wsch_sha1 *s, unsigned char digest[20]);
+
+/* Base64 (RFC 4648 section 4, with padding). */
+#define WSCH_BASE64_ENCODED_LEN(n) ((((n) + 2u) / 3u) * 4u)
+/* Writes WSCH_BASE64_ENCODED_LEN(len) characters and a NUL; returns WSCH_OK or
+   WSCH_ERR_BUFFER when cap < WSCH_BASE64_ENCODED_LEN(len) + 1. *out_len (may
+   be NULL) gets the length without the NUL, 0 on error. */
+WSCH_API int wsch_base64_encode(const void *src, size_t len, char *dst, size_t cap, size_t *out_len);
+/* Strict decode: canonical padding, no whitespace, no stray bits. Returns
+   WSCH_OK, WSCH_ERR_BASE64, or WSCH_ERR_BUFFER when cap is below the decoded
+   length (known from len and the padding, so checked before the characters).
+   *out_len (may be NULL) gets the decoded length, 0 on error; on error dst
+   may hold partial output. */
+WSCH_API int wsch_base64_decode(const char *src, size_t len, void *dst, size_t cap, size_t *out_len);
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)). Writes 28
+   characters and a NUL. The key is used as given (checking that it is 16
+   base64 bytes is the handshake's job). */
+#define WSCH_ACCEPT_LEN 28
+WSCH_API void wsch_accept_key(const char *key, size_t key_len, char out[WSCH_ACCEPT_LEN + 1]);
+
+/* Incremental UTF-8 validator (RFC 3629: no overlongs, no surrogates, nothing
+   above U+10FFFF). Zero the struct to start. Feed fragments in order; a code
+   point may straddle fragments. Borrows data until return; never allocates. */
+typedef struct wsch_utf8 {
+    uint32_t state;             /* 0 = between code points; other values private */
+} wsch_utf8;
+
+/* Returns WSCH_OK, or WSCH_ERR_UTF8 with *bad_offset (if not NULL) set to the
+   offset in this fragment of the first byte at which the text stops being a
+   prefix of valid UTF-8 (so a peer can be failed without waiting for the rest
+   of a sequence). After an error the state stays failed: later feeds fail at
+   offset 0 and finish fails. */
+WSCH_API int wsch_utf8_feed(wsch_utf8 *v, const void *data, size_t len, size_t *bad_offset);
+/* WSCH_OK when the text ends on a code point boundary, else WSCH_ERR_UTF8. */
+WSCH_API int wsch_utf8_finish(const wsch_utf8 *v);
+/* One-shot predicate: 1 when the whole span is complete, valid UTF-8, else 0
+   (not an error code, so `if (!wsch_utf8_valid(p, n))` reads naturally). */
+WSCH_API int wsch_utf8_valid(const void *data, size_t len);
+
+/* XOR data in place with the 4-byte key, starting at key position
+   (offset & 3); masking and unmasking are the same operation. Works a machine
+   word (or SIMD register) at a time, any alignment. Returns the key position
+   after the last byte, (offset + len) & 3, so a payload can be unmasked in
+   pieces. */
+WSCH_API size_t wsch_mask(void *data, size_t len, const unsigned char key[4], size_t offset);
+
+/* ========================================================================
+   Frame codec (RFC 6455 section 5.2). No allocation.
+   ======================================================================== */
+
+typedef enum wsch_opcode {
+    WSCH_OP_CONTINUATION = 0x0,
+    WSCH_OP_TEXT         = 0x1,
+    WSCH_OP_BINARY       = 0x2,
+    WSCH_OP_CLOSE        = 0x8,
+    WSCH_OP_PING         = 0x9,
+    WSCH_OP_PONG         = 0xA
+} wsch_opcode;
+
+#define WSCH_FRAME_HEADER_MAX 14    /* 2 + 8 length bytes + 4 mask bytes */
+#define WSCH_CONTROL_PAYLOAD_MAX 125
+
+typedef struct wsch_frame_header {
+    uint64_t payload_len;
+    unsigned char mask_key[4];
+    uint8_t opcode;             /* wsch_opcode */
+    uint8_t fin;                /* 1 = final fragment */
+    uint8_t rsv;                /* RSV1..3 as bits 2..0; must be 0 without extensions */
+    uint8_t masked;
+} wsch_frame_header;
+
+/* Encodes a header into out (WSCH_FRAME_HEADER_MAX bytes suffice); returns
+   its length. Uses the shortest length encoding, as RFC 6455 requires. */
+WSCH_API size_t wsch_frame_header_encode(unsigned char out[WSCH_FRAME_HEADER_MAX], const wsch_frame_header *h);
+
+/* Decodes the header at the start of buf. Returns WSCH_OK with *header_len
+   set, WSCH_INCOMPLETE when len is too short to hold it (feed more bytes and
+   call again: the result never depends on how the input was split), or
+   WSCH_ERR_PROTOCOL for what no role may accept: a non-minimal or 2^63+
+   length, an unknown opcode, a fragmented or oversized control frame. Role
+   rules (masking, RSV bits) are the connection's job. */
+WSCH_API int wsch_frame_header_decode(const void *buf, size_t len, wsch_frame_header *h, size_t *header_len);
+
+/* ========================================================================
+   Handshake (RFC 6455 section 4), URLs and query strings. No allocation:
+   parsed fields are spans borrowed from the caller's buffer.
+
+   Conventions of this section:
+   - An absent field is the span {NULL, 0}; a present but empty one has a
+     non-NULL ptr and len 0.
+   - Builders write the text and a NUL after it; cap must hold both. When it
+     does not they return WSCH_ERR_BUFFER, set *out_len to the length the
+     text needs (without the NUL) and leave out as an empty string: never a
+     truncated message. out may be NULL when cap is 0 (a size query).
+   - Text the caller hands to a builder (paths, header lines, protocols) is
+     validated, so a caller string can never inject a header line:
+     WSCH_ERR_ARG otherwise.
+   ======================================================================== */
+
+#ifndef WSCH_MAX_HEADERS
+#define WSCH_MAX_HEADERS 32     /* header lines kept per request/response */
+#endif
+
+typedef struct wsch_http_header {
+    wsch_str name;
+    wsch_str value;             /* surrounding whitespace trimmed */
+} wsch_http_header;
+
+/* A parsed HTTP request. Every span points into the parsed buffer. */
+typedef struct wsch_request {
+    wsch_str method;
+    wsch_str target;            /* the request-target as sent */
+    wsch_str path;              /* target up to '?' */
+    wsch_str query;             /* after '?', without it; absent if no '?' */
+    int minor_version;          /* HTTP/1.x */
+    wsch_str host, origin, key, authorization;
+    int ws_version;             /* Sec-WebSocket-Version as a number, -1 if absent or not a number */
+    wsch_http_header headers[WSCH_MAX_HEADERS];
+    size_t num_headers;
+} wsch_request;
+
+/* Parses an HTTP/1.x request head. Incremental: call again with the same
+   bytes grown by newly received ones (the buffer may move), passing the
+   previous length as prev_len (0 the first time) so only new bytes are
+   scanned: one-byte feeds cost O(n) in all, and any split of the input gives
+   the same result. Never reads buf[len] or beyond.
+
+   Strict HTTP/1.1 syntax (RFC 9112): request line `method SP target SP
+   HTTP/1.d CRLF`, method and field names are tokens, no space before the
+   colon, lines end in CRLF (a bare LF or a CR without LF is an error, found
+   as soon as the byte arrives, as is any control byte other than HTAB),
+   obs-fold (a line starting with SP or HTAB) is an error, the target is
+   visible ASCII without '#'. Bytes after the head are not looked at: they
+   belong to the WebSocket stream.
+
+   Returns WSCH_OK with *consumed = head length and *req filled, or
+   WSCH_INCOMPLETE (call again with more bytes), or an error after which the
+   request is hopeless (*req unspecified):
+     WSCH_ERR_HEADER_TOO_LARGE  max_bytes (0 = 8192, which is
+                                WSCH_DEFAULT_MAX_HEADER_BYTES) passed without
+                                the end of the head, or more than
+                                WSCH_MAX_HEADERS header lines (431);
+     WSCH_ERR_HTTP              malformed, or Host, Origin, Authorization,
+                                Sec-WebSocket-Key or Sec-WebSocket-Version
+                                given more than once (they are single values
+                                and a second copy is ambiguous);
+     WSCH_ERR_HTTP_VERSION      HTTP major version other than 1;
+     WSCH_ERR_ARG               NULL req/consumed, or prev_len > len.
+   Checks only HTTP syntax: see wsch_request_check_upgrade(). */
+WSCH_API int wsch_request_parse(const char *buf, size_t len, size_t prev_len, size_t max_bytes,
+                                wsch_request *req, size_t *consumed);
+/* Is a parsed request a valid WebSocket upgrade (RFC 6455 4.2.1)? Checked in
+   this order: method GET (WSCH_ERR_METHOD); HTTP/1.1 or later
+   (WSCH_ERR_HTTP_VERSION); a non-empty Host, Upgrade with the token
+   "websocket", Connection with the token "upgrade" (both case-insensitive
+   in comma lists, over all lines of that name) (WSCH_ERR_MISSING_HEADER);
+   Sec-WebSocket-Version 13, also when absent (WSCH_ERR_WS_VERSION, so the
+   answer is 426 naming version 13); Sec-WebSocket-Key present
+   (WSCH_ERR_MISSING_HEADER) and decoding to exactly 16 bytes
+   (WSCH_ERR_KEY). Returns WSCH_OK or the first failure. */
+WSCH_API int wsch_request_check_upgrade(const wsch_request *req);
+/* The HTTP status a server answers a failed parse or check with: 426 for
+   WSCH_ERR_WS_VERSION, 405 for WSCH_ERR_METHOD, 431 for
+   WSCH_ERR_HEADER_TOO_LARGE, else 400. */
+WSCH_API int wsch_request_error_status(int err);
+
+/* Case-insensitive header lookup; the first match. WSCH_OK or WSCH_ERR_NOT_FOUND. */
+WSCH_API int wsch_header_find(const wsch_http_header *headers, size_t count, const char *name, wsch_str *value);
+/* Does a comma-separated header value contain token (case-insensitive,
+   elements trimmed, empty elements ignored)? 1 or 0. */
+WSCH_API int wsch_header_has_token(wsch_str value, const char *token);
+/* Iterates the comma-separated entries of every Sec-WebSocket-Protocol
+   header, in order. Start with *iter = 0. Returns 1 with *protocol set (a
+   trimmed, non-empty span into the request), 0 at the end. */
+WSCH_API int wsch_request_next_protocol(const wsch_request *req, size_t *iter, wsch_str *protocol);
+
+/* Builds the server's 101 response:
+     HTTP/1.1 101 Switching Protocols / Upgrade: websocket /
+     Connection: Upgrade / Sec-WebSocket-Accept / [Sec-WebSocket-Protocol]
+   then extra_headers and the blank line. req must have passed
+   wsch_request_check_upgrade(). protocol (NULL or "" = none) must be a
+   token the client offered, compared exactly; extra_headers (NULL or "")
+   are complete "Name: value\r\n" lines. Returns WSCH_OK, WSCH_ERR_ARG (no
+   key, protocol not offered, malformed extra_headers) or WSCH_ERR_BUFFER. */
+WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, const char *extra_headers,
+                                 char *out, size_t cap, size_t *out_len);
+/* Builds a complete refusal for status 300..599: the reason phrase
+   (400 Bad Request, 401 Unauthorized, 403 Forbidden, 404 Not Found,
+   405 Method Not Allowed, 408, 426 Upgrade Required, 429,
+   431 Request Header Fields Too Large, 500 Internal Server Error, 503, ...;
+   a generic one for others), Content-Type text/plain, Content-Length,
+   "Connection: close", the reason as the body. A 426 carries
+   "Sec-WebSocket-Version: 13", a 405 "Allow: GET", a 401
+   "WWW-Authenticate: Bearer". extra_headers as for wsch_response_build().
+   Returns WSCH_OK, WSCH_ERR_ARG (status out of range, bad extra_headers) or
+   WSCH_ERR_BUFFER. Every refusal without extra headers fits in 256 bytes. */
+WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *out, size_t cap, size_t *out_len);
+
+/* Client side. Strings are NUL-terminated, borrowed until return. */
+typedef struct wsch_client_request_desc {
+    const char *host;           /* required: a DNS name, IPv4 address, or IPv6 literal (brackets optional) */
+    uint16_t port;              /* 0 = 80; the Host header omits 80 */
+    const char *path;           /* NULL = "/"; must start with '/', visible ASCII, no '#' */
+    const char *query;          /* without '?', already encoded; NULL or "" = none */
+    const char *protocols;      /* comma-separated tokens, or NULL */
+    const char *origin;         /* or NULL */
+    const char *extra_headers;  /* complete "Name: value\r\n" lines, or NULL */
+    unsigned char nonce[16];    /* random bytes from the caller's random source */
+} wsch_client_request_desc;
+
+#define WSCH_KEY_LEN 24
+/* Writes the request in RFC 6455 section 1.2 order (Host, Upgrade,
+   Connection, Sec-WebSocket-Key, Origin, Sec-WebSocket-Protocol,
+   Sec-WebSocket-Version, then extra_headers) and, on WSCH_OK, the key it
+   carries (base64 of the nonce: 24 characters and a NUL). Returns WSCH_OK,
+   WSCH_ERR_ARG (missing or malformed field) or WSCH_ERR_BUFFER. */
+WSCH_API int wsch_client_request_build(const wsch_client_request_desc *d, char *out, size_t cap, size_t *out_len,
+                                       char key_out[WSCH_KEY_LEN + 1]);
+
+typedef struct wsch_response {
+    int status;
+    int minor_version;
+    wsch_str reason;            /* may be empty; a missing SP before it is tolerated */
+    wsch_http_header headers[WSCH_MAX_HEADERS];
+    size_t num_headers;
+} wsch_response;
+
+/* Same contract and syntax rules as wsch_request_parse(), for a status line
+   `HTTP/1.d SP 3DIGIT [SP reason] CRLF` and its headers (no duplicate
+   rules here: wsch_response_check() judges those). */
+WSCH_API int wsch_response_parse(const char *buf, size_t len, size_t prev_len, size_t max_bytes,
+                                 wsch_response *res, size_t *consumed);
+/* Strict check of a parsed response against the request (RFC 6455 4.1), in
+   this order: status 101 (WSCH_ERR_STATUS); exactly one Upgrade header whose
+   value is "websocket" (case-insensitive) and a Connection header with the
+   token "upgrade" (WSCH_ERR_MISSING_HEADER); exactly one
+   Sec-WebSocket-Accept, byte-exact for key (WSCH_ERR_ACCEPT); no
+   Sec-WebSocket-Extensions at all, since none is ever offered, and at most
+   one Sec-WebSocket-Protocol whose value is one of offered_protocols
+   (comma-separated, compared exactly; NULL = none offered)
+   (WSCH_ERR_EXTENSION). Returns WSCH_OK or the first failure, WSCH_ERR_ARG
+   for NULL res/key. *protocol (may be NULL) gets the chosen protocol, a span
+   into the response, or {NULL, 0}. */
+WSCH_API int wsch_response_check(const wsch_response *res, const char *key, const char *offered_protocols,
+                                 wsch_str *protocol);
+
+/* ws://host[:port][/path][?query] and wss://. IPv6 literals in brackets.
+   Spans point into the parsed string, except a default path. */
+typedef struct wsch_url {
+    wsch_str scheme;            /* "ws" or "wss", as written (any case) */
+    wsch_str host;              /* without brackets */
+    uint16_t port;              /* explicit, or 80 / 443 */
+    int secure;                 /* 1 for wss */
+    wsch_str path;              /* a static "/" when absent */
+    wsch_str query;             /* without '?'; absent ({NULL, 0}) if no '?' */
+} wsch_url;
+
+/* Parses a WebSocket URL (RFC 6455 section 3, RFC 3986 syntax). Scheme ws
+   or wss in any case; host a name of unreserved characters, an IPv4 address
+   or a bracketed IPv6 literal (no zone id); port 1..65535; path and query
+   of RFC 3986 pchar with valid %XX escapes. Returns WSCH_OK, WSCH_ERR_ARG
+   (NULL url or u) or WSCH_ERR_URL: any other scheme, empty host, userinfo
+   ('@' before the path), bad or empty port, a fragment ('#'), whitespace,
+   control or non-ASCII bytes, a bad escape. */
+WSCH_API int wsch_url_parse(const char *url, size_t len, wsch_url *u);
+
+/* Finds key in an application/x-www-form-urlencoded query (pairs split on
+   '&', keys compared after decoding, first match wins) and decodes its
+   value into out (NUL-terminated): %XX is a byte and '+' is a space, as in
+   HTML form encoding; a literal '+' arrives as %2B. A pair without '=' has
+   an empty value. Returns WSCH_OK, WSCH_ERR_NOT_FOUND, WSCH_ERR_URL (a bad
+   or truncated escape anywhere in the query, or a value that decodes to a
+   NUL byte, which would silently shorten a C string) or WSCH_ERR_BUFFER. */
+WSCH_API int wsch_query_get(wsch_str query, const char *key, char *out, size_t cap, size_t *out_len);
+/* Percent-encodes everything but RFC 3986 unreserved characters
+   (A-Z a-z 0-9 - . _ ~) as uppercase %XX; the result is safe in a path
+   segment and as a query key or value. Returns WSCH_OK or WSCH_ERR_BUFFER. */
+WSCH_API int wsch_percent_encode(const char *src, size_t len, char *out, size_t cap, size_t *out_len);
+
+/* Where a request carried its bearer token. */
+typedef enum wsch_token_source {
+    WSCH_TOKEN_NONE = 0,
+    WSCH_TOKEN_QUERY,           /* ?token=... */
+    WSCH_TOKEN_AUTHORIZATION,   /* Authorization: Bearer ... */
+    WSCH_TOKEN_PROTOCOL         /* Sec-WebSocket-Protocol entry "bearer.<token>" */
+} wsch_token_source;
+
+/* Extracts the bearer token into out (copied, NUL-terminated), trying in
+   order: an Authorization header with the scheme Bearer (case-insensitive)
+   and a token68 credential (RFC 6750); the first Sec-WebSocket-Protocol
+   entry "bearer.<token>" (prefix case-insensitive); the query parameter
+   "token" (decoded). Empty tokens count as absent; an Authorization header
+   with another scheme is skipped. A server that takes the token from
+   Sec-WebSocket-Protocol must still answer with one offered protocol, or
+   browsers fail the connection: offer an application protocol next to the
+   bearer entry and choose that one.
+   Returns WSCH_OK with *source (may be NULL) set, WSCH_ERR_NOT_FOUND,
+   WSCH_ERR_HTTP (a Bearer Authorization header without a valid token68:
+   the client said where its token is, so there is no fallback),
+   WSCH_ERR_URL (bad escape in the query) or WSCH_ERR_BUFFER. */
+WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, size_t *out_len,
+                                wsch_token_source *source);
+
+/* ========================================================================
+   Connection (wsch_conn): one WebSocket connection in either role.
+   ======================================================================== */
+
+typedef struct wsch_conn wsch_conn;
+
+typedef enum wsch_role {
+    WSCH_ROLE_SERVER = 0,
+    WSCH_ROLE_CLIENT = 1
+} wsch_role;
+
+typedef enum wsch_conn_state {
+    WSCH_CONN_HANDSHAKE = 0,    /* opening handshake in progress */
+    WSCH_CONN_OPEN,             /* messages flow both ways */
+    WSCH_CONN_CLOSING,          /* a close frame was sent; waiting for the peer or the transport */
+    WSCH_CONN_CLOSED            /* on_close has run; only wsch_conn_destroy() remains */
+} wsch_conn_state;
+
+/* Timer ids a connection arms through timer_set. */
+enum {
+    WSCH_TIMER_HANDSHAKE = 1,   /* opening handshake must finish in time */
+    WSCH_TIMER_CLOSE     = 2    /* closing handshake must finish in time */
+};
+
+/* The server's answer to a request head, filled in by on_request. It starts
+   as 101 (accept, no subprotocol) for a valid upgrade, or as the refusal
+   status wsch_request_error_status() gives for anything else (a plain GET
+   included, so one port can serve pages too). A request that is not a valid
+   upgrade is never accepted, whatever status the hook leaves. */
+typedef struct wsch_handshake_reply {
+    int status;                 /* 101 accepts; anything else refuses with that HTTP status */
+    const void *response;       /* refusing: a complete HTTP response to send instead of the built one */
+    size_t response_len;        /* (copied before return), e.g. a page or a 401 with WWW-Authenticate */
+    const char *protocol;       /* accepted subprotocol (one of the offered) or NULL */
+    const char *extra_headers;  /* "Name: value\r\n" lines, or NULL; copied before return */
+    uint16_t close_code;        /* nonzero: accept, then close at once with this code */
+    const char *close_reason;   /* with close_code, or NULL */
+} wsch_handshake_reply;
+
+/* Defaults for zero fields in wsch_conn_desc. */
+#define WSCH_DEFAULT_MAX_FRAME_SIZE     (16u * 1024u * 1024u)
+#define WSCH_DEFAULT_MAX_MESSAGE_SIZE   (16u * 1024u * 1024u)
+#define WSCH_DEFAULT_MAX_OUTBOUND_BYTES (32u * 1024u * 1024u)
+#define WSCH_DEFAULT_MAX_HEADER_BYTES   8192u
+#define WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define WSCH_DEFAULT_CLOSE_TIMEOUT_MS   5000u
+
+/* Everything a connection needs. Zero means the documented default. The desc
+   is borrowed until wsch_conn_destroy(): one desc can serve many connections
+   (a server keeps one for all its clients), each with its own user pointer. */
+typedef struct wsch_conn_desc {
+    wsch_role role;
+    size_t max_frame_size;          /* bytes of one data frame's payload */
+    size_t max_message_size;        /* bytes of one reassembled message */
+    size_t max_outbound_bytes;      /* bytes queued unsent before sends fail */
+    size_t max_header_bytes;        /* bytes of the opening handshake head */
+    uint32_t handshake_timeout_ms;
+    uint32_t close_timeout_ms;
+
+    /* Client role: what the opening request carries. */
+    const char *host;               /* required for clients */
+    uint16_t port;
+    const char *path;               /* NULL = "/" */
+    const char *query;              /* encoded, without '?' */
+    const char *protocols;          /* comma-separated offer */
+    const char *origin;
+    const char *extra_headers;      /* e.g. "Authorization: Bearer x\r\n" */
+
+    wsch_allocator allocator;
+
+    /* Effects. send is required: it returns how many bytes it took (0 when
+       the socket would block); the rest is queued until wsch_conn_writable().
+       close asks the caller to close the transport; report the closure back
+       with wsch_conn_transport_closed() or just destroy the connection.
+       Timers: arm or re-arm timer_id to fire once after delay_ms, then call
+       wsch_conn_timer_fired(). Without timer_set there are no timeouts.
+       random_bytes is required for clients (keys and masks). */
+    size_t (*send)(const void *data, size_t len, void *user);
+    void (*close)(void *user);
+    void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
+    void (*timer_cancel)(unsigned timer_id, void *user);
+    void (*random_bytes)(void *buf, size_t len, void *user);
+
+    /* Events. All optional. Data pointers are valid only during the callback.
+       on_request (server) sees every complete request head and fills reply.
+       on_message gets a complete message: writable bytes, text already
+       validated as UTF-8. on_close runs exactly once, when the connection
+       reaches CLOSED: code is the peer's close code, WSCH_CLOSE_NO_STATUS if
+       its close frame had none, WSCH_CLOSE_ABNORMAL if the transport ended
+       without one, or the code this side failed the connection with. The
+       connection may be destroyed from inside on_close. */
+    void (*on_request)(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply, void *user);
+    void (*on_open)(wsch_conn *c, void *user);
+    void (*on_message)(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user);
+    void (*on_pong)(wsch_conn *c, const void *data, size_t len, void *user);
+    void (*on_close)(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user);
+} wsch_conn_desc;
+
+/* Creates a connection over a transport that is already open. A client
+   connection sends its opening request at once. Returns WSCH_OK,
+   WSCH_ERR_ARG or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn **out);
+/* Frees everything, queued output included. No callbacks run. Safe from
+   inside any callback of this connection (the free waits until it returns). */
+WSCH_API void wsch_conn_destroy(wsch_conn *c);
+
+/* Received bytes. They are modified in place (unmasking) and may be handed to
+   on_message without a copy. Returns WSCH_OK, or the error that failed the
+   connection (WSCH_ERR_PROTOCOL, WSCH_ERR_UTF8, WSCH_ERR_TOO_LARGE, handshake
+   errors, WSCH_ERR_NOMEM); after an error the close frame is on its way and
+   further input is ignored. */
+WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len);
+/* The socket can take more bytes: flush the queue. */
+WSCH_API int wsch_conn_writable(wsch_conn *c);
+WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id);
+/* The transport is gone (EOF, error, or after our close request). */
+WSCH_API void wsch_conn_transport_closed(wsch_conn *c);
+
+/* Sends a whole message. Text must be valid UTF-8 (checked). Data is copied
+   or sent before return. Returns WSCH_OK, WSCH_ERR_STATE (not open),
+   WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL (nothing was sent) or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, size_t len);
+/* One frame of a fragmented message: opcode TEXT/BINARY for the first,
+   CONTINUATION after; fin on the last. Text is not checked here. */
+WSCH_API int wsch_conn_send_frame(wsch_conn *c, wsch_opcode opcode, int fin, const void *data, size_t len);
+WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len);
+/* Starts the closing handshake. code 0 sends a close frame without a code. */
+WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len);
+
+WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c);
+WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c);
+WSCH_API void *wsch_conn_user(const wsch_conn *c);
+WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user);
+/* The subprotocol agreed in the handshake, or an empty span. */
+WSCH_API wsch_str wsch_conn_protocol(const wsch_conn *c);
+
+/* A shared, reference-counted, unmasked frame: encoded once, queued by
+   reference to many server connections (a broadcast). */
+typedef struct wsch_shared wsch_shared;
+/* Encodes one final frame. payload may be NULL to leave len bytes to fill
+   through wsch_shared_payload(). The caller holds one reference. */
+WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, const void *payload, size_t len,
+                                wsch_shared **out);
+WSCH_API void *wsch_shared_payload(wsch_shared *s);
+WSCH_API size_t wsch_shared_frame_size(const wsch_shared *s);
+WSCH_API void wsch_shared_release(wsch_shared *s);
+/* Sends or queues the shared frame (server role); takes its own reference
+   only if bytes remain queued. Same returns as wsch_conn_send(). */
+WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s);
+
+
+/* ========================================================================
+   Envelope: the {"type": T, "payload": P} message, and the strict JSON
+   scanner under it. No allocation, no recursion, no tree: one bounded pass
+   over the bytes. Everything returned points into the caller's input
+   (borrowed) or is copied into a caller buffer.
+   ======================================================================== */
+
+/* Deepest nesting of arrays and objects accepted (the envelope's own object
+   counts as 1). Deeper input fails with WSCH_ERR_JSON_DEPTH. Only the
+   implementation file reads it. */
+#ifndef WSCH_JSON_MAX_DEPTH
+#define WSCH_JSON_MAX_DEPTH 64
+#endif
+
+/* Longest envelope type in bytes, after unescaping. Sizes wsch_envelope, so
+   it must have the same value in every file that includes this header. */
+#ifndef WSCH_ENVELOPE_TYPE_MAX
+#define WSCH_ENVELOPE_TYPE_MAX 64
+#endif
+
+/* Any envelope wsch_envelope_encode() accepts fits in
+   payload_len + WSCH_ENVELOPE_OVERHEAD_MAX bytes, NUL included:
+   {"type":  "T escaped (6 bytes per byte at worst)"  ,"payload":  }  NUL. */
+#define WSCH_ENVELOPE_OVERHEAD_MAX (8u + 2u + 6u * (WSCH_ENVELOPE_TYPE_MAX) + 11u + 1u + 1u)
+
+/* A decoded envelope. The type is copied; the payload is borrowed from the
+   decoded input (valid as long as that input is). */
+typedef struct wsch_envelope {
+    char type[WSCH_ENVELOPE_TYPE_MAX + 1]; /* unescaped UTF-8, NUL-terminated */
+    size_t type_len;                       /* bytes in type, NUL excluded */
+    wsch_str payload;                      /* raw JSON text of the payload value, exactly the
+                                              value's bytes (no surrounding whitespace);
+                                              absent: ptr NULL and len 0; null: "null" */
+} wsch_envelope;
+
+/* The kind of a JSON value, judged from its first byte. */
+typedef enum wsch_json_kind {
+    WSCH_JSON_INVALID = 0,      /* empty span or not the start of a value */
+    WSCH_JSON_OBJECT,
+    WSCH_JSON_ARRAY,
+    WSCH_JSON_STRING,
+    WSCH_JSON_NUMBER,
+    WSCH_JSON_TRUE,
+    WSCH_JSON_FALSE,
+    WSCH_JSON_NULL
+} wsch_json_kind;
+
+/* ---- Strictness, for every function below that reads JSON ----
+   - RFC 8259 exactly: one value, optional whitespace (space, tab, CR, LF)
+     around it, nothing else. No BOM, no comments, no trailing commas, no
+     NaN/Infinity, no leading zeros, no single quotes.
+   - Strings must be valid UTF-8 (RFC 3629) and free of raw control
+     characters (< 0x20). An escape \uD800-\uDFFF that is not part of a
+     high+low surrogate pair cannot become UTF-8 and is refused with
+     WSCH_ERR_UTF8 (RFC 8259 section 8.2 leaves its meaning undefined).
+   - Nesting deeper than WSCH_JSON_MAX_DEPTH: WSCH_ERR_JSON_DEPTH, found
+     before any deeper byte is read.
+   - Invalid input yields WSCH_ERR_JSON (syntax), WSCH_ERR_UTF8 or
+     WSCH_ERR_JSON_DEPTH; when it has several faults, which one is reported
+     is unspecified.
+   - A key looked up (or "type"/"payload" in an envelope) that appears twice
+     in the same object is refused with WSCH_ERR_JSON: parsers disagree on
+     which copy wins, so accepting it would let two programs read one message
+     two ways. Other duplicate keys are allowed, as RFC 8259 allows them.
+   - Keys are compared after unescaping: "t\u0079pe" is "type". */
+
+/* The whole span is one valid JSON value. Returns WSCH_OK, WSCH_ERR_JSON,
+   WSCH_ERR_JSON_DEPTH or WSCH_ERR_UTF8. json is borrowed until return. */
+WSCH_API int wsch_json_validate(const char *json, size_t len);
+
+/* Decodes one envelope: the whole input is validated, the top level must be
+   an object with a string member "type"; "payload" may be any value or
+   absent; other members are ignored. On WSCH_OK, env->type holds the
+   unescaped type and env->payload borrows from json. On error env is zeroed.
+   Returns WSCH_OK; WSCH_ERR_JSON, WSCH_ERR_JSON_DEPTH or WSCH_ERR_UTF8 when
+   the input is not valid JSON (or repeats "type" or "payload");
+   WSCH_ERR_NO_TYPE when it is valid JSON but not an object, has no
+   "type", or its type is not a string or contains U+0000 (types are compared
+   as C strings; refusing NUL keeps "a\u0000b" from passing for "a");
+   WSCH_ERR_TOO_LARGE when the unescaped type exceeds WSCH_ENVELOPE_TYPE_MAX
+   bytes (never truncated). */
+WSCH_API int wsch_envelope_decode(const char *json, size_t len, wsch_envelope *env);
+
+/* 1 when env's type is exactly the NUL-terminated string type, else 0. */
+WSCH_API int wsch_envelope_type_is(const wsch_envelope *env, const char *type);
+
+/* Exact length (NUL excluded) of the envelope wsch_envelope_encode() writes
+   for these arguments (payload_len 0 with a NULL payload: no payload member).
+   Does not validate; saturates at SIZE_MAX. Buffers need one more byte. */
+WSCH_API size_t wsch_envelope_size(const char *type, size_t type_len, const char *payload, size_t payload_len);
+
+/* Writes {"type":"T","payload":P} and a NUL into out, or {"type":"T"} when
+   payload is NULL. T is escaped (wsch_json_escape_string); P is copied
+   verbatim after being checked to be exactly one JSON value. *out_len (may be
+   NULL) gets the length without the NUL. Everything is borrowed until return.
+   Returns WSCH_OK; WSCH_ERR_ARG (NULL pointer with a nonzero length, or a
+   U+0000 in type); WSCH_ERR_TOO_LARGE (type_len > WSCH_ENVELOPE_TYPE_MAX, so
+   every envelope sent can be decoded); WSCH_ERR_UTF8 (type is not valid
+   UTF-8, or payload has a bad string); WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH
+   (payload is not one valid JSON value); WSCH_ERR_BUFFER (cap is less than
+   wsch_envelope_size() + 1). Nothing useful is in out after an error. */
+WSCH_API int wsch_envelope_encode(const char *type, size_t type_len, const char *payload, size_t payload_len,
+                                  char *out, size_t cap, size_t *out_len);
+
+/* Exact length of s as a quoted JSON string (quotes included, NUL excluded),
+   for any input; saturates at SIZE_MAX. */
+WSCH_API size_t wsch_json_escaped_len(const char *s, size_t len);
+
+/* Writes s as a quoted JSON string and a NUL: '"' and '\' escaped, control
+   characters as \b \f \n \r \t or \u00XX, everything else (non-ASCII
+   included) verbatim. Use it to build payloads such as
+   {"channel":C,"data":D}. *out_len (may be NULL) gets the length without the
+   NUL. Returns WSCH_OK, WSCH_ERR_ARG (NULL with nonzero length), WSCH_ERR_UTF8
+   (s is not valid UTF-8) or WSCH_ERR_BUFFER (cap < wsch_json_escaped_len + 1). */
+WSCH_API int wsch_json_escape_string(const char *s, size_t len, char *out, size_t cap, size_t *out_len);
+
+/* Unescapes a raw JSON string token (quotes included, e.g. from
+   wsch_json_get_raw) into out with a NUL. The text may contain U+0000; trust
+   *out_len, not strlen. Returns WSCH_OK; WSCH_ERR_JSON / WSCH_ERR_UTF8 when
+   str is not exactly one valid JSON string; WSCH_ERR_BUFFER when cap is less
+   than the unescaped length + 1, with *out_len (if not NULL) set to that
+   length so the caller can retry. */
+WSCH_API int wsch_json_unescape_string(wsch_str str, char *out, size_t cap, size_t *out_len);
+
+/* Kind of the value whose raw text starts at v.ptr (no validation). */
+WSCH_API wsch_json_kind wsch_json_kind_of(wsch_str v);
+
+/* ---- Lookups in one object, typically an envelope's payload ----
+   obj must be one valid JSON value (it is validated in full on every call,
+   one pass); only the members of the top-level object are searched, never
+   nested ones. key is a NUL-terminated UTF-8 name. All spans returned borrow
+   from obj. Common codes: WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8
+   (obj invalid, or key present twice); WSCH_ERR_NOT_FOUND (obj is not an
+   object, the key is absent, or its value is not of the kind asked for). */
+
+/* *value = raw text of the member's value (any kind). */
+WSCH_API int wsch_json_get_raw(wsch_str obj, const char *key, wsch_str *value);
+
+/* String member, unescaped into out with a NUL (see
+   wsch_json_unescape_string for WSCH_ERR_BUFFER and *out_len). */
+WSCH_API int wsch_json_get_string(wsch_str obj, const char *key, char *out, size_t cap, size_t *out_len);
+
+/* Number member as the nearest double (strtod's rounding, correct on glibc
+   and musl; independent of the locale's decimal point).
+   WSCH_ERR_TOO_LARGE when it overflows a double or its text is longer than
+   512 bytes. */
+WSCH_API int wsch_json_get_number(wsch_str obj, const char *key, double *out);
+
+/* Number member whose exact value is an integer in int64_t range: 42, -7,
+   1e3, 2.50e1 and -0 qualify; 1.5 is WSCH_ERR_NOT_FOUND; out of range is
+   WSCH_ERR_TOO_LARGE. */
+WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out);
+
+/* The "channel" of a subscribe/unsubscribe/publish payload: a non-empty
+   string without U+0000, unescaped into out with a NUL. Returns as
+   wsch_json_get_string, and WSCH_ERR_NOT_FOUND for an empty channel or one
+   containing U+0000. */
+WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, size_t *out_len);
+
+/* ========================================================================
+   Client (wsch_client): a reconnecting message client over one wsch_conn.
+
+   The client owns the connection's life: it asks the caller to open a
+   transport, runs the opening handshake, keeps the link alive with a
+   heartbeat, notices a dead peer, and when the link goes away it waits
+   (exponential backoff with jitter) and opens a new one, replaying the
+   channel subscriptions and then the messages sent while offline.
+
+   Effects, all through the descriptor, all receiving desc.user:
+     connect(host, port)     open a transport; later call
+                             wsch_client_transport_open() or
+                             wsch_client_transport_failed()
+     send(bytes)             write; return how many bytes were taken
+     close()                 close the transport (or abandon the pending
+                             connect). The transport is gone for the client
+                             at once: report nothing more about it.
+     timer_set/timer_cancel  one-shot timers by id; on expiry call
+                             wsch_client_timer_fired(id). The ids the
+                             connection uses (1..15) and the client's own
+                             (WSCH_CLIENT_TIMER_*, 16 and up) share the one
+                             callback pair and never clash.
+     now_ms                  a monotonic clock in milliseconds
+     random_bytes            handshake keys, frame masks and jitter
+     log                     optional: short static strings, for tracing
+   Inputs: wsch_client_feed(bytes), wsch_client_writable(),
+   wsch_client_timer_fired(id), wsch_client_transport_closed().
+
+   States (status is what wsch_client_get_status() and on_status report):
+
+   | state      | status       | meaning                                    |
+   | ---------- | ------------ | ------------------------------------------ |
+   | IDLE       | disconnected | not started, or stopped (see stop reason)  |
+   | CONNECTING | connecting   | connect() effect called, transport pending |
+   | HANDSHAKE  | connecting   | transport open, opening handshake running  |
+   | OPEN       | connected    | messages flow; heartbeat running           |
+   | WAITING    | disconnected | retry timer armed (next_retry_ms >= 0)     |
+   | CLOSING    | disconnected | disconnect() while open: the close         |
+   |            |              | handshake finishes in the background       |
+
+   | from       | event                                | to                  |
+   | ---------- | ------------------------------------ | ------------------- |
+   | IDLE       | wsch_client_connect()                | CONNECTING          |
+   | CONNECTING | wsch_client_transport_open()         | HANDSHAKE           |
+   | CONNECTING | transport_failed / _closed           | WAITING or IDLE (1) |
+   | HANDSHAKE  | handshake accepted                   | OPEN (2)            |
+   | HANDSHAKE  | handshake refused, timeout, closed   | WAITING or IDLE (1) |
+   | OPEN       | close frame, transport closed,       | WAITING or IDLE (1) |
+   |            | protocol error                       | (on_disconnect)     |
+   | OPEN       | no inbound byte within pong timeout  | WAITING or IDLE (1) |
+   |            | of a heartbeat (dead peer)           | (on_disconnect)     |
+   | OPEN       | close code in the terminal set       | IDLE (terminal)     |
+   | WAITING    | retry timer fired                    | CONNECTING          |
+   | OPEN       | wsch_client_disconnect()             | CLOSING             |
+   | CLOSING    | close handshake done or timed out    | IDLE                |
+   | any other  | wsch_client_disconnect()             | IDLE (stopped: user)|
+   | CLOSING    | wsch_client_connect()                | CONNECTING (the     |
+   |            |                                      | old link is dropped)|
+
+   (1) WAITING while retries remain; IDLE with stop reason MAX_ATTEMPTS when
+       the retries are used up. Retry n (0-based, counting failed tries since
+       the last successful open) waits delay = min(backoff_base_ms << n,
+       backoff_max_ms); with jitter (the default) the wait is uniform in
+       [delay/2, delay] (exactly delay - r, r uniform in 0..delay/2). After
+       max_attempts retries in a row have failed, the client stops.
+   (2) On open the retry counter resets to 0, the remembered subscriptions
+       are sent in the order they were made, then the offline queue is
+       flushed in order, then on_status(CONNECTED) and on_connect run.
+
+   The first wsch_client_connect() connects at once; only retries wait.
+
+   Heartbeat: every heartbeat_interval_ms while OPEN the client sends
+   {"type":"ping"} (and/or a protocol ping, see wsch_client_heartbeat). If no
+   byte at all arrives within pong_timeout_ms after a heartbeat, the peer is
+   taken for dead: the transport is closed, on_disconnect reports
+   WSCH_CLOSE_ABNORMAL with reason "ping timeout", and the retry path runs.
+   Incoming {"type":"pong"} is swallowed (no handler sees it).
+
+   Re-entrancy: from inside any callback the caller may send, subscribe,
+   unsubscribe, register or remove handlers (the running one included),
+   connect, disconnect, and destroy the client (the free waits until the
+   outermost client call returns). A handler registered during a dispatch
+   first sees the next message; one removed during a dispatch is not called
+   again, even for the message being dispatched.
+   ======================================================================== */
+
+typedef struct wsch_client wsch_client;
+
+typedef enum wsch_client_status {
+    WSCH_STATUS_DISCONNECTED = 0,
+    WSCH_STATUS_CONNECTING,
+    WSCH_STATUS_CONNECTED
+} wsch_client_status;
+
+/* Why the client is not trying to connect (wsch_client_stop_reason()). */
+typedef enum wsch_client_stop {
+    WSCH_STOP_NONE = 0,         /* running, or waiting to retry, or never started */
+    WSCH_STOP_USER,             /* wsch_client_disconnect() */
+    WSCH_STOP_TERMINAL_CODE,    /* the server closed with a code that means "do not retry" */
+    WSCH_STOP_MAX_ATTEMPTS      /* max_attempts retries in a row failed */
+} wsch_client_stop;
+
+/* How the heartbeat is sent. */
+typedef enum wsch_client_heartbeat {
+    WSCH_HEARTBEAT_DEFAULT = 0, /* = WSCH_HEARTBEAT_APP */
+    WSCH_HEARTBEAT_APP,         /* text message {"type":"ping"}; servers answer {"type":"pong"} */
+    WSCH_HEARTBEAT_PROTOCOL,    /* RFC 6455 ping frame; the peer's pong frame is the answer */
+    WSCH_HEARTBEAT_BOTH,        /* both, each interval */
+    WSCH_HEARTBEAT_OFF          /* no heartbeat and no dead-peer detection */
+} wsch_client_heartbeat;
+
+/* Where the token goes in the opening request. */
+typedef enum wsch_client_token_mode {
+    WSCH_TOKEN_IN_QUERY = 0,    /* ...?token=<percent-encoded>, appended to the URL's query */
+    WSCH_TOKEN_IN_HEADER        /* Authorization: Bearer <token> */
+} wsch_client_token_mode;
+
+/* The client's own timer ids (the connection's are 1..15). */
+enum {
+    WSCH_CLIENT_TIMER_RETRY     = 16,   /* backoff wait before the next connect */
+    WSCH_CLIENT_TIMER_HEARTBEAT = 17,   /* next heartbeat */
+    WSCH_CLIENT_TIMER_PONG      = 18    /* dead-peer deadline after a heartbeat */
+};
+
+/* max_attempts value for "retry forever" (0 means the default, 10). */
+#define WSCH_CLIENT_FOREVER 0xFFFFFFFFu
+
+/* Defaults for zero fields in wsch_client_desc. */
+#define WSCH_CLIENT_DEFAULT_BACKOFF_BASE_MS    1000u
+#define WSCH_CLIENT_DEFAULT_BACKOFF_MAX_MS     30000u
+#define WSCH_CLIENT_DEFAULT_MAX_ATTEMPTS       10u
+#define WSCH_CLIENT_DEFAULT_HEARTBEAT_MS       30000u
+#define WSCH_CLIENT_DEFAULT_PONG_TIMEOUT_MS    10000u
+#define WSCH_CLIENT_DEFAULT_QUEUE_MAX_COUNT    256u
+#define WSCH_CLIENT_DEFAULT_QUEUE_MAX_BYTES    (256u * 1024u)
+#define WSCH_CLIENT_MAX_TERMINAL_CODES         16u
+
+/* A received message as handlers see it. Every pointer is valid only during
+   the callback. */
+typedef struct wsch_client_message {
+    const char *type;           /* unescaped, NUL-terminated */
+    size_t type_len;
+    wsch_str payload;           /* raw JSON text of "payload"; ptr NULL when absent */
+    wsch_str raw;               /* the whole envelope as received */
+} wsch_client_message;
+
+typedef void (*wsch_client_handler_fn)(wsch_client *c, const wsch_client_message *msg, void *user);
+
+/* A handler registration. id 0 is never valid. Ids are never reused within
+   a client (a 32-bit generation counter), so a removed or foreign handle is
+   detected (WSCH_ERR_STALE), not followed. */
+typedef struct wsch_client_handler {
+    uint32_t id;
+} wsch_client_handler;
+
+/* Everything a client needs. Zero means the documented default. Strings and
+   the terminal-code array are copied by wsch_client_create(); the desc need
+   not outlive the call. */
+typedef struct wsch_client_desc {
+    const char *url;                    /* required: ws://host[:port][/path][?query]; wss:// is
+                                           accepted when the caller's transport does TLS */
+    const char *token;                  /* NULL = no token */
+    wsch_client_token_mode token_mode;  /* default: query parameter "token" */
+    const char *origin;                 /* Origin header, or NULL */
+    const char *protocols;              /* Sec-WebSocket-Protocol offer, or NULL */
+    const char *extra_headers;          /* complete "Name: value\r\n" lines, or NULL */
+
+    uint32_t backoff_base_ms;           /* 1000 */
+    uint32_t backoff_max_ms;            /* 30000 (the cap) */
+    uint32_t max_attempts;              /* 10 retries in a row; WSCH_CLIENT_FOREVER = no limit */
+    int no_jitter;                      /* 1: wait exactly min(base << n, cap) */
+    wsch_client_heartbeat heartbeat;    /* APP */
+    uint32_t heartbeat_interval_ms;     /* 30000 */
+    uint32_t pong_timeout_ms;           /* 10000: silence after a heartbeat that means "dead" */
+
+    /* Offline queue: messages sent while not connected, flushed in order
+       after the subscriptions are replayed. A send that would pass either
+       limit fails with WSCH_ERR_QUEUE_FULL. Bytes count the encoded
+       envelopes. */
+    size_t queue_max_count;             /* 256 messages */
+    size_t queue_max_bytes;             /* 256 KiB */
+    int no_offline_queue;               /* 1: sends while not connected fail with WSCH_ERR_STATE */
+
+    /* Close codes that end the retry loop besides 4001 and 1008 (always terminal). */
+    const uint16_t *terminal_codes;     /* copied; at most WSCH_CLIENT_MAX_TERMINAL_CODES */
+    size_t num_terminal_codes;
+
+    /* Passed to the connection (0 = the connection's defaults). */
+    size_t max_message_size;
+    size_t max_outbound_bytes;
+    uint32_t handshake_timeout_ms;
+    uint32_t close_timeout_ms;
+
+    wsch_allocator allocator;
+    void *user;                         /* passed to every callback below */
+
+    /* Effects. connect, send, close, timer_set, timer_cancel, now_ms and
+       random_bytes are required. host is valid only during the call. */
+    void (*connect)(const char *host, uint16_t port, void *user);
+    size_t (*send)(const void *data, size_t len, void *user);
+    void (*close)(void *user);
+    void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
+    void (*timer_cancel)(unsigned timer_id, void *user);
+    uint64_t (*now_ms)(void *user);
+    void (*random_bytes)(void *buf, size_t len, void *user);
+    void (*log)(const char *msg, void *user);
+
+    /* Events, all optional. Pointers are valid only during the callback.
+       on_disconnect runs when a connection that was OPEN ends: code is the
+       peer's close code, WSCH_CLOSE_NO_STATUS, WSCH_CLOSE_ABNORMAL (transport
+       lost, dead peer) or the code this side failed the connection with;
+       by then the next step is decided (stop reason, next retry).
+       on_error reports failed attempts and dropped input: err is a
+       wsch_err, what a short static description.
+       on_binary receives binary messages (the envelope protocol is text). */
+    void (*on_status)(wsch_client *c, wsch_client_status status, void *user);
+    void (*on_connect)(wsch_client *c, void *user);
+    void (*on_disconnect)(wsch_client *c, int code, const char *reason, size_t reason_len, void *user);
+    void (*on_error)(wsch_client *c, int err, const char *what, void *user);
+    void (*on_binary)(wsch_client *c, const void *data, size_t len, void *user);
+} wsch_client_desc;
+
+/* desc with every zero field replaced by its default (strings and callbacks
+   are left as they are): what a client created from desc will use. */
+WSCH_API wsch_client_desc wsch_client_desc_defaults(const wsch_client_desc *desc);
+
+/* Creates a client in IDLE; nothing happens until wsch_client_connect().
+   Returns WSCH_OK, WSCH_ERR_ARG (missing url or required callback, too many
+   terminal codes, token too long), WSCH_ERR_URL or WSCH_ERR_NOMEM. The
+   client is owned by the caller until wsch_client_destroy(). */
+WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out);
+/* Frees everything: connection, handlers, subscriptions, queued messages.
+   Cancels the timers it armed and closes an open transport (the close and
+   timer_cancel effects run; no event callbacks). Safe from inside any
+   callback: the free waits until the outermost client call returns. */
+WSCH_API void wsch_client_destroy(wsch_client *c);
+
+/* Starts connecting (at once) from IDLE, WAITING (the wait is cut short) or
+   CLOSING; clears the stop reason and the retry counter. Returns WSCH_OK,
+   or WSCH_ERR_STATE when already CONNECTING, in HANDSHAKE or OPEN. */
+WSCH_API int wsch_client_connect(wsch_client *c);
+/* Stops for good until the next wsch_client_connect(): cancels the retry
+   and heartbeat timers, closes a connection (with 1000 when OPEN: the close
+   handshake finishes in the background, bounded by close_timeout_ms) or
+   abandons a pending transport. Status becomes DISCONNECTED, stop reason
+   WSCH_STOP_USER. Subscriptions, handlers and the offline queue are kept.
+   Returns WSCH_OK (also when already stopped). */
+WSCH_API int wsch_client_disconnect(wsch_client *c);
+
+/* The transport asked for by connect() is open, or could not be opened.
+   Ignored unless the client is CONNECTING. */
+WSCH_API void wsch_client_transport_open(wsch_client *c);
+WSCH_API void wsch_client_transport_failed(wsch_client *c);
+/* Received bytes (modified in place: unmasking). Any byte counts as a sign
+   of life for the dead-peer check. Returns WSCH_OK, or the error that ended
+   the connection (the retry path has already run); bytes arriving with no
+   connection are ignored (WSCH_ERR_STATE). */
+WSCH_API int wsch_client_feed(wsch_client *c, void *data, size_t len);
+/* The transport can take more bytes. WSCH_OK or WSCH_ERR_STATE. */
+WSCH_API int wsch_client_writable(wsch_client *c);
+/* A timer armed through timer_set fired. Unknown or cancelled ids are ignored. */
+WSCH_API void wsch_client_timer_fired(wsch_client *c, unsigned timer_id);
+/* The transport closed by itself (EOF, error). Ignored when there is none. */
+WSCH_API void wsch_client_transport_closed(wsch_client *c);
+
+/* Sends {"type":type,"payload":payload}, payload being JSON text or NULL for
+   none; both borrowed until return. While not OPEN the encoded envelope
+   goes to the offline queue. Returns WSCH_OK; envelope errors
+   (WSCH_ERR_ARG, WSCH_ERR_TOO_LARGE, WSCH_ERR_UTF8, WSCH_ERR_JSON,
+   WSCH_ERR_JSON_DEPTH); WSCH_ERR_QUEUE_FULL (offline queue full, or the
+   connection's outbound limit); WSCH_ERR_STATE (not OPEN and the offline
+   queue is off); WSCH_ERR_NOMEM. On error nothing was sent or queued. */
+WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payload);
+/* Same for an already encoded text message (checked to be UTF-8, not
+   parsed). */
+WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len);
+
+/* Adds channel (copied) to the remembered set and, when OPEN, sends
+   {"type":"subscribe","payload":{"channel":channel}}. The set is replayed
+   in subscription order after every reconnect. Subscribing twice is a
+   no-op. Returns WSCH_OK, WSCH_ERR_ARG (empty or NUL channel),
+   WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL (the send failed; the set is unchanged)
+   or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel);
+/* Removes channel and, when OPEN, sends the matching "unsubscribe".
+   Returns WSCH_OK, WSCH_ERR_NOT_FOUND (not subscribed) or the send's error
+   (the channel is removed all the same). */
+WSCH_API int wsch_client_unsubscribe(wsch_client *c, const char *channel);
+/* Number of remembered subscriptions, and the i-th (in order; NULL when out
+   of range). The string is owned by the client until unsubscribed. */
+WSCH_API size_t wsch_client_subscription_count(const wsch_client *c);
+WSCH_API const char *wsch_client_subscription(const wsch_client *c, size_t i);
+
+/* Registers fn for messages whose type equals type (copied), or for every
+   message with type "*". Handlers run in registration order. *out (may be
+   NULL) gets the handle. Returns WSCH_OK, WSCH_ERR_ARG, WSCH_ERR_TOO_LARGE
+   (type longer than WSCH_ENVELOPE_TYPE_MAX) or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_client_on(wsch_client *c, const char *type, wsch_client_handler_fn fn, void *user,
+                            wsch_client_handler *out);
+/* Removes a handler. Returns WSCH_OK or WSCH_ERR_STALE (removed already,
+   never registered, or from another client). */
+WSCH_API int wsch_client_off(wsch_client *c, wsch_client_handler h);
+
+WSCH_API wsch_client_status wsch_client_get_status(const wsch_client *c);
+/* Milliseconds until the next connect attempt while WAITING, else -1. */
+WSCH_API int64_t wsch_client_next_retry_ms(const wsch_client *c);
+/* Failed tries since the last successful open (the n of the next backoff). */
+WSCH_API uint32_t wsch_client_attempts(const wsch_client *c);
+WSCH_API wsch_client_stop wsch_client_stop_reason(const wsch_client *c);
+/* Last close code seen (0 before any), e.g. the terminal code that stopped it. */
+WSCH_API int wsch_client_last_close_code(const wsch_client *c);
+/* Messages and bytes waiting in the offline queue. */
+WSCH_API size_t wsch_client_queued_count(const wsch_client *c);
+WSCH_API size_t wsch_client_queued_bytes(const wsch_client *c);
+/* The current connection (HANDSHAKE, OPEN or CLOSING), or NULL. Borrowed:
+   it may be destroyed by the next event. */
+WSCH_API wsch_conn *wsch_client_conn(const wsch_client *c);
+WSCH_API void *wsch_client_user(const wsch_client *c);
+WSCH_API const char *wsch_client_status_str(wsch_client_status s);
+WSCH_API const char *wsch_client_stop_str(wsch_client_stop s);
+
+/* ========================================================================
+   Hub (wsch_hub): the server side of the message system. The caller accepts
+   TCP connections and hands each to the hub; the hub runs the handshake on
+   its path, authenticates, keeps the index of users and channels, answers
+   ping/subscribe/unsubscribe envelopes and fans broadcasts out, encoding
+   each broadcast once and queueing the same bytes to every subscriber.
+
+   Wire protocol (text frames, one envelope each):
+     client -> hub   {"type":"ping","payload":P}          hub answers {"type":"pong","payload":P}
+                     {"type":"subscribe","payload":{"channel":C}}
+                                                          hub answers {"type":"subscribed","payload":{"channel":C}}
+                     {"type":"unsubscribe","payload":{"channel":C}}
+                                                          hub answers {"type":"unsubscribed","payload":{"channel":C}}
+                                                          (also when C was not subscribed: it is idempotent)
+                     anything else                        on_message (or an "unknown_type" error without one)
+     hub -> client   {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C]}}
+                     K is one of:
+                       "bad_envelope"       not JSON, or no string "type" (T absent)
+                       "bad_payload"        subscribe/unsubscribe without a string "channel"
+                       "bad_channel"        channel empty, longer than max_channel_len, or with a
+                                            byte outside A-Z a-z 0-9 and - _ . : @ / (C absent)
+                       "too_many_channels"  max_channels_per_client reached
+                       "forbidden"          authorize_subscribe said no
+                       "unknown_type"       no on_message handler for T
+                       "server_error"       out of memory; the request had no effect
+                     An error never closes the connection. Binary messages are
+                     not envelopes: they close it with 1003.
+   Close codes the hub sends: 4001 "Unauthorized" (authenticate refused),
+   WSCH_HUB_CLOSE_SLOW_CONSUMER 4008 "Slow consumer", 1000 "Idle timeout",
+   1001 "Server shutting down", 1011 "Out of memory"; the connection's own
+   protocol codes (1002, 1007, 1009) for broken frames.
+
+   Authentication: the token is taken from the request by
+   wsch_request_token(): an "Authorization: Bearer" header, a
+   Sec-WebSocket-Protocol entry "bearer.<token>" (the one header a browser
+   lets a page set), or the "token" query parameter. The authenticate hook
+   maps it to a user id. A browser fails a handshake whose response selects
+   none of the protocols it offered, so when the token came in a protocol
+   entry and the subprotocol below was not offered, the hub selects the
+   bearer entry itself.
+   ======================================================================== */
+
+typedef struct wsch_hub wsch_hub;
+
+/* A client of a hub: slot index and generation. A handle stays safe to pass
+   after its client is gone: every call then returns WSCH_ERR_STALE (or NULL
+   / 0). The zeroed handle is never valid. */
+typedef struct wsch_hub_client {
+    uint32_t index;
+    uint32_t gen;
+} wsch_hub_client;
+
+/* The timer id the hub arms for a client's idle timeout, beside the
+   connection's WSCH_TIMER_HANDSHAKE and WSCH_TIMER_CLOSE. */
+enum { WSCH_HUB_TIMER_IDLE = 16 };
+
+/* Application close code for a dropped slow consumer (may reconnect). */
+#define WSCH_HUB_CLOSE_SLOW_CONSUMER 4008
+
+/* Defaults for zero fields of wsch_hub_desc. */
+#define WSCH_HUB_DEFAULT_PATH                 "/ws"
+#define WSCH_HUB_DEFAULT_MAX_CLIENTS          65536u
+#define WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_CLIENT 64u
+#define WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN      128u  /* at most WSCH_HUB_MAX_CHANNEL_LEN */
+#define WSCH_HUB_DEFAULT_MAX_USER_ID_LEN      128u
+#define WSCH_HUB_DEFAULT_MAX_TOKEN_LEN        4096u
+#define WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE     (64u * 1024u)
+#define WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES   (1024u * 1024u)
+#define WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS      90000u  /* three client heartbeats */
+#define WSCH_HUB_MAX_CHANNEL_LEN              255u    /* hard ceiling of max_channel_len */
+#define WSCH_HUB_NO_TIMEOUT                   0xFFFFFFFFu /* idle_timeout_ms: never */
+
+/* Why the hub dropped a client: the index into wsch_hub_stats.drops. */
+typedef enum wsch_hub_drop {
+    WSCH_HUB_DROP_HANDSHAKE = 0,    /* bad upgrade request, wrong path, or handshake timeout */
+    WSCH_HUB_DROP_FULL,             /* max_clients reached: wsch_hub_accept refused it */
+    WSCH_HUB_DROP_ORIGIN,           /* check_origin refused: HTTP 403 */
+    WSCH_HUB_DROP_UNAUTHORIZED,     /* authenticate refused: 4001, or HTTP 401 */
+    WSCH_HUB_DROP_PROTOCOL,         /* a broken frame or message, too big, binary: 1002/1003/1007/1009 */
+    WSCH_HUB_DROP_SLOW_CONSUMER,    /* outbound queue past max_outbound_bytes: 4008 */
+    WSCH_HUB_DROP_IDLE,             /* nothing received for idle_timeout_ms: 1000 */
+    WSCH_HUB_DROP_NOMEM,            /* a message to it could not be queued: 1011 */
+    WSCH_HUB_DROP_COUNT
+} wsch_hub_drop;
+
+/* Counters a caller can export. Gauges are current values; the rest count
+   since wsch_hub_create(). */
+typedef struct wsch_hub_stats {
+    uint64_t clients;           /* gauge: handed to the hub and not yet released */
+    uint64_t open;              /* gauge: clients past the handshake, still open */
+    uint64_t users;             /* gauge: distinct user ids among clients */
+    uint64_t channels;          /* gauge: channels with at least one subscriber */
+    uint64_t subscriptions;     /* gauge: (client, channel) pairs */
+    uint64_t bytes_queued;      /* gauge: outbound bytes waiting in all clients' queues */
+    uint64_t accepted;          /* connections handed to wsch_hub_accept and taken */
+    uint64_t messages_in;       /* complete messages received from clients */
+    uint64_t messages_out;      /* messages queued to clients, one per recipient */
+    uint64_t encodes;           /* frames encoded for broadcast/send_to_user/send */
+    uint64_t http_responses;    /* plain HTTP answers (on_http, 404) */
+    uint64_t drops[WSCH_HUB_DROP_COUNT];
+} wsch_hub_stats;
+
+/* The effects of one client's transport; each callback gets the user
+   pointer given to wsch_hub_accept(). send and close are required, as in
+   wsch_conn_desc: send returns how many bytes it took (0 = would block, then
+   call wsch_hub_writable() when the socket drains); close asks the caller to
+   close the socket, after which it calls wsch_hub_transport_closed(). Timers
+   (optional; without them there are no timeouts): arm timer_id to fire once
+   after delay_ms, re-arming if armed, then call wsch_hub_timer_fired(). The
+   ids are WSCH_TIMER_HANDSHAKE, WSCH_TIMER_CLOSE and WSCH_HUB_TIMER_IDLE.
+   No callback here may call back into the hub, except close, which may call
+   wsch_hub_transport_closed() at once. */
+typedef struct wsch_hub_transport {
+    size_t (*send)(const void *data, size_t len, void *user);
+    void (*close)(void *user);
+    void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
+    void (*timer_cancel)(unsigned timer_id, void *user);
+} wsch_hub_transport;
+
+/* What the request hooks see. Everything is valid only during the callback. */
+typedef struct wsch_hub_request {
+    const wsch_request *http;       /* the parsed request head */
+    wsch_hub_client client;
+    void *client_user;              /* the pointer given to wsch_hub_accept() */
+    wsch_str token;                 /* bearer token, decoded; empty when none (or too long) */
+    wsch_token_source token_source;
+} wsch_hub_request;
+
+/* An answer to a plain HTTP request on another path (see on_http). */
+typedef struct wsch_hub_http_response {
+    int status;                     /* starts at 404 */
+    const char *content_type;       /* NULL: "text/plain; charset=utf-8" */
+    const void *body;               /* NULL: a one-line text for the status */
+    size_t body_len;
+    const char *extra_headers;      /* complete "Name: value\r\n" lines, or NULL */
+} wsch_hub_http_response;
+
+/* Everything a hub needs. Zero means the documented default. The desc is
+   copied; the strings and the transport it points to are borrowed until
+   wsch_hub_destroy(). Hooks are optional; `user` goes to every hook. */
+typedef struct wsch_hub_desc {
+    const char *path;                   /* the WebSocket endpoint, "/ws" */
+    const char *subprotocol;            /* selected when a client offers it; NULL = none */
+    int reject_with_http;               /* nonzero: a refused token gets HTTP 401 before the
+                                           upgrade (with "WWW-Authenticate: Bearer") instead of
+                                           101 followed by close 4001 "Unauthorized" */
+    size_t max_clients;                 /* clients at once, handshaking ones included */
+    size_t max_channels_per_client;
+    size_t max_channel_len;             /* bytes, 1..WSCH_HUB_MAX_CHANNEL_LEN */
+    size_t max_user_id_len;             /* bytes of the id authenticate returns */
+    size_t max_token_len;               /* longer tokens are treated as absent */
+    size_t max_message_size;            /* inbound message (and frame) bytes; also the
+                                           largest envelope the hub will encode */
+    size_t max_outbound_bytes;          /* per client; past it: dropped as a slow consumer */
+    size_t max_header_bytes;            /* request head; 0 = the connection's default */
+    uint32_t idle_timeout_ms;           /* no inbound bytes for this long: closed.
+                                           WSCH_HUB_NO_TIMEOUT disables it */
+    uint32_t handshake_timeout_ms;      /* 0 = the connection's default */
+    uint32_t close_timeout_ms;          /* 0 = the connection's default */
+
+    wsch_allocator allocator;
+    wsch_hub_transport transport;       /* for wsch_hub_accept() with a NULL transport */
+
+    /* Optional clock: with it the idle timer is armed once and re-armed
+       lazily; without it every inbound read re-arms it. */
+    uint64_t (*now_ms)(void *user);
+    /* Optional randomness: seeds the hash tables' keyed hash, so a peer
+       cannot choose channel names that collide. Without it the seed is fixed. */
+    void (*random_bytes)(void *buf, size_t len, void *user);
+
+    /* Hooks. Data pointers are valid only during the callback. */
+    /* Nonzero allows the request; zero refuses it with HTTP 403. Runs before
+       authenticate. Default: every origin. */
+    int (*check_origin)(wsch_hub *hub, const wsch_hub_request *req, void *user);
+    /* WSCH_OK accepts, with *user_id set to the client's user id (1 to
+       max_user_id_len bytes, borrowed until return, copied; leave it empty
+       for an anonymous client no send_to_user reaches); anything else
+       refuses. Default (NULL): every client is accepted anonymously. */
+    int (*authenticate)(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user);
+    /* Nonzero lets the client join channel. Default: every valid channel. */
+    int (*authorize_subscribe)(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, wsch_str channel,
+                               void *user);
+    /* A request for another path than desc.path (a browser asking for "/",
+       say): fill res, which starts as a 404. Without it every other path gets
+       a 404. The connection closes after the answer. */
+    void (*on_http)(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_response *res, void *user);
+    /* The client is open (after authenticate accepted it). */
+    void (*on_connect)(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, void *user);
+    /* A client that had on_connect is closed: code as in wsch_conn_desc's
+       on_close. The handle is still valid during the call; it goes stale
+       when the caller reports the transport closed. */
+    void (*on_disconnect)(wsch_hub *hub, wsch_hub_client client, int code, void *user);
+    /* An envelope of any type but ping, subscribe and unsubscribe. */
+    void (*on_message)(wsch_hub *hub, wsch_hub_client client, const wsch_envelope *env, void *user);
+    void *user;
+} wsch_hub_desc;
+
+/* The desc with every default filled in (desc may be NULL). */
+WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc);
+
+/* Returns WSCH_OK, WSCH_ERR_ARG (max_channel_len above
+   WSCH_HUB_MAX_CHANNEL_LEN, path not starting with '/') or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out);
+/* Frees the hub, every client and its queued output. No callback runs; the
+   caller closes its sockets itself. Not from inside a hub callback. */
+WSCH_API void wsch_hub_destroy(wsch_hub *hub);
+
+/* Hands an accepted transport to the hub. transport NULL means the desc's;
+   otherwise it is borrowed until the client is released. user goes to the
+   transport callbacks. Returns WSCH_OK with *out set, WSCH_ERR_ARG (no send
+   or close), WSCH_ERR_LIMIT (max_clients: close the socket), WSCH_ERR_STATE
+   (shutting down) or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_client *out);
+
+/* Transport events for one client. feed's bytes are modified in place.
+   feed returns WSCH_OK or the error that failed the connection (see
+   wsch_conn_feed); the others return WSCH_OK or WSCH_ERR_STALE. */
+WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_client client, void *data, size_t len);
+WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_client client);
+WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_client client, unsigned timer_id);
+/* The socket is closed (EOF, error, or after the close callback). Exactly
+   once per accepted client: after it the handle is stale and the hub keeps
+   nothing of the client. */
+WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_client client);
+
+/* Queues {"type":type,"payload":payload} to every open subscriber of
+   channel. payload is raw JSON text, checked to be one value (NULL with len 0:
+   no payload member). The frame is encoded once and queued by reference;
+   subscribers past their outbound limit are dropped (4008) and the rest are
+   served. *delivered (may be NULL) gets the number of clients it was queued
+   to. Everything is borrowed until return. Returns WSCH_OK (also when nobody
+   is subscribed), WSCH_ERR_ARG (bad channel name or type), WSCH_ERR_TOO_LARGE
+   (the envelope exceeds max_message_size or the type WSCH_ENVELOPE_TYPE_MAX),
+   WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8 (payload), or
+   WSCH_ERR_NOMEM (nobody got it). */
+WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
+                                size_t payload_len, size_t *delivered);
+/* The same, to every open connection of user_id (through the user index). */
+WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
+                                   size_t payload_len, size_t *delivered);
+/* The same, to one client: WSCH_ERR_STALE when it is gone, WSCH_ERR_STATE
+   when it is not open (or was dropped by this send, as a slow consumer). */
+WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_client client, const char *type, const char *payload,
+                           size_t payload_len);
+
+/* Server-side subscription management, as if the client had asked, but
+   without authorize_subscribe and without an acknowledgement. Returns
+   WSCH_OK (also when already subscribed / not subscribed), WSCH_ERR_STALE,
+   WSCH_ERR_STATE (not open), WSCH_ERR_ARG (bad channel name), WSCH_ERR_LIMIT
+   (max_channels_per_client) or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_client client, const char *channel);
+WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_client client, const char *channel);
+/* 1 when client is subscribed to channel, else 0. */
+WSCH_API int wsch_hub_is_subscribed(const wsch_hub *hub, wsch_hub_client client, const char *channel);
+/* Subscribers of channel (0 when it does not exist). */
+WSCH_API size_t wsch_hub_channel_size(const wsch_hub *hub, const char *channel);
+/* Open connections of user_id. */
+WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_id);
+
+/* Starts the closing handshake with code and reason (borrowed until
+   return); the client gets no further broadcasts. WSCH_OK, WSCH_ERR_STALE or
+   the connection's error. */
+WSCH_API int wsch_hub_close_client(wsch_hub *hub, wsch_hub_client client, uint16_t code, const char *reason);
+
+/* 1 while the handle refers to a client, 0 once it is stale. */
+WSCH_API int wsch_hub_client_valid(const wsch_hub *hub, wsch_hub_client client);
+/* The client's user id (empty when anonymous or not yet authenticated),
+   valid until the client is released. WSCH_OK or WSCH_ERR_STALE. */
+WSCH_API int wsch_hub_client_user_id(const wsch_hub *hub, wsch_hub_client client, wsch_str *user_id);
+/* The user pointer given to wsch_hub_accept(), or NULL when stale. */
+WSCH_API void *wsch_hub_client_user(const wsch_hub *hub, wsch_hub_client client);
+/* The connection's state, WSCH_CONN_CLOSED when stale. */
+WSCH_API wsch_conn_state wsch_hub_client_state(const wsch_hub *hub, wsch_hub_client client);
+/* Outbound bytes queued for the client (0 when stale). */
+WSCH_API size_t wsch_hub_client_queued_bytes(const wsch_hub *hub, wsch_hub_client client);
+
+/* Graceful shutdown: open clients get 1001 "Server shutting down", clients
+   still in the handshake get their transport closed, and accept refuses new
+   ones. Keep running the loop until stats.clients is 0 (close_timeout_ms
+   bounds it), then wsch_hub_destroy(). */
+WSCH_API void wsch_hub_shutdown(wsch_hub *hub);
+
+/* Fills *out. O(clients): bytes_queued is summed on demand. */
+WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out);
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* WS_CHANNEL_H */
+
+/* ======================================================================== */
+/*                              IMPLEMENTATION                              */
+/* ======================================================================== */
+#ifdef WS_CHANNEL_IMPLEMENTATION
+#ifndef WS_CHANNEL_IMPLEMENTATION_DONE
+#define WS_CHANNEL_IMPLEMENTATION_DONE
+
+#include <string.h>
+#include <stdlib.h>
+#include <errno.h>      /* envelope: strtod's range report, restored for the caller */
+#include <float.h>
+
+#ifndef WSCH_ASSERT
+#include <assert.h>
+#define WSCH_ASSERT(c) assert(c)
+#endif
+#ifndef WSCH_MEMCPY
+#define WSCH_MEMCPY(d, s, n) memcpy((d), (s), (n))
+#endif
+#ifndef WSCH_MEMSET
+#define WSCH_MEMSET(d, v, n) memset((d), (v), (n))
+#endif
+#ifndef WSCH_MEMMOVE
+#define WSCH_MEMMOVE(d, s, n) memmove((d), (s), (n))
+#endif
+#ifndef WSCH_MEMCMP
+#define WSCH_MEMCMP(a, b, n) memcmp((a), (b), (n))
+#endif
+#ifndef WSCH_MEMCHR
+#define WSCH_MEMCHR(s, c, n) memchr((s), (c), (n))
+#endif
+
+/* Private helpers are static even without WS_CHANNEL_STATIC. */
+#define WSCH__PRIVATE static
+
+// >>common
+WSCH_API const char *wsch_err_str(int err) {
+    switch (err) {
+#define WSCH__ERR_CASE(name, value, text) case value: return text;
+        WSCH_ERROR_LIST(WSCH__ERR_CASE)
+#undef WSCH__ERR_CASE
+    default: return "unknown error";
+    }
+}
+
+WSCH__PRIVATE void *wsch__alloc(const wsch_allocator *a, size_t size) {
+    if (a && a->alloc) return a->alloc(size, a->user);
+    return malloc(size);
+}
+
+WSCH__PRIVATE void wsch__free(const wsch_allocator *a, void *ptr) {
+    if (!ptr) return;
+    if (a && a->free) a->free(ptr, a->user);
+    else free(ptr);
+}
+
+/* ASCII case-insensitive compare of a span with a NUL-terminated string. */
+WSCH__PRIVATE int wsch__lower(int ch) { return (ch >= 'A' && ch <= 'Z') ? ch + 32 : ch; }
+
+WSCH__PRIVATE int wsch__str_ieq(wsch_str s, const char *lit) {
+    size_t i;
+    for (i = 0; i < s.len; i++) {
+        if (lit[i] == '\0' || wsch__lower((unsigned char)s.ptr[i]) != wsch__lower((unsigned char)lit[i])) return 0;
+    }
+    return lit[i] == '\0';
+}
+
+// >>primitives
+/* SHA-1, base64, UTF-8 validation and masking. None of them allocates. */
+
+// >>sha1
+/* FIPS 180-4 section 6.1. Words are assembled from bytes explicitly, so the
+   code is the same on either endianness. */
+WSCH__PRIVATE uint32_t wsch__rol32(uint32_t x, unsigned n) {
+    return (x << n) | (x >> (32u - n));
+}
+
+WSCH__PRIVATE void wsch__sha1_block(uint32_t h[5], const unsigned char *p) {
+    uint32_t w[16], a, b, c, d, e, f, k, t;
+    unsigned i;
+    for (i = 0; i < 16; i++) {
+        w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16) |
+               ((uint32_t)p[4 * i + 2] << 8) | (uint32_t)p[4 * i + 3];
+    }
+    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
+    for (i = 0; i < 80; i++) {
+        if (i >= 16) { /* the message schedule, kept as a 16-word ring */
+            t = w[(i + 13) & 15] ^ w[(i + 8) & 15] ^ w[(i + 2) & 15] ^ w[i & 15];
+            w[i & 15] = wsch__rol32(t, 1);
+        }
+        if (i < 20)      { f = (b & c) | (~b & d);          k = 0x5A827999u; }
+        else if (i < 40) { f = b ^ c ^ d;                   k = 0x6ED9EBA1u; }
+        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDCu; }
+        else             { f = b ^ c ^ d;                   k = 0xCA62C1D6u; }
+        t = wsch__rol32(a, 5) + f + e + k + w[i & 15];
+        e = d; d = c; c = wsch__rol32(b, 30); b = a; a = t;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+WSCH_API void wsch_sha1_init(wsch_sha1 *s) {
+    WSCH_ASSERT(s);
+    s->h[0] = 0x67452301u;
+    s->h[1] = 0xEFCDAB89u;
+    s->h[2] = 0x98BADCFEu;
+    s->h[3] = 0x10325476u;
+    s->h[4] = 0xC3D2E1F0u;
+    s->total_len = 0;
+    s->block_len = 0;
+}
+
+WSCH_API void wsch_sha1_update(wsch_sha1 *s, const void *data, size_t len) {
+    const unsigned char *p = (const unsigned char *)data;
+    WSCH_ASSERT(s && (data || len == 0));
+    /* Nothing hashed yet: the chaining value must be the IV, which also makes
+       a zeroed struct a valid starting state. */
+    if (s->total_len == 0) wsch_sha1_init(s);
+    s->total_len += len;
+    if (s->block_len > 0) {
+        size_t take = 64 - s->block_len;
+        if (take > len) take = len;
+        WSCH_MEMCPY(s->block + s->block_len, p, take);
+        s->block_len += take;
+        p += take;
+        len -= take;
+        if (s->block_len < 64) return;
+        wsch__sha1_block(s->h, s->block);
+        s->block_len = 0;
+    }
+    for (; len >= 64; p += 64, len -= 64) wsch__sha1_block(s->h, p);
+    if (len > 0) WSCH_MEMCPY(s->block, p, len);
+    s->block_len = len;
+}
+
+WSCH_API void wsch_sha1_final(wsch_sha1 *s, unsigned char digest[20]) {
+    uint64_t bits;
+    unsigned i;
+    WSCH_ASSERT(s && digest);
+    if (s->total_len == 0) wsch_sha1_init(s);
+    bits = s->total_len * 8u;
+    /* Padding: 0x80, zeros up to 56 mod 64, then the bit length big-endian. */
+    s->block[s->block_len++] = 0x80;
+    if (s->block_len > 56) {
+        WSCH_MEMSET(s->block + s->block_len, 0, 64 - s->block_len);
+        wsch__sha1_block(s->h, s->block);
+        s->block_len = 0;
+    }
+    WSCH_MEMSET(s->block + s->block_len, 0, 56 - s->block_len);
+    for (i = 0; i < 8; i++) s->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    wsch__sha1_block(s->h, s->block);
+    for (i = 0; i < 20; i++) digest[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+    s->block_len = 0;
+}
+
+// >>base64
+WSCH__PRIVATE const char wsch__b64_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+WSCH_API int wsch_base64_encode(const void *src, size_t len, char *dst, size_t cap, size_t *out_len) {
+    const unsigned char *p = (const unsigned char *)src;
+    size_t need, i, o = 0;
+    uint32_t v;
+    WSCH_ASSERT(src || len == 0);
+    if (out_len) *out_len = 0;
+    /* The encoded length must itself fit in a size_t, with the NUL. */
+    if (len / 3 >= (SIZE_MAX - 1) / 4 - 1) return WSCH_ERR_BUFFER;
+    need = WSCH_BASE64_ENCODED_LEN(len);
+    if (!dst || cap < need + 1) return WSCH_ERR_BUFFER;
+    for (i = 0; i + 3 <= len; i += 3) {
+        v = ((uint32_t)p[i] << 16) | ((uint32_t)p[i + 1] << 8) | (uint32_t)p[i + 2];
+        dst[o++] = wsch__b64_chars[(v >> 18) & 63];
+        dst[o++] = wsch__b64_chars[(v >> 12) & 63];
+        dst[o++] = wsch__b64_chars[(v >> 6) & 63];
+        dst[o++] = wsch__b64_chars[v & 63];
+    }
+    if (i < len) { /* one or two bytes left: pad to a full quad */
+        v = (uint32_t)p[i] << 16;
+        if (i + 1 < len) v |= (uint32_t)p[i + 1] << 8;
+        dst[o++] = wsch__b64_chars[(v >> 18) & 63];
+        dst[o++] = wsch__b64_chars[(v >> 12) & 63];
+        dst[o++] = (i + 1 < len) ? wsch__b64_chars[(v >> 6) & 63] : '=';
+        dst[o++] = '=';
+    }
+    dst[o] = '\0';
+    if (out_len) *out_len = o;
+    return WSCH_OK;
+}
+
+/* The 6-bit value of a base64 character, or -1 ('=' included). */
+WSCH__PRIVATE int wsch__b64_value(char ch) {
+    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+    if (ch == '+') return 62;
+    if (ch == '/') return 63;
+    return -1;
+}
+
+WSCH_API int wsch_base64_decode(const char *src, size_t len, void *dst, size_t cap, size_t *out_len) {
+    unsigned char *out = (unsigned char *)dst;
+    size_t pad = 0, need, i, o = 0;
+    WSCH_ASSERT(src || len == 0);
+    if (out_len) *out_len = 0;
+    if (len % 4 != 0) return WSCH_ERR_BASE64;
+    if (len == 0) return WSCH_OK;
+    if (src[len - 1] == '=') pad = (src[len - 2] == '=') ? 2 : 1;
+    need = len / 4 * 3 - pad;
+    if (cap < need || (!dst && need > 0)) return WSCH_ERR_BUFFER;
+    for (i = 0; i < len; i += 4) {
+        /* Only the final quad may hold padding; '=' anywhere else is -1 here. */
+        size_t q = (i + 4 == len) ? 4 - pad : 4, j;
+        uint32_t v = 0;
+        for (j = 0; j < q; j++) {
+            int d = wsch__b64_value(src[i + j]);
+            if (d < 0) return WSCH_ERR_BASE64;
+            v = (v << 6) | (uint32_t)d;
+        }
+        v <<= 6 * (4 - q);
+        /* Canonical form: the bits that padding drops must be zero. */
+        if ((q == 2 && (v & 0xFFFFu) != 0) || (q == 3 && (v & 0xFFu) != 0)) return WSCH_ERR_BASE64;
+        out[o++] = (unsigned char)(v >> 16);
+        if (q > 2) out[o++] = (unsigned char)(v >> 8);
+        if (q > 3) out[o++] = (unsigned char)v;
+    }
+    if (out_len) *out_len = o;
+    return WSCH_OK;
+}
+
+// >>accept
+WSCH_API void wsch_accept_key(const char *key, size_t key_len, char out[WSCH_ACCEPT_LEN + 1]) {
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char digest[20];
+    wsch_sha1 s;
+    WSCH_ASSERT((key || key_len == 0) && out);
+    wsch_sha1_init(&s);
+    wsch_sha1_update(&s, key, key_len);
+    wsch_sha1_update(&s, guid, sizeof guid - 1);
+    wsch_sha1_final(&s, digest);
+    (void)wsch_base64_encode(digest, sizeof digest, out, WSCH_ACCEPT_LEN + 1, NULL);
+}
+
+// >>simd
+/* SIMD is chosen at compile time only; the scalar code is always there and
+   is what runs with WSCH_NO_SIMD or without SSE2. */
+#if defined(__SSE2__) && !defined(WSCH_NO_SIMD)
+#define WSCH__SSE2 1
+#include <emmintrin.h>
+#else
+#define WSCH__SSE2 0
+#endif
+
+// >>utf8
+/* The validator state between bytes: 0 at a code point boundary; inside a
+   sequence, the number of continuation bytes still due (bits 0-7) and the
+   range the next one must fall in (low bound bits 8-15, high bound 16-23).
+   The narrowed ranges after E0, ED, F0 and F4 are what exclude overlongs,
+   surrogates and code points above U+10FFFF (RFC 3629 section 4). */
+#define WSCH__UTF8_FAILED 0x80000000u
+#define WSCH__UTF8_ST(need, lo, hi) ((uint32_t)(need) | ((uint32_t)(lo) << 8) | ((uint32_t)(hi) << 16))
+
+WSCH__PRIVATE uint32_t wsch__utf8_step(uint32_t st, unsigned char c) {
+    uint32_t need;
+    if (st == 0) {
+        if (c < 0x80) return 0;
+        if (c < 0xC2) return WSCH__UTF8_FAILED; /* continuation, or overlong C0/C1 */
+        if (c < 0xE0) return WSCH__UTF8_ST(1, 0x80, 0xBF);
+        if (c == 0xE0) return WSCH__UTF8_ST(2, 0xA0, 0xBF);
+        if (c == 0xED) return WSCH__UTF8_ST(2, 0x80, 0x9F);
+        if (c < 0xF0) return WSCH__UTF8_ST(2, 0x80, 0xBF);
+        if (c == 0xF0) return WSCH__UTF8_ST(3, 0x90, 0xBF);
+        if (c < 0xF4) return WSCH__UTF8_ST(3, 0x80, 0xBF);
+        if (c == 0xF4) return WSCH__UTF8_ST(3, 0x80, 0x8F);
+        return WSCH__UTF8_FAILED;
+    }
+    if (c < ((st >> 8) & 0xFFu) || c > ((st >> 16) & 0xFFu)) return WSCH__UTF8_FAILED;
+    need = st & 0xFFu;
+    return need == 1 ? 0 : WSCH__UTF8_ST(need - 1, 0x80, 0xBF);
+}
+
+#if WSCH__SSE2
+/* The 16 bytes ending k bytes before the block x, whose predecessor is prev. */
+#define WSCH__SSE2_BEFORE(x, prev, k) _mm_or_si128(_mm_slli_si128((x), (k)), _mm_srli_si128((prev), 16 - (k)))
+
+/* Validates 16 bytes at a time from a code point boundary at p[i]. Each block
+   is checked against the bytes before it with the rules the scalar step
+   encodes: a continuation byte exactly where a lead byte promised one, no
+   C0, C1 or F5..FF, and the narrowed second-byte ranges after E0, ED, F0, F4.
+   Returns the end of the last block that passed, moved back to a code point
+   boundary; the scalar code goes on from there (and finds the exact offset
+   of an error in the block that did not pass). */
+WSCH__PRIVATE size_t wsch__utf8_run_sse2(const unsigned char *p, size_t i, size_t len) {
+    const size_t start = i;
+    const __m128i zero = _mm_setzero_si128();
+    __m128i prev = zero, x, b1, b2, b3, expect, is_cont, below_a0, below_90, err;
+    int high, open = 0; /* open: the previous block may owe continuations */
+    while (len - i >= 16) {
+        if (!open && len - i >= 64) { /* skip ASCII 64 bytes at a time */
+            __m128i x1, x2, x3;
+            WSCH_MEMCPY(&x, p + i, 16);
+            WSCH_MEMCPY(&x1, p + i + 16, 16);
+            WSCH_MEMCPY(&x2, p + i + 32, 16);
+            WSCH_MEMCPY(&x3, p + i + 48, 16);
+            if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(x, x1), _mm_or_si128(x2, x3))) == 0) {
+                prev = x3;
+                i += 64;
+                continue;
+            }
+        }
+        WSCH_MEMCPY(&x, p + i, 16);
+        high = _mm_movemask_epi8(x);
+        if (!open && high == 0) { /* all ASCII, nothing owed */
+            prev = x;
+            i += 16;
+            continue;
+        }
+        b1 = WSCH__SSE2_BEFORE(x, prev, 1);
+        b2 = WSCH__SSE2_BEFORE(x, prev, 2);
+        b3 = WSCH__SSE2_BEFORE(x, prev, 3);
+        /* a continuation is due where 1 byte back is >= C0, 2 back >= E0 or
+           3 back >= F0 (saturating subtraction is non-zero exactly there) */
+        expect = _mm_or_si128(_mm_subs_epu8(b1, _mm_set1_epi8((char)0xBF)),
+                              _mm_or_si128(_mm_subs_epu8(b2, _mm_set1_epi8((char)0xDF)),
+                                           _mm_subs_epu8(b3, _mm_set1_epi8((char)0xEF))));
+        is_cont = _mm_cmplt_epi8(x, _mm_set1_epi8((char)0xC0)); /* signed: 80..BF */
+        /* lanes where "no continuation due" equals "is a continuation" are errors */
+        err = _mm_cmpeq_epi8(_mm_cmpeq_epi8(expect, zero), is_cont);
+        /* bytes that are never valid: C0, C1, F5..FF */
+        err = _mm_or_si128(err, _mm_cmpeq_epi8(_mm_and_si128(x, _mm_set1_epi8((char)0xFE)), _mm_set1_epi8((char)0xC0)));
+        err = _mm_or_si128(err, _mm_subs_epu8(x, _mm_set1_epi8((char)0xF4)));
+        /* second bytes, which are continuations (so signed order is byte
+           order): E0 needs A0..BF, ED 80..9F, F0 90..BF, F4 80..8F */
+        below_a0 = _mm_cmplt_epi8(x, _mm_set1_epi8((char)0xA0));
+        below_90 = _mm_cmplt_epi8(x, _mm_set1_epi8((char)0x90));
+        err = _mm_or_si128(err, _mm_and_si128(_mm_cmpeq_epi8(b1, _mm_set1_epi8((char)0xE0)), below_a0));
+        err = _mm_or_si128(err, _mm_andnot_si128(below_a0, _mm_cmpeq_epi8(b1, _mm_set1_epi8((char)0xED))));
+        err = _mm_or_si128(err, _mm_and_si128(_mm_cmpeq_epi8(b1, _mm_set1_epi8((char)0xF0)), below_90));
+        err = _mm_or_si128(err, _mm_andnot_si128(below_90, _mm_cmpeq_epi8(b1, _mm_set1_epi8((char)0xF4))));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(err, zero)) != 0xFFFF) break;
+        open = high != 0;
+        prev = x;
+        i += 16;
+    }
+    /* Back up over an unfinished sequence: continuations, then their lead. */
+    while (i > start && (p[i - 1] & 0xC0) == 0x80) i--;
+    if (i > start && p[i - 1] >= 0xC0) i--;
+    return i;
+}
+#endif
+
+/* Validates whole code points from a boundary at p[i] while a longest
+   sequence still fits; returns the boundary where it stopped, either near
+   the end or at a sequence the byte-wise step must look at. */
+WSCH__PRIVATE size_t wsch__utf8_run(const unsigned char *p, size_t i, size_t len) {
+    uint32_t st;
+    unsigned char c;
+#if WSCH__SSE2
+    i = wsch__utf8_run_sse2(p, i, len);
+#endif
+    while (len - i >= 4) {
+        c = p[i];
+        if (c < 0x80) {
+            /* ASCII: four words at a time, then one, then bytes */
+            while (len - i >= 32) {
+                uint64_t w0, w1, w2, w3;
+                WSCH_MEMCPY(&w0, p + i, 8);
+                WSCH_MEMCPY(&w1, p + i + 8, 8);
+                WSCH_MEMCPY(&w2, p + i + 16, 8);
+                WSCH_MEMCPY(&w3, p + i + 24, 8);
+                if ((w0 | w1 | w2 | w3) & 0x8080808080808080u) break;
+                i += 32;
+            }
+            while (len - i >= 8) {
+                uint64_t w;
+                WSCH_MEMCPY(&w, p + i, 8);
+                if (w & 0x8080808080808080u) break;
+                i += 8;
+            }
+            while (i < len && p[i] < 0x80) i++;
+            continue;
+        }
+        st = wsch__utf8_step(0, c);
+        if (st == WSCH__UTF8_FAILED) return i;
+        /* the lead's second-byte range, then plain continuations */
+        if (p[i + 1] < ((st >> 8) & 0xFFu) || p[i + 1] > ((st >> 16) & 0xFFu)) return i;
+        st &= 0xFFu;
+        if (st >= 2 && (p[i + 2] & 0xC0) != 0x80) return i;
+        if (st == 3 && (p[i + 3] & 0xC0) != 0x80) return i;
+        i += st + 1;
+    }
+    return i;
+}
+
+WSCH_API int wsch_utf8_feed(wsch_utf8 *v, const void *data, size_t len, size_t *bad_offset) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint32_t st;
+    size_t i = 0;
+    WSCH_ASSERT(v && (data || len == 0));
+    st = v->state;
+    if (st != 0 && ((st & WSCH__UTF8_FAILED) || (st & 0xFFu) == 0 || (st & 0xFFu) > 3)) goto fail;
+    /* Finish a code point begun in an earlier fragment, run over whole code
+       points, and step byte by byte over what is left: a sequence cut by the
+       end of this fragment, or the one that is invalid. */
+    for (; st != 0 && i < len; i++) {
+        st = wsch__utf8_step(st, p[i]);
+        if (st == WSCH__UTF8_FAILED) goto fail;
+    }
+    if (st == 0) i = wsch__utf8_run(p, i, len);
+    for (; i < len; i++) {
+        st = wsch__utf8_step(st, p[i]);
+        if (st == WSCH__UTF8_FAILED) goto fail;
+    }
+    v->state = st;
+    return WSCH_OK;
+fail:
+    v->state = WSCH__UTF8_FAILED;
+    if (bad_offset) *bad_offset = i;
+    return WSCH_ERR_UTF8;
+}
+
+WSCH_API int wsch_utf8_finish(const wsch_utf8 *v) {
+    WSCH_ASSERT(v);
+    return v->state == 0 ? WSCH_OK : WSCH_ERR_UTF8;
+}
+
+WSCH_API int wsch_utf8_valid(const void *data, size_t len) {
+    wsch_utf8 v;
+    v.state = 0;
+    return wsch_utf8_feed(&v, data, len, NULL) == WSCH_OK && v.state == 0;
+}
+
+// >>mask
+WSCH_API size_t wsch_mask(void *data, size_t len, const unsigned char key[4], size_t offset) {
+    unsigned char *p = (unsigned char *)data;
+    unsigned char k[4];
+    uint32_t k32;
+    uint64_t k64, w0, w1;
+    size_t i = 0;
+    WSCH_ASSERT(key && (data || len == 0));
+    /* The key rotated so that k[j] masks p[j], then repeated to a word: every
+       block below starts at a multiple of 4, so one pattern serves them all.
+       Only byte order in memory matters, so endianness does not. */
+    k[0] = key[offset & 3];
+    k[1] = key[(offset + 1) & 3];
+    k[2] = key[(offset + 2) & 3];
+    k[3] = key[(offset + 3) & 3];
+    WSCH_MEMCPY(&k32, k, 4);
+    k64 = ((uint64_t)k32 << 32) | k32;
+#if WSCH__SSE2
+    if (len >= 16) {
+        const __m128i kv = _mm_set1_epi32((int)k32);
+        __m128i a, b, c, d;
+        for (; len - i >= 64; i += 64) {
+            WSCH_MEMCPY(&a, p + i, 16);
+            WSCH_MEMCPY(&b, p + i + 16, 16);
+            WSCH_MEMCPY(&c, p + i + 32, 16);
+            WSCH_MEMCPY(&d, p + i + 48, 16);
+            a = _mm_xor_si128(a, kv);
+            b = _mm_xor_si128(b, kv);
+            c = _mm_xor_si128(c, kv);
+            d = _mm_xor_si128(d, kv);
+            WSCH_MEMCPY(p + i, &a, 16);
+            WSCH_MEMCPY(p + i + 16, &b, 16);
+            WSCH_MEMCPY(p + i + 32, &c, 16);
+            WSCH_MEMCPY(p + i + 48, &d, 16);
+        }
+        for (; len - i >= 16; i += 16) {
+            WSCH_MEMCPY(&a, p + i, 16);
+            a = _mm_xor_si128(a, kv);
+            WSCH_MEMCPY(p + i, &a, 16);
+        }
+    }
+#endif
+    for (; len - i >= 16; i += 16) {
+        WSCH_MEMCPY(&w0, p + i, 8);
+        WSCH_MEMCPY(&w1, p + i + 8, 8);
+        w0 ^= k64;
+        w1 ^= k64;
+        WSCH_MEMCPY(p + i, &w0, 8);
+        WSCH_MEMCPY(p + i + 8, &w1, 8);
+    }
+    if (len - i >= 8) {
+        WSCH_MEMCPY(&w0, p + i, 8);
+        w0 ^= k64;
+        WSCH_MEMCPY(p + i, &w0, 8);
+        i += 8;
+    }
+    for (; i < len; i++) p[i] ^= k[i & 3];
+    return (offset + len) & 3;
+}
+// >>frame
+WSCH_API size_t wsch_frame_header_encode(unsigned char out[WSCH_FRAME_HEADER_MAX], const wsch_frame_header *h) {
+    size_t n = 2;
+    uint64_t len = h->payload_len;
+    out[0] = (unsigned char)((h->fin ? 0x80u : 0u) | ((unsigned)(h->rsv & 7u) << 4) | (h->opcode & 0x0Fu));
+    out[1] = (unsigned char)(h->masked ? 0x80u : 0u);
+    if (len < 126) {
+        out[1] = (unsigned char)(out[1] | len);
+    } else if (len <= 0xFFFFu) {
+        out[1] = (unsigned char)(out[1] | 126u);
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        int i;
+        out[1] = (unsigned char)(out[1] | 127u);
+        for (i = 0; i < 8; i++) out[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    if (h->masked) {
+        WSCH_MEMCPY(out + n, h->mask_key, 4);
+        n += 4;
+    }
+    return n;
+}
+
+WSCH__PRIVATE int wsch__opcode_known(unsigned op) {
+    return op <= WSCH_OP_BINARY || (op >= WSCH_OP_CLOSE && op <= WSCH_OP_PONG);
+}
+
+WSCH_API int wsch_frame_header_decode(const void *buf, size_t len, wsch_frame_header *h, size_t *header_len) {
+    const unsigned char *p = (const unsigned char *)buf;
+    size_t need = 2;
+    unsigned len7;
+    uint64_t plen;
+    if (len < 2) return WSCH_INCOMPLETE;
+    len7 = p[1] & 0x7Fu;
+    need += (len7 == 126) ? 2u : (len7 == 127) ? 8u : 0u;
+    need += (p[1] & 0x80u) ? 4u : 0u;
+    /* Opcode and control-frame rules need only the first two bytes: fail as
+       early as the bytes allow. */
+    if (!wsch__opcode_known(p[0] & 0x0Fu)) return WSCH_ERR_PROTOCOL;
+    if ((p[0] & 0x08u) && (!(p[0] & 0x80u) || len7 > WSCH_CONTROL_PAYLOAD_MAX)) return WSCH_ERR_PROTOCOL;
+    if (len < need) return WSCH_INCOMPLETE;
+    if (len7 == 126) {
+        plen = ((uint64_t)p[2] << 8) | p[3];
+        if (plen < 126) return WSCH_ERR_PROTOCOL; /* not the minimal encoding */
+    } else if (len7 == 127) {
+        int i;
+        plen = 0;
+        for (i = 0; i < 8; i++) plen = (plen << 8) | p[2 + i];
+        if (plen >> 63) return WSCH_ERR_PROTOCOL;
+        if (plen <= 0xFFFFu) return WSCH_ERR_PROTOCOL;
+    } else {
+        plen = len7;
+    }
+    h->fin = (uint8_t)(p[0] >> 7);
+    h->rsv = (uint8_t)((p[0] >> 4) & 7u);
+    h->opcode = (uint8_t)(p[0] & 0x0Fu);
+    h->masked = (uint8_t)(p[1] >> 7);
+    h->payload_len = plen;
+    if (h->masked) WSCH_MEMCPY(h->mask_key, p + need - 4, 4);
+    else WSCH_MEMSET(h->mask_key, 0, 4);
+    *header_len = need;
+    return WSCH_OK;
+}
+
+// >>handshake
+
+/* --- character classes (RFC 9110 5.6.2 tchar, RFC 3986 2.2/2.3) ---------- */
+
+WSCH__PRIVATE int wsch__h_is_digit(unsigned c) { return c >= '0' && c <= '9'; }
+WSCH__PRIVATE int wsch__h_is_alpha(unsigned c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+WSCH__PRIVATE int wsch__h_is_ows(unsigned c) { return c == ' ' || c == '\t'; }
+
+WSCH__PRIVATE int wsch__h_hex_val(unsigned c) {
+    if (wsch__h_is_digit(c)) return (int)(c - '0');
+    if (c >= 'a' && c <= 'f') return (int)(c - 'a' + 10);
+    if (c >= 'A' && c <= 'F') return (int)(c - 'A' + 10);
+    return -1;
+}
+
+WSCH__PRIVATE int wsch__h_is_tchar(unsigned c) {
+    if (wsch__h_is_alpha(c) || wsch__h_is_digit(c)) return 1;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+WSCH__PRIVATE int wsch__h_is_unreserved(unsigned c) {
+    return wsch__h_is_alpha(c) || wsch__h_is_digit(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* pchar minus pct-encoded, which the callers check as a whole escape. */
+WSCH__PRIVATE int wsch__h_is_pchar(unsigned c) {
+    if (wsch__h_is_unreserved(c)) return 1;
+    switch (c) {
+    case '!': case '$': case '&': case '\'': case '(': case ')': case '*': case '+':
+    case ',': case ';': case '=': case ':': case '@':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* field-vchar, SP and HTAB: what a header value may hold (obs-text included). */
+WSCH__PRIVATE int wsch__h_is_field_char(unsigned c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+/* A request-target byte: visible ASCII except '#' (fragments are never sent). */
+WSCH__PRIVATE int wsch__h_is_target_char(unsigned c) { return c > 0x20 && c < 0x7f && c != '#'; }
+
+/* --- spans and small helpers --------------------------------------------- */
+
+WSCH__PRIVATE wsch_str wsch__h_span(const char *p, size_t n) {
+    wsch_str s;
+    s.ptr = p;
+    s.len = n;
+    return s;
+}
+
+WSCH__PRIVATE size_t wsch__h_cstrlen(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+
+WSCH__PRIVATE wsch_str wsch__h_trim(wsch_str s) {
+    while (s.len && wsch__h_is_ows((unsigned char)s.ptr[0])) {
+        s.ptr++;
+        s.len--;
+    }
+    while (s.len && wsch__h_is_ows((unsigned char)s.ptr[s.len - 1])) s.len--;
+    return s;
+}
+
+/* Exact (case-sensitive) comparison of a span with a span. */
+WSCH__PRIVATE int wsch__h_span_eq(wsch_str a, wsch_str b) {
+    size_t i;
+    if (a.len != b.len) return 0;
+    for (i = 0; i < a.len; i++)
+        if (a.ptr[i] != b.ptr[i]) return 0;
+    return 1;
+}
+
+WSCH__PRIVATE int wsch__h_span_is_token(wsch_str s) {
+    size_t i;
+    if (!s.len) return 0;
+    for (i = 0; i < s.len; i++)
+        if (!wsch__h_is_tchar((unsigned char)s.ptr[i])) return 0;
+    return 1;
+}
+
+/* Next element of a comma-separated list from *pos: trimmed, empty elements
+   skipped (RFC 9110 5.6.1). Returns 1 with *elem, 0 at the end. */
+WSCH__PRIVATE int wsch__h_list_next(wsch_str list, size_t *pos, wsch_str *elem) {
+    while (*pos < list.len) {
+        size_t start = *pos;
+        while (*pos < list.len && list.ptr[*pos] != ',') (*pos)++;
+        *elem = wsch__h_trim(wsch__h_span(list.ptr + start, *pos - start));
+        if (*pos < list.len) (*pos)++; /* the comma */
+        if (elem->len) return 1;
+    }
+    return 0;
+}
+
+/* Is elem one of the entries of a comma-separated C string (exact match)? */
+WSCH__PRIVATE int wsch__h_list_contains(const char *list, wsch_str elem) {
+    wsch_str l, e;
+    size_t pos = 0;
+    if (!list) return 0;
+    l = wsch__h_span(list, wsch__h_cstrlen(list));
+    while (wsch__h_list_next(l, &pos, &e))
+        if (wsch__h_span_eq(e, elem)) return 1;
+    return 0;
+}
+
+/* Does any header named name carry token in its comma list? */
+WSCH__PRIVATE int wsch__h_headers_have_token(const wsch_http_header *h, size_t n, const char *name, const char *token) {
+    size_t i;
+    for (i = 0; i < n && i < WSCH_MAX_HEADERS; i++)
+        if (wsch__str_ieq(h[i].name, name) && wsch_header_has_token(h[i].value, token)) return 1;
+    return 0;
+}
+
+/* --- output writer: counts what it needs, writes only what fits ---------- */
+
+typedef struct wsch__h_writer {
+    char *out;
+    size_t cap;
+    size_t len;                 /* bytes the text needs so far; > cap once it overflowed */
+} wsch__h_writer;
+
+WSCH__PRIVATE void wsch__h_put(wsch__h_writer *w, const char *s, size_t n) {
+    if (n && w->len <= w->cap && n <= w->cap - w->len) WSCH_MEMCPY(w->out + w->len, s, n);
+    w->len = n > (size_t)-1 - w->len ? (size_t)-1 : w->len + n;
+}
+
+WSCH__PRIVATE void wsch__h_puts(wsch__h_writer *w, const char *s) { wsch__h_put(w, s, wsch__h_cstrlen(s)); }
+
+WSCH__PRIVATE void wsch__h_put_uint(wsch__h_writer *w, unsigned long v) {
+    char digits[24];
+    size_t n = sizeof digits;
+    do {
+        digits[--n] = (char)('0' + (int)(v % 10u));
+        v /= 10u;
+    } while (v);
+    wsch__h_put(w, digits + n, sizeof digits - n);
+}
+
+/* The text and its NUL fit: WSCH_OK. Else an empty string and the size needed. */
+WSCH__PRIVATE int wsch__h_finish(wsch__h_writer *w, size_t *out_len) {
+    *out_len = w->len;
+    if (w->len >= w->cap) {
+        if (w->cap) w->out[0] = '\0';
+        return WSCH_ERR_BUFFER;
+    }
+    w->out[w->len] = '\0';
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__h_writer_init(wsch__h_writer *w, char *out, size_t cap) {
+    w->out = out;
+    w->cap = out ? cap : 0;
+    w->len = 0;
+}
+
+/* Copies a span out as a C string under the builders' rules. */
+WSCH__PRIVATE int wsch__h_copy_out(wsch_str s, char *out, size_t cap, size_t *out_len) {
+    wsch__h_writer w;
+    wsch__h_writer_init(&w, out, cap);
+    wsch__h_put(&w, s.ptr, s.len);
+    return wsch__h_finish(&w, out_len);
+}
+
+/* Caller-supplied "Name: value\r\n" lines: token names, field characters
+   only, every line CRLF-terminated. NULL and "" are fine. */
+WSCH__PRIVATE int wsch__h_header_lines_ok(const char *s) {
+    size_t i = 0;
+    if (!s) return 1;
+    while (s[i]) {
+        size_t start = i;
+        while (wsch__h_is_tchar((unsigned char)s[i])) i++;
+        if (i == start || s[i] != ':') return 0;
+        i++;
+        while (wsch__h_is_field_char((unsigned char)s[i])) i++;
+        if (s[i] != '\r' || s[i + 1] != '\n') return 0;
+        i += 2;
+    }
+    return 1;
+}
+
+/* A header value the caller supplies (Origin): non-empty field characters. */
+WSCH__PRIVATE int wsch__h_value_ok(const char *s) {
+    size_t i;
+    for (i = 0; s[i]; i++)
+        if (!wsch__h_is_field_char((unsigned char)s[i])) return 0;
+    return i > 0;
+}
+
+/* A comma-separated list of tokens with optional whitespace, at least one. */
+WSCH__PRIVATE int wsch__h_token_list_ok(const char *s) {
+    wsch_str l = wsch__h_span(s, wsch__h_cstrlen(s)), e;
+    size_t pos = 0, i, n = 0;
+    for (i = 0; i < l.len; i++) {
+        unsigned c = (unsigned char)s[i];
+        if (!wsch__h_is_tchar(c) && c != ',' && !wsch__h_is_ows(c)) return 0;
+    }
+    while (wsch__h_list_next(l, &pos, &e)) {
+        if (!wsch__h_span_is_token(e)) return 0; /* "a b": whitespace inside an entry */
+        n++;
+    }
+    return n > 0;
+}
+
+/* --- incremental head scanner -------------------------------------------- */
+
+/* Looks at the bytes from prev_len on (each byte is judged by itself and the
+   one before, so any split gives the same answer) for the CRLF CRLF that
+   ends a head, failing at once on a bare LF, a CR not followed by LF, or a
+   control byte no head may hold. Never reads buf[len] or past max_bytes. */
+WSCH__PRIVATE int wsch__h_head_scan(const char *buf, size_t len, size_t prev_len, size_t max_bytes,
+                                  size_t *head_len) {
+    size_t i, limit;
+    if (prev_len > len || (!buf && len)) return WSCH_ERR_ARG;
+    if (max_bytes == 0) max_bytes = WSCH_DEFAULT_MAX_HEADER_BYTES;
+    limit = len < max_bytes ? len : max_bytes;
+    for (i = prev_len; i < limit; i++) {
+        unsigned c = (unsigned char)buf[i];
+        if (c == '\n') {
+            if (i == 0 || buf[i - 1] != '\r') return WSCH_ERR_HTTP;
+            if (i >= 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
+                *head_len = i + 1;
+                return WSCH_OK;
+            }
+        } else {
+            if (i > 0 && buf[i - 1] == '\r') return WSCH_ERR_HTTP;
+            if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) return WSCH_ERR_HTTP;
+        }
+    }
+    /* The end would have to lie past max_bytes. */
+    if (len >= max_bytes) return WSCH_ERR_HEADER_TOO_LARGE;
+    return WSCH_INCOMPLETE;
+}
+
+/* --- head parser: runs once, over a head the scanner delimited ----------- */
+
+/* The scanner proved b[end-4..end) is CRLF CRLF and no CR lacks its LF, so
+   every loop below stops at a CR before end; the bounds are checked anyway. */
+
+/* "HTTP/1.d" at *pos. */
+WSCH__PRIVATE int wsch__h_parse_http_version(const char *b, size_t *pos, size_t end, int *minor) {
+    size_t p = *pos;
+    if (end - p < 8 || b[p] != 'H' || b[p + 1] != 'T' || b[p + 2] != 'T' || b[p + 3] != 'P' || b[p + 4] != '/' ||
+        !wsch__h_is_digit((unsigned char)b[p + 5]) || b[p + 6] != '.' || !wsch__h_is_digit((unsigned char)b[p + 7]))
+        return WSCH_ERR_HTTP;
+    if (b[p + 5] != '1') return WSCH_ERR_HTTP_VERSION;
+    *minor = b[p + 7] - '0';
+    *pos = p + 8;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE int wsch__h_parse_crlf(const char *b, size_t *pos, size_t end) {
+    if (end - *pos < 2 || b[*pos] != '\r' || b[*pos + 1] != '\n') return WSCH_ERR_HTTP;
+    *pos += 2;
+    return WSCH_OK;
+}
+
+
+/* Header lines from pos up to and including the blank line that ends at end. */
+WSCH__PRIVATE int wsch__h_parse_fields(const char *b, size_t pos, size_t end, wsch_http_header *hs, size_t *count) {
+    size_t n = 0;
+    while (pos < end && b[pos] != '\r') {
+        size_t name_start = pos, name_end, value_start;
+        if (wsch__h_is_ows((unsigned char)b[pos])) return WSCH_ERR_HTTP; /* obs-fold */
+        while (pos < end && wsch__h_is_tchar((unsigned char)b[pos])) pos++;
+        name_end = pos;
+        if (name_end == name_start || pos >= end || b[pos] != ':') return WSCH_ERR_HTTP;
+        pos++;
+        while (pos < end && wsch__h_is_ows((unsigned char)b[pos])) pos++;
+        value_start = pos;
+        while (pos < end && wsch__h_is_field_char((unsigned char)b[pos])) pos++;
+        if (wsch__h_parse_crlf(b, &pos, end) != WSCH_OK) return WSCH_ERR_HTTP;
+        if (n == WSCH_MAX_HEADERS) return WSCH_ERR_HEADER_TOO_LARGE;
+        hs[n].name = wsch__h_span(b + name_start, name_end - name_start);
+        hs[n].value = wsch__h_trim(wsch__h_span(b + value_start, pos - 2 - value_start));
+        n++;
+    }
+    if (wsch__h_parse_crlf(b, &pos, end) != WSCH_OK || pos != end) return WSCH_ERR_HTTP;
+    *count = n;
+    return WSCH_OK;
+}
+
+/* RFC 6455 4.3: 1*DIGIT without leading zeros, 0..255; anything else is -1. */
+WSCH__PRIVATE int wsch__h_parse_ws_version(wsch_str v) {
+    int n = 0;
+    size_t i;
+    if (!v.len || v.len > 3 || (v.len > 1 && v.ptr[0] == '0')) return -1;
+    for (i = 0; i < v.len; i++) {
+        if (!wsch__h_is_digit((unsigned char)v.ptr[i])) return -1;
+        n = n * 10 + (v.ptr[i] - '0');
+    }
+    return n <= 255 ? n : -1;
+}
+
+/* --- server side ---------------------------------------------------------- */
+
+WSCH_API int wsch_request_parse(const char *buf, size_t len, size_t prev_len, size_t max_bytes,
+                                wsch_request *req, size_t *consumed) {
+    size_t end, pos = 0, start, i;
+    wsch_str version;
+    int rc;
+    if (!req || !consumed) return WSCH_ERR_ARG;
+    rc = wsch__h_head_scan(buf, len, prev_len, max_bytes, &end);
+    if (rc != WSCH_OK) return rc;
+    WSCH_MEMSET(req, 0, sizeof *req);
+    version = wsch__h_span(NULL, 0);
+
+    while (pos < end && wsch__h_is_tchar((unsigned char)buf[pos])) pos++;
+    if (pos == 0 || pos >= end || buf[pos] != ' ') return WSCH_ERR_HTTP;
+    req->method = wsch__h_span(buf, pos);
+    start = ++pos;
+    while (pos < end && wsch__h_is_target_char((unsigned char)buf[pos])) pos++;
+    if (pos == start || pos >= end || buf[pos] != ' ') return WSCH_ERR_HTTP;
+    req->target = wsch__h_span(buf + start, pos - start);
+    req->path = req->target;
+    for (i = 0; i < req->target.len; i++) {
+        if (req->target.ptr[i] == '?') {
+            req->path.len = i;
+            req->query = wsch__h_span(req->target.ptr + i + 1, req->target.len - i - 1);
+            break;
+        }
+    }
+    pos++;
+    rc = wsch__h_parse_http_version(buf, &pos, end, &req->minor_version);
+    if (rc == WSCH_OK) rc = wsch__h_parse_crlf(buf, &pos, end);
+    if (rc == WSCH_OK) rc = wsch__h_parse_fields(buf, pos, end, req->headers, &req->num_headers);
+    if (rc != WSCH_OK) return rc;
+
+    for (i = 0; i < req->num_headers; i++) {
+        const wsch_http_header *h = &req->headers[i];
+        wsch_str *slot = NULL;
+        if (wsch__str_ieq(h->name, "Host")) slot = &req->host;
+        else if (wsch__str_ieq(h->name, "Origin")) slot = &req->origin;
+        else if (wsch__str_ieq(h->name, "Sec-WebSocket-Key")) slot = &req->key;
+        else if (wsch__str_ieq(h->name, "Authorization")) slot = &req->authorization;
+        else if (wsch__str_ieq(h->name, "Sec-WebSocket-Version")) slot = &version;
+        if (!slot) continue;
+        if (slot->ptr) return WSCH_ERR_HTTP; /* a second copy of a single-valued field */
+        *slot = h->value;
+    }
+    req->ws_version = wsch__h_parse_ws_version(version);
+    *consumed = end;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_request_check_upgrade(const wsch_request *req) {
+    unsigned char raw[18]; /* 24 base64 characters decode to at most 18 bytes */
+    size_t n = 0;
+    if (!req) return WSCH_ERR_ARG;
+    if (!wsch__h_span_eq(req->method, wsch__h_span("GET", 3))) return WSCH_ERR_METHOD;
+    if (req->minor_version < 1) return WSCH_ERR_HTTP_VERSION;
+    if (!req->host.len) return WSCH_ERR_MISSING_HEADER;
+    if (!wsch__h_headers_have_token(req->headers, req->num_headers, "Upgrade", "websocket"))
+        return WSCH_ERR_MISSING_HEADER;
+    if (!wsch__h_headers_have_token(req->headers, req->num_headers, "Connection", "upgrade"))
+        return WSCH_ERR_MISSING_HEADER;
+    if (req->ws_version != 13) return WSCH_ERR_WS_VERSION;
+    if (!req->key.ptr) return WSCH_ERR_MISSING_HEADER;
+    if (req->key.len != WSCH_KEY_LEN || wsch_base64_decode(req->key.ptr, req->key.len, raw, sizeof raw, &n) != WSCH_OK ||
+        n != 16)
+        return WSCH_ERR_KEY;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_request_error_status(int err) {
+    switch (err) {
+    case WSCH_ERR_WS_VERSION: return 426;
+    case WSCH_ERR_METHOD: return 405;
+    case WSCH_ERR_HEADER_TOO_LARGE: return 431;
+    default: return 400;
+    }
+}
+
+WSCH_API int wsch_header_find(const wsch_http_header *headers, size_t count, const char *name, wsch_str *value) {
+    size_t i;
+    if (!name || !value || (!headers && count)) return WSCH_ERR_ARG;
+    for (i = 0; i < count; i++) {
+        if (wsch__str_ieq(headers[i].name, name)) {
+            *value = headers[i].value;
+            return WSCH_OK;
+        }
+    }
+    return WSCH_ERR_NOT_FOUND;
+}
+
+WSCH_API int wsch_header_has_token(wsch_str value, const char *token) {
+    size_t pos = 0;
+    wsch_str e;
+    if (!token) return 0;
+    while (wsch__h_list_next(value, &pos, &e))
+        if (wsch__str_ieq(e, token)) return 1;
+    return 0;
+}
+
+/* *iter is an offset into the values of all Sec-WebSocket-Protocol lines
+   laid end to end, so resuming costs one pass over at most WSCH_MAX_HEADERS
+   headers and never rescans returned entries. */
+WSCH_API int wsch_request_next_protocol(const wsch_request *req, size_t *iter, wsch_str *protocol) {
+    size_t skip, i, pos;
+    if (!req || !iter || !protocol) return 0;
+    skip = *iter;
+    for (i = 0; i < req->num_headers && i < WSCH_MAX_HEADERS; i++) {
+        const wsch_http_header *h = &req->headers[i];
+        if (!wsch__str_ieq(h->name, "Sec-WebSocket-Protocol")) continue;
+        if (skip >= h->value.len) {
+            skip -= h->value.len;
+            continue;
+        }
+        pos = skip;
+        if (wsch__h_list_next(h->value, &pos, protocol)) {
+            *iter += pos - skip;
+            return 1;
+        }
+        *iter += h->value.len - skip;
+        skip = 0;
+    }
+    return 0;
+}
+
+WSCH__PRIVATE int wsch__h_protocol_offered(const wsch_request *req, const char *protocol) {
+    wsch_str want = wsch__h_span(protocol, wsch__h_cstrlen(protocol)), p;
+    size_t iter = 0;
+    if (!wsch__h_span_is_token(want)) return 0;
+    while (wsch_request_next_protocol(req, &iter, &p))
+        if (wsch__h_span_eq(p, want)) return 1;
+    return 0;
+}
+
+WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, const char *extra_headers,
+                                 char *out, size_t cap, size_t *out_len) {
+    char accept[WSCH_ACCEPT_LEN + 1];
+    wsch__h_writer w;
+    if (!req || !out_len || (!out && cap) || !req->key.len) return WSCH_ERR_ARG;
+    if (protocol && !protocol[0]) protocol = NULL;
+    if (protocol && !wsch__h_protocol_offered(req, protocol)) return WSCH_ERR_ARG;
+    if (!wsch__h_header_lines_ok(extra_headers)) return WSCH_ERR_ARG;
+    wsch_accept_key(req->key.ptr, req->key.len, accept);
+    wsch__h_writer_init(&w, out, cap);
+    wsch__h_puts(&w, "HTTP/1.1 101 Switching Protocols\r\n"
+                   "Upgrade: websocket\r\n"
+                   "Connection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: ");
+    wsch__h_put(&w, accept, WSCH_ACCEPT_LEN);
+    wsch__h_puts(&w, "\r\n");
+    if (protocol) {
+        wsch__h_puts(&w, "Sec-WebSocket-Protocol: ");
+        wsch__h_puts(&w, protocol);
+        wsch__h_puts(&w, "\r\n");
+    }
+    if (extra_headers) wsch__h_puts(&w, extra_headers);
+    wsch__h_puts(&w, "\r\n");
+    return wsch__h_finish(&w, out_len);
+}
+
+WSCH__PRIVATE const char *wsch__h_reason_phrase(int status) {
+    switch (status) {
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *out, size_t cap, size_t *out_len) {
+    const char *reason;
+    size_t reason_len;
+    wsch__h_writer w;
+    if (status < 300 || status > 599 || !out_len || (!out && cap)) return WSCH_ERR_ARG;
+    if (!wsch__h_header_lines_ok(extra_headers)) return WSCH_ERR_ARG;
+    reason = wsch__h_reason_phrase(status);
+    reason_len = wsch__h_cstrlen(reason);
+    wsch__h_writer_init(&w, out, cap);
+    wsch__h_puts(&w, "HTTP/1.1 ");
+    wsch__h_put_uint(&w, (unsigned long)status);
+    wsch__h_puts(&w, " ");
+    wsch__h_put(&w, reason, reason_len);
+    wsch__h_puts(&w, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    wsch__h_put_uint(&w, (unsigned long)(reason_len + 1));
+    wsch__h_puts(&w, "\r\nConnection: close\r\n");
+    if (status == 426) wsch__h_puts(&w, "Sec-WebSocket-Version: 13\r\n");
+    if (status == 405) wsch__h_puts(&w, "Allow: GET\r\n");
+    if (status == 401) wsch__h_puts(&w, "WWW-Authenticate: Bearer\r\n");
+    if (extra_headers) wsch__h_puts(&w, extra_headers);
+    wsch__h_puts(&w, "\r\n");
+    wsch__h_put(&w, reason, reason_len);
+    wsch__h_puts(&w, "\n");
+    return wsch__h_finish(&w, out_len);
+}
+
+/* --- client side ---------------------------------------------------------- */
+
+/* A host for the Host header: a name of unreserved characters (DNS names and
+   IPv4 addresses), or an IPv6 literal with or without brackets. *bracket is
+   set when the literal needs brackets added. */
+WSCH__PRIVATE int wsch__h_host_ok(const char *h, int *bracket) {
+    size_t i, n = wsch__h_cstrlen(h), colons = 0;
+    size_t from = 0, to = n;
+    *bracket = 0;
+    if (!n) return 0;
+    if (h[0] == '[') {
+        if (n < 3 || h[n - 1] != ']') return 0;
+        from = 1;
+        to = n - 1;
+    }
+    for (i = from; i < to; i++) {
+        unsigned c = (unsigned char)h[i];
+        if (c == ':') colons++;
+        else if (!wsch__h_is_unreserved(c)) return 0;
+    }
+    if (from == 0 && !colons) return 1;
+    /* An IPv6 literal: hex digits, ':' and '.' (an embedded IPv4 address);
+       every form has at least two colons, so "name:port" is refused. */
+    if (colons < 2) return 0;
+    for (i = from; i < to; i++)
+        if (h[i] != ':' && h[i] != '.' && wsch__h_hex_val((unsigned char)h[i]) < 0) return 0;
+    *bracket = from == 0;
+    return 1;
+}
+
+WSCH__PRIVATE int wsch__h_target_part_ok(const char *s) {
+    size_t i;
+    for (i = 0; s[i]; i++)
+        if (!wsch__h_is_target_char((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+WSCH_API int wsch_client_request_build(const wsch_client_request_desc *d, char *out, size_t cap, size_t *out_len,
+                                       char key_out[WSCH_KEY_LEN + 1]) {
+    char key[WSCH_KEY_LEN + 1];
+    size_t key_len = 0;
+    const char *path, *query, *protocols, *origin;
+    int bracket, rc;
+    wsch__h_writer w;
+    if (!d || !out_len || !key_out || (!out && cap) || !d->host) return WSCH_ERR_ARG;
+    path = d->path ? d->path : "/";
+    query = d->query && d->query[0] ? d->query : NULL;
+    protocols = d->protocols && d->protocols[0] ? d->protocols : NULL;
+    origin = d->origin && d->origin[0] ? d->origin : NULL;
+    if (!wsch__h_host_ok(d->host, &bracket)) return WSCH_ERR_ARG;
+    if (path[0] != '/' || !wsch__h_target_part_ok(path)) return WSCH_ERR_ARG;
+    if (query && !wsch__h_target_part_ok(query)) return WSCH_ERR_ARG;
+    if (protocols && !wsch__h_token_list_ok(protocols)) return WSCH_ERR_ARG;
+    if (origin && !wsch__h_value_ok(origin)) return WSCH_ERR_ARG;
+    if (!wsch__h_header_lines_ok(d->extra_headers)) return WSCH_ERR_ARG;
+    if (wsch_base64_encode(d->nonce, sizeof d->nonce, key, sizeof key, &key_len) != WSCH_OK ||
+        key_len != WSCH_KEY_LEN)
+        return WSCH_ERR_ARG;
+
+    wsch__h_writer_init(&w, out, cap);
+    wsch__h_puts(&w, "GET ");
+    wsch__h_puts(&w, path);
+    if (query) {
+        wsch__h_puts(&w, "?");
+        wsch__h_puts(&w, query);
+    }
+    wsch__h_puts(&w, " HTTP/1.1\r\nHost: ");
+    if (bracket) wsch__h_puts(&w, "[");
+    wsch__h_puts(&w, d->host);
+    if (bracket) wsch__h_puts(&w, "]");
+    if (d->port && d->port != 80) {
+        wsch__h_puts(&w, ":");
+        wsch__h_put_uint(&w, d->port);
+    }
+    wsch__h_puts(&w, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+    wsch__h_put(&w, key, WSCH_KEY_LEN);
+    wsch__h_puts(&w, "\r\n");
+    if (origin) {
+        wsch__h_puts(&w, "Origin: ");
+        wsch__h_puts(&w, origin);
+        wsch__h_puts(&w, "\r\n");
+    }
+    if (protocols) {
+        wsch__h_puts(&w, "Sec-WebSocket-Protocol: ");
+        wsch__h_puts(&w, protocols);
+        wsch__h_puts(&w, "\r\n");
+    }
+    wsch__h_puts(&w, "Sec-WebSocket-Version: 13\r\n");
+    if (d->extra_headers) wsch__h_puts(&w, d->extra_headers);
+    wsch__h_puts(&w, "\r\n");
+    rc = wsch__h_finish(&w, out_len);
+    if (rc == WSCH_OK) WSCH_MEMCPY(key_out, key, WSCH_KEY_LEN + 1);
+    return rc;
+}
+
+WSCH_API int wsch_response_parse(const char *buf, size_t len, size_t prev_len, size_t max_bytes,
+                                 wsch_response *res, size_t *consumed) {
+    size_t end, pos = 0, start, i;
+    int rc;
+    if (!res || !consumed) return WSCH_ERR_ARG;
+    rc = wsch__h_head_scan(buf, len, prev_len, max_bytes, &end);
+    if (rc != WSCH_OK) return rc;
+    WSCH_MEMSET(res, 0, sizeof *res);
+    rc = wsch__h_parse_http_version(buf, &pos, end, &res->minor_version);
+    if (rc != WSCH_OK) return rc;
+    if (end - pos < 4 || buf[pos] != ' ') return WSCH_ERR_HTTP;
+    for (i = 1; i <= 3; i++) {
+        if (!wsch__h_is_digit((unsigned char)buf[pos + i])) return WSCH_ERR_HTTP;
+        res->status = res->status * 10 + (buf[pos + i] - '0');
+    }
+    pos += 4;
+    start = pos;
+    if (pos < end && buf[pos] == ' ') {
+        start = ++pos;
+        while (pos < end && wsch__h_is_field_char((unsigned char)buf[pos])) pos++;
+    }
+    res->reason = wsch__h_span(buf + start, pos - start);
+    rc = wsch__h_parse_crlf(buf, &pos, end);
+    if (rc == WSCH_OK) rc = wsch__h_parse_fields(buf, pos, end, res->headers, &res->num_headers);
+    if (rc != WSCH_OK) return rc;
+    *consumed = end;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_response_check(const wsch_response *res, const char *key, const char *offered_protocols,
+                                 wsch_str *protocol) {
+    char expect[WSCH_ACCEPT_LEN + 1];
+    wsch_str accept = wsch__h_span(NULL, 0), chosen = wsch__h_span(NULL, 0);
+    size_t i, n_upgrade = 0, n_accept = 0, n_protocol = 0, n_ext = 0;
+    int upgrade_ok = 0, connection_ok = 0;
+    if (protocol) *protocol = chosen;
+    if (!res || !key) return WSCH_ERR_ARG;
+    if (res->status != 101) return WSCH_ERR_STATUS;
+    for (i = 0; i < res->num_headers && i < WSCH_MAX_HEADERS; i++) {
+        const wsch_http_header *h = &res->headers[i];
+        if (wsch__str_ieq(h->name, "Upgrade")) {
+            n_upgrade++;
+            upgrade_ok = wsch__str_ieq(h->value, "websocket");
+        } else if (wsch__str_ieq(h->name, "Connection")) {
+            if (wsch_header_has_token(h->value, "upgrade")) connection_ok = 1;
+        } else if (wsch__str_ieq(h->name, "Sec-WebSocket-Accept")) {
+            n_accept++;
+            accept = h->value;
+        } else if (wsch__str_ieq(h->name, "Sec-WebSocket-Extensions")) {
+            n_ext++;
+        } else if (wsch__str_ieq(h->name, "Sec-WebSocket-Protocol")) {
+            n_protocol++;
+            chosen = h->value;
+        }
+    }
+    if (n_upgrade != 1 || !upgrade_ok || !connection_ok) return WSCH_ERR_MISSING_HEADER;
+    wsch_accept_key(key, wsch__h_cstrlen(key), expect);
+    if (n_accept != 1 || !wsch__h_span_eq(accept, wsch__h_span(expect, WSCH_ACCEPT_LEN))) return WSCH_ERR_ACCEPT;
+    if (n_ext) return WSCH_ERR_EXTENSION;
+    if (n_protocol > 1) return WSCH_ERR_EXTENSION;
+    if (n_protocol == 1) {
+        if (!wsch__h_span_is_token(chosen) || !wsch__h_list_contains(offered_protocols, chosen))
+            return WSCH_ERR_EXTENSION;
+        if (protocol) *protocol = chosen;
+    }
+    return WSCH_OK;
+}
+
+/* --- URLs and query strings ---------------------------------------------- */
+
+/* Path (and, with query set, query) characters of s[from..to): pchar, '/',
+   '?' in a query, and complete %XX escapes. */
+WSCH__PRIVATE int wsch__h_url_part_ok(const char *s, size_t from, size_t to, int query) {
+    size_t i;
+    for (i = from; i < to; i++) {
+        unsigned c = (unsigned char)s[i];
+        if (c == '%') {
+            if (to - i < 3 || wsch__h_hex_val((unsigned char)s[i + 1]) < 0 ||
+                wsch__h_hex_val((unsigned char)s[i + 2]) < 0)
+                return 0;
+            i += 2;
+        } else if (!wsch__h_is_pchar(c) && c != '/' && !(query && c == '?')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* host[:port] of a URL. */
+WSCH__PRIVATE int wsch__h_parse_authority(wsch_str a, wsch_url *u) {
+    size_t i = 0, start;
+    unsigned long port = 0;
+    if (a.len && a.ptr[0] == '[') {
+        size_t colons = 0;
+        for (i = 1; i < a.len && a.ptr[i] != ']'; i++) {
+            if (a.ptr[i] == ':') colons++;
+            else if (a.ptr[i] != '.' && wsch__h_hex_val((unsigned char)a.ptr[i]) < 0) return WSCH_ERR_URL;
+        }
+        if (i >= a.len || colons < 2) return WSCH_ERR_URL;
+        u->host = wsch__h_span(a.ptr + 1, i - 1);
+        i++;
+    } else {
+        while (i < a.len && a.ptr[i] != ':') {
+            if (!wsch__h_is_unreserved((unsigned char)a.ptr[i])) return WSCH_ERR_URL; /* '@' (userinfo) lands here */
+            i++;
+        }
+        if (i == 0) return WSCH_ERR_URL;
+        u->host = wsch__h_span(a.ptr, i);
+    }
+    if (i == a.len) return WSCH_OK;
+    if (a.ptr[i] != ':') return WSCH_ERR_URL;
+    start = ++i;
+    for (; i < a.len; i++) {
+        if (!wsch__h_is_digit((unsigned char)a.ptr[i]) || i - start >= 5) return WSCH_ERR_URL;
+        port = port * 10u + (unsigned long)(a.ptr[i] - '0');
+    }
+    if (i == start || port == 0 || port > 65535u) return WSCH_ERR_URL;
+    u->port = (uint16_t)port;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_url_parse(const char *url, size_t len, wsch_url *u) {
+    size_t pos = 0, start, i;
+    int rc;
+    if (!u || (!url && len)) return WSCH_ERR_ARG;
+    WSCH_MEMSET(u, 0, sizeof *u);
+    /* Whitespace, controls, non-ASCII and '#' (fragments, RFC 6455 3) are
+       invalid anywhere in a WebSocket URL. */
+    for (i = 0; i < len; i++)
+        if (!wsch__h_is_target_char((unsigned char)url[i])) return WSCH_ERR_URL;
+    while (pos < len && url[pos] != ':') pos++;
+    u->scheme = wsch__h_span(url, pos);
+    if (wsch__str_ieq(u->scheme, "ws")) {
+        u->port = 80;
+    } else if (wsch__str_ieq(u->scheme, "wss")) {
+        u->port = 443;
+        u->secure = 1;
+    } else {
+        return WSCH_ERR_URL;
+    }
+    if (len - pos < 3 || url[pos + 1] != '/' || url[pos + 2] != '/') return WSCH_ERR_URL;
+    start = pos += 3;
+    while (pos < len && url[pos] != '/' && url[pos] != '?') pos++;
+    rc = wsch__h_parse_authority(wsch__h_span(url + start, pos - start), u);
+    if (rc != WSCH_OK) return rc;
+    start = pos;
+    while (pos < len && url[pos] != '?') pos++;
+    if (!wsch__h_url_part_ok(url, start, pos, 0)) return WSCH_ERR_URL;
+    u->path = pos > start ? wsch__h_span(url + start, pos - start) : wsch__h_span("/", 1);
+    if (pos < len) {
+        if (!wsch__h_url_part_ok(url, pos + 1, len, 1)) return WSCH_ERR_URL;
+        u->query = wsch__h_span(url + pos + 1, len - pos - 1);
+    }
+    return WSCH_OK;
+}
+
+/* Next decoded byte of form-encoded s from *i: 1 with *c, 0 at the end, -1
+   on a bad or truncated escape. */
+WSCH__PRIVATE int wsch__h_form_next(wsch_str s, size_t *i, unsigned *c) {
+    unsigned ch;
+    if (*i >= s.len) return 0;
+    ch = (unsigned char)s.ptr[*i];
+    if (ch == '%') {
+        int hi, lo;
+        if (s.len - *i < 3) return -1;
+        hi = wsch__h_hex_val((unsigned char)s.ptr[*i + 1]);
+        lo = wsch__h_hex_val((unsigned char)s.ptr[*i + 2]);
+        if (hi < 0 || lo < 0) return -1;
+        *c = (unsigned)(hi * 16 + lo);
+        *i += 3;
+        return 1;
+    }
+    *c = ch == '+' ? ' ' : ch;
+    (*i)++;
+    return 1;
+}
+
+/* Does form-encoded name decode to exactly key? */
+WSCH__PRIVATE int wsch__h_form_key_is(wsch_str name, const char *key) {
+    size_t i = 0, k = 0;
+    unsigned c;
+    int r;
+    while ((r = wsch__h_form_next(name, &i, &c)) > 0) {
+        if (key[k] == '\0' || (unsigned char)key[k] != c) return 0;
+        k++;
+    }
+    return r == 0 && key[k] == '\0';
+}
+
+WSCH_API int wsch_query_get(wsch_str query, const char *key, char *out, size_t cap, size_t *out_len) {
+    size_t pos = 0, i;
+    unsigned c;
+    int r;
+    if (!key || !out_len || (!out && cap) || (!query.ptr && query.len)) return WSCH_ERR_ARG;
+    /* A malformed query is refused whole, whichever key is asked for. */
+    i = 0;
+    while ((r = wsch__h_form_next(query, &i, &c)) != 0)
+        if (r < 0) return WSCH_ERR_URL;
+    while (pos < query.len) {
+        size_t start = pos, stop, eq;
+        wsch_str name, value;
+        wsch__h_writer w;
+        while (pos < query.len && query.ptr[pos] != '&') pos++;
+        stop = pos;
+        if (pos < query.len) pos++; /* the '&' */
+        if (stop == start) continue; /* "&&" */
+        for (eq = start; eq < stop && query.ptr[eq] != '='; eq++) {}
+        name = wsch__h_span(query.ptr + start, eq - start);
+        value = eq < stop ? wsch__h_span(query.ptr + eq + 1, stop - eq - 1) : wsch__h_span(query.ptr + stop, 0);
+        if (!wsch__h_form_key_is(name, key)) continue;
+        wsch__h_writer_init(&w, out, cap);
+        i = 0;
+        while (wsch__h_form_next(value, &i, &c) > 0) {
+            char ch = (char)c;
+            if (c == 0) return WSCH_ERR_URL;
+            wsch__h_put(&w, &ch, 1);
+        }
+        return wsch__h_finish(&w, out_len);
+    }
+    return WSCH_ERR_NOT_FOUND;
+}
+
+WSCH_API int wsch_percent_encode(const char *src, size_t len, char *out, size_t cap, size_t *out_len) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t i;
+    wsch__h_writer w;
+    if (!out_len || (!src && len) || (!out && cap)) return WSCH_ERR_ARG;
+    wsch__h_writer_init(&w, out, cap);
+    for (i = 0; i < len; i++) {
+        unsigned c = (unsigned char)src[i];
+        if (wsch__h_is_unreserved(c)) {
+            wsch__h_put(&w, src + i, 1);
+        } else {
+            char esc[3];
+            esc[0] = '%';
+            esc[1] = hex[c >> 4];
+            esc[2] = hex[c & 15u];
+            wsch__h_put(&w, esc, 3);
+        }
+    }
+    return wsch__h_finish(&w, out_len);
+}
+
+/* RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
+WSCH__PRIVATE int wsch__h_token68_ok(wsch_str s) {
+    size_t i = 0;
+    while (i < s.len && (wsch__h_is_unreserved((unsigned char)s.ptr[i]) || s.ptr[i] == '+' || s.ptr[i] == '/')) i++;
+    if (i == 0) return 0;
+    while (i < s.len && s.ptr[i] == '=') i++;
+    return i == s.len;
+}
+
+WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, size_t *out_len,
+                                wsch_token_source *source) {
+    wsch_str v, p;
+    size_t iter = 0, i = 0;
+    int rc;
+    if (source) *source = WSCH_TOKEN_NONE;
+    if (!req || !out_len || (!out && cap)) return WSCH_ERR_ARG;
+
+    v = req->authorization;
+    while (i < v.len && v.ptr[i] != ' ') i++;
+    if (v.len && wsch__str_ieq(wsch__h_span(v.ptr, i), "Bearer")) {
+        while (i < v.len && v.ptr[i] == ' ') i++;
+        p = wsch__h_span(v.ptr + i, v.len - i);
+        if (!wsch__h_token68_ok(p)) return WSCH_ERR_HTTP;
+        rc = wsch__h_copy_out(p, out, cap, out_len);
+        if (rc == WSCH_OK && source) *source = WSCH_TOKEN_AUTHORIZATION;
+        return rc;
+    }
+
+    while (wsch_request_next_protocol(req, &iter, &p)) {
+        if (p.len <= 7 || !wsch__str_ieq(wsch__h_span(p.ptr, 7), "bearer.")) continue;
+        p = wsch__h_span(p.ptr + 7, p.len - 7);
+        if (!wsch__h_span_is_token(p)) return WSCH_ERR_HTTP;
+        rc = wsch__h_copy_out(p, out, cap, out_len);
+        if (rc == WSCH_OK && source) *source = WSCH_TOKEN_PROTOCOL;
+        return rc;
+    }
+
+    rc = wsch_query_get(req->query, "token", out, cap, out_len);
+    if (rc == WSCH_OK && *out_len == 0) return WSCH_ERR_NOT_FOUND;
+    if (rc == WSCH_OK && source) *source = WSCH_TOKEN_QUERY;
+    return rc;
+}
+// >>conn
+/* Bytes of a frame copied through the stack on their way to send(): a small
+   frame leaves in one call, a masked one is masked in pieces of this size. */
+#ifndef WSCH_SEND_CHUNK
+#define WSCH_SEND_CHUNK 2048
+#endif
+
+/* One queued run of unsent bytes: a private copy (data follows the struct) or
+   a reference into a shared broadcast frame. */
+typedef struct wsch__chunk {
+    struct wsch__chunk *next;
+    wsch_shared *shared;
+    const unsigned char *data;      /* next unsent byte */
+    size_t len;                     /* unsent bytes left */
+} wsch__chunk;
+
+struct wsch_shared {
+    size_t refs;
+    size_t size;                    /* whole frame */
+    size_t header_len;
+    wsch_allocator allocator;
+    /* the frame bytes follow */
+};
+
+/* State kept only during the opening handshake, freed once open. */
+typedef struct wsch__handshake {
+    char *buf;
+    size_t len, cap;
+    char key[WSCH_KEY_LEN + 1];     /* client: the key we sent */
+} wsch__handshake;
+
+enum {
+    WSCH__F_CLOSE_SENT   = 1u << 0,
+    WSCH__F_CLOSE_RECV   = 1u << 1,
+    WSCH__F_FAILED       = 1u << 2,  /* we failed the connection: ignore input */
+    WSCH__F_SHUTDOWN     = 1u << 3,  /* close the transport once the queue drains */
+    WSCH__F_DESTROYED    = 1u << 4,  /* destroy requested inside a callback */
+    WSCH__F_TIMER_HS     = 1u << 5,  /* handshake timer armed */
+    WSCH__F_TIMER_CLOSE  = 1u << 6   /* close timer armed */
+};
+
+struct wsch_conn {
+    const wsch_conn_desc *desc;     /* borrowed */
+    void *user;
+    uint8_t state;                  /* wsch_conn_state */
+    uint8_t flags;
+    uint8_t depth;                  /* nesting of public calls, for a deferred destroy */
+    /* frame being decoded */
+    uint8_t hdr_len;                /* header bytes buffered across feeds */
+    uint8_t in_frame;               /* header decoded, payload pending */
+    uint8_t frame_opcode;
+    uint8_t frame_fin;
+    uint8_t mask_pos;
+    uint8_t msg_opcode;             /* data message being reassembled, 0 = none */
+    uint8_t ctrl_len;               /* control payload buffered; after a close, the reason */
+    uint16_t close_code;            /* peer's code, or ours on failure */
+    int fail_err;
+    unsigned char hdr[WSCH_FRAME_HEADER_MAX];
+    unsigned char mask_key[4];
+    uint64_t frame_left;            /* payload bytes of this frame still to come */
+    wsch_utf8 utf8;                 /* text message validation across frames and feeds */
+    unsigned char *msg;             /* reassembly buffer, only when a message spans feeds */
+    size_t msg_len, msg_cap;
+    wsch__chunk *out_head, *out_tail;
+    size_t out_bytes;
+    wsch__handshake *hs;
+    char *protocol;
+    size_t protocol_len;
+    unsigned char ctrl[WSCH_CONTROL_PAYLOAD_MAX];
+};
+
+WSCH__PRIVATE size_t wsch__or(size_t v, size_t def) { return v ? v : def; }
+
+WSCH__PRIVATE void wsch__timer(wsch_conn *c, unsigned id, unsigned flag, uint32_t ms) {
+    if (!c->desc->timer_set) return;
+    c->desc->timer_set(id, ms, c->user);
+    c->flags = (uint8_t)(c->flags | flag);
+}
+
+WSCH__PRIVATE void wsch__untimer(wsch_conn *c, unsigned id, unsigned flag) {
+    if (!(c->flags & flag)) return;
+    c->flags = (uint8_t)(c->flags & ~flag);
+    if (c->desc->timer_cancel) c->desc->timer_cancel(id, c->user);
+}
+
+WSCH__PRIVATE void wsch__shared_unref(wsch_shared *s) {
+    if (s && --s->refs == 0) {
+        wsch_allocator a = s->allocator;
+        wsch__free(&a, s);
+    }
+}
+
+/* --- output -------------------------------------------------------------- */
+
+/* Queues the bytes of a frame from offset `done` on: the header tail, then
+   the payload, masked on the way when mask is not NULL. One allocation. */
+WSCH__PRIVATE int wsch__enqueue(wsch_conn *c, const unsigned char *hdr, size_t hlen, const unsigned char *payload,
+                                size_t plen, const unsigned char *mask, size_t done) {
+    size_t total = hlen + plen, n = total - done, off;
+    wsch__chunk *ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof(wsch__chunk) + n);
+    unsigned char *dst;
+    if (!ch) return WSCH_ERR_NOMEM;
+    dst = (unsigned char *)(ch + 1);
+    ch->next = NULL;
+    ch->shared = NULL;
+    ch->data = dst;
+    ch->len = n;
+    if (done < hlen) {
+        WSCH_MEMCPY(dst, hdr + done, hlen - done);
+        dst += hlen - done;
+        done = hlen;
+    }
+    off = done - hlen;
+    if (plen > off) {
+        WSCH_MEMCPY(dst, payload + off, plen - off);
+        if (mask) wsch_mask(dst, plen - off, mask, off);
+    }
+    if (c->out_tail) c->out_tail->next = ch;
+    else c->out_head = ch;
+    c->out_tail = ch;
+    c->out_bytes += n;
+    return WSCH_OK;
+}
+
+/* A frame that left in part and could not be queued has cut the byte
+   stream: nothing sensible can follow it, so the connection ends here. */
+WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport);
+WSCH__PRIVATE int wsch__queue_or_cut(wsch_conn *c, int rc, size_t sent) {
+    if (rc != WSCH_OK && sent) {
+        c->flags = (uint8_t)(c->flags | WSCH__F_FAILED | WSCH__F_CLOSE_SENT);
+        c->close_code = WSCH_CLOSE_ABNORMAL;
+        c->fail_err = rc;
+        wsch__finish(c, 1);
+    }
+    return rc;
+}
+
+/* Writes one frame: straight to send() while the queue is empty and send
+   takes everything, the remainder to the queue. Small frames leave in one
+   send() call; large unmasked payloads go from the caller's memory. */
+WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, const void *data, size_t len) {
+    const unsigned char *payload = (const unsigned char *)data;
+    wsch_frame_header h;
+    unsigned char hdr[WSCH_FRAME_HEADER_MAX];
+    unsigned char buf[WSCH_SEND_CHUNK];
+    const unsigned char *mask = NULL;
+    size_t hlen, total, done = 0;
+    int control = (opcode & 0x08u) != 0;
+
+    WSCH_MEMSET(&h, 0, sizeof h);
+    h.opcode = (uint8_t)opcode;
+    h.fin = (uint8_t)(fin ? 1 : 0);
+    h.payload_len = len;
+    if (c->desc->role == WSCH_ROLE_CLIENT) {
+        h.masked = 1;
+        c->desc->random_bytes(h.mask_key, 4, c->user);
+        mask = h.mask_key;
+    }
+    hlen = wsch_frame_header_encode(hdr, &h);
+    total = hlen + len;
+    /* Control frames are tiny and must get through to end a connection. */
+    if (!control && c->out_bytes + total > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
+        return WSCH_ERR_QUEUE_FULL;
+
+    while (!c->out_head && done < total) {
+        const unsigned char *piece;
+        size_t piece_len, n;
+        if (!mask && done >= hlen && total > sizeof buf) {
+            piece = payload + (done - hlen); /* large and unmasked: no copy */
+            piece_len = total - done;
+        } else {
+            size_t fill = 0, off;
+            if (done < hlen) {
+                WSCH_MEMCPY(buf, hdr + done, hlen - done);
+                fill = hlen - done;
+            }
+            off = done + fill - hlen;
+            n = len - off < sizeof buf - fill ? len - off : sizeof buf - fill;
+            if (n) {
+                WSCH_MEMCPY(buf + fill, payload + off, n);
+                if (mask) wsch_mask(buf + fill, n, mask, off);
+            }
+            piece = buf;
+            piece_len = fill + n;
+        }
+        n = c->desc->send(piece, piece_len, c->user);
+        if (n > piece_len) n = piece_len;
+        done += n;
+        if (n < piece_len) break;
+    }
+    if (done == total) return WSCH_OK;
+    return wsch__queue_or_cut(c, wsch__enqueue(c, hdr, hlen, payload, len, mask, done), done);
+}
+
+/* Sends raw bytes (handshake text) through the same queue. */
+WSCH__PRIVATE int wsch__write_raw(wsch_conn *c, const void *data, size_t len) {
+    size_t done = 0;
+    if (!c->out_head) {
+        done = c->desc->send(data, len, c->user);
+        if (done > len) done = len;
+    }
+    if (done == len) return WSCH_OK;
+    return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, (const unsigned char *)data, len, NULL, done), done);
+}
+
+/* --- lifecycle ----------------------------------------------------------- */
+
+WSCH__PRIVATE void wsch__free_conn(wsch_conn *c) {
+    const wsch_allocator *a = &c->desc->allocator;
+    wsch__chunk *ch = c->out_head;
+    while (ch) {
+        wsch__chunk *next = ch->next;
+        wsch__shared_unref(ch->shared);
+        wsch__free(a, ch);
+        ch = next;
+    }
+    if (c->hs) {
+        wsch__free(a, c->hs->buf);
+        wsch__free(a, c->hs);
+    }
+    wsch__free(a, c->msg);
+    wsch__free(a, c->protocol);
+    wsch__free(a, c);
+}
+
+/* Public entry points bracket their work with enter/leave so a destroy from
+   inside a callback waits until the outermost call returns. */
+WSCH__PRIVATE void wsch__enter(wsch_conn *c) { c->depth++; }
+
+WSCH__PRIVATE int wsch__leave(wsch_conn *c, int rc) {
+    if (--c->depth == 0 && (c->flags & WSCH__F_DESTROYED)) wsch__free_conn(c);
+    return rc;
+}
+
+WSCH__PRIVATE int wsch__gone(const wsch_conn *c) { return (c->flags & WSCH__F_DESTROYED) != 0; }
+
+/* The one way to CLOSED: optionally close the transport, then report. */
+WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
+    const char *reason;
+    size_t reason_len;
+    int code;
+    if (c->state == WSCH_CONN_CLOSED) return;
+    c->state = WSCH_CONN_CLOSED;
+    wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
+    wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
+    if (close_transport && c->desc->close) c->desc->close(c->user);
+    if (c->flags & WSCH__F_CLOSE_RECV) {
+        code = c->close_code;
+        reason = (const char *)c->ctrl;
+        reason_len = c->ctrl_len;
+    } else if (c->flags & WSCH__F_FAILED) {
+        code = c->close_code;
+        reason = wsch_err_str(c->fail_err);
+        reason_len = strlen(reason);
+    } else {
+        code = WSCH_CLOSE_ABNORMAL;
+        reason = "";
+        reason_len = 0;
+    }
+    if (c->desc->on_close) c->desc->on_close(c, code, reason, reason_len, c->user);
+}
+
+/* Closes the transport as soon as everything queued has left. */
+WSCH__PRIVATE void wsch__shutdown(wsch_conn *c) {
+    c->flags = (uint8_t)(c->flags | WSCH__F_SHUTDOWN);
+    if (!c->out_head) wsch__finish(c, 1);
+}
+
+WSCH__PRIVATE void wsch__enter_closing(wsch_conn *c) {
+    c->state = WSCH_CONN_CLOSING;
+    if (!(c->flags & WSCH__F_TIMER_CLOSE))
+        wsch__timer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE,
+                    (uint32_t)wsch__or(c->desc->close_timeout_ms, WSCH_DEFAULT_CLOSE_TIMEOUT_MS));
+}
+
+WSCH__PRIVATE int wsch__send_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len) {
+    unsigned char payload[WSCH_CONTROL_PAYLOAD_MAX];
+    size_t n = 0;
+    if (code) {
+        payload[0] = (unsigned char)(code >> 8);
+        payload[1] = (unsigned char)code;
+        if (reason_len > WSCH_CONTROL_PAYLOAD_MAX - 2) reason_len = WSCH_CONTROL_PAYLOAD_MAX - 2;
+        if (reason_len) WSCH_MEMCPY(payload + 2, reason, reason_len);
+        n = 2 + reason_len;
+    }
+    c->flags = (uint8_t)(c->flags | WSCH__F_CLOSE_SENT);
+    return wsch__write_frame(c, WSCH_OP_CLOSE, 1, payload, n);
+}
+
+/* _Fail the WebSocket Connection_ (RFC 6455 7.1.7): say why in a close frame
+   if the protocol is up, then close the transport; input is ignored from here. */
+WSCH__PRIVATE int wsch__fail(wsch_conn *c, uint16_t code, int err) {
+    if (c->flags & WSCH__F_FAILED) return err;
+    c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
+    c->close_code = code;
+    c->fail_err = err;
+    if (c->state == WSCH_CONN_OPEN || c->state == WSCH_CONN_CLOSING) {
+        if (!(c->flags & WSCH__F_CLOSE_SENT)) {
+            const char *why = wsch_err_str(err);
+            (void)wsch__send_close(c, code, why, strlen(why));
+        }
+        wsch__enter_closing(c);
+    }
+    wsch__shutdown(c);
+    return err;
+}
+
+/* --- input: frames ------------------------------------------------------- */
+
+WSCH__PRIVATE int wsch__close_code_valid(unsigned code) {
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
+WSCH__PRIVATE int wsch__on_control(wsch_conn *c, unsigned char *p, size_t n) {
+    switch (c->frame_opcode) {
+    case WSCH_OP_PING:
+        if (!(c->flags & WSCH__F_CLOSE_SENT)) return wsch__write_frame(c, WSCH_OP_PONG, 1, p, n);
+        return WSCH_OK;
+    case WSCH_OP_PONG:
+        if (c->desc->on_pong) c->desc->on_pong(c, p, n, c->user);
+        return WSCH_OK;
+    default: { /* close */
+        uint16_t code = WSCH_CLOSE_NO_STATUS;
+        if (n == 1) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+        if (n >= 2) {
+            code = (uint16_t)((p[0] << 8) | p[1]);
+            if (!wsch__close_code_valid(code)) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+            if (!wsch_utf8_valid(p + 2, n - 2)) return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+            WSCH_MEMMOVE(c->ctrl, p + 2, n - 2);
+            c->ctrl_len = (uint8_t)(n - 2);
+        } else {
+            c->ctrl_len = 0;
+        }
+        c->close_code = code;
+        c->flags = (uint8_t)(c->flags | WSCH__F_CLOSE_RECV);
+        if (!(c->flags & WSCH__F_CLOSE_SENT))
+            (void)wsch__send_close(c, code == WSCH_CLOSE_NO_STATUS ? 0 : code, NULL, 0);
+        wsch__enter_closing(c);
+        /* The server closes TCP first (RFC 6455 7.1.1); a client waits for it,
+           bounded by the close timer. */
+        if (c->desc->role == WSCH_ROLE_SERVER) wsch__shutdown(c);
+        return WSCH_OK;
+    }
+    }
+}
+
+/* Checks a decoded header against the role and the message in progress. */
+WSCH__PRIVATE int wsch__begin_frame(wsch_conn *c, const wsch_frame_header *h) {
+    const wsch_conn_desc *d = c->desc;
+    if (h->rsv) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+    if (h->masked != (d->role == WSCH_ROLE_SERVER))
+        return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+    c->frame_opcode = h->opcode;
+    c->frame_fin = h->fin;
+    c->frame_left = h->payload_len;
+    c->mask_pos = 0;
+    WSCH_MEMCPY(c->mask_key, h->mask_key, 4);
+    c->in_frame = 1;
+    if (h->opcode & 0x08u) {
+        c->ctrl_len = 0;
+        return WSCH_OK;
+    }
+    if ((h->opcode == WSCH_OP_CONTINUATION) != (c->msg_opcode != 0))
+        return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+    if (h->opcode != WSCH_OP_CONTINUATION) {
+        c->msg_opcode = h->opcode;
+        c->msg_len = 0;
+        WSCH_MEMSET(&c->utf8, 0, sizeof c->utf8);
+    }
+    if (h->payload_len > wsch__or(d->max_frame_size, WSCH_DEFAULT_MAX_FRAME_SIZE) ||
+        h->payload_len > wsch__or(d->max_message_size, WSCH_DEFAULT_MAX_MESSAGE_SIZE) - c->msg_len)
+        return wsch__fail(c, WSCH_CLOSE_MESSAGE_TOO_BIG, WSCH_ERR_TOO_LARGE);
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE int wsch__msg_reserve(wsch_conn *c, size_t extra) {
+    size_t need = c->msg_len + extra, cap;
+    unsigned char *p;
+    if (need <= c->msg_cap) return WSCH_OK;
+    cap = c->msg_cap ? c->msg_cap * 2 : 256;
+    if (cap < need) cap = need;
+    p = (unsigned char *)wsch__alloc(&c->desc->allocator, cap);
+    if (!p) return WSCH_ERR_NOMEM;
+    if (c->msg_len) WSCH_MEMCPY(p, c->msg, c->msg_len);
+    wsch__free(&c->desc->allocator, c->msg);
+    c->msg = p;
+    c->msg_cap = cap;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__deliver(wsch_conn *c, unsigned opcode, unsigned char *p, size_t n) {
+    if (c->desc->on_message) c->desc->on_message(c, (wsch_opcode)opcode, p, n, c->user);
+}
+
+/* Consumes avail payload bytes at p of the current frame. */
+WSCH__PRIVATE int wsch__frame_payload(wsch_conn *c, unsigned char *p, size_t avail) {
+    int whole = (uint64_t)avail == c->frame_left;
+    size_t bad;
+    if (c->frame_opcode & 0x08u) {
+        if (whole && c->ctrl_len == 0) { /* in the caller's buffer: no copy */
+            wsch_mask(p, avail, c->mask_key, 0);
+            c->frame_left = 0;
+            return wsch__on_control(c, p, avail);
+        }
+        WSCH_MEMCPY(c->ctrl + c->ctrl_len, p, avail);
+        c->mask_pos = (uint8_t)wsch_mask(c->ctrl + c->ctrl_len, avail, c->mask_key, c->mask_pos);
+        c->ctrl_len = (uint8_t)(c->ctrl_len + avail);
+        c->frame_left -= avail;
+        return c->frame_left ? WSCH_OK : wsch__on_control(c, c->ctrl, c->ctrl_len);
+    }
+    if (whole && c->frame_fin && c->msg_len == 0 && c->frame_opcode != WSCH_OP_CONTINUATION) {
+        /* The common case: a whole unfragmented message in the caller's buffer. */
+        wsch_mask(p, avail, c->mask_key, 0);
+        c->frame_left = 0;
+        c->msg_opcode = 0;
+        if (c->frame_opcode == WSCH_OP_TEXT && !wsch_utf8_valid(p, avail))
+            return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+        wsch__deliver(c, c->frame_opcode, p, avail);
+        return WSCH_OK;
+    }
+    if (wsch__msg_reserve(c, avail) != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
+    WSCH_MEMCPY(c->msg + c->msg_len, p, avail);
+    c->mask_pos = (uint8_t)wsch_mask(c->msg + c->msg_len, avail, c->mask_key, c->mask_pos);
+    /* Text is checked as it arrives so a bad byte fails at once. */
+    if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_feed(&c->utf8, c->msg + c->msg_len, avail, &bad) != WSCH_OK)
+        return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+    c->msg_len += avail;
+    c->frame_left -= avail;
+    if (c->frame_left || !c->frame_fin) return WSCH_OK;
+    if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_finish(&c->utf8) != WSCH_OK)
+        return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+    {
+        unsigned opcode = c->msg_opcode;
+        unsigned char *msg = c->msg;
+        size_t n = c->msg_len;
+        /* Hand the buffer over first so a callback may feed or send freely. */
+        c->msg = NULL;
+        c->msg_len = c->msg_cap = 0;
+        c->msg_opcode = 0;
+        wsch__deliver(c, opcode, msg, n);
+        wsch__free(&c->desc->allocator, msg);
+    }
+    return WSCH_OK;
+}
+
+/* Frames mode: decodes and dispatches everything in p. */
+WSCH__PRIVATE int wsch__read_frames(wsch_conn *c, unsigned char *p, size_t len) {
+    for (;;) {
+        size_t avail;
+        int rc;
+        if (c->flags & (WSCH__F_FAILED | WSCH__F_CLOSE_RECV | WSCH__F_DESTROYED)) return WSCH_OK;
+        if (!c->in_frame) {
+            wsch_frame_header h;
+            size_t hl;
+            if (len == 0) return WSCH_OK;
+            if (c->hdr_len == 0) {
+                rc = wsch_frame_header_decode(p, len, &h, &hl);
+                if (rc == WSCH_INCOMPLETE) { /* len < 14 here */
+                    WSCH_MEMCPY(c->hdr, p, len);
+                    c->hdr_len = (uint8_t)len;
+                    return WSCH_OK;
+                }
+            } else { /* a header split across feeds */
+                size_t old = c->hdr_len, take = sizeof c->hdr - old;
+                if (take > len) take = len;
+                WSCH_MEMCPY(c->hdr + old, p, take);
+                rc = wsch_frame_header_decode(c->hdr, old + take, &h, &hl);
+                if (rc == WSCH_INCOMPLETE) {
+                    c->hdr_len = (uint8_t)(old + take);
+                    return WSCH_OK;
+                }
+                c->hdr_len = 0;
+                if (rc == WSCH_OK) hl -= old; /* header bytes taken from p */
+            }
+            if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
+            p += hl;
+            len -= hl;
+            rc = wsch__begin_frame(c, &h);
+            if (rc != WSCH_OK) return rc;
+        }
+        avail = c->frame_left < (uint64_t)len ? (size_t)c->frame_left : len;
+        if (avail == 0 && c->frame_left) return WSCH_OK;
+        rc = wsch__frame_payload(c, p, avail);
+        if (!c->frame_left) c->in_frame = 0;
+        if (rc != WSCH_OK) return rc;
+        p += avail;
+        len -= avail;
+    }
+}
+
+/* --- input: opening handshake -------------------------------------------- */
+
+/* Buffers handshake bytes; returns how many of data it took into the buffer. */
+WSCH__PRIVATE int wsch__hs_append(wsch_conn *c, const void *data, size_t len, size_t *took) {
+    wsch__handshake *hs = c->hs;
+    size_t max = wsch__or(c->desc->max_header_bytes, WSCH_DEFAULT_MAX_HEADER_BYTES);
+    size_t n = len < max - hs->len ? len : max - hs->len;
+    if (hs->len + n > hs->cap) {
+        size_t cap = hs->cap ? hs->cap * 2 : 512;
+        char *b;
+        while (cap < hs->len + n) cap *= 2;
+        if (cap > max) cap = max;
+        b = (char *)wsch__alloc(&c->desc->allocator, cap);
+        if (!b) return WSCH_ERR_NOMEM;
+        if (hs->len) WSCH_MEMCPY(b, hs->buf, hs->len);
+        wsch__free(&c->desc->allocator, hs->buf);
+        hs->buf = b;
+        hs->cap = cap;
+    }
+    if (n) WSCH_MEMCPY(hs->buf + hs->len, data, n);
+    hs->len += n;
+    *took = n;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__hs_done(wsch_conn *c) {
+    wsch__free(&c->desc->allocator, c->hs->buf);
+    wsch__free(&c->desc->allocator, c->hs);
+    c->hs = NULL;
+    wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
+}
+
+WSCH__PRIVATE int wsch__set_protocol(wsch_conn *c, const char *p, size_t n) {
+    if (!n) return WSCH_OK;
+    c->protocol = (char *)wsch__alloc(&c->desc->allocator, n + 1);
+    if (!c->protocol) return WSCH_ERR_NOMEM;
+    WSCH_MEMCPY(c->protocol, p, n);
+    c->protocol[n] = '\0';
+    c->protocol_len = n;
+    return WSCH_OK;
+}
+
+/* Refuses a request with an HTTP response (the caller's, or a built one),
+   then closes. */
+WSCH__PRIVATE int wsch__refuse(wsch_conn *c, const wsch_handshake_reply *reply, int err) {
+    char buf[512];
+    size_t n;
+    if (reply->response) {
+        (void)wsch__write_raw(c, reply->response, reply->response_len);
+    } else {
+        /* A status or headers that cannot be built become a plain 500. */
+        if (wsch_http_error_build(reply->status, reply->extra_headers, buf, sizeof buf, &n) != WSCH_OK &&
+            wsch_http_error_build(reply->status, NULL, buf, sizeof buf, &n) != WSCH_OK &&
+            wsch_http_error_build(500, NULL, buf, sizeof buf, &n) != WSCH_OK)
+            n = 0;
+        if (n) (void)wsch__write_raw(c, buf, n);
+    }
+    return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, err);
+}
+
+/* A complete request head: let the caller decide, then upgrade or refuse.
+   check is wsch_request_check_upgrade()'s verdict. */
+WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int check) {
+    wsch_handshake_reply reply;
+    size_t iter = 0, cap, n;
+    wsch_str offered;
+    const char *protocol = NULL;
+    char *buf;
+    int rc;
+    WSCH_MEMSET(&reply, 0, sizeof reply);
+    reply.status = check == WSCH_OK ? 101 : wsch_request_error_status(check);
+    if (c->desc->on_request) {
+        c->desc->on_request(c, req, &reply, c->user);
+        if (wsch__gone(c)) return WSCH_ERR_CLOSED;
+    }
+    if (check != WSCH_OK && reply.status == 101) reply.status = wsch_request_error_status(check);
+    if (reply.status != 101) return wsch__refuse(c, &reply, check != WSCH_OK ? check : WSCH_ERR_DENIED);
+    /* Only a protocol the client offered may be named in the answer. */
+    while (reply.protocol && wsch_request_next_protocol(req, &iter, &offered)) {
+        if (offered.len == strlen(reply.protocol) && memcmp(offered.ptr, reply.protocol, offered.len) == 0) {
+            protocol = reply.protocol;
+            break;
+        }
+    }
+    cap = 256 + (protocol ? strlen(protocol) : 0) + (reply.extra_headers ? strlen(reply.extra_headers) : 0);
+    buf = (char *)wsch__alloc(&c->desc->allocator, cap);
+    if (!buf) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
+    rc = wsch_response_build(req, protocol, reply.extra_headers, buf, cap, &n);
+    if (rc == WSCH_OK) rc = wsch__write_raw(c, buf, n);
+    wsch__free(&c->desc->allocator, buf);
+    if (rc == WSCH_OK && protocol) rc = wsch__set_protocol(c, protocol, strlen(protocol));
+    if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+    wsch__hs_done(c);
+    c->state = WSCH_CONN_OPEN;
+    if (c->desc->on_open) {
+        c->desc->on_open(c, c->user);
+        if (wsch__gone(c)) return WSCH_ERR_CLOSED;
+    }
+    if (reply.close_code && c->state == WSCH_CONN_OPEN)
+        (void)wsch_conn_close(c, reply.close_code, reply.close_reason,
+                              reply.close_reason ? strlen(reply.close_reason) : 0);
+    return WSCH_OK;
+}
+
+/* Feeds handshake bytes; *used = bytes of data that belonged to the head. */
+WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t len, size_t *used) {
+    wsch__handshake *hs = c->hs;
+    size_t prev = hs->len, took = 0, head = 0;
+    int rc = wsch__hs_append(c, data, len, &took);
+    *used = took;
+    if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+    if (c->desc->role == WSCH_ROLE_SERVER) {
+        wsch_request req;
+        rc = wsch_request_parse(hs->buf, hs->len, prev, c->desc->max_header_bytes, &req, &head);
+        if (rc == WSCH_INCOMPLETE) return WSCH_OK;
+        if (rc != WSCH_OK) { /* not even HTTP: no hook to ask */
+            wsch_handshake_reply reply;
+            WSCH_MEMSET(&reply, 0, sizeof reply);
+            reply.status = wsch_request_error_status(rc);
+            return wsch__refuse(c, &reply, rc);
+        }
+        *used = head - prev;
+        return wsch__server_accept(c, &req, wsch_request_check_upgrade(&req));
+    } else {
+        wsch_response res;
+        wsch_str protocol;
+        rc = wsch_response_parse(hs->buf, hs->len, prev, c->desc->max_header_bytes, &res, &head);
+        if (rc == WSCH_INCOMPLETE) return WSCH_OK;
+        if (rc == WSCH_OK) rc = wsch_response_check(&res, hs->key, c->desc->protocols, &protocol);
+        if (rc == WSCH_OK) rc = wsch__set_protocol(c, protocol.ptr, protocol.len);
+        if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
+        *used = head - prev;
+        wsch__hs_done(c);
+        c->state = WSCH_CONN_OPEN;
+        if (c->desc->on_open) c->desc->on_open(c, c->user);
+        return WSCH_OK;
+    }
+}
+
+/* --- public API ---------------------------------------------------------- */
+
+WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn **out) {
+    wsch_conn *c;
+    int rc = WSCH_OK;
+    if (!out) return WSCH_ERR_ARG;
+    *out = NULL;
+    if (!desc || !desc->send) return WSCH_ERR_ARG;
+    if (desc->role == WSCH_ROLE_CLIENT && (!desc->host || !desc->random_bytes)) return WSCH_ERR_ARG;
+    c = (wsch_conn *)wsch__alloc(&desc->allocator, sizeof *c);
+    if (!c) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(c, 0, sizeof *c);
+    c->desc = desc;
+    c->user = user;
+    c->state = WSCH_CONN_HANDSHAKE;
+    c->hs = (wsch__handshake *)wsch__alloc(&desc->allocator, sizeof *c->hs);
+    if (!c->hs) {
+        wsch__free(&desc->allocator, c);
+        return WSCH_ERR_NOMEM;
+    }
+    WSCH_MEMSET(c->hs, 0, sizeof *c->hs);
+    if (desc->role == WSCH_ROLE_CLIENT) {
+        wsch_client_request_desc rd;
+        char buf[1024], *req = buf;
+        size_t cap = sizeof buf, n = 0;
+        WSCH_MEMSET(&rd, 0, sizeof rd);
+        rd.host = desc->host;
+        rd.port = desc->port;
+        rd.path = desc->path;
+        rd.query = desc->query;
+        rd.protocols = desc->protocols;
+        rd.origin = desc->origin;
+        rd.extra_headers = desc->extra_headers;
+        desc->random_bytes(rd.nonce, sizeof rd.nonce, user);
+        rc = wsch_client_request_build(&rd, req, cap, &n, c->hs->key);
+        if (rc == WSCH_ERR_BUFFER) { /* long paths or headers: size it for real */
+            cap = 1024 + strlen(desc->host) + (desc->path ? strlen(desc->path) : 0) +
+                  (desc->query ? strlen(desc->query) : 0) + (desc->protocols ? strlen(desc->protocols) : 0) +
+                  (desc->origin ? strlen(desc->origin) : 0) + (desc->extra_headers ? strlen(desc->extra_headers) : 0);
+            req = (char *)wsch__alloc(&desc->allocator, cap);
+            rc = req ? wsch_client_request_build(&rd, req, cap, &n, c->hs->key) : WSCH_ERR_NOMEM;
+        }
+        if (rc == WSCH_OK) rc = wsch__write_raw(c, req, n);
+        if (req != buf) wsch__free(&desc->allocator, req);
+        if (rc != WSCH_OK) {
+            wsch__free_conn(c);
+            return rc;
+        }
+    }
+    wsch__timer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS,
+                (uint32_t)wsch__or(desc->handshake_timeout_ms, WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS));
+    *out = c;
+    return WSCH_OK;
+}
+
+WSCH_API void wsch_conn_destroy(wsch_conn *c) {
+    if (!c) return;
+    wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
+    wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
+    if (c->depth) c->flags = (uint8_t)(c->flags | WSCH__F_DESTROYED);
+    else wsch__free_conn(c);
+}
+
+WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
+    unsigned char *p = (unsigned char *)data;
+    int rc = WSCH_OK;
+    if (!c || (!data && len)) return WSCH_ERR_ARG;
+    if (c->state == WSCH_CONN_CLOSED) return WSCH_ERR_CLOSED;
+    wsch__enter(c);
+    if (c->state == WSCH_CONN_HANDSHAKE && !(c->flags & WSCH__F_FAILED)) {
+        size_t used = 0;
+        rc = wsch__read_handshake(c, p, len, &used);
+        p += used;
+        len -= used;
+    }
+    /* Bytes after the handshake in the same read are frames, not lost. */
+    if (rc == WSCH_OK && !wsch__gone(c) && c->state != WSCH_CONN_HANDSHAKE && c->state != WSCH_CONN_CLOSED)
+        rc = wsch__read_frames(c, p, len);
+    else if (rc == WSCH_OK && c->flags & WSCH__F_FAILED)
+        rc = c->fail_err;
+    return wsch__leave(c, rc);
+}
+
+WSCH_API int wsch_conn_writable(wsch_conn *c) {
+    if (!c) return WSCH_ERR_ARG;
+    if (c->state == WSCH_CONN_CLOSED) return WSCH_ERR_CLOSED;
+    wsch__enter(c);
+    while (c->out_head) {
+        wsch__chunk *ch = c->out_head;
+        size_t n = c->desc->send(ch->data, ch->len, c->user);
+        if (n > ch->len) n = ch->len;
+        ch->data += n;
+        ch->len -= n;
+        c->out_bytes -= n;
+        if (ch->len) break;
+        c->out_head = ch->next;
+        if (!c->out_head) c->out_tail = NULL;
+        wsch__shared_unref(ch->shared);
+        wsch__free(&c->desc->allocator, ch);
+    }
+    if (!c->out_head && (c->flags & WSCH__F_SHUTDOWN)) wsch__finish(c, 1);
+    return wsch__leave(c, WSCH_OK);
+}
+
+WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id) {
+    if (!c || c->state == WSCH_CONN_CLOSED) return;
+    wsch__enter(c);
+    if (timer_id == WSCH_TIMER_HANDSHAKE && (c->flags & WSCH__F_TIMER_HS)) {
+        c->flags = (uint8_t)(c->flags & ~WSCH__F_TIMER_HS);
+        c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
+        c->close_code = WSCH_CLOSE_ABNORMAL;
+        c->fail_err = WSCH_ERR_TIMEOUT;
+        wsch__finish(c, 1);
+    } else if (timer_id == WSCH_TIMER_CLOSE && (c->flags & WSCH__F_TIMER_CLOSE)) {
+        c->flags = (uint8_t)(c->flags & ~WSCH__F_TIMER_CLOSE);
+        wsch__finish(c, 1);
+    }
+    (void)wsch__leave(c, WSCH_OK);
+}
+
+WSCH_API void wsch_conn_transport_closed(wsch_conn *c) {
+    if (!c || c->state == WSCH_CONN_CLOSED) return;
+    wsch__enter(c);
+    wsch__finish(c, 0);
+    (void)wsch__leave(c, WSCH_OK);
+}
+
+WSCH__PRIVATE int wsch__check_send(const wsch_conn *c) {
+    if (c->state == WSCH_CONN_OPEN) return WSCH_OK;
+    return c->state == WSCH_CONN_HANDSHAKE ? WSCH_ERR_STATE : WSCH_ERR_CLOSED;
+}
+
+WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, size_t len) {
+    int rc;
+    if (!c || (!data && len) || (opcode != WSCH_OP_TEXT && opcode != WSCH_OP_BINARY)) return WSCH_ERR_ARG;
+    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    if (opcode == WSCH_OP_TEXT && !wsch_utf8_valid(data, len)) return WSCH_ERR_UTF8;
+    wsch__enter(c);
+    return wsch__leave(c, wsch__write_frame(c, (unsigned)opcode, 1, data, len));
+}
+
+WSCH_API int wsch_conn_send_frame(wsch_conn *c, wsch_opcode opcode, int fin, const void *data, size_t len) {
+    int rc;
+    if (!c || (!data && len) || !wsch__opcode_known((unsigned)opcode)) return WSCH_ERR_ARG;
+    if ((opcode & 0x08) && (!fin || len > WSCH_CONTROL_PAYLOAD_MAX || opcode == WSCH_OP_CLOSE)) return WSCH_ERR_ARG;
+    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    wsch__enter(c);
+    return wsch__leave(c, wsch__write_frame(c, (unsigned)opcode, fin, data, len));
+}
+
+WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len) {
+    return wsch_conn_send_frame(c, WSCH_OP_PING, 1, data, len);
+}
+
+WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len) {
+    int rc;
+    if (!c || (code && !wsch__close_code_valid(code)) || reason_len > WSCH_CONTROL_PAYLOAD_MAX - 2 ||
+        (!code && reason_len) || (reason_len && !wsch_utf8_valid(reason, reason_len)))
+        return WSCH_ERR_ARG;
+    if (c->state == WSCH_CONN_HANDSHAKE) { /* nothing to say in WebSocket yet */
+        wsch__enter(c);
+        wsch__finish(c, 1);
+        return wsch__leave(c, WSCH_OK);
+    }
+    if (c->state != WSCH_CONN_OPEN || (c->flags & WSCH__F_CLOSE_SENT)) return WSCH_ERR_CLOSED;
+    wsch__enter(c);
+    rc = wsch__send_close(c, code, reason, reason_len);
+    wsch__enter_closing(c);
+    return wsch__leave(c, rc);
+}
+
+WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c) { return (wsch_conn_state)c->state; }
+WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c) { return c->out_bytes; }
+WSCH_API void *wsch_conn_user(const wsch_conn *c) { return c->user; }
+WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user) { c->user = user; }
+
+WSCH_API wsch_str wsch_conn_protocol(const wsch_conn *c) {
+    wsch_str s;
+    s.ptr = c->protocol ? c->protocol : "";
+    s.len = c->protocol_len;
+    return s;
+}
+
+/* --- shared frames (broadcast) ------------------------------------------- */
+
+WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, const void *payload, size_t len,
+                                wsch_shared **out) {
+    wsch_frame_header h;
+    unsigned char hdr[WSCH_FRAME_HEADER_MAX];
+    size_t hlen;
+    wsch_shared *s;
+    if (!out) return WSCH_ERR_ARG;
+    *out = NULL;
+    if (len > (size_t)-1 - sizeof *s - WSCH_FRAME_HEADER_MAX) return WSCH_ERR_TOO_LARGE;
+    WSCH_MEMSET(&h, 0, sizeof h);
+    h.opcode = (uint8_t)opcode;
+    h.fin = 1;
+    h.payload_len = len;
+    hlen = wsch_frame_header_encode(hdr, &h);
+    s = (wsch_shared *)wsch__alloc(a, sizeof *s + hlen + len);
+    if (!s) return WSCH_ERR_NOMEM;
+    s->refs = 1;
+    s->size = hlen + len;
+    s->header_len = hlen;
+    if (a) s->allocator = *a;
+    else WSCH_MEMSET(&s->allocator, 0, sizeof s->allocator);
+    WSCH_MEMCPY(s + 1, hdr, hlen);
+    if (payload && len) WSCH_MEMCPY((unsigned char *)(s + 1) + hlen, payload, len);
+    *out = s;
+    return WSCH_OK;
+}
+
+WSCH_API void *wsch_shared_payload(wsch_shared *s) { return (unsigned char *)(s + 1) + s->header_len; }
+WSCH_API size_t wsch_shared_frame_size(const wsch_shared *s) { return s->size; }
+WSCH_API void wsch_shared_release(wsch_shared *s) { wsch__shared_unref(s); }
+
+WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
+    const unsigned char *frame;
+    size_t done = 0;
+    wsch__chunk *ch;
+    int rc;
+    if (!c || !s || c->desc->role != WSCH_ROLE_SERVER) return WSCH_ERR_ARG;
+    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    if (c->out_bytes + s->size > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
+        return WSCH_ERR_QUEUE_FULL;
+    frame = (const unsigned char *)(s + 1);
+    if (!c->out_head) {
+        done = c->desc->send(frame, s->size, c->user);
+        if (done >= s->size) return WSCH_OK;
+    }
+    ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch);
+    if (!ch) {
+        wsch__enter(c);
+        return wsch__leave(c, wsch__queue_or_cut(c, WSCH_ERR_NOMEM, done));
+    }
+    ch->next = NULL;
+    ch->shared = s;
+    s->refs++;
+    ch->data = frame + done;
+    ch->len = s->size - done;
+    if (c->out_tail) c->out_tail->next = ch;
+    else c->out_head = ch;
+    c->out_tail = ch;
+    c->out_bytes += ch->len;
+    return WSCH_OK;
+}
+
+// >>envelope
+
+#if WSCH_JSON_MAX_DEPTH < 1
+#error "WSCH_JSON_MAX_DEPTH must be at least 1"
+#endif
+
+/* A top-level member the scanner looks for; value.ptr stays NULL until the
+   member is seen. */
+typedef struct wsch__json_want {
+    const char *key;
+    size_t key_len;
+    wsch_str value;
+} wsch__json_want;
+
+WSCH__PRIVATE const char *wsch__json_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    return p;
+}
+
+/* Value of four hex digits at p, or -1 when fewer remain or one is not hex. */
+WSCH__PRIVATE int32_t wsch__json_hex4(const char *p, const char *end) {
+    int32_t v = 0;
+    int i;
+    if (end - p < 4) return -1;
+    for (i = 0; i < 4; i++) {
+        char c = p[i];
+        int32_t d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Bytes of the word that are '"', '\\' or below 0x20 (where a string scan
+   must stop), as their top bits. The lowest flagged byte is always a true
+   hit: a borrow can only flag bytes above one. */
+WSCH__PRIVATE uint64_t wsch__json_word_stops(uint64_t x) {
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t q = x ^ (ones * (uint64_t)'"'), b = x ^ (ones * (uint64_t)'\\');
+    return (((x - ones * 0x20u) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+}
+
+/* With a count-trailing-zeros builtin on a little-endian target, the string
+   scan jumps straight to the first stop byte of a word; elsewhere it finishes
+   the word a byte at a time. */
+#if !defined(WSCH_NO_SIMD) && (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define WSCH__JSON_CTZ64(x) ((unsigned)__builtin_ctzll(x))
+#endif
+#endif
+
+/* Scans string content starting just after the opening quote. On WSCH_OK
+   *pp is just past the closing quote and *escaped says whether a backslash
+   was seen (so the raw bytes differ from the value). Bytes >= 0x80 only set
+   a flag here; the UTF-8 layer checks them once for the whole string. */
+WSCH__PRIVATE int wsch__json_scan_string(const char **pp, const char *end, int *escaped) {
+    const uint64_t highs = 0x8080808080808080u;
+    const char *p = *pp, *start = *pp;
+    uint64_t high = 0, w;
+    int esc = 0;
+    int32_t u, lo;
+    unsigned char c;
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t stops;
+            WSCH_MEMCPY(&w, p, 8);
+            stops = wsch__json_word_stops(w);
+            if (stops) {
+#ifdef WSCH__JSON_CTZ64
+                unsigned k = WSCH__JSON_CTZ64(stops) >> 3;  /* bytes before the stop */
+                high |= w & ((((uint64_t)1) << (8 * k)) - 1u);
+                p += k;
+#endif
+                break;
+            }
+            high |= w;
+            p += 8;
+        }
+        for (; p < end; p++) {
+            c = (unsigned char)*p;
+            if (c < 0x20 || c == '"' || c == '\\') break;
+            high |= c;
+        }
+        if (p == end) return WSCH_ERR_JSON;
+        c = (unsigned char)*p;
+        if (c == '"') break;
+        if (c < 0x20) return WSCH_ERR_JSON;
+        esc = 1;                                    /* c == '\\' */
+        if (end - p < 2) return WSCH_ERR_JSON;
+        switch (p[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            p += 2;
+            continue;
+        case 'u':
+            break;
+        default:
+            return WSCH_ERR_JSON;
+        }
+        u = wsch__json_hex4(p + 2, end);
+        if (u < 0) return WSCH_ERR_JSON;
+        p += 6;
+        if (u >= 0xDC00 && u <= 0xDFFF) return WSCH_ERR_UTF8;     /* low half first */
+        if (u >= 0xD800) {
+            if (u > 0xDBFF) continue;
+            if (end - p < 2 || p[0] != '\\' || p[1] != 'u') return WSCH_ERR_UTF8;
+            lo = wsch__json_hex4(p + 2, end);
+            if (lo < 0) return WSCH_ERR_JSON;
+            if (lo < 0xDC00 || lo > 0xDFFF) return WSCH_ERR_UTF8;
+            p += 6;
+        }
+    }
+    if ((high & highs) && !wsch_utf8_valid(start, (size_t)(p - start))) return WSCH_ERR_UTF8;
+    *pp = p + 1;
+    *escaped = esc;
+    return WSCH_OK;
+}
+
+/* Decodes one character of string content that wsch__json_scan_string
+   accepted (so every escape is complete and paired) into 1..4 UTF-8 bytes. */
+WSCH__PRIVATE size_t wsch__json_unit(const char **pp, unsigned char out[4]) {
+    const char *p = *pp;
+    uint32_t cp;
+    if (*p != '\\') {
+        out[0] = (unsigned char)*p;
+        *pp = p + 1;
+        return 1;
+    }
+    if (p[1] != 'u') {
+        switch (p[1]) {
+        case 'b': out[0] = 0x08; break;
+        case 'f': out[0] = 0x0C; break;
+        case 'n': out[0] = 0x0A; break;
+        case 'r': out[0] = 0x0D; break;
+        case 't': out[0] = 0x09; break;
+        default:  out[0] = (unsigned char)p[1]; break;     /* " \ / */
+        }
+        *pp = p + 2;
+        return 1;
+    }
+    cp = (uint32_t)wsch__json_hex4(p + 2, p + 6);
+    p += 6;
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        cp = 0x10000u + ((cp - 0xD800u) << 10) + ((uint32_t)wsch__json_hex4(p + 2, p + 6) - 0xDC00u);
+        p += 6;
+    }
+    *pp = p;
+    if (cp < 0x80) { out[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) {
+        out[0] = (unsigned char)(0xC0u | (cp >> 6));
+        out[1] = (unsigned char)(0x80u | (cp & 0x3Fu));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (unsigned char)(0xE0u | (cp >> 12));
+        out[1] = (unsigned char)(0x80u | ((cp >> 6) & 0x3Fu));
+        out[2] = (unsigned char)(0x80u | (cp & 0x3Fu));
+        return 3;
+    }
+    out[0] = (unsigned char)(0xF0u | (cp >> 18));
+    out[1] = (unsigned char)(0x80u | ((cp >> 12) & 0x3Fu));
+    out[2] = (unsigned char)(0x80u | ((cp >> 6) & 0x3Fu));
+    out[3] = (unsigned char)(0x80u | (cp & 0x3Fu));
+    return 4;
+}
+
+/* Unescapes accepted string content [p, end) into out with a NUL. *len gets
+   the full unescaped length even when it does not fit (WSCH_ERR_BUFFER). */
+WSCH__PRIVATE int wsch__json_unescape(const char *p, const char *end, char *out, size_t cap, size_t *len) {
+    size_t n = 0;
+    unsigned char u[4];
+    if (!WSCH_MEMCHR(p, '\\', (size_t)(end - p))) {      /* nothing to unescape */
+        n = (size_t)(end - p);
+        *len = n;
+        if (cap <= n) return WSCH_ERR_BUFFER;
+        WSCH_MEMCPY(out, p, n);
+        out[n] = '\0';
+        return WSCH_OK;
+    }
+    while (p < end) {
+        size_t k = wsch__json_unit(&p, u);
+        if (cap > n && cap - n > k) WSCH_MEMCPY(out + n, u, k);
+        n += k;
+    }
+    *len = n;
+    if (cap <= n) return WSCH_ERR_BUFFER;
+    out[n] = '\0';
+    return WSCH_OK;
+}
+
+/* Accepted string content [p, end) unescapes to exactly key[0..key_len). */
+WSCH__PRIVATE int wsch__json_content_eq(const char *p, const char *end, const char *key, size_t key_len) {
+    size_t n = 0;
+    unsigned char u[4];
+    while (p < end) {
+        size_t k = wsch__json_unit(&p, u);
+        if (key_len - n < k || WSCH_MEMCMP(key + n, u, k) != 0) return 0;
+        n += k;
+    }
+    return n == key_len;
+}
+
+/* End of the number starting at p, or NULL when it breaks RFC 8259's grammar.
+   What follows the number is the caller's business. */
+WSCH__PRIVATE const char *wsch__json_scan_number(const char *p, const char *end) {
+    if (p < end && *p == '-') p++;
+    if (p == end) return NULL;
+    if (*p == '0') p++;
+    else if (*p >= '1' && *p <= '9') while (p < end && *p >= '0' && *p <= '9') p++;
+    else return NULL;
+    if (p < end && *p == '.') {
+        p++;
+        if (p == end || *p < '0' || *p > '9') return NULL;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p == end || *p < '0' || *p > '9') return NULL;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    return p;
+}
+
+/* Bit i of the container stack: 1 = object, 0 = array. */
+WSCH__PRIVATE int wsch__json_bit(const unsigned char *stack, size_t i) {
+    return (stack[i >> 3] >> (i & 7u)) & 1;
+}
+
+/* The one pass under everything: checks that [json, json+len) is exactly one
+   JSON value and records the members of a top-level object named in want.
+   The container stack is a bitset (1 = object) of WSCH_JSON_MAX_DEPTH bits,
+   so memory is fixed and nothing recurses. *top gets the first byte of the
+   value. */
+WSCH__PRIVATE int wsch__json_scan(const char *json, size_t len, wsch__json_want *want, size_t nwant, char *top) {
+    unsigned char stack[(WSCH_JSON_MAX_DEPTH + 7) / 8];
+    size_t depth = 0, i;
+    const char *p, *end, *key, *vstart = NULL;
+    wsch__json_want *cur = NULL;    /* member whose value is being scanned */
+    int rc, esc, in_obj;
+
+    *top = 0;
+    WSCH_MEMSET(stack, 0, sizeof stack);
+    if (!json) return len ? WSCH_ERR_ARG : WSCH_ERR_JSON;
+    p = wsch__json_ws(json, json + len);
+    end = json + len;
+    if (p == end) return WSCH_ERR_JSON;
+    *top = *p;
+
+value: /* p is at the first byte of a value */
+    switch (*p) {
+    case '{':
+    case '[':
+        if (depth == WSCH_JSON_MAX_DEPTH) return WSCH_ERR_JSON_DEPTH;
+        in_obj = *p == '{';
+        if (in_obj) stack[depth >> 3] = (unsigned char)(stack[depth >> 3] | (1u << (depth & 7u)));
+        else stack[depth >> 3] = (unsigned char)(stack[depth >> 3] & ~(1u << (depth & 7u)));
+        depth++;
+        p = wsch__json_ws(p + 1, end);
+        if (p == end) return WSCH_ERR_JSON;
+        if (*p == (in_obj ? '}' : ']')) {
+            p++;
+            depth--;
+            goto after;
+        }
+        if (in_obj) goto member;
+        goto value;
+    case '"':
+        p++;
+        rc = wsch__json_scan_string(&p, end, &esc);
+        if (rc != WSCH_OK) return rc;
+        goto after;
+    case 't':
+        if (end - p < 4 || WSCH_MEMCMP(p, "true", 4) != 0) return WSCH_ERR_JSON;
+        p += 4;
+        goto after;
+    case 'f':
+        if (end - p < 5 || WSCH_MEMCMP(p, "false", 5) != 0) return WSCH_ERR_JSON;
+        p += 5;
+        goto after;
+    case 'n':
+        if (end - p < 4 || WSCH_MEMCMP(p, "null", 4) != 0) return WSCH_ERR_JSON;
+        p += 4;
+        goto after;
+    default:
+        p = wsch__json_scan_number(p, end);
+        if (!p) return WSCH_ERR_JSON;
+        goto after;
+    }
+
+member: /* p is at the first byte of a member, inside an object */
+    if (*p != '"') return WSCH_ERR_JSON;
+    key = ++p;
+    rc = wsch__json_scan_string(&p, end, &esc);
+    if (rc != WSCH_OK) return rc;
+    if (depth == 1) {
+        /* Raw bytes equal the name unless the key has escapes. */
+        size_t klen = (size_t)(p - 1 - key);
+        cur = NULL;
+        for (i = 0; i < nwant && !cur; i++) {
+            if (esc ? wsch__json_content_eq(key, p - 1, want[i].key, want[i].key_len)
+                    : klen == want[i].key_len && WSCH_MEMCMP(key, want[i].key, klen) == 0)
+                cur = &want[i];
+        }
+        if (cur && cur->value.ptr) return WSCH_ERR_JSON;        /* duplicate */
+    }
+    p = wsch__json_ws(p, end);
+    if (p == end || *p != ':') return WSCH_ERR_JSON;
+    p = wsch__json_ws(p + 1, end);
+    if (p == end) return WSCH_ERR_JSON;
+    if (depth == 1) vstart = p;
+    goto value;
+
+after: /* p is just past a complete value */
+    if (cur && depth == 1) {
+        cur->value.ptr = vstart;
+        cur->value.len = (size_t)(p - vstart);
+        cur = NULL;
+    }
+    p = wsch__json_ws(p, end);
+    if (depth == 0) return p == end ? WSCH_OK : WSCH_ERR_JSON;
+    if (p == end) return WSCH_ERR_JSON;
+    if (wsch__json_bit(stack, depth - 1)) {
+        if (*p == '}') { p++; depth--; goto after; }
+        if (*p != ',') return WSCH_ERR_JSON;
+        p = wsch__json_ws(p + 1, end);
+        if (p == end) return WSCH_ERR_JSON;
+        goto member;
+    }
+    if (*p == ']') { p++; depth--; goto after; }
+    if (*p != ',') return WSCH_ERR_JSON;
+    p = wsch__json_ws(p + 1, end);
+    if (p == end) return WSCH_ERR_JSON;
+    goto value;
+}
+
+WSCH_API int wsch_json_validate(const char *json, size_t len) {
+    char top;
+    return wsch__json_scan(json, len, NULL, 0, &top);
+}
+
+WSCH_API wsch_json_kind wsch_json_kind_of(wsch_str v) {
+    if (!v.ptr || v.len == 0) return WSCH_JSON_INVALID;
+    switch (v.ptr[0]) {
+    case '{': return WSCH_JSON_OBJECT;
+    case '[': return WSCH_JSON_ARRAY;
+    case '"': return WSCH_JSON_STRING;
+    case 't': return WSCH_JSON_TRUE;
+    case 'f': return WSCH_JSON_FALSE;
+    case 'n': return WSCH_JSON_NULL;
+    default:  return (v.ptr[0] == '-' || (v.ptr[0] >= '0' && v.ptr[0] <= '9')) ? WSCH_JSON_NUMBER : WSCH_JSON_INVALID;
+    }
+}
+
+WSCH_API int wsch_envelope_decode(const char *json, size_t len, wsch_envelope *env) {
+    wsch__json_want want[2];
+    char top;
+    int rc;
+    WSCH_ASSERT(env != NULL);
+    WSCH_MEMSET(env, 0, sizeof *env);
+    want[0].key = "type";
+    want[0].key_len = 4;
+    want[1].key = "payload";
+    want[1].key_len = 7;
+    want[0].value.ptr = want[1].value.ptr = NULL;
+    want[0].value.len = want[1].value.len = 0;
+    rc = wsch__json_scan(json, len, want, 2, &top);
+    if (rc != WSCH_OK) return rc;
+    if (top != '{' || !want[0].value.ptr || want[0].value.ptr[0] != '"') return WSCH_ERR_NO_TYPE;
+    rc = wsch__json_unescape(want[0].value.ptr + 1, want[0].value.ptr + want[0].value.len - 1, env->type,
+                             sizeof env->type, &env->type_len);
+    if (rc == WSCH_OK && WSCH_MEMCHR(env->type, 0, env->type_len)) rc = WSCH_ERR_NO_TYPE;
+    if (rc != WSCH_OK) {
+        WSCH_MEMSET(env, 0, sizeof *env);
+        return rc == WSCH_ERR_BUFFER ? WSCH_ERR_TOO_LARGE : rc;
+    }
+    env->payload = want[1].value;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_envelope_type_is(const wsch_envelope *env, const char *type) {
+    size_t n = strlen(type);
+    return n == env->type_len && WSCH_MEMCMP(env->type, type, n) == 0;
+}
+
+WSCH_API size_t wsch_json_escaped_len(const char *s, size_t len) {
+    size_t n = 2, i;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = 1;
+        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') k = 2;
+        else if (c < 0x20) k = 6;
+        if (n > SIZE_MAX - k) return SIZE_MAX;
+        n += k;
+    }
+    return n;
+}
+
+/* Writes s quoted and escaped at out; the caller made room
+   (wsch_json_escaped_len). Returns the bytes written. */
+WSCH__PRIVATE size_t wsch__json_escape(const char *s, size_t len, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0, i;
+    out[n++] = '"';
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e = 0;
+        switch (c) {
+        case '"':  e = '"'; break;
+        case '\\': e = '\\'; break;
+        case '\b': e = 'b'; break;
+        case '\f': e = 'f'; break;
+        case '\n': e = 'n'; break;
+        case '\r': e = 'r'; break;
+        case '\t': e = 't'; break;
+        default: break;
+        }
+        if (e) {
+            out[n++] = '\\';
+            out[n++] = e;
+        } else if (c < 0x20) {
+            WSCH_MEMCPY(out + n, "\\u00", 4);
+            out[n + 4] = hex[c >> 4];
+            out[n + 5] = hex[c & 15];
+            n += 6;
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n++] = '"';
+    return n;
+}
+
+WSCH_API int wsch_json_escape_string(const char *s, size_t len, char *out, size_t cap, size_t *out_len) {
+    size_t need, n;
+    if ((!s && len) || (!out && cap)) return WSCH_ERR_ARG;
+    if (len && !wsch_utf8_valid(s, len)) return WSCH_ERR_UTF8;
+    need = wsch_json_escaped_len(s, len);
+    if (need >= cap) return WSCH_ERR_BUFFER;
+    n = wsch__json_escape(s, len, out);
+    out[n] = '\0';
+    if (out_len) *out_len = n;
+    return WSCH_OK;
+}
+
+WSCH_API size_t wsch_envelope_size(const char *type, size_t type_len, const char *payload, size_t payload_len) {
+    size_t n = wsch_json_escaped_len(type, type_len);
+    size_t extra = payload ? payload_len : 0;
+    size_t fixed = sizeof "{\"type\":" - 1 + (payload ? sizeof ",\"payload\":" - 1 : 0) + 1;
+    if (n > SIZE_MAX - fixed || n + fixed > SIZE_MAX - extra) return SIZE_MAX;
+    return n + fixed + extra;
+}
+
+WSCH_API int wsch_envelope_encode(const char *type, size_t type_len, const char *payload, size_t payload_len,
+                                  char *out, size_t cap, size_t *out_len) {
+    size_t need, n;
+    int rc;
+    if ((!type && type_len) || (!payload && payload_len) || (!out && cap)) return WSCH_ERR_ARG;
+    if (type_len > WSCH_ENVELOPE_TYPE_MAX) return WSCH_ERR_TOO_LARGE;
+    if (type_len && WSCH_MEMCHR(type, 0, type_len)) return WSCH_ERR_ARG;
+    if (type_len && !wsch_utf8_valid(type, type_len)) return WSCH_ERR_UTF8;
+    if (payload) {
+        rc = wsch_json_validate(payload, payload_len);
+        if (rc != WSCH_OK) return rc;
+    }
+    need = wsch_envelope_size(type, type_len, payload, payload_len);
+    if (need >= cap) return WSCH_ERR_BUFFER;
+    WSCH_MEMCPY(out, "{\"type\":", 8);
+    n = 8 + wsch__json_escape(type, type_len, out + 8);
+    if (payload) {
+        WSCH_MEMCPY(out + n, ",\"payload\":", 11);
+        WSCH_MEMCPY(out + n + 11, payload, payload_len);
+        n += 11 + payload_len;
+    }
+    out[n++] = '}';
+    out[n] = '\0';
+    if (out_len) *out_len = n;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_json_unescape_string(wsch_str str, char *out, size_t cap, size_t *out_len) {
+    const char *p = str.ptr;
+    size_t n = 0;
+    int esc, rc;
+    if ((!str.ptr && str.len) || (!out && cap)) return WSCH_ERR_ARG;
+    if (str.len < 2 || str.ptr[0] != '"') return WSCH_ERR_JSON;
+    p++;
+    rc = wsch__json_scan_string(&p, str.ptr + str.len, &esc);
+    if (rc != WSCH_OK) return rc;
+    if (p != str.ptr + str.len) return WSCH_ERR_JSON;
+    rc = wsch__json_unescape(str.ptr + 1, p - 1, out, cap, &n);
+    if (out_len) *out_len = n;
+    return rc;
+}
+
+WSCH_API int wsch_json_get_raw(wsch_str obj, const char *key, wsch_str *value) {
+    wsch__json_want want;
+    char top;
+    int rc;
+    WSCH_ASSERT(key != NULL && value != NULL);
+    value->ptr = NULL;
+    value->len = 0;
+    want.key = key;
+    want.key_len = strlen(key);
+    want.value = *value;
+    rc = wsch__json_scan(obj.ptr, obj.len, &want, 1, &top);
+    if (rc != WSCH_OK) return rc;
+    if (top != '{' || !want.value.ptr) return WSCH_ERR_NOT_FOUND;
+    *value = want.value;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_json_get_string(wsch_str obj, const char *key, char *out, size_t cap, size_t *out_len) {
+    wsch_str v;
+    size_t n = 0;
+    int rc;
+    if (!out && cap) return WSCH_ERR_ARG;
+    rc = wsch_json_get_raw(obj, key, &v);
+    if (rc != WSCH_OK) return rc;
+    if (v.ptr[0] != '"') return WSCH_ERR_NOT_FOUND;
+    rc = wsch__json_unescape(v.ptr + 1, v.ptr + v.len - 1, out, cap, &n);
+    if (out_len) *out_len = n;
+    return rc;
+}
+
+WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, size_t *out_len) {
+    size_t n = 0;
+    int rc = wsch_json_get_string(payload, "channel", out, cap, &n);
+    if (out_len) *out_len = n;
+    if (rc != WSCH_OK) return rc;
+    if (n == 0 || WSCH_MEMCHR(out, 0, n)) return WSCH_ERR_NOT_FOUND;
+    return WSCH_OK;
+}
+
+/* A number token split into what the conversions need: the sign, the
+   significant digits (first to last nonzero, skipping the '.') and the power
+   of ten that scales them as an integer. exp10 saturates far beyond any
+   double or int64 so huge exponents cannot overflow the arithmetic. */
+typedef struct wsch__json_num {
+    int neg;
+    const char *int_p, *frac_p;     /* digit runs; the fraction may be empty */
+    size_t int_len, frac_len;
+    size_t first, last;             /* indexes into int digits ++ frac digits */
+    size_t sig;                     /* last - first + 1, 0 when the value is zero */
+    int64_t exp10;                  /* value = digits[first..last] * 10^exp10 */
+} wsch__json_num;
+
+WSCH__PRIVATE char wsch__json_num_digit(const wsch__json_num *n, size_t i) {
+    return i < n->int_len ? n->int_p[i] : n->frac_p[i - n->int_len];
+}
+
+/* v is a number token the scanner accepted. */
+WSCH__PRIVATE void wsch__json_num_split(wsch_str v, wsch__json_num *n) {
+    const char *p = v.ptr, *end = v.ptr + v.len;
+    const int64_t cap = (int64_t)1 << 40;
+    int64_t e = 0;
+    size_t total, i;
+    int eneg = 0;
+    n->neg = *p == '-';
+    if (n->neg) p++;
+    n->int_p = p;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+    n->int_len = (size_t)(p - n->int_p);
+    n->frac_p = p;
+    n->frac_len = 0;
+    if (p < end && *p == '.') {
+        n->frac_p = ++p;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+        n->frac_len = (size_t)(p - n->frac_p);
+    }
+    if (p < end) {                                  /* 'e' or 'E' */
+        p++;
+        if (*p == '+' || *p == '-') eneg = *p++ == '-';
+        for (; p < end; p++) if (e < cap) e = e * 10 + (*p - '0');
+        if (eneg) e = -e;
+    }
+    total = n->int_len + n->frac_len;
+    n->first = n->last = 0;
+    n->sig = 0;
+    n->exp10 = 0;
+    for (i = 0; i < total && wsch__json_num_digit(n, i) == '0'; i++) {}
+    if (i == total) return;                         /* zero */
+    n->first = i;
+    for (i = total - 1; wsch__json_num_digit(n, i) == '0'; i--) {}
+    n->last = i;
+    n->sig = n->last - n->first + 1;
+    /* Digits after `last` are zeros folded into the exponent. Lengths are
+       bounded by the input, far below 2^62. */
+    n->exp10 = e - (int64_t)n->frac_len + (int64_t)(total - 1 - n->last);
+}
+
+WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out) {
+    wsch_str v;
+    wsch__json_num n;
+    uint64_t mag = 0, limit;
+    size_t i;
+    int64_t k;
+    int rc;
+    WSCH_ASSERT(out != NULL);
+    rc = wsch_json_get_raw(obj, key, &v);
+    if (rc != WSCH_OK) return rc;
+    if (wsch_json_kind_of(v) != WSCH_JSON_NUMBER) return WSCH_ERR_NOT_FOUND;
+    wsch__json_num_split(v, &n);
+    if (n.sig == 0) { *out = 0; return WSCH_OK; }
+    if (n.exp10 < 0) return WSCH_ERR_NOT_FOUND;            /* has a nonzero fraction */
+    if ((int64_t)n.sig + n.exp10 > 19) return WSCH_ERR_TOO_LARGE;   /* >= 10^19 */
+    for (i = n.first; i <= n.last; i++) mag = mag * 10u + (uint64_t)(wsch__json_num_digit(&n, i) - '0');
+    for (k = 0; k < n.exp10; k++) mag *= 10u;             /* at most 19 digits: fits */
+    limit = n.neg ? (uint64_t)1 << 63 : ((uint64_t)1 << 63) - 1u;
+    if (mag > limit) return WSCH_ERR_TOO_LARGE;
+    *out = n.neg ? (mag == (uint64_t)1 << 63 ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_json_get_number(wsch_str obj, const char *key, double *out) {
+    /* strtod reads the locale's decimal point, so it is given digits and an
+       exponent only: "12.5e3" becomes "125e2". */
+    char buf[1 + 512 + 2 + 24];
+    char tmp[24];
+    wsch_str v;
+    wsch__json_num n;
+    size_t i, len = 0, t = 0;
+    int64_t e;
+    double d;
+    int rc, saved_errno;
+    WSCH_ASSERT(out != NULL);
+    rc = wsch_json_get_raw(obj, key, &v);
+    if (rc != WSCH_OK) return rc;
+    if (wsch_json_kind_of(v) != WSCH_JSON_NUMBER) return WSCH_ERR_NOT_FOUND;
+    if (v.len > 512) return WSCH_ERR_TOO_LARGE;
+    wsch__json_num_split(v, &n);
+    if (n.sig == 0) { *out = n.neg ? -0.0 : 0.0; return WSCH_OK; }
+    if (n.neg) buf[len++] = '-';
+    for (i = n.first; i <= n.last; i++) buf[len++] = wsch__json_num_digit(&n, i);
+    buf[len++] = 'e';
+    /* Beyond +-100000 the result is already 0 or infinite for <= 512 digits. */
+    e = n.exp10 > 100000 ? 100000 : n.exp10 < -100000 ? -100000 : n.exp10;
+    if (e < 0) { buf[len++] = '-'; e = -e; }
+    do { tmp[t++] = (char)('0' + e % 10); e /= 10; } while (e);
+    while (t) buf[len++] = tmp[--t];
+    buf[len] = '\0';
+    saved_errno = errno;                            /* ERANGE is no news to the caller */
+    d = strtod(buf, NULL);
+    errno = saved_errno;
+    if (d > DBL_MAX || d < -DBL_MAX) return WSCH_ERR_TOO_LARGE;
+    *out = d;
+    return WSCH_OK;
+}
+// >>client
+/* The client is a thin state machine around one wsch_conn at a time. Every
+   public entry point counts itself in c->depth so that a destroy from inside
+   a callback only marks the client dead; the memory goes when the outermost
+   call returns. After every user callback the code re-checks c->dead (and,
+   where the next step depends on it, c->epoch, bumped on each state change). */
+
+typedef enum wsch__cl_state {
+    WSCH__CL_IDLE = 0,
+    WSCH__CL_CONNECTING,
+    WSCH__CL_HANDSHAKE,
+    WSCH__CL_OPEN,
+    WSCH__CL_WAITING,
+    WSCH__CL_CLOSING
+} wsch__cl_state;
+
+typedef struct wsch__cl_handler {
+    uint32_t id;                /* 0: removed, waiting for compaction */
+    wsch_client_handler_fn fn;
+    void *user;
+    int wildcard;
+    size_t type_len;
+    char type[WSCH_ENVELOPE_TYPE_MAX + 1];
+} wsch__cl_handler;
+
+/* One offline message; its bytes follow the struct in the same allocation. */
+typedef struct wsch__cl_qmsg {
+    struct wsch__cl_qmsg *next;
+    size_t len;
+} wsch__cl_qmsg;
+
+struct wsch_client {
+    wsch_client_desc d;         /* resolved; string fields point into strings */
+    wsch_conn_desc cd;          /* borrowed by every connection the client creates */
+    char *strings;              /* one block: host, path, query, origin, protocols, headers */
+    uint16_t terminal[WSCH_CLIENT_MAX_TERMINAL_CODES + 2];
+    size_t num_terminal;
+
+    wsch__cl_state state;
+    uint32_t epoch;
+    wsch_client_status reported; /* last status given to on_status */
+    wsch_client_stop stop;
+    wsch_conn *conn;
+    int transport_live;         /* a transport is open or being opened: close() owed */
+    int creating;               /* inside wsch_conn_create() */
+    int closed_early;           /* transport_closed() arrived during it */
+    uint32_t attempts;
+    uint64_t retry_at;
+    int rx_since_ping;
+    int last_close_code;
+    uint32_t armed;             /* bit n: timer id n is armed (ids < 32) */
+
+    wsch__cl_handler *handlers;
+    size_t num_handlers, cap_handlers;
+    uint32_t next_handler_id;
+    unsigned dispatching;
+    int handlers_dirty;
+
+    char **subs;
+    size_t num_subs, cap_subs;
+
+    wsch__cl_qmsg *q_head, *q_tail;
+    size_t q_count, q_bytes;
+
+    unsigned depth;
+    int dead;
+};
+
+static const char wsch__cl_ping[] = "{\"type\":\"ping\"}";
+
+WSCH__PRIVATE void wsch__cl_log(wsch_client *c, const char *msg) {
+    if (c->d.log) c->d.log(msg, c->d.user);
+}
+
+WSCH__PRIVATE void wsch__cl_set_state(wsch_client *c, wsch__cl_state s) {
+    c->state = s;
+    c->epoch++;
+}
+
+WSCH__PRIVATE wsch_client_status wsch__cl_status_of(wsch__cl_state s) {
+    switch (s) {
+    case WSCH__CL_CONNECTING:
+    case WSCH__CL_HANDSHAKE: return WSCH_STATUS_CONNECTING;
+    case WSCH__CL_OPEN: return WSCH_STATUS_CONNECTED;
+    default: return WSCH_STATUS_DISCONNECTED;
+    }
+}
+
+/* Reports the current status if it differs from the last one reported. A
+   callback that changes the state reports the change itself; the loop only
+   catches what it left unreported, so no stale status is ever delivered. */
+WSCH__PRIVATE void wsch__cl_notify(wsch_client *c) {
+    while (!c->dead) {
+        wsch_client_status st = wsch__cl_status_of(c->state);
+        if (st == c->reported) break;
+        c->reported = st;
+        if (c->d.on_status) c->d.on_status(c, st, c->d.user);
+    }
+}
+
+WSCH__PRIVATE void wsch__cl_error(wsch_client *c, int err, const char *what) {
+    if (!c->dead && c->d.on_error) c->d.on_error(c, err, what, c->d.user);
+}
+
+/* ---- timers: one armed bit per id; conn ids 1..15, client ids 16.. ---- */
+
+WSCH__PRIVATE void wsch__cl_timer_set(wsch_client *c, unsigned id, uint32_t ms) {
+    c->armed |= (uint32_t)1u << id;
+    c->d.timer_set(id, ms, c->d.user);
+}
+
+WSCH__PRIVATE void wsch__cl_timer_cancel(wsch_client *c, unsigned id) {
+    uint32_t bit = (uint32_t)1u << id;
+    if (!(c->armed & bit)) return;
+    c->armed &= ~bit;
+    c->d.timer_cancel(id, c->d.user);
+}
+
+/* Trampolines handed to the connection. Its user pointer is the client, set
+   to NULL just before the connection is destroyed, so a connection whose free
+   is deferred can no longer reach the caller's effects. */
+WSCH__PRIVATE size_t wsch__cl_conn_send(const void *data, size_t len, void *user) {
+    wsch_client *c = (wsch_client *)user;
+    if (!c) return len;
+    return c->d.send(data, len, c->d.user);
+}
+
+WSCH__PRIVATE void wsch__cl_conn_close(void *user) {
+    wsch_client *c = (wsch_client *)user;
+    if (!c || !c->transport_live) return;
+    c->transport_live = 0;
+    c->d.close(c->d.user);
+}
+
+WSCH__PRIVATE void wsch__cl_conn_timer_set(unsigned id, uint32_t ms, void *user) {
+    wsch_client *c = (wsch_client *)user;
+    WSCH_ASSERT(id > 0 && id < WSCH_CLIENT_TIMER_RETRY);
+    if (!c || id == 0 || id >= WSCH_CLIENT_TIMER_RETRY) return;
+    wsch__cl_timer_set(c, id, ms);
+}
+
+WSCH__PRIVATE void wsch__cl_conn_timer_cancel(unsigned id, void *user) {
+    wsch_client *c = (wsch_client *)user;
+    if (!c || id == 0 || id >= WSCH_CLIENT_TIMER_RETRY) return;
+    wsch__cl_timer_cancel(c, id);
+}
+
+WSCH__PRIVATE void wsch__cl_conn_random(void *buf, size_t len, void *user) {
+    wsch_client *c = (wsch_client *)user;
+    if (c) c->d.random_bytes(buf, len, c->d.user);
+}
+
+/* Destroys the connection (if any), cancels its timers and the heartbeat,
+   and closes the transport if one is still owed a close. No events run. */
+WSCH__PRIVATE void wsch__cl_drop_conn(wsch_client *c) {
+    unsigned id;
+    wsch_conn *cn = c->conn;
+    wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_HEARTBEAT);
+    wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_PONG);
+    for (id = 1; id < WSCH_CLIENT_TIMER_RETRY; id++) wsch__cl_timer_cancel(c, id);
+    c->conn = NULL;
+    if (cn) {
+        wsch_conn_set_user(cn, NULL);
+        wsch_conn_destroy(cn);
+    }
+    if (c->transport_live) {
+        c->transport_live = 0;
+        c->d.close(c->d.user);
+    }
+}
+
+/* ---- backoff ---- */
+
+WSCH__PRIVATE uint32_t wsch__cl_backoff(wsch_client *c, uint32_t n) {
+    uint64_t delay = c->d.backoff_max_ms;
+    if (n < 32) {
+        uint64_t d = (uint64_t)c->d.backoff_base_ms << n;
+        if (d < delay) delay = d;
+    }
+    if (!c->d.no_jitter && delay > 1) {
+        unsigned char rb[8];
+        uint64_t r = 0;
+        size_t i;
+        c->d.random_bytes(rb, sizeof rb, c->d.user);
+        for (i = 0; i < sizeof rb; i++) r = (r << 8) | rb[i];
+        delay -= r % (delay / 2 + 1);
+    }
+    return (uint32_t)delay;
+}
+
+/* Arms the next retry, or stops when the retries are used up. */
+WSCH__PRIVATE void wsch__cl_schedule_retry(wsch_client *c) {
+    uint32_t delay;
+    if (c->d.max_attempts != WSCH_CLIENT_FOREVER && c->attempts >= c->d.max_attempts) {
+        c->stop = WSCH_STOP_MAX_ATTEMPTS;
+        wsch__cl_set_state(c, WSCH__CL_IDLE);
+        wsch__cl_log(c, "client: retries used up, stopping");
+        return;
+    }
+    delay = wsch__cl_backoff(c, c->attempts);
+    c->attempts++;
+    c->retry_at = c->d.now_ms(c->d.user) + delay;
+    wsch__cl_set_state(c, WSCH__CL_WAITING);
+    wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_RETRY, delay);
+    wsch__cl_log(c, "client: retry scheduled");
+}
+
+WSCH__PRIVATE int wsch__cl_is_terminal(const wsch_client *c, int code) {
+    size_t i;
+    for (i = 0; i < c->num_terminal; i++) {
+        if (c->terminal[i] == code) return 1;
+    }
+    return 0;
+}
+
+/* The link is gone (or never came up): decide the next step, then tell the
+   caller. Events are facts, so they are delivered even if a status callback
+   already moved the client on; only a destroy stops them. */
+WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, size_t reason_len, int was_open,
+                                 int err, const char *what) {
+    wsch__cl_drop_conn(c);
+    if (code) c->last_close_code = code;
+    if (wsch__cl_is_terminal(c, code)) {
+        c->stop = WSCH_STOP_TERMINAL_CODE;
+        wsch__cl_set_state(c, WSCH__CL_IDLE);
+        wsch__cl_log(c, "client: terminal close code, stopping");
+    } else {
+        wsch__cl_schedule_retry(c);
+    }
+    wsch__cl_notify(c);
+    if (was_open && !c->dead && c->d.on_disconnect)
+        c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+    if (err) wsch__cl_error(c, err, what);
+}
+
+/* Asks the caller for a transport. */
+WSCH__PRIVATE void wsch__cl_start_connect(wsch_client *c) {
+    uint32_t e;
+    wsch__cl_set_state(c, WSCH__CL_CONNECTING);
+    c->transport_live = 1;
+    e = c->epoch;
+    wsch__cl_log(c, "client: connecting");
+    wsch__cl_notify(c);
+    if (c->dead || c->epoch != e) return;
+    c->d.connect(c->cd.host, c->cd.port, c->d.user);
+}
+
+/* ---- sending ---- */
+
+/* Encodes an envelope into stack (stack_cap bytes) when it fits, else into a
+   fresh allocation; the caller frees *out when it is not stack. */
+WSCH__PRIVATE int wsch__cl_encode(wsch_client *c, const char *type, size_t type_len, const char *payload,
+                                  size_t payload_len, char *stack, size_t stack_cap, char **out, size_t *out_len) {
+    size_t need = wsch_envelope_size(type, type_len, payload, payload_len);
+    char *buf = stack;
+    int r;
+    if (need == (size_t)-1) return WSCH_ERR_TOO_LARGE;
+    if (need + 1 > stack_cap) {
+        buf = (char *)wsch__alloc(&c->d.allocator, need + 1);
+        if (!buf) return WSCH_ERR_NOMEM;
+    }
+    r = wsch_envelope_encode(type, type_len, payload, payload_len, buf, need + 1, out_len);
+    if (r != WSCH_OK) {
+        if (buf != stack) wsch__free(&c->d.allocator, buf);
+        return r;
+    }
+    *out = buf;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE int wsch__cl_enqueue(wsch_client *c, const char *text, size_t len) {
+    wsch__cl_qmsg *m;
+    if (c->d.no_offline_queue) return WSCH_ERR_STATE;
+    if (c->q_count >= c->d.queue_max_count || len > c->d.queue_max_bytes - c->q_bytes) return WSCH_ERR_QUEUE_FULL;
+    if (len > (size_t)-1 - sizeof *m) return WSCH_ERR_TOO_LARGE;
+    m = (wsch__cl_qmsg *)wsch__alloc(&c->d.allocator, sizeof *m + len);
+    if (!m) return WSCH_ERR_NOMEM;
+    m->next = NULL;
+    m->len = len;
+    WSCH_MEMCPY((char *)(m + 1), text, len);
+    if (c->q_tail) c->q_tail->next = m;
+    else c->q_head = m;
+    c->q_tail = m;
+    c->q_count++;
+    c->q_bytes += len;
+    return WSCH_OK;
+}
+
+/* Sends queued messages in order while the connection takes them. A message
+   the connection refuses stays at the head and is retried on writable() or
+   on the next open; nothing is dropped. */
+WSCH__PRIVATE void wsch__cl_flush(wsch_client *c) {
+    while (c->q_head && c->state == WSCH__CL_OPEN && c->conn && !c->dead) {
+        wsch__cl_qmsg *m = c->q_head;
+        int r = wsch_conn_send(c->conn, WSCH_OP_TEXT, (const char *)(m + 1), m->len);
+        if (r != WSCH_OK || c->dead) break;
+        c->q_head = m->next;
+        if (!c->q_head) c->q_tail = NULL;
+        c->q_count--;
+        c->q_bytes -= m->len;
+        wsch__free(&c->d.allocator, m);
+    }
+}
+
+/* Sends now when open and nothing older waits; otherwise queues. */
+WSCH__PRIVATE int wsch__cl_send_text(wsch_client *c, const char *text, size_t len) {
+    if (c->state == WSCH__CL_OPEN && c->conn) {
+        if (c->q_head) wsch__cl_flush(c);
+        if (c->dead) return WSCH_ERR_STATE;
+        if (!c->q_head && c->state == WSCH__CL_OPEN && c->conn) return wsch_conn_send(c->conn, WSCH_OP_TEXT, text, len);
+    }
+    return wsch__cl_enqueue(c, text, len);
+}
+
+/* Sends {"type":type,"payload":{"channel":channel}} on the open connection. */
+WSCH__PRIVATE int wsch__cl_send_channel_msg(wsch_client *c, const char *type, const char *channel, size_t len) {
+    static const char head[] = "{\"channel\":";
+    char pstack[256], estack[384];
+    char *payload = pstack, *env = NULL;
+    size_t esc = wsch_json_escaped_len(channel, len), plen, elen = 0;
+    int r;
+    if (esc > (size_t)-1 - sizeof head - 2) return WSCH_ERR_TOO_LARGE;
+    plen = sizeof head - 1 + esc + 1;
+    if (plen + 1 > sizeof pstack) {
+        payload = (char *)wsch__alloc(&c->d.allocator, plen + 1);
+        if (!payload) return WSCH_ERR_NOMEM;
+    }
+    WSCH_MEMCPY(payload, head, sizeof head - 1);
+    r = wsch_json_escape_string(channel, len, payload + sizeof head - 1, esc + 1, NULL);
+    if (r == WSCH_OK) {
+        payload[plen - 1] = '}';
+        payload[plen] = '\0';
+        r = wsch__cl_encode(c, type, strlen(type), payload, plen, estack, sizeof estack, &env, &elen);
+    }
+    if (payload != pstack) wsch__free(&c->d.allocator, payload);
+    if (r != WSCH_OK) return r;
+    r = (c->state == WSCH__CL_OPEN && c->conn) ? wsch_conn_send(c->conn, WSCH_OP_TEXT, env, elen) : WSCH_ERR_STATE;
+    if (env != estack) wsch__free(&c->d.allocator, env);
+    return r;
+}
+
+/* ---- connection events ---- */
+
+WSCH__PRIVATE void wsch__cl_on_open(wsch_conn *cn, void *user) {
+    wsch_client *c = (wsch_client *)user;
+    uint32_t e;
+    size_t i;
+    if (!c || cn != c->conn || c->state != WSCH__CL_HANDSHAKE) return;
+    wsch__cl_set_state(c, WSCH__CL_OPEN);
+    e = c->epoch;
+    c->attempts = 0;
+    c->rx_since_ping = 1;
+    wsch__cl_log(c, "client: open");
+    if (c->d.heartbeat != WSCH_HEARTBEAT_OFF)
+        wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_HEARTBEAT, c->d.heartbeat_interval_ms);
+    for (i = 0; i < c->num_subs && c->epoch == e && !c->dead; i++) {
+        int r = wsch__cl_send_channel_msg(c, "subscribe", c->subs[i], strlen(c->subs[i]));
+        if (r != WSCH_OK) wsch__cl_error(c, r, "resubscribe failed");
+    }
+    if (c->epoch == e) wsch__cl_flush(c);
+    if (c->dead || c->epoch != e) return;
+    wsch__cl_notify(c);
+    if (c->dead || c->epoch != e) return;
+    if (c->d.on_connect) c->d.on_connect(c, c->d.user);
+}
+
+WSCH__PRIVATE void wsch__cl_dispatch(wsch_client *c, const wsch_client_message *m) {
+    size_t i, n = c->num_handlers;   /* handlers added meanwhile wait for the next message */
+    c->dispatching++;
+    for (i = 0; i < n && !c->dead; i++) {
+        wsch__cl_handler *h = &c->handlers[i];
+        if (h->id == 0) continue;
+        if (h->wildcard || (h->type_len == m->type_len && memcmp(h->type, m->type, m->type_len) == 0))
+            h->fn(c, m, h->user);
+    }
+    c->dispatching--;
+    if (!c->dispatching && c->handlers_dirty && !c->dead) {
+        size_t j = 0;
+        for (i = 0; i < c->num_handlers; i++) {
+            if (c->handlers[i].id != 0) c->handlers[j++] = c->handlers[i];
+        }
+        c->num_handlers = j;
+        c->handlers_dirty = 0;
+    }
+}
+
+WSCH__PRIVATE void wsch__cl_on_message(wsch_conn *cn, wsch_opcode op, void *data, size_t len, void *user) {
+    wsch_client *c = (wsch_client *)user;
+    wsch_envelope env;
+    wsch_client_message m;
+    int r;
+    if (!c || cn != c->conn) return;
+    if (op != WSCH_OP_TEXT) {
+        if (c->d.on_binary) c->d.on_binary(c, data, len, c->d.user);
+        return;
+    }
+    r = wsch_envelope_decode((const char *)data, len, &env);
+    if (r != WSCH_OK) {
+        wsch__cl_error(c, r, "invalid envelope dropped");
+        return;
+    }
+    if (wsch_envelope_type_is(&env, "pong")) return;
+    m.type = env.type;
+    m.type_len = env.type_len;
+    m.payload = env.payload;
+    m.raw.ptr = (const char *)data;
+    m.raw.len = len;
+    wsch__cl_dispatch(c, &m);
+}
+
+WSCH__PRIVATE void wsch__cl_on_close(wsch_conn *cn, int code, const char *reason, size_t reason_len, void *user) {
+    wsch_client *c = (wsch_client *)user;
+    if (!c || cn != c->conn) return;
+    if (c->state == WSCH__CL_CLOSING) {
+        /* The close disconnect() started has finished. */
+        wsch__cl_drop_conn(c);
+        c->last_close_code = code;
+        wsch__cl_set_state(c, WSCH__CL_IDLE);
+        wsch__cl_notify(c);
+        if (!c->dead && c->d.on_disconnect)
+            c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+    } else if (c->state == WSCH__CL_OPEN) {
+        wsch__cl_lost(c, code, reason, reason_len, 1, WSCH_OK, NULL);
+    } else {
+        wsch__cl_lost(c, code, reason, reason_len, 0, WSCH_ERR_CLOSED, "handshake failed");
+    }
+}
+
+/* ---- timers ---- */
+
+WSCH__PRIVATE void wsch__cl_heartbeat(wsch_client *c) {
+    if (c->state != WSCH__CL_OPEN || !c->conn) return;
+    if (c->d.heartbeat == WSCH_HEARTBEAT_APP || c->d.heartbeat == WSCH_HEARTBEAT_BOTH)
+        (void)wsch_conn_send(c->conn, WSCH_OP_TEXT, wsch__cl_ping, sizeof wsch__cl_ping - 1);
+    if (c->dead || !c->conn) return;
+    if (c->d.heartbeat == WSCH_HEARTBEAT_PROTOCOL || c->d.heartbeat == WSCH_HEARTBEAT_BOTH)
+        (void)wsch_conn_ping(c->conn, NULL, 0);
+    if (c->dead || c->state != WSCH__CL_OPEN) return;
+    /* An outstanding deadline is kept: re-arming it each beat would let a
+       pong timeout longer than the interval postpone the verdict forever. */
+    if (!(c->armed & ((uint32_t)1u << WSCH_CLIENT_TIMER_PONG))) {
+        c->rx_since_ping = 0;
+        wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_PONG, c->d.pong_timeout_ms);
+    }
+    wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_HEARTBEAT, c->d.heartbeat_interval_ms);
+}
+
+WSCH__PRIVATE void wsch__cl_timer(wsch_client *c, unsigned id) {
+    if (id < WSCH_CLIENT_TIMER_RETRY) {
+        if (c->conn) wsch_conn_timer_fired(c->conn, id);
+    } else if (id == WSCH_CLIENT_TIMER_RETRY) {
+        if (c->state == WSCH__CL_WAITING) wsch__cl_start_connect(c);
+    } else if (id == WSCH_CLIENT_TIMER_HEARTBEAT) {
+        wsch__cl_heartbeat(c);
+    } else if (id == WSCH_CLIENT_TIMER_PONG) {
+        if (c->state == WSCH__CL_OPEN && !c->rx_since_ping) {
+            static const char why[] = "ping timeout";
+            wsch__cl_log(c, "client: dead peer");
+            wsch__cl_lost(c, WSCH_CLOSE_ABNORMAL, why, sizeof why - 1, 1, WSCH_ERR_TIMEOUT,
+                          "dead peer: nothing received after a heartbeat");
+        }
+    }
+}
+
+/* ---- creation ---- */
+
+WSCH_API wsch_client_desc wsch_client_desc_defaults(const wsch_client_desc *desc) {
+    wsch_client_desc d;
+    if (desc) d = *desc;
+    else WSCH_MEMSET(&d, 0, sizeof d);
+    if (!d.backoff_base_ms) d.backoff_base_ms = WSCH_CLIENT_DEFAULT_BACKOFF_BASE_MS;
+    if (!d.backoff_max_ms) d.backoff_max_ms = WSCH_CLIENT_DEFAULT_BACKOFF_MAX_MS;
+    if (!d.max_attempts) d.max_attempts = WSCH_CLIENT_DEFAULT_MAX_ATTEMPTS;
+    if (d.heartbeat == WSCH_HEARTBEAT_DEFAULT) d.heartbeat = WSCH_HEARTBEAT_APP;
+    if (!d.heartbeat_interval_ms) d.heartbeat_interval_ms = WSCH_CLIENT_DEFAULT_HEARTBEAT_MS;
+    if (!d.pong_timeout_ms) d.pong_timeout_ms = WSCH_CLIENT_DEFAULT_PONG_TIMEOUT_MS;
+    if (!d.queue_max_count) d.queue_max_count = WSCH_CLIENT_DEFAULT_QUEUE_MAX_COUNT;
+    if (!d.queue_max_bytes) d.queue_max_bytes = WSCH_CLIENT_DEFAULT_QUEUE_MAX_BYTES;
+    return d;
+}
+
+/* Appends len bytes of s and a NUL at *pos; returns where they start. */
+WSCH__PRIVATE char *wsch__cl_put(char **pos, const char *s, size_t len) {
+    char *start = *pos;
+    if (len) WSCH_MEMCPY(start, s, len);
+    start[len] = '\0';
+    *pos = start + len + 1;
+    return start;
+}
+
+/* a + b, or SIZE_MAX when it overflows (the allocation then fails cleanly). */
+WSCH__PRIVATE size_t wsch__cl_add(size_t a, size_t b) { return a > (size_t)-1 - b ? (size_t)-1 : a + b; }
+
+WSCH__PRIVATE size_t wsch__cl_strlen(const char *s) { return s ? strlen(s) : 0; }
+
+WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out) {
+    static const char bearer[] = "Authorization: Bearer ";
+    static const char tokq[] = "token=";
+    wsch_client *c;
+    wsch_client_desc d;
+    wsch_url u;
+    size_t token_len, origin_len, proto_len, extra_len, total, i;
+    char *pos;
+    int r;
+    if (!out) return WSCH_ERR_ARG;
+    *out = NULL;
+    if (!desc || !desc->url || !desc->connect || !desc->send || !desc->close || !desc->timer_set ||
+        !desc->timer_cancel || !desc->now_ms || !desc->random_bytes)
+        return WSCH_ERR_ARG;
+    if (desc->num_terminal_codes > WSCH_CLIENT_MAX_TERMINAL_CODES || (desc->num_terminal_codes && !desc->terminal_codes))
+        return WSCH_ERR_ARG;
+    if ((unsigned)desc->heartbeat > (unsigned)WSCH_HEARTBEAT_OFF ||
+        (unsigned)desc->token_mode > (unsigned)WSCH_TOKEN_IN_HEADER)
+        return WSCH_ERR_ARG;
+    d = wsch_client_desc_defaults(desc);
+    r = wsch_url_parse(d.url, strlen(d.url), &u);
+    if (r != WSCH_OK) return r;
+    token_len = wsch__cl_strlen(d.token);
+    if (d.token && d.token_mode == WSCH_TOKEN_IN_HEADER) {
+        /* A header value must not smuggle in a line break or other controls. */
+        for (i = 0; i < token_len; i++) {
+            unsigned char ch = (unsigned char)d.token[i];
+            if (ch < 0x20 || ch == 0x7f) return WSCH_ERR_ARG;
+        }
+    }
+    origin_len = wsch__cl_strlen(d.origin);
+    proto_len = wsch__cl_strlen(d.protocols);
+    extra_len = wsch__cl_strlen(d.extra_headers);
+
+    /* One block for every string: host, path, query (+ "&token=" + up to 3
+       bytes per token byte), origin, protocols, headers (+ bearer line). */
+    total = wsch__cl_add(u.host.len, u.path.len);
+    total = wsch__cl_add(total, u.query.len);
+    if (d.token) {
+        size_t t3 = token_len > ((size_t)-1) / 3 ? (size_t)-1 : token_len * 3;
+        total = wsch__cl_add(total, wsch__cl_add(t3, sizeof tokq + 1));
+        total = wsch__cl_add(total, wsch__cl_add(token_len, sizeof bearer + 2));
+    }
+    total = wsch__cl_add(total, origin_len);
+    total = wsch__cl_add(total, proto_len);
+    total = wsch__cl_add(total, extra_len);
+    total = wsch__cl_add(total, 6 + 4); /* NULs and slack */
+    if (total == (size_t)-1) return WSCH_ERR_NOMEM;
+
+    c = (wsch_client *)wsch__alloc(&d.allocator, sizeof *c);
+    if (!c) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(c, 0, sizeof *c);
+    c->strings = (char *)wsch__alloc(&d.allocator, total);
+    if (!c->strings) {
+        wsch__free(&d.allocator, c);
+        return WSCH_ERR_NOMEM;
+    }
+    c->d = d;
+    pos = c->strings;
+    c->cd.host = wsch__cl_put(&pos, u.host.ptr, u.host.len);
+    c->cd.port = u.port;
+    c->cd.path = wsch__cl_put(&pos, u.path.ptr, u.path.len);
+    {
+        /* query: the URL's own, then token=<percent-encoded> */
+        char *q = pos;
+        size_t qlen = u.query.len;
+        if (qlen) WSCH_MEMCPY(q, u.query.ptr, qlen);
+        if (d.token && d.token_mode == WSCH_TOKEN_IN_QUERY) {
+            size_t enc = 0;
+            if (qlen) q[qlen++] = '&';
+            WSCH_MEMCPY(q + qlen, tokq, sizeof tokq - 1);
+            qlen += sizeof tokq - 1;
+            r = wsch_percent_encode(d.token, token_len, q + qlen, token_len * 3 + 1, &enc);
+            if (r != WSCH_OK) {
+                wsch__free(&d.allocator, c->strings);
+                wsch__free(&d.allocator, c);
+                return r;
+            }
+            qlen += enc;
+        }
+        q[qlen] = '\0';
+        pos = q + qlen + 1;
+        c->cd.query = qlen ? q : NULL;
+    }
+    c->d.url = NULL;            /* not kept: the parts above are what is used */
+    c->cd.origin = d.origin ? wsch__cl_put(&pos, d.origin, origin_len) : NULL;
+    c->cd.protocols = d.protocols ? wsch__cl_put(&pos, d.protocols, proto_len) : NULL;
+    {
+        char *h = pos;
+        size_t hlen = 0;
+        if (d.token && d.token_mode == WSCH_TOKEN_IN_HEADER) {
+            WSCH_MEMCPY(h, bearer, sizeof bearer - 1);
+            hlen = sizeof bearer - 1;
+            WSCH_MEMCPY(h + hlen, d.token, token_len);
+            hlen += token_len;
+            h[hlen++] = '\r';
+            h[hlen++] = '\n';
+        }
+        if (extra_len) WSCH_MEMCPY(h + hlen, d.extra_headers, extra_len);
+        hlen += extra_len;
+        h[hlen] = '\0';
+        c->cd.extra_headers = hlen ? h : NULL;
+    }
+    /* The caller's strings are not kept past this call. */
+    c->d.token = NULL;
+    c->d.origin = c->cd.origin;
+    c->d.protocols = c->cd.protocols;
+    c->d.extra_headers = c->cd.extra_headers;
+
+    c->terminal[0] = WSCH_CLOSE_UNAUTHORIZED;
+    c->terminal[1] = WSCH_CLOSE_POLICY_VIOLATION;
+    c->num_terminal = 2;
+    for (i = 0; i < d.num_terminal_codes; i++) c->terminal[c->num_terminal++] = d.terminal_codes[i];
+    c->d.terminal_codes = NULL;
+
+    c->cd.role = WSCH_ROLE_CLIENT;
+    c->cd.max_message_size = d.max_message_size;
+    c->cd.max_outbound_bytes = d.max_outbound_bytes;
+    c->cd.handshake_timeout_ms = d.handshake_timeout_ms;
+    c->cd.close_timeout_ms = d.close_timeout_ms;
+    c->cd.allocator = d.allocator;
+    c->cd.send = wsch__cl_conn_send;
+    c->cd.close = wsch__cl_conn_close;
+    c->cd.timer_set = wsch__cl_conn_timer_set;
+    c->cd.timer_cancel = wsch__cl_conn_timer_cancel;
+    c->cd.random_bytes = wsch__cl_conn_random;
+    c->cd.on_open = wsch__cl_on_open;
+    c->cd.on_message = wsch__cl_on_message;
+    c->cd.on_close = wsch__cl_on_close;
+
+    c->state = WSCH__CL_IDLE;
+    c->reported = WSCH_STATUS_DISCONNECTED;
+    c->next_handler_id = 1;
+    *out = c;
+    return WSCH_OK;
+}
+
+/* Stops every effect: timers, connection, transport. Memory stays. */
+WSCH__PRIVATE void wsch__cl_shutdown(wsch_client *c) {
+    wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_RETRY);
+    wsch__cl_drop_conn(c);
+    wsch__cl_set_state(c, WSCH__CL_IDLE);
+}
+
+WSCH__PRIVATE void wsch__cl_free(wsch_client *c) {
+    wsch_allocator a = c->d.allocator;
+    size_t i;
+    while (c->q_head) {
+        wsch__cl_qmsg *m = c->q_head;
+        c->q_head = m->next;
+        wsch__free(&a, m);
+    }
+    for (i = 0; i < c->num_subs; i++) wsch__free(&a, c->subs[i]);
+    wsch__free(&a, c->subs);
+    wsch__free(&a, c->handlers);
+    wsch__free(&a, c->strings);
+    wsch__free(&a, c);
+}
+
+WSCH__PRIVATE void wsch__cl_enter(wsch_client *c) { c->depth++; }
+
+WSCH__PRIVATE void wsch__cl_leave(wsch_client *c) {
+    if (--c->depth == 0 && c->dead) wsch__cl_free(c);
+}
+
+WSCH_API void wsch_client_destroy(wsch_client *c) {
+    if (!c || c->dead) return;
+    c->dead = 1;
+    c->depth++;
+    wsch__cl_shutdown(c);
+    wsch__cl_leave(c);
+}
+
+/* ---- control ---- */
+
+WSCH_API int wsch_client_connect(wsch_client *c) {
+    if (!c || c->dead) return WSCH_ERR_ARG;
+    if (c->state == WSCH__CL_CONNECTING || c->state == WSCH__CL_HANDSHAKE || c->state == WSCH__CL_OPEN)
+        return WSCH_ERR_STATE;
+    wsch__cl_enter(c);
+    wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_RETRY);
+    wsch__cl_drop_conn(c);          /* CLOSING: the old link is abandoned */
+    c->stop = WSCH_STOP_NONE;
+    c->attempts = 0;
+    wsch__cl_start_connect(c);
+    wsch__cl_leave(c);
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_client_disconnect(wsch_client *c) {
+    if (!c || c->dead) return WSCH_ERR_ARG;
+    wsch__cl_enter(c);
+    if (c->state == WSCH__CL_IDLE || c->state == WSCH__CL_CLOSING) {
+        if (c->stop == WSCH_STOP_NONE) c->stop = WSCH_STOP_USER;
+    } else {
+        c->stop = WSCH_STOP_USER;
+        wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_RETRY);
+        wsch__cl_log(c, "client: disconnect");
+        if (c->state == WSCH__CL_OPEN && c->conn) {
+            static const char why[] = "client disconnect";
+            wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_HEARTBEAT);
+            wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_PONG);
+            wsch__cl_set_state(c, WSCH__CL_CLOSING);
+            if (wsch_conn_close(c->conn, WSCH_CLOSE_NORMAL, why, sizeof why - 1) != WSCH_OK &&
+                c->state == WSCH__CL_CLOSING && !c->dead) {
+                wsch__cl_drop_conn(c);
+                wsch__cl_set_state(c, WSCH__CL_IDLE);
+            }
+        } else {
+            wsch__cl_drop_conn(c);
+            wsch__cl_set_state(c, WSCH__CL_IDLE);
+        }
+        wsch__cl_notify(c);
+    }
+    wsch__cl_leave(c);
+    return WSCH_OK;
+}
+
+WSCH_API void wsch_client_transport_open(wsch_client *c) {
+    wsch_conn *cn = NULL;
+    int r;
+    if (!c || c->dead || c->state != WSCH__CL_CONNECTING) return;
+    wsch__cl_enter(c);
+    wsch__cl_set_state(c, WSCH__CL_HANDSHAKE);
+    c->creating = 1;
+    c->closed_early = 0;
+    r = wsch_conn_create(&c->cd, c, &cn);
+    c->creating = 0;
+    if (r != WSCH_OK) {
+        wsch__cl_lost(c, 0, NULL, 0, 0, r, "cannot create the connection");
+    } else if (c->dead || c->state != WSCH__CL_HANDSHAKE) {
+        /* an effect during create moved the client on: this link is not wanted */
+        wsch_conn_set_user(cn, NULL);
+        wsch_conn_destroy(cn);
+    } else {
+        c->conn = cn;
+        /* the send effect reported the transport gone while the request was written */
+        if (c->closed_early) wsch_conn_transport_closed(cn);
+    }
+    wsch__cl_leave(c);
+}
+
+WSCH_API void wsch_client_transport_failed(wsch_client *c) {
+    if (!c || c->dead || c->state != WSCH__CL_CONNECTING) return;
+    wsch__cl_enter(c);
+    c->transport_live = 0;      /* nothing to close */
+    wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CLOSED, "connect failed");
+    wsch__cl_leave(c);
+}
+
+WSCH_API int wsch_client_feed(wsch_client *c, void *data, size_t len) {
+    int r;
+    if (!c || c->dead) return WSCH_ERR_ARG;
+    if (!c->conn) return WSCH_ERR_STATE;
+    wsch__cl_enter(c);
+    if (len) c->rx_since_ping = 1;
+    r = wsch_conn_feed(c->conn, data, len);
+    wsch__cl_leave(c);
+    return r;
+}
+
+WSCH_API int wsch_client_writable(wsch_client *c) {
+    int r;
+    if (!c || c->dead) return WSCH_ERR_ARG;
+    if (!c->conn) return WSCH_ERR_STATE;
+    wsch__cl_enter(c);
+    r = wsch_conn_writable(c->conn);
+    if (!c->dead && c->q_head) wsch__cl_flush(c);
+    wsch__cl_leave(c);
+    return r;
+}
+
+WSCH_API void wsch_client_timer_fired(wsch_client *c, unsigned timer_id) {
+    uint32_t bit;
+    if (!c || c->dead || timer_id == 0 || timer_id >= 32) return;
+    bit = (uint32_t)1u << timer_id;
+    if (!(c->armed & bit)) return;
+    c->armed &= ~bit;
+    wsch__cl_enter(c);
+    wsch__cl_timer(c, timer_id);
+    wsch__cl_leave(c);
+}
+
+WSCH_API void wsch_client_transport_closed(wsch_client *c) {
+    if (!c || c->dead) return;
+    wsch__cl_enter(c);
+    if (c->state == WSCH__CL_CONNECTING) {
+        c->transport_live = 0;
+        wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CLOSED, "connect failed");
+    } else if (c->creating) {
+        c->transport_live = 0;
+        c->closed_early = 1;
+    } else if (c->conn) {
+        wsch_conn *cn = c->conn;
+        c->transport_live = 0;
+        wsch_conn_transport_closed(cn);
+        /* on_close normally ran inside; if it did not, the link is gone anyway */
+        if (!c->dead && c->conn == cn) wsch__cl_on_close(cn, WSCH_CLOSE_ABNORMAL, "", 0, c);
+    }
+    wsch__cl_leave(c);
+}
+
+/* ---- messages ---- */
+
+WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payload) {
+    char stack[512];
+    char *env = NULL;
+    size_t len = 0;
+    wsch_allocator a;
+    int r;
+    if (!c || c->dead || !type) return WSCH_ERR_ARG;
+    a = c->d.allocator;     /* the client may be gone after the send's effects */
+    r = wsch__cl_encode(c, type, strlen(type), payload, wsch__cl_strlen(payload), stack, sizeof stack, &env, &len);
+    if (r != WSCH_OK) return r;
+    wsch__cl_enter(c);
+    r = wsch__cl_send_text(c, env, len);
+    wsch__cl_leave(c);
+    if (env != stack) wsch__free(&a, env);
+    return r;
+}
+
+WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len) {
+    int r;
+    if (!c || c->dead || (!text && len)) return WSCH_ERR_ARG;
+    if (!wsch_utf8_valid(text, len)) return WSCH_ERR_UTF8;
+    wsch__cl_enter(c);
+    r = wsch__cl_send_text(c, text, len);
+    wsch__cl_leave(c);
+    return r;
+}
+
+WSCH__PRIVATE int wsch__cl_find_sub(const wsch_client *c, const char *channel, size_t *index) {
+    size_t i;
+    for (i = 0; i < c->num_subs; i++) {
+        if (strcmp(c->subs[i], channel) == 0) {
+            *index = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel) {
+    size_t len, i;
+    char *copy;
+    int r = WSCH_OK;
+    if (!c || c->dead || !channel || !channel[0]) return WSCH_ERR_ARG;
+    if (wsch__cl_find_sub(c, channel, &i)) return WSCH_OK;
+    len = strlen(channel);
+    if (!wsch_utf8_valid(channel, len)) return WSCH_ERR_UTF8;
+    if (c->num_subs == c->cap_subs) {
+        size_t cap = c->cap_subs ? c->cap_subs * 2 : 8;
+        char **grown;
+        if (cap > ((size_t)-1) / sizeof *grown) return WSCH_ERR_NOMEM;
+        grown = (char **)wsch__alloc(&c->d.allocator, cap * sizeof *grown);
+        if (!grown) return WSCH_ERR_NOMEM;
+        if (c->num_subs) WSCH_MEMCPY(grown, c->subs, c->num_subs * sizeof *grown);
+        wsch__free(&c->d.allocator, c->subs);
+        c->subs = grown;
+        c->cap_subs = cap;
+    }
+    copy = (char *)wsch__alloc(&c->d.allocator, len + 1);
+    if (!copy) return WSCH_ERR_NOMEM;
+    WSCH_MEMCPY(copy, channel, len + 1);
+    wsch__cl_enter(c);
+    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "subscribe", copy, len);
+    if (c->dead || r != WSCH_OK || wsch__cl_find_sub(c, channel, &i)) {
+        wsch__free(&c->d.allocator, copy);  /* refused, or an effect subscribed it meanwhile */
+    } else if (c->num_subs < c->cap_subs) {
+        c->subs[c->num_subs++] = copy;
+    } else {
+        wsch__free(&c->d.allocator, copy);  /* an effect filled the array meanwhile */
+        r = WSCH_ERR_NOMEM;
+    }
+    wsch__cl_leave(c);
+    return r;
+}
+
+WSCH_API int wsch_client_unsubscribe(wsch_client *c, const char *channel) {
+    size_t i;
+    char *copy;
+    int r = WSCH_OK;
+    if (!c || c->dead || !channel) return WSCH_ERR_ARG;
+    if (!wsch__cl_find_sub(c, channel, &i)) return WSCH_ERR_NOT_FOUND;
+    /* Removed first, so an effect that runs during the send sees the new set. */
+    copy = c->subs[i];
+    WSCH_MEMMOVE(c->subs + i, c->subs + i + 1, (c->num_subs - i - 1) * sizeof *c->subs);
+    c->num_subs--;
+    wsch__cl_enter(c);
+    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "unsubscribe", copy, strlen(copy));
+    wsch__free(&c->d.allocator, copy);
+    wsch__cl_leave(c);
+    return r;
+}
+
+WSCH_API size_t wsch_client_subscription_count(const wsch_client *c) { return c ? c->num_subs : 0; }
+
+WSCH_API const char *wsch_client_subscription(const wsch_client *c, size_t i) {
+    return (c && i < c->num_subs) ? c->subs[i] : NULL;
+}
+
+/* ---- handlers ---- */
+
+WSCH_API int wsch_client_on(wsch_client *c, const char *type, wsch_client_handler_fn fn, void *user,
+                            wsch_client_handler *out) {
+    wsch__cl_handler *h;
+    size_t len;
+    if (out) out->id = 0;
+    if (!c || c->dead || !type || !fn) return WSCH_ERR_ARG;
+    len = strlen(type);
+    if (len > WSCH_ENVELOPE_TYPE_MAX) return WSCH_ERR_TOO_LARGE;
+    if (c->num_handlers == c->cap_handlers) {
+        /* Grown by copy, never in place: a dispatch in progress re-reads the
+           array by index, so moving it is safe. */
+        size_t cap = c->cap_handlers ? c->cap_handlers * 2 : 8;
+        wsch__cl_handler *grown;
+        if (cap > ((size_t)-1) / sizeof *grown) return WSCH_ERR_NOMEM;
+        grown = (wsch__cl_handler *)wsch__alloc(&c->d.allocator, cap * sizeof *grown);
+        if (!grown) return WSCH_ERR_NOMEM;
+        if (c->num_handlers) WSCH_MEMCPY(grown, c->handlers, c->num_handlers * sizeof *grown);
+        wsch__free(&c->d.allocator, c->handlers);
+        c->handlers = grown;
+        c->cap_handlers = cap;
+    }
+    h = &c->handlers[c->num_handlers++];
+    h->id = c->next_handler_id++;
+    if (c->next_handler_id == 0) c->next_handler_id = 1;
+    h->fn = fn;
+    h->user = user;
+    h->wildcard = (len == 1 && type[0] == '*');
+    h->type_len = len;
+    WSCH_MEMCPY(h->type, type, len + 1);
+    if (out) out->id = h->id;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_client_off(wsch_client *c, wsch_client_handler handle) {
+    size_t i;
+    if (!c || c->dead) return WSCH_ERR_ARG;
+    if (handle.id == 0) return WSCH_ERR_STALE;
+    for (i = 0; i < c->num_handlers; i++) {
+        if (c->handlers[i].id == handle.id) {
+            if (c->dispatching) {
+                /* the dispatch loop holds indices: mark now, compact after */
+                c->handlers[i].id = 0;
+                c->handlers[i].fn = NULL;
+                c->handlers_dirty = 1;
+            } else {
+                WSCH_MEMMOVE(c->handlers + i, c->handlers + i + 1, (c->num_handlers - i - 1) * sizeof *c->handlers);
+                c->num_handlers--;
+            }
+            return WSCH_OK;
+        }
+    }
+    return WSCH_ERR_STALE;
+}
+
+/* ---- queries ---- */
+
+WSCH_API wsch_client_status wsch_client_get_status(const wsch_client *c) {
+    return c ? wsch__cl_status_of(c->state) : WSCH_STATUS_DISCONNECTED;
+}
+
+WSCH_API int64_t wsch_client_next_retry_ms(const wsch_client *c) {
+    uint64_t now;
+    if (!c || c->state != WSCH__CL_WAITING) return -1;
+    now = c->d.now_ms(c->d.user);
+    return now >= c->retry_at ? 0 : (int64_t)(c->retry_at - now);
+}
+
+WSCH_API uint32_t wsch_client_attempts(const wsch_client *c) { return c ? c->attempts : 0; }
+WSCH_API wsch_client_stop wsch_client_stop_reason(const wsch_client *c) { return c ? c->stop : WSCH_STOP_NONE; }
+WSCH_API int wsch_client_last_close_code(const wsch_client *c) { return c ? c->last_close_code : 0; }
+WSCH_API size_t wsch_client_queued_count(const wsch_client *c) { return c ? c->q_count : 0; }
+WSCH_API size_t wsch_client_queued_bytes(const wsch_client *c) { return c ? c->q_bytes : 0; }
+WSCH_API wsch_conn *wsch_client_conn(const wsch_client *c) { return c ? c->conn : NULL; }
+WSCH_API void *wsch_client_user(const wsch_client *c) { return c ? c->d.user : NULL; }
+
+WSCH_API const char *wsch_client_status_str(wsch_client_status s) {
+    switch (s) {
+    case WSCH_STATUS_CONNECTED: return "connected";
+    case WSCH_STATUS_CONNECTING: return "connecting";
+    default: return "disconnected";
+    }
+}
+
+WSCH_API const char *wsch_client_stop_str(wsch_client_stop s) {
+    switch (s) {
+    case WSCH_STOP_USER: return "disconnect() called";
+    case WSCH_STOP_TERMINAL_CODE: return "server closed with a terminal code";
+    case WSCH_STOP_MAX_ATTEMPTS: return "retries used up";
+    default: return "not stopped";
+    }
+}
+// >>hub
+/* Layout. A client is one allocation (wsch__hub_client) holding its
+   wsch_conn; a slot table maps handles (index, generation) to clients, so a
+   stale handle finds a bumped generation instead of freed memory. Channels
+   and users live in two chained hash tables with a keyed hash. A channel
+   keeps an array of its subscribers; a client keeps an array of
+   (channel, position in that channel's array), so unsubscribing is a hash
+   lookup, a scan of the client's own few subscriptions and a swap-remove.
+   A user keeps a doubly linked list of its clients. Nothing is scanned per
+   broadcast but the subscribers themselves. */
+
+enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLOSED };
+
+/* Client flags. */
+#define WSCH__HUB_CONNECTED  0x01u  /* on_connect ran; counted in stats.open */
+#define WSCH__HUB_REJECTED   0x02u  /* refused in on_request: never becomes open */
+#define WSCH__HUB_HTTP       0x04u  /* answered as plain HTTP */
+#define WSCH__HUB_IDLE_ARMED 0x08u
+#define WSCH__HUB_DROP_LISTED 0x10u /* on a delivery's drop list */
+#define WSCH__HUB_COUNTED    0x20u  /* its end is already counted in stats.drops */
+#define WSCH__HUB_RELEASE    0x40u  /* transport reported closed; release once on_close ran */
+
+typedef struct wsch__hub_entry {
+    struct wsch__hub_entry *next;   /* bucket chain */
+    const char *key;                /* bytes right after the containing struct */
+    size_t key_len;
+    uint64_t hash;
+} wsch__hub_entry;
+
+typedef struct wsch__hub_table {
+    wsch__hub_entry **buckets;
+    size_t nbuckets;                /* 0 or a power of two */
+    size_t count;
+} wsch__hub_table;
+
+struct wsch__hub_client;
+
+typedef struct wsch__hub_channel {
+    wsch__hub_entry e;              /* first: the table hands back entries */
+    struct wsch__hub_client **subs;
+    size_t count, cap;
+} wsch__hub_channel;
+
+typedef struct wsch__hub_user {
+    wsch__hub_entry e;
+    struct wsch__hub_client *first;
+    size_t count;
+} wsch__hub_user;
+
+typedef struct wsch__hub_sub {
+    wsch__hub_channel *ch;
+    size_t pos;                     /* index of this client in ch->subs */
+} wsch__hub_sub;
+
+typedef struct wsch__hub_client {
+    wsch_hub *hub;
+    wsch_conn *conn;
+    const wsch_hub_transport *transport;
+    void *user;
+    wsch__hub_user *uent;           /* NULL: anonymous */
+    struct wsch__hub_client *user_prev, *user_next;
+    struct wsch__hub_client *link;  /* a delivery's drop list, then the hub's free list */
+    wsch__hub_sub *subs;
+    uint64_t last_in_ms;
+    uint32_t index;
+    uint16_t nsubs, subs_cap;
+    uint8_t state, flags, drop_reason;
+} wsch__hub_client;
+
+typedef struct wsch__hub_slot {
+    wsch__hub_client *client;       /* NULL when free */
+    uint32_t gen;                   /* never 0 */
+    uint32_t next_free;             /* index + 1 of the next free slot; 0 ends the list */
+} wsch__hub_slot;
+
+struct wsch_hub {
+    wsch_hub_desc desc;             /* defaults filled in */
+    wsch_conn_desc conn_desc;       /* one for every client; user = the client */
+    uint64_t hash_key[2];
+    wsch__hub_slot *slots;
+    uint32_t nslots, slots_cap, free_head;
+    wsch__hub_table channels, users;
+    wsch__hub_client *to_free;      /* released inside a callback; freed on the way out */
+    char *token_buf;                /* max_token_len + 1 */
+    char *proto_buf;                /* "bearer." + max_token_len + 1 */
+    char *http_buf;                 /* the last on_http answer, until the conn has copied it */
+    unsigned depth;                 /* nesting of hub calls on the stack */
+    int shutting_down;
+    uint64_t clients, open, subscriptions, accepted, messages_in, messages_out, encodes, http_responses;
+    uint64_t drops[WSCH_HUB_DROP_COUNT];
+};
+
+/* ---- keyed hash: SipHash-1-3 (channel names and user ids come from peers) */
+
+WSCH__PRIVATE uint64_t wsch__hub_rotl(uint64_t x, unsigned b) { return (x << b) | (x >> (64u - b)); }
+
+WSCH__PRIVATE void wsch__hub_sipround(uint64_t v[4]) {
+    v[0] += v[1]; v[1] = wsch__hub_rotl(v[1], 13); v[1] ^= v[0]; v[0] = wsch__hub_rotl(v[0], 32);
+    v[2] += v[3]; v[3] = wsch__hub_rotl(v[3], 16); v[3] ^= v[2];
+    v[0] += v[3]; v[3] = wsch__hub_rotl(v[3], 21); v[3] ^= v[0];
+    v[2] += v[1]; v[1] = wsch__hub_rotl(v[1], 17); v[1] ^= v[2]; v[2] = wsch__hub_rotl(v[2], 32);
+}
+
+WSCH__PRIVATE uint64_t wsch__hub_hash(const wsch_hub *hub, const char *data, size_t len) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t v[4], m, b = (uint64_t)len << 56;
+    size_t i, blocks = len / 8u;
+    v[0] = hub->hash_key[0] ^ 0x736f6d6570736575ull;
+    v[1] = hub->hash_key[1] ^ 0x646f72616e646f6dull;
+    v[2] = hub->hash_key[0] ^ 0x6c7967656e657261ull;
+    v[3] = hub->hash_key[1] ^ 0x7465646279746573ull;
+    for (i = 0; i < blocks; i++, p += 8) {
+        unsigned j;
+        m = 0;
+        for (j = 0; j < 8u; j++) m |= (uint64_t)p[j] << (8u * j);
+        v[3] ^= m;
+        wsch__hub_sipround(v);
+        v[0] ^= m;
+    }
+    for (i = 0; i < (len & 7u); i++) b |= (uint64_t)p[i] << (8u * i);
+    v[3] ^= b;
+    wsch__hub_sipround(v);
+    v[0] ^= b;
+    v[2] ^= 0xffu;
+    wsch__hub_sipround(v);
+    wsch__hub_sipround(v);
+    wsch__hub_sipround(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/* ---- chained hash table of entries --------------------------------------- */
+
+WSCH__PRIVATE wsch__hub_entry *wsch__hub_find(const wsch__hub_table *t, const char *key, size_t len, uint64_t h) {
+    wsch__hub_entry *e;
+    if (t->nbuckets == 0) return NULL;
+    for (e = t->buckets[(size_t)h & (t->nbuckets - 1u)]; e; e = e->next) {
+        if (e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0) return e;
+    }
+    return NULL;
+}
+
+/* Rehashes into n buckets. Best effort: on allocation failure the old table
+   stays, only slower. Returns WSCH_OK or WSCH_ERR_NOMEM. */
+WSCH__PRIVATE int wsch__hub_rehash(wsch_hub *hub, wsch__hub_table *t, size_t n) {
+    wsch__hub_entry **nb;
+    size_t i;
+    if (n > (size_t)-1 / sizeof *nb) return WSCH_ERR_NOMEM;
+    nb = (wsch__hub_entry **)wsch__alloc(&hub->desc.allocator, n * sizeof *nb);
+    if (!nb) return WSCH_ERR_NOMEM;
+    for (i = 0; i < n; i++) nb[i] = NULL;
+    for (i = 0; i < t->nbuckets; i++) {
+        wsch__hub_entry *e = t->buckets[i], *next;
+        for (; e; e = next) {
+            size_t b = (size_t)e->hash & (n - 1u);
+            next = e->next;
+            e->next = nb[b];
+            nb[b] = e;
+        }
+    }
+    wsch__free(&hub->desc.allocator, t->buckets);
+    t->buckets = nb;
+    t->nbuckets = n;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE int wsch__hub_insert(wsch_hub *hub, wsch__hub_table *t, wsch__hub_entry *e) {
+    size_t b;
+    if (t->nbuckets == 0 && wsch__hub_rehash(hub, t, 16) != WSCH_OK) return WSCH_ERR_NOMEM;
+    if (t->count >= t->nbuckets && t->nbuckets <= ((size_t)-1 >> 2)) (void)wsch__hub_rehash(hub, t, t->nbuckets * 2u);
+    b = (size_t)e->hash & (t->nbuckets - 1u);
+    e->next = t->buckets[b];
+    t->buckets[b] = e;
+    t->count++;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__hub_remove(wsch_hub *hub, wsch__hub_table *t, wsch__hub_entry *e) {
+    wsch__hub_entry **pp = &t->buckets[(size_t)e->hash & (t->nbuckets - 1u)];
+    while (*pp != e) pp = &(*pp)->next;
+    *pp = e->next;
+    t->count--;
+    /* Shrink, so memory follows the number of channels and users down. */
+    if (t->nbuckets > 16u && t->count < t->nbuckets / 8u) (void)wsch__hub_rehash(hub, t, t->nbuckets / 2u);
+}
+
+/* An entry struct of `size` bytes followed by a copy of the key. */
+WSCH__PRIVATE wsch__hub_entry *wsch__hub_entry_new(wsch_hub *hub, size_t size, const char *key, size_t len,
+                                                   uint64_t h) {
+    wsch__hub_entry *e;
+    char *bytes;
+    if (len > (size_t)-1 - size - 1u) return NULL;
+    bytes = (char *)wsch__alloc(&hub->desc.allocator, size + len + 1u);
+    if (!bytes) return NULL;
+    WSCH_MEMSET(bytes, 0, size);
+    WSCH_MEMCPY(bytes + size, key, len);
+    bytes[size + len] = '\0';
+    e = (wsch__hub_entry *)(void *)bytes;
+    e->key = bytes + size;
+    e->key_len = len;
+    e->hash = h;
+    return e;
+}
+
+/* ---- small helpers --------------------------------------------------------- */
+
+WSCH__PRIVATE int wsch__hub_span_is(wsch_str s, const char *lit) {
+    size_t n = strlen(lit);
+    return s.len == n && (n == 0 || memcmp(s.ptr, lit, n) == 0);
+}
+
+/* Channel names: 1..max bytes of A-Z a-z 0-9 - _ . : @ /, so a name never
+   needs escaping in JSON, a URL or a log line. */
+WSCH__PRIVATE int wsch__hub_channel_ok(const wsch_hub *hub, const char *name, size_t len) {
+    size_t i;
+    if (len == 0 || len > hub->desc.max_channel_len) return 0;
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '_' || ch == '.' || ch == ':' || ch == '@' || ch == '/'))
+            return 0;
+    }
+    return 1;
+}
+
+/* A bounded append buffer: overflow is remembered, never written. */
+typedef struct wsch__hub_buf {
+    char *p;
+    size_t len, cap;
+    int overflow;
+} wsch__hub_buf;
+
+WSCH__PRIVATE void wsch__hub_put(wsch__hub_buf *b, const void *s, size_t n) {
+    if (b->overflow || n > b->cap - b->len) {
+        b->overflow = 1;
+        return;
+    }
+    if (n) WSCH_MEMCPY(b->p + b->len, s, n);
+    b->len += n;
+}
+
+WSCH__PRIVATE void wsch__hub_puts(wsch__hub_buf *b, const char *s) { wsch__hub_put(b, s, strlen(s)); }
+
+WSCH__PRIVATE void wsch__hub_put_uint(wsch__hub_buf *b, uint64_t v) {
+    char d[20];
+    size_t n = 0;
+    do {
+        d[sizeof d - 1u - n++] = (char)('0' + (int)(v % 10u));
+        v /= 10u;
+    } while (v);
+    wsch__hub_put(b, d + sizeof d - n, n);
+}
+
+WSCH__PRIVATE wsch__hub_client *wsch__hub_get(const wsch_hub *hub, wsch_hub_client h) {
+    if (!hub || h.gen == 0 || h.index >= hub->nslots) return NULL;
+    if (hub->slots[h.index].gen != h.gen) return NULL;
+    return hub->slots[h.index].client;
+}
+
+WSCH__PRIVATE wsch_hub_client wsch__hub_handle(const wsch_hub *hub, const wsch__hub_client *cl) {
+    wsch_hub_client h;
+    h.index = cl->index;
+    h.gen = hub->slots[cl->index].gen;
+    return h;
+}
+
+WSCH__PRIVATE wsch_str wsch__hub_user_id(const wsch__hub_client *cl) {
+    wsch_str s;
+    s.ptr = cl->uent ? cl->uent->e.key : "";
+    s.len = cl->uent ? cl->uent->e.key_len : 0;
+    return s;
+}
+
+/* Every public entry point that can run callbacks brackets them with
+   enter/leave; clients released meanwhile are freed on the outermost leave,
+   so no frame on the stack is left holding a freed client. */
+WSCH__PRIVATE void wsch__hub_enter(wsch_hub *hub) { hub->depth++; }
+
+WSCH__PRIVATE void wsch__hub_free_client(wsch_hub *hub, wsch__hub_client *cl) {
+    if (cl->conn) wsch_conn_destroy(cl->conn);
+    wsch__free(&hub->desc.allocator, cl->subs);
+    wsch__free(&hub->desc.allocator, cl);
+}
+
+WSCH__PRIVATE void wsch__hub_leave(wsch_hub *hub) {
+    if (--hub->depth != 0) return;
+    while (hub->to_free) {
+        wsch__hub_client *cl = hub->to_free;
+        hub->to_free = cl->link;
+        wsch__hub_free_client(hub, cl);
+    }
+    wsch__free(&hub->desc.allocator, hub->http_buf);
+    hub->http_buf = NULL;
+}
+
+/* ---- subscriptions --------------------------------------------------------- */
+
+WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_find(const wsch_hub *hub, const char *name, size_t len) {
+    return (wsch__hub_channel *)(void *)wsch__hub_find(&hub->channels, name, len, wsch__hub_hash(hub, name, len));
+}
+
+WSCH__PRIVATE int wsch__hub_sub_index(const wsch__hub_client *cl, const wsch__hub_channel *ch) {
+    int i;
+    for (i = 0; i < (int)cl->nsubs; i++) {
+        if (cl->subs[i].ch == ch) return i;
+    }
+    return -1;
+}
+
+/* Grows an array of elem-sized items to hold one more than *cap allows,
+   doubling from `first`, never past `max`. WSCH_OK or WSCH_ERR_NOMEM. */
+WSCH__PRIVATE int wsch__hub_grow(wsch_hub *hub, void **arr, size_t count, size_t *cap, size_t elem, size_t first,
+                                 size_t max) {
+    size_t ncap;
+    void *na;
+    if (count < *cap) return WSCH_OK;
+    ncap = *cap ? *cap * 2u : first;
+    if (ncap > max) ncap = max;
+    if (ncap <= count || ncap > (size_t)-1 / elem) return WSCH_ERR_NOMEM;
+    na = wsch__alloc(&hub->desc.allocator, ncap * elem);
+    if (!na) return WSCH_ERR_NOMEM;
+    if (count) WSCH_MEMCPY(na, *arr, count * elem);
+    wsch__free(&hub->desc.allocator, *arr);
+    *arr = na;
+    *cap = ncap;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const char *name, size_t len) {
+    uint64_t h = wsch__hub_hash(hub, name, len);
+    wsch__hub_channel *ch = (wsch__hub_channel *)(void *)wsch__hub_find(&hub->channels, name, len, h);
+    size_t cap;
+    void *arr;
+    int created = 0;
+    if (ch && wsch__hub_sub_index(cl, ch) >= 0) return WSCH_OK;
+    if (cl->nsubs >= hub->desc.max_channels_per_client) return WSCH_ERR_LIMIT;
+    cap = cl->subs_cap;
+    arr = cl->subs;
+    if (wsch__hub_grow(hub, &arr, cl->nsubs, &cap, sizeof(wsch__hub_sub), 2, hub->desc.max_channels_per_client) !=
+        WSCH_OK)
+        return WSCH_ERR_NOMEM;
+    cl->subs = (wsch__hub_sub *)arr;
+    cl->subs_cap = (uint16_t)cap;
+    if (!ch) {
+        /* The channel's first subscriber: where a bridge would start listening. */
+        ch = (wsch__hub_channel *)(void *)wsch__hub_entry_new(hub, sizeof *ch, name, len, h);
+        if (!ch) return WSCH_ERR_NOMEM;
+        if (wsch__hub_insert(hub, &hub->channels, &ch->e) != WSCH_OK) {
+            wsch__free(&hub->desc.allocator, ch);
+            return WSCH_ERR_NOMEM;
+        }
+        created = 1;
+    }
+    arr = (void *)ch->subs;
+    if (wsch__hub_grow(hub, &arr, ch->count, &ch->cap, sizeof(wsch__hub_client *), 4, (size_t)-1) != WSCH_OK) {
+        if (created) {
+            wsch__hub_remove(hub, &hub->channels, &ch->e);
+            wsch__free(&hub->desc.allocator, ch);
+        }
+        return WSCH_ERR_NOMEM;
+    }
+    ch->subs = (wsch__hub_client **)arr;
+    cl->subs[cl->nsubs].ch = ch;
+    cl->subs[cl->nsubs].pos = ch->count;
+    cl->nsubs++;
+    ch->subs[ch->count++] = cl;
+    hub->subscriptions++;
+    return WSCH_OK;
+}
+
+/* Removes the client's k-th subscription: swap-removes on both sides. */
+WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_client *cl, int k) {
+    wsch__hub_channel *ch = cl->subs[k].ch;
+    size_t pos = cl->subs[k].pos;
+    wsch__hub_client *moved = ch->subs[--ch->count];
+    if (pos != ch->count) {
+        ch->subs[pos] = moved;
+        moved->subs[wsch__hub_sub_index(moved, ch)].pos = pos;
+    }
+    cl->subs[k] = cl->subs[--cl->nsubs];
+    hub->subscriptions--;
+    if (cl->nsubs == 0) {
+        /* An idle client returns to its bare size. */
+        wsch__free(&hub->desc.allocator, cl->subs);
+        cl->subs = NULL;
+        cl->subs_cap = 0;
+    }
+    if (ch->count == 0) {
+        /* The channel's last subscriber left: where a bridge would stop listening. */
+        wsch__hub_remove(hub, &hub->channels, &ch->e);
+        wsch__free(&hub->desc.allocator, ch->subs);
+        wsch__free(&hub->desc.allocator, ch);
+    } else if (ch->cap > 16u && ch->count < ch->cap / 4u) {
+        void *arr = wsch__alloc(&hub->desc.allocator, (ch->cap / 2u) * sizeof(wsch__hub_client *));
+        if (arr) {
+            WSCH_MEMCPY(arr, ch->subs, ch->count * sizeof(wsch__hub_client *));
+            wsch__free(&hub->desc.allocator, ch->subs);
+            ch->subs = (wsch__hub_client **)arr;
+            ch->cap /= 2u;
+        }
+    }
+}
+
+WSCH__PRIVATE void wsch__hub_unsubscribe_all(wsch_hub *hub, wsch__hub_client *cl) {
+    while (cl->nsubs) wsch__hub_sub_remove(hub, cl, (int)cl->nsubs - 1);
+}
+
+/* ---- the user index -------------------------------------------------------- */
+
+WSCH__PRIVATE wsch__hub_user *wsch__hub_user_find(const wsch_hub *hub, const char *id, size_t len) {
+    return (wsch__hub_user *)(void *)wsch__hub_find(&hub->users, id, len, wsch__hub_hash(hub, id, len));
+}
+
+WSCH__PRIVATE int wsch__hub_user_link(wsch_hub *hub, wsch__hub_client *cl, const char *id, size_t len) {
+    uint64_t h = wsch__hub_hash(hub, id, len);
+    wsch__hub_user *u = (wsch__hub_user *)(void *)wsch__hub_find(&hub->users, id, len, h);
+    if (!u) {
+        u = (wsch__hub_user *)(void *)wsch__hub_entry_new(hub, sizeof *u, id, len, h);
+        if (!u) return WSCH_ERR_NOMEM;
+        if (wsch__hub_insert(hub, &hub->users, &u->e) != WSCH_OK) {
+            wsch__free(&hub->desc.allocator, u);
+            return WSCH_ERR_NOMEM;
+        }
+    }
+    cl->uent = u;
+    cl->user_prev = NULL;
+    cl->user_next = u->first;
+    if (u->first) u->first->user_prev = cl;
+    u->first = cl;
+    u->count++;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_client *cl) {
+    wsch__hub_user *u = cl->uent;
+    if (!u) return;
+    if (cl->user_prev) cl->user_prev->user_next = cl->user_next;
+    else u->first = cl->user_next;
+    if (cl->user_next) cl->user_next->user_prev = cl->user_prev;
+    cl->uent = NULL;
+    cl->user_prev = cl->user_next = NULL;
+    if (--u->count == 0) {
+        wsch__hub_remove(hub, &hub->users, &u->e);
+        wsch__free(&hub->desc.allocator, u);
+    }
+}
+
+/* ---- encoding and delivery ------------------------------------------------- */
+
+/* Encodes {"type":T,"payload":P} once into a shared frame. The payload is
+   validated here, so what a bridge or a caller hands in is checked like
+   what a peer sends. */
+WSCH__PRIVATE int wsch__hub_encode(wsch_hub *hub, const char *type, size_t type_len, const char *payload,
+                                   size_t payload_len, wsch_shared **out) {
+    char tq[6u * WSCH_ENVELOPE_TYPE_MAX + 3u];
+    size_t tq_len = 0, size;
+    unsigned char *p;
+    wsch__hub_buf b;
+    int r;
+    if (!type || type_len == 0 || (!payload && payload_len)) return WSCH_ERR_ARG;
+    if (type_len > WSCH_ENVELOPE_TYPE_MAX) return WSCH_ERR_TOO_LARGE;
+    if (memchr(type, 0, type_len)) return WSCH_ERR_ARG;
+    if (payload_len > hub->desc.max_message_size) return WSCH_ERR_TOO_LARGE;
+    r = wsch_json_escape_string(type, type_len, tq, sizeof tq, &tq_len);
+    if (r != WSCH_OK) return r;
+    if (payload) {
+        r = wsch_json_validate(payload, payload_len);
+        if (r != WSCH_OK) return r;
+    }
+    size = 8u + tq_len + 1u + (payload ? 11u + payload_len : 0u);
+    if (size > hub->desc.max_message_size) return WSCH_ERR_TOO_LARGE;
+    r = wsch_shared_create(&hub->desc.allocator, WSCH_OP_TEXT, NULL, size, out);
+    if (r != WSCH_OK) return r;
+    p = (unsigned char *)wsch_shared_payload(*out);
+    b.p = (char *)p;
+    b.len = 0;
+    b.cap = size;
+    b.overflow = 0;
+    wsch__hub_put(&b, "{\"type\":", 8);
+    wsch__hub_put(&b, tq, tq_len);
+    if (payload) {
+        wsch__hub_put(&b, ",\"payload\":", 11);
+        wsch__hub_put(&b, payload, payload_len);
+    }
+    wsch__hub_put(&b, "}", 1);
+    WSCH_ASSERT(!b.overflow && b.len == size);
+    hub->encodes++;
+    return WSCH_OK;
+}
+
+/* Queues s to one client. A full queue or a failed allocation puts the
+   client on *drops (dropped after the loop, which must not change the array
+   it walks). Returns 1 when queued. */
+WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_client *cl, wsch_shared *s, wsch__hub_client **drops) {
+    int r;
+    if (cl->state != WSCH__HUB_OPEN || (cl->flags & WSCH__HUB_DROP_LISTED)) return 0;
+    r = wsch_conn_send_shared(cl->conn, s);
+    if (r == WSCH_OK) {
+        hub->messages_out++;
+        return 1;
+    }
+    if (r == WSCH_ERR_QUEUE_FULL || r == WSCH_ERR_NOMEM) {
+        cl->flags |= WSCH__HUB_DROP_LISTED;
+        cl->drop_reason = (uint8_t)(r == WSCH_ERR_NOMEM ? WSCH_HUB_DROP_NOMEM : WSCH_HUB_DROP_SLOW_CONSUMER);
+        cl->link = *drops;
+        *drops = cl;
+    }
+    return 0;   /* closing or closed: it gets no more */
+}
+
+WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_drop reason);
+
+WSCH__PRIVATE void wsch__hub_run_drops(wsch_hub *hub, wsch__hub_client *drops) {
+    while (drops) {
+        wsch__hub_client *cl = drops;
+        drops = cl->link;
+        cl->link = NULL;
+        cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_DROP_LISTED);
+        wsch__hub_drop(hub, cl, (wsch_hub_drop)cl->drop_reason);
+    }
+}
+
+/* Local delivery to a channel's subscribers and to a user's connections:
+   kept apart from encoding so a bridge can feed frames from elsewhere. */
+WSCH__PRIVATE size_t wsch__hub_deliver_channel(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s) {
+    wsch__hub_client *drops = NULL;
+    size_t i, n = 0;
+    for (i = 0; i < ch->count; i++) n += (size_t)wsch__hub_push(hub, ch->subs[i], s, &drops);
+    wsch__hub_run_drops(hub, drops);
+    return n;
+}
+
+WSCH__PRIVATE size_t wsch__hub_deliver_user(wsch_hub *hub, wsch__hub_user *u, wsch_shared *s) {
+    wsch__hub_client *drops = NULL, *cl;
+    size_t n = 0;
+    for (cl = u->first; cl; cl = cl->user_next) n += (size_t)wsch__hub_push(hub, cl, s, &drops);
+    wsch__hub_run_drops(hub, drops);
+    return n;
+}
+
+/* Encodes and queues an envelope to one client. */
+WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_client *cl, const char *type, const char *payload,
+                                     size_t payload_len) {
+    wsch__hub_client *drops = NULL;
+    wsch_shared *s;
+    int r = wsch__hub_encode(hub, type, strlen(type), payload, payload_len, &s);
+    if (r != WSCH_OK) return r;
+    r = wsch__hub_push(hub, cl, s, &drops) ? WSCH_OK : WSCH_ERR_STATE;
+    wsch_shared_release(s);
+    wsch__hub_run_drops(hub, drops);
+    return r;
+}
+
+/* {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C]}}.
+   channel is only passed once it is known to be a valid name. */
+WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_client *cl, const char *code, const char *message,
+                                        const wsch_envelope *req, const char *channel, size_t channel_len) {
+    char buf[128u + 6u * WSCH_ENVELOPE_TYPE_MAX + WSCH_HUB_MAX_CHANNEL_LEN + 256u];
+    char tq[6u * WSCH_ENVELOPE_TYPE_MAX + 3u];
+    size_t tq_len;
+    wsch__hub_buf b;
+    b.p = buf;
+    b.len = 0;
+    b.cap = sizeof buf;
+    b.overflow = 0;
+    wsch__hub_puts(&b, "{\"code\":\"");
+    wsch__hub_puts(&b, code);
+    wsch__hub_puts(&b, "\",\"message\":");
+    if (wsch_json_escape_string(message, strlen(message), tq, sizeof tq, &tq_len) == WSCH_OK)
+        wsch__hub_put(&b, tq, tq_len);
+    else
+        wsch__hub_puts(&b, "\"\"");
+    if (req && wsch_json_escape_string(req->type, req->type_len, tq, sizeof tq, &tq_len) == WSCH_OK) {
+        wsch__hub_puts(&b, ",\"request\":");
+        wsch__hub_put(&b, tq, tq_len);
+    }
+    if (channel) {
+        wsch__hub_puts(&b, ",\"channel\":\"");
+        wsch__hub_put(&b, channel, channel_len);
+        wsch__hub_puts(&b, "\"");
+    }
+    wsch__hub_puts(&b, "}");
+    if (!b.overflow) (void)wsch__hub_send_one(hub, cl, "error", buf, b.len);
+}
+
+/* ---- drops and the end of a client ---------------------------------------- */
+
+WSCH__PRIVATE void wsch__hub_idle_arm(wsch_hub *hub, wsch__hub_client *cl, uint32_t delay) {
+    if (hub->desc.idle_timeout_ms == WSCH_HUB_NO_TIMEOUT || !cl->transport->timer_set) return;
+    cl->flags |= WSCH__HUB_IDLE_ARMED;
+    cl->transport->timer_set(WSCH_HUB_TIMER_IDLE, delay, cl->user);
+}
+
+/* Takes the client out of every delivery path (it keeps its user id, which
+   on_disconnect may still ask for, until it is released). */
+WSCH__PRIVATE void wsch__hub_detach(wsch_hub *hub, wsch__hub_client *cl) {
+    wsch__hub_unsubscribe_all(hub, cl);
+    if ((cl->flags & WSCH__HUB_IDLE_ARMED) && cl->transport->timer_cancel)
+        cl->transport->timer_cancel(WSCH_HUB_TIMER_IDLE, cl->user);
+    cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
+}
+
+/* Starts closing an open client from this side. Returns the conn's result;
+   when the conn cannot even queue a close frame, the transport is closed. */
+WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_client *cl, uint16_t code, const char *reason) {
+    int r;
+    if (cl->state == WSCH__HUB_CLOSED) return WSCH_ERR_CLOSED;
+    if (cl->state == WSCH__HUB_HANDSHAKE) {
+        cl->state = WSCH__HUB_CLOSING;
+        wsch__hub_detach(hub, cl);
+        cl->transport->close(cl->user);
+        return WSCH_OK;
+    }
+    cl->state = WSCH__HUB_CLOSING;
+    wsch__hub_detach(hub, cl);
+    r = wsch_conn_close(cl->conn, code, reason, reason ? strlen(reason) : 0);
+    if (r != WSCH_OK && r != WSCH_ERR_CLOSED && wsch_conn_get_state(cl->conn) == WSCH_CONN_OPEN)
+        cl->transport->close(cl->user);
+    return r;
+}
+
+WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_drop reason) {
+    uint16_t code = WSCH_CLOSE_INTERNAL_ERROR;
+    const char *text = "Out of memory";
+    if (cl->state != WSCH__HUB_OPEN) return;
+    switch (reason) {
+    case WSCH_HUB_DROP_SLOW_CONSUMER: code = WSCH_HUB_CLOSE_SLOW_CONSUMER; text = "Slow consumer"; break;
+    case WSCH_HUB_DROP_IDLE: code = WSCH_CLOSE_NORMAL; text = "Idle timeout"; break;
+    case WSCH_HUB_DROP_PROTOCOL: code = WSCH_CLOSE_UNSUPPORTED_DATA; text = "Binary messages are not supported"; break;
+    default: break;
+    }
+    hub->drops[reason]++;
+    cl->flags |= WSCH__HUB_COUNTED;
+    (void)wsch__hub_close(hub, cl, code, text);
+}
+
+/* Forgets the client: its handle goes stale now, its memory on the way out. */
+WSCH__PRIVATE void wsch__hub_release(wsch_hub *hub, wsch__hub_client *cl) {
+    wsch__hub_slot *slot = &hub->slots[cl->index];
+    wsch__hub_user_unlink(hub, cl);
+    slot->client = NULL;
+    if (++slot->gen == 0) slot->gen = 1;
+    slot->next_free = hub->free_head;
+    hub->free_head = cl->index + 1u;
+    hub->clients--;
+    cl->link = hub->to_free;
+    hub->to_free = cl;
+}
+
+/* The connection reached CLOSED (or its transport went away first). */
+WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_client *cl, int code) {
+    if (cl->state == WSCH__HUB_CLOSED) return;
+    cl->state = WSCH__HUB_CLOSED;
+    if (!(cl->flags & (WSCH__HUB_COUNTED | WSCH__HUB_HTTP))) {
+        if (!(cl->flags & WSCH__HUB_CONNECTED)) hub->drops[WSCH_HUB_DROP_HANDSHAKE]++;
+        else if (code == WSCH_CLOSE_PROTOCOL_ERROR || code == WSCH_CLOSE_INVALID_PAYLOAD ||
+                 code == WSCH_CLOSE_MESSAGE_TOO_BIG || code == WSCH_CLOSE_UNSUPPORTED_DATA)
+            hub->drops[WSCH_HUB_DROP_PROTOCOL]++;
+        cl->flags |= WSCH__HUB_COUNTED;
+    }
+    wsch__hub_detach(hub, cl);
+    if (cl->flags & WSCH__HUB_CONNECTED) {
+        cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_CONNECTED);
+        hub->open--;
+        if (hub->desc.on_disconnect) hub->desc.on_disconnect(hub, wsch__hub_handle(hub, cl), code, hub->desc.user);
+    }
+    if (cl->flags & WSCH__HUB_RELEASE) wsch__hub_release(hub, cl);
+}
+
+/* ---- connection callbacks (user = the client) ----------------------------- */
+
+WSCH__PRIVATE size_t wsch__hub_t_send(const void *data, size_t len, void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    return cl->transport->send(data, len, cl->user);
+}
+
+WSCH__PRIVATE void wsch__hub_t_close(void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    cl->transport->close(cl->user);
+}
+
+WSCH__PRIVATE void wsch__hub_t_timer_set(unsigned timer_id, uint32_t delay_ms, void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    if (cl->transport->timer_set) cl->transport->timer_set(timer_id, delay_ms, cl->user);
+}
+
+WSCH__PRIVATE void wsch__hub_t_timer_cancel(unsigned timer_id, void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    if (cl->transport->timer_cancel) cl->transport->timer_cancel(timer_id, cl->user);
+}
+
+WSCH__PRIVATE const char *wsch__hub_reason_phrase(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return status < 400 ? "OK" : (status < 500 ? "Client Error" : "Server Error");
+    }
+}
+
+/* A request for another path: on_http's answer, or a 404. */
+WSCH__PRIVATE void wsch__hub_http(wsch_hub *hub, wsch__hub_client *cl, const wsch_hub_request *hr,
+                                  wsch_handshake_reply *reply) {
+    wsch_hub_http_response res;
+    const char *phrase;
+    wsch__hub_buf b;
+    size_t size;
+    int head = wsch__hub_span_is(hr->http->method, "HEAD");
+    res.status = 404;
+    res.content_type = NULL;
+    res.body = NULL;
+    res.body_len = 0;
+    res.extra_headers = NULL;
+    cl->flags |= WSCH__HUB_HTTP;
+    hub->http_responses++;
+    if (hub->desc.on_http) hub->desc.on_http(hub, hr, &res, hub->desc.user);
+    if (res.status < 200 || res.status > 599) res.status = 500;
+    phrase = wsch__hub_reason_phrase(res.status);
+    if (!res.body || (res.body_len && !res.body)) {
+        res.body = phrase;
+        res.body_len = strlen(phrase);
+        res.content_type = NULL;
+    }
+    if (!res.content_type) res.content_type = "text/plain; charset=utf-8";
+    if (!res.extra_headers) res.extra_headers = "";
+    /* Until the answer is built, the conn's own short page is the fallback. */
+    reply->status = 503;
+    size = 128u + strlen(phrase) + strlen(res.content_type) + strlen(res.extra_headers);
+    if (!head) {
+        if (res.body_len > (size_t)-1 - size) return;
+        size += res.body_len;
+    }
+    wsch__free(&hub->desc.allocator, hub->http_buf);
+    hub->http_buf = (char *)wsch__alloc(&hub->desc.allocator, size);
+    if (!hub->http_buf) return;
+    b.p = hub->http_buf;
+    b.len = 0;
+    b.cap = size;
+    b.overflow = 0;
+    wsch__hub_puts(&b, "HTTP/1.1 ");
+    wsch__hub_put_uint(&b, (uint64_t)res.status);
+    wsch__hub_puts(&b, " ");
+    wsch__hub_puts(&b, phrase);
+    wsch__hub_puts(&b, "\r\nContent-Type: ");
+    wsch__hub_puts(&b, res.content_type);
+    wsch__hub_puts(&b, "\r\nContent-Length: ");
+    wsch__hub_put_uint(&b, (uint64_t)res.body_len);
+    wsch__hub_puts(&b, "\r\nConnection: close\r\n");
+    wsch__hub_puts(&b, res.extra_headers);
+    wsch__hub_puts(&b, "\r\n");
+    if (!head) wsch__hub_put(&b, res.body, res.body_len);
+    if (b.overflow) return;
+    reply->status = res.status;
+    reply->response = hub->http_buf;
+    reply->response_len = b.len;
+}
+
+/* Picks the subprotocol: the configured one when offered; else, when the
+   token came in a "bearer." entry, that entry (browsers insist on one). */
+WSCH__PRIVATE void wsch__hub_pick_protocol(wsch_hub *hub, const wsch_request *req, wsch_handshake_reply *reply) {
+    size_t iter = 0;
+    wsch_str p, bearer;
+    bearer.ptr = NULL;
+    bearer.len = 0;
+    while (wsch_request_next_protocol(req, &iter, &p)) {
+        if (hub->desc.subprotocol && wsch__hub_span_is(p, hub->desc.subprotocol)) {
+            reply->protocol = hub->desc.subprotocol;
+            return;
+        }
+        if (!bearer.ptr && p.len > 7u && p.len <= hub->desc.max_token_len + 7u) {
+            wsch_str prefix;
+            prefix.ptr = p.ptr;
+            prefix.len = 7;
+            if (wsch__str_ieq(prefix, "bearer.")) bearer = p;
+        }
+    }
+    if (bearer.ptr) {
+        WSCH_MEMCPY(hub->proto_buf, bearer.ptr, bearer.len);
+        hub->proto_buf[bearer.len] = '\0';
+        reply->protocol = hub->proto_buf;
+    }
+}
+
+WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply,
+                                        void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch_hub *hub = cl->hub;
+    wsch_hub_request hr;
+    wsch_str uid;
+    size_t tlen = 0;
+    (void)c;
+    hr.http = req;
+    hr.client = wsch__hub_handle(hub, cl);
+    hr.client_user = cl->user;
+    hr.token.ptr = hub->token_buf;
+    hr.token.len = 0;
+    hr.token_source = WSCH_TOKEN_NONE;
+    hub->token_buf[0] = '\0';
+    if (!wsch__hub_span_is(req->path, hub->desc.path)) {
+        wsch__hub_http(hub, cl, &hr, reply);
+        return;
+    }
+    if (reply->status != 101) return;           /* not a valid upgrade: the conn refuses it */
+    if (hub->shutting_down) {
+        reply->status = 503;
+        return;
+    }
+    if (hub->desc.check_origin && !hub->desc.check_origin(hub, &hr, hub->desc.user)) {
+        reply->status = 403;
+        cl->flags |= WSCH__HUB_REJECTED | WSCH__HUB_COUNTED;
+        hub->drops[WSCH_HUB_DROP_ORIGIN]++;
+        return;
+    }
+    if (wsch_request_token(req, hub->token_buf, hub->desc.max_token_len + 1u, &tlen, &hr.token_source) == WSCH_OK) {
+        hr.token.len = tlen;
+    } else {
+        hr.token_source = WSCH_TOKEN_NONE;
+        hub->token_buf[0] = '\0';
+    }
+    wsch__hub_pick_protocol(hub, req, reply);
+    uid.ptr = "";
+    uid.len = 0;
+    if (hub->desc.authenticate) {
+        int r = hub->desc.authenticate(hub, &hr, &uid, hub->desc.user);
+        if (r != WSCH_OK || uid.len > hub->desc.max_user_id_len || (uid.len && !uid.ptr)) {
+            cl->flags |= WSCH__HUB_REJECTED | WSCH__HUB_COUNTED;
+            hub->drops[WSCH_HUB_DROP_UNAUTHORIZED]++;
+            if (hub->desc.reject_with_http) {
+                reply->status = 401;    /* the built answer carries WWW-Authenticate: Bearer */
+            } else {
+                reply->close_code = WSCH_CLOSE_UNAUTHORIZED;
+                reply->close_reason = "Unauthorized";
+            }
+            return;
+        }
+    }
+    if (uid.len && wsch__hub_user_link(hub, cl, uid.ptr, uid.len) != WSCH_OK) {
+        reply->status = 503;
+        cl->flags |= WSCH__HUB_REJECTED | WSCH__HUB_COUNTED;
+        hub->drops[WSCH_HUB_DROP_NOMEM]++;
+    }
+}
+
+WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch_hub *hub = cl->hub;
+    (void)c;
+    if (cl->state != WSCH__HUB_HANDSHAKE) return;
+    if (cl->flags & WSCH__HUB_REJECTED) {
+        cl->state = WSCH__HUB_CLOSING;           /* the conn is sending 4001 */
+        return;
+    }
+    cl->state = WSCH__HUB_OPEN;
+    cl->flags |= WSCH__HUB_CONNECTED;
+    hub->open++;
+    if (hub->desc.now_ms) cl->last_in_ms = hub->desc.now_ms(hub->desc.user);
+    wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
+    if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
+}
+
+WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_client *cl, const wsch_envelope *env, int sub) {
+    char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
+    char ack[WSCH_HUB_MAX_CHANNEL_LEN + 16u];
+    size_t n = 0;
+    int r = WSCH_ERR_NOT_FOUND;
+    wsch__hub_buf b;
+    if (env->payload.ptr) r = wsch_envelope_get_channel(env->payload, name, hub->desc.max_channel_len + 1u, &n);
+    if (r == WSCH_ERR_BUFFER || (r == WSCH_OK && !wsch__hub_channel_ok(hub, name, n))) {
+        wsch__hub_send_error(hub, cl, "bad_channel", "channel name is too long or has characters outside [A-Za-z0-9_.:@/-]",
+                             env, NULL, 0);
+        return;
+    }
+    if (r != WSCH_OK) {
+        wsch__hub_send_error(hub, cl, "bad_payload", "payload needs a non-empty string \"channel\"", env, NULL, 0);
+        return;
+    }
+    if (sub) {
+        wsch__hub_channel *ch = wsch__hub_channel_find(hub, name, n);
+        if (!ch || wsch__hub_sub_index(cl, ch) < 0) {
+            if (cl->nsubs >= hub->desc.max_channels_per_client) {
+                wsch__hub_send_error(hub, cl, "too_many_channels", "subscription limit reached", env, name, n);
+                return;
+            }
+            if (hub->desc.authorize_subscribe) {
+                wsch_str cs;
+                cs.ptr = name;
+                cs.len = n;
+                if (!hub->desc.authorize_subscribe(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), cs,
+                                                   hub->desc.user)) {
+                    wsch__hub_send_error(hub, cl, "forbidden", "not allowed to subscribe", env, name, n);
+                    return;
+                }
+                if (cl->state != WSCH__HUB_OPEN) return;   /* the hook closed it */
+            }
+            if (wsch__hub_sub_add(hub, cl, name, n) != WSCH_OK) {
+                wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n);
+                return;
+            }
+        }
+    } else {
+        wsch__hub_channel *ch = wsch__hub_channel_find(hub, name, n);
+        int k = ch ? wsch__hub_sub_index(cl, ch) : -1;
+        if (k >= 0) wsch__hub_sub_remove(hub, cl, k);
+    }
+    b.p = ack;
+    b.len = 0;
+    b.cap = sizeof ack;
+    b.overflow = 0;
+    wsch__hub_puts(&b, "{\"channel\":\"");
+    wsch__hub_put(&b, name, n);
+    wsch__hub_puts(&b, "\"}");
+    (void)wsch__hub_send_one(hub, cl, sub ? "subscribed" : "unsubscribed", ack, b.len);
+}
+
+WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch_hub *hub = cl->hub;
+    wsch_envelope env;
+    (void)c;
+    hub->messages_in++;
+    if (cl->state != WSCH__HUB_OPEN) return;
+    if (opcode != WSCH_OP_TEXT) {
+        wsch__hub_drop(hub, cl, WSCH_HUB_DROP_PROTOCOL);
+        return;
+    }
+    if (wsch_envelope_decode((const char *)data, len, &env) != WSCH_OK) {
+        wsch__hub_send_error(hub, cl, "bad_envelope", "expected {\"type\": string, \"payload\": any}", NULL, NULL, 0);
+        return;
+    }
+    if (wsch_envelope_type_is(&env, "ping")) {
+        (void)wsch__hub_send_one(hub, cl, "pong", env.payload.ptr, env.payload.len);
+    } else if (wsch_envelope_type_is(&env, "subscribe")) {
+        wsch__hub_on_subscribe(hub, cl, &env, 1);
+    } else if (wsch_envelope_type_is(&env, "unsubscribe")) {
+        wsch__hub_on_subscribe(hub, cl, &env, 0);
+    } else if (hub->desc.on_message) {
+        hub->desc.on_message(hub, wsch__hub_handle(hub, cl), &env, hub->desc.user);
+    } else {
+        wsch__hub_send_error(hub, cl, "unknown_type", "no handler for this type", &env, NULL, 0);
+    }
+}
+
+WSCH__PRIVATE void wsch__hub_on_close(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user) {
+    wsch__hub_client *cl = (wsch__hub_client *)user;
+    (void)c;
+    (void)reason;
+    (void)reason_len;
+    wsch__hub_finish(cl->hub, cl, code);
+}
+
+/* ---- public API ------------------------------------------------------------ */
+
+WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc) {
+    wsch_hub_desc d;
+    if (desc) d = *desc;
+    else WSCH_MEMSET(&d, 0, sizeof d);
+    if (!d.path) d.path = WSCH_HUB_DEFAULT_PATH;
+    if (!d.max_clients) d.max_clients = WSCH_HUB_DEFAULT_MAX_CLIENTS;
+    if (!d.max_channels_per_client) d.max_channels_per_client = WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_CLIENT;
+    if (!d.max_channel_len) d.max_channel_len = WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN;
+    if (!d.max_user_id_len) d.max_user_id_len = WSCH_HUB_DEFAULT_MAX_USER_ID_LEN;
+    if (!d.max_token_len) d.max_token_len = WSCH_HUB_DEFAULT_MAX_TOKEN_LEN;
+    if (!d.max_message_size) d.max_message_size = WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE;
+    if (!d.max_outbound_bytes) d.max_outbound_bytes = WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES;
+    if (!d.max_header_bytes) d.max_header_bytes = WSCH_DEFAULT_MAX_HEADER_BYTES;
+    if (!d.idle_timeout_ms) d.idle_timeout_ms = WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS;
+    if (!d.handshake_timeout_ms) d.handshake_timeout_ms = WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    if (!d.close_timeout_ms) d.close_timeout_ms = WSCH_DEFAULT_CLOSE_TIMEOUT_MS;
+    return d;
+}
+
+WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
+    wsch_hub_desc d;
+    wsch_hub *hub;
+    unsigned char seed[16];
+    if (!out) return WSCH_ERR_ARG;
+    *out = NULL;
+    d = wsch_hub_desc_defaults(desc);
+    if (d.path[0] != '/' || d.max_channel_len > WSCH_HUB_MAX_CHANNEL_LEN || d.max_channels_per_client > 0xFFFFu ||
+        d.max_clients > 0xFFFFFFF0u || d.max_token_len > ((size_t)-1 - 16u) / 2u)
+        return WSCH_ERR_ARG;
+    hub = (wsch_hub *)wsch__alloc(&d.allocator, sizeof *hub);
+    if (!hub) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(hub, 0, sizeof *hub);
+    hub->desc = d;
+    /* One allocation for both scratch buffers. */
+    hub->token_buf = (char *)wsch__alloc(&d.allocator, 2u * d.max_token_len + 16u);
+    if (!hub->token_buf) {
+        wsch__free(&d.allocator, hub);
+        return WSCH_ERR_NOMEM;
+    }
+    hub->proto_buf = hub->token_buf + d.max_token_len + 1u;
+    WSCH_MEMSET(seed, 0x5a, sizeof seed);
+    if (d.random_bytes) d.random_bytes(seed, sizeof seed, d.user);
+    WSCH_MEMCPY(&hub->hash_key[0], seed, 8);
+    WSCH_MEMCPY(&hub->hash_key[1], seed + 8, 8);
+
+    hub->conn_desc.role = WSCH_ROLE_SERVER;
+    hub->conn_desc.max_frame_size = d.max_message_size;
+    hub->conn_desc.max_message_size = d.max_message_size;
+    hub->conn_desc.max_outbound_bytes = d.max_outbound_bytes;
+    hub->conn_desc.max_header_bytes = d.max_header_bytes;
+    hub->conn_desc.handshake_timeout_ms = d.handshake_timeout_ms;
+    hub->conn_desc.close_timeout_ms = d.close_timeout_ms;
+    hub->conn_desc.allocator = d.allocator;
+    hub->conn_desc.send = wsch__hub_t_send;
+    hub->conn_desc.close = wsch__hub_t_close;
+    hub->conn_desc.timer_set = wsch__hub_t_timer_set;
+    hub->conn_desc.timer_cancel = wsch__hub_t_timer_cancel;
+    hub->conn_desc.on_request = wsch__hub_on_request;
+    hub->conn_desc.on_open = wsch__hub_on_open;
+    hub->conn_desc.on_message = wsch__hub_on_message;
+    hub->conn_desc.on_close = wsch__hub_on_close;
+    *out = hub;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__hub_free_table(wsch_hub *hub, wsch__hub_table *t, int channels) {
+    size_t i;
+    for (i = 0; i < t->nbuckets; i++) {
+        wsch__hub_entry *e = t->buckets[i], *next;
+        for (; e; e = next) {
+            next = e->next;
+            if (channels) wsch__free(&hub->desc.allocator, ((wsch__hub_channel *)(void *)e)->subs);
+            wsch__free(&hub->desc.allocator, e);
+        }
+    }
+    wsch__free(&hub->desc.allocator, t->buckets);
+    t->buckets = NULL;
+    t->nbuckets = t->count = 0;
+}
+
+WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
+    uint32_t i;
+    wsch_allocator a;
+    if (!hub) return;
+    a = hub->desc.allocator;
+    for (i = 0; i < hub->nslots; i++) {
+        if (hub->slots[i].client) wsch__hub_free_client(hub, hub->slots[i].client);
+    }
+    hub->depth = 1;
+    wsch__hub_leave(hub);       /* frees anything released but not yet freed */
+    wsch__hub_free_table(hub, &hub->channels, 1);
+    wsch__hub_free_table(hub, &hub->users, 0);
+    wsch__free(&a, hub->slots);
+    wsch__free(&a, hub->token_buf);
+    wsch__free(&a, hub);
+}
+
+WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_client *out) {
+    const wsch_hub_transport *t;
+    wsch__hub_client *cl;
+    uint32_t idx;
+    int r;
+    if (!hub || !out) return WSCH_ERR_ARG;
+    out->index = out->gen = 0;
+    t = transport ? transport : &hub->desc.transport;
+    if (!t->send || !t->close) return WSCH_ERR_ARG;
+    if (hub->shutting_down) return WSCH_ERR_STATE;
+    if (hub->clients >= hub->desc.max_clients) {
+        hub->drops[WSCH_HUB_DROP_FULL]++;
+        return WSCH_ERR_LIMIT;
+    }
+    if (!hub->free_head && hub->nslots == hub->slots_cap) {
+        size_t cap = hub->slots_cap;
+        void *arr = hub->slots;
+        if (wsch__hub_grow(hub, &arr, hub->nslots, &cap, sizeof(wsch__hub_slot), 16, hub->desc.max_clients) != WSCH_OK)
+            return WSCH_ERR_NOMEM;
+        hub->slots = (wsch__hub_slot *)arr;
+        hub->slots_cap = (uint32_t)cap;
+    }
+    cl = (wsch__hub_client *)wsch__alloc(&hub->desc.allocator, sizeof *cl);
+    if (!cl) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(cl, 0, sizeof *cl);
+    cl->hub = hub;
+    cl->transport = t;
+    cl->user = user;
+    cl->state = WSCH__HUB_HANDSHAKE;
+    if (hub->free_head) {
+        idx = hub->free_head - 1u;
+    } else {
+        idx = hub->nslots;
+        hub->slots[idx].gen = 1;
+        hub->slots[idx].client = NULL;
+        hub->slots[idx].next_free = 0;
+    }
+    cl->index = idx;
+    wsch__hub_enter(hub);
+    r = wsch_conn_create(&hub->conn_desc, cl, &cl->conn);
+    if (r != WSCH_OK) {
+        wsch__free(&hub->desc.allocator, cl);
+        wsch__hub_leave(hub);
+        return r;
+    }
+    if (hub->free_head) hub->free_head = hub->slots[idx].next_free;
+    else hub->nslots++;
+    hub->slots[idx].client = cl;
+    hub->clients++;
+    hub->accepted++;
+    *out = wsch__hub_handle(hub, cl);
+    wsch__hub_leave(hub);
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_client client, void *data, size_t len) {
+    wsch__hub_client *cl = wsch__hub_get(hub, client);
+    int r;
+    if (!cl) return WSCH_ERR_STALE;
+    if (cl->state == WSCH__HUB_OPEN && len) {
+        if (hub->desc.now_ms) cl->last_in_ms = hub->desc.now_ms(hub->desc.user);
+        else if (cl->flags & WSCH__HUB_IDLE_ARMED) wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
+    }
+    wsch__hub_enter(hub);
+    r = wsch_conn_feed(cl->conn, data, len);
+    wsch__hub_leave(hub);
+    return r;
+}
+
+WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_client client) {
+    wsch__hub_client *cl = wsch__hub_get(hub, client);
+    int r;
+    if (!cl) return WSCH_ERR_STALE;
+    wsch__hub_enter(hub);
+    r = wsch_conn_writable(cl->conn);
+    wsch__hub_leave(hub);
+    return r;
+}
+
+WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_client client, unsigned timer_id) {
+    wsch__hub_client *cl = wsch__hub_get(hub, client);
+    if (!cl) return WSCH_ERR_STALE;
+    wsch__hub_enter(hub);
+    if (timer_id != WSCH_HUB_TIMER_IDLE) {
+        wsch_conn_timer_fired(cl->conn, timer_id);
+    } else if (cl->flags & WSCH__HUB_IDLE_ARMED) {
+        cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
+        if (cl->state == WSCH__HUB_OPEN) {
+            uint64_t idle = 0;
+            if (hub->desc.now_ms) {
+                uint64_t now = hub->desc.now_ms(hub->desc.user);
+                idle = now > cl->last_in_ms ? now - cl->last_in_ms : 0;
+            } else {
+                idle = hub->desc.idle_timeout_ms;   /* re-armed on every read: it really expired */
+            }
+            if (idle >= hub->desc.idle_timeout_ms) wsch__hub_drop(hub, cl, WSCH_HUB_DROP_IDLE);
+            else wsch__hub_idle_arm(hub, cl, (uint32_t)(hub->desc.idle_timeout_ms - idle));
+        }
+    }
+    wsch__hub_leave(hub);
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_client client) {
+    wsch__hub_client *cl = wsch__hub_get(hub, client);
+    if (!cl) return WSCH_ERR_STALE;
+    wsch__hub_enter(hub);
+    if (cl->state != WSCH__HUB_CLOSED && wsch_conn_get_state(cl->conn) == WSCH_CONN_CLOSED) {
+        /* Reported from inside the close callback, before the conn's
+           on_close: finish there, with the real code, then release. */
+        cl->flags |= WSCH__HUB_RELEASE;
+    } else {
+        if (cl->state != WSCH__HUB_CLOSED) wsch_conn_transport_closed(cl->conn);
+        wsch__hub_finish(hub, cl, WSCH_CLOSE_ABNORMAL);     /* in case the conn had nothing to report */
+        wsch__hub_release(hub, cl);
+    }
+    wsch__hub_leave(hub);
+    return WSCH_OK;
+}
+
+/* Shared front half of broadcast / send_to_user / send. */
+WSCH__PRIVATE int wsch__hub_prepare(wsch_hub *hub, const char *type, const char *payload, size_t payload_len,
+                                    wsch_shared **s) {
+    if (!hub || !type) return WSCH_ERR_ARG;
+    return wsch__hub_encode(hub, type, strlen(type), payload, payload_len, s);
+}
+
+WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
+                                size_t payload_len, size_t *delivered) {
+    wsch__hub_channel *ch;
+    wsch_shared *s;
+    size_t n = 0, len;
+    int r;
+    if (delivered) *delivered = 0;
+    if (!hub || !channel) return WSCH_ERR_ARG;
+    len = strlen(channel);
+    if (!wsch__hub_channel_ok(hub, channel, len)) return WSCH_ERR_ARG;
+    r = wsch__hub_prepare(hub, type, payload, payload_len, &s);
+    if (r != WSCH_OK) return r;
+    ch = wsch__hub_channel_find(hub, channel, len);
+    wsch__hub_enter(hub);
+    if (ch) n = wsch__hub_deliver_channel(hub, ch, s);
+    wsch_shared_release(s);
+    wsch__hub_leave(hub);
+    if (delivered) *delivered = n;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
+                                   size_t payload_len, size_t *delivered) {
+    wsch__hub_user *u;
+    wsch_shared *s;
+    size_t n = 0;
+    int r;
+    if (delivered) *delivered = 0;
+    if (!hub || !user_id) return WSCH_ERR_ARG;
+    r = wsch__hub_prepare(hub, type, payload, payload_len, &s);
+    if (r != WSCH_OK) return r;
+    u = wsch__hub_user_find(hub, user_id, strlen(user_id));
+    wsch__hub_enter(hub);
+    if (u) n = wsch__hub_deliver_user(hub, u, s);
+    wsch_shared_release(s);
+    wsch__hub_leave(hub);
+    if (delivered) *delivered = n;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_client client, const char *type, const char *payload,
+                           size_t payload_len) {
+    wsch__hub_client *cl = wsch__hub_get(hub, client);
+    int r;
+    if (!cl) return WSCH_ERR_STALE;
+    if (!type) return WSCH_ERR_ARG;
+    wsch__hub_enter(hub);
+    r = wsch__hub_send_one(hub, cl, type, payload, payload_len);
+    wsch__hub_leave(hub);
+    return r;
+}
+
+/* Looks up an open client and checks a channel name for the calls below. */
+WSCH__PRIVATE int wsch__hub_sub_args(wsch_hub *hub, wsch_hub_client client, const char *channel,
+                                     wsch__hub_client **cl) {
+    *cl = wsch__hub_get(hub, client);
+    if (!*cl) return WSCH_ERR_STALE;
+    if (!channel || !wsch__hub_channel_ok(hub, channel, strlen(channel))) return WSCH_ERR_ARG;
+    if ((*cl)->state != WSCH__HUB_OPEN) return WSCH_ERR_STATE;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_client client, const char *channel) {
+    wsch__hub_client *cl;
+    int r = wsch__hub_sub_args(hub, client, channel, &cl);
+    if (r != WSCH_OK) return r;
+    return wsch__hub_sub_add(hub, cl, channel, strlen(channel));
+}
+
+WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_client client, const char *channel) {
+    wsch__hub_client *cl;
+    wsch__hub_channel *ch;
+    int k, r = wsch__hub_sub_args(hub, client, channel, &cl);
+    if (r != WSCH_OK) return r;
+    ch = wsch__hub_channel_find(hub, channel, strlen(channel));
+    k = ch ? wsch__hub_sub_index(cl, ch) : -1;
+    if (k >= 0) wsch__hub_sub_remove(hub, cl, k);
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_is_subscribed(const wsch_hub *hub, wsch_hub_client client, const char *channel) {
+    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+    const wsch__hub_channel *ch;
+    if (!cl || !channel) return 0;
+    ch = wsch__hub_channel_find(hub, channel, strlen(channel));
+    return ch && wsch__hub_sub_index(cl, ch) >= 0;
+}
+
+WSCH_API size_t wsch_hub_channel_size(const wsch_hub *hub, const char *channel) {
+    const wsch__hub_channel *ch;
+    if (!hub || !channel) return 0;
+    ch = wsch__hub_channel_find(hub, channel, strlen(channel));
+    return ch ? ch->count : 0;
+}
+
+WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_id) {
+    const wsch__hub_user *u;
+    const wsch__hub_client *cl;
+    size_t n = 0;
+    if (!hub || !user_id) return 0;
+    u = wsch__hub_user_find(hub, user_id, strlen(user_id));
+    for (cl = u ? u->first : NULL; cl; cl = cl->user_next) n += cl->state == WSCH__HUB_OPEN;
+    return n;
+}
+
+WSCH_API int wsch_hub_close_client(wsch_hub *hub, wsch_hub_client client, uint16_t code, const char *reason) {
+    wsch__hub_client *cl = wsch__hub_get(hub, client);
+    int r;
+    if (!cl) return WSCH_ERR_STALE;
+    wsch__hub_enter(hub);
+    r = wsch__hub_close(hub, cl, code, reason);
+    wsch__hub_leave(hub);
+    return r;
+}
+
+WSCH_API int wsch_hub_client_valid(const wsch_hub *hub, wsch_hub_client client) {
+    return wsch__hub_get(hub, client) != NULL;
+}
+
+WSCH_API int wsch_hub_client_user_id(const wsch_hub *hub, wsch_hub_client client, wsch_str *user_id) {
+    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+    if (!cl) return WSCH_ERR_STALE;
+    if (user_id) *user_id = wsch__hub_user_id(cl);
+    return WSCH_OK;
+}
+
+WSCH_API void *wsch_hub_client_user(const wsch_hub *hub, wsch_hub_client client) {
+    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+    return cl ? cl->user : NULL;
+}
+
+WSCH_API wsch_conn_state wsch_hub_client_state(const wsch_hub *hub, wsch_hub_client client) {
+    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+    return cl ? wsch_conn_get_state(cl->conn) : WSCH_CONN_CLOSED;
+}
+
+WSCH_API size_t wsch_hub_client_queued_bytes(const wsch_hub *hub, wsch_hub_client client) {
+    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+    return cl ? wsch_conn_queued_bytes(cl->conn) : 0;
+}
+
+WSCH_API void wsch_hub_shutdown(wsch_hub *hub) {
+    uint32_t i;
+    if (!hub) return;
+    hub->shutting_down = 1;
+    wsch__hub_enter(hub);
+    for (i = 0; i < hub->nslots; i++) {
+        wsch__hub_client *cl = hub->slots[i].client;
+        if (cl && (cl->state == WSCH__HUB_OPEN || cl->state == WSCH__HUB_HANDSHAKE))
+            (void)wsch__hub_close(hub, cl, WSCH_CLOSE_GOING_AWAY, "Server shutting down");
+    }
+    wsch__hub_leave(hub);
+}
+
+WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out) {
+    uint32_t i;
+    if (!out) return;
+    WSCH_MEMSET(out, 0, sizeof *out);
+    if (!hub) return;
+    out->clients = hub->clients;
+    out->open = hub->open;
+    out->users = hub->users.count;
+    out->channels = hub->channels.count;
+    out->subscriptions = hub->subscriptions;
+    out->accepted = hub->accepted;
+    out->messages_in = hub->messages_in;
+    out->messages_out = hub->messages_out;
+    out->encodes = hub->encodes;
+    out->http_responses = hub->http_responses;
+    for (i = 0; i < (uint32_t)WSCH_HUB_DROP_COUNT; i++) out->drops[i] = hub->drops[i];
+    for (i = 0; i < hub->nslots; i++) {
+        if (hub->slots[i].client) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].client->conn);
+    }
+}
+#endif /* WS_CHANNEL_IMPLEMENTATION_DONE */
+#endif /* WS_CHANNEL_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+This software is available under 2 licenses -- choose whichever you prefer.
+------------------------------------------------------------------------------
+ALTERNATIVE A - MIT License
+Copyright (c) 2026 the ws_channel.h authors
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+ALTERNATIVE B - Public Domain (www.unlicense.org)
+This is free and unencumbered software released into the public domain.
+Anyone is free to copy, modify, publish, use, compile, sell, or distribute this
+software, either in source code form or as a compiled binary, for any purpose,
+commercial or non-commercial, and by any means.
+------------------------------------------------------------------------------
+*/
