@@ -192,13 +192,14 @@ extern "C" {
     X(WSCH_ERR_STALE,         -27, "handle refers to an object that is gone")     \
     X(WSCH_ERR_LIMIT,         -28, "configured count limit reached")              \
     X(WSCH_ERR_DENIED,        -29, "rejected by a caller hook")                   \
-    X(WSCH_ERR_TIMEOUT,       -30, "timed out")
+    X(WSCH_ERR_TIMEOUT,       -30, "timed out")                                 \
+    X(WSCH_ERR_CONNECT,       -31, "transport could not be opened")
 
 typedef enum wsch_err {
 #define WSCH__ERR_ENUM(name, value, text) name = value,
     WSCH_ERROR_LIST(WSCH__ERR_ENUM)
 #undef WSCH__ERR_ENUM
-    WSCH_ERR_LAST_ = -31
+    WSCH_ERR_LAST_ = -32
 } wsch_err;
 
 /* Human-readable text for an error code; never NULL. */
@@ -682,6 +683,12 @@ WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len);
 WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len);
 
 WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c);
+/* Why this side failed the connection (WSCH_ERR_PROTOCOL, WSCH_ERR_ACCEPT,
+   WSCH_ERR_TIMEOUT, ...), or WSCH_OK. Useful inside on_close. */
+WSCH_API int wsch_conn_error(const wsch_conn *c);
+/* The handshake's HTTP status: received (client) or sent (server); 0 while
+   none. A client refused with 401 sees 401 here. */
+WSCH_API int wsch_conn_http_status(const wsch_conn *c);
 WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c);
 WSCH_API void *wsch_conn_user(const wsch_conn *c);
 WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user);
@@ -1156,7 +1163,8 @@ WSCH_API size_t wsch_client_subscription_count(const wsch_client *c);
 WSCH_API const char *wsch_client_subscription(const wsch_client *c, size_t i);
 
 /* Registers fn for messages whose type equals type (copied), or for every
-   message with type "*". Handlers run in registration order. *out (may be
+   message with type "*". Handlers run in registration order. Type "pong"
+   is the heartbeat's answer and never reaches a handler. *out (may be
    NULL) gets the handle. Returns WSCH_OK, WSCH_ERR_ARG, WSCH_ERR_TOO_LARGE
    (type longer than WSCH_ENVELOPE_TYPE_MAX) or WSCH_ERR_NOMEM. */
 WSCH_API int wsch_client_on(wsch_client *c, const char *type, wsch_client_handler_fn fn, void *user,
@@ -2242,27 +2250,39 @@ WSCH__PRIVATE int wsch__h_token_list_ok(const char *s) {
 
 /* --- incremental head scanner -------------------------------------------- */
 
-/* Looks at the bytes from prev_len on (each byte is judged by itself and the
-   one before, so any split gives the same answer) for the CRLF CRLF that
-   ends a head, failing at once on a bare LF, a CR not followed by LF, or a
-   control byte no head may hold. Never reads buf[len] or past max_bytes. */
+/* Looks at the bytes from prev_len on for the CRLF CRLF that ends a head,
+   failing at once on a bare LF, a CR followed by anything but LF, or a
+   control byte no head may hold. A CR that ends one call's bytes is paired
+   with its LF at the start of the next call, so any split of the input gives
+   the same answer and each byte is looked at once. Never reads buf[len] or
+   past max_bytes. */
 WSCH__PRIVATE int wsch__h_head_scan(const char *buf, size_t len, size_t prev_len, size_t max_bytes,
-                                  size_t *head_len) {
-    size_t i, limit;
+                                    size_t *head_len) {
+    size_t i = prev_len, limit;
     if (prev_len > len || (!buf && len)) return WSCH_ERR_ARG;
     if (max_bytes == 0) max_bytes = WSCH_DEFAULT_MAX_HEADER_BYTES;
     limit = len < max_bytes ? len : max_bytes;
-    for (i = prev_len; i < limit; i++) {
+    if (i > 0 && i < limit && buf[i - 1] == '\r') {
+        if (buf[i] != '\n') return WSCH_ERR_HTTP;
+        i++;
+        if (i >= 4 && buf[i - 4] == '\r' && buf[i - 3] == '\n') {
+            *head_len = i;
+            return WSCH_OK;
+        }
+    }
+    while (i < limit) {
         unsigned c = (unsigned char)buf[i];
-        if (c == '\n') {
-            if (i == 0 || buf[i - 1] != '\r') return WSCH_ERR_HTTP;
-            if (i >= 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
-                *head_len = i + 1;
-                return WSCH_OK;
-            }
-        } else {
-            if (i > 0 && buf[i - 1] == '\r') return WSCH_ERR_HTTP;
-            if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) return WSCH_ERR_HTTP;
+        if ((c >= 0x20 && c != 0x7f) || c == '\t') { /* the common case */
+            i++;
+            continue;
+        }
+        if (c != '\r') return WSCH_ERR_HTTP; /* a bare LF or another control byte */
+        if (i + 1 == limit) break;          /* its LF has not arrived yet */
+        if (buf[i + 1] != '\n') return WSCH_ERR_HTTP;
+        i += 2;
+        if (i >= 4 && buf[i - 4] == '\r' && buf[i - 3] == '\n') {
+            *head_len = i;
+            return WSCH_OK;
         }
     }
     /* The end would have to lie past max_bytes. */
@@ -2367,11 +2387,14 @@ WSCH_API int wsch_request_parse(const char *buf, size_t len, size_t prev_len, si
     for (i = 0; i < req->num_headers; i++) {
         const wsch_http_header *h = &req->headers[i];
         wsch_str *slot = NULL;
-        if (wsch__str_ieq(h->name, "Host")) slot = &req->host;
-        else if (wsch__str_ieq(h->name, "Origin")) slot = &req->origin;
-        else if (wsch__str_ieq(h->name, "Sec-WebSocket-Key")) slot = &req->key;
-        else if (wsch__str_ieq(h->name, "Authorization")) slot = &req->authorization;
-        else if (wsch__str_ieq(h->name, "Sec-WebSocket-Version")) slot = &version;
+        switch (h->name.len) { /* one comparison per header at most */
+        case 4: if (wsch__str_ieq(h->name, "Host")) slot = &req->host; break;
+        case 6: if (wsch__str_ieq(h->name, "Origin")) slot = &req->origin; break;
+        case 13: if (wsch__str_ieq(h->name, "Authorization")) slot = &req->authorization; break;
+        case 17: if (wsch__str_ieq(h->name, "Sec-WebSocket-Key")) slot = &req->key; break;
+        case 21: if (wsch__str_ieq(h->name, "Sec-WebSocket-Version")) slot = &version; break;
+        default: break;
+        }
         if (!slot) continue;
         if (slot->ptr) return WSCH_ERR_HTTP; /* a second copy of a single-valued field */
         *slot = h->value;
@@ -2975,6 +2998,7 @@ struct wsch_conn {
     uint8_t msg_opcode;             /* data message being reassembled, 0 = none */
     uint8_t ctrl_len;               /* control payload buffered; after a close, the reason */
     uint16_t close_code;            /* peer's code, or ours on failure */
+    uint16_t http_status;           /* of the handshake answer, received or sent */
     int fail_err;
     unsigned char hdr[WSCH_FRAME_HEADER_MAX];
     unsigned char mask_key[4];
@@ -3339,13 +3363,15 @@ WSCH__PRIVATE int wsch__frame_payload(wsch_conn *c, unsigned char *p, size_t ava
         wsch__deliver(c, c->frame_opcode, p, avail);
         return WSCH_OK;
     }
-    if (wsch__msg_reserve(c, avail) != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
-    WSCH_MEMCPY(c->msg + c->msg_len, p, avail);
-    c->mask_pos = (uint8_t)wsch_mask(c->msg + c->msg_len, avail, c->mask_key, c->mask_pos);
-    /* Text is checked as it arrives so a bad byte fails at once. */
-    if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_feed(&c->utf8, c->msg + c->msg_len, avail, &bad) != WSCH_OK)
-        return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
-    c->msg_len += avail;
+    if (avail) { /* empty fragments are legal and leave no trace */
+        if (wsch__msg_reserve(c, avail) != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
+        WSCH_MEMCPY(c->msg + c->msg_len, p, avail);
+        c->mask_pos = (uint8_t)wsch_mask(c->msg + c->msg_len, avail, c->mask_key, c->mask_pos);
+        /* Text is checked as it arrives so a bad byte fails at once. */
+        if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_feed(&c->utf8, c->msg + c->msg_len, avail, &bad) != WSCH_OK)
+            return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+        c->msg_len += avail;
+    }
     c->frame_left -= avail;
     if (c->frame_left || !c->frame_fin) return WSCH_OK;
     if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_finish(&c->utf8) != WSCH_OK)
@@ -3358,7 +3384,8 @@ WSCH__PRIVATE int wsch__frame_payload(wsch_conn *c, unsigned char *p, size_t ava
         c->msg = NULL;
         c->msg_len = c->msg_cap = 0;
         c->msg_opcode = 0;
-        wsch__deliver(c, opcode, msg, n);
+        /* An all-empty fragmented message has no buffer; still hand out a valid pointer. */
+        wsch__deliver(c, opcode, msg ? msg : c->hdr, n);
         wsch__free(&c->desc->allocator, msg);
     }
     return WSCH_OK;
@@ -3456,6 +3483,7 @@ WSCH__PRIVATE int wsch__set_protocol(wsch_conn *c, const char *p, size_t n) {
 WSCH__PRIVATE int wsch__refuse(wsch_conn *c, const wsch_handshake_reply *reply, int err) {
     char buf[512];
     size_t n;
+    c->http_status = (uint16_t)reply->status;
     if (reply->response) {
         (void)wsch__write_raw(c, reply->response, reply->response_len);
     } else {
@@ -3501,6 +3529,7 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
     wsch__free(&c->desc->allocator, buf);
     if (rc == WSCH_OK && protocol) rc = wsch__set_protocol(c, protocol, strlen(protocol));
     if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+    c->http_status = 101;
     wsch__hs_done(c);
     c->state = WSCH_CONN_OPEN;
     if (c->desc->on_open) {
@@ -3537,7 +3566,10 @@ WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t le
         wsch_str protocol;
         rc = wsch_response_parse(hs->buf, hs->len, prev, c->desc->max_header_bytes, &res, &head);
         if (rc == WSCH_INCOMPLETE) return WSCH_OK;
-        if (rc == WSCH_OK) rc = wsch_response_check(&res, hs->key, c->desc->protocols, &protocol);
+        if (rc == WSCH_OK) {
+            c->http_status = (uint16_t)res.status;
+            rc = wsch_response_check(&res, hs->key, c->desc->protocols, &protocol);
+        }
         if (rc == WSCH_OK) rc = wsch__set_protocol(c, protocol.ptr, protocol.len);
         if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
         *used = head - prev;
@@ -3720,6 +3752,8 @@ WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, si
 }
 
 WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c) { return (wsch_conn_state)c->state; }
+WSCH_API int wsch_conn_error(const wsch_conn *c) { return (c->flags & WSCH__F_FAILED) ? c->fail_err : WSCH_OK; }
+WSCH_API int wsch_conn_http_status(const wsch_conn *c) { return c->http_status; }
 WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c) { return c->out_bytes; }
 WSCH_API void *wsch_conn_user(const wsch_conn *c) { return c->user; }
 WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user) { c->user = user; }

@@ -467,6 +467,22 @@ TEST fragmentation_errors(void) {
     PASS();
 }
 
+TEST empty_fragments_make_an_empty_message(void) {
+    unsigned char in[64];
+    outcome o;
+    size_t n = frame(in, 0x01, "", 0, 1);
+    n += frame(in + n, 0x00, "", 0, 1);
+    n += frame(in + n, 0x80, "", 0, 1);
+    n += frame(in + n, 0x82, "", 0, 1);
+    ASSERT(scenario(in, n, NULL, &o));
+    ASSERT_EQ(2u, o.nmsgs);
+    ASSERT_EQ(WSCH_OP_TEXT, o.opcodes[0]);
+    ASSERT_EQ(0u, o.lens[0]);
+    ASSERT_EQ(WSCH_OP_BINARY, o.opcodes[1]);
+    ASSERT_EQ(0, o.closes);
+    PASS();
+}
+
 TEST many_one_byte_fragments(void) {
     unsigned char *in = (unsigned char *)malloc(1000 * 8);
     outcome o;
@@ -769,6 +785,8 @@ TEST client_rejects_bad_accept(void) {
     fake_init(&f, WSCH_ROLE_CLIENT);
     ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
     ASSERT_EQ(WSCH_ERR_ACCEPT, wsch_conn_feed(f.c, resp, sizeof resp - 1));
+    ASSERT_EQ(WSCH_ERR_ACCEPT, wsch_conn_error(f.c));
+    ASSERT_EQ(101, wsch_conn_http_status(f.c));
     ASSERT_EQ(0, f.opened);
     ASSERT_EQ(1, f.closes);
     ASSERT_EQ(1, f.transport_closed);
@@ -884,6 +902,7 @@ TEST on_request_can_refuse_or_close(void) {
     ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
     ASSERT_EQ(WSCH_ERR_DENIED, wsch_conn_feed(f.c, req, sizeof upgrade_request - 1));
     ASSERT_MEM_EQ("HTTP/1.1 401", f.out, 12);
+    ASSERT_EQ(401, wsch_conn_http_status(f.c));
     ASSERT_EQ(0, f.opened);
     fake_free(&f);
 
@@ -1101,6 +1120,7 @@ SUITE(conn) {
     RUN_TEST(reserved_opcodes_fail);
     RUN_TEST(fragmented_with_pings_between);
     RUN_TEST(fragmentation_errors);
+    RUN_TEST(empty_fragments_make_an_empty_message);
     RUN_TEST(many_one_byte_fragments);
     RUN_TEST(utf8_valid_text_in_any_fragmentation);
     RUN_TEST(utf8_invalid_text_fails_with_1007);
