@@ -1,0 +1,320 @@
+/* client_cli - a reconnecting channel client on poll(2).
+
+   Shows wsch_client on a plain poll loop: it connects, subscribes, prints
+   every message, every status change and the time until the next retry,
+   and keeps reconnecting (with backoff) when the server goes away.
+
+       build/client_cli --url ws://127.0.0.1:8080/ws --token T \
+                        --subscribe news --subscribe alerts
+
+   Options: --url URL (required)  --token T  --token-header (send it as
+   Authorization: Bearer instead of ?token=)  --subscribe CH (repeatable)
+   --send TYPE JSON (queued at start; goes out once connected, repeatable)
+   --max-attempts N (default: retry forever)  --backoff-base MS
+   --backoff-max MS  --no-jitter  --heartbeat MS  --pong-timeout MS
+   --heartbeat-mode app|protocol|both|off  --count N (exit after N messages)
+
+   Build: cc -std=c99 -D_GNU_SOURCE -I. -o build/client_cli examples/client_cli.c */
+#define WS_CHANNEL_IMPLEMENTATION
+#include "ws_channel.h"
+#include "example_net.h"
+
+#include <stdarg.h>
+
+#define MAX_SUBS 32
+#define MAX_SENDS 16
+
+typedef struct app {
+    wsch_client *c;
+    int fd;                     /* the transport, -1 when there is none */
+    int connecting;             /* nonblocking connect in progress */
+    int broken;                 /* a write failed: report the transport closed */
+    net_timers heap;
+    net_timer timers[32];       /* one per library timer id */
+    uint64_t t0;
+    unsigned long messages, stop_after;
+} app;
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE __attribute__((format(printf, 2, 3)))
+#else
+#define PRINTF_LIKE
+#endif
+
+static void say(app *a, const char *fmt, ...) PRINTF_LIKE;
+static void say(app *a, const char *fmt, ...) {
+    uint64_t ms = net_now_ms() - a->t0;
+    va_list ap;
+    printf("[%4llu.%03llu] ", (unsigned long long)(ms / 1000u), (unsigned long long)(ms % 1000u));
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+/* ---- effects: what the library asks of the program ---- */
+
+static void drop_transport(app *a) {
+    if (a->fd >= 0) close(a->fd);
+    a->fd = -1;
+    a->connecting = 0;
+    a->broken = 0;
+}
+
+static void fx_connect(const char *host, uint16_t port, void *user) {
+    app *a = (app *)user;
+    int in_progress = 0;
+    int fd = net_connect(host, port, &in_progress);
+    say(a, "connecting to %s:%u", host, (unsigned)port);
+    if (fd < 0) {
+        say(a, "connect failed: %s", strerror(errno));
+        wsch_client_transport_failed(a->c);     /* allowed from inside the effect */
+        return;
+    }
+    a->fd = fd;
+    a->connecting = in_progress;
+    if (!in_progress) wsch_client_transport_open(a->c);
+}
+
+static size_t fx_send(const void *data, size_t len, void *user) {
+    app *a = (app *)user;
+    long n;
+    if (a->fd < 0 || a->connecting || a->broken) return 0;
+    n = net_write(a->fd, data, len);
+    if (n < 0) {
+        a->broken = 1;          /* reported from the loop, not from inside the library */
+        return 0;
+    }
+    return (size_t)n;
+}
+
+static void fx_close(void *user) { drop_transport((app *)user); }
+
+static void fx_timer_set(unsigned id, uint32_t ms, void *user) {
+    app *a = (app *)user;
+    if (id >= 32) return;
+    a->timers[id].id = id;
+    if (net_timers_set(&a->heap, &a->timers[id], ms) != NET_OK) {
+        fputs("client_cli: out of memory for timers\n", stderr);
+        exit(1);
+    }
+}
+
+static void fx_timer_cancel(unsigned id, void *user) {
+    app *a = (app *)user;
+    if (id < 32) net_timers_cancel(&a->heap, &a->timers[id]);
+}
+
+static uint64_t fx_now(void *user) {
+    (void)user;
+    return net_now_ms();
+}
+
+/* ---- events ---- */
+
+static void on_status(wsch_client *c, wsch_client_status st, void *user) {
+    app *a = (app *)user;
+    if (st != WSCH_STATUS_DISCONNECTED) {
+        say(a, "status %s", wsch_client_status_str(st));
+    } else if (wsch_client_next_retry_ms(c) >= 0) {
+        say(a, "status disconnected; retry %u in %lld ms", (unsigned)wsch_client_attempts(c),
+            (long long)wsch_client_next_retry_ms(c));
+    } else {
+        say(a, "status disconnected; stopped: %s", wsch_client_stop_str(wsch_client_stop_reason(c)));
+    }
+}
+
+static void on_connect(wsch_client *c, void *user) {
+    say((app *)user, "connected; %u subscription(s) replayed", (unsigned)wsch_client_subscription_count(c));
+}
+
+static void on_disconnect(wsch_client *c, int code, const char *reason, size_t len, void *user) {
+    (void)c;
+    say((app *)user, "closed: code %d reason \"%.*s\"", code, (int)len, reason);
+}
+
+static void on_error(wsch_client *c, int err, const char *what, void *user) {
+    (void)c;
+    say((app *)user, "error: %s (%s)", what, wsch_err_str(err));
+}
+
+static void on_any(wsch_client *c, const wsch_client_message *m, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    say(a, "message %.*s", (int)m->raw.len, m->raw.ptr);
+    a->messages++;
+}
+
+/* ---- the loop ---- */
+
+static int want_write(app *a) {
+    wsch_conn *cn = wsch_client_conn(a->c);
+    if (a->connecting) return 1;
+    if (cn && wsch_conn_queued_bytes(cn) > 0) return 1;
+    return wsch_client_get_status(a->c) == WSCH_STATUS_CONNECTED && wsch_client_queued_count(a->c) > 0;
+}
+
+static void transport_gone(app *a) {
+    drop_transport(a);
+    wsch_client_transport_closed(a->c);
+}
+
+/* One poll round: socket events, then due timers. Returns 0 when nothing is
+   left to wait for (no socket, no timer: the client has stopped). */
+static int step(app *a, int max_wait_ms) {
+    static unsigned char buf[65536];
+    struct pollfd p;
+    nfds_t n = 0;
+    int timeout = net_timers_timeout(&a->heap, max_wait_ms);
+    net_timer *t;
+    if (a->fd < 0 && a->heap.len == 0) return 0;
+    if (a->fd >= 0) {
+        p.fd = a->fd;
+        p.events = (short)(a->connecting ? POLLOUT : (POLLIN | (want_write(a) ? POLLOUT : 0)));
+        p.revents = 0;
+        n = 1;
+    }
+    if (poll(&p, n, timeout) < 0 && errno != EINTR) return 0;
+    if (n && p.revents && a->fd == p.fd) {
+        int fd = a->fd;
+        if (a->connecting) {
+            if (net_connect_finish(fd) == NET_OK) {
+                a->connecting = 0;
+                wsch_client_transport_open(a->c);
+            } else {
+                say(a, "connect failed: %s", strerror(errno));
+                drop_transport(a);
+                wsch_client_transport_failed(a->c);
+            }
+        } else {
+            if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+                for (;;) {
+                    long r = net_read(fd, buf, sizeof buf);
+                    if (r == NET_AGAIN) break;
+                    if (r < 0) {
+                        transport_gone(a);
+                        break;
+                    }
+                    wsch_client_feed(a->c, buf, (size_t)r);
+                    if (a->fd != fd) break;     /* the client closed it meanwhile */
+                }
+            }
+            if (a->fd == fd && (p.revents & POLLOUT)) wsch_client_writable(a->c);
+        }
+    }
+    if (a->broken) transport_gone(a);
+    while ((t = net_timers_pop_due(&a->heap, net_now_ms())) != NULL) wsch_client_timer_fired(a->c, t->id);
+    return 1;
+}
+
+static int parse_u32(const char *s, uint32_t *out) {
+    char *end;
+    unsigned long v;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || *end || end == s || v > 0xFFFFFFFFul) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void usage(void) {
+    fputs("usage: client_cli --url ws://host:port/path [--token T] [--token-header] [--subscribe CH]...\n"
+          "       [--send TYPE JSON]... [--max-attempts N] [--backoff-base MS] [--backoff-max MS]\n"
+          "       [--no-jitter] [--heartbeat MS] [--pong-timeout MS]\n"
+          "       [--heartbeat-mode app|protocol|both|off] [--count N]\n", stderr);
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    static app a;
+    wsch_client_desc d;
+    const char *subs[MAX_SUBS], *send_type[MAX_SENDS], *send_json[MAX_SENDS];
+    size_t nsubs = 0, nsends = 0, i;
+    uint32_t v;
+    int k, r;
+
+    memset(&d, 0, sizeof d);
+    d.max_attempts = WSCH_CLIENT_FOREVER;
+    for (k = 1; k < argc; k++) {
+        const char *o = argv[k];
+        const char *arg = k + 1 < argc ? argv[k + 1] : NULL;
+        if (!strcmp(o, "--no-jitter")) d.no_jitter = 1;
+        else if (!strcmp(o, "--token-header")) d.token_mode = WSCH_TOKEN_IN_HEADER;
+        else if (!arg) usage();
+        else if (!strcmp(o, "--url")) d.url = arg, k++;
+        else if (!strcmp(o, "--token")) d.token = arg, k++;
+        else if (!strcmp(o, "--subscribe") && nsubs < MAX_SUBS) subs[nsubs++] = arg, k++;
+        else if (!strcmp(o, "--send") && nsends < MAX_SENDS && k + 2 < argc) {
+            send_type[nsends] = arg;
+            send_json[nsends++] = argv[k + 2];
+            k += 2;
+        } else if (!strcmp(o, "--heartbeat-mode")) {
+            if (!strcmp(arg, "app")) d.heartbeat = WSCH_HEARTBEAT_APP;
+            else if (!strcmp(arg, "protocol")) d.heartbeat = WSCH_HEARTBEAT_PROTOCOL;
+            else if (!strcmp(arg, "both")) d.heartbeat = WSCH_HEARTBEAT_BOTH;
+            else if (!strcmp(arg, "off")) d.heartbeat = WSCH_HEARTBEAT_OFF;
+            else usage();
+            k++;
+        } else if (parse_u32(arg, &v) != 0) {
+            usage();
+        } else {
+            if (!strcmp(o, "--max-attempts")) d.max_attempts = v ? v : WSCH_CLIENT_FOREVER;
+            else if (!strcmp(o, "--backoff-base")) d.backoff_base_ms = v;
+            else if (!strcmp(o, "--backoff-max")) d.backoff_max_ms = v;
+            else if (!strcmp(o, "--heartbeat")) d.heartbeat_interval_ms = v;
+            else if (!strcmp(o, "--pong-timeout")) d.pong_timeout_ms = v;
+            else if (!strcmp(o, "--count")) a.stop_after = v;
+            else usage();
+            k++;
+        }
+    }
+    if (!d.url) usage();
+
+    a.fd = -1;
+    a.t0 = net_now_ms();
+    d.user = &a;
+    d.connect = fx_connect;
+    d.send = fx_send;
+    d.close = fx_close;
+    d.timer_set = fx_timer_set;
+    d.timer_cancel = fx_timer_cancel;
+    d.now_ms = fx_now;
+    d.random_bytes = net_random_bytes;
+    d.on_status = on_status;
+    d.on_connect = on_connect;
+    d.on_disconnect = on_disconnect;
+    d.on_error = on_error;
+    r = wsch_client_create(&d, &a.c);
+    if (r != WSCH_OK) {
+        fprintf(stderr, "client_cli: %s\n", wsch_err_str(r));
+        return 2;
+    }
+    wsch_client_on(a.c, "*", on_any, &a, NULL);
+    for (i = 0; i < nsubs; i++) {
+        r = wsch_client_subscribe(a.c, subs[i]);
+        if (r != WSCH_OK) say(&a, "subscribe %s: %s", subs[i], wsch_err_str(r));
+    }
+    for (i = 0; i < nsends; i++) {
+        r = wsch_client_send(a.c, send_type[i], send_json[i]);
+        if (r != WSCH_OK) say(&a, "send %s: %s", send_type[i], wsch_err_str(r));
+    }
+    net_stop_on_signals();
+    wsch_client_connect(a.c);
+
+    while (!net_stop_requested && (!a.stop_after || a.messages < a.stop_after)) {
+        if (!step(&a, -1)) break;
+    }
+    /* A polite exit: the close handshake gets up to two seconds. */
+    wsch_client_disconnect(a.c);
+    {
+        uint64_t until = net_now_ms() + 2000;
+        while (wsch_client_conn(a.c) && net_now_ms() < until && step(&a, 100)) {
+        }
+    }
+    say(&a, "bye (%lu messages)", a.messages);
+    wsch_client_destroy(a.c);
+    drop_transport(&a);
+    net_timers_free(&a.heap);
+    return 0;
+}
