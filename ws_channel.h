@@ -968,7 +968,8 @@ typedef enum wsch_client_stop {
     WSCH_STOP_NONE = 0,         /* running, or waiting to retry, or never started */
     WSCH_STOP_USER,             /* wsch_client_disconnect() */
     WSCH_STOP_TERMINAL_CODE,    /* the server closed with a code that means "do not retry" */
-    WSCH_STOP_MAX_ATTEMPTS      /* max_attempts retries in a row failed */
+    WSCH_STOP_MAX_ATTEMPTS,     /* max_attempts retries in a row failed */
+    WSCH_STOP_REFUSED           /* the handshake was refused with HTTP 401 or 403 */
 } wsch_client_stop;
 
 /* How the heartbeat is sent. */
@@ -1723,9 +1724,10 @@ WSCH_API void wsch_accept_key(const char *key, size_t key_len, char out[WSCH_ACC
 }
 
 // >>simd
-/* SIMD is chosen at compile time only; the scalar code is always there and
-   is what runs with WSCH_NO_SIMD or without SSE2. */
-#if defined(__SSE2__) && !defined(WSCH_NO_SIMD)
+/* SIMD is chosen at compile time only (SSE2 is part of every x86-64 target;
+   MSVC does not define __SSE2__ there). The scalar code is always present
+   and is what runs with WSCH_NO_SIMD or elsewhere. */
+#if (defined(__SSE2__) || defined(_M_X64)) && !defined(WSCH_NO_SIMD)
 #define WSCH__SSE2 1
 #include <emmintrin.h>
 #else
@@ -1832,10 +1834,10 @@ WSCH__PRIVATE size_t wsch__utf8_run_sse2(const unsigned char *p, size_t i, size_
 
 /* Validates whole code points from a boundary at p[i] while a longest
    sequence still fits; returns the boundary where it stopped, either near
-   the end or at a sequence the byte-wise step must look at. */
+   the end or at a sequence the byte-wise step must look at. The checks per
+   length are the step's table, one sequence at a time. */
 WSCH__PRIVATE size_t wsch__utf8_run(const unsigned char *p, size_t i, size_t len) {
-    uint32_t st;
-    unsigned char c;
+    unsigned char c, c1;
 #if WSCH__SSE2
     i = wsch__utf8_run_sse2(p, i, len);
 #endif
@@ -1861,14 +1863,19 @@ WSCH__PRIVATE size_t wsch__utf8_run(const unsigned char *p, size_t i, size_t len
             while (i < len && p[i] < 0x80) i++;
             continue;
         }
-        st = wsch__utf8_step(0, c);
-        if (st == WSCH__UTF8_FAILED) return i;
-        /* the lead's second-byte range, then plain continuations */
-        if (p[i + 1] < ((st >> 8) & 0xFFu) || p[i + 1] > ((st >> 16) & 0xFFu)) return i;
-        st &= 0xFFu;
-        if (st >= 2 && (p[i + 2] & 0xC0) != 0x80) return i;
-        if (st == 3 && (p[i + 3] & 0xC0) != 0x80) return i;
-        i += st + 1;
+        c1 = p[i + 1];
+        if (c < 0xE0) {
+            if (c < 0xC2 || (c1 & 0xC0) != 0x80) return i;
+            i += 2;
+        } else if (c < 0xF0) {
+            if (c1 < (c == 0xE0 ? 0xA0 : 0x80) || c1 > (c == 0xED ? 0x9F : 0xBF)) return i;
+            if ((p[i + 2] & 0xC0) != 0x80) return i;
+            i += 3;
+        } else {
+            if (c > 0xF4 || c1 < (c == 0xF0 ? 0x90 : 0x80) || c1 > (c == 0xF4 ? 0x8F : 0xBF)) return i;
+            if ((p[i + 2] & 0xC0) != 0x80 || (p[i + 3] & 0xC0) != 0x80) return i;
+            i += 4;
+        }
     }
     return i;
 }
@@ -4701,7 +4708,11 @@ WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, s
                                  int err, const char *what) {
     wsch__cl_drop_conn(c);
     if (code) c->last_close_code = code;
-    if (wsch__cl_is_terminal(c, code)) {
+    if (err == WSCH_ERR_DENIED) { /* HTTP 401/403: the same credentials will not do better */
+        c->stop = WSCH_STOP_REFUSED;
+        wsch__cl_set_state(c, WSCH__CL_IDLE);
+        wsch__cl_log(c, "client: handshake refused, stopping");
+    } else if (wsch__cl_is_terminal(c, code)) {
         c->stop = WSCH_STOP_TERMINAL_CODE;
         wsch__cl_set_state(c, WSCH__CL_IDLE);
         wsch__cl_log(c, "client: terminal close code, stopping");
@@ -4903,7 +4914,11 @@ WSCH__PRIVATE void wsch__cl_on_close(wsch_conn *cn, int code, const char *reason
     } else if (c->state == WSCH__CL_OPEN) {
         wsch__cl_lost(c, code, reason, reason_len, 1, WSCH_OK, NULL);
     } else {
-        wsch__cl_lost(c, code, reason, reason_len, 0, WSCH_ERR_CLOSED, "handshake failed");
+        /* Say what really failed: a refusal, a bad Accept, a timeout... */
+        int status = wsch_conn_http_status(cn), err = wsch_conn_error(cn);
+        if (status == 401 || status == 403) err = WSCH_ERR_DENIED;
+        else if (err == WSCH_OK) err = WSCH_ERR_CLOSED;
+        wsch__cl_lost(c, code, reason, reason_len, 0, err, "handshake failed");
     }
 }
 
@@ -5220,7 +5235,7 @@ WSCH_API void wsch_client_transport_failed(wsch_client *c) {
     if (!c || c->dead || c->state != WSCH__CL_CONNECTING) return;
     wsch__cl_enter(c);
     c->transport_live = 0;      /* nothing to close */
-    wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CLOSED, "connect failed");
+    wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CONNECT, "connect failed");
     wsch__cl_leave(c);
 }
 
@@ -5262,7 +5277,7 @@ WSCH_API void wsch_client_transport_closed(wsch_client *c) {
     wsch__cl_enter(c);
     if (c->state == WSCH__CL_CONNECTING) {
         c->transport_live = 0;
-        wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CLOSED, "connect failed");
+        wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CONNECT, "connect failed");
     } else if (c->creating) {
         c->transport_live = 0;
         c->closed_early = 1;
@@ -5465,6 +5480,7 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s) {
     case WSCH_STOP_USER: return "disconnect() called";
     case WSCH_STOP_TERMINAL_CODE: return "server closed with a terminal code";
     case WSCH_STOP_MAX_ATTEMPTS: return "retries used up";
+    case WSCH_STOP_REFUSED: return "handshake refused (HTTP 401/403)";
     default: return "not stopped";
     }
 }

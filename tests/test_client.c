@@ -522,20 +522,44 @@ TEST transitions_happy_path(void) {
     /* CONNECTING -> transport failed -> WAITING */
     wsch_client_transport_failed(F.c);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
-    ASSERT_EQ(WSCH_ERR_CLOSED, F.errors[F.nerr - 1]);
+    ASSERT_EQ(WSCH_ERR_CONNECT, F.errors[F.nerr - 1]);
     ASSERT_EQ(2000, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ((size_t)1, F.ndisc);                           /* never open: no on_disconnect */
-    /* HANDSHAKE -> refused -> WAITING */
+    /* HANDSHAKE -> refused for now (503) -> WAITING */
     fx_advance(2000);
     wsch_client_transport_open(F.c);
     {
-        char refused[] = "HTTP/1.1 403 Forbidden\r\n\r\n";
+        char refused[] = "HTTP/1.1 503 Service Unavailable\r\n\r\n";
         ASSERT_EQ(WSCH_ERR_STATUS, wsch_client_feed(F.c, refused, sizeof refused - 1));
     }
     if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
+    ASSERT_EQ(WSCH_ERR_STATUS, F.errors[F.nerr - 1]);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
     ASSERT_EQ(4000, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(3u, wsch_client_attempts(F.c));
+    PASS();
+}
+
+/* HTTP 401 or 403 at the handshake: the same token will not do better. */
+TEST handshake_refused_401_stops(void) {
+    static const char *answers[2] = {"HTTP/1.1 401 Unauthorized\r\n\r\n", "HTTP/1.1 403 Forbidden\r\n\r\n"};
+    int i;
+    for (i = 0; i < 2; i++) {
+        char buf[64];
+        wsch_client_desc d = fx_desc();
+        ASSERT_EQ(WSCH_OK, fx_start(&d));
+        wsch_client_connect(F.c);
+        wsch_client_transport_open(F.c);
+        strcpy(buf, answers[i]);
+        ASSERT_EQ(WSCH_ERR_STATUS, wsch_client_feed(F.c, buf, strlen(buf)));
+        if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
+        ASSERT_EQ(WSCH_ERR_DENIED, F.errors[F.nerr - 1]);
+        ASSERT_EQ(WSCH_STOP_REFUSED, wsch_client_stop_reason(F.c));
+        ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
+        fx_advance(60000);
+        ASSERT_EQ(1u, F.connects);
+        fx_teardown(NULL);
+    }
     PASS();
 }
 
@@ -550,6 +574,7 @@ TEST handshake_timeout_retries(void) {
     if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
+    ASSERT_EQ(WSCH_ERR_TIMEOUT, F.errors[F.nerr - 1]);
     ASSERT(F.closes >= 1);
     PASS();
 }
@@ -1294,6 +1319,7 @@ SUITE(client) {
     RUN_TEST(token_in_query_is_percent_encoded);
     RUN_TEST(token_in_header);
     RUN_TEST(transitions_happy_path);
+    RUN_TEST(handshake_refused_401_stops);
     RUN_TEST(handshake_timeout_retries);
     RUN_TEST(backoff_exact_without_jitter);
     RUN_TEST(backoff_custom_and_max_attempts);
