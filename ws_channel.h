@@ -2956,6 +2956,13 @@ WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, 
 #define WSCH_SEND_CHUNK 2048
 #endif
 
+/* Stack bytes in which wsch_conn_feed() gathers the frames its callbacks
+   send (echoes, pongs, replies), so a read that brings many messages leaves
+   in one send() call. 0 turns the gathering off. */
+#ifndef WSCH_CORK_BYTES
+#define WSCH_CORK_BYTES 16384
+#endif
+
 /* One queued run of unsent bytes: a private copy (data follows the struct) or
    a reference into a shared broadcast frame. */
 typedef struct wsch__chunk {
@@ -3014,7 +3021,9 @@ struct wsch_conn {
     unsigned char *msg;             /* reassembly buffer, only when a message spans feeds */
     size_t msg_len, msg_cap;
     wsch__chunk *out_head, *out_tail;
-    size_t out_bytes;
+    size_t out_bytes;               /* queued, corked bytes included */
+    unsigned char *cork;            /* the outermost feed's stack buffer, or NULL */
+    size_t cork_len;
     wsch__handshake *hs;
     char *protocol;
     size_t protocol_len;
@@ -3087,6 +3096,17 @@ WSCH__PRIVATE int wsch__queue_or_cut(wsch_conn *c, int rc, size_t sent) {
     return rc;
 }
 
+/* Sends what the cork gathered; what send() does not take is queued. */
+WSCH__PRIVATE int wsch__uncork(wsch_conn *c) {
+    size_t n, len = c->cork_len;
+    if (!len) return WSCH_OK;
+    c->cork_len = 0;
+    c->out_bytes -= len;
+    n = c->desc->send(c->cork, len, c->user);
+    if (n >= len) return WSCH_OK;
+    return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, c->cork, len, NULL, n), n);
+}
+
 /* Writes one frame: straight to send() while the queue is empty and send
    takes everything, the remainder to the queue. Small frames leave in one
    send() call; large unmasked payloads go from the caller's memory. */
@@ -3113,6 +3133,23 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
     /* Control frames are tiny and must get through to end a connection. */
     if (!control && c->out_bytes + total > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
         return WSCH_ERR_QUEUE_FULL;
+    if (c->cork && !c->out_head) {
+        if (total <= WSCH_CORK_BYTES - c->cork_len) {
+            unsigned char *dst = c->cork + c->cork_len;
+            WSCH_MEMCPY(dst, hdr, hlen);
+            if (len) {
+                WSCH_MEMCPY(dst + hlen, payload, len);
+                if (mask) wsch_mask(dst + hlen, len, mask, 0);
+            }
+            c->cork_len += total;
+            c->out_bytes += total;
+            return WSCH_OK;
+        }
+        {
+            int rc = wsch__uncork(c);
+            if (rc != WSCH_OK) return rc;
+        }
+    }
 
     while (!c->out_head && done < total) {
         const unsigned char *piece;
@@ -3147,6 +3184,7 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
 /* Sends raw bytes (handshake text) through the same queue. */
 WSCH__PRIVATE int wsch__write_raw(wsch_conn *c, const void *data, size_t len) {
     size_t done = 0;
+    if (c->cork && wsch__uncork(c) != WSCH_OK) return WSCH_ERR_NOMEM;
     if (!c->out_head) {
         done = c->desc->send(data, len, c->user);
         if (done > len) done = len;
@@ -3214,11 +3252,14 @@ WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
 
 /* Closes the transport as soon as everything queued has left. */
 WSCH__PRIVATE void wsch__shutdown(wsch_conn *c) {
+    if (c->state == WSCH_CONN_CLOSED) return; /* a cut stream already ended it */
     c->flags = (uint8_t)(c->flags | WSCH__F_SHUTDOWN);
+    if (c->cork) (void)wsch__uncork(c);
     if (!c->out_head) wsch__finish(c, 1);
 }
 
 WSCH__PRIVATE void wsch__enter_closing(wsch_conn *c) {
+    if (c->state == WSCH_CONN_CLOSED) return;
     c->state = WSCH_CONN_CLOSING;
     if (!(c->flags & WSCH__F_TIMER_CLOSE))
         wsch__timer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE,
@@ -3653,9 +3694,20 @@ WSCH_API void wsch_conn_destroy(wsch_conn *c) {
 WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
     unsigned char *p = (unsigned char *)data;
     int rc = WSCH_OK;
+#if WSCH_CORK_BYTES > 0
+    unsigned char cork[WSCH_CORK_BYTES];
+#endif
+    int corked = 0;
     if (!c || (!data && len)) return WSCH_ERR_ARG;
     if (c->state == WSCH_CONN_CLOSED) return WSCH_ERR_CLOSED;
     wsch__enter(c);
+#if WSCH_CORK_BYTES > 0
+    if (!c->cork) {
+        c->cork = cork;
+        c->cork_len = 0;
+        corked = 1;
+    }
+#endif
     if (c->state == WSCH_CONN_HANDSHAKE && !(c->flags & WSCH__F_FAILED)) {
         size_t used = 0;
         rc = wsch__read_handshake(c, p, len, &used);
@@ -3667,6 +3719,11 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
         rc = wsch__read_frames(c, p, len);
     else if (rc == WSCH_OK && c->flags & WSCH__F_FAILED)
         rc = c->fail_err;
+    if (corked) {
+        if (!wsch__gone(c) && c->state != WSCH_CONN_CLOSED) (void)wsch__uncork(c);
+        c->cork = NULL;
+        c->cork_len = 0;
+    }
     return wsch__leave(c, rc);
 }
 
@@ -3815,6 +3872,7 @@ WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
     if (c->out_bytes + s->size > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
         return WSCH_ERR_QUEUE_FULL;
     frame = (const unsigned char *)(s + 1);
+    if (c->cork && wsch__uncork(c) != WSCH_OK) return WSCH_ERR_NOMEM;
     if (!c->out_head) {
         done = c->desc->send(frame, s->size, c->user);
         if (done >= s->size) return WSCH_OK;

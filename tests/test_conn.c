@@ -21,6 +21,7 @@ typedef struct fake {
     unsigned char *out;             /* everything send() took */
     size_t out_len, out_cap;
     size_t send_budget;             /* bytes send() may still take; (size_t)-1 = all */
+    int send_calls;
     int transport_closed;           /* close() was called */
     int closes;                     /* on_close calls */
     int close_code;
@@ -39,6 +40,7 @@ typedef struct fake {
 static size_t fake_send(const void *data, size_t len, void *user) {
     fake *f = (fake *)user;
     size_t n = len < f->send_budget ? len : f->send_budget;
+    f->send_calls++;
     if (f->send_budget != (size_t)-1) f->send_budget -= n;
     if (f->out_len + n > f->out_cap) {
         size_t cap = f->out_cap ? f->out_cap * 2 : 4096;
@@ -385,6 +387,45 @@ TEST ten_pings_ten_pongs(void) {
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(10u, parse_out(o.out, o.out_len, fr, 16, 0));
     for (i = 0; i < 10; i++) ASSERT_EQ(WSCH_OP_PONG, fr[i].opcode);
+    PASS();
+}
+
+static void echo_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
+    (void)user;
+    (void)wsch_conn_send(c, op, data, len);
+}
+
+/* Everything the callbacks of one feed send leaves in one send() call. */
+TEST replies_from_one_feed_leave_together(void) {
+    fake f;
+    unsigned char in[512];
+    out_frame fr[16];
+    size_t n = 0, i;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.desc.on_message = echo_message;
+    ASSERT(open_server(&f));
+    for (i = 0; i < 5; i++) {
+        n += frame(in + n, 0x81, "echo", 4, 1);
+        n += frame(in + n, 0x89, "p", 1, 1);
+    }
+    f.send_calls = 0;
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(1, f.send_calls);
+    ASSERT_EQ(10u, parse_out(f.out, f.out_len, fr, 16, 0));
+    for (i = 0; i < 10; i++) ASSERT_EQ(i % 2 ? WSCH_OP_PONG : WSCH_OP_TEXT, fr[i].opcode);
+    /* a reply that does not fit the gathering buffer keeps its place in line */
+    {
+        static unsigned char big[40000];
+        f.out_len = 0;
+        n = frame(in, 0x89, "a", 1, 1);
+        ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+        f.out_len = 0;
+        f.desc.on_message = NULL;
+        ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_BINARY, big, sizeof big));
+        ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 16, 0));
+        ASSERT_EQ(sizeof big, fr[0].len);
+    }
+    fake_free(&f);
     PASS();
 }
 
@@ -1116,6 +1157,7 @@ SUITE(conn) {
     RUN_TEST(ping_too_long_or_fragmented_fails);
     RUN_TEST(unsolicited_pong_is_ignored);
     RUN_TEST(ten_pings_ten_pongs);
+    RUN_TEST(replies_from_one_feed_leave_together);
     RUN_TEST(reserved_bits_fail);
     RUN_TEST(reserved_opcodes_fail);
     RUN_TEST(fragmented_with_pings_between);
