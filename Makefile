@@ -37,7 +37,14 @@ $(BUILD)/test/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/test
 $(BUILD)/asan/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/asan
 	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
 
-unit: $(addprefix $(BUILD)/test/,$(TESTS)) $(addprefix $(BUILD)/asan/,$(TESTS)) compile-checks
+# The layers with SIMD paths also run with the scalar paths only, sanitized.
+NOSIMD_TESTS := test_primitives test_conn test_envelope
+$(BUILD)/nosimd/%: tests/%.c tests/*.h ws_channel.h
+	@mkdir -p $(BUILD)/nosimd
+	$(CC) $(WARN) $(SAN) -DWSCH_NO_SIMD $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+
+unit: $(addprefix $(BUILD)/test/,$(TESTS)) $(addprefix $(BUILD)/asan/,$(TESTS)) \
+      $(addprefix $(BUILD)/nosimd/,$(NOSIMD_TESTS)) compile-checks
 
 # The header alone under the strict flags with gcc and clang, as C++, and
 # WS_CHANNEL_STATIC in two translation units linked together.
@@ -51,7 +58,14 @@ test: all unit peers
 	tests/run_all.sh $(BUILD) $(TESTS)
 
 demo: all
-	$(BUILD)/echo_server --port 9001
+	$(BUILD)/chat_server --port 8080
+
+bench: all
+	$(MAKE) -C bench run
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(MAKE) -C fuzz fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

@@ -26,7 +26,10 @@ count() { # name, command...
 for t in "$@"; do
     count "$t" "$build/test/$t"
     count "$t (asan+ubsan)" "$build/asan/$t"
+    [ -x "$build/nosimd/$t" ] && count "$t (scalar, asan+ubsan)" "$build/nosimd/$t"
 done
+# Every fuzz corpus and crash reproducer, replayed under ASan+UBSan.
+[ -f fuzz/replay.sh ] && count "fuzz corpora (asan+ubsan)" sh fuzz/replay.sh "$build/fuzz/replay"
 for s in tests/interop/run_*.sh; do
     [ -f "$s" ] || continue
     count "$(basename "$s" .sh)" sh "$s" "$build"
