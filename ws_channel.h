@@ -655,8 +655,9 @@ typedef struct wsch_conn_desc {
    connection sends its opening request at once. Returns WSCH_OK,
    WSCH_ERR_ARG or WSCH_ERR_NOMEM. */
 WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn **out);
-/* Frees everything, queued output included. No callbacks run. Safe from
-   inside any callback of this connection (the free waits until it returns). */
+/* Frees everything, queued output included. No event callback runs; armed
+   timers are cancelled through timer_cancel. Safe from inside any callback
+   of this connection (the free waits until it returns). */
 WSCH_API void wsch_conn_destroy(wsch_conn *c);
 
 /* Received bytes. They are modified in place (unmasking) and may be handed to
@@ -1198,6 +1199,11 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s);
    its path, authenticates, keeps the index of users and channels, answers
    ping/subscribe/unsubscribe envelopes and fans broadcasts out, encoding
    each broadcast once and queueing the same bytes to every subscriber.
+   Channels and users are hash tables (keyed hash, seeded from random_bytes);
+   send_to_user walks the user's own connections, never all clients;
+   unsubscribing costs a hash lookup and a scan of that client's own
+   subscriptions (at most max_channels_per_client). A hub and its clients
+   belong to one thread; any number of hubs may run side by side.
 
    Wire protocol (text frames, one envelope each):
      client -> hub   {"type":"ping","payload":P}          hub answers {"type":"pong","payload":P}
@@ -1303,7 +1309,10 @@ typedef struct wsch_hub_stats {
    after delay_ms, re-arming if armed, then call wsch_hub_timer_fired(). The
    ids are WSCH_TIMER_HANDSHAKE, WSCH_TIMER_CLOSE and WSCH_HUB_TIMER_IDLE.
    No callback here may call back into the hub, except close, which may call
-   wsch_hub_transport_closed() at once. */
+   wsch_hub_transport_closed() at once. The user pointer must stay valid
+   until wsch_hub_transport_closed() has returned (when that is called from
+   inside close, until the hub call that ran close has returned): no
+   callback for the client runs after that. */
 typedef struct wsch_hub_transport {
     size_t (*send)(const void *data, size_t len, void *user);
     void (*close)(void *user);
@@ -1316,7 +1325,8 @@ typedef struct wsch_hub_request {
     const wsch_request *http;       /* the parsed request head */
     wsch_hub_client client;
     void *client_user;              /* the pointer given to wsch_hub_accept() */
-    wsch_str token;                 /* bearer token, decoded; empty when none (or too long) */
+    wsch_str token;                 /* bearer token, decoded; empty when none (or too long).
+                                       Extracted for on_http requests too. */
     wsch_token_source token_source;
 } wsch_hub_request;
 
@@ -1339,9 +1349,9 @@ typedef struct wsch_hub_desc {
                                            upgrade (with "WWW-Authenticate: Bearer") instead of
                                            101 followed by close 4001 "Unauthorized" */
     size_t max_clients;                 /* clients at once, handshaking ones included */
-    size_t max_channels_per_client;
+    size_t max_channels_per_client;     /* up to 65535 */
     size_t max_channel_len;             /* bytes, 1..WSCH_HUB_MAX_CHANNEL_LEN */
-    size_t max_user_id_len;             /* bytes of the id authenticate returns */
+    size_t max_user_id_len;             /* bytes of the id authenticate returns, up to 65535 */
     size_t max_token_len;               /* longer tokens are treated as absent */
     size_t max_message_size;            /* inbound message (and frame) bytes; also the
                                            largest envelope the hub will encode */
@@ -1392,8 +1402,9 @@ typedef struct wsch_hub_desc {
 /* The desc with every default filled in (desc may be NULL). */
 WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc);
 
-/* Returns WSCH_OK, WSCH_ERR_ARG (max_channel_len above
-   WSCH_HUB_MAX_CHANNEL_LEN, path not starting with '/') or WSCH_ERR_NOMEM. */
+/* Returns WSCH_OK, WSCH_ERR_ARG (path not starting with '/', max_channel_len
+   above WSCH_HUB_MAX_CHANNEL_LEN, max_channels_per_client or max_user_id_len
+   above 65535) or WSCH_ERR_NOMEM. */
 WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out);
 /* Frees the hub, every client and its queued output. No callback runs; the
    caller closes its sockets itself. Not from inside a hub callback. */
@@ -5543,7 +5554,7 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s) {
     }
 }
 // >>hub
-/* Layout. A client is one allocation (wsch__hub_client) holding its
+/* Layout. A client is one allocation (wsch__hub_client) beside its
    wsch_conn; a slot table maps handles (index, generation) to clients, so a
    stale handle finds a bumped generation instead of freed memory. Channels
    and users live in two chained hash tables with a keyed hash. A channel
@@ -5567,8 +5578,8 @@ enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLO
 typedef struct wsch__hub_entry {
     struct wsch__hub_entry *next;   /* bucket chain */
     const char *key;                /* bytes right after the containing struct */
-    size_t key_len;
-    uint64_t hash;
+    uint32_t key_len;               /* channel names and user ids are short */
+    uint32_t hash;
 } wsch__hub_entry;
 
 typedef struct wsch__hub_table {
@@ -5605,7 +5616,7 @@ typedef struct wsch__hub_client {
     struct wsch__hub_client *user_prev, *user_next;
     struct wsch__hub_client *link;  /* a delivery's drop list, then the hub's free list */
     wsch__hub_sub *subs;
-    uint64_t last_in_ms;
+    uint32_t last_in_ms;            /* now_ms() of the last read, truncated: differences wrap correctly */
     uint32_t index;
     uint16_t nsubs, subs_cap;
     uint8_t state, flags, drop_reason;
@@ -5630,6 +5641,7 @@ struct wsch_hub {
     char *http_buf;                 /* the last on_http answer, until the conn has copied it */
     unsigned depth;                 /* nesting of hub calls on the stack */
     int shutting_down;
+    int destroying;                 /* wsch_hub_destroy() runs: no more callbacks */
     uint64_t clients, open, subscriptions, accepted, messages_in, messages_out, encodes, http_responses;
     uint64_t drops[WSCH_HUB_DROP_COUNT];
 };
@@ -5645,7 +5657,7 @@ WSCH__PRIVATE void wsch__hub_sipround(uint64_t v[4]) {
     v[2] += v[1]; v[1] = wsch__hub_rotl(v[1], 17); v[1] ^= v[2]; v[2] = wsch__hub_rotl(v[2], 32);
 }
 
-WSCH__PRIVATE uint64_t wsch__hub_hash(const wsch_hub *hub, const char *data, size_t len) {
+WSCH__PRIVATE uint32_t wsch__hub_hash(const wsch_hub *hub, const char *data, size_t len) {
     const unsigned char *p = (const unsigned char *)data;
     uint64_t v[4], m, b = (uint64_t)len << 56;
     size_t i, blocks = len / 8u;
@@ -5669,12 +5681,13 @@ WSCH__PRIVATE uint64_t wsch__hub_hash(const wsch_hub *hub, const char *data, siz
     wsch__hub_sipround(v);
     wsch__hub_sipround(v);
     wsch__hub_sipround(v);
-    return v[0] ^ v[1] ^ v[2] ^ v[3];
+    m = v[0] ^ v[1] ^ v[2] ^ v[3];
+    return (uint32_t)(m ^ (m >> 32));
 }
 
 /* ---- chained hash table of entries --------------------------------------- */
 
-WSCH__PRIVATE wsch__hub_entry *wsch__hub_find(const wsch__hub_table *t, const char *key, size_t len, uint64_t h) {
+WSCH__PRIVATE wsch__hub_entry *wsch__hub_find(const wsch__hub_table *t, const char *key, size_t len, uint32_t h) {
     wsch__hub_entry *e;
     if (t->nbuckets == 0) return NULL;
     for (e = t->buckets[(size_t)h & (t->nbuckets - 1u)]; e; e = e->next) {
@@ -5729,10 +5742,10 @@ WSCH__PRIVATE void wsch__hub_remove(wsch_hub *hub, wsch__hub_table *t, wsch__hub
 
 /* An entry struct of `size` bytes followed by a copy of the key. */
 WSCH__PRIVATE wsch__hub_entry *wsch__hub_entry_new(wsch_hub *hub, size_t size, const char *key, size_t len,
-                                                   uint64_t h) {
+                                                   uint32_t h) {
     wsch__hub_entry *e;
     char *bytes;
-    if (len > (size_t)-1 - size - 1u) return NULL;
+    if (len > 0xFFFFu) return NULL;    /* longer than any key the hub accepts */
     bytes = (char *)wsch__alloc(&hub->desc.allocator, size + len + 1u);
     if (!bytes) return NULL;
     WSCH_MEMSET(bytes, 0, size);
@@ -5740,7 +5753,7 @@ WSCH__PRIVATE wsch__hub_entry *wsch__hub_entry_new(wsch_hub *hub, size_t size, c
     bytes[size + len] = '\0';
     e = (wsch__hub_entry *)(void *)bytes;
     e->key = bytes + size;
-    e->key_len = len;
+    e->key_len = (uint32_t)len;
     e->hash = h;
     return e;
 }
@@ -5870,7 +5883,7 @@ WSCH__PRIVATE int wsch__hub_grow(wsch_hub *hub, void **arr, size_t count, size_t
 }
 
 WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const char *name, size_t len) {
-    uint64_t h = wsch__hub_hash(hub, name, len);
+    uint32_t h = wsch__hub_hash(hub, name, len);
     wsch__hub_channel *ch = (wsch__hub_channel *)(void *)wsch__hub_find(&hub->channels, name, len, h);
     size_t cap;
     void *arr;
@@ -5879,7 +5892,7 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const c
     if (cl->nsubs >= hub->desc.max_channels_per_client) return WSCH_ERR_LIMIT;
     cap = cl->subs_cap;
     arr = cl->subs;
-    if (wsch__hub_grow(hub, &arr, cl->nsubs, &cap, sizeof(wsch__hub_sub), 2, hub->desc.max_channels_per_client) !=
+    if (wsch__hub_grow(hub, &arr, cl->nsubs, &cap, sizeof(wsch__hub_sub), 1, hub->desc.max_channels_per_client) !=
         WSCH_OK)
         return WSCH_ERR_NOMEM;
     cl->subs = (wsch__hub_sub *)arr;
@@ -5955,7 +5968,7 @@ WSCH__PRIVATE wsch__hub_user *wsch__hub_user_find(const wsch_hub *hub, const cha
 }
 
 WSCH__PRIVATE int wsch__hub_user_link(wsch_hub *hub, wsch__hub_client *cl, const char *id, size_t len) {
-    uint64_t h = wsch__hub_hash(hub, id, len);
+    uint32_t h = wsch__hub_hash(hub, id, len);
     wsch__hub_user *u = (wsch__hub_user *)(void *)wsch__hub_find(&hub->users, id, len, h);
     if (!u) {
         u = (wsch__hub_user *)(void *)wsch__hub_entry_new(hub, sizeof *u, id, len, h);
@@ -6229,7 +6242,8 @@ WSCH__PRIVATE void wsch__hub_t_timer_set(unsigned timer_id, uint32_t delay_ms, v
 
 WSCH__PRIVATE void wsch__hub_t_timer_cancel(unsigned timer_id, void *user) {
     wsch__hub_client *cl = (wsch__hub_client *)user;
-    if (cl->transport->timer_cancel) cl->transport->timer_cancel(timer_id, cl->user);
+    /* Destroying a conn cancels its timers; the caller's side may be gone. */
+    if (cl->transport->timer_cancel && !cl->hub->destroying) cl->transport->timer_cancel(timer_id, cl->user);
 }
 
 WSCH__PRIVATE const char *wsch__hub_reason_phrase(int status) {
@@ -6348,6 +6362,12 @@ WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, w
     hr.token.len = 0;
     hr.token_source = WSCH_TOKEN_NONE;
     hub->token_buf[0] = '\0';
+    if (wsch_request_token(req, hub->token_buf, hub->desc.max_token_len + 1u, &tlen, &hr.token_source) == WSCH_OK) {
+        hr.token.len = tlen;
+    } else {
+        hr.token_source = WSCH_TOKEN_NONE;
+        hub->token_buf[0] = '\0';
+    }
     if (!wsch__hub_span_is(req->path, hub->desc.path)) {
         wsch__hub_http(hub, cl, &hr, reply);
         return;
@@ -6362,12 +6382,6 @@ WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, w
         cl->flags |= WSCH__HUB_REJECTED | WSCH__HUB_COUNTED;
         hub->drops[WSCH_HUB_DROP_ORIGIN]++;
         return;
-    }
-    if (wsch_request_token(req, hub->token_buf, hub->desc.max_token_len + 1u, &tlen, &hr.token_source) == WSCH_OK) {
-        hr.token.len = tlen;
-    } else {
-        hr.token_source = WSCH_TOKEN_NONE;
-        hub->token_buf[0] = '\0';
     }
     wsch__hub_pick_protocol(hub, req, reply);
     uid.ptr = "";
@@ -6405,7 +6419,7 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
     cl->state = WSCH__HUB_OPEN;
     cl->flags |= WSCH__HUB_CONNECTED;
     hub->open++;
-    if (hub->desc.now_ms) cl->last_in_ms = hub->desc.now_ms(hub->desc.user);
+    if (hub->desc.now_ms) cl->last_in_ms = (uint32_t)hub->desc.now_ms(hub->desc.user);
     wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
     if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
 }
@@ -6529,7 +6543,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     *out = NULL;
     d = wsch_hub_desc_defaults(desc);
     if (d.path[0] != '/' || d.max_channel_len > WSCH_HUB_MAX_CHANNEL_LEN || d.max_channels_per_client > 0xFFFFu ||
-        d.max_clients > 0xFFFFFFF0u || d.max_token_len > ((size_t)-1 - 16u) / 2u)
+        d.max_clients > 0xFFFFFFF0u || d.max_user_id_len > 0xFFFFu || d.max_token_len > ((size_t)-1 - 16u) / 2u)
         return WSCH_ERR_ARG;
     hub = (wsch_hub *)wsch__alloc(&d.allocator, sizeof *hub);
     if (!hub) return WSCH_ERR_NOMEM;
@@ -6587,6 +6601,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch_allocator a;
     if (!hub) return;
     a = hub->desc.allocator;
+    hub->destroying = 1;
     for (i = 0; i < hub->nslots; i++) {
         if (hub->slots[i].client) wsch__hub_free_client(hub, hub->slots[i].client);
     }
@@ -6659,7 +6674,7 @@ WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_client client, void *data, si
     int r;
     if (!cl) return WSCH_ERR_STALE;
     if (cl->state == WSCH__HUB_OPEN && len) {
-        if (hub->desc.now_ms) cl->last_in_ms = hub->desc.now_ms(hub->desc.user);
+        if (hub->desc.now_ms) cl->last_in_ms = (uint32_t)hub->desc.now_ms(hub->desc.user);
         else if (cl->flags & WSCH__HUB_IDLE_ARMED) wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
     }
     wsch__hub_enter(hub);
@@ -6687,15 +6702,14 @@ WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_client client, unsigne
     } else if (cl->flags & WSCH__HUB_IDLE_ARMED) {
         cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
         if (cl->state == WSCH__HUB_OPEN) {
-            uint64_t idle = 0;
+            uint32_t idle;
             if (hub->desc.now_ms) {
-                uint64_t now = hub->desc.now_ms(hub->desc.user);
-                idle = now > cl->last_in_ms ? now - cl->last_in_ms : 0;
+                idle = (uint32_t)hub->desc.now_ms(hub->desc.user) - cl->last_in_ms;
             } else {
                 idle = hub->desc.idle_timeout_ms;   /* re-armed on every read: it really expired */
             }
             if (idle >= hub->desc.idle_timeout_ms) wsch__hub_drop(hub, cl, WSCH_HUB_DROP_IDLE);
-            else wsch__hub_idle_arm(hub, cl, (uint32_t)(hub->desc.idle_timeout_ms - idle));
+            else wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms - idle);
         }
     }
     wsch__hub_leave(hub);

@@ -1,0 +1,877 @@
+/* chat_server - the channel hub (wsch_hub) on one thread and epoll, with the
+   browser demo page.
+
+   Shows wsch_hub on real sockets: every accepted socket is handed to the hub,
+   which runs the handshake on /ws, authenticates the token, answers
+   ping/subscribe/unsubscribe and fans broadcasts out (encoded once, queued
+   by reference). The same port serves the page (plain HTTP through the
+   hub's on_http hook) and a small HTTP API.
+
+   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -Iexamples -o build/chat_server examples/chat_server.c
+   Run:    build/chat_server --port 8080 [--token alice=secret ...]
+           then open http://127.0.0.1:8080/
+
+   Options (--help lists them): --port N (0 = any free port; the chosen one
+   is printed), --host ADDR (default 127.0.0.1), --token USER=SECRET
+   (repeatable; without any, every non-empty token is accepted as the user
+   name), --www DIR (the page; default examples/www under the current
+   directory, else ../examples/www next to the binary), --max-clients N,
+   --max-outbound SIZE, --idle-timeout MS, --verbose (connections, and the
+   time each publish to 1,000+ subscribers took to queue).
+
+   What the demo adds on top of the hub (all envelopes {"type","payload"}):
+     -> {"type":"publish","payload":{"channel":C,"data":D}}   from a subscriber of C
+     <- {"type":"message","payload":{"channel":C,"from":USER,"data":D}}   to every subscriber of C
+     -> {"type":"direct","payload":{"to":USER,"data":D}}
+     <- {"type":"direct","payload":{"from":USER,"to":USER,"data":D}}   to every connection of both users
+     <- {"type":"welcome","payload":{"user":USER}}            once, after the upgrade
+     <- {"type":"error","payload":{"code":K,"message":M,"request":T[,"channel":C]}}
+        K: "not_subscribed" (publish to a channel you did not join), "bad_payload",
+        "too_large", and the hub's own codes.
+   Channels "user:NAME" and "user:NAME:..." are private to NAME (the
+   subscribe-authorization hook).
+
+   HTTP on the same port:
+     GET /                      the page (index.html, app.css, app.js from --www)
+     GET /api/stats             the hub's counters and the library's heap bytes, as JSON
+                                (the request asking is itself one of the clients)
+     GET /api/notify?channel=C&text=T    broadcasts {"type":"notification",
+                                "payload":{"channel":C,"from":"server","text":T}}; answers {"delivered":N}
+     GET /api/notify?user=U&text=T       the same through send_to_user ({"to":U,...})
+   The API has no authentication: the server listens on 127.0.0.1 unless
+   told otherwise.
+
+   Sockets: partial writes are queued by the library and flushed on EPOLLOUT;
+   when the library asks for the transport to close, the hub is told at once,
+   the server sends FIN first (RFC 6455 7.1.1) and drains the peer until EOF
+   or 2 s, so a late packet cannot turn into a reset that eats our close
+   frame. SIGINT/SIGTERM: every client gets 1001 Going Away, the loop runs
+   until they are gone (at most 3 s), then everything is freed. */
+#define WS_CHANNEL_IMPLEMENTATION
+#include "ws_channel.h"
+#include "example_net.h"
+
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#define READ_BUF_SIZE (64u * 1024u)
+#define READS_PER_EVENT 8
+#define LINGER_MS 2000u
+#define SHUTDOWN_MS 3000u
+
+/* The hub's timer ids, mapped to slots of client.timer. */
+enum { T_HANDSHAKE, T_CLOSE, T_IDLE, T_LINGER, T_COUNT };
+
+typedef struct peer {
+    net_timer timer[T_COUNT];   /* owner = the client, id = the slot */
+    int fd;
+    wsch_hub_client h;
+    uint32_t events;            /* epoll interest registered now */
+    int close_requested;        /* the hub asked for the end of the transport */
+    int dead;                   /* read/write error or EOF */
+    int reported;               /* wsch_hub_transport_closed() was called */
+    int lingering;              /* FIN sent, draining until the peer's EOF */
+    int freed;                  /* fd closed; the struct waits for the end of the batch */
+    int pending;                /* on app.pending */
+    struct peer *pending_next;
+    struct peer *prev, *next; /* every live peer */
+} peer;
+
+typedef struct token {
+    const char *user, *secret;
+} token;
+
+typedef struct app {
+    wsch_hub *hub;
+    int ep, lfd;
+    net_timers timers;
+    peer *clients;
+    peer *pending;            /* clients whose transport needs attention */
+    peer *graveyard;          /* freed at the end of each batch */
+    token *tokens;
+    size_t ntokens;
+    char www[1024];
+    int have_www;
+    int verbose;
+    size_t max_message;
+    char *body;                 /* the last HTTP body, kept until the hub has copied it */
+    char *scratch;              /* publish/direct payloads */
+    size_t scratch_cap;
+    /* the library's heap, counted through the allocator hook */
+    size_t heap_bytes, heap_blocks;
+    unsigned char buf[READ_BUF_SIZE];
+} app;
+
+static app A;
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- counting allocator -------------------------------------------------- */
+
+typedef union heap_hdr {     /* keeps the block after it aligned for anything */
+    size_t size;
+    long double ld;
+    void *p;
+    long long ll;
+} heap_hdr;
+
+static void *heap_alloc(size_t size, void *user) {
+    app *a = (app *)user;
+    heap_hdr *h;
+    if (size > (size_t)-1 - sizeof *h) return NULL;
+    h = (heap_hdr *)malloc(sizeof *h + size);
+    if (!h) return NULL;
+    h->size = size;
+    a->heap_bytes += size;
+    a->heap_blocks++;
+    return h + 1;
+}
+
+static void heap_free(void *ptr, void *user) {
+    app *a = (app *)user;
+    heap_hdr *h = (heap_hdr *)ptr - 1;
+    a->heap_bytes -= h->size;
+    a->heap_blocks--;
+    free(h);
+}
+
+/* ---- the transport --------------------------------------------------------- */
+
+static void mark_pending(peer *c) {
+    if (c->pending) return;
+    c->pending = 1;
+    c->pending_next = A.pending;
+    A.pending = c;
+}
+
+static void set_interest(peer *c, uint32_t want) {
+    struct epoll_event ev;
+    if (c->freed || want == c->events) return;
+    memset(&ev, 0, sizeof ev);
+    ev.events = want;
+    ev.data.ptr = c;
+    if (epoll_ctl(A.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
+        c->dead = 1;
+        mark_pending(c);
+        return;
+    }
+    c->events = want;
+}
+
+static size_t t_send(const void *data, size_t len, void *user) {
+    peer *c = (peer *)user;
+    long n;
+    if (c->dead || c->lingering) return 0;
+    n = net_write(c->fd, data, len);
+    if (n < 0) {
+        c->dead = 1;
+        mark_pending(c);
+        return 0;
+    }
+    if ((size_t)n < len) set_interest(c, EPOLLIN | EPOLLOUT);   /* the rest waits in the library's queue */
+    return (size_t)n;
+}
+
+static void t_close(void *user) {
+    peer *c = (peer *)user;
+    c->close_requested = 1;
+    mark_pending(c);
+}
+
+static int timer_slot(unsigned id) {
+    switch (id) {
+    case WSCH_TIMER_HANDSHAKE: return T_HANDSHAKE;
+    case WSCH_TIMER_CLOSE: return T_CLOSE;
+    case WSCH_HUB_TIMER_IDLE: return T_IDLE;
+    default: return -1;
+    }
+}
+
+static void t_timer_set(unsigned id, uint32_t delay_ms, void *user) {
+    peer *c = (peer *)user;
+    int k = timer_slot(id);
+    if (k < 0 || net_timers_set(&A.timers, &c->timer[k], delay_ms) != NET_OK) {
+        c->dead = 1;    /* a timeout that cannot be armed would never fire */
+        mark_pending(c);
+    }
+}
+
+static void t_timer_cancel(unsigned id, void *user) {
+    peer *c = (peer *)user;
+    int k = timer_slot(id);
+    if (k >= 0) net_timers_cancel(&A.timers, &c->timer[k]);
+}
+
+static void client_free(peer *c) {
+    int k;
+    if (c->freed) return;
+    for (k = 0; k < T_COUNT; k++) net_timers_cancel(&A.timers, &c->timer[k]);
+    close(c->fd);       /* also drops it from the epoll set */
+    c->freed = 1;
+    if (c->prev) c->prev->next = c->next;
+    else A.clients = c->next;
+    if (c->next) c->next->prev = c->prev;
+    /* Events of this batch may still name it: free it after the batch. */
+    c->next = A.graveyard;
+    A.graveyard = c;
+}
+
+/* Settles every client a hub call touched: reports ended transports to the
+   hub (which may touch more clients, hence the loop), starts lingering or
+   frees. */
+static void settle(void) {
+    while (A.pending) {
+        peer *c = A.pending;
+        A.pending = c->pending_next;
+        c->pending = 0;
+        if (c->freed) continue;
+        if ((c->dead || c->close_requested) && !c->reported) {
+            c->reported = 1;
+            (void)wsch_hub_transport_closed(A.hub, c->h);
+        }
+        if (c->dead) {
+            client_free(c);
+        } else if (c->close_requested && !c->lingering) {
+            c->lingering = 1;
+            shutdown(c->fd, SHUT_WR);
+            set_interest(c, EPOLLIN);
+            if (net_timers_set(&A.timers, &c->timer[T_LINGER], LINGER_MS) != NET_OK) client_free(c);
+        }
+    }
+}
+
+static void on_readable(peer *c) {
+    int i;
+    for (i = 0; i < READS_PER_EVENT && !c->dead; i++) {
+        long n = net_read(c->fd, A.buf, sizeof A.buf);
+        if (n == NET_AGAIN) break;
+        if (n < 0) {
+            c->dead = 1;
+            mark_pending(c);
+            break;
+        }
+        if (c->lingering || c->close_requested) continue;      /* the stream is over: discard */
+        (void)wsch_hub_feed(A.hub, c->h, A.buf, (size_t)n);     /* an error already became a close */
+        if (c->close_requested || c->dead) break;
+    }
+}
+
+static void on_writable(peer *c) {
+    if (c->dead || c->lingering || c->reported) return;
+    (void)wsch_hub_writable(A.hub, c->h);
+    if (!c->dead && wsch_hub_client_queued_bytes(A.hub, c->h) == 0) set_interest(c, EPOLLIN);
+}
+
+static void accept_all(void) {
+    for (;;) {
+        struct epoll_event ev;
+        peer *c;
+        int rc, k, fd = net_accept(A.lfd);
+        if (fd == NET_AGAIN) return;
+        if (fd < 0) {
+            if (errno != ECONNABORTED && errno != EINTR) perror("chat_server: accept");
+            return;     /* EMFILE and friends: try again on the next turn */
+        }
+        c = (peer *)calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        for (k = 0; k < T_COUNT; k++) {
+            c->timer[k].id = (unsigned)k;
+            c->timer[k].owner = c;
+        }
+        c->events = EPOLLIN;
+        memset(&ev, 0, sizeof ev);
+        ev.events = c->events;
+        ev.data.ptr = c;
+        if (epoll_ctl(A.ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = A.clients;
+        if (A.clients) A.clients->prev = c;
+        A.clients = c;
+        rc = wsch_hub_accept(A.hub, NULL, c, &c->h);
+        if (rc != WSCH_OK) {
+            /* Full or shutting down: the socket just closes. */
+            if (A.verbose) fprintf(stderr, "chat_server: refused a connection: %s\n", wsch_err_str(rc));
+            c->reported = 1;
+            client_free(c);
+        }
+    }
+}
+
+/* ---- the application ------------------------------------------------------- */
+
+/* Tokens from --token, or any non-empty token as the user name. */
+static int authenticate(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user) {
+    app *a = (app *)user;
+    size_t i;
+    (void)hub;
+    if (req->token.len == 0) return WSCH_ERR_DENIED;
+    if (a->ntokens == 0) {
+        *user_id = req->token;
+        return WSCH_OK;
+    }
+    for (i = 0; i < a->ntokens; i++) {
+        const char *s = a->tokens[i].secret;
+        size_t n = strlen(s), k;
+        unsigned diff = 0;
+        if (n != req->token.len) continue;
+        for (k = 0; k < n; k++) diff |= (unsigned)(unsigned char)(s[k] ^ req->token.ptr[k]);
+        if (diff == 0) {
+            user_id->ptr = a->tokens[i].user;
+            user_id->len = strlen(a->tokens[i].user);
+            return WSCH_OK;
+        }
+    }
+    return WSCH_ERR_DENIED;
+}
+
+/* "user:NAME" and "user:NAME:..." belong to NAME alone. */
+static int authorize_subscribe(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, wsch_str channel,
+                               void *user) {
+    (void)hub;
+    (void)client;
+    (void)user;
+    if (channel.len < 5 || memcmp(channel.ptr, "user:", 5) != 0) return 1;
+    if (channel.len < 5 + user_id.len || memcmp(channel.ptr + 5, user_id.ptr, user_id.len) != 0) return 0;
+    return channel.len == 5 + user_id.len || channel.ptr[5 + user_id.len] == ':';
+}
+
+/* Grows the scratch buffer for an outgoing payload. */
+static char *scratch(size_t need) {
+    if (need > A.scratch_cap) {
+        char *p = (char *)realloc(A.scratch, need);
+        if (!p) return NULL;
+        A.scratch = p;
+        A.scratch_cap = need;
+    }
+    return A.scratch;
+}
+
+/* Appends the JSON string for s (escaped) at *at. */
+static int put_json_string(char *buf, size_t cap, size_t *at, const char *s, size_t len) {
+    size_t n;
+    int rc = wsch_json_escape_string(s, len, buf + *at, cap - *at, &n);
+    if (rc == WSCH_OK) *at += n;
+    return rc;
+}
+
+static int put_raw(char *buf, size_t cap, size_t *at, const char *s, size_t len) {
+    if (len > cap - *at) return WSCH_ERR_BUFFER;
+    memcpy(buf + *at, s, len);
+    *at += len;
+    return WSCH_OK;
+}
+
+static void send_error(wsch_hub_client client, const char *code, const char *message, const char *request,
+                       const char *channel) {
+    char buf[512];
+    size_t at = 0;
+    int rc = put_raw(buf, sizeof buf, &at, "{\"code\":", 8);
+    if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, code, strlen(code));
+    if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, ",\"message\":", 11);
+    if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, message, strlen(message));
+    if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, ",\"request\":", 11);
+    if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, request, strlen(request));
+    if (rc == WSCH_OK && channel) {
+        rc = put_raw(buf, sizeof buf, &at, ",\"channel\":", 11);
+        if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, channel, strlen(channel));
+    }
+    if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, "}", 1);
+    if (rc == WSCH_OK) (void)wsch_hub_send(A.hub, client, "error", buf, at);
+}
+
+/* publish: {"channel":C,"data":D} -> message {"channel":C,"from":USER,"data":D} to C. */
+static void on_publish(wsch_hub *hub, wsch_hub_client client, wsch_str payload, wsch_str from) {
+    char channel[WSCH_HUB_MAX_CHANNEL_LEN + 1];
+    size_t clen, at = 0, cap;
+    wsch_str data;
+    char *buf;
+    int rc;
+    if (wsch_envelope_get_channel(payload, channel, sizeof channel, &clen) != WSCH_OK) {
+        send_error(client, "bad_payload", "publish needs a string \"channel\"", "publish", NULL);
+        return;
+    }
+    if (!wsch_hub_is_subscribed(hub, client, channel)) {
+        send_error(client, "not_subscribed", "subscribe to the channel before publishing to it", "publish", NULL);
+        return;
+    }
+    if (wsch_json_get_raw(payload, "data", &data) != WSCH_OK) {
+        data.ptr = "null";
+        data.len = 4;
+    }
+    cap = 64 + 6 * clen + 6 * from.len + data.len;
+    buf = scratch(cap);
+    if (!buf) return;
+    rc = put_raw(buf, cap, &at, "{\"channel\":", 11);
+    if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, channel, clen);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, ",\"from\":", 8);
+    if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, from.ptr, from.len);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, ",\"data\":", 8);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, data.ptr, data.len);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, "}", 1);
+    if (rc == WSCH_OK) {
+        uint64_t t0 = A.verbose ? now_us() : 0;
+        size_t n = 0;
+        rc = wsch_hub_broadcast(hub, channel, "message", buf, at, &n);
+        if (A.verbose && n >= 1000)
+            fprintf(stderr, "publish to %s: queued to %lu clients in %.2f ms\n", channel, (unsigned long)n,
+                    (double)(now_us() - t0) / 1000.0);
+    }
+    if (rc == WSCH_ERR_TOO_LARGE) send_error(client, "too_large", "the message would exceed the size limit", "publish", channel);
+}
+
+/* direct: {"to":USER,"data":D} -> direct {"from","to","data"} to both users. */
+static void on_direct(wsch_hub *hub, wsch_hub_client client, wsch_str payload, wsch_str from) {
+    char to[256];
+    size_t tlen, at = 0, cap;
+    wsch_str data;
+    char *buf;
+    int rc;
+    if (wsch_json_get_string(payload, "to", to, sizeof to, &tlen) != WSCH_OK || tlen == 0 || memchr(to, 0, tlen)) {
+        send_error(client, "bad_payload", "direct needs a string \"to\"", "direct", NULL);
+        return;
+    }
+    if (wsch_json_get_raw(payload, "data", &data) != WSCH_OK) {
+        data.ptr = "null";
+        data.len = 4;
+    }
+    cap = 64 + 6 * tlen + 6 * from.len + data.len;
+    buf = scratch(cap);
+    if (!buf) return;
+    rc = put_raw(buf, cap, &at, "{\"from\":", 8);
+    if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, from.ptr, from.len);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, ",\"to\":", 6);
+    if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, to, tlen);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, ",\"data\":", 8);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, data.ptr, data.len);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, "}", 1);
+    if (rc == WSCH_OK) rc = wsch_hub_send_to_user(hub, to, "direct", buf, at, NULL);
+    /* The sender's other tabs see it too. */
+    if (rc == WSCH_OK && !(from.len == tlen && memcmp(from.ptr, to, tlen) == 0)) {
+        char self[256];
+        if (from.len < sizeof self) {
+            memcpy(self, from.ptr, from.len);
+            self[from.len] = '\0';
+            rc = wsch_hub_send_to_user(hub, self, "direct", buf, at, NULL);
+        }
+    }
+    if (rc == WSCH_ERR_TOO_LARGE) send_error(client, "too_large", "the message would exceed the size limit", "direct", NULL);
+}
+
+static void on_message(wsch_hub *hub, wsch_hub_client client, const wsch_envelope *env, void *user) {
+    wsch_str from;
+    (void)user;
+    if (wsch_hub_client_user_id(hub, client, &from) != WSCH_OK) return;
+    if (!env->payload.ptr || wsch_json_kind_of(env->payload) != WSCH_JSON_OBJECT) {
+        send_error(client, "bad_payload", "payload must be an object", env->type, NULL);
+    } else if (wsch_envelope_type_is(env, "publish")) {
+        on_publish(hub, client, env->payload, from);
+    } else if (wsch_envelope_type_is(env, "direct")) {
+        on_direct(hub, client, env->payload, from);
+    } else {
+        send_error(client, "unknown_type", "this server knows publish and direct", env->type, NULL);
+    }
+}
+
+static void on_connect(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, void *user) {
+    char buf[400];
+    size_t at = 0;
+    int rc = put_raw(buf, sizeof buf, &at, "{\"user\":", 8);
+    (void)user;
+    if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, user_id.ptr, user_id.len);
+    if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, "}", 1);
+    if (rc == WSCH_OK) (void)wsch_hub_send(hub, client, "welcome", buf, at);
+    if (A.verbose) fprintf(stderr, "connect %u: %.*s\n", (unsigned)client.index, (int)user_id.len, user_id.ptr);
+}
+
+static void on_disconnect(wsch_hub *hub, wsch_hub_client client, int code, void *user) {
+    (void)hub;
+    (void)user;
+    if (A.verbose) fprintf(stderr, "disconnect %u: %d\n", (unsigned)client.index, code);
+}
+
+/* ---- HTTP: the page and the API ------------------------------------------- */
+
+static const char *content_type(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot) return "application/octet-stream";
+    if (strcmp(dot, ".html") == 0) return "text/html; charset=utf-8";
+    if (strcmp(dot, ".css") == 0) return "text/css; charset=utf-8";
+    if (strcmp(dot, ".js") == 0) return "text/javascript; charset=utf-8";
+    if (strcmp(dot, ".svg") == 0) return "image/svg+xml";
+    return "application/octet-stream";
+}
+
+/* Reads www/name into A.body. Only names from a fixed list reach here. */
+static int load_file(const char *name, size_t *len) {
+    char path[1200];
+    FILE *f;
+    long n;
+    snprintf(path, sizeof path, "%s/%s", A.www, name);
+    f = fopen(path, "rb");
+    if (!f) return 0;
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return 0;
+    }
+    free(A.body);
+    A.body = (char *)malloc((size_t)n + 1);
+    if (!A.body || fread(A.body, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        return 0;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return 1;
+}
+
+/* Sets a JSON body built in A.body. */
+static void json_body(wsch_hub_http_response *res, const char *text) {
+    size_t n = strlen(text);
+    free(A.body);
+    A.body = (char *)malloc(n + 1);
+    if (!A.body) {
+        res->status = 500;
+        return;
+    }
+    memcpy(A.body, text, n + 1);
+    res->status = 200;
+    res->content_type = "application/json";
+    res->body = A.body;
+    res->body_len = n;
+}
+
+static void api_stats(wsch_hub_http_response *res) {
+    static const char *const drop_names[WSCH_HUB_DROP_COUNT] = {"handshake",     "full", "origin",
+                                                                "unauthorized",  "protocol",
+                                                                "slow_consumer", "idle", "nomem"};
+    char text[2048];
+    size_t at;
+    int i;
+    wsch_hub_stats s;
+    wsch_hub_get_stats(A.hub, &s);
+    at = (size_t)snprintf(text, sizeof text,
+                          "{\"clients\":%llu,\"open\":%llu,\"users\":%llu,\"channels\":%llu,\"subscriptions\":%llu,"
+                          "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
+                          "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
+                          "\"drops\":{",
+                          (unsigned long long)s.clients, (unsigned long long)s.open, (unsigned long long)s.users,
+                          (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
+                          (unsigned long long)s.bytes_queued, (unsigned long long)s.accepted,
+                          (unsigned long long)s.messages_in, (unsigned long long)s.messages_out,
+                          (unsigned long long)s.encodes, (unsigned long long)s.http_responses,
+                          (unsigned long long)A.heap_bytes, (unsigned long long)A.heap_blocks);
+    for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
+        at += (size_t)snprintf(text + at, sizeof text - at, "%s\"%s\":%llu", i ? "," : "", drop_names[i],
+                               (unsigned long long)s.drops[i]);
+    if (at < sizeof text) snprintf(text + at, sizeof text - at, "}}");
+    json_body(res, text);
+}
+
+static void api_notify(const wsch_request *req, wsch_hub_http_response *res) {
+    char channel[WSCH_HUB_MAX_CHANNEL_LEN + 1], to[256], text[1024], body[64];
+    size_t clen = 0, tlen = 0, xlen = 0, at = 0, delivered = 0, cap;
+    int have_channel = wsch_query_get(req->query, "channel", channel, sizeof channel, &clen) == WSCH_OK;
+    int have_user = wsch_query_get(req->query, "user", to, sizeof to, &tlen) == WSCH_OK;
+    char *buf;
+    int rc;
+    if (wsch_query_get(req->query, "text", text, sizeof text, &xlen) != WSCH_OK || have_channel == have_user) {
+        res->status = 400;
+        return;
+    }
+    cap = 64 + 6 * (clen + tlen + xlen);
+    buf = scratch(cap);
+    if (!buf) {
+        res->status = 500;
+        return;
+    }
+    rc = put_raw(buf, cap, &at, have_channel ? "{\"channel\":" : "{\"to\":", have_channel ? 11u : 6u);
+    if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, have_channel ? channel : to, have_channel ? clen : tlen);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, ",\"from\":\"server\",\"text\":", 24);
+    if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, text, xlen);
+    if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, "}", 1);
+    if (rc == WSCH_OK) {
+        rc = have_channel ? wsch_hub_broadcast(A.hub, channel, "notification", buf, at, &delivered)
+                          : wsch_hub_send_to_user(A.hub, to, "notification", buf, at, &delivered);
+    }
+    if (rc != WSCH_OK) {
+        res->status = 400;
+        return;
+    }
+    snprintf(body, sizeof body, "{\"delivered\":%lu}", (unsigned long)delivered);
+    json_body(res, body);
+}
+
+static const char fallback_page[] =
+    "<!doctype html><meta charset=utf-8><title>chat_server</title>"
+    "<p>The page files were not found. Start chat_server from the repository root, or pass --www DIR.";
+
+static void on_http(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_response *res, void *user) {
+    static const char *const files[] = {"index.html", "app.css", "app.js"};
+    wsch_str path = req->http->path;
+    size_t i, len;
+    (void)hub;
+    (void)user;
+    wsch_str method = req->http->method;
+    if (!(method.len == 3 && memcmp(method.ptr, "GET", 3) == 0) &&
+        !(method.len == 4 && memcmp(method.ptr, "HEAD", 4) == 0)) {
+        res->status = 405;
+        res->extra_headers = "Allow: GET, HEAD\r\n";
+        return;
+    }
+    res->extra_headers = "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
+    if (path.len == 10 && memcmp(path.ptr, "/api/stats", 10) == 0) {
+        api_stats(res);
+        return;
+    }
+    if (path.len == 11 && memcmp(path.ptr, "/api/notify", 11) == 0) {
+        api_notify(req->http, res);
+        return;
+    }
+    for (i = 0; i < sizeof files / sizeof files[0]; i++) {
+        size_t n = strlen(files[i]);
+        int is_index = i == 0 && path.len == 1 && path.ptr[0] == '/';
+        if (!is_index && !(path.len == n + 1 && path.ptr[0] == '/' && memcmp(path.ptr + 1, files[i], n) == 0))
+            continue;
+        res->content_type = content_type(files[i]);
+        if (A.have_www && load_file(files[i], &len)) {
+            res->status = 200;
+            res->body = A.body;
+            res->body_len = len;
+        } else if (i == 0) {
+            res->status = 200;
+            res->body = fallback_page;
+            res->body_len = sizeof fallback_page - 1;
+        } else {
+            res->status = 404;
+            res->content_type = NULL;
+        }
+        return;
+    }
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* --www, else examples/www here, else ../examples/www next to the binary. */
+static void find_www(const char *given) {
+    char exe[900];
+    ssize_t n;
+    if (given) {
+        snprintf(A.www, sizeof A.www, "%s", given);
+        A.have_www = is_dir(A.www);
+        return;
+    }
+    snprintf(A.www, sizeof A.www, "examples/www");
+    if ((A.have_www = is_dir(A.www)) != 0) return;
+    n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        char *slash;
+        exe[n] = '\0';
+        slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        snprintf(A.www, sizeof A.www, "%s/../examples/www", exe);
+        A.have_www = is_dir(A.www);
+    }
+}
+
+/* 10,000 sockets need more than the usual 1024 descriptors. */
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void usage(void) {
+    fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
+          "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS] [--verbose]\n"
+          "  --port N            TCP port, 0 = any free one (default 8080)\n"
+          "  --host ADDR         address to listen on (default 127.0.0.1)\n"
+          "  --token USER=SECRET accept SECRET as USER's token (repeatable); without any,\n"
+          "                      every non-empty token is accepted as the user name\n"
+          "  --www DIR           the page's files (default examples/www)\n"
+          "  --max-clients N     clients at once (default 65536)\n"
+          "  --max-outbound SIZE unsent bytes per client before it is dropped (default 1M)\n"
+          "  --idle-timeout MS   close clients silent this long (default 90000)\n"
+          "  --verbose           log connections to stderr\n",
+          stderr);
+}
+
+static void run_batch(void) {
+    struct epoll_event events[256];
+    net_timer *tm;
+    uint64_t now;
+    int j, n = epoll_wait(A.ep, events, 256, net_timers_timeout(&A.timers, 1000));
+    if (n < 0 && errno != EINTR) {
+        perror("chat_server: epoll_wait");
+        net_stop_requested = 1;
+        return;
+    }
+    for (j = 0; j < n; j++) {
+        peer *c = (peer *)events[j].data.ptr;
+        uint32_t e = events[j].events;
+        if (!c) {
+            accept_all();
+            continue;
+        }
+        if (c->freed) continue;
+        if (e & EPOLLOUT) on_writable(c);
+        if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
+        settle();
+    }
+    now = net_now_ms();
+    while ((tm = net_timers_pop_due(&A.timers, now)) != NULL) {
+        peer *c = (peer *)tm->owner;
+        if (c->freed) continue;
+        if (tm->id == T_LINGER) client_free(c);
+        else if (!c->reported) (void)wsch_hub_timer_fired(A.hub, c->h, tm->id == T_HANDSHAKE ? WSCH_TIMER_HANDSHAKE
+                                                                           : tm->id == T_CLOSE  ? WSCH_TIMER_CLOSE
+                                                                                                : WSCH_HUB_TIMER_IDLE);
+        settle();
+    }
+    while (A.graveyard) {
+        peer *c = A.graveyard;
+        A.graveyard = c->next;
+        free(c);
+    }
+}
+
+int main(int argc, char **argv) {
+    wsch_hub_desc d;
+    const char *host = "127.0.0.1", *www = NULL;
+    uint16_t port = 8080, bound = 0;
+    struct epoll_event ev;
+    uint64_t deadline;
+    int i, rc;
+    memset(&d, 0, sizeof d);
+    A.tokens = (token *)calloc((size_t)argc, sizeof *A.tokens);
+    if (!A.tokens) return 1;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        size_t sz;
+        if (strcmp(a, "--port") == 0 && v && net_parse_port(v, &port) == NET_OK) i++;
+        else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
+        else if (strcmp(a, "--www") == 0 && v) { www = v; i++; }
+        else if (strcmp(a, "--token") == 0 && v && strchr(v, '=') && strchr(v, '=') != v && strchr(v, '=')[1]) {
+            char *copy = strdup(v), *eq;
+            if (!copy) return 1;
+            eq = strchr(copy, '=');
+            *eq = '\0';
+            A.tokens[A.ntokens].user = copy;
+            A.tokens[A.ntokens].secret = eq + 1;
+            A.ntokens++;
+            i++;
+        } else if (strcmp(a, "--max-clients") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+            d.max_clients = sz;
+            i++;
+        } else if (strcmp(a, "--max-outbound") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+            d.max_outbound_bytes = sz;
+            i++;
+        } else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+                   sz <= 0xFFFFFFFFu) {
+            d.idle_timeout_ms = (uint32_t)sz;
+            i++;
+        } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
+            A.verbose = 1;
+        } else {
+            usage();
+            return strcmp(a, "--help") == 0 ? 0 : 2;
+        }
+    }
+    find_www(www);
+    if (!A.have_www) fprintf(stderr, "chat_server: no page directory at %s; serving a placeholder\n", A.www);
+    raise_fd_limit();
+
+    d.subprotocol = "wsch";
+    d.allocator.alloc = heap_alloc;
+    d.allocator.free = heap_free;
+    d.allocator.user = &A;
+    d.transport.send = t_send;
+    d.transport.close = t_close;
+    d.transport.timer_set = t_timer_set;
+    d.transport.timer_cancel = t_timer_cancel;
+    d.random_bytes = net_random_bytes;
+    d.authenticate = authenticate;
+    d.authorize_subscribe = authorize_subscribe;
+    d.on_http = on_http;
+    d.on_connect = on_connect;
+    d.on_disconnect = on_disconnect;
+    d.on_message = on_message;
+    d.user = &A;
+    rc = wsch_hub_create(&d, &A.hub);
+    if (rc != WSCH_OK) {
+        fprintf(stderr, "chat_server: wsch_hub_create: %s\n", wsch_err_str(rc));
+        return 1;
+    }
+
+    net_stop_on_signals();
+    A.lfd = net_listen(host, port, 4096, &bound);
+    if (A.lfd < 0) {
+        fprintf(stderr, "chat_server: cannot listen on %s:%u: %s\n", host, (unsigned)port, strerror(errno));
+        return 1;
+    }
+    A.ep = epoll_create1(EPOLL_CLOEXEC);
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = NULL;     /* NULL marks the listening socket */
+    if (A.ep < 0 || epoll_ctl(A.ep, EPOLL_CTL_ADD, A.lfd, &ev) < 0) {
+        perror("chat_server: epoll");
+        return 1;
+    }
+    /* Tests start us with --port 0 and read the port from this line. */
+    printf("chat_server: listening on http://%s:%u/ (hub at ws://%s:%u/ws)\n", host, (unsigned)bound, host,
+           (unsigned)bound);
+    fflush(stdout);
+
+    while (!net_stop_requested) run_batch();
+
+    /* Graceful shutdown: 1001 to everyone, then wait for them to go. */
+    close(A.lfd);
+    wsch_hub_shutdown(A.hub);
+    settle();
+    net_stop_requested = 0;
+    deadline = net_now_ms() + SHUTDOWN_MS;
+    while (A.clients && net_now_ms() < deadline && !net_stop_requested) run_batch();
+    while (A.clients) {
+        peer *c = A.clients;
+        if (!c->reported) {
+            c->reported = 1;
+            (void)wsch_hub_transport_closed(A.hub, c->h);
+        }
+        client_free(c);
+    }
+    settle();
+    while (A.graveyard) {
+        peer *c = A.graveyard;
+        A.graveyard = c->next;
+        free(c);
+    }
+    wsch_hub_destroy(A.hub);
+    net_timers_free(&A.timers);
+    close(A.ep);
+    free(A.body);
+    free(A.scratch);
+    for (i = 0; (size_t)i < A.ntokens; i++) free((void *)(uintptr_t)A.tokens[i].user);
+    free(A.tokens);
+    if (A.heap_bytes != 0) fprintf(stderr, "chat_server: %lu library heap bytes not freed\n", (unsigned long)A.heap_bytes);
+    printf("chat_server: stopped\n");
+    return A.heap_bytes != 0;
+}

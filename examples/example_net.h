@@ -1,0 +1,611 @@
+/* example_net.h - the POSIX glue the examples share (Linux: epoll, accept4,
+   getrandom). It is NOT part of the library: ws_channel.h never touches a
+   socket, a clock or a thread; this file is what a program adds around it.
+
+   What is here, all `static inline` (an example uses any subset without
+   unused-function warnings), each piece usable alone:
+     net_listen / net_accept            nonblocking TCP server sockets
+     net_connect / net_connect_finish   nonblocking TCP client sockets
+     net_connect_wait                   connect with a deadline (simple clients)
+     net_read / net_write               one read or write, errno folded into a result
+     net_now_ms                         CLOCK_MONOTONIC in milliseconds
+     net_random_bytes                   getrandom(), /dev/urandom as fallback;
+                                        has the signature of the descriptors'
+                                        random_bytes callback
+     net_timers_*                       a min-heap of deadlines for the library's
+                                        timer_set / timer_cancel callbacks
+     net_stop_on_signals                SIGINT/SIGTERM set a flag, SIGPIPE ignored
+
+   Build with -D_GNU_SOURCE (the Makefile does). Errors are reported as
+   NET_ERR (-1) with errno set by the failing call; nothing here prints. */
+#ifndef EXAMPLE_NET_H
+#define EXAMPLE_NET_H
+
+#if !defined(_GNU_SOURCE)
+#error "example_net.h needs -D_GNU_SOURCE (accept4, getrandom, MSG_NOSIGNAL)"
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    NET_OK = 0,
+    NET_ERR = -1,      /* errno tells why */
+    NET_AGAIN = -2,    /* would block: wait for readiness and retry */
+    NET_EOF = -3       /* the peer closed its side */
+};
+
+/* ---- time and randomness ------------------------------------------------ */
+
+static inline uint64_t net_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Fills buf with len random bytes. Same signature as the descriptors'
+   random_bytes callback, so it can be plugged in directly (user unused).
+   Exits the program if the system has no randomness at all: a client that
+   cannot mask its frames must not go on. */
+static inline void net_random_bytes(void *buf, size_t len, void *user) {
+    unsigned char *p = (unsigned char *)buf;
+    (void)user;
+    while (len > 0) {
+        ssize_t n = getrandom(p, len, 0);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;      /* ENOSYS and friends: fall back to the device */
+        }
+    }
+    if (len > 0) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        while (fd >= 0 && len > 0) {
+            ssize_t n = read(fd, p, len);
+            if (n <= 0 && !(n < 0 && errno == EINTR)) break;
+            if (n > 0) {
+                p += n;
+                len -= (size_t)n;
+            }
+        }
+        if (fd >= 0) close(fd);
+        if (len > 0) {
+            fputs("example_net: no source of random bytes\n", stderr);
+            exit(1);
+        }
+    }
+}
+
+/* ---- small parsing helpers ---------------------------------------------- */
+
+/* Decimal 0..65535 -> *port. Returns NET_OK or NET_ERR. */
+static inline int net_parse_port(const char *s, uint16_t *port) {
+    unsigned long v = 0;
+    if (!s || !*s) return NET_ERR;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return NET_ERR;
+        v = v * 10u + (unsigned long)(*s - '0');
+        if (v > 65535u) return NET_ERR;
+    }
+    *port = (uint16_t)v;
+    return NET_OK;
+}
+
+/* Decimal size with an optional k/K, m/M or g/G suffix (powers of 1024). */
+static inline int net_parse_size(const char *s, size_t *out) {
+    uint64_t v = 0;
+    uint64_t mul = 1;
+    if (!s || *s < '0' || *s > '9') return NET_ERR;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        v = v * 10u + (uint64_t)(*s - '0');
+        if (v > ((uint64_t)1 << 40)) return NET_ERR;    /* also keeps v * 10 from wrapping */
+    }
+    if (*s == 'k' || *s == 'K') mul = 1024u;
+    else if (*s == 'm' || *s == 'M') mul = 1024u * 1024u;
+    else if (*s == 'g' || *s == 'G') mul = 1024u * 1024u * 1024u;
+    else if (*s != '\0') return NET_ERR;
+    if (*s != '\0' && s[1] != '\0') return NET_ERR;
+    if (v > (uint64_t)SIZE_MAX / mul) return NET_ERR;
+    *out = (size_t)(v * mul);
+    return NET_OK;
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+static inline int net_set_nonblocking(int fd) {
+    int fl = fcntl(fd, F_GETFL, 0);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return NET_ERR;
+    return NET_OK;
+}
+
+/* WebSocket traffic is many small writes that must not wait for Nagle. */
+static inline void net_set_nodelay(int fd) {
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static inline int net_resolve(const char *host, uint16_t port, int passive, struct addrinfo **res) {
+    struct addrinfo hints;
+    char service[8];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    if (getaddrinfo(host, service, &hints, res) != 0) {
+        errno = EHOSTUNREACH;
+        return NET_ERR;
+    }
+    return NET_OK;
+}
+
+/* A nonblocking listening socket on host:port (host NULL = 127.0.0.1; port
+   0 = any free port). *bound_port (may be NULL) gets the port bound, which is
+   how a test finds the ephemeral port. Returns the fd or NET_ERR. */
+static inline int net_listen(const char *host, uint16_t port, int backlog, uint16_t *bound_port) {
+    struct addrinfo *res, *ai;
+    int fd = -1;
+    if (net_resolve(host ? host : "127.0.0.1", port, 1, &res) != NET_OK) return NET_ERR;
+    for (ai = res; ai; ai = ai->ai_next) {
+        int one = 1;
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) continue;
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog > 0 ? backlog : 128) == 0) break;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return NET_ERR;
+    if (bound_port) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        *bound_port = 0;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+            if (ss.ss_family == AF_INET) *bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            else if (ss.ss_family == AF_INET6) *bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    return fd;
+}
+
+/* Accepts one connection as a nonblocking, no-delay socket. Returns the fd,
+   NET_AGAIN when no connection is pending, or NET_ERR. */
+static inline int net_accept(int lfd) {
+    int fd;
+    do {
+        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? NET_AGAIN : NET_ERR;
+    net_set_nodelay(fd);
+    return fd;
+}
+
+/* Starts a nonblocking connect. Returns the fd; *in_progress is 1 when the
+   caller must wait for the fd to become writable and then call
+   net_connect_finish(). NET_ERR if no address could be tried. */
+static inline int net_connect(const char *host, uint16_t port, int *in_progress) {
+    struct addrinfo *res, *ai;
+    int fd = -1;
+    *in_progress = 0;
+    if (net_resolve(host, port, 0, &res) != NET_OK) return NET_ERR;
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+        if (errno == EINPROGRESS) {
+            *in_progress = 1;
+            break;
+        }
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return NET_ERR;
+    net_set_nodelay(fd);
+    return fd;
+}
+
+/* After a connect in progress became writable: NET_OK or NET_ERR (errno set). */
+static inline int net_connect_finish(int fd) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return NET_ERR;
+    if (err != 0) {
+        errno = err;
+        return NET_ERR;
+    }
+    return NET_OK;
+}
+
+/* Connects within timeout_ms and returns a connected nonblocking fd, or
+   NET_ERR (errno ETIMEDOUT on timeout). For clients with nothing else to do. */
+static inline int net_connect_wait(const char *host, uint16_t port, int timeout_ms) {
+    int in_progress;
+    int fd = net_connect(host, port, &in_progress);
+    if (fd < 0 || !in_progress) return fd;
+    for (;;) {
+        struct pollfd p;
+        int r;
+        p.fd = fd;
+        p.events = POLLOUT;
+        p.revents = 0;
+        r = poll(&p, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            close(fd);
+            if (r == 0) errno = ETIMEDOUT;
+            return NET_ERR;
+        }
+        break;
+    }
+    if (net_connect_finish(fd) != NET_OK) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return NET_ERR;
+    }
+    return fd;
+}
+
+/* One read. Returns bytes read (> 0), NET_AGAIN, NET_EOF or NET_ERR. */
+static inline long net_read(int fd, void *buf, size_t cap) {
+    for (;;) {
+        ssize_t n = recv(fd, buf, cap, 0);
+        if (n > 0) return (long)n;
+        if (n == 0) return NET_EOF;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return NET_AGAIN;
+        return NET_ERR;
+    }
+}
+
+/* One write, never raising SIGPIPE. Returns bytes written (>= 0; 0 means
+   the socket would block) or NET_ERR. */
+static inline long net_write(int fd, const void *data, size_t len) {
+    for (;;) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n >= 0) return (long)n;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return NET_ERR;
+    }
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+/* A deadline owned by the caller (typically an array of them per
+   connection, one per library timer id) and kept in a min-heap shared by
+   the whole loop. Setting an armed timer moves it; cancelling removes it;
+   a connection cancels its timers before it is freed, so the heap never
+   points at freed memory. Wiring to a descriptor's callbacks:
+
+       static void my_timer_set(unsigned id, uint32_t ms, void *user) {
+           struct my_conn *k = user;      (k->timer[id].id = id, .owner = k, set once)
+           if (id < MY_TIMERS) net_timers_set(&loop_timers, &k->timer[id], ms);
+       }
+       static void my_timer_cancel(unsigned id, void *user) {
+           struct my_conn *k = user;
+           if (id < MY_TIMERS) net_timers_cancel(&loop_timers, &k->timer[id]);
+       }
+       loop: wait up to net_timers_timeout(&loop_timers, -1) ms, handle I/O, then
+           while ((tm = net_timers_pop_due(&loop_timers, net_now_ms())) != NULL)
+               wsch_conn_timer_fired(((struct my_conn *)tm->owner)->conn, tm->id);
+
+   (net_ws below does exactly this for a wsch_conn.) */
+typedef struct net_timer {
+    uint64_t due;       /* net_now_ms() at which it fires */
+    size_t slot;        /* position in the heap + 1; 0 = not armed */
+    unsigned id;        /* free for the caller: the library's timer id */
+    void *owner;        /* free for the caller: who to tell when it fires */
+} net_timer;
+
+typedef struct net_timers {
+    net_timer **heap;
+    size_t len, cap;
+} net_timers;
+
+static inline void net_timers__place(net_timers *t, size_t i, net_timer *tm) {
+    t->heap[i] = tm;
+    tm->slot = i + 1;
+}
+
+static inline void net_timers__sift(net_timers *t, size_t i) {
+    net_timer *tm = t->heap[i];
+    while (i > 0) {                                 /* up */
+        size_t parent = (i - 1) / 2;
+        if (t->heap[parent]->due <= tm->due) break;
+        net_timers__place(t, i, t->heap[parent]);
+        i = parent;
+    }
+    for (;;) {                                      /* down */
+        size_t child = 2 * i + 1;
+        if (child >= t->len) break;
+        if (child + 1 < t->len && t->heap[child + 1]->due < t->heap[child]->due) child++;
+        if (t->heap[child]->due >= tm->due) break;
+        net_timers__place(t, i, t->heap[child]);
+        i = child;
+    }
+    net_timers__place(t, i, tm);
+}
+
+/* Arms (or re-arms) tm to fire delay_ms from now. NET_OK or NET_ERR (no memory). */
+static inline int net_timers_set(net_timers *t, net_timer *tm, uint32_t delay_ms) {
+    tm->due = net_now_ms() + delay_ms;
+    if (tm->slot == 0) {
+        if (t->len == t->cap) {
+            size_t cap = t->cap ? t->cap * 2 : 64;
+            net_timer **h = (net_timer **)realloc(t->heap, cap * sizeof *h);
+            if (!h) return NET_ERR;
+            t->heap = h;
+            t->cap = cap;
+        }
+        net_timers__place(t, t->len++, tm);
+    }
+    net_timers__sift(t, tm->slot - 1);
+    return NET_OK;
+}
+
+static inline void net_timers_cancel(net_timers *t, net_timer *tm) {
+    size_t i;
+    net_timer *last;
+    if (tm->slot == 0) return;
+    i = tm->slot - 1;
+    tm->slot = 0;
+    last = t->heap[--t->len];
+    if (i < t->len) {
+        net_timers__place(t, i, last);
+        net_timers__sift(t, i);
+    }
+}
+
+/* Milliseconds until the earliest deadline, for poll/epoll_wait: 0 when one
+   is due, never more than max_ms when max_ms >= 0, and max_ms itself when
+   no timer is armed (so -1 means "wait for I/O only"). */
+static inline int net_timers_timeout(const net_timers *t, int max_ms) {
+    uint64_t now, due;
+    if (t->len == 0) return max_ms;
+    now = net_now_ms();
+    due = t->heap[0]->due;
+    if (due <= now) return 0;
+    if (max_ms >= 0 && due - now > (uint64_t)max_ms) return max_ms;
+    return due - now > 0x7fffffffu ? 0x7fffffff : (int)(due - now);
+}
+
+/* Removes and returns one timer that is due at now, or NULL. Call in a loop
+   after each wait; the returned timer is disarmed and may be set again. */
+static inline net_timer *net_timers_pop_due(net_timers *t, uint64_t now) {
+    net_timer *tm;
+    if (t->len == 0 || t->heap[0]->due > now) return NULL;
+    tm = t->heap[0];
+    net_timers_cancel(t, tm);
+    return tm;
+}
+
+static inline void net_timers_free(net_timers *t) {
+    size_t i;
+    for (i = 0; i < t->len; i++) t->heap[i]->slot = 0;
+    free(t->heap);
+    t->heap = NULL;
+    t->len = t->cap = 0;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+/* Set by SIGINT/SIGTERM once net_stop_on_signals() ran; loops poll it. */
+static volatile sig_atomic_t net_stop_requested;
+
+static inline void net__on_stop_signal(int sig) {
+    (void)sig;
+    net_stop_requested = 1;
+}
+
+/* SIGINT/SIGTERM set net_stop_requested (and interrupt the wait, without
+   SA_RESTART); SIGPIPE is ignored so a dead peer is an error code, not death. */
+static inline void net_stop_on_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = net__on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* ---- a wsch_conn on a socket ---------------------------------------------
+   Compiled only when ws_channel.h was included first. net_ws owns nothing
+   but the wiring: fd <-> wsch_conn, the connection's timers in a shared
+   net_timers heap, backpressure, and the end of the connection.
+
+       net_ws w;                              (or embedded in your own struct)
+       net_ws_init(&w, fd, &timers, WSCH_ROLE_SERVER);
+       net_ws_desc(&desc);                    fills send/close/timer/random callbacks
+       wsch_conn_create(&desc, &w, &w.conn);  the user pointer MUST be the net_ws
+       loop: wait for net_ws_update(&w) (POLLIN/POLLOUT bits, equal to
+             EPOLLIN/EPOLLOUT), call net_ws_readable / net_ws_writable, and
+             net_ws_timer_fired for each net_timers_pop_due timer (owner is
+             the net_ws); when net_ws_finished(&w), net_ws_release(&w).
+
+   Event callbacks (on_message...) get the net_ws as their user pointer; put
+   your own state in w->app. The end of a connection: when the library asks
+   for it (close callback) or reaches CLOSED, the queue is flushed first;
+   then a server sends FIN at once (RFC 6455 7.1.1: the server closes TCP
+   first) while a client waits for the server's; either way the socket is
+   read and discarded until EOF or NET_WS_LINGER_MS, so bytes still arriving
+   cannot make the kernel answer with a reset that destroys our close frame. */
+#ifdef WS_CHANNEL_H
+
+#define NET_WS_TIMERS    8u         /* library timer ids 0..6; the last slot is the linger timer */
+#define NET_WS_LINGER_ID (NET_WS_TIMERS - 1u)
+#define NET_WS_LINGER_MS 2000u
+#define NET_WS_READS     8          /* reads per readiness event, then other sockets get a turn */
+
+typedef struct net_ws {
+    int fd;
+    wsch_conn *conn;
+    net_timers *timers;
+    net_timer timer[NET_WS_TIMERS];
+    wsch_role role;
+    size_t high_water;      /* stop reading while more than this is queued (0 = never stop) */
+    int paused;             /* not reading because of high_water */
+    int close_requested;    /* the stream is over: flush, then end the transport */
+    int fin_sent;           /* shutdown(SHUT_WR) done */
+    int lingering;          /* waiting for the peer's EOF */
+    int dead;               /* the transport is gone: release it */
+    void *app;              /* the program's own pointer */
+} net_ws;
+
+static inline void net_ws_init(net_ws *w, int fd, net_timers *timers, wsch_role role) {
+    unsigned i;
+    memset(w, 0, sizeof *w);
+    w->fd = fd;
+    w->timers = timers;
+    w->role = role;
+    for (i = 0; i < NET_WS_TIMERS; i++) {
+        w->timer[i].id = i;
+        w->timer[i].owner = w;
+    }
+}
+
+static inline size_t net_ws__send(const void *data, size_t len, void *user) {
+    net_ws *w = (net_ws *)user;
+    long n;
+    if (w->dead || w->lingering) return 0;
+    n = net_write(w->fd, data, len);
+    if (n < 0) {
+        w->dead = 1;
+        return 0;
+    }
+    return (size_t)n;
+}
+
+static inline void net_ws__close(void *user) {
+    ((net_ws *)user)->close_requested = 1;
+}
+
+static inline void net_ws__timer_set(unsigned id, uint32_t delay_ms, void *user) {
+    net_ws *w = (net_ws *)user;
+    if (id >= NET_WS_LINGER_ID) {
+        fprintf(stderr, "net_ws: timer id %u out of range\n", id);
+        w->dead = 1;    /* a timeout we cannot arm would never fire: fail loudly */
+        return;
+    }
+    if (net_timers_set(w->timers, &w->timer[id], delay_ms) != NET_OK) w->dead = 1;
+}
+
+static inline void net_ws__timer_cancel(unsigned id, void *user) {
+    net_ws *w = (net_ws *)user;
+    if (id < NET_WS_LINGER_ID) net_timers_cancel(w->timers, &w->timer[id]);
+}
+
+/* Fills the descriptor's transport callbacks; leaves every other field. */
+static inline void net_ws_desc(wsch_conn_desc *d) {
+    d->send = net_ws__send;
+    d->close = net_ws__close;
+    d->timer_set = net_ws__timer_set;
+    d->timer_cancel = net_ws__timer_cancel;
+    d->random_bytes = net_random_bytes;
+}
+
+static inline void net_ws__linger(net_ws *w) {
+    if (w->lingering) return;
+    w->lingering = 1;
+    if (net_timers_set(w->timers, &w->timer[NET_WS_LINGER_ID], NET_WS_LINGER_MS) != NET_OK) w->dead = 1;
+}
+
+/* Call after anything that may have changed the connection. Advances its end
+   and returns the readiness to wait for: POLLIN and/or POLLOUT (never 0
+   while the connection lives; EOF must still be noticed). */
+static inline unsigned net_ws_update(net_ws *w) {
+    size_t queued;
+    if (w->dead || !w->conn) return POLLIN;
+    /* CLOSED without a close request: a server ends the transport now; a
+       client gives the server a while to do it. */
+    if (!w->close_requested && wsch_conn_get_state(w->conn) == WSCH_CONN_CLOSED) {
+        if (w->role == WSCH_ROLE_SERVER) w->close_requested = 1;
+        else net_ws__linger(w);
+    }
+    queued = wsch_conn_queued_bytes(w->conn);
+    if (w->close_requested && queued == 0 && !w->fin_sent) {
+        shutdown(w->fd, SHUT_WR);
+        w->fin_sent = 1;
+        net_ws__linger(w);
+    }
+    if (w->lingering) return POLLIN;
+    if (w->close_requested) return POLLOUT;     /* flushing our last frames */
+    if (w->high_water) {
+        if (queued > w->high_water) w->paused = 1;
+        else if (queued <= w->high_water / 4) w->paused = 0;
+    }
+    return (w->paused ? 0u : (unsigned)POLLIN) | (queued ? (unsigned)POLLOUT : 0u);
+}
+
+/* The socket is readable (or hung up): read and feed up to NET_WS_READS
+   buffers. buf is scratch space the caller lends (one per thread is
+   enough: the library copies what it must keep). */
+static inline void net_ws_readable(net_ws *w, void *buf, size_t cap) {
+    int i;
+    for (i = 0; i < NET_WS_READS && !w->dead; i++) {
+        long n = net_read(w->fd, buf, cap);
+        if (n == NET_AGAIN) break;
+        if (n < 0) {            /* EOF or error: the transport is gone */
+            w->dead = 1;
+            break;
+        }
+        if (w->lingering || w->close_requested) continue;   /* the stream is over: discard */
+        (void)wsch_conn_feed(w->conn, buf, (size_t)n);      /* an error already became a close frame */
+        if (w->close_requested || (w->high_water && wsch_conn_queued_bytes(w->conn) > w->high_water)) break;
+    }
+}
+
+static inline void net_ws_writable(net_ws *w) {
+    if (!w->dead && !w->lingering) (void)wsch_conn_writable(w->conn);
+}
+
+/* A timer popped from the heap whose owner is w. */
+static inline void net_ws_timer_fired(net_ws *w, unsigned id) {
+    if (id == NET_WS_LINGER_ID) w->dead = 1;
+    else if (!w->dead) wsch_conn_timer_fired(w->conn, id);
+}
+
+static inline int net_ws_finished(const net_ws *w) {
+    return w->dead;
+}
+
+/* Frees the connection and closes the socket. If the library had not seen
+   the end, it learns of it first (on_close runs, with 1006 if the closing
+   handshake never finished). */
+static inline void net_ws_release(net_ws *w) {
+    unsigned i;
+    for (i = 0; i < NET_WS_TIMERS; i++) net_timers_cancel(w->timers, &w->timer[i]);
+    if (w->conn) {
+        if (wsch_conn_get_state(w->conn) != WSCH_CONN_CLOSED) wsch_conn_transport_closed(w->conn);
+        wsch_conn_destroy(w->conn);
+        w->conn = NULL;
+    }
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    w->dead = 1;
+}
+
+#endif /* WS_CHANNEL_H */
+#endif /* EXAMPLE_NET_H */
