@@ -68,6 +68,44 @@ DOCUMENTATION
 
    examples/echo_server.c is this, complete, on epoll.
 
+   Quick start: a reconnecting client
+   ----------------------------------
+       wsch_client_desc d;
+       memset(&d, 0, sizeof d);              // zero = documented default
+       d.url = "ws://127.0.0.1:8080/ws";
+       d.token = "secret";                   // ?token=... (or as a Bearer header)
+       d.connect = my_connect;               // open TCP; later call
+                                             // wsch_client_transport_open/_failed
+       d.send = my_send; d.close = my_close;
+       d.timer_set = my_timer_set; d.timer_cancel = my_timer_cancel;
+       d.now_ms = my_now; d.random_bytes = my_random;
+       d.on_status = my_status;              // connected / connecting / disconnected
+       wsch_client_create(&d, &client);
+       wsch_client_on(client, "message", on_chat, NULL, &handle);
+       wsch_client_subscribe(client, "news"); // replayed after every reconnect
+       wsch_client_connect(client);
+   Backoff is min(1 s * 2^n, 30 s) with jitter, at most 10 tries in a row;
+   close codes 4001 and 1008 and HTTP 401/403 stop the retries. See the
+   state table in the client section below. examples/client_cli.c (poll) and
+   examples/libuv_client.c (libuv) are complete programs.
+
+   Quick start: a channel hub
+   --------------------------
+       wsch_hub_desc d;
+       memset(&d, 0, sizeof d);
+       d.transport.send = my_send;           // per-client effects; user = your peer
+       d.transport.close = my_close;
+       d.authenticate = check_token;         // token -> user id, or refuse (4001)
+       d.on_message = on_app_message;        // anything but ping/subscribe/unsubscribe
+       wsch_hub_create(&d, &hub);
+       ...                                   // for each accepted socket:
+       wsch_hub_accept(hub, NULL, peer, &peer->client);
+       wsch_hub_feed(hub, peer->client, buf, n);
+       ...
+       wsch_hub_broadcast(hub, "news", "message", "{\"text\":\"hi\"}", 13, NULL);
+       wsch_hub_send_to_user(hub, "alice", "notice", payload, len, NULL);
+   examples/chat_server.c serves the demo page and the hub on one epoll loop.
+
    Ownership and lifetimes
    -----------------------
    - Descriptors are *borrowed* until the object they configure is destroyed
@@ -113,7 +151,20 @@ DOCUMENTATION
      max_header_bytes      8192     opening handshake head: HTTP 431
      handshake_timeout_ms  10000    then the transport is closed
      close_timeout_ms      5000     closing handshake bound
-   The client and hub descriptors document their own limits.
+   The client and hub descriptors document their own limits (a hub defaults
+   to 64 KiB messages, 1 MiB queued per client, 64 channels per client,
+   90 s idle timeout).
+
+   The envelope
+   ------------
+   Messages of the client and hub are {"type": T, "payload": P} text frames.
+   Decoding is one strict RFC 8259 pass: the whole document must be valid
+   JSON (nesting at most WSCH_JSON_MAX_DEPTH), strings valid UTF-8, a lone
+   surrogate escape is refused, and a repeated "type" or "payload" key is
+   refused rather than guessed at. The type is unescaped into the envelope;
+   the payload is a span into your buffer. Lookups (wsch_json_get_string,
+   _get_number, _get_int, _get_raw, wsch_envelope_get_channel) read one
+   top-level key of a payload without building a tree.
 
    Compile-time options
    --------------------
