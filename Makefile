@@ -24,7 +24,7 @@ LIBS_redis_bridge := -lhiredis
 .PHONY: all test unit interop demo bench fuzz clean peers compile-checks
 all: $(addprefix $(BUILD)/,$(EXAMPLES))
 
-$(BUILD)/%: examples/%.c ws_channel.h | $(BUILD)
+$(BUILD)/%: examples/%.c examples/example_net.h ws_channel.h | $(BUILD)
 	$(CC) $(WARN) -D_GNU_SOURCE -Wno-missing-prototypes $(CFLAGS) -I. -o $@ $< $(LIBS_$*)
 
 $(BUILD) $(BUILD)/test $(BUILD)/asan:
@@ -53,6 +53,10 @@ compile-checks: | $(BUILD)
 
 peers:
 	tests/install_peers.sh
+
+# The interop suites alone (each prints its own summary).
+interop: all peers
+	for s in tests/interop/run_*.sh; do sh $$s $(BUILD) || exit 1; done
 
 test: all unit peers
 	tests/run_all.sh $(BUILD) $(TESTS)

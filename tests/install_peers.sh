@@ -1,21 +1,42 @@
 #!/bin/sh
 # Installs the independent peers the interop tests run against, when missing:
-# Python websockets (Debian package), Node.js ws (npm, into tests/interop),
-# Chromium and playwright-core for the browser test. Needs root for apt-get;
-# without root it only reports what is missing.
+# Python websockets (Debian's python3-websockets, for /usr/bin/python3),
+# Node.js and npm, and the npm packages of tests/interop/package.json (ws)
+# into tests/interop/node_modules. apt-get needs root; without root this only
+# reports what is missing. Never fails: the interop runners report (and under
+# CI=true fail on) a missing peer themselves.
 here=$(cd "$(dirname "$0")" && pwd)
 need_apt=""
 /usr/bin/python3 -c 'import websockets' 2>/dev/null || need_apt="$need_apt python3-websockets"
-command -v node >/dev/null 2>&1 || need_apt="$need_apt nodejs npm"
+command -v node >/dev/null 2>&1 || need_apt="$need_apt nodejs"
+command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
 command -v clang >/dev/null 2>&1 || need_apt="$need_apt clang"
 if [ -n "$need_apt" ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null
+        echo "install_peers: apt-get install$need_apt"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null; } ||
+            echo "install_peers: apt-get failed for:$need_apt"
     else
-        echo "install_peers: not root; missing:$need_apt"
+        echo "install_peers: not root, cannot install:$need_apt"
     fi
 fi
-if [ -f "$here/interop/package.json" ] && [ ! -d "$here/interop/node_modules/ws" ]; then
-    (cd "$here/interop" && npm install --no-audit --no-fund --silent) || echo "install_peers: npm install failed"
+
+# npm packages: (re)installed when missing or when package.json changed since
+# the last install. npm ci follows the lock file exactly.
+interop=$here/interop
+stamp=$interop/node_modules/.package-lock.json
+if [ -f "$interop/package.json" ] && { [ ! -f "$stamp" ] || [ "$interop/package.json" -nt "$stamp" ]; }; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "install_peers: npm missing; node packages not installed"
+    else
+        if [ -f "$interop/package-lock.json" ] && ! [ "$interop/package.json" -nt "$interop/package-lock.json" ]; then
+            cmd="ci"
+        else
+            cmd="install"
+        fi
+        echo "install_peers: npm $cmd in tests/interop"
+        (cd "$interop" && npm $cmd --no-audit --no-fund --loglevel=error >/dev/null) ||
+            echo "install_peers: npm $cmd failed"
+    fi
 fi
 exit 0

@@ -2,9 +2,9 @@
    decode, lookups inside a payload. Every decode also runs on a copy of the
    input that ends right before a PROT_NONE page, so any over-read faults.
 
-   The corpus is found through $WSCH_JSONTESTSUITE, else at
-   ../shared/testdata/jsontestsuite/test_parsing beside the repository (see
-   corpus_dir); a missing corpus is a failure, never a skip. Run with -v to
+   The corpus (tests/data/jsontestsuite, MIT, see its LICENSE) is found
+   through $WSCH_JSONTESTSUITE, else next to this file (see corpus_dir); a
+   missing corpus is a failure, never a skip. Run with -v to
    see which way each i_ file went. */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
@@ -113,13 +113,12 @@ static char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-/* $WSCH_JSONTESTSUITE, else the corpus next to the repository, seen from the
-   repository root, tests/, build/ or build/test/, or from this file's path. */
+/* $WSCH_JSONTESTSUITE, else tests/data/jsontestsuite seen from the
+   repository root or tests/, else next to this file's own path. */
 static const char *corpus_dir(char *buf, size_t cap) {
     static const char *const rel[] = {
-        "../shared/testdata/jsontestsuite/test_parsing",
-        "../../shared/testdata/jsontestsuite/test_parsing",
-        "../../../shared/testdata/jsontestsuite/test_parsing",
+        "tests/data/jsontestsuite/test_parsing",
+        "data/jsontestsuite/test_parsing",
     };
     const char *env = getenv("WSCH_JSONTESTSUITE");
     const char *file = __FILE__, *slash = strrchr(file, '/');
@@ -129,9 +128,8 @@ static const char *corpus_dir(char *buf, size_t cap) {
     for (k = 0; k < sizeof rel / sizeof rel[0]; k++) {
         if ((d = opendir(rel[k])) != NULL) { closedir(d); return rel[k]; }
     }
-    /* this file lives in <repo>/tests/ */
-    snprintf(buf, cap, "%.*s/../../shared/testdata/jsontestsuite/test_parsing",
-             slash ? (int)(slash - file) : 1, slash ? file : ".");
+    snprintf(buf, cap, "%.*s/data/jsontestsuite/test_parsing", slash ? (int)(slash - file) : 1,
+             slash ? file : ".");
     if ((d = opendir(buf)) != NULL) { closedir(d); return buf; }
     return NULL;
 }
