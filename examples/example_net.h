@@ -574,6 +574,7 @@ static inline void net_ws_readable(net_ws *w, void *buf, size_t cap) {
         if (w->lingering || w->close_requested) continue;   /* the stream is over: discard */
         (void)wsch_conn_feed(w->conn, buf, (size_t)n);      /* an error already became a close frame */
         if (w->close_requested || (w->high_water && wsch_conn_queued_bytes(w->conn) > w->high_water)) break;
+        if ((size_t)n < cap) break; /* a short read drained the socket: skip the EAGAIN read */
     }
 }
 
