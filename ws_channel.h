@@ -1193,7 +1193,9 @@ WSCH_API void wsch_client_transport_closed(wsch_client *c);
    (WSCH_ERR_ARG, WSCH_ERR_TOO_LARGE, WSCH_ERR_UTF8, WSCH_ERR_JSON,
    WSCH_ERR_JSON_DEPTH); WSCH_ERR_QUEUE_FULL (offline queue full, or the
    connection's outbound limit); WSCH_ERR_STATE (not OPEN and the offline
-   queue is off); WSCH_ERR_NOMEM. On error nothing was sent or queued. */
+   queue is off); WSCH_ERR_CLOSED (the server's close frame has arrived and
+   the link is ending: the message would be lost, resend after the
+   reconnect); WSCH_ERR_NOMEM. On error nothing was sent or queued. */
 WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payload);
 /* Same for an already encoded text message (checked to be UTF-8, not
    parsed). */
@@ -4849,11 +4851,13 @@ WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, s
 WSCH__PRIVATE void wsch__cl_start_connect(wsch_client *c) {
     uint32_t e;
     wsch__cl_set_state(c, WSCH__CL_CONNECTING);
-    c->transport_live = 1;
     e = c->epoch;
     wsch__cl_log(c, "client: connecting");
     wsch__cl_notify(c);
     if (c->dead || c->epoch != e) return;
+    /* Only now is a transport owed a close(): the status callback above may
+       have disconnected or destroyed the client before connect() ran. */
+    c->transport_live = 1;
     c->d.connect(c->cd.host, c->cd.port, c->d.user);
 }
 
@@ -5020,17 +5024,23 @@ WSCH__PRIVATE void wsch__cl_on_message(wsch_conn *cn, wsch_opcode op, void *data
     wsch__cl_dispatch(c, &m);
 }
 
+/* The link disconnect() was closing is gone: its close handshake finished,
+   or connect() abandoned it. Either way the on_connect it had gets its
+   on_disconnect. */
+WSCH__PRIVATE void wsch__cl_closing_done(wsch_client *c, int code, const char *reason, size_t reason_len) {
+    wsch__cl_drop_conn(c);
+    c->last_close_code = code;
+    wsch__cl_set_state(c, WSCH__CL_IDLE);
+    wsch__cl_notify(c);
+    if (!c->dead && c->d.on_disconnect)
+        c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+}
+
 WSCH__PRIVATE void wsch__cl_on_close(wsch_conn *cn, int code, const char *reason, size_t reason_len, void *user) {
     wsch_client *c = (wsch_client *)user;
     if (!c || cn != c->conn) return;
     if (c->state == WSCH__CL_CLOSING) {
-        /* The close disconnect() started has finished. */
-        wsch__cl_drop_conn(c);
-        c->last_close_code = code;
-        wsch__cl_set_state(c, WSCH__CL_IDLE);
-        wsch__cl_notify(c);
-        if (!c->dead && c->d.on_disconnect)
-            c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+        wsch__cl_closing_done(c, code, reason, reason_len);
     } else if (c->state == WSCH__CL_OPEN) {
         wsch__cl_lost(c, code, reason, reason_len, 1, WSCH_OK, NULL);
     } else {
@@ -5290,7 +5300,14 @@ WSCH_API int wsch_client_connect(wsch_client *c) {
         return WSCH_ERR_STATE;
     wsch__cl_enter(c);
     wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_RETRY);
-    wsch__cl_drop_conn(c);          /* CLOSING: the old link is abandoned */
+    if (c->state == WSCH__CL_CLOSING) { /* the old link is abandoned mid-close */
+        static const char why[] = "abandoned by connect()";
+        wsch__cl_closing_done(c, WSCH_CLOSE_ABNORMAL, why, sizeof why - 1);
+        if (c->dead || c->state != WSCH__CL_IDLE) { /* the callback destroyed or reconnected it */
+            wsch__cl_leave(c);
+            return WSCH_OK;
+        }
+    }
     c->stop = WSCH_STOP_NONE;
     c->attempts = 0;
     wsch__cl_start_connect(c);
@@ -5312,11 +5329,10 @@ WSCH_API int wsch_client_disconnect(wsch_client *c) {
             wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_HEARTBEAT);
             wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_PONG);
             wsch__cl_set_state(c, WSCH__CL_CLOSING);
-            if (wsch_conn_close(c->conn, WSCH_CLOSE_NORMAL, why, sizeof why - 1) != WSCH_OK &&
-                c->state == WSCH__CL_CLOSING && !c->dead) {
-                wsch__cl_drop_conn(c);
-                wsch__cl_set_state(c, WSCH__CL_IDLE);
-            }
+            /* WSCH_ERR_CLOSED: the peer's close frame came first and its
+               handshake is already running; either way the conn's on_close
+               ends CLOSING with the real code and on_disconnect. */
+            (void)wsch_conn_close(c->conn, WSCH_CLOSE_NORMAL, why, sizeof why - 1);
         } else {
             wsch__cl_drop_conn(c);
             wsch__cl_set_state(c, WSCH__CL_IDLE);
