@@ -261,6 +261,10 @@
   const wsUrl = params.get('ws') || (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
   const CHANNEL_RE = /^[A-Za-z0-9_.:@\/-]{1,128}$/;
   const MAX_FEED = 200;
+  // Toasts stay 6 s; on a phone (the layout's breakpoint in app.css) they sit
+  // over the feed, so 4 s.
+  const TOAST_MS = 6000, TOAST_MS_SMALL = 4000;
+  const small = window.matchMedia('(max-width: 760px)');
   const store = {
     get(k, d) { try { const v = localStorage.getItem('wsch.' + k); return v === null ? d : JSON.parse(v); } catch (e) { return d; } },
     set(k, v) { try { localStorage.setItem('wsch.' + k, JSON.stringify(v)); } catch (e) { /* private mode */ } },
@@ -312,7 +316,7 @@
       setTimeout(() => t.remove(), 200);
     };
     t.addEventListener('click', remove);
-    setTimeout(remove, 6000);
+    setTimeout(remove, small.matches ? TOAST_MS_SMALL : TOAST_MS);
     el.toasts.prepend(t);
     while (el.toasts.children.length > 5) el.toasts.lastElementChild.remove();
   }
@@ -334,6 +338,7 @@
     el.retry.hidden = !(waiting || (s === 'disconnected' && client.token && client.attempt >= MAX_ATTEMPTS));
     const signedIn = !!client.token && (s === 'connected' || s === 'connecting' || el.retry.hidden === false);
     el.signin.hidden = signedIn;
+    document.body.classList.toggle('signed-in', signedIn);   // app.css lays out phones by it
     el.disconnect.hidden = !signedIn;
     el.user.hidden = !(signedIn && state.user);
     if (s === 'unauthorized') {
@@ -437,7 +442,7 @@
                                             : 'Join a channel to start talking.';
     el.feed.replaceChildren();
     if (!ch || ch.messages.length === 0) {
-      el.feed.append(node('div', 'feed-empty', ch ? 'No messages yet. Say hello!' : 'Pick or join a channel on the left.'));
+      el.feed.append(node('div', 'feed-empty', ch ? 'No messages yet. Say hello!' : 'Pick a channel from your list, or join one.'));
     } else {
       for (const m of ch.messages) el.feed.append(messageNode(m));
       el.feed.scrollTop = el.feed.scrollHeight;

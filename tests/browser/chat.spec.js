@@ -288,9 +288,11 @@ async function main() {
     await waitMessage(b, 'lobby', 'alice', 'hi bob, alice here');
     await shot(a, 'message-alice');
     await shot(b, 'message-bob');
-    // The same page on a phone-sized screen, for a look (no layout assertions).
+    // The same page on a phone-sized screen: nothing may stick out sideways.
     await a.setViewportSize({ width: 390, height: 844 });
     await shot(a, 'phone');
+    const widths = await a.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    expect(widths[0] <= widths[1], 'page is ' + widths[0] + ' px wide on a ' + widths[1] + ' px screen');
     await a.setViewportSize(viewport);
   });
 
