@@ -717,21 +717,33 @@ WSCH_API void wsch_conn_destroy(wsch_conn *c);
    errors, WSCH_ERR_NOMEM); after an error the close frame is on its way and
    further input is ignored. */
 WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len);
-/* The socket can take more bytes: flush the queue. */
+/* The socket can take more bytes: flush the queue. Returns WSCH_OK,
+   WSCH_ERR_ARG or WSCH_ERR_CLOSED (already closed). */
 WSCH_API int wsch_conn_writable(wsch_conn *c);
 WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id);
 /* The transport is gone (EOF, error, or after our close request). */
 WSCH_API void wsch_conn_transport_closed(wsch_conn *c);
 
 /* Sends a whole message. Text must be valid UTF-8 (checked). Data is copied
-   or sent before return. Returns WSCH_OK, WSCH_ERR_STATE (not open),
-   WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL (nothing was sent) or WSCH_ERR_NOMEM. */
+   or sent before return. Returns WSCH_OK, WSCH_ERR_ARG (opcode not TEXT or
+   BINARY), WSCH_ERR_STATE (handshake not done, or a fragmented message from
+   wsch_conn_send_frame() is still open), WSCH_ERR_CLOSED (closing or
+   closed), WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL (nothing was sent: the queue
+   would pass max_outbound_bytes) or WSCH_ERR_NOMEM (the connection is cut). */
 WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, size_t len);
-/* One frame of a fragmented message: opcode TEXT/BINARY for the first,
-   CONTINUATION after; fin on the last. Text is not checked here. */
+/* One frame: TEXT/BINARY starts a message, CONTINUATION carries it on, fin
+   ends it (RFC 6455 5.4); PING and PONG (at most 125 bytes) may go between
+   fragments. Text is not checked here. Returns what wsch_conn_send() does,
+   and WSCH_ERR_STATE for a continuation with no message open or a new
+   message before the open one's final frame. */
 WSCH_API int wsch_conn_send_frame(wsch_conn *c, wsch_opcode opcode, int fin, const void *data, size_t len);
+/* A ping of at most 125 bytes; same returns as wsch_conn_send_frame(). */
 WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len);
-/* Starts the closing handshake. code 0 sends a close frame without a code. */
+/* Starts the closing handshake. code 0 sends a close frame without a code.
+   During the opening handshake it just closes the transport (on_close
+   runs). Returns WSCH_OK, WSCH_ERR_ARG (a code not valid on the wire, a
+   reason over 123 bytes, not UTF-8, or without a code) or WSCH_ERR_CLOSED
+   (a close frame was already sent or the connection is closed). */
 WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len);
 
 WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c);
@@ -750,8 +762,9 @@ WSCH_API wsch_str wsch_conn_protocol(const wsch_conn *c);
 /* A shared, reference-counted, unmasked frame: encoded once, queued by
    reference to many server connections (a broadcast). */
 typedef struct wsch_shared wsch_shared;
-/* Encodes one final frame. payload may be NULL to leave len bytes to fill
-   through wsch_shared_payload(). The caller holds one reference. */
+/* Encodes one final TEXT or BINARY frame (else WSCH_ERR_ARG). payload may
+   be NULL to leave len bytes to fill through wsch_shared_payload(). The
+   caller holds one reference. */
 WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, const void *payload, size_t len,
                                 wsch_shared **out);
 WSCH_API void *wsch_shared_payload(wsch_shared *s);
@@ -1291,6 +1304,12 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s);
    none of the protocols it offered, so when the token came in a protocol
    entry and the subprotocol below was not offered, the hub selects the
    bearer entry itself.
+
+   Several hub processes as one (the bridge): a hub given desc.bridge tells
+   it which bridge channels it needs and hands it every broadcast and
+   send_to_user, encoded once; the caller carries them to the other hubs
+   (examples/redis_bridge.h does it over Redis pub/sub) and hands what
+   arrives to wsch_hub_bridge_deliver(). See wsch_hub_bridge below.
    ======================================================================== */
 
 typedef struct wsch_hub wsch_hub;
@@ -1351,6 +1370,13 @@ typedef struct wsch_hub_stats {
     uint64_t encodes;           /* frames encoded for broadcast/send_to_user/send */
     uint64_t http_responses;    /* plain HTTP answers (on_http, 404) */
     uint64_t drops[WSCH_HUB_DROP_COUNT];
+    /* With a bridge (all 0 without one): */
+    uint64_t bridge_channels;   /* gauge: bridge channels the hub listens to (channels and users) */
+    uint64_t bridge_published;  /* messages bridge.publish accepted */
+    uint64_t bridge_publish_errors; /* messages bridge.publish refused, or not built for lack of memory */
+    uint64_t bridge_received;   /* messages from other hubs delivered here (to zero or more clients) */
+    uint64_t bridge_own;        /* this hub's own messages coming back, skipped */
+    uint64_t bridge_refused;    /* malformed bridge input (header, channel, envelope, size): refused */
 } wsch_hub_stats;
 
 /* The effects of one client's transport; each callback gets the user
@@ -1372,6 +1398,60 @@ typedef struct wsch_hub_transport {
     void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
     void (*timer_cancel)(unsigned timer_id, void *user);
 } wsch_hub_transport;
+
+/* The bridge: how a hub reaches the hubs in other processes (or threads,
+   or machines) through a pub/sub system the caller provides.
+
+   Bridge channels. A channel C is bridged under its own name, C; a user U
+   under WSCH_HUB_BRIDGE_USER_PREFIX followed by U's id ("#user:alice").
+   '#' is outside the characters a channel name may use, so no client can
+   subscribe to, or publish into, another user's bridge channel.
+
+   Interest. subscribe(name) runs when a channel gains its first local
+   subscriber or a user its first local connection (from the upgrade
+   request on); unsubscribe(name) when the last one leaves. After the
+   bridge has lost and regained its link, wsch_hub_bridge_resubscribe()
+   replays subscribe for everything needed now.
+
+   Publishing. broadcast and send_to_user queue to local clients as always
+   and also hand the message to publish(name, data). data is a bridge
+   message: the 23-byte header "wsch1 " + the hub's origin id as 16
+   lowercase hex digits + " ", then the envelope exactly as clients
+   receive it. The bridge carries the bytes as they are.
+
+   Delivery, exactly once, no loops. A message from the bridge goes through
+   wsch_hub_bridge_deliver() to local clients only, never back to the
+   bridge. Pub/sub systems (Redis among them) also send a publisher its own
+   messages when it listens to the channel; the hub has already delivered
+   those locally, so a message carrying the hub's own origin id is skipped
+   (stats.bridge_own). The origin id is 64 random bits from the desc's
+   random_bytes, drawn at wsch_hub_create(), which is why a bridge needs
+   random_bytes.
+
+   What the bridge does not do: store messages. Whatever the bridge cannot
+   carry (its link is down, say) reaches local clients only.
+
+   Give every hub on one bridge the same limits (max_message_size,
+   max_channel_len, max_user_id_len): what one hub sends and another's
+   limits refuse is counted there in stats.bridge_refused, not delivered.
+
+   The callbacks run inside hub calls and must not call back into the hub.
+   Names are NUL-terminated and len bytes long (a user id may contain any
+   byte, so trust len); names and data are borrowed until return. Set all
+   three callbacks or none. wsch_hub_destroy() calls none of them: the
+   bridge drops its own link. */
+#define WSCH_HUB_BRIDGE_USER_PREFIX "#user:"
+#define WSCH_HUB_BRIDGE_HEADER_LEN 23u
+
+typedef struct wsch_hub_bridge {
+    void (*subscribe)(const char *name, size_t len, void *user);
+    void (*unsubscribe)(const char *name, size_t len, void *user);
+    /* Returns WSCH_OK when it took the message (counted in
+       stats.bridge_published), anything else when it could not
+       (stats.bridge_publish_errors); either way local delivery happens. */
+    int (*publish)(const char *name, size_t len, const void *data, size_t data_len, void *user);
+    void *user;
+} wsch_hub_bridge;
 
 /* What the request hooks see. Everything is valid only during the callback. */
 typedef struct wsch_hub_request {
@@ -1418,11 +1498,14 @@ typedef struct wsch_hub_desc {
     wsch_allocator allocator;
     wsch_hub_transport transport;       /* for wsch_hub_accept() with a NULL transport */
 
+    wsch_hub_bridge bridge;             /* all NULL: a hub on its own */
+
     /* Optional clock: with it the idle timer is armed once and re-armed
        lazily; without it every inbound read re-arms it. */
     uint64_t (*now_ms)(void *user);
-    /* Optional randomness: seeds the hash tables' keyed hash, so a peer
-       cannot choose channel names that collide. Without it the seed is fixed. */
+    /* Optional randomness (required with a bridge: the origin id): seeds the
+       hash tables' keyed hash, so a peer cannot choose channel names that
+       collide. Without it the seed is fixed. */
     void (*random_bytes)(void *buf, size_t len, void *user);
 
     /* Hooks. Data pointers are valid only during the callback. */
@@ -1457,7 +1540,8 @@ WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc);
 
 /* Returns WSCH_OK, WSCH_ERR_ARG (path not starting with '/', max_channel_len
    above WSCH_HUB_MAX_CHANNEL_LEN, max_channels_per_client or max_user_id_len
-   above 65535) or WSCH_ERR_NOMEM. */
+   above 65535, a bridge with a callback missing or without random_bytes) or
+   WSCH_ERR_NOMEM. */
 WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out);
 /* Frees the hub, every client and its queued output. No callback runs; the
    caller closes its sockets itself. Not from inside a hub callback. */
@@ -1490,10 +1574,14 @@ WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_client client);
    is subscribed), WSCH_ERR_ARG (bad channel name or type), WSCH_ERR_TOO_LARGE
    (the envelope exceeds max_message_size or the type WSCH_ENVELOPE_TYPE_MAX),
    WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8 (payload), or
-   WSCH_ERR_NOMEM (nobody got it). */
+   WSCH_ERR_NOMEM (nobody got it). With a bridge, the message is also
+   published on the channel's bridge channel; *delivered counts local
+   clients only. */
 WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
                                 size_t payload_len, size_t *delivered);
-/* The same, to every open connection of user_id (through the user index). */
+/* The same, to every open connection of user_id (through the user index);
+   with a bridge, also published on the user's bridge channel (unless
+   user_id is empty or longer than max_user_id_len: no hub has such a user). */
 WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
                                    size_t payload_len, size_t *delivered);
 /* The same, to one client: WSCH_ERR_STALE when it is gone, WSCH_ERR_STATE
@@ -1537,6 +1625,27 @@ WSCH_API size_t wsch_hub_client_queued_bytes(const wsch_hub *hub, wsch_hub_clien
    ones. Keep running the loop until stats.clients is 0 (close_timeout_ms
    bounds it), then wsch_hub_destroy(). */
 WSCH_API void wsch_hub_shutdown(wsch_hub *hub);
+
+/* A message from the bridge: data (data_len bytes) arrived on bridge
+   channel name (name_len bytes). It is untrusted input and checked like a
+   client's message: the name must be a valid channel name or the user
+   prefix and a user id of 1..max_user_id_len bytes; data must be a bridge
+   message (header as above) whose envelope is at most max_message_size
+   bytes and valid (wsch_envelope_decode); the envelope is re-encoded, so
+   clients get exactly what a local broadcast would send. It is queued to
+   local subscribers (or the user's local connections) only, never
+   published again; *delivered (may be NULL) gets how many. Everything is
+   borrowed until return. Returns WSCH_OK (also for this hub's own message,
+   skipped, and when nobody here wants it); WSCH_ERR_ARG (no hub or NULL
+   with a length; a bad name or header), WSCH_ERR_TOO_LARGE, WSCH_ERR_JSON,
+   WSCH_ERR_JSON_DEPTH, WSCH_ERR_UTF8, WSCH_ERR_NO_TYPE (envelope), each
+   counted in stats.bridge_refused; WSCH_ERR_STATE without a bridge;
+   WSCH_ERR_NOMEM. */
+WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t name_len, const void *data,
+                                     size_t data_len, size_t *delivered);
+/* Calls bridge.subscribe once for every bridge channel the hub needs now:
+   after the bridge's link came back. Nothing without a bridge. */
+WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub);
 
 /* Fills *out. O(clients): bytes_queued is summed on demand. */
 WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out);
@@ -3058,7 +3167,8 @@ enum {
     WSCH__F_SHUTDOWN     = 1u << 3,  /* close the transport once the queue drains */
     WSCH__F_DESTROYED    = 1u << 4,  /* destroy requested inside a callback */
     WSCH__F_TIMER_HS     = 1u << 5,  /* handshake timer armed */
-    WSCH__F_TIMER_CLOSE  = 1u << 6   /* close timer armed */
+    WSCH__F_TIMER_CLOSE  = 1u << 6,  /* close timer armed */
+    WSCH__F_CREATING     = 1u << 7   /* inside wsch_conn_create: no events yet */
 };
 
 struct wsch_conn {
@@ -3074,6 +3184,7 @@ struct wsch_conn {
     uint8_t frame_fin;
     uint8_t mask_pos;
     uint8_t msg_opcode;             /* data message being reassembled, 0 = none */
+    uint8_t out_opcode;             /* data message being sent in fragments, 0 = none */
     uint8_t ctrl_len;               /* control payload buffered; after a close, the reason */
     uint16_t close_code;            /* peer's code, or ours on failure */
     uint16_t http_status;           /* of the handshake answer, received or sent */
@@ -3168,7 +3279,9 @@ WSCH__PRIVATE int wsch__uncork(wsch_conn *c) {
     c->out_bytes -= len;
     n = c->desc->send(c->cork, len, c->user);
     if (n >= len) return WSCH_OK;
-    return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, c->cork, len, NULL, n), n);
+    /* These frames were accepted by calls that returned OK: losing any of
+       them cuts the stream, even if none has left yet. */
+    return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, c->cork, len, NULL, n), len);
 }
 
 /* Writes one frame: straight to send() while the queue is empty and send
@@ -3181,7 +3294,7 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
     unsigned char buf[WSCH_SEND_CHUNK];
     const unsigned char *mask = NULL;
     size_t hlen, total, done = 0;
-    int control = (opcode & 0x08u) != 0;
+    int is_close = opcode == WSCH_OP_CLOSE;
 
     WSCH_MEMSET(&h, 0, sizeof h);
     h.opcode = (uint8_t)opcode;
@@ -3194,8 +3307,10 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
     }
     hlen = wsch_frame_header_encode(hdr, &h);
     total = hlen + len;
-    /* Control frames are tiny and must get through to end a connection. */
-    if (!control && c->out_bytes + total > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
+    /* Only a close frame passes the limit: it must get through to end the
+       connection. Pongs obey it, or a peer that pings and never reads
+       would grow the queue without bound. */
+    if (!is_close && c->out_bytes + total > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
         return WSCH_ERR_QUEUE_FULL;
     if (c->cork && !c->out_head) {
         if (total <= WSCH_CORK_BYTES - c->cork_len) {
@@ -3293,7 +3408,7 @@ WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
     const char *reason;
     size_t reason_len;
     int code;
-    if (c->state == WSCH_CONN_CLOSED) return;
+    if (c->state == WSCH_CONN_CLOSED || (c->flags & WSCH__F_CREATING)) return;
     c->state = WSCH_CONN_CLOSED;
     wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
     wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
@@ -3371,7 +3486,10 @@ WSCH__PRIVATE int wsch__close_code_valid(unsigned code) {
 WSCH__PRIVATE int wsch__on_control(wsch_conn *c, unsigned char *p, size_t n) {
     switch (c->frame_opcode) {
     case WSCH_OP_PING:
-        if (!(c->flags & WSCH__F_CLOSE_SENT)) return wsch__write_frame(c, WSCH_OP_PONG, 1, p, n);
+        /* A peer that is not reading gets no pong past the outbound limit:
+           RFC 6455 5.5.3 lets a pong answer only the latest of many pings. */
+        if (!(c->flags & WSCH__F_CLOSE_SENT) && wsch__write_frame(c, WSCH_OP_PONG, 1, p, n) == WSCH_ERR_NOMEM)
+            return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
         return WSCH_OK;
     case WSCH_OP_PONG:
         if (c->desc->on_pong) c->desc->on_pong(c, p, n, c->user);
@@ -3622,7 +3740,8 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
     reply.status = check == WSCH_OK ? 101 : wsch_request_error_status(check);
     if (c->desc->on_request) {
         c->desc->on_request(c, req, &reply, c->user);
-        if (wsch__gone(c)) return WSCH_ERR_CLOSED;
+        /* The hook may have closed or destroyed the connection. */
+        if (wsch__gone(c) || c->state != WSCH_CONN_HANDSHAKE) return WSCH_ERR_CLOSED;
     }
     if (check != WSCH_OK && reply.status == 101) reply.status = wsch_request_error_status(check);
     if (reply.status != 101) return wsch__refuse(c, &reply, check != WSCH_OK ? check : WSCH_ERR_DENIED);
@@ -3713,6 +3832,9 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
         return WSCH_ERR_NOMEM;
     }
     WSCH_MEMSET(c->hs, 0, sizeof *c->hs);
+    /* Until create returns, the caller has no connection: a failure here
+       must not reach on_close or close(). */
+    c->flags = WSCH__F_CREATING;
     if (desc->role == WSCH_ROLE_CLIENT) {
         wsch_client_request_desc rd;
         char buf[1024], *req = buf;
@@ -3741,6 +3863,7 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
             return rc;
         }
     }
+    c->flags = (uint8_t)(c->flags & ~WSCH__F_CREATING);
     wsch__timer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS,
                 (uint32_t)wsch__or(desc->handshake_timeout_ms, WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS));
     *out = c;
@@ -3844,6 +3967,7 @@ WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, 
     int rc;
     if (!c || (!data && len) || (opcode != WSCH_OP_TEXT && opcode != WSCH_OP_BINARY)) return WSCH_ERR_ARG;
     if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    if (c->out_opcode) return WSCH_ERR_STATE; /* a fragmented message is still open */
     if (opcode == WSCH_OP_TEXT && !wsch_utf8_valid(data, len)) return WSCH_ERR_UTF8;
     wsch__enter(c);
     return wsch__leave(c, wsch__write_frame(c, (unsigned)opcode, 1, data, len));
@@ -3854,8 +3978,14 @@ WSCH_API int wsch_conn_send_frame(wsch_conn *c, wsch_opcode opcode, int fin, con
     if (!c || (!data && len) || !wsch__opcode_known((unsigned)opcode)) return WSCH_ERR_ARG;
     if ((opcode & 0x08) && (!fin || len > WSCH_CONTROL_PAYLOAD_MAX || opcode == WSCH_OP_CLOSE)) return WSCH_ERR_ARG;
     if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    /* Data frames follow RFC 6455 5.4: continuations only inside a message,
+       no new message before the last one's final frame. */
+    if (!(opcode & 0x08) && (opcode == WSCH_OP_CONTINUATION) != (c->out_opcode != 0)) return WSCH_ERR_STATE;
     wsch__enter(c);
-    return wsch__leave(c, wsch__write_frame(c, (unsigned)opcode, fin, data, len));
+    rc = wsch__write_frame(c, (unsigned)opcode, fin, data, len);
+    if (rc == WSCH_OK && !(opcode & 0x08))
+        c->out_opcode = (uint8_t)(fin ? 0 : opcode == WSCH_OP_CONTINUATION ? c->out_opcode : (unsigned)opcode);
+    return wsch__leave(c, rc);
 }
 
 WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len) {
@@ -3903,6 +4033,7 @@ WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, con
     wsch_shared *s;
     if (!out) return WSCH_ERR_ARG;
     *out = NULL;
+    if (opcode != WSCH_OP_TEXT && opcode != WSCH_OP_BINARY) return WSCH_ERR_ARG;
     if (len > (size_t)-1 - sizeof *s - WSCH_FRAME_HEADER_MAX) return WSCH_ERR_TOO_LARGE;
     WSCH_MEMSET(&h, 0, sizeof h);
     h.opcode = (uint8_t)opcode;
@@ -3926,13 +4057,10 @@ WSCH_API void *wsch_shared_payload(wsch_shared *s) { return (unsigned char *)(s 
 WSCH_API size_t wsch_shared_frame_size(const wsch_shared *s) { return s->size; }
 WSCH_API void wsch_shared_release(wsch_shared *s) { wsch__shared_unref(s); }
 
-WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
+WSCH__PRIVATE int wsch__send_shared(wsch_conn *c, wsch_shared *s) {
     const unsigned char *frame;
     size_t done = 0;
     wsch__chunk *ch;
-    int rc;
-    if (!c || !s || c->desc->role != WSCH_ROLE_SERVER) return WSCH_ERR_ARG;
-    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
     if (c->out_bytes + s->size > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
         return WSCH_ERR_QUEUE_FULL;
     frame = (const unsigned char *)(s + 1);
@@ -3942,10 +4070,7 @@ WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
         if (done >= s->size) return WSCH_OK;
     }
     ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch);
-    if (!ch) {
-        wsch__enter(c);
-        return wsch__leave(c, wsch__queue_or_cut(c, WSCH_ERR_NOMEM, done));
-    }
+    if (!ch) return wsch__queue_or_cut(c, WSCH_ERR_NOMEM, done);
     ch->next = NULL;
     ch->shared = s;
     s->refs++;
@@ -3956,6 +4081,15 @@ WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
     c->out_tail = ch;
     c->out_bytes += ch->len;
     return WSCH_OK;
+}
+
+WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
+    int rc;
+    if (!c || !s || c->desc->role != WSCH_ROLE_SERVER) return WSCH_ERR_ARG;
+    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    if (c->out_opcode) return WSCH_ERR_STATE; /* a fragmented message is still open */
+    wsch__enter(c);
+    return wsch__leave(c, wsch__send_shared(c, s));
 }
 
 // >>envelope
@@ -5629,7 +5763,11 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s) {
    (channel, position in that channel's array), so unsubscribing is a hash
    lookup, a scan of the client's own few subscriptions and a swap-remove.
    A user keeps a doubly linked list of its clients. Nothing is scanned per
-   broadcast but the subscribers themselves. */
+   broadcast but the subscribers themselves.
+   With a bridge, a user entry's key is preceded by the user prefix
+   ("#user:" + id in one allocation), so the user's bridge channel name is
+   at hand without a buffer; the interest callbacks run where a channel or
+   user entry is created and freed, nowhere else. */
 
 enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLOSED };
 
@@ -5641,6 +5779,7 @@ enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLO
 #define WSCH__HUB_DROP_LISTED 0x10u /* on a delivery's drop list */
 #define WSCH__HUB_COUNTED    0x20u  /* its end is already counted in stats.drops */
 #define WSCH__HUB_RELEASE    0x40u  /* transport reported closed; release once on_close ran */
+#define WSCH__HUB_FINISH_LATER 0x80u /* its conn closed during a delivery walk: finished after it */
 
 typedef struct wsch__hub_entry {
     struct wsch__hub_entry *next;   /* bucket chain */
@@ -5686,6 +5825,7 @@ typedef struct wsch__hub_client {
     uint32_t last_in_ms;            /* now_ms() of the last read, truncated: differences wrap correctly */
     uint32_t index;
     uint16_t nsubs, subs_cap;
+    uint16_t close_code;            /* for a FINISH_LATER client */
     uint8_t state, flags, drop_reason;
 } wsch__hub_client;
 
@@ -5707,11 +5847,21 @@ struct wsch_hub {
     char *proto_buf;                /* "bearer." + max_token_len + 1 */
     char *http_buf;                 /* the last on_http answer, until the conn has copied it */
     unsigned depth;                 /* nesting of hub calls on the stack */
+    unsigned walking;               /* a delivery walks a subscriber array or user list */
+    struct wsch__hub_client *walk_drops; /* clients to drop or finish when the walk ends */
     int shutting_down;
     int destroying;                 /* wsch_hub_destroy() runs: no more callbacks */
+    int bridged;                    /* desc.bridge is set */
+    uint64_t origin;                /* this hub's id in bridge messages */
+    char *bridge_buf;               /* an outgoing bridge name and message; kept for the next one */
+    size_t bridge_cap;
     uint64_t clients, open, subscriptions, accepted, messages_in, messages_out, encodes, http_responses;
     uint64_t drops[WSCH_HUB_DROP_COUNT];
+    uint64_t bridge_published, bridge_publish_errors, bridge_received, bridge_own, bridge_refused;
 };
+
+#define WSCH__HUB_UPFX_LEN 6u       /* strlen(WSCH_HUB_BRIDGE_USER_PREFIX) */
+#define WSCH__HUB_BRIDGE_MAGIC "wsch1 " /* a bridge message starts with it (6 bytes) */
 
 /* ---- keyed hash: SipHash-1-3 (channel names and user ids come from peers) */
 
@@ -5807,19 +5957,21 @@ WSCH__PRIVATE void wsch__hub_remove(wsch_hub *hub, wsch__hub_table *t, wsch__hub
     if (t->nbuckets > 16u && t->count < t->nbuckets / 8u) (void)wsch__hub_rehash(hub, t, t->nbuckets / 2u);
 }
 
-/* An entry struct of `size` bytes followed by a copy of the key. */
-WSCH__PRIVATE wsch__hub_entry *wsch__hub_entry_new(wsch_hub *hub, size_t size, const char *key, size_t len,
-                                                   uint32_t h) {
+/* An entry struct of `size` bytes followed by pfx_len bytes of pfx (the
+   bridge's user prefix, or nothing) and a copy of the key. */
+WSCH__PRIVATE wsch__hub_entry *wsch__hub_entry_new(wsch_hub *hub, size_t size, const char *pfx, size_t pfx_len,
+                                                   const char *key, size_t len, uint32_t h) {
     wsch__hub_entry *e;
     char *bytes;
     if (len > 0xFFFFu) return NULL;    /* longer than any key the hub accepts */
-    bytes = (char *)wsch__alloc(&hub->desc.allocator, size + len + 1u);
+    bytes = (char *)wsch__alloc(&hub->desc.allocator, size + pfx_len + len + 1u);
     if (!bytes) return NULL;
     WSCH_MEMSET(bytes, 0, size);
-    WSCH_MEMCPY(bytes + size, key, len);
-    bytes[size + len] = '\0';
+    if (pfx_len) WSCH_MEMCPY(bytes + size, pfx, pfx_len);
+    WSCH_MEMCPY(bytes + size + pfx_len, key, len);
+    bytes[size + pfx_len + len] = '\0';
     e = (wsch__hub_entry *)(void *)bytes;
-    e->key = bytes + size;
+    e->key = bytes + size + pfx_len;
     e->key_len = (uint32_t)len;
     e->hash = h;
     return e;
@@ -5916,6 +6068,22 @@ WSCH__PRIVATE void wsch__hub_leave(wsch_hub *hub) {
     hub->http_buf = NULL;
 }
 
+/* ---- bridge interest ------------------------------------------------------- */
+
+/* Tells the bridge that the hub starts (on) or stops needing the bridge
+   channel of a channel or user entry. */
+WSCH__PRIVATE void wsch__hub_interest(wsch_hub *hub, const wsch__hub_entry *e, int is_user, int on) {
+    const char *name = e->key;
+    size_t len = e->key_len;
+    if (!hub->bridged) return;
+    if (is_user) {
+        name -= WSCH__HUB_UPFX_LEN;     /* the prefix sits right before the id */
+        len += WSCH__HUB_UPFX_LEN;
+    }
+    if (on) hub->desc.bridge.subscribe(name, len, hub->desc.bridge.user);
+    else hub->desc.bridge.unsubscribe(name, len, hub->desc.bridge.user);
+}
+
 /* ---- subscriptions --------------------------------------------------------- */
 
 WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_find(const wsch_hub *hub, const char *name, size_t len) {
@@ -5965,8 +6133,8 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const c
     cl->subs = (wsch__hub_sub *)arr;
     cl->subs_cap = (uint16_t)cap;
     if (!ch) {
-        /* The channel's first subscriber: where a bridge would start listening. */
-        ch = (wsch__hub_channel *)(void *)wsch__hub_entry_new(hub, sizeof *ch, name, len, h);
+        /* The channel's first subscriber: the bridge starts listening below. */
+        ch = (wsch__hub_channel *)(void *)wsch__hub_entry_new(hub, sizeof *ch, NULL, 0, name, len, h);
         if (!ch) return WSCH_ERR_NOMEM;
         if (wsch__hub_insert(hub, &hub->channels, &ch->e) != WSCH_OK) {
             wsch__free(&hub->desc.allocator, ch);
@@ -5988,6 +6156,7 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const c
     cl->nsubs++;
     ch->subs[ch->count++] = cl;
     hub->subscriptions++;
+    if (created) wsch__hub_interest(hub, &ch->e, 0, 1);
     return WSCH_OK;
 }
 
@@ -6009,7 +6178,8 @@ WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_client *cl, int
         cl->subs_cap = 0;
     }
     if (ch->count == 0) {
-        /* The channel's last subscriber left: where a bridge would stop listening. */
+        /* The channel's last subscriber left: the bridge stops listening. */
+        wsch__hub_interest(hub, &ch->e, 0, 0);
         wsch__hub_remove(hub, &hub->channels, &ch->e);
         wsch__free(&hub->desc.allocator, ch->subs);
         wsch__free(&hub->desc.allocator, ch);
@@ -6038,12 +6208,14 @@ WSCH__PRIVATE int wsch__hub_user_link(wsch_hub *hub, wsch__hub_client *cl, const
     uint32_t h = wsch__hub_hash(hub, id, len);
     wsch__hub_user *u = (wsch__hub_user *)(void *)wsch__hub_find(&hub->users, id, len, h);
     if (!u) {
-        u = (wsch__hub_user *)(void *)wsch__hub_entry_new(hub, sizeof *u, id, len, h);
+        u = (wsch__hub_user *)(void *)wsch__hub_entry_new(hub, sizeof *u, WSCH_HUB_BRIDGE_USER_PREFIX,
+                                                          hub->bridged ? WSCH__HUB_UPFX_LEN : 0u, id, len, h);
         if (!u) return WSCH_ERR_NOMEM;
         if (wsch__hub_insert(hub, &hub->users, &u->e) != WSCH_OK) {
             wsch__free(&hub->desc.allocator, u);
             return WSCH_ERR_NOMEM;
         }
+        wsch__hub_interest(hub, &u->e, 1, 1);   /* the user's first connection here */
     }
     cl->uent = u;
     cl->user_prev = NULL;
@@ -6063,6 +6235,7 @@ WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_client *cl) {
     cl->uent = NULL;
     cl->user_prev = cl->user_next = NULL;
     if (--u->count == 0) {
+        wsch__hub_interest(hub, &u->e, 1, 0);
         wsch__hub_remove(hub, &hub->users, &u->e);
         wsch__free(&hub->desc.allocator, u);
     }
@@ -6074,7 +6247,7 @@ WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_client *cl) {
    validated here, so what a bridge or a caller hands in is checked like
    what a peer sends. */
 WSCH__PRIVATE int wsch__hub_encode(wsch_hub *hub, const char *type, size_t type_len, const char *payload,
-                                   size_t payload_len, wsch_shared **out) {
+                                   size_t payload_len, wsch_shared **out, size_t *out_len) {
     char tq[6u * WSCH_ENVELOPE_TYPE_MAX + 3u];
     size_t tq_len = 0, size;
     unsigned char *p;
@@ -6108,13 +6281,25 @@ WSCH__PRIVATE int wsch__hub_encode(wsch_hub *hub, const char *type, size_t type_
     wsch__hub_put(&b, "}", 1);
     WSCH_ASSERT(!b.overflow && b.len == size);
     hub->encodes++;
+    if (out_len) *out_len = size;
     return WSCH_OK;
 }
 
-/* Queues s to one client. A full queue or a failed allocation puts the
-   client on *drops (dropped after the loop, which must not change the array
-   it walks). Returns 1 when queued. */
-WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_client *cl, wsch_shared *s, wsch__hub_client **drops) {
+/* Deliveries walk a channel's subscriber array or a user's list, and
+   nothing may change those under the walk: a client to drop, or one whose
+   conn ended inside a send (its bytes cut short by a failed allocation:
+   see wsch__hub_on_close), goes on hub->walk_drops and is handled when the
+   walk ends, where callbacks may run again. */
+WSCH__PRIVATE void wsch__hub_list_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_drop reason) {
+    if (cl->flags & WSCH__HUB_DROP_LISTED) return;
+    cl->flags |= WSCH__HUB_DROP_LISTED;
+    cl->drop_reason = (uint8_t)reason;
+    cl->link = hub->walk_drops;
+    hub->walk_drops = cl;
+}
+
+/* Queues s to one client, between walk_begin and walk_end. Returns 1 when queued. */
+WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_client *cl, wsch_shared *s) {
     int r;
     if (cl->state != WSCH__HUB_OPEN || (cl->flags & WSCH__HUB_DROP_LISTED)) return 0;
     r = wsch_conn_send_shared(cl->conn, s);
@@ -6122,55 +6307,134 @@ WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_client *cl, wsch_share
         hub->messages_out++;
         return 1;
     }
-    if (r == WSCH_ERR_QUEUE_FULL || r == WSCH_ERR_NOMEM) {
-        cl->flags |= WSCH__HUB_DROP_LISTED;
-        cl->drop_reason = (uint8_t)(r == WSCH_ERR_NOMEM ? WSCH_HUB_DROP_NOMEM : WSCH_HUB_DROP_SLOW_CONSUMER);
-        cl->link = *drops;
-        *drops = cl;
-    }
+    if (r == WSCH_ERR_QUEUE_FULL) wsch__hub_list_drop(hub, cl, WSCH_HUB_DROP_SLOW_CONSUMER);
+    else if (r == WSCH_ERR_NOMEM) wsch__hub_list_drop(hub, cl, WSCH_HUB_DROP_NOMEM);
     return 0;   /* closing or closed: it gets no more */
 }
 
 WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_drop reason);
 
-WSCH__PRIVATE void wsch__hub_run_drops(wsch_hub *hub, wsch__hub_client *drops) {
+WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_client *cl, int code);
+
+WSCH__PRIVATE void wsch__hub_walk_begin(wsch_hub *hub) { hub->walking++; }
+
+/* Ends a walk: drops the clients it listed, finishes those whose conn ended
+   during it. Callbacks (on_disconnect) run here, after the walk. */
+WSCH__PRIVATE void wsch__hub_walk_end(wsch_hub *hub) {
+    wsch__hub_client *drops;
+    if (--hub->walking != 0) return;
+    drops = hub->walk_drops;
+    hub->walk_drops = NULL;
     while (drops) {
         wsch__hub_client *cl = drops;
         drops = cl->link;
         cl->link = NULL;
         cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_DROP_LISTED);
-        wsch__hub_drop(hub, cl, (wsch_hub_drop)cl->drop_reason);
+        if (cl->flags & WSCH__HUB_FINISH_LATER) {
+            cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_FINISH_LATER);
+            if (!(cl->flags & WSCH__HUB_COUNTED)) {
+                hub->drops[cl->drop_reason]++;
+                cl->flags |= WSCH__HUB_COUNTED;
+            }
+            wsch__hub_finish(hub, cl, cl->close_code);
+        } else {
+            wsch__hub_drop(hub, cl, (wsch_hub_drop)cl->drop_reason);
+        }
     }
 }
 
 /* Local delivery to a channel's subscribers and to a user's connections:
    kept apart from encoding so a bridge can feed frames from elsewhere. */
 WSCH__PRIVATE size_t wsch__hub_deliver_channel(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s) {
-    wsch__hub_client *drops = NULL;
     size_t i, n = 0;
-    for (i = 0; i < ch->count; i++) n += (size_t)wsch__hub_push(hub, ch->subs[i], s, &drops);
-    wsch__hub_run_drops(hub, drops);
+    wsch__hub_walk_begin(hub);
+    for (i = 0; i < ch->count; i++) n += (size_t)wsch__hub_push(hub, ch->subs[i], s);
+    wsch__hub_walk_end(hub);            /* ch may be gone after this */
     return n;
 }
 
 WSCH__PRIVATE size_t wsch__hub_deliver_user(wsch_hub *hub, wsch__hub_user *u, wsch_shared *s) {
-    wsch__hub_client *drops = NULL, *cl;
+    wsch__hub_client *cl;
     size_t n = 0;
-    for (cl = u->first; cl; cl = cl->user_next) n += (size_t)wsch__hub_push(hub, cl, s, &drops);
-    wsch__hub_run_drops(hub, drops);
+    wsch__hub_walk_begin(hub);
+    for (cl = u->first; cl; cl = cl->user_next) n += (size_t)wsch__hub_push(hub, cl, s);
+    wsch__hub_walk_end(hub);            /* u may be gone after this */
     return n;
+}
+
+/* ---- the bridge: out and in ------------------------------------------------ */
+
+/* Hands the envelope in s (env_len bytes) to bridge.publish on the bridge
+   channel pfx + name, behind the header "wsch1 <origin> ". Failures are
+   counted, never fatal: local delivery does not depend on the bridge. */
+WSCH__PRIVATE void wsch__hub_bridge_publish(wsch_hub *hub, const char *pfx, size_t pfx_len, const char *name,
+                                            size_t name_len, wsch_shared *s, size_t env_len) {
+    static const char hex[] = "0123456789abcdef";
+    size_t name_total = pfx_len + name_len, need, i;
+    char *p;
+    int r;
+    /* name_len is at most max_user_id_len or WSCH_HUB_MAX_CHANNEL_LEN, env_len
+       at most max_message_size: neither sum can wrap unless that limit is absurd. */
+    if (env_len > (size_t)-1 - name_total - 1u - WSCH_HUB_BRIDGE_HEADER_LEN) {
+        hub->bridge_publish_errors++;
+        return;
+    }
+    need = name_total + 1u + WSCH_HUB_BRIDGE_HEADER_LEN + env_len;
+    if (need > hub->bridge_cap) {
+        char *nb = (char *)wsch__alloc(&hub->desc.allocator, need);
+        if (!nb) {
+            hub->bridge_publish_errors++;
+            return;
+        }
+        wsch__free(&hub->desc.allocator, hub->bridge_buf);
+        hub->bridge_buf = nb;
+        hub->bridge_cap = need;
+    }
+    p = hub->bridge_buf;
+    if (pfx_len) WSCH_MEMCPY(p, pfx, pfx_len);
+    WSCH_MEMCPY(p + pfx_len, name, name_len);
+    p[name_total] = '\0';
+    p += name_total + 1u;
+    WSCH_MEMCPY(p, WSCH__HUB_BRIDGE_MAGIC, 6);
+    for (i = 0; i < 16u; i++) p[6u + i] = hex[(hub->origin >> (60u - 4u * i)) & 0xFu];
+    p[22] = ' ';
+    WSCH_MEMCPY(p + WSCH_HUB_BRIDGE_HEADER_LEN, wsch_shared_payload(s), env_len);
+    r = hub->desc.bridge.publish(hub->bridge_buf, name_total, p, WSCH_HUB_BRIDGE_HEADER_LEN + env_len,
+                                 hub->desc.bridge.user);
+    if (r == WSCH_OK) hub->bridge_published++;
+    else hub->bridge_publish_errors++;
+}
+
+/* The origin id in a bridge message's header, or WSCH_ERR_ARG when data
+   does not start with a well-formed header. */
+WSCH__PRIVATE int wsch__hub_bridge_header(const char *data, size_t len, uint64_t *origin) {
+    uint64_t v = 0;
+    size_t i;
+    if (len < WSCH_HUB_BRIDGE_HEADER_LEN || memcmp(data, WSCH__HUB_BRIDGE_MAGIC, 6) != 0 ||
+        data[22] != ' ')
+        return WSCH_ERR_ARG;
+    for (i = 6; i < 22u; i++) {
+        char ch = data[i];
+        unsigned d;
+        if (ch >= '0' && ch <= '9') d = (unsigned)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') d = (unsigned)(ch - 'a') + 10u;
+        else return WSCH_ERR_ARG;
+        v = (v << 4) | d;
+    }
+    *origin = v;
+    return WSCH_OK;
 }
 
 /* Encodes and queues an envelope to one client. */
 WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_client *cl, const char *type, const char *payload,
                                      size_t payload_len) {
-    wsch__hub_client *drops = NULL;
     wsch_shared *s;
-    int r = wsch__hub_encode(hub, type, strlen(type), payload, payload_len, &s);
+    int r = wsch__hub_encode(hub, type, strlen(type), payload, payload_len, &s, NULL);
     if (r != WSCH_OK) return r;
-    r = wsch__hub_push(hub, cl, s, &drops) ? WSCH_OK : WSCH_ERR_STATE;
+    wsch__hub_walk_begin(hub);
+    r = wsch__hub_push(hub, cl, s) ? WSCH_OK : WSCH_ERR_STATE;
     wsch_shared_release(s);
-    wsch__hub_run_drops(hub, drops);
+    wsch__hub_walk_end(hub);
     return r;
 }
 
@@ -6229,10 +6493,12 @@ WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_client *cl, uint16_t 
     int r;
     if (cl->state == WSCH__HUB_CLOSED) return WSCH_ERR_CLOSED;
     if (cl->state == WSCH__HUB_HANDSHAKE) {
+        /* Through the conn, not the transport: it closes the transport once,
+           runs on_close (wsch__hub_finish) and refuses whatever the caller
+           still feeds, so no answer goes out after close(). */
         cl->state = WSCH__HUB_CLOSING;
         wsch__hub_detach(hub, cl);
-        cl->transport->close(cl->user);
-        return WSCH_OK;
+        return wsch_conn_close(cl->conn, 0, NULL, 0);
     }
     cl->state = WSCH__HUB_CLOSING;
     wsch__hub_detach(hub, cl);
@@ -6578,6 +6844,15 @@ WSCH__PRIVATE void wsch__hub_on_close(wsch_conn *c, int code, const char *reason
     (void)c;
     (void)reason;
     (void)reason_len;
+    if (cl->hub->walking && cl->state != WSCH__HUB_CLOSED) {
+        /* Inside a send of a delivery walk: finishing now would change the
+           subscriber array or user list under the walk (and run
+           on_disconnect there). The walk's end finishes it. */
+        cl->flags |= WSCH__HUB_FINISH_LATER;
+        cl->close_code = (uint16_t)code;
+        wsch__hub_list_drop(cl->hub, cl, WSCH_HUB_DROP_NOMEM);
+        return;
+    }
     wsch__hub_finish(cl->hub, cl, code);
 }
 
@@ -6612,6 +6887,11 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     if (d.path[0] != '/' || d.max_channel_len > WSCH_HUB_MAX_CHANNEL_LEN || d.max_channels_per_client > 0xFFFFu ||
         d.max_clients > 0xFFFFFFF0u || d.max_user_id_len > 0xFFFFu || d.max_token_len > ((size_t)-1 - 16u) / 2u)
         return WSCH_ERR_ARG;
+    if (d.bridge.subscribe || d.bridge.unsubscribe || d.bridge.publish) {
+        /* Without randomness two hubs could share an origin id and skip each other's messages. */
+        if (!d.bridge.subscribe || !d.bridge.unsubscribe || !d.bridge.publish || !d.random_bytes)
+            return WSCH_ERR_ARG;
+    }
     hub = (wsch_hub *)wsch__alloc(&d.allocator, sizeof *hub);
     if (!hub) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(hub, 0, sizeof *hub);
@@ -6627,6 +6907,10 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     if (d.random_bytes) d.random_bytes(seed, sizeof seed, d.user);
     WSCH_MEMCPY(&hub->hash_key[0], seed, 8);
     WSCH_MEMCPY(&hub->hash_key[1], seed + 8, 8);
+    if (d.bridge.publish) {
+        hub->bridged = 1;
+        d.random_bytes(&hub->origin, sizeof hub->origin, d.user);
+    }
 
     hub->conn_desc.role = WSCH_ROLE_SERVER;
     hub->conn_desc.max_frame_size = d.max_message_size;
@@ -6678,6 +6962,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch__hub_free_table(hub, &hub->users, 0);
     wsch__free(&a, hub->slots);
     wsch__free(&a, hub->token_buf);
+    wsch__free(&a, hub->bridge_buf);
     wsch__free(&a, hub);
 }
 
@@ -6802,25 +7087,27 @@ WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_client client) {
 
 /* Shared front half of broadcast / send_to_user / send. */
 WSCH__PRIVATE int wsch__hub_prepare(wsch_hub *hub, const char *type, const char *payload, size_t payload_len,
-                                    wsch_shared **s) {
+                                    wsch_shared **s, size_t *env_len) {
     if (!hub || !type) return WSCH_ERR_ARG;
-    return wsch__hub_encode(hub, type, strlen(type), payload, payload_len, s);
+    return wsch__hub_encode(hub, type, strlen(type), payload, payload_len, s, env_len);
 }
 
 WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
                                 size_t payload_len, size_t *delivered) {
     wsch__hub_channel *ch;
     wsch_shared *s;
-    size_t n = 0, len;
+    size_t n = 0, len, env_len = 0;
     int r;
     if (delivered) *delivered = 0;
     if (!hub || !channel) return WSCH_ERR_ARG;
     len = strlen(channel);
     if (!wsch__hub_channel_ok(hub, channel, len)) return WSCH_ERR_ARG;
-    r = wsch__hub_prepare(hub, type, payload, payload_len, &s);
+    r = wsch__hub_prepare(hub, type, payload, payload_len, &s, &env_len);
     if (r != WSCH_OK) return r;
-    ch = wsch__hub_channel_find(hub, channel, len);
     wsch__hub_enter(hub);
+    /* Other hubs first: the bridge only copies, local delivery may take a while. */
+    if (hub->bridged) wsch__hub_bridge_publish(hub, NULL, 0, channel, len, s, env_len);
+    ch = wsch__hub_channel_find(hub, channel, len);
     if (ch) n = wsch__hub_deliver_channel(hub, ch, s);
     wsch_shared_release(s);
     wsch__hub_leave(hub);
@@ -6832,14 +7119,17 @@ WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const cha
                                    size_t payload_len, size_t *delivered) {
     wsch__hub_user *u;
     wsch_shared *s;
-    size_t n = 0;
+    size_t n = 0, len, env_len = 0;
     int r;
     if (delivered) *delivered = 0;
     if (!hub || !user_id) return WSCH_ERR_ARG;
-    r = wsch__hub_prepare(hub, type, payload, payload_len, &s);
+    r = wsch__hub_prepare(hub, type, payload, payload_len, &s, &env_len);
     if (r != WSCH_OK) return r;
-    u = wsch__hub_user_find(hub, user_id, strlen(user_id));
+    len = strlen(user_id);
     wsch__hub_enter(hub);
+    if (hub->bridged && len > 0 && len <= hub->desc.max_user_id_len)
+        wsch__hub_bridge_publish(hub, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN, user_id, len, s, env_len);
+    u = wsch__hub_user_find(hub, user_id, len);
     if (u) n = wsch__hub_deliver_user(hub, u, s);
     wsch_shared_release(s);
     wsch__hub_leave(hub);
@@ -6961,6 +7251,67 @@ WSCH_API void wsch_hub_shutdown(wsch_hub *hub) {
     wsch__hub_leave(hub);
 }
 
+WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t name_len, const void *data,
+                                     size_t data_len, size_t *delivered) {
+    const char *d = (const char *)data;
+    const char *id = NULL;
+    size_t id_len = 0, n = 0;
+    uint64_t origin = 0;
+    wsch_envelope env;
+    wsch_shared *s;
+    int r;
+    if (delivered) *delivered = 0;
+    if (!hub || (!name && name_len) || (!data && data_len)) return WSCH_ERR_ARG;
+    if (!hub->bridged) return WSCH_ERR_STATE;
+    if (name_len >= WSCH__HUB_UPFX_LEN && memcmp(name, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN) == 0) {
+        id = name + WSCH__HUB_UPFX_LEN;
+        id_len = name_len - WSCH__HUB_UPFX_LEN;
+        r = id_len >= 1 && id_len <= hub->desc.max_user_id_len ? WSCH_OK : WSCH_ERR_ARG;
+    } else {
+        r = wsch__hub_channel_ok(hub, name, name_len) ? WSCH_OK : WSCH_ERR_ARG;
+    }
+    if (r == WSCH_OK) r = wsch__hub_bridge_header(d, data_len, &origin);
+    if (r == WSCH_OK && origin == hub->origin) {
+        hub->bridge_own++;      /* delivered here when it was sent */
+        return WSCH_OK;
+    }
+    if (r == WSCH_OK && data_len - WSCH_HUB_BRIDGE_HEADER_LEN > hub->desc.max_message_size) r = WSCH_ERR_TOO_LARGE;
+    if (r == WSCH_OK)
+        r = wsch_envelope_decode(d + WSCH_HUB_BRIDGE_HEADER_LEN, data_len - WSCH_HUB_BRIDGE_HEADER_LEN, &env);
+    /* Re-encoded, so what clients get is exactly what a local broadcast sends. */
+    if (r == WSCH_OK) r = wsch__hub_encode(hub, env.type, env.type_len, env.payload.ptr, env.payload.len, &s, NULL);
+    if (r != WSCH_OK) {
+        if (r != WSCH_ERR_NOMEM) hub->bridge_refused++;
+        return r;
+    }
+    hub->bridge_received++;
+    wsch__hub_enter(hub);
+    if (id) {
+        wsch__hub_user *u = wsch__hub_user_find(hub, id, id_len);
+        if (u) n = wsch__hub_deliver_user(hub, u, s);
+    } else {
+        wsch__hub_channel *ch = wsch__hub_channel_find(hub, name, name_len);
+        if (ch) n = wsch__hub_deliver_channel(hub, ch, s);
+    }
+    wsch_shared_release(s);
+    wsch__hub_leave(hub);
+    if (delivered) *delivered = n;
+    return WSCH_OK;
+}
+
+WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub) {
+    size_t i;
+    if (!hub || !hub->bridged) return;
+    for (i = 0; i < hub->channels.nbuckets; i++) {
+        const wsch__hub_entry *e;
+        for (e = hub->channels.buckets[i]; e; e = e->next) wsch__hub_interest(hub, e, 0, 1);
+    }
+    for (i = 0; i < hub->users.nbuckets; i++) {
+        const wsch__hub_entry *e;
+        for (e = hub->users.buckets[i]; e; e = e->next) wsch__hub_interest(hub, e, 1, 1);
+    }
+}
+
 WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out) {
     uint32_t i;
     if (!out) return;
@@ -6977,6 +7328,12 @@ WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out) {
     out->encodes = hub->encodes;
     out->http_responses = hub->http_responses;
     for (i = 0; i < (uint32_t)WSCH_HUB_DROP_COUNT; i++) out->drops[i] = hub->drops[i];
+    if (hub->bridged) out->bridge_channels = (uint64_t)(hub->channels.count + hub->users.count);
+    out->bridge_published = hub->bridge_published;
+    out->bridge_publish_errors = hub->bridge_publish_errors;
+    out->bridge_received = hub->bridge_received;
+    out->bridge_own = hub->bridge_own;
+    out->bridge_refused = hub->bridge_refused;
     for (i = 0; i < hub->nslots; i++) {
         if (hub->slots[i].client) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].client->conn);
     }

@@ -967,7 +967,78 @@ TEST on_request_can_refuse_or_close(void) {
     PASS();
 }
 
+static void close_in_hook(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply, void *user) {
+    (void)req; (void)reply; (void)user;
+    (void)wsch_conn_close(c, 0, NULL, 0);
+}
+
+/* A hook that closes the connection ends it: no 101, no on_open. */
+TEST close_inside_on_request_stays_closed(void) {
+    fake f;
+    char req[sizeof upgrade_request];
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.desc.on_request = close_in_hook;
+    memcpy(req, upgrade_request, sizeof req);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    (void)wsch_conn_feed(f.c, req, sizeof req - 1);
+    ASSERT_EQ(0u, f.out_len);
+    ASSERT_EQ(0, f.opened);
+    ASSERT_EQ(1, f.closes);
+    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_EQ(WSCH_CONN_CLOSED, wsch_conn_get_state(f.c));
+    fake_free(&f);
+    PASS();
+}
+
 /* ---- output: partial sends, queue, limits, shared frames ----------------- */
+
+/* A peer that pings and never reads cannot grow the queue past its limit. */
+TEST ping_flood_to_a_non_reader_is_bounded(void) {
+    fake f;
+    unsigned char in[64];
+    size_t n, i;
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.desc.max_outbound_bytes = 4096;
+    ASSERT(open_server(&f));
+    f.send_budget = 0;
+    for (i = 0; i < 5000; i++) {
+        n = frame(in, 0x89, "0123456789", 10, 1);
+        ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    }
+    ASSERT(wsch_conn_queued_bytes(f.c) <= 4096);
+    ASSERT(wsch_conn_queued_bytes(f.c) > 4000);
+    ASSERT_EQ(WSCH_CONN_OPEN, wsch_conn_get_state(f.c));
+    fake_free(&f);
+    PASS();
+}
+
+/* RFC 6455 5.4 on the sending side. */
+TEST send_frame_keeps_fragments_in_order(void) {
+    fake f;
+    wsch_shared *s;
+    out_frame fr[8];
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_conn_send_frame(f.c, WSCH_OP_CONTINUATION, 1, "x", 1));
+    ASSERT_EQ(WSCH_OK, wsch_conn_send_frame(f.c, WSCH_OP_TEXT, 0, "ab", 2));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_conn_send_frame(f.c, WSCH_OP_BINARY, 1, "x", 1));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_conn_send(f.c, WSCH_OP_TEXT, "x", 1));
+    ASSERT_EQ(WSCH_OK, wsch_shared_create(NULL, WSCH_OP_TEXT, "s", 1, &s));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_conn_send_shared(f.c, s));
+    ASSERT_EQ(WSCH_OK, wsch_conn_ping(f.c, "p", 1)); /* control frames may interleave */
+    ASSERT_EQ(WSCH_OK, wsch_conn_send_frame(f.c, WSCH_OP_CONTINUATION, 1, "cd", 2));
+    ASSERT_EQ(WSCH_OK, wsch_conn_send_shared(f.c, s));
+    wsch_shared_release(s);
+    ASSERT_EQ(4u, parse_out(f.out, f.out_len, fr, 8, 0));
+    ASSERT_EQ(WSCH_OP_TEXT, fr[0].opcode);
+    ASSERT_EQ(0, fr[0].fin);
+    ASSERT_EQ(WSCH_OP_PING, fr[1].opcode);
+    ASSERT_EQ(WSCH_OP_CONTINUATION, fr[2].opcode);
+    ASSERT_EQ(1, fr[2].fin);
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_shared_create(NULL, WSCH_OP_PING, "s", 1, &s));
+    fake_free(&f);
+    PASS();
+}
 
 TEST partial_sends_are_queued_in_order(void) {
     fake f;
@@ -1114,6 +1185,27 @@ TEST idle_connection_heap(void) {
     PASS();
 }
 
+/* A client whose opening request cannot be queued was never handed out: no
+   on_close, no close(). */
+TEST failed_create_runs_no_callbacks(void) {
+    fake f;
+    counting a;
+    memset(&a, 0, sizeof a);
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    f.desc.allocator.alloc = count_alloc;
+    f.desc.allocator.free = count_free;
+    f.desc.allocator.user = &a;
+    f.send_budget = 10;   /* part of the request leaves... */
+    a.fail_at = 3;        /* ...and the rest cannot be queued */
+    ASSERT_EQ(WSCH_ERR_NOMEM, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT(f.c == NULL);
+    ASSERT_EQ(0, f.closes);
+    ASSERT_EQ(0, f.transport_closed);
+    ASSERT_EQ(0u, a.live);
+    fake_free(&f);
+    PASS();
+}
+
 /* Every allocation of a busy exchange fails in turn: an error comes back,
    nothing leaks, nothing crashes. */
 TEST allocation_failures_leak_nothing(void) {
@@ -1183,12 +1275,16 @@ SUITE(conn) {
     RUN_TEST(bad_version_gets_426);
     RUN_TEST(handshake_timeout_and_header_limit);
     RUN_TEST(on_request_can_refuse_or_close);
+    RUN_TEST(close_inside_on_request_stays_closed);
+    RUN_TEST(ping_flood_to_a_non_reader_is_bounded);
+    RUN_TEST(send_frame_keeps_fragments_in_order);
     RUN_TEST(partial_sends_are_queued_in_order);
     RUN_TEST(outbound_limit_refuses_without_sending);
     RUN_TEST(invalid_text_is_refused_on_send);
     RUN_TEST(shared_frame_to_many);
     RUN_TEST(destroy_inside_callbacks);
     RUN_TEST(idle_connection_heap);
+    RUN_TEST(failed_create_runs_no_callbacks);
     RUN_TEST(allocation_failures_leak_nothing);
 }
 
