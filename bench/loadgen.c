@@ -1,0 +1,853 @@
+/* loadgen - WebSocket load generator for the loopback benchmarks: one
+   thread, epoll, nonblocking sockets, frames masked and encoded once at
+   start so the generator itself costs little. Speaks plain RFC 6455 to any
+   server (ours, wslay, libwebsockets, Node ws, Python websockets).
+
+   Modes (all figures: median over --reps runs of --duration seconds):
+     echo       C connections (--conns), K messages in flight on each
+                (--inflight), S bytes each (--size): msgs/s, MB/s of echoed
+                payload, p50/p99 latency from send to echo.
+     handshake  --conns connections in parallel, each: TCP connect, upgrade
+                request, 101 response, abortive close (RST, so no TIME_WAIT
+                piles up); handshakes/s.
+     fanout     --subs M subscribers on one channel of a hub, one publisher
+                sending {"type":"publish","payload":{"channel":C,"data":D}}
+                with up to --window publishes in flight: deliveries/s and
+                publish-to-last-delivery p50/p99.
+     idle       --conns N connections opened and held; with --pid, the
+                server's RSS growth per connection (VmRSS, /proc).
+   Prints "RESULT key=value ..." on success (exit 0); errors go to stderr
+   (exit 1). Bounded everywhere: every wait has a deadline.
+
+   Only 127.0.0.0/8 is used: sources are spread over 127.0.0.2..(1+N)
+   (--src-ips) so many connections do not exhaust one address's ports. */
+#include "bench_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <dirent.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+enum { M_ECHO, M_HANDSHAKE, M_FANOUT, M_IDLE };
+enum { S_CONNECTING, S_HANDSHAKE, S_OPEN, S_DEAD };
+
+#define PREFIX_MAX 160      /* payload bytes kept per frame to classify it */
+#define RBUF_SIZE (256u * 1024u)
+#define MAX_LAT (4u * 1024u * 1024u)
+
+typedef struct lconn {
+    int fd;
+    int state;
+    int role;                   /* fanout: 0 subscriber, 1 publisher */
+    char *hs;                   /* response head while handshaking */
+    size_t hs_len;
+    /* frame parser */
+    unsigned char hdr[14];
+    size_t hdr_len;
+    uint64_t left;              /* payload bytes of the current frame still to come */
+    uint64_t plen;
+    int opcode;
+    unsigned char prefix[PREFIX_MAX];
+    size_t prefix_len;
+    /* output: a run of the pre-encoded periodic buffer */
+    size_t out_off, out_len;
+    const unsigned char *out_buf;
+    /* echo */
+    uint64_t *ts;               /* send times, ring of inflight entries */
+    unsigned ts_head, ts_count;
+    /* fanout */
+    uint64_t got;               /* publish deliveries seen */
+} lconn;
+
+static struct {
+    int mode;
+    const char *host;
+    uint16_t port;
+    const char *path;
+    int conns, inflight, subs, window, reps, src_ips, text;
+    size_t size;
+    double duration, warmup;
+    long pid;
+    const char *channel;
+    const char *label;
+    const char *stats_path;
+} opt;
+
+static int g_ep;
+static lconn *g_conns;
+static int g_nconns;
+static unsigned char *g_rbuf;
+static char g_request[1024];
+static size_t g_request_len;
+/* echo: K+1 copies of one masked frame, back to back */
+static unsigned char *g_frames;
+static size_t g_frame_size;
+static uint64_t *g_lat;
+static size_t g_nlat;
+static uint64_t g_msgs, g_bytes;
+static int g_connected;
+
+static void die(const char *what) {
+    fprintf(stderr, "loadgen: %s: %s\n", what, errno ? strerror(errno) : "failed");
+    exit(1);
+}
+
+/* ------------------------------------------------------------ encoding */
+
+static size_t encode_frame(unsigned char *out, int opcode, const void *payload, size_t n, uint32_t key) {
+    unsigned char k[4];
+    size_t h = 0, i;
+    memcpy(k, &key, 4);
+    out[h++] = (unsigned char)(0x80 | opcode);
+    if (n < 126) {
+        out[h++] = (unsigned char)(0x80 | n);
+    } else if (n <= 0xFFFF) {
+        out[h++] = 0x80 | 126;
+        out[h++] = (unsigned char)(n >> 8);
+        out[h++] = (unsigned char)n;
+    } else {
+        int s;
+        out[h++] = 0x80 | 127;
+        for (s = 56; s >= 0; s -= 8) out[h++] = (unsigned char)((uint64_t)n >> s);
+    }
+    memcpy(out + h, k, 4);
+    h += 4;
+    for (i = 0; i < n; i++) out[h + i] = (unsigned char)(((const unsigned char *)payload)[i] ^ k[i & 3]);
+    return h + n;
+}
+
+/* --------------------------------------------------------- connections */
+
+static void watch(lconn *c, uint32_t events, int op) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.ptr = c;
+    if (epoll_ctl(g_ep, op, c->fd, &ev) < 0) die("epoll_ctl");
+}
+
+static void conn_kill(lconn *c, int abortive) {
+    if (c->fd >= 0) {
+        if (abortive) {
+            struct linger l;
+            l.l_onoff = 1;
+            l.l_linger = 0;
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        }
+        close(c->fd); /* also leaves the epoll set */
+    }
+    free(c->hs);
+    c->hs = NULL;
+    c->fd = -1;
+    c->state = S_DEAD;
+}
+
+static unsigned g_src_next;
+
+static void conn_start(lconn *c) {
+    struct sockaddr_in dst, src;
+    int fd, one = 1;
+    memset(&dst, 0, sizeof dst);
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(opt.port);
+    if (inet_pton(AF_INET, opt.host, &dst.sin_addr) != 1) die("bad --host (IPv4 loopback only)");
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (opt.src_ips > 0) {
+        memset(&src, 0, sizeof src);
+        src.sin_family = AF_INET;
+        src.sin_addr.s_addr = htonl(0x7F000002u + (g_src_next++ % (unsigned)opt.src_ips));
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind source address");
+    }
+    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) die("connect");
+    {
+        int role = c->role;
+        memset(c, 0, sizeof *c);
+        c->role = role;
+    }
+    c->fd = fd;
+    c->state = S_CONNECTING;
+    watch(c, EPOLLOUT, EPOLL_CTL_ADD);
+}
+
+/* Sends as much of c's pending run as the socket takes. */
+static int conn_flush(lconn *c) {
+    while (c->out_len > 0) {
+        ssize_t n = send(c->fd, c->out_buf + c->out_off, c->out_len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return 0;
+            return -1;
+        }
+        c->out_off += (size_t)n;
+        c->out_len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void conn_update_events(lconn *c) {
+    watch(c, EPOLLIN | (c->out_len ? EPOLLOUT : 0u), EPOLL_CTL_MOD);
+}
+
+/* Queues n more echo frames: they extend the pending run, which the
+   periodic buffer makes contiguous. */
+static void echo_send(lconn *c, unsigned n, uint64_t now) {
+    unsigned i;
+    int had = c->out_len > 0;
+    if (!n) return;
+    if (!had) c->out_off %= g_frame_size;
+    c->out_buf = g_frames;
+    c->out_len += n * g_frame_size;
+    for (i = 0; i < n; i++) c->ts[(c->ts_head + c->ts_count++) % (unsigned)opt.inflight] = now;
+    if (!had) {
+        if (conn_flush(c) < 0) {
+            fprintf(stderr, "loadgen: send failed: %s\n", strerror(errno));
+            exit(1);
+        }
+        if (c->out_len) conn_update_events(c);
+    }
+}
+
+/* Sends a one-off buffer (subscribe, publish): small, written whole or queued. */
+static void send_once(lconn *c, const unsigned char *buf, size_t len) {
+    if (c->out_len) {
+        fprintf(stderr, "loadgen: internal: output busy\n");
+        exit(1);
+    }
+    c->out_buf = buf;
+    c->out_off = 0;
+    c->out_len = len;
+    if (conn_flush(c) < 0) die("send");
+    if (c->out_len) conn_update_events(c);
+}
+
+/* ---------------------------------------------------------- mode hooks */
+
+static uint64_t *g_pub_sent;    /* fanout: send time of publish k */
+static uint32_t *g_pub_done;    /* fanout: subscribers that have publish k */
+static uint64_t g_pub_next, g_pub_complete;
+static uint64_t *g_sub_base;    /* per subscriber: deliveries before the measured part */
+static unsigned char g_sub_frame[256], g_pub_frame[4096];
+static size_t g_sub_frame_len, g_pub_frame_len;
+static char g_marker[32];
+static uint64_t g_deliveries;
+static int g_measuring;
+
+
+static void on_open(lconn *c) {
+    g_connected++;
+    if (opt.mode == M_ECHO) {
+        c->ts = (uint64_t *)calloc((size_t)opt.inflight, sizeof *c->ts);
+        c->out_off = 0;
+        echo_send(c, (unsigned)opt.inflight, bench_now_ns());
+    } else if (opt.mode == M_FANOUT) {
+        /* The publisher subscribes too: the demo hub takes publishes only from
+           subscribers of the channel (and so delivers them back to it). */
+        send_once(c, g_sub_frame, g_sub_frame_len);
+    } else if (opt.mode == M_HANDSHAKE) {
+        g_msgs++;
+        conn_kill(c, 1);
+        if (g_measuring >= 0) conn_start(c);
+    }
+}
+
+static void on_frame(lconn *c, uint64_t now) {
+    if (c->opcode == 8) {
+        fprintf(stderr, "loadgen: server sent close on a connection\n");
+        exit(1);
+    }
+    if (c->opcode == 9 || c->opcode == 10) return; /* ping: the servers under test do not send them */
+    if (opt.mode == M_ECHO) {
+        if (c->ts_count == 0) {
+            fprintf(stderr, "loadgen: unexpected message\n");
+            exit(1);
+        }
+        if (c->plen != opt.size || c->opcode != (opt.text ? 1 : 2)) {
+            fprintf(stderr, "loadgen: echo of %llu bytes, opcode %d: expected %zu, %d\n", (unsigned long long)c->plen,
+                    c->opcode, opt.size, opt.text ? 1 : 2);
+            exit(1);
+        }
+        if (g_nlat < MAX_LAT) g_lat[g_nlat++] = now - c->ts[c->ts_head];
+        c->ts_head = (c->ts_head + 1) % (unsigned)opt.inflight;
+        c->ts_count--;
+        g_msgs++;
+        g_bytes += c->plen;
+    } else if (opt.mode == M_FANOUT && c->role == 0) {
+        size_t ml = strlen(g_marker);
+        size_t i;
+        int hit = 0;
+        for (i = 0; i + ml <= c->prefix_len && !hit; i++) hit = memcmp(c->prefix + i, g_marker, ml) == 0;
+        if (!hit) return; /* acks and other traffic */
+        c->got++;
+        g_deliveries++;
+        if (g_measuring > 0) {
+            uint64_t k = c->got - g_sub_base[c - g_conns] - 1;
+            if (k < g_pub_next) {
+                if (++g_pub_done[k] == (uint32_t)opt.subs) {
+                    if (g_nlat < MAX_LAT) g_lat[g_nlat++] = now - g_pub_sent[k];
+                    g_pub_complete++;
+                }
+            }
+        }
+    }
+}
+
+/* --------------------------------------------------------------- input */
+
+static size_t header_need(const unsigned char *h) {
+    unsigned l7 = h[1] & 0x7Fu;
+    return 2 + (l7 == 126 ? 2u : l7 == 127 ? 8u : 0u) + ((h[1] & 0x80u) ? 4u : 0u);
+}
+
+static void start_frame(lconn *c, const unsigned char *h) {
+    unsigned l7 = h[1] & 0x7Fu;
+    c->opcode = h[0] & 0x0F;
+    if (l7 < 126) {
+        c->plen = l7;
+    } else if (l7 == 126) {
+        c->plen = ((uint64_t)h[2] << 8) | h[3];
+    } else {
+        int i;
+        c->plen = 0;
+        for (i = 0; i < 8; i++) c->plen = (c->plen << 8) | h[2 + i];
+    }
+    c->left = c->plen;
+    c->prefix_len = 0;
+}
+
+/* Frames from the server: only the first PREFIX_MAX payload bytes are kept. */
+static void parse_frames(lconn *c, const unsigned char *p, size_t n, uint64_t now) {
+    while (n > 0) {
+        if (c->left == 0) { /* at a header */
+            if (c->hdr_len == 0 && n >= 2 && n >= header_need(p)) {
+                size_t need = header_need(p);
+                start_frame(c, p);
+                p += need;
+                n -= need;
+            } else { /* a header split across reads */
+                while (c->hdr_len < 2 && n > 0) c->hdr[c->hdr_len++] = *p++, n--;
+                if (c->hdr_len < 2) return;
+                while (c->hdr_len < header_need(c->hdr) && n > 0) c->hdr[c->hdr_len++] = *p++, n--;
+                if (c->hdr_len < header_need(c->hdr)) return;
+                start_frame(c, c->hdr);
+                c->hdr_len = 0;
+            }
+            if (c->left == 0) {
+                on_frame(c, now);
+                continue;
+            }
+        }
+        {
+            size_t take = c->left < n ? (size_t)c->left : n;
+            if (c->prefix_len < PREFIX_MAX) {
+                size_t k = PREFIX_MAX - c->prefix_len < take ? PREFIX_MAX - c->prefix_len : take;
+                memcpy(c->prefix + c->prefix_len, p, k);
+                c->prefix_len += k;
+            }
+            p += take;
+            n -= take;
+            c->left -= take;
+            if (c->left == 0) on_frame(c, now);
+        }
+    }
+}
+
+static void on_handshake_bytes(lconn *c, const unsigned char *p, size_t n, uint64_t now) {
+    char *end;
+    size_t head;
+    if (!c->hs) c->hs = (char *)malloc(4096);
+    if (c->hs_len + n > 4095) {
+        fprintf(stderr, "loadgen: handshake response too long\n");
+        exit(1);
+    }
+    memcpy(c->hs + c->hs_len, p, n);
+    c->hs_len += n;
+    c->hs[c->hs_len] = '\0';
+    end = strstr(c->hs, "\r\n\r\n");
+    if (!end) return;
+    if (strncmp(c->hs, "HTTP/1.1 101", 12) != 0) {
+        fprintf(stderr, "loadgen: handshake refused: %.*s\n", (int)(strchr(c->hs, '\r') - c->hs), c->hs);
+        exit(1);
+    }
+    head = (size_t)(end + 4 - c->hs);
+    c->state = S_OPEN;
+    {
+        size_t rest = c->hs_len - head;
+        unsigned char tmp[4096];
+        memcpy(tmp, c->hs + head, rest);
+        free(c->hs);
+        c->hs = NULL;
+        c->hs_len = 0;
+        watch(c, EPOLLIN, EPOLL_CTL_MOD);
+        on_open(c);
+        if (c->state == S_OPEN && rest) parse_frames(c, tmp, rest, now);
+    }
+}
+
+static void on_event(lconn *c, uint32_t ev) {
+    if (c->state == S_DEAD) return;
+    if (c->state == S_CONNECTING) {
+        int err = 0;
+        socklen_t l = sizeof err;
+        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) {
+            errno = err;
+            die("connect");
+        }
+        c->state = S_HANDSHAKE;
+        c->out_buf = (const unsigned char *)g_request;
+        c->out_off = 0;
+        c->out_len = g_request_len;
+        if (conn_flush(c) < 0) die("send request");
+        watch(c, EPOLLIN | (c->out_len ? EPOLLOUT : 0u), EPOLL_CTL_MOD);
+        return;
+    }
+    if (ev & EPOLLOUT) {
+        if (conn_flush(c) < 0) die("send");
+        if (!c->out_len) conn_update_events(c);
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        int rounds;
+        for (rounds = 0; rounds < 4 && (c->state == S_HANDSHAKE || c->state == S_OPEN); rounds++) {
+            ssize_t n = recv(c->fd, g_rbuf, RBUF_SIZE, 0);
+            uint64_t now;
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && errno == EAGAIN) break;
+            if (n <= 0) {
+                fprintf(stderr, "loadgen: connection %d closed by the server (%s)\n", (int)(c - g_conns),
+                        n == 0 ? "EOF" : strerror(errno));
+                exit(1);
+            }
+            now = bench_now_ns();
+            if (c->state == S_HANDSHAKE) {
+                on_handshake_bytes(c, g_rbuf, (size_t)n, now);
+            } else {
+                unsigned before = c->ts_count;
+                parse_frames(c, g_rbuf, (size_t)n, now);
+                if (opt.mode == M_ECHO && c->ts_count < before) echo_send(c, before - c->ts_count, now);
+            }
+            if ((size_t)n < RBUF_SIZE) break;
+        }
+    }
+}
+
+/* One turn of the loop: wait at most timeout_ms. */
+static void poll_once(int timeout_ms) {
+    struct epoll_event evs[1024];
+    int n = epoll_wait(g_ep, evs, 1024, timeout_ms), i;
+    if (n < 0 && errno != EINTR) die("epoll_wait");
+    for (i = 0; i < n; i++) on_event((lconn *)evs[i].data.ptr, evs[i].events);
+}
+
+/* Opens conns [from, to) with at most 256 handshakes under way at once;
+   fails after timeout_s. */
+static void connect_range(int from, int to, double timeout_s) {
+    double deadline = bench_now() + timeout_s;
+    int next = from;
+    g_connected = 0;
+    while (g_connected < to - from) {
+        while (next < to && (next - from) - g_connected < 256) conn_start(&g_conns[next++]);
+        if (bench_now() > deadline) {
+            fprintf(stderr, "loadgen: only %d of %d connections opened in %.0f s\n", g_connected, to - from,
+                    timeout_s);
+            exit(1);
+        }
+        poll_once(50);
+    }
+}
+
+static long read_rss_kb(long pid) {
+    char path[64], line[256];
+    long kb = -1;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    f = fopen(path, "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
+    fclose(f);
+    return kb;
+}
+
+/* CPU time the server has used so far, all its threads, in ns (schedstat);
+   0 without --pid. Unlike a rate, CPU per message does not depend on how
+   much of its core the server was given while other work ran. */
+static uint64_t server_cpu_ns(void) {
+    char path[64], line[128];
+    uint64_t total = 0;
+    DIR *d;
+    struct dirent *e;
+    if (!opt.pid) return 0;
+    snprintf(path, sizeof path, "/proc/%ld/task", opt.pid);
+    d = opendir(path);
+    if (!d) return 0;
+    while ((e = readdir(d)) != NULL) {
+        char p2[400];
+        FILE *f;
+        if (e->d_name[0] == '.') continue;
+        snprintf(p2, sizeof p2, "%s/%s/schedstat", path, e->d_name);
+        f = fopen(p2, "r");
+        if (!f) continue;
+        if (fgets(line, sizeof line, f)) total += strtoull(line, NULL, 10);
+        fclose(f);
+    }
+    closedir(d);
+    return total;
+}
+
+/* --------------------------------------------------------------- modes */
+
+static double g_cpu_us[64];     /* server CPU us per message (or handshake, delivery) of each rep */
+static double g_self_us[64];    /* the load generator's own CPU us per message, same */
+
+static uint64_t self_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void report_rates(const char *what, double *rates, int n, double *extra, const char *extra_name,
+                         double *p50, double *p99) {
+    double r[64];
+    int i;
+    memcpy(r, rates, (size_t)n * sizeof *r);
+    printf("RESULT label=%s mode=%s %s=%.1f spread=%.3f", opt.label, what,
+           opt.mode == M_HANDSHAKE ? "hs_s" : opt.mode == M_FANOUT ? "deliveries_s" : "msgs_s", bench_median(r, (size_t)n),
+           bench_spread(rates, (size_t)n));
+    if (extra) {
+        memcpy(r, extra, (size_t)n * sizeof *r);
+        printf(" %s=%.2f", extra_name, bench_median(r, (size_t)n));
+    }
+    if (p50) {
+        memcpy(r, p50, (size_t)n * sizeof *r);
+        printf(" p50_us=%.1f", bench_median(r, (size_t)n));
+        memcpy(r, p99, (size_t)n * sizeof *r);
+        printf(" p99_us=%.1f", bench_median(r, (size_t)n));
+    }
+    if (opt.pid) {
+        memcpy(r, g_cpu_us, (size_t)n * sizeof *r);
+        printf(" cpu_us=%.3f", bench_median(r, (size_t)n));
+    }
+    memcpy(r, g_self_us, (size_t)n * sizeof *r);
+    printf(" load_cpu_us=%.3f", bench_median(r, (size_t)n));
+    printf(" reps=%d\n", n);
+    for (i = 0; i < n; i++) fprintf(stderr, "  rep %d: %.1f\n", i + 1, rates[i]);
+}
+
+static void latency_pct(double *p50, double *p99) {
+    qsort(g_lat, g_nlat, sizeof *g_lat, bench_cmp_u64);
+    *p50 = (double)bench_pct(g_lat, g_nlat, 50) / 1000.0;
+    *p99 = (double)bench_pct(g_lat, g_nlat, 99) / 1000.0;
+}
+
+static void run_echo(void) {
+    double rates[64], mbs[64], p50[64], p99[64], t0;
+    unsigned char *payload = (unsigned char *)malloc(opt.size ? opt.size : 1);
+    size_t i;
+    int r;
+    for (i = 0; i < opt.size; i++) payload[i] = (unsigned char)(opt.text ? 'a' + i % 26 : i * 31);
+    g_frame_size = encode_frame(g_rbuf, opt.text ? 1 : 2, payload, opt.size, 0x5A3C96E1u);
+    g_frames = (unsigned char *)malloc(g_frame_size * (size_t)(opt.inflight + 1));
+    for (i = 0; i <= (size_t)opt.inflight; i++) memcpy(g_frames + i * g_frame_size, g_rbuf, g_frame_size);
+    free(payload);
+    g_nconns = opt.conns;
+    connect_range(0, opt.conns, 30);
+    t0 = bench_now();
+    while (bench_now() - t0 < opt.warmup) poll_once(10);
+    for (r = 0; r < opt.reps; r++) {
+        double t;
+        uint64_t c0 = server_cpu_ns(), s0 = self_cpu_ns();
+        g_msgs = g_bytes = 0;
+        g_nlat = 0;
+        t0 = bench_now();
+        while ((t = bench_now() - t0) < opt.duration) poll_once(10);
+        rates[r] = (double)g_msgs / t;
+        g_cpu_us[r] = g_msgs ? (double)(server_cpu_ns() - c0) / 1e3 / (double)g_msgs : 0;
+        g_self_us[r] = g_msgs ? (double)(self_cpu_ns() - s0) / 1e3 / (double)g_msgs : 0;
+        mbs[r] = (double)g_bytes / t / 1e6;
+        latency_pct(&p50[r], &p99[r]);
+        if (g_msgs == 0) {
+            fprintf(stderr, "loadgen: no echo in %.1f s\n", t);
+            exit(1);
+        }
+    }
+    report_rates("echo", rates, opt.reps, mbs, "mb_s", p50, p99);
+}
+
+static void run_handshake(void) {
+    double rates[64], t0, t;
+    int r, i;
+    g_nconns = opt.conns;
+    g_measuring = 0;
+    for (i = 0; i < opt.conns; i++) conn_start(&g_conns[i]);
+    t0 = bench_now();
+    while (bench_now() - t0 < opt.warmup) poll_once(10);
+    for (r = 0; r < opt.reps; r++) {
+        uint64_t c0 = server_cpu_ns(), s0 = self_cpu_ns();
+        g_msgs = 0;
+        t0 = bench_now();
+        while ((t = bench_now() - t0) < opt.duration) poll_once(10);
+        rates[r] = (double)g_msgs / t;
+        g_cpu_us[r] = g_msgs ? (double)(server_cpu_ns() - c0) / 1e3 / (double)g_msgs : 0;
+        g_self_us[r] = g_msgs ? (double)(self_cpu_ns() - s0) / 1e3 / (double)g_msgs : 0;
+    }
+    g_measuring = -1; /* no new connections */
+    for (i = 0; i < opt.conns; i++)
+        if (g_conns[i].state != S_DEAD) conn_kill(&g_conns[i], 1);
+    report_rates("handshake", rates, opt.reps, NULL, NULL, NULL, NULL);
+}
+
+static void publish(lconn *pub, uint64_t now) {
+    send_once(pub, g_pub_frame, g_pub_frame_len);
+    if (g_measuring > 0) g_pub_sent[g_pub_next++] = now;
+}
+
+/* Waits until the deliveries counter stops moving for quiet_s. */
+static void settle(double quiet_s, double timeout_s) {
+    double deadline = bench_now() + timeout_s, last = bench_now();
+    uint64_t seen = g_deliveries;
+    while (bench_now() < deadline) {
+        poll_once(5);
+        if (g_deliveries != seen) {
+            seen = g_deliveries;
+            last = bench_now();
+        } else if (bench_now() - last >= quiet_s) {
+            return;
+        }
+    }
+}
+
+static void run_fanout(void) {
+    double rates[64], p50[64], p99[64];
+    lconn *pub;
+    char json[4096], data[2048];
+    size_t i, n;
+    int r, s;
+    uint64_t per_rep = (uint64_t)(opt.duration * 100000) + 16; /* upper bound of publishes per rep */
+    g_nconns = opt.subs + 1;
+    /* Subscribe message, and the publish with a marker the subscribers look for. */
+    n = (size_t)snprintf(json, sizeof json, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"%s\"}}", opt.channel);
+    g_sub_frame_len = encode_frame(g_sub_frame, 1, json, n, 0x1F2E3D4Cu);
+    snprintf(g_marker, sizeof g_marker, "FANOUT-");
+    if (opt.size > sizeof data - 1) opt.size = sizeof data - 1;
+    for (i = 0; i < opt.size; i++) data[i] = i < 7 ? g_marker[i] : (char)('a' + i % 26);
+    data[opt.size] = '\0';
+    n = (size_t)snprintf(json, sizeof json, "{\"type\":\"publish\",\"payload\":{\"channel\":\"%s\",\"data\":\"%s\"}}",
+                         opt.channel, data);
+    g_pub_frame_len = encode_frame(g_pub_frame, 1, json, n, 0x0A0B0C0Du);
+    g_sub_base = (uint64_t *)calloc((size_t)g_nconns, sizeof *g_sub_base);
+    g_pub_sent = (uint64_t *)calloc(per_rep, sizeof *g_pub_sent);
+    g_pub_done = (uint32_t *)calloc(per_rep, sizeof *g_pub_done);
+
+    pub = &g_conns[opt.subs];
+    pub->role = 1;
+    connect_range(0, opt.subs, 120);
+    connect_range(opt.subs, opt.subs + 1, 10);
+    /* Subscriptions take effect in their own time: publish probes until every
+       subscriber has seen one, then let the pipes drain. */
+    {
+        double deadline = bench_now() + 60, last = 0;
+        for (;;) {
+            int all = 1;
+            for (s = 0; s < opt.subs && all; s++) all = g_conns[s].got > 0;
+            if (all) break;
+            if (bench_now() > deadline) {
+                int missing = 0;
+                for (s = 0; s < opt.subs; s++) missing += g_conns[s].got == 0;
+                fprintf(stderr, "loadgen: %d of %d subscribers never got a publish\n", missing, opt.subs);
+                exit(1);
+            }
+            if (bench_now() - last > 0.2 && !pub->out_len) {
+                publish(pub, bench_now_ns());
+                last = bench_now();
+            }
+            poll_once(5);
+        }
+        settle(0.3, 30);
+    }
+    for (r = 0; r < opt.reps; r++) {
+        double t0, t;
+        uint64_t c0 = server_cpu_ns(), s0 = self_cpu_ns();
+        for (s = 0; s < opt.subs; s++) g_sub_base[s] = g_conns[s].got;
+        memset(g_pub_done, 0, per_rep * sizeof *g_pub_done);
+        g_pub_next = g_pub_complete = 0;
+        g_nlat = 0;
+        g_measuring = 1;
+        t0 = bench_now();
+        while ((t = bench_now() - t0) < opt.duration) {
+            while (g_pub_next - g_pub_complete < (uint64_t)opt.window && g_pub_next < per_rep && !pub->out_len)
+                publish(pub, bench_now_ns());
+            poll_once(5);
+        }
+        /* Count only publishes that completed; wait for the stragglers so
+           the next rep starts clean. */
+        {
+            double deadline = bench_now() + 30;
+            while (g_pub_complete < g_pub_next && bench_now() < deadline) poll_once(5);
+            t = bench_now() - t0;
+            if (g_pub_complete < g_pub_next) {
+                fprintf(stderr, "loadgen: %llu publishes never reached every subscriber\n",
+                        (unsigned long long)(g_pub_next - g_pub_complete));
+                exit(1);
+            }
+        }
+        g_measuring = 0;
+        rates[r] = (double)g_pub_complete * opt.subs / t;
+        /* the publisher's own copy counts: the server sends subs + 1 per publish */
+        g_cpu_us[r] = g_pub_complete ? (double)(server_cpu_ns() - c0) / 1e3 / (double)(g_pub_complete * (uint64_t)(opt.subs + 1)) : 0;
+        g_self_us[r] = g_pub_complete ? (double)(self_cpu_ns() - s0) / 1e3 / (double)(g_pub_complete * (uint64_t)opt.subs) : 0;
+        latency_pct(&p50[r], &p99[r]);
+        fprintf(stderr, "  rep %d: %llu publishes\n", r + 1, (unsigned long long)g_pub_complete);
+        settle(0.05, 5);
+    }
+    report_rates("fanout", rates, opt.reps, NULL, NULL, p50, p99);
+}
+
+/* GET opt.stats_path on a plain blocking connection (2 s bound); returns
+   the number after "key": in the body, or -1. For chat_server's
+   /api/stats, whose heap_bytes is the library's own heap. */
+static long long http_stat(const char *key) {
+    struct sockaddr_in dst;
+    struct timeval tv;
+    char req[512], buf[8192], pat[64], *at;
+    size_t got = 0;
+    int fd;
+    long long v = -1;
+    if (!opt.stats_path) return -1;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&dst, 0, sizeof dst);
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(opt.port);
+    inet_pton(AF_INET, opt.host, &dst.sin_addr);
+    tv.tv_sec = 2;
+    tv.tv_usec = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&dst, sizeof dst) == 0) {
+        int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", opt.stats_path,
+                         opt.host);
+        if (send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
+            ssize_t r;
+            while (got < sizeof buf - 1 && (r = recv(fd, buf + got, sizeof buf - 1 - got, 0)) > 0) got += (size_t)r;
+        }
+    }
+    if (fd >= 0) close(fd);
+    buf[got] = '\0';
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    at = strstr(buf, pat);
+    if (at) v = atoll(at + strlen(pat));
+    return v;
+}
+
+static void run_idle(void) {
+    long before = opt.pid ? read_rss_kb(opt.pid) : -1, after;
+    long long heap0 = http_stat("heap_bytes"), heap1;
+    double t0;
+    g_nconns = opt.conns;
+    connect_range(0, opt.conns, 120);
+    t0 = bench_now();
+    while (bench_now() - t0 < 1.0) poll_once(50);
+    after = opt.pid ? read_rss_kb(opt.pid) : -1;
+    heap1 = http_stat("heap_bytes");
+    printf("RESULT label=%s mode=idle conns=%d rss_before_kb=%ld rss_after_kb=%ld rss_per_conn_b=%.0f", opt.label,
+           opt.conns, before, after, before >= 0 && after >= 0 ? (double)(after - before) * 1024.0 / opt.conns : -1.0);
+    if (heap0 >= 0 && heap1 >= 0) printf(" heap_per_conn_b=%.0f", (double)(heap1 - heap0) / opt.conns);
+    printf("\n");
+}
+
+static void usage(void) {
+    fputs("usage: loadgen --mode echo|handshake|fanout|idle --port N [--host 127.0.0.1] [--path /]\n"
+          "  [--conns C] [--inflight K] [--size S] [--binary] [--subs M] [--window W] [--channel NAME]\n"
+          "  [--duration SEC] [--warmup SEC] [--reps R] [--pid PID] [--src-ips N] [--label NAME]\n"
+          "  [--stats-path /api/stats]   (idle: library heap per connection from the server's JSON)\n",
+          stderr);
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    int i;
+    struct rlimit rl;
+    opt.mode = M_ECHO;
+    opt.host = "127.0.0.1";
+    opt.path = "/";
+    opt.conns = 1;
+    opt.inflight = 16;
+    opt.size = 16;
+    opt.subs = 100;
+    opt.window = 4;
+    opt.reps = 5;
+    opt.src_ips = 16;
+    opt.text = 1;
+    opt.duration = 1.0;
+    opt.warmup = 0.3;
+    opt.channel = "bench";
+    opt.label = "-";
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--binary") == 0) { opt.text = 0; continue; }
+        if (!v) usage();
+        i++;
+        if (strcmp(a, "--mode") == 0) {
+            opt.mode = strcmp(v, "echo") == 0 ? M_ECHO : strcmp(v, "handshake") == 0 ? M_HANDSHAKE
+                     : strcmp(v, "fanout") == 0 ? M_FANOUT : strcmp(v, "idle") == 0 ? M_IDLE : -1;
+            if (opt.mode < 0) usage();
+        } else if (strcmp(a, "--host") == 0) opt.host = v;
+        else if (strcmp(a, "--port") == 0) opt.port = (uint16_t)atoi(v);
+        else if (strcmp(a, "--path") == 0) opt.path = v;
+        else if (strcmp(a, "--conns") == 0) opt.conns = atoi(v);
+        else if (strcmp(a, "--inflight") == 0) opt.inflight = atoi(v);
+        else if (strcmp(a, "--size") == 0) opt.size = (size_t)atol(v);
+        else if (strcmp(a, "--subs") == 0) opt.subs = atoi(v);
+        else if (strcmp(a, "--window") == 0) opt.window = atoi(v);
+        else if (strcmp(a, "--channel") == 0) opt.channel = v;
+        else if (strcmp(a, "--duration") == 0) opt.duration = atof(v);
+        else if (strcmp(a, "--warmup") == 0) opt.warmup = atof(v);
+        else if (strcmp(a, "--reps") == 0) opt.reps = atoi(v);
+        else if (strcmp(a, "--pid") == 0) opt.pid = atol(v);
+        else if (strcmp(a, "--src-ips") == 0) opt.src_ips = atoi(v);
+        else if (strcmp(a, "--label") == 0) opt.label = v;
+        else if (strcmp(a, "--stats-path") == 0) opt.stats_path = v;
+        else usage();
+    }
+    if (!opt.port || opt.conns < 1 || opt.inflight < 1 || opt.subs < 1 || opt.window < 1 || opt.reps < 1 ||
+        opt.reps > 64 || opt.duration <= 0 || opt.size > 16u * 1024u * 1024u)
+        usage();
+    signal(SIGPIPE, SIG_IGN);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    g_request_len = (size_t)snprintf(g_request, sizeof g_request,
+                                     "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                                     opt.path, opt.host, (unsigned)opt.port);
+    g_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (g_ep < 0) die("epoll_create1");
+    g_rbuf = (unsigned char *)malloc(RBUF_SIZE > 16u * 1024u * 1024u + 16 ? RBUF_SIZE : 16u * 1024u * 1024u + 16);
+    g_lat = (uint64_t *)malloc(MAX_LAT * sizeof *g_lat);
+    g_conns = (lconn *)calloc((size_t)(opt.mode == M_FANOUT ? opt.subs + 1 : opt.conns), sizeof *g_conns);
+    if (!g_rbuf || !g_lat || !g_conns) die("malloc");
+    switch (opt.mode) {
+    case M_ECHO: run_echo(); break;
+    case M_HANDSHAKE: run_handshake(); break;
+    case M_FANOUT: run_fanout(); break;
+    default: run_idle(); break;
+    }
+    fflush(stdout);
+    return 0;
+}

@@ -1,0 +1,464 @@
+#!/usr/bin/env bash
+# bench/run.sh - the one benchmark command: builds, runs everything side by
+# side in one go, prints one summary table and writes bench/RESULTS.md
+# (date, machine, every command, the detailed tables).
+#
+#   bench/run.sh                 full run (about 6-8 minutes)
+#   BENCH_QUICK=1 bench/run.sh   smoke run: fewer/shorter repetitions, 1,000
+#                                connections instead of 10,000 (about 2 minutes)
+# Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
+# BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
+# BENCH_SKIP="inmem echo handshake fanout idle" (skip sections),
+# BENCH_OUT (results file, default bench/RESULTS.md).
+#
+# Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
+# core 1. Every figure is the median of the repetitions; '~' marks one whose
+# repetitions spread by more than 10% of the median. Only 127.0.0.0/8 is
+# used, every loop is bounded, and every process started here is stopped
+# here, by PID.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    REPS=${BENCH_REPS:-3}; DUR=0.3; SUBS=${BENCH_SUBS:-1000}; IDLE=${BENCH_IDLE:-1000}; SAMPLE_MS=25
+else
+    REPS=${BENCH_REPS:-5}; DUR=1; SUBS=${BENCH_SUBS:-10000}; IDLE=${BENCH_IDLE:-10000}; SAMPLE_MS=100
+fi
+PORT=${BENCH_PORT:-19100}
+SKIP=" ${BENCH_SKIP:-} "
+OUTFILE=${BENCH_OUT:-bench/RESULTS.md}
+B=build/bench
+TMP=$(mktemp -d /tmp/wsch-bench.XXXXXX)
+PY=/usr/bin/python3
+SERVER_CPU=0
+LOAD_CPU=1
+PIDS=""
+
+log() { printf '%s\n' "$*" >&2; }
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    sleep 0.2
+    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+skip() { case "$SKIP" in *" $1 "*) return 0 ;; esac; return 1; }
+record() { printf '%s\n' "$*" >>"$TMP/cmds"; }
+
+# ---------------------------------------------------------------- setup
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+if [ "$(ulimit -n)" -lt $((IDLE + 100)) ] || [ "$(ulimit -n)" -lt $((SUBS + 100)) ]; then
+    log "run.sh: ulimit -n is $(ulimit -n); 10,000-connection figures may fail"
+fi
+need_apt=""
+for pkg in libwslay-dev libwebsockets-dev libcjson-dev libssl-dev python3-websockets; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
+done
+command -v node >/dev/null 2>&1 || need_apt="$need_apt nodejs"
+command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
+if [ -n "$need_apt" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        log "run.sh: apt-get install$need_apt"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null; } ||
+            log "run.sh: apt-get failed for:$need_apt"
+    else
+        log "run.sh: missing (not root, not installing):$need_apt"
+    fi
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -d bench/peers/node_modules/ws ]; then
+    log "run.sh: npm ci in bench/peers"
+    (cd bench/peers && { npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 ||
+        npm install --no-audit --no-fund --loglevel=error >/dev/null; }) || log "run.sh: npm failed"
+fi
+
+log "run.sh: building"
+make -s build/echo_server build/chat_server >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
+make -s -C bench all >>"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
+record "make build/echo_server build/chat_server && make -C bench all   # CFLAGS=${CFLAGS:--O2 -g}"
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+T0=$(date +%s)
+
+# ------------------------------------------------------------- helpers
+# wait_port PORT: until something listens there (10 s at most).
+wait_port() {
+    local i
+    for i in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# start NAME CMD...: starts a server pinned to the server core on $PORT
+# (the command uses @PORT@), sets SPID; returns 1 if it does not listen.
+start() {
+    local name=$1; shift
+    local args=() a
+    PORT=$((PORT + 1))
+    for a in "$@"; do args+=("${a//@PORT@/$PORT}"); done
+    taskset -c $SERVER_CPU "${args[@]}" >"$TMP/$name.$PORT.log" 2>&1 &
+    SPID=$!
+    disown "$SPID" 2>/dev/null   # no "Killed" notices when stop() has to insist
+    PIDS="$PIDS $SPID"
+    if ! wait_port "$PORT" || ! kill -0 "$SPID" 2>/dev/null; then
+        log "run.sh: $name did not start: $(head -c 300 "$TMP/$name.$PORT.log")"
+        return 1
+    fi
+    record "taskset -c $SERVER_CPU ${args[*]}"
+    return 0
+}
+
+stop() {
+    kill "$1" 2>/dev/null
+    local i
+    for i in $(seq 1 30); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null
+}
+
+# load ARGS...: runs loadgen on the load core; prints its RESULT line (or nothing).
+load() {
+    record "taskset -c $LOAD_CPU $B/loadgen $*"
+    taskset -c $LOAD_CPU $B/loadgen "$@" 2>>"$TMP/loadgen.err" | grep '^RESULT' | tail -1
+}
+
+# kv LINE KEY: the value of KEY=... in a RESULT line.
+kv() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+
+# fmt_rate VALUE SPREAD: 123456 -> "123k", with ~ when noisy.
+fmt_rate() {
+    [ -z "$1" ] && { printf 'n/a'; return; }
+    awk -v v="$1" -v s="${2:-0}" 'BEGIN {
+        if (v >= 1e6) o = sprintf("%.2fM", v / 1e6); else if (v >= 1e4) o = sprintf("%.0fk", v / 1e3);
+        else if (v >= 1e3) o = sprintf("%.1fk", v / 1e3); else o = sprintf("%.0f", v);
+        if (s > 0.10) o = o "~"; printf "%s", o }'
+}
+ratio() { # ratio A B -> "1.23x" (A/B), n/a when either is missing
+    [ -z "$1" ] || [ -z "$2" ] && { printf 'n/a'; return; }
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "n/a" }'
+}
+target() { # target NAME GOAL MEASURED MET
+    printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >>"$TMP/targets"
+}
+
+: >"$TMP/targets"
+
+# -------------------------------------------------------------- in memory
+if ! skip inmem; then
+    log "run.sh: in-memory suite"
+    record "BENCH_REPS=$REPS BENCH_SAMPLE_MS=$SAMPLE_MS taskset -c $LOAD_CPU $B/inmem --targets FILE"
+    BENCH_REPS=$REPS BENCH_SAMPLE_MS=$SAMPLE_MS taskset -c $LOAD_CPU $B/inmem --targets "$TMP/targets" \
+        >"$TMP/inmem.md" 2>"$TMP/inmem.err" || log "run.sh: inmem reported a failure: $(cat "$TMP/inmem.err")"
+fi
+
+# ----------------------------------------------------------- echo servers
+ECHO_NAMES="ours wslay lws node python"
+declare -A ECHO_CMD=(
+    [ours]="build/echo_server --port @PORT@"
+    [wslay]="$B/wslay_echo @PORT@"
+    [lws]="$B/lws_echo @PORT@"
+    [node]="node bench/peers/node_server.js echo @PORT@"
+    [python]="$PY bench/peers/py_server.py echo @PORT@"
+)
+declare -A ECHO_LABEL=([ours]="ours (echo_server)" [wslay]="wslay 1.1 (epoll)" [lws]="libwebsockets 4.1"
+    [node]="Node ws 8" [python]="Python websockets 10")
+declare -A EPORT
+declare -A R   # results: R[section/config/server]=RESULT line
+
+start_echo_servers() {
+    local n
+    for n in $ECHO_NAMES; do
+        # shellcheck disable=SC2086
+        if start "$n" ${ECHO_CMD[$n]}; then EPORT[$n]=$PORT; EPID[$n]=$SPID; else EPORT[$n]=""; fi
+    done
+}
+declare -A EPID
+
+ECHO_CONFIGS=("1 16 16" "64 16 16" "1 16 1024" "64 16 1024" "4 4 65536")
+if ! skip echo || ! skip handshake; then
+    log "run.sh: starting echo servers"
+    start_echo_servers
+fi
+# Repetitions are interleaved across servers (A B C D E, A B C D E, ...) so
+# a burst of other work on the machine hits them all alike; each loadgen run
+# is one repetition, and the medians are taken here.
+if ! skip echo; then
+    for cfg in "${ECHO_CONFIGS[@]}"; do
+        set -- $cfg
+        log "run.sh: echo $1 conns x $2 in flight x $3 B"
+        for r in $(seq 1 "$REPS"); do
+            for n in $ECHO_NAMES; do
+                [ -n "${EPORT[$n]}" ] || continue
+                R["echo/$cfg/$n"]+="$(load --mode echo --port "${EPORT[$n]}" --pid "${EPID[$n]}" --conns "$1" \
+                    --inflight "$2" --size "$3" --duration "$DUR" --reps 1 --label "$n")"$'\n'
+            done
+        done
+    done
+fi
+if ! skip handshake; then
+    log "run.sh: handshakes"
+    for r in $(seq 1 "$REPS"); do
+        for n in $ECHO_NAMES; do
+            [ -n "${EPORT[$n]}" ] || continue
+            R["hs/$n"]+="$(load --mode handshake --port "${EPORT[$n]}" --pid "${EPID[$n]}" --conns 16 \
+                --duration "$DUR" --reps 1 --label "$n")"$'\n'
+        done
+    done
+fi
+for n in $ECHO_NAMES; do [ -n "${EPID[$n]:-}" ] && stop "${EPID[$n]}"; done
+
+# ----------------------------------------------------------------- fan-out
+HUB_NAMES="ours node python"
+declare -A HUB_CMD=(
+    [ours]="build/chat_server --port @PORT@"
+    [node]="node bench/peers/node_server.js hub @PORT@"
+    [python]="$PY bench/peers/py_server.py hub @PORT@"
+)
+declare -A HUB_LABEL=([ours]="ours (chat_server)" [node]="Node ws 8" [python]="Python websockets 10")
+# Two rounds, hubs in turn (A B C, A B C), each round on a fresh server with
+# its own 10,000 connections: a busy minute on the machine then does not
+# land on one hub only. The figure is the median over both rounds' runs.
+FAN_ROUNDS=2
+FAN_REPS=$(( (REPS + 1) / 2 ))
+[ "$QUICK" = 1 ] && { FAN_ROUNDS=1; FAN_REPS=$REPS; }
+if ! skip fanout; then
+    for round in $(seq 1 $FAN_ROUNDS); do
+        for n in $HUB_NAMES; do
+            log "run.sh: fan-out to $SUBS subscribers: $n (round $round)"
+            # shellcheck disable=SC2086
+            start "hub-$n" ${HUB_CMD[$n]} || continue
+            R["fan/$n"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$SUBS" \
+                --size 64 --window 4 --duration "$DUR" --reps "$FAN_REPS" --label "$n")"$'\n'
+            stop "$SPID"
+        done
+    done
+fi
+
+# ------------------------------------------------------------ idle memory
+if ! skip idle; then
+    for n in ours-hub $ECHO_NAMES; do
+        log "run.sh: RSS of $IDLE idle connections: $n"
+        extra=()
+        if [ "$n" = ours-hub ]; then
+            start "idle-$n" build/chat_server --port @PORT@ || continue
+            extra=(--path "/ws?token=bench" --stats-path /api/stats)
+        else
+            # shellcheck disable=SC2086
+            start "idle-$n" ${ECHO_CMD[$n]} || continue
+        fi
+        sleep 0.3
+        R["idle/$n"]=$(load --mode idle --port "$PORT" --conns "$IDLE" --pid "$SPID" "${extra[@]}" --label "$n")
+        stop "$SPID"
+    done
+fi
+HUB_HEAP=$(kv "${R[idle/ours-hub]:-}" heap_per_conn_b)
+END=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$(( $(date +%s) - T0 ))
+
+# ---------------------------------------------------------------- report
+# med LINES KEY: median of KEY over the RESULT lines (one per repetition).
+med() {
+    printf '%s\n' "$1" | grep '^RESULT' | tr ' ' '\n' | sed -n "s/^$2=//p" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR) printf "%s", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# spr LINES KEY: (max - min) / median over the lines; a single line's own spread.
+spr() {
+    local n
+    n=$(printf '%s\n' "$1" | grep -c '^RESULT')
+    if [ "$n" -le 1 ]; then kv "$1" spread; return; fi
+    printf '%s\n' "$1" | grep '^RESULT' | tr ' ' '\n' | sed -n "s/^$2=//p" | sort -g |
+        awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
+              if (m > 0) printf "%.3f", (v[NR] - v[1]) / m }'
+}
+cell() { fmt_rate "$(med "$1" "$2")" "$(spr "$1" "$2")"; }
+us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'; }
+{
+    echo "### Echo over loopback (messages/s; C connections x K in flight x S bytes)"
+    echo
+    printf '| C x K x S |'
+    for n in $ECHO_NAMES; do printf ' %s |' "${ECHO_LABEL[$n]}"; done
+    printf ' ours/wslay | ours/lws | ours/node | ours/python |\n|---|'
+    for n in $ECHO_NAMES; do printf -- '---:|'; done
+    printf -- '---:|---:|---:|---:|\n'
+    for cfg in "${ECHO_CONFIGS[@]}"; do
+        set -- $cfg
+        printf '| %s x %s x %s B |' "$1" "$2" "$3"
+        for n in $ECHO_NAMES; do printf ' %s |' "$(cell "${R["echo/$cfg/$n"]:-}" msgs_s)"; done
+        o=$(med "${R["echo/$cfg/ours"]:-}" msgs_s)
+        for p in wslay lws node python; do printf ' %s |' "$(ratio "$o" "$(med "${R["echo/$cfg/$p"]:-}" msgs_s)")"; done
+        echo
+    done
+    echo
+    echo "Server CPU time per echoed message (microseconds, all server threads, from /proc/PID/task/*/schedstat)."
+    echo "Unlike messages/s it does not depend on how much of its core the server got while other work ran."
+    echo
+    printf '| C x K x S |'
+    for n in $ECHO_NAMES; do printf ' %s |' "${ECHO_LABEL[$n]}"; done
+    printf ' wslay/ours | node/ours |\n|---|'
+    for n in $ECHO_NAMES; do printf -- '---:|'; done
+    printf -- '---:|---:|\n'
+    for cfg in "${ECHO_CONFIGS[@]}"; do
+        set -- $cfg
+        printf '| %s x %s x %s B |' "$1" "$2" "$3"
+        for n in $ECHO_NAMES; do printf ' %s |' "$(us "$(med "${R["echo/$cfg/$n"]:-}" cpu_us)")"; done
+        o=$(med "${R["echo/$cfg/ours"]:-}" cpu_us)
+        for p in wslay node; do printf ' %s |' "$(ratio "$(med "${R["echo/$cfg/$p"]:-}" cpu_us)" "$o")"; done
+        echo
+    done
+    echo
+    echo "Latency of the same runs, p50 / p99 in microseconds from send to echo (with K messages in flight it"
+    echo "includes queueing behind them); MB/s of echoed payload for the 64 KiB row."
+    echo
+    printf '| C x K x S |'
+    for n in $ECHO_NAMES; do printf ' %s |' "${ECHO_LABEL[$n]}"; done
+    printf '\n|---|'
+    for n in $ECHO_NAMES; do printf -- '---:|'; done
+    echo
+    for cfg in "${ECHO_CONFIGS[@]}"; do
+        set -- $cfg
+        printf '| %s x %s x %s B |' "$1" "$2" "$3"
+        for n in $ECHO_NAMES; do
+            l=${R["echo/$cfg/$n"]:-}
+            if [ -z "$(med "$l" msgs_s)" ]; then printf ' n/a |'; continue; fi
+            if [ "$3" -ge 65536 ]; then
+                printf ' %.0f / %.0f (%.0f MB/s) |' "$(med "$l" p50_us)" "$(med "$l" p99_us)" "$(med "$l" mb_s)"
+            else
+                printf ' %.0f / %.0f |' "$(med "$l" p50_us)" "$(med "$l" p99_us)"
+            fi
+        done
+        echo
+    done
+    echo
+    echo "### Handshakes over loopback (16 in parallel: connect, upgrade request, 101, abortive close)"
+    echo
+    printf '| server | handshakes/s | ours/server | server CPU us per handshake |\n|---|---:|---:|---:|\n'
+    o=$(med "${R[hs/ours]:-}" hs_s)
+    for n in $ECHO_NAMES; do
+        l=${R["hs/$n"]:-}
+        printf '| %s | %s | %s | %s |\n' "${ECHO_LABEL[$n]}" "$(cell "$l" hs_s)" "$(ratio "$o" "$(med "$l" hs_s)")" \
+            "$(us "$(med "$l" cpu_us)")"
+    done
+    echo
+    echo "wslay does no HTTP: its handshake is the bench glue's (OpenSSL SHA-1), so that row measures the glue."
+    echo "Most of a handshake's cost is the kernel's: accept, three packets each way, the reset."
+    echo
+    echo "### Fan-out over loopback ($SUBS subscribers on one channel, 64-byte data, 4 publishes in flight; $FAN_ROUNDS rounds x $FAN_REPS repetitions)"
+    echo
+    echo "One publisher (itself subscribed, as the demo hub requires) sends"
+    echo '`{"type":"publish","payload":{"channel":"bench","data":D}}`; every subscriber receives'
+    echo '`{"type":"message","payload":{"channel":"bench","from":U,"data":D}}`. Latency: publish sent to its'
+    echo "delivery to the last of the $SUBS subscribers. CPU: server CPU time per delivery (the publisher's"
+    echo "own copy included)."
+    echo
+    printf '| hub | deliveries/s | p50 ms | p99 ms | server CPU us per delivery | loadgen CPU us per delivery | ours/hub (deliveries/s) | hub/ours (server CPU per delivery) |\n'
+    printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
+    o=$(med "${R[fan/ours]:-}" deliveries_s)
+    oc=$(med "${R[fan/ours]:-}" cpu_us)
+    for n in $HUB_NAMES; do
+        l=${R["fan/$n"]:-}
+        if [ -z "$(med "$l" deliveries_s)" ]; then printf '| %s | n/a | | | | | | |\n' "${HUB_LABEL[$n]}"; continue; fi
+        printf '| %s | %s | %.1f | %.1f | %s | %s | %s | %s |\n' "${HUB_LABEL[$n]}" "$(cell "$l" deliveries_s)" \
+            "$(awk -v v="$(med "$l" p50_us)" 'BEGIN{print v/1000}')" "$(awk -v v="$(med "$l" p99_us)" 'BEGIN{print v/1000}')" \
+            "$(us "$(med "$l" cpu_us)")" "$(us "$(med "$l" load_cpu_us)")" "$(ratio "$o" "$(med "$l" deliveries_s)")" \
+            "$(ratio "$(med "$l" cpu_us)" "$oc")"
+    done
+    echo
+    echo "Both sides pay about one system call per delivery, and the kernel's loopback TCP path is ~95% of the"
+    echo "server's profile (perf, cpu-clock): deliveries/s is bounded by whichever of the two single cores"
+    echo "is slower, and the load generator needs about as much CPU per delivery as our server does, so"
+    echo "the wall-clock ratio understates the servers' difference; server CPU per delivery states it."
+    echo
+    echo "### Memory over loopback: server RSS growth per idle connection ($IDLE connections open, fresh server)"
+    echo
+    printf '| server | RSS per connection (bytes) |\n|---|---:|\n'
+    for n in ours-hub $ECHO_NAMES; do
+        l=${R["idle/$n"]:-}
+        label=${ECHO_LABEL[$n]:-ours (chat_server, authenticated hub clients)}
+        printf '| %s | %s |\n' "$label" "$( [ -n "$l" ] && kv "$l" rss_per_conn_b || echo n/a)"
+    done
+    echo
+    [ -n "${HUB_HEAP:-}" ] && echo "Library heap per idle hub connection (chat_server's /api/stats heap_bytes before and after): ${HUB_HEAP} bytes."
+    echo "RSS counts the server process's resident memory only (not kernel socket buffers)."
+    echo
+} >"$TMP/loopback.md"
+
+# Targets measured over loopback.
+for cfg in "1 16 16" "64 16 16" "1 16 1024" "64 16 1024"; do
+    set -- $cfg
+    o=$(med "${R["echo/$cfg/ours"]:-}" msgs_s)
+    w=$(med "${R["echo/$cfg/wslay"]:-}" msgs_s)
+    if [ -n "$o" ] && [ -n "$w" ]; then
+        m=$(awk -v a="$o" -v b="$w" 'BEGIN { printf "%.2f", a / b }')
+        target "echo $1 conn x $3 B vs wslay (msgs/s)" ">= 1.2x" "$m" "$(awk -v m="$m" 'BEGIN { print (m >= 1.2) ? "yes" : "NO" }')"
+    fi
+done
+o=${R[fan/ours]:-}
+nd=${R[fan/node]:-}
+if [ -n "$(med "$o" deliveries_s)" ] && [ -n "$(med "$nd" deliveries_s)" ]; then
+    m=$(awk -v a="$(med "$o" deliveries_s)" -v b="$(med "$nd" deliveries_s)" 'BEGIN { printf "%.2f", a / b }')
+    target "fan-out $SUBS subs vs Node ws (deliveries/s)" ">= 2x" "$m" "$(awk -v m="$m" 'BEGIN { print (m >= 2) ? "yes" : "NO" }')"
+    m=$(awk -v a="$(med "$nd" cpu_us)" -v b="$(med "$o" cpu_us)" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
+    [ -n "$m" ] && target "fan-out $SUBS subs vs Node ws (server CPU per delivery, Node/ours)" "(>= 2x)" "$m" \
+        "$(awk -v m="$m" 'BEGIN { print (m >= 2) ? "yes" : "NO" }')"
+    a=$(med "$o" p99_us); b=$(med "$nd" p99_us)
+    target "fan-out $SUBS subs p99 ms (Node ws: $(awk -v b="$b" 'BEGIN { printf "%.1f", b / 1000 }'))" "lower than Node" \
+        "$(awk -v a="$a" 'BEGIN { printf "%.1f", a / 1000 }')" "$(awk -v a="$a" -v b="$b" 'BEGIN { print (a < b) ? "yes" : "NO" }')"
+fi
+[ -n "${HUB_HEAP:-}" ] && target "library heap per idle hub connection (bytes)" "<= 512" "$HUB_HEAP" \
+    "$(awk -v h="$HUB_HEAP" 'BEGIN { print (h <= 512) ? "yes" : "NO" }')"
+
+{
+    echo "| target | goal | measured | met |"
+    echo "|---|---|---:|---|"
+    awk -F'|' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$TMP/targets"
+} >"$TMP/summary.md"
+
+MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+CPUS=$(nproc)
+{
+    echo "# Benchmark results"
+    echo
+    echo "Generated by \`bench/run.sh\`$( [ "$QUICK" = 1 ] && echo ' (BENCH_QUICK=1: a smoke run, not for comparison)')."
+    echo
+    echo "- Date: $START to $END ($ELAPSED s)"
+    echo "- Machine: $MODEL, $CPUS cores ($(uname -srm)); $(free -g | awk '/^Mem:/ { print $2 " GiB" }') RAM"
+    echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1 (other work on the machine makes figures noisy)"
+    echo "- Compiler: $(cc --version | head -1); CFLAGS ${CFLAGS:--O2 -g} (no -march: the SSE2 baseline)"
+    echo "- Peers: wslay $(dpkg-query -W -f '${Version}' libwslay-dev 2>/dev/null), libwebsockets $(dpkg-query -W -f '${Version}' libwebsockets-dev 2>/dev/null), cJSON $(dpkg-query -W -f '${Version}' libcjson-dev 2>/dev/null), Node $(node --version 2>/dev/null) with ws $(node -p "require('./bench/peers/node_modules/ws/package.json').version" 2>/dev/null) (bufferutil + utf-8-validate: $(ls bench/peers/node_modules 2>/dev/null | grep -c -E '^(bufferutil|utf-8-validate)$')/2), Python $($PY -c 'import sys; print(sys.version.split()[0])') with websockets $($PY -c 'import websockets; print(websockets.__version__)' 2>/dev/null)"
+    echo "- Pinning: servers on core $SERVER_CPU, load generator and in-memory suite on core $LOAD_CPU; $REPS repetitions of each figure, median reported; '~' = repetitions spread more than 10% of the median"
+    echo "- Library: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- ws_channel.h 2>/dev/null || echo ' + uncommitted ws_channel.h')"
+    echo
+    echo "## Targets"
+    echo
+    cat "$TMP/summary.md"
+    echo
+    [ -f "$TMP/inmem.md" ] && cat "$TMP/inmem.md"
+    echo "## Over loopback (whole processes)"
+    echo
+    cat "$TMP/loopback.md"
+    echo "## Commands"
+    echo
+    echo '```'
+    awk '!seen[$0]++' "$TMP/cmds"
+    echo '```'
+    if [ -s "$TMP/loadgen.err" ] && grep -q 'loadgen:' "$TMP/loadgen.err"; then
+        echo
+        echo "## Load generator errors"
+        echo
+        echo '```'
+        grep 'loadgen:' "$TMP/loadgen.err" | head -20
+        echo '```'
+    fi
+} >"$TMP/RESULTS.md"
+cp "$TMP/RESULTS.md" "$OUTFILE"
+
+echo
+echo "ws_channel.h benchmarks, $START, $MODEL x $CPUS, load $LOAD0 -> $LOAD1$( [ "$QUICK" = 1 ] && echo ', QUICK')"
+echo
+cat "$TMP/summary.md"
+echo
+echo "Details (in-memory ratios, echo, handshakes, fan-out, memory): $OUTFILE"
