@@ -23,7 +23,9 @@ DOCUMENTATION
      client       wsch_client: reconnecting client with backoff, heartbeat,
                   dead-peer detection, subscriptions replayed on reconnect
      hub          wsch_hub: server side - auth, users, channels, broadcast
-                  encoded once, send to a user, backpressure
+                  encoded once, send to a user, backpressure, and a bridge
+                  interface to join several hub processes (e.g. over Redis
+                  pub/sub: examples/redis_bridge.h)
 
    Each layer is usable alone; the codec layers never allocate.
 

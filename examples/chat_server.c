@@ -8,6 +8,7 @@
    hub's on_http hook) and a small HTTP API.
 
    Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -Iexamples -o build/chat_server examples/chat_server.c
+           (with --redis: add -DCHAT_WITH_REDIS -lhiredis; the Makefile does when hiredis is installed)
    Run:    build/chat_server --port 8080 [--token alice=secret ...]
            then open http://127.0.0.1:8080/
 
@@ -17,7 +18,18 @@
    name), --www DIR (the page; default examples/www under the current
    directory, else ../examples/www next to the binary), --max-clients N,
    --max-outbound SIZE, --idle-timeout MS, --verbose (connections, and the
-   time each publish to 1,000+ subscribers took to queue).
+   time each publish to 1,000+ subscribers took to queue), --redis HOST[:PORT]
+   and --redis-prefix P (below).
+
+   Several processes (--redis): every chat_server started with the same
+   --redis (and prefix) acts as one hub. A broadcast or a message to a user
+   in one process reaches subscribers and connections in all of them,
+   exactly once, through Redis pub/sub (redis_bridge.h: Debian's hiredis,
+   asynchronous, on this same epoll loop). If Redis is unreachable the
+   server keeps serving its own clients and reconnects with backoff;
+   messages published meanwhile reach only the clients of the process
+   they were published in. Without --redis nothing of this runs; built
+   without CHAT_WITH_REDIS, --redis is refused.
 
    What the demo adds on top of the hub (all envelopes {"type","payload"}):
      -> {"type":"publish","payload":{"channel":C,"data":D}}   from a subscriber of C
@@ -34,9 +46,11 @@
    HTTP on the same port:
      GET /                      the page (index.html, app.css, app.js from --www)
      GET /api/stats             the hub's counters and the library's heap bytes, as JSON
-                                (the request asking is itself one of the clients)
+                                (the request asking is itself one of the clients); with
+                                --redis also the bridge's and the Redis links' state
      GET /api/notify?channel=C&text=T    broadcasts {"type":"notification",
                                 "payload":{"channel":C,"from":"server","text":T}}; answers {"delivered":N}
+                                (N: clients of this process; with --redis the others get it too)
      GET /api/notify?user=U&text=T       the same through send_to_user ({"to":U,...})
    The API has no authentication: the server listens on 127.0.0.1 unless
    told otherwise.
@@ -50,6 +64,9 @@
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
 #include "example_net.h"
+#ifdef CHAT_WITH_REDIS
+#include "redis_bridge.h"
+#endif
 
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -100,6 +117,10 @@ typedef struct app {
     size_t scratch_cap;
     /* the library's heap, counted through the allocator hook */
     size_t heap_bytes, heap_blocks;
+    int redis_on;               /* --redis given */
+#ifdef CHAT_WITH_REDIS
+    redis_bridge redis;
+#endif
     unsigned char buf[READ_BUF_SIZE];
 } app;
 
@@ -258,6 +279,7 @@ static void on_readable(peer *c) {
         if (c->lingering || c->close_requested) continue;      /* the stream is over: discard */
         (void)wsch_hub_feed(A.hub, c->h, A.buf, (size_t)n);     /* an error already became a close */
         if (c->close_requested || c->dead) break;
+        if ((size_t)n < sizeof A.buf) break;    /* a short read drained the socket: skip the EAGAIN read */
     }
 }
 
@@ -575,6 +597,24 @@ static void api_stats(wsch_hub_http_response *res) {
     for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
         at += (size_t)snprintf(text + at, sizeof text - at, "%s\"%s\":%llu", i ? "," : "", drop_names[i],
                                (unsigned long long)s.drops[i]);
+#ifdef CHAT_WITH_REDIS
+    if (A.redis_on && at < sizeof text) {
+        const redis_bridge *r = &A.redis;
+        at += (size_t)snprintf(text + at, sizeof text - at,
+                               "},\"bridge\":{\"channels\":%llu,\"published\":%llu,\"publish_errors\":%llu,"
+                               "\"received\":%llu,\"own\":%llu,\"refused\":%llu},"
+                               "\"redis\":{\"subscriber\":%d,\"publisher\":%d,\"channels\":%lld,\"connects\":%llu,"
+                               "\"published\":%llu,\"dropped\":%llu,\"received\":%llu,\"refused\":%llu,"
+                               "\"pending_bytes\":%llu",
+                               (unsigned long long)s.bridge_channels, (unsigned long long)s.bridge_published,
+                               (unsigned long long)s.bridge_publish_errors, (unsigned long long)s.bridge_received,
+                               (unsigned long long)s.bridge_own, (unsigned long long)s.bridge_refused, r->sub.up,
+                               r->pub.up, r->channels, (unsigned long long)r->connects,
+                               (unsigned long long)r->published, (unsigned long long)r->dropped,
+                               (unsigned long long)r->received, (unsigned long long)r->refused,
+                               (unsigned long long)r->pending);
+    }
+#endif
     if (at < sizeof text) snprintf(text + at, sizeof text - at, "}}");
     json_body(res, text);
 }
@@ -701,7 +741,8 @@ static void raise_fd_limit(void) {
 
 static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
-          "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS] [--verbose]\n"
+          "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS]\n"
+          "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --token USER=SECRET accept SECRET as USER's token (repeatable); without any,\n"
@@ -710,6 +751,8 @@ static void usage(void) {
           "  --max-clients N     clients at once (default 65536)\n"
           "  --max-outbound SIZE unsent bytes per client before it is dropped (default 1M)\n"
           "  --idle-timeout MS   close clients silent this long (default 90000)\n"
+          "  --redis HOST[:PORT] join the other chat_servers using this Redis (port 6379)\n"
+          "  --redis-prefix P    prefix of the Redis channels (default \"wsch:\")\n"
           "  --verbose           log connections to stderr\n",
           stderr);
 }
@@ -731,6 +774,13 @@ static void run_batch(void) {
             accept_all();
             continue;
         }
+#ifdef CHAT_WITH_REDIS
+        if (A.redis_on && redis_bridge_owns(&A.redis, c)) {
+            redis_bridge_event(&A.redis, c, e);
+            settle();       /* messages from Redis may have dropped slow clients */
+            continue;
+        }
+#endif
         if (c->freed) continue;
         if (e & EPOLLOUT) on_writable(c);
         if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
@@ -739,6 +789,13 @@ static void run_batch(void) {
     now = net_now_ms();
     while ((tm = net_timers_pop_due(&A.timers, now)) != NULL) {
         peer *c = (peer *)tm->owner;
+#ifdef CHAT_WITH_REDIS
+        if (A.redis_on && redis_bridge_owns(&A.redis, tm->owner)) {
+            redis_bridge_timer(&A.redis, tm);
+            settle();
+            continue;
+        }
+#endif
         if (c->freed) continue;
         if (tm->id == T_LINGER) client_free(c);
         else if (!c->reported) (void)wsch_hub_timer_fired(A.hub, c->h, tm->id == T_HANDSHAKE ? WSCH_TIMER_HANDSHAKE
@@ -753,9 +810,40 @@ static void run_batch(void) {
     }
 }
 
+#ifdef CHAT_WITH_REDIS
+/* HOST[:PORT] (or [V6ADDR]:PORT) into host and port; 0 or -1. */
+static int parse_redis(const char *arg, char *host, size_t cap, int *port) {
+    const char *colon = strrchr(arg, ':');
+    const char *h = arg;
+    size_t n = strlen(arg);
+    uint16_t p = 6379;
+    if (arg[0] == '[') {
+        const char *close = strchr(arg, ']');
+        if (!close) return -1;
+        h = arg + 1;
+        n = (size_t)(close - h);
+        colon = close[1] == ':' ? close + 1 : NULL;
+        if (close[1] && !colon) return -1;
+    } else if (colon) {
+        n = (size_t)(colon - arg);
+    }
+    if (colon && net_parse_port(colon + 1, &p) != NET_OK) return -1;
+    if (n == 0 || n >= cap || p == 0) return -1;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    *port = p;
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv) {
     wsch_hub_desc d;
     const char *host = "127.0.0.1", *www = NULL;
+#ifdef CHAT_WITH_REDIS
+    const char *redis_prefix = "wsch:";
+    char redis_host[256];
+    int redis_port = 0;
+#endif
     uint16_t port = 8080, bound = 0;
     struct epoll_event ev;
     uint64_t deadline;
@@ -789,6 +877,21 @@ int main(int argc, char **argv) {
                    sz <= 0xFFFFFFFFu) {
             d.idle_timeout_ms = (uint32_t)sz;
             i++;
+        } else if ((strcmp(a, "--redis") == 0 || strcmp(a, "--redis-prefix") == 0) && v) {
+#ifdef CHAT_WITH_REDIS
+            int is_prefix = strcmp(a, "--redis-prefix") == 0;
+            if (is_prefix ? strlen(v) > REDIS_BRIDGE_PREFIX_MAX
+                          : parse_redis(v, redis_host, sizeof redis_host, &redis_port) != 0) {
+                usage();
+                return 2;
+            }
+            if (is_prefix) redis_prefix = v;
+            else A.redis_on = 1;
+            i++;
+#else
+            fprintf(stderr, "chat_server: built without Redis support (build with -DCHAT_WITH_REDIS -lhiredis)\n");
+            return 2;
+#endif
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
             A.verbose = 1;
         } else {
@@ -816,6 +919,15 @@ int main(int argc, char **argv) {
     d.on_disconnect = on_disconnect;
     d.on_message = on_message;
     d.user = &A;
+#ifdef CHAT_WITH_REDIS
+    if (A.redis_on) {
+        if (redis_bridge_init(&A.redis, redis_host, redis_port, redis_prefix) != 0) {
+            fprintf(stderr, "chat_server: bad --redis or --redis-prefix\n");
+            return 2;
+        }
+        d.bridge = redis_bridge_hub_bridge(&A.redis);
+    }
+#endif
     rc = wsch_hub_create(&d, &A.hub);
     if (rc != WSCH_OK) {
         fprintf(stderr, "chat_server: wsch_hub_create: %s\n", wsch_err_str(rc));
@@ -840,11 +952,18 @@ int main(int argc, char **argv) {
     printf("chat_server: listening on http://%s:%u/ (hub at ws://%s:%u/ws)\n", host, (unsigned)bound, host,
            (unsigned)bound);
     fflush(stdout);
+#ifdef CHAT_WITH_REDIS
+    if (A.redis_on) redis_bridge_start(&A.redis, A.hub, A.ep, &A.timers);
+#endif
 
     while (!net_stop_requested) run_batch();
 
-    /* Graceful shutdown: 1001 to everyone, then wait for them to go. */
+    /* Graceful shutdown: 1001 to everyone, then wait for them to go. Redis
+       first: clients that are leaving need no more messages from elsewhere. */
     close(A.lfd);
+#ifdef CHAT_WITH_REDIS
+    if (A.redis_on) redis_bridge_stop(&A.redis);
+#endif
     wsch_hub_shutdown(A.hub);
     settle();
     net_stop_requested = 0;

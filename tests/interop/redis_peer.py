@@ -1,0 +1,428 @@
+#!/usr/bin/python3
+"""Two chat_server processes joined through Redis pub/sub (issue: scale past
+one process). Started by run_redis.sh; runs everything itself, with bounded
+waits, and stops only the processes it started:
+
+  - a private redis-server on a free loopback port (no persistence), as our
+    own child: never the system's Redis service;
+  - two chat_server processes (the sanitized build given by --server) with
+    --redis pointing at it;
+  - Python websockets clients on both.
+
+Cases: both servers link up; channel interest follows subscriptions
+(PUBSUB CHANNELS / NUMSUB); a broadcast published through one process
+reaches the subscribers of both exactly once; send_to_user reaches a user
+connected to the other process; the bridge's user channels are out of
+reach of clients; Redis goes away (local delivery goes on, nothing crosses)
+and comes back on the same port (both servers reconnect, resubscribe, and
+delivery resumes exactly once); both servers exit cleanly (no sanitizer
+report, no library heap left).
+
+With --bench BIN it measures instead: the same Redis and two servers (an
+optimized build), then BIN (tests/interop/redis_bench.c) with --clients N
+spread over both; its lines are passed through.
+
+Prints "ok NAME" / "FAIL NAME: why" per case and, last, greatest's summary
+line. 127.0.0.1 only."""
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import websockets
+
+results = []
+procs = []          # every process we started, for the final cleanup
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+async def case(name, coro, timeout=60):
+    t0 = time.monotonic()
+    try:
+        await asyncio.wait_for(coro, timeout)
+        results.append(True)
+        print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
+        return True
+    except Exception as e:  # noqa: BLE001 - every failure is a failed case
+        results.append(False)
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+        return False
+
+
+def env(type_, payload=None):
+    return json.dumps({"type": type_} if payload is None else {"type": type_, "payload": payload})
+
+
+async def recv(ws, want_type=None, timeout=5):
+    """The next envelope (of want_type, skipping others)."""
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if want_type is None or m["type"] == want_type:
+            return m
+
+
+async def nothing_more(ws, wait=0.5):
+    try:
+        m = await asyncio.wait_for(ws.recv(), wait)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"unexpected (duplicate?) message {m!r}")
+
+
+async def exactly_once(clients, want, wait=0.5):
+    """Each client gets `want` now, and nothing more within `wait` seconds."""
+    for name, ws in clients:
+        m = await recv(ws, timeout=5)
+        check(m == want, f"{name} got {m!r}, wanted {want!r}")
+    await asyncio.gather(*(nothing_more(ws, wait) for _, ws in clients))
+
+
+async def until(what, pred, timeout=10, step=0.05):
+    """Polls pred() (sync) until it is true; bounded."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        await asyncio.sleep(step)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Redis:
+    def __init__(self, server, cli, run):
+        self.server, self.cli, self.run = server, cli, run
+        self.port = None
+        self.proc = None
+        self.starts = 0
+
+    def start(self, port=None):
+        for _ in range(5):
+            p = port or free_port()
+            self.starts += 1
+            log = open(os.path.join(self.run, f"redis-{self.starts}.log"), "w")
+            self.proc = subprocess.Popen(
+                [self.server, "--port", str(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", self.run, "--daemonize", "no", "--protected-mode", "yes"],
+                stdout=log, stderr=subprocess.STDOUT)
+            procs.append(self.proc)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self.call("PING", port=p) == "PONG":
+                    self.port = p
+                    return
+                time.sleep(0.05)
+            self.stop()
+            if port:
+                break
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def call(self, *args, port=None):
+        r = subprocess.run([self.cli, "-h", "127.0.0.1", "-p", str(port or self.port), *args],
+                           capture_output=True, text=True, timeout=5)
+        return r.stdout.strip()
+
+    def channels(self, pattern="wsch:*"):
+        return set(x for x in self.call("PUBSUB", "CHANNELS", pattern).splitlines() if x)
+
+    def numsub(self, channel):
+        out = self.call("PUBSUB", "NUMSUB", channel).splitlines()
+        return int(out[1]) if len(out) == 2 else -1
+
+
+class Server:
+    def __init__(self, binary, www, run, name, redis_port):
+        self.name = name
+        self.log = os.path.join(run, f"chat_server-{name}.log")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [binary, "--port", "0", "--www", www, "--redis", f"127.0.0.1:{redis_port}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        procs.append(self.proc)
+        self.base = None
+
+    async def started(self):
+        def port():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chat_server {self.name} exited: {self.tail()}")
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", open(self.log).read())
+            return m and m.group(1)
+        p = await until(f"chat_server {self.name} to listen", port, timeout=15)
+        self.base = f"http://127.0.0.1:{p}"
+        self.ws_url = f"ws://127.0.0.1:{p}/ws"
+
+    def tail(self):
+        return open(self.log).read()[-1500:]
+
+    def get(self, path):
+        with urllib.request.urlopen(self.base + path, timeout=5) as r:
+            return r.status, r.read().decode()
+
+    def stats(self):
+        return json.loads(self.get("/api/stats")[1])
+
+    def notify(self, **q):
+        return json.loads(self.get("/api/notify?" + urllib.parse.urlencode(q))[1])
+
+    async def connect(self, user):
+        ws = await websockets.connect(self.ws_url + "?token=" + user)
+        w = await recv(ws, "welcome")
+        check(w["payload"] == {"user": user}, f"welcome {w!r}")
+        return ws
+
+    async def joined(self, user, channel):
+        ws = await self.connect(user)
+        await ws.send(env("subscribe", {"channel": channel}))
+        ack = await recv(ws)
+        check(ack == {"type": "subscribed", "payload": {"channel": channel}}, f"ack {ack!r}")
+        return ws
+
+    def linked(self):
+        r = self.stats().get("redis", {})
+        return r.get("subscriber") == 1 and r.get("publisher") == 1
+
+    def stop(self):
+        """SIGTERM; the exit code (0: clean, no sanitizer report, no heap left)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--www", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--redis-server", default="/usr/bin/redis-server")
+    ap.add_argument("--redis-cli", default="/usr/bin/redis-cli")
+    ap.add_argument("--bench", help="run this redis_bench binary instead of the cases")
+    ap.add_argument("--clients", type=int, default=1000)
+    a = ap.parse_args()
+
+    redis = Redis(a.redis_server, a.redis_cli, a.run)
+    redis.start()
+    sa = Server(a.server, a.www, a.run, "A", redis.port)
+    sb = Server(a.server, a.www, a.run, "B", redis.port)
+    socks = []
+
+    async def both_linked():
+        await sa.started()
+        await sb.started()
+        await until("both servers linked to Redis", lambda: sa.linked() and sb.linked())
+
+    if not await case("two chat_servers start and link to Redis (subscriber and publisher each)", both_linked()):
+        return
+    if a.bench:
+        await bench(a, redis, sa, sb)
+        return
+
+    async def interest():
+        a1 = await sa.joined("alice", "news")
+        socks.append(a1)
+        await until("wsch:news and wsch:#user:alice in PUBSUB CHANNELS",
+                    lambda: {"wsch:news", "wsch:#user:alice"} <= redis.channels())
+        check(redis.numsub("wsch:news") == 1, "one process listens to news")
+        b1 = await sb.joined("bob", "news")
+        socks.append(b1)
+        await until("two processes on wsch:news", lambda: redis.numsub("wsch:news") == 2)
+        # a second subscriber in the same process asks Redis for nothing more
+        b2 = await sb.joined("bea", "news")
+        check(redis.numsub("wsch:news") == 2, "still two processes on wsch:news")
+        await b2.send(env("subscribe", {"channel": "sports"}))
+        await recv(b2, "subscribed")
+        await until("wsch:sports", lambda: "wsch:sports" in redis.channels())
+        # the last subscriber leaves: by unsubscribing, by disconnecting
+        await b2.send(env("unsubscribe", {"channel": "sports"}))
+        await recv(b2, "unsubscribed")
+        await until("wsch:sports gone", lambda: "wsch:sports" not in redis.channels())
+        await b2.close()
+        await b1.close()
+        await until("only process A on wsch:news, no bob, no bea",
+                    lambda: redis.numsub("wsch:news") == 1 and not ({"wsch:#user:bob", "wsch:#user:bea"}
+                                                                    & redis.channels()))
+        await a1.close()
+        await until("no wsch:* channel left", lambda: not redis.channels())
+        st = sa.stats()["bridge"]
+        check(st["channels"] == 0, f"bridge channels {st!r}")
+
+    await case("channel interest follows subscriptions (PUBSUB CHANNELS, NUMSUB)", interest())
+
+    clients = {}
+
+    async def setup_four():
+        clients["a1"] = await sa.joined("ann", "news")
+        clients["a2"] = await sa.joined("amy", "news")
+        clients["b1"] = await sb.joined("ben", "news")
+        clients["b2"] = await sb.joined("bob", "news")
+        clients["a3"] = await sa.joined("al", "other")
+        clients["b3"] = await sb.joined("bo", "other")
+        await until("both processes on wsch:news", lambda: redis.numsub("wsch:news") == 2)
+
+    async def broadcast_once():
+        await setup_four()
+        subs = [(k, clients[k]) for k in ("a1", "a2", "b1", "b2")]
+        await clients["a1"].send(env("publish", {"channel": "news", "data": "one"}))
+        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "ann", "data": "one"}})
+        await clients["b2"].send(env("publish", {"channel": "news", "data": "two"}))
+        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "bob", "data": "two"}})
+        r = sb.notify(channel="news", text="three")
+        check(r == {"delivered": 2}, f"notify answered {r!r} (local clients only)")
+        await exactly_once(subs, {"type": "notification",
+                                  "payload": {"channel": "news", "from": "server", "text": "three"}})
+        await nothing_more(clients["a3"], 0.1)
+        await nothing_more(clients["b3"], 0.1)
+        sta, stb = sa.stats()["bridge"], sb.stats()["bridge"]
+        check(sta["own"] >= 1 and stb["own"] >= 1, f"own messages came back and were skipped: {sta!r} {stb!r}")
+        check(sta["refused"] == 0 and stb["refused"] == 0, "nothing refused")
+
+    await case("a broadcast through one process reaches subscribers on both exactly once", broadcast_once())
+
+    async def to_user():
+        c1 = clients["carol 1"] = await sb.connect("carol")
+        c2 = clients["carol 2"] = await sb.connect("carol")
+        d1 = clients["dave"] = await sa.connect("dave")
+        await until("wsch:#user:carol and wsch:#user:dave",
+                    lambda: {"wsch:#user:carol", "wsch:#user:dave"} <= redis.channels())
+        await d1.send(env("direct", {"to": "carol", "data": "psst"}))
+        want = {"type": "direct", "payload": {"from": "dave", "to": "carol", "data": "psst"}}
+        await exactly_once([("carol 1", c1), ("carol 2", c2), ("dave", d1)], want)
+        r = sa.notify(user="carol", text="hi")
+        check(r == {"delivered": 0}, f"notify answered {r!r}: carol is not on A")
+        await exactly_once([("carol 1", c1), ("carol 2", c2)],
+                           {"type": "notification", "payload": {"to": "carol", "from": "server", "text": "hi"}})
+        await nothing_more(d1, 0.1)
+
+    await case("send_to_user reaches a user connected to the other process", to_user())
+
+    async def private():
+        x = await sa.connect("eve")
+        socks.append(x)
+        await x.send(env("subscribe", {"channel": "#user:carol"}))
+        e = await recv(x)
+        check(e["type"] == "error" and e["payload"]["code"] == "bad_channel", f"got {e!r}")
+        await x.send(env("publish", {"channel": "#user:carol", "data": 1}))
+        e = await recv(x)
+        check(e["type"] == "error", f"got {e!r}")
+
+    await case("a client can neither join nor publish into a user's bridge channel", private())
+
+    async def outage():
+        subs = [(k, clients[k]) for k in ("a1", "a2", "b1", "b2")]
+        port = redis.port
+        redis.stop()
+        await until("both servers notice Redis is gone",
+                    lambda: sa.stats()["redis"]["subscriber"] == 0 and sb.stats()["redis"]["subscriber"] == 0)
+        # Local delivery goes on; nothing crosses (and nothing is replayed later).
+        await clients["a1"].send(env("publish", {"channel": "news", "data": "while down"}))
+        want = {"type": "message", "payload": {"channel": "news", "from": "ann", "data": "while down"}}
+        await exactly_once(subs[:2], want, wait=0.2)
+        await nothing_more(clients["b1"], 0.5)
+        check(sa.stats()["redis"]["dropped"] >= 1, "the publish was dropped, and counted")
+        redis.start(port)
+        await until("both servers reconnect and resubscribe",
+                    lambda: sa.linked() and sb.linked() and redis.numsub("wsch:news") == 2
+                    and {"wsch:#user:carol", "wsch:#user:dave", "wsch:other"} <= redis.channels(), timeout=20)
+        check(sa.stats()["redis"]["channels"] == sa.stats()["bridge"]["channels"], "A holds every channel it needs")
+        await clients["b1"].send(env("publish", {"channel": "news", "data": "back"}))
+        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "ben", "data": "back"}})
+        await nothing_more(clients["b1"], 0.1)  # the message from the outage never arrives
+        r = sa.notify(user="carol", text="again")
+        check(r == {"delivered": 0}, f"notify {r!r}")
+        await exactly_once([(k, clients[k]) for k in ("carol 1", "carol 2")],
+                           {"type": "notification", "payload": {"to": "carol", "from": "server", "text": "again"}})
+
+    await case("Redis restarted mid-test: local delivery goes on, then both resubscribe and delivery resumes",
+               outage())
+
+    for ws in list(clients.values()) + socks:
+        try:
+            await asyncio.wait_for(ws.close(), 5)
+        except Exception:  # noqa: BLE001 - the servers' exits are what we check below
+            pass
+
+    async def clean_exit():
+        rc = [sa.stop(), sb.stop()]
+        check(rc == [0, 0], f"exit codes {rc}: A: {sa.tail()} B: {sb.tail()}")
+
+    await case("both chat_servers exit cleanly under ASan/UBSan (no library heap left)", clean_exit())
+    redis.stop()
+
+
+async def bench(a, redis, sa, sb):
+    pa, pb = sa.base.rsplit(":", 1)[1], sb.base.rsplit(":", 1)[1]
+    cmd = [a.bench, "--port", pa, "--port2", pb, "--clients", str(a.clients)]
+    print("measured: redis-server (loopback, no persistence); two chat_server --redis; " + " ".join(cmd), flush=True)
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    for line in out.decode(errors="replace").splitlines():
+        m = re.match(r"Pass: (\d+), fail: (\d+)", line)
+        if m:
+            results.extend([True] * int(m.group(1)) + [False] * int(m.group(2)))
+        else:
+            print(line, flush=True)
+    if proc.returncode != 0 and all(results):
+        results.append(False)
+        print(f"FAIL redis_bench: exit {proc.returncode}", flush=True)
+    for s in (sa, sb):
+        r = s.stats()
+        print(f"server {s.name}: messages_out {r['messages_out']}, bridge {r['bridge']}, "
+              f"redis published {r['redis']['published']}, dropped {r['redis']['dropped']}", flush=True)
+
+    async def clean_exit():
+        rc = [sa.stop(), sb.stop()]
+        check(rc == [0, 0], f"exit codes {rc}")
+
+    await case("both chat_servers exit cleanly", clean_exit())
+    redis.stop()
+
+
+def run():
+    try:
+        asyncio.run(asyncio.wait_for(main(), 300))
+    except Exception as e:  # noqa: BLE001
+        results.append(False)
+        print(f"FAIL redis_peer: {type(e).__name__}: {e}", flush=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    passed = sum(results)
+    print(f"Pass: {passed}, fail: {len(results) - passed}, skip: 0.", flush=True)
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())
