@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""Writes the small seed corpora under fuzz/corpus/TARGET/. Run from fuzz/.
+The files are committed; this script documents how they were made."""
+import base64, hashlib, os, struct
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+# The conn fuzzers' random source is a counter, so the client's key is fixed.
+CLIENT_KEY = base64.b64encode(bytes(range(16)))
+
+
+def accept(key):
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
+def frame(op, payload, fin=True, mask=None, rsv=0):
+    b = bytes([(0x80 if fin else 0) | (rsv << 4) | op])
+    n = len(payload)
+    m = 0x80 if mask is not None else 0
+    if n < 126:
+        b += bytes([m | n])
+    elif n <= 0xFFFF:
+        b += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        b += bytes([m | 127]) + struct.pack(">Q", n)
+    if mask is not None:
+        b += mask
+        payload = bytes(c ^ mask[i & 3] for i, c in enumerate(payload))
+    return b + payload
+
+
+def write(target, name, data):
+    d = os.path.join("corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+REQUEST = (b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
+           b"Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n")
+RESPONSE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept(CLIENT_KEY) + b"\r\n\r\n")
+
+
+def cfg(handshake=0, limits=0, send=0, echo=0, script=0, destroy=0, req=0, cuts=()):
+    b0 = handshake | (limits << 1) | (send << 3) | (echo << 5) | (script << 6)
+    b1 = destroy | (req << 3) | (len(cuts) << 5)
+    return bytes([b0, b1]) + b"".join(struct.pack(">H", c) for c in cuts)
+
+
+def conn_seeds(target, masked):
+    mk = (lambda: b"\x37\xfa\x21\x3d") if masked else (lambda: None)
+    text = frame(1, b"Hello", mask=mk())
+    ping = frame(9, b"ping!", mask=mk())
+    close = frame(8, struct.pack(">H", 1000) + b"bye", mask=mk())
+    frag = (frame(1, b"Hel", fin=False, mask=mk()) + frame(9, b"", mask=mk()) +
+            frame(0, b"lo \xe2\x82", fin=False, mask=mk()) + frame(10, b"p", mask=mk()) +
+            frame(0, b"\xac!", mask=mk()))
+    big = frame(2, bytes(range(200)), mask=mk())
+    head = REQUEST if target == "fuzz_conn_server" else RESPONSE
+    write(target, "open_text_ping_close", cfg(1) + text + ping + close)
+    write(target, "raw_handshake_then_frames", cfg(0) + head + text + close)
+    write(target, "fragmented_with_controls", cfg(1, limits=1) + frag + close)
+    write(target, "len16_split", cfg(1, cuts=(1, 3, 9)) + big + close)
+    write(target, "echo_partial_sends", cfg(1, send=1, echo=1) + text + big + ping)
+    write(target, "bad_mask_bit", cfg(1) + frame(1, b"x", mask=None if masked else b"abcd"))
+    write(target, "too_big_for_limits", cfg(1, limits=3) + frame(2, bytes(130), mask=mk()))
+    write(target, "protocol_offer_destroy", cfg(0, req=1, destroy=2) + head + text + text)
+    # script: feed the head, send a message, ping, writable, close, close timer
+    script = (bytes([1]) + struct.pack(">H", len(head)) + head + bytes([5, 0, 3]) + b"abc" +
+              bytes([7, 2]) + b"hi" + bytes([10, 2, 2, 8, 1, 2]) + b"ok" + bytes([4]))
+    write(target, "script_calls", cfg(0, script=1) + script)
+
+
+def handshake_seeds():
+    t = "fuzz_handshake"
+    write(t, "request_valid", bytes([0, 2, 0, 5, 0, 40]) + REQUEST)
+    write(t, "request_token_query_auth",
+          bytes([0, 0]) + b"GET /ws?token=abc%2Bd&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
+          b"Connection: keep-alive, Upgrade\r\nAuthorization: Bearer t0k3n\r\n"
+          b"Sec-WebSocket-Protocol: bearer.xyz, chat\r\nSec-WebSocket-Key: " + KEY +
+          b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    write(t, "request_wrong_version", bytes([0, 0]) + REQUEST.replace(b"Version: 13", b"Version: 8"))
+    write(t, "request_duplicate_host", bytes([0, 0]) + REQUEST.replace(b"Host: example.com\r\n",
+                                                                      b"Host: a\r\nHost: b\r\n"))
+    write(t, "request_small_limit", bytes([1 << 2, 0]) + REQUEST)
+    resp = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept(KEY) + b"\r\nSec-WebSocket-Protocol: chat\r\n\r\n")
+    write(t, "response_valid", bytes([1, 1, 0, 30]) + resp)
+    write(t, "response_403", bytes([1, 0]) + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    write(t, "client_build", bytes([2]) + struct.pack(">H", 8080) + bytes(range(16)) +
+          b"example.com\0/chat\0a=1&b=%20\0chat, superchat\0http://example.com\0X-A: b\r\n")
+    write(t, "client_build_ipv6", bytes([2, 0, 0]) + bytes(16) + b"::1\0\0\0\0\0")
+    write(t, "refusal_426", bytes([3]) + struct.pack(">H", 426))
+    write(t, "refusal_401_extra", bytes([3]) + struct.pack(">H", 401) + b"Retry-After: 5\r\n")
+
+
+def url_seeds():
+    t = "fuzz_url"
+    write(t, "url_full", b"\0\0wss://Example.COM:8443/a/b%20c?x=1&token=abc")
+    write(t, "url_ipv6", b"\0\0ws://[::1]:9001")
+    write(t, "url_bad_port", b"\0\0ws://h:99999/")
+    write(t, "query_plus_escape", b"\1\x20token\0a=1&token=a%2Bb+c&token=zz")
+    write(t, "query_bad_escape", b"\1\x20a\0a=1&b=%4")
+    write(t, "query_small_cap", b"\1\x03k\0k=abcdef")
+    write(t, "encode_bytes", b"\2\x10" + bytes([0x41, 0x20, 0xFF, 0x2B, 0x7E, 0x2F]))
+    write(t, "token_token68", b"\3\0abc.DEF-123_~+/==")
+    write(t, "token_binary", b"\3\0a b\xc3\xa9&=")
+
+
+def envelope_seeds():
+    t = "fuzz_envelope"
+    write(t, "subscribe", b"\0\x40" + b'{"type":"subscribe","payload":{"channel":"news\\u00e9","n":-12.5e1}}')
+    write(t, "escapes_surrogates", b"\0\x40" + b' {"t\\u0079pe" : "a\\ud83d\\ude00\\n\\/", "payload": [1, 2.0, true, false, null, "x"]} ')
+    write(t, "lone_surrogate", b"\0\x40" + b'{"type":"x","payload":"\\ud800"}')
+    write(t, "duplicate_type", b"\0\x40" + b'{"type":"a","type":"b"}')
+    write(t, "nesting_65", b"\0\x40" + b'{"type":"x","payload":' + b"[" * 64 + b"]" * 64 + b"}")
+    write(t, "numbers", b"\0\x40" + b'{"type":"n","n":9223372036854775807,"payload":1e308}')
+    write(t, "lookup_key", b"\1\x08data\0" + b'{"data":"\\u0000x","data2":{"data":1}}')
+    write(t, "escape_utf8", b"\2\x10" + "a\"\\\x01\x1f\u00e9\U0001F600".encode())
+    write(t, "escape_invalid", b"\2\x10" + b"\xc0\xaf\xed\xa0\x80")
+    write(t, "encode_roundtrip", b"\3\0chat.message\0 {\"text\":\"hi\"} ")
+    write(t, "encode_no_payload", b"\3\1ping")
+
+
+def client_seeds():
+    t = "fuzz_client"
+    # ops: 0 connect, 2 transport_open, 4 answer(v), 7 canned(k), 8 writable, 9 fire(k),
+    # 10 transport_closed, 11 send(k), 12 subscribe(k), 13 unsubscribe(k), 14 on/off(k), 15 clock(u16)
+    hello = bytes([14, 1 | (1 << 1), 14, 1 | (0 << 1) | (1 << 4), 12, 0, 12, 2, 11, 8, 0, 2, 4, 0])
+    write(t, "open_subscribe_chat", bytes([0x01, 0x21, 0x07, 0x0F]) + hello +
+          bytes([7, 1, 7, 2, 7, 7, 13, 0, 11, 0, 8, 7, 5, 0, 9, 0, 9, 0]))
+    write(t, "offline_queue_then_open", bytes([0x02, 0x11, 0x03, 0x0F]) +
+          bytes([11, 0, 11, 8, 12, 1, 0, 2, 4, 0, 8, 7, 1, 15, 0x10, 0x00, 9, 0, 9, 1, 9, 0]))
+    write(t, "retry_backoff_max", bytes([0x10, 0x31, 0x01, 0x00]) +
+          bytes([0, 3, 9, 0, 2, 10, 9, 0, 2, 4, 4, 9, 0, 0, 2, 4, 6]))
+    write(t, "dead_peer_heartbeat", bytes([0x20, 0x11, 0x07 | (1 << 2) | (1 << 4), 0x00]) +
+          bytes([0, 2, 4, 0, 9, 0, 9, 0, 9, 1, 9, 0, 7, 0, 9, 0]))
+    write(t, "terminal_and_refused", bytes([0x06, 0x11, 0x03, 0x40]) +
+          bytes([0, 2, 4, 2, 0, 2, 4, 0, 7, 5, 2, 0, 2, 4, 0, 7, 5, 4]))
+    write(t, "handler_reentry_destroy", bytes([0x00, 0x11, 0x03, 0x00]) +
+          bytes([14, 1 | (1 << 1) | (1 << 4), 14, 1 | (1 << 1) | (2 << 4), 14, 1 | (1 << 1) | (4 << 4),
+                 0, 2, 4, 0, 7, 1, 7, 2, 7, 1]))
+    write(t, "partial_sends_nomem", bytes([0x08, 0x11, 0x03, 0x30]) +
+          bytes([16, 1, 0, 2, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+                 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+                 4, 1, 17, 0, 12, 2, 16, 3, 11, 0, 1, 9, 0, 10]))
+
+
+def hub_seeds():
+    t = "fuzz_hub"
+    # ops (op, k, args): 0 accept, 1 request(v), 4 canned(kind<<2|slot, arg), 5 writable,
+    # 6 timer((which<<2)|slot), 7 transport_closed, 8 broadcast(a), 12 close_client,
+    # 13 send mode((m<<2)|slot), 15 shutdown, 16 clock, 17 close what the hub closed
+    two = bytes([0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 4, 0, 0, 4, 1, 0, 8, 0, 0x18, 5, 0, 5, 1,
+                 4, 2 << 2, 7, 4, (3 << 2) | 1, 5, 4, (7 << 2), 0, 17, 0, 7, 1])
+    write(t, "two_clients_broadcast", bytes([0, 0]) + two)
+    flood = bytes([0, 0, 1, 0, 1]) + b"".join(bytes([4, 0, i]) for i in range(6)) + \
+        b"".join(bytes([4, 9 << 2, i]) for i in range(5)) + bytes([4, 1 << 2, 0, 4, 4 << 2, 0, 4, 0, 3])
+    write(t, "subscribe_flood", bytes([0x01, 0]) + flood)
+    slow = bytes([0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 4, 0, 0, 4, 1, 0, 13, 1 | (2 << 2)]) + \
+        bytes([8, 0, 0x18]) * 12 + bytes([5, 0, 17, 0, 8, 0, 0x18])
+    write(t, "slow_consumer", bytes([0x08, 0]) + slow)
+    http = bytes([0, 0, 1, 0, 8, 0, 1, 1, 0x81, 16, 0, 2, 1, 2, 2, 1, 0, 4, 17, 0, 0, 2, 1, 2, 4,
+                  1, 2, 0x40, 1, 2, 0x80, 17, 0])
+    write(t, "http_and_refusals", bytes([0x10, 0x04]) + http)
+    idle = bytes([0, 0, 1, 0, 1, 6, 8, 16, 5, 6, 8, 0, 1, 1, 1, 3, 15, 0, 5, 0, 6, 4, 17, 0])
+    write(t, "idle_and_shutdown", bytes([0x20, 0x01]) + idle)
+
+
+if __name__ == "__main__":
+    hub_seeds()
+    client_seeds()
+    envelope_seeds()
+    url_seeds()
+    handshake_seeds()
+    conn_seeds("fuzz_conn_server", True)
+    conn_seeds("fuzz_conn_client", False)
