@@ -4,6 +4,7 @@
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
 #include GREATEST_HEADER
+#include "wire.h"
 
 #include <stdlib.h>
 
@@ -137,29 +138,6 @@ static int open_server(fake *f) {
     if (f->out_len < 12 || memcmp(f->out, "HTTP/1.1 101", 12) != 0) return 0;
     f->out_len = 0;
     return wsch_conn_get_state(f->c) == WSCH_CONN_OPEN && f->opened == 1;
-}
-
-/* Builds a frame; masked with a fixed key unless masked == 0. rsv in bits 6-4. */
-static size_t frame(unsigned char *out, unsigned first_byte, const void *payload, size_t len, int masked) {
-    static const unsigned char key[4] = {0xA1, 0xB2, 0xC3, 0xD4};
-    size_t n = 0, i;
-    out[n++] = (unsigned char)first_byte;
-    if (len < 126) {
-        out[n++] = (unsigned char)((masked ? 0x80 : 0) | len);
-    } else if (len <= 0xFFFF) {
-        out[n++] = (unsigned char)((masked ? 0x80 : 0) | 126);
-        out[n++] = (unsigned char)(len >> 8);
-        out[n++] = (unsigned char)len;
-    } else {
-        out[n++] = (unsigned char)((masked ? 0x80 : 0) | 127);
-        for (i = 0; i < 8; i++) out[n++] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-    }
-    if (masked) {
-        memcpy(out + n, key, 4);
-        n += 4;
-    }
-    for (i = 0; i < len; i++) out[n + i] = (unsigned char)(((const unsigned char *)payload)[i] ^ (masked ? key[i & 3] : 0));
-    return n + len;
 }
 
 /* Parses the server's output into frames (unmasked, as servers send). */
@@ -296,8 +274,8 @@ TEST framing_text_and_binary_lengths(void) {
         unsigned char *payload = (unsigned char *)malloc(n + 1), *in = (unsigned char *)malloc(2 * n + 32);
         outcome o;
         for (j = 0; j < n; j++) payload[j] = (unsigned char)('a' + j % 26);
-        flen = frame(in, 0x81, payload, n, 1);
-        flen += frame(in + flen, 0x82, payload, n, 1);
+        flen = wire_frame(in, 0x81, payload, n, 1);
+        flen += wire_frame(in + flen, 0x82, payload, n, 1);
         ASSERT(n > 200 ? run_scenario(in, flen, 0, NULL, &o) : scenario(in, flen, NULL, &o));
         if (n > 200) { /* long inputs: whole, byte by byte and a few splits */
             outcome other;
@@ -324,7 +302,7 @@ TEST whole_frame_is_delivered_in_place(void) {
     size_t n;
     fake_init(&f, WSCH_ROLE_SERVER);
     ASSERT(open_server(&f));
-    n = frame(in, 0x82, "abcdef", 6, 1);
+    n = wire_frame(in, 0x82, "abcdef", 6, 1);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
     ASSERT_EQ(1u, f.nmsgs);
     ASSERT_MEM_EQ("abcdef", in + n - 6, 6); /* unmasked in place */
@@ -342,7 +320,7 @@ TEST ping_answered_with_same_payload(void) {
         out_frame fr[4];
         size_t i, n;
         for (i = 0; i < len; i++) payload[i] = (unsigned char)(0xFE - i);
-        n = frame(in, 0x89, payload, len, 1);
+        n = wire_frame(in, 0x89, payload, len, 1);
         ASSERT(scenario(in, n, NULL, &o));
         ASSERT_EQ(1u, parse_out(o.out, o.out_len, fr, 4, 0));
         ASSERT_EQ(WSCH_OP_PONG, fr[0].opcode);
@@ -356,10 +334,10 @@ TEST ping_answered_with_same_payload(void) {
 TEST ping_too_long_or_fragmented_fails(void) {
     unsigned char payload[126] = {0}, in[256];
     outcome o;
-    size_t n = frame(in, 0x89, payload, 126, 1);
+    size_t n = wire_frame(in, 0x89, payload, 126, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1002);
-    n = frame(in, 0x09, "x", 1, 1); /* fin clear */
+    n = wire_frame(in, 0x09, "x", 1, 1); /* fin clear */
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1002);
     PASS();
@@ -368,8 +346,8 @@ TEST ping_too_long_or_fragmented_fails(void) {
 TEST unsolicited_pong_is_ignored(void) {
     unsigned char in[64];
     outcome o;
-    size_t n = frame(in, 0x8A, "hi", 2, 1);
-    n += frame(in + n, 0x81, "ok", 2, 1);
+    size_t n = wire_frame(in, 0x8A, "hi", 2, 1);
+    n += wire_frame(in + n, 0x81, "ok", 2, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(1, o.pongs);
     ASSERT_EQ(0u, o.out_len);
@@ -383,7 +361,7 @@ TEST ten_pings_ten_pongs(void) {
     outcome o;
     out_frame fr[16];
     size_t n = 0, i;
-    for (i = 0; i < 10; i++) n += frame(in + n, 0x89, "ping", 4, 1);
+    for (i = 0; i < 10; i++) n += wire_frame(in + n, 0x89, "ping", 4, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(10u, parse_out(o.out, o.out_len, fr, 16, 0));
     for (i = 0; i < 10; i++) ASSERT_EQ(WSCH_OP_PONG, fr[i].opcode);
@@ -405,8 +383,8 @@ TEST replies_from_one_feed_leave_together(void) {
     f.desc.on_message = echo_message;
     ASSERT(open_server(&f));
     for (i = 0; i < 5; i++) {
-        n += frame(in + n, 0x81, "echo", 4, 1);
-        n += frame(in + n, 0x89, "p", 1, 1);
+        n += wire_frame(in + n, 0x81, "echo", 4, 1);
+        n += wire_frame(in + n, 0x89, "p", 1, 1);
     }
     f.send_calls = 0;
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
@@ -417,7 +395,7 @@ TEST replies_from_one_feed_leave_together(void) {
     {
         static unsigned char big[40000];
         f.out_len = 0;
-        n = frame(in, 0x89, "a", 1, 1);
+        n = wire_frame(in, 0x89, "a", 1, 1);
         ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
         f.out_len = 0;
         f.desc.on_message = NULL;
@@ -436,9 +414,9 @@ TEST reserved_bits_fail(void) {
     for (rsv = 1; rsv < 8; rsv++) {
         unsigned char in[64];
         outcome o;
-        size_t n = frame(in, 0x81, "ok", 2, 1);
-        n += frame(in + n, 0x80u | (rsv << 4) | 0x1u, "bad", 3, 1);
-        n += frame(in + n, 0x89, "", 0, 1); /* must not be answered */
+        size_t n = wire_frame(in, 0x81, "ok", 2, 1);
+        n += wire_frame(in + n, 0x80u | (rsv << 4) | 0x1u, "bad", 3, 1);
+        n += wire_frame(in + n, 0x89, "", 0, 1); /* must not be answered */
         ASSERT(scenario(in, n, NULL, &o));
         ASSERT_EQ(1u, o.nmsgs);
         ASSERT_FAILED_WITH(&o, 1002);
@@ -453,7 +431,7 @@ TEST reserved_opcodes_fail(void) {
     for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         unsigned char in[64];
         outcome o;
-        size_t n = frame(in, 0x80u | ops[i], "x", 1, 1);
+        size_t n = wire_frame(in, 0x80u | ops[i], "x", 1, 1);
         ASSERT(scenario(in, n, NULL, &o));
         ASSERT_EQ(0u, o.nmsgs);
         ASSERT_FAILED_WITH(&o, 1002);
@@ -468,11 +446,11 @@ TEST fragmented_with_pings_between(void) {
     outcome o;
     out_frame fr[8];
     size_t n = 0;
-    n += frame(in + n, 0x01, "frag", 4, 1);
-    n += frame(in + n, 0x89, "p1", 2, 1);
-    n += frame(in + n, 0x00, "ment", 4, 1);
-    n += frame(in + n, 0x89, "p2", 2, 1);
-    n += frame(in + n, 0x80, "ed", 2, 1);
+    n += wire_frame(in + n, 0x01, "frag", 4, 1);
+    n += wire_frame(in + n, 0x89, "p1", 2, 1);
+    n += wire_frame(in + n, 0x00, "ment", 4, 1);
+    n += wire_frame(in + n, 0x89, "p2", 2, 1);
+    n += wire_frame(in + n, 0x80, "ed", 2, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(1u, o.nmsgs);
     ASSERT_EQ(WSCH_OP_TEXT, o.opcodes[0]);
@@ -489,20 +467,20 @@ TEST fragmentation_errors(void) {
     outcome o;
     size_t n;
     /* continuation with nothing to continue */
-    n = frame(in, 0x80, "x", 1, 1);
+    n = wire_frame(in, 0x80, "x", 1, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1002);
-    n = frame(in, 0x00, "x", 1, 1);
+    n = wire_frame(in, 0x00, "x", 1, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1002);
     /* a new data frame inside a fragmented message */
-    n = frame(in, 0x01, "a", 1, 1);
-    n += frame(in + n, 0x81, "b", 1, 1);
+    n = wire_frame(in, 0x01, "a", 1, 1);
+    n += wire_frame(in + n, 0x81, "b", 1, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(0u, o.nmsgs);
     ASSERT_FAILED_WITH(&o, 1002);
-    n = frame(in, 0x02, "a", 1, 1);
-    n += frame(in + n, 0x02, "b", 1, 1);
+    n = wire_frame(in, 0x02, "a", 1, 1);
+    n += wire_frame(in + n, 0x02, "b", 1, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1002);
     PASS();
@@ -511,10 +489,10 @@ TEST fragmentation_errors(void) {
 TEST empty_fragments_make_an_empty_message(void) {
     unsigned char in[64];
     outcome o;
-    size_t n = frame(in, 0x01, "", 0, 1);
-    n += frame(in + n, 0x00, "", 0, 1);
-    n += frame(in + n, 0x80, "", 0, 1);
-    n += frame(in + n, 0x82, "", 0, 1);
+    size_t n = wire_frame(in, 0x01, "", 0, 1);
+    n += wire_frame(in + n, 0x00, "", 0, 1);
+    n += wire_frame(in + n, 0x80, "", 0, 1);
+    n += wire_frame(in + n, 0x82, "", 0, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(2u, o.nmsgs);
     ASSERT_EQ(WSCH_OP_TEXT, o.opcodes[0]);
@@ -528,7 +506,7 @@ TEST many_one_byte_fragments(void) {
     unsigned char *in = (unsigned char *)malloc(1000 * 8);
     outcome o;
     size_t n = 0, i;
-    for (i = 0; i < 1000; i++) n += frame(in + n, (i == 0 ? 0x02u : 0x00u) | (i == 999 ? 0x80u : 0u), "z", 1, 1);
+    for (i = 0; i < 1000; i++) n += wire_frame(in + n, (i == 0 ? 0x02u : 0x00u) | (i == 999 ? 0x80u : 0u), "z", 1, 1);
     ASSERT(run_scenario(in, n, 0, NULL, &o));
     ASSERT_EQ(1u, o.nmsgs);
     ASSERT_EQ(1000u, o.lens[0]);
@@ -549,8 +527,8 @@ TEST utf8_valid_text_in_any_fragmentation(void) {
     for (cut = 1; cut < len; cut++) {
         unsigned char in[64];
         outcome o;
-        size_t n = frame(in, 0x01, text, cut, 1);
-        n += frame(in + n, 0x80, text + cut, len - cut, 1);
+        size_t n = wire_frame(in, 0x01, text, cut, 1);
+        n += wire_frame(in + n, 0x80, text + cut, len - cut, 1);
         ASSERT(scenario(in, n, NULL, &o));
         ASSERT_EQ(1u, o.nmsgs);
         ASSERT_EQ(len, o.lens[0]);
@@ -565,7 +543,7 @@ TEST utf8_invalid_text_fails_with_1007(void) {
     for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         unsigned char in[64];
         outcome o;
-        size_t n = frame(in, 0x81, bad[i], strlen(bad[i]), 1);
+        size_t n = wire_frame(in, 0x81, bad[i], strlen(bad[i]), 1);
         ASSERT(scenario(in, n, NULL, &o));
         ASSERT_EQ(0u, o.nmsgs);
         ASSERT_FAILED_WITH(&o, 1007);
@@ -580,7 +558,7 @@ TEST utf8_fails_fast(void) {
     size_t n;
     fake_init(&f, WSCH_ROLE_SERVER);
     ASSERT(open_server(&f));
-    n = frame(in, 0x01, "ab\xf5z", 4, 1);
+    n = wire_frame(in, 0x01, "ab\xf5z", 4, 1);
     ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_feed(f.c, in, n));
     ASSERT_EQ(1, f.closes);
     ASSERT_EQ(1007, f.close_code);
@@ -588,7 +566,7 @@ TEST utf8_fails_fast(void) {
     /* even inside one frame whose payload has not all arrived */
     fake_init(&f, WSCH_ROLE_SERVER);
     ASSERT(open_server(&f));
-    n = frame(in, 0x81, "abc\xc0\xafxyzxyz", 10, 1);
+    n = wire_frame(in, 0x81, "abc\xc0\xafxyzxyz", 10, 1);
     ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_feed(f.c, in, n - 4));
     ASSERT_EQ(1007, f.close_code);
     fake_free(&f);
@@ -607,8 +585,8 @@ TEST close_echoes_code_and_server_closes_tcp(void) {
         payload[0] = (unsigned char)(codes[i] >> 8);
         payload[1] = (unsigned char)codes[i];
         memcpy(payload + 2, "bye", 3);
-        n = frame(in, 0x88, payload, 5, 1);
-        n += frame(in + n, 0x81, "after", 5, 1); /* ignored: the peer closed */
+        n = wire_frame(in, 0x88, payload, 5, 1);
+        n += wire_frame(in + n, 0x81, "after", 5, 1); /* ignored: the peer closed */
         ASSERT(scenario(in, n, NULL, &o));
         ASSERT_EQ(0u, o.nmsgs);
         ASSERT_EQ((int)codes[i], out_close_code(&o));
@@ -621,7 +599,7 @@ TEST close_echoes_code_and_server_closes_tcp(void) {
 TEST close_without_code(void) {
     unsigned char in[16];
     outcome o;
-    size_t n = frame(in, 0x88, "", 0, 1);
+    size_t n = wire_frame(in, 0x88, "", 0, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(1005, out_close_code(&o)); /* our echo is an empty close frame */
     ASSERT_EQ(1005, o.close_code);
@@ -634,18 +612,18 @@ TEST close_payload_errors(void) {
     unsigned char payload[8], in[64];
     outcome o;
     size_t n, i;
-    n = frame(in, 0x88, "\x03", 1, 1); /* one byte */
+    n = wire_frame(in, 0x88, "\x03", 1, 1); /* one byte */
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1002);
     for (i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
         payload[0] = (unsigned char)(invalid[i] >> 8);
         payload[1] = (unsigned char)invalid[i];
-        n = frame(in, 0x88, payload, 2, 1);
+        n = wire_frame(in, 0x88, payload, 2, 1);
         ASSERT(scenario(in, n, NULL, &o));
         ASSERT_FAILED_WITH(&o, 1002);
     }
     memcpy(payload, "\x03\xe8\xce\xba\xff", 5); /* 1000 with a bad reason */
-    n = frame(in, 0x88, payload, 5, 1);
+    n = wire_frame(in, 0x88, payload, 5, 1);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1007);
     PASS();
@@ -666,7 +644,7 @@ TEST server_initiated_close_handshake(void) {
     ASSERT_EQ(WSCH_OP_CLOSE, fr[0].opcode);
     ASSERT_MEM_EQ("\x03\xe8" "done", fr[0].payload, 6);
     ASSERT_EQ(0, f.transport_closed);
-    n = frame(in, 0x88, "\x03\xe8", 2, 1);
+    n = wire_frame(in, 0x88, "\x03\xe8", 2, 1);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
     ASSERT_EQ(1, f.transport_closed); /* the server closes TCP first */
     ASSERT_EQ(1, f.closes);
@@ -698,9 +676,9 @@ TEST big_messages_whole_and_fragmented(void) {
     unsigned char *payload = (unsigned char *)malloc(size), *in = (unsigned char *)malloc(size * 2 + 4096);
     outcome o;
     for (off = 0; off < size; off++) payload[off] = (unsigned char)(off * 7);
-    n = frame(in, 0x82, payload, size, 1);
+    n = wire_frame(in, 0x82, payload, size, 1);
     for (off = 0; off < size; off += frag)
-        n += frame(in + n, (off == 0 ? 0x02u : 0x00u) | (off + frag >= size ? 0x80u : 0u), payload + off, frag, 1);
+        n += wire_frame(in + n, (off == 0 ? 0x02u : 0x00u) | (off + frag >= size ? 0x80u : 0u), payload + off, frag, 1);
     ASSERT(run_scenario(in, n, 0, NULL, &o));
     ASSERT_EQ(2u, o.nmsgs);
     ASSERT_EQ(size, o.lens[0]);
@@ -722,14 +700,14 @@ TEST size_limits_fail_with_1009(void) {
     memset(&limits, 0, sizeof limits);
     limits.max_frame_size = 200;
     limits.max_message_size = 250;
-    n = frame(in, 0x82, payload, 200, 1); /* at the limit: fine */
+    n = wire_frame(in, 0x82, payload, 200, 1); /* at the limit: fine */
     ASSERT(run_scenario(in, n, 0, &limits, &o));
     ASSERT_EQ(1u, o.nmsgs);
-    n = frame(in, 0x82, payload, 201, 1);
+    n = wire_frame(in, 0x82, payload, 201, 1);
     ASSERT(scenario(in, n, &limits, &o));
     ASSERT_FAILED_WITH(&o, 1009);
-    n = frame(in, 0x02, payload, 200, 1);
-    n += frame(in + n, 0x80, payload, 51, 1); /* 251 in all */
+    n = wire_frame(in, 0x02, payload, 200, 1);
+    n += wire_frame(in + n, 0x80, payload, 51, 1); /* 251 in all */
     ASSERT(scenario(in, n, &limits, &o));
     ASSERT_FAILED_WITH(&o, 1009);
     /* a 2^63-1 length is refused from its header alone */
@@ -754,7 +732,7 @@ TEST any_fragment_size_reassembles(void) {
         size_t n = 0, off;
         for (off = 0; off < sizeof payload; off += sizes[s]) {
             size_t len = sizeof payload - off < sizes[s] ? sizeof payload - off : sizes[s];
-            n += frame(in + n, (off == 0 ? 0x01u : 0x00u) | (off + len == sizeof payload ? 0x80u : 0u), payload + off, len, 1);
+            n += wire_frame(in + n, (off == 0 ? 0x01u : 0x00u) | (off + len == sizeof payload ? 0x80u : 0u), payload + off, len, 1);
         }
         ASSERT(run_scenario(in, n, 0, NULL, &o));
         ASSERT_EQ(1u, o.nmsgs);
@@ -770,7 +748,7 @@ TEST any_fragment_size_reassembles(void) {
 TEST server_rejects_unmasked_frames(void) {
     unsigned char in[16];
     outcome o;
-    size_t n = frame(in, 0x81, "hi", 2, 0);
+    size_t n = wire_frame(in, 0x81, "hi", 2, 0);
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_FAILED_WITH(&o, 1002);
     PASS();
@@ -800,7 +778,7 @@ TEST client_role_end_to_end(void) {
     n = (size_t)snprintf(resp, sizeof resp,
                          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
-    n += frame((unsigned char *)resp + n, 0x81, "welcome", 7, 0);
+    n += wire_frame((unsigned char *)resp + n, 0x81, "welcome", 7, 0);
     f.out_len = 0;
     buf = (unsigned char *)resp;
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, buf, n));
@@ -811,7 +789,7 @@ TEST client_role_end_to_end(void) {
     ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 4, 1));
     ASSERT_MEM_EQ("hello", fr[0].payload, 5);
     /* a masked frame from the server is a protocol error */
-    n = frame((unsigned char *)resp, 0x81, "m", 1, 1);
+    n = wire_frame((unsigned char *)resp, 0x81, "m", 1, 1);
     ASSERT_EQ(WSCH_ERR_PROTOCOL, wsch_conn_feed(f.c, resp, n));
     ASSERT_EQ(1002, f.close_code);
     ASSERT_EQ(1, f.transport_closed);
@@ -854,7 +832,7 @@ TEST client_waits_for_server_tcp_close(void) {
                          "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, resp, n));
     ASSERT_EQ(1, f.opened);
-    n = frame(in, 0x88, "\x03\xe9", 2, 0);
+    n = wire_frame(in, 0x88, "\x03\xe9", 2, 0);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
     ASSERT_EQ(0, f.transport_closed);
     ASSERT_EQ(0, f.closes);
@@ -874,7 +852,7 @@ TEST frames_after_handshake_in_same_read(void) {
     size_t n = sizeof upgrade_request - 1;
     fake_init(&f, WSCH_ROLE_SERVER);
     memcpy(buf, upgrade_request, n);
-    n += frame((unsigned char *)buf + n, 0x81, "early", 5, 1);
+    n += wire_frame((unsigned char *)buf + n, 0x81, "early", 5, 1);
     ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, buf, n));
     ASSERT_EQ(1, f.opened);
@@ -1002,7 +980,7 @@ TEST ping_flood_to_a_non_reader_is_bounded(void) {
     ASSERT(open_server(&f));
     f.send_budget = 0;
     for (i = 0; i < 5000; i++) {
-        n = frame(in, 0x89, "0123456789", 10, 1);
+        n = wire_frame(in, 0x89, "0123456789", 10, 1);
         ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
     }
     ASSERT(wsch_conn_queued_bytes(f.c) <= 4096);
@@ -1127,8 +1105,8 @@ TEST destroy_inside_callbacks(void) {
     fake_init(&f, WSCH_ROLE_SERVER);
     ASSERT(open_server(&f));
     f.destroy_in_message = 1;
-    n = frame(in, 0x81, "one", 3, 1);
-    n += frame(in + n, 0x81, "two", 3, 1);
+    n = wire_frame(in, 0x81, "one", 3, 1);
+    n += wire_frame(in + n, 0x81, "two", 3, 1);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
     ASSERT_EQ(1u, f.nmsgs); /* nothing after the destroy */
     ASSERT(f.c == NULL);
@@ -1137,7 +1115,7 @@ TEST destroy_inside_callbacks(void) {
     fake_init(&f, WSCH_ROLE_SERVER);
     ASSERT(open_server(&f));
     f.destroy_in_close = 1;
-    n = frame(in, 0x81, "\xff", 1, 1);
+    n = wire_frame(in, 0x81, "\xff", 1, 1);
     ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_feed(f.c, in, n));
     ASSERT_EQ(1, f.closes);
     ASSERT(f.c == NULL);
@@ -1228,8 +1206,8 @@ TEST allocation_failures_leak_nothing(void) {
             size_t i;
             for (i = 0; i + 10 < sizeof req; i += 10) (void)wsch_conn_feed(f.c, req + i, 10);
             (void)wsch_conn_feed(f.c, req + i, sizeof req - 1 - i);
-            n = frame(in, 0x01, "abc", 3, 1);
-            n += frame(in + n, 0x80, "def", 3, 1);
+            n = wire_frame(in, 0x01, "abc", 3, 1);
+            n += wire_frame(in + n, 0x80, "def", 3, 1);
             (void)wsch_conn_feed(f.c, in, n - 2);
             (void)wsch_conn_feed(f.c, in + n - 2, 2);
             (void)wsch_conn_send(f.c, WSCH_OP_TEXT, "reply", 5);

@@ -10,6 +10,7 @@
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
 #include GREATEST_HEADER
+#include "wire.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -199,33 +200,10 @@ static int peer_open(pair *pr, peer *p) {
 
 static int pair_open(pair *pr) { return peer_open(pr, &pr->bad) && peer_open(pr, &pr->good); }
 
-/* A frame as the other side would send it (masked when masked != 0). */
-static size_t mkframe(unsigned char *out, unsigned first, const void *payload, size_t len, int masked) {
-    static const unsigned char key[4] = {0x37, 0xFA, 0x21, 0x3D};
-    size_t n = 0, i;
-    out[n++] = (unsigned char)first;
-    if (len < 126) {
-        out[n++] = (unsigned char)((masked ? 0x80 : 0) | len);
-    } else if (len <= 0xFFFF) {
-        out[n++] = (unsigned char)((masked ? 0x80 : 0) | 126);
-        out[n++] = (unsigned char)(len >> 8);
-        out[n++] = (unsigned char)len;
-    } else {
-        out[n++] = (unsigned char)((masked ? 0x80 : 0) | 127);
-        for (i = 0; i < 8; i++) out[n++] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-    }
-    if (masked) {
-        memcpy(out + n, key, 4);
-        n += 4;
-    }
-    for (i = 0; i < len; i++)
-        out[n + i] = (unsigned char)(((const unsigned char *)payload)[i] ^ (masked ? key[i & 3] : 0));
-    return n + len;
-}
 
 /* The peer's side of the wire: a frame from the "other" end of pr. */
 static size_t other_frame(const pair *pr, unsigned char *out, unsigned first, const void *payload, size_t len) {
-    return mkframe(out, first, payload, len, pr->desc.role == WSCH_ROLE_SERVER);
+    return wire_frame(out, first, payload, len, pr->desc.role == WSCH_ROLE_SERVER);
 }
 
 /* Close code of the last close frame p wrote (client frames are masked), or -1. */
@@ -384,14 +362,14 @@ TEST frame_just_above_frame_limit(void) {
     size_t n;
     memset(payload, 'x', sizeof payload);
     pair_desc(&pr, WSCH_ROLE_SERVER);
-    n = mkframe(f, 0x82, payload, 1001, 1);
+    n = wire_frame(f, 0x82, payload, 1001, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, &lim, f, n, WSCH_ERR_TOO_LARGE, 1009));
     /* the header alone decides: no payload byte is needed */
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, &lim, f, 8, WSCH_ERR_TOO_LARGE, 1009));
     /* exactly at the limit is delivered */
     pr.desc.max_frame_size = 1000;
     ASSERT(pair_open(&pr));
-    n = mkframe(f, 0x82, payload, 1000, 1);
+    n = wire_frame(f, 0x82, payload, 1000, 1);
     ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
     ASSERT_EQ(1u, pr.bad.msgs);
     ASSERT_EQ(1000u, pr.bad.last_len);
@@ -405,9 +383,9 @@ TEST frame_just_above_message_limit(void) {
     size_t n = 0;
     int i;
     memset(payload, 'y', sizeof payload);
-    n += mkframe(f + n, 0x02, payload, 1000, 1);
-    for (i = 0; i < 2; i++) n += mkframe(f + n, 0x00, payload, 1000, 1);
-    n += mkframe(f + n, 0x80, payload, 1000, 1);   /* 4000 in all: fine */
+    n += wire_frame(f + n, 0x02, payload, 1000, 1);
+    for (i = 0; i < 2; i++) n += wire_frame(f + n, 0x00, payload, 1000, 1);
+    n += wire_frame(f + n, 0x80, payload, 1000, 1);   /* 4000 in all: fine */
     {
         pair pr;
         pair_desc(&pr, WSCH_ROLE_SERVER);
@@ -421,13 +399,13 @@ TEST frame_just_above_message_limit(void) {
     }
     /* one byte more, in a last frame of 1 */
     n = 0;
-    for (i = 0; i < 4; i++) n += mkframe(f + n, i ? 0x00 : 0x02, payload, 1000, 1);
-    n += mkframe(f + n, 0x80, payload, 1, 1);
+    for (i = 0; i < 4; i++) n += wire_frame(f + n, i ? 0x00 : 0x02, payload, 1000, 1);
+    n += wire_frame(f + n, 0x80, payload, 1, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, &lim, f, n, WSCH_ERR_TOO_LARGE, 1009));
     /* a message limit below the frame limit binds a single frame too */
     lim.max_frame = 1000;
     lim.max_message = 100;
-    n = mkframe(f, 0x81, payload, 101, 1);
+    n = wire_frame(f, 0x81, payload, 101, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, &lim, f, n, WSCH_ERR_TOO_LARGE, 1009));
     PASS();
 }
@@ -450,7 +428,7 @@ TEST thousands_of_one_byte_fragments(void) {
         pair pr;
         size_t n = 0, live_open, i;
         for (i = 0; i < N; i++)
-            n += mkframe(f + n, (i == 0 ? 0x01u : 0x00u) | (i == N - 1 ? 0x80u : 0u), "a", 1, 1);
+            n += wire_frame(f + n, (i == 0 ? 0x01u : 0x00u) | (i == N - 1 ? 0x80u : 0u), "a", 1, 1);
         pair_desc(&pr, WSCH_ROLE_SERVER);
         ASSERT(pair_open(&pr));
         live_open = pr.mem.live;
@@ -476,7 +454,7 @@ TEST fragmented_message_that_never_ends(void) {
     size_t n = 0, i;
     int bytewise;
     memset(payload, 'z', sizeof payload);
-    for (i = 0; i < COUNT; i++) n += mkframe(f + n, i ? 0x00 : 0x02, payload, FRAG, 1); /* FIN never set */
+    for (i = 0; i < COUNT; i++) n += wire_frame(f + n, i ? 0x00 : 0x02, payload, FRAG, 1); /* FIN never set */
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, &lim, f, n, WSCH_ERR_TOO_LARGE, 1009));
     for (bytewise = 0; bytewise < 2; bytewise++) {
         pair pr;
@@ -505,10 +483,10 @@ TEST control_frames_between_every_fragment(void) {
             size_t n = 0, i;
             int masked = role == WSCH_ROLE_SERVER;
             for (i = 0; i < FRAGS; i++) {
-                n += mkframe(f + n, (i == 0 ? 0x01u : 0x00u) | (i == FRAGS - 1 ? 0x80u : 0u), "abc", 3, masked);
+                n += wire_frame(f + n, (i == 0 ? 0x01u : 0x00u) | (i == FRAGS - 1 ? 0x80u : 0u), "abc", 3, masked);
                 if (i != FRAGS - 1) {
-                    n += mkframe(f + n, 0x89, "p", 1, masked);
-                    n += mkframe(f + n, 0x8A, "q", 1, masked);
+                    n += wire_frame(f + n, 0x89, "p", 1, masked);
+                    n += wire_frame(f + n, 0x8A, "q", 1, masked);
                 }
             }
             pair_desc(&pr, (wsch_role)role);
@@ -533,12 +511,12 @@ TEST reserved_bits(void) {
     int i, role;
     for (role = 0; role < 2; role++) {
         for (i = 0; i < 3; i++) {
-            size_t n = mkframe(f, 0x81 | rsv[i], "hi", 2, role == WSCH_ROLE_SERVER);
+            size_t n = wire_frame(f, 0x81 | rsv[i], "hi", 2, role == WSCH_ROLE_SERVER);
             CHECK_CALL(expect_failure2((wsch_role)role, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
         }
         /* on a control frame too */
         {
-            size_t n = mkframe(f, 0x89 | 0x40, "", 0, role == WSCH_ROLE_SERVER);
+            size_t n = wire_frame(f, 0x89 | 0x40, "", 0, role == WSCH_ROLE_SERVER);
             CHECK_CALL(expect_failure2((wsch_role)role, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
         }
     }
@@ -551,7 +529,7 @@ TEST reserved_opcodes(void) {
     int i, role;
     for (role = 0; role < 2; role++) {
         for (i = 0; i < 10; i++) {
-            size_t n = mkframe(f, 0x80 | ops[i], "x", 1, role == WSCH_ROLE_SERVER);
+            size_t n = wire_frame(f, 0x80 | ops[i], "x", 1, role == WSCH_ROLE_SERVER);
             CHECK_CALL(expect_failure2((wsch_role)role, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
         }
     }
@@ -560,18 +538,18 @@ TEST reserved_opcodes(void) {
 
 TEST masked_server_frames_refused_by_client(void) {
     unsigned char f[32];
-    size_t n = mkframe(f, 0x81, "hi", 2, 1);
+    size_t n = wire_frame(f, 0x81, "hi", 2, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_CLIENT, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
-    n = mkframe(f, 0x89, "", 0, 1);
+    n = wire_frame(f, 0x89, "", 0, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_CLIENT, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     PASS();
 }
 
 TEST unmasked_client_frames_refused_by_server(void) {
     unsigned char f[32];
-    size_t n = mkframe(f, 0x81, "hi", 2, 0);
+    size_t n = wire_frame(f, 0x81, "hi", 2, 0);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
-    n = mkframe(f, 0x88, "\x03\xe8", 2, 0);
+    n = wire_frame(f, 0x88, "\x03\xe8", 2, 0);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     PASS();
 }
@@ -581,17 +559,17 @@ TEST broken_fragmentation_and_control_frames(void) {
     unsigned char f[300];
     size_t n;
     /* continuation with nothing to continue */
-    n = mkframe(f, 0x80, "x", 1, 1);
+    n = wire_frame(f, 0x80, "x", 1, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     /* a new message inside a fragmented one */
-    n = mkframe(f, 0x01, "a", 1, 1);
-    n += mkframe(f + n, 0x81, "b", 1, 1);
+    n = wire_frame(f, 0x01, "a", 1, 1);
+    n += wire_frame(f + n, 0x81, "b", 1, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     /* a fragmented control frame */
-    n = mkframe(f, 0x09, "p", 1, 1);
+    n = wire_frame(f, 0x09, "p", 1, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     /* a control frame past 125 bytes */
-    n = mkframe(f, 0x89, big, sizeof big, 1);
+    n = wire_frame(f, 0x89, big, sizeof big, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     PASS();
 }
@@ -601,25 +579,60 @@ TEST invalid_utf8_and_close_payloads(void) {
     unsigned char f[64], p[8];
     size_t n;
     int i;
-    n = mkframe(f, 0x81, "ok\xc0\xaf", 4, 1);                      /* overlong */
+    n = wire_frame(f, 0x81, "ok\xc0\xaf", 4, 1);                      /* overlong */
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_UTF8, 1007));
-    n = mkframe(f, 0x01, "\xed", 1, 1);                               /* a surrogate, split */
-    n += mkframe(f + n, 0x80, "\xa0\x80", 2, 1);
+    n = wire_frame(f, 0x01, "\xed", 1, 1);                               /* a surrogate, split */
+    n += wire_frame(f + n, 0x80, "\xa0\x80", 2, 1);
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_UTF8, 1007));
-    n = mkframe(f, 0x81, "\xf4\x90\x80\x80", 4, 0);                  /* above U+10FFFF */
+    n = wire_frame(f, 0x81, "\xf4\x90\x80\x80", 4, 0);                  /* above U+10FFFF */
     CHECK_CALL(expect_failure2(WSCH_ROLE_CLIENT, NULL, f, n, WSCH_ERR_UTF8, 1007));
-    n = mkframe(f, 0x81, "\xe2\x82", 2, 1);                          /* truncated at the end */
+    n = wire_frame(f, 0x81, "\xe2\x82", 2, 1);                          /* truncated at the end */
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_UTF8, 1007));
-    n = mkframe(f, 0x88, "\x03\xe8\xff", 3, 1);                      /* close reason */
+    n = wire_frame(f, 0x88, "\x03\xe8\xff", 3, 1);                      /* close reason */
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_UTF8, 1007));
-    n = mkframe(f, 0x88, "\x03", 1, 1);                              /* one-byte close payload */
+    n = wire_frame(f, 0x88, "\x03", 1, 1);                              /* one-byte close payload */
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     for (i = 1; i < 8; i++) {
         p[0] = (unsigned char)(bad_codes[i] >> 8);
         p[1] = (unsigned char)bad_codes[i];
-        n = mkframe(f, 0x88, p, 2, 1);
+        n = wire_frame(f, 0x88, p, 2, 1);
         CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, NULL, f, n, WSCH_ERR_PROTOCOL, 1002));
     }
+    PASS();
+}
+
+/* A peer that pings and never reads: pongs stop at max_outbound_bytes
+   (RFC 6455 5.5.3 lets a pong answer only the latest ping), the connection
+   stays up, memory stays bounded, and once the peer reads, all is well. */
+TEST ping_flood_from_a_peer_that_never_reads(void) {
+    enum { PINGS = 5000 };
+    static unsigned char payload[100];
+    unsigned char *f = (unsigned char *)malloc(PINGS * 110);
+    size_t n = 0, i;
+    pair pr;
+    for (i = 0; i < PINGS; i++) n += wire_frame(f + n, 0x89, payload, sizeof payload, 1);
+    pair_desc(&pr, WSCH_ROLE_SERVER);
+    pr.desc.max_outbound_bytes = 4096;
+    ASSERT(pair_open(&pr));
+    pr.bad.budget = 0;
+    ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
+    ASSERT_LTE(wsch_conn_queued_bytes(pr.bad.c), 4096u);
+    ASSERT_LT(pr.mem.peak, (size_t)(4096 * 3 + 4096));
+    ASSERT_EQ(WSCH_CONN_OPEN, wsch_conn_get_state(pr.bad.c));
+    /* the same flood a byte at a time */
+    ASSERT_EQ(WSCH_OK, feed_bytes(&pr.bad, f, 20 * 106));
+    ASSERT_LTE(wsch_conn_queued_bytes(pr.bad.c), 4096u);
+    /* the peer starts reading: the queue drains and messages flow again */
+    pr.bad.budget = (size_t)-1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(pr.bad.c));
+    ASSERT_EQ(0u, wsch_conn_queued_bytes(pr.bad.c));
+    ASSERT(sent_frames(&pr.bad, WSCH_OP_PONG) >= 1);
+    n = wire_frame(f, 0x81, "after", 5, 1);
+    ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
+    ASSERT_EQ(1u, pr.bad.msgs);
+    CHECK_CALL(still_served(&pr));
+    CHECK_CALL(pair_free(&pr));
+    free(f);
     PASS();
 }
 
@@ -638,6 +651,7 @@ SUITE(frames) {
     RUN_TEST(unmasked_client_frames_refused_by_server);
     RUN_TEST(broken_fragmentation_and_control_frames);
     RUN_TEST(invalid_utf8_and_close_payloads);
+    RUN_TEST(ping_flood_from_a_peer_that_never_reads);
 }
 
 /* ======================================================================== */
@@ -1062,7 +1076,7 @@ static int hw_open(hubw *w, int i) {
 
 static int hw_text(hubw *w, int i, const char *text) {
     unsigned char f[512];
-    return hw_feed(w, i, f, mkframe(f, 0x81, text, strlen(text), 1));
+    return hw_feed(w, i, f, wire_frame(f, 0x81, text, strlen(text), 1));
 }
 
 /* Counts the envelopes of a type p received (and, for errors, with a code). */
@@ -1223,7 +1237,7 @@ TEST empty_first_fragment(void) {
 TEST close_frame_cut_by_nomem(void) {
     pair pr;
     unsigned char f[8];
-    size_t n = mkframe(f, 0x81, "A", 1, 0); /* unmasked: a protocol error */
+    size_t n = wire_frame(f, 0x81, "A", 1, 0); /* unmasked: a protocol error */
     pair_desc(&pr, WSCH_ROLE_SERVER);
     ASSERT(pair_open(&pr));
     pr.bad.budget = 1;                      /* one byte of the close frame leaves */
@@ -1383,7 +1397,7 @@ TEST client_connect_from_closing_pairs_events(void) {
 TEST client_disconnect_after_close_frame_pairs_events(void) {
     cw w;
     unsigned char f[8];
-    size_t n = mkframe(f, 0x88, "\x03\xe8", 2, 0);
+    size_t n = wire_frame(f, 0x88, "\x03\xe8", 2, 0);
     cw_init(&w);
     ASSERT_EQ(WSCH_OK, wsch_client_create(&w.d, &w.c));
     ASSERT(cw_open(&w));

@@ -10,6 +10,7 @@
    Prints the measurements, then greatest's summary line (one case per
    phase: connect, subscribe, every round delivered to all). */
 #include "example_net.h"
+#include "load_util.h"
 
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -27,51 +28,6 @@ static int ep;
 static size_t welcomed, acked, failed;
 static size_t delivered[64];
 static uint64_t last_delivery[64];
-static int pass_count, fail_count;
-
-static void result(int ok, const char *what) {
-    printf("%s %s\n", ok ? "ok  " : "FAIL", what);
-    if (ok) pass_count++;
-    else fail_count++;
-}
-
-static uint64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* Sends all of data on a nonblocking socket (small messages: spins on EAGAIN). */
-static int send_all(int fd, const void *data, size_t len) {
-    const char *p = (const char *)data;
-    uint64_t deadline = net_now_ms() + 5000;
-    while (len) {
-        long n = net_write(fd, p, len);
-        if (n < 0 || net_now_ms() > deadline) return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* A masked text frame (the zero key: masking is then the identity). */
-static int send_text(int fd, const char *text) {
-    unsigned char frame[512];
-    size_t n = strlen(text), h = 2;
-    if (n > 400) return -1;
-    frame[0] = 0x81;
-    if (n < 126) {
-        frame[1] = (unsigned char)(0x80u | n);
-    } else {
-        frame[1] = 0x80u | 126u;
-        frame[2] = (unsigned char)(n >> 8);
-        frame[3] = (unsigned char)n;
-        h = 4;
-    }
-    memset(frame + h, 0, 4);
-    memcpy(frame + h + 4, text, n);
-    return send_all(fd, frame, h + 4 + n);
-}
 
 static void on_frame(lc *c, const unsigned char *p, size_t n) {
     char text[600];

@@ -20,6 +20,7 @@
            build/redis_bench --port 8081 --port2 8082 --clients 1000
    Prints the measurements, then greatest's summary line. */
 #include "example_net.h"
+#include "load_util.h"
 
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -41,56 +42,11 @@ typedef struct bc {
 static bc *conns;
 static int ep;
 static size_t n_conns, welcomed, acked, failed;
-static int pass_count, fail_count;
 static unsigned phase_lo, phase_hi;       /* ids of the current phase: [lo, hi) */
 static size_t phase_done;                 /* clients that saw every id of the phase */
 static uint64_t last_delivery;
 static uint64_t *lat_local, *lat_remote;  /* microseconds, one per delivery */
 static size_t n_local, n_remote, lat_cap;
-
-static void result(int ok, const char *what) {
-    printf("%s %s\n", ok ? "ok  " : "FAIL", what);
-    fflush(stdout);
-    if (ok) pass_count++;
-    else fail_count++;
-}
-
-static uint64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static int send_all(int fd, const void *data, size_t len) {
-    const char *p = (const char *)data;
-    uint64_t deadline = net_now_ms() + 5000;
-    while (len) {
-        long n = net_write(fd, p, len);
-        if (n < 0 || net_now_ms() > deadline) return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* A masked text frame with the zero key (masking is then the identity). */
-static int send_text(int fd, const char *text) {
-    unsigned char frame[512];
-    size_t n = strlen(text), h = 2;
-    if (n > 400) return -1;
-    frame[0] = 0x81;
-    if (n < 126) {
-        frame[1] = (unsigned char)(0x80u | n);
-    } else {
-        frame[1] = 0x80u | 126u;
-        frame[2] = (unsigned char)(n >> 8);
-        frame[3] = (unsigned char)n;
-        h = 4;
-    }
-    memset(frame + h, 0, 4);
-    memcpy(frame + h + 4, text, n);
-    return send_all(fd, frame, h + 4 + n);
-}
 
 static void on_frame(bc *c, const unsigned char *p, size_t n) {
     char text[600];
