@@ -6,8 +6,9 @@
 // Every wait is bounded; 127.0.0.1 only.
 const http = require('node:http');
 const { WebSocket } = require('ws');
+const { withTimeout, runCase: runCaseWithin, summary } = require('./cases');
+const runCase = (name, fn, ms = 30000) => runCaseWithin(name, fn, ms);
 
-const results = [];
 
 function arg(name) {
   const i = process.argv.indexOf(name);
@@ -19,25 +20,6 @@ function check(cond, what) {
   if (!cond) throw new Error(what);
 }
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-async function runCase(name, fn, ms = 30000) {
-  const t0 = Date.now();
-  try {
-    await withTimeout(fn(), ms, name);
-    results.push(true);
-    console.log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(2)} s)`);
-  } catch (e) {
-    results.push(false);
-    console.log(`FAIL ${name}: ${e && e.message}`);
-  }
-}
 
 function get(base, path) {
   return new Promise((resolve, reject) => {
@@ -193,8 +175,7 @@ async function main() {
     check(s.open === 0 && s.subscriptions === 0 && s.channels === 0 && s.users === 0, JSON.stringify(s));
   }, 60000);
 
-  const passed = results.filter(Boolean).length;
-  console.log(`Pass: ${passed}, fail: ${results.length - passed}, skip: 0.`);
+  summary();
 }
 
 main().catch((e) => {

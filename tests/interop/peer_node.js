@@ -7,9 +7,10 @@
 // line. Every wait is bounded; 127.0.0.1 only.
 const { spawn } = require('node:child_process');
 const { WebSocket, WebSocketServer } = require('ws');
+const { withTimeout, runCase: runCaseWithin, summary } = require('./cases');
+const runCase = (name, fn, ms = 60000) => runCaseWithin(name, fn, ms);
 
 const BIG = 16 * 1024 * 1024;
-const results = [];
 
 function arg(name) {
   const i = process.argv.indexOf(name);
@@ -33,25 +34,6 @@ function pattern(n) {
   return b;
 }
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-async function runCase(name, fn, ms = 60000) {
-  const t0 = Date.now();
-  try {
-    await withTimeout(fn(), ms, name);
-    results.push(true);
-    console.log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(2)} s)`);
-  } catch (e) {
-    results.push(false);
-    console.log(`FAIL ${name}: ${e && e.message}`);
-  }
-}
 
 // Queues a socket's messages and its close so a case can await them in order.
 class Peer {
@@ -315,8 +297,7 @@ async function main() {
   const { cases, stop } = serverCases(peerClient);
   for (const [name, fn] of cases) await runCase(name, fn);
   await stop();
-  const passed = results.filter(Boolean).length;
-  console.log(`Pass: ${passed}, fail: ${results.length - passed}, skip: 0.`);
+  summary();
   process.exit(0);
 }
 
