@@ -754,11 +754,26 @@ TEST server_rejects_unmasked_frames(void) {
     PASS();
 }
 
+/* The server's 101 for the request the client wrote into f->out, with the
+   given Upgrade/Connection lines. Returns its length, 0 if no key was sent. */
+static size_t answer_101(fake *f, const char *upgrade_lines, char *resp, size_t cap) {
+    char key[WSCH_KEY_LEN + 1], accept[WSCH_ACCEPT_LEN + 1];
+    const char *k;
+    f->out[f->out_len - 1] = '\0';
+    k = strstr((const char *)f->out, "Sec-WebSocket-Key: ");
+    if (!k) return 0;
+    memcpy(key, k + 19, WSCH_KEY_LEN);
+    key[WSCH_KEY_LEN] = '\0';
+    wsch_accept_key(key, WSCH_KEY_LEN, accept);
+    f->out_len = 0;
+    return (size_t)snprintf(resp, cap, "HTTP/1.1 101 Switching Protocols\r\n%sSec-WebSocket-Accept: %s\r\n\r\n",
+                            upgrade_lines, accept);
+}
+
 /* A client: request out, 101 in with a frame in the same read, masked frames out. */
 TEST client_role_end_to_end(void) {
     fake f;
-    char resp[512], key[WSCH_KEY_LEN + 1], accept[WSCH_ACCEPT_LEN + 1];
-    const char *k;
+    char resp[512];
     unsigned char *buf;
     out_frame fr[4];
     size_t n;
@@ -769,17 +784,9 @@ TEST client_role_end_to_end(void) {
     ASSERT(f.out_len > 0);
     ASSERT_MEM_EQ("GET /echo HTTP/1.1\r\n", f.out, 20);
     ASSERT_EQ(WSCH_ERR_STATE, wsch_conn_send(f.c, WSCH_OP_TEXT, "x", 1));
-    f.out[f.out_len - 1] = '\0';
-    k = strstr((const char *)f.out, "Sec-WebSocket-Key: ");
-    ASSERT(k != NULL);
-    memcpy(key, k + 19, WSCH_KEY_LEN);
-    key[WSCH_KEY_LEN] = '\0';
-    wsch_accept_key(key, WSCH_KEY_LEN, accept);
-    n = (size_t)snprintf(resp, sizeof resp,
-                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+    n = answer_101(&f, "Upgrade: websocket\r\nConnection: Upgrade\r\n", resp, sizeof resp);
+    ASSERT(n > 0);
     n += wire_frame((unsigned char *)resp + n, 0x81, "welcome", 7, 0);
-    f.out_len = 0;
     buf = (unsigned char *)resp;
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, buf, n));
     ASSERT_EQ(1, f.opened);
@@ -816,20 +823,13 @@ TEST client_rejects_bad_accept(void) {
 /* The client waits for the server to close TCP after the close handshake. */
 TEST client_waits_for_server_tcp_close(void) {
     fake f;
-    char resp[512], key[WSCH_KEY_LEN + 1], accept[WSCH_ACCEPT_LEN + 1];
-    const char *k;
+    char resp[512];
     unsigned char in[16];
     size_t n;
     fake_init(&f, WSCH_ROLE_CLIENT);
     ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
-    f.out[f.out_len - 1] = '\0';
-    k = strstr((const char *)f.out, "Sec-WebSocket-Key: ");
-    memcpy(key, k + 19, WSCH_KEY_LEN);
-    key[WSCH_KEY_LEN] = '\0';
-    wsch_accept_key(key, WSCH_KEY_LEN, accept);
-    n = (size_t)snprintf(resp, sizeof resp,
-                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\n"
-                         "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+    n = answer_101(&f, "Upgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\n", resp, sizeof resp);
+    ASSERT(n > 0);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, resp, n));
     ASSERT_EQ(1, f.opened);
     n = wire_frame(in, 0x88, "\x03\xe9", 2, 0);
