@@ -3286,6 +3286,20 @@ WSCH__PRIVATE int wsch__uncork(wsch_conn *c) {
     return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, c->cork, len, NULL, n), len);
 }
 
+/* Is there room under max_outbound_bytes for total more bytes? Gathered
+   (corked) bytes have not met the socket yet, so they are offered to it
+   before a frame is refused: the answer must not depend on how the input
+   was split into reads. */
+WSCH__PRIVATE int wsch__room(wsch_conn *c, size_t total) {
+    size_t limit = wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES);
+    if (c->out_bytes + total <= limit) return WSCH_OK;
+    if (c->cork && c->cork_len) {
+        int rc = wsch__uncork(c);
+        if (rc != WSCH_OK) return rc;
+    }
+    return c->out_bytes + total <= limit ? WSCH_OK : WSCH_ERR_QUEUE_FULL;
+}
+
 /* Writes one frame: straight to send() while the queue is empty and send
    takes everything, the remainder to the queue. Small frames leave in one
    send() call; large unmasked payloads go from the caller's memory. */
@@ -3312,8 +3326,10 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
     /* Only a close frame passes the limit: it must get through to end the
        connection. Pongs obey it, or a peer that pings and never reads
        would grow the queue without bound. */
-    if (!is_close && c->out_bytes + total > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
-        return WSCH_ERR_QUEUE_FULL;
+    if (!is_close) {
+        int rc = wsch__room(c, total);
+        if (rc != WSCH_OK) return rc;
+    }
     if (c->cork && !c->out_head) {
         if (total <= WSCH_CORK_BYTES - c->cork_len) {
             unsigned char *dst = c->cork + c->cork_len;
@@ -4063,8 +4079,8 @@ WSCH__PRIVATE int wsch__send_shared(wsch_conn *c, wsch_shared *s) {
     const unsigned char *frame;
     size_t done = 0;
     wsch__chunk *ch;
-    if (c->out_bytes + s->size > wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES))
-        return WSCH_ERR_QUEUE_FULL;
+    int rc = wsch__room(c, s->size);
+    if (rc != WSCH_OK) return rc;
     frame = (const unsigned char *)(s + 1);
     if (c->cork && wsch__uncork(c) != WSCH_OK) return WSCH_ERR_NOMEM;
     if (!c->out_head) {
