@@ -485,8 +485,10 @@ WSCH_API int wsch_request_next_protocol(const wsch_request *req, size_t *iter, w
    then extra_headers and the blank line. req must have passed
    wsch_request_check_upgrade(). protocol (NULL or "" = none) must be a
    token the client offered, compared exactly; extra_headers (NULL or "")
-   are complete "Name: value\r\n" lines. Returns WSCH_OK, WSCH_ERR_ARG (no
-   key, protocol not offered, malformed extra_headers) or WSCH_ERR_BUFFER. */
+   are complete "Name: value\r\n" lines, none naming a header the builder
+   writes itself and at most one Authorization (a peer refuses duplicated
+   single-valued headers). Returns WSCH_OK, WSCH_ERR_ARG (no key, protocol
+   not offered, malformed or clashing extra_headers) or WSCH_ERR_BUFFER. */
 WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, const char *extra_headers,
                                  char *out, size_t cap, size_t *out_len);
 /* Builds a complete refusal for status 300..599: the reason phrase
@@ -2391,14 +2393,23 @@ WSCH__PRIVATE int wsch__h_copy_out(wsch_str s, char *out, size_t cap, size_t *ou
 }
 
 /* Caller-supplied "Name: value\r\n" lines: token names, field characters
-   only, every line CRLF-terminated. NULL and "" are fine. */
-WSCH__PRIVATE int wsch__h_header_lines_ok(const char *s) {
-    size_t i = 0;
+   only, every line CRLF-terminated, none of the reserved names (headers the
+   builder writes itself), at most one Authorization. NULL and "" are fine. */
+WSCH__PRIVATE int wsch__h_header_lines_ok(const char *s, const char *const *reserved) {
+    size_t i = 0, k, auths = 0;
     if (!s) return 1;
     while (s[i]) {
         size_t start = i;
+        wsch_str name;
         while (wsch__h_is_tchar((unsigned char)s[i])) i++;
         if (i == start || s[i] != ':') return 0;
+        /* A header the builder writes itself, or a second Authorization,
+           would make the peer's parser refuse the message as ambiguous. */
+        name.ptr = s + start;
+        name.len = i - start;
+        for (k = 0; reserved && reserved[k]; k++)
+            if (wsch__str_ieq(name, reserved[k])) return 0;
+        if (wsch__str_ieq(name, "Authorization") && ++auths > 1) return 0;
         i++;
         while (wsch__h_is_field_char((unsigned char)s[i])) i++;
         if (s[i] != '\r' || s[i + 1] != '\n') return 0;
@@ -2676,7 +2687,11 @@ WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, 
     if (!req || !out_len || (!out && cap) || !req->key.len) return WSCH_ERR_ARG;
     if (protocol && !protocol[0]) protocol = NULL;
     if (protocol && !wsch__h_protocol_offered(req, protocol)) return WSCH_ERR_ARG;
-    if (!wsch__h_header_lines_ok(extra_headers)) return WSCH_ERR_ARG;
+    {
+        static const char *const mine[] = {"Upgrade", "Connection", "Sec-WebSocket-Accept",
+                                           "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions", NULL};
+        if (!wsch__h_header_lines_ok(extra_headers, mine)) return WSCH_ERR_ARG;
+    }
     wsch_accept_key(req->key.ptr, req->key.len, accept);
     wsch__h_writer_init(&w, out, cap);
     wsch__h_puts(&w, "HTTP/1.1 101 Switching Protocols\r\n"
@@ -2723,7 +2738,10 @@ WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *
     size_t reason_len;
     wsch__h_writer w;
     if (status < 300 || status > 599 || !out_len || (!out && cap)) return WSCH_ERR_ARG;
-    if (!wsch__h_header_lines_ok(extra_headers)) return WSCH_ERR_ARG;
+    {
+        static const char *const mine[] = {"Content-Length", "Content-Type", "Connection", NULL};
+        if (!wsch__h_header_lines_ok(extra_headers, mine)) return WSCH_ERR_ARG;
+    }
     reason = wsch__h_reason_phrase(status);
     reason_len = wsch__h_cstrlen(reason);
     wsch__h_writer_init(&w, out, cap);
@@ -2798,7 +2816,11 @@ WSCH_API int wsch_client_request_build(const wsch_client_request_desc *d, char *
     if (query && !wsch__h_target_part_ok(query)) return WSCH_ERR_ARG;
     if (protocols && !wsch__h_token_list_ok(protocols)) return WSCH_ERR_ARG;
     if (origin && !wsch__h_value_ok(origin)) return WSCH_ERR_ARG;
-    if (!wsch__h_header_lines_ok(d->extra_headers)) return WSCH_ERR_ARG;
+    {
+        static const char *const mine[] = {"Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
+                                           "Sec-WebSocket-Version", "Origin", "Sec-WebSocket-Protocol", NULL};
+        if (!wsch__h_header_lines_ok(d->extra_headers, mine)) return WSCH_ERR_ARG;
+    }
     if (wsch_base64_encode(d->nonce, sizeof d->nonce, key, sizeof key, &key_len) != WSCH_OK ||
         key_len != WSCH_KEY_LEN)
         return WSCH_ERR_ARG;

@@ -949,6 +949,16 @@ TEST client_request_rejects(void) {
     d.origin = NULL;
     d.extra_headers = "X-A: 1";
     CHECK_CALL(client_build(&d, NULL, WSCH_ERR_ARG));
+    /* headers the builder writes itself, or two Authorization lines: a
+       server would refuse the request as ambiguous */
+    d.extra_headers = "host: other\r\n";
+    CHECK_CALL(client_build(&d, NULL, WSCH_ERR_ARG));
+    d.extra_headers = "X-A: 1\r\nSec-WebSocket-Version: 8\r\n";
+    CHECK_CALL(client_build(&d, NULL, WSCH_ERR_ARG));
+    d.extra_headers = "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n";
+    CHECK_CALL(client_build(&d, NULL, WSCH_ERR_ARG));
+    d.extra_headers = "Authorization: Bearer a\r\nX-Trace: 1\r\n";
+    CHECK_CALL(client_build(&d, NULL, WSCH_OK));
     d.extra_headers = NULL;
     CHECK_CALL(client_build(&d, NULL, WSCH_OK));
     d.host = NULL;
