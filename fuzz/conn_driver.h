@@ -167,6 +167,12 @@ static void cd_on_open(wsch_conn *c, void *user) {
     cd_maybe_destroy(r, c);
 }
 
+/* What wsch_conn_send(), _send_frame() and _ping() may return. */
+static int cd_send_rc_documented(int rc) {
+    return rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_STATE || rc == WSCH_ERR_CLOSED ||
+           rc == WSCH_ERR_UTF8 || rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_NOMEM;
+}
+
 static void cd_on_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
     cd_run *r = (cd_run *)user;
     cd_alive(r);
@@ -181,7 +187,7 @@ static void cd_on_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, 
     r->ev = fz_hash(r->ev, data, len);
     if (r->cfg.echo) {
         int rc = wsch_conn_send(c, op, data, len);
-        FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_NOMEM);
+        FZ_CHECK(cd_send_rc_documented(rc) && rc != WSCH_ERR_UTF8 && rc != WSCH_ERR_ARG);
     }
     cd_maybe_destroy(r, c);
 }
@@ -371,23 +377,20 @@ static void cd_script(const cd_cfg *cfg, fz_in *in) {
             unsigned k = fz_u8(in);
             p = fz_bytes(in, fz_u8(in), &n);
             rc = wsch_conn_send(r.c, (k & 1u) ? WSCH_OP_BINARY : WSCH_OP_TEXT, p, n);
-            FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_STATE || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_UTF8 ||
-                     rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_NOMEM);
+            FZ_CHECK(cd_send_rc_documented(rc) && rc != WSCH_ERR_ARG);
             break;
         }
         case 6: {
             unsigned k = fz_u8(in);
             p = fz_bytes(in, fz_u8(in), &n);
             rc = wsch_conn_send_frame(r.c, (wsch_opcode)(k & 0x0Fu), (int)(k >> 7), p, n);
-            FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_STATE || rc == WSCH_ERR_CLOSED ||
-                     rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_NOMEM);
+            FZ_CHECK(cd_send_rc_documented(rc) && rc != WSCH_ERR_UTF8);
             break;
         }
         case 7:
             p = fz_bytes(in, fz_u8(in) & 0x7Fu, &n);
             rc = wsch_conn_ping(r.c, p, n);
-            FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_STATE || rc == WSCH_ERR_CLOSED ||
-                     rc == WSCH_ERR_NOMEM);
+            FZ_CHECK(cd_send_rc_documented(rc) && rc != WSCH_ERR_UTF8);
             break;
         case 8: {
             unsigned k = fz_u8(in);

@@ -443,6 +443,7 @@ static void hb_step(hb_world *w, fz_in *in) {
                                 payloads[(a >> 4) % 4u] ? strlen(payloads[(a >> 4) % 4u]) : 0, &delivered);
         FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_JSON || rc == WSCH_ERR_NOMEM ||
                  rc == WSCH_ERR_TOO_LARGE);
+        HB_T("  broadcast %s: rc %d, delivered %zu\n", hb_channels[a % HB_NCH], rc, delivered);
         if ((a >> 4) % 4u == 2) FZ_CHECK(rc == WSCH_ERR_JSON || rc == WSCH_ERR_ARG);
         if (rc == WSCH_OK) FZ_CHECK(delivered <= HB_SLOTS);
         break;

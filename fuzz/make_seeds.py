@@ -153,14 +153,14 @@ def hub_seeds():
     # ops (op, k, args): 0 accept, 1 request(v), 4 canned(kind<<2|slot, arg), 5 writable,
     # 6 timer((which<<2)|slot), 7 transport_closed, 8 broadcast(a), 12 close_client,
     # 13 send mode((m<<2)|slot), 15 shutdown, 16 clock, 17 close what the hub closed
-    two = bytes([0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 4, 0, 0, 4, 1, 0, 8, 0, 0x18, 5, 0, 5, 1,
+    two = bytes([0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 4, 0, 0, 4, 1, 0, 8, 0, 153, 5, 0, 5, 1,
                  4, 2 << 2, 7, 4, (3 << 2) | 1, 5, 4, (7 << 2), 0, 17, 0, 7, 1])
     write(t, "two_clients_broadcast", bytes([0, 0]) + two)
     flood = bytes([0, 0, 1, 0, 1]) + b"".join(bytes([4, 0, i]) for i in range(6)) + \
         b"".join(bytes([4, 9 << 2, i]) for i in range(5)) + bytes([4, 1 << 2, 0, 4, 4 << 2, 0, 4, 0, 3])
     write(t, "subscribe_flood", bytes([0x01, 0]) + flood)
     slow = bytes([0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 4, 0, 0, 4, 1, 0, 13, 1 | (2 << 2)]) + \
-        bytes([8, 0, 0x18]) * 12 + bytes([5, 0, 17, 0, 8, 0, 0x18])
+        bytes([8, 0, 153]) * 12 + bytes([5, 0, 17, 0, 8, 0, 153])
     write(t, "slow_consumer", bytes([0x08, 0]) + slow)
     http = bytes([0, 0, 1, 0, 8, 0, 1, 1, 0x81, 16, 0, 2, 1, 2, 2, 1, 0, 4, 17, 0, 0, 2, 1, 2, 4,
                   1, 2, 0x40, 1, 2, 0x80, 17, 0])

@@ -1443,6 +1443,55 @@ TEST hub_handshaking_client_closed_once(void) {
     PASS();
 }
 
+/* fuzz_conn_server: replies gathered during one feed counted against
+   max_outbound_bytes, so a peer that reads everything lost pongs when its
+   pings came in one read. */
+TEST pongs_do_not_depend_on_read_size(void) {
+    unsigned char f[8 * 70], payload[60];
+    size_t n = 0, i;
+    int bytewise;
+    for (bytewise = 0; bytewise < 2; bytewise++) {
+        pair pr;
+        n = 0;
+        for (i = 0; i < 8; i++) {
+            memset(payload, (int)i, sizeof payload);
+            n += wire_frame(f + n, 0x89, payload, sizeof payload, 1);
+        }
+        pair_desc(&pr, WSCH_ROLE_SERVER);
+        pr.desc.max_outbound_bytes = 300;
+        ASSERT(pair_open(&pr));
+        ASSERT_EQ(WSCH_OK, bytewise ? feed_bytes(&pr.bad, f, n) : feed(&pr.bad, f, n));
+        ASSERT_EQ(8u, sent_frames(&pr.bad, WSCH_OP_PONG));
+        ASSERT_EQ(0u, wsch_conn_queued_bytes(pr.bad.c));
+        CHECK_CALL(pair_free(&pr));
+    }
+    PASS();
+}
+
+/* fuzz_handshake: extra_headers repeating a header the builder writes made
+   a request the library's own server refuses as ambiguous. */
+TEST request_extra_headers_cannot_repeat_handshake_headers(void) {
+    static const char *const bad[5] = {"Host: other\r\n", "sec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n",
+                                       "Sec-WebSocket-Version: 8\r\n", "Upgrade: h2c\r\n",
+                                       "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"};
+    wsch_client_request_desc d;
+    char out[1024], key[WSCH_KEY_LEN + 1];
+    size_t len = 0, consumed = 0;
+    wsch_request req;
+    int i;
+    memset(&d, 0, sizeof d);
+    d.host = "example.com";
+    for (i = 0; i < 5; i++) {
+        d.extra_headers = bad[i];
+        ASSERT_EQ_FMTm(bad[i], WSCH_ERR_ARG, wsch_client_request_build(&d, out, sizeof out, &len, key), "%d");
+    }
+    d.extra_headers = "X-Trace: 1\r\nAuthorization: Bearer t\r\n";
+    ASSERT_EQ(WSCH_OK, wsch_client_request_build(&d, out, sizeof out, &len, key));
+    ASSERT_EQ(WSCH_OK, wsch_request_parse(out, len, 0, 0, &req, &consumed));
+    ASSERT_EQ(WSCH_OK, wsch_request_check_upgrade(&req));
+    PASS();
+}
+
 SUITE(fuzz_regressions) {
     RUN_TEST(empty_first_fragment);
     RUN_TEST(close_frame_cut_by_nomem);
@@ -1450,6 +1499,8 @@ SUITE(fuzz_regressions) {
     RUN_TEST(client_connect_from_closing_pairs_events);
     RUN_TEST(client_disconnect_after_close_frame_pairs_events);
     RUN_TEST(hub_handshaking_client_closed_once);
+    RUN_TEST(pongs_do_not_depend_on_read_size);
+    RUN_TEST(request_extra_headers_cannot_repeat_handshake_headers);
 }
 
 GREATEST_MAIN_DEFS();
