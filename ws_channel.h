@@ -746,8 +746,10 @@ WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len);
 /* Starts the closing handshake. code 0 sends a close frame without a code.
    During the opening handshake it just closes the transport (on_close
    runs). Returns WSCH_OK, WSCH_ERR_ARG (a code not valid on the wire, a
-   reason over 123 bytes, not UTF-8, or without a code) or WSCH_ERR_CLOSED
-   (a close frame was already sent or the connection is closed). */
+   reason over 123 bytes, not UTF-8, or without a code), WSCH_ERR_CLOSED
+   (a close frame was already sent or the connection is closed) or
+   WSCH_ERR_NOMEM (the close frame could not be queued: the connection is
+   cut and on_close has run). */
 WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len);
 
 WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c);
