@@ -14,6 +14,13 @@ import urllib.request
 
 import websockets
 
+from envelope_util import env, recv, nothing_more as _nothing_more
+
+
+async def nothing_more(ws, wait=0.3):
+    await _nothing_more(ws, wait)
+
+
 results = []
 
 
@@ -33,24 +40,6 @@ async def case(name, coro, timeout=30):
         print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
 
 
-def env(type_, payload=None):
-    return json.dumps({"type": type_} if payload is None else {"type": type_, "payload": payload})
-
-
-async def recv(ws, want_type=None, timeout=5):
-    """The next envelope (of want_type, skipping others)."""
-    while True:
-        m = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if want_type is None or m["type"] == want_type:
-            return m
-
-
-async def nothing_more(ws, wait=0.3):
-    try:
-        m = await asyncio.wait_for(ws.recv(), wait)
-    except asyncio.TimeoutError:
-        return
-    raise AssertionError(f"unexpected message {m!r}")
 
 
 def http_get(base, path):

@@ -37,6 +37,13 @@ import urllib.request
 
 import websockets
 
+from envelope_util import env, recv, nothing_more as _nothing_more
+
+
+async def nothing_more(ws, wait=0.5):
+    await _nothing_more(ws, wait)
+
+
 results = []
 procs = []          # every process we started, for the final cleanup
 
@@ -59,24 +66,6 @@ async def case(name, coro, timeout=60):
         return False
 
 
-def env(type_, payload=None):
-    return json.dumps({"type": type_} if payload is None else {"type": type_, "payload": payload})
-
-
-async def recv(ws, want_type=None, timeout=5):
-    """The next envelope (of want_type, skipping others)."""
-    while True:
-        m = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if want_type is None or m["type"] == want_type:
-            return m
-
-
-async def nothing_more(ws, wait=0.5):
-    try:
-        m = await asyncio.wait_for(ws.recv(), wait)
-    except asyncio.TimeoutError:
-        return
-    raise AssertionError(f"unexpected (duplicate?) message {m!r}")
 
 
 async def exactly_once(clients, want, wait=0.5):
