@@ -504,7 +504,7 @@ WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, 
 WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *out, size_t cap, size_t *out_len);
 
 /* Client side. Strings are NUL-terminated, borrowed until return. */
-typedef struct wsch_client_request_desc {
+typedef struct wsch_handshake_request_desc {
     const char *host;           /* required: a DNS name, IPv4 address, or IPv6 literal (brackets optional) */
     uint16_t port;              /* 0 = 80; the Host header omits 80 */
     const char *path;           /* NULL = "/"; must start with '/', visible ASCII, no '#' */
@@ -513,7 +513,7 @@ typedef struct wsch_client_request_desc {
     const char *origin;         /* or NULL */
     const char *extra_headers;  /* complete "Name: value\r\n" lines, or NULL */
     unsigned char nonce[16];    /* random bytes from the caller's random source */
-} wsch_client_request_desc;
+} wsch_handshake_request_desc;
 
 #define WSCH_KEY_LEN 24
 /* Writes the request in RFC 6455 section 1.2 order (Host, Upgrade,
@@ -521,7 +521,7 @@ typedef struct wsch_client_request_desc {
    Sec-WebSocket-Version, then extra_headers) and, on WSCH_OK, the key it
    carries (base64 of the nonce: 24 characters and a NUL). Returns WSCH_OK,
    WSCH_ERR_ARG (missing or malformed field) or WSCH_ERR_BUFFER. */
-WSCH_API int wsch_client_request_build(const wsch_client_request_desc *d, char *out, size_t cap, size_t *out_len,
+WSCH_API int wsch_handshake_request_build(const wsch_handshake_request_desc *d, char *out, size_t cap, size_t *out_len,
                                        char key_out[WSCH_KEY_LEN + 1]);
 
 typedef struct wsch_response {
@@ -584,7 +584,8 @@ WSCH_API int wsch_query_get(wsch_str query, const char *key, char *out, size_t c
    segment and as a query key or value. Returns WSCH_OK or WSCH_ERR_BUFFER. */
 WSCH_API int wsch_percent_encode(const char *src, size_t len, char *out, size_t cap, size_t *out_len);
 
-/* Where a request carried its bearer token. */
+/* Where a bearer token travels in an opening request: where a server found
+   it (wsch_request_token), or where a client puts it (wsch_client_desc). */
 typedef enum wsch_token_source {
     WSCH_TOKEN_NONE = 0,
     WSCH_TOKEN_QUERY,           /* ?token=... */
@@ -619,12 +620,12 @@ typedef enum wsch_role {
     WSCH_ROLE_CLIENT = 1
 } wsch_role;
 
-typedef enum wsch_conn_state {
-    WSCH_CONN_HANDSHAKE = 0,    /* opening handshake in progress */
-    WSCH_CONN_OPEN,             /* messages flow both ways */
-    WSCH_CONN_CLOSING,          /* a close frame was sent; waiting for the peer or the transport */
-    WSCH_CONN_CLOSED            /* on_close has run; only wsch_conn_destroy() remains */
-} wsch_conn_state;
+typedef enum wsch_state {
+    WSCH_STATE_HANDSHAKE = 0,    /* opening handshake in progress */
+    WSCH_STATE_OPEN,             /* messages flow both ways */
+    WSCH_STATE_CLOSING,          /* a close frame was sent; waiting for the peer or the transport */
+    WSCH_STATE_CLOSED            /* on_close has run; only wsch_conn_destroy() remains */
+} wsch_state;
 
 /* Timer ids a connection arms through timer_set. */
 enum {
@@ -752,7 +753,7 @@ WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len);
    cut and on_close has run). */
 WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len);
 
-WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c);
+WSCH_API wsch_state wsch_conn_state(const wsch_conn *c);
 /* Why this side failed the connection (WSCH_ERR_PROTOCOL, WSCH_ERR_ACCEPT,
    WSCH_ERR_TIMEOUT, ...), or WSCH_OK. Useful inside on_close. */
 WSCH_API int wsch_conn_error(const wsch_conn *c);
@@ -968,7 +969,7 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
    Inputs: wsch_client_feed(bytes), wsch_client_writable(),
    wsch_client_timer_fired(id), wsch_client_transport_closed().
 
-   States (status is what wsch_client_get_status() and on_status report):
+   States (status is what wsch_client_status() and on_status report):
 
    | state      | status       | meaning                                    |
    | ---------- | ------------ | ------------------------------------------ |
@@ -1012,7 +1013,7 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
    The first wsch_client_connect() connects at once; only retries wait.
 
    Heartbeat: every heartbeat_interval_ms while OPEN the client sends
-   {"type":"ping"} (and/or a protocol ping, see wsch_client_heartbeat). If no
+   {"type":"ping"} (and/or a protocol ping, see wsch_heartbeat). If no
    byte at all arrives within pong_timeout_ms after a heartbeat, the peer is
    taken for dead: the transport is closed, on_disconnect reports
    WSCH_CLOSE_ABNORMAL with reason "ping timeout", and the retry path runs.
@@ -1028,35 +1029,29 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
 
 typedef struct wsch_client wsch_client;
 
-typedef enum wsch_client_status {
+typedef enum wsch_status {
     WSCH_STATUS_DISCONNECTED = 0,
     WSCH_STATUS_CONNECTING,
     WSCH_STATUS_CONNECTED
-} wsch_client_status;
+} wsch_status;
 
 /* Why the client is not trying to connect (wsch_client_stop_reason()). */
-typedef enum wsch_client_stop {
+typedef enum wsch_stop {
     WSCH_STOP_NONE = 0,         /* running, or waiting to retry, or never started */
     WSCH_STOP_USER,             /* wsch_client_disconnect() */
     WSCH_STOP_TERMINAL_CODE,    /* the server closed with a code that means "do not retry" */
     WSCH_STOP_MAX_ATTEMPTS,     /* max_attempts retries in a row failed */
     WSCH_STOP_REFUSED           /* the handshake was refused with HTTP 401 or 403 */
-} wsch_client_stop;
+} wsch_stop;
 
 /* How the heartbeat is sent. */
-typedef enum wsch_client_heartbeat {
+typedef enum wsch_heartbeat {
     WSCH_HEARTBEAT_DEFAULT = 0, /* = WSCH_HEARTBEAT_APP */
     WSCH_HEARTBEAT_APP,         /* text message {"type":"ping"}; servers answer {"type":"pong"} */
     WSCH_HEARTBEAT_PROTOCOL,    /* RFC 6455 ping frame; the peer's pong frame is the answer */
     WSCH_HEARTBEAT_BOTH,        /* both, each interval */
     WSCH_HEARTBEAT_OFF          /* no heartbeat and no dead-peer detection */
-} wsch_client_heartbeat;
-
-/* Where the token goes in the opening request. */
-typedef enum wsch_client_token_mode {
-    WSCH_TOKEN_IN_QUERY = 0,    /* ...?token=<percent-encoded>, appended to the URL's query */
-    WSCH_TOKEN_IN_HEADER        /* Authorization: Bearer <token> */
-} wsch_client_token_mode;
+} wsch_heartbeat;
 
 /* The client's own timer ids (the connection's are 1..15). */
 enum {
@@ -1103,7 +1098,9 @@ typedef struct wsch_client_desc {
     const char *url;                    /* required: ws://host[:port][/path][?query]; wss:// is
                                            accepted when the caller's transport does TLS */
     const char *token;                  /* NULL = no token */
-    wsch_client_token_mode token_mode;  /* default: query parameter "token" */
+    wsch_token_source token_in;         /* where it travels: WSCH_TOKEN_QUERY (the default,
+                                           ?token=<percent-encoded> appended to the URL's query)
+                                           or WSCH_TOKEN_AUTHORIZATION (Authorization: Bearer) */
     const char *origin;                 /* Origin header, or NULL */
     const char *protocols;              /* Sec-WebSocket-Protocol offer, or NULL */
     const char *extra_headers;          /* complete "Name: value\r\n" lines, or NULL */
@@ -1112,7 +1109,7 @@ typedef struct wsch_client_desc {
     uint32_t backoff_max_ms;            /* 30000 (the cap) */
     uint32_t max_attempts;              /* 10 retries in a row; WSCH_CLIENT_FOREVER = no limit */
     int no_jitter;                      /* 1: wait exactly min(base << n, cap) */
-    wsch_client_heartbeat heartbeat;    /* APP */
+    wsch_heartbeat heartbeat;    /* APP */
     uint32_t heartbeat_interval_ms;     /* 30000 */
     uint32_t pong_timeout_ms;           /* 10000: silence after a heartbeat that means "dead" */
 
@@ -1156,7 +1153,7 @@ typedef struct wsch_client_desc {
        on_error reports failed attempts and dropped input: err is a
        wsch_err, what a short static description.
        on_binary receives binary messages (the envelope protocol is text). */
-    void (*on_status)(wsch_client *c, wsch_client_status status, void *user);
+    void (*on_status)(wsch_client *c, wsch_status status, void *user);
     void (*on_connect)(wsch_client *c, void *user);
     void (*on_disconnect)(wsch_client *c, int code, const char *reason, size_t reason_len, void *user);
     void (*on_error)(wsch_client *c, int err, const char *what, void *user);
@@ -1247,12 +1244,12 @@ WSCH_API int wsch_client_on(wsch_client *c, const char *type, wsch_client_handle
    never registered, or from another client). */
 WSCH_API int wsch_client_off(wsch_client *c, wsch_client_handler h);
 
-WSCH_API wsch_client_status wsch_client_get_status(const wsch_client *c);
+WSCH_API wsch_status wsch_client_status(const wsch_client *c);
 /* Milliseconds until the next connect attempt while WAITING, else -1. */
 WSCH_API int64_t wsch_client_next_retry_ms(const wsch_client *c);
 /* Failed tries since the last successful open (the n of the next backoff). */
 WSCH_API uint32_t wsch_client_attempts(const wsch_client *c);
-WSCH_API wsch_client_stop wsch_client_stop_reason(const wsch_client *c);
+WSCH_API wsch_stop wsch_client_stop_reason(const wsch_client *c);
 /* Last close code seen (0 before any), e.g. the terminal code that stopped it. */
 WSCH_API int wsch_client_last_close_code(const wsch_client *c);
 /* Messages and bytes waiting in the offline queue. */
@@ -1262,8 +1259,8 @@ WSCH_API size_t wsch_client_queued_bytes(const wsch_client *c);
    it may be destroyed by the next event. */
 WSCH_API wsch_conn *wsch_client_conn(const wsch_client *c);
 WSCH_API void *wsch_client_user(const wsch_client *c);
-WSCH_API const char *wsch_client_status_str(wsch_client_status s);
-WSCH_API const char *wsch_client_stop_str(wsch_client_stop s);
+WSCH_API const char *wsch_status_str(wsch_status s);
+WSCH_API const char *wsch_stop_str(wsch_stop s);
 
 /* ========================================================================
    Hub (wsch_hub): the server side of the message system. The caller accepts
@@ -1272,26 +1269,26 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s);
    ping/subscribe/unsubscribe envelopes and fans broadcasts out, encoding
    each broadcast once and queueing the same bytes to every subscriber.
    Channels and users are hash tables (keyed hash, seeded from random_bytes);
-   send_to_user walks the user's own connections, never all clients;
-   unsubscribing costs a hash lookup and a scan of that client's own
-   subscriptions (at most max_channels_per_client). A hub and its clients
+   send_to_user walks the user's own connections, never all peers;
+   unsubscribing costs a hash lookup and a scan of that peer's own
+   subscriptions (at most max_channels_per_peer). A hub and its peers
    belong to one thread; any number of hubs may run side by side.
 
    Wire protocol (text frames, one envelope each):
-     client -> hub   {"type":"ping","payload":P}          hub answers {"type":"pong","payload":P}
+     peer -> hub   {"type":"ping","payload":P}          hub answers {"type":"pong","payload":P}
                      {"type":"subscribe","payload":{"channel":C}}
                                                           hub answers {"type":"subscribed","payload":{"channel":C}}
                      {"type":"unsubscribe","payload":{"channel":C}}
                                                           hub answers {"type":"unsubscribed","payload":{"channel":C}}
                                                           (also when C was not subscribed: it is idempotent)
                      anything else                        on_message (or an "unknown_type" error without one)
-     hub -> client   {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C]}}
+     hub -> peer   {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C]}}
                      K is one of:
                        "bad_envelope"       not JSON, or no string "type" (T absent)
                        "bad_payload"        subscribe/unsubscribe without a string "channel"
                        "bad_channel"        channel empty, longer than max_channel_len, or with a
                                             byte outside A-Z a-z 0-9 and - _ . : @ / (C absent)
-                       "too_many_channels"  max_channels_per_client reached
+                       "too_many_channels"  max_channels_per_peer reached
                        "forbidden"          authorize_subscribe said no
                        "unknown_type"       no on_message handler for T
                        "server_error"       out of memory; the request had no effect
@@ -1320,15 +1317,15 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s);
 
 typedef struct wsch_hub wsch_hub;
 
-/* A client of a hub: slot index and generation. A handle stays safe to pass
-   after its client is gone: every call then returns WSCH_ERR_STALE (or NULL
+/* A peer of a hub: slot index and generation. A handle stays safe to pass
+   after its peer is gone: every call then returns WSCH_ERR_STALE (or NULL
    / 0). The zeroed handle is never valid. */
-typedef struct wsch_hub_client {
+typedef struct wsch_hub_peer {
     uint32_t index;
     uint32_t gen;
-} wsch_hub_client;
+} wsch_hub_peer;
 
-/* The timer id the hub arms for a client's idle timeout, beside the
+/* The timer id the hub arms for a peer's idle timeout, beside the
    connection's WSCH_TIMER_HANDSHAKE and WSCH_TIMER_CLOSE. */
 enum { WSCH_HUB_TIMER_IDLE = 16 };
 
@@ -1337,21 +1334,21 @@ enum { WSCH_HUB_TIMER_IDLE = 16 };
 
 /* Defaults for zero fields of wsch_hub_desc. */
 #define WSCH_HUB_DEFAULT_PATH                 "/ws"
-#define WSCH_HUB_DEFAULT_MAX_CLIENTS          65536u
-#define WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_CLIENT 64u
+#define WSCH_HUB_DEFAULT_MAX_PEERS          65536u
+#define WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_PEER 64u
 #define WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN      128u  /* at most WSCH_HUB_MAX_CHANNEL_LEN */
 #define WSCH_HUB_DEFAULT_MAX_USER_ID_LEN      128u
 #define WSCH_HUB_DEFAULT_MAX_TOKEN_LEN        4096u
 #define WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE     (64u * 1024u)
 #define WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES   (1024u * 1024u)
-#define WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS      90000u  /* three client heartbeats */
+#define WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS      90000u  /* three wsch_client heartbeats */
 #define WSCH_HUB_MAX_CHANNEL_LEN              255u    /* hard ceiling of max_channel_len */
 #define WSCH_HUB_NO_TIMEOUT                   0xFFFFFFFFu /* idle_timeout_ms: never */
 
-/* Why the hub dropped a client: the index into wsch_hub_stats.drops. */
+/* Why the hub dropped a peer: the index into wsch_hub_counters.drops. */
 typedef enum wsch_hub_drop {
     WSCH_HUB_DROP_HANDSHAKE = 0,    /* bad upgrade request, wrong path, or handshake timeout */
-    WSCH_HUB_DROP_FULL,             /* max_clients reached: wsch_hub_accept refused it */
+    WSCH_HUB_DROP_FULL,             /* max_peers reached: wsch_hub_accept refused it */
     WSCH_HUB_DROP_ORIGIN,           /* check_origin refused: HTTP 403 */
     WSCH_HUB_DROP_UNAUTHORIZED,     /* authenticate refused: 4001, or HTTP 401 */
     WSCH_HUB_DROP_PROTOCOL,         /* a broken frame or message, too big, binary: 1002/1003/1007/1009 */
@@ -1363,16 +1360,16 @@ typedef enum wsch_hub_drop {
 
 /* Counters a caller can export. Gauges are current values; the rest count
    since wsch_hub_create(). */
-typedef struct wsch_hub_stats {
-    uint64_t clients;           /* gauge: handed to the hub and not yet released */
-    uint64_t open;              /* gauge: clients past the handshake, still open */
-    uint64_t users;             /* gauge: distinct user ids among clients */
+typedef struct wsch_hub_counters {
+    uint64_t peers;           /* gauge: handed to the hub and not yet released */
+    uint64_t open;              /* gauge: peers past the handshake, still open */
+    uint64_t users;             /* gauge: distinct user ids among peers */
     uint64_t channels;          /* gauge: channels with at least one subscriber */
-    uint64_t subscriptions;     /* gauge: (client, channel) pairs */
-    uint64_t bytes_queued;      /* gauge: outbound bytes waiting in all clients' queues */
+    uint64_t subscriptions;     /* gauge: (peer, channel) pairs */
+    uint64_t bytes_queued;      /* gauge: outbound bytes waiting in all peers' queues */
     uint64_t accepted;          /* connections handed to wsch_hub_accept and taken */
-    uint64_t messages_in;       /* complete messages received from clients */
-    uint64_t messages_out;      /* messages queued to clients, one per recipient */
+    uint64_t messages_in;       /* complete messages received from peers */
+    uint64_t messages_out;      /* messages queued to peers, one per recipient */
     uint64_t encodes;           /* frames encoded for broadcast/send_to_user/send */
     uint64_t http_responses;    /* plain HTTP answers (on_http, 404) */
     uint64_t drops[WSCH_HUB_DROP_COUNT];
@@ -1380,12 +1377,12 @@ typedef struct wsch_hub_stats {
     uint64_t bridge_channels;   /* gauge: bridge channels the hub listens to (channels and users) */
     uint64_t bridge_published;  /* messages bridge.publish accepted */
     uint64_t bridge_publish_errors; /* messages bridge.publish refused, or not built for lack of memory */
-    uint64_t bridge_received;   /* messages from other hubs delivered here (to zero or more clients) */
+    uint64_t bridge_received;   /* messages from other hubs delivered here (to zero or more peers) */
     uint64_t bridge_own;        /* this hub's own messages coming back, skipped */
     uint64_t bridge_refused;    /* malformed bridge input (header, channel, envelope, size): refused */
-} wsch_hub_stats;
+} wsch_hub_counters;
 
-/* The effects of one client's transport; each callback gets the user
+/* The effects of one peer's transport; each callback gets the user
    pointer given to wsch_hub_accept(). send and close are required, as in
    wsch_conn_desc: send returns how many bytes it took (0 = would block, then
    call wsch_hub_writable() when the socket drains); close asks the caller to
@@ -1397,7 +1394,7 @@ typedef struct wsch_hub_stats {
    wsch_hub_transport_closed() at once. The user pointer must stay valid
    until wsch_hub_transport_closed() has returned (when that is called from
    inside close, until the hub call that ran close has returned): no
-   callback for the client runs after that. */
+   callback for the peer runs after that. */
 typedef struct wsch_hub_transport {
     size_t (*send)(const void *data, size_t len, void *user);
     void (*close)(void *user);
@@ -1410,7 +1407,7 @@ typedef struct wsch_hub_transport {
 
    Bridge channels. A channel C is bridged under its own name, C; a user U
    under WSCH_HUB_BRIDGE_USER_PREFIX followed by U's id ("#user:alice").
-   '#' is outside the characters a channel name may use, so no client can
+   '#' is outside the characters a channel name may use, so no peer can
    subscribe to, or publish into, another user's bridge channel.
 
    Interest. subscribe(name) runs when a channel gains its first local
@@ -1419,14 +1416,14 @@ typedef struct wsch_hub_transport {
    bridge has lost and regained its link, wsch_hub_bridge_resubscribe()
    replays subscribe for everything needed now.
 
-   Publishing. broadcast and send_to_user queue to local clients as always
+   Publishing. broadcast and send_to_user queue to local peers as always
    and also hand the message to publish(name, data). data is a bridge
    message: the 23-byte header "wsch1 " + the hub's origin id as 16
-   lowercase hex digits + " ", then the envelope exactly as clients
+   lowercase hex digits + " ", then the envelope exactly as peers
    receive it. The bridge carries the bytes as they are.
 
    Delivery, exactly once, no loops. A message from the bridge goes through
-   wsch_hub_bridge_deliver() to local clients only, never back to the
+   wsch_hub_bridge_deliver() to local peers only, never back to the
    bridge. Pub/sub systems (Redis among them) also send a publisher its own
    messages when it listens to the channel; the hub has already delivered
    those locally, so a message carrying the hub's own origin id is skipped
@@ -1435,7 +1432,7 @@ typedef struct wsch_hub_transport {
    random_bytes.
 
    What the bridge does not do: store messages. Whatever the bridge cannot
-   carry (its link is down, say) reaches local clients only.
+   carry (its link is down, say) reaches local peers only.
 
    Give every hub on one bridge the same limits (max_message_size,
    max_channel_len, max_user_id_len): what one hub sends and another's
@@ -1462,8 +1459,8 @@ typedef struct wsch_hub_bridge {
 /* What the request hooks see. Everything is valid only during the callback. */
 typedef struct wsch_hub_request {
     const wsch_request *http;       /* the parsed request head */
-    wsch_hub_client client;
-    void *client_user;              /* the pointer given to wsch_hub_accept() */
+    wsch_hub_peer peer;
+    void *peer_user;              /* the pointer given to wsch_hub_accept() */
     wsch_str token;                 /* bearer token, decoded; empty when none (or too long).
                                        Extracted for on_http requests too. */
     wsch_token_source token_source;
@@ -1483,18 +1480,18 @@ typedef struct wsch_hub_http_response {
    wsch_hub_destroy(). Hooks are optional; `user` goes to every hook. */
 typedef struct wsch_hub_desc {
     const char *path;                   /* the WebSocket endpoint, "/ws" */
-    const char *subprotocol;            /* selected when a client offers it; NULL = none */
+    const char *subprotocol;            /* selected when a peer offers it; NULL = none */
     int reject_with_http;               /* nonzero: a refused token gets HTTP 401 before the
                                            upgrade (with "WWW-Authenticate: Bearer") instead of
                                            101 followed by close 4001 "Unauthorized" */
-    size_t max_clients;                 /* clients at once, handshaking ones included */
-    size_t max_channels_per_client;     /* up to 65535 */
+    size_t max_peers;                 /* peers at once, handshaking ones included */
+    size_t max_channels_per_peer;     /* up to 65535 */
     size_t max_channel_len;             /* bytes, 1..WSCH_HUB_MAX_CHANNEL_LEN */
     size_t max_user_id_len;             /* bytes of the id authenticate returns, up to 65535 */
     size_t max_token_len;               /* longer tokens are treated as absent */
     size_t max_message_size;            /* inbound message (and frame) bytes; also the
                                            largest envelope the hub will encode */
-    size_t max_outbound_bytes;          /* per client; past it: dropped as a slow consumer */
+    size_t max_outbound_bytes;          /* per peer; past it: dropped as a slow consumer */
     size_t max_header_bytes;            /* request head; 0 = the connection's default */
     uint32_t idle_timeout_ms;           /* no inbound bytes for this long: closed.
                                            WSCH_HUB_NO_TIMEOUT disables it */
@@ -1518,26 +1515,26 @@ typedef struct wsch_hub_desc {
     /* Nonzero allows the request; zero refuses it with HTTP 403. Runs before
        authenticate. Default: every origin. */
     int (*check_origin)(wsch_hub *hub, const wsch_hub_request *req, void *user);
-    /* WSCH_OK accepts, with *user_id set to the client's user id (1 to
+    /* WSCH_OK accepts, with *user_id set to the peer's user id (1 to
        max_user_id_len bytes, borrowed until return, copied; leave it empty
-       for an anonymous client no send_to_user reaches); anything else
-       refuses. Default (NULL): every client is accepted anonymously. */
+       for an anonymous peer no send_to_user reaches); anything else
+       refuses. Default (NULL): every peer is accepted anonymously. */
     int (*authenticate)(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user);
-    /* Nonzero lets the client join channel. Default: every valid channel. */
-    int (*authorize_subscribe)(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, wsch_str channel,
+    /* Nonzero lets the peer join channel. Default: every valid channel. */
+    int (*authorize_subscribe)(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, wsch_str channel,
                                void *user);
     /* A request for another path than desc.path (a browser asking for "/",
        say): fill res, which starts as a 404. Without it every other path gets
        a 404. The connection closes after the answer. */
     void (*on_http)(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_response *res, void *user);
-    /* The client is open (after authenticate accepted it). */
-    void (*on_connect)(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, void *user);
-    /* A client that had on_connect is closed: code as in wsch_conn_desc's
+    /* The peer is open (after authenticate accepted it). */
+    void (*on_connect)(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, void *user);
+    /* A peer that had on_connect is closed: code as in wsch_conn_desc's
        on_close. The handle is still valid during the call; it goes stale
        when the caller reports the transport closed. */
-    void (*on_disconnect)(wsch_hub *hub, wsch_hub_client client, int code, void *user);
+    void (*on_disconnect)(wsch_hub *hub, wsch_hub_peer peer, int code, void *user);
     /* An envelope of any type but ping, subscribe and unsubscribe. */
-    void (*on_message)(wsch_hub *hub, wsch_hub_client client, const wsch_envelope *env, void *user);
+    void (*on_message)(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user);
     void *user;
 } wsch_hub_desc;
 
@@ -1545,44 +1542,44 @@ typedef struct wsch_hub_desc {
 WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc);
 
 /* Returns WSCH_OK, WSCH_ERR_ARG (path not starting with '/', max_channel_len
-   above WSCH_HUB_MAX_CHANNEL_LEN, max_channels_per_client or max_user_id_len
+   above WSCH_HUB_MAX_CHANNEL_LEN, max_channels_per_peer or max_user_id_len
    above 65535, a bridge with a callback missing or without random_bytes) or
    WSCH_ERR_NOMEM. */
 WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out);
-/* Frees the hub, every client and its queued output. No callback runs; the
+/* Frees the hub, every peer and its queued output. No callback runs; the
    caller closes its sockets itself. Not from inside a hub callback. */
 WSCH_API void wsch_hub_destroy(wsch_hub *hub);
 
 /* Hands an accepted transport to the hub. transport NULL means the desc's;
-   otherwise it is borrowed until the client is released. user goes to the
+   otherwise it is borrowed until the peer is released. user goes to the
    transport callbacks. Returns WSCH_OK with *out set, WSCH_ERR_ARG (no send
-   or close), WSCH_ERR_LIMIT (max_clients: close the socket), WSCH_ERR_STATE
+   or close), WSCH_ERR_LIMIT (max_peers: close the socket), WSCH_ERR_STATE
    (shutting down) or WSCH_ERR_NOMEM. */
-WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_client *out);
+WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_peer *out);
 
-/* Transport events for one client. feed's bytes are modified in place.
+/* Transport events for one peer. feed's bytes are modified in place.
    feed returns WSCH_OK or the error that failed the connection (see
    wsch_conn_feed); the others return WSCH_OK or WSCH_ERR_STALE. */
-WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_client client, void *data, size_t len);
-WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_client client);
-WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_client client, unsigned timer_id);
+WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_peer peer, void *data, size_t len);
+WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_peer peer);
+WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_peer peer, unsigned timer_id);
 /* The socket is closed (EOF, error, or after the close callback). Exactly
-   once per accepted client: after it the handle is stale and the hub keeps
-   nothing of the client. */
-WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_client client);
+   once per accepted peer: after it the handle is stale and the hub keeps
+   nothing of the peer. */
+WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_peer peer);
 
 /* Queues {"type":type,"payload":payload} to every open subscriber of
    channel. payload is raw JSON text, checked to be one value (NULL with len 0:
    no payload member). The frame is encoded once and queued by reference;
    subscribers past their outbound limit are dropped (4008) and the rest are
-   served. *delivered (may be NULL) gets the number of clients it was queued
+   served. *delivered (may be NULL) gets the number of peers it was queued
    to. Everything is borrowed until return. Returns WSCH_OK (also when nobody
    is subscribed), WSCH_ERR_ARG (bad channel name or type), WSCH_ERR_TOO_LARGE
    (the envelope exceeds max_message_size or the type WSCH_ENVELOPE_TYPE_MAX),
    WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8 (payload), or
    WSCH_ERR_NOMEM (nobody got it). With a bridge, the message is also
    published on the channel's bridge channel; *delivered counts local
-   clients only. */
+   peers only. */
 WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
                                 size_t payload_len, size_t *delivered);
 /* The same, to every open connection of user_id (through the user index);
@@ -1590,55 +1587,55 @@ WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *
    user_id is empty or longer than max_user_id_len: no hub has such a user). */
 WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
                                    size_t payload_len, size_t *delivered);
-/* The same, to one client: WSCH_ERR_STALE when it is gone, WSCH_ERR_STATE
+/* The same, to one peer: WSCH_ERR_STALE when it is gone, WSCH_ERR_STATE
    when it is not open (or was dropped by this send, as a slow consumer). */
-WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_client client, const char *type, const char *payload,
+WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_peer peer, const char *type, const char *payload,
                            size_t payload_len);
 
-/* Server-side subscription management, as if the client had asked, but
+/* Server-side subscription management, as if the peer had asked, but
    without authorize_subscribe and without an acknowledgement. Returns
    WSCH_OK (also when already subscribed / not subscribed), WSCH_ERR_STALE,
    WSCH_ERR_STATE (not open), WSCH_ERR_ARG (bad channel name), WSCH_ERR_LIMIT
-   (max_channels_per_client) or WSCH_ERR_NOMEM. */
-WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_client client, const char *channel);
-WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_client client, const char *channel);
-/* 1 when client is subscribed to channel, else 0. */
-WSCH_API int wsch_hub_is_subscribed(const wsch_hub *hub, wsch_hub_client client, const char *channel);
+   (max_channels_per_peer) or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel);
+WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel);
+/* 1 when peer is subscribed to channel, else 0. */
+WSCH_API int wsch_hub_is_subscribed(const wsch_hub *hub, wsch_hub_peer peer, const char *channel);
 /* Subscribers of channel (0 when it does not exist). */
 WSCH_API size_t wsch_hub_channel_size(const wsch_hub *hub, const char *channel);
 /* Open connections of user_id. */
 WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_id);
 
 /* Starts the closing handshake with code and reason (borrowed until
-   return); the client gets no further broadcasts. WSCH_OK, WSCH_ERR_STALE or
+   return); the peer gets no further broadcasts. WSCH_OK, WSCH_ERR_STALE or
    the connection's error. */
-WSCH_API int wsch_hub_close_client(wsch_hub *hub, wsch_hub_client client, uint16_t code, const char *reason);
+WSCH_API int wsch_hub_peer_close(wsch_hub *hub, wsch_hub_peer peer, uint16_t code, const char *reason);
 
-/* 1 while the handle refers to a client, 0 once it is stale. */
-WSCH_API int wsch_hub_client_valid(const wsch_hub *hub, wsch_hub_client client);
-/* The client's user id (empty when anonymous or not yet authenticated),
-   valid until the client is released. WSCH_OK or WSCH_ERR_STALE. */
-WSCH_API int wsch_hub_client_user_id(const wsch_hub *hub, wsch_hub_client client, wsch_str *user_id);
+/* 1 while the handle refers to a peer, 0 once it is stale. */
+WSCH_API int wsch_hub_peer_valid(const wsch_hub *hub, wsch_hub_peer peer);
+/* The peer's user id (empty when anonymous or not yet authenticated),
+   valid until the peer is released. WSCH_OK or WSCH_ERR_STALE. */
+WSCH_API int wsch_hub_peer_user_id(const wsch_hub *hub, wsch_hub_peer peer, wsch_str *user_id);
 /* The user pointer given to wsch_hub_accept(), or NULL when stale. */
-WSCH_API void *wsch_hub_client_user(const wsch_hub *hub, wsch_hub_client client);
-/* The connection's state, WSCH_CONN_CLOSED when stale. */
-WSCH_API wsch_conn_state wsch_hub_client_state(const wsch_hub *hub, wsch_hub_client client);
-/* Outbound bytes queued for the client (0 when stale). */
-WSCH_API size_t wsch_hub_client_queued_bytes(const wsch_hub *hub, wsch_hub_client client);
+WSCH_API void *wsch_hub_peer_user(const wsch_hub *hub, wsch_hub_peer peer);
+/* The connection's state, WSCH_STATE_CLOSED when stale. */
+WSCH_API wsch_state wsch_hub_peer_state(const wsch_hub *hub, wsch_hub_peer peer);
+/* Outbound bytes queued for the peer (0 when stale). */
+WSCH_API size_t wsch_hub_peer_queued_bytes(const wsch_hub *hub, wsch_hub_peer peer);
 
-/* Graceful shutdown: open clients get 1001 "Server shutting down", clients
+/* Graceful shutdown: open peers get 1001 "Server shutting down", peers
    still in the handshake get their transport closed, and accept refuses new
-   ones. Keep running the loop until stats.clients is 0 (close_timeout_ms
+   ones. Keep running the loop until stats.peers is 0 (close_timeout_ms
    bounds it), then wsch_hub_destroy(). */
 WSCH_API void wsch_hub_shutdown(wsch_hub *hub);
 
 /* A message from the bridge: data (data_len bytes) arrived on bridge
    channel name (name_len bytes). It is untrusted input and checked like a
-   client's message: the name must be a valid channel name or the user
+   peer's message: the name must be a valid channel name or the user
    prefix and a user id of 1..max_user_id_len bytes; data must be a bridge
    message (header as above) whose envelope is at most max_message_size
    bytes and valid (wsch_envelope_decode); the envelope is re-encoded, so
-   clients get exactly what a local broadcast would send. It is queued to
+   peers get exactly what a local broadcast would send. It is queued to
    local subscribers (or the user's local connections) only, never
    published again; *delivered (may be NULL) gets how many. Everything is
    borrowed until return. Returns WSCH_OK (also for this hub's own message,
@@ -1653,8 +1650,8 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
    after the bridge's link came back. Nothing without a bridge. */
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub);
 
-/* Fills *out. O(clients): bytes_queued is summed on demand. */
-WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out);
+/* Fills *out. O(peers): bytes_queued is summed on demand. */
+WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out);
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
@@ -2801,7 +2798,7 @@ WSCH__PRIVATE int wsch__h_target_part_ok(const char *s) {
     return 1;
 }
 
-WSCH_API int wsch_client_request_build(const wsch_client_request_desc *d, char *out, size_t cap, size_t *out_len,
+WSCH_API int wsch_handshake_request_build(const wsch_handshake_request_desc *d, char *out, size_t cap, size_t *out_len,
                                        char key_out[WSCH_KEY_LEN + 1]) {
     char key[WSCH_KEY_LEN + 1];
     size_t key_len = 0;
@@ -3200,7 +3197,7 @@ enum {
 struct wsch_conn {
     const wsch_conn_desc *desc;     /* borrowed */
     void *user;
-    uint8_t state;                  /* wsch_conn_state */
+    uint8_t state;                  /* wsch_state */
     uint8_t flags;
     uint8_t depth;                  /* nesting of public calls, for a deferred destroy */
     /* frame being decoded */
@@ -3450,8 +3447,8 @@ WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
     const char *reason;
     size_t reason_len;
     int code;
-    if (c->state == WSCH_CONN_CLOSED || (c->flags & WSCH__F_CREATING)) return;
-    c->state = WSCH_CONN_CLOSED;
+    if (c->state == WSCH_STATE_CLOSED || (c->flags & WSCH__F_CREATING)) return;
+    c->state = WSCH_STATE_CLOSED;
     wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
     wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
     if (close_transport && c->desc->close) c->desc->close(c->user);
@@ -3473,15 +3470,15 @@ WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
 
 /* Closes the transport as soon as everything queued has left. */
 WSCH__PRIVATE void wsch__shutdown(wsch_conn *c) {
-    if (c->state == WSCH_CONN_CLOSED) return; /* a cut stream already ended it */
+    if (c->state == WSCH_STATE_CLOSED) return; /* a cut stream already ended it */
     c->flags = (uint8_t)(c->flags | WSCH__F_SHUTDOWN);
     if (c->cork) (void)wsch__uncork(c);
     if (!c->out_head) wsch__finish(c, 1);
 }
 
 WSCH__PRIVATE void wsch__enter_closing(wsch_conn *c) {
-    if (c->state == WSCH_CONN_CLOSED) return;
-    c->state = WSCH_CONN_CLOSING;
+    if (c->state == WSCH_STATE_CLOSED) return;
+    c->state = WSCH_STATE_CLOSING;
     if (!(c->flags & WSCH__F_TIMER_CLOSE))
         wsch__timer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE,
                     (uint32_t)wsch__or(c->desc->close_timeout_ms, WSCH_DEFAULT_CLOSE_TIMEOUT_MS));
@@ -3508,7 +3505,7 @@ WSCH__PRIVATE int wsch__fail(wsch_conn *c, uint16_t code, int err) {
     c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
     c->close_code = code;
     c->fail_err = err;
-    if (c->state == WSCH_CONN_OPEN || c->state == WSCH_CONN_CLOSING) {
+    if (c->state == WSCH_STATE_OPEN || c->state == WSCH_STATE_CLOSING) {
         if (!(c->flags & WSCH__F_CLOSE_SENT)) {
             const char *why = wsch_err_str(err);
             (void)wsch__send_close(c, code, why, strlen(why));
@@ -3783,7 +3780,7 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
     if (c->desc->on_request) {
         c->desc->on_request(c, req, &reply, c->user);
         /* The hook may have closed or destroyed the connection. */
-        if (wsch__gone(c) || c->state != WSCH_CONN_HANDSHAKE) return WSCH_ERR_CLOSED;
+        if (wsch__gone(c) || c->state != WSCH_STATE_HANDSHAKE) return WSCH_ERR_CLOSED;
     }
     if (check != WSCH_OK && reply.status == 101) reply.status = wsch_request_error_status(check);
     if (reply.status != 101) return wsch__refuse(c, &reply, check != WSCH_OK ? check : WSCH_ERR_DENIED);
@@ -3804,12 +3801,12 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
     if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
     c->http_status = 101;
     wsch__hs_done(c);
-    c->state = WSCH_CONN_OPEN;
+    c->state = WSCH_STATE_OPEN;
     if (c->desc->on_open) {
         c->desc->on_open(c, c->user);
         if (wsch__gone(c)) return WSCH_ERR_CLOSED;
     }
-    if (reply.close_code && c->state == WSCH_CONN_OPEN)
+    if (reply.close_code && c->state == WSCH_STATE_OPEN)
         (void)wsch_conn_close(c, reply.close_code, reply.close_reason,
                               reply.close_reason ? strlen(reply.close_reason) : 0);
     return WSCH_OK;
@@ -3847,7 +3844,7 @@ WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t le
         if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
         *used = head - prev;
         wsch__hs_done(c);
-        c->state = WSCH_CONN_OPEN;
+        c->state = WSCH_STATE_OPEN;
         if (c->desc->on_open) c->desc->on_open(c, c->user);
         return WSCH_OK;
     }
@@ -3867,7 +3864,7 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
     WSCH_MEMSET(c, 0, sizeof *c);
     c->desc = desc;
     c->user = user;
-    c->state = WSCH_CONN_HANDSHAKE;
+    c->state = WSCH_STATE_HANDSHAKE;
     c->hs = (wsch__handshake *)wsch__alloc(&desc->allocator, sizeof *c->hs);
     if (!c->hs) {
         wsch__free(&desc->allocator, c);
@@ -3878,7 +3875,7 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
        must not reach on_close or close(). */
     c->flags = WSCH__F_CREATING;
     if (desc->role == WSCH_ROLE_CLIENT) {
-        wsch_client_request_desc rd;
+        wsch_handshake_request_desc rd;
         char buf[1024], *req = buf;
         size_t cap = sizeof buf, n = 0;
         WSCH_MEMSET(&rd, 0, sizeof rd);
@@ -3890,13 +3887,13 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
         rd.origin = desc->origin;
         rd.extra_headers = desc->extra_headers;
         desc->random_bytes(rd.nonce, sizeof rd.nonce, user);
-        rc = wsch_client_request_build(&rd, req, cap, &n, c->hs->key);
+        rc = wsch_handshake_request_build(&rd, req, cap, &n, c->hs->key);
         if (rc == WSCH_ERR_BUFFER) { /* long paths or headers: size it for real */
             cap = 1024 + strlen(desc->host) + (desc->path ? strlen(desc->path) : 0) +
                   (desc->query ? strlen(desc->query) : 0) + (desc->protocols ? strlen(desc->protocols) : 0) +
                   (desc->origin ? strlen(desc->origin) : 0) + (desc->extra_headers ? strlen(desc->extra_headers) : 0);
             req = (char *)wsch__alloc(&desc->allocator, cap);
-            rc = req ? wsch_client_request_build(&rd, req, cap, &n, c->hs->key) : WSCH_ERR_NOMEM;
+            rc = req ? wsch_handshake_request_build(&rd, req, cap, &n, c->hs->key) : WSCH_ERR_NOMEM;
         }
         if (rc == WSCH_OK) rc = wsch__write_raw(c, req, n);
         if (req != buf) wsch__free(&desc->allocator, req);
@@ -3928,7 +3925,7 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
 #endif
     int corked = 0;
     if (!c || (!data && len)) return WSCH_ERR_ARG;
-    if (c->state == WSCH_CONN_CLOSED) return WSCH_ERR_CLOSED;
+    if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_CLOSED;
     wsch__enter(c);
 #if WSCH_CORK_BYTES > 0
     if (!c->cork) {
@@ -3937,19 +3934,19 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
         corked = 1;
     }
 #endif
-    if (c->state == WSCH_CONN_HANDSHAKE && !(c->flags & WSCH__F_FAILED)) {
+    if (c->state == WSCH_STATE_HANDSHAKE && !(c->flags & WSCH__F_FAILED)) {
         size_t used = 0;
         rc = wsch__read_handshake(c, p, len, &used);
         p += used;
         len -= used;
     }
     /* Bytes after the handshake in the same read are frames, not lost. */
-    if (rc == WSCH_OK && !wsch__gone(c) && c->state != WSCH_CONN_HANDSHAKE && c->state != WSCH_CONN_CLOSED)
+    if (rc == WSCH_OK && !wsch__gone(c) && c->state != WSCH_STATE_HANDSHAKE && c->state != WSCH_STATE_CLOSED)
         rc = wsch__read_frames(c, p, len);
     else if (rc == WSCH_OK && c->flags & WSCH__F_FAILED)
         rc = c->fail_err;
     if (corked) {
-        if (!wsch__gone(c) && c->state != WSCH_CONN_CLOSED) (void)wsch__uncork(c);
+        if (!wsch__gone(c) && c->state != WSCH_STATE_CLOSED) (void)wsch__uncork(c);
         c->cork = NULL;
         c->cork_len = 0;
     }
@@ -3958,7 +3955,7 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
 
 WSCH_API int wsch_conn_writable(wsch_conn *c) {
     if (!c) return WSCH_ERR_ARG;
-    if (c->state == WSCH_CONN_CLOSED) return WSCH_ERR_CLOSED;
+    if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_CLOSED;
     wsch__enter(c);
     while (c->out_head) {
         wsch__chunk *ch = c->out_head;
@@ -3978,7 +3975,7 @@ WSCH_API int wsch_conn_writable(wsch_conn *c) {
 }
 
 WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id) {
-    if (!c || c->state == WSCH_CONN_CLOSED) return;
+    if (!c || c->state == WSCH_STATE_CLOSED) return;
     wsch__enter(c);
     if (timer_id == WSCH_TIMER_HANDSHAKE && (c->flags & WSCH__F_TIMER_HS)) {
         c->flags = (uint8_t)(c->flags & ~WSCH__F_TIMER_HS);
@@ -3994,15 +3991,15 @@ WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id) {
 }
 
 WSCH_API void wsch_conn_transport_closed(wsch_conn *c) {
-    if (!c || c->state == WSCH_CONN_CLOSED) return;
+    if (!c || c->state == WSCH_STATE_CLOSED) return;
     wsch__enter(c);
     wsch__finish(c, 0);
     (void)wsch__leave(c, WSCH_OK);
 }
 
 WSCH__PRIVATE int wsch__check_send(const wsch_conn *c) {
-    if (c->state == WSCH_CONN_OPEN) return WSCH_OK;
-    return c->state == WSCH_CONN_HANDSHAKE ? WSCH_ERR_STATE : WSCH_ERR_CLOSED;
+    if (c->state == WSCH_STATE_OPEN) return WSCH_OK;
+    return c->state == WSCH_STATE_HANDSHAKE ? WSCH_ERR_STATE : WSCH_ERR_CLOSED;
 }
 
 WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, size_t len) {
@@ -4039,19 +4036,19 @@ WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, si
     if (!c || (code && !wsch__close_code_valid(code)) || reason_len > WSCH_CONTROL_PAYLOAD_MAX - 2 ||
         (!code && reason_len) || (reason_len && !wsch_utf8_valid(reason, reason_len)))
         return WSCH_ERR_ARG;
-    if (c->state == WSCH_CONN_HANDSHAKE) { /* nothing to say in WebSocket yet */
+    if (c->state == WSCH_STATE_HANDSHAKE) { /* nothing to say in WebSocket yet */
         wsch__enter(c);
         wsch__finish(c, 1);
         return wsch__leave(c, WSCH_OK);
     }
-    if (c->state != WSCH_CONN_OPEN || (c->flags & WSCH__F_CLOSE_SENT)) return WSCH_ERR_CLOSED;
+    if (c->state != WSCH_STATE_OPEN || (c->flags & WSCH__F_CLOSE_SENT)) return WSCH_ERR_CLOSED;
     wsch__enter(c);
     rc = wsch__send_close(c, code, reason, reason_len);
     wsch__enter_closing(c);
     return wsch__leave(c, rc);
 }
 
-WSCH_API wsch_conn_state wsch_conn_get_state(const wsch_conn *c) { return (wsch_conn_state)c->state; }
+WSCH_API wsch_state wsch_conn_state(const wsch_conn *c) { return (wsch_state)c->state; }
 WSCH_API int wsch_conn_error(const wsch_conn *c) { return (c->flags & WSCH__F_FAILED) ? c->fail_err : WSCH_OK; }
 WSCH_API int wsch_conn_http_status(const wsch_conn *c) { return c->http_status; }
 WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c) { return c->out_bytes; }
@@ -4824,8 +4821,8 @@ struct wsch_client {
 
     wsch__cl_state state;
     uint32_t epoch;
-    wsch_client_status reported; /* last status given to on_status */
-    wsch_client_stop stop;
+    wsch_status reported; /* last status given to on_status */
+    wsch_stop stop;
     wsch_conn *conn;
     int transport_live;         /* a transport is open or being opened: close() owed */
     int creating;               /* inside wsch_conn_create() */
@@ -4863,7 +4860,7 @@ WSCH__PRIVATE void wsch__cl_set_state(wsch_client *c, wsch__cl_state s) {
     c->epoch++;
 }
 
-WSCH__PRIVATE wsch_client_status wsch__cl_status_of(wsch__cl_state s) {
+WSCH__PRIVATE wsch_status wsch__cl_status_of(wsch__cl_state s) {
     switch (s) {
     case WSCH__CL_CONNECTING:
     case WSCH__CL_HANDSHAKE: return WSCH_STATUS_CONNECTING;
@@ -4877,7 +4874,7 @@ WSCH__PRIVATE wsch_client_status wsch__cl_status_of(wsch__cl_state s) {
    catches what it left unreported, so no stale status is ever delivered. */
 WSCH__PRIVATE void wsch__cl_notify(wsch_client *c) {
     while (!c->dead) {
-        wsch_client_status st = wsch__cl_status_of(c->state);
+        wsch_status st = wsch__cl_status_of(c->state);
         if (st == c->reported) break;
         c->reported = st;
         if (c->d.on_status) c->d.on_status(c, st, c->d.user);
@@ -5278,6 +5275,7 @@ WSCH_API wsch_client_desc wsch_client_desc_defaults(const wsch_client_desc *desc
     if (!d.pong_timeout_ms) d.pong_timeout_ms = WSCH_CLIENT_DEFAULT_PONG_TIMEOUT_MS;
     if (!d.queue_max_count) d.queue_max_count = WSCH_CLIENT_DEFAULT_QUEUE_MAX_COUNT;
     if (!d.queue_max_bytes) d.queue_max_bytes = WSCH_CLIENT_DEFAULT_QUEUE_MAX_BYTES;
+    if (d.token_in == WSCH_TOKEN_NONE) d.token_in = WSCH_TOKEN_QUERY;
     return d;
 }
 
@@ -5312,13 +5310,13 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
     if (desc->num_terminal_codes > WSCH_CLIENT_MAX_TERMINAL_CODES || (desc->num_terminal_codes && !desc->terminal_codes))
         return WSCH_ERR_ARG;
     if ((unsigned)desc->heartbeat > (unsigned)WSCH_HEARTBEAT_OFF ||
-        (unsigned)desc->token_mode > (unsigned)WSCH_TOKEN_IN_HEADER)
+        desc->token_in == WSCH_TOKEN_PROTOCOL || (unsigned)desc->token_in > (unsigned)WSCH_TOKEN_PROTOCOL)
         return WSCH_ERR_ARG;
     d = wsch_client_desc_defaults(desc);
     r = wsch_url_parse(d.url, strlen(d.url), &u);
     if (r != WSCH_OK) return r;
     token_len = wsch__cl_strlen(d.token);
-    if (d.token && d.token_mode == WSCH_TOKEN_IN_HEADER) {
+    if (d.token && d.token_in == WSCH_TOKEN_AUTHORIZATION) {
         /* A header value must not smuggle in a line break or other controls. */
         for (i = 0; i < token_len; i++) {
             unsigned char ch = (unsigned char)d.token[i];
@@ -5362,7 +5360,7 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
         char *q = pos;
         size_t qlen = u.query.len;
         if (qlen) WSCH_MEMCPY(q, u.query.ptr, qlen);
-        if (d.token && d.token_mode == WSCH_TOKEN_IN_QUERY) {
+        if (d.token && d.token_in == WSCH_TOKEN_QUERY) {
             size_t enc = 0;
             if (qlen) q[qlen++] = '&';
             WSCH_MEMCPY(q + qlen, tokq, sizeof tokq - 1);
@@ -5385,7 +5383,7 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
     {
         char *h = pos;
         size_t hlen = 0;
-        if (d.token && d.token_mode == WSCH_TOKEN_IN_HEADER) {
+        if (d.token && d.token_in == WSCH_TOKEN_AUTHORIZATION) {
             WSCH_MEMCPY(h, bearer, sizeof bearer - 1);
             hlen = sizeof bearer - 1;
             WSCH_MEMCPY(h + hlen, d.token, token_len);
@@ -5760,7 +5758,7 @@ WSCH_API int wsch_client_off(wsch_client *c, wsch_client_handler handle) {
 
 /* ---- queries ---- */
 
-WSCH_API wsch_client_status wsch_client_get_status(const wsch_client *c) {
+WSCH_API wsch_status wsch_client_status(const wsch_client *c) {
     return c ? wsch__cl_status_of(c->state) : WSCH_STATUS_DISCONNECTED;
 }
 
@@ -5772,14 +5770,14 @@ WSCH_API int64_t wsch_client_next_retry_ms(const wsch_client *c) {
 }
 
 WSCH_API uint32_t wsch_client_attempts(const wsch_client *c) { return c ? c->attempts : 0; }
-WSCH_API wsch_client_stop wsch_client_stop_reason(const wsch_client *c) { return c ? c->stop : WSCH_STOP_NONE; }
+WSCH_API wsch_stop wsch_client_stop_reason(const wsch_client *c) { return c ? c->stop : WSCH_STOP_NONE; }
 WSCH_API int wsch_client_last_close_code(const wsch_client *c) { return c ? c->last_close_code : 0; }
 WSCH_API size_t wsch_client_queued_count(const wsch_client *c) { return c ? c->q_count : 0; }
 WSCH_API size_t wsch_client_queued_bytes(const wsch_client *c) { return c ? c->q_bytes : 0; }
 WSCH_API wsch_conn *wsch_client_conn(const wsch_client *c) { return c ? c->conn : NULL; }
 WSCH_API void *wsch_client_user(const wsch_client *c) { return c ? c->d.user : NULL; }
 
-WSCH_API const char *wsch_client_status_str(wsch_client_status s) {
+WSCH_API const char *wsch_status_str(wsch_status s) {
     switch (s) {
     case WSCH_STATUS_CONNECTED: return "connected";
     case WSCH_STATUS_CONNECTING: return "connecting";
@@ -5787,7 +5785,7 @@ WSCH_API const char *wsch_client_status_str(wsch_client_status s) {
     }
 }
 
-WSCH_API const char *wsch_client_stop_str(wsch_client_stop s) {
+WSCH_API const char *wsch_stop_str(wsch_stop s) {
     switch (s) {
     case WSCH_STOP_USER: return "disconnect() called";
     case WSCH_STOP_TERMINAL_CODE: return "server closed with a terminal code";
@@ -5797,14 +5795,14 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s) {
     }
 }
 // >>hub
-/* Layout. A client is one allocation (wsch__hub_client) beside its
-   wsch_conn; a slot table maps handles (index, generation) to clients, so a
+/* Layout. A peer is one allocation (wsch__hub_peer) beside its
+   wsch_conn; a slot table maps handles (index, generation) to peers, so a
    stale handle finds a bumped generation instead of freed memory. Channels
    and users live in two chained hash tables with a keyed hash. A channel
-   keeps an array of its subscribers; a client keeps an array of
+   keeps an array of its subscribers; a peer keeps an array of
    (channel, position in that channel's array), so unsubscribing is a hash
-   lookup, a scan of the client's own few subscriptions and a swap-remove.
-   A user keeps a doubly linked list of its clients. Nothing is scanned per
+   lookup, a scan of the peer's own few subscriptions and a swap-remove.
+   A user keeps a doubly linked list of its peers. Nothing is scanned per
    broadcast but the subscribers themselves.
    With a bridge, a user entry's key is preceded by the user prefix
    ("#user:" + id in one allocation), so the user's bridge channel name is
@@ -5813,7 +5811,7 @@ WSCH_API const char *wsch_client_stop_str(wsch_client_stop s) {
 
 enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLOSED };
 
-/* Client flags. */
+/* Peer flags. */
 #define WSCH__HUB_CONNECTED  0x01u  /* on_connect ran; counted in stats.open */
 #define WSCH__HUB_REJECTED   0x02u  /* refused in on_request: never becomes open */
 #define WSCH__HUB_HTTP       0x04u  /* answered as plain HTTP */
@@ -5836,68 +5834,68 @@ typedef struct wsch__hub_table {
     size_t count;
 } wsch__hub_table;
 
-struct wsch__hub_client;
+struct wsch__hub_peer;
 
 typedef struct wsch__hub_channel {
     wsch__hub_entry e;              /* first: the table hands back entries */
-    struct wsch__hub_client **subs;
+    struct wsch__hub_peer **subs;
     size_t count, cap;
 } wsch__hub_channel;
 
 typedef struct wsch__hub_user {
     wsch__hub_entry e;
-    struct wsch__hub_client *first;
+    struct wsch__hub_peer *first;
     size_t count;
 } wsch__hub_user;
 
 typedef struct wsch__hub_sub {
     wsch__hub_channel *ch;
-    size_t pos;                     /* index of this client in ch->subs */
+    size_t pos;                     /* index of this peer in ch->subs */
 } wsch__hub_sub;
 
-typedef struct wsch__hub_client {
+typedef struct wsch__hub_peer {
     wsch_hub *hub;
     wsch_conn *conn;
     const wsch_hub_transport *transport;
     void *user;
     wsch__hub_user *uent;           /* NULL: anonymous */
-    struct wsch__hub_client *user_prev, *user_next;
-    struct wsch__hub_client *link;  /* a delivery's drop list, then the hub's free list */
+    struct wsch__hub_peer *user_prev, *user_next;
+    struct wsch__hub_peer *link;  /* a delivery's drop list, then the hub's free list */
     wsch__hub_sub *subs;
     uint32_t last_in_ms;            /* now_ms() of the last read, truncated: differences wrap correctly */
     uint32_t index;
     uint16_t nsubs, subs_cap;
-    uint16_t close_code;            /* for a FINISH_LATER client */
+    uint16_t close_code;            /* for a FINISH_LATER peer */
     uint8_t state, flags, drop_reason;
-} wsch__hub_client;
+} wsch__hub_peer;
 
 typedef struct wsch__hub_slot {
-    wsch__hub_client *client;       /* NULL when free */
+    wsch__hub_peer *peer;       /* NULL when free */
     uint32_t gen;                   /* never 0 */
     uint32_t next_free;             /* index + 1 of the next free slot; 0 ends the list */
 } wsch__hub_slot;
 
 struct wsch_hub {
     wsch_hub_desc desc;             /* defaults filled in */
-    wsch_conn_desc conn_desc;       /* one for every client; user = the client */
+    wsch_conn_desc conn_desc;       /* one for every peer; user = the peer */
     uint64_t hash_key[2];
     wsch__hub_slot *slots;
     uint32_t nslots, slots_cap, free_head;
     wsch__hub_table channels, users;
-    wsch__hub_client *to_free;      /* released inside a callback; freed on the way out */
+    wsch__hub_peer *to_free;      /* released inside a callback; freed on the way out */
     char *token_buf;                /* max_token_len + 1 */
     char *proto_buf;                /* "bearer." + max_token_len + 1 */
     char *http_buf;                 /* the last on_http answer, until the conn has copied it */
     unsigned depth;                 /* nesting of hub calls on the stack */
     unsigned walking;               /* a delivery walks a subscriber array or user list */
-    struct wsch__hub_client *walk_drops; /* clients to drop or finish when the walk ends */
+    struct wsch__hub_peer *walk_drops; /* peers to drop or finish when the walk ends */
     int shutting_down;
     int destroying;                 /* wsch_hub_destroy() runs: no more callbacks */
     int bridged;                    /* desc.bridge is set */
     uint64_t origin;                /* this hub's id in bridge messages */
     char *bridge_buf;               /* an outgoing bridge name and message; kept for the next one */
     size_t bridge_cap;
-    uint64_t clients, open, subscriptions, accepted, messages_in, messages_out, encodes, http_responses;
+    uint64_t peers, open, subscriptions, accepted, messages_in, messages_out, encodes, http_responses;
     uint64_t drops[WSCH_HUB_DROP_COUNT];
     uint64_t bridge_published, bridge_publish_errors, bridge_received, bridge_own, bridge_refused;
 };
@@ -6068,20 +6066,20 @@ WSCH__PRIVATE void wsch__hub_put_uint(wsch__hub_buf *b, uint64_t v) {
     wsch__hub_put(b, d + sizeof d - n, n);
 }
 
-WSCH__PRIVATE wsch__hub_client *wsch__hub_get(const wsch_hub *hub, wsch_hub_client h) {
+WSCH__PRIVATE wsch__hub_peer *wsch__hub_get(const wsch_hub *hub, wsch_hub_peer h) {
     if (!hub || h.gen == 0 || h.index >= hub->nslots) return NULL;
     if (hub->slots[h.index].gen != h.gen) return NULL;
-    return hub->slots[h.index].client;
+    return hub->slots[h.index].peer;
 }
 
-WSCH__PRIVATE wsch_hub_client wsch__hub_handle(const wsch_hub *hub, const wsch__hub_client *cl) {
-    wsch_hub_client h;
+WSCH__PRIVATE wsch_hub_peer wsch__hub_handle(const wsch_hub *hub, const wsch__hub_peer *cl) {
+    wsch_hub_peer h;
     h.index = cl->index;
     h.gen = hub->slots[cl->index].gen;
     return h;
 }
 
-WSCH__PRIVATE wsch_str wsch__hub_user_id(const wsch__hub_client *cl) {
+WSCH__PRIVATE wsch_str wsch__hub_user_id(const wsch__hub_peer *cl) {
     wsch_str s;
     s.ptr = cl->uent ? cl->uent->e.key : "";
     s.len = cl->uent ? cl->uent->e.key_len : 0;
@@ -6089,11 +6087,11 @@ WSCH__PRIVATE wsch_str wsch__hub_user_id(const wsch__hub_client *cl) {
 }
 
 /* Every public entry point that can run callbacks brackets them with
-   enter/leave; clients released meanwhile are freed on the outermost leave,
-   so no frame on the stack is left holding a freed client. */
+   enter/leave; peers released meanwhile are freed on the outermost leave,
+   so no frame on the stack is left holding a freed peer. */
 WSCH__PRIVATE void wsch__hub_enter(wsch_hub *hub) { hub->depth++; }
 
-WSCH__PRIVATE void wsch__hub_free_client(wsch_hub *hub, wsch__hub_client *cl) {
+WSCH__PRIVATE void wsch__hub_free_peer(wsch_hub *hub, wsch__hub_peer *cl) {
     if (cl->conn) wsch_conn_destroy(cl->conn);
     wsch__free(&hub->desc.allocator, cl->subs);
     wsch__free(&hub->desc.allocator, cl);
@@ -6102,9 +6100,9 @@ WSCH__PRIVATE void wsch__hub_free_client(wsch_hub *hub, wsch__hub_client *cl) {
 WSCH__PRIVATE void wsch__hub_leave(wsch_hub *hub) {
     if (--hub->depth != 0) return;
     while (hub->to_free) {
-        wsch__hub_client *cl = hub->to_free;
+        wsch__hub_peer *cl = hub->to_free;
         hub->to_free = cl->link;
-        wsch__hub_free_client(hub, cl);
+        wsch__hub_free_peer(hub, cl);
     }
     wsch__free(&hub->desc.allocator, hub->http_buf);
     hub->http_buf = NULL;
@@ -6132,7 +6130,7 @@ WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_find(const wsch_hub *hub, con
     return (wsch__hub_channel *)(void *)wsch__hub_find(&hub->channels, name, len, wsch__hub_hash(hub, name, len));
 }
 
-WSCH__PRIVATE int wsch__hub_sub_index(const wsch__hub_client *cl, const wsch__hub_channel *ch) {
+WSCH__PRIVATE int wsch__hub_sub_index(const wsch__hub_peer *cl, const wsch__hub_channel *ch) {
     int i;
     for (i = 0; i < (int)cl->nsubs; i++) {
         if (cl->subs[i].ch == ch) return i;
@@ -6159,17 +6157,17 @@ WSCH__PRIVATE int wsch__hub_grow(wsch_hub *hub, void **arr, size_t count, size_t
     return WSCH_OK;
 }
 
-WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const char *name, size_t len) {
+WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const char *name, size_t len) {
     uint32_t h = wsch__hub_hash(hub, name, len);
     wsch__hub_channel *ch = (wsch__hub_channel *)(void *)wsch__hub_find(&hub->channels, name, len, h);
     size_t cap;
     void *arr;
     int created = 0;
     if (ch && wsch__hub_sub_index(cl, ch) >= 0) return WSCH_OK;
-    if (cl->nsubs >= hub->desc.max_channels_per_client) return WSCH_ERR_LIMIT;
+    if (cl->nsubs >= hub->desc.max_channels_per_peer) return WSCH_ERR_LIMIT;
     cap = cl->subs_cap;
     arr = cl->subs;
-    if (wsch__hub_grow(hub, &arr, cl->nsubs, &cap, sizeof(wsch__hub_sub), 1, hub->desc.max_channels_per_client) !=
+    if (wsch__hub_grow(hub, &arr, cl->nsubs, &cap, sizeof(wsch__hub_sub), 1, hub->desc.max_channels_per_peer) !=
         WSCH_OK)
         return WSCH_ERR_NOMEM;
     cl->subs = (wsch__hub_sub *)arr;
@@ -6185,14 +6183,14 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const c
         created = 1;
     }
     arr = (void *)ch->subs;
-    if (wsch__hub_grow(hub, &arr, ch->count, &ch->cap, sizeof(wsch__hub_client *), 4, (size_t)-1) != WSCH_OK) {
+    if (wsch__hub_grow(hub, &arr, ch->count, &ch->cap, sizeof(wsch__hub_peer *), 4, (size_t)-1) != WSCH_OK) {
         if (created) {
             wsch__hub_remove(hub, &hub->channels, &ch->e);
             wsch__free(&hub->desc.allocator, ch);
         }
         return WSCH_ERR_NOMEM;
     }
-    ch->subs = (wsch__hub_client **)arr;
+    ch->subs = (wsch__hub_peer **)arr;
     cl->subs[cl->nsubs].ch = ch;
     cl->subs[cl->nsubs].pos = ch->count;
     cl->nsubs++;
@@ -6202,11 +6200,11 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_client *cl, const c
     return WSCH_OK;
 }
 
-/* Removes the client's k-th subscription: swap-removes on both sides. */
-WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_client *cl, int k) {
+/* Removes the peer's k-th subscription: swap-removes on both sides. */
+WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_peer *cl, int k) {
     wsch__hub_channel *ch = cl->subs[k].ch;
     size_t pos = cl->subs[k].pos;
-    wsch__hub_client *moved = ch->subs[--ch->count];
+    wsch__hub_peer *moved = ch->subs[--ch->count];
     if (pos != ch->count) {
         ch->subs[pos] = moved;
         moved->subs[wsch__hub_sub_index(moved, ch)].pos = pos;
@@ -6214,7 +6212,7 @@ WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_client *cl, int
     cl->subs[k] = cl->subs[--cl->nsubs];
     hub->subscriptions--;
     if (cl->nsubs == 0) {
-        /* An idle client returns to its bare size. */
+        /* An idle peer returns to its bare size. */
         wsch__free(&hub->desc.allocator, cl->subs);
         cl->subs = NULL;
         cl->subs_cap = 0;
@@ -6226,17 +6224,17 @@ WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_client *cl, int
         wsch__free(&hub->desc.allocator, ch->subs);
         wsch__free(&hub->desc.allocator, ch);
     } else if (ch->cap > 16u && ch->count < ch->cap / 4u) {
-        void *arr = wsch__alloc(&hub->desc.allocator, (ch->cap / 2u) * sizeof(wsch__hub_client *));
+        void *arr = wsch__alloc(&hub->desc.allocator, (ch->cap / 2u) * sizeof(wsch__hub_peer *));
         if (arr) {
-            WSCH_MEMCPY(arr, ch->subs, ch->count * sizeof(wsch__hub_client *));
+            WSCH_MEMCPY(arr, ch->subs, ch->count * sizeof(wsch__hub_peer *));
             wsch__free(&hub->desc.allocator, ch->subs);
-            ch->subs = (wsch__hub_client **)arr;
+            ch->subs = (wsch__hub_peer **)arr;
             ch->cap /= 2u;
         }
     }
 }
 
-WSCH__PRIVATE void wsch__hub_unsubscribe_all(wsch_hub *hub, wsch__hub_client *cl) {
+WSCH__PRIVATE void wsch__hub_unsubscribe_all(wsch_hub *hub, wsch__hub_peer *cl) {
     while (cl->nsubs) wsch__hub_sub_remove(hub, cl, (int)cl->nsubs - 1);
 }
 
@@ -6246,7 +6244,7 @@ WSCH__PRIVATE wsch__hub_user *wsch__hub_user_find(const wsch_hub *hub, const cha
     return (wsch__hub_user *)(void *)wsch__hub_find(&hub->users, id, len, wsch__hub_hash(hub, id, len));
 }
 
-WSCH__PRIVATE int wsch__hub_user_link(wsch_hub *hub, wsch__hub_client *cl, const char *id, size_t len) {
+WSCH__PRIVATE int wsch__hub_user_link(wsch_hub *hub, wsch__hub_peer *cl, const char *id, size_t len) {
     uint32_t h = wsch__hub_hash(hub, id, len);
     wsch__hub_user *u = (wsch__hub_user *)(void *)wsch__hub_find(&hub->users, id, len, h);
     if (!u) {
@@ -6268,7 +6266,7 @@ WSCH__PRIVATE int wsch__hub_user_link(wsch_hub *hub, wsch__hub_client *cl, const
     return WSCH_OK;
 }
 
-WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_client *cl) {
+WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
     wsch__hub_user *u = cl->uent;
     if (!u) return;
     if (cl->user_prev) cl->user_prev->user_next = cl->user_next;
@@ -6328,11 +6326,11 @@ WSCH__PRIVATE int wsch__hub_encode(wsch_hub *hub, const char *type, size_t type_
 }
 
 /* Deliveries walk a channel's subscriber array or a user's list, and
-   nothing may change those under the walk: a client to drop, or one whose
+   nothing may change those under the walk: a peer to drop, or one whose
    conn ended inside a send (its bytes cut short by a failed allocation:
    see wsch__hub_on_close), goes on hub->walk_drops and is handled when the
    walk ends, where callbacks may run again. */
-WSCH__PRIVATE void wsch__hub_list_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_drop reason) {
+WSCH__PRIVATE void wsch__hub_list_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_drop reason) {
     if (cl->flags & WSCH__HUB_DROP_LISTED) return;
     cl->flags |= WSCH__HUB_DROP_LISTED;
     cl->drop_reason = (uint8_t)reason;
@@ -6340,8 +6338,8 @@ WSCH__PRIVATE void wsch__hub_list_drop(wsch_hub *hub, wsch__hub_client *cl, wsch
     hub->walk_drops = cl;
 }
 
-/* Queues s to one client, between walk_begin and walk_end. Returns 1 when queued. */
-WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_client *cl, wsch_shared *s) {
+/* Queues s to one peer, between walk_begin and walk_end. Returns 1 when queued. */
+WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_peer *cl, wsch_shared *s) {
     int r;
     if (cl->state != WSCH__HUB_OPEN || (cl->flags & WSCH__HUB_DROP_LISTED)) return 0;
     r = wsch_conn_send_shared(cl->conn, s);
@@ -6354,21 +6352,21 @@ WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_client *cl, wsch_share
     return 0;   /* closing or closed: it gets no more */
 }
 
-WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_drop reason);
+WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_drop reason);
 
-WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_client *cl, int code);
+WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_peer *cl, int code);
 
 WSCH__PRIVATE void wsch__hub_walk_begin(wsch_hub *hub) { hub->walking++; }
 
-/* Ends a walk: drops the clients it listed, finishes those whose conn ended
+/* Ends a walk: drops the peers it listed, finishes those whose conn ended
    during it. Callbacks (on_disconnect) run here, after the walk. */
 WSCH__PRIVATE void wsch__hub_walk_end(wsch_hub *hub) {
-    wsch__hub_client *drops;
+    wsch__hub_peer *drops;
     if (--hub->walking != 0) return;
     drops = hub->walk_drops;
     hub->walk_drops = NULL;
     while (drops) {
-        wsch__hub_client *cl = drops;
+        wsch__hub_peer *cl = drops;
         drops = cl->link;
         cl->link = NULL;
         cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_DROP_LISTED);
@@ -6396,7 +6394,7 @@ WSCH__PRIVATE size_t wsch__hub_deliver_channel(wsch_hub *hub, wsch__hub_channel 
 }
 
 WSCH__PRIVATE size_t wsch__hub_deliver_user(wsch_hub *hub, wsch__hub_user *u, wsch_shared *s) {
-    wsch__hub_client *cl;
+    wsch__hub_peer *cl;
     size_t n = 0;
     wsch__hub_walk_begin(hub);
     for (cl = u->first; cl; cl = cl->user_next) n += (size_t)wsch__hub_push(hub, cl, s);
@@ -6467,8 +6465,8 @@ WSCH__PRIVATE int wsch__hub_bridge_header(const char *data, size_t len, uint64_t
     return WSCH_OK;
 }
 
-/* Encodes and queues an envelope to one client. */
-WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_client *cl, const char *type, const char *payload,
+/* Encodes and queues an envelope to one peer. */
+WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *payload,
                                      size_t payload_len) {
     wsch_shared *s;
     int r = wsch__hub_encode(hub, type, strlen(type), payload, payload_len, &s, NULL);
@@ -6482,7 +6480,7 @@ WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_client *cl, const 
 
 /* {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C]}}.
    channel is only passed once it is known to be a valid name. */
-WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_client *cl, const char *code, const char *message,
+WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_peer *cl, const char *code, const char *message,
                                         const wsch_envelope *req, const char *channel, size_t channel_len) {
     char buf[128u + 6u * WSCH_ENVELOPE_TYPE_MAX + WSCH_HUB_MAX_CHANNEL_LEN + 256u];
     char tq[6u * WSCH_ENVELOPE_TYPE_MAX + 3u];
@@ -6512,26 +6510,26 @@ WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_client *cl, con
     if (!b.overflow) (void)wsch__hub_send_one(hub, cl, "error", buf, b.len);
 }
 
-/* ---- drops and the end of a client ---------------------------------------- */
+/* ---- drops and the end of a peer ---------------------------------------- */
 
-WSCH__PRIVATE void wsch__hub_idle_arm(wsch_hub *hub, wsch__hub_client *cl, uint32_t delay) {
+WSCH__PRIVATE void wsch__hub_idle_arm(wsch_hub *hub, wsch__hub_peer *cl, uint32_t delay) {
     if (hub->desc.idle_timeout_ms == WSCH_HUB_NO_TIMEOUT || !cl->transport->timer_set) return;
     cl->flags |= WSCH__HUB_IDLE_ARMED;
     cl->transport->timer_set(WSCH_HUB_TIMER_IDLE, delay, cl->user);
 }
 
-/* Takes the client out of every delivery path (it keeps its user id, which
+/* Takes the peer out of every delivery path (it keeps its user id, which
    on_disconnect may still ask for, until it is released). */
-WSCH__PRIVATE void wsch__hub_detach(wsch_hub *hub, wsch__hub_client *cl) {
+WSCH__PRIVATE void wsch__hub_detach(wsch_hub *hub, wsch__hub_peer *cl) {
     wsch__hub_unsubscribe_all(hub, cl);
     if ((cl->flags & WSCH__HUB_IDLE_ARMED) && cl->transport->timer_cancel)
         cl->transport->timer_cancel(WSCH_HUB_TIMER_IDLE, cl->user);
     cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
 }
 
-/* Starts closing an open client from this side. Returns the conn's result;
+/* Starts closing an open peer from this side. Returns the conn's result;
    when the conn cannot even queue a close frame, the transport is closed. */
-WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_client *cl, uint16_t code, const char *reason) {
+WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_peer *cl, uint16_t code, const char *reason) {
     int r;
     if (cl->state == WSCH__HUB_CLOSED) return WSCH_ERR_CLOSED;
     if (cl->state == WSCH__HUB_HANDSHAKE) {
@@ -6545,12 +6543,12 @@ WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_client *cl, uint16_t 
     cl->state = WSCH__HUB_CLOSING;
     wsch__hub_detach(hub, cl);
     r = wsch_conn_close(cl->conn, code, reason, reason ? strlen(reason) : 0);
-    if (r != WSCH_OK && r != WSCH_ERR_CLOSED && wsch_conn_get_state(cl->conn) == WSCH_CONN_OPEN)
+    if (r != WSCH_OK && r != WSCH_ERR_CLOSED && wsch_conn_state(cl->conn) == WSCH_STATE_OPEN)
         cl->transport->close(cl->user);
     return r;
 }
 
-WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_drop reason) {
+WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_drop reason) {
     uint16_t code = WSCH_CLOSE_INTERNAL_ERROR;
     const char *text = "Out of memory";
     if (cl->state != WSCH__HUB_OPEN) return;
@@ -6565,21 +6563,21 @@ WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_client *cl, wsch_hub_
     (void)wsch__hub_close(hub, cl, code, text);
 }
 
-/* Forgets the client: its handle goes stale now, its memory on the way out. */
-WSCH__PRIVATE void wsch__hub_release(wsch_hub *hub, wsch__hub_client *cl) {
+/* Forgets the peer: its handle goes stale now, its memory on the way out. */
+WSCH__PRIVATE void wsch__hub_release(wsch_hub *hub, wsch__hub_peer *cl) {
     wsch__hub_slot *slot = &hub->slots[cl->index];
     wsch__hub_user_unlink(hub, cl);
-    slot->client = NULL;
+    slot->peer = NULL;
     if (++slot->gen == 0) slot->gen = 1;
     slot->next_free = hub->free_head;
     hub->free_head = cl->index + 1u;
-    hub->clients--;
+    hub->peers--;
     cl->link = hub->to_free;
     hub->to_free = cl;
 }
 
 /* The connection reached CLOSED (or its transport went away first). */
-WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_client *cl, int code) {
+WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_peer *cl, int code) {
     if (cl->state == WSCH__HUB_CLOSED) return;
     cl->state = WSCH__HUB_CLOSED;
     if (!(cl->flags & (WSCH__HUB_COUNTED | WSCH__HUB_HTTP))) {
@@ -6598,25 +6596,25 @@ WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_client *cl, int cod
     if (cl->flags & WSCH__HUB_RELEASE) wsch__hub_release(hub, cl);
 }
 
-/* ---- connection callbacks (user = the client) ----------------------------- */
+/* ---- connection callbacks (user = the peer) ----------------------------- */
 
 WSCH__PRIVATE size_t wsch__hub_t_send(const void *data, size_t len, void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     return cl->transport->send(data, len, cl->user);
 }
 
 WSCH__PRIVATE void wsch__hub_t_close(void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     cl->transport->close(cl->user);
 }
 
 WSCH__PRIVATE void wsch__hub_t_timer_set(unsigned timer_id, uint32_t delay_ms, void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     if (cl->transport->timer_set) cl->transport->timer_set(timer_id, delay_ms, cl->user);
 }
 
 WSCH__PRIVATE void wsch__hub_t_timer_cancel(unsigned timer_id, void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     /* Destroying a conn cancels its timers; the caller's side may be gone. */
     if (cl->transport->timer_cancel && !cl->hub->destroying) cl->transport->timer_cancel(timer_id, cl->user);
 }
@@ -6635,12 +6633,12 @@ WSCH__PRIVATE const char *wsch__hub_reason_phrase(int status) {
     case 405: return "Method Not Allowed";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
-    default: return status < 400 ? "OK" : (status < 500 ? "Client Error" : "Server Error");
+    default: return status < 400 ? "OK" : (status < 500 ? "Peer Error" : "Server Error");
     }
 }
 
 /* A request for another path: on_http's answer, or a 404. */
-WSCH__PRIVATE void wsch__hub_http(wsch_hub *hub, wsch__hub_client *cl, const wsch_hub_request *hr,
+WSCH__PRIVATE void wsch__hub_http(wsch_hub *hub, wsch__hub_peer *cl, const wsch_hub_request *hr,
                                   wsch_handshake_reply *reply) {
     wsch_hub_http_response res;
     const char *phrase;
@@ -6724,15 +6722,15 @@ WSCH__PRIVATE void wsch__hub_pick_protocol(wsch_hub *hub, const wsch_request *re
 
 WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply,
                                         void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     wsch_hub *hub = cl->hub;
     wsch_hub_request hr;
     wsch_str uid;
     size_t tlen = 0;
     (void)c;
     hr.http = req;
-    hr.client = wsch__hub_handle(hub, cl);
-    hr.client_user = cl->user;
+    hr.peer = wsch__hub_handle(hub, cl);
+    hr.peer_user = cl->user;
     hr.token.ptr = hub->token_buf;
     hr.token.len = 0;
     hr.token_source = WSCH_TOKEN_NONE;
@@ -6783,7 +6781,7 @@ WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, w
 }
 
 WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     wsch_hub *hub = cl->hub;
     (void)c;
     if (cl->state != WSCH__HUB_HANDSHAKE) return;
@@ -6799,7 +6797,7 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
     if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
 }
 
-WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_client *cl, const wsch_envelope *env, int sub) {
+WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env, int sub) {
     char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
     char ack[WSCH_HUB_MAX_CHANNEL_LEN + 16u];
     size_t n = 0;
@@ -6818,7 +6816,7 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_client *cl, c
     if (sub) {
         wsch__hub_channel *ch = wsch__hub_channel_find(hub, name, n);
         if (!ch || wsch__hub_sub_index(cl, ch) < 0) {
-            if (cl->nsubs >= hub->desc.max_channels_per_client) {
+            if (cl->nsubs >= hub->desc.max_channels_per_peer) {
                 wsch__hub_send_error(hub, cl, "too_many_channels", "subscription limit reached", env, name, n);
                 return;
             }
@@ -6854,7 +6852,7 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_client *cl, c
 }
 
 WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     wsch_hub *hub = cl->hub;
     wsch_envelope env;
     (void)c;
@@ -6882,7 +6880,7 @@ WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *
 }
 
 WSCH__PRIVATE void wsch__hub_on_close(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user) {
-    wsch__hub_client *cl = (wsch__hub_client *)user;
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
     (void)c;
     (void)reason;
     (void)reason_len;
@@ -6905,8 +6903,8 @@ WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc) {
     if (desc) d = *desc;
     else WSCH_MEMSET(&d, 0, sizeof d);
     if (!d.path) d.path = WSCH_HUB_DEFAULT_PATH;
-    if (!d.max_clients) d.max_clients = WSCH_HUB_DEFAULT_MAX_CLIENTS;
-    if (!d.max_channels_per_client) d.max_channels_per_client = WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_CLIENT;
+    if (!d.max_peers) d.max_peers = WSCH_HUB_DEFAULT_MAX_PEERS;
+    if (!d.max_channels_per_peer) d.max_channels_per_peer = WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_PEER;
     if (!d.max_channel_len) d.max_channel_len = WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN;
     if (!d.max_user_id_len) d.max_user_id_len = WSCH_HUB_DEFAULT_MAX_USER_ID_LEN;
     if (!d.max_token_len) d.max_token_len = WSCH_HUB_DEFAULT_MAX_TOKEN_LEN;
@@ -6926,8 +6924,8 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     if (!out) return WSCH_ERR_ARG;
     *out = NULL;
     d = wsch_hub_desc_defaults(desc);
-    if (d.path[0] != '/' || d.max_channel_len > WSCH_HUB_MAX_CHANNEL_LEN || d.max_channels_per_client > 0xFFFFu ||
-        d.max_clients > 0xFFFFFFF0u || d.max_user_id_len > 0xFFFFu || d.max_token_len > ((size_t)-1 - 16u) / 2u)
+    if (d.path[0] != '/' || d.max_channel_len > WSCH_HUB_MAX_CHANNEL_LEN || d.max_channels_per_peer > 0xFFFFu ||
+        d.max_peers > 0xFFFFFFF0u || d.max_user_id_len > 0xFFFFu || d.max_token_len > ((size_t)-1 - 16u) / 2u)
         return WSCH_ERR_ARG;
     if (d.bridge.subscribe || d.bridge.unsubscribe || d.bridge.publish) {
         /* Without randomness two hubs could share an origin id and skip each other's messages. */
@@ -6996,7 +6994,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     a = hub->desc.allocator;
     hub->destroying = 1;
     for (i = 0; i < hub->nslots; i++) {
-        if (hub->slots[i].client) wsch__hub_free_client(hub, hub->slots[i].client);
+        if (hub->slots[i].peer) wsch__hub_free_peer(hub, hub->slots[i].peer);
     }
     hub->depth = 1;
     wsch__hub_leave(hub);       /* frees anything released but not yet freed */
@@ -7008,9 +7006,9 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch__free(&a, hub);
 }
 
-WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_client *out) {
+WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_peer *out) {
     const wsch_hub_transport *t;
-    wsch__hub_client *cl;
+    wsch__hub_peer *cl;
     uint32_t idx;
     int r;
     if (!hub || !out) return WSCH_ERR_ARG;
@@ -7018,19 +7016,19 @@ WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport,
     t = transport ? transport : &hub->desc.transport;
     if (!t->send || !t->close) return WSCH_ERR_ARG;
     if (hub->shutting_down) return WSCH_ERR_STATE;
-    if (hub->clients >= hub->desc.max_clients) {
+    if (hub->peers >= hub->desc.max_peers) {
         hub->drops[WSCH_HUB_DROP_FULL]++;
         return WSCH_ERR_LIMIT;
     }
     if (!hub->free_head && hub->nslots == hub->slots_cap) {
         size_t cap = hub->slots_cap;
         void *arr = hub->slots;
-        if (wsch__hub_grow(hub, &arr, hub->nslots, &cap, sizeof(wsch__hub_slot), 16, hub->desc.max_clients) != WSCH_OK)
+        if (wsch__hub_grow(hub, &arr, hub->nslots, &cap, sizeof(wsch__hub_slot), 16, hub->desc.max_peers) != WSCH_OK)
             return WSCH_ERR_NOMEM;
         hub->slots = (wsch__hub_slot *)arr;
         hub->slots_cap = (uint32_t)cap;
     }
-    cl = (wsch__hub_client *)wsch__alloc(&hub->desc.allocator, sizeof *cl);
+    cl = (wsch__hub_peer *)wsch__alloc(&hub->desc.allocator, sizeof *cl);
     if (!cl) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(cl, 0, sizeof *cl);
     cl->hub = hub;
@@ -7042,7 +7040,7 @@ WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport,
     } else {
         idx = hub->nslots;
         hub->slots[idx].gen = 1;
-        hub->slots[idx].client = NULL;
+        hub->slots[idx].peer = NULL;
         hub->slots[idx].next_free = 0;
     }
     cl->index = idx;
@@ -7055,16 +7053,16 @@ WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport,
     }
     if (hub->free_head) hub->free_head = hub->slots[idx].next_free;
     else hub->nslots++;
-    hub->slots[idx].client = cl;
-    hub->clients++;
+    hub->slots[idx].peer = cl;
+    hub->peers++;
     hub->accepted++;
     *out = wsch__hub_handle(hub, cl);
     wsch__hub_leave(hub);
     return WSCH_OK;
 }
 
-WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_client client, void *data, size_t len) {
-    wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_peer peer, void *data, size_t len) {
+    wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     int r;
     if (!cl) return WSCH_ERR_STALE;
     if (cl->state == WSCH__HUB_OPEN && len) {
@@ -7077,8 +7075,8 @@ WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_client client, void *data, si
     return r;
 }
 
-WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_client client) {
-    wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_peer peer) {
+    wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     int r;
     if (!cl) return WSCH_ERR_STALE;
     wsch__hub_enter(hub);
@@ -7087,8 +7085,8 @@ WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_client client) {
     return r;
 }
 
-WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_client client, unsigned timer_id) {
-    wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_peer peer, unsigned timer_id) {
+    wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     if (!cl) return WSCH_ERR_STALE;
     wsch__hub_enter(hub);
     if (timer_id != WSCH_HUB_TIMER_IDLE) {
@@ -7110,11 +7108,11 @@ WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_client client, unsigne
     return WSCH_OK;
 }
 
-WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_client client) {
-    wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_peer peer) {
+    wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     if (!cl) return WSCH_ERR_STALE;
     wsch__hub_enter(hub);
-    if (cl->state != WSCH__HUB_CLOSED && wsch_conn_get_state(cl->conn) == WSCH_CONN_CLOSED) {
+    if (cl->state != WSCH__HUB_CLOSED && wsch_conn_state(cl->conn) == WSCH_STATE_CLOSED) {
         /* Reported from inside the close callback, before the conn's
            on_close: finish there, with the real code, then release. */
         cl->flags |= WSCH__HUB_RELEASE;
@@ -7179,9 +7177,9 @@ WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const cha
     return WSCH_OK;
 }
 
-WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_client client, const char *type, const char *payload,
+WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_peer peer, const char *type, const char *payload,
                            size_t payload_len) {
-    wsch__hub_client *cl = wsch__hub_get(hub, client);
+    wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     int r;
     if (!cl) return WSCH_ERR_STALE;
     if (!type) return WSCH_ERR_ARG;
@@ -7191,27 +7189,27 @@ WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_client client, const char *ty
     return r;
 }
 
-/* Looks up an open client and checks a channel name for the calls below. */
-WSCH__PRIVATE int wsch__hub_sub_args(wsch_hub *hub, wsch_hub_client client, const char *channel,
-                                     wsch__hub_client **cl) {
-    *cl = wsch__hub_get(hub, client);
+/* Looks up an open peer and checks a channel name for the calls below. */
+WSCH__PRIVATE int wsch__hub_sub_args(wsch_hub *hub, wsch_hub_peer peer, const char *channel,
+                                     wsch__hub_peer **cl) {
+    *cl = wsch__hub_get(hub, peer);
     if (!*cl) return WSCH_ERR_STALE;
     if (!channel || !wsch__hub_channel_ok(hub, channel, strlen(channel))) return WSCH_ERR_ARG;
     if ((*cl)->state != WSCH__HUB_OPEN) return WSCH_ERR_STATE;
     return WSCH_OK;
 }
 
-WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_client client, const char *channel) {
-    wsch__hub_client *cl;
-    int r = wsch__hub_sub_args(hub, client, channel, &cl);
+WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel) {
+    wsch__hub_peer *cl;
+    int r = wsch__hub_sub_args(hub, peer, channel, &cl);
     if (r != WSCH_OK) return r;
     return wsch__hub_sub_add(hub, cl, channel, strlen(channel));
 }
 
-WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_client client, const char *channel) {
-    wsch__hub_client *cl;
+WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel) {
+    wsch__hub_peer *cl;
     wsch__hub_channel *ch;
-    int k, r = wsch__hub_sub_args(hub, client, channel, &cl);
+    int k, r = wsch__hub_sub_args(hub, peer, channel, &cl);
     if (r != WSCH_OK) return r;
     ch = wsch__hub_channel_find(hub, channel, strlen(channel));
     k = ch ? wsch__hub_sub_index(cl, ch) : -1;
@@ -7219,8 +7217,8 @@ WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_client client, const c
     return WSCH_OK;
 }
 
-WSCH_API int wsch_hub_is_subscribed(const wsch_hub *hub, wsch_hub_client client, const char *channel) {
-    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API int wsch_hub_is_subscribed(const wsch_hub *hub, wsch_hub_peer peer, const char *channel) {
+    const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     const wsch__hub_channel *ch;
     if (!cl || !channel) return 0;
     ch = wsch__hub_channel_find(hub, channel, strlen(channel));
@@ -7236,7 +7234,7 @@ WSCH_API size_t wsch_hub_channel_size(const wsch_hub *hub, const char *channel) 
 
 WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_id) {
     const wsch__hub_user *u;
-    const wsch__hub_client *cl;
+    const wsch__hub_peer *cl;
     size_t n = 0;
     if (!hub || !user_id) return 0;
     u = wsch__hub_user_find(hub, user_id, strlen(user_id));
@@ -7244,8 +7242,8 @@ WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_
     return n;
 }
 
-WSCH_API int wsch_hub_close_client(wsch_hub *hub, wsch_hub_client client, uint16_t code, const char *reason) {
-    wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API int wsch_hub_peer_close(wsch_hub *hub, wsch_hub_peer peer, uint16_t code, const char *reason) {
+    wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     int r;
     if (!cl) return WSCH_ERR_STALE;
     wsch__hub_enter(hub);
@@ -7254,29 +7252,29 @@ WSCH_API int wsch_hub_close_client(wsch_hub *hub, wsch_hub_client client, uint16
     return r;
 }
 
-WSCH_API int wsch_hub_client_valid(const wsch_hub *hub, wsch_hub_client client) {
-    return wsch__hub_get(hub, client) != NULL;
+WSCH_API int wsch_hub_peer_valid(const wsch_hub *hub, wsch_hub_peer peer) {
+    return wsch__hub_get(hub, peer) != NULL;
 }
 
-WSCH_API int wsch_hub_client_user_id(const wsch_hub *hub, wsch_hub_client client, wsch_str *user_id) {
-    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API int wsch_hub_peer_user_id(const wsch_hub *hub, wsch_hub_peer peer, wsch_str *user_id) {
+    const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     if (!cl) return WSCH_ERR_STALE;
     if (user_id) *user_id = wsch__hub_user_id(cl);
     return WSCH_OK;
 }
 
-WSCH_API void *wsch_hub_client_user(const wsch_hub *hub, wsch_hub_client client) {
-    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API void *wsch_hub_peer_user(const wsch_hub *hub, wsch_hub_peer peer) {
+    const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     return cl ? cl->user : NULL;
 }
 
-WSCH_API wsch_conn_state wsch_hub_client_state(const wsch_hub *hub, wsch_hub_client client) {
-    const wsch__hub_client *cl = wsch__hub_get(hub, client);
-    return cl ? wsch_conn_get_state(cl->conn) : WSCH_CONN_CLOSED;
+WSCH_API wsch_state wsch_hub_peer_state(const wsch_hub *hub, wsch_hub_peer peer) {
+    const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
+    return cl ? wsch_conn_state(cl->conn) : WSCH_STATE_CLOSED;
 }
 
-WSCH_API size_t wsch_hub_client_queued_bytes(const wsch_hub *hub, wsch_hub_client client) {
-    const wsch__hub_client *cl = wsch__hub_get(hub, client);
+WSCH_API size_t wsch_hub_peer_queued_bytes(const wsch_hub *hub, wsch_hub_peer peer) {
+    const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     return cl ? wsch_conn_queued_bytes(cl->conn) : 0;
 }
 
@@ -7286,7 +7284,7 @@ WSCH_API void wsch_hub_shutdown(wsch_hub *hub) {
     hub->shutting_down = 1;
     wsch__hub_enter(hub);
     for (i = 0; i < hub->nslots; i++) {
-        wsch__hub_client *cl = hub->slots[i].client;
+        wsch__hub_peer *cl = hub->slots[i].peer;
         if (cl && (cl->state == WSCH__HUB_OPEN || cl->state == WSCH__HUB_HANDSHAKE))
             (void)wsch__hub_close(hub, cl, WSCH_CLOSE_GOING_AWAY, "Server shutting down");
     }
@@ -7320,7 +7318,7 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
     if (r == WSCH_OK && data_len - WSCH_HUB_BRIDGE_HEADER_LEN > hub->desc.max_message_size) r = WSCH_ERR_TOO_LARGE;
     if (r == WSCH_OK)
         r = wsch_envelope_decode(d + WSCH_HUB_BRIDGE_HEADER_LEN, data_len - WSCH_HUB_BRIDGE_HEADER_LEN, &env);
-    /* Re-encoded, so what clients get is exactly what a local broadcast sends. */
+    /* Re-encoded, so what peers get is exactly what a local broadcast sends. */
     if (r == WSCH_OK) r = wsch__hub_encode(hub, env.type, env.type_len, env.payload.ptr, env.payload.len, &s, NULL);
     if (r != WSCH_OK) {
         if (r != WSCH_ERR_NOMEM) hub->bridge_refused++;
@@ -7354,12 +7352,12 @@ WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub) {
     }
 }
 
-WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out) {
+WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     uint32_t i;
     if (!out) return;
     WSCH_MEMSET(out, 0, sizeof *out);
     if (!hub) return;
-    out->clients = hub->clients;
+    out->peers = hub->peers;
     out->open = hub->open;
     out->users = hub->users.count;
     out->channels = hub->channels.count;
@@ -7377,7 +7375,7 @@ WSCH_API void wsch_hub_get_stats(const wsch_hub *hub, wsch_hub_stats *out) {
     out->bridge_own = hub->bridge_own;
     out->bridge_refused = hub->bridge_refused;
     for (i = 0; i < hub->nslots; i++) {
-        if (hub->slots[i].client) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].client->conn);
+        if (hub->slots[i].peer) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].peer->conn);
     }
 }
 #endif /* WS_CHANNEL_IMPLEMENTATION_DONE */

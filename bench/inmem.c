@@ -133,7 +133,7 @@ static wsch_conn *open_server_conn(const wsch_conn_desc *d, void *user) {
     char req[sizeof g_request];
     memcpy(req, g_request, sizeof g_request);
     if (wsch_conn_create(d, user, &c) != WSCH_OK) return NULL;
-    if (wsch_conn_feed(c, req, sizeof g_request - 1) != WSCH_OK || wsch_conn_get_state(c) != WSCH_CONN_OPEN) {
+    if (wsch_conn_feed(c, req, sizeof g_request - 1) != WSCH_OK || wsch_conn_state(c) != WSCH_STATE_OPEN) {
         wsch_conn_destroy(c);
         return NULL;
     }

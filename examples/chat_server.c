@@ -83,7 +83,7 @@ enum { T_HANDSHAKE, T_CLOSE, T_IDLE, T_LINGER, T_COUNT };
 typedef struct peer {
     net_timer timer[T_COUNT];   /* owner = the client, id = the slot */
     int fd;
-    wsch_hub_client h;
+    wsch_hub_peer h;
     uint32_t events;            /* epoll interest registered now */
     int close_requested;        /* the hub asked for the end of the transport */
     int dead;                   /* read/write error or EOF */
@@ -286,7 +286,7 @@ static void on_readable(peer *c) {
 static void on_writable(peer *c) {
     if (c->dead || c->lingering || c->reported) return;
     (void)wsch_hub_writable(A.hub, c->h);
-    if (!c->dead && wsch_hub_client_queued_bytes(A.hub, c->h) == 0) set_interest(c, EPOLLIN);
+    if (!c->dead && wsch_hub_peer_queued_bytes(A.hub, c->h) == 0) set_interest(c, EPOLLIN);
 }
 
 static void accept_all(void) {
@@ -359,7 +359,7 @@ static int authenticate(wsch_hub *hub, const wsch_hub_request *req, wsch_str *us
 }
 
 /* "user:NAME" and "user:NAME:..." belong to NAME alone. */
-static int authorize_subscribe(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, wsch_str channel,
+static int authorize_subscribe(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, wsch_str channel,
                                void *user) {
     (void)hub;
     (void)client;
@@ -395,7 +395,7 @@ static int put_raw(char *buf, size_t cap, size_t *at, const char *s, size_t len)
     return WSCH_OK;
 }
 
-static void send_error(wsch_hub_client client, const char *code, const char *message, const char *request,
+static void send_error(wsch_hub_peer client, const char *code, const char *message, const char *request,
                        const char *channel) {
     char buf[512];
     size_t at = 0;
@@ -414,7 +414,7 @@ static void send_error(wsch_hub_client client, const char *code, const char *mes
 }
 
 /* publish: {"channel":C,"data":D} -> message {"channel":C,"from":USER,"data":D} to C. */
-static void on_publish(wsch_hub *hub, wsch_hub_client client, wsch_str payload, wsch_str from) {
+static void on_publish(wsch_hub *hub, wsch_hub_peer client, wsch_str payload, wsch_str from) {
     char channel[WSCH_HUB_MAX_CHANNEL_LEN + 1];
     size_t clen, at = 0, cap;
     wsch_str data;
@@ -454,7 +454,7 @@ static void on_publish(wsch_hub *hub, wsch_hub_client client, wsch_str payload, 
 }
 
 /* direct: {"to":USER,"data":D} -> direct {"from","to","data"} to both users. */
-static void on_direct(wsch_hub *hub, wsch_hub_client client, wsch_str payload, wsch_str from) {
+static void on_direct(wsch_hub *hub, wsch_hub_peer client, wsch_str payload, wsch_str from) {
     char to[256];
     size_t tlen, at = 0, cap;
     wsch_str data;
@@ -491,10 +491,10 @@ static void on_direct(wsch_hub *hub, wsch_hub_client client, wsch_str payload, w
     if (rc == WSCH_ERR_TOO_LARGE) send_error(client, "too_large", "the message would exceed the size limit", "direct", NULL);
 }
 
-static void on_message(wsch_hub *hub, wsch_hub_client client, const wsch_envelope *env, void *user) {
+static void on_message(wsch_hub *hub, wsch_hub_peer client, const wsch_envelope *env, void *user) {
     wsch_str from;
     (void)user;
-    if (wsch_hub_client_user_id(hub, client, &from) != WSCH_OK) return;
+    if (wsch_hub_peer_user_id(hub, client, &from) != WSCH_OK) return;
     if (!env->payload.ptr || wsch_json_kind_of(env->payload) != WSCH_JSON_OBJECT) {
         send_error(client, "bad_payload", "payload must be an object", env->type, NULL);
     } else if (wsch_envelope_type_is(env, "publish")) {
@@ -506,7 +506,7 @@ static void on_message(wsch_hub *hub, wsch_hub_client client, const wsch_envelop
     }
 }
 
-static void on_connect(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, void *user) {
+static void on_connect(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, void *user) {
     char buf[400];
     size_t at = 0;
     int rc = put_raw(buf, sizeof buf, &at, "{\"user\":", 8);
@@ -517,7 +517,7 @@ static void on_connect(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, 
     if (A.verbose) fprintf(stderr, "connect %u: %.*s\n", (unsigned)client.index, (int)user_id.len, user_id.ptr);
 }
 
-static void on_disconnect(wsch_hub *hub, wsch_hub_client client, int code, void *user) {
+static void on_disconnect(wsch_hub *hub, wsch_hub_peer client, int code, void *user) {
     (void)hub;
     (void)user;
     if (A.verbose) fprintf(stderr, "disconnect %u: %d\n", (unsigned)client.index, code);
@@ -581,14 +581,14 @@ static void api_stats(wsch_hub_http_response *res) {
     char text[2048];
     size_t at;
     int i;
-    wsch_hub_stats s;
-    wsch_hub_get_stats(A.hub, &s);
+    wsch_hub_counters s;
+    wsch_hub_stats(A.hub, &s);
     at = (size_t)snprintf(text, sizeof text,
                           "{\"clients\":%llu,\"open\":%llu,\"users\":%llu,\"channels\":%llu,\"subscriptions\":%llu,"
                           "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
                           "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
                           "\"drops\":{",
-                          (unsigned long long)s.clients, (unsigned long long)s.open, (unsigned long long)s.users,
+                          (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
                           (unsigned long long)s.bytes_queued, (unsigned long long)s.accepted,
                           (unsigned long long)s.messages_in, (unsigned long long)s.messages_out,
@@ -868,7 +868,7 @@ int main(int argc, char **argv) {
             A.ntokens++;
             i++;
         } else if (strcmp(a, "--max-clients") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
-            d.max_clients = sz;
+            d.max_peers = sz;
             i++;
         } else if (strcmp(a, "--max-outbound") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
             d.max_outbound_bytes = sz;

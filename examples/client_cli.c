@@ -113,15 +113,15 @@ static uint64_t fx_now(void *user) {
 
 /* ---- events ---- */
 
-static void on_status(wsch_client *c, wsch_client_status st, void *user) {
+static void on_status(wsch_client *c, wsch_status st, void *user) {
     app *a = (app *)user;
     if (st != WSCH_STATUS_DISCONNECTED) {
-        say(a, "status %s", wsch_client_status_str(st));
+        say(a, "status %s", wsch_status_str(st));
     } else if (wsch_client_next_retry_ms(c) >= 0) {
         say(a, "status disconnected; retry %u in %lld ms", (unsigned)wsch_client_attempts(c),
             (long long)wsch_client_next_retry_ms(c));
     } else {
-        say(a, "status disconnected; stopped: %s", wsch_client_stop_str(wsch_client_stop_reason(c)));
+        say(a, "status disconnected; stopped: %s", wsch_stop_str(wsch_client_stop_reason(c)));
     }
 }
 
@@ -152,7 +152,7 @@ static int want_write(app *a) {
     wsch_conn *cn = wsch_client_conn(a->c);
     if (a->connecting) return 1;
     if (cn && wsch_conn_queued_bytes(cn) > 0) return 1;
-    return wsch_client_get_status(a->c) == WSCH_STATUS_CONNECTED && wsch_client_queued_count(a->c) > 0;
+    return wsch_client_status(a->c) == WSCH_STATUS_CONNECTED && wsch_client_queued_count(a->c) > 0;
 }
 
 static void transport_gone(app *a) {
@@ -240,7 +240,7 @@ int main(int argc, char **argv) {
         const char *o = argv[k];
         const char *arg = k + 1 < argc ? argv[k + 1] : NULL;
         if (!strcmp(o, "--no-jitter")) d.no_jitter = 1;
-        else if (!strcmp(o, "--token-header")) d.token_mode = WSCH_TOKEN_IN_HEADER;
+        else if (!strcmp(o, "--token-header")) d.token_in = WSCH_TOKEN_AUTHORIZATION;
         else if (!arg) usage();
         else if (!strcmp(o, "--url")) d.url = arg, k++;
         else if (!strcmp(o, "--token")) d.token = arg, k++;

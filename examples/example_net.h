@@ -540,7 +540,7 @@ static inline unsigned net_ws_update(net_ws *w) {
     if (w->dead || !w->conn) return POLLIN;
     /* CLOSED without a close request: a server ends the transport now; a
        client gives the server a while to do it. */
-    if (!w->close_requested && wsch_conn_get_state(w->conn) == WSCH_CONN_CLOSED) {
+    if (!w->close_requested && wsch_conn_state(w->conn) == WSCH_STATE_CLOSED) {
         if (w->role == WSCH_ROLE_SERVER) w->close_requested = 1;
         else net_ws__linger(w);
     }
@@ -599,7 +599,7 @@ static inline void net_ws_release(net_ws *w) {
     unsigned i;
     for (i = 0; i < NET_WS_TIMERS; i++) net_timers_cancel(w->timers, &w->timer[i]);
     if (w->conn) {
-        if (wsch_conn_get_state(w->conn) != WSCH_CONN_CLOSED) wsch_conn_transport_closed(w->conn);
+        if (wsch_conn_state(w->conn) != WSCH_STATE_CLOSED) wsch_conn_transport_closed(w->conn);
         wsch_conn_destroy(w->conn);
         w->conn = NULL;
     }

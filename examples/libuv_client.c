@@ -212,16 +212,16 @@ static uint64_t fx_now(void *user) {
 
 static void begin_quit(app *a);
 
-static void on_status(wsch_client *c, wsch_client_status st, void *user) {
+static void on_status(wsch_client *c, wsch_status st, void *user) {
     app *a = (app *)user;
     char line[96];
     if (st == WSCH_STATUS_DISCONNECTED && wsch_client_next_retry_ms(c) >= 0)
         snprintf(line, sizeof line, "disconnected; retry %u in %lld ms", (unsigned)wsch_client_attempts(c),
                  (long long)wsch_client_next_retry_ms(c));
     else if (st == WSCH_STATUS_DISCONNECTED)
-        snprintf(line, sizeof line, "disconnected; stopped: %s", wsch_client_stop_str(wsch_client_stop_reason(c)));
+        snprintf(line, sizeof line, "disconnected; stopped: %s", wsch_stop_str(wsch_client_stop_reason(c)));
     else
-        snprintf(line, sizeof line, "%s", wsch_client_status_str(st));
+        snprintf(line, sizeof line, "%s", wsch_status_str(st));
     say("status", line);
     /* stopped for good (a terminal close code, retries used up): leave */
     if (st == WSCH_STATUS_DISCONNECTED && wsch_client_stop_reason(c) != WSCH_STOP_NONE && !a->quitting)
@@ -293,7 +293,7 @@ int main(int argc, char **argv) {
     for (k = 1; k < argc; k++) {
         const char *o = argv[k], *arg = k + 1 < argc ? argv[k + 1] : NULL;
         if (!strcmp(o, "--token-header")) {
-            d.token_mode = WSCH_TOKEN_IN_HEADER;
+            d.token_in = WSCH_TOKEN_AUTHORIZATION;
             continue;
         }
         if (!arg) usage();

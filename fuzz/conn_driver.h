@@ -139,7 +139,7 @@ static const char cd_refusal[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\
 static void cd_on_request(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply, void *user) {
     cd_run *r = (cd_run *)user;
     cd_alive(r);
-    FZ_CHECK(wsch_conn_get_state(c) == WSCH_CONN_HANDSHAKE);
+    FZ_CHECK(wsch_conn_state(c) == WSCH_STATE_HANDSHAKE);
     FZ_CHECK(req != NULL && reply != NULL);
     FZ_CHECK(reply->status == 101 || reply->status >= 400);
     cd_event(r, 'R');
@@ -160,7 +160,7 @@ static void cd_on_request(wsch_conn *c, const wsch_request *req, wsch_handshake_
 static void cd_on_open(wsch_conn *c, void *user) {
     cd_run *r = (cd_run *)user;
     cd_alive(r);
-    FZ_CHECK(wsch_conn_get_state(c) == WSCH_CONN_OPEN);
+    FZ_CHECK(wsch_conn_state(c) == WSCH_STATE_OPEN);
     FZ_CHECK(r->opened == 0);
     r->opened++;
     cd_event(r, 'O');
@@ -204,7 +204,7 @@ static void cd_on_pong(wsch_conn *c, const void *data, size_t len, void *user) {
 static void cd_on_close(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user) {
     cd_run *r = (cd_run *)user;
     cd_alive(r);
-    FZ_CHECK(wsch_conn_get_state(c) == WSCH_CONN_CLOSED);
+    FZ_CHECK(wsch_conn_state(c) == WSCH_STATE_CLOSED);
     FZ_CHECK(r->timers == 0); /* every timer cancelled before the report */
     FZ_CHECK(code >= 1000 && code <= 4999);
     FZ_CHECK(reason != NULL || reason_len == 0);
@@ -247,7 +247,7 @@ static void cd_feed(cd_run *r, const uint8_t *p, size_t n) {
     cd_note_rc(r, wsch_conn_feed(r->c, copy, n));
     free(copy);
     if (!r->destroyed && r->closes == 0) {
-        FZ_CHECK(wsch_conn_get_state(r->c) <= WSCH_CONN_CLOSED);
+        FZ_CHECK(wsch_conn_state(r->c) <= WSCH_STATE_CLOSED);
         if (r->send_mode) {
             int rc = wsch_conn_writable(r->c);
             FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_CLOSED);
@@ -279,7 +279,7 @@ static void cd_start(cd_run *r, const cd_cfg *cfg) {
     r->desc.on_close = cd_on_close;
     rc = wsch_conn_create(&r->desc, r, &r->c);
     FZ_CHECK(rc == WSCH_OK && r->c != NULL);
-    FZ_CHECK(wsch_conn_get_state(r->c) == WSCH_CONN_HANDSHAKE);
+    FZ_CHECK(wsch_conn_state(r->c) == WSCH_STATE_HANDSHAKE);
     FZ_CHECK(r->timers & (1u << WSCH_TIMER_HANDSHAKE));
 }
 
@@ -324,19 +324,19 @@ static void cd_fire(cd_run *r, unsigned id) {
 /* Ends the connection the way a real loop would, then frees it. */
 static void cd_end(cd_run *r) {
     if (!r->destroyed && r->closes == 0) {
-        wsch_conn_state st;
+        wsch_state st;
         cd_drain(r);
-        st = r->closes ? WSCH_CONN_CLOSED : wsch_conn_get_state(r->c);
-        if (st == WSCH_CONN_HANDSHAKE && (r->timers & (1u << WSCH_TIMER_HANDSHAKE)))
+        st = r->closes ? WSCH_STATE_CLOSED : wsch_conn_state(r->c);
+        if (st == WSCH_STATE_HANDSHAKE && (r->timers & (1u << WSCH_TIMER_HANDSHAKE)))
             cd_fire(r, WSCH_TIMER_HANDSHAKE);
-        else if (st == WSCH_CONN_CLOSING && (r->timers & (1u << WSCH_TIMER_CLOSE)))
+        else if (st == WSCH_STATE_CLOSING && (r->timers & (1u << WSCH_TIMER_CLOSE)))
             cd_fire(r, WSCH_TIMER_CLOSE);
-        else if (st != WSCH_CONN_CLOSED)
+        else if (st != WSCH_STATE_CLOSED)
             wsch_conn_transport_closed(r->c);
         if (!r->destroyed) {
             FZ_CHECK(r->closes == 1);
             FZ_CHECK(r->timers == 0);
-            FZ_CHECK(wsch_conn_get_state(r->c) == WSCH_CONN_CLOSED);
+            FZ_CHECK(wsch_conn_state(r->c) == WSCH_STATE_CLOSED);
         }
     }
     if (!r->destroyed) {
@@ -408,9 +408,9 @@ static void cd_script(const cd_cfg *cfg, fz_in *in) {
             break;
         }
         if (!r.destroyed && r.closes == 0) {
-            wsch_conn_state st = wsch_conn_get_state(r.c);
-            FZ_CHECK(st != WSCH_CONN_CLOSED);
-            if (st == WSCH_CONN_HANDSHAKE) FZ_CHECK(r.opened == 0);
+            wsch_state st = wsch_conn_state(r.c);
+            FZ_CHECK(st != WSCH_STATE_CLOSED);
+            if (st == WSCH_STATE_HANDSHAKE) FZ_CHECK(r.opened == 0);
             else FZ_CHECK(r.opened == 1);
         }
     }

@@ -183,12 +183,12 @@ static void cl_event(cl_world *w, wsch_client *c) {
     FZ_CHECK(c == w->c);
 }
 
-static void cl_on_status(wsch_client *c, wsch_client_status s, void *user) {
+static void cl_on_status(wsch_client *c, wsch_status s, void *user) {
     cl_world *w = (cl_world *)user;
     cl_event(w, c);
     FZ_CHECK(s == WSCH_STATUS_DISCONNECTED || s == WSCH_STATUS_CONNECTING || s == WSCH_STATUS_CONNECTED);
     CL_T("  on_status %d\n", (int)s);
-    FZ_CHECK(s == wsch_client_get_status(c));
+    FZ_CHECK(s == wsch_client_status(c));
     cl_maybe_destroy(w, c);
 }
 
@@ -197,7 +197,7 @@ static void cl_on_connect(wsch_client *c, void *user) {
     cl_event(w, c);
     CL_T("  on_connect\n");
     FZ_CHECK(!w->connected);
-    FZ_CHECK(wsch_client_get_status(c) == WSCH_STATUS_CONNECTED && w->transport == TR_OPEN);
+    FZ_CHECK(wsch_client_status(c) == WSCH_STATUS_CONNECTED && w->transport == TR_OPEN);
     w->connected = 1;
     w->connects++;
     cl_maybe_destroy(w, c);
@@ -210,7 +210,7 @@ static void cl_on_disconnect(wsch_client *c, int code, const char *reason, size_
     FZ_CHECK(w->connected);
     FZ_CHECK(code >= 1000 && code <= 4999);
     FZ_CHECK(reason != NULL || reason_len == 0);
-    FZ_CHECK(wsch_client_get_status(c) != WSCH_STATUS_CONNECTED);
+    FZ_CHECK(wsch_client_status(c) != WSCH_STATUS_CONNECTED);
     w->connected = 0;
     w->disconnects++;
     cl_maybe_destroy(w, c);
@@ -343,10 +343,10 @@ static void cl_canned(cl_world *w, unsigned k, fz_in *in) {
 
 static void cl_invariants(cl_world *w) {
     wsch_client *c = w->c;
-    wsch_client_status st;
+    wsch_status st;
     size_t i;
     if (w->destroyed) return;
-    st = wsch_client_get_status(c);
+    st = wsch_client_status(c);
     FZ_CHECK(wsch_client_subscription_count(c) == w->nsubs);
     for (i = 0; i < w->nsubs; i++) FZ_CHECK(strcmp(wsch_client_subscription(c, i), w->subs[i]) == 0);
     FZ_CHECK(wsch_client_subscription(c, w->nsubs) == NULL);
@@ -355,8 +355,8 @@ static void cl_invariants(cl_world *w) {
     if (st == WSCH_STATUS_CONNECTED) {
         FZ_CHECK(w->connected && wsch_client_conn(c) != NULL && w->transport == TR_OPEN);
         /* a close frame came in: connected until the connection reports its end */
-        FZ_CHECK(wsch_conn_get_state(wsch_client_conn(c)) == WSCH_CONN_OPEN ||
-                 wsch_conn_get_state(wsch_client_conn(c)) == WSCH_CONN_CLOSING);
+        FZ_CHECK(wsch_conn_state(wsch_client_conn(c)) == WSCH_STATE_OPEN ||
+                 wsch_conn_state(wsch_client_conn(c)) == WSCH_STATE_CLOSING);
     } else if (st == WSCH_STATUS_CONNECTING || !wsch_client_conn(c)) {
         /* the link that had on_connect is gone: on_disconnect has run */
         FZ_CHECK(!w->connected);
@@ -385,7 +385,7 @@ static int cl_step(cl_world *w, fz_in *in) {
     const uint8_t *p;
     size_t n;
     int rc;
-    CL_T("op %u (status %d, transport %d)\n", op, (int)wsch_client_get_status(w->c), w->transport);
+    CL_T("op %u (status %d, transport %d)\n", op, (int)wsch_client_status(w->c), w->transport);
     switch (op) {
     case 0:
         rc = wsch_client_connect(w->c);
@@ -523,11 +523,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     b3 = fz_u8(&in);
     w.desc.url = (b0 & 1u) ? "ws://example.com:9001/ws?room=1" : "ws://example.com:9001/ws";
     w.desc.token = (b0 & 2u) ? "s3cr3t token" : NULL;
-    w.desc.token_mode = (b0 & 4u) ? WSCH_TOKEN_IN_HEADER : WSCH_TOKEN_IN_QUERY;
-    if (w.desc.token_mode == WSCH_TOKEN_IN_HEADER && w.desc.token) w.desc.token = "s3cr3t.token";
+    w.desc.token_in = (b0 & 4u) ? WSCH_TOKEN_AUTHORIZATION : WSCH_TOKEN_QUERY;
+    if (w.desc.token_in == WSCH_TOKEN_AUTHORIZATION && w.desc.token) w.desc.token = "s3cr3t.token";
     w.desc.protocols = (b0 & 8u) ? "chat" : NULL;
     w.desc.no_jitter = (int)((b0 >> 4) & 1u);
-    w.desc.heartbeat = (wsch_client_heartbeat)((b0 >> 5) % 5u);
+    w.desc.heartbeat = (wsch_heartbeat)((b0 >> 5) % 5u);
     w.desc.backoff_base_ms = (b1 & 15u) * 100u;
     w.desc.backoff_max_ms = (b1 >> 4) * 1000u;
     w.desc.max_attempts = (b2 & 3u) == 3 ? WSCH_CLIENT_FOREVER : (b2 & 3u);

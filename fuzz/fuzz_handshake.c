@@ -294,7 +294,7 @@ static void hs_response(const uint8_t *msg, size_t n, size_t max, const size_t *
 /* Client request builder: fields from the input; whatever it accepts must
    be a valid upgrade carrying exactly those fields. */
 static void hs_client_build(fz_in *in) {
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     char *field[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     char *out = NULL, key[WSCH_KEY_LEN + 1];
     size_t i, need = 0, len = 0, consumed = 0, got;
@@ -317,14 +317,14 @@ static void hs_client_build(fz_in *in) {
     d.protocols = field[3][0] ? field[3] : NULL;
     d.origin = field[4][0] ? field[4] : NULL;
     d.extra_headers = field[5][0] ? field[5] : NULL;
-    rc = wsch_client_request_build(&d, NULL, 0, &need, key);
+    rc = wsch_handshake_request_build(&d, NULL, 0, &need, key);
     FZ_CHECK(rc == WSCH_ERR_ARG || rc == WSCH_ERR_BUFFER);
     if (rc == WSCH_ERR_BUFFER && need < HS_BIG) {
         out = (char *)malloc(need + 1);
         FZ_CHECK(out != NULL);
-        rc = wsch_client_request_build(&d, out, need, &len, key);
+        rc = wsch_handshake_request_build(&d, out, need, &len, key);
         FZ_CHECK(rc == WSCH_ERR_BUFFER && out[0] == '\0');
-        rc = wsch_client_request_build(&d, out, need + 1, &len, key);
+        rc = wsch_handshake_request_build(&d, out, need + 1, &len, key);
         FZ_CHECK(rc == WSCH_OK && len == need && strlen(out) == len && strlen(key) == WSCH_KEY_LEN);
         rc = wsch_request_parse(out, len, 0, HS_BIG, &req, &consumed);
         if (rc == WSCH_ERR_HEADER_TOO_LARGE && hs_lines(d.extra_headers) > WSCH_MAX_HEADERS - 8) goto out;

@@ -7,7 +7,7 @@
    After every step, against the hub's own queries: every live client's
    subscriptions add up to stats.subscriptions and to the channel sizes (so
    no subscription outlives its client), no client exceeds
-   max_channels_per_client, a client that is not open has none; the client
+   max_channels_per_peer, a client that is not open has none; the client
    and open counts match the transports; bytes_queued is the sum of the
    queues; each client's on_connect and on_disconnect come once each and in
    that order. Every transport: send() only before its close(), close() at
@@ -30,7 +30,7 @@
 typedef struct hb_slot {
     struct hb_world *w;
     int used;                   /* accepted and not yet reported closed */
-    wsch_hub_client h;
+    wsch_hub_peer h;
     int close_asked;            /* the hub called close() */
     int reported;               /* we called transport_closed(): nothing may follow */
     unsigned send_mode;
@@ -151,8 +151,8 @@ static void hb_random(void *buf, size_t len, void *user) {
 
 /* ---- hooks ---------------------------------------------------------------- */
 
-static hb_slot *hb_slot_of(hb_world *w, wsch_hub_client c) {
-    hb_slot *s = (hb_slot *)wsch_hub_client_user(w->hub, c);
+static hb_slot *hb_slot_of(hb_world *w, wsch_hub_peer c) {
+    hb_slot *s = (hb_slot *)wsch_hub_peer_user(w->hub, c);
     FZ_CHECK(s != NULL && s >= w->slot && s < w->slot + HB_SLOTS);
     FZ_CHECK(s->h.index == c.index && s->h.gen == c.gen);
     hb_alive(s);
@@ -178,7 +178,7 @@ static int hb_authenticate(wsch_hub *hub, const wsch_hub_request *req, wsch_str 
     return WSCH_ERR_DENIED;
 }
 
-static int hb_authorize(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, wsch_str channel, void *user) {
+static int hb_authorize(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, wsch_str channel, void *user) {
     (void)hub;
     (void)client;
     (void)user_id;
@@ -196,18 +196,18 @@ static void hb_on_http(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http
     }
 }
 
-static void hb_on_connect(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, void *user) {
+static void hb_on_connect(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, void *user) {
     hb_world *w = (hb_world *)user;
     hb_slot *s = hb_slot_of(w, client);
     FZ_CHECK(hub == w->hub);
     HB_T("  on_connect slot %d\n", (int)(s - w->slot));
     FZ_CHECK(!s->connected && !s->disconnected);
     FZ_CHECK(user_id.len <= 1);
-    FZ_CHECK(wsch_hub_client_state(hub, client) == WSCH_CONN_OPEN);
+    FZ_CHECK(wsch_hub_peer_state(hub, client) == WSCH_STATE_OPEN);
     s->connected = 1;
 }
 
-static void hb_on_disconnect(wsch_hub *hub, wsch_hub_client client, int code, void *user) {
+static void hb_on_disconnect(wsch_hub *hub, wsch_hub_peer client, int code, void *user) {
     hb_world *w = (hb_world *)user;
     hb_slot *s = hb_slot_of(w, client);
     (void)hub;
@@ -217,7 +217,7 @@ static void hb_on_disconnect(wsch_hub *hub, wsch_hub_client client, int code, vo
     s->disconnected = 1;
 }
 
-static void hb_on_message(wsch_hub *hub, wsch_hub_client client, const wsch_envelope *env, void *user) {
+static void hb_on_message(wsch_hub *hub, wsch_hub_peer client, const wsch_envelope *env, void *user) {
     hb_world *w = (hb_world *)user;
     hb_slot *s = hb_slot_of(w, client);
     (void)hub;
@@ -264,7 +264,7 @@ static size_t hb_frame(unsigned char *out, unsigned first, const void *payload, 
 static void hb_report_closed(hb_world *w, hb_slot *s) {
     FZ_CHECK(wsch_hub_transport_closed(w->hub, s->h) == WSCH_OK);
     s->reported = 1;
-    FZ_CHECK(!wsch_hub_client_valid(w->hub, s->h));
+    FZ_CHECK(!wsch_hub_peer_valid(w->hub, s->h));
     FZ_CHECK(s->timers == 0); /* nothing left to fire for a released client */
     FZ_CHECK(!s->connected || s->disconnected);
     /* a stale handle is refused everywhere */
@@ -273,24 +273,24 @@ static void hb_report_closed(hb_world *w, hb_slot *s) {
     FZ_CHECK(wsch_hub_send(w->hub, s->h, "x", NULL, 0) == WSCH_ERR_STALE);
     FZ_CHECK(wsch_hub_subscribe(w->hub, s->h, "a") == WSCH_ERR_STALE);
     FZ_CHECK(wsch_hub_is_subscribed(w->hub, s->h, "a") == 0);
-    FZ_CHECK(wsch_hub_client_user(w->hub, s->h) == NULL);
+    FZ_CHECK(wsch_hub_peer_user(w->hub, s->h) == NULL);
     s->used = 0;
 }
 
 static void hb_invariants(hb_world *w) {
-    wsch_hub_stats st;
+    wsch_hub_counters st;
     size_t i, j, clients = 0, subs = 0, channels = 0;
     uint64_t queued = 0;
     size_t per_channel[HB_NCH];
     memset(per_channel, 0, sizeof per_channel);
-    wsch_hub_get_stats(w->hub, &st);
+    wsch_hub_stats(w->hub, &st);
     for (i = 0; i < HB_SLOTS; i++) {
         hb_slot *s = &w->slot[i];
         size_t mine = 0;
         if (!s->used) continue;
         clients++;
-        FZ_CHECK(wsch_hub_client_valid(w->hub, s->h));
-        queued += wsch_hub_client_queued_bytes(w->hub, s->h);
+        FZ_CHECK(wsch_hub_peer_valid(w->hub, s->h));
+        queued += wsch_hub_peer_queued_bytes(w->hub, s->h);
         for (j = 0; j < HB_NCH; j++) {
             if (wsch_hub_is_subscribed(w->hub, s->h, hb_channels[j])) {
                 mine++;
@@ -298,11 +298,11 @@ static void hb_invariants(hb_world *w) {
             }
         }
         subs += mine;
-        FZ_CHECK(mine <= w->desc.max_channels_per_client);
+        FZ_CHECK(mine <= w->desc.max_channels_per_peer);
         /* A connection its peer broke stays subscribed (and gets nothing)
            until its on_close; handshaking and closed ones never are. */
-        if (wsch_hub_client_state(w->hub, s->h) == WSCH_CONN_HANDSHAKE ||
-            wsch_hub_client_state(w->hub, s->h) == WSCH_CONN_CLOSED)
+        if (wsch_hub_peer_state(w->hub, s->h) == WSCH_STATE_HANDSHAKE ||
+            wsch_hub_peer_state(w->hub, s->h) == WSCH_STATE_CLOSED)
             FZ_CHECK(mine == 0);
         if (s->disconnected) FZ_CHECK(mine == 0);
     }
@@ -311,12 +311,12 @@ static void hb_invariants(hb_world *w) {
         if (per_channel[j]) channels++;
     }
     FZ_CHECK(per_channel[4] == 0 && per_channel[5] == 0); /* invalid names never exist */
-    FZ_CHECK(st.clients == clients);
+    FZ_CHECK(st.peers == clients);
     FZ_CHECK(st.subscriptions == subs);
     FZ_CHECK(st.channels == channels);
-    FZ_CHECK(st.open <= st.clients);
+    FZ_CHECK(st.open <= st.peers);
     FZ_CHECK(st.bytes_queued == queued);
-    FZ_CHECK(st.users <= st.clients);
+    FZ_CHECK(st.users <= st.peers);
     {
         size_t open = 0;
         for (i = 0; i < HB_SLOTS; i++)
@@ -378,11 +378,11 @@ static void hb_step(hb_world *w, fz_in *in) {
     size_t n, delivered = 0;
     const uint8_t *p;
     HB_T("op %u slot %u (used %d, state %d)\n", op, k % HB_SLOTS, s->used,
-         s->used ? (int)wsch_hub_client_state(w->hub, s->h) : -1);
+         s->used ? (int)wsch_hub_peer_state(w->hub, s->h) : -1);
     switch (op) {
     case 0: /* accept */
         if (!s->used) {
-            wsch_hub_client h;
+            wsch_hub_peer h;
             hb_slot keep = *s;
             memset(s, 0, sizeof *s);
             s->w = w;
@@ -391,7 +391,7 @@ static void hb_step(hb_world *w, fz_in *in) {
             FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_LIMIT || rc == WSCH_ERR_STATE || rc == WSCH_ERR_NOMEM);
             if (rc == WSCH_OK) {
                 s->h = h;
-                FZ_CHECK(wsch_hub_client_valid(w->hub, h) && wsch_hub_client_user(w->hub, h) == s);
+                FZ_CHECK(wsch_hub_peer_valid(w->hub, h) && wsch_hub_peer_user(w->hub, h) == s);
                 FZ_CHECK(keep.h.gen == 0 || keep.h.index != h.index || keep.h.gen != h.gen); /* handles not reused */
             } else {
                 *s = keep;
@@ -469,7 +469,7 @@ static void hb_step(hb_world *w, fz_in *in) {
         break;
     }
     case 12:
-        rc = wsch_hub_close_client(w->hub, s->h, (k & 4u) ? 4000 : 1000, (k & 8u) ? "bye" : NULL);
+        rc = wsch_hub_peer_close(w->hub, s->h, (k & 4u) ? 4000 : 1000, (k & 8u) ? "bye" : NULL);
         FZ_CHECK(rc <= 0 && rc > WSCH_ERR_LAST_);
         hb_parse(s);
         break;
@@ -496,8 +496,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     b1 = fz_u8(&in);
     w->rng = 1;
     w->now = 5000;
-    w->desc.max_clients = 3;
-    w->desc.max_channels_per_client = (b0 & 1u) ? 2 : 0;
+    w->desc.max_peers = 3;
+    w->desc.max_channels_per_peer = (b0 & 1u) ? 2 : 0;
     w->desc.max_channel_len = (b0 & 2u) ? 8 : 0;
     w->desc.max_message_size = (b0 & 4u) ? 128 : 0;
     w->desc.max_outbound_bytes = (b0 & 8u) ? 256 : 0;

@@ -152,7 +152,7 @@ static void fx_random(void *buf, size_t len, void *user) {
     }
 }
 
-static void fx_on_status(wsch_client *c, wsch_client_status st, void *user) {
+static void fx_on_status(wsch_client *c, wsch_status st, void *user) {
     (void)user;
     if (F.nstatus < MAX_EVENTS) F.statuses[F.nstatus++] = (int)st;
     if (F.disconnect_on_status == (int)st + 1) {
@@ -287,9 +287,9 @@ static int fx_accept(void) { return fx_accept_raw(NULL, 0, NULL, 0); }
 
 /* connect() -> transport open -> handshake accepted. */
 static int fx_open(void) {
-    if (wsch_client_get_status(F.c) != WSCH_STATUS_CONNECTING) return 0;
+    if (wsch_client_status(F.c) != WSCH_STATUS_CONNECTING) return 0;
     wsch_client_transport_open(F.c);
-    return fx_accept() && wsch_client_get_status(F.c) == WSCH_STATUS_CONNECTED;
+    return fx_accept() && wsch_client_status(F.c) == WSCH_STATUS_CONNECTED;
 }
 
 /* Takes the next complete frame the client wrote, unmasked. */
@@ -442,7 +442,7 @@ TEST create_rejects_bad_desc(void) {
     ASSERT_EQ(WSCH_ERR_ARG, wsch_client_create(&d, &c));
     d = fx_desc();
     d.token = "a\r\nX-Evil: 1";
-    d.token_mode = WSCH_TOKEN_IN_HEADER;
+    d.token_in = WSCH_TOKEN_AUTHORIZATION;
     ASSERT_EQ(WSCH_ERR_ARG, wsch_client_create(&d, &c));
     ASSERT_EQ(NULL, c);
     ASSERT_EQ((size_t)0, A.live);
@@ -470,7 +470,7 @@ TEST token_in_header(void) {
     wsch_client_desc d = fx_desc();
     char target[256], auth[128];
     d.token = "T0k.en";
-    d.token_mode = WSCH_TOKEN_IN_HEADER;
+    d.token_in = WSCH_TOKEN_AUTHORIZATION;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     wsch_client_connect(F.c);
     wsch_client_transport_open(F.c);
@@ -483,21 +483,21 @@ TEST token_in_header(void) {
 TEST transitions_happy_path(void) {
     wsch_client_desc d = fx_desc();
     ASSERT_EQ(WSCH_OK, fx_start(&d));
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(0u, F.connects);
     ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
-    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_status(F.c));
     ASSERT_EQ(WSCH_ERR_STATE, wsch_client_connect(F.c));
     ASSERT_EQ(1u, F.connects);
     ASSERT_EQ((size_t)1, F.nstatus);
     ASSERT_EQ(WSCH_STATUS_CONNECTING, F.statuses[0]);
     wsch_client_transport_open(F.c);                        /* HANDSHAKE */
-    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_status(F.c));
     ASSERT(wsch_client_conn(F.c) != NULL);
     ASSERT(F.armed[WSCH_TIMER_HANDSHAKE]);                  /* the conn's timer, forwarded */
     ASSERT(fx_accept());                                     /* OPEN */
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     ASSERT_EQ((size_t)2, F.nstatus);
     ASSERT_EQ(WSCH_STATUS_CONNECTED, F.statuses[1]);
     ASSERT_EQ(1u, F.on_connects);
@@ -505,7 +505,7 @@ TEST transitions_happy_path(void) {
     ASSERT(F.armed[WSCH_CLIENT_TIMER_HEARTBEAT]);
     /* transport lost -> WAITING (status disconnected, retry visible) */
     wsch_client_transport_closed(F.c);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ((size_t)1, F.ndisc);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, F.disc_codes[0]);
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
@@ -517,11 +517,11 @@ TEST transitions_happy_path(void) {
     ASSERT_EQ(1u, F.connects);
     fx_advance(1);                                           /* WAITING -> CONNECTING */
     ASSERT_EQ(2u, F.connects);
-    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_status(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
     /* CONNECTING -> transport failed -> WAITING */
     wsch_client_transport_failed(F.c);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(WSCH_ERR_CONNECT, F.errors[F.nerr - 1]);
     ASSERT_EQ(2000, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ((size_t)1, F.ndisc);                           /* never open: no on_disconnect */
@@ -534,7 +534,7 @@ TEST transitions_happy_path(void) {
     }
     if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
     ASSERT_EQ(WSCH_ERR_STATUS, F.errors[F.nerr - 1]);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(4000, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(3u, wsch_client_attempts(F.c));
     PASS();
@@ -572,7 +572,7 @@ TEST handshake_timeout_retries(void) {
     ASSERT_EQ(500u, F.delay[WSCH_TIMER_HANDSHAKE]);
     fx_advance(500);
     if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(WSCH_ERR_TIMEOUT, F.errors[F.nerr - 1]);
     ASSERT(F.closes >= 1);
@@ -739,7 +739,7 @@ static enum greatest_test_res check_terminal(int code, const uint16_t *extra, si
     ASSERT_EQ(code, F.disc_codes[0]);
     ASSERT_EQ(code, wsch_client_last_close_code(F.c));
     ASSERT_EQ(WSCH_STOP_TERMINAL_CODE, wsch_client_stop_reason(F.c));
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(0, fx_armed_count());
     fx_advance(600000);
@@ -777,7 +777,7 @@ TEST disconnect_mid_retry(void) {
     ASSERT_EQ(0, fx_armed_count());
     ASSERT_EQ(WSCH_STOP_USER, wsch_client_stop_reason(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     /* a late fire of the cancelled timer is ignored too */
     wsch_client_timer_fired(F.c, WSCH_CLIENT_TIMER_RETRY);
     fx_advance(120000);
@@ -804,7 +804,7 @@ TEST disconnect_while_connecting_and_open(void) {
     fx_drain();
     F.nstatus = 0;
     wsch_client_disconnect(F.c);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ((size_t)1, F.nstatus);
     ASSERT_FALSE(F.armed[WSCH_CLIENT_TIMER_HEARTBEAT]);
     ASSERT_FALSE(F.armed[WSCH_CLIENT_TIMER_PONG]);
@@ -840,7 +840,7 @@ TEST heartbeat_app_timing(void) {
     ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"pong\"}"));
     ASSERT_STR_EQ("", r.log);                          /* swallowed */
     fx_advance(7000);                                  /* pong deadline passes: alive */
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     fx_advance(19999);
     ASSERT_STR_EQ("", fx_next_text());
     fx_advance(1);
@@ -865,7 +865,7 @@ TEST heartbeat_protocol_and_off(void) {
     ASSERT_FALSE(fx_next_frame(&op, buf, sizeof buf, &len));
     fx_srv_frame(WSCH_OP_PONG, "", 0);
     fx_advance(10000);
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     fx_teardown(NULL);
 
     d.heartbeat = WSCH_HEARTBEAT_OFF;
@@ -876,7 +876,7 @@ TEST heartbeat_protocol_and_off(void) {
     ASSERT_FALSE(F.armed[WSCH_CLIENT_TIMER_HEARTBEAT]);
     fx_advance(3600000);
     ASSERT_EQ(F.out_read, F.out_len);
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     PASS();
 }
 
@@ -889,9 +889,9 @@ TEST dead_peer_timeout(void) {
     closes = F.closes;
     fx_advance(30000);                                 /* ping sent */
     fx_advance(9999);
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     fx_advance(1);                                     /* silence for 10 s: dead */
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(closes + 1, F.closes);
     ASSERT_EQ((size_t)1, F.ndisc);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, F.disc_codes[0]);
@@ -916,11 +916,11 @@ TEST any_inbound_byte_counts_as_alive(void) {
     fx_advance(20000);
     ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"news\",\"payload\":1}"));
     fx_advance(30000);              /* ping 2 at 60000; deadline 70000 passes: alive */
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     fx_advance(49999);              /* ping 3 at 90000 starts a new deadline, 130000 */
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     fx_advance(1);                  /* silence since ping 3: dead */
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     PASS();
 }
 
@@ -1149,7 +1149,7 @@ TEST reentrant_calls_from_handler(void) {
     r.do_send = r.do_subscribe = 0;
     r.do_disconnect = 1;
     fx_srv_text("{\"type\":\"t\"}");
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(WSCH_STOP_USER, wsch_client_stop_reason(F.c));
     fx_srv_close(1000, "");
     fx_advance(600000);
@@ -1190,7 +1190,7 @@ TEST status_callback_reentry(void) {
     F.disconnect_on_status = WSCH_STATUS_CONNECTING + 1;
     wsch_client_connect(F.c);
     ASSERT_EQ(0u, F.connects);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ((size_t)2, F.nstatus);
     ASSERT_EQ(WSCH_STATUS_CONNECTING, F.statuses[0]);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, F.statuses[1]);
@@ -1200,7 +1200,7 @@ TEST status_callback_reentry(void) {
     F.nstatus = 0;
     F.connect_in_disconnect = 1;
     wsch_client_transport_closed(F.c);
-    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_status(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(WSCH_STATUS_CONNECTING, F.statuses[F.nstatus - 1]);
     ASSERT_FALSE(F.armed[WSCH_CLIENT_TIMER_RETRY]);
@@ -1211,12 +1211,12 @@ TEST status_callback_reentry(void) {
     wsch_client_connect(F.c);
     ASSERT(wsch_client_conn(F.c) != NULL);
     ASSERT(fx_accept());
-    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(F.c));
     fx_teardown(NULL);
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     F.auto_fail = 1;
     wsch_client_connect(F.c);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
     PASS();
 }
@@ -1231,7 +1231,7 @@ TEST transport_closed_from_inside_send(void) {
     closes = F.closes;
     wsch_client_transport_open(F.c);
     ASSERT(wsch_client_conn(F.c) == NULL);
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(closes, F.closes);                        /* it was already gone: no close() */
     ASSERT_EQ(1, fx_armed_count());                     /* only the retry timer */
@@ -1239,7 +1239,7 @@ TEST transport_closed_from_inside_send(void) {
     ASSERT(fx_open());
     F.close_in_send = 1;
     ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "x", NULL));
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ((size_t)1, F.ndisc);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, F.disc_codes[0]);
     PASS();

@@ -137,7 +137,7 @@ static int open_server(fake *f) {
     if (wsch_conn_feed(f->c, req, sizeof req - 1) != WSCH_OK) return 0;
     if (f->out_len < 12 || memcmp(f->out, "HTTP/1.1 101", 12) != 0) return 0;
     f->out_len = 0;
-    return wsch_conn_get_state(f->c) == WSCH_CONN_OPEN && f->opened == 1;
+    return wsch_conn_state(f->c) == WSCH_STATE_OPEN && f->opened == 1;
 }
 
 /* Parses the server's output into frames (unmasked, as servers send). */
@@ -637,7 +637,7 @@ TEST server_initiated_close_handshake(void) {
     fake_init(&f, WSCH_ROLE_SERVER);
     ASSERT(open_server(&f));
     ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1000, "done", 4));
-    ASSERT_EQ(WSCH_CONN_CLOSING, wsch_conn_get_state(f.c));
+    ASSERT_EQ(WSCH_STATE_CLOSING, wsch_conn_state(f.c));
     ASSERT(f.timers_armed & (1u << WSCH_TIMER_CLOSE));
     ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_send(f.c, WSCH_OP_TEXT, "x", 1));
     ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 2, 0));
@@ -650,7 +650,7 @@ TEST server_initiated_close_handshake(void) {
     ASSERT_EQ(1, f.closes);
     ASSERT_EQ(1000, f.close_code);
     ASSERT_EQ(0u, f.timers_armed);
-    ASSERT_EQ(WSCH_CONN_CLOSED, wsch_conn_get_state(f.c));
+    ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(f.c));
     fake_free(&f);
     PASS();
 }
@@ -963,7 +963,7 @@ TEST close_inside_on_request_stays_closed(void) {
     ASSERT_EQ(0, f.opened);
     ASSERT_EQ(1, f.closes);
     ASSERT_EQ(1, f.transport_closed);
-    ASSERT_EQ(WSCH_CONN_CLOSED, wsch_conn_get_state(f.c));
+    ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(f.c));
     fake_free(&f);
     PASS();
 }
@@ -985,7 +985,7 @@ TEST ping_flood_to_a_non_reader_is_bounded(void) {
     }
     ASSERT(wsch_conn_queued_bytes(f.c) <= 4096);
     ASSERT(wsch_conn_queued_bytes(f.c) > 4000);
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_conn_get_state(f.c));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(f.c));
     fake_free(&f);
     PASS();
 }

@@ -228,7 +228,7 @@ TEST rfc_server_builds_sample_response(void) {
 }
 
 TEST rfc_client_builds_sample_request(void) {
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     char out[512], key[WSCH_KEY_LEN + 1];
     size_t n = 0;
     memset(&d, 0, sizeof d);
@@ -237,7 +237,7 @@ TEST rfc_client_builds_sample_request(void) {
     d.origin = "http://example.com";
     d.protocols = "chat, superchat";
     memcpy(d.nonce, "the sample nonce", 16);
-    ASSERT_EQ(WSCH_OK, wsch_client_request_build(&d, out, sizeof out, &n, key));
+    ASSERT_EQ(WSCH_OK, wsch_handshake_request_build(&d, out, sizeof out, &n, key));
     ASSERT_EQ(sizeof(RFC_REQUEST) - 1, n);
     ASSERT_STR_EQ(RFC_REQUEST, out);
     ASSERT_STR_EQ(RFC_KEY, key);
@@ -263,14 +263,14 @@ TEST rfc_client_checks_sample_response(void) {
 
 /* RFC 6455 4.1 key example, as corrected by erratum 3150. */
 TEST client_key_vector(void) {
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     char out[512], key[WSCH_KEY_LEN + 1];
     size_t n = 0;
     unsigned char i;
     memset(&d, 0, sizeof d);
     d.host = "h";
     for (i = 0; i < 16; i++) d.nonce[i] = (unsigned char)(i + 1);
-    ASSERT_EQ(WSCH_OK, wsch_client_request_build(&d, out, sizeof out, &n, key));
+    ASSERT_EQ(WSCH_OK, wsch_handshake_request_build(&d, out, sizeof out, &n, key));
     ASSERT_STR_EQ("AQIDBAUGBwgJCgsMDQ4PEA==", key);
     ASSERT(strstr(out, "\r\nSec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n") != NULL);
     PASS();
@@ -278,7 +278,7 @@ TEST client_key_vector(void) {
 
 /* Client request -> server parse/check/answer -> client parse/check. */
 TEST round_trip(void) {
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     wsch_request req;
     wsch_response res;
     wsch_str proto;
@@ -295,7 +295,7 @@ TEST round_trip(void) {
     d.protocols = "v2.chat,v1.chat";
     d.extra_headers = "User-Agent: test\r\n";
     for (i = 0; i < 16; i++) d.nonce[i] = (unsigned char)(0xA0 + i * 7);
-    ASSERT_EQ(WSCH_OK, wsch_client_request_build(&d, request, sizeof request, &n, key));
+    ASSERT_EQ(WSCH_OK, wsch_handshake_request_build(&d, request, sizeof request, &n, key));
     ASSERT_EQ(strlen(request), n);
 
     CHECK_CALL(parse_request(request, n, 0, &rc, &req, &used));
@@ -736,12 +736,12 @@ static int build_error_431(const void *ctx, char *out, size_t cap, size_t *out_l
 
 static int build_rfc_request(const void *ctx, char *out, size_t cap, size_t *out_len) {
     char key[WSCH_KEY_LEN + 1];
-    return wsch_client_request_build((const wsch_client_request_desc *)ctx, out, cap, out_len, key);
+    return wsch_handshake_request_build((const wsch_handshake_request_desc *)ctx, out, cap, out_len, key);
 }
 
 TEST builders_never_truncate(void) {
     wsch_request req;
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     size_t used = 0;
     int rc;
     CHECK_CALL(parse_request(S(RFC_REQUEST), 0, &rc, &req, &used));
@@ -864,10 +864,10 @@ TEST error_responses(void) {
 /* ------------------------------------------------------------------------
    Client request builder.
    ------------------------------------------------------------------------ */
-static enum greatest_test_res client_build(const wsch_client_request_desc *d, const char *must, int want_rc) {
+static enum greatest_test_res client_build(const wsch_handshake_request_desc *d, const char *must, int want_rc) {
     char out[1024], key[WSCH_KEY_LEN + 1];
     size_t n = 0;
-    int rc = wsch_client_request_build(d, out, sizeof out, &n, key);
+    int rc = wsch_handshake_request_build(d, out, sizeof out, &n, key);
     if (rc != want_rc) {
         fprintf(stdout, "\nhost '%s' path '%s': %d, expected %d\n", d->host ? d->host : "(null)",
                 d->path ? d->path : "(null)", rc, want_rc);
@@ -881,7 +881,7 @@ static enum greatest_test_res client_build(const wsch_client_request_desc *d, co
 }
 
 TEST client_request_fields(void) {
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     memset(&d, 0, sizeof d);
     d.host = "example.com";
     CHECK_CALL(client_build(&d, "GET / HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n", WSCH_OK));
@@ -920,7 +920,7 @@ TEST client_request_rejects(void) {
                                             "[a:b]", "[v1.x]"};
     static const char *const bad_paths[] = {"", "chat", "/a b", "/a#b", "/a\r\n", "/\x7f", "/\xc3\xa9"};
     static const char *const bad_protocols[] = {",", " ", "a b", "a;b", "chat\r\nX: 1", "a/b"};
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     char out[256], key[WSCH_KEY_LEN + 1];
     size_t i, n = 0;
     memset(&d, 0, sizeof d);
@@ -964,9 +964,9 @@ TEST client_request_rejects(void) {
     d.host = NULL;
     CHECK_CALL(client_build(&d, NULL, WSCH_ERR_ARG));
     d.host = "h";
-    ASSERT_EQ(WSCH_ERR_ARG, wsch_client_request_build(NULL, out, sizeof out, &n, key));
-    ASSERT_EQ(WSCH_ERR_ARG, wsch_client_request_build(&d, out, sizeof out, NULL, key));
-    ASSERT_EQ(WSCH_ERR_ARG, wsch_client_request_build(&d, out, sizeof out, &n, NULL));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_handshake_request_build(NULL, out, sizeof out, &n, key));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_handshake_request_build(&d, out, sizeof out, NULL, key));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_handshake_request_build(&d, out, sizeof out, &n, NULL));
     PASS();
 }
 

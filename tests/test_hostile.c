@@ -195,7 +195,7 @@ static int peer_open(pair *pr, peer *p) {
         if (feed(p, resp, (size_t)n) != WSCH_OK) return 0;
     }
     p->out_len = 0;
-    return p->opened == 1 && wsch_conn_get_state(p->c) == WSCH_CONN_OPEN;
+    return p->opened == 1 && wsch_conn_state(p->c) == WSCH_STATE_OPEN;
 }
 
 static int pair_open(pair *pr) { return peer_open(pr, &pr->bad) && peer_open(pr, &pr->good); }
@@ -249,7 +249,7 @@ static enum greatest_test_res still_served(pair *pr) {
     ASSERT_EQ(before + 1, pr->good.msgs);
     ASSERT_EQ(10u, pr->good.last_len);
     ASSERT_MEM_EQ("still here", pr->good.last, 10);
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_conn_get_state(pr->good.c));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(pr->good.c));
     ASSERT_EQ(0, pr->good.closes);
     ASSERT_EQ(WSCH_OK, wsch_conn_send(pr->good.c, WSCH_OP_TEXT, "ok", 2));
     PASS();
@@ -618,7 +618,7 @@ TEST ping_flood_from_a_peer_that_never_reads(void) {
     ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
     ASSERT_LTE(wsch_conn_queued_bytes(pr.bad.c), 4096u);
     ASSERT_LT(pr.mem.peak, (size_t)(4096 * 3 + 4096));
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_conn_get_state(pr.bad.c));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(pr.bad.c));
     /* the same flood a byte at a time */
     ASSERT_EQ(WSCH_OK, feed_bytes(&pr.bad, f, 20 * 106));
     ASSERT_LTE(wsch_conn_queued_bytes(pr.bad.c), 4096u);
@@ -764,7 +764,7 @@ TEST slowloris_handshake_timeout(void) {
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, pr.bad.close_code);
     ASSERT_EQ(1, pr.bad.transport_closed);
     ASSERT_EQ(WSCH_ERR_TIMEOUT, wsch_conn_error(pr.bad.c));
-    ASSERT_EQ(WSCH_CONN_CLOSED, wsch_conn_get_state(pr.bad.c));
+    ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(pr.bad.c));
     ASSERT_EQ(WSCH_ERR_CLOSED, feed(&pr.bad, upgrade_request + 40, sizeof upgrade_request - 41));
     ASSERT_EQ(0, pr.bad.opened);
     ASSERT_EQ(0, pr.bad.after_close);
@@ -1021,17 +1021,17 @@ typedef struct hubw {
     wsch_hub_desc desc;
     counter mem;
     peer p[3];
-    wsch_hub_client h[3];
+    wsch_hub_peer h[3];
     int connects, disconnects, last_code;
 } hubw;
 
-static void hw_on_connect(wsch_hub *hub, wsch_hub_client c, wsch_str uid, void *user) {
+static void hw_on_connect(wsch_hub *hub, wsch_hub_peer c, wsch_str uid, void *user) {
     (void)hub;
     (void)c;
     (void)uid;
     ((hubw *)user)->connects++;
 }
-static void hw_on_disconnect(wsch_hub *hub, wsch_hub_client c, int code, void *user) {
+static void hw_on_disconnect(wsch_hub *hub, wsch_hub_peer c, int code, void *user) {
     hubw *w = (hubw *)user;
     (void)hub;
     (void)c;
@@ -1071,7 +1071,7 @@ static int hw_open(hubw *w, int i) {
     if (hw_feed(w, i, hub_request, sizeof hub_request - 1) != WSCH_OK) return 0;
     if (w->p[i].out_len < 12 || memcmp(w->p[i].out, "HTTP/1.1 101", 12) != 0) return 0;
     w->p[i].out_len = 0;
-    return wsch_hub_client_state(w->hub, w->h[i]) == WSCH_CONN_OPEN;
+    return wsch_hub_peer_state(w->hub, w->h[i]) == WSCH_STATE_OPEN;
 }
 
 static int hw_text(hubw *w, int i, const char *text) {
@@ -1104,7 +1104,7 @@ static size_t hw_count(const peer *p, const char *type, const char *code) {
 static enum greatest_test_res hw_free(hubw *w) {
     int i;
     for (i = 0; i < 3; i++)
-        if (wsch_hub_client_valid(w->hub, w->h[i])) ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w->hub, w->h[i]));
+        if (wsch_hub_peer_valid(w->hub, w->h[i])) ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w->hub, w->h[i]));
     wsch_hub_destroy(w->hub);
     for (i = 0; i < 3; i++) free(w->p[i].out);
     ASSERT_EQ_FMT((size_t)0, w->mem.live, "%zu");
@@ -1113,12 +1113,12 @@ static enum greatest_test_res hw_free(hubw *w) {
 
 TEST subscribe_flood_past_channel_limit(void) {
     hubw w;
-    wsch_hub_stats st;
+    wsch_hub_counters st;
     char msg[128];
     size_t delivered = 0;
     int i;
     hw_init(&w);
-    w.desc.max_channels_per_client = 4;
+    w.desc.max_channels_per_peer = 4;
     ASSERT_EQ(WSCH_OK, wsch_hub_create(&w.desc, &w.hub));
     ASSERT(hw_open(&w, 0) && hw_open(&w, 1));
     for (i = 0; i < 200; i++) {
@@ -1127,13 +1127,13 @@ TEST subscribe_flood_past_channel_limit(void) {
     }
     ASSERT_EQ(4u, hw_count(&w.p[0], "subscribed", NULL));
     ASSERT_EQ(196u, hw_count(&w.p[0], "error", "too_many_channels"));
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_hub_client_state(w.hub, w.h[0])); /* an error never closes */
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_hub_peer_state(w.hub, w.h[0])); /* an error never closes */
     /* invalid names are refused one by one as well */
     ASSERT_EQ(WSCH_OK, hw_text(&w, 0, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"bad name\"}}"));
     ASSERT_EQ(WSCH_OK, hw_text(&w, 0, "{\"type\":\"subscribe\",\"payload\":{\"channel\":7}}"));
     ASSERT_EQ(1u, hw_count(&w.p[0], "error", "bad_channel"));
     ASSERT_EQ(1u, hw_count(&w.p[0], "error", "bad_payload"));
-    wsch_hub_get_stats(w.hub, &st);
+    wsch_hub_stats(w.hub, &st);
     ASSERT_EQ(4u, st.subscriptions);
     ASSERT_EQ(4u, st.channels);
     /* the other client is served: it joins c0 and gets a broadcast */
@@ -1143,7 +1143,7 @@ TEST subscribe_flood_past_channel_limit(void) {
     ASSERT_EQ(1u, hw_count(&w.p[1], "news", NULL));
     /* the flooder leaves: every one of its subscriptions goes with it */
     ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w.hub, w.h[0]));
-    wsch_hub_get_stats(w.hub, &st);
+    wsch_hub_stats(w.hub, &st);
     ASSERT_EQ(1u, st.subscriptions);
     ASSERT_EQ(1u, wsch_hub_channel_size(w.hub, "c0"));
     ASSERT_EQ(0u, wsch_hub_channel_size(w.hub, "c1"));
@@ -1153,7 +1153,7 @@ TEST subscribe_flood_past_channel_limit(void) {
 
 TEST peer_that_never_reads(void) {
     hubw w;
-    wsch_hub_stats st;
+    wsch_hub_counters st;
     char payload[300];
     size_t delivered = 0;
     int i, dropped_at = -1;
@@ -1170,10 +1170,10 @@ TEST peer_that_never_reads(void) {
     for (i = 0; i < 100; i++) {
         ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(w.hub, "news", "item", payload, sizeof payload, &delivered));
         if (delivered == 1 && dropped_at < 0) dropped_at = i;
-        ASSERT_LTE(wsch_hub_client_queued_bytes(w.hub, w.h[0]), 4096u + 256u); /* + its close frame */
+        ASSERT_LTE(wsch_hub_peer_queued_bytes(w.hub, w.h[0]), 4096u + 256u); /* + its close frame */
     }
     ASSERT(dropped_at > 0 && dropped_at < 20);
-    wsch_hub_get_stats(w.hub, &st);
+    wsch_hub_stats(w.hub, &st);
     ASSERT_EQ(1u, st.drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
     ASSERT_EQ(0, wsch_hub_is_subscribed(w.hub, w.h[0], "news"));
     ASSERT_EQ(1u, wsch_hub_channel_size(w.hub, "news"));
@@ -1189,10 +1189,10 @@ TEST peer_that_never_reads(void) {
     ASSERT_EQ(1, w.p[0].transport_closed);
     ASSERT_EQ(1, w.disconnects);
     ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w.hub, w.h[0]));
-    wsch_hub_get_stats(w.hub, &st);
-    ASSERT_EQ(1u, st.clients);
+    wsch_hub_stats(w.hub, &st);
+    ASSERT_EQ(1u, st.peers);
     ASSERT_EQ(0u, st.bytes_queued);
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_hub_client_state(w.hub, w.h[1]));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_hub_peer_state(w.hub, w.h[1]));
     CHECK_CALL(hw_free(&w));
     PASS();
 }
@@ -1245,7 +1245,7 @@ TEST close_frame_cut_by_nomem(void) {
     (void)feed(&pr.bad, f, n);
     pr.mem.fail_at = 0;
     ASSERT_EQ(1, pr.bad.closes);
-    ASSERT_EQ(WSCH_CONN_CLOSED, wsch_conn_get_state(pr.bad.c));
+    ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(pr.bad.c));
     ASSERT_EQ(0u, pr.bad.timers);
     ASSERT_EQ(1, pr.bad.transport_closed);
     ASSERT_EQ(0, pr.bad.after_close);
@@ -1298,7 +1298,7 @@ static uint64_t cw_now(void *user) {
     (void)user;
     return 1000;
 }
-static void cw_on_status(wsch_client *c, wsch_client_status s, void *user) {
+static void cw_on_status(wsch_client *c, wsch_status s, void *user) {
     cw *w = (cw *)user;
     if (s == WSCH_STATUS_CONNECTING && w->destroy_on_connecting) {
         w->destroy_on_connecting = 0;
@@ -1351,7 +1351,7 @@ static int cw_answer(cw *w) {
                  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
     (void)wsch_client_feed(w->c, resp, (size_t)n);
-    return wsch_client_get_status(w->c) == WSCH_STATUS_CONNECTED;
+    return wsch_client_status(w->c) == WSCH_STATUS_CONNECTED;
 }
 
 static int cw_open(cw *w) { return wsch_client_connect(w->c) == WSCH_OK && cw_answer(w); }
@@ -1403,7 +1403,7 @@ TEST client_disconnect_after_close_frame_pairs_events(void) {
     ASSERT(cw_open(&w));
     (void)wsch_client_feed(w.c, f, n);
     ASSERT_EQ(WSCH_OK, wsch_client_disconnect(w.c));
-    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_get_status(w.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(w.c));
     if (w.transport) { /* the close handshake is finishing: the server closes TCP */
         w.transport = 0;
         wsch_client_transport_closed(w.c);
@@ -1429,7 +1429,7 @@ TEST hub_handshaking_client_closed_once(void) {
         ASSERT_EQ(WSCH_OK, wsch_hub_create(&w.desc, &w.hub));
         ASSERT_EQ(WSCH_OK, wsch_hub_accept(w.hub, NULL, &w.p[0], &w.h[0]));
         if (variant == 0) wsch_hub_shutdown(w.hub);
-        else (void)wsch_hub_close_client(w.hub, w.h[0], 1000, NULL);
+        else (void)wsch_hub_peer_close(w.hub, w.h[0], 1000, NULL);
         ASSERT_EQ(1, w.p[0].transport_closed);
         (void)hw_feed(&w, 0, hub_request, sizeof hub_request - 1); /* bytes read before the close */
         ASSERT_EQ(0u, w.p[0].out_len);                             /* nothing written after close() */
@@ -1474,7 +1474,7 @@ TEST request_extra_headers_cannot_repeat_handshake_headers(void) {
     static const char *const bad[5] = {"Host: other\r\n", "sec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n",
                                        "Sec-WebSocket-Version: 8\r\n", "Upgrade: h2c\r\n",
                                        "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"};
-    wsch_client_request_desc d;
+    wsch_handshake_request_desc d;
     char out[1024], key[WSCH_KEY_LEN + 1];
     size_t len = 0, consumed = 0;
     wsch_request req;
@@ -1483,10 +1483,10 @@ TEST request_extra_headers_cannot_repeat_handshake_headers(void) {
     d.host = "example.com";
     for (i = 0; i < 5; i++) {
         d.extra_headers = bad[i];
-        ASSERT_EQ_FMTm(bad[i], WSCH_ERR_ARG, wsch_client_request_build(&d, out, sizeof out, &len, key), "%d");
+        ASSERT_EQ_FMTm(bad[i], WSCH_ERR_ARG, wsch_handshake_request_build(&d, out, sizeof out, &len, key), "%d");
     }
     d.extra_headers = "X-Trace: 1\r\nAuthorization: Bearer t\r\n";
-    ASSERT_EQ(WSCH_OK, wsch_client_request_build(&d, out, sizeof out, &len, key));
+    ASSERT_EQ(WSCH_OK, wsch_handshake_request_build(&d, out, sizeof out, &len, key));
     ASSERT_EQ(WSCH_OK, wsch_request_parse(out, len, 0, 0, &req, &consumed));
     ASSERT_EQ(WSCH_OK, wsch_request_check_upgrade(&req));
     PASS();

@@ -50,7 +50,7 @@ static void t_free(void *ptr, void *user) {
 
 typedef struct fake {
     wsch_hub *hub;          /* the hub it was accepted by */
-    wsch_hub_client h;
+    wsch_hub_peer h;
     unsigned char *out;     /* everything the hub sent */
     size_t out_len, out_cap, rd;
     int head_done;          /* the HTTP head of the answer was skipped */
@@ -115,7 +115,7 @@ typedef struct ctx {
     const char *long_user_id;   /* authenticate returns this */
     const char *deny_prefix;    /* authorize_subscribe refuses channels starting with it */
     int origin_checks;
-    wsch_hub_client disconnected;
+    wsch_hub_peer disconnected;
     int handle_valid_in_disconnect;
     wsch_str user_in_disconnect;
     char publish_from[64];
@@ -146,7 +146,7 @@ static int c_auth(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id,
     return WSCH_OK;
 }
 
-static int c_authorize(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, wsch_str channel, void *user) {
+static int c_authorize(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, wsch_str channel, void *user) {
     ctx *c = (ctx *)user;
     (void)hub;
     (void)client;
@@ -172,7 +172,7 @@ static void c_http(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_res
     }
 }
 
-static void c_connect(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, void *user) {
+static void c_connect(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, void *user) {
     ctx *c = (ctx *)user;
     (void)hub;
     (void)client;
@@ -183,18 +183,18 @@ static void c_connect(wsch_hub *hub, wsch_hub_client client, wsch_str user_id, v
     }
 }
 
-static void c_disconnect(wsch_hub *hub, wsch_hub_client client, int code, void *user) {
+static void c_disconnect(wsch_hub *hub, wsch_hub_peer client, int code, void *user) {
     ctx *c = (ctx *)user;
     c->disconnects++;
     c->last_code = code;
     c->disconnected = client;
-    c->handle_valid_in_disconnect = wsch_hub_client_valid(hub, client);
+    c->handle_valid_in_disconnect = wsch_hub_peer_valid(hub, client);
     c->user_in_disconnect.len = 0;
-    (void)wsch_hub_client_user_id(hub, client, &c->user_in_disconnect);
+    (void)wsch_hub_peer_user_id(hub, client, &c->user_in_disconnect);
 }
 
 /* The demo's publish, and a "quit" that closes the sender from its handler. */
-static void c_message(wsch_hub *hub, wsch_hub_client client, const wsch_envelope *env, void *user) {
+static void c_message(wsch_hub *hub, wsch_hub_peer client, const wsch_envelope *env, void *user) {
     ctx *c = (ctx *)user;
     c->messages++;
     memcpy(c->last_type, env->type, env->type_len + 1);
@@ -209,7 +209,7 @@ static void c_message(wsch_hub *hub, wsch_hub_client client, const wsch_envelope
         if (wsch_envelope_get_channel(env->payload, ch, sizeof ch, &n) == WSCH_OK)
             (void)wsch_hub_broadcast(hub, ch, "message", env->payload.ptr, env->payload.len, NULL);
     } else if (wsch_envelope_type_is(env, "quit")) {
-        (void)wsch_hub_close_client(hub, client, 1000, "bye");
+        (void)wsch_hub_peer_close(hub, client, 1000, "bye");
     }
 }
 
@@ -316,7 +316,7 @@ static int fake_open(fake *f, const char *user) {
     if (user) snprintf(target, sizeof target, "/ws?token=%s", user);
     else snprintf(target, sizeof target, "/ws");
     if (fake_request(f, target, NULL) != WSCH_OK) return 0;
-    return fake_status(f) == 101 && wsch_hub_client_state(f->hub, f->h) == WSCH_CONN_OPEN;
+    return fake_status(f) == 101 && wsch_hub_peer_state(f->hub, f->h) == WSCH_STATE_OPEN;
 }
 
 /* Next complete frame the hub sent: 1 with opcode, payload copied (NUL
@@ -415,9 +415,9 @@ static void fake_gone(fake *f) {
     (void)wsch_hub_transport_closed(f->hub, f->h);
 }
 
-static wsch_hub_stats stats(void) {
-    wsch_hub_stats s;
-    wsch_hub_get_stats(T.hub, &s);
+static wsch_hub_counters stats(void) {
+    wsch_hub_counters s;
+    wsch_hub_stats(T.hub, &s);
     return s;
 }
 
@@ -610,7 +610,7 @@ TEST bad_envelopes_get_errors(void) {
     ASSERT_STR_EQ("chat", T.last_type);
     ASSERT_STR_EQ("{\"x\":[1,2]}", T.last_payload);
     ASSERT_EQ(0, (int)fake_pending(&f[0]));
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_hub_client_state(T.hub, f[0].h));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_hub_peer_state(T.hub, f[0].h));
     /* Binary is not an envelope: 1003. */
     ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_BINARY, "\x01\x02", 2));
     ASSERT(fake_closed_with(&f[0], WSCH_CLOSE_UNSUPPORTED_DATA, "Binary messages are not supported"));
@@ -680,7 +680,7 @@ TEST cleanup_on_close_leaves_nothing(void) {
     fake f[4];
     size_t base, i;
     char ch[16];
-    wsch_hub_stats s;
+    wsch_hub_counters s;
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     base = T.mem.live_bytes;
     for (i = 0; i < 4; i++) {
@@ -692,7 +692,7 @@ TEST cleanup_on_close_leaves_nothing(void) {
         }
     }
     s = stats();
-    ASSERT_EQ(4, (int)s.clients);
+    ASSERT_EQ(4, (int)s.peers);
     ASSERT_EQ(4, (int)s.open);
     ASSERT_EQ(2, (int)s.users);
     ASSERT_EQ(80, (int)s.subscriptions);
@@ -702,7 +702,7 @@ TEST cleanup_on_close_leaves_nothing(void) {
     ASSERT_EQ(WSCH_CLOSE_NORMAL, T.last_code);
     fake_gone(&f[0]);
     fake_gone(&f[1]);
-    ASSERT_EQ(WSCH_OK, wsch_hub_close_client(T.hub, f[2].h, 1000, "done"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[2].h, 1000, "done"));
     ASSERT(fake_closed_with(&f[2], 1000, "done"));
     ASSERT_EQ(WSCH_OK, fake_frame(&f[2], WSCH_OP_CLOSE, "\x03\xe8", 2));
     ASSERT(f[2].close_requested);
@@ -711,7 +711,7 @@ TEST cleanup_on_close_leaves_nothing(void) {
     ASSERT(fake_closed_with(&f[3], 1000, "bye"));
     fake_gone(&f[3]);
     s = stats();
-    ASSERT_EQ(0, (int)s.clients);
+    ASSERT_EQ(0, (int)s.peers);
     ASSERT_EQ(0, (int)s.open);
     ASSERT_EQ(0, (int)s.users);
     ASSERT_EQ(0, (int)s.channels);
@@ -726,24 +726,24 @@ TEST cleanup_on_close_leaves_nothing(void) {
 
 TEST stale_handles(void) {
     fake f[2];
-    wsch_hub_client old, zero;
+    wsch_hub_peer old, zero;
     wsch_str uid;
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     ASSERT(fake_open(&f[0], "alice"));
     old = f[0].h;
-    ASSERT_EQ(1, wsch_hub_client_valid(T.hub, old));
-    ASSERT_EQ(&f[0], wsch_hub_client_user(T.hub, old));
+    ASSERT_EQ(1, wsch_hub_peer_valid(T.hub, old));
+    ASSERT_EQ(&f[0], wsch_hub_peer_user(T.hub, old));
     fake_gone(&f[0]);
     /* During on_disconnect the handle still worked and knew its user. */
     ASSERT_EQ(1, T.handle_valid_in_disconnect);
     ASSERT_EQ(5, (int)T.user_in_disconnect.len);
-    ASSERT_EQ(0, wsch_hub_client_valid(T.hub, old));
-    ASSERT_EQ(NULL, wsch_hub_client_user(T.hub, old));
-    ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_client_user_id(T.hub, old, &uid));
+    ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, old));
+    ASSERT_EQ(NULL, wsch_hub_peer_user(T.hub, old));
+    ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_peer_user_id(T.hub, old, &uid));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_send(T.hub, old, "t", NULL, 0));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_subscribe(T.hub, old, "c"));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_unsubscribe(T.hub, old, "c"));
-    ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_close_client(T.hub, old, 1000, NULL));
+    ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_peer_close(T.hub, old, 1000, NULL));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_writable(T.hub, old));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_timer_fired(T.hub, old, WSCH_HUB_TIMER_IDLE));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_transport_closed(T.hub, old));
@@ -751,19 +751,19 @@ TEST stale_handles(void) {
         char x[1] = {'x'};
         ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_feed(T.hub, old, x, 1));
     }
-    ASSERT_EQ(WSCH_CONN_CLOSED, wsch_hub_client_state(T.hub, old));
-    ASSERT_EQ(0, (int)wsch_hub_client_queued_bytes(T.hub, old));
+    ASSERT_EQ(WSCH_STATE_CLOSED, wsch_hub_peer_state(T.hub, old));
+    ASSERT_EQ(0, (int)wsch_hub_peer_queued_bytes(T.hub, old));
     ASSERT_EQ(0, wsch_hub_is_subscribed(T.hub, old, "c"));
     /* The slot is reused with a new generation; the old handle stays stale. */
     ASSERT(fake_open(&f[1], "bob"));
     ASSERT_EQ(old.index, f[1].h.index);
     ASSERT(old.gen != f[1].h.gen);
-    ASSERT_EQ(0, wsch_hub_client_valid(T.hub, old));
+    ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, old));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_send(T.hub, old, "t", NULL, 0));
     ASSERT_EQ(0, (int)fake_pending(&f[1]));
     /* Handles never issued. */
     memset(&zero, 0, sizeof zero);
-    ASSERT_EQ(0, wsch_hub_client_valid(T.hub, zero));
+    ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, zero));
     zero.index = 1000;
     zero.gen = 1;
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_send(T.hub, zero, "t", NULL, 0));
@@ -772,7 +772,7 @@ TEST stale_handles(void) {
     PASS();
 }
 
-static void three_clients(wsch_hub_desc *d) { d->max_clients = 3; }
+static void three_clients(wsch_hub_desc *d) { d->max_peers = 3; }
 
 TEST client_limit(void) {
     fake f[4];
@@ -792,7 +792,7 @@ TEST client_limit(void) {
 }
 
 static void two_channels(wsch_hub_desc *d) {
-    d->max_channels_per_client = 2;
+    d->max_channels_per_peer = 2;
     d->max_channel_len = 8;
 }
 
@@ -851,9 +851,9 @@ TEST slow_consumer_is_dropped_others_served(void) {
     ASSERT_EQ(2, (int)wsch_hub_channel_size(T.hub, "feed"));
     /* The queue holds what fit (the close frame may go past the limit). */
     /* 7 frames, then the close frame (2 + 2 + 13) past the limit. */
-    ASSERT_EQ_FMT(7 * 130 + 17, (int)wsch_hub_client_queued_bytes(T.hub, f[1].h), "%d");
+    ASSERT_EQ_FMT(7 * 130 + 17, (int)wsch_hub_peer_queued_bytes(T.hub, f[1].h), "%d");
     ASSERT_EQ(1, f[1].armed[WSCH_TIMER_CLOSE]);
-    ASSERT_EQ(WSCH_CONN_CLOSING, wsch_hub_client_state(T.hub, f[1].h));
+    ASSERT_EQ(WSCH_STATE_CLOSING, wsch_hub_peer_state(T.hub, f[1].h));
     for (i = 0; i < 3; i++) {
         if (i == 1) continue;
         while (fake_text(&f[i])[0]) got[i]++;
@@ -981,7 +981,7 @@ TEST many_clients_match_a_model(void) {
         }
         ASSERT_EQ(total, (size_t)stats().subscriptions);
     }
-    ASSERT_EQ(N / 2, (int)stats().clients);
+    ASSERT_EQ(N / 2, (int)stats().peers);
     for (i = 1; i < N; i += 2) fake_gone(&f[i]);
     ASSERT_EQ(0, (int)stats().subscriptions);
     ASSERT_EQ(0, (int)stats().channels);
@@ -1166,7 +1166,7 @@ TEST idle_timeout_with_clock(void) {
     ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[0].h, WSCH_HUB_TIMER_IDLE));
     ASSERT_EQ(1, f[0].armed[WSCH_HUB_TIMER_IDLE]);
     ASSERT_EQ(600u, f[0].delay[WSCH_HUB_TIMER_IDLE]);
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_hub_client_state(T.hub, f[0].h));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_hub_peer_state(T.hub, f[0].h));
     ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[1].h, WSCH_HUB_TIMER_IDLE));
     ASSERT(fake_closed_with(&f[1], 1000, "Idle timeout"));
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_IDLE]);
@@ -1212,7 +1212,7 @@ TEST idle_timeout_disabled(void) {
     ASSERT(fake_open(&f[0], "a"));
     ASSERT_EQ(0, f[0].armed[WSCH_HUB_TIMER_IDLE]);
     ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[0].h, WSCH_HUB_TIMER_IDLE));
-    ASSERT_EQ(WSCH_CONN_OPEN, wsch_hub_client_state(T.hub, f[0].h));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_hub_peer_state(T.hub, f[0].h));
     fake_gone(&f[0]);
     ASSERT_EQ(0, (int)hub_teardown(f, 1));
     PASS();
@@ -1249,7 +1249,7 @@ TEST graceful_shutdown(void) {
     ASSERT_EQ(0, (int)stats().subscriptions);
     {
         fake extra;
-        wsch_hub_client h;
+        wsch_hub_peer h;
         ASSERT_EQ(WSCH_ERR_STATE, wsch_hub_accept(T.hub, NULL, &extra, &h));
     }
     /* Peers answer; the hub closes each transport; the caller reports it. */
@@ -1258,9 +1258,9 @@ TEST graceful_shutdown(void) {
         ASSERT(f[i].close_requested);
         fake_gone(&f[i]);
     }
-    ASSERT_EQ(1, (int)stats().clients);
+    ASSERT_EQ(1, (int)stats().peers);
     fake_gone(&f[3]);
-    ASSERT_EQ(0, (int)stats().clients);
+    ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(3, T.disconnects);
     ASSERT_EQ(WSCH_CLOSE_GOING_AWAY, T.last_code);
     ASSERT_EQ(0, (int)hub_teardown(f, 4));
@@ -1278,7 +1278,7 @@ TEST handshaking_client_closed_by_hub_stays_quiet(void) {
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     ASSERT_EQ(WSCH_OK, fake_accept(&f[0]));
     ASSERT_EQ(WSCH_OK, fake_accept(&f[1]));
-    ASSERT_EQ(WSCH_OK, wsch_hub_close_client(T.hub, f[0].h, 1000, "bye"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[0].h, 1000, "bye"));
     wsch_hub_shutdown(T.hub);
     for (i = 0; i < 2; i++) {
         ASSERT_EQ(1, f[i].closes);
@@ -1290,7 +1290,7 @@ TEST handshaking_client_closed_by_hub_stays_quiet(void) {
     }
     ASSERT_EQ(0, T.connects);
     ASSERT_EQ(2, (int)stats().drops[WSCH_HUB_DROP_HANDSHAKE]);
-    ASSERT_EQ(0, (int)stats().clients);
+    ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(0, (int)hub_teardown(f, 2));
     PASS();
 }
@@ -1309,7 +1309,7 @@ TEST publish_from_handler_and_partial_writes(void) {
     ASSERT_EQ(WSCH_OK, fake_say(&f[0], "{\"type\":\"publish\",\"payload\":{\"channel\":\"room\",\"data\":\"hey\"}}"));
     for (i = 0; i < 2; i++)
         ASSERT_STR_EQ("{\"type\":\"message\",\"payload\":{\"channel\":\"room\",\"data\":\"hey\"}}", fake_text(&f[i]));
-    while (wsch_hub_client_queued_bytes(T.hub, f[2].h)) ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[2].h));
+    while (wsch_hub_peer_queued_bytes(T.hub, f[2].h)) ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[2].h));
     ASSERT_STR_EQ("{\"type\":\"message\",\"payload\":{\"channel\":\"room\",\"data\":\"hey\"}}", fake_text(&f[2]));
     for (i = 0; i < 3; i++) fake_gone(&f[i]);
     ASSERT_EQ(0, (int)hub_teardown(f, 3));
@@ -1343,7 +1343,7 @@ TEST close_callback_reports_synchronously(void) {
     /* A peer close: the hub closes the transport from inside feed. */
     ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x03\xe8", 2));
     ASSERT(f[0].reported);
-    ASSERT_EQ(0, wsch_hub_client_valid(T.hub, f[0].h));
+    ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, f[0].h));
     /* A slow consumer whose close timer fires during the broadcast loop's drops. */
     f[1].take = 0;
     for (i = 0; i < 20; i++) (void)wsch_hub_broadcast(T.hub, "c", "t", "\"0123456789012345678901234567890123456789\"", 42, NULL);
@@ -1354,7 +1354,7 @@ TEST close_callback_reports_synchronously(void) {
     ASSERT_EQ(WSCH_OK, fake_say(&f[2], "{\"type\":\"quit\"}"));
     ASSERT_EQ(WSCH_OK, fake_frame(&f[2], WSCH_OP_CLOSE, "\x03\xe8", 2));
     ASSERT(f[2].reported);
-    ASSERT_EQ(0, (int)stats().clients);
+    ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(0, (int)hub_teardown(f, 3));
     PASS();
 }
@@ -1369,7 +1369,7 @@ static int fake_open_with(fake *f, const wsch_hub_transport *t, const char *user
              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
              user);
     (void)fake_feed_str(f, req);
-    return fake_status(f) == 101 && wsch_hub_client_state(T.hub, f->h) == WSCH_CONN_OPEN;
+    return fake_status(f) == 101 && wsch_hub_peer_state(T.hub, f->h) == WSCH_STATE_OPEN;
 }
 
 /* A conn can end inside a delivery's send: send() took part of the frame
@@ -1400,7 +1400,7 @@ TEST conn_cut_inside_a_delivery(void) {
     ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":1}", fake_text(&f[2]));
     ASSERT_EQ(1, f[0].closes);
     ASSERT(f[0].reported);
-    ASSERT_EQ(0, wsch_hub_client_valid(T.hub, f[0].h));
+    ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, f[0].h));
     ASSERT_EQ(1, T.disconnects);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, T.last_code);
     ASSERT_EQ(2, (int)wsch_hub_channel_size(T.hub, "c"));
@@ -1429,7 +1429,7 @@ TEST conn_cut_inside_a_delivery(void) {
     ASSERT_EQ(3, T.disconnects);
     ASSERT_EQ(3, (int)stats().drops[WSCH_HUB_DROP_NOMEM]);
     for (i = 0; i < 7; i++) fake_gone(&f[i]);
-    ASSERT_EQ(0, (int)stats().clients);
+    ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(0, (int)hub_teardown(f, 7));
     PASS();
 }
@@ -1481,7 +1481,7 @@ static int run_scenario(long fail_at, int *hit) {
     for (i = 0; i < 4; i++) {
         char req[256];
         r = fake_accept(&f[i]);
-        if (r == WSCH_ERR_NOMEM && !wsch_hub_client_valid(T.hub, f[i].h)) continue;
+        if (r == WSCH_ERR_NOMEM && !wsch_hub_peer_valid(T.hub, f[i].h)) continue;
         if (r != WSCH_OK) return 0;
         snprintf(req, sizeof req,
                  "GET %s HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -1490,7 +1490,7 @@ static int run_scenario(long fail_at, int *hit) {
         (void)fake_feed(&f[i], req, strlen(req));   /* fails the connection when memory runs out */
     }
     for (i = 0; i < 3; i++) {
-        if (!wsch_hub_client_valid(T.hub, f[i].h)) continue;
+        if (!wsch_hub_peer_valid(T.hub, f[i].h)) continue;
         (void)fake_sub(&f[i], "alpha");
         (void)fake_sub(&f[i], i ? "beta" : "gamma");
         (void)fake_say(&f[i], "{\"type\":\"ping\",\"payload\":[1]}");
@@ -1508,7 +1508,7 @@ static int run_scenario(long fail_at, int *hit) {
     wsch_hub_shutdown(T.hub);
     for (i = 0; i < 4; i++) fake_gone(&f[i]);
     *hit = T.mem.failed > 0;
-    if (stats().clients != 0 || stats().subscriptions != 0 || stats().channels != 0 || stats().users != 0) return 0;
+    if (stats().peers != 0 || stats().subscriptions != 0 || stats().channels != 0 || stats().users != 0) return 0;
     return hub_teardown(f, 4) == 0;
 }
 
@@ -1556,8 +1556,8 @@ TEST desc_defaults_and_create_errors(void) {
     wsch_hub_desc d = wsch_hub_desc_defaults(NULL);
     wsch_hub *h = NULL;
     ASSERT_STR_EQ("/ws", d.path);
-    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_CLIENTS, d.max_clients);
-    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_CLIENT, d.max_channels_per_client);
+    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_PEERS, d.max_peers);
+    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_PEER, d.max_channels_per_peer);
     ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN, d.max_channel_len);
     ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE, d.max_message_size);
     ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES, d.max_outbound_bytes);
@@ -1571,7 +1571,7 @@ TEST desc_defaults_and_create_errors(void) {
     ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_create(NULL, NULL));
     ASSERT_EQ(WSCH_OK, wsch_hub_create(NULL, &h));
     {
-        wsch_hub_client c;
+        wsch_hub_peer c;
         ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_accept(h, NULL, NULL, &c));   /* no transport anywhere */
     }
     wsch_hub_destroy(h);
@@ -1763,9 +1763,9 @@ static int fake_open_at(fake *f, int node, const char *user) {
     return ok;
 }
 
-static wsch_hub_stats node_stats(int node) {
-    wsch_hub_stats s;
-    wsch_hub_get_stats(B.node[node].hub, &s);
+static wsch_hub_counters node_stats(int node) {
+    wsch_hub_counters s;
+    wsch_hub_stats(B.node[node].hub, &s);
     return s;
 }
 
@@ -1829,7 +1829,7 @@ TEST bridge_broadcast_exactly_once(void) {
     fake a[2], b[3];
     size_t delivered = 9, i;
     int published;
-    wsch_hub_stats s0, s1;
+    wsch_hub_counters s0, s1;
     ASSERT_EQ(WSCH_OK, bridge_setup(NULL));
     ASSERT(fake_open(&a[0], "ann") && fake_open(&a[1], "amy"));
     ASSERT(fake_open_at(&b[0], 1, "ben") && fake_open_at(&b[1], 1, "bea") && fake_open_at(&b[2], 1, "bob"));
@@ -2073,7 +2073,7 @@ TEST bridge_limits_and_publish_failures(void) {
 TEST bridge_create_errors(void) {
     wsch_hub_desc d;
     wsch_hub *h = NULL;
-    wsch_hub_stats s;
+    wsch_hub_counters s;
     memset(&B, 0, sizeof B);
     memset(&d, 0, sizeof d);
     with_bridge(&d);
@@ -2087,7 +2087,7 @@ TEST bridge_create_errors(void) {
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     ASSERT_EQ(WSCH_ERR_STATE, wsch_hub_bridge_deliver(T.hub, "c", 1, "wsch1 00000000000000aa {\"type\":\"t\"}", 35, NULL));
     wsch_hub_bridge_resubscribe(T.hub);
-    wsch_hub_get_stats(T.hub, &s);
+    wsch_hub_stats(T.hub, &s);
     ASSERT_EQ(0, (int)(s.bridge_channels + s.bridge_refused + s.bridge_received));
     ASSERT_EQ(0, (int)hub_teardown(NULL, 0));
     PASS();
