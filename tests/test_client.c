@@ -6,38 +6,13 @@
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
 #include GREATEST_HEADER
+#include "alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- allocator: counts, and fails the Nth allocation when asked ---- */
-
-typedef struct alloc_stats {
-    size_t allocs, frees, live;
-    size_t fail_at;             /* 1-based allocation number to fail; 0 = never */
-    size_t failed;
-} alloc_stats;
-
-static alloc_stats A;
-
-static void *t_alloc(size_t size, void *user) {
-    (void)user;
-    A.allocs++;
-    if (A.fail_at && A.allocs == A.fail_at) {
-        A.failed++;
-        return NULL;
-    }
-    A.live++;
-    return malloc(size);
-}
-
-static void t_free(void *p, void *user) {
-    (void)user;
-    if (!p) return;
-    A.frees++;
-    A.live--;
-    free(p);
-}
+/* Every client here allocates through A: counted, and failing when asked. */
+static alloc_counter A;
 
 /* ---- the fixture: one client and the world around it ---- */
 
@@ -206,8 +181,7 @@ static wsch_client_desc fx_desc(void) {
     d.on_connect = fx_on_connect;
     d.on_disconnect = fx_on_disconnect;
     d.on_error = fx_on_error;
-    d.allocator.alloc = t_alloc;
-    d.allocator.free = t_free;
+    d.allocator = alloc_counter_allocator(&A);
     d.no_jitter = 1;
     return d;
 }
@@ -445,7 +419,7 @@ TEST create_rejects_bad_desc(void) {
     d.token_in = WSCH_TOKEN_AUTHORIZATION;
     ASSERT_EQ(WSCH_ERR_ARG, wsch_client_create(&d, &c));
     ASSERT_EQ(NULL, c);
-    ASSERT_EQ((size_t)0, A.live);
+    ASSERT_EQ((size_t)0, A.live_blocks);
     PASS();
 }
 
@@ -1171,7 +1145,7 @@ TEST destroy_from_inside_callbacks(void) {
     fx_srv_text("{\"type\":\"t\"}");
     ASSERT_EQ(NULL, F.c);
     ASSERT_STR_EQ("A:t:;", r.log);                   /* B never ran */
-    ASSERT_EQ((size_t)0, A.live);
+    ASSERT_EQ((size_t)0, A.live_blocks);
     ASSERT_EQ(0, fx_armed_count());
     /* from on_status while connecting */
     ASSERT_EQ(WSCH_OK, fx_start(&d));
@@ -1179,7 +1153,7 @@ TEST destroy_from_inside_callbacks(void) {
     wsch_client_connect(F.c);
     ASSERT_EQ(NULL, F.c);
     ASSERT_EQ(0u, F.connects);
-    ASSERT_EQ((size_t)0, A.live);
+    ASSERT_EQ((size_t)0, A.live_blocks);
     PASS();
 }
 
@@ -1256,12 +1230,12 @@ TEST destroy_cleans_up_everything(void) {
     ASSERT(fx_open());
     wsch_client_send(F.c, "q", NULL);
     closes = F.closes;
-    ASSERT(A.live > 0);
+    ASSERT(A.live_blocks > 0);
     wsch_client_destroy(F.c);
     F.c = NULL;
     ASSERT_EQ(closes + 1, F.closes);
     ASSERT_EQ(0, fx_armed_count());
-    ASSERT_EQ((size_t)0, A.live);
+    ASSERT_EQ((size_t)0, A.live_blocks);
     PASS();
 }
 
@@ -1297,7 +1271,7 @@ TEST failing_allocator_leaks_nothing(void) {
     ASSERT_EQ(WSCH_OK, alloc_script());
     total = A.allocs;
     fx_teardown(NULL);
-    ASSERT_EQ((size_t)0, A.live);
+    ASSERT_EQ((size_t)0, A.live_blocks);
     ASSERT(total >= 5);
     for (k = 1; k <= total; k++) {
         int r;
@@ -1307,7 +1281,7 @@ TEST failing_allocator_leaks_nothing(void) {
         ASSERT_EQ(1, (int)A.failed);
         ASSERT_EQ_FMT(WSCH_ERR_NOMEM, r, "%d");
         fx_teardown(NULL);
-        ASSERT_EQ_FMT((size_t)0, A.live, "%zu");
+        ASSERT_EQ_FMT((size_t)0, A.live_blocks, "%zu");
     }
     PASS();
 }

@@ -5,6 +5,7 @@
 #include "ws_channel.h"
 #include GREATEST_HEADER
 #include "wire.h"
+#include "alloc.h"
 
 #include <stdlib.h>
 
@@ -1125,41 +1126,17 @@ TEST destroy_inside_callbacks(void) {
 
 /* ---- allocation: counted, and failing at every point --------------------- */
 
-typedef struct counting {
-    size_t live, total, fail_at, calls;
-} counting;
-
-static void *count_alloc(size_t size, void *user) {
-    counting *a = (counting *)user;
-    size_t *p;
-    if (a->fail_at && ++a->calls == a->fail_at) return NULL;
-    p = (size_t *)malloc(size + sizeof(size_t) * 2);
-    if (!p) return NULL;
-    p[0] = size;
-    a->live += size;
-    a->total += size;
-    return p + 2;
-}
-static void count_free(void *ptr, void *user) {
-    counting *a = (counting *)user;
-    size_t *p = (size_t *)ptr - 2;
-    a->live -= p[0];
-    free(p);
-}
-
 TEST idle_connection_heap(void) {
     fake f;
-    counting a;
+    alloc_counter a;
     memset(&a, 0, sizeof a);
     fake_init(&f, WSCH_ROLE_SERVER);
-    f.desc.allocator.alloc = count_alloc;
-    f.desc.allocator.free = count_free;
-    f.desc.allocator.user = &a;
+    f.desc.allocator = alloc_counter_allocator(&a);
     ASSERT(open_server(&f));
-    printf("  heap of an idle open server connection: %zu bytes\n", a.live);
-    ASSERT(a.live <= 512);
+    printf("  heap of an idle open server connection: %zu bytes\n", a.live_bytes);
+    ASSERT(a.live_bytes <= 512);
     fake_free(&f);
-    ASSERT_EQ(0u, a.live);
+    ASSERT_EQ(0u, a.live_bytes);
     PASS();
 }
 
@@ -1167,19 +1144,17 @@ TEST idle_connection_heap(void) {
    on_close, no close(). */
 TEST failed_create_runs_no_callbacks(void) {
     fake f;
-    counting a;
+    alloc_counter a;
     memset(&a, 0, sizeof a);
     fake_init(&f, WSCH_ROLE_CLIENT);
-    f.desc.allocator.alloc = count_alloc;
-    f.desc.allocator.free = count_free;
-    f.desc.allocator.user = &a;
+    f.desc.allocator = alloc_counter_allocator(&a);
     f.send_budget = 10;   /* part of the request leaves... */
     a.fail_at = 3;        /* ...and the rest cannot be queued */
     ASSERT_EQ(WSCH_ERR_NOMEM, wsch_conn_create(&f.desc, &f, &f.c));
     ASSERT(f.c == NULL);
     ASSERT_EQ(0, f.closes);
     ASSERT_EQ(0, f.transport_closed);
-    ASSERT_EQ(0u, a.live);
+    ASSERT_EQ(0u, a.live_bytes);
     fake_free(&f);
     PASS();
 }
@@ -1190,16 +1165,14 @@ TEST allocation_failures_leak_nothing(void) {
     size_t k;
     for (k = 1; k < 40; k++) {
         fake f;
-        counting a;
+        alloc_counter a;
         char req[sizeof upgrade_request];
         unsigned char in[256];
         size_t n;
         memset(&a, 0, sizeof a);
         a.fail_at = k;
         fake_init(&f, WSCH_ROLE_SERVER);
-        f.desc.allocator.alloc = count_alloc;
-        f.desc.allocator.free = count_free;
-        f.desc.allocator.user = &a;
+        f.desc.allocator = alloc_counter_allocator(&a);
         f.send_budget = 20;
         memcpy(req, upgrade_request, sizeof req);
         if (wsch_conn_create(&f.desc, &f, &f.c) == WSCH_OK) {
@@ -1215,7 +1188,7 @@ TEST allocation_failures_leak_nothing(void) {
             (void)wsch_conn_writable(f.c);
         }
         fake_free(&f);
-        ASSERT_EQ(0u, a.live);
+        ASSERT_EQ(0u, a.live_bytes);
     }
     PASS();
 }

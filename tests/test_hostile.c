@@ -11,45 +11,10 @@
 #include "ws_channel.h"
 #include GREATEST_HEADER
 #include "wire.h"
+#include "alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- a counting allocator that can fail -------------------------------- */
-
-typedef struct counter {
-    size_t live, bytes, peak;       /* blocks and bytes outstanding, the most bytes at once */
-    size_t count, fail_at;          /* allocations made; the one (1-based) that fails, 0 = none */
-} counter;
-
-static void *counter_alloc(size_t size, void *user) {
-    counter *a = (counter *)user;
-    size_t *p;
-    if (++a->count == a->fail_at) return NULL;
-    p = (size_t *)malloc(sizeof(size_t) * 2 + size);
-    if (!p) return NULL;
-    p[0] = size;
-    a->live++;
-    a->bytes += size;
-    if (a->bytes > a->peak) a->peak = a->bytes;
-    return p + 2;
-}
-
-static void counter_free(void *ptr, void *user) {
-    counter *a = (counter *)user;
-    size_t *p = (size_t *)ptr - 2;
-    a->live--;
-    a->bytes -= p[0];
-    free(p);
-}
-
-static wsch_allocator counter_allocator(counter *a) {
-    wsch_allocator w;
-    w.alloc = counter_alloc;
-    w.free = counter_free;
-    w.user = a;
-    return w;
-}
 
 /* ---- one end of a connection: a scripted transport --------------------- */
 
@@ -128,7 +93,7 @@ static void peer_on_close(wsch_conn *c, int code, const char *reason, size_t len
 /* One descriptor shared by a hostile connection and a bystander. */
 typedef struct pair {
     wsch_conn_desc desc;
-    counter mem;
+    alloc_counter mem;
     peer bad, good;
 } pair;
 
@@ -137,7 +102,7 @@ static void pair_desc(pair *pr, wsch_role role) {
     pr->desc.role = role;
     pr->desc.host = "example.com";
     pr->desc.path = "/chat";
-    pr->desc.allocator = counter_allocator(&pr->mem);
+    pr->desc.allocator = alloc_counter_allocator(&pr->mem);
     pr->desc.send = peer_send;
     pr->desc.close = peer_close;
     pr->desc.timer_set = peer_timer_set;
@@ -263,8 +228,8 @@ static enum greatest_test_res pair_free(pair *pr) {
     free(pr->good.out);
     pr->bad.c = pr->good.c = NULL;
     pr->bad.out = pr->good.out = NULL;
-    ASSERT_EQ_FMT((size_t)0, pr->mem.live, "%zu");
-    ASSERT_EQ_FMT((size_t)0, pr->mem.bytes, "%zu");
+    ASSERT_EQ_FMT((size_t)0, pr->mem.live_blocks, "%zu");
+    ASSERT_EQ_FMT((size_t)0, pr->mem.live_bytes, "%zu");
     PASS();
 }
 
@@ -431,12 +396,12 @@ TEST thousands_of_one_byte_fragments(void) {
             n += wire_frame(f + n, (i == 0 ? 0x01u : 0x00u) | (i == N - 1 ? 0x80u : 0u), "a", 1, 1);
         pair_desc(&pr, WSCH_ROLE_SERVER);
         ASSERT(pair_open(&pr));
-        live_open = pr.mem.live;
+        live_open = pr.mem.live_blocks;
         ASSERT_EQ(WSCH_OK, bytewise ? feed_bytes(&pr.bad, f, n) : feed(&pr.bad, f, n));
         ASSERT_EQ(1u, pr.bad.msgs);
         ASSERT_EQ((size_t)N, pr.bad.last_len);
         ASSERT_EQ(WSCH_OP_TEXT, pr.bad.last_opcode);
-        ASSERT_EQ(live_open, pr.mem.live);  /* the reassembly buffer is gone */
+        ASSERT_EQ(live_open, pr.mem.live_blocks);  /* the reassembly buffer is gone */
         ASSERT_EQ(0, pr.bad.closes);
         CHECK_CALL(still_served(&pr));
         CHECK_CALL(pair_free(&pr));
@@ -463,7 +428,7 @@ TEST fragmented_message_that_never_ends(void) {
         ASSERT(pair_open(&pr));
         ASSERT_EQ(WSCH_ERR_TOO_LARGE, bytewise ? feed_bytes(&pr.bad, f, n) : feed(&pr.bad, f, n));
         /* never more than about twice the limit (buffer doubling) plus the structs */
-        ASSERT_LT(pr.mem.peak, (size_t)(2 * LIMIT + 4096));
+        ASSERT_LT(pr.mem.peak_bytes, (size_t)(2 * LIMIT + 4096));
         ASSERT_EQ(1009, pr.bad.close_code);
         CHECK_CALL(still_served(&pr));
         CHECK_CALL(pair_free(&pr));
@@ -617,7 +582,7 @@ TEST ping_flood_from_a_peer_that_never_reads(void) {
     pr.bad.budget = 0;
     ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
     ASSERT_LTE(wsch_conn_queued_bytes(pr.bad.c), 4096u);
-    ASSERT_LT(pr.mem.peak, (size_t)(4096 * 3 + 4096));
+    ASSERT_LT(pr.mem.peak_bytes, (size_t)(4096 * 3 + 4096));
     ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(pr.bad.c));
     /* the same flood a byte at a time */
     ASSERT_EQ(WSCH_OK, feed_bytes(&pr.bad, f, 20 * 106));
@@ -691,7 +656,7 @@ static enum greatest_test_res expect_refusal(const char *req, size_t len, size_t
        the old half is alive too), plus the two connections */
     {
         size_t lim = max_header ? max_header : WSCH_DEFAULT_MAX_HEADER_BYTES;
-        ASSERT_LT(pr.mem.peak, lim + lim / 2 + 4096u);
+        ASSERT_LT(pr.mem.peak_bytes, lim + lim / 2 + 4096u);
     }
     ASSERT(peer_open(&pr, &pr.good));
     CHECK_CALL(still_served(&pr));
@@ -1019,7 +984,7 @@ SUITE(json) {
 typedef struct hubw {
     wsch_hub *hub;
     wsch_hub_desc desc;
-    counter mem;
+    alloc_counter mem;
     peer p[3];
     wsch_hub_peer h[3];
     int connects, disconnects, last_code;
@@ -1042,7 +1007,7 @@ static void hw_on_disconnect(wsch_hub *hub, wsch_hub_peer c, int code, void *use
 static void hw_init(hubw *w) {
     int i;
     memset(w, 0, sizeof *w);
-    w->desc.allocator = counter_allocator(&w->mem);
+    w->desc.allocator = alloc_counter_allocator(&w->mem);
     w->desc.transport.send = peer_send;
     w->desc.transport.close = peer_close;
     w->desc.transport.timer_set = peer_timer_set;
@@ -1107,7 +1072,7 @@ static enum greatest_test_res hw_free(hubw *w) {
         if (wsch_hub_peer_valid(w->hub, w->h[i])) ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w->hub, w->h[i]));
     wsch_hub_destroy(w->hub);
     for (i = 0; i < 3; i++) free(w->p[i].out);
-    ASSERT_EQ_FMT((size_t)0, w->mem.live, "%zu");
+    ASSERT_EQ_FMT((size_t)0, w->mem.live_blocks, "%zu");
     PASS();
 }
 
@@ -1241,7 +1206,7 @@ TEST close_frame_cut_by_nomem(void) {
     pair_desc(&pr, WSCH_ROLE_SERVER);
     ASSERT(pair_open(&pr));
     pr.bad.budget = 1;                      /* one byte of the close frame leaves */
-    pr.mem.fail_at = pr.mem.count + 1;      /* and the rest cannot be queued */
+    pr.mem.fail_at = pr.mem.allocs + 1;      /* and the rest cannot be queued */
     (void)feed(&pr.bad, f, n);
     pr.mem.fail_at = 0;
     ASSERT_EQ(1, pr.bad.closes);
@@ -1260,7 +1225,7 @@ TEST close_frame_cut_by_nomem(void) {
 typedef struct cw {
     wsch_client *c;
     wsch_client_desc d;
-    counter mem;
+    alloc_counter mem;
     int transport;          /* 0 none, 1 asked for, 2 open */
     int bad_close;          /* close() with no transport */
     int connects, disconnects, destroy_on_connecting;
@@ -1321,7 +1286,7 @@ static void cw_on_disconnect(wsch_client *c, int code, const char *r, size_t n, 
 static void cw_init(cw *w) {
     memset(w, 0, sizeof *w);
     w->d.url = "ws://example.com:9001/ws";
-    w->d.allocator = counter_allocator(&w->mem);
+    w->d.allocator = alloc_counter_allocator(&w->mem);
     w->d.user = w;
     w->d.connect = cw_connect;
     w->d.send = cw_send;
@@ -1367,7 +1332,7 @@ TEST client_close_without_connect(void) {
     ASSERT(w.c == NULL);
     ASSERT_EQ(0, w.bad_close);
     ASSERT_EQ(0u, w.timers);
-    ASSERT_EQ(0u, w.mem.live);
+    ASSERT_EQ(0u, w.mem.live_blocks);
     PASS();
 }
 
@@ -1387,7 +1352,7 @@ TEST client_connect_from_closing_pairs_events(void) {
     ASSERT_EQ(2, w.connects);
     ASSERT_EQ(1, w.disconnects);
     wsch_client_destroy(w.c);
-    ASSERT_EQ(0u, w.mem.live);
+    ASSERT_EQ(0u, w.mem.live_blocks);
     ASSERT_EQ(0u, w.timers);
     PASS();
 }
@@ -1414,7 +1379,7 @@ TEST client_disconnect_after_close_frame_pairs_events(void) {
     ASSERT_EQ(WSCH_STOP_USER, wsch_client_stop_reason(w.c));
     ASSERT_EQ(0, w.bad_close);
     wsch_client_destroy(w.c);
-    ASSERT_EQ(0u, w.mem.live);
+    ASSERT_EQ(0u, w.mem.live_blocks);
     PASS();
 }
 

@@ -1,0 +1,565 @@
+/* Tests of the hub bridge (wsch_hub_bridge, wsch_hub_bridge_deliver,
+   wsch_hub_bridge_resubscribe): two hubs joined in memory, over the fake
+   transports of tests/hub_fixture.h. */
+#define WS_CHANNEL_IMPLEMENTATION
+#include "ws_channel.h"
+#include GREATEST_HEADER
+#include "hub_fixture.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+
+/* ---- the bridge: two hubs joined by an in-memory pub/sub bus -------------- */
+
+/* The bus behaves like Redis pub/sub: a message published on a name goes to
+   every hub listening to that name, the publisher included. Deliveries are
+   queued and run by bus_pump(), outside the hub calls that published them
+   (bridge callbacks must not call back into a hub). */
+#define BUS_NODES 2
+#define BUS_NAMES 64
+#define BUS_NAME_MAX 300
+
+typedef struct bus_msg {
+    int node;                   /* the hub it goes to */
+    char name[BUS_NAME_MAX];
+    size_t name_len;
+    char *data;
+    size_t len;
+} bus_msg;
+
+typedef struct bus_node {
+    wsch_hub *hub;
+    alloc_counter mem;          /* node 0 uses T.mem instead */
+    char names[BUS_NAMES][BUS_NAME_MAX]; /* what this hub listens to */
+    size_t lens[BUS_NAMES];
+    int count;
+    int subscribes, unsubscribes, publishes;
+    int twice;                  /* subscribe to a name held, or unsubscribe of one not held */
+    int fail_publish;
+} bus_node;
+
+typedef struct bus {
+    bus_node node[BUS_NODES];
+    bus_msg q[64];
+    int qlen;
+    unsigned char seed;
+} bus;
+
+static bus B;
+
+static int bus_find(const bus_node *n, const char *name, size_t len) {
+    int i;
+    for (i = 0; i < n->count; i++) {
+        if (n->lens[i] == len && memcmp(n->names[i], name, len) == 0) return i;
+    }
+    return -1;
+}
+
+static int bus_has(int node, const char *name) { return bus_find(&B.node[node], name, strlen(name)) >= 0; }
+
+static void b_subscribe(const char *name, size_t len, void *user) {
+    bus_node *n = (bus_node *)user;
+    n->subscribes++;
+    if (name[len] != '\0' || len >= BUS_NAME_MAX || bus_find(n, name, len) >= 0 || n->count == BUS_NAMES) {
+        n->twice++;
+        return;
+    }
+    memcpy(n->names[n->count], name, len);
+    n->lens[n->count++] = len;
+}
+
+static void b_unsubscribe(const char *name, size_t len, void *user) {
+    bus_node *n = (bus_node *)user;
+    int k = bus_find(n, name, len);
+    n->unsubscribes++;
+    if (k < 0) {
+        n->twice++;
+        return;
+    }
+    n->count--;
+    memcpy(n->names[k], n->names[n->count], n->lens[n->count]);
+    n->lens[k] = n->lens[n->count];
+}
+
+static int b_publish(const char *name, size_t len, const void *data, size_t data_len, void *user) {
+    bus_node *n = (bus_node *)user;
+    int k;
+    n->publishes++;
+    if (n->fail_publish) return WSCH_ERR_NOMEM;
+    for (k = 0; k < BUS_NODES; k++) {
+        bus_msg *m;
+        if (bus_find(&B.node[k], name, len) < 0) continue;
+        if (B.qlen == (int)(sizeof B.q / sizeof B.q[0])) return WSCH_ERR_LIMIT;
+        m = &B.q[B.qlen++];
+        m->node = k;
+        memcpy(m->name, name, len);
+        m->name_len = len;
+        m->data = (char *)malloc(data_len);
+        memcpy(m->data, data, data_len);
+        m->len = data_len;
+    }
+    return WSCH_OK;
+}
+
+/* Deterministic, but different for every hub: origin ids never collide. */
+static void b_random(void *buf, size_t len, void *user) {
+    unsigned char *p = (unsigned char *)buf;
+    size_t i;
+    (void)user;
+    for (i = 0; i < len; i++) p[i] = (unsigned char)(++B.seed * 37u);
+}
+
+/* Delivers everything queued, in order; returns how many messages. */
+static int bus_pump(void) {
+    int i, n = B.qlen;
+    for (i = 0; i < n; i++) {
+        bus_msg *m = &B.q[i];
+        (void)wsch_hub_bridge_deliver(B.node[m->node].hub, m->name, m->name_len, m->data, m->len, NULL);
+        free(m->data);
+    }
+    /* Delivering never publishes: nothing may have been queued meanwhile. */
+    if (B.qlen != n) return -1;
+    B.qlen = 0;
+    return n;
+}
+
+static void with_bridge(wsch_hub_desc *d) {
+    d->bridge.subscribe = b_subscribe;
+    d->bridge.unsubscribe = b_unsubscribe;
+    d->bridge.publish = b_publish;
+    d->bridge.user = &B.node[0];
+    d->random_bytes = b_random;
+}
+
+static void (*bridge_adjust)(wsch_hub_desc *d);
+
+static void with_bridge_adjusted(wsch_hub_desc *d) {
+    with_bridge(d);
+    if (bridge_adjust) bridge_adjust(d);
+}
+
+/* Hub 0 in T.hub (T.mem), hub 1 beside it with its own allocator count; the
+   same hooks and limits. WSCH_OK or the failing create's code. */
+static int bridge_setup(void (*adjust)(wsch_hub_desc *d)) {
+    wsch_hub_desc d;
+    int r;
+    memset(&B, 0, sizeof B);
+    bridge_adjust = adjust;
+    r = hub_setup(with_bridge_adjusted);
+    if (r != WSCH_OK) return r;
+    B.node[0].hub = T.hub;
+    d = T.desc;
+    d.allocator.user = &B.node[1].mem;
+    d.bridge.user = &B.node[1];
+    return wsch_hub_create(&d, &B.node[1].hub);
+}
+
+/* Destroys both hubs; returns the heap bytes left behind by both (must be 0). */
+static size_t bridge_teardown(fake *fakes, size_t n) {
+    int i;
+    for (i = 0; i < B.qlen; i++) free(B.q[i].data);
+    B.qlen = 0;
+    wsch_hub_destroy(B.node[1].hub);
+    B.node[1].hub = NULL;
+    return hub_teardown(fakes, n) + B.node[1].mem.live_bytes;
+}
+
+/* fake_open on hub `node`. */
+static int fake_open_at(fake *f, int node, const char *user) {
+    wsch_hub *keep = T.hub;
+    int ok;
+    T.hub = B.node[node].hub;
+    ok = fake_open(f, user);
+    T.hub = keep;
+    return ok;
+}
+
+static wsch_hub_counters node_stats(int node) {
+    wsch_hub_counters s;
+    wsch_hub_stats(B.node[node].hub, &s);
+    return s;
+}
+
+/* The next text is exactly `want` and nothing else is pending. */
+static int only_text(fake *f, const char *want) {
+    return strcmp(fake_text(f), want) == 0 && fake_pending(f) == 0;
+}
+
+TEST bridge_interest_follows_subscriptions(void) {
+    fake f[3];
+    bus_node *n0 = &B.node[0];
+    ASSERT_EQ(WSCH_OK, bridge_setup(NULL));
+    /* A user's first connection asks for the user's bridge channel, once. */
+    ASSERT(fake_open(&f[0], "alice"));
+    ASSERT(bus_has(0, "#user:alice"));
+    ASSERT(fake_open(&f[1], "alice"));
+    ASSERT_EQ(1, n0->subscribes);
+    ASSERT(!fake_open(&f[2], "bad"));           /* refused by authenticate: asks for nothing */
+    fake_gone(&f[2]);
+    ASSERT_EQ(1, n0->count);
+    /* A channel's first subscriber asks for it; the second does not. */
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[0], "news"));
+    ASSERT(bus_has(0, "news"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[1], "news"));
+    ASSERT_EQ(2, n0->subscribes);
+    ASSERT_EQ(WSCH_OK, wsch_hub_subscribe(T.hub, f[1].h, "sports"));   /* server-side too */
+    ASSERT(bus_has(0, "sports"));
+    T.deny_prefix = "secret";
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[0], "secret.x"));                   /* forbidden: nothing */
+    ASSERT(!bus_has(0, "secret.x"));
+    ASSERT_EQ(3, n0->count);
+    ASSERT_EQ(3, (int)stats().bridge_channels);
+    /* One of two subscribers leaves: still needed. */
+    ASSERT_EQ(WSCH_OK, fake_say(&f[0], "{\"type\":\"unsubscribe\",\"payload\":{\"channel\":\"news\"}}"));
+    ASSERT(bus_has(0, "news"));
+    ASSERT_EQ(0, n0->unsubscribes);
+    /* After a lost link the bridge knows nothing; resubscribe replays what is needed. */
+    n0->count = 0;
+    wsch_hub_bridge_resubscribe(T.hub);
+    ASSERT_EQ(3, n0->count);
+    ASSERT(bus_has(0, "#user:alice") && bus_has(0, "news") && bus_has(0, "sports"));
+    /* The last subscriber leaves: by unsubscribing, by closing. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_unsubscribe(T.hub, f[1].h, "sports"));
+    ASSERT(!bus_has(0, "sports"));
+    fake_gone(&f[1]);
+    ASSERT(!bus_has(0, "news"));
+    ASSERT(bus_has(0, "#user:alice"));          /* f[0] is still alice */
+    fake_gone(&f[0]);
+    ASSERT_EQ(0, n0->count);
+    ASSERT_EQ(0, n0->twice);
+    ASSERT_EQ(3, n0->unsubscribes);
+    ASSERT_EQ(0, (int)stats().bridge_channels);
+    /* The other hub heard nothing of it, and nothing was published. */
+    ASSERT_EQ(0, B.node[1].subscribes);
+    ASSERT_EQ(0, n0->publishes + B.node[1].publishes);
+    ASSERT_EQ(0, (int)bridge_teardown(f, 3));
+    PASS();
+}
+
+TEST bridge_broadcast_exactly_once(void) {
+    fake a[2], b[3];
+    size_t delivered = 9, i;
+    int published;
+    wsch_hub_counters s0, s1;
+    ASSERT_EQ(WSCH_OK, bridge_setup(NULL));
+    ASSERT(fake_open(&a[0], "ann") && fake_open(&a[1], "amy"));
+    ASSERT(fake_open_at(&b[0], 1, "ben") && fake_open_at(&b[1], 1, "bea") && fake_open_at(&b[2], 1, "bob"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&a[0], "news"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[0], "news"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[1], "news"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[2], "other"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&a[1], "solo"));
+    for (i = 0; i < 2; i++) (void)fake_pending(&a[i]);      /* the acknowledgements */
+    for (i = 0; i < 3; i++) (void)fake_pending(&b[i]);
+
+    /* From the API on hub 0: local delivery at once, the rest through the bus. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "news", "headline", "{\"n\":1}", 7, &delivered));
+    ASSERT_EQ(1, (int)delivered);
+    ASSERT_EQ(2, B.qlen);                       /* to hub 1, and back to hub 0 as Redis does */
+    ASSERT_EQ(2, bus_pump());
+    ASSERT(only_text(&a[0], "{\"type\":\"headline\",\"payload\":{\"n\":1}}"));   /* once, not twice */
+    ASSERT(only_text(&b[0], "{\"type\":\"headline\",\"payload\":{\"n\":1}}"));
+    ASSERT(only_text(&b[1], "{\"type\":\"headline\",\"payload\":{\"n\":1}}"));
+    ASSERT_EQ(0, (int)fake_pending(&a[1]));
+    ASSERT_EQ(0, (int)fake_pending(&b[2]));
+    s0 = node_stats(0);
+    s1 = node_stats(1);
+    ASSERT_EQ(1, (int)s0.bridge_published);
+    ASSERT_EQ(1, (int)s0.bridge_own);
+    ASSERT_EQ(0, (int)s0.bridge_received);
+    ASSERT_EQ(1, (int)s1.bridge_received);
+    ASSERT_EQ(0, (int)s1.bridge_published);     /* delivering from the bridge never publishes */
+
+    /* From a client on hub 1 (the test's publish handler broadcasts). */
+    published = B.node[0].publishes + B.node[1].publishes;
+    ASSERT_EQ(WSCH_OK, fake_say(&b[1], "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":2}}"));
+    ASSERT_EQ(published + 1, B.node[0].publishes + B.node[1].publishes);
+    ASSERT_EQ(2, bus_pump());
+    ASSERT_EQ(published + 1, B.node[0].publishes + B.node[1].publishes);
+    for (i = 0; i < 2; i++) {
+        fake *f = i ? &b[0] : &a[0];
+        ASSERT(only_text(f, "{\"type\":\"message\",\"payload\":{\"channel\":\"news\",\"data\":2}}"));
+    }
+    ASSERT(only_text(&b[1], "{\"type\":\"message\",\"payload\":{\"channel\":\"news\",\"data\":2}}"));
+
+    /* A channel only hub 0 listens to goes back to hub 0 alone (and is skipped there). */
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "solo", "t", NULL, 0, &delivered));
+    ASSERT_EQ(1, B.qlen);
+    ASSERT_EQ(1, bus_pump());
+    ASSERT(only_text(&a[1], "{\"type\":\"t\"}"));
+    /* Nobody anywhere: published all the same (the hub cannot know), carried nowhere. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "void", "t", NULL, 0, &delivered));
+    ASSERT_EQ(0, B.qlen);
+    s0 = node_stats(0);
+    s1 = node_stats(1);
+    ASSERT_EQ(3, (int)s0.bridge_published);
+    ASSERT_EQ(2, (int)s0.bridge_own);           /* "void" never came back */
+    ASSERT_EQ(1, (int)s0.bridge_received);
+    ASSERT_EQ(1, (int)s1.bridge_published);
+    ASSERT_EQ(1, (int)s1.bridge_own);
+    ASSERT_EQ(1, (int)s1.bridge_received);
+    ASSERT_EQ(0, (int)(s0.bridge_refused + s1.bridge_refused + s0.bridge_publish_errors + s1.bridge_publish_errors));
+    for (i = 0; i < 2; i++) fake_gone(&a[i]);
+    for (i = 0; i < 3; i++) fake_gone(&b[i]);
+    ASSERT_EQ(0, B.node[0].count + B.node[1].count);
+    ASSERT_EQ(0, B.node[0].twice + B.node[1].twice);
+    ASSERT_EQ(0, (int)bridge_teardown(a, 2));
+    for (i = 0; i < 3; i++) free(b[i].out);
+    PASS();
+}
+
+TEST bridge_send_to_user_across_hubs(void) {
+    fake f[5];
+    size_t delivered = 9, i;
+    ASSERT_EQ(WSCH_OK, bridge_setup(NULL));
+    ASSERT(fake_open(&f[0], "alice") && fake_open(&f[1], "alice"));
+    ASSERT(fake_open_at(&f[2], 1, "alice") && fake_open_at(&f[3], 1, "bob"));
+    ASSERT(fake_open(&f[4], "carol"));
+    ASSERT(bus_has(0, "#user:alice") && bus_has(1, "#user:alice"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(B.node[1].hub, "alice", "note", "\"hi\"", 4, &delivered));
+    ASSERT_EQ(1, (int)delivered);
+    ASSERT_EQ(2, bus_pump());
+    for (i = 0; i < 3; i++) ASSERT(only_text(&f[i], "{\"type\":\"note\",\"payload\":\"hi\"}"));
+    ASSERT_EQ(0, (int)(fake_pending(&f[3]) + fake_pending(&f[4])));
+    /* A user connected to the other hub only. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(B.node[1].hub, "carol", "note", "1", 1, &delivered));
+    ASSERT_EQ(0, (int)delivered);
+    ASSERT_EQ(1, bus_pump());
+    ASSERT(only_text(&f[4], "{\"type\":\"note\",\"payload\":1}"));
+    /* Nobody anywhere: published, carried nowhere. No user id: not published at all. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(T.hub, "dave", "note", NULL, 0, &delivered));
+    ASSERT_EQ(0, B.qlen);
+    ASSERT_EQ(1, B.node[0].publishes);
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(T.hub, "", "note", NULL, 0, &delivered));
+    ASSERT_EQ(1, B.node[0].publishes);
+    /* Alice leaves hub 1: it stops listening, and hub 0's message stays at hub 0. */
+    fake_gone(&f[2]);
+    ASSERT(!bus_has(1, "#user:alice"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(T.hub, "alice", "note", NULL, 0, &delivered));
+    ASSERT_EQ(2, (int)delivered);
+    ASSERT_EQ(1, bus_pump());                   /* its own copy, skipped */
+    ASSERT(only_text(&f[0], "{\"type\":\"note\"}") && only_text(&f[1], "{\"type\":\"note\"}"));
+    ASSERT_EQ(2, (int)node_stats(0).bridge_received);
+    ASSERT_EQ(0, (int)node_stats(1).bridge_received);
+    ASSERT_EQ(2, (int)node_stats(0).bridge_own + (int)node_stats(1).bridge_own);
+    for (i = 0; i < 5; i++) fake_gone(&f[i]);
+    ASSERT_EQ(0, B.node[0].count + B.node[1].count + B.node[0].twice + B.node[1].twice);
+    ASSERT_EQ(0, (int)bridge_teardown(f, 5));
+    PASS();
+}
+
+/* Bridge input is untrusted: everything malformed is refused and counted,
+   and reaches no client. */
+TEST bridge_refuses_malformed_input(void) {
+    static const struct {
+        const char *name, *data;
+        int err;
+    } bad[] = {
+        {"news", "", WSCH_ERR_ARG},
+        {"news", "wsch1", WSCH_ERR_ARG},
+        {"news", "wsch2 00000000000000aa {\"type\":\"t\"}", WSCH_ERR_ARG},
+        {"news", "wsch1 00000000000000AA {\"type\":\"t\"}", WSCH_ERR_ARG},      /* lowercase only */
+        {"news", "wsch1 00000000000000a {\"type\":\"t\"}", WSCH_ERR_ARG},       /* 15 digits */
+        {"news", "wsch1 00000000000000ag {\"type\":\"t\"}", WSCH_ERR_ARG},
+        {"news", "wsch1 00000000000000aa{\"type\":\"t\"}", WSCH_ERR_ARG},
+        {"news", "wsch1 00000000000000aa ", WSCH_ERR_JSON},
+        {"news", "wsch1 00000000000000aa {\"type\":\"t\"", WSCH_ERR_JSON},
+        {"news", "wsch1 00000000000000aa {\"type\":\"t\",\"type\":\"u\"}", WSCH_ERR_JSON},
+        {"news", "wsch1 00000000000000aa {\"type\":1}", WSCH_ERR_NO_TYPE},
+        {"news", "wsch1 00000000000000aa [\"type\"]", WSCH_ERR_NO_TYPE},
+        {"news", "wsch1 00000000000000aa {\"payload\":1}", WSCH_ERR_NO_TYPE},
+        {"news", "wsch1 00000000000000aa {\"type\":\"t\",\"payload\":\"\xc3\"}", WSCH_ERR_UTF8},
+        {"news", "wsch1 00000000000000aa {\"type\":\"t\"} x", WSCH_ERR_JSON},
+        {"news two", "wsch1 00000000000000aa {\"type\":\"t\"}", WSCH_ERR_ARG},
+        {"", "wsch1 00000000000000aa {\"type\":\"t\"}", WSCH_ERR_ARG},
+        {"ne\"ws", "wsch1 00000000000000aa {\"type\":\"t\"}", WSCH_ERR_ARG},
+        {"#user:", "wsch1 00000000000000aa {\"type\":\"t\"}", WSCH_ERR_ARG},
+        {"#alice", "wsch1 00000000000000aa {\"type\":\"t\"}", WSCH_ERR_ARG},
+    };
+    const char *good = "wsch1 00000000000000aa {\"type\":\"t\",\"payload\":[1]}";
+    char *big;
+    fake f[1];
+    size_t i, n, k, before, total;
+    wsch_hub *h1;
+    ASSERT_EQ(WSCH_OK, bridge_setup(NULL));
+    h1 = B.node[1].hub;
+    ASSERT(fake_open_at(&f[0], 1, "ann"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[0], "news"));
+    (void)fake_pending(&f[0]);
+    before = (size_t)node_stats(1).messages_out;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = 5;
+        if (wsch_hub_bridge_deliver(h1, bad[i].name, strlen(bad[i].name), bad[i].data, strlen(bad[i].data), &n) !=
+                bad[i].err ||
+            n != 0) {
+            fprintf(stdout, "\ncase %u: %s / %s\n", (unsigned)i, bad[i].name, bad[i].data);
+            FAIL();
+        }
+    }
+    total = sizeof bad / sizeof bad[0];
+    /* A user id longer than max_user_id_len; an envelope past max_message_size. */
+    big = (char *)malloc(70000);
+    ASSERT(big != NULL);
+    memcpy(big, "#user:", 6);
+    memset(big + 6, 'u', 129);
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_bridge_deliver(h1, big, 6 + 129, good, strlen(good), NULL));
+    memcpy(big, "wsch1 00000000000000aa {\"type\":\"t\",\"payload\":\"", 47);
+    memset(big + 47, 'x', 70000 - 49);
+    memcpy(big + 70000 - 2, "\"}", 2);
+    ASSERT_EQ(WSCH_ERR_TOO_LARGE, wsch_hub_bridge_deliver(h1, "news", 4, big, 70000, NULL));
+    free(big);
+    total += 2;
+    /* Every proper prefix of a good message is refused; the whole is delivered. */
+    for (k = 0; k < strlen(good); k++) {
+        ASSERT(wsch_hub_bridge_deliver(h1, "news", 4, good, k, &n) != WSCH_OK);
+        ASSERT_EQ(0, (int)n);
+    }
+    total += strlen(good);
+    ASSERT_EQ(total, (size_t)node_stats(1).bridge_refused);
+    ASSERT_EQ(before, (size_t)node_stats(1).messages_out);
+    ASSERT_EQ(0, (int)fake_pending(&f[0]));
+    ASSERT_EQ(WSCH_OK, wsch_hub_bridge_deliver(h1, "news", 4, good, strlen(good), &n));
+    ASSERT_EQ(1, (int)n);
+    ASSERT(only_text(&f[0], "{\"type\":\"t\",\"payload\":[1]}"));
+    /* Re-encoded: whitespace around the envelope and unknown members go. */
+    {
+        const char *loose = "wsch1 00000000000000aa  { \"payload\" : [1, 2] , \"x\":{}, \"t\\u0079pe\" : \"t\" }\n";
+        ASSERT_EQ(WSCH_OK, wsch_hub_bridge_deliver(h1, "news", 4, loose, strlen(loose), &n));
+        ASSERT(only_text(&f[0], "{\"type\":\"t\",\"payload\":[1, 2]}"));
+    }
+    /* To a user: the user's connections here. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_bridge_deliver(h1, "#user:ann", 9, good, strlen(good), &n));
+    ASSERT_EQ(1, (int)n);
+    ASSERT(only_text(&f[0], "{\"type\":\"t\",\"payload\":[1]}"));
+    ASSERT_EQ(3, (int)node_stats(1).bridge_received);
+    /* Misuse. */
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_bridge_deliver(NULL, "news", 4, good, strlen(good), &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_bridge_deliver(h1, NULL, 4, good, strlen(good), &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_bridge_deliver(h1, "news", 4, NULL, 5, &n));
+    fake_gone(&f[0]);
+    ASSERT_EQ(0, (int)bridge_teardown(f, 1));
+    PASS();
+}
+
+TEST bridge_limits_and_publish_failures(void) {
+    fake f[2];
+    char payload[100];
+    size_t delivered;
+    ASSERT_EQ(WSCH_OK, bridge_setup(small_messages));
+    ASSERT(fake_open(&f[0], "ann") && fake_open_at(&f[1], 1, "ben"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[0], "c"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[1], "c"));
+    (void)fake_pending(&f[0]);
+    (void)fake_pending(&f[1]);
+    /* {"type":"t","payload":"x...x"} is 25 + k bytes: k = 75 is the largest allowed. */
+    payload[0] = '"';
+    memset(payload + 1, 'x', 76);
+    payload[76] = '"';
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "c", "t", payload, 77, &delivered));
+    ASSERT_EQ(2, bus_pump());
+    ASSERT_EQ(0, (int)node_stats(1).bridge_refused);
+    ASSERT_EQ(1, (int)fake_pending(&f[0]));
+    ASSERT_EQ(1, (int)fake_pending(&f[1]));
+    payload[77] = '"';
+    payload[76] = 'x';
+    ASSERT_EQ(WSCH_ERR_TOO_LARGE, wsch_hub_broadcast(T.hub, "c", "t", payload, 78, &delivered));
+    ASSERT_EQ(0, B.qlen);
+    /* The bridge cannot take it: local clients still get it; counted. */
+    B.node[0].fail_publish = 1;
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "c", "t", "1", 1, &delivered));
+    ASSERT_EQ(1, (int)delivered);
+    ASSERT_EQ(0, B.qlen);
+    ASSERT_EQ(1, (int)node_stats(0).bridge_publish_errors);
+    ASSERT_EQ(1, (int)node_stats(0).bridge_published);
+    ASSERT(only_text(&f[0], "{\"type\":\"t\",\"payload\":1}"));
+    ASSERT_EQ(0, (int)fake_pending(&f[1]));
+    fake_gone(&f[0]);
+    fake_gone(&f[1]);
+    ASSERT_EQ(0, (int)bridge_teardown(f, 2));
+    PASS();
+}
+
+TEST bridge_create_errors(void) {
+    wsch_hub_desc d;
+    wsch_hub *h = NULL;
+    wsch_hub_counters s;
+    memset(&B, 0, sizeof B);
+    memset(&d, 0, sizeof d);
+    with_bridge(&d);
+    d.bridge.unsubscribe = NULL;
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_create(&d, &h));
+    with_bridge(&d);
+    d.random_bytes = NULL;                      /* no origin id */
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_create(&d, &h));
+    ASSERT(h == NULL);
+    /* A hub without a bridge refuses bridge input and asks nothing. */
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_hub_bridge_deliver(T.hub, "c", 1, "wsch1 00000000000000aa {\"type\":\"t\"}", 35, NULL));
+    wsch_hub_bridge_resubscribe(T.hub);
+    wsch_hub_stats(T.hub, &s);
+    ASSERT_EQ(0, (int)(s.bridge_channels + s.bridge_refused + s.bridge_received));
+    ASSERT_EQ(0, (int)hub_teardown(NULL, 0));
+    PASS();
+}
+
+/* Two bridged hubs while hub 0's allocations fail in turn: no leak, and
+   hub 0's interest stays exactly what it needs (nothing asked twice, every
+   subscribe matched by an unsubscribe). */
+static int run_bridge_scenario(long fail_at, int *hit) {
+    fake a[3], b[2];
+    size_t i;
+    if (bridge_setup(NULL) != WSCH_OK) return 0;
+    T.mem.fail_at = (size_t)fail_at;
+    T.mem.allocs = 0;
+    for (i = 0; i < 3; i++) (void)fake_open(&a[i], i ? "ann" : "ada");
+    for (i = 0; i < 2; i++) (void)fake_open_at(&b[i], 1, i ? "ann" : "bo");
+    for (i = 0; i < 3; i++) {
+        (void)fake_sub(&a[i], "alpha");
+        (void)fake_sub(&a[i], i ? "beta" : "gamma");
+        (void)fake_say(&a[i], "{\"type\":\"publish\",\"payload\":{\"channel\":\"alpha\",\"data\":1}}");
+    }
+    for (i = 0; i < 2; i++) {
+        (void)fake_sub(&b[i], "alpha");
+        (void)fake_say(&b[i], "{\"type\":\"publish\",\"payload\":{\"channel\":\"alpha\",\"data\":2}}");
+    }
+    (void)wsch_hub_send_to_user(B.node[1].hub, "ann", "t", "1", 1, NULL);
+    (void)wsch_hub_send_to_user(T.hub, "bo", "t", "2", 1, NULL);
+    if (bus_pump() < 0) return 0;
+    B.node[0].count = 0;
+    wsch_hub_bridge_resubscribe(T.hub);
+    if ((uint64_t)B.node[0].count != node_stats(0).bridge_channels) return 0;
+    (void)fake_say(&a[1], "{\"type\":\"unsubscribe\",\"payload\":{\"channel\":\"beta\"}}");
+    fake_gone(&a[1]);
+    wsch_hub_shutdown(T.hub);
+    for (i = 0; i < 3; i++) fake_gone(&a[i]);
+    for (i = 0; i < 2; i++) fake_gone(&b[i]);
+    *hit = T.mem.failed > 0;
+    if (B.node[0].count != 0 || B.node[0].twice != 0) return 0;
+    for (i = 0; i < 2; i++) free(b[i].out);
+    return bridge_teardown(a, 3) == 0;
+}
+
+TEST bridge_failing_allocator_never_leaks(void) {
+    long tried;
+    CHECK_CALL(refuse_each_allocation(run_bridge_scenario, 4000, "bridge scenario", &tried));
+    PASS();
+}
+
+SUITE(bridge) {
+    RUN_TEST(bridge_interest_follows_subscriptions);
+    RUN_TEST(bridge_broadcast_exactly_once);
+    RUN_TEST(bridge_send_to_user_across_hubs);
+    RUN_TEST(bridge_refuses_malformed_input);
+    RUN_TEST(bridge_limits_and_publish_failures);
+    RUN_TEST(bridge_create_errors);
+    RUN_TEST(bridge_failing_allocator_never_leaks);
+}
+
+GREATEST_MAIN_DEFS();
+
+int main(int argc, char **argv) {
+    GREATEST_MAIN_BEGIN();
+    RUN_SUITE(bridge);
+    GREATEST_MAIN_END();
+}
