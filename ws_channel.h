@@ -38,35 +38,70 @@ DOCUMENTATION
        bytes arrived        wsch_conn_feed(c, data, len)
        socket writable      wsch_conn_writable(c)
        a timer fired        wsch_conn_timer_fired(c, id)
-       transport is gone    wsch_conn_transport_closed(c)
+       you saw EOF/error    wsch_conn_transport_closed(c)
 
-   and the library asks for effects through callbacks in a descriptor:
-   send(bytes) (which may take fewer bytes than offered, or none), close(),
-   timer_set(id, ms)/timer_cancel(id), random_bytes(), and reports events:
-   on_open, on_message, on_close... For TLS, put your TLS library between
-   the socket and these calls; nothing here changes.
+   and the library asks for effects through one struct, wsch_effects, in
+   each descriptor, and reports events (on_open, on_message, on_close...).
+   For TLS, put your TLS library between the socket and these calls.
+
+   Effects and the transport: one set of rules for conn, client and hub
+   ---------------------------------------------------------------------
+   - Each effect gets the user pointer of the object it acts for: a conn's
+     (given to wsch_conn_create), a hub peer's (given to wsch_hub_accept),
+     a client's (wsch_client_desc.user). The hub's own effects (now_ms,
+     random_bytes) get wsch_hub_desc.user.
+   - send(data, len) returns how many bytes it took. Fewer than len, or 0,
+     means "would block": the rest is queued and the transport wants
+     writing. WSCH_SEND_ERROR means the transport is broken (EPIPE,
+     ECONNRESET): the connection ends at once (close 1006,
+     WSCH_ERR_TRANSPORT).
+   - Closing, one rule on every path: the library calls close() exactly
+     once for every transport it was given (a conn's, each hub peer's, each
+     one a client's connect() asked for, even one that failed to connect),
+     whoever started the end: a clean close by either side, a protocol
+     failure, a timeout, a send error, your ..._transport_closed() report,
+     or destroying an object whose transport is still open. close() is the
+     last callback about that transport: close the socket there and nowhere
+     else. A conn's on_close comes just before it; after it, destroy the
+     conn (from inside close() too: the free waits until the library
+     returns). A hub peer's handle goes stale when its close() runs. Report
+     ..._transport_closed() only when you see the end first (EOF, a read
+     error); the library then runs the same path.
+   - Readiness (wslay's want_read/want_write): wsch_conn_want(),
+     wsch_hub_peer_want() and wsch_client_want() say what the transport
+     should wait for now, WSCH_WANT_READ and/or WSCH_WANT_WRITE; 0 means
+     finished (close() has run). Ask after each event instead of inferring
+     it from callbacks: watch for writability exactly while WRITE is set.
 
    Quick start: an echo server connection
    --------------------------------------
        static size_t my_send(const void *p, size_t n, void *user) {
            ssize_t r = send(((struct peer *)user)->fd, p, n, MSG_NOSIGNAL);
-           return r > 0 ? (size_t)r : 0;     // 0 = would block: the rest is queued
+           if (r >= 0) return (size_t)r;
+           return errno == EAGAIN || errno == EINTR ? 0 : WSCH_SEND_ERROR;
+       }
+       static void my_close(void *user) {    // the last callback: fd and conn go
+           struct peer *p = (struct peer *)user;
+           close(p->fd);
+           wsch_conn_destroy(p->conn);
+           free(p);
        }
        static void my_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
            wsch_conn_send(c, op, data, len); // echo
        }
        static wsch_conn_desc desc;           // one desc serves every connection
        desc.role = WSCH_ROLE_SERVER;
-       desc.send = my_send;
-       desc.close = my_close;                // close(fd) later, after on_close
+       desc.effects.send = my_send;
+       desc.effects.close = my_close;
        desc.on_message = my_message;
-       desc.on_close = my_on_close;          // code and reason; destroy here
+       desc = wsch_conn_desc_defaults(&desc); // limits resolved once, for all
        wsch_conn_create(&desc, peer, &peer->conn);
        ...
        n = recv(fd, buf, sizeof buf, 0);     // in your loop
-       wsch_conn_feed(peer->conn, buf, n);   // handshake, frames, pings: all handled
-       ...                                   // on EPOLLOUT:
-       wsch_conn_writable(peer->conn);
+       if (n > 0) wsch_conn_feed(peer->conn, buf, n);  // handshake, frames, pings
+       else wsch_conn_transport_closed(peer->conn);     // my_close runs
+       ...                                   // writable: wsch_conn_writable()
+       want_pollout = wsch_conn_want(peer->conn) & WSCH_WANT_WRITE;
 
    examples/echo_server.c is this, complete, on epoll.
 
@@ -76,37 +111,41 @@ DOCUMENTATION
        memset(&d, 0, sizeof d);              // zero = documented default
        d.url = "ws://127.0.0.1:8080/ws";
        d.token = "secret";                   // ?token=... (or as a Bearer header)
-       d.connect = my_connect;               // open TCP; later call
+       d.effects.connect = my_connect;       // open TCP; later call
                                              // wsch_client_transport_open/_failed
-       d.send = my_send; d.close = my_close;
-       d.timer_set = my_timer_set; d.timer_cancel = my_timer_cancel;
-       d.now_ms = my_now; d.random_bytes = my_random;
+       d.effects.send = my_send; d.effects.close = my_close;
+       d.effects.timer_set = my_timer_set; d.effects.timer_cancel = my_timer_cancel;
+       d.effects.now_ms = my_now; d.effects.random_bytes = my_random;
        d.on_status = my_status;              // connected / connecting / disconnected
+       d.on_stop = my_stopped;               // gave up, refused, or disconnect() done
        wsch_client_create(&d, &client);
        wsch_client_on(client, "message", on_chat, NULL, &handle);
        wsch_client_subscribe(client, "news"); // replayed after every reconnect
        wsch_client_connect(client);
-   Backoff is min(1 s * 2^n, 30 s) with jitter, at most 10 tries in a row;
-   close codes 4001 and 1008 and HTTP 401/403 stop the retries. See the
-   state table in the client section below. examples/client_cli.c (poll) and
-   examples/libuv_client.c (libuv) are complete programs.
+       wsch_client_send(client, "chat", "{\"text\":\"hi\"}", WSCH_CSTR);
+   Backoff is min(1 s * 2^n, 30 s) with jitter, at most 10 tries in a row
+   (the first connect and 9 retries); close codes 4001 and 1008 and HTTP
+   401/403 stop the retries. See the state table in the client section
+   below. examples/client_cli.c (poll) and examples/libuv_client.c (libuv)
+   are complete programs.
 
    Quick start: a channel hub
    --------------------------
        wsch_hub_desc d;
        memset(&d, 0, sizeof d);
-       d.transport.send = my_send;           // per-client effects; user = your peer
-       d.transport.close = my_close;
+       d.effects.send = my_send;             // per-peer effects; user = your peer
+       d.effects.close = my_close;           // close the fd, free your peer
        d.authenticate = check_token;         // token -> user id, or refuse (4001)
        d.on_message = on_app_message;        // anything but ping/subscribe/unsubscribe
        wsch_hub_create(&d, &hub);
        ...                                   // for each accepted socket:
-       wsch_hub_accept(hub, NULL, peer, &peer->client);
-       wsch_hub_feed(hub, peer->client, buf, n);
+       wsch_hub_accept(hub, NULL, peer, &peer->handle);
+       wsch_hub_feed(hub, peer->handle, buf, n);
        ...
-       wsch_hub_broadcast(hub, "news", "message", "{\"text\":\"hi\"}", 13, NULL);
+       wsch_hub_broadcast(hub, "news", "message", "{\"text\":\"hi\"}", WSCH_CSTR, NULL);
        wsch_hub_send_to_user(hub, "alice", "notice", payload, len, NULL);
-   examples/chat_server.c serves the demo page and the hub on one epoll loop.
+   examples/hub_server.c is a minimal hub server; examples/chat_server.c
+   serves the demo page and the hub on the same epoll loop code.
 
    Ownership and lifetimes
    -----------------------
@@ -144,8 +183,8 @@ DOCUMENTATION
    socket takes it. Buffers exist only while a message spans several feeds
    or output is waiting. An idle open connection is one small struct.
 
-   Limits and defaults (wsch_conn_desc; zero = default)
-   ---------------------------------------------------
+   Limits and defaults (wsch_limits, in every descriptor; zero = default)
+   ---------------------------------------------------------------------
      max_frame_size        16 MiB   larger data frame: close 1009
      max_message_size      16 MiB   larger reassembled message: close 1009
      max_outbound_bytes    32 MiB   queued output; sends beyond fail with
@@ -153,9 +192,11 @@ DOCUMENTATION
      max_header_bytes      8192     opening handshake head: HTTP 431
      handshake_timeout_ms  10000    then the transport is closed
      close_timeout_ms      5000     closing handshake bound
-   The client and hub descriptors document their own limits (a hub defaults
-   to 64 KiB messages, 1 MiB queued per client, 64 channels per client,
-   90 s idle timeout).
+   A connection keeps the first three as 32-bit numbers: larger values act
+   as 4 GiB - 1. wsch_conn_desc_defaults() resolves them once for a desc
+   shared by many connections. A hub defaults to 64 KiB messages and 1 MiB
+   queued per peer, and documents its own limits (64 channels per peer,
+   90 s idle timeout); the client its queue and backoff.
 
    The envelope
    ------------
@@ -166,23 +207,44 @@ DOCUMENTATION
    refused rather than guessed at. The type is unescaped into the envelope;
    the payload is a span into your buffer. Lookups (wsch_json_get_string,
    _get_number, _get_int, _get_raw, wsch_envelope_get_channel) read one
-   top-level key of a payload without building a tree.
+   top-level key of a payload without building a tree;
+   wsch_json_get_members reads several in one pass, and
+   wsch_envelope_get_members does so on a decoded payload without
+   validating it again.
 
    Compile-time options
    --------------------
+   "Everywhere": define it the same way before every #include of this file.
+   "Implementation": only the file that defines WS_CHANNEL_IMPLEMENTATION
+   reads it.
      WS_CHANNEL_IMPLEMENTATION  in one file: emit the implementation
-     WS_CHANNEL_STATIC          everywhere it is included: all functions
-                                static (private copy per translation unit)
-     WSCH_ASSERT(c)             implementation file; default assert()
-     WSCH_MEMCPY/MEMSET/MEMMOVE implementation file; default libc
-     WSCH_NO_SIMD               implementation file; scalar paths only
-                                (SSE2 is otherwise used where the compiler
-                                targets it)
-     WSCH_SEND_CHUNK            implementation file; stack bytes used to
-                                coalesce a frame into one send() (2048)
+     WS_CHANNEL_STATIC          everywhere: all functions static (a private
+                                copy per translation unit; unused ones do not
+                                warn)
+     WS_CHANNEL_NO_CONN         everywhere: leave out wsch_conn (and so the
+                                client and the hub): a codec-only build is
+                                WS_CHANNEL_NO_CONN + WS_CHANNEL_NO_ENVELOPE
+     WS_CHANNEL_NO_ENVELOPE     everywhere: leave out the envelope and JSON
+                                (and so the client and the hub)
+     WS_CHANNEL_NO_CLIENT       everywhere: leave out wsch_client
+     WS_CHANNEL_NO_HUB          everywhere: leave out wsch_hub
+     WSCH_ASSERT(c)             implementation; default assert()
+     WSCH_MEMCPY, WSCH_MEMSET, WSCH_MEMMOVE, WSCH_MEMCMP, WSCH_MEMCHR,
+     WSCH_STRLEN                implementation; default the libc function of
+                                that name (for libc-free builds)
+     WSCH_NO_SIMD               implementation; scalar paths only (SSE2 is
+                                otherwise used where the compiler targets it)
+     WSCH_SEND_CHUNK            implementation; stack bytes used to coalesce
+                                one frame into one send() (2048)
+     WSCH_CORK_BYTES            implementation; stack bytes in which every
+                                wsch_conn_feed() gathers the replies its
+                                callbacks send, so a read that brings many
+                                messages answers with one send() (16384;
+                                0 turns gathering off: on a small stack,
+                                shrink it, at most 1 MiB)
      WSCH_MAX_HEADERS           everywhere; header lines kept per parsed
                                 request/response (32)
-     WSCH_JSON_MAX_DEPTH        implementation file; JSON nesting limit (64)
+     WSCH_JSON_MAX_DEPTH        implementation; JSON nesting limit (64)
      WSCH_ENVELOPE_TYPE_MAX     everywhere; longest envelope type (64)
 
    The sections below are in the order a reader meets them: common types,
@@ -200,10 +262,28 @@ DOCUMENTATION
 #include <stddef.h>
 #include <stdint.h>
 
+/* Functions a build may leave unused (WS_CHANNEL_STATIC, a left-out layer)
+   must not warn. */
+#if defined(__GNUC__) || defined(__clang__)
+#define WSCH__UNUSED __attribute__((unused))
+#else
+#define WSCH__UNUSED
+#endif
+
 #ifdef WS_CHANNEL_STATIC
-#define WSCH_API static
+#define WSCH_API static WSCH__UNUSED
 #else
 #define WSCH_API extern
+#endif
+
+/* The client and the hub stand on the connection and the envelope. */
+#if defined(WS_CHANNEL_NO_CONN) || defined(WS_CHANNEL_NO_ENVELOPE)
+#ifndef WS_CHANNEL_NO_CLIENT
+#define WS_CHANNEL_NO_CLIENT
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+#define WS_CHANNEL_NO_HUB
+#endif
 #endif
 
 #ifdef __cplusplus
@@ -246,13 +326,15 @@ extern "C" {
     X(WSCH_ERR_LIMIT,         -28, "configured count limit reached")              \
     X(WSCH_ERR_DENIED,        -29, "rejected by a caller hook")                   \
     X(WSCH_ERR_TIMEOUT,       -30, "timed out")                                 \
-    X(WSCH_ERR_CONNECT,       -31, "transport could not be opened")
+    X(WSCH_ERR_CONNECT,       -31, "transport could not be opened")              \
+    X(WSCH_ERR_TRANSPORT,     -32, "transport failed: send reported an error")   \
+    X(WSCH_ERR_HANGUP,        -33, "transport closed before the handshake finished")
 
 typedef enum wsch_err {
 #define WSCH__ERR_ENUM(name, value, text) name = value,
     WSCH_ERROR_LIST(WSCH__ERR_ENUM)
 #undef WSCH__ERR_ENUM
-    WSCH_ERR_LAST_ = -32
+    WSCH_ERR_LAST_ = -34
 } wsch_err;
 
 /* Human-readable text for an error code; never NULL. */
@@ -280,6 +362,11 @@ typedef struct wsch_str {
     size_t len;
 } wsch_str;
 
+/* Length argument meaning "ptr is a NUL-terminated string: measure it".
+   Every payload and reason parameter is (pointer, length) and accepts it:
+   wsch_client_send(c, "chat", "{\"text\":\"hi\"}", WSCH_CSTR). */
+#define WSCH_CSTR ((size_t)-1)
+
 /* Caller-replaceable allocator. Zero fields mean malloc/free. */
 typedef struct wsch_allocator {
     void *(*alloc)(size_t size, void *user);
@@ -287,6 +374,67 @@ typedef struct wsch_allocator {
     void *user;
 } wsch_allocator;
 
+/* What send() returns for a hard error (EPIPE, ECONNRESET, ...), as opposed
+   to 0, "would block: call ..._writable() when the socket drains". */
+#define WSCH_SEND_ERROR ((size_t)-1)
+
+/* The effects the library asks of its caller: one struct, embedded in the
+   descriptors of wsch_conn, wsch_client and wsch_hub. Each callback gets the
+   user pointer of the object it acts for (see "Effects and the transport"
+   in the documentation above for which pointer that is, which callbacks each
+   object requires, and the one rule for closing). */
+typedef struct wsch_effects {
+    /* Writes bytes; returns how many it took (fewer than len, or 0: the rest
+       is queued until ..._writable()), or WSCH_SEND_ERROR: the transport is
+       broken and the connection ends at once (close 1006, WSCH_ERR_TRANSPORT). */
+    size_t (*send)(const void *data, size_t len, void *user);
+    /* Close the transport. Called exactly once per transport, on every path,
+       and the last callback about it. */
+    void (*close)(void *user);
+    /* Arm (or re-arm) one-shot timer timer_id to fire after delay_ms, then
+       call ..._timer_fired(timer_id); cancel disarms it. Ids never clash
+       between the layers of one object. */
+    void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
+    void (*timer_cancel)(unsigned timer_id, void *user);
+    uint64_t (*now_ms)(void *user);                         /* monotonic clock */
+    void (*random_bytes)(void *buf, size_t len, void *user); /* masks, keys, jitter, seeds */
+    void (*log)(const char *msg, void *user);               /* optional; short static strings */
+    /* wsch_client only: open a transport to host:port (host valid only during
+       the call), then call wsch_client_transport_open() or _failed(). */
+    void (*connect)(const char *host, uint16_t port, void *user);
+} wsch_effects;
+
+/* Defaults for zero fields of wsch_limits. */
+#define WSCH_DEFAULT_MAX_FRAME_SIZE     (16u * 1024u * 1024u)
+#define WSCH_DEFAULT_MAX_MESSAGE_SIZE   (16u * 1024u * 1024u)
+#define WSCH_DEFAULT_MAX_OUTBOUND_BYTES (32u * 1024u * 1024u)
+#define WSCH_DEFAULT_MAX_HEADER_BYTES   8192u
+#define WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define WSCH_DEFAULT_CLOSE_TIMEOUT_MS   5000u
+
+/* Size and time limits of a connection: one struct, embedded in the
+   descriptors of wsch_conn, wsch_client and wsch_hub. Zero means the
+   default; a hub has its own defaults for two of them (see wsch_hub_desc). */
+typedef struct wsch_limits {
+    size_t max_frame_size;          /* 16 MiB: bytes of one data frame's payload; larger: close 1009 */
+    size_t max_message_size;        /* 16 MiB: bytes of one reassembled message; larger: close 1009 */
+    size_t max_outbound_bytes;      /* 32 MiB: output queued unsent before sends fail
+                                       with WSCH_ERR_QUEUE_FULL (close frames pass).
+                                       These three act as at most 4 GiB - 1. */
+    size_t max_header_bytes;        /* 8192: the opening handshake head; larger: HTTP 431 */
+    uint32_t handshake_timeout_ms;  /* 10000: the opening handshake must finish in time */
+    uint32_t close_timeout_ms;      /* 5000: the closing handshake must finish in time */
+} wsch_limits;
+
+/* What a transport should wait for now: the answer of wsch_conn_want(),
+   wsch_hub_peer_want() and wsch_client_want(). 0 means finished: close() has
+   been called and nothing more will happen on this transport. */
+enum {
+    WSCH_WANT_READ  = 1,            /* feed bytes when they arrive */
+    WSCH_WANT_WRITE = 2             /* output is queued: call ..._writable() when the socket drains */
+};
+
+// >>primitives
 /* ========================================================================
    Primitives: SHA-1, base64, UTF-8 validation, masking. No allocation.
    ======================================================================== */
@@ -349,6 +497,7 @@ WSCH_API int wsch_utf8_valid(const void *data, size_t len);
    pieces. */
 WSCH_API size_t wsch_mask(void *data, size_t len, const unsigned char key[4], size_t offset);
 
+// >>frame
 /* ========================================================================
    Frame codec (RFC 6455 section 5.2). No allocation.
    ======================================================================== */
@@ -386,6 +535,7 @@ WSCH_API size_t wsch_frame_header_encode(unsigned char out[WSCH_FRAME_HEADER_MAX
    rules (masking, RSV bits) are the connection's job. */
 WSCH_API int wsch_frame_header_decode(const void *buf, size_t len, wsch_frame_header *h, size_t *header_len);
 
+// >>handshake
 /* ========================================================================
    Handshake (RFC 6455 section 4), URLs and query strings. No allocation:
    parsed fields are spans borrowed from the caller's buffer.
@@ -491,14 +641,38 @@ WSCH_API int wsch_request_next_protocol(const wsch_request *req, size_t *iter, w
    not offered, malformed or clashing extra_headers) or WSCH_ERR_BUFFER. */
 WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, const char *extra_headers,
                                  char *out, size_t cap, size_t *out_len);
-/* Builds a complete refusal for status 300..599: the reason phrase
-   (400 Bad Request, 401 Unauthorized, 403 Forbidden, 404 Not Found,
-   405 Method Not Allowed, 408, 426 Upgrade Required, 429,
-   431 Request Header Fields Too Large, 500 Internal Server Error, 503, ...;
-   a generic one for others), Content-Type text/plain, Content-Length,
-   "Connection: close", the reason as the body. A 426 carries
+/* Builds a complete plain HTTP/1.1 answer (not an upgrade), for a server
+   that answers other paths or refuses a handshake itself:
+     HTTP/1.1 <status> <reason> / Content-Type / Content-Length /
+     Connection: close / [a header the status needs] / extra_headers /
+     the blank line / body
+   status is 200..599; the reason phrase comes from the library's table
+   (200 OK, 204 No Content, 301, 302 Found, 304 Not Modified, 400 Bad
+   Request, ... 503 Service Unavailable; "Success", "Redirect", "Client
+   Error" or "Server Error" for statuses it does not name). content_type
+   (NULL or "" = "text/plain; charset=utf-8") must be header-value
+   characters. The body is copied; body NULL with body_len > 0 answers a
+   HEAD request: Content-Length says body_len and no body follows. 204 and
+   304 answers have no body and no Content-Type or Content-Length (RFC 9110
+   8.6, 15.3.5): body_len must be 0. A 401 gets "WWW-Authenticate: Bearer",
+   a 405 "Allow: GET", a 426 "Sec-WebSocket-Version: 13", each unless
+   extra_headers names that header itself. extra_headers as for
+   wsch_response_build(), and none may name Content-Type, Content-Length,
+   Connection or Transfer-Encoding. Returns WSCH_OK, WSCH_ERR_ARG (status
+   out of range, bad content_type or extra_headers, a body on 204/304) or
+   WSCH_ERR_BUFFER (see the conventions above: cap 0 asks for the size). */
+WSCH_API int wsch_http_response_build(int status, const char *content_type, const void *body, size_t body_len,
+                                      const char *extra_headers, char *out, size_t cap, size_t *out_len);
+/* Builds a complete refusal for status 300..599 with
+   wsch_http_response_build(): the reason phrase (400 Bad Request,
+   401 Unauthorized, 403 Forbidden, 404 Not Found, 405 Method Not Allowed,
+   408, 426 Upgrade Required, 429, 431 Request Header Fields Too Large,
+   500 Internal Server Error, 503, ...; a generic one for others),
+   Content-Type text/plain, Content-Length, "Connection: close", the reason
+   and a newline as the body (none for 304). A 426 carries
    "Sec-WebSocket-Version: 13", a 405 "Allow: GET", a 401
-   "WWW-Authenticate: Bearer". extra_headers as for wsch_response_build().
+   "WWW-Authenticate: Bearer", unless extra_headers names that header.
+   extra_headers as for wsch_http_response_build().
    Returns WSCH_OK, WSCH_ERR_ARG (status out of range, bad extra_headers) or
    WSCH_ERR_BUFFER. Every refusal without extra headers fits in 256 bytes. */
 WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *out, size_t cap, size_t *out_len);
@@ -609,6 +783,8 @@ typedef enum wsch_token_source {
 WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, size_t *out_len,
                                 wsch_token_source *source);
 
+// >>conn
+#ifndef WS_CHANNEL_NO_CONN
 /* ========================================================================
    Connection (wsch_conn): one WebSocket connection in either role.
    ======================================================================== */
@@ -648,58 +824,30 @@ typedef struct wsch_handshake_reply {
     const char *close_reason;   /* with close_code, or NULL */
 } wsch_handshake_reply;
 
-/* Defaults for zero fields in wsch_conn_desc. */
-#define WSCH_DEFAULT_MAX_FRAME_SIZE     (16u * 1024u * 1024u)
-#define WSCH_DEFAULT_MAX_MESSAGE_SIZE   (16u * 1024u * 1024u)
-#define WSCH_DEFAULT_MAX_OUTBOUND_BYTES (32u * 1024u * 1024u)
-#define WSCH_DEFAULT_MAX_HEADER_BYTES   8192u
-#define WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
-#define WSCH_DEFAULT_CLOSE_TIMEOUT_MS   5000u
-
 /* Everything a connection needs. Zero means the documented default. The desc
-   is borrowed until wsch_conn_destroy(): one desc can serve many connections
-   (a server keeps one for all its clients), each with its own user pointer. */
+   is borrowed until wsch_conn_destroy(): one desc serves many connections (a
+   server keeps one for all its peers), each with its own user pointer, the
+   one every effect and event receives. */
 typedef struct wsch_conn_desc {
     wsch_role role;
-    size_t max_frame_size;          /* bytes of one data frame's payload */
-    size_t max_message_size;        /* bytes of one reassembled message */
-    size_t max_outbound_bytes;      /* bytes queued unsent before sends fail */
-    size_t max_header_bytes;        /* bytes of the opening handshake head */
-    uint32_t handshake_timeout_ms;
-    uint32_t close_timeout_ms;
-
-    /* Client role: what the opening request carries. */
-    const char *host;               /* required for clients */
-    uint16_t port;
-    const char *path;               /* NULL = "/" */
-    const char *query;              /* encoded, without '?' */
-    const char *protocols;          /* comma-separated offer */
-    const char *origin;
-    const char *extra_headers;      /* e.g. "Authorization: Bearer x\r\n" */
-
+    wsch_limits limits;
+    /* Client role: what the opening request carries (host is required; the
+       nonce is drawn from effects.random_bytes, whatever is set here). */
+    wsch_handshake_request_desc request;
     wsch_allocator allocator;
-
-    /* Effects. send is required: it returns how many bytes it took (0 when
-       the socket would block); the rest is queued until wsch_conn_writable().
-       close asks the caller to close the transport; report the closure back
-       with wsch_conn_transport_closed() or just destroy the connection.
-       Timers: arm or re-arm timer_id to fire once after delay_ms, then call
-       wsch_conn_timer_fired(). Without timer_set there are no timeouts.
-       random_bytes is required for clients (keys and masks). */
-    size_t (*send)(const void *data, size_t len, void *user);
-    void (*close)(void *user);
-    void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
-    void (*timer_cancel)(unsigned timer_id, void *user);
-    void (*random_bytes)(void *buf, size_t len, void *user);
+    /* send and close are required; random_bytes too for clients (keys and
+       masks). Without timer_set there are no timeouts. now_ms, log and
+       connect are not used by a bare connection. */
+    wsch_effects effects;
 
     /* Events. All optional. Data pointers are valid only during the callback.
        on_request (server) sees every complete request head and fills reply.
        on_message gets a complete message: writable bytes, text already
        validated as UTF-8. on_close runs exactly once, when the connection
-       reaches CLOSED: code is the peer's close code, WSCH_CLOSE_NO_STATUS if
-       its close frame had none, WSCH_CLOSE_ABNORMAL if the transport ended
-       without one, or the code this side failed the connection with. The
-       connection may be destroyed from inside on_close. */
+       reaches CLOSED, just before effects.close: code is the peer's close
+       code, WSCH_CLOSE_NO_STATUS if its close frame had none,
+       WSCH_CLOSE_ABNORMAL if the transport ended without one, or the code
+       this side failed the connection with (wsch_conn_error() says why). */
     void (*on_request)(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply, void *user);
     void (*on_open)(wsch_conn *c, void *user);
     void (*on_message)(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user);
@@ -707,9 +855,15 @@ typedef struct wsch_conn_desc {
     void (*on_close)(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user);
 } wsch_conn_desc;
 
+/* desc (may be NULL) with every zero limit replaced by its default: what a
+   connection created from desc uses. Keep the result and pass it to
+   wsch_conn_create(): a desc whose limits are all set is used as it is. */
+WSCH_API wsch_conn_desc wsch_conn_desc_defaults(const wsch_conn_desc *desc);
+
 /* Creates a connection over a transport that is already open. A client
    connection sends its opening request at once. Returns WSCH_OK,
-   WSCH_ERR_ARG or WSCH_ERR_NOMEM. */
+   WSCH_ERR_ARG, WSCH_ERR_NOMEM or WSCH_ERR_TRANSPORT (send failed on the
+   request); on error no callback has run and the transport is still yours. */
 WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn **out);
 /* Frees everything, queued output included. No event callback runs; armed
    timers are cancelled through timer_cancel. Safe from inside any callback
@@ -726,15 +880,23 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len);
    WSCH_ERR_ARG or WSCH_ERR_CLOSED (already closed). */
 WSCH_API int wsch_conn_writable(wsch_conn *c);
 WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id);
-/* The transport is gone (EOF, error, or after our close request). */
+/* The caller saw the transport end first (EOF, a read error). The
+   connection ends as the transport lost (WSCH_CLOSE_ABNORMAL unless the
+   close handshake was complete; WSCH_ERR_HANGUP during the opening
+   handshake): on_close, then close(), as on every other path. */
 WSCH_API void wsch_conn_transport_closed(wsch_conn *c);
+/* What the transport should wait for now: WSCH_WANT_READ and/or
+   WSCH_WANT_WRITE; 0 once the connection is CLOSED (close() has run: destroy
+   it). */
+WSCH_API unsigned wsch_conn_want(const wsch_conn *c);
 
 /* Sends a whole message. Text must be valid UTF-8 (checked). Data is copied
    or sent before return. Returns WSCH_OK, WSCH_ERR_ARG (opcode not TEXT or
    BINARY), WSCH_ERR_STATE (handshake not done, or a fragmented message from
    wsch_conn_send_frame() is still open), WSCH_ERR_CLOSED (closing or
    closed), WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL (nothing was sent: the queue
-   would pass max_outbound_bytes) or WSCH_ERR_NOMEM (the connection is cut). */
+   would pass max_outbound_bytes), WSCH_ERR_NOMEM or WSCH_ERR_TRANSPORT (the
+   connection is cut: on_close and close() have run). */
 WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, size_t len);
 /* One frame: TEXT/BINARY starts a message, CONTINUATION carries it on, fin
    ends it (RFC 6455 5.4); PING and PONG (at most 125 bytes) may go between
@@ -750,7 +912,7 @@ WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len);
    reason over 123 bytes, not UTF-8, or without a code), WSCH_ERR_CLOSED
    (a close frame was already sent or the connection is closed) or
    WSCH_ERR_NOMEM (the close frame could not be queued: the connection is
-   cut and on_close has run). */
+   cut and on_close has run). reason_len may be WSCH_CSTR. */
 WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len);
 
 WSCH_API wsch_state wsch_conn_state(const wsch_conn *c);
@@ -782,6 +944,10 @@ WSCH_API void wsch_shared_release(wsch_shared *s);
 WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s);
 
 
+#endif /* WS_CHANNEL_NO_CONN */
+
+// >>envelope
+#ifndef WS_CHANNEL_NO_ENVELOPE
 /* ========================================================================
    Envelope: the {"type": T, "payload": P} message, and the strict JSON
    scanner under it. No allocation, no recursion, no tree: one bounded pass
@@ -915,7 +1081,35 @@ WSCH_API wsch_json_kind wsch_json_kind_of(wsch_str v);
    nested ones. key is a NUL-terminated UTF-8 name. All spans returned borrow
    from obj. Common codes: WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8
    (obj invalid, or key present twice); WSCH_ERR_NOT_FOUND (obj is not an
-   object, the key is absent, or its value is not of the kind asked for). */
+   object, the key is absent, or its value is not of the kind asked for).
+   To read several keys, wsch_json_get_members() does it in one pass; every
+   single-key lookup below is that function with one key. */
+
+/* Looks up count keys in one pass over obj, which is validated exactly as
+   by the single lookups (same strictness; a looked-up key present twice is
+   WSCH_ERR_JSON). values[i] gets the raw text of keys[i]'s value (as
+   wsch_json_get_raw), or {NULL, 0} when obj has no such member: an absent
+   key is not an error, check values[i].ptr. A key listed twice in keys fills
+   only its first slot. keys and values are borrowed until return.
+   Returns WSCH_OK when obj is a valid object (whichever keys were found);
+   WSCH_ERR_NOT_FOUND when obj is valid JSON but not an object;
+   WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8 when it is invalid;
+   WSCH_ERR_ARG for NULL keys or values with count > 0, or a NULL key. After
+   any other code than WSCH_OK or WSCH_ERR_ARG all values are {NULL, 0}. */
+WSCH_API int wsch_json_get_members(wsch_str obj, const char *const *keys, size_t count, wsch_str *values);
+
+/* wsch_json_get_members() over env->payload without validating it again:
+   wsch_envelope_decode() validated the whole message, so this pass only
+   finds the members (and still refuses a looked-up key present twice with
+   WSCH_ERR_JSON, which decoding does not check). A decode and this call read
+   the payload's bytes twice in all, where decode, wsch_envelope_get_channel
+   and wsch_json_get_raw read them three times and validate them thrice.
+   env must be filled by a successful wsch_envelope_decode() whose input has
+   not changed since; anything else gives unspecified answers (never an
+   out-of-bounds read). An absent payload is WSCH_ERR_NOT_FOUND. Returns as
+   wsch_json_get_members, WSCH_ERR_ARG also for a NULL env. */
+WSCH_API int wsch_envelope_get_members(const wsch_envelope *env, const char *const *keys, size_t count,
+                                       wsch_str *values);
 
 /* *value = raw text of the member's value (any kind). */
 WSCH_API int wsch_json_get_raw(wsch_str obj, const char *key, wsch_str *value);
@@ -941,6 +1135,10 @@ WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out);
    containing U+0000. */
 WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, size_t *out_len);
 
+#endif /* WS_CHANNEL_NO_ENVELOPE */
+
+// >>client
+#ifndef WS_CHANNEL_NO_CLIENT
 /* ========================================================================
    Client (wsch_client): a reconnecting message client over one wsch_conn.
 
@@ -950,14 +1148,17 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
    (exponential backoff with jitter) and opens a new one, replaying the
    channel subscriptions and then the messages sent while offline.
 
-   Effects, all through the descriptor, all receiving desc.user:
+   Effects, all in desc.effects, all receiving desc.user:
      connect(host, port)     open a transport; later call
                              wsch_client_transport_open() or
                              wsch_client_transport_failed()
-     send(bytes)             write; return how many bytes were taken
-     close()                 close the transport (or abandon the pending
-                             connect). The transport is gone for the client
-                             at once: report nothing more about it.
+     send(bytes)             write; bytes taken, 0 = would block,
+                             WSCH_SEND_ERROR = broken (the link is lost)
+     close()                 release the transport: exactly once for every
+                             connect(), whatever happened to it (failed,
+                             closed by either side, reported closed by you,
+                             abandoned, destroyed). The transport is gone
+                             for the client at once: report nothing more.
      timer_set/timer_cancel  one-shot timers by id; on expiry call
                              wsch_client_timer_fired(id). The ids the
                              connection uses (1..15) and the client's own
@@ -1000,12 +1201,14 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
    | CLOSING    | wsch_client_connect()                | CONNECTING (the     |
    |            |                                      | old link is dropped)|
 
-   (1) WAITING while retries remain; IDLE with stop reason MAX_ATTEMPTS when
-       the retries are used up. Retry n (0-based, counting failed tries since
-       the last successful open) waits delay = min(backoff_base_ms << n,
-       backoff_max_ms); with jitter (the default) the wait is uniform in
-       [delay/2, delay] (exactly delay - r, r uniform in 0..delay/2). After
-       max_attempts retries in a row have failed, the client stops.
+   (1) max_attempts counts tries in a row, the first connect included: with
+       the default 10 the client makes 10 tries (1 + 9 retries), then stops
+       (IDLE, stop reason MAX_ATTEMPTS, on_stop). wsch_client_attempts() is
+       the number of failed tries in a row. Retry n (1 for the first) waits
+       delay = min(backoff_base_ms << (n - 1), backoff_max_ms), n counting
+       the retries since the last open or wsch_client_connect(); with jitter
+       (the default) the wait is uniform in [delay/2, delay] (exactly
+       delay - r, r uniform in 0..delay/2).
    (2) On open the retry counter resets to 0, the remembered subscriptions
        are sent in the order they were made, then the offline queue is
        flushed in order, then on_status(CONNECTED) and on_connect run.
@@ -1040,7 +1243,7 @@ typedef enum wsch_stop {
     WSCH_STOP_NONE = 0,         /* running, or waiting to retry, or never started */
     WSCH_STOP_USER,             /* wsch_client_disconnect() */
     WSCH_STOP_TERMINAL_CODE,    /* the server closed with a code that means "do not retry" */
-    WSCH_STOP_MAX_ATTEMPTS,     /* max_attempts retries in a row failed */
+    WSCH_STOP_MAX_ATTEMPTS,     /* max_attempts tries in a row failed */
     WSCH_STOP_REFUSED           /* the handshake was refused with HTTP 401 or 403 */
 } wsch_stop;
 
@@ -1060,7 +1263,7 @@ enum {
     WSCH_CLIENT_TIMER_PONG      = 18    /* dead-peer deadline after a heartbeat */
 };
 
-/* max_attempts value for "retry forever" (0 means the default, 10). */
+/* max_attempts value for "try forever" (0 means the default, 10 tries). */
 #define WSCH_CLIENT_FOREVER 0xFFFFFFFFu
 
 /* Defaults for zero fields in wsch_client_desc. */
@@ -1107,7 +1310,8 @@ typedef struct wsch_client_desc {
 
     uint32_t backoff_base_ms;           /* 1000 */
     uint32_t backoff_max_ms;            /* 30000 (the cap) */
-    uint32_t max_attempts;              /* 10 retries in a row; WSCH_CLIENT_FOREVER = no limit */
+    uint32_t max_attempts;              /* 10 tries in a row (the first included);
+                                           WSCH_CLIENT_FOREVER = no limit */
     int no_jitter;                      /* 1: wait exactly min(base << n, cap) */
     wsch_heartbeat heartbeat;    /* APP */
     uint32_t heartbeat_interval_ms;     /* 30000 */
@@ -1125,25 +1329,12 @@ typedef struct wsch_client_desc {
     const uint16_t *terminal_codes;     /* copied; at most WSCH_CLIENT_MAX_TERMINAL_CODES */
     size_t num_terminal_codes;
 
-    /* Passed to the connection (0 = the connection's defaults). */
-    size_t max_message_size;
-    size_t max_outbound_bytes;
-    uint32_t handshake_timeout_ms;
-    uint32_t close_timeout_ms;
-
+    wsch_limits limits;                 /* of each connection (0 = the connection's defaults) */
     wsch_allocator allocator;
-    void *user;                         /* passed to every callback below */
-
-    /* Effects. connect, send, close, timer_set, timer_cancel, now_ms and
-       random_bytes are required. host is valid only during the call. */
-    void (*connect)(const char *host, uint16_t port, void *user);
-    size_t (*send)(const void *data, size_t len, void *user);
-    void (*close)(void *user);
-    void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
-    void (*timer_cancel)(unsigned timer_id, void *user);
-    uint64_t (*now_ms)(void *user);
-    void (*random_bytes)(void *buf, size_t len, void *user);
-    void (*log)(const char *msg, void *user);
+    /* connect, send, close, timer_set, timer_cancel, now_ms and random_bytes
+       are required; log is optional. */
+    wsch_effects effects;
+    void *user;                         /* passed to every effect and event */
 
     /* Events, all optional. Pointers are valid only during the callback.
        on_disconnect runs when a connection that was OPEN ends: code is the
@@ -1152,12 +1343,17 @@ typedef struct wsch_client_desc {
        by then the next step is decided (stop reason, next retry).
        on_error reports failed attempts and dropped input: err is a
        wsch_err, what a short static description.
-       on_binary receives binary messages (the envelope protocol is text). */
+       on_binary receives binary messages (the envelope protocol is text).
+       on_stop runs once each time the client stops for good, last of the
+       events of that step: retries used up, a terminal close code, a
+       refused handshake, or wsch_client_disconnect() (when its close
+       handshake is complete, or at once when there was no open link). */
     void (*on_status)(wsch_client *c, wsch_status status, void *user);
     void (*on_connect)(wsch_client *c, void *user);
     void (*on_disconnect)(wsch_client *c, int code, const char *reason, size_t reason_len, void *user);
     void (*on_error)(wsch_client *c, int err, const char *what, void *user);
     void (*on_binary)(wsch_client *c, const void *data, size_t len, void *user);
+    void (*on_stop)(wsch_client *c, wsch_stop reason, void *user);
 } wsch_client_desc;
 
 /* desc with every zero field replaced by its default (strings and callbacks
@@ -1203,18 +1399,21 @@ WSCH_API void wsch_client_timer_fired(wsch_client *c, unsigned timer_id);
 /* The transport closed by itself (EOF, error). Ignored when there is none. */
 WSCH_API void wsch_client_transport_closed(wsch_client *c);
 
-/* Sends {"type":type,"payload":payload}, payload being JSON text or NULL for
-   none; both borrowed until return. While not OPEN the encoded envelope
+/* Sends {"type":type,"payload":payload}: type NUL-terminated, payload JSON
+   text of payload_len bytes (WSCH_CSTR: NUL-terminated) or NULL for none;
+   both borrowed until return. While not OPEN the encoded envelope
    goes to the offline queue. Returns WSCH_OK; envelope errors
    (WSCH_ERR_ARG, WSCH_ERR_TOO_LARGE, WSCH_ERR_UTF8, WSCH_ERR_JSON,
    WSCH_ERR_JSON_DEPTH); WSCH_ERR_QUEUE_FULL (offline queue full, or the
    connection's outbound limit); WSCH_ERR_STATE (not OPEN and the offline
    queue is off); WSCH_ERR_CLOSED (the server's close frame has arrived and
    the link is ending: the message would be lost, resend after the
-   reconnect); WSCH_ERR_NOMEM. On error nothing was sent or queued. */
-WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payload);
+   reconnect); WSCH_ERR_TRANSPORT (send reported the transport broken: the
+   link is lost and the message with it); WSCH_ERR_NOMEM. On error nothing
+   was sent or queued. */
+WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payload, size_t payload_len);
 /* Same for an already encoded text message (checked to be UTF-8, not
-   parsed). */
+   parsed); len may be WSCH_CSTR. */
 WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len);
 
 /* Adds channel (copied) to the remembered set and, when OPEN, sends
@@ -1247,8 +1446,18 @@ WSCH_API int wsch_client_off(wsch_client *c, wsch_client_handler h);
 WSCH_API wsch_status wsch_client_status(const wsch_client *c);
 /* Milliseconds until the next connect attempt while WAITING, else -1. */
 WSCH_API int64_t wsch_client_next_retry_ms(const wsch_client *c);
-/* Failed tries since the last successful open (the n of the next backoff). */
+/* Failed tries in a row since the last successful open: 0 while none, 1
+   after the first failure (retry n waits the backoff of n - 1), and
+   max_attempts when the client stopped for that reason. */
 WSCH_API uint32_t wsch_client_attempts(const wsch_client *c);
+/* The HTTP status of the last handshake answer (101 once open; 401 for a
+   refused token), 0 before any answer arrived. A handshake refused with a
+   status other than 101 is reported to on_error as WSCH_ERR_STATUS. */
+WSCH_API int wsch_client_http_status(const wsch_client *c);
+/* What the current transport should wait for (WSCH_WANT_READ/_WRITE; WRITE
+   while a connect() is pending, as a non-blocking connect completes by
+   becoming writable), 0 when the client has no transport. */
+WSCH_API unsigned wsch_client_want(const wsch_client *c);
 WSCH_API wsch_stop wsch_client_stop_reason(const wsch_client *c);
 /* Last close code seen (0 before any), e.g. the terminal code that stopped it. */
 WSCH_API int wsch_client_last_close_code(const wsch_client *c);
@@ -1262,6 +1471,10 @@ WSCH_API void *wsch_client_user(const wsch_client *c);
 WSCH_API const char *wsch_status_str(wsch_status s);
 WSCH_API const char *wsch_stop_str(wsch_stop s);
 
+#endif /* WS_CHANNEL_NO_CLIENT */
+
+// >>hub
+#ifndef WS_CHANNEL_NO_HUB
 /* ========================================================================
    Hub (wsch_hub): the server side of the message system. The caller accepts
    TCP connections and hands each to the hub; the hub runs the handshake on
@@ -1273,6 +1486,20 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
    unsubscribing costs a hash lookup and a scan of that peer's own
    subscriptions (at most max_channels_per_peer). A hub and its peers
    belong to one thread; any number of hubs may run side by side.
+
+   Re-entrancy: from on_message, on_connect and on_disconnect the caller may
+   call wsch_hub_broadcast, _send_to_user, _send, _peer_close, _subscribe,
+   _unsubscribe and every getter, for any peer, the one being served
+   included (a peer dropped meanwhile just stops receiving). check_origin,
+   authenticate, authorize_subscribe and on_http may call the getters only.
+   The effects and the bridge callbacks must not call into the hub (close()
+   may call wsch_hub_transport_closed(), which does nothing there). Never
+   wsch_hub_destroy() from inside a hub callback.
+
+   Stale handles: once a peer's close() has run its handle is stale; every
+   call taking it returns WSCH_ERR_STALE, or what its comment says (0, NULL,
+   WSCH_STATE_CLOSED), and leaves its out-parameters as documented there
+   (*user_id empty), never pointing at freed memory.
 
    Wire protocol (text frames, one envelope each):
      peer -> hub   {"type":"ping","payload":P}          hub answers {"type":"pong","payload":P}
@@ -1382,25 +1609,6 @@ typedef struct wsch_hub_counters {
     uint64_t bridge_refused;    /* malformed bridge input (header, channel, envelope, size): refused */
 } wsch_hub_counters;
 
-/* The effects of one peer's transport; each callback gets the user
-   pointer given to wsch_hub_accept(). send and close are required, as in
-   wsch_conn_desc: send returns how many bytes it took (0 = would block, then
-   call wsch_hub_writable() when the socket drains); close asks the caller to
-   close the socket, after which it calls wsch_hub_transport_closed(). Timers
-   (optional; without them there are no timeouts): arm timer_id to fire once
-   after delay_ms, re-arming if armed, then call wsch_hub_timer_fired(). The
-   ids are WSCH_TIMER_HANDSHAKE, WSCH_TIMER_CLOSE and WSCH_HUB_TIMER_IDLE.
-   No callback here may call back into the hub, except close, which may call
-   wsch_hub_transport_closed() at once. The user pointer must stay valid
-   until wsch_hub_transport_closed() has returned (when that is called from
-   inside close, until the hub call that ran close has returned): no
-   callback for the peer runs after that. */
-typedef struct wsch_hub_transport {
-    size_t (*send)(const void *data, size_t len, void *user);
-    void (*close)(void *user);
-    void (*timer_set)(unsigned timer_id, uint32_t delay_ms, void *user);
-    void (*timer_cancel)(unsigned timer_id, void *user);
-} wsch_hub_transport;
 
 /* The bridge: how a hub reaches the hubs in other processes (or threads,
    or machines) through a pub/sub system the caller provides.
@@ -1476,7 +1684,7 @@ typedef struct wsch_hub_http_response {
 } wsch_hub_http_response;
 
 /* Everything a hub needs. Zero means the documented default. The desc is
-   copied; the strings and the transport it points to are borrowed until
+   copied; the strings it points to are borrowed until
    wsch_hub_destroy(). Hooks are optional; `user` goes to every hook. */
 typedef struct wsch_hub_desc {
     const char *path;                   /* the WebSocket endpoint, "/ws" */
@@ -1489,27 +1697,25 @@ typedef struct wsch_hub_desc {
     size_t max_channel_len;             /* bytes, 1..WSCH_HUB_MAX_CHANNEL_LEN */
     size_t max_user_id_len;             /* bytes of the id authenticate returns, up to 65535 */
     size_t max_token_len;               /* longer tokens are treated as absent */
-    size_t max_message_size;            /* inbound message (and frame) bytes; also the
-                                           largest envelope the hub will encode */
-    size_t max_outbound_bytes;          /* per peer; past it: dropped as a slow consumer */
-    size_t max_header_bytes;            /* request head; 0 = the connection's default */
     uint32_t idle_timeout_ms;           /* no inbound bytes for this long: closed.
                                            WSCH_HUB_NO_TIMEOUT disables it */
-    uint32_t handshake_timeout_ms;      /* 0 = the connection's default */
-    uint32_t close_timeout_ms;          /* 0 = the connection's default */
-
+    /* Per peer. The hub's defaults differ from a bare connection's:
+       max_message_size 64 KiB (also the largest envelope the hub encodes),
+       max_frame_size = max_message_size, max_outbound_bytes 1 MiB (past it
+       a peer is dropped as a slow consumer); the rest as wsch_limits. */
+    wsch_limits limits;
     wsch_allocator allocator;
-    wsch_hub_transport transport;       /* for wsch_hub_accept() with a NULL transport */
+    /* Each peer's transport: send and close required, timers optional
+       (without them, no timeouts); they get the peer's user pointer (the
+       one given to wsch_hub_accept(), which may also pass other effects for
+       one peer). The hub's own: now_ms, optional (with it the idle timer is
+       armed once and re-armed lazily; without it every read re-arms it);
+       random_bytes, optional but required with a bridge (the origin id),
+       seeds the tables' keyed hash so no peer can choose colliding channel
+       names (without it the seed is fixed); they get desc.user. */
+    wsch_effects effects;
 
     wsch_hub_bridge bridge;             /* all NULL: a hub on its own */
-
-    /* Optional clock: with it the idle timer is armed once and re-armed
-       lazily; without it every inbound read re-arms it. */
-    uint64_t (*now_ms)(void *user);
-    /* Optional randomness (required with a bridge: the origin id): seeds the
-       hash tables' keyed hash, so a peer cannot choose channel names that
-       collide. Without it the seed is fixed. */
-    void (*random_bytes)(void *buf, size_t len, void *user);
 
     /* Hooks. Data pointers are valid only during the callback. */
     /* Nonzero allows the request; zero refuses it with HTTP 403. Runs before
@@ -1531,7 +1737,7 @@ typedef struct wsch_hub_desc {
     void (*on_connect)(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, void *user);
     /* A peer that had on_connect is closed: code as in wsch_conn_desc's
        on_close. The handle is still valid during the call; it goes stale
-       when the caller reports the transport closed. */
+       when the peer's close() runs, right after. */
     void (*on_disconnect)(wsch_hub *hub, wsch_hub_peer peer, int code, void *user);
     /* An envelope of any type but ping, subscribe and unsubscribe. */
     void (*on_message)(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user);
@@ -1546,16 +1752,19 @@ WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc);
    above 65535, a bridge with a callback missing or without random_bytes) or
    WSCH_ERR_NOMEM. */
 WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out);
-/* Frees the hub, every peer and its queued output. No callback runs; the
-   caller closes its sockets itself. Not from inside a hub callback. */
+/* Frees the hub, every peer and its queued output. The only callback that
+   runs is close(), once for each peer whose transport was still the
+   library's (no events, no timer_cancel: the caller's timers go with the
+   hub). Not from inside a hub callback. */
 WSCH_API void wsch_hub_destroy(wsch_hub *hub);
 
-/* Hands an accepted transport to the hub. transport NULL means the desc's;
-   otherwise it is borrowed until the peer is released. user goes to the
-   transport callbacks. Returns WSCH_OK with *out set, WSCH_ERR_ARG (no send
-   or close), WSCH_ERR_LIMIT (max_peers: close the socket), WSCH_ERR_STATE
-   (shutting down) or WSCH_ERR_NOMEM. */
-WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_peer *out);
+/* Hands an accepted transport to the hub. effects NULL means desc.effects;
+   otherwise they are borrowed until the peer's close() (only send, close
+   and the timers are used). user goes to the peer's effects. Returns WSCH_OK
+   with *out set, or WSCH_ERR_ARG (no send or close), WSCH_ERR_LIMIT
+   (max_peers), WSCH_ERR_STATE (shutting down) or WSCH_ERR_NOMEM: then the
+   transport is still the caller's (no close() comes for it). */
+WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_effects *effects, void *user, wsch_hub_peer *out);
 
 /* Transport events for one peer. feed's bytes are modified in place.
    feed returns WSCH_OK or the error that failed the connection (see
@@ -1563,14 +1772,20 @@ WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport,
 WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_peer peer, void *data, size_t len);
 WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_peer peer);
 WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_peer peer, unsigned timer_id);
-/* The socket is closed (EOF, error, or after the close callback). Exactly
-   once per accepted peer: after it the handle is stale and the hub keeps
-   nothing of the peer. */
+/* The caller saw the transport end first (EOF, a read error): the peer ends
+   as a lost connection (on_disconnect with WSCH_CLOSE_ABNORMAL if it was
+   open), then close() runs as on every path and the handle goes stale.
+   From inside that peer's close() it does nothing. WSCH_OK or
+   WSCH_ERR_STALE. */
 WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_peer peer);
+/* What the peer's transport should wait for now (WSCH_WANT_READ/_WRITE);
+   0 once its close() has run (or the handle is stale). */
+WSCH_API unsigned wsch_hub_peer_want(const wsch_hub *hub, wsch_hub_peer peer);
 
 /* Queues {"type":type,"payload":payload} to every open subscriber of
-   channel. payload is raw JSON text, checked to be one value (NULL with len 0:
-   no payload member). The frame is encoded once and queued by reference;
+   channel. payload is raw JSON text of payload_len bytes (WSCH_CSTR:
+   NUL-terminated), checked to be one value (NULL with len 0: no payload
+   member). The frame is encoded once and queued by reference;
    subscribers past their outbound limit are dropped (4008) and the rest are
    served. *delivered (may be NULL) gets the number of peers it was queued
    to. Everything is borrowed until return. Returns WSCH_OK (also when nobody
@@ -1588,7 +1803,8 @@ WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *
 WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
                                    size_t payload_len, size_t *delivered);
 /* The same, to one peer: WSCH_ERR_STALE when it is gone, WSCH_ERR_STATE
-   when it is not open (or was dropped by this send, as a slow consumer). */
+   when it is not open (or this send ended it: a slow consumer dropped, a
+   transport that send() reported broken). */
 WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_peer peer, const char *type, const char *payload,
                            size_t payload_len);
 
@@ -1606,15 +1822,17 @@ WSCH_API size_t wsch_hub_channel_size(const wsch_hub *hub, const char *channel);
 /* Open connections of user_id. */
 WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_id);
 
-/* Starts the closing handshake with code and reason (borrowed until
-   return); the peer gets no further broadcasts. WSCH_OK, WSCH_ERR_STALE or
-   the connection's error. */
-WSCH_API int wsch_hub_peer_close(wsch_hub *hub, wsch_hub_peer peer, uint16_t code, const char *reason);
+/* Starts the closing handshake with code and reason (reason_len bytes, or
+   WSCH_CSTR; borrowed until return); the peer gets no further broadcasts.
+   WSCH_OK, WSCH_ERR_STALE or the connection's error (see wsch_conn_close). */
+WSCH_API int wsch_hub_peer_close(wsch_hub *hub, wsch_hub_peer peer, uint16_t code, const char *reason,
+                                 size_t reason_len);
 
 /* 1 while the handle refers to a peer, 0 once it is stale. */
 WSCH_API int wsch_hub_peer_valid(const wsch_hub *hub, wsch_hub_peer peer);
 /* The peer's user id (empty when anonymous or not yet authenticated),
-   valid until the peer is released. WSCH_OK or WSCH_ERR_STALE. */
+   valid until the peer's close(). WSCH_OK, or WSCH_ERR_STALE with *user_id
+   empty. */
 WSCH_API int wsch_hub_peer_user_id(const wsch_hub *hub, wsch_hub_peer peer, wsch_str *user_id);
 /* The user pointer given to wsch_hub_accept(), or NULL when stale. */
 WSCH_API void *wsch_hub_peer_user(const wsch_hub *hub, wsch_hub_peer peer);
@@ -1652,6 +1870,8 @@ WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub);
 
 /* Fills *out. O(peers): bytes_queued is summed on demand. */
 WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out);
+#endif /* WS_CHANNEL_NO_HUB */
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
@@ -1689,9 +1909,12 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out);
 #ifndef WSCH_MEMCHR
 #define WSCH_MEMCHR(s, c, n) memchr((s), (c), (n))
 #endif
+#ifndef WSCH_STRLEN
+#define WSCH_STRLEN(s) strlen((s))
+#endif
 
 /* Private helpers are static even without WS_CHANNEL_STATIC. */
-#define WSCH__PRIVATE static
+#define WSCH__PRIVATE static WSCH__UNUSED
 
 // >>common
 WSCH_API const char *wsch_err_str(int err) {
@@ -1723,6 +1946,110 @@ WSCH__PRIVATE int wsch__str_ieq(wsch_str s, const char *lit) {
         if (lit[i] == '\0' || wsch__lower((unsigned char)s.ptr[i]) != wsch__lower((unsigned char)lit[i])) return 0;
     }
     return lit[i] == '\0';
+}
+
+/* ---- the text writer: one code path measures and writes ----------------
+   Every text the library builds (HTTP heads and answers, envelopes, escaped
+   JSON strings) goes through it. A put that fits is copied; a put that does
+   not only counts, and nothing is copied after it, so out always holds a
+   prefix of the text. len is the length the whole text needs (saturating at
+   SIZE_MAX): a pass with cap 0 (out may be NULL) measures, and a pass with
+   cap >= len + 1 writes, by the same code, so a size and its bytes cannot
+   disagree. Invariant: !overflow implies len <= cap. */
+typedef struct wsch__writer {
+    char *out;
+    size_t cap;
+    size_t len;                 /* bytes the text needs so far */
+    int overflow;               /* some put did not fit: out holds a prefix */
+} wsch__writer;
+
+WSCH__PRIVATE void wsch__w_init(wsch__writer *w, char *out, size_t cap) {
+    w->out = out;
+    w->cap = out ? cap : 0;
+    w->len = 0;
+    w->overflow = 0;
+}
+
+WSCH__PRIVATE void wsch__w_put(wsch__writer *w, const void *s, size_t n) {
+    if (!w->overflow && n <= w->cap - w->len) {
+        if (n) WSCH_MEMCPY(w->out + w->len, s, n);
+        w->len += n;
+        return;
+    }
+    w->overflow = 1;
+    w->len = n > SIZE_MAX - w->len ? SIZE_MAX : w->len + n;
+}
+
+WSCH__PRIVATE void wsch__w_puts(wsch__writer *w, const char *s) { wsch__w_put(w, s, WSCH_STRLEN(s)); }
+/* One "Name: value" header line. */
+WSCH__PRIVATE void wsch__w_header(wsch__writer *w, const char *name, const char *value) {
+    wsch__w_puts(w, name);
+    wsch__w_puts(w, ": ");
+    wsch__w_puts(w, value);
+    wsch__w_puts(w, "\r\n");
+}
+
+WSCH__PRIVATE void wsch__w_put_uint(wsch__writer *w, uint64_t v) {
+    char digits[20];
+    size_t n = sizeof digits;
+    do {
+        digits[--n] = (char)('0' + (int)(v % 10u));
+        v /= 10u;
+    } while (v);
+    wsch__w_put(w, digits + n, sizeof digits - n);
+}
+
+/* s[0..len) as a quoted JSON string: '"' and '\' escaped, control
+   characters as \b \f \n \r \t or \u00XX, every other byte (non-ASCII
+   included) verbatim, in runs. Checking UTF-8 is the caller's business. The
+   library's only JSON escaper. */
+WSCH__PRIVATE void wsch__w_put_json_string(wsch__writer *w, const char *s, size_t len) {
+    static const char hex[] = "0123456789abcdef";
+    size_t i, run = 0;
+    wsch__w_put(w, "\"", 1);
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[6];
+        size_t k = 2;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        wsch__w_put(w, s + run, i - run);
+        run = i + 1;
+        e[0] = '\\';
+        switch (c) {
+        case '"':  e[1] = '"'; break;
+        case '\\': e[1] = '\\'; break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        default:
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15u];
+            k = 6;
+            break;
+        }
+        wsch__w_put(w, e, k);
+    }
+    if (len) wsch__w_put(w, s + run, len - run);
+    wsch__w_put(w, "\"", 1);
+}
+
+/* The text and a NUL after it fit: WSCH_OK. Otherwise WSCH_ERR_BUFFER and
+   out (when cap > 0) is left an empty string, never a truncated text.
+   *out_len (may be NULL) gets the text's length, without the NUL, either
+   way. */
+WSCH__PRIVATE int wsch__w_finish(wsch__writer *w, size_t *out_len) {
+    if (out_len) *out_len = w->len;
+    if (w->overflow || w->len >= w->cap) {
+        if (w->cap) w->out[0] = '\0';
+        return WSCH_ERR_BUFFER;
+    }
+    w->out[w->len] = '\0';
+    return WSCH_OK;
 }
 
 // >>primitives
@@ -2277,12 +2604,6 @@ WSCH__PRIVATE wsch_str wsch__h_span(const char *p, size_t n) {
     return s;
 }
 
-WSCH__PRIVATE size_t wsch__h_cstrlen(const char *s) {
-    size_t n = 0;
-    while (s[n]) n++;
-    return n;
-}
-
 WSCH__PRIVATE wsch_str wsch__h_trim(wsch_str s) {
     while (s.len && wsch__h_is_ows((unsigned char)s.ptr[0])) {
         s.ptr++;
@@ -2327,7 +2648,7 @@ WSCH__PRIVATE int wsch__h_list_contains(const char *list, wsch_str elem) {
     wsch_str l, e;
     size_t pos = 0;
     if (!list) return 0;
-    l = wsch__h_span(list, wsch__h_cstrlen(list));
+    l = wsch__h_span(list, WSCH_STRLEN(list));
     while (wsch__h_list_next(l, &pos, &e))
         if (wsch__h_span_eq(e, elem)) return 1;
     return 0;
@@ -2341,54 +2662,14 @@ WSCH__PRIVATE int wsch__h_headers_have_token(const wsch_http_header *h, size_t n
     return 0;
 }
 
-/* --- output writer: counts what it needs, writes only what fits ---------- */
-
-typedef struct wsch__h_writer {
-    char *out;
-    size_t cap;
-    size_t len;                 /* bytes the text needs so far; > cap once it overflowed */
-} wsch__h_writer;
-
-WSCH__PRIVATE void wsch__h_put(wsch__h_writer *w, const char *s, size_t n) {
-    if (n && w->len <= w->cap && n <= w->cap - w->len) WSCH_MEMCPY(w->out + w->len, s, n);
-    w->len = n > (size_t)-1 - w->len ? (size_t)-1 : w->len + n;
-}
-
-WSCH__PRIVATE void wsch__h_puts(wsch__h_writer *w, const char *s) { wsch__h_put(w, s, wsch__h_cstrlen(s)); }
-
-WSCH__PRIVATE void wsch__h_put_uint(wsch__h_writer *w, unsigned long v) {
-    char digits[24];
-    size_t n = sizeof digits;
-    do {
-        digits[--n] = (char)('0' + (int)(v % 10u));
-        v /= 10u;
-    } while (v);
-    wsch__h_put(w, digits + n, sizeof digits - n);
-}
-
-/* The text and its NUL fit: WSCH_OK. Else an empty string and the size needed. */
-WSCH__PRIVATE int wsch__h_finish(wsch__h_writer *w, size_t *out_len) {
-    *out_len = w->len;
-    if (w->len >= w->cap) {
-        if (w->cap) w->out[0] = '\0';
-        return WSCH_ERR_BUFFER;
-    }
-    w->out[w->len] = '\0';
-    return WSCH_OK;
-}
-
-WSCH__PRIVATE void wsch__h_writer_init(wsch__h_writer *w, char *out, size_t cap) {
-    w->out = out;
-    w->cap = out ? cap : 0;
-    w->len = 0;
-}
+/* --- output: the common writer (wsch__writer) under the builders' rules -- */
 
 /* Copies a span out as a C string under the builders' rules. */
 WSCH__PRIVATE int wsch__h_copy_out(wsch_str s, char *out, size_t cap, size_t *out_len) {
-    wsch__h_writer w;
-    wsch__h_writer_init(&w, out, cap);
-    wsch__h_put(&w, s.ptr, s.len);
-    return wsch__h_finish(&w, out_len);
+    wsch__writer w;
+    wsch__w_init(&w, out, cap);
+    wsch__w_put(&w, s.ptr, s.len);
+    return wsch__w_finish(&w, out_len);
 }
 
 /* Caller-supplied "Name: value\r\n" lines: token names, field characters
@@ -2427,7 +2708,7 @@ WSCH__PRIVATE int wsch__h_value_ok(const char *s) {
 
 /* A comma-separated list of tokens with optional whitespace, at least one. */
 WSCH__PRIVATE int wsch__h_token_list_ok(const char *s) {
-    wsch_str l = wsch__h_span(s, wsch__h_cstrlen(s)), e;
+    wsch_str l = wsch__h_span(s, WSCH_STRLEN(s)), e;
     size_t pos = 0, i, n = 0;
     for (i = 0; i < l.len; i++) {
         unsigned c = (unsigned char)s[i];
@@ -2671,7 +2952,7 @@ WSCH_API int wsch_request_next_protocol(const wsch_request *req, size_t *iter, w
 }
 
 WSCH__PRIVATE int wsch__h_protocol_offered(const wsch_request *req, const char *protocol) {
-    wsch_str want = wsch__h_span(protocol, wsch__h_cstrlen(protocol)), p;
+    wsch_str want = wsch__h_span(protocol, WSCH_STRLEN(protocol)), p;
     size_t iter = 0;
     if (!wsch__h_span_is_token(want)) return 0;
     while (wsch_request_next_protocol(req, &iter, &p))
@@ -2682,7 +2963,7 @@ WSCH__PRIVATE int wsch__h_protocol_offered(const wsch_request *req, const char *
 WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, const char *extra_headers,
                                  char *out, size_t cap, size_t *out_len) {
     char accept[WSCH_ACCEPT_LEN + 1];
-    wsch__h_writer w;
+    wsch__writer w;
     if (!req || !out_len || (!out && cap) || !req->key.len) return WSCH_ERR_ARG;
     if (protocol && !protocol[0]) protocol = NULL;
     if (protocol && !wsch__h_protocol_offered(req, protocol)) return WSCH_ERR_ARG;
@@ -2692,28 +2973,33 @@ WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, 
         if (!wsch__h_header_lines_ok(extra_headers, mine)) return WSCH_ERR_ARG;
     }
     wsch_accept_key(req->key.ptr, req->key.len, accept);
-    wsch__h_writer_init(&w, out, cap);
-    wsch__h_puts(&w, "HTTP/1.1 101 Switching Protocols\r\n"
+    wsch__w_init(&w, out, cap);
+    wsch__w_puts(&w, "HTTP/1.1 101 Switching Protocols\r\n"
                    "Upgrade: websocket\r\n"
                    "Connection: Upgrade\r\n"
                    "Sec-WebSocket-Accept: ");
-    wsch__h_put(&w, accept, WSCH_ACCEPT_LEN);
-    wsch__h_puts(&w, "\r\n");
+    wsch__w_put(&w, accept, WSCH_ACCEPT_LEN);
+    wsch__w_puts(&w, "\r\n");
     if (protocol) {
-        wsch__h_puts(&w, "Sec-WebSocket-Protocol: ");
-        wsch__h_puts(&w, protocol);
-        wsch__h_puts(&w, "\r\n");
+        wsch__w_header(&w, "Sec-WebSocket-Protocol", protocol);
     }
-    if (extra_headers) wsch__h_puts(&w, extra_headers);
-    wsch__h_puts(&w, "\r\n");
-    return wsch__h_finish(&w, out_len);
+    if (extra_headers) wsch__w_puts(&w, extra_headers);
+    wsch__w_puts(&w, "\r\n");
+    return wsch__w_finish(&w, out_len);
 }
 
+/* The one table of reason phrases: every status the library or the hub
+   answers with, a class name for the rest. */
 WSCH__PRIVATE const char *wsch__h_reason_phrase(int status) {
     switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
     case 301: return "Moved Permanently";
     case 302: return "Found";
     case 303: return "See Other";
+    case 304: return "Not Modified";
     case 307: return "Temporary Redirect";
     case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
@@ -2722,43 +3008,86 @@ WSCH__PRIVATE const char *wsch__h_reason_phrase(int status) {
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
     case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
-    default: return status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    default:
+        return status < 300 ? "Success" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
     }
 }
 
-WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *out, size_t cap, size_t *out_len) {
-    const char *reason;
-    size_t reason_len;
-    wsch__h_writer w;
-    if (status < 300 || status > 599 || !out_len || (!out && cap)) return WSCH_ERR_ARG;
-    {
-        static const char *const mine[] = {"Content-Length", "Content-Type", "Connection", NULL};
-        if (!wsch__h_header_lines_ok(extra_headers, mine)) return WSCH_ERR_ARG;
+/* Does a list of "Name: value\r\n" lines that wsch__h_header_lines_ok
+   accepted name the header name? */
+WSCH__PRIVATE int wsch__h_header_lines_name(const char *s, const char *name) {
+    size_t i = 0;
+    while (s && s[i]) {
+        size_t start = i;
+        while (s[i] != ':') i++;
+        if (wsch__str_ieq(wsch__h_span(s + start, i - start), name)) return 1;
+        while (s[i] != '\n') i++;
+        i++;
     }
+    return 0;
+}
+
+WSCH_API int wsch_http_response_build(int status, const char *content_type, const void *body, size_t body_len,
+                                      const char *extra_headers, char *out, size_t cap, size_t *out_len) {
+    static const char *const mine[] = {"Content-Type", "Content-Length", "Connection", "Transfer-Encoding", NULL};
+    /* Headers a status needs (RFC 9110 15.5.2, 15.5.6; RFC 6455 4.4), unless the caller gives its own. */
+    static const struct { int status; const char *name, *line; } needs[] = {
+        {401, "WWW-Authenticate", "WWW-Authenticate: Bearer\r\n"},
+        {405, "Allow", "Allow: GET\r\n"},
+        {426, "Sec-WebSocket-Version", "Sec-WebSocket-Version: 13\r\n"},
+    };
+    int bodyless = status == 204 || status == 304;
+    const char *reason;
+    size_t i;
+    wsch__writer w;
+    if (status < 200 || status > 599 || !out_len || (!out && cap)) return WSCH_ERR_ARG;
+    if (bodyless && body_len) return WSCH_ERR_ARG;
+    if (content_type && content_type[0] && !wsch__h_value_ok(content_type)) return WSCH_ERR_ARG;
+    if (!wsch__h_header_lines_ok(extra_headers, mine)) return WSCH_ERR_ARG;
+    if (!content_type || !content_type[0]) content_type = "text/plain; charset=utf-8";
     reason = wsch__h_reason_phrase(status);
-    reason_len = wsch__h_cstrlen(reason);
-    wsch__h_writer_init(&w, out, cap);
-    wsch__h_puts(&w, "HTTP/1.1 ");
-    wsch__h_put_uint(&w, (unsigned long)status);
-    wsch__h_puts(&w, " ");
-    wsch__h_put(&w, reason, reason_len);
-    wsch__h_puts(&w, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    wsch__h_put_uint(&w, (unsigned long)(reason_len + 1));
-    wsch__h_puts(&w, "\r\nConnection: close\r\n");
-    if (status == 426) wsch__h_puts(&w, "Sec-WebSocket-Version: 13\r\n");
-    if (status == 405) wsch__h_puts(&w, "Allow: GET\r\n");
-    if (status == 401) wsch__h_puts(&w, "WWW-Authenticate: Bearer\r\n");
-    if (extra_headers) wsch__h_puts(&w, extra_headers);
-    wsch__h_puts(&w, "\r\n");
-    wsch__h_put(&w, reason, reason_len);
-    wsch__h_puts(&w, "\n");
-    return wsch__h_finish(&w, out_len);
+    wsch__w_init(&w, out, cap);
+    wsch__w_puts(&w, "HTTP/1.1 ");
+    wsch__w_put_uint(&w, (uint64_t)status);
+    wsch__w_puts(&w, " ");
+    wsch__w_puts(&w, reason);
+    wsch__w_puts(&w, "\r\n");
+    if (!bodyless) {
+        wsch__w_puts(&w, "Content-Type: ");
+        wsch__w_puts(&w, content_type);
+        wsch__w_puts(&w, "\r\nContent-Length: ");
+        wsch__w_put_uint(&w, (uint64_t)body_len);
+        wsch__w_puts(&w, "\r\n");
+    }
+    wsch__w_puts(&w, "Connection: close\r\n");
+    for (i = 0; i < sizeof needs / sizeof needs[0]; i++)
+        if (status == needs[i].status && !wsch__h_header_lines_name(extra_headers, needs[i].name))
+            wsch__w_puts(&w, needs[i].line);
+    if (extra_headers) wsch__w_puts(&w, extra_headers);
+    wsch__w_puts(&w, "\r\n");
+    if (body) wsch__w_put(&w, body, body_len);
+    return wsch__w_finish(&w, out_len);
+}
+
+WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *out, size_t cap, size_t *out_len) {
+    char body[48];              /* the reason and a newline */
+    const char *reason;
+    size_t n;
+    if (status < 300 || status > 599) return WSCH_ERR_ARG;
+    reason = wsch__h_reason_phrase(status);
+    n = WSCH_STRLEN(reason);
+    WSCH_ASSERT(n < sizeof body);
+    WSCH_MEMCPY(body, reason, n);
+    body[n++] = '\n';
+    if (status == 304) n = 0;   /* a 304 has no body */
+    return wsch_http_response_build(status, NULL, body, n, extra_headers, out, cap, out_len);
 }
 
 /* --- client side ---------------------------------------------------------- */
@@ -2767,7 +3096,7 @@ WSCH_API int wsch_http_error_build(int status, const char *extra_headers, char *
    IPv4 addresses), or an IPv6 literal with or without brackets. *bracket is
    set when the literal needs brackets added. */
 WSCH__PRIVATE int wsch__h_host_ok(const char *h, int *bracket) {
-    size_t i, n = wsch__h_cstrlen(h), colons = 0;
+    size_t i, n = WSCH_STRLEN(h), colons = 0;
     size_t from = 0, to = n;
     *bracket = 0;
     if (!n) return 0;
@@ -2804,7 +3133,7 @@ WSCH_API int wsch_handshake_request_build(const wsch_handshake_request_desc *d, 
     size_t key_len = 0;
     const char *path, *query, *protocols, *origin;
     int bracket, rc;
-    wsch__h_writer w;
+    wsch__writer w;
     if (!d || !out_len || !key_out || (!out && cap) || !d->host) return WSCH_ERR_ARG;
     path = d->path ? d->path : "/";
     query = d->query && d->query[0] ? d->query : NULL;
@@ -2824,38 +3153,34 @@ WSCH_API int wsch_handshake_request_build(const wsch_handshake_request_desc *d, 
         key_len != WSCH_KEY_LEN)
         return WSCH_ERR_ARG;
 
-    wsch__h_writer_init(&w, out, cap);
-    wsch__h_puts(&w, "GET ");
-    wsch__h_puts(&w, path);
+    wsch__w_init(&w, out, cap);
+    wsch__w_puts(&w, "GET ");
+    wsch__w_puts(&w, path);
     if (query) {
-        wsch__h_puts(&w, "?");
-        wsch__h_puts(&w, query);
+        wsch__w_puts(&w, "?");
+        wsch__w_puts(&w, query);
     }
-    wsch__h_puts(&w, " HTTP/1.1\r\nHost: ");
-    if (bracket) wsch__h_puts(&w, "[");
-    wsch__h_puts(&w, d->host);
-    if (bracket) wsch__h_puts(&w, "]");
+    wsch__w_puts(&w, " HTTP/1.1\r\nHost: ");
+    if (bracket) wsch__w_puts(&w, "[");
+    wsch__w_puts(&w, d->host);
+    if (bracket) wsch__w_puts(&w, "]");
     if (d->port && d->port != 80) {
-        wsch__h_puts(&w, ":");
-        wsch__h_put_uint(&w, d->port);
+        wsch__w_puts(&w, ":");
+        wsch__w_put_uint(&w, d->port);
     }
-    wsch__h_puts(&w, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
-    wsch__h_put(&w, key, WSCH_KEY_LEN);
-    wsch__h_puts(&w, "\r\n");
+    wsch__w_puts(&w, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+    wsch__w_put(&w, key, WSCH_KEY_LEN);
+    wsch__w_puts(&w, "\r\n");
     if (origin) {
-        wsch__h_puts(&w, "Origin: ");
-        wsch__h_puts(&w, origin);
-        wsch__h_puts(&w, "\r\n");
+        wsch__w_header(&w, "Origin", origin);
     }
     if (protocols) {
-        wsch__h_puts(&w, "Sec-WebSocket-Protocol: ");
-        wsch__h_puts(&w, protocols);
-        wsch__h_puts(&w, "\r\n");
+        wsch__w_header(&w, "Sec-WebSocket-Protocol", protocols);
     }
-    wsch__h_puts(&w, "Sec-WebSocket-Version: 13\r\n");
-    if (d->extra_headers) wsch__h_puts(&w, d->extra_headers);
-    wsch__h_puts(&w, "\r\n");
-    rc = wsch__h_finish(&w, out_len);
+    wsch__w_puts(&w, "Sec-WebSocket-Version: 13\r\n");
+    if (d->extra_headers) wsch__w_puts(&w, d->extra_headers);
+    wsch__w_puts(&w, "\r\n");
+    rc = wsch__w_finish(&w, out_len);
     if (rc == WSCH_OK) WSCH_MEMCPY(key_out, key, WSCH_KEY_LEN + 1);
     return rc;
 }
@@ -2916,7 +3241,7 @@ WSCH_API int wsch_response_check(const wsch_response *res, const char *key, cons
         }
     }
     if (n_upgrade != 1 || !upgrade_ok || !connection_ok) return WSCH_ERR_MISSING_HEADER;
-    wsch_accept_key(key, wsch__h_cstrlen(key), expect);
+    wsch_accept_key(key, WSCH_STRLEN(key), expect);
     if (n_accept != 1 || !wsch__h_span_eq(accept, wsch__h_span(expect, WSCH_ACCEPT_LEN))) return WSCH_ERR_ACCEPT;
     if (n_ext) return WSCH_ERR_EXTENSION;
     if (n_protocol > 1) return WSCH_ERR_EXTENSION;
@@ -3061,7 +3386,7 @@ WSCH_API int wsch_query_get(wsch_str query, const char *key, char *out, size_t c
     while (pos < query.len) {
         size_t start = pos, stop, eq;
         wsch_str name, value;
-        wsch__h_writer w;
+        wsch__writer w;
         while (pos < query.len && query.ptr[pos] != '&') pos++;
         stop = pos;
         if (pos < query.len) pos++; /* the '&' */
@@ -3070,37 +3395,42 @@ WSCH_API int wsch_query_get(wsch_str query, const char *key, char *out, size_t c
         name = wsch__h_span(query.ptr + start, eq - start);
         value = eq < stop ? wsch__h_span(query.ptr + eq + 1, stop - eq - 1) : wsch__h_span(query.ptr + stop, 0);
         if (!wsch__h_form_key_is(name, key)) continue;
-        wsch__h_writer_init(&w, out, cap);
+        wsch__w_init(&w, out, cap);
         i = 0;
         while (wsch__h_form_next(value, &i, &c) > 0) {
             char ch = (char)c;
             if (c == 0) return WSCH_ERR_URL;
-            wsch__h_put(&w, &ch, 1);
+            wsch__w_put(&w, &ch, 1);
         }
-        return wsch__h_finish(&w, out_len);
+        return wsch__w_finish(&w, out_len);
     }
     return WSCH_ERR_NOT_FOUND;
 }
 
-WSCH_API int wsch_percent_encode(const char *src, size_t len, char *out, size_t cap, size_t *out_len) {
+/* src[0..len) percent-encoded (wsch_percent_encode's rules) into w. */
+WSCH__PRIVATE void wsch__h_put_percent(wsch__writer *w, const char *src, size_t len) {
     static const char hex[] = "0123456789ABCDEF";
     size_t i;
-    wsch__h_writer w;
-    if (!out_len || (!src && len) || (!out && cap)) return WSCH_ERR_ARG;
-    wsch__h_writer_init(&w, out, cap);
     for (i = 0; i < len; i++) {
         unsigned c = (unsigned char)src[i];
         if (wsch__h_is_unreserved(c)) {
-            wsch__h_put(&w, src + i, 1);
+            wsch__w_put(w, src + i, 1);
         } else {
             char esc[3];
             esc[0] = '%';
             esc[1] = hex[c >> 4];
             esc[2] = hex[c & 15u];
-            wsch__h_put(&w, esc, 3);
+            wsch__w_put(w, esc, 3);
         }
     }
-    return wsch__h_finish(&w, out_len);
+}
+
+WSCH_API int wsch_percent_encode(const char *src, size_t len, char *out, size_t cap, size_t *out_len) {
+    wsch__writer w;
+    if (!out_len || (!src && len) || (!out && cap)) return WSCH_ERR_ARG;
+    wsch__w_init(&w, out, cap);
+    wsch__h_put_percent(&w, src, len);
+    return wsch__w_finish(&w, out_len);
 }
 
 /* RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
@@ -3146,6 +3476,7 @@ WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, 
     return rc;
 }
 // >>conn
+#ifndef WS_CHANNEL_NO_CONN
 /* Bytes of a frame copied through the stack on their way to send(): a small
    frame leaves in one call, a masked one is masked in pieces of this size. */
 #ifndef WSCH_SEND_CHUNK
@@ -3157,6 +3488,9 @@ WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, 
    in one send() call. 0 turns the gathering off. */
 #ifndef WSCH_CORK_BYTES
 #define WSCH_CORK_BYTES 16384
+#endif
+#if WSCH_CORK_BYTES < 0 || WSCH_CORK_BYTES > 1048576
+#error "WSCH_CORK_BYTES must be between 0 and 1 MiB"
 #endif
 
 /* One queued run of unsent bytes: a private copy (data follows the struct) or
@@ -3221,25 +3555,45 @@ struct wsch_conn {
     wsch__chunk *out_head, *out_tail;
     size_t out_bytes;               /* queued, corked bytes included */
     unsigned char *cork;            /* the outermost feed's stack buffer, or NULL */
-    size_t cork_len;
+    uint32_t cork_len;
+    /* The limits every frame and send checks, resolved once at create (the
+       handshake's and the close timeout are read from the desc when used). */
+    uint32_t max_frame, max_message, max_outbound;
     wsch__handshake *hs;
-    char *protocol;
-    size_t protocol_len;
+    char *protocol;                 /* NUL-terminated, or NULL */
     unsigned char ctrl[WSCH_CONTROL_PAYLOAD_MAX];
 };
 
 WSCH__PRIVATE size_t wsch__or(size_t v, size_t def) { return v ? v : def; }
 
+/* The start of every ..._desc_defaults(): the caller's desc, or all zero. */
+WSCH__PRIVATE void wsch__desc_copy(void *dst, const void *desc, size_t size) {
+    if (desc) WSCH_MEMCPY(dst, desc, size);
+    else WSCH_MEMSET(dst, 0, size);
+}
+
+/* A (pointer, length) argument's length, WSCH_CSTR resolved. */
+WSCH__PRIVATE size_t wsch__cstr_len(const char *s, size_t len) {
+    if (len != WSCH_CSTR) return len;
+    return s ? WSCH_STRLEN(s) : 0;
+}
+
+/* A limit as the conn keeps it: at most 4 GiB - 1 (see wsch_limits). */
+WSCH__PRIVATE uint32_t wsch__limit32(size_t v, size_t def) {
+    v = wsch__or(v, def);
+    return v > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)v;
+}
+
 WSCH__PRIVATE void wsch__timer(wsch_conn *c, unsigned id, unsigned flag, uint32_t ms) {
-    if (!c->desc->timer_set) return;
-    c->desc->timer_set(id, ms, c->user);
+    if (!c->desc->effects.timer_set) return;
+    c->desc->effects.timer_set(id, ms, c->user);
     c->flags = (uint8_t)(c->flags | flag);
 }
 
 WSCH__PRIVATE void wsch__untimer(wsch_conn *c, unsigned id, unsigned flag) {
     if (!(c->flags & flag)) return;
     c->flags = (uint8_t)(c->flags & ~flag);
-    if (c->desc->timer_cancel) c->desc->timer_cancel(id, c->user);
+    if (c->desc->effects.timer_cancel) c->desc->effects.timer_cancel(id, c->user);
 }
 
 WSCH__PRIVATE void wsch__shared_unref(wsch_shared *s) {
@@ -3250,6 +3604,21 @@ WSCH__PRIVATE void wsch__shared_unref(wsch_shared *s) {
 }
 
 /* --- output -------------------------------------------------------------- */
+
+WSCH__PRIVATE void wsch__finish(wsch_conn *c);
+
+/* One call of the send effect: how many bytes it took. A hard error ends
+   the connection here (1006, WSCH_ERR_TRANSPORT); the caller sees the state
+   CLOSED and stops. */
+WSCH__PRIVATE size_t wsch__send(wsch_conn *c, const void *data, size_t len) {
+    size_t n = c->desc->effects.send(data, len, c->user);
+    if (n != WSCH_SEND_ERROR) return n < len ? n : len;
+    c->flags = (uint8_t)(c->flags | WSCH__F_FAILED | WSCH__F_CLOSE_SENT);
+    c->close_code = WSCH_CLOSE_ABNORMAL;
+    c->fail_err = WSCH_ERR_TRANSPORT;
+    wsch__finish(c);
+    return 0;
+}
 
 /* Queues the bytes of a frame from offset `done` on: the header tail, then
    the payload, masked on the way when mask is not NULL. One allocation. */
@@ -3283,13 +3652,12 @@ WSCH__PRIVATE int wsch__enqueue(wsch_conn *c, const unsigned char *hdr, size_t h
 
 /* A frame that left in part and could not be queued has cut the byte
    stream: nothing sensible can follow it, so the connection ends here. */
-WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport);
 WSCH__PRIVATE int wsch__queue_or_cut(wsch_conn *c, int rc, size_t sent) {
     if (rc != WSCH_OK && sent) {
         c->flags = (uint8_t)(c->flags | WSCH__F_FAILED | WSCH__F_CLOSE_SENT);
         c->close_code = WSCH_CLOSE_ABNORMAL;
         c->fail_err = rc;
-        wsch__finish(c, 1);
+        wsch__finish(c);
     }
     return rc;
 }
@@ -3300,7 +3668,8 @@ WSCH__PRIVATE int wsch__uncork(wsch_conn *c) {
     if (!len) return WSCH_OK;
     c->cork_len = 0;
     c->out_bytes -= len;
-    n = c->desc->send(c->cork, len, c->user);
+    n = wsch__send(c, c->cork, len);
+    if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
     if (n >= len) return WSCH_OK;
     /* These frames were accepted by calls that returned OK: losing any of
        them cuts the stream, even if none has left yet. */
@@ -3312,7 +3681,7 @@ WSCH__PRIVATE int wsch__uncork(wsch_conn *c) {
    before a frame is refused: the answer must not depend on how the input
    was split into reads. */
 WSCH__PRIVATE int wsch__room(wsch_conn *c, size_t total) {
-    size_t limit = wsch__or(c->desc->max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES);
+    size_t limit = c->max_outbound;
     if (c->out_bytes + total <= limit) return WSCH_OK;
     if (c->cork && c->cork_len) {
         int rc = wsch__uncork(c);
@@ -3339,7 +3708,7 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
     h.payload_len = len;
     if (c->desc->role == WSCH_ROLE_CLIENT) {
         h.masked = 1;
-        c->desc->random_bytes(h.mask_key, 4, c->user);
+        c->desc->effects.random_bytes(h.mask_key, 4, c->user);
         mask = h.mask_key;
     }
     hlen = wsch_frame_header_encode(hdr, &h);
@@ -3359,7 +3728,7 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
                 WSCH_MEMCPY(dst + hlen, payload, len);
                 if (mask) wsch_mask(dst + hlen, len, mask, 0);
             }
-            c->cork_len += total;
+            c->cork_len = (uint32_t)(c->cork_len + total);   /* total <= WSCH_CORK_BYTES */
             c->out_bytes += total;
             return WSCH_OK;
         }
@@ -3390,8 +3759,8 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
             piece = buf;
             piece_len = fill + n;
         }
-        n = c->desc->send(piece, piece_len, c->user);
-        if (n > piece_len) n = piece_len;
+        n = wsch__send(c, piece, piece_len);
+        if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
         done += n;
         if (n < piece_len) break;
     }
@@ -3402,10 +3771,11 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
 /* Sends raw bytes (handshake text) through the same queue. */
 WSCH__PRIVATE int wsch__write_raw(wsch_conn *c, const void *data, size_t len) {
     size_t done = 0;
-    if (c->cork && wsch__uncork(c) != WSCH_OK) return WSCH_ERR_NOMEM;
+    int rc;
+    if (c->cork && (rc = wsch__uncork(c)) != WSCH_OK) return rc;
     if (!c->out_head) {
-        done = c->desc->send(data, len, c->user);
-        if (done > len) done = len;
+        done = wsch__send(c, data, len);
+        if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
     }
     if (done == len) return WSCH_OK;
     return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, (const unsigned char *)data, len, NULL, done), done);
@@ -3442,8 +3812,9 @@ WSCH__PRIVATE int wsch__leave(wsch_conn *c, int rc) {
 
 WSCH__PRIVATE int wsch__gone(const wsch_conn *c) { return (c->flags & WSCH__F_DESTROYED) != 0; }
 
-/* The one way to CLOSED: optionally close the transport, then report. */
-WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
+/* The one way to CLOSED, on every path: report on_close, then hand the
+   transport back through close(), the last callback about it. */
+WSCH__PRIVATE void wsch__finish(wsch_conn *c) {
     const char *reason;
     size_t reason_len;
     int code;
@@ -3451,7 +3822,6 @@ WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
     c->state = WSCH_STATE_CLOSED;
     wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
     wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
-    if (close_transport && c->desc->close) c->desc->close(c->user);
     if (c->flags & WSCH__F_CLOSE_RECV) {
         code = c->close_code;
         reason = (const char *)c->ctrl;
@@ -3459,13 +3829,14 @@ WSCH__PRIVATE void wsch__finish(wsch_conn *c, int close_transport) {
     } else if (c->flags & WSCH__F_FAILED) {
         code = c->close_code;
         reason = wsch_err_str(c->fail_err);
-        reason_len = strlen(reason);
+        reason_len = WSCH_STRLEN(reason);
     } else {
         code = WSCH_CLOSE_ABNORMAL;
         reason = "";
         reason_len = 0;
     }
     if (c->desc->on_close) c->desc->on_close(c, code, reason, reason_len, c->user);
+    c->desc->effects.close(c->user);
 }
 
 /* Closes the transport as soon as everything queued has left. */
@@ -3473,7 +3844,7 @@ WSCH__PRIVATE void wsch__shutdown(wsch_conn *c) {
     if (c->state == WSCH_STATE_CLOSED) return; /* a cut stream already ended it */
     c->flags = (uint8_t)(c->flags | WSCH__F_SHUTDOWN);
     if (c->cork) (void)wsch__uncork(c);
-    if (!c->out_head) wsch__finish(c, 1);
+    if (!c->out_head) wsch__finish(c);
 }
 
 WSCH__PRIVATE void wsch__enter_closing(wsch_conn *c) {
@@ -3481,7 +3852,7 @@ WSCH__PRIVATE void wsch__enter_closing(wsch_conn *c) {
     c->state = WSCH_STATE_CLOSING;
     if (!(c->flags & WSCH__F_TIMER_CLOSE))
         wsch__timer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE,
-                    (uint32_t)wsch__or(c->desc->close_timeout_ms, WSCH_DEFAULT_CLOSE_TIMEOUT_MS));
+                    (uint32_t)wsch__or(c->desc->limits.close_timeout_ms, WSCH_DEFAULT_CLOSE_TIMEOUT_MS));
 }
 
 WSCH__PRIVATE int wsch__send_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len) {
@@ -3508,7 +3879,7 @@ WSCH__PRIVATE int wsch__fail(wsch_conn *c, uint16_t code, int err) {
     if (c->state == WSCH_STATE_OPEN || c->state == WSCH_STATE_CLOSING) {
         if (!(c->flags & WSCH__F_CLOSE_SENT)) {
             const char *why = wsch_err_str(err);
-            (void)wsch__send_close(c, code, why, strlen(why));
+            (void)wsch__send_close(c, code, why, WSCH_STRLEN(why));
         }
         wsch__enter_closing(c);
     }
@@ -3581,8 +3952,7 @@ WSCH__PRIVATE int wsch__begin_frame(wsch_conn *c, const wsch_frame_header *h) {
         c->msg_len = 0;
         WSCH_MEMSET(&c->utf8, 0, sizeof c->utf8);
     }
-    if (h->payload_len > wsch__or(d->max_frame_size, WSCH_DEFAULT_MAX_FRAME_SIZE) ||
-        h->payload_len > wsch__or(d->max_message_size, WSCH_DEFAULT_MAX_MESSAGE_SIZE) - c->msg_len)
+    if (h->payload_len > c->max_frame || h->payload_len > c->max_message - c->msg_len)
         return wsch__fail(c, WSCH_CLOSE_MESSAGE_TOO_BIG, WSCH_ERR_TOO_LARGE);
     return WSCH_OK;
 }
@@ -3710,7 +4080,7 @@ WSCH__PRIVATE int wsch__read_frames(wsch_conn *c, unsigned char *p, size_t len) 
 /* Buffers handshake bytes; returns how many of data it took into the buffer. */
 WSCH__PRIVATE int wsch__hs_append(wsch_conn *c, const void *data, size_t len, size_t *took) {
     wsch__handshake *hs = c->hs;
-    size_t max = wsch__or(c->desc->max_header_bytes, WSCH_DEFAULT_MAX_HEADER_BYTES);
+    size_t max = wsch__or(c->desc->limits.max_header_bytes, WSCH_DEFAULT_MAX_HEADER_BYTES);
     size_t n = len < max - hs->len ? len : max - hs->len;
     if (hs->len + n > hs->cap) {
         size_t cap = hs->cap ? hs->cap * 2 : 512;
@@ -3743,7 +4113,6 @@ WSCH__PRIVATE int wsch__set_protocol(wsch_conn *c, const char *p, size_t n) {
     if (!c->protocol) return WSCH_ERR_NOMEM;
     WSCH_MEMCPY(c->protocol, p, n);
     c->protocol[n] = '\0';
-    c->protocol_len = n;
     return WSCH_OK;
 }
 
@@ -3770,10 +4139,10 @@ WSCH__PRIVATE int wsch__refuse(wsch_conn *c, const wsch_handshake_reply *reply, 
    check is wsch_request_check_upgrade()'s verdict. */
 WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int check) {
     wsch_handshake_reply reply;
-    size_t iter = 0, cap, n;
+    size_t iter = 0, n = 0;
     wsch_str offered;
     const char *protocol = NULL;
-    char *buf;
+    char stack[512], *buf = stack;
     int rc;
     WSCH_MEMSET(&reply, 0, sizeof reply);
     reply.status = check == WSCH_OK ? 101 : wsch_request_error_status(check);
@@ -3786,18 +4155,19 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
     if (reply.status != 101) return wsch__refuse(c, &reply, check != WSCH_OK ? check : WSCH_ERR_DENIED);
     /* Only a protocol the client offered may be named in the answer. */
     while (reply.protocol && wsch_request_next_protocol(req, &iter, &offered)) {
-        if (offered.len == strlen(reply.protocol) && memcmp(offered.ptr, reply.protocol, offered.len) == 0) {
+        if (offered.len == WSCH_STRLEN(reply.protocol) && WSCH_MEMCMP(offered.ptr, reply.protocol, offered.len) == 0) {
             protocol = reply.protocol;
             break;
         }
     }
-    cap = 256 + (protocol ? strlen(protocol) : 0) + (reply.extra_headers ? strlen(reply.extra_headers) : 0);
-    buf = (char *)wsch__alloc(&c->desc->allocator, cap);
-    if (!buf) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
-    rc = wsch_response_build(req, protocol, reply.extra_headers, buf, cap, &n);
+    rc = wsch_response_build(req, protocol, reply.extra_headers, stack, sizeof stack, &n);
+    if (rc == WSCH_ERR_BUFFER) { /* long extra headers: n is the size it needs */
+        buf = (char *)wsch__alloc(&c->desc->allocator, n + 1);
+        rc = buf ? wsch_response_build(req, protocol, reply.extra_headers, buf, n + 1, &n) : WSCH_ERR_NOMEM;
+    }
     if (rc == WSCH_OK) rc = wsch__write_raw(c, buf, n);
-    wsch__free(&c->desc->allocator, buf);
-    if (rc == WSCH_OK && protocol) rc = wsch__set_protocol(c, protocol, strlen(protocol));
+    if (buf != stack) wsch__free(&c->desc->allocator, buf);
+    if (rc == WSCH_OK && protocol) rc = wsch__set_protocol(c, protocol, WSCH_STRLEN(protocol));
     if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
     c->http_status = 101;
     wsch__hs_done(c);
@@ -3808,7 +4178,7 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
     }
     if (reply.close_code && c->state == WSCH_STATE_OPEN)
         (void)wsch_conn_close(c, reply.close_code, reply.close_reason,
-                              reply.close_reason ? strlen(reply.close_reason) : 0);
+                              reply.close_reason ? WSCH_STRLEN(reply.close_reason) : 0);
     return WSCH_OK;
 }
 
@@ -3821,7 +4191,7 @@ WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t le
     if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
     if (c->desc->role == WSCH_ROLE_SERVER) {
         wsch_request req;
-        rc = wsch_request_parse(hs->buf, hs->len, prev, c->desc->max_header_bytes, &req, &head);
+        rc = wsch_request_parse(hs->buf, hs->len, prev, c->desc->limits.max_header_bytes, &req, &head);
         if (rc == WSCH_INCOMPLETE) return WSCH_OK;
         if (rc != WSCH_OK) { /* not even HTTP: no hook to ask */
             wsch_handshake_reply reply;
@@ -3834,11 +4204,11 @@ WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t le
     } else {
         wsch_response res;
         wsch_str protocol;
-        rc = wsch_response_parse(hs->buf, hs->len, prev, c->desc->max_header_bytes, &res, &head);
+        rc = wsch_response_parse(hs->buf, hs->len, prev, c->desc->limits.max_header_bytes, &res, &head);
         if (rc == WSCH_INCOMPLETE) return WSCH_OK;
         if (rc == WSCH_OK) {
             c->http_status = (uint16_t)res.status;
-            rc = wsch_response_check(&res, hs->key, c->desc->protocols, &protocol);
+            rc = wsch_response_check(&res, hs->key, c->desc->request.protocols, &protocol);
         }
         if (rc == WSCH_OK) rc = wsch__set_protocol(c, protocol.ptr, protocol.len);
         if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
@@ -3852,19 +4222,61 @@ WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t le
 
 /* --- public API ---------------------------------------------------------- */
 
+WSCH_API wsch_conn_desc wsch_conn_desc_defaults(const wsch_conn_desc *desc) {
+    wsch_conn_desc d;
+    wsch__desc_copy(&d, desc, sizeof d);
+    d.limits.max_frame_size = wsch__or(d.limits.max_frame_size, WSCH_DEFAULT_MAX_FRAME_SIZE);
+    d.limits.max_message_size = wsch__or(d.limits.max_message_size, WSCH_DEFAULT_MAX_MESSAGE_SIZE);
+    d.limits.max_outbound_bytes = wsch__or(d.limits.max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES);
+    d.limits.max_header_bytes = wsch__or(d.limits.max_header_bytes, WSCH_DEFAULT_MAX_HEADER_BYTES);
+    if (!d.limits.handshake_timeout_ms) d.limits.handshake_timeout_ms = WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    if (!d.limits.close_timeout_ms) d.limits.close_timeout_ms = WSCH_DEFAULT_CLOSE_TIMEOUT_MS;
+    return d;
+}
+
+/* The one conn desc a client or hub shares among all its connections:
+   fields the caller set (the request, events) are kept, limits resolved. */
+WSCH__PRIVATE void wsch__conn_desc_for(wsch_conn_desc *cd, wsch_role role, const wsch_limits *limits,
+                                       const wsch_allocator *allocator, const wsch_effects *effects) {
+    cd->role = role;
+    cd->limits = *limits;
+    cd->allocator = *allocator;
+    cd->effects = *effects;
+    *cd = wsch_conn_desc_defaults(cd);
+}
+
+/* Client role: writes the opening request, sized by the builder itself. */
+WSCH__PRIVATE int wsch__send_request(wsch_conn *c) {
+    wsch_handshake_request_desc rd = c->desc->request;
+    char buf[1024], *req = buf;
+    size_t n = 0;
+    int rc;
+    c->desc->effects.random_bytes(rd.nonce, sizeof rd.nonce, c->user);
+    rc = wsch_handshake_request_build(&rd, buf, sizeof buf, &n, c->hs->key);
+    if (rc == WSCH_ERR_BUFFER) { /* long paths or headers: n is the size it needs */
+        req = (char *)wsch__alloc(&c->desc->allocator, n + 1);
+        rc = req ? wsch_handshake_request_build(&rd, req, n + 1, &n, c->hs->key) : WSCH_ERR_NOMEM;
+    }
+    if (rc == WSCH_OK) rc = wsch__write_raw(c, req, n);
+    if (req != buf) wsch__free(&c->desc->allocator, req);
+    return rc;
+}
+
 WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn **out) {
     wsch_conn *c;
-    int rc = WSCH_OK;
     if (!out) return WSCH_ERR_ARG;
     *out = NULL;
-    if (!desc || !desc->send) return WSCH_ERR_ARG;
-    if (desc->role == WSCH_ROLE_CLIENT && (!desc->host || !desc->random_bytes)) return WSCH_ERR_ARG;
+    if (!desc || !desc->effects.send || !desc->effects.close) return WSCH_ERR_ARG;
+    if (desc->role == WSCH_ROLE_CLIENT && (!desc->request.host || !desc->effects.random_bytes)) return WSCH_ERR_ARG;
     c = (wsch_conn *)wsch__alloc(&desc->allocator, sizeof *c);
     if (!c) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(c, 0, sizeof *c);
     c->desc = desc;
     c->user = user;
     c->state = WSCH_STATE_HANDSHAKE;
+    c->max_frame = wsch__limit32(desc->limits.max_frame_size, WSCH_DEFAULT_MAX_FRAME_SIZE);
+    c->max_message = wsch__limit32(desc->limits.max_message_size, WSCH_DEFAULT_MAX_MESSAGE_SIZE);
+    c->max_outbound = wsch__limit32(desc->limits.max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES);
     c->hs = (wsch__handshake *)wsch__alloc(&desc->allocator, sizeof *c->hs);
     if (!c->hs) {
         wsch__free(&desc->allocator, c);
@@ -3875,28 +4287,8 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
        must not reach on_close or close(). */
     c->flags = WSCH__F_CREATING;
     if (desc->role == WSCH_ROLE_CLIENT) {
-        wsch_handshake_request_desc rd;
-        char buf[1024], *req = buf;
-        size_t cap = sizeof buf, n = 0;
-        WSCH_MEMSET(&rd, 0, sizeof rd);
-        rd.host = desc->host;
-        rd.port = desc->port;
-        rd.path = desc->path;
-        rd.query = desc->query;
-        rd.protocols = desc->protocols;
-        rd.origin = desc->origin;
-        rd.extra_headers = desc->extra_headers;
-        desc->random_bytes(rd.nonce, sizeof rd.nonce, user);
-        rc = wsch_handshake_request_build(&rd, req, cap, &n, c->hs->key);
-        if (rc == WSCH_ERR_BUFFER) { /* long paths or headers: size it for real */
-            cap = 1024 + strlen(desc->host) + (desc->path ? strlen(desc->path) : 0) +
-                  (desc->query ? strlen(desc->query) : 0) + (desc->protocols ? strlen(desc->protocols) : 0) +
-                  (desc->origin ? strlen(desc->origin) : 0) + (desc->extra_headers ? strlen(desc->extra_headers) : 0);
-            req = (char *)wsch__alloc(&desc->allocator, cap);
-            rc = req ? wsch_handshake_request_build(&rd, req, cap, &n, c->hs->key) : WSCH_ERR_NOMEM;
-        }
-        if (rc == WSCH_OK) rc = wsch__write_raw(c, req, n);
-        if (req != buf) wsch__free(&desc->allocator, req);
+        int rc = wsch__send_request(c);
+        if (rc == WSCH_OK && (c->flags & WSCH__F_FAILED)) rc = c->fail_err; /* send said the transport broke */
         if (rc != WSCH_OK) {
             wsch__free_conn(c);
             return rc;
@@ -3904,7 +4296,7 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
     }
     c->flags = (uint8_t)(c->flags & ~WSCH__F_CREATING);
     wsch__timer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS,
-                (uint32_t)wsch__or(desc->handshake_timeout_ms, WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS));
+                (uint32_t)wsch__or(desc->limits.handshake_timeout_ms, WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS));
     *out = c;
     return WSCH_OK;
 }
@@ -3913,6 +4305,10 @@ WSCH_API void wsch_conn_destroy(wsch_conn *c) {
     if (!c) return;
     wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
     wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
+    if (c->state != WSCH_STATE_CLOSED) { /* the transport is still the library's: hand it back */
+        c->state = WSCH_STATE_CLOSED;
+        c->desc->effects.close(c->user);
+    }
     if (c->depth) c->flags = (uint8_t)(c->flags | WSCH__F_DESTROYED);
     else wsch__free_conn(c);
 }
@@ -3946,10 +4342,15 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
     else if (rc == WSCH_OK && c->flags & WSCH__F_FAILED)
         rc = c->fail_err;
     if (corked) {
-        if (!wsch__gone(c) && c->state != WSCH_STATE_CLOSED) (void)wsch__uncork(c);
+        if (!wsch__gone(c) && c->state != WSCH_STATE_CLOSED) {
+            int sent = wsch__uncork(c);
+            if (rc == WSCH_OK) rc = sent;
+        }
         c->cork = NULL;
         c->cork_len = 0;
     }
+    /* A send from inside a callback (an echo, a reply) met a broken transport. */
+    if (rc == WSCH_OK && (c->flags & WSCH__F_FAILED) && c->fail_err == WSCH_ERR_TRANSPORT) rc = WSCH_ERR_TRANSPORT;
     return wsch__leave(c, rc);
 }
 
@@ -3959,8 +4360,8 @@ WSCH_API int wsch_conn_writable(wsch_conn *c) {
     wsch__enter(c);
     while (c->out_head) {
         wsch__chunk *ch = c->out_head;
-        size_t n = c->desc->send(ch->data, ch->len, c->user);
-        if (n > ch->len) n = ch->len;
+        size_t n = wsch__send(c, ch->data, ch->len);
+        if (c->state == WSCH_STATE_CLOSED) break;
         ch->data += n;
         ch->len -= n;
         c->out_bytes -= n;
@@ -3970,7 +4371,7 @@ WSCH_API int wsch_conn_writable(wsch_conn *c) {
         wsch__shared_unref(ch->shared);
         wsch__free(&c->desc->allocator, ch);
     }
-    if (!c->out_head && (c->flags & WSCH__F_SHUTDOWN)) wsch__finish(c, 1);
+    if (!c->out_head && (c->flags & WSCH__F_SHUTDOWN)) wsch__finish(c);
     return wsch__leave(c, WSCH_OK);
 }
 
@@ -3982,10 +4383,10 @@ WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id) {
         c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
         c->close_code = WSCH_CLOSE_ABNORMAL;
         c->fail_err = WSCH_ERR_TIMEOUT;
-        wsch__finish(c, 1);
+        wsch__finish(c);
     } else if (timer_id == WSCH_TIMER_CLOSE && (c->flags & WSCH__F_TIMER_CLOSE)) {
         c->flags = (uint8_t)(c->flags & ~WSCH__F_TIMER_CLOSE);
-        wsch__finish(c, 1);
+        wsch__finish(c);
     }
     (void)wsch__leave(c, WSCH_OK);
 }
@@ -3993,7 +4394,12 @@ WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id) {
 WSCH_API void wsch_conn_transport_closed(wsch_conn *c) {
     if (!c || c->state == WSCH_STATE_CLOSED) return;
     wsch__enter(c);
-    wsch__finish(c, 0);
+    if (c->state == WSCH_STATE_HANDSHAKE && !(c->flags & WSCH__F_FAILED)) {
+        c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
+        c->close_code = WSCH_CLOSE_ABNORMAL;
+        c->fail_err = WSCH_ERR_HANGUP;
+    }
+    wsch__finish(c);
     (void)wsch__leave(c, WSCH_OK);
 }
 
@@ -4033,12 +4439,13 @@ WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len) {
 
 WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len) {
     int rc;
+    reason_len = wsch__cstr_len(reason, reason_len);
     if (!c || (code && !wsch__close_code_valid(code)) || reason_len > WSCH_CONTROL_PAYLOAD_MAX - 2 ||
         (!code && reason_len) || (reason_len && !wsch_utf8_valid(reason, reason_len)))
         return WSCH_ERR_ARG;
     if (c->state == WSCH_STATE_HANDSHAKE) { /* nothing to say in WebSocket yet */
         wsch__enter(c);
-        wsch__finish(c, 1);
+        wsch__finish(c);
         return wsch__leave(c, WSCH_OK);
     }
     if (c->state != WSCH_STATE_OPEN || (c->flags & WSCH__F_CLOSE_SENT)) return WSCH_ERR_CLOSED;
@@ -4049,16 +4456,28 @@ WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, si
 }
 
 WSCH_API wsch_state wsch_conn_state(const wsch_conn *c) { return (wsch_state)c->state; }
+
+/* Reading stops mattering once this side closes the transport as soon as the
+   queue drains (then the queue is not empty, or the conn would be CLOSED). */
+WSCH_API unsigned wsch_conn_want(const wsch_conn *c) {
+    unsigned w = 0;
+    if (!c || c->state == WSCH_STATE_CLOSED) return 0;
+    if (!(c->flags & WSCH__F_SHUTDOWN)) w |= WSCH_WANT_READ;
+    if (c->out_head) w |= WSCH_WANT_WRITE;
+    return w;
+}
 WSCH_API int wsch_conn_error(const wsch_conn *c) { return (c->flags & WSCH__F_FAILED) ? c->fail_err : WSCH_OK; }
 WSCH_API int wsch_conn_http_status(const wsch_conn *c) { return c->http_status; }
-WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c) { return c->out_bytes; }
+WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c) {
+    return c->state == WSCH_STATE_CLOSED ? 0 : c->out_bytes;  /* a closed conn sends nothing more */
+}
 WSCH_API void *wsch_conn_user(const wsch_conn *c) { return c->user; }
 WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user) { c->user = user; }
 
 WSCH_API wsch_str wsch_conn_protocol(const wsch_conn *c) {
     wsch_str s;
     s.ptr = c->protocol ? c->protocol : "";
-    s.len = c->protocol_len;
+    s.len = c->protocol ? WSCH_STRLEN(c->protocol) : 0;
     return s;
 }
 
@@ -4103,9 +4522,10 @@ WSCH__PRIVATE int wsch__send_shared(wsch_conn *c, wsch_shared *s) {
     int rc = wsch__room(c, s->size);
     if (rc != WSCH_OK) return rc;
     frame = (const unsigned char *)(s + 1);
-    if (c->cork && wsch__uncork(c) != WSCH_OK) return WSCH_ERR_NOMEM;
+    if (c->cork && (rc = wsch__uncork(c)) != WSCH_OK) return rc;
     if (!c->out_head) {
-        done = c->desc->send(frame, s->size, c->user);
+        done = wsch__send(c, frame, s->size);
+        if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
         if (done >= s->size) return WSCH_OK;
     }
     ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch);
@@ -4131,19 +4551,20 @@ WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
     return wsch__leave(c, wsch__send_shared(c, s));
 }
 
+#endif /* WS_CHANNEL_NO_CONN */
+
 // >>envelope
+#ifndef WS_CHANNEL_NO_ENVELOPE
 
 #if WSCH_JSON_MAX_DEPTH < 1
 #error "WSCH_JSON_MAX_DEPTH must be at least 1"
 #endif
 
-/* A top-level member the scanner looks for; value.ptr stays NULL until the
-   member is seen. */
-typedef struct wsch__json_want {
-    const char *key;
-    size_t key_len;
-    wsch_str value;
-} wsch__json_want;
+/* wsch__json_scan flags. TRUSTED: the bytes were validated before (the
+   payload span of a decoded envelope), so strings skip the UTF-8 check.
+   Every bound is still checked: garbage passed as trusted gives wrong
+   answers, never an out-of-bounds read. */
+#define WSCH__JSON_TRUSTED 1u
 
 WSCH__PRIVATE const char *wsch__json_ws(const char *p, const char *end) {
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
@@ -4188,8 +4609,9 @@ WSCH__PRIVATE uint64_t wsch__json_word_stops(uint64_t x) {
 /* Scans string content starting just after the opening quote. On WSCH_OK
    *pp is just past the closing quote and *escaped says whether a backslash
    was seen (so the raw bytes differ from the value). Bytes >= 0x80 only set
-   a flag here; the UTF-8 layer checks them once for the whole string. */
-WSCH__PRIVATE int wsch__json_scan_string(const char **pp, const char *end, int *escaped) {
+   a flag here; the UTF-8 layer checks them once for the whole string,
+   unless the text is trusted. */
+WSCH__PRIVATE int wsch__json_scan_string(const char **pp, const char *end, unsigned flags, int *escaped) {
     const uint64_t highs = 0x8080808080808080u;
     const char *p = *pp, *start = *pp;
     uint64_t high = 0, w;
@@ -4245,7 +4667,8 @@ WSCH__PRIVATE int wsch__json_scan_string(const char **pp, const char *end, int *
             p += 6;
         }
     }
-    if ((high & highs) && !wsch_utf8_valid(start, (size_t)(p - start))) return WSCH_ERR_UTF8;
+    if ((high & highs) && !(flags & WSCH__JSON_TRUSTED) && !wsch_utf8_valid(start, (size_t)(p - start)))
+        return WSCH_ERR_UTF8;
     *pp = p + 1;
     *escaped = esc;
     return WSCH_OK;
@@ -4323,16 +4746,25 @@ WSCH__PRIVATE int wsch__json_unescape(const char *p, const char *end, char *out,
     return WSCH_OK;
 }
 
-/* Accepted string content [p, end) unescapes to exactly key[0..key_len). */
-WSCH__PRIVATE int wsch__json_content_eq(const char *p, const char *end, const char *key, size_t key_len) {
-    size_t n = 0;
+/* Does a member name equal the NUL-terminated key? The name's raw bytes
+   [p, end) are accepted string content, escaped says whether they hold a
+   backslash (then they are compared after unescaping). key is read no
+   further than its NUL: a mismatch stops the loop there, since no raw name
+   byte and no looked-up key byte is 0. */
+WSCH__PRIVATE int wsch__json_name_is(const char *p, const char *end, int escaped, const char *key) {
+    size_t n = 0, j;
     unsigned char u[4];
+    if (!escaped) {
+        for (; p < end; p++, n++)
+            if (key[n] != *p) return 0;
+        return key[n] == '\0';
+    }
     while (p < end) {
         size_t k = wsch__json_unit(&p, u);
-        if (key_len - n < k || WSCH_MEMCMP(key + n, u, k) != 0) return 0;
-        n += k;
+        for (j = 0; j < k; j++, n++)
+            if (u[j] == 0 || (unsigned char)key[n] != u[j]) return 0;
     }
-    return n == key_len;
+    return key[n] == '\0';
 }
 
 /* End of the number starting at p, or NULL when it breaks RFC 8259's grammar.
@@ -4363,15 +4795,17 @@ WSCH__PRIVATE int wsch__json_bit(const unsigned char *stack, size_t i) {
 }
 
 /* The one pass under everything: checks that [json, json+len) is exactly one
-   JSON value and records the members of a top-level object named in want.
-   The container stack is a bitset (1 = object) of WSCH_JSON_MAX_DEPTH bits,
-   so memory is fixed and nothing recurses. *top gets the first byte of the
-   value. */
-WSCH__PRIVATE int wsch__json_scan(const char *json, size_t len, wsch__json_want *want, size_t nwant, char *top) {
+   JSON value and records the members of a top-level object named in keys:
+   values[i] (cleared by the caller to {NULL, 0}) gets the raw value of
+   keys[i]; a second member of that name is WSCH_ERR_JSON. The container
+   stack is a bitset (1 = object) of WSCH_JSON_MAX_DEPTH bits, so memory is
+   fixed and nothing recurses. *top gets the first byte of the value. */
+WSCH__PRIVATE int wsch__json_scan(const char *json, size_t len, const char *const *keys, size_t nkeys,
+                                  wsch_str *values, unsigned flags, char *top) {
     unsigned char stack[(WSCH_JSON_MAX_DEPTH + 7) / 8];
     size_t depth = 0, i;
     const char *p, *end, *key, *vstart = NULL;
-    wsch__json_want *cur = NULL;    /* member whose value is being scanned */
+    wsch_str *cur = NULL;           /* slot of the member whose value is being scanned */
     int rc, esc, in_obj;
 
     *top = 0;
@@ -4402,7 +4836,7 @@ value: /* p is at the first byte of a value */
         goto value;
     case '"':
         p++;
-        rc = wsch__json_scan_string(&p, end, &esc);
+        rc = wsch__json_scan_string(&p, end, flags, &esc);
         if (rc != WSCH_OK) return rc;
         goto after;
     case 't':
@@ -4426,18 +4860,13 @@ value: /* p is at the first byte of a value */
 member: /* p is at the first byte of a member, inside an object */
     if (*p != '"') return WSCH_ERR_JSON;
     key = ++p;
-    rc = wsch__json_scan_string(&p, end, &esc);
+    rc = wsch__json_scan_string(&p, end, flags, &esc);
     if (rc != WSCH_OK) return rc;
     if (depth == 1) {
-        /* Raw bytes equal the name unless the key has escapes. */
-        size_t klen = (size_t)(p - 1 - key);
         cur = NULL;
-        for (i = 0; i < nwant && !cur; i++) {
-            if (esc ? wsch__json_content_eq(key, p - 1, want[i].key, want[i].key_len)
-                    : klen == want[i].key_len && WSCH_MEMCMP(key, want[i].key, klen) == 0)
-                cur = &want[i];
-        }
-        if (cur && cur->value.ptr) return WSCH_ERR_JSON;        /* duplicate */
+        for (i = 0; i < nkeys && !cur; i++)
+            if (wsch__json_name_is(key, p - 1, esc, keys[i])) cur = &values[i];
+        if (cur && cur->ptr) return WSCH_ERR_JSON;              /* duplicate */
     }
     p = wsch__json_ws(p, end);
     if (p == end || *p != ':') return WSCH_ERR_JSON;
@@ -4448,8 +4877,8 @@ member: /* p is at the first byte of a member, inside an object */
 
 after: /* p is just past a complete value */
     if (cur && depth == 1) {
-        cur->value.ptr = vstart;
-        cur->value.len = (size_t)(p - vstart);
+        cur->ptr = vstart;
+        cur->len = (size_t)(p - vstart);
         cur = NULL;
     }
     p = wsch__json_ws(p, end);
@@ -4471,7 +4900,7 @@ after: /* p is just past a complete value */
 
 WSCH_API int wsch_json_validate(const char *json, size_t len) {
     char top;
-    return wsch__json_scan(json, len, NULL, 0, &top);
+    return wsch__json_scan(json, len, NULL, 0, NULL, 0, &top);
 }
 
 WSCH_API wsch_json_kind wsch_json_kind_of(wsch_str v) {
@@ -4487,130 +4916,116 @@ WSCH_API wsch_json_kind wsch_json_kind_of(wsch_str v) {
     }
 }
 
-WSCH_API int wsch_envelope_decode(const char *json, size_t len, wsch_envelope *env) {
-    wsch__json_want want[2];
+/* One pass over obj filling values[0..count) (see wsch_json_get_members). */
+WSCH__PRIVATE int wsch__json_members(wsch_str obj, const char *const *keys, size_t count, wsch_str *values,
+                                     unsigned flags) {
+    size_t i;
     char top;
+    int rc;
+    if (count && (!keys || !values)) return WSCH_ERR_ARG;
+    for (i = 0; i < count; i++) {
+        if (!keys[i]) return WSCH_ERR_ARG;
+        values[i].ptr = NULL;
+        values[i].len = 0;
+    }
+    rc = wsch__json_scan(obj.ptr, obj.len, keys, count, values, flags, &top);
+    if (rc == WSCH_OK && top != '{') rc = WSCH_ERR_NOT_FOUND;
+    if (rc != WSCH_OK) {
+        for (i = 0; i < count; i++) {
+            values[i].ptr = NULL;
+            values[i].len = 0;
+        }
+    }
+    return rc;
+}
+
+WSCH_API int wsch_envelope_decode(const char *json, size_t len, wsch_envelope *env) {
+    static const char *const keys[2] = {"type", "payload"};
+    wsch_str v[2];
     int rc;
     WSCH_ASSERT(env != NULL);
     WSCH_MEMSET(env, 0, sizeof *env);
-    want[0].key = "type";
-    want[0].key_len = 4;
-    want[1].key = "payload";
-    want[1].key_len = 7;
-    want[0].value.ptr = want[1].value.ptr = NULL;
-    want[0].value.len = want[1].value.len = 0;
-    rc = wsch__json_scan(json, len, want, 2, &top);
+    rc = wsch__json_members(wsch__h_span(json, len), keys, 2, v, 0);
+    if (rc == WSCH_ERR_NOT_FOUND) return WSCH_ERR_NO_TYPE;
     if (rc != WSCH_OK) return rc;
-    if (top != '{' || !want[0].value.ptr || want[0].value.ptr[0] != '"') return WSCH_ERR_NO_TYPE;
-    rc = wsch__json_unescape(want[0].value.ptr + 1, want[0].value.ptr + want[0].value.len - 1, env->type,
-                             sizeof env->type, &env->type_len);
+    if (!v[0].ptr || v[0].ptr[0] != '"') return WSCH_ERR_NO_TYPE;
+    rc = wsch__json_unescape(v[0].ptr + 1, v[0].ptr + v[0].len - 1, env->type, sizeof env->type, &env->type_len);
     if (rc == WSCH_OK && WSCH_MEMCHR(env->type, 0, env->type_len)) rc = WSCH_ERR_NO_TYPE;
     if (rc != WSCH_OK) {
         WSCH_MEMSET(env, 0, sizeof *env);
         return rc == WSCH_ERR_BUFFER ? WSCH_ERR_TOO_LARGE : rc;
     }
-    env->payload = want[1].value;
+    env->payload = v[1];
     return WSCH_OK;
 }
 
 WSCH_API int wsch_envelope_type_is(const wsch_envelope *env, const char *type) {
-    size_t n = strlen(type);
+    size_t n = WSCH_STRLEN(type);
     return n == env->type_len && WSCH_MEMCMP(env->type, type, n) == 0;
 }
 
 WSCH_API size_t wsch_json_escaped_len(const char *s, size_t len) {
-    size_t n = 2, i;
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = 1;
-        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') k = 2;
-        else if (c < 0x20) k = 6;
-        if (n > SIZE_MAX - k) return SIZE_MAX;
-        n += k;
-    }
-    return n;
-}
-
-/* Writes s quoted and escaped at out; the caller made room
-   (wsch_json_escaped_len). Returns the bytes written. */
-WSCH__PRIVATE size_t wsch__json_escape(const char *s, size_t len, char *out) {
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0, i;
-    out[n++] = '"';
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char e = 0;
-        switch (c) {
-        case '"':  e = '"'; break;
-        case '\\': e = '\\'; break;
-        case '\b': e = 'b'; break;
-        case '\f': e = 'f'; break;
-        case '\n': e = 'n'; break;
-        case '\r': e = 'r'; break;
-        case '\t': e = 't'; break;
-        default: break;
-        }
-        if (e) {
-            out[n++] = '\\';
-            out[n++] = e;
-        } else if (c < 0x20) {
-            WSCH_MEMCPY(out + n, "\\u00", 4);
-            out[n + 4] = hex[c >> 4];
-            out[n + 5] = hex[c & 15];
-            n += 6;
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n++] = '"';
-    return n;
+    wsch__writer w;
+    wsch__w_init(&w, NULL, 0);
+    wsch__w_put_json_string(&w, s, len);
+    return w.len;
 }
 
 WSCH_API int wsch_json_escape_string(const char *s, size_t len, char *out, size_t cap, size_t *out_len) {
-    size_t need, n;
+    wsch__writer w;
+    size_t n;
+    int rc;
     if ((!s && len) || (!out && cap)) return WSCH_ERR_ARG;
     if (len && !wsch_utf8_valid(s, len)) return WSCH_ERR_UTF8;
-    need = wsch_json_escaped_len(s, len);
-    if (need >= cap) return WSCH_ERR_BUFFER;
-    n = wsch__json_escape(s, len, out);
-    out[n] = '\0';
-    if (out_len) *out_len = n;
-    return WSCH_OK;
+    wsch__w_init(&w, out, cap);
+    wsch__w_put_json_string(&w, s, len);
+    rc = wsch__w_finish(&w, &n);
+    if (rc == WSCH_OK && out_len) *out_len = n;
+    return rc;
+}
+
+/* {"type":T[,"payload":P]}, unchecked: wsch_envelope_size measures with it,
+   wsch_envelope_encode writes with it. */
+WSCH__PRIVATE void wsch__env_put(wsch__writer *w, const char *type, size_t type_len, const char *payload,
+                                 size_t payload_len) {
+    wsch__w_put(w, "{\"type\":", 8);
+    wsch__w_put_json_string(w, type, type_len);
+    if (payload) {
+        wsch__w_put(w, ",\"payload\":", 11);
+        wsch__w_put(w, payload, payload_len);
+    }
+    wsch__w_put(w, "}", 1);
 }
 
 WSCH_API size_t wsch_envelope_size(const char *type, size_t type_len, const char *payload, size_t payload_len) {
-    size_t n = wsch_json_escaped_len(type, type_len);
-    size_t extra = payload ? payload_len : 0;
-    size_t fixed = sizeof "{\"type\":" - 1 + (payload ? sizeof ",\"payload\":" - 1 : 0) + 1;
-    if (n > SIZE_MAX - fixed || n + fixed > SIZE_MAX - extra) return SIZE_MAX;
-    return n + fixed + extra;
+    wsch__writer w;
+    wsch__w_init(&w, NULL, 0);
+    wsch__env_put(&w, type, type_len, payload, payload_len);
+    return w.len;
+}
+
+/* What wsch_envelope_encode() checks before it writes a byte. */
+WSCH__PRIVATE int wsch__env_check(const char *type, size_t type_len, const char *payload, size_t payload_len) {
+    if ((!type && type_len) || (!payload && payload_len)) return WSCH_ERR_ARG;
+    if (type_len > WSCH_ENVELOPE_TYPE_MAX) return WSCH_ERR_TOO_LARGE;
+    if (type_len && WSCH_MEMCHR(type, 0, type_len)) return WSCH_ERR_ARG;
+    if (type_len && !wsch_utf8_valid(type, type_len)) return WSCH_ERR_UTF8;
+    return payload ? wsch_json_validate(payload, payload_len) : WSCH_OK;
 }
 
 WSCH_API int wsch_envelope_encode(const char *type, size_t type_len, const char *payload, size_t payload_len,
                                   char *out, size_t cap, size_t *out_len) {
-    size_t need, n;
+    wsch__writer w;
+    size_t n;
     int rc;
-    if ((!type && type_len) || (!payload && payload_len) || (!out && cap)) return WSCH_ERR_ARG;
-    if (type_len > WSCH_ENVELOPE_TYPE_MAX) return WSCH_ERR_TOO_LARGE;
-    if (type_len && WSCH_MEMCHR(type, 0, type_len)) return WSCH_ERR_ARG;
-    if (type_len && !wsch_utf8_valid(type, type_len)) return WSCH_ERR_UTF8;
-    if (payload) {
-        rc = wsch_json_validate(payload, payload_len);
-        if (rc != WSCH_OK) return rc;
-    }
-    need = wsch_envelope_size(type, type_len, payload, payload_len);
-    if (need >= cap) return WSCH_ERR_BUFFER;
-    WSCH_MEMCPY(out, "{\"type\":", 8);
-    n = 8 + wsch__json_escape(type, type_len, out + 8);
-    if (payload) {
-        WSCH_MEMCPY(out + n, ",\"payload\":", 11);
-        WSCH_MEMCPY(out + n + 11, payload, payload_len);
-        n += 11 + payload_len;
-    }
-    out[n++] = '}';
-    out[n] = '\0';
-    if (out_len) *out_len = n;
-    return WSCH_OK;
+    if (!out && cap) return WSCH_ERR_ARG;
+    rc = wsch__env_check(type, type_len, payload, payload_len);
+    if (rc != WSCH_OK) return rc;
+    wsch__w_init(&w, out, cap);
+    wsch__env_put(&w, type, type_len, payload, payload_len);
+    rc = wsch__w_finish(&w, &n);
+    if (rc == WSCH_OK && out_len) *out_len = n;
+    return rc;
 }
 
 WSCH_API int wsch_json_unescape_string(wsch_str str, char *out, size_t cap, size_t *out_len) {
@@ -4620,7 +5035,7 @@ WSCH_API int wsch_json_unescape_string(wsch_str str, char *out, size_t cap, size
     if ((!str.ptr && str.len) || (!out && cap)) return WSCH_ERR_ARG;
     if (str.len < 2 || str.ptr[0] != '"') return WSCH_ERR_JSON;
     p++;
-    rc = wsch__json_scan_string(&p, str.ptr + str.len, &esc);
+    rc = wsch__json_scan_string(&p, str.ptr + str.len, 0, &esc);
     if (rc != WSCH_OK) return rc;
     if (p != str.ptr + str.len) return WSCH_ERR_JSON;
     rc = wsch__json_unescape(str.ptr + 1, p - 1, out, cap, &n);
@@ -4628,21 +5043,42 @@ WSCH_API int wsch_json_unescape_string(wsch_str str, char *out, size_t cap, size
     return rc;
 }
 
+WSCH_API int wsch_json_get_members(wsch_str obj, const char *const *keys, size_t count, wsch_str *values) {
+    return wsch__json_members(obj, keys, count, values, 0);
+}
+
+WSCH_API int wsch_envelope_get_members(const wsch_envelope *env, const char *const *keys, size_t count,
+                                       wsch_str *values) {
+    if (!env) return WSCH_ERR_ARG;
+    if (!env->payload.ptr) {
+        wsch_str none = wsch__h_span(NULL, 0);
+        int rc = wsch__json_members(none, keys, count, values, 0);    /* checks the arguments, clears values */
+        return rc == WSCH_ERR_JSON ? WSCH_ERR_NOT_FOUND : rc;
+    }
+    return wsch__json_members(env->payload, keys, count, values, WSCH__JSON_TRUSTED);
+}
+
+/* Every single-key lookup is this: wsch_json_get_members with one key. */
 WSCH_API int wsch_json_get_raw(wsch_str obj, const char *key, wsch_str *value) {
-    wsch__json_want want;
-    char top;
     int rc;
     WSCH_ASSERT(key != NULL && value != NULL);
-    value->ptr = NULL;
-    value->len = 0;
-    want.key = key;
-    want.key_len = strlen(key);
-    want.value = *value;
-    rc = wsch__json_scan(obj.ptr, obj.len, &want, 1, &top);
+    rc = wsch__json_members(obj, &key, 1, value, 0);
+    if (rc == WSCH_OK && !value->ptr) rc = WSCH_ERR_NOT_FOUND;
+    return rc;
+}
+
+/* A looked-up value (validated) as a string, unescaped into out. */
+WSCH__PRIVATE int wsch__json_string_value(wsch_str v, char *out, size_t cap, size_t *n) {
+    *n = 0;
+    if (!v.ptr || v.ptr[0] != '"') return WSCH_ERR_NOT_FOUND;
+    return wsch__json_unescape(v.ptr + 1, v.ptr + v.len - 1, out, cap, n);
+}
+
+/* The same, as a channel name: non-empty and without U+0000. */
+WSCH__PRIVATE int wsch__env_channel_value(wsch_str v, char *out, size_t cap, size_t *n) {
+    int rc = wsch__json_string_value(v, out, cap, n);
     if (rc != WSCH_OK) return rc;
-    if (top != '{' || !want.value.ptr) return WSCH_ERR_NOT_FOUND;
-    *value = want.value;
-    return WSCH_OK;
+    return *n == 0 || WSCH_MEMCHR(out, 0, *n) ? WSCH_ERR_NOT_FOUND : WSCH_OK;
 }
 
 WSCH_API int wsch_json_get_string(wsch_str obj, const char *key, char *out, size_t cap, size_t *out_len) {
@@ -4651,20 +5087,20 @@ WSCH_API int wsch_json_get_string(wsch_str obj, const char *key, char *out, size
     int rc;
     if (!out && cap) return WSCH_ERR_ARG;
     rc = wsch_json_get_raw(obj, key, &v);
-    if (rc != WSCH_OK) return rc;
-    if (v.ptr[0] != '"') return WSCH_ERR_NOT_FOUND;
-    rc = wsch__json_unescape(v.ptr + 1, v.ptr + v.len - 1, out, cap, &n);
+    if (rc == WSCH_OK) rc = wsch__json_string_value(v, out, cap, &n);
     if (out_len) *out_len = n;
     return rc;
 }
 
 WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, size_t *out_len) {
+    wsch_str v;
     size_t n = 0;
-    int rc = wsch_json_get_string(payload, "channel", out, cap, &n);
+    int rc;
+    if (!out && cap) return WSCH_ERR_ARG;
+    rc = wsch_json_get_raw(payload, "channel", &v);
+    if (rc == WSCH_OK) rc = wsch__env_channel_value(v, out, cap, &n);
     if (out_len) *out_len = n;
-    if (rc != WSCH_OK) return rc;
-    if (n == 0 || WSCH_MEMCHR(out, 0, n)) return WSCH_ERR_NOT_FOUND;
-    return WSCH_OK;
+    return rc;
 }
 
 /* A number token split into what the conversions need: the sign, the
@@ -4781,7 +5217,10 @@ WSCH_API int wsch_json_get_number(wsch_str obj, const char *key, double *out) {
     *out = d;
     return WSCH_OK;
 }
+#endif /* WS_CHANNEL_NO_ENVELOPE */
+
 // >>client
+#ifndef WS_CHANNEL_NO_CLIENT
 /* The client is a thin state machine around one wsch_conn at a time. Every
    public entry point counts itself in c->depth so that a destroy from inside
    a callback only marks the client dead; the memory goes when the outermost
@@ -4827,10 +5266,12 @@ struct wsch_client {
     int transport_live;         /* a transport is open or being opened: close() owed */
     int creating;               /* inside wsch_conn_create() */
     int closed_early;           /* transport_closed() arrived during it */
-    uint32_t attempts;
+    uint32_t attempts;          /* failed tries in a row: the max_attempts count */
+    uint32_t retries;           /* retries since the last open or connect(): the backoff's n */
     uint64_t retry_at;
     int rx_since_ping;
     int last_close_code;
+    int http_status;            /* of the last handshake answer, 0 before any */
     uint32_t armed;             /* bit n: timer id n is armed (ids < 32) */
 
     wsch__cl_handler *handlers;
@@ -4852,7 +5293,7 @@ struct wsch_client {
 static const char wsch__cl_ping[] = "{\"type\":\"ping\"}";
 
 WSCH__PRIVATE void wsch__cl_log(wsch_client *c, const char *msg) {
-    if (c->d.log) c->d.log(msg, c->d.user);
+    if (c->d.effects.log) c->d.effects.log(msg, c->d.user);
 }
 
 WSCH__PRIVATE void wsch__cl_set_state(wsch_client *c, wsch__cl_state s) {
@@ -4889,14 +5330,14 @@ WSCH__PRIVATE void wsch__cl_error(wsch_client *c, int err, const char *what) {
 
 WSCH__PRIVATE void wsch__cl_timer_set(wsch_client *c, unsigned id, uint32_t ms) {
     c->armed |= (uint32_t)1u << id;
-    c->d.timer_set(id, ms, c->d.user);
+    c->d.effects.timer_set(id, ms, c->d.user);
 }
 
 WSCH__PRIVATE void wsch__cl_timer_cancel(wsch_client *c, unsigned id) {
     uint32_t bit = (uint32_t)1u << id;
     if (!(c->armed & bit)) return;
     c->armed &= ~bit;
-    c->d.timer_cancel(id, c->d.user);
+    c->d.effects.timer_cancel(id, c->d.user);
 }
 
 /* Trampolines handed to the connection. Its user pointer is the client, set
@@ -4905,14 +5346,14 @@ WSCH__PRIVATE void wsch__cl_timer_cancel(wsch_client *c, unsigned id) {
 WSCH__PRIVATE size_t wsch__cl_conn_send(const void *data, size_t len, void *user) {
     wsch_client *c = (wsch_client *)user;
     if (!c) return len;
-    return c->d.send(data, len, c->d.user);
+    return c->d.effects.send(data, len, c->d.user);
 }
 
 WSCH__PRIVATE void wsch__cl_conn_close(void *user) {
     wsch_client *c = (wsch_client *)user;
     if (!c || !c->transport_live) return;
     c->transport_live = 0;
-    c->d.close(c->d.user);
+    c->d.effects.close(c->d.user);
 }
 
 WSCH__PRIVATE void wsch__cl_conn_timer_set(unsigned id, uint32_t ms, void *user) {
@@ -4930,7 +5371,7 @@ WSCH__PRIVATE void wsch__cl_conn_timer_cancel(unsigned id, void *user) {
 
 WSCH__PRIVATE void wsch__cl_conn_random(void *buf, size_t len, void *user) {
     wsch_client *c = (wsch_client *)user;
-    if (c) c->d.random_bytes(buf, len, c->d.user);
+    if (c) c->d.effects.random_bytes(buf, len, c->d.user);
 }
 
 /* Destroys the connection (if any), cancels its timers and the heartbeat,
@@ -4948,7 +5389,7 @@ WSCH__PRIVATE void wsch__cl_drop_conn(wsch_client *c) {
     }
     if (c->transport_live) {
         c->transport_live = 0;
-        c->d.close(c->d.user);
+        c->d.effects.close(c->d.user);
     }
 }
 
@@ -4964,7 +5405,7 @@ WSCH__PRIVATE uint32_t wsch__cl_backoff(wsch_client *c, uint32_t n) {
         unsigned char rb[8];
         uint64_t r = 0;
         size_t i;
-        c->d.random_bytes(rb, sizeof rb, c->d.user);
+        c->d.effects.random_bytes(rb, sizeof rb, c->d.user);
         for (i = 0; i < sizeof rb; i++) r = (r << 8) | rb[i];
         delay -= r % (delay / 2 + 1);
     }
@@ -4977,12 +5418,12 @@ WSCH__PRIVATE void wsch__cl_schedule_retry(wsch_client *c) {
     if (c->d.max_attempts != WSCH_CLIENT_FOREVER && c->attempts >= c->d.max_attempts) {
         c->stop = WSCH_STOP_MAX_ATTEMPTS;
         wsch__cl_set_state(c, WSCH__CL_IDLE);
-        wsch__cl_log(c, "client: retries used up, stopping");
+        wsch__cl_log(c, "client: tries used up, stopping");
         return;
     }
-    delay = wsch__cl_backoff(c, c->attempts);
-    c->attempts++;
-    c->retry_at = c->d.now_ms(c->d.user) + delay;
+    delay = wsch__cl_backoff(c, c->retries);
+    if (c->retries < 0xFFFFFFFFu) c->retries++;
+    c->retry_at = c->d.effects.now_ms(c->d.user) + delay;
     wsch__cl_set_state(c, WSCH__CL_WAITING);
     wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_RETRY, delay);
     wsch__cl_log(c, "client: retry scheduled");
@@ -4999,11 +5440,20 @@ WSCH__PRIVATE int wsch__cl_is_terminal(const wsch_client *c, int code) {
 /* The link is gone (or never came up): decide the next step, then tell the
    caller. Events are facts, so they are delivered even if a status callback
    already moved the client on; only a destroy stops them. */
+/* on_stop, when the step that began at epoch e left the client stopped. */
+WSCH__PRIVATE void wsch__cl_stopped(wsch_client *c, uint32_t e) {
+    if (c->dead || c->state != WSCH__CL_IDLE || c->epoch != e || c->stop == WSCH_STOP_NONE) return;
+    if (c->d.on_stop) c->d.on_stop(c, c->stop, c->d.user);
+}
+
 WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, size_t reason_len, int was_open,
                                  int err, const char *what) {
+    uint32_t e;
     wsch__cl_drop_conn(c);
+    if (!was_open && c->attempts < 0xFFFFFFFFu) c->attempts++;  /* a try that never opened */
     if (code) c->last_close_code = code;
-    if (err == WSCH_ERR_DENIED) { /* HTTP 401/403: the same credentials will not do better */
+    if (!was_open && (c->http_status == 401 || c->http_status == 403)) {
+        /* the same credentials will not do better */
         c->stop = WSCH_STOP_REFUSED;
         wsch__cl_set_state(c, WSCH__CL_IDLE);
         wsch__cl_log(c, "client: handshake refused, stopping");
@@ -5014,10 +5464,12 @@ WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, s
     } else {
         wsch__cl_schedule_retry(c);
     }
+    e = c->epoch;
     wsch__cl_notify(c);
     if (was_open && !c->dead && c->d.on_disconnect)
         c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
     if (err) wsch__cl_error(c, err, what);
+    wsch__cl_stopped(c, e);
 }
 
 /* Asks the caller for a transport. */
@@ -5031,7 +5483,7 @@ WSCH__PRIVATE void wsch__cl_start_connect(wsch_client *c) {
     /* Only now is a transport owed a close(): the status callback above may
        have disconnected or destroyed the client before connect() ran. */
     c->transport_live = 1;
-    c->d.connect(c->cd.host, c->cd.port, c->d.user);
+    c->d.effects.connect(c->cd.request.host, c->cd.request.port, c->d.user);
 }
 
 /* ---- sending ---- */
@@ -5102,25 +5554,29 @@ WSCH__PRIVATE int wsch__cl_send_text(wsch_client *c, const char *text, size_t le
 }
 
 /* Sends {"type":type,"payload":{"channel":channel}} on the open connection. */
+/* {"channel":C}; the channel was checked to be UTF-8 when subscribed. */
+WSCH__PRIVATE void wsch__cl_put_channel(wsch__writer *w, const char *channel, size_t len) {
+    wsch__w_puts(w, "{\"channel\":");
+    wsch__w_put_json_string(w, channel, len);
+    wsch__w_puts(w, "}");
+}
+
 WSCH__PRIVATE int wsch__cl_send_channel_msg(wsch_client *c, const char *type, const char *channel, size_t len) {
-    static const char head[] = "{\"channel\":";
     char pstack[256], estack[384];
     char *payload = pstack, *env = NULL;
-    size_t esc = wsch_json_escaped_len(channel, len), plen, elen = 0;
+    size_t elen = 0;
+    wsch__writer w;
     int r;
-    if (esc > (size_t)-1 - sizeof head - 2) return WSCH_ERR_TOO_LARGE;
-    plen = sizeof head - 1 + esc + 1;
-    if (plen + 1 > sizeof pstack) {
-        payload = (char *)wsch__alloc(&c->d.allocator, plen + 1);
+    wsch__w_init(&w, pstack, sizeof pstack);
+    wsch__cl_put_channel(&w, channel, len);
+    if (w.overflow) { /* a long name: w.len is what it needs */
+        if (w.len == SIZE_MAX) return WSCH_ERR_TOO_LARGE;
+        payload = (char *)wsch__alloc(&c->d.allocator, w.len);
         if (!payload) return WSCH_ERR_NOMEM;
+        wsch__w_init(&w, payload, w.len);
+        wsch__cl_put_channel(&w, channel, len);
     }
-    WSCH_MEMCPY(payload, head, sizeof head - 1);
-    r = wsch_json_escape_string(channel, len, payload + sizeof head - 1, esc + 1, NULL);
-    if (r == WSCH_OK) {
-        payload[plen - 1] = '}';
-        payload[plen] = '\0';
-        r = wsch__cl_encode(c, type, strlen(type), payload, plen, estack, sizeof estack, &env, &elen);
-    }
+    r = wsch__cl_encode(c, type, WSCH_STRLEN(type), payload, w.len, estack, sizeof estack, &env, &elen);
     if (payload != pstack) wsch__free(&c->d.allocator, payload);
     if (r != WSCH_OK) return r;
     r = (c->state == WSCH__CL_OPEN && c->conn) ? wsch_conn_send(c->conn, WSCH_OP_TEXT, env, elen) : WSCH_ERR_STATE;
@@ -5137,13 +5593,14 @@ WSCH__PRIVATE void wsch__cl_on_open(wsch_conn *cn, void *user) {
     if (!c || cn != c->conn || c->state != WSCH__CL_HANDSHAKE) return;
     wsch__cl_set_state(c, WSCH__CL_OPEN);
     e = c->epoch;
-    c->attempts = 0;
+    c->attempts = c->retries = 0;
+    c->http_status = wsch_conn_http_status(cn);
     c->rx_since_ping = 1;
     wsch__cl_log(c, "client: open");
     if (c->d.heartbeat != WSCH_HEARTBEAT_OFF)
         wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_HEARTBEAT, c->d.heartbeat_interval_ms);
     for (i = 0; i < c->num_subs && c->epoch == e && !c->dead; i++) {
-        int r = wsch__cl_send_channel_msg(c, "subscribe", c->subs[i], strlen(c->subs[i]));
+        int r = wsch__cl_send_channel_msg(c, "subscribe", c->subs[i], WSCH_STRLEN(c->subs[i]));
         if (r != WSCH_OK) wsch__cl_error(c, r, "resubscribe failed");
     }
     if (c->epoch == e) wsch__cl_flush(c);
@@ -5159,7 +5616,7 @@ WSCH__PRIVATE void wsch__cl_dispatch(wsch_client *c, const wsch_client_message *
     for (i = 0; i < n && !c->dead; i++) {
         wsch__cl_handler *h = &c->handlers[i];
         if (h->id == 0) continue;
-        if (h->wildcard || (h->type_len == m->type_len && memcmp(h->type, m->type, m->type_len) == 0))
+        if (h->wildcard || (h->type_len == m->type_len && WSCH_MEMCMP(h->type, m->type, m->type_len) == 0))
             h->fn(c, m, h->user);
     }
     c->dispatching--;
@@ -5200,28 +5657,35 @@ WSCH__PRIVATE void wsch__cl_on_message(wsch_conn *cn, wsch_opcode op, void *data
 /* The link disconnect() was closing is gone: its close handshake finished,
    or connect() abandoned it. Either way the on_connect it had gets its
    on_disconnect. */
-WSCH__PRIVATE void wsch__cl_closing_done(wsch_client *c, int code, const char *reason, size_t reason_len) {
+WSCH__PRIVATE void wsch__cl_closing_done(wsch_client *c, int code, const char *reason, size_t reason_len,
+                                         int stopping) {
+    uint32_t e;
     wsch__cl_drop_conn(c);
     c->last_close_code = code;
     wsch__cl_set_state(c, WSCH__CL_IDLE);
+    e = c->epoch;
     wsch__cl_notify(c);
     if (!c->dead && c->d.on_disconnect)
         c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+    if (stopping) wsch__cl_stopped(c, e);
 }
 
 WSCH__PRIVATE void wsch__cl_on_close(wsch_conn *cn, int code, const char *reason, size_t reason_len, void *user) {
     wsch_client *c = (wsch_client *)user;
     if (!c || cn != c->conn) return;
     if (c->state == WSCH__CL_CLOSING) {
-        wsch__cl_closing_done(c, code, reason, reason_len);
+        wsch__cl_closing_done(c, code, reason, reason_len, 1);
     } else if (c->state == WSCH__CL_OPEN) {
         wsch__cl_lost(c, code, reason, reason_len, 1, WSCH_OK, NULL);
     } else {
-        /* Say what really failed: a refusal, a bad Accept, a timeout... */
-        int status = wsch_conn_http_status(cn), err = wsch_conn_error(cn);
-        if (status == 401 || status == 403) err = WSCH_ERR_DENIED;
-        else if (err == WSCH_OK) err = WSCH_ERR_CLOSED;
-        wsch__cl_lost(c, code, reason, reason_len, 0, err, "handshake failed");
+        /* Say what really failed: an HTTP refusal (the status is in
+           wsch_client_http_status()), a bad Accept, a timeout, a hang-up.
+           No close frame existed, so the close code is 1006. */
+        int err = wsch_conn_error(cn);
+        (void)code;
+        c->http_status = wsch_conn_http_status(cn);
+        if (err == WSCH_OK) err = WSCH_ERR_HANGUP;
+        wsch__cl_lost(c, WSCH_CLOSE_ABNORMAL, reason, reason_len, 0, err, "handshake failed");
     }
 }
 
@@ -5265,8 +5729,7 @@ WSCH__PRIVATE void wsch__cl_timer(wsch_client *c, unsigned id) {
 
 WSCH_API wsch_client_desc wsch_client_desc_defaults(const wsch_client_desc *desc) {
     wsch_client_desc d;
-    if (desc) d = *desc;
-    else WSCH_MEMSET(&d, 0, sizeof d);
+    wsch__desc_copy(&d, desc, sizeof d);
     if (!d.backoff_base_ms) d.backoff_base_ms = WSCH_CLIENT_DEFAULT_BACKOFF_BASE_MS;
     if (!d.backoff_max_ms) d.backoff_max_ms = WSCH_CLIENT_DEFAULT_BACKOFF_MAX_MS;
     if (!d.max_attempts) d.max_attempts = WSCH_CLIENT_DEFAULT_MAX_ATTEMPTS;
@@ -5279,33 +5742,63 @@ WSCH_API wsch_client_desc wsch_client_desc_defaults(const wsch_client_desc *desc
     return d;
 }
 
-/* Appends len bytes of s and a NUL at *pos; returns where they start. */
-WSCH__PRIVATE char *wsch__cl_put(char **pos, const char *s, size_t len) {
-    char *start = *pos;
-    if (len) WSCH_MEMCPY(start, s, len);
-    start[len] = '\0';
-    *pos = start + len + 1;
-    return start;
+/* The strings a client keeps, in one block, each NUL-terminated: host,
+   path, query (the URL's, then token=<percent-encoded>), origin, protocols,
+   extra headers (a bearer line first). at[] gets where each starts. A
+   cap-0 writer measures the block, a real one writes it: the same code. */
+enum { WSCH__CL_HOST, WSCH__CL_PATH, WSCH__CL_QUERY, WSCH__CL_ORIGIN, WSCH__CL_PROTOCOLS, WSCH__CL_HEADERS,
+       WSCH__CL_STRINGS };
+
+WSCH__PRIVATE void wsch__cl_put_strings(wsch__writer *w, const wsch_client_desc *d, const wsch_url *u,
+                                        size_t at[WSCH__CL_STRINGS]) {
+    size_t token_len = wsch__cstr_len(d->token, WSCH_CSTR);
+    at[WSCH__CL_HOST] = w->len;
+    wsch__w_put(w, u->host.ptr, u->host.len);
+    wsch__w_put(w, "", 1);
+    at[WSCH__CL_PATH] = w->len;
+    wsch__w_put(w, u->path.ptr, u->path.len);
+    wsch__w_put(w, "", 1);
+    at[WSCH__CL_QUERY] = w->len;
+    wsch__w_put(w, u->query.ptr, u->query.len);
+    if (d->token && d->token_in == WSCH_TOKEN_QUERY) {
+        if (u->query.len) wsch__w_puts(w, "&");
+        wsch__w_puts(w, "token=");
+        wsch__h_put_percent(w, d->token, token_len);
+    }
+    wsch__w_put(w, "", 1);
+    at[WSCH__CL_ORIGIN] = w->len;
+    if (d->origin) wsch__w_puts(w, d->origin);
+    wsch__w_put(w, "", 1);
+    at[WSCH__CL_PROTOCOLS] = w->len;
+    if (d->protocols) wsch__w_puts(w, d->protocols);
+    wsch__w_put(w, "", 1);
+    at[WSCH__CL_HEADERS] = w->len;
+    if (d->token && d->token_in == WSCH_TOKEN_AUTHORIZATION) {
+        wsch__w_puts(w, "Authorization: Bearer ");
+        wsch__w_put(w, d->token, token_len);
+        wsch__w_puts(w, "\r\n");
+    }
+    if (d->extra_headers) wsch__w_puts(w, d->extra_headers);
+    wsch__w_put(w, "", 1);
 }
 
-/* a + b, or SIZE_MAX when it overflows (the allocation then fails cleanly). */
-WSCH__PRIVATE size_t wsch__cl_add(size_t a, size_t b) { return a > (size_t)-1 - b ? (size_t)-1 : a + b; }
-
-WSCH__PRIVATE size_t wsch__cl_strlen(const char *s) { return s ? strlen(s) : 0; }
+/* String i of the block, or NULL when it is empty (or was not given). */
+WSCH__PRIVATE const char *wsch__cl_string(const char *block, const size_t at[WSCH__CL_STRINGS], int i) {
+    return block[at[i]] ? block + at[i] : NULL;
+}
 
 WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out) {
-    static const char bearer[] = "Authorization: Bearer ";
-    static const char tokq[] = "token=";
     wsch_client *c;
     wsch_client_desc d;
     wsch_url u;
-    size_t token_len, origin_len, proto_len, extra_len, total, i;
-    char *pos;
+    wsch__writer w;
+    size_t at[WSCH__CL_STRINGS], token_len, i;
     int r;
     if (!out) return WSCH_ERR_ARG;
     *out = NULL;
-    if (!desc || !desc->url || !desc->connect || !desc->send || !desc->close || !desc->timer_set ||
-        !desc->timer_cancel || !desc->now_ms || !desc->random_bytes)
+    if (!desc || !desc->url || !desc->effects.connect || !desc->effects.send || !desc->effects.close ||
+        !desc->effects.timer_set || !desc->effects.timer_cancel || !desc->effects.now_ms ||
+        !desc->effects.random_bytes)
         return WSCH_ERR_ARG;
     if (desc->num_terminal_codes > WSCH_CLIENT_MAX_TERMINAL_CODES || (desc->num_terminal_codes && !desc->terminal_codes))
         return WSCH_ERR_ARG;
@@ -5313,9 +5806,9 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
         desc->token_in == WSCH_TOKEN_PROTOCOL || (unsigned)desc->token_in > (unsigned)WSCH_TOKEN_PROTOCOL)
         return WSCH_ERR_ARG;
     d = wsch_client_desc_defaults(desc);
-    r = wsch_url_parse(d.url, strlen(d.url), &u);
+    r = wsch_url_parse(d.url, WSCH_STRLEN(d.url), &u);
     if (r != WSCH_OK) return r;
-    token_len = wsch__cl_strlen(d.token);
+    token_len = wsch__cstr_len(d.token, WSCH_CSTR);
     if (d.token && d.token_in == WSCH_TOKEN_AUTHORIZATION) {
         /* A header value must not smuggle in a line break or other controls. */
         for (i = 0; i < token_len; i++) {
@@ -5323,84 +5816,35 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
             if (ch < 0x20 || ch == 0x7f) return WSCH_ERR_ARG;
         }
     }
-    origin_len = wsch__cl_strlen(d.origin);
-    proto_len = wsch__cl_strlen(d.protocols);
-    extra_len = wsch__cl_strlen(d.extra_headers);
-
-    /* One block for every string: host, path, query (+ "&token=" + up to 3
-       bytes per token byte), origin, protocols, headers (+ bearer line). */
-    total = wsch__cl_add(u.host.len, u.path.len);
-    total = wsch__cl_add(total, u.query.len);
-    if (d.token) {
-        size_t t3 = token_len > ((size_t)-1) / 3 ? (size_t)-1 : token_len * 3;
-        total = wsch__cl_add(total, wsch__cl_add(t3, sizeof tokq + 1));
-        total = wsch__cl_add(total, wsch__cl_add(token_len, sizeof bearer + 2));
-    }
-    total = wsch__cl_add(total, origin_len);
-    total = wsch__cl_add(total, proto_len);
-    total = wsch__cl_add(total, extra_len);
-    total = wsch__cl_add(total, 6 + 4); /* NULs and slack */
-    if (total == (size_t)-1) return WSCH_ERR_NOMEM;
+    wsch__w_init(&w, NULL, 0);
+    wsch__cl_put_strings(&w, &d, &u, at);
+    if (w.len == SIZE_MAX) return WSCH_ERR_NOMEM;
 
     c = (wsch_client *)wsch__alloc(&d.allocator, sizeof *c);
     if (!c) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(c, 0, sizeof *c);
-    c->strings = (char *)wsch__alloc(&d.allocator, total);
+    c->strings = (char *)wsch__alloc(&d.allocator, w.len);
     if (!c->strings) {
         wsch__free(&d.allocator, c);
         return WSCH_ERR_NOMEM;
     }
+    wsch__w_init(&w, c->strings, w.len);
+    wsch__cl_put_strings(&w, &d, &u, at);
+    WSCH_ASSERT(!w.overflow);
     c->d = d;
-    pos = c->strings;
-    c->cd.host = wsch__cl_put(&pos, u.host.ptr, u.host.len);
-    c->cd.port = u.port;
-    c->cd.path = wsch__cl_put(&pos, u.path.ptr, u.path.len);
-    {
-        /* query: the URL's own, then token=<percent-encoded> */
-        char *q = pos;
-        size_t qlen = u.query.len;
-        if (qlen) WSCH_MEMCPY(q, u.query.ptr, qlen);
-        if (d.token && d.token_in == WSCH_TOKEN_QUERY) {
-            size_t enc = 0;
-            if (qlen) q[qlen++] = '&';
-            WSCH_MEMCPY(q + qlen, tokq, sizeof tokq - 1);
-            qlen += sizeof tokq - 1;
-            r = wsch_percent_encode(d.token, token_len, q + qlen, token_len * 3 + 1, &enc);
-            if (r != WSCH_OK) {
-                wsch__free(&d.allocator, c->strings);
-                wsch__free(&d.allocator, c);
-                return r;
-            }
-            qlen += enc;
-        }
-        q[qlen] = '\0';
-        pos = q + qlen + 1;
-        c->cd.query = qlen ? q : NULL;
-    }
+    c->cd.request.host = c->strings + at[WSCH__CL_HOST];
+    c->cd.request.port = u.port;
+    c->cd.request.path = c->strings + at[WSCH__CL_PATH];
+    c->cd.request.query = wsch__cl_string(c->strings, at, WSCH__CL_QUERY);
+    c->cd.request.origin = d.origin ? c->strings + at[WSCH__CL_ORIGIN] : NULL;
+    c->cd.request.protocols = d.protocols ? c->strings + at[WSCH__CL_PROTOCOLS] : NULL;
+    c->cd.request.extra_headers = wsch__cl_string(c->strings, at, WSCH__CL_HEADERS);
     c->d.url = NULL;            /* not kept: the parts above are what is used */
-    c->cd.origin = d.origin ? wsch__cl_put(&pos, d.origin, origin_len) : NULL;
-    c->cd.protocols = d.protocols ? wsch__cl_put(&pos, d.protocols, proto_len) : NULL;
-    {
-        char *h = pos;
-        size_t hlen = 0;
-        if (d.token && d.token_in == WSCH_TOKEN_AUTHORIZATION) {
-            WSCH_MEMCPY(h, bearer, sizeof bearer - 1);
-            hlen = sizeof bearer - 1;
-            WSCH_MEMCPY(h + hlen, d.token, token_len);
-            hlen += token_len;
-            h[hlen++] = '\r';
-            h[hlen++] = '\n';
-        }
-        if (extra_len) WSCH_MEMCPY(h + hlen, d.extra_headers, extra_len);
-        hlen += extra_len;
-        h[hlen] = '\0';
-        c->cd.extra_headers = hlen ? h : NULL;
-    }
     /* The caller's strings are not kept past this call. */
     c->d.token = NULL;
-    c->d.origin = c->cd.origin;
-    c->d.protocols = c->cd.protocols;
-    c->d.extra_headers = c->cd.extra_headers;
+    c->d.origin = c->cd.request.origin;
+    c->d.protocols = c->cd.request.protocols;
+    c->d.extra_headers = c->cd.request.extra_headers;
 
     c->terminal[0] = WSCH_CLOSE_UNAUTHORIZED;
     c->terminal[1] = WSCH_CLOSE_POLICY_VIOLATION;
@@ -5408,20 +5852,15 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
     for (i = 0; i < d.num_terminal_codes; i++) c->terminal[c->num_terminal++] = d.terminal_codes[i];
     c->d.terminal_codes = NULL;
 
-    c->cd.role = WSCH_ROLE_CLIENT;
-    c->cd.max_message_size = d.max_message_size;
-    c->cd.max_outbound_bytes = d.max_outbound_bytes;
-    c->cd.handshake_timeout_ms = d.handshake_timeout_ms;
-    c->cd.close_timeout_ms = d.close_timeout_ms;
-    c->cd.allocator = d.allocator;
-    c->cd.send = wsch__cl_conn_send;
-    c->cd.close = wsch__cl_conn_close;
-    c->cd.timer_set = wsch__cl_conn_timer_set;
-    c->cd.timer_cancel = wsch__cl_conn_timer_cancel;
-    c->cd.random_bytes = wsch__cl_conn_random;
     c->cd.on_open = wsch__cl_on_open;
     c->cd.on_message = wsch__cl_on_message;
     c->cd.on_close = wsch__cl_on_close;
+    {   /* in wsch_effects order: send, close, timer_set, timer_cancel, now_ms,
+           random_bytes, log, connect */
+        static const wsch_effects via_client = {wsch__cl_conn_send, wsch__cl_conn_close, wsch__cl_conn_timer_set,
+                                                wsch__cl_conn_timer_cancel, NULL, wsch__cl_conn_random, NULL, NULL};
+        wsch__conn_desc_for(&c->cd, WSCH_ROLE_CLIENT, &d.limits, &d.allocator, &via_client);
+    }
 
     c->state = WSCH__CL_IDLE;
     c->reported = WSCH_STATUS_DISCONNECTED;
@@ -5476,14 +5915,14 @@ WSCH_API int wsch_client_connect(wsch_client *c) {
     wsch__cl_timer_cancel(c, WSCH_CLIENT_TIMER_RETRY);
     if (c->state == WSCH__CL_CLOSING) { /* the old link is abandoned mid-close */
         static const char why[] = "abandoned by connect()";
-        wsch__cl_closing_done(c, WSCH_CLOSE_ABNORMAL, why, sizeof why - 1);
+        wsch__cl_closing_done(c, WSCH_CLOSE_ABNORMAL, why, sizeof why - 1, 0);   /* not a stop: it goes on */
         if (c->dead || c->state != WSCH__CL_IDLE) { /* the callback destroyed or reconnected it */
             wsch__cl_leave(c);
             return WSCH_OK;
         }
     }
     c->stop = WSCH_STOP_NONE;
-    c->attempts = 0;
+    c->attempts = c->retries = 0;
     wsch__cl_start_connect(c);
     wsch__cl_leave(c);
     return WSCH_OK;
@@ -5507,11 +5946,15 @@ WSCH_API int wsch_client_disconnect(wsch_client *c) {
                handshake is already running; either way the conn's on_close
                ends CLOSING with the real code and on_disconnect. */
             (void)wsch_conn_close(c->conn, WSCH_CLOSE_NORMAL, why, sizeof why - 1);
+            wsch__cl_notify(c);
         } else {
+            uint32_t e;
             wsch__cl_drop_conn(c);
             wsch__cl_set_state(c, WSCH__CL_IDLE);
+            e = c->epoch;
+            wsch__cl_notify(c);
+            wsch__cl_stopped(c, e);
         }
-        wsch__cl_notify(c);
     }
     wsch__cl_leave(c);
     return WSCH_OK;
@@ -5544,7 +5987,6 @@ WSCH_API void wsch_client_transport_open(wsch_client *c) {
 WSCH_API void wsch_client_transport_failed(wsch_client *c) {
     if (!c || c->dead || c->state != WSCH__CL_CONNECTING) return;
     wsch__cl_enter(c);
-    c->transport_live = 0;      /* nothing to close */
     wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CONNECT, "connect failed");
     wsch__cl_leave(c);
 }
@@ -5586,14 +6028,11 @@ WSCH_API void wsch_client_transport_closed(wsch_client *c) {
     if (!c || c->dead) return;
     wsch__cl_enter(c);
     if (c->state == WSCH__CL_CONNECTING) {
-        c->transport_live = 0;
         wsch__cl_lost(c, 0, NULL, 0, 0, WSCH_ERR_CONNECT, "connect failed");
     } else if (c->creating) {
-        c->transport_live = 0;
         c->closed_early = 1;
     } else if (c->conn) {
         wsch_conn *cn = c->conn;
-        c->transport_live = 0;
         wsch_conn_transport_closed(cn);
         /* on_close normally ran inside; if it did not, the link is gone anyway */
         if (!c->dead && c->conn == cn) wsch__cl_on_close(cn, WSCH_CLOSE_ABNORMAL, "", 0, c);
@@ -5603,7 +6042,7 @@ WSCH_API void wsch_client_transport_closed(wsch_client *c) {
 
 /* ---- messages ---- */
 
-WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payload) {
+WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payload, size_t payload_len) {
     char stack[512];
     char *env = NULL;
     size_t len = 0;
@@ -5611,7 +6050,9 @@ WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payl
     int r;
     if (!c || c->dead || !type) return WSCH_ERR_ARG;
     a = c->d.allocator;     /* the client may be gone after the send's effects */
-    r = wsch__cl_encode(c, type, strlen(type), payload, wsch__cl_strlen(payload), stack, sizeof stack, &env, &len);
+    payload_len = wsch__cstr_len(payload, payload_len);
+    if (!payload && payload_len) return WSCH_ERR_ARG;
+    r = wsch__cl_encode(c, type, WSCH_STRLEN(type), payload, payload_len, stack, sizeof stack, &env, &len);
     if (r != WSCH_OK) return r;
     wsch__cl_enter(c);
     r = wsch__cl_send_text(c, env, len);
@@ -5622,6 +6063,7 @@ WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payl
 
 WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len) {
     int r;
+    len = wsch__cstr_len(text, len);
     if (!c || c->dead || (!text && len)) return WSCH_ERR_ARG;
     if (!wsch_utf8_valid(text, len)) return WSCH_ERR_UTF8;
     wsch__cl_enter(c);
@@ -5647,7 +6089,7 @@ WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel) {
     int r = WSCH_OK;
     if (!c || c->dead || !channel || !channel[0]) return WSCH_ERR_ARG;
     if (wsch__cl_find_sub(c, channel, &i)) return WSCH_OK;
-    len = strlen(channel);
+    len = WSCH_STRLEN(channel);
     if (!wsch_utf8_valid(channel, len)) return WSCH_ERR_UTF8;
     if (c->num_subs == c->cap_subs) {
         size_t cap = c->cap_subs ? c->cap_subs * 2 : 8;
@@ -5688,7 +6130,7 @@ WSCH_API int wsch_client_unsubscribe(wsch_client *c, const char *channel) {
     WSCH_MEMMOVE(c->subs + i, c->subs + i + 1, (c->num_subs - i - 1) * sizeof *c->subs);
     c->num_subs--;
     wsch__cl_enter(c);
-    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "unsubscribe", copy, strlen(copy));
+    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "unsubscribe", copy, WSCH_STRLEN(copy));
     wsch__free(&c->d.allocator, copy);
     wsch__cl_leave(c);
     return r;
@@ -5708,7 +6150,7 @@ WSCH_API int wsch_client_on(wsch_client *c, const char *type, wsch_client_handle
     size_t len;
     if (out) out->id = 0;
     if (!c || c->dead || !type || !fn) return WSCH_ERR_ARG;
-    len = strlen(type);
+    len = WSCH_STRLEN(type);
     if (len > WSCH_ENVELOPE_TYPE_MAX) return WSCH_ERR_TOO_LARGE;
     if (c->num_handlers == c->cap_handlers) {
         /* Grown by copy, never in place: a dispatch in progress re-reads the
@@ -5765,11 +6207,18 @@ WSCH_API wsch_status wsch_client_status(const wsch_client *c) {
 WSCH_API int64_t wsch_client_next_retry_ms(const wsch_client *c) {
     uint64_t now;
     if (!c || c->state != WSCH__CL_WAITING) return -1;
-    now = c->d.now_ms(c->d.user);
+    now = c->d.effects.now_ms(c->d.user);
     return now >= c->retry_at ? 0 : (int64_t)(c->retry_at - now);
 }
 
 WSCH_API uint32_t wsch_client_attempts(const wsch_client *c) { return c ? c->attempts : 0; }
+WSCH_API int wsch_client_http_status(const wsch_client *c) { return c ? c->http_status : 0; }
+
+WSCH_API unsigned wsch_client_want(const wsch_client *c) {
+    if (!c || c->dead) return 0;
+    if (c->state == WSCH__CL_CONNECTING) return WSCH_WANT_WRITE;   /* a non-blocking connect completes */
+    return c->conn ? wsch_conn_want(c->conn) : 0;
+}
 WSCH_API wsch_stop wsch_client_stop_reason(const wsch_client *c) { return c ? c->stop : WSCH_STOP_NONE; }
 WSCH_API int wsch_client_last_close_code(const wsch_client *c) { return c ? c->last_close_code : 0; }
 WSCH_API size_t wsch_client_queued_count(const wsch_client *c) { return c ? c->q_count : 0; }
@@ -5794,7 +6243,10 @@ WSCH_API const char *wsch_stop_str(wsch_stop s) {
     default: return "not stopped";
     }
 }
+#endif /* WS_CHANNEL_NO_CLIENT */
+
 // >>hub
+#ifndef WS_CHANNEL_NO_HUB
 /* Layout. A peer is one allocation (wsch__hub_peer) beside its
    wsch_conn; a slot table maps handles (index, generation) to peers, so a
    stale handle finds a bumped generation instead of freed memory. Channels
@@ -5818,8 +6270,9 @@ enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLO
 #define WSCH__HUB_IDLE_ARMED 0x08u
 #define WSCH__HUB_DROP_LISTED 0x10u /* on a delivery's drop list */
 #define WSCH__HUB_COUNTED    0x20u  /* its end is already counted in stats.drops */
-#define WSCH__HUB_RELEASE    0x40u  /* transport reported closed; release once on_close ran */
+#define WSCH__HUB_GIVEN_BACK 0x40u  /* close() has run (or runs now): the transport is the caller's */
 #define WSCH__HUB_FINISH_LATER 0x80u /* its conn closed during a delivery walk: finished after it */
+#define WSCH__HUB_CLOSE_LATER 0x100u /* and its close() waits for that too, to stay the last callback */
 
 typedef struct wsch__hub_entry {
     struct wsch__hub_entry *next;   /* bucket chain */
@@ -5856,7 +6309,7 @@ typedef struct wsch__hub_sub {
 typedef struct wsch__hub_peer {
     wsch_hub *hub;
     wsch_conn *conn;
-    const wsch_hub_transport *transport;
+    const wsch_effects *effects;    /* send, close and timers of this peer's transport */
     void *user;
     wsch__hub_user *uent;           /* NULL: anonymous */
     struct wsch__hub_peer *user_prev, *user_next;
@@ -5866,7 +6319,8 @@ typedef struct wsch__hub_peer {
     uint32_t index;
     uint16_t nsubs, subs_cap;
     uint16_t close_code;            /* for a FINISH_LATER peer */
-    uint8_t state, flags, drop_reason;
+    uint16_t flags;
+    uint8_t state, drop_reason;
 } wsch__hub_peer;
 
 typedef struct wsch__hub_slot {
@@ -5900,7 +6354,7 @@ struct wsch_hub {
     uint64_t bridge_published, bridge_publish_errors, bridge_received, bridge_own, bridge_refused;
 };
 
-#define WSCH__HUB_UPFX_LEN 6u       /* strlen(WSCH_HUB_BRIDGE_USER_PREFIX) */
+#define WSCH__HUB_UPFX_LEN 6u       /* WSCH_STRLEN(WSCH_HUB_BRIDGE_USER_PREFIX) */
 #define WSCH__HUB_BRIDGE_MAGIC "wsch1 " /* a bridge message starts with it (6 bytes) */
 
 /* ---- keyed hash: SipHash-1-3 (channel names and user ids come from peers) */
@@ -5948,7 +6402,7 @@ WSCH__PRIVATE wsch__hub_entry *wsch__hub_find(const wsch__hub_table *t, const ch
     wsch__hub_entry *e;
     if (t->nbuckets == 0) return NULL;
     for (e = t->buckets[(size_t)h & (t->nbuckets - 1u)]; e; e = e->next) {
-        if (e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0) return e;
+        if (e->hash == h && e->key_len == len && WSCH_MEMCMP(e->key, key, len) == 0) return e;
     }
     return NULL;
 }
@@ -6020,8 +6474,8 @@ WSCH__PRIVATE wsch__hub_entry *wsch__hub_entry_new(wsch_hub *hub, size_t size, c
 /* ---- small helpers --------------------------------------------------------- */
 
 WSCH__PRIVATE int wsch__hub_span_is(wsch_str s, const char *lit) {
-    size_t n = strlen(lit);
-    return s.len == n && (n == 0 || memcmp(s.ptr, lit, n) == 0);
+    size_t n = WSCH_STRLEN(lit);
+    return s.len == n && (n == 0 || WSCH_MEMCMP(s.ptr, lit, n) == 0);
 }
 
 /* Channel names: 1..max bytes of A-Z a-z 0-9 - _ . : @ /, so a name never
@@ -6036,34 +6490,6 @@ WSCH__PRIVATE int wsch__hub_channel_ok(const wsch_hub *hub, const char *name, si
             return 0;
     }
     return 1;
-}
-
-/* A bounded append buffer: overflow is remembered, never written. */
-typedef struct wsch__hub_buf {
-    char *p;
-    size_t len, cap;
-    int overflow;
-} wsch__hub_buf;
-
-WSCH__PRIVATE void wsch__hub_put(wsch__hub_buf *b, const void *s, size_t n) {
-    if (b->overflow || n > b->cap - b->len) {
-        b->overflow = 1;
-        return;
-    }
-    if (n) WSCH_MEMCPY(b->p + b->len, s, n);
-    b->len += n;
-}
-
-WSCH__PRIVATE void wsch__hub_puts(wsch__hub_buf *b, const char *s) { wsch__hub_put(b, s, strlen(s)); }
-
-WSCH__PRIVATE void wsch__hub_put_uint(wsch__hub_buf *b, uint64_t v) {
-    char d[20];
-    size_t n = 0;
-    do {
-        d[sizeof d - 1u - n++] = (char)('0' + (int)(v % 10u));
-        v /= 10u;
-    } while (v);
-    wsch__hub_put(b, d + sizeof d - n, n);
 }
 
 WSCH__PRIVATE wsch__hub_peer *wsch__hub_get(const wsch_hub *hub, wsch_hub_peer h) {
@@ -6288,38 +6714,24 @@ WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
    what a peer sends. */
 WSCH__PRIVATE int wsch__hub_encode(wsch_hub *hub, const char *type, size_t type_len, const char *payload,
                                    size_t payload_len, wsch_shared **out, size_t *out_len) {
-    char tq[6u * WSCH_ENVELOPE_TYPE_MAX + 3u];
-    size_t tq_len = 0, size;
-    unsigned char *p;
-    wsch__hub_buf b;
+    size_t size;
+    wsch__writer w;
     int r;
-    if (!type || type_len == 0 || (!payload && payload_len)) return WSCH_ERR_ARG;
-    if (type_len > WSCH_ENVELOPE_TYPE_MAX) return WSCH_ERR_TOO_LARGE;
-    if (memchr(type, 0, type_len)) return WSCH_ERR_ARG;
-    if (payload_len > hub->desc.max_message_size) return WSCH_ERR_TOO_LARGE;
-    r = wsch_json_escape_string(type, type_len, tq, sizeof tq, &tq_len);
+    if (!type || type_len == 0) return WSCH_ERR_ARG;
+    if (payload_len > hub->desc.limits.max_message_size) return WSCH_ERR_TOO_LARGE;
+    r = wsch__env_check(type, type_len, payload, payload_len);
     if (r != WSCH_OK) return r;
-    if (payload) {
-        r = wsch_json_validate(payload, payload_len);
-        if (r != WSCH_OK) return r;
-    }
-    size = 8u + tq_len + 1u + (payload ? 11u + payload_len : 0u);
-    if (size > hub->desc.max_message_size) return WSCH_ERR_TOO_LARGE;
+    /* The envelope encoder's own writer measures, then writes into the
+       frame (no NUL: the frame is exactly the envelope). */
+    wsch__w_init(&w, NULL, 0);
+    wsch__env_put(&w, type, type_len, payload, payload_len);
+    size = w.len;
+    if (size > hub->desc.limits.max_message_size) return WSCH_ERR_TOO_LARGE;
     r = wsch_shared_create(&hub->desc.allocator, WSCH_OP_TEXT, NULL, size, out);
     if (r != WSCH_OK) return r;
-    p = (unsigned char *)wsch_shared_payload(*out);
-    b.p = (char *)p;
-    b.len = 0;
-    b.cap = size;
-    b.overflow = 0;
-    wsch__hub_put(&b, "{\"type\":", 8);
-    wsch__hub_put(&b, tq, tq_len);
-    if (payload) {
-        wsch__hub_put(&b, ",\"payload\":", 11);
-        wsch__hub_put(&b, payload, payload_len);
-    }
-    wsch__hub_put(&b, "}", 1);
-    WSCH_ASSERT(!b.overflow && b.len == size);
+    wsch__w_init(&w, (char *)wsch_shared_payload(*out), size);
+    wsch__env_put(&w, type, type_len, payload, payload_len);
+    WSCH_ASSERT(!w.overflow && w.len == size);
     hub->encodes++;
     if (out_len) *out_len = size;
     return WSCH_OK;
@@ -6355,6 +6767,7 @@ WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_peer *cl, wsch_shared 
 WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_drop reason);
 
 WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_peer *cl, int code);
+WSCH__PRIVATE void wsch__hub_give_back(wsch_hub *hub, wsch__hub_peer *cl);
 
 WSCH__PRIVATE void wsch__hub_walk_begin(wsch_hub *hub) { hub->walking++; }
 
@@ -6369,14 +6782,15 @@ WSCH__PRIVATE void wsch__hub_walk_end(wsch_hub *hub) {
         wsch__hub_peer *cl = drops;
         drops = cl->link;
         cl->link = NULL;
-        cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_DROP_LISTED);
+        cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_DROP_LISTED);
         if (cl->flags & WSCH__HUB_FINISH_LATER) {
-            cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_FINISH_LATER);
+            cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_FINISH_LATER);
             if (!(cl->flags & WSCH__HUB_COUNTED)) {
                 hub->drops[cl->drop_reason]++;
                 cl->flags |= WSCH__HUB_COUNTED;
             }
             wsch__hub_finish(hub, cl, cl->close_code);
+            if (cl->flags & WSCH__HUB_CLOSE_LATER) wsch__hub_give_back(hub, cl);
         } else {
             wsch__hub_drop(hub, cl, (wsch_hub_drop)cl->drop_reason);
         }
@@ -6450,7 +6864,7 @@ WSCH__PRIVATE void wsch__hub_bridge_publish(wsch_hub *hub, const char *pfx, size
 WSCH__PRIVATE int wsch__hub_bridge_header(const char *data, size_t len, uint64_t *origin) {
     uint64_t v = 0;
     size_t i;
-    if (len < WSCH_HUB_BRIDGE_HEADER_LEN || memcmp(data, WSCH__HUB_BRIDGE_MAGIC, 6) != 0 ||
+    if (len < WSCH_HUB_BRIDGE_HEADER_LEN || WSCH_MEMCMP(data, WSCH__HUB_BRIDGE_MAGIC, 6) != 0 ||
         data[22] != ' ')
         return WSCH_ERR_ARG;
     for (i = 6; i < 22u; i++) {
@@ -6469,7 +6883,7 @@ WSCH__PRIVATE int wsch__hub_bridge_header(const char *data, size_t len, uint64_t
 WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *payload,
                                      size_t payload_len) {
     wsch_shared *s;
-    int r = wsch__hub_encode(hub, type, strlen(type), payload, payload_len, &s, NULL);
+    int r = wsch__hub_encode(hub, type, WSCH_STRLEN(type), payload, payload_len, &s, NULL);
     if (r != WSCH_OK) return r;
     wsch__hub_walk_begin(hub);
     r = wsch__hub_push(hub, cl, s) ? WSCH_OK : WSCH_ERR_STATE;
@@ -6482,54 +6896,48 @@ WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_peer *cl, const ch
    channel is only passed once it is known to be a valid name. */
 WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_peer *cl, const char *code, const char *message,
                                         const wsch_envelope *req, const char *channel, size_t channel_len) {
-    char buf[128u + 6u * WSCH_ENVELOPE_TYPE_MAX + WSCH_HUB_MAX_CHANNEL_LEN + 256u];
-    char tq[6u * WSCH_ENVELOPE_TYPE_MAX + 3u];
-    size_t tq_len;
-    wsch__hub_buf b;
-    b.p = buf;
-    b.len = 0;
-    b.cap = sizeof buf;
-    b.overflow = 0;
-    wsch__hub_puts(&b, "{\"code\":\"");
-    wsch__hub_puts(&b, code);
-    wsch__hub_puts(&b, "\",\"message\":");
-    if (wsch_json_escape_string(message, strlen(message), tq, sizeof tq, &tq_len) == WSCH_OK)
-        wsch__hub_put(&b, tq, tq_len);
-    else
-        wsch__hub_puts(&b, "\"\"");
-    if (req && wsch_json_escape_string(req->type, req->type_len, tq, sizeof tq, &tq_len) == WSCH_OK) {
-        wsch__hub_puts(&b, ",\"request\":");
-        wsch__hub_put(&b, tq, tq_len);
+    /* code and message are the hub's own ASCII; the type was decoded as
+       UTF-8 and the channel checked to be a valid name: all fit. */
+    char buf[128u + 6u * WSCH_ENVELOPE_TYPE_MAX + 6u * WSCH_HUB_MAX_CHANNEL_LEN + 256u];
+    wsch__writer w;
+    wsch__w_init(&w, buf, sizeof buf);
+    wsch__w_puts(&w, "{\"code\":");
+    wsch__w_put_json_string(&w, code, WSCH_STRLEN(code));
+    wsch__w_puts(&w, ",\"message\":");
+    wsch__w_put_json_string(&w, message, WSCH_STRLEN(message));
+    if (req) {
+        wsch__w_puts(&w, ",\"request\":");
+        wsch__w_put_json_string(&w, req->type, req->type_len);
     }
     if (channel) {
-        wsch__hub_puts(&b, ",\"channel\":\"");
-        wsch__hub_put(&b, channel, channel_len);
-        wsch__hub_puts(&b, "\"");
+        wsch__w_puts(&w, ",\"channel\":");
+        wsch__w_put_json_string(&w, channel, channel_len);
     }
-    wsch__hub_puts(&b, "}");
-    if (!b.overflow) (void)wsch__hub_send_one(hub, cl, "error", buf, b.len);
+    wsch__w_puts(&w, "}");
+    if (!w.overflow) (void)wsch__hub_send_one(hub, cl, "error", buf, w.len);
 }
 
 /* ---- drops and the end of a peer ---------------------------------------- */
 
 WSCH__PRIVATE void wsch__hub_idle_arm(wsch_hub *hub, wsch__hub_peer *cl, uint32_t delay) {
-    if (hub->desc.idle_timeout_ms == WSCH_HUB_NO_TIMEOUT || !cl->transport->timer_set) return;
+    if (hub->desc.idle_timeout_ms == WSCH_HUB_NO_TIMEOUT || !cl->effects->timer_set) return;
     cl->flags |= WSCH__HUB_IDLE_ARMED;
-    cl->transport->timer_set(WSCH_HUB_TIMER_IDLE, delay, cl->user);
+    cl->effects->timer_set(WSCH_HUB_TIMER_IDLE, delay, cl->user);
 }
 
 /* Takes the peer out of every delivery path (it keeps its user id, which
    on_disconnect may still ask for, until it is released). */
 WSCH__PRIVATE void wsch__hub_detach(wsch_hub *hub, wsch__hub_peer *cl) {
     wsch__hub_unsubscribe_all(hub, cl);
-    if ((cl->flags & WSCH__HUB_IDLE_ARMED) && cl->transport->timer_cancel)
-        cl->transport->timer_cancel(WSCH_HUB_TIMER_IDLE, cl->user);
-    cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
+    if ((cl->flags & WSCH__HUB_IDLE_ARMED) && cl->effects->timer_cancel)
+        cl->effects->timer_cancel(WSCH_HUB_TIMER_IDLE, cl->user);
+    cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
 }
 
 /* Starts closing an open peer from this side. Returns the conn's result;
    when the conn cannot even queue a close frame, the transport is closed. */
-WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_peer *cl, uint16_t code, const char *reason) {
+WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_peer *cl, uint16_t code, const char *reason,
+                                  size_t reason_len) {
     int r;
     if (cl->state == WSCH__HUB_CLOSED) return WSCH_ERR_CLOSED;
     if (cl->state == WSCH__HUB_HANDSHAKE) {
@@ -6542,9 +6950,10 @@ WSCH__PRIVATE int wsch__hub_close(wsch_hub *hub, wsch__hub_peer *cl, uint16_t co
     }
     cl->state = WSCH__HUB_CLOSING;
     wsch__hub_detach(hub, cl);
-    r = wsch_conn_close(cl->conn, code, reason, reason ? strlen(reason) : 0);
+    r = wsch_conn_close(cl->conn, code, reason, reason_len);
+    /* No close frame could even be queued: the transport is abandoned. */
     if (r != WSCH_OK && r != WSCH_ERR_CLOSED && wsch_conn_state(cl->conn) == WSCH_STATE_OPEN)
-        cl->transport->close(cl->user);
+        wsch_conn_transport_closed(cl->conn);
     return r;
 }
 
@@ -6560,7 +6969,7 @@ WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_dr
     }
     hub->drops[reason]++;
     cl->flags |= WSCH__HUB_COUNTED;
-    (void)wsch__hub_close(hub, cl, code, text);
+    (void)wsch__hub_close(hub, cl, code, text, WSCH_CSTR);
 }
 
 /* Forgets the peer: its handle goes stale now, its memory on the way out. */
@@ -6589,61 +6998,52 @@ WSCH__PRIVATE void wsch__hub_finish(wsch_hub *hub, wsch__hub_peer *cl, int code)
     }
     wsch__hub_detach(hub, cl);
     if (cl->flags & WSCH__HUB_CONNECTED) {
-        cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_CONNECTED);
+        cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_CONNECTED);
         hub->open--;
         if (hub->desc.on_disconnect) hub->desc.on_disconnect(hub, wsch__hub_handle(hub, cl), code, hub->desc.user);
     }
-    if (cl->flags & WSCH__HUB_RELEASE) wsch__hub_release(hub, cl);
+}
+
+/* Hands the transport back through the caller's close(), the last callback
+   about this peer; the handle goes stale with it (not while the hub is
+   being destroyed: that frees every peer itself). */
+WSCH__PRIVATE void wsch__hub_give_back(wsch_hub *hub, wsch__hub_peer *cl) {
+    cl->flags = (uint16_t)((cl->flags | WSCH__HUB_GIVEN_BACK) & ~WSCH__HUB_CLOSE_LATER);
+    cl->effects->close(cl->user);
+    if (!hub->destroying) wsch__hub_release(hub, cl);
 }
 
 /* ---- connection callbacks (user = the peer) ----------------------------- */
 
 WSCH__PRIVATE size_t wsch__hub_t_send(const void *data, size_t len, void *user) {
     wsch__hub_peer *cl = (wsch__hub_peer *)user;
-    return cl->transport->send(data, len, cl->user);
+    return cl->effects->send(data, len, cl->user);
 }
 
+/* The conn is done with its transport (after its on_close). A peer whose
+   finish waits for a delivery walk keeps its close() for then too. */
 WSCH__PRIVATE void wsch__hub_t_close(void *user) {
     wsch__hub_peer *cl = (wsch__hub_peer *)user;
-    cl->transport->close(cl->user);
+    if (cl->flags & WSCH__HUB_FINISH_LATER) cl->flags |= WSCH__HUB_CLOSE_LATER;
+    else wsch__hub_give_back(cl->hub, cl);
 }
 
 WSCH__PRIVATE void wsch__hub_t_timer_set(unsigned timer_id, uint32_t delay_ms, void *user) {
     wsch__hub_peer *cl = (wsch__hub_peer *)user;
-    if (cl->transport->timer_set) cl->transport->timer_set(timer_id, delay_ms, cl->user);
+    if (cl->effects->timer_set) cl->effects->timer_set(timer_id, delay_ms, cl->user);
 }
 
 WSCH__PRIVATE void wsch__hub_t_timer_cancel(unsigned timer_id, void *user) {
     wsch__hub_peer *cl = (wsch__hub_peer *)user;
     /* Destroying a conn cancels its timers; the caller's side may be gone. */
-    if (cl->transport->timer_cancel && !cl->hub->destroying) cl->transport->timer_cancel(timer_id, cl->user);
-}
-
-WSCH__PRIVATE const char *wsch__hub_reason_phrase(int status) {
-    switch (status) {
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return status < 400 ? "OK" : (status < 500 ? "Peer Error" : "Server Error");
-    }
+    if (cl->effects->timer_cancel && !cl->hub->destroying) cl->effects->timer_cancel(timer_id, cl->user);
 }
 
 /* A request for another path: on_http's answer, or a 404. */
 WSCH__PRIVATE void wsch__hub_http(wsch_hub *hub, wsch__hub_peer *cl, const wsch_hub_request *hr,
                                   wsch_handshake_reply *reply) {
     wsch_hub_http_response res;
-    const char *phrase;
-    wsch__hub_buf b;
-    size_t size;
+    size_t size = 0;
     int head = wsch__hub_span_is(hr->http->method, "HEAD");
     res.status = 404;
     res.content_type = NULL;
@@ -6654,44 +7054,27 @@ WSCH__PRIVATE void wsch__hub_http(wsch_hub *hub, wsch__hub_peer *cl, const wsch_
     hub->http_responses++;
     if (hub->desc.on_http) hub->desc.on_http(hub, hr, &res, hub->desc.user);
     if (res.status < 200 || res.status > 599) res.status = 500;
-    phrase = wsch__hub_reason_phrase(res.status);
-    if (!res.body || (res.body_len && !res.body)) {
-        res.body = phrase;
-        res.body_len = strlen(phrase);
+    if (!res.body && res.status != 204 && res.status != 304) { /* a one-line page naming the status */
+        res.body = wsch__h_reason_phrase(res.status);
+        res.body_len = WSCH_STRLEN((const char *)res.body);
         res.content_type = NULL;
     }
-    if (!res.content_type) res.content_type = "text/plain; charset=utf-8";
-    if (!res.extra_headers) res.extra_headers = "";
-    /* Until the answer is built, the conn's own short page is the fallback. */
+    if (head) res.body = NULL;              /* the length, not the bytes */
+    /* Until the answer is built, the conn's own short page is the fallback
+       (also for extra_headers the builder refuses). */
     reply->status = 503;
-    size = 128u + strlen(phrase) + strlen(res.content_type) + strlen(res.extra_headers);
-    if (!head) {
-        if (res.body_len > (size_t)-1 - size) return;
-        size += res.body_len;
-    }
+    if (wsch_http_response_build(res.status, res.content_type, res.body, res.body_len, res.extra_headers, NULL, 0,
+                                 &size) != WSCH_ERR_BUFFER)
+        return;
     wsch__free(&hub->desc.allocator, hub->http_buf);
-    hub->http_buf = (char *)wsch__alloc(&hub->desc.allocator, size);
+    hub->http_buf = (char *)wsch__alloc(&hub->desc.allocator, size + 1u);
     if (!hub->http_buf) return;
-    b.p = hub->http_buf;
-    b.len = 0;
-    b.cap = size;
-    b.overflow = 0;
-    wsch__hub_puts(&b, "HTTP/1.1 ");
-    wsch__hub_put_uint(&b, (uint64_t)res.status);
-    wsch__hub_puts(&b, " ");
-    wsch__hub_puts(&b, phrase);
-    wsch__hub_puts(&b, "\r\nContent-Type: ");
-    wsch__hub_puts(&b, res.content_type);
-    wsch__hub_puts(&b, "\r\nContent-Length: ");
-    wsch__hub_put_uint(&b, (uint64_t)res.body_len);
-    wsch__hub_puts(&b, "\r\nConnection: close\r\n");
-    wsch__hub_puts(&b, res.extra_headers);
-    wsch__hub_puts(&b, "\r\n");
-    if (!head) wsch__hub_put(&b, res.body, res.body_len);
-    if (b.overflow) return;
+    if (wsch_http_response_build(res.status, res.content_type, res.body, res.body_len, res.extra_headers,
+                                 hub->http_buf, size + 1u, &size) != WSCH_OK)
+        return;
     reply->status = res.status;
     reply->response = hub->http_buf;
-    reply->response_len = b.len;
+    reply->response_len = size;
 }
 
 /* Picks the subprotocol: the configured one when offered; else, when the
@@ -6792,7 +7175,7 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
     cl->state = WSCH__HUB_OPEN;
     cl->flags |= WSCH__HUB_CONNECTED;
     hub->open++;
-    if (hub->desc.now_ms) cl->last_in_ms = (uint32_t)hub->desc.now_ms(hub->desc.user);
+    if (hub->desc.effects.now_ms) cl->last_in_ms = (uint32_t)hub->desc.effects.now_ms(hub->desc.user);
     wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
     if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
 }
@@ -6800,10 +7183,13 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
 WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env, int sub) {
     char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
     char ack[WSCH_HUB_MAX_CHANNEL_LEN + 16u];
+    static const char *const key[1] = {"channel"};
+    wsch_str v;
     size_t n = 0;
-    int r = WSCH_ERR_NOT_FOUND;
-    wsch__hub_buf b;
-    if (env->payload.ptr) r = wsch_envelope_get_channel(env->payload, name, hub->desc.max_channel_len + 1u, &n);
+    wsch__writer w;
+    /* The envelope is decoded (validated) already: one more pass finds the key. */
+    int r = wsch_envelope_get_members(env, key, 1, &v);
+    if (r == WSCH_OK) r = wsch__env_channel_value(v, name, hub->desc.max_channel_len + 1u, &n);
     if (r == WSCH_ERR_BUFFER || (r == WSCH_OK && !wsch__hub_channel_ok(hub, name, n))) {
         wsch__hub_send_error(hub, cl, "bad_channel", "channel name is too long or has characters outside [A-Za-z0-9_.:@/-]",
                              env, NULL, 0);
@@ -6841,14 +7227,11 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, con
         int k = ch ? wsch__hub_sub_index(cl, ch) : -1;
         if (k >= 0) wsch__hub_sub_remove(hub, cl, k);
     }
-    b.p = ack;
-    b.len = 0;
-    b.cap = sizeof ack;
-    b.overflow = 0;
-    wsch__hub_puts(&b, "{\"channel\":\"");
-    wsch__hub_put(&b, name, n);
-    wsch__hub_puts(&b, "\"}");
-    (void)wsch__hub_send_one(hub, cl, sub ? "subscribed" : "unsubscribed", ack, b.len);
+    wsch__w_init(&w, ack, sizeof ack);      /* a valid name needs no escapes */
+    wsch__w_puts(&w, "{\"channel\":");
+    wsch__w_put_json_string(&w, name, n);
+    wsch__w_puts(&w, "}");
+    if (!w.overflow) (void)wsch__hub_send_one(hub, cl, sub ? "subscribed" : "unsubscribed", ack, w.len);
 }
 
 WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user) {
@@ -6881,7 +7264,6 @@ WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *
 
 WSCH__PRIVATE void wsch__hub_on_close(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user) {
     wsch__hub_peer *cl = (wsch__hub_peer *)user;
-    (void)c;
     (void)reason;
     (void)reason_len;
     if (cl->hub->walking && cl->state != WSCH__HUB_CLOSED) {
@@ -6889,6 +7271,7 @@ WSCH__PRIVATE void wsch__hub_on_close(wsch_conn *c, int code, const char *reason
            subscriber array or user list under the walk (and run
            on_disconnect there). The walk's end finishes it. */
         cl->flags |= WSCH__HUB_FINISH_LATER;
+        if (wsch_conn_error(c) == WSCH_ERR_TRANSPORT) cl->flags |= WSCH__HUB_COUNTED; /* lost, not dropped */
         cl->close_code = (uint16_t)code;
         wsch__hub_list_drop(cl->hub, cl, WSCH_HUB_DROP_NOMEM);
         return;
@@ -6900,20 +7283,24 @@ WSCH__PRIVATE void wsch__hub_on_close(wsch_conn *c, int code, const char *reason
 
 WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc) {
     wsch_hub_desc d;
-    if (desc) d = *desc;
-    else WSCH_MEMSET(&d, 0, sizeof d);
+    wsch__desc_copy(&d, desc, sizeof d);
     if (!d.path) d.path = WSCH_HUB_DEFAULT_PATH;
-    if (!d.max_peers) d.max_peers = WSCH_HUB_DEFAULT_MAX_PEERS;
-    if (!d.max_channels_per_peer) d.max_channels_per_peer = WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_PEER;
-    if (!d.max_channel_len) d.max_channel_len = WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN;
-    if (!d.max_user_id_len) d.max_user_id_len = WSCH_HUB_DEFAULT_MAX_USER_ID_LEN;
-    if (!d.max_token_len) d.max_token_len = WSCH_HUB_DEFAULT_MAX_TOKEN_LEN;
-    if (!d.max_message_size) d.max_message_size = WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE;
-    if (!d.max_outbound_bytes) d.max_outbound_bytes = WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES;
-    if (!d.max_header_bytes) d.max_header_bytes = WSCH_DEFAULT_MAX_HEADER_BYTES;
+    d.max_peers = wsch__or(d.max_peers, WSCH_HUB_DEFAULT_MAX_PEERS);
+    d.max_channels_per_peer = wsch__or(d.max_channels_per_peer, WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_PEER);
+    d.max_channel_len = wsch__or(d.max_channel_len, WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN);
+    d.max_user_id_len = wsch__or(d.max_user_id_len, WSCH_HUB_DEFAULT_MAX_USER_ID_LEN);
+    d.max_token_len = wsch__or(d.max_token_len, WSCH_HUB_DEFAULT_MAX_TOKEN_LEN);
     if (!d.idle_timeout_ms) d.idle_timeout_ms = WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS;
-    if (!d.handshake_timeout_ms) d.handshake_timeout_ms = WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    if (!d.close_timeout_ms) d.close_timeout_ms = WSCH_DEFAULT_CLOSE_TIMEOUT_MS;
+    /* The hub's own defaults; a frame may be as large as a message. */
+    if (!d.limits.max_message_size) d.limits.max_message_size = WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE;
+    if (!d.limits.max_frame_size) d.limits.max_frame_size = d.limits.max_message_size;
+    if (!d.limits.max_outbound_bytes) d.limits.max_outbound_bytes = WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES;
+    {   /* the rest as any connection has them */
+        wsch_conn_desc cd;
+        WSCH_MEMSET(&cd, 0, sizeof cd);
+        cd.limits = d.limits;
+        d.limits = wsch_conn_desc_defaults(&cd).limits;
+    }
     return d;
 }
 
@@ -6929,7 +7316,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
         return WSCH_ERR_ARG;
     if (d.bridge.subscribe || d.bridge.unsubscribe || d.bridge.publish) {
         /* Without randomness two hubs could share an origin id and skip each other's messages. */
-        if (!d.bridge.subscribe || !d.bridge.unsubscribe || !d.bridge.publish || !d.random_bytes)
+        if (!d.bridge.subscribe || !d.bridge.unsubscribe || !d.bridge.publish || !d.effects.random_bytes)
             return WSCH_ERR_ARG;
     }
     hub = (wsch_hub *)wsch__alloc(&d.allocator, sizeof *hub);
@@ -6944,26 +7331,20 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     }
     hub->proto_buf = hub->token_buf + d.max_token_len + 1u;
     WSCH_MEMSET(seed, 0x5a, sizeof seed);
-    if (d.random_bytes) d.random_bytes(seed, sizeof seed, d.user);
+    if (d.effects.random_bytes) d.effects.random_bytes(seed, sizeof seed, d.user);
     WSCH_MEMCPY(&hub->hash_key[0], seed, 8);
     WSCH_MEMCPY(&hub->hash_key[1], seed + 8, 8);
     if (d.bridge.publish) {
         hub->bridged = 1;
-        d.random_bytes(&hub->origin, sizeof hub->origin, d.user);
+        d.effects.random_bytes(&hub->origin, sizeof hub->origin, d.user);
     }
 
-    hub->conn_desc.role = WSCH_ROLE_SERVER;
-    hub->conn_desc.max_frame_size = d.max_message_size;
-    hub->conn_desc.max_message_size = d.max_message_size;
-    hub->conn_desc.max_outbound_bytes = d.max_outbound_bytes;
-    hub->conn_desc.max_header_bytes = d.max_header_bytes;
-    hub->conn_desc.handshake_timeout_ms = d.handshake_timeout_ms;
-    hub->conn_desc.close_timeout_ms = d.close_timeout_ms;
-    hub->conn_desc.allocator = d.allocator;
-    hub->conn_desc.send = wsch__hub_t_send;
-    hub->conn_desc.close = wsch__hub_t_close;
-    hub->conn_desc.timer_set = wsch__hub_t_timer_set;
-    hub->conn_desc.timer_cancel = wsch__hub_t_timer_cancel;
+    {   /* in wsch_effects order: send, close, timer_set, timer_cancel, now_ms,
+           random_bytes, log, connect; each forwards to the peer's own */
+        static const wsch_effects via_peer = {wsch__hub_t_send, wsch__hub_t_close, wsch__hub_t_timer_set,
+                                              wsch__hub_t_timer_cancel, NULL, NULL, NULL, NULL};
+        wsch__conn_desc_for(&hub->conn_desc, WSCH_ROLE_SERVER, &d.limits, &d.allocator, &via_peer);
+    }
     hub->conn_desc.on_request = wsch__hub_on_request;
     hub->conn_desc.on_open = wsch__hub_on_open;
     hub->conn_desc.on_message = wsch__hub_on_message;
@@ -7006,14 +7387,14 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch__free(&a, hub);
 }
 
-WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport, void *user, wsch_hub_peer *out) {
-    const wsch_hub_transport *t;
+WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_effects *effects, void *user, wsch_hub_peer *out) {
+    const wsch_effects *t;
     wsch__hub_peer *cl;
     uint32_t idx;
     int r;
     if (!hub || !out) return WSCH_ERR_ARG;
     out->index = out->gen = 0;
-    t = transport ? transport : &hub->desc.transport;
+    t = effects ? effects : &hub->desc.effects;
     if (!t->send || !t->close) return WSCH_ERR_ARG;
     if (hub->shutting_down) return WSCH_ERR_STATE;
     if (hub->peers >= hub->desc.max_peers) {
@@ -7032,7 +7413,7 @@ WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_hub_transport *transport,
     if (!cl) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(cl, 0, sizeof *cl);
     cl->hub = hub;
-    cl->transport = t;
+    cl->effects = t;
     cl->user = user;
     cl->state = WSCH__HUB_HANDSHAKE;
     if (hub->free_head) {
@@ -7066,7 +7447,7 @@ WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_peer peer, void *data, size_t
     int r;
     if (!cl) return WSCH_ERR_STALE;
     if (cl->state == WSCH__HUB_OPEN && len) {
-        if (hub->desc.now_ms) cl->last_in_ms = (uint32_t)hub->desc.now_ms(hub->desc.user);
+        if (hub->desc.effects.now_ms) cl->last_in_ms = (uint32_t)hub->desc.effects.now_ms(hub->desc.user);
         else if (cl->flags & WSCH__HUB_IDLE_ARMED) wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
     }
     wsch__hub_enter(hub);
@@ -7092,11 +7473,11 @@ WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_peer peer, unsigned ti
     if (timer_id != WSCH_HUB_TIMER_IDLE) {
         wsch_conn_timer_fired(cl->conn, timer_id);
     } else if (cl->flags & WSCH__HUB_IDLE_ARMED) {
-        cl->flags = (uint8_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
+        cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_IDLE_ARMED);
         if (cl->state == WSCH__HUB_OPEN) {
             uint32_t idle;
-            if (hub->desc.now_ms) {
-                idle = (uint32_t)hub->desc.now_ms(hub->desc.user) - cl->last_in_ms;
+            if (hub->desc.effects.now_ms) {
+                idle = (uint32_t)hub->desc.effects.now_ms(hub->desc.user) - cl->last_in_ms;
             } else {
                 idle = hub->desc.idle_timeout_ms;   /* re-armed on every read: it really expired */
             }
@@ -7111,16 +7492,9 @@ WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_peer peer, unsigned ti
 WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_peer peer) {
     wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     if (!cl) return WSCH_ERR_STALE;
+    if (cl->flags & WSCH__HUB_GIVEN_BACK) return WSCH_OK;  /* from inside its close(): nothing left */
     wsch__hub_enter(hub);
-    if (cl->state != WSCH__HUB_CLOSED && wsch_conn_state(cl->conn) == WSCH_STATE_CLOSED) {
-        /* Reported from inside the close callback, before the conn's
-           on_close: finish there, with the real code, then release. */
-        cl->flags |= WSCH__HUB_RELEASE;
-    } else {
-        if (cl->state != WSCH__HUB_CLOSED) wsch_conn_transport_closed(cl->conn);
-        wsch__hub_finish(hub, cl, WSCH_CLOSE_ABNORMAL);     /* in case the conn had nothing to report */
-        wsch__hub_release(hub, cl);
-    }
+    wsch_conn_transport_closed(cl->conn);   /* on_close, then close(): the peer is released */
     wsch__hub_leave(hub);
     return WSCH_OK;
 }
@@ -7129,52 +7503,52 @@ WSCH_API int wsch_hub_transport_closed(wsch_hub *hub, wsch_hub_peer peer) {
 WSCH__PRIVATE int wsch__hub_prepare(wsch_hub *hub, const char *type, const char *payload, size_t payload_len,
                                     wsch_shared **s, size_t *env_len) {
     if (!hub || !type) return WSCH_ERR_ARG;
-    return wsch__hub_encode(hub, type, strlen(type), payload, payload_len, s, env_len);
+    payload_len = wsch__cstr_len(payload, payload_len);
+    return wsch__hub_encode(hub, type, WSCH_STRLEN(type), payload, payload_len, s, env_len);
+}
+
+/* broadcast and send_to_user: encode once, hand to the bridge, deliver to
+   the local subscribers of a channel (to_user 0) or connections of a user. */
+WSCH__PRIVATE int wsch__hub_fan_out(wsch_hub *hub, int to_user, const char *name, const char *type,
+                                    const char *payload, size_t payload_len, size_t *delivered) {
+    wsch_shared *s;
+    size_t n = 0, len, env_len = 0;
+    int r;
+    if (delivered) *delivered = 0;
+    if (!hub || !name) return WSCH_ERR_ARG;
+    len = WSCH_STRLEN(name);
+    if (!to_user && !wsch__hub_channel_ok(hub, name, len)) return WSCH_ERR_ARG;
+    r = wsch__hub_prepare(hub, type, payload, payload_len, &s, &env_len);
+    if (r != WSCH_OK) return r;
+    wsch__hub_enter(hub);
+    /* Other hubs first: the bridge only copies, local delivery may take a
+       while. No hub has a user id that is empty or past the limit. */
+    if (!to_user) {
+        wsch__hub_channel *ch;
+        if (hub->bridged) wsch__hub_bridge_publish(hub, NULL, 0, name, len, s, env_len);
+        ch = wsch__hub_channel_find(hub, name, len);
+        if (ch) n = wsch__hub_deliver_channel(hub, ch, s);
+    } else {
+        wsch__hub_user *u;
+        if (hub->bridged && len > 0 && len <= hub->desc.max_user_id_len)
+            wsch__hub_bridge_publish(hub, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN, name, len, s, env_len);
+        u = wsch__hub_user_find(hub, name, len);
+        if (u) n = wsch__hub_deliver_user(hub, u, s);
+    }
+    wsch_shared_release(s);
+    wsch__hub_leave(hub);
+    if (delivered) *delivered = n;
+    return WSCH_OK;
 }
 
 WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
                                 size_t payload_len, size_t *delivered) {
-    wsch__hub_channel *ch;
-    wsch_shared *s;
-    size_t n = 0, len, env_len = 0;
-    int r;
-    if (delivered) *delivered = 0;
-    if (!hub || !channel) return WSCH_ERR_ARG;
-    len = strlen(channel);
-    if (!wsch__hub_channel_ok(hub, channel, len)) return WSCH_ERR_ARG;
-    r = wsch__hub_prepare(hub, type, payload, payload_len, &s, &env_len);
-    if (r != WSCH_OK) return r;
-    wsch__hub_enter(hub);
-    /* Other hubs first: the bridge only copies, local delivery may take a while. */
-    if (hub->bridged) wsch__hub_bridge_publish(hub, NULL, 0, channel, len, s, env_len);
-    ch = wsch__hub_channel_find(hub, channel, len);
-    if (ch) n = wsch__hub_deliver_channel(hub, ch, s);
-    wsch_shared_release(s);
-    wsch__hub_leave(hub);
-    if (delivered) *delivered = n;
-    return WSCH_OK;
+    return wsch__hub_fan_out(hub, 0, channel, type, payload, payload_len, delivered);
 }
 
 WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
                                    size_t payload_len, size_t *delivered) {
-    wsch__hub_user *u;
-    wsch_shared *s;
-    size_t n = 0, len, env_len = 0;
-    int r;
-    if (delivered) *delivered = 0;
-    if (!hub || !user_id) return WSCH_ERR_ARG;
-    r = wsch__hub_prepare(hub, type, payload, payload_len, &s, &env_len);
-    if (r != WSCH_OK) return r;
-    len = strlen(user_id);
-    wsch__hub_enter(hub);
-    if (hub->bridged && len > 0 && len <= hub->desc.max_user_id_len)
-        wsch__hub_bridge_publish(hub, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN, user_id, len, s, env_len);
-    u = wsch__hub_user_find(hub, user_id, len);
-    if (u) n = wsch__hub_deliver_user(hub, u, s);
-    wsch_shared_release(s);
-    wsch__hub_leave(hub);
-    if (delivered) *delivered = n;
-    return WSCH_OK;
+    return wsch__hub_fan_out(hub, 1, user_id, type, payload, payload_len, delivered);
 }
 
 WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_peer peer, const char *type, const char *payload,
@@ -7184,6 +7558,7 @@ WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_peer peer, const char *type, 
     if (!cl) return WSCH_ERR_STALE;
     if (!type) return WSCH_ERR_ARG;
     wsch__hub_enter(hub);
+    payload_len = wsch__cstr_len(payload, payload_len);
     r = wsch__hub_send_one(hub, cl, type, payload, payload_len);
     wsch__hub_leave(hub);
     return r;
@@ -7194,7 +7569,7 @@ WSCH__PRIVATE int wsch__hub_sub_args(wsch_hub *hub, wsch_hub_peer peer, const ch
                                      wsch__hub_peer **cl) {
     *cl = wsch__hub_get(hub, peer);
     if (!*cl) return WSCH_ERR_STALE;
-    if (!channel || !wsch__hub_channel_ok(hub, channel, strlen(channel))) return WSCH_ERR_ARG;
+    if (!channel || !wsch__hub_channel_ok(hub, channel, WSCH_STRLEN(channel))) return WSCH_ERR_ARG;
     if ((*cl)->state != WSCH__HUB_OPEN) return WSCH_ERR_STATE;
     return WSCH_OK;
 }
@@ -7203,7 +7578,7 @@ WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_peer peer, const char *c
     wsch__hub_peer *cl;
     int r = wsch__hub_sub_args(hub, peer, channel, &cl);
     if (r != WSCH_OK) return r;
-    return wsch__hub_sub_add(hub, cl, channel, strlen(channel));
+    return wsch__hub_sub_add(hub, cl, channel, WSCH_STRLEN(channel));
 }
 
 WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel) {
@@ -7211,7 +7586,7 @@ WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_peer peer, const char 
     wsch__hub_channel *ch;
     int k, r = wsch__hub_sub_args(hub, peer, channel, &cl);
     if (r != WSCH_OK) return r;
-    ch = wsch__hub_channel_find(hub, channel, strlen(channel));
+    ch = wsch__hub_channel_find(hub, channel, WSCH_STRLEN(channel));
     k = ch ? wsch__hub_sub_index(cl, ch) : -1;
     if (k >= 0) wsch__hub_sub_remove(hub, cl, k);
     return WSCH_OK;
@@ -7221,14 +7596,14 @@ WSCH_API int wsch_hub_is_subscribed(const wsch_hub *hub, wsch_hub_peer peer, con
     const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     const wsch__hub_channel *ch;
     if (!cl || !channel) return 0;
-    ch = wsch__hub_channel_find(hub, channel, strlen(channel));
+    ch = wsch__hub_channel_find(hub, channel, WSCH_STRLEN(channel));
     return ch && wsch__hub_sub_index(cl, ch) >= 0;
 }
 
 WSCH_API size_t wsch_hub_channel_size(const wsch_hub *hub, const char *channel) {
     const wsch__hub_channel *ch;
     if (!hub || !channel) return 0;
-    ch = wsch__hub_channel_find(hub, channel, strlen(channel));
+    ch = wsch__hub_channel_find(hub, channel, WSCH_STRLEN(channel));
     return ch ? ch->count : 0;
 }
 
@@ -7237,19 +7612,25 @@ WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_
     const wsch__hub_peer *cl;
     size_t n = 0;
     if (!hub || !user_id) return 0;
-    u = wsch__hub_user_find(hub, user_id, strlen(user_id));
+    u = wsch__hub_user_find(hub, user_id, WSCH_STRLEN(user_id));
     for (cl = u ? u->first : NULL; cl; cl = cl->user_next) n += cl->state == WSCH__HUB_OPEN;
     return n;
 }
 
-WSCH_API int wsch_hub_peer_close(wsch_hub *hub, wsch_hub_peer peer, uint16_t code, const char *reason) {
+WSCH_API int wsch_hub_peer_close(wsch_hub *hub, wsch_hub_peer peer, uint16_t code, const char *reason,
+                                 size_t reason_len) {
     wsch__hub_peer *cl = wsch__hub_get(hub, peer);
     int r;
     if (!cl) return WSCH_ERR_STALE;
     wsch__hub_enter(hub);
-    r = wsch__hub_close(hub, cl, code, reason);
+    r = wsch__hub_close(hub, cl, code, reason, reason_len);
     wsch__hub_leave(hub);
     return r;
+}
+
+WSCH_API unsigned wsch_hub_peer_want(const wsch_hub *hub, wsch_hub_peer peer) {
+    const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
+    return cl && !(cl->flags & WSCH__HUB_GIVEN_BACK) ? wsch_conn_want(cl->conn) : 0;
 }
 
 WSCH_API int wsch_hub_peer_valid(const wsch_hub *hub, wsch_hub_peer peer) {
@@ -7258,6 +7639,10 @@ WSCH_API int wsch_hub_peer_valid(const wsch_hub *hub, wsch_hub_peer peer) {
 
 WSCH_API int wsch_hub_peer_user_id(const wsch_hub *hub, wsch_hub_peer peer, wsch_str *user_id) {
     const wsch__hub_peer *cl = wsch__hub_get(hub, peer);
+    if (user_id) {
+        user_id->ptr = "";
+        user_id->len = 0;
+    }
     if (!cl) return WSCH_ERR_STALE;
     if (user_id) *user_id = wsch__hub_user_id(cl);
     return WSCH_OK;
@@ -7286,7 +7671,7 @@ WSCH_API void wsch_hub_shutdown(wsch_hub *hub) {
     for (i = 0; i < hub->nslots; i++) {
         wsch__hub_peer *cl = hub->slots[i].peer;
         if (cl && (cl->state == WSCH__HUB_OPEN || cl->state == WSCH__HUB_HANDSHAKE))
-            (void)wsch__hub_close(hub, cl, WSCH_CLOSE_GOING_AWAY, "Server shutting down");
+            (void)wsch__hub_close(hub, cl, WSCH_CLOSE_GOING_AWAY, "Server shutting down", WSCH_CSTR);
     }
     wsch__hub_leave(hub);
 }
@@ -7303,7 +7688,7 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
     if (delivered) *delivered = 0;
     if (!hub || (!name && name_len) || (!data && data_len)) return WSCH_ERR_ARG;
     if (!hub->bridged) return WSCH_ERR_STATE;
-    if (name_len >= WSCH__HUB_UPFX_LEN && memcmp(name, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN) == 0) {
+    if (name_len >= WSCH__HUB_UPFX_LEN && WSCH_MEMCMP(name, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN) == 0) {
         id = name + WSCH__HUB_UPFX_LEN;
         id_len = name_len - WSCH__HUB_UPFX_LEN;
         r = id_len >= 1 && id_len <= hub->desc.max_user_id_len ? WSCH_OK : WSCH_ERR_ARG;
@@ -7315,7 +7700,7 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
         hub->bridge_own++;      /* delivered here when it was sent */
         return WSCH_OK;
     }
-    if (r == WSCH_OK && data_len - WSCH_HUB_BRIDGE_HEADER_LEN > hub->desc.max_message_size) r = WSCH_ERR_TOO_LARGE;
+    if (r == WSCH_OK && data_len - WSCH_HUB_BRIDGE_HEADER_LEN > hub->desc.limits.max_message_size) r = WSCH_ERR_TOO_LARGE;
     if (r == WSCH_OK)
         r = wsch_envelope_decode(d + WSCH_HUB_BRIDGE_HEADER_LEN, data_len - WSCH_HUB_BRIDGE_HEADER_LEN, &env);
     /* Re-encoded, so what peers get is exactly what a local broadcast sends. */
@@ -7378,6 +7763,8 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
         if (hub->slots[i].peer) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].peer->conn);
     }
 }
+#endif /* WS_CHANNEL_NO_HUB */
+
 #endif /* WS_CHANNEL_IMPLEMENTATION_DONE */
 #endif /* WS_CHANNEL_IMPLEMENTATION */
 

@@ -1,8 +1,9 @@
 /* Envelope and JSON scanner, judged against json_ref.h (an independent
    recursive-descent reader) on the whole document.
 
-     byte 0 (mod 4)  0 validate + decode + lookups of fixed keys,
-                     1 lookups of a fuzz-chosen key (key NUL document),
+     byte 0 (mod 4)  0 validate + decode + lookups of fixed keys, and
+                       the one-pass multi-key lookups against them,
+                     1 the same for a fuzz-chosen key (key NUL document),
                      2 string escape / unescape round trips,
                      3 envelope encode (type NUL payload) then decode
      byte 1          output capacity for string results (and flags)
@@ -196,7 +197,52 @@ static void env_decode(const char *doc, size_t n, int valid) {
     }
 }
 
+/* wsch_json_get_members must give, for each key, what wsch_json_get_raw
+   says for that key alone: the same span, or absent; an invalid document
+   the same error. Only a duplicate of another looked-up key may fail the
+   whole call where one lookup succeeds. On a decoded envelope,
+   wsch_envelope_get_members (trusted payload) must agree with the
+   validating call on the same payload. */
+static void env_members(const char *doc, size_t n, const char *const *keys, size_t count) {
+    wsch_str obj, vals[4], tv[4];
+    wsch_envelope env;
+    size_t i;
+    int rc, dup = 0;
+    FZ_CHECK(count <= 4);
+    obj.ptr = doc;
+    obj.len = n;
+    rc = wsch_json_get_members(obj, keys, count, vals);
+    FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_NOT_FOUND || env_invalid_rc(rc));
+    for (i = 0; i < count; i++) {
+        wsch_str one;
+        int r1 = wsch_json_get_raw(obj, keys[i], &one);
+        if (rc == WSCH_OK) {
+            if (vals[i].ptr) FZ_CHECK(r1 == WSCH_OK && one.ptr == vals[i].ptr && one.len == vals[i].len);
+            else FZ_CHECK(r1 == WSCH_ERR_NOT_FOUND && vals[i].len == 0);
+        } else {
+            FZ_CHECK(vals[i].ptr == NULL && vals[i].len == 0);
+            if (r1 == WSCH_ERR_JSON && rc == WSCH_ERR_JSON) dup = 1;
+            /* an invalid document fails both ways, though maybe for another of
+               its faults: a repeated key can be met before a bad byte */
+            if (rc == WSCH_ERR_NOT_FOUND) FZ_CHECK(r1 == rc);
+            else if (wsch_json_validate(doc, n) != WSCH_OK) FZ_CHECK(env_invalid_rc(r1));
+        }
+    }
+    /* a valid document refused as a whole: some looked-up key is repeated */
+    if (rc == WSCH_ERR_JSON && wsch_json_validate(doc, n) == WSCH_OK) FZ_CHECK(dup);
+    if (wsch_envelope_decode(doc, n, &env) == WSCH_OK) {
+        int r2 = wsch_envelope_get_members(&env, keys, count, tv);
+        if (!env.payload.ptr) {
+            FZ_CHECK(r2 == WSCH_ERR_NOT_FOUND);
+        } else {
+            FZ_CHECK(r2 == wsch_json_get_members(env.payload, keys, count, vals));
+            for (i = 0; i < count; i++) FZ_CHECK(tv[i].ptr == vals[i].ptr && tv[i].len == vals[i].len);
+        }
+    }
+}
+
 static void env_whole(const char *doc, size_t n, size_t cap) {
+    static const char *const keys[4] = {"channel", "data", "type", ""};
     int rc = wsch_json_validate(doc, n);
     int valid = jr_valid(doc, n, WSCH_JSON_MAX_DEPTH);
     FZ_CHECK(rc == WSCH_OK || env_invalid_rc(rc));
@@ -208,6 +254,7 @@ static void env_whole(const char *doc, size_t n, size_t cap) {
     env_lookups(doc, n, valid, "type", cap);
     env_lookups(doc, n, valid, "n", cap);
     env_lookups(doc, n, valid, "", cap);
+    env_members(doc, n, keys, 4);
 }
 
 static void env_strings(const char *s, size_t n, size_t cap) {
@@ -320,7 +367,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (z) {
             size_t klen = (size_t)(z - doc);
             char *rest = fz_dup(z + 1, in.n - klen - 1);
+            const char *keys[2];
+            keys[0] = doc;
+            keys[1] = "channel";
             env_lookups(rest, in.n - klen - 1, jr_valid(rest, in.n - klen - 1, WSCH_JSON_MAX_DEPTH), doc, cap);
+            env_members(rest, in.n - klen - 1, keys, 2);
             free(rest);
         }
         break;

@@ -1,6 +1,9 @@
 #!/bin/sh
-# Compile checks: the header under the strictest flags with gcc and clang (C99),
-# as C++11, and WS_CHANNEL_STATIC in two translation units linked together.
+# Compile checks: the header under the strictest flags with gcc and clang (C99)
+# in every layer combination a user can select, as C++11, and
+# WS_CHANNEL_STATIC in two translation units linked together, with nothing
+# suppressed: a static build that calls one function must not warn about the
+# rest.
 set -e
 build=${1:-build}/compile
 mkdir -p "$build"
@@ -8,18 +11,36 @@ strict="-std=c99 -pedantic -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion
 -Wmissing-prototypes -Wcast-qual -Wpointer-arith -Wwrite-strings -Wundef -Wvla -Wformat=2 -Werror"
 printf '#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\nint main(void) { return wsch_err_str(0)[0] == 0; }\n' > "$build/impl.c"
 printf '#include "ws_channel.h"\nint decl_only(void);\nint decl_only(void) { return WSCH_OK; }\n' > "$build/decl.c"
+# Layer selections: all, no hub, no client, conn without the envelope
+# (so neither client nor hub), codec only (primitives, frames, handshake),
+# codec and envelope.
+layers="-DWS_CHANNEL_ALL
+-DWS_CHANNEL_NO_HUB
+-DWS_CHANNEL_NO_CLIENT
+-DWS_CHANNEL_NO_ENVELOPE
+-DWS_CHANNEL_NO_CONN
+-DWS_CHANNEL_NO_CONN -DWS_CHANNEL_NO_ENVELOPE"
 for cc in gcc clang; do
     command -v $cc >/dev/null || { echo "compile check: $cc missing"; exit 1; }
-    $cc $strict -I. -c "$build/impl.c" -o "$build/impl-$cc.o"
-    $cc $strict -I. -c "$build/decl.c" -o "$build/decl-$cc.o"
+    echo "$layers" | while read -r sel; do
+        tag=$(echo "$sel" | tr -d ' ' | sed 's/-DWS_CHANNEL_//g')
+        $cc $strict $sel -I. -c "$build/impl.c" -o "$build/impl-$cc-$tag.o"
+        $cc $strict $sel -I. -c "$build/decl.c" -o "$build/decl-$cc-$tag.o"
+        $cc $strict $sel -DWS_CHANNEL_STATIC -I. -c "$build/impl.c" -o "$build/static-$cc-$tag.o"
+    done
 done
 for cxx in g++ clang++; do
     command -v $cxx >/dev/null || continue
-    $cxx -x c++ -std=c++11 -Wall -Wextra -Werror -fno-exceptions -fno-rtti -I. -c "$build/impl.c" -o "$build/impl-$cxx.o"
+    for sel in -DWS_CHANNEL_ALL "-DWS_CHANNEL_NO_CONN -DWS_CHANNEL_NO_ENVELOPE"; do
+        $cxx -x c++ -std=c++11 -Wall -Wextra -Werror -fno-exceptions -fno-rtti $sel -I. -c "$build/impl.c" \
+            -o "$build/impl-$cxx.o"
+    done
 done
 # Two translation units, each with its own static copy of the implementation.
 printf '#define WS_CHANNEL_STATIC\n#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\nconst char *unit_a(void);\nconst char *unit_a(void) { return wsch_err_str(WSCH_ERR_ARG); }\n' > "$build/static_a.c"
 printf '#define WS_CHANNEL_STATIC\n#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\n#include <string.h>\nconst char *unit_a(void);\nint main(void) { return strcmp(unit_a(), wsch_err_str(WSCH_ERR_ARG)) != 0; }\n' > "$build/static_b.c"
-gcc -std=c99 -Wall -Wextra -Werror -Wno-unused-function -I. "$build/static_a.c" "$build/static_b.c" -o "$build/static_ab"
-"$build/static_ab"
+for sel in -DWS_CHANNEL_ALL "-DWS_CHANNEL_NO_CONN -DWS_CHANNEL_NO_ENVELOPE"; do
+    gcc -std=c99 -Wall -Wextra -Werror $sel -I. "$build/static_a.c" "$build/static_b.c" -o "$build/static_ab"
+    "$build/static_ab"
+done
 echo "compile checks: ok"

@@ -1,8 +1,11 @@
 /* The hub tests' fixture, shared by test_hub.c and test_bridge.c: fake
    transports that record what the hub sends, can refuse bytes (a slow
-   reader) and keep the timers the hub arms; the hub's caller (T, its hooks,
-   hub_setup and hub_teardown); helpers that play a client; and the driver
-   that refuses each allocation of a scenario in turn.
+   reader) or fail (WSCH_SEND_ERROR), keep the timers the hub arms, and
+   record every callback about them, so the close rule can be checked (one
+   close() per accepted peer, the last callback about it: fake_done,
+   fake_released); the hub's caller (T, its hooks, hub_setup and
+   hub_teardown); helpers that play a client; and the driver that refuses
+   each allocation of a scenario in turn.
 
    Include after ws_channel.h (with WS_CHANNEL_IMPLEMENTATION defined there)
    and GREATEST_HEADER. Helpers only one of the two files calls are
@@ -28,36 +31,56 @@ typedef struct fake {
     size_t out_len, out_cap, rd;
     int head_done;          /* the HTTP head of the answer was skipped */
     size_t take;            /* bytes send() accepts per call; FAKE_ALL, or 0 = would block */
-    int close_requested;
+    int broken;             /* send() reports WSCH_SEND_ERROR (EPIPE) */
+    int accepted;           /* the hub took it: exactly one close() must follow */
     int closes;             /* close() calls */
-    int reported;           /* transport_closed was reported */
+    int reported;           /* the caller reported EOF (wsch_hub_transport_closed) */
+    int report_result;      /* what that report returned */
+    int valid_after_report; /* the handle was still valid after it */
+    int connects, disconnects; /* on_connect / on_disconnect about this peer */
+    int disconnect_code;
+    int late;               /* effects or events about it after its close(): must stay 0 */
+    unsigned send_seq, disconnect_seq, close_seq; /* when (T.seq) the last of each ran */
     int armed[32];
     uint32_t delay[32];
     unsigned timer_sets;
 } fake;
 
+static unsigned fake_tick(void);
+
+/* Every callback about a fake: close() must have been the last. */
+static void fake_touched(fake *f) {
+    if (f->closes) f->late++;
+}
+
 static size_t f_send(const void *data, size_t len, void *user) {
     fake *f = (fake *)user;
     size_t n = len < f->take ? len : f->take;
+    fake_touched(f);
+    f->send_seq = fake_tick();
+    if (f->broken) return WSCH_SEND_ERROR;
     if (f->out_len + n > f->out_cap) {
         size_t cap = f->out_cap ? f->out_cap * 2 : 1024;
         while (cap < f->out_len + n) cap *= 2;
         f->out = (unsigned char *)realloc(f->out, cap);
         f->out_cap = cap;
     }
-    memcpy(f->out + f->out_len, data, n);
+    if (n) memcpy(f->out + f->out_len, data, n);
     f->out_len += n;
     return n;
 }
 
+/* The caller's close: the socket would be closed here and nowhere else. */
 static void f_close(void *user) {
     fake *f = (fake *)user;
-    f->close_requested = 1;
+    fake_touched(f);
     f->closes++;
+    f->close_seq = fake_tick();
 }
 
 static void f_timer_set(unsigned id, uint32_t ms, void *user) {
     fake *f = (fake *)user;
+    fake_touched(f);
     if (id < 32) {
         f->armed[id] = 1;
         f->delay[id] = ms;
@@ -67,10 +90,20 @@ static void f_timer_set(unsigned id, uint32_t ms, void *user) {
 
 static void f_timer_cancel(unsigned id, void *user) {
     fake *f = (fake *)user;
+    fake_touched(f);
     if (id < 32) f->armed[id] = 0;
 }
 
-static const wsch_hub_transport fake_transport = {f_send, f_close, f_timer_set, f_timer_cancel};
+/* A peer's effects (the hub's clock is added in hub_setup). */
+static wsch_effects fake_effects(void) {
+    wsch_effects e;
+    memset(&e, 0, sizeof e);
+    e.send = f_send;
+    e.close = f_close;
+    e.timer_set = f_timer_set;
+    e.timer_cancel = f_timer_cancel;
+    return e;
+}
 
 /* ---- the hub's caller ------------------------------------------------------ */
 
@@ -79,6 +112,7 @@ typedef struct ctx {
     wsch_hub *hub;
     wsch_hub_desc desc;
     uint64_t now;
+    unsigned seq;               /* orders the callbacks the fakes record */
     int connects, disconnects, last_code;
     char last_user[160];
     int messages;
@@ -88,13 +122,24 @@ typedef struct ctx {
     const char *long_user_id;   /* authenticate returns this */
     const char *deny_prefix;    /* authorize_subscribe refuses channels starting with it */
     int origin_checks;
-    wsch_hub_peer disconnected;
     int handle_valid_in_disconnect;
     wsch_str user_in_disconnect;
-    char publish_from[64];
+    /* Calls back into the hub from the hooks (re-entrancy). */
+    const char *join_on_connect;    /* on_connect subscribes the peer to it */
+    int welcome_on_connect;         /* on_connect sends the peer {"type":"welcome"} */
+    const char *farewell_channel;   /* on_disconnect broadcasts {"type":"left"} to it */
+    wsch_hub_peer kick;             /* the peer a "kick" message closes */
+    int results[8];                 /* what the hub calls made from hooks returned, in order */
+    int nresults;
 } ctx;
 
 static ctx T;
+
+static unsigned fake_tick(void) { return ++T.seq; }
+
+static void c_result(int r) {
+    if (T.nresults < (int)(sizeof T.results / sizeof T.results[0])) T.results[T.nresults++] = r;
+}
 
 static uint64_t c_now(void *user) { return ((ctx *)user)->now; }
 
@@ -145,29 +190,44 @@ static void c_http(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_res
     }
 }
 
-static void c_connect(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, void *user) {
+static void c_connect(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, void *user) {
     ctx *c = (ctx *)user;
-    (void)hub;
-    (void)client;
+    fake *f = (fake *)wsch_hub_peer_user(hub, peer);
     c->connects++;
+    if (f) {
+        fake_touched(f);
+        f->connects++;
+    }
     if (user_id.len < sizeof c->last_user) {
         memcpy(c->last_user, user_id.ptr, user_id.len);
         c->last_user[user_id.len] = '\0';
     }
+    if (c->join_on_connect) c_result(wsch_hub_subscribe(hub, peer, c->join_on_connect));
+    if (c->welcome_on_connect) c_result(wsch_hub_send(hub, peer, "welcome", NULL, 0));
 }
 
-static void c_disconnect(wsch_hub *hub, wsch_hub_peer client, int code, void *user) {
+static void c_disconnect(wsch_hub *hub, wsch_hub_peer peer, int code, void *user) {
     ctx *c = (ctx *)user;
+    fake *f = (fake *)wsch_hub_peer_user(hub, peer);
     c->disconnects++;
     c->last_code = code;
-    c->disconnected = client;
-    c->handle_valid_in_disconnect = wsch_hub_peer_valid(hub, client);
+    c->handle_valid_in_disconnect = wsch_hub_peer_valid(hub, peer);
     c->user_in_disconnect.len = 0;
-    (void)wsch_hub_peer_user_id(hub, client, &c->user_in_disconnect);
+    (void)wsch_hub_peer_user_id(hub, peer, &c->user_in_disconnect);
+    if (f) {
+        fake_touched(f);
+        f->disconnects++;
+        f->disconnect_code = code;
+        f->disconnect_seq = fake_tick();
+    }
+    if (c->farewell_channel) c_result(wsch_hub_broadcast(hub, c->farewell_channel, "left", NULL, 0, NULL));
 }
 
-/* The demo's publish, and a "quit" that closes the sender from its handler. */
-static void c_message(wsch_hub *hub, wsch_hub_peer client, const wsch_envelope *env, void *user) {
+/* The demo's publish, and messages that call back into the hub from the
+   handler: "quit" closes the sender, "echo" sends the payload back, "tell"
+   sends it to the user it names (a JSON string), "last" sends, closes and
+   tries to send again, "kick" closes T.kick. */
+static void c_message(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user) {
     ctx *c = (ctx *)user;
     c->messages++;
     memcpy(c->last_type, env->type, env->type_len + 1);
@@ -182,7 +242,22 @@ static void c_message(wsch_hub *hub, wsch_hub_peer client, const wsch_envelope *
         if (wsch_envelope_get_channel(env->payload, ch, sizeof ch, &n) == WSCH_OK)
             (void)wsch_hub_broadcast(hub, ch, "message", env->payload.ptr, env->payload.len, NULL);
     } else if (wsch_envelope_type_is(env, "quit")) {
-        (void)wsch_hub_peer_close(hub, client, 1000, "bye");
+        (void)wsch_hub_peer_close(hub, peer, 1000, "bye", WSCH_CSTR);
+    } else if (wsch_envelope_type_is(env, "echo")) {
+        c_result(wsch_hub_send(hub, peer, "echo", env->payload.ptr, env->payload.len));
+    } else if (wsch_envelope_type_is(env, "tell")) {
+        char to[64];
+        size_t n = env->payload.len;
+        if (n < 2 || n - 2 >= sizeof to) return;
+        memcpy(to, env->payload.ptr + 1, n - 2);    /* a plain JSON string: drop the quotes */
+        to[n - 2] = '\0';
+        c_result(wsch_hub_send_to_user(hub, to, "told", env->payload.ptr, env->payload.len, NULL));
+    } else if (wsch_envelope_type_is(env, "last")) {
+        c_result(wsch_hub_send(hub, peer, "last", env->payload.ptr, env->payload.len));
+        c_result(wsch_hub_peer_close(hub, peer, 1000, "last words", 10));
+        c_result(wsch_hub_send(hub, peer, "too late", NULL, 0));
+    } else if (wsch_envelope_type_is(env, "kick")) {
+        c_result(wsch_hub_peer_close(hub, c->kick, 4000, "kicked", WSCH_CSTR));
     }
 }
 
@@ -191,8 +266,8 @@ static int hub_setup(void (*adjust)(wsch_hub_desc *d)) {
     memset(&T, 0, sizeof T);
     T.mem.fail_all_after = 1;   /* once memory runs out, it stays out */
     T.desc.allocator = alloc_counter_allocator(&T.mem);
-    T.desc.transport = fake_transport;
-    T.desc.now_ms = c_now;
+    T.desc.effects = fake_effects();
+    T.desc.effects.now_ms = c_now;
     T.desc.check_origin = c_origin;
     T.desc.authenticate = c_auth;
     T.desc.authorize_subscribe = c_authorize;
@@ -206,16 +281,34 @@ static int hub_setup(void (*adjust)(wsch_hub_desc *d)) {
     return wsch_hub_create(&T.desc, &T.hub);
 }
 
-/* Destroys the hub; returns the heap bytes left behind (must be 0). */
+/* The close rule, checked on a fake once its hub is gone: exactly one
+   close() if the hub took it (none if accept refused it), nothing about it
+   after that close(), at most one on_connect and one on_disconnect (never
+   one without the other before it), and an EOF report that ended it as
+   documented. Frees its buffer and zeroes it. 1 when all held. */
+static int fake_done(fake *f) {
+    int ok = f->closes == (f->accepted ? 1 : 0) && f->late == 0 && f->connects <= 1 &&
+             f->disconnects <= f->connects &&
+             (!f->reported || (f->report_result == WSCH_OK && !f->valid_after_report));
+    if (!ok)
+        printf("\nfake %p broke the close rule: accepted %d, close() %d times, %d callbacks after it, "
+               "on_connect %d, on_disconnect %d, EOF report %d -> %d (handle valid after it: %d)\n",
+               (void *)f, f->accepted, f->closes, f->late, f->connects, f->disconnects, f->reported,
+               f->report_result, f->valid_after_report);
+    free(f->out);
+    memset(f, 0, sizeof *f);
+    return ok;
+}
+
+/* Destroys the hub (it calls close() for every peer still open), then
+   checks every fake (fake_done). Returns the heap bytes left behind plus
+   the fakes that broke the close rule: 0 when all is well. */
 static size_t hub_teardown(fake *fakes, size_t n) {
-    size_t i;
+    size_t i, broken = 0;
     wsch_hub_destroy(T.hub);
     T.hub = NULL;
-    for (i = 0; i < n; i++) {
-        free(fakes[i].out);
-        memset(&fakes[i], 0, sizeof fakes[i]);
-    }
-    return T.mem.live_bytes;
+    for (i = 0; i < n; i++) broken += (size_t)!fake_done(&fakes[i]);
+    return T.mem.live_bytes + broken;
 }
 
 /* A fresh fake for the hub in T.hub. */
@@ -225,10 +318,16 @@ static void fake_init(fake *f) {
     f->hub = T.hub;
 }
 
-static int fake_accept(fake *f) {
+/* Hands f to the hub with the given effects (NULL: the desc's). */
+static int fake_accept_with(fake *f, const wsch_effects *effects) {
+    int r;
     fake_init(f);
-    return wsch_hub_accept(T.hub, NULL, f, &f->h);
+    r = wsch_hub_accept(T.hub, effects, f, &f->h);
+    f->accepted = r == WSCH_OK;
+    return r;
 }
+
+TEST_HELPER int fake_accept(fake *f) { return fake_accept_with(f, NULL); }
 
 static int fake_feed(fake *f, const void *data, size_t len) {
     unsigned char *copy = (unsigned char *)malloc(len ? len : 1);
@@ -241,16 +340,25 @@ static int fake_feed(fake *f, const void *data, size_t len) {
 
 TEST_HELPER int fake_feed_str(fake *f, const char *s) { return fake_feed(f, s, strlen(s)); }
 
-/* Accepts and sends an upgrade for target with extra header lines. */
-static int fake_request(fake *f, const char *target, const char *headers) {
+/* Sends an upgrade request for target with extra header lines (the
+   client's side of the opening handshake). */
+static int fake_upgrade(fake *f, const char *target, const char *headers) {
     char req[2048];
-    int r = fake_accept(f);
-    if (r != WSCH_OK) return r;
     snprintf(req, sizeof req,
              "GET %s HTTP/1.1\r\nHost: hub.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
              target, headers ? headers : "");
     return fake_feed(f, req, strlen(req));
+}
+
+/* Accepts (with effects; NULL: the desc's) and sends an upgrade. */
+static int fake_request_with(fake *f, const wsch_effects *effects, const char *target, const char *headers) {
+    int r = fake_accept_with(f, effects);
+    return r != WSCH_OK ? r : fake_upgrade(f, target, headers);
+}
+
+TEST_HELPER int fake_request(fake *f, const char *target, const char *headers) {
+    return fake_request_with(f, NULL, target, headers);
 }
 
 /* The HTTP status of the hub's answer, or 0. */
@@ -282,14 +390,17 @@ TEST_HELPER int fake_header(const fake *f, const char *name, char *out, size_t c
     return 0;
 }
 
-/* Opens a client whose token is `user` (NULL: no token). 1 when open. */
-static int fake_open(fake *f, const char *user) {
+/* Opens a client whose token is `user` (NULL: no token) on effects (NULL:
+   the desc's). 1 when open. */
+static int fake_open_with(fake *f, const wsch_effects *effects, const char *user) {
     char target[256];
     if (user) snprintf(target, sizeof target, "/ws?token=%s", user);
     else snprintf(target, sizeof target, "/ws");
-    if (fake_request(f, target, NULL) != WSCH_OK) return 0;
+    if (fake_request_with(f, effects, target, NULL) != WSCH_OK) return 0;
     return fake_status(f) == 101 && wsch_hub_peer_state(f->hub, f->h) == WSCH_STATE_OPEN;
 }
+
+static int fake_open(fake *f, const char *user) { return fake_open_with(f, NULL, user); }
 
 /* Next complete frame the hub sent: 1 with opcode, payload copied (NUL
    added), 0 when none is complete. */
@@ -380,11 +491,52 @@ static int fake_sub(fake *f, const char *channel) {
     return fake_say(f, msg);
 }
 
-/* The caller's side of a closed socket: report it once. */
+/* The caller sees EOF on the socket and reports it -- unless close() has
+   run already: then the socket is closed and there is nothing to see. The
+   report must end the peer at once: close() has run and the handle is
+   stale when it returns (fake_done checks both). */
 static void fake_gone(fake *f) {
-    if (f->reported) return;
+    if (!f->accepted || f->closes || f->reported) return;
     f->reported = 1;
-    (void)wsch_hub_transport_closed(f->hub, f->h);
+    f->report_result = wsch_hub_transport_closed(f->hub, f->h);
+    f->valid_after_report = wsch_hub_peer_valid(f->hub, f->h);
+}
+
+static int released_fail(const char *what) {
+    printf("\nnot released: %s\n", what);
+    return 0;
+}
+
+/* 1 when f's peer was given back: close() ran exactly once, and its handle
+   is stale in every call, with the out-parameters each getter documents,
+   and none of those calls closed it again. */
+TEST_HELPER int fake_released(fake *f) {
+    wsch_hub *hub = f->hub;
+    wsch_hub_peer h = f->h;
+    wsch_str uid;
+    char x[1] = {'x'};
+    if (f->closes != 1) return released_fail("close() did not run exactly once");
+    if (wsch_hub_peer_valid(hub, h) != 0) return released_fail("wsch_hub_peer_valid");
+    if (wsch_hub_peer_want(hub, h) != 0) return released_fail("wsch_hub_peer_want");
+    if (wsch_hub_peer_user(hub, h) != NULL) return released_fail("wsch_hub_peer_user");
+    if (wsch_hub_peer_state(hub, h) != WSCH_STATE_CLOSED) return released_fail("wsch_hub_peer_state");
+    if (wsch_hub_peer_queued_bytes(hub, h) != 0) return released_fail("wsch_hub_peer_queued_bytes");
+    uid.ptr = "junk";
+    uid.len = 4;
+    if (wsch_hub_peer_user_id(hub, h, &uid) != WSCH_ERR_STALE || uid.len != 0)
+        return released_fail("wsch_hub_peer_user_id");
+    if (wsch_hub_is_subscribed(hub, h, "c") != 0) return released_fail("wsch_hub_is_subscribed");
+    if (wsch_hub_send(hub, h, "t", NULL, 0) != WSCH_ERR_STALE) return released_fail("wsch_hub_send");
+    if (wsch_hub_subscribe(hub, h, "c") != WSCH_ERR_STALE) return released_fail("wsch_hub_subscribe");
+    if (wsch_hub_unsubscribe(hub, h, "c") != WSCH_ERR_STALE) return released_fail("wsch_hub_unsubscribe");
+    if (wsch_hub_peer_close(hub, h, 1000, NULL, 0) != WSCH_ERR_STALE) return released_fail("wsch_hub_peer_close");
+    if (wsch_hub_feed(hub, h, x, 1) != WSCH_ERR_STALE) return released_fail("wsch_hub_feed");
+    if (wsch_hub_writable(hub, h) != WSCH_ERR_STALE) return released_fail("wsch_hub_writable");
+    if (wsch_hub_timer_fired(hub, h, WSCH_HUB_TIMER_IDLE) != WSCH_ERR_STALE)
+        return released_fail("wsch_hub_timer_fired");
+    if (wsch_hub_transport_closed(hub, h) != WSCH_ERR_STALE) return released_fail("wsch_hub_transport_closed");
+    if (f->closes != 1) return released_fail("a call on the stale handle closed it again");
+    return 1;
 }
 
 static wsch_hub_counters stats(void) {
@@ -394,7 +546,7 @@ static wsch_hub_counters stats(void) {
 }
 
 /* A hub_setup adjustment both files use. */
-static void small_messages(wsch_hub_desc *d) { d->max_message_size = 100; }
+static void small_messages(wsch_hub_desc *d) { d->limits.max_message_size = 100; }
 
 /* Runs scenario(k, &hit) with allocation k refused, for k = 1, 2, ... below
    limit, until a run refused nothing (hit == 0): every allocation site has

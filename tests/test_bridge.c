@@ -129,7 +129,7 @@ static void with_bridge(wsch_hub_desc *d) {
     d->bridge.unsubscribe = b_unsubscribe;
     d->bridge.publish = b_publish;
     d->bridge.user = &B.node[0];
-    d->random_bytes = b_random;
+    d->effects.random_bytes = b_random;
 }
 
 static void (*bridge_adjust)(wsch_hub_desc *d);
@@ -305,7 +305,7 @@ TEST bridge_broadcast_exactly_once(void) {
     ASSERT_EQ(0, B.node[0].count + B.node[1].count);
     ASSERT_EQ(0, B.node[0].twice + B.node[1].twice);
     ASSERT_EQ(0, (int)bridge_teardown(a, 2));
-    for (i = 0; i < 3; i++) free(b[i].out);
+    for (i = 0; i < 3; i++) ASSERT(fake_done(&b[i]));
     PASS();
 }
 
@@ -480,6 +480,49 @@ TEST bridge_limits_and_publish_failures(void) {
     PASS();
 }
 
+/* A delivery from the bridge walks the local subscribers like a local
+   broadcast: a peer whose send() fails in the middle is finished after the
+   walk (on_disconnect 1006, then close()), the others get the message, and
+   the interest the broken peer held is given back. */
+TEST bridge_delivery_survives_a_broken_peer(void) {
+    fake f[4];
+    size_t i;
+    ASSERT_EQ(WSCH_OK, bridge_setup(NULL));
+    ASSERT(fake_open(&f[0], "ann"));
+    ASSERT(fake_open_at(&f[1], 1, "ben") && fake_open_at(&f[2], 1, "bea") && fake_open_at(&f[3], 1, "bob"));
+    for (i = 0; i < 4; i++) {
+        ASSERT_EQ(WSCH_OK, fake_sub(&f[i], i == 2 ? "solo" : "news"));
+        (void)fake_pending(&f[i]);
+    }
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[2], "news"));
+    (void)fake_pending(&f[2]);
+    f[2].broken = 1;
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "news", "t", "1", 1, NULL));
+    ASSERT_EQ(2, bus_pump());
+    ASSERT(only_text(&f[0], "{\"type\":\"t\",\"payload\":1}"));
+    ASSERT(only_text(&f[1], "{\"type\":\"t\",\"payload\":1}"));
+    ASSERT(only_text(&f[3], "{\"type\":\"t\",\"payload\":1}"));
+    ASSERT_EQ(1, f[2].disconnects);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[2].disconnect_code);
+    ASSERT(f[3].send_seq < f[2].disconnect_seq);        /* after the walk */
+    ASSERT(f[2].disconnect_seq < f[2].close_seq);
+    ASSERT(fake_released(&f[2]));
+    ASSERT(!bus_has(1, "solo") && !bus_has(1, "#user:bea"));   /* its interest went with it */
+    ASSERT(bus_has(1, "news"));
+    ASSERT_EQ(2, (int)wsch_hub_channel_size(B.node[1].hub, "news"));
+    ASSERT_EQ(1, (int)node_stats(1).bridge_received);
+    /* To a user whose only connection here breaks: delivered to nobody. */
+    f[3].broken = 1;
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(T.hub, "bob", "t", "2", 1, NULL));
+    ASSERT_EQ(1, bus_pump());
+    ASSERT(fake_released(&f[3]));
+    ASSERT(!bus_has(1, "#user:bob"));
+    for (i = 0; i < 4; i++) fake_gone(&f[i]);
+    ASSERT_EQ(0, B.node[0].count + B.node[1].count + B.node[0].twice + B.node[1].twice);
+    ASSERT_EQ(0, (int)bridge_teardown(f, 4));
+    PASS();
+}
+
 TEST bridge_create_errors(void) {
     wsch_hub_desc d;
     wsch_hub *h = NULL;
@@ -490,7 +533,7 @@ TEST bridge_create_errors(void) {
     d.bridge.unsubscribe = NULL;
     ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_create(&d, &h));
     with_bridge(&d);
-    d.random_bytes = NULL;                      /* no origin id */
+    d.effects.random_bytes = NULL;              /* no origin id */
     ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_create(&d, &h));
     ASSERT(h == NULL);
     /* A hub without a bridge refuses bridge input and asks nothing. */
@@ -536,8 +579,11 @@ static int run_bridge_scenario(long fail_at, int *hit) {
     for (i = 0; i < 2; i++) fake_gone(&b[i]);
     *hit = T.mem.failed > 0;
     if (B.node[0].count != 0 || B.node[0].twice != 0) return 0;
-    for (i = 0; i < 2; i++) free(b[i].out);
-    return bridge_teardown(a, 3) == 0;
+    if (bridge_teardown(a, 3) != 0) return 0;
+    for (i = 0; i < 2; i++) {
+        if (!fake_done(&b[i])) return 0;
+    }
+    return 1;
 }
 
 TEST bridge_failing_allocator_never_leaks(void) {
@@ -552,6 +598,7 @@ SUITE(bridge) {
     RUN_TEST(bridge_send_to_user_across_hubs);
     RUN_TEST(bridge_refuses_malformed_input);
     RUN_TEST(bridge_limits_and_publish_failures);
+    RUN_TEST(bridge_delivery_survives_a_broken_peer);
     RUN_TEST(bridge_create_errors);
     RUN_TEST(bridge_failing_allocator_never_leaks);
 }

@@ -27,15 +27,22 @@ typedef struct fx {
     unsigned timer_sets;
 
     unsigned connects;
+    uint64_t connect_at[64];    /* the clock at each connect() */
     char host[64];
     uint16_t port;
     unsigned closes;
+    int live;                   /* between a connect() and its close() */
+    unsigned stray_closes;      /* close() with no transport to close */
+    unsigned early_connects;    /* connect() before the last transport's close() */
+    unsigned late_sends;        /* send() after the transport's close() */
     int auto_open;              /* connect() opens the transport at once */
     int auto_fail;              /* connect() fails at once */
 
     unsigned char *out;         /* every byte the client wrote */
     size_t out_len, out_cap, out_read;
     size_t send_cap;            /* bytes send() takes per call; 0 = all */
+    int send_block;             /* send() takes nothing: the socket would block */
+    int send_error;             /* send() reports WSCH_SEND_ERROR, once */
 
     int rng_mode;               /* 0: LCG, 1: fixed byte */
     unsigned char rng_byte;
@@ -49,6 +56,11 @@ typedef struct fx {
     int errors[MAX_EVENTS];
     size_t nerr;
     unsigned on_connects;
+    int stops[MAX_EVENTS];
+    size_t nstop;
+    /* every event and connect/close effect in order, one token each:
+       S<status> D<code> E<err> P<stop reason> K (connect) X (close) */
+    char log[4096];
 
     /* re-entrancy hooks */
     int disconnect_on_status;   /* call disconnect() when this status is reported (+1) */
@@ -59,9 +71,26 @@ typedef struct fx {
 
 static fx F;
 
+static void fx_log(const char *tag, int n, int with_n) {
+    size_t len = strlen(F.log);
+    char tmp[32];
+    int w = with_n ? snprintf(tmp, sizeof tmp, "%s%d;", tag, n) : snprintf(tmp, sizeof tmp, "%s;", tag);
+    if (w > 0 && (size_t)w < sizeof F.log - len) memcpy(F.log + len, tmp, (size_t)w + 1);
+}
+
+/* The last n bytes of the event log (all of it when shorter). */
+static const char *fx_log_tail(size_t n) {
+    size_t len = strlen(F.log);
+    return F.log + (len > n ? len - n : 0);
+}
+
 static void fx_connect(const char *host, uint16_t port, void *user) {
     (void)user;
+    if (F.live) F.early_connects++;
+    F.live = 1;
+    if (F.connects < 64) F.connect_at[F.connects] = F.now;
     F.connects++;
+    fx_log("K", 0, 0);
     strncpy(F.host, host, sizeof F.host - 1);
     F.host[sizeof F.host - 1] = '\0';
     F.port = port;
@@ -72,6 +101,12 @@ static void fx_connect(const char *host, uint16_t port, void *user) {
 static size_t fx_send(const void *data, size_t len, void *user) {
     size_t take = len;
     (void)user;
+    if (!F.live) F.late_sends++;
+    if (F.send_error) {
+        F.send_error = 0;
+        return WSCH_SEND_ERROR;
+    }
+    if (F.send_block) return 0;
     if (F.close_in_send) {
         F.close_in_send = 0;
         wsch_client_transport_closed(F.c);
@@ -91,7 +126,10 @@ static size_t fx_send(const void *data, size_t len, void *user) {
 
 static void fx_close(void *user) {
     (void)user;
+    if (!F.live) F.stray_closes++;
+    F.live = 0;
     F.closes++;
+    fx_log("X", 0, 0);
 }
 
 static void fx_timer_set(unsigned id, uint32_t ms, void *user) {
@@ -130,6 +168,7 @@ static void fx_random(void *buf, size_t len, void *user) {
 static void fx_on_status(wsch_client *c, wsch_status st, void *user) {
     (void)user;
     if (F.nstatus < MAX_EVENTS) F.statuses[F.nstatus++] = (int)st;
+    fx_log("S", (int)st, 1);
     if (F.disconnect_on_status == (int)st + 1) {
         F.disconnect_on_status = 0;
         wsch_client_disconnect(c);
@@ -150,6 +189,7 @@ static void fx_on_connect(wsch_client *c, void *user) {
 static void fx_on_disconnect(wsch_client *c, int code, const char *reason, size_t len, void *user) {
     (void)user;
     if (F.ndisc < MAX_EVENTS) F.disc_codes[F.ndisc++] = code;
+    fx_log("D", code, 1);
     if (len >= sizeof F.disc_reason) len = sizeof F.disc_reason - 1;
     memcpy(F.disc_reason, reason, len);
     F.disc_reason[len] = '\0';
@@ -164,23 +204,32 @@ static void fx_on_error(wsch_client *c, int err, const char *what, void *user) {
     (void)what;
     (void)user;
     if (F.nerr < MAX_EVENTS) F.errors[F.nerr++] = err;
+    fx_log("E", err, 1);
+}
+
+static void fx_on_stop(wsch_client *c, wsch_stop reason, void *user) {
+    (void)c;
+    (void)user;
+    if (F.nstop < MAX_EVENTS) F.stops[F.nstop++] = (int)reason;
+    fx_log("P", (int)reason, 1);
 }
 
 static wsch_client_desc fx_desc(void) {
     wsch_client_desc d;
     memset(&d, 0, sizeof d);
     d.url = "ws://127.0.0.1:8080/ws";
-    d.connect = fx_connect;
-    d.send = fx_send;
-    d.close = fx_close;
-    d.timer_set = fx_timer_set;
-    d.timer_cancel = fx_timer_cancel;
-    d.now_ms = fx_now;
-    d.random_bytes = fx_random;
+    d.effects.connect = fx_connect;
+    d.effects.send = fx_send;
+    d.effects.close = fx_close;
+    d.effects.timer_set = fx_timer_set;
+    d.effects.timer_cancel = fx_timer_cancel;
+    d.effects.now_ms = fx_now;
+    d.effects.random_bytes = fx_random;
     d.on_status = fx_on_status;
     d.on_connect = fx_on_connect;
     d.on_disconnect = fx_on_disconnect;
     d.on_error = fx_on_error;
+    d.on_stop = fx_on_stop;
     d.allocator = alloc_counter_allocator(&A);
     d.no_jitter = 1;
     return d;
@@ -206,6 +255,17 @@ static void fx_teardown(void *arg) {
 static int fx_start(const wsch_client_desc *d) {
     fx_reset();
     return wsch_client_create(d, &F.c);
+}
+
+/* close() ran exactly once for every connect() so far: none missing, none
+   twice, none before its connect(), no send() after it. */
+static enum greatest_test_res fx_check_close_once(void) {
+    ASSERT_EQ_FMT(F.connects, F.closes, "%u");
+    ASSERT_FALSE(F.live);
+    ASSERT_EQ(0u, F.stray_closes);
+    ASSERT_EQ(0u, F.early_connects);
+    ASSERT_EQ(0u, F.late_sends);
+    PASS();
 }
 
 static int fx_armed_count(void) {
@@ -259,9 +319,13 @@ static int fx_accept_raw(char *req_target, size_t target_cap, char *auth, size_t
 
 static int fx_accept(void) { return fx_accept_raw(NULL, 0, NULL, 0); }
 
+/* Marks everything the client wrote so far as read. */
+static void fx_drain(void) { F.out_read = F.out_len; }
+
 /* connect() -> transport open -> handshake accepted. */
 static int fx_open(void) {
     if (wsch_client_status(F.c) != WSCH_STATUS_CONNECTING) return 0;
+    fx_drain();                 /* what earlier transports were sent is not this one's */
     wsch_client_transport_open(F.c);
     return fx_accept() && wsch_client_status(F.c) == WSCH_STATUS_CONNECTED;
 }
@@ -291,8 +355,6 @@ static const char *fx_next_text(void) {
     if (op != WSCH_OP_TEXT) return "(not text)";
     return buf;
 }
-
-static void fx_drain(void) { F.out_read = F.out_len; }
 
 /* Feeds the client one unmasked server frame. */
 static int fx_srv_frame(int opcode, const void *data, size_t len) {
@@ -364,7 +426,7 @@ static void h_a(wsch_client *c, const wsch_client_message *m, void *user) {
         r->add_new = 0;
         wsch_client_on(c, "*", h_new, r, &r->third);
     }
-    if (r->do_send) wsch_client_send(c, "echo", m->payload.ptr ? "1" : NULL);
+    if (r->do_send) wsch_client_send(c, "echo", m->payload.ptr ? "1" : NULL, WSCH_CSTR);
     if (r->do_subscribe) wsch_client_subscribe(c, "late");
     if (r->do_disconnect) wsch_client_disconnect(c);
     if (r->do_destroy) {
@@ -407,7 +469,10 @@ TEST create_rejects_bad_desc(void) {
     d.url = "http://x/";
     ASSERT_EQ(WSCH_ERR_URL, wsch_client_create(&d, &c));
     d = fx_desc();
-    d.timer_set = NULL;
+    d.effects.timer_set = NULL;
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_client_create(&d, &c));
+    d = fx_desc();
+    d.effects.close = NULL;             /* every connect() is owed a close() */
     ASSERT_EQ(WSCH_ERR_ARG, wsch_client_create(&d, &c));
     d = fx_desc();
     memset(codes, 0, sizeof codes);
@@ -506,11 +571,15 @@ TEST transitions_happy_path(void) {
         char refused[] = "HTTP/1.1 503 Service Unavailable\r\n\r\n";
         ASSERT_EQ(WSCH_ERR_STATUS, wsch_client_feed(F.c, refused, sizeof refused - 1));
     }
-    if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
+    ASSERT(wsch_client_conn(F.c) == NULL);                   /* the refusal ended the link */
     ASSERT_EQ(WSCH_ERR_STATUS, F.errors[F.nerr - 1]);
+    ASSERT_EQ(503, wsch_client_http_status(F.c));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, wsch_client_last_close_code(F.c));   /* no close frame existed */
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(4000, wsch_client_next_retry_ms(F.c));
-    ASSERT_EQ(3u, wsch_client_attempts(F.c));
+    ASSERT_EQ(2u, wsch_client_attempts(F.c));                /* failed tries: the lost open link is none */
+    ASSERT_EQ((size_t)0, F.nstop);                           /* retrying: not stopped */
+    CHECK_CALL(fx_check_close_once());
     PASS();
 }
 
@@ -526,12 +595,19 @@ TEST handshake_refused_401_stops(void) {
         wsch_client_transport_open(F.c);
         strcpy(buf, answers[i]);
         ASSERT_EQ(WSCH_ERR_STATUS, wsch_client_feed(F.c, buf, strlen(buf)));
-        if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
-        ASSERT_EQ(WSCH_ERR_DENIED, F.errors[F.nerr - 1]);
+        ASSERT(wsch_client_conn(F.c) == NULL);
+        /* the refusal is reported as what it was: an HTTP status, kept for the caller */
+        ASSERT_EQ(WSCH_ERR_STATUS, F.errors[F.nerr - 1]);
+        ASSERT_EQ(i == 0 ? 401 : 403, wsch_client_http_status(F.c));
+        ASSERT_EQ(WSCH_CLOSE_ABNORMAL, wsch_client_last_close_code(F.c));
         ASSERT_EQ(WSCH_STOP_REFUSED, wsch_client_stop_reason(F.c));
         ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
+        ASSERT_EQ((size_t)1, F.nstop);
+        ASSERT_EQ(WSCH_STOP_REFUSED, F.stops[0]);
         fx_advance(60000);
         ASSERT_EQ(1u, F.connects);
+        ASSERT_EQ((size_t)1, F.nstop);
+        CHECK_CALL(fx_check_close_once());
         fx_teardown(NULL);
     }
     PASS();
@@ -539,27 +615,33 @@ TEST handshake_refused_401_stops(void) {
 
 TEST handshake_timeout_retries(void) {
     wsch_client_desc d = fx_desc();
-    d.handshake_timeout_ms = 500;
+    d.limits.handshake_timeout_ms = 500;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     wsch_client_connect(F.c);
     wsch_client_transport_open(F.c);
     ASSERT_EQ(500u, F.delay[WSCH_TIMER_HANDSHAKE]);
-    fx_advance(500);
-    if (wsch_client_conn(F.c)) wsch_client_transport_closed(F.c);
+    fx_advance(499);
+    ASSERT(wsch_client_conn(F.c) != NULL);
+    ASSERT_EQ(0u, F.closes);
+    fx_advance(1);
+    ASSERT(wsch_client_conn(F.c) == NULL);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(WSCH_ERR_TIMEOUT, F.errors[F.nerr - 1]);
-    ASSERT(F.closes >= 1);
+    ASSERT_EQ(1u, F.closes);                            /* exactly once, by the library */
+    wsch_client_transport_closed(F.c);                  /* a late report: nothing to close twice */
+    CHECK_CALL(fx_check_close_once());
     PASS();
 }
 
 TEST backoff_exact_without_jitter(void) {
-    static const int64_t expect[10] = {1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000};
+    /* the default 10 tries: the first connect and 9 retries, 9 waits */
+    static const int64_t expect[9] = {1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000};
     wsch_client_desc d = fx_desc();
     int i;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     wsch_client_connect(F.c);
-    for (i = 0; i < 10; i++) {
+    for (i = 0; i < 9; i++) {
         wsch_client_transport_failed(F.c);
         ASSERT_EQ_FMT((long long)expect[i], (long long)wsch_client_next_retry_ms(F.c), "%lld");
         ASSERT_EQ((uint32_t)expect[i], F.delay[WSCH_CLIENT_TIMER_RETRY]);
@@ -569,16 +651,17 @@ TEST backoff_exact_without_jitter(void) {
         fx_advance(1);
         ASSERT_EQ((unsigned)(i + 2), F.connects);
     }
-    /* the 10th retry fails too: stop */
+    /* the 10th try (9th retry) fails too: stop */
     wsch_client_transport_failed(F.c);
     ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, wsch_client_stop_reason(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(0, fx_armed_count());
     fx_advance(3600000);
-    ASSERT_EQ(11u, F.connects);
+    ASSERT_EQ(10u, F.connects);
     /* an explicit connect starts over */
     ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
-    ASSERT_EQ(12u, F.connects);
+    ASSERT_EQ(11u, F.connects);
+    ASSERT_EQ(0u, wsch_client_attempts(F.c));
     ASSERT_EQ(WSCH_STOP_NONE, wsch_client_stop_reason(F.c));
     wsch_client_transport_failed(F.c);
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
@@ -591,22 +674,39 @@ TEST backoff_custom_and_max_attempts(void) {
     int i;
     d.backoff_base_ms = 250;
     d.backoff_max_ms = 1000;
-    d.max_attempts = 3;
+    d.max_attempts = 3;                 /* 3 tries: the first and 2 retries */
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     wsch_client_connect(F.c);
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 2; i++) {
         wsch_client_transport_failed(F.c);
         ASSERT_EQ(WSCH_STOP_NONE, wsch_client_stop_reason(F.c));
         ASSERT_EQ(expect[i], F.delay[WSCH_CLIENT_TIMER_RETRY]);
         ASSERT_EQ((uint32_t)(i + 1), wsch_client_attempts(F.c));
         fx_advance(expect[i]);
     }
-    ASSERT_EQ(4u, F.connects);
+    ASSERT_EQ(3u, F.connects);
     F.nstatus = 0;
     wsch_client_transport_failed(F.c);
     ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, wsch_client_stop_reason(F.c));
+    ASSERT_EQ(3u, wsch_client_attempts(F.c));
     ASSERT_EQ((size_t)1, F.nstatus);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, F.statuses[0]);
+    ASSERT_EQ((size_t)1, F.nstop);
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, F.stops[0]);
+    fx_advance(3600000);
+    ASSERT_EQ(3u, F.connects);
+    CHECK_CALL(fx_check_close_once());
+    fx_teardown(NULL);
+
+    /* max_attempts 1: the first try only, no retry at all */
+    d.max_attempts = 1;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    wsch_client_transport_failed(F.c);
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, wsch_client_stop_reason(F.c));
+    ASSERT_EQ(1u, wsch_client_attempts(F.c));
+    ASSERT_EQ(0, fx_armed_count());
+    ASSERT_EQ((size_t)1, F.nstop);
     fx_teardown(NULL);
 
     /* forever: well past ten retries, pinned at the cap */
@@ -619,7 +719,9 @@ TEST backoff_custom_and_max_attempts(void) {
         fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
     }
     ASSERT_EQ(101u, F.connects);
+    ASSERT_EQ(100u, wsch_client_attempts(F.c));
     ASSERT_EQ(WSCH_STOP_NONE, wsch_client_stop_reason(F.c));
+    ASSERT_EQ((size_t)0, F.nstop);
     PASS();
 }
 
@@ -703,6 +805,7 @@ TEST counter_resets_after_open(void) {
 
 static enum greatest_test_res check_terminal(int code, const uint16_t *extra, size_t n) {
     wsch_client_desc d = fx_desc();
+    char tail[32];
     d.terminal_codes = extra;
     d.num_terminal_codes = n;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
@@ -716,8 +819,15 @@ static enum greatest_test_res check_terminal(int code, const uint16_t *extra, si
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(0, fx_armed_count());
+    /* on_stop once, the last event of the step, after on_disconnect */
+    ASSERT_EQ((size_t)1, F.nstop);
+    ASSERT_EQ(WSCH_STOP_TERMINAL_CODE, F.stops[0]);
+    snprintf(tail, sizeof tail, "D%d;P%d;", code, (int)WSCH_STOP_TERMINAL_CODE);
+    ASSERT_STR_EQ(tail, fx_log_tail(strlen(tail)));
     fx_advance(600000);
     ASSERT_EQ(1u, F.connects);
+    ASSERT_EQ((size_t)1, F.nstop);
+    CHECK_CALL(fx_check_close_once());
     fx_teardown(NULL);
     PASS();
 }
@@ -737,6 +847,7 @@ TEST terminal_close_codes(void) {
         fx_srv_close(4403, "no");
         ASSERT_EQ(WSCH_STOP_NONE, wsch_client_stop_reason(F.c));
         ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
+        ASSERT_EQ((size_t)0, F.nstop);
     }
     PASS();
 }
@@ -747,16 +858,21 @@ TEST disconnect_mid_retry(void) {
     wsch_client_connect(F.c);
     wsch_client_transport_failed(F.c);
     ASSERT(F.armed[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT_EQ((size_t)0, F.nstop);
     ASSERT_EQ(WSCH_OK, wsch_client_disconnect(F.c));
     ASSERT_EQ(0, fx_armed_count());
     ASSERT_EQ(WSCH_STOP_USER, wsch_client_stop_reason(F.c));
     ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
+    ASSERT_EQ((size_t)1, F.nstop);                     /* no open link: on_stop at once */
+    ASSERT_EQ(WSCH_STOP_USER, F.stops[0]);
     /* a late fire of the cancelled timer is ignored too */
     wsch_client_timer_fired(F.c, WSCH_CLIENT_TIMER_RETRY);
     fx_advance(120000);
     ASSERT_EQ(1u, F.connects);
     ASSERT_EQ(WSCH_OK, wsch_client_disconnect(F.c));   /* again: harmless */
+    ASSERT_EQ((size_t)1, F.nstop);                     /* and no second on_stop */
+    CHECK_CALL(fx_check_close_once());
     PASS();
 }
 
@@ -770,6 +886,8 @@ TEST disconnect_while_connecting_and_open(void) {
     wsch_client_connect(F.c);
     wsch_client_disconnect(F.c);
     ASSERT_EQ(1u, F.closes);
+    ASSERT_EQ((size_t)1, F.nstop);                     /* no open link: on_stop at once */
+    ASSERT_EQ(WSCH_STOP_USER, F.stops[0]);
     wsch_client_transport_open(F.c);                   /* late report: ignored */
     ASSERT(wsch_client_conn(F.c) == NULL);
     /* OPEN: close handshake with 1000, status at once, no retry afterwards */
@@ -786,12 +904,16 @@ TEST disconnect_while_connecting_and_open(void) {
     ASSERT_EQ(WSCH_OP_CLOSE, op);
     ASSERT(len >= 2);
     ASSERT_EQ(1000, ((unsigned char)buf[0] << 8) | (unsigned char)buf[1]);
+    ASSERT_EQ((size_t)1, F.nstop);                     /* the close handshake is still running */
     fx_srv_close(1000, "");
     ASSERT(wsch_client_conn(F.c) == NULL);
     ASSERT_EQ(0, fx_armed_count());
     ASSERT_EQ(WSCH_STOP_USER, wsch_client_stop_reason(F.c));
+    ASSERT_EQ((size_t)2, F.nstop);
+    ASSERT_EQ(WSCH_STOP_USER, F.stops[1]);
     fx_advance(600000);
     ASSERT_EQ(2u, F.connects);
+    CHECK_CALL(fx_check_close_once());
     PASS();
 }
 
@@ -875,6 +997,7 @@ TEST dead_peer_timeout(void) {
     ASSERT(wsch_client_conn(F.c) == NULL);
     /* only the retry timer is left */
     ASSERT_EQ(1, fx_armed_count());
+    CHECK_CALL(fx_check_close_once());
     fx_advance(1000);
     ASSERT_EQ(2u, F.connects);
     PASS();
@@ -937,15 +1060,15 @@ TEST offline_queue_flush_order(void) {
     wsch_client_desc d = fx_desc();
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     wsch_client_subscribe(F.c, "news");
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":1}"));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":2}"));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":1}", WSCH_CSTR));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":2}", WSCH_CSTR));
     ASSERT_EQ(WSCH_OK, wsch_client_send_text(F.c, "{\"type\":\"raw\"}", 14));
-    ASSERT_EQ(WSCH_ERR_JSON, wsch_client_send(F.c, "chat", "{bad"));
+    ASSERT_EQ(WSCH_ERR_JSON, wsch_client_send(F.c, "chat", "{bad", WSCH_CSTR));
     ASSERT_EQ((size_t)3, wsch_client_queued_count(F.c));
     ASSERT_EQ((size_t)(33 + 33 + 14), wsch_client_queued_bytes(F.c));  /* {"type":"chat","payload":{"n":1}} is 33 */
     wsch_client_connect(F.c);
     wsch_client_transport_open(F.c);
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":3}"));   /* HANDSHAKE: queued too */
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":3}", WSCH_CSTR));   /* HANDSHAKE: queued too */
     ASSERT(fx_accept());
     ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}", fx_next_text());
     ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":1}}", fx_next_text());
@@ -954,7 +1077,7 @@ TEST offline_queue_flush_order(void) {
     ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":3}}", fx_next_text());
     ASSERT_STR_EQ("", fx_next_text());
     ASSERT_EQ((size_t)0, wsch_client_queued_count(F.c));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", NULL));         /* open: straight out */
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", NULL, 0));         /* open: straight out */
     ASSERT_STR_EQ("{\"type\":\"chat\"}", fx_next_text());
     PASS();
 }
@@ -963,18 +1086,18 @@ TEST offline_queue_limits(void) {
     wsch_client_desc d = fx_desc();
     d.queue_max_count = 2;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "a", NULL));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "b", NULL));
-    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_client_send(F.c, "c", NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "a", NULL, 0));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "b", NULL, 0));
+    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_client_send(F.c, "c", NULL, 0));
     ASSERT_EQ((size_t)2, wsch_client_queued_count(F.c));
     fx_teardown(NULL);
 
     d = fx_desc();
     d.queue_max_bytes = 30;             /* {"type":"a"} is 12 bytes: two fit, not three */
     ASSERT_EQ(WSCH_OK, fx_start(&d));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "a", NULL));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "b", NULL));
-    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_client_send(F.c, "c", NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "a", NULL, 0));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "b", NULL, 0));
+    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_client_send(F.c, "c", NULL, 0));
     ASSERT_EQ((size_t)24, wsch_client_queued_bytes(F.c));
     ASSERT_EQ(WSCH_OK, wsch_client_send_text(F.c, "123456", 6));      /* exactly 30 */
     ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_client_send_text(F.c, "1", 1));
@@ -983,7 +1106,7 @@ TEST offline_queue_limits(void) {
     d = fx_desc();
     d.no_offline_queue = 1;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
-    ASSERT_EQ(WSCH_ERR_STATE, wsch_client_send(F.c, "a", NULL));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_client_send(F.c, "a", NULL, 0));
     ASSERT_EQ((size_t)0, wsch_client_queued_count(F.c));
     PASS();
 }
@@ -996,17 +1119,17 @@ TEST queue_keeps_order_under_backpressure(void) {
     static const char p30[] = "\"xxxxxxxxxxxxxxxxxxxxxxxxxxx\"";
     char want[64];
     int i;
-    d.max_outbound_bytes = 64;
+    d.limits.max_outbound_bytes = 64;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m1", p30));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m2", p30));
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m3", p30));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m1", p30, WSCH_CSTR));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m2", p30, WSCH_CSTR));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m3", p30, WSCH_CSTR));
     wsch_client_connect(F.c);
     wsch_client_transport_open(F.c);
     F.send_cap = 1;                     /* the socket takes one byte per write */
     ASSERT(fx_accept());
     ASSERT(wsch_client_queued_count(F.c) >= 1);
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m4", p30));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m4", p30, WSCH_CSTR));
     ASSERT(wsch_client_queued_count(F.c) >= 2);
     F.send_cap = 0;
     for (i = 0; i < 4 && wsch_client_queued_count(F.c); i++) wsch_client_writable(F.c);
@@ -1164,6 +1287,7 @@ TEST status_callback_reentry(void) {
     F.disconnect_on_status = WSCH_STATUS_CONNECTING + 1;
     wsch_client_connect(F.c);
     ASSERT_EQ(0u, F.connects);
+    ASSERT_EQ(0u, F.closes);                            /* no connect(), nothing to close */
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ((size_t)2, F.nstatus);
     ASSERT_EQ(WSCH_STATUS_CONNECTING, F.statuses[0]);
@@ -1192,6 +1316,7 @@ TEST status_callback_reentry(void) {
     wsch_client_connect(F.c);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
+    CHECK_CALL(fx_check_close_once());                  /* the failed connect is closed too */
     PASS();
 }
 
@@ -1199,6 +1324,7 @@ TEST transport_closed_from_inside_send(void) {
     /* while the opening request is written, and while open */
     wsch_client_desc d = fx_desc();
     unsigned closes;
+    int r;
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     wsch_client_connect(F.c);
     F.close_in_send = 1;
@@ -1207,15 +1333,22 @@ TEST transport_closed_from_inside_send(void) {
     ASSERT(wsch_client_conn(F.c) == NULL);
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
-    ASSERT_EQ(closes, F.closes);                        /* it was already gone: no close() */
+    /* the caller reported it closed; the library still hands it back once */
+    ASSERT_EQ(closes + 1, F.closes);
+    ASSERT_EQ(WSCH_ERR_HANGUP, F.errors[F.nerr - 1]);   /* dropped during the handshake */
+    CHECK_CALL(fx_check_close_once());
     ASSERT_EQ(1, fx_armed_count());                     /* only the retry timer */
     fx_advance(1000);
     ASSERT(fx_open());
     F.close_in_send = 1;
-    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "x", NULL));
+    /* the message did not leave and is not queued: the send says so */
+    r = wsch_client_send(F.c, "x", NULL, 0);
+    ASSERT_EQ_FMT(WSCH_ERR_TRANSPORT, r, "%d");
+    ASSERT_EQ((size_t)0, wsch_client_queued_count(F.c));
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ((size_t)1, F.ndisc);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, F.disc_codes[0]);
+    CHECK_CALL(fx_check_close_once());
     PASS();
 }
 
@@ -1225,17 +1358,412 @@ TEST destroy_cleans_up_everything(void) {
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     wsch_client_subscribe(F.c, "a");
     wsch_client_on(F.c, "*", h_b, NULL, NULL);
-    wsch_client_send(F.c, "q", NULL);
+    wsch_client_send(F.c, "q", NULL, 0);
     wsch_client_connect(F.c);
     ASSERT(fx_open());
-    wsch_client_send(F.c, "q", NULL);
+    wsch_client_send(F.c, "q", NULL, 0);
     closes = F.closes;
     ASSERT(A.live_blocks > 0);
     wsch_client_destroy(F.c);
     F.c = NULL;
     ASSERT_EQ(closes + 1, F.closes);
+    CHECK_CALL(fx_check_close_once());
+    ASSERT_EQ((size_t)0, F.nstop);                     /* destroy runs no event */
     ASSERT_EQ(0, fx_armed_count());
     ASSERT_EQ((size_t)0, A.live_blocks);
+    PASS();
+}
+
+/* ---- the documented numbers and events of the new API ---- */
+
+/* Every default (only the jitter off): 10 tries -- the first connect and 9
+   retries -- waiting 1, 2, 4, 8, 16 s and then the 30 s cap; attempts()
+   counts the failed tries; on_stop(MAX_ATTEMPTS) runs once, after the last
+   failure's on_error. */
+TEST default_ten_tries_then_on_stop(void) {
+    static const uint64_t waits[9] = {1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000};
+    wsch_client_desc d = fx_desc();
+    char tail[32];
+    int i;
+    ASSERT_EQ(0u, d.backoff_base_ms);
+    ASSERT_EQ(0u, d.backoff_max_ms);
+    ASSERT_EQ(0u, d.max_attempts);
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(0u, wsch_client_attempts(F.c));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    for (i = 0; i < 10; i++) {
+        ASSERT_EQ_FMT((unsigned)(i + 1), F.connects, "%u");
+        wsch_client_transport_failed(F.c);
+        ASSERT_EQ_FMT((unsigned)(i + 1), (unsigned)wsch_client_attempts(F.c), "%u");
+        ASSERT_EQ((size_t)(i + 1), F.nerr);
+        ASSERT_EQ(WSCH_ERR_CONNECT, F.errors[i]);
+        if (i == 9) break;
+        ASSERT_EQ((size_t)0, F.nstop);
+        ASSERT_EQ(WSCH_STOP_NONE, wsch_client_stop_reason(F.c));
+        ASSERT_EQ_FMT((long long)waits[i], (long long)wsch_client_next_retry_ms(F.c), "%lld");
+        fx_advance(waits[i] - 1);
+        ASSERT_EQ((unsigned)(i + 1), F.connects);
+        fx_advance(1);
+    }
+    ASSERT_EQ(10u, F.connects);
+    for (i = 0; i < 9; i++)
+        ASSERT_EQ_FMT((unsigned long long)waits[i], (unsigned long long)(F.connect_at[i + 1] - F.connect_at[i]),
+                      "%llu");
+    ASSERT_EQ((uint64_t)151000, F.connect_at[9] - F.connect_at[0]);
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, wsch_client_stop_reason(F.c));
+    ASSERT_EQ(10u, wsch_client_attempts(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
+    ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
+    ASSERT_EQ(0, fx_armed_count());
+    ASSERT_EQ((size_t)1, F.nstop);
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, F.stops[0]);
+    snprintf(tail, sizeof tail, "E%d;P%d;", WSCH_ERR_CONNECT, (int)WSCH_STOP_MAX_ATTEMPTS);
+    ASSERT_STR_EQ(tail, fx_log_tail(strlen(tail)));
+    fx_advance(3600000);
+    ASSERT_EQ(10u, F.connects);
+    ASSERT_EQ((size_t)1, F.nstop);
+    CHECK_CALL(fx_check_close_once());
+    PASS();
+}
+
+/* HTTP 401 at the handshake: reported as the status it was, no close frame
+   existed (1006, not 1002), the client stops for good at once. */
+TEST refused_401_status_and_stop(void) {
+    wsch_client_desc d = fx_desc();
+    char resp[] = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\r\n";
+    char tail[32];
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    wsch_client_transport_open(F.c);
+    ASSERT_EQ(0, wsch_client_http_status(F.c));        /* no answer yet */
+    ASSERT_EQ(0, wsch_client_last_close_code(F.c));
+    ASSERT_EQ(WSCH_ERR_STATUS, wsch_client_feed(F.c, resp, sizeof resp - 1));
+    ASSERT_EQ((size_t)1, F.nerr);
+    ASSERT_EQ(WSCH_ERR_STATUS, F.errors[0]);
+    ASSERT_EQ(401, wsch_client_http_status(F.c));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, wsch_client_last_close_code(F.c));
+    ASSERT_EQ(WSCH_STOP_REFUSED, wsch_client_stop_reason(F.c));
+    ASSERT_EQ(1u, wsch_client_attempts(F.c));           /* the refused try counts as failed */
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
+    ASSERT(wsch_client_conn(F.c) == NULL);
+    ASSERT_EQ((size_t)0, F.ndisc);                     /* it never was open */
+    ASSERT_EQ((size_t)1, F.nstop);
+    ASSERT_EQ(WSCH_STOP_REFUSED, F.stops[0]);
+    snprintf(tail, sizeof tail, "E%d;P%d;", WSCH_ERR_STATUS, (int)WSCH_STOP_REFUSED);
+    ASSERT_STR_EQ(tail, fx_log_tail(strlen(tail)));
+    /* no retry timer: nothing armed at all */
+    ASSERT_FALSE(F.armed[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT_EQ(0, fx_armed_count());
+    ASSERT_EQ(-1, wsch_client_next_retry_ms(F.c));
+    ASSERT_EQ(0u, wsch_client_want(F.c));
+    CHECK_CALL(fx_check_close_once());
+    fx_advance(3600000);
+    ASSERT_EQ(1u, F.connects);
+    ASSERT_EQ((size_t)1, F.nstop);
+    /* an explicit connect clears the stop */
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT_EQ(WSCH_STOP_NONE, wsch_client_stop_reason(F.c));
+    ASSERT_EQ(0u, wsch_client_attempts(F.c));
+    ASSERT_EQ(2u, F.connects);
+    PASS();
+}
+
+/* The peer drops TCP during the opening handshake, before and in the middle
+   of its answer: WSCH_ERR_HANGUP, and a retry. */
+TEST handshake_eof_is_hangup(void) {
+    wsch_client_desc d = fx_desc();
+    char part[] = "HTTP/1.1 101 Switching Protocols\r\nUpgr";
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    wsch_client_transport_open(F.c);
+    ASSERT(wsch_client_conn(F.c) != NULL);
+    wsch_client_transport_closed(F.c);
+    ASSERT_EQ((size_t)1, F.nerr);
+    ASSERT_EQ(WSCH_ERR_HANGUP, F.errors[0]);
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
+    ASSERT(wsch_client_conn(F.c) == NULL);
+    ASSERT_EQ(WSCH_STOP_NONE, wsch_client_stop_reason(F.c));
+    ASSERT_EQ((size_t)0, F.nstop);
+    ASSERT_EQ((size_t)0, F.ndisc);
+    ASSERT(F.armed[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
+    ASSERT_EQ(1u, wsch_client_attempts(F.c));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, wsch_client_last_close_code(F.c));
+    CHECK_CALL(fx_check_close_once());
+    /* half an answer, then EOF */
+    fx_advance(1000);
+    ASSERT_EQ(2u, F.connects);
+    wsch_client_transport_open(F.c);
+    ASSERT_EQ(WSCH_OK, wsch_client_feed(F.c, part, sizeof part - 1));
+    wsch_client_transport_closed(F.c);
+    ASSERT_EQ((size_t)2, F.nerr);
+    ASSERT_EQ(WSCH_ERR_HANGUP, F.errors[1]);
+    ASSERT_EQ(2000, wsch_client_next_retry_ms(F.c));
+    ASSERT_EQ(2u, wsch_client_attempts(F.c));
+    CHECK_CALL(fx_check_close_once());
+    fx_advance(2000);
+    ASSERT_EQ(3u, F.connects);
+    PASS();
+}
+
+/* on_stop(USER): for an open link only once its close handshake is over
+   (the server's close frame, then its TCP close; or the close timeout), at
+   once when there is no open link. */
+TEST on_stop_user_after_close_handshake(void) {
+    wsch_client_desc d = fx_desc();
+    static const unsigned char normal[2] = {0x03, 0xE8};     /* 1000 */
+    char tail[32];
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    ASSERT(fx_open());
+    fx_drain();
+    ASSERT_EQ(WSCH_OK, wsch_client_disconnect(F.c));
+    ASSERT_EQ(WSCH_STOP_USER, wsch_client_stop_reason(F.c));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
+    ASSERT_EQ((size_t)0, F.nstop);                     /* our close frame is out, nothing back yet */
+    ASSERT_EQ(0u, F.closes);
+    ASSERT_EQ(WSCH_OK, fx_srv_frame(WSCH_OP_CLOSE, normal, sizeof normal));
+    ASSERT_EQ((size_t)0, F.nstop);                     /* the server closes TCP first */
+    ASSERT_EQ(0u, F.closes);
+    wsch_client_transport_closed(F.c);
+    ASSERT_EQ((size_t)1, F.nstop);
+    ASSERT_EQ(WSCH_STOP_USER, F.stops[0]);
+    ASSERT_EQ((size_t)1, F.ndisc);
+    ASSERT_EQ(1000, F.disc_codes[0]);
+    snprintf(tail, sizeof tail, "D1000;P%d;", (int)WSCH_STOP_USER);
+    ASSERT_STR_EQ(tail, fx_log_tail(strlen(tail)));
+    ASSERT_EQ(0, fx_armed_count());
+    CHECK_CALL(fx_check_close_once());
+    fx_advance(600000);
+    ASSERT_EQ(1u, F.connects);
+    ASSERT_EQ((size_t)1, F.nstop);
+    fx_teardown(NULL);
+
+    /* the server never answers: the close timeout ends the handshake */
+    d.limits.close_timeout_ms = 500;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    ASSERT(fx_open());
+    wsch_client_disconnect(F.c);
+    fx_advance(499);
+    ASSERT_EQ((size_t)0, F.nstop);
+    ASSERT_EQ(0u, F.closes);
+    fx_advance(1);
+    ASSERT_EQ((size_t)1, F.nstop);
+    ASSERT_EQ(WSCH_STOP_USER, F.stops[0]);
+    ASSERT_EQ((size_t)1, F.ndisc);
+    ASSERT(wsch_client_conn(F.c) == NULL);
+    CHECK_CALL(fx_check_close_once());
+    fx_teardown(NULL);
+
+    /* WAITING: no open link, on_stop before disconnect() returns */
+    d = fx_desc();
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    wsch_client_transport_failed(F.c);
+    ASSERT_EQ((size_t)0, F.nstop);
+    wsch_client_disconnect(F.c);
+    ASSERT_EQ((size_t)1, F.nstop);
+    ASSERT_EQ(WSCH_STOP_USER, F.stops[0]);
+    snprintf(tail, sizeof tail, "P%d;", (int)WSCH_STOP_USER);
+    ASSERT_STR_EQ(tail, fx_log_tail(strlen(tail)));
+    wsch_client_disconnect(F.c);                       /* stopped already: no second on_stop */
+    ASSERT_EQ((size_t)1, F.nstop);
+    CHECK_CALL(fx_check_close_once());
+    fx_teardown(NULL);
+
+    /* connect() while the close handshake runs abandons the old link: its
+       on_disconnect comes, but no on_stop, since the client goes on */
+    d = fx_desc();
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    ASSERT(fx_open());
+    wsch_client_disconnect(F.c);
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT_EQ((size_t)1, F.ndisc);
+    ASSERT_EQ((size_t)0, F.nstop);
+    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_status(F.c));
+    ASSERT_EQ(2u, F.connects);
+    ASSERT_EQ(1u, F.closes);                           /* the abandoned link's transport... */
+    ASSERT_EQ(0u, F.early_connects);                   /* ...before the new connect() */
+    ASSERT_EQ(0u, F.stray_closes);
+    PASS();
+}
+
+/* One close() for every connect(), on every path a transport can end. */
+TEST close_once_per_connect_every_path(void) {
+    wsch_client_desc d = fx_desc();
+    d.max_attempts = WSCH_CLIENT_FOREVER;
+    d.limits.handshake_timeout_ms = 500;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    /* the connect failed */
+    wsch_client_connect(F.c);
+    wsch_client_transport_failed(F.c);
+    ASSERT_EQ(1u, F.closes);
+    CHECK_CALL(fx_check_close_once());
+    /* the caller saw the pending transport close */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT_EQ(2u, F.connects);
+    ASSERT(F.live);
+    wsch_client_transport_closed(F.c);
+    CHECK_CALL(fx_check_close_once());
+    /* ... during the handshake */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    wsch_client_transport_open(F.c);
+    wsch_client_transport_closed(F.c);
+    CHECK_CALL(fx_check_close_once());
+    /* the handshake timed out */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    wsch_client_transport_open(F.c);
+    fx_advance(500);
+    ASSERT_EQ(WSCH_ERR_TIMEOUT, F.errors[F.nerr - 1]);
+    CHECK_CALL(fx_check_close_once());
+    /* the caller saw the open transport close */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT(fx_open());
+    wsch_client_transport_closed(F.c);
+    CHECK_CALL(fx_check_close_once());
+    /* dead peer */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT(fx_open());
+    fx_advance(30000 + 10000);
+    ASSERT_STR_EQ("ping timeout", F.disc_reason);
+    CHECK_CALL(fx_check_close_once());
+    /* the server closed */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT(fx_open());
+    fx_srv_close(1001, "bye");
+    ASSERT_EQ(1001, F.disc_codes[F.ndisc - 1]);
+    CHECK_CALL(fx_check_close_once());
+    /* send() reported a broken transport */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT(fx_open());
+    F.send_error = 1;
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_client_send(F.c, "x", NULL, 0));
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, F.disc_codes[F.ndisc - 1]);
+    CHECK_CALL(fx_check_close_once());
+    /* disconnect() while connecting */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT_EQ(WSCH_STATUS_CONNECTING, wsch_client_status(F.c));
+    wsch_client_disconnect(F.c);
+    CHECK_CALL(fx_check_close_once());
+    /* disconnect() while open, the close handshake completed */
+    wsch_client_connect(F.c);
+    ASSERT(fx_open());
+    wsch_client_disconnect(F.c);
+    ASSERT(F.live);                                    /* not before the handshake ends */
+    fx_srv_close(1000, "");
+    CHECK_CALL(fx_check_close_once());
+    /* connect() while CLOSING: the old link is closed before the new connect() */
+    wsch_client_connect(F.c);
+    ASSERT(fx_open());
+    wsch_client_disconnect(F.c);
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT_EQ(0u, F.early_connects);
+    ASSERT_EQ(F.connects - 1, F.closes);
+    /* destroy while open */
+    ASSERT(fx_open());
+    wsch_client_destroy(F.c);
+    F.c = NULL;
+    CHECK_CALL(fx_check_close_once());
+    ASSERT_EQ((size_t)0, A.live_blocks);
+    fx_teardown(NULL);
+
+    /* destroy while connecting, and while waiting (no transport then) */
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    wsch_client_destroy(F.c);
+    F.c = NULL;
+    ASSERT_EQ(1u, F.closes);
+    CHECK_CALL(fx_check_close_once());
+    fx_teardown(NULL);
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    wsch_client_transport_failed(F.c);
+    wsch_client_destroy(F.c);
+    F.c = NULL;
+    ASSERT_EQ(1u, F.closes);
+    CHECK_CALL(fx_check_close_once());
+    PASS();
+}
+
+/* wsch_client_want(): what the caller's poll loop waits for. */
+TEST want_follows_state(void) {
+    wsch_client_desc d = fx_desc();
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(0u, wsch_client_want(F.c));                              /* IDLE */
+    wsch_client_connect(F.c);
+    ASSERT_EQ((unsigned)WSCH_WANT_WRITE, wsch_client_want(F.c));       /* CONNECTING */
+    wsch_client_transport_open(F.c);
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_client_want(F.c));        /* request out, answer awaited */
+    ASSERT(fx_accept());
+    fx_drain();
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_client_want(F.c));        /* OPEN, nothing queued */
+    F.send_block = 1;
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":1}", WSCH_CSTR));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_client_want(F.c));
+    ASSERT_STR_EQ("", fx_next_text());
+    F.send_block = 0;
+    ASSERT_EQ(WSCH_OK, wsch_client_writable(F.c));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_client_want(F.c));
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":1}}", fx_next_text());
+    wsch_client_transport_closed(F.c);
+    ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
+    ASSERT_EQ(0u, wsch_client_want(F.c));                              /* WAITING */
+    /* the opening request blocked in the socket */
+    fx_advance(1000);
+    ASSERT_EQ((unsigned)WSCH_WANT_WRITE, wsch_client_want(F.c));
+    F.send_block = 1;
+    wsch_client_transport_open(F.c);
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_client_want(F.c));
+    F.send_block = 0;
+    ASSERT_EQ(WSCH_OK, wsch_client_writable(F.c));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_client_want(F.c));
+    ASSERT(fx_accept());
+    wsch_client_disconnect(F.c);
+    fx_srv_close(1000, "");
+    ASSERT_EQ(0u, wsch_client_want(F.c));                              /* IDLE, stopped */
+    PASS();
+}
+
+/* payload_len: WSCH_CSTR measures, an explicit length sends only that many
+   bytes (no NUL needed), and the prefix must be JSON on its own. */
+TEST send_cstr_and_explicit_length(void) {
+    static const char body[10] = {'{', '"', 'n', '"', ':', '2', '}', 'x', 'y', 'z'};   /* no NUL */
+    wsch_client_desc d = fx_desc();
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    ASSERT(fx_open());
+    fx_drain();
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"n\":1}", WSCH_CSTR));
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":1}}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", body, 7));
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":2}}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "[1,2]]]", 5));
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":[1,2]}", fx_next_text());
+    /* a prefix that is not JSON by itself, and one with a stray byte after the value */
+    ASSERT_EQ(WSCH_ERR_JSON, wsch_client_send(F.c, "chat", body, 4));
+    ASSERT_EQ(WSCH_ERR_JSON, wsch_client_send(F.c, "chat", body, 8));
+    ASSERT_STR_EQ("", fx_next_text());
+    /* NULL is "no payload" with WSCH_CSTR; NULL with a length is a misuse */
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", NULL, WSCH_CSTR));
+    ASSERT_STR_EQ("{\"type\":\"chat\"}", fx_next_text());
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_client_send(F.c, "chat", NULL, 3));
+    ASSERT_EQ(WSCH_OK, wsch_client_send_text(F.c, "{\"type\":\"raw\"}", WSCH_CSTR));
+    ASSERT_STR_EQ("{\"type\":\"raw\"}", fx_next_text());
+    ASSERT_STR_EQ("", fx_next_text());
+    /* offline: the queue holds the prefix's envelope, nothing for the refused one */
+    wsch_client_transport_closed(F.c);
+    fx_drain();
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", body, 7));
+    ASSERT_EQ(WSCH_ERR_JSON, wsch_client_send(F.c, "chat", body, 4));
+    ASSERT_EQ((size_t)1, wsch_client_queued_count(F.c));
+    ASSERT_EQ((size_t)33, wsch_client_queued_bytes(F.c));
+    fx_advance(1000);
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":2}}", fx_next_text());
+    ASSERT_STR_EQ("", fx_next_text());
     PASS();
 }
 
@@ -1249,18 +1777,18 @@ static int alloc_script(void) {
     if (r != WSCH_OK) return r;
     if ((r = wsch_client_subscribe(F.c, "news")) != WSCH_OK) return r;
     if ((r = wsch_client_on(F.c, "*", h_b, NULL, NULL)) != WSCH_OK) return r;
-    if ((r = wsch_client_send(F.c, "q", "[1]")) != WSCH_OK) return r;
+    if ((r = wsch_client_send(F.c, "q", "[1]", WSCH_CSTR)) != WSCH_OK) return r;
     memset(big, 'x', sizeof big);
     big[0] = '"';
     big[sizeof big - 2] = '"';
     big[sizeof big - 1] = '\0';
-    if ((r = wsch_client_send(F.c, "big", big)) != WSCH_OK) return r;   /* encoded on the heap */
+    if ((r = wsch_client_send(F.c, "big", big, WSCH_CSTR)) != WSCH_OK) return r;   /* encoded on the heap */
     wsch_client_connect(F.c);
     wsch_client_transport_open(F.c);
     if (!wsch_client_conn(F.c)) return WSCH_ERR_NOMEM;      /* connection creation failed */
     if (!fx_accept()) return WSCH_ERR_NOMEM;
     if ((r = wsch_client_subscribe(F.c, "alerts")) != WSCH_OK) return r;
-    if ((r = wsch_client_send(F.c, "big", big)) != WSCH_OK) return r;
+    if ((r = wsch_client_send(F.c, "big", big, WSCH_CSTR)) != WSCH_OK) return r;
     fx_srv_text("{\"type\":\"news\",\"payload\":1}");
     return WSCH_OK;
 }
@@ -1319,6 +1847,13 @@ SUITE(client) {
     RUN_TEST(status_callback_reentry);
     RUN_TEST(transport_closed_from_inside_send);
     RUN_TEST(destroy_cleans_up_everything);
+    RUN_TEST(default_ten_tries_then_on_stop);
+    RUN_TEST(refused_401_status_and_stop);
+    RUN_TEST(handshake_eof_is_hangup);
+    RUN_TEST(on_stop_user_after_close_handshake);
+    RUN_TEST(close_once_per_connect_every_path);
+    RUN_TEST(want_follows_state);
+    RUN_TEST(send_cstr_and_explicit_length);
     RUN_TEST(failing_allocator_leaks_nothing);
 }
 

@@ -23,10 +23,14 @@ typedef struct fake {
     unsigned char *out;             /* everything send() took */
     size_t out_len, out_cap;
     size_t send_budget;             /* bytes send() may still take; (size_t)-1 = all */
+    int send_error;                 /* send() reports WSCH_SEND_ERROR (EPIPE, ECONNRESET) */
     int send_calls;
-    int transport_closed;           /* close() was called */
+    int transport_closed;           /* close() calls */
     int closes;                     /* on_close calls */
+    int closes_at_close;            /* on_close calls seen when close() ran */
+    int after_close;                /* callbacks of any kind after close() */
     int close_code;
+    int close_error;                /* wsch_conn_error() inside on_close */
     char close_reason[128];
     int opened;
     msg_rec msgs[64];
@@ -36,13 +40,22 @@ typedef struct fake {
     uint32_t timer_delay[8];
     unsigned rand_state;
     int destroy_in_message;         /* destroy the conn from on_message */
-    int destroy_in_close;
+    int destroy_in_close;           /* ... from on_close */
+    int destroy_in_transport_close; /* ... from close(), as the docs suggest */
 } fake;
 
-static size_t fake_send(const void *data, size_t len, void *user) {
+/* Every callback notes whether it came after close(), the last one. */
+static fake *fake_cb(void *user) {
     fake *f = (fake *)user;
+    if (f->transport_closed) f->after_close++;
+    return f;
+}
+
+static size_t fake_send(const void *data, size_t len, void *user) {
+    fake *f = fake_cb(user);
     size_t n = len < f->send_budget ? len : f->send_budget;
     f->send_calls++;
+    if (f->send_error) return WSCH_SEND_ERROR;
     if (f->send_budget != (size_t)-1) f->send_budget -= n;
     if (f->out_len + n > f->out_cap) {
         size_t cap = f->out_cap ? f->out_cap * 2 : 4096;
@@ -54,24 +67,32 @@ static size_t fake_send(const void *data, size_t len, void *user) {
     f->out_len += n;
     return n;
 }
-static void fake_close(void *user) { ((fake *)user)->transport_closed++; }
+static void fake_close(void *user) {
+    fake *f = fake_cb(user);
+    f->closes_at_close = f->closes;
+    f->transport_closed++;
+    if (f->destroy_in_transport_close && f->c) {
+        wsch_conn_destroy(f->c);
+        f->c = NULL;
+    }
+}
 static void fake_timer_set(unsigned id, uint32_t ms, void *user) {
-    fake *f = (fake *)user;
+    fake *f = fake_cb(user);
     f->timers_armed |= 1u << id;
     f->timer_delay[id] = ms;
 }
-static void fake_timer_cancel(unsigned id, void *user) { ((fake *)user)->timers_armed &= ~(1u << id); }
+static void fake_timer_cancel(unsigned id, void *user) { fake_cb(user)->timers_armed &= ~(1u << id); }
 static void fake_random(void *buf, size_t len, void *user) {
-    fake *f = (fake *)user;
+    fake *f = fake_cb(user);
     size_t i;
     for (i = 0; i < len; i++) {
         f->rand_state = f->rand_state * 1103515245u + 12345u;
         ((unsigned char *)buf)[i] = (unsigned char)(f->rand_state >> 16);
     }
 }
-static void fake_on_open(wsch_conn *c, void *user) { (void)c; ((fake *)user)->opened++; }
+static void fake_on_open(wsch_conn *c, void *user) { (void)c; fake_cb(user)->opened++; }
 static void fake_on_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
-    fake *f = (fake *)user;
+    fake *f = fake_cb(user);
     if (f->nmsgs < 64) {
         msg_rec *m = &f->msgs[f->nmsgs++];
         m->opcode = (unsigned)op;
@@ -86,12 +107,13 @@ static void fake_on_message(wsch_conn *c, wsch_opcode op, void *data, size_t len
 }
 static void fake_on_pong(wsch_conn *c, const void *data, size_t len, void *user) {
     (void)c; (void)data; (void)len;
-    ((fake *)user)->pongs++;
+    fake_cb(user)->pongs++;
 }
 static void fake_on_close(wsch_conn *c, int code, const char *reason, size_t len, void *user) {
-    fake *f = (fake *)user;
+    fake *f = fake_cb(user);
     f->closes++;
     f->close_code = code;
+    f->close_error = wsch_conn_error(c);
     if (len > sizeof f->close_reason - 1) len = sizeof f->close_reason - 1;
     memcpy(f->close_reason, reason, len);
     f->close_reason[len] = '\0';
@@ -106,12 +128,12 @@ static void fake_init(fake *f, wsch_role role) {
     f->send_budget = (size_t)-1;
     f->rand_state = 42;
     f->desc.role = role;
-    f->desc.host = "example.com";
-    f->desc.send = fake_send;
-    f->desc.close = fake_close;
-    f->desc.timer_set = fake_timer_set;
-    f->desc.timer_cancel = fake_timer_cancel;
-    f->desc.random_bytes = fake_random;
+    f->desc.request.host = "example.com";
+    f->desc.effects.send = fake_send;
+    f->desc.effects.close = fake_close;
+    f->desc.effects.timer_set = fake_timer_set;
+    f->desc.effects.timer_cancel = fake_timer_cancel;
+    f->desc.effects.random_bytes = fake_random;
     f->desc.on_open = fake_on_open;
     f->desc.on_message = fake_on_message;
     f->desc.on_pong = fake_on_pong;
@@ -176,6 +198,7 @@ typedef struct outcome {
     unsigned char out[1024];        /* first bytes written after the handshake */
     size_t out_len;
     int closes, close_code, transport_closed, pongs;
+    int closes_at_close, after_close;
 } outcome;
 
 static unsigned long checksum(const unsigned char *p, size_t n) {
@@ -192,8 +215,8 @@ static int run_scenario(const unsigned char *in, size_t len, size_t mode, const 
     size_t i;
     fake_init(&f, WSCH_ROLE_SERVER);
     if (tweak) {
-        f.desc.max_frame_size = tweak->max_frame_size;
-        f.desc.max_message_size = tweak->max_message_size;
+        f.desc.limits.max_frame_size = tweak->limits.max_frame_size;
+        f.desc.limits.max_message_size = tweak->limits.max_message_size;
     }
     if (!open_server(&f)) {
         free(copy);
@@ -222,6 +245,8 @@ static int run_scenario(const unsigned char *in, size_t len, size_t mode, const 
     o->closes = f.closes;
     o->close_code = f.close_code;
     o->transport_closed = f.transport_closed;
+    o->closes_at_close = f.closes_at_close;
+    o->after_close = f.after_close;
     o->pongs = f.pongs;
     free(copy);
     fake_free(&f);
@@ -232,7 +257,8 @@ static int same_outcome(const outcome *a, const outcome *b) {
     return a->nmsgs == b->nmsgs && memcmp(a->opcodes, b->opcodes, sizeof a->opcodes) == 0 &&
            memcmp(a->lens, b->lens, sizeof a->lens) == 0 && memcmp(a->sums, b->sums, sizeof a->sums) == 0 &&
            a->out_len == b->out_len && memcmp(a->out, b->out, a->out_len) == 0 && a->closes == b->closes &&
-           a->close_code == b->close_code && a->transport_closed == b->transport_closed && a->pongs == b->pongs;
+           a->close_code == b->close_code && a->transport_closed == b->transport_closed && a->pongs == b->pongs &&
+           a->closes_at_close == b->closes_at_close && a->after_close == b->after_close;
 }
 
 /* Runs the input whole, then at every split and byte by byte; all must agree. */
@@ -256,13 +282,22 @@ static int out_close_code(const outcome *o) {
     return -1;
 }
 
+/* Expect the end of the connection: on_close once, then close() once, and
+   nothing after it (f may be a fake or an outcome). */
+#define ASSERT_CLOSED_ONCE_LAST(f)                           \
+    do {                                                     \
+        ASSERT_EQ(1, (f)->closes);                           \
+        ASSERT_EQ(1, (f)->transport_closed);                 \
+        ASSERT_EQ(1, (f)->closes_at_close);                  \
+        ASSERT_EQ(0, (f)->after_close);                      \
+    } while (0)
+
 /* Expect the connection failed with code: close frame sent, TCP closed. */
 #define ASSERT_FAILED_WITH(o, code)                          \
     do {                                                     \
         ASSERT_EQ_FMT((code), out_close_code(o), "%d");      \
         ASSERT_EQ_FMT((code), (o)->close_code, "%d");        \
-        ASSERT_EQ(1, (o)->closes);                           \
-        ASSERT_EQ(1, (o)->transport_closed);                 \
+        ASSERT_CLOSED_ONCE_LAST(o);                          \
     } while (0)
 
 /* ---- category 1: framing ------------------------------------------------- */
@@ -592,7 +627,7 @@ TEST close_echoes_code_and_server_closes_tcp(void) {
         ASSERT_EQ(0u, o.nmsgs);
         ASSERT_EQ((int)codes[i], out_close_code(&o));
         ASSERT_EQ((int)codes[i], o.close_code);
-        ASSERT_EQ(1, o.transport_closed);
+        ASSERT_CLOSED_ONCE_LAST(&o);
     }
     PASS();
 }
@@ -604,7 +639,7 @@ TEST close_without_code(void) {
     ASSERT(scenario(in, n, NULL, &o));
     ASSERT_EQ(1005, out_close_code(&o)); /* our echo is an empty close frame */
     ASSERT_EQ(1005, o.close_code);
-    ASSERT_EQ(1, o.transport_closed);
+    ASSERT_CLOSED_ONCE_LAST(&o);
     PASS();
 }
 
@@ -647,8 +682,7 @@ TEST server_initiated_close_handshake(void) {
     ASSERT_EQ(0, f.transport_closed);
     n = wire_frame(in, 0x88, "\x03\xe8", 2, 1);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
-    ASSERT_EQ(1, f.transport_closed); /* the server closes TCP first */
-    ASSERT_EQ(1, f.closes);
+    ASSERT_CLOSED_ONCE_LAST(&f); /* the server closes TCP first */
     ASSERT_EQ(1000, f.close_code);
     ASSERT_EQ(0u, f.timers_armed);
     ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(f.c));
@@ -663,8 +697,7 @@ TEST close_timeout_closes_transport(void) {
     ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1001, NULL, 0));
     ASSERT_EQ(WSCH_DEFAULT_CLOSE_TIMEOUT_MS, f.timer_delay[WSCH_TIMER_CLOSE]);
     wsch_conn_timer_fired(f.c, WSCH_TIMER_CLOSE);
-    ASSERT_EQ(1, f.transport_closed);
-    ASSERT_EQ(1, f.closes);
+    ASSERT_CLOSED_ONCE_LAST(&f);
     ASSERT_EQ(1006, f.close_code); /* the peer never answered */
     fake_free(&f);
     PASS();
@@ -699,8 +732,8 @@ TEST size_limits_fail_with_1009(void) {
     outcome o;
     size_t n;
     memset(&limits, 0, sizeof limits);
-    limits.max_frame_size = 200;
-    limits.max_message_size = 250;
+    limits.limits.max_frame_size = 200;
+    limits.limits.max_message_size = 250;
     n = wire_frame(in, 0x82, payload, 200, 1); /* at the limit: fine */
     ASSERT(run_scenario(in, n, 0, &limits, &o));
     ASSERT_EQ(1u, o.nmsgs);
@@ -779,8 +812,8 @@ TEST client_role_end_to_end(void) {
     out_frame fr[4];
     size_t n;
     fake_init(&f, WSCH_ROLE_CLIENT);
-    f.desc.port = 9001;
-    f.desc.path = "/echo";
+    f.desc.request.port = 9001;
+    f.desc.request.path = "/echo";
     ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
     ASSERT(f.out_len > 0);
     ASSERT_MEM_EQ("GET /echo HTTP/1.1\r\n", f.out, 20);
@@ -800,7 +833,7 @@ TEST client_role_end_to_end(void) {
     n = wire_frame((unsigned char *)resp, 0x81, "m", 1, 1);
     ASSERT_EQ(WSCH_ERR_PROTOCOL, wsch_conn_feed(f.c, resp, n));
     ASSERT_EQ(1002, f.close_code);
-    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_CLOSED_ONCE_LAST(&f);
     fake_free(&f);
     PASS();
 }
@@ -815,8 +848,7 @@ TEST client_rejects_bad_accept(void) {
     ASSERT_EQ(WSCH_ERR_ACCEPT, wsch_conn_error(f.c));
     ASSERT_EQ(101, wsch_conn_http_status(f.c));
     ASSERT_EQ(0, f.opened);
-    ASSERT_EQ(1, f.closes);
-    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_CLOSED_ONCE_LAST(&f);
     fake_free(&f);
     PASS();
 }
@@ -838,9 +870,10 @@ TEST client_waits_for_server_tcp_close(void) {
     ASSERT_EQ(0, f.transport_closed);
     ASSERT_EQ(0, f.closes);
     wsch_conn_transport_closed(f.c);
-    ASSERT_EQ(1, f.closes);
     ASSERT_EQ(1001, f.close_code);
-    ASSERT_EQ(0, f.transport_closed);
+    /* its report ends the connection like every other path: on_close, then
+       close() (the caller closes its socket there, not before) */
+    ASSERT_CLOSED_ONCE_LAST(&f);
     fake_free(&f);
     PASS();
 }
@@ -874,8 +907,7 @@ TEST bad_version_gets_426(void) {
     ASSERT_MEM_EQ("HTTP/1.1 426", f.out, 12);
     f.out[f.out_len - 1] = '\0';
     ASSERT(strstr((const char *)f.out, "Sec-WebSocket-Version: 13") != NULL);
-    ASSERT_EQ(1, f.transport_closed);
-    ASSERT_EQ(1, f.closes);
+    ASSERT_CLOSED_ONCE_LAST(&f);
     ASSERT_EQ(0, f.opened);
     fake_free(&f);
     PASS();
@@ -891,8 +923,9 @@ TEST handshake_timeout_and_header_limit(void) {
     memcpy(flood, "GET / HTTP/1.1\r\n", 16);
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, flood, 16));
     wsch_conn_timer_fired(f.c, WSCH_TIMER_HANDSHAKE);
-    ASSERT_EQ(1, f.transport_closed);
-    ASSERT_EQ(1, f.closes);
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
+    ASSERT_EQ(WSCH_ERR_TIMEOUT, f.close_error);
     fake_free(&f);
 
     fake_init(&f, WSCH_ROLE_SERVER);
@@ -901,7 +934,7 @@ TEST handshake_timeout_and_header_limit(void) {
     memset(flood + 16, 'a', sizeof flood - 16);
     ASSERT_EQ(WSCH_ERR_HEADER_TOO_LARGE, wsch_conn_feed(f.c, flood, sizeof flood));
     ASSERT_MEM_EQ("HTTP/1.1 431", f.out, 12);
-    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_CLOSED_ONCE_LAST(&f);
     fake_free(&f);
     PASS();
 }
@@ -962,8 +995,7 @@ TEST close_inside_on_request_stays_closed(void) {
     (void)wsch_conn_feed(f.c, req, sizeof req - 1);
     ASSERT_EQ(0u, f.out_len);
     ASSERT_EQ(0, f.opened);
-    ASSERT_EQ(1, f.closes);
-    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_CLOSED_ONCE_LAST(&f);
     ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(f.c));
     fake_free(&f);
     PASS();
@@ -977,7 +1009,7 @@ TEST ping_flood_to_a_non_reader_is_bounded(void) {
     unsigned char in[64];
     size_t n, i;
     fake_init(&f, WSCH_ROLE_SERVER);
-    f.desc.max_outbound_bytes = 4096;
+    f.desc.limits.max_outbound_bytes = 4096;
     ASSERT(open_server(&f));
     f.send_budget = 0;
     for (i = 0; i < 5000; i++) {
@@ -1050,7 +1082,7 @@ TEST outbound_limit_refuses_without_sending(void) {
     fake f;
     unsigned char data[600] = {0};
     fake_init(&f, WSCH_ROLE_SERVER);
-    f.desc.max_outbound_bytes = 1000;
+    f.desc.limits.max_outbound_bytes = 1000;
     ASSERT(open_server(&f));
     f.send_budget = 0;
     ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_BINARY, data, sizeof data));
@@ -1111,6 +1143,10 @@ TEST destroy_inside_callbacks(void) {
     ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
     ASSERT_EQ(1u, f.nmsgs); /* nothing after the destroy */
     ASSERT(f.c == NULL);
+    /* the conn was OPEN: its transport comes back through close(), no on_close */
+    ASSERT_EQ(0, f.closes);
+    ASSERT_EQ(1, f.transport_closed);
+    ASSERT_EQ(0, f.after_close);
     fake_free(&f);
 
     fake_init(&f, WSCH_ROLE_SERVER);
@@ -1118,8 +1154,20 @@ TEST destroy_inside_callbacks(void) {
     f.destroy_in_close = 1;
     n = wire_frame(in, 0x81, "\xff", 1, 1);
     ASSERT_EQ(WSCH_ERR_UTF8, wsch_conn_feed(f.c, in, n));
-    ASSERT_EQ(1, f.closes);
     ASSERT(f.c == NULL);
+    ASSERT_CLOSED_ONCE_LAST(&f); /* close() still follows on_close, once */
+    fake_free(&f);
+
+    /* from inside close(), the last callback */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.destroy_in_transport_close = 1;
+    n = wire_frame(in, 0x88, "\x03\xe8", 2, 1);
+    n += wire_frame(in + n, 0x81, "late", 4, 1);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT(f.c == NULL);
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(0u, f.nmsgs);
     fake_free(&f);
     PASS();
 }
@@ -1134,7 +1182,8 @@ TEST idle_connection_heap(void) {
     f.desc.allocator = alloc_counter_allocator(&a);
     ASSERT(open_server(&f));
     printf("  heap of an idle open server connection: %zu bytes\n", a.live_bytes);
-    ASSERT(a.live_bytes <= 512);
+    ASSERT_EQ(1u, a.live_blocks);       /* one small struct: no buffer while idle */
+    ASSERT(a.live_bytes <= 288);        /* measured at 288 (64-bit); it must not grow */
     fake_free(&f);
     ASSERT_EQ(0u, a.live_bytes);
     PASS();
@@ -1193,6 +1242,508 @@ TEST allocation_failures_leak_nothing(void) {
     PASS();
 }
 
+/* ---- the end of a connection: one rule on every path --------------------- */
+
+/* A client through its opening handshake, its request taken out of f->out. */
+static int open_client(fake *f) {
+    char resp[512];
+    size_t n;
+    if (wsch_conn_create(&f->desc, f, &f->c) != WSCH_OK) return 0;
+    n = answer_101(f, "Upgrade: websocket\r\nConnection: Upgrade\r\n", resp, sizeof resp);
+    if (n == 0 || wsch_conn_feed(f->c, resp, n) != WSCH_OK) return 0;
+    f->out_len = 0;
+    return wsch_conn_state(f->c) == WSCH_STATE_OPEN && f->opened == 1;
+}
+
+/* After close() has run every entry point is refused or ignored, nothing
+   calls back, and destroying the conn closes nothing a second time. */
+static enum greatest_test_res end_is_final(fake *f) {
+    unsigned char in[16];
+    size_t n = wire_frame(in, 0x89, "p", 1, f->desc.role == WSCH_ROLE_SERVER);
+    ASSERT_EQ(1, f->transport_closed);
+    ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(f->c));
+    ASSERT_EQ(0u, wsch_conn_want(f->c));
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_feed(f->c, in, n));
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_writable(f->c));
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_send(f->c, WSCH_OP_TEXT, "x", 1));
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_ping(f->c, NULL, 0));
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_close(f->c, 1000, NULL, 0));
+    wsch_conn_timer_fired(f->c, WSCH_TIMER_HANDSHAKE);
+    wsch_conn_timer_fired(f->c, WSCH_TIMER_CLOSE);
+    wsch_conn_transport_closed(f->c);
+    wsch_conn_destroy(f->c);
+    f->c = NULL;
+    ASSERT_EQ(1, f->transport_closed);
+    ASSERT_EQ(0, f->after_close);
+    PASS();
+}
+
+typedef enum end_path {
+    END_CLOSE_BY_US,            /* wsch_conn_close(), the peer answers */
+    END_CLOSE_BY_PEER,          /* the peer's close frame, answered */
+    END_PROTOCOL_FAILURE,       /* a frame with the wrong masking: 1002 */
+    END_HANDSHAKE_TIMEOUT,
+    END_CLOSE_TIMEOUT,          /* wsch_conn_close(), the peer never answers */
+    END_EOF_OPEN,               /* the caller's transport_closed() while OPEN */
+    END_EOF_HANDSHAKE,          /* ... during the opening handshake */
+    END_SEND_ERROR,             /* send() reports WSCH_SEND_ERROR */
+    END_DESTROY_OPEN,           /* wsch_conn_destroy() of an OPEN conn */
+    END_DESTROY_HANDSHAKE,      /* ... of one still in the handshake */
+    END_PATHS
+} end_path;
+
+static const char *const end_path_names[END_PATHS] = {
+    "close by us", "close by peer", "protocol failure", "handshake timeout", "close timeout",
+    "transport_closed while open", "transport_closed in handshake", "send error", "destroy while open",
+    "destroy in handshake"};
+
+/* Drives one path to its end and checks what on_close reported and that
+   close() ran once, after on_close, as the last callback. */
+static enum greatest_test_res run_end_path(wsch_role role, end_path path) {
+    fake f;
+    unsigned char in[64];
+    size_t n;
+    int masked = role == WSCH_ROLE_SERVER, code = WSCH_CLOSE_ABNORMAL, err = WSCH_OK, on_close = 1;
+    fake_init(&f, role);
+    if (path == END_HANDSHAKE_TIMEOUT || path == END_EOF_HANDSHAKE || path == END_DESTROY_HANDSHAKE)
+        ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    else
+        ASSERT(role == WSCH_ROLE_SERVER ? open_server(&f) : open_client(&f));
+    switch (path) {
+    case END_CLOSE_BY_US:
+        ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1000, "bye", 3));
+        n = wire_frame(in, 0x88, "\x03\xe8", 2, masked);
+        ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+        if (role == WSCH_ROLE_CLIENT) { /* the server closes TCP first (RFC 6455 7.1.1) */
+            ASSERT_EQ(0, f.transport_closed);
+            ASSERT_EQ(0, f.closes);
+            wsch_conn_transport_closed(f.c);
+        }
+        code = 1000;
+        break;
+    case END_CLOSE_BY_PEER:
+        n = wire_frame(in, 0x88, "\x03\xe9" "away", 6, masked);
+        ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+        if (role == WSCH_ROLE_CLIENT) {
+            ASSERT_EQ(0, f.transport_closed);
+            wsch_conn_transport_closed(f.c);
+        }
+        code = 1001;
+        ASSERT_STR_EQ("away", f.close_reason);
+        break;
+    case END_PROTOCOL_FAILURE:
+        n = wire_frame(in, 0x81, "x", 1, !masked);
+        ASSERT_EQ(WSCH_ERR_PROTOCOL, wsch_conn_feed(f.c, in, n));
+        code = 1002;
+        err = WSCH_ERR_PROTOCOL;
+        break;
+    case END_HANDSHAKE_TIMEOUT:
+        ASSERT(f.timers_armed & (1u << WSCH_TIMER_HANDSHAKE));
+        f.timers_armed &= ~(1u << WSCH_TIMER_HANDSHAKE); /* one-shot: it fired */
+        wsch_conn_timer_fired(f.c, WSCH_TIMER_HANDSHAKE);
+        err = WSCH_ERR_TIMEOUT;
+        break;
+    case END_CLOSE_TIMEOUT:
+        ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1000, NULL, 0));
+        ASSERT_EQ(0, f.transport_closed);
+        ASSERT(f.timers_armed & (1u << WSCH_TIMER_CLOSE));
+        f.timers_armed &= ~(1u << WSCH_TIMER_CLOSE);
+        wsch_conn_timer_fired(f.c, WSCH_TIMER_CLOSE);
+        err = -1; /* not documented for this path */
+        break;
+    case END_EOF_OPEN:
+        wsch_conn_transport_closed(f.c);
+        break;
+    case END_EOF_HANDSHAKE:
+        memcpy(in, "GET / HT", 8); /* part of a request */
+        if (role == WSCH_ROLE_SERVER) ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, 8));
+        wsch_conn_transport_closed(f.c);
+        err = WSCH_ERR_HANGUP;
+        ASSERT_STR_EQ(wsch_err_str(WSCH_ERR_HANGUP), f.close_reason);
+        break;
+    case END_SEND_ERROR:
+        f.send_error = 1;
+        ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_send(f.c, WSCH_OP_TEXT, "hello", 5));
+        err = WSCH_ERR_TRANSPORT;
+        ASSERT_EQ(0u, wsch_conn_queued_bytes(f.c));
+        break;
+    case END_DESTROY_OPEN:
+    case END_DESTROY_HANDSHAKE:
+        wsch_conn_destroy(f.c);
+        f.c = NULL;
+        ASSERT_EQ(0, f.closes); /* no event: the caller asked for it */
+        ASSERT_EQ(1, f.transport_closed);
+        ASSERT_EQ(0, f.after_close);
+        on_close = 0;
+        break;
+    default:
+        FAIL();
+    }
+    if (on_close) {
+        ASSERT_CLOSED_ONCE_LAST(&f);
+        ASSERT_EQ_FMT(code, f.close_code, "%d");
+        if (err != -1) ASSERT_EQ_FMT(err, f.close_error, "%d");
+        ASSERT_EQ(0u, f.timers_armed);
+        CHECK_CALL(end_is_final(&f));
+    }
+    fake_free(&f);
+    PASS();
+}
+
+TEST close_runs_once_and_last_on_every_path(void) {
+    int role, path;
+    for (role = 0; role < 2; role++) {
+        for (path = 0; path < END_PATHS; path++) {
+            enum greatest_test_res r = run_end_path((wsch_role)role, (end_path)path);
+            if (r != GREATEST_TEST_RES_PASS) {
+                printf("\n  path: %s, role %s\n", end_path_names[path], role ? "client" : "server");
+                return r;
+            }
+        }
+    }
+    PASS();
+}
+
+/* WSCH_SEND_ERROR ends the connection at once, wherever send() is called
+   from; 0 only means "would block": the bytes wait in the queue. */
+TEST send_error_is_not_would_block(void) {
+    fake f;
+    unsigned char in[64];
+    size_t n;
+    /* would block: queued, the transport wants writing, the conn goes on */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.send_budget = 0;
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_TEXT, "hello", 5));
+    ASSERT_EQ(7u, wsch_conn_queued_bytes(f.c));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_conn_want(f.c));
+    ASSERT_EQ(0, f.closes);
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(f.c));
+    /* ... and then the socket breaks while the queue drains */
+    f.send_error = 1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_error(f.c));
+    CHECK_CALL(end_is_final(&f));
+    fake_free(&f);
+
+    /* an error on the first send: nothing is queued, the call says so */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.send_error = 1;
+    f.send_calls = 0;
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_send(f.c, WSCH_OP_BINARY, "abc", 3));
+    ASSERT_EQ(1, f.send_calls);
+    ASSERT_EQ(0u, wsch_conn_queued_bytes(f.c));
+    ASSERT_EQ(0u, wsch_conn_want(f.c));
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
+    ASSERT_EQ(1, f.send_calls); /* no close frame tried on a broken transport */
+    CHECK_CALL(end_is_final(&f));
+    fake_free(&f);
+
+    /* a pong (the reply of a feed) meets the broken socket */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.send_error = 1;
+    n = wire_frame(in, 0x89, "ping", 4, 1);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_feed(f.c, in, n));   /* the feed reports what ended it */
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
+    CHECK_CALL(end_is_final(&f));
+    fake_free(&f);
+
+    /* the echo of the peer's close frame meets it: the feed says so */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.send_error = 1;
+    n = wire_frame(in, 0x88, "\x03\xe8", 2, 1);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_feed(f.c, in, n));
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
+    CHECK_CALL(end_is_final(&f));
+    fake_free(&f);
+
+    /* a close frame, ours, meets it */
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    ASSERT(open_client(&f));
+    f.send_error = 1;
+    (void)wsch_conn_close(f.c, 1000, NULL, 0);
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
+    CHECK_CALL(end_is_final(&f));
+    fake_free(&f);
+
+    /* a shared (broadcast) frame meets it: the same error as wsch_conn_send */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    f.send_error = 1;
+    {
+        wsch_shared *s;
+        ASSERT_EQ(WSCH_OK, wsch_shared_create(NULL, WSCH_OP_TEXT, "all", 3, &s));
+        ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_send_shared(f.c, s));
+        wsch_shared_release(s);
+    }
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
+    CHECK_CALL(end_is_final(&f));
+    fake_free(&f);
+
+    /* a client's opening request meets it: create fails, nothing ran, and
+       the transport stays the caller's (no close()) */
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    f.send_error = 1;
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ(NULL, f.c);
+    ASSERT_EQ(0, f.transport_closed);
+    ASSERT_EQ(0, f.closes);
+    fake_free(&f);
+
+    /* the server's 101 meets it: no on_open */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    f.send_error = 1;
+    {
+        char req[sizeof upgrade_request];
+        memcpy(req, upgrade_request, sizeof req);
+        ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+        ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_feed(f.c, req, sizeof req - 1));
+    }
+    ASSERT_EQ(0, f.opened);
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
+    CHECK_CALL(end_is_final(&f));
+    fake_free(&f);
+    PASS();
+}
+
+/* wsch_conn_want(): what the transport should wait for, at every stage. */
+TEST want_follows_the_connection(void) {
+    fake f;
+    unsigned char in[64];
+    size_t n;
+    /* server: READ through the handshake and while open */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    fake_free(&f);
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    /* READ|WRITE exactly while output is queued */
+    f.send_budget = 3;
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_TEXT, "hello", 5));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_conn_want(f.c));
+    f.send_budget = 2;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_conn_want(f.c));
+    f.send_budget = (size_t)-1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    /* the peer's close frame, our reply would block: only WRITE is left
+       (the server closes once the reply is out; reading is over) */
+    f.send_budget = 0;
+    n = wire_frame(in, 0x88, "\x03\xe8", 2, 1);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(0, f.transport_closed);
+    ASSERT_EQ((unsigned)WSCH_WANT_WRITE, wsch_conn_want(f.c));
+    f.send_budget = (size_t)-1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(1000, f.close_code);
+    ASSERT_EQ(0u, wsch_conn_want(f.c)); /* close() has run */
+    fake_free(&f);
+
+    /* client: a request that would block is WRITE during the handshake */
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    f.send_budget = 10;
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_conn_want(f.c));
+    f.send_budget = (size_t)-1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    fake_free(&f);
+    /* client: after the close handshake it waits, reading, for the server's TCP close */
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    ASSERT(open_client(&f));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1000, NULL, 0));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    n = wire_frame(in, 0x88, "\x03\xe8", 2, 0);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ(WSCH_STATE_CLOSING, wsch_conn_state(f.c));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    ASSERT_EQ(0, f.transport_closed);
+    wsch_conn_transport_closed(f.c);
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    ASSERT_EQ(0u, wsch_conn_want(f.c));
+    fake_free(&f);
+    /* the same when the server closed first */
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    ASSERT(open_client(&f));
+    n = wire_frame(in, 0x88, "\x03\xe8", 2, 0);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_conn_want(f.c));
+    wsch_conn_transport_closed(f.c);
+    ASSERT_EQ(0u, wsch_conn_want(f.c));
+    ASSERT_CLOSED_ONCE_LAST(&f);
+    fake_free(&f);
+    PASS();
+}
+
+/* Every zero limit becomes its documented default; set ones are kept, and
+   so is everything else in the desc. */
+TEST desc_defaults_fill_only_zero_limits(void) {
+    fake f;
+    wsch_conn_desc d, got;
+    fake_init(&f, WSCH_ROLE_CLIENT);
+    got = wsch_conn_desc_defaults(&f.desc);
+    ASSERT_EQ((size_t)WSCH_DEFAULT_MAX_FRAME_SIZE, got.limits.max_frame_size);
+    ASSERT_EQ((size_t)WSCH_DEFAULT_MAX_MESSAGE_SIZE, got.limits.max_message_size);
+    ASSERT_EQ((size_t)WSCH_DEFAULT_MAX_OUTBOUND_BYTES, got.limits.max_outbound_bytes);
+    ASSERT_EQ((size_t)WSCH_DEFAULT_MAX_HEADER_BYTES, got.limits.max_header_bytes);
+    ASSERT_EQ((uint32_t)WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS, got.limits.handshake_timeout_ms);
+    ASSERT_EQ((uint32_t)WSCH_DEFAULT_CLOSE_TIMEOUT_MS, got.limits.close_timeout_ms);
+    /* the documented numbers */
+    ASSERT_EQ((size_t)16 << 20, got.limits.max_frame_size);
+    ASSERT_EQ((size_t)16 << 20, got.limits.max_message_size);
+    ASSERT_EQ((size_t)32 << 20, got.limits.max_outbound_bytes);
+    ASSERT_EQ((size_t)8192, got.limits.max_header_bytes);
+    ASSERT_EQ(10000u, got.limits.handshake_timeout_ms);
+    ASSERT_EQ(5000u, got.limits.close_timeout_ms);
+    ASSERT_EQ(WSCH_ROLE_CLIENT, got.role);
+    ASSERT_STR_EQ("example.com", got.request.host);
+    ASSERT(got.effects.send == fake_send && got.effects.close == fake_close);
+    ASSERT(got.effects.random_bytes == fake_random && got.on_close == fake_on_close);
+    /* set limits are kept, each one alone */
+    d = f.desc;
+    d.limits.max_frame_size = 1;
+    d.limits.max_message_size = 2;
+    d.limits.max_outbound_bytes = 3;
+    d.limits.max_header_bytes = 4;
+    d.limits.handshake_timeout_ms = 5;
+    d.limits.close_timeout_ms = 6;
+    got = wsch_conn_desc_defaults(&d);
+    ASSERT_EQ(0, memcmp(&d, &got, sizeof d));
+    d.limits.max_message_size = 0;
+    d.limits.handshake_timeout_ms = 0;
+    got = wsch_conn_desc_defaults(&d);
+    ASSERT_EQ((size_t)1, got.limits.max_frame_size);
+    ASSERT_EQ((size_t)WSCH_DEFAULT_MAX_MESSAGE_SIZE, got.limits.max_message_size);
+    ASSERT_EQ((size_t)3, got.limits.max_outbound_bytes);
+    ASSERT_EQ((size_t)4, got.limits.max_header_bytes);
+    ASSERT_EQ((uint32_t)WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS, got.limits.handshake_timeout_ms);
+    ASSERT_EQ(6u, got.limits.close_timeout_ms);
+    /* NULL: all defaults, nothing else set */
+    got = wsch_conn_desc_defaults(NULL);
+    ASSERT_EQ((size_t)WSCH_DEFAULT_MAX_FRAME_SIZE, got.limits.max_frame_size);
+    ASSERT_EQ((uint32_t)WSCH_DEFAULT_CLOSE_TIMEOUT_MS, got.limits.close_timeout_ms);
+    ASSERT(got.effects.send == NULL && got.on_message == NULL && got.request.host == NULL);
+    /* resolved again, it stays the same */
+    d = wsch_conn_desc_defaults(&got);
+    ASSERT_EQ(0, memcmp(&d, &got, sizeof d));
+    /* a conn made from the resolved desc uses its timers */
+    f.desc = wsch_conn_desc_defaults(&f.desc);
+    ASSERT(open_client(&f));
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1000, NULL, 0));
+    ASSERT_EQ(WSCH_DEFAULT_CLOSE_TIMEOUT_MS, f.timer_delay[WSCH_TIMER_CLOSE]);
+    fake_free(&f);
+    PASS();
+}
+
+/* wsch_limits: the frame and message limits act as at most 4 GiB - 1. */
+TEST limits_beyond_4_gib(void) {
+    wsch_conn_desc big;
+    unsigned char h[14];
+    outcome o;
+    if (sizeof(size_t) <= 4) SKIPm("size_t cannot hold a limit beyond 4 GiB");
+    memset(&big, 0, sizeof big);
+    big.limits.max_frame_size = (size_t)((uint64_t)1 << 33);   /* 8 GiB */
+    big.limits.max_message_size = (size_t)((uint64_t)1 << 33);
+    /* 4 GiB - 1: within the limit, the header is taken and the payload awaited */
+    memcpy(h, "\x82\xff\x00\x00\x00\x00\xff\xff\xff\xff\x01\x02\x03\x04", 14);
+    ASSERT(scenario(h, 14, &big, &o));
+    ASSERT_EQ(0, o.closes);
+    ASSERT_EQ(0u, o.out_len);
+    /* 4 GiB: past it, refused from the header alone */
+    memcpy(h, "\x82\xff\x00\x00\x00\x01\x00\x00\x00\x00\x01\x02\x03\x04", 14);
+    ASSERT(scenario(h, 14, &big, &o));
+    ASSERT_FAILED_WITH(&o, 1009);
+    /* with the message limit alone beyond 4 GiB: a fragment of 4 GiB - 1 ... */
+    big.limits.max_frame_size = (size_t)((uint64_t)1 << 33);
+    big.limits.max_message_size = (size_t)((uint64_t)1 << 32) + 100;
+    memcpy(h, "\x02\xff\x00\x00\x00\x00\xff\xff\xff\xff\x01\x02\x03\x04", 14);
+    ASSERT(scenario(h, 14, &big, &o));
+    ASSERT_EQ(0, o.closes);
+    PASS();
+}
+
+/* WSCH_CSTR as a reason length: the reason is measured. */
+TEST close_reason_as_cstr(void) {
+    fake f;
+    out_frame fr[2];
+    static const char long_reason[] =
+        "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+        "012345678901234567890123"; /* 124 bytes: one too many */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_conn_close(f.c, 1000, long_reason, WSCH_CSTR));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_conn_close(f.c, 0, "why", WSCH_CSTR)); /* a reason needs a code */
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_conn_close(f.c, 1000, "\xff", WSCH_CSTR));
+    ASSERT_EQ(0u, f.out_len);
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1001, "going away", WSCH_CSTR));
+    ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 2, 0));
+    ASSERT_EQ(WSCH_OP_CLOSE, fr[0].opcode);
+    ASSERT_EQ(12u, fr[0].len);
+    ASSERT_MEM_EQ("\x03\xe9" "going away", fr[0].payload, 12);
+    fake_free(&f);
+    /* the longest reason that fits, measured */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 4000, long_reason + 1, WSCH_CSTR));
+    ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 2, 0));
+    ASSERT_EQ(125u, fr[0].len);
+    ASSERT_MEM_EQ(long_reason + 1, fr[0].payload + 2, 123);
+    fake_free(&f);
+    /* NULL and "" measure as no reason; code 0 sends an empty close frame */
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1000, NULL, WSCH_CSTR));
+    ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 2, 0));
+    ASSERT_EQ(2u, fr[0].len);
+    fake_free(&f);
+    fake_init(&f, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&f));
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 0, "", WSCH_CSTR));
+    ASSERT_EQ(1u, parse_out(f.out, f.out_len, fr, 2, 0));
+    ASSERT_EQ(0u, fr[0].len);
+    fake_free(&f);
+    PASS();
+}
+
+/* The two new codes sit at the end of the one error list, each with its
+   own text, and WSCH_ERR_LAST_ bounds the list. */
+TEST error_list_has_transport_and_hangup(void) {
+    int e, k;
+    ASSERT_EQ(-32, WSCH_ERR_TRANSPORT);
+    ASSERT_EQ(-33, WSCH_ERR_HANGUP);
+    ASSERT_EQ(-34, WSCH_ERR_LAST_);
+    for (e = 0; e > WSCH_ERR_LAST_; e--) {
+        const char *t = wsch_err_str(e);
+        ASSERT(t != NULL && t[0] != '\0');
+        ASSERT(strcmp(t, wsch_err_str(WSCH_ERR_LAST_)) != 0);
+        for (k = 0; k < -e; k++) ASSERT(strcmp(t, wsch_err_str(-k)) != 0);
+    }
+    ASSERT(wsch_err_str(WSCH_ERR_LAST_) != NULL);
+    ASSERT(wsch_err_str(1) != NULL);
+    PASS();
+}
+
 SUITE(conn) {
     RUN_TEST(framing_text_and_binary_lengths);
     RUN_TEST(whole_frame_is_delivered_in_place);
@@ -1237,6 +1788,13 @@ SUITE(conn) {
     RUN_TEST(idle_connection_heap);
     RUN_TEST(failed_create_runs_no_callbacks);
     RUN_TEST(allocation_failures_leak_nothing);
+    RUN_TEST(close_runs_once_and_last_on_every_path);
+    RUN_TEST(send_error_is_not_would_block);
+    RUN_TEST(want_follows_the_connection);
+    RUN_TEST(desc_defaults_fill_only_zero_limits);
+    RUN_TEST(limits_beyond_4_gib);
+    RUN_TEST(close_reason_as_cstr);
+    RUN_TEST(error_list_has_transport_and_hangup);
 }
 
 GREATEST_MAIN_DEFS();

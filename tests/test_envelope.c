@@ -942,6 +942,100 @@ TEST lookup_strings(void) {
     PASS();
 }
 
+/* wsch_json_get_members in place and on a guard-page copy; 999 when the runs
+   disagree, or when a value differs from what wsch_json_get_raw says for
+   that key alone (one code path, so the answers must be the same). */
+static int members2(wsch_str obj, const char *const *keys, size_t count, wsch_str *values) {
+    guard_buf g;
+    wsch_str o2, v2[8];
+    size_t i;
+    int rc = wsch_json_get_members(obj, keys, count, values), rc2;
+    if (count > 8 || !guard_copy(&g, obj.ptr, obj.len)) return 999;
+    o2.ptr = g.data;
+    o2.len = obj.len;
+    rc2 = wsch_json_get_members(o2, keys, count, v2);
+    guard_free(&g);
+    if (rc != rc2) return 999;
+    for (i = 0; i < count; i++) {
+        wsch_str one;
+        int r1 = wsch_json_get_raw(obj, keys[i], &one);
+        if (values[i].len != v2[i].len || (values[i].ptr ? values[i].ptr - obj.ptr != v2[i].ptr - g.data : v2[i].ptr != NULL))
+            return 999;
+        if (rc == WSCH_OK && (values[i].ptr ? r1 != WSCH_OK || one.ptr != values[i].ptr || one.len != values[i].len
+                                            : r1 != WSCH_ERR_NOT_FOUND))
+            return 999;
+        if (rc != WSCH_OK && values[i].ptr) return 999;
+        /* a duplicate of another looked-up key is no error for this one alone */
+        if (rc != WSCH_OK && wsch_json_validate(obj.ptr, obj.len) != WSCH_OK && r1 != rc) return 999;
+        if (rc == WSCH_ERR_NOT_FOUND && r1 != rc) return 999;
+    }
+    return rc;
+}
+
+static int decodez(const char *s, wsch_envelope *env, int *agree) { return decode2(s, strlen(s), env, agree); }
+
+TEST lookup_members(void) {
+    static const char *const keys[4] = {"channel", "data", "missing", "\xc3\xa9"};
+    wsch_str v[4];
+    wsch_str p = S("{\"data\":{\"channel\":\"inner\",\"x\":[1,{\"data\":2}]},\"channel\":\"news\",\"\\u00e9\":true}");
+    wsch_envelope env;
+    int agree;
+    /* every key found in one pass; nested same-name keys are never matched */
+    ASSERT_EQ(WSCH_OK, members2(p, keys, 2, v));
+    ASSERT(span_is(v[0], "\"news\""));
+    ASSERT(span_is(v[1], "{\"channel\":\"inner\",\"x\":[1,{\"data\":2}]}"));
+    /* absent keys are {NULL, 0} and not an error; escaped names match after unescaping */
+    ASSERT_EQ(WSCH_OK, members2(p, keys, 4, v));
+    ASSERT(v[2].ptr == NULL && v[2].len == 0);
+    ASSERT(span_is(v[3], "true"));
+    ASSERT_EQ(WSCH_OK, members2(S("{\"ch\\u0061nnel\":1}"), keys, 2, v));
+    ASSERT(span_is(v[0], "1") && v[1].ptr == NULL);
+    ASSERT_EQ(WSCH_OK, members2(S("{}"), keys, 4, v));
+    ASSERT(!v[0].ptr && !v[1].ptr && !v[2].ptr && !v[3].ptr);
+    ASSERT_EQ(WSCH_OK, members2(S("{\"data\":{\"data\":1,\"data\":2}}"), keys, 2, v));  /* nested repeats are not ours */
+    /* a looked-up key present twice is refused, also when spelled with escapes */
+    ASSERT_EQ(WSCH_ERR_JSON, members2(S("{\"data\":1,\"channel\":\"a\",\"data\":2}"), keys, 2, v));
+    ASSERT(!v[0].ptr && !v[1].ptr);
+    ASSERT_EQ(WSCH_ERR_JSON, members2(S("{\"channel\":1,\"\\u0063hannel\":2}"), keys, 2, v));
+    ASSERT_EQ(WSCH_OK, members2(S("{\"other\":1,\"other\":2,\"data\":3}"), keys, 2, v));  /* others may repeat */
+    /* valid JSON that is not an object */
+    ASSERT_EQ(WSCH_ERR_NOT_FOUND, members2(S("[{\"channel\":\"x\"}]"), keys, 2, v));
+    ASSERT_EQ(WSCH_ERR_NOT_FOUND, members2(S("\"channel\""), keys, 2, v));
+    ASSERT_EQ(WSCH_ERR_NOT_FOUND, members2(S(" 5 "), keys, 2, v));
+    /* invalid JSON: the same errors as the single lookups, values cleared */
+    ASSERT_EQ(WSCH_ERR_JSON, members2(S("{\"channel\":\"x\",\"data\":}"), keys, 2, v));
+    ASSERT(!v[0].ptr);
+    ASSERT_EQ(WSCH_ERR_JSON, members2(S("{\"channel\":\"x\"} x"), keys, 2, v));
+    ASSERT_EQ(WSCH_ERR_UTF8, members2(S("{\"channel\":\"x\",\"data\":\"\xff\"}"), keys, 2, v));
+    ASSERT_EQ(WSCH_ERR_UTF8, members2(S("{\"data\":\"\\udc00\"}"), keys, 2, v));
+    ASSERT_EQ(WSCH_ERR_JSON, members2(S(""), keys, 2, v));
+    /* count 0 only validates; bad arguments */
+    ASSERT_EQ(WSCH_OK, wsch_json_get_members(S("{\"a\":1}"), NULL, 0, NULL));
+    ASSERT_EQ(WSCH_ERR_NOT_FOUND, wsch_json_get_members(S("[]"), NULL, 0, NULL));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_json_get_members(p, NULL, 2, v));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_json_get_members(p, keys, 2, NULL));
+    {
+        static const char *const with_null[2] = {"channel", NULL};
+        ASSERT_EQ(WSCH_ERR_ARG, wsch_json_get_members(p, with_null, 2, v));
+    }
+    /* the envelope form trusts the decoded payload and gives the same answers */
+    ASSERT_EQ(WSCH_OK, decodez("{\"type\":\"publish\",\"payload\":{\"channel\":\"n\\u00e9\",\"data\":[\"\xc3\xa9\"]}}", &env, &agree));
+    ASSERT(agree);
+    ASSERT_EQ(WSCH_OK, wsch_envelope_get_members(&env, keys, 4, v));
+    ASSERT(span_is(v[0], "\"n\\u00e9\""));
+    ASSERT(span_is(v[1], "[\"\xc3\xa9\"]"));
+    ASSERT(!v[2].ptr && !v[3].ptr);
+    ASSERT_EQ(WSCH_OK, decodez("{\"type\":\"t\",\"payload\":{\"data\":1,\"data\":2}}", &env, &agree));
+    ASSERT_EQ(WSCH_ERR_JSON, wsch_envelope_get_members(&env, keys, 2, v));  /* decode does not judge these keys */
+    ASSERT_EQ(WSCH_OK, decodez("{\"type\":\"t\",\"payload\":[1]}", &env, &agree));
+    ASSERT_EQ(WSCH_ERR_NOT_FOUND, wsch_envelope_get_members(&env, keys, 2, v));
+    ASSERT_EQ(WSCH_OK, decodez("{\"type\":\"t\"}", &env, &agree));
+    ASSERT_EQ(WSCH_ERR_NOT_FOUND, wsch_envelope_get_members(&env, keys, 2, v));    /* no payload */
+    ASSERT(!v[0].ptr && !v[1].ptr);
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_envelope_get_members(NULL, keys, 2, v));
+    PASS();
+}
+
 /* Member "n" of obj, in place and from a guard-page copy (999: they differ). */
 static int get_int(const char *obj, int64_t *out) {
     guard_buf g;
@@ -1061,6 +1155,7 @@ SUITE(envelope_encode) {
 SUITE(payload_lookups) {
     RUN_TEST(lookup_strings);
     RUN_TEST(lookup_numbers);
+    RUN_TEST(lookup_members);
 }
 
 GREATEST_MAIN_DEFS();

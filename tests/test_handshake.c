@@ -861,6 +861,84 @@ TEST error_responses(void) {
     PASS();
 }
 
+static int build_ok_200(const void *ctx, char *out, size_t cap, size_t *out_len) {
+    (void)ctx;
+    return wsch_http_response_build(200, "text/html", "<p>hi</p>", 9, "Cache-Control: no-store\r\n", out, cap,
+                                    out_len);
+}
+
+TEST http_response_builder(void) {
+    static const char want200[] = "HTTP/1.1 200 OK\r\n"
+                                  "Content-Type: text/html\r\n"
+                                  "Content-Length: 9\r\n"
+                                  "Connection: close\r\n"
+                                  "Cache-Control: no-store\r\n"
+                                  "\r\n"
+                                  "<p>hi</p>";
+    char out[512];
+    size_t n = 0, used = 0;
+    wsch_response res;
+    int rc;
+    /* A 200 with a body, parsed back; every cap below the size refused whole. */
+    ASSERT_EQ(WSCH_OK, build_ok_200(NULL, out, sizeof out, &n));
+    ASSERT_STR_EQ(want200, out);
+    ASSERT_EQ(sizeof want200 - 1, n);
+    CHECK_CALL(parse_response(out, n, 0, &rc, &res, &used));
+    ASSERT_EQ(WSCH_OK, rc);
+    ASSERT_EQ(200, res.status);
+    ASSERT(span_is(res.reason, "OK"));
+    ASSERT_EQ((size_t)9, n - used);
+    CHECK_CALL(check_caps(build_ok_200, NULL, want200));
+    /* Size query: out NULL, cap 0. */
+    n = 0;
+    ASSERT_EQ(WSCH_ERR_BUFFER, wsch_http_response_build(200, NULL, "x", 1, NULL, NULL, 0, &n));
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(200, NULL, "x", 1, NULL, out, n + 1, &used));
+    ASSERT_EQ(n, used);
+    ASSERT(strstr(out, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 1\r\n") != NULL);
+    /* Cap too small: nothing but an empty string, and the size needed. */
+    memset(out, 'Z', sizeof out);
+    ASSERT_EQ(WSCH_ERR_BUFFER, wsch_http_response_build(200, NULL, "x", 1, NULL, out, n, &used));
+    ASSERT_EQ(n, used);
+    ASSERT_EQ('\0', out[0]);
+    ASSERT_EQ('Z', out[n]);
+    /* Injection through any caller string is refused. */
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(200, "text/html\r\nSet-Cookie: a=b", "x", 1, NULL, out,
+                                                     sizeof out, &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(200, NULL, "x", 1, "X-A: 1\r\n\r\nHTTP/1.1 200 OK\r\n", out,
+                                                     sizeof out, &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(200, NULL, "x", 1, "X-A: 1\nX-B: 2\r\n", out, sizeof out, &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(200, NULL, "x", 1, "Content-Length: 0\r\n", out, sizeof out, &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(200, NULL, "x", 1, "transfer-encoding: chunked\r\n", out,
+                                                     sizeof out, &n));
+    /* Status range and bodyless statuses. */
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(101, NULL, NULL, 0, NULL, out, sizeof out, &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(600, NULL, NULL, 0, NULL, out, sizeof out, &n));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_http_response_build(204, NULL, "x", 1, NULL, out, sizeof out, &n));
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(204, NULL, NULL, 0, NULL, out, sizeof out, &n));
+    ASSERT_STR_EQ("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", out);
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(304, NULL, NULL, 0, NULL, out, sizeof out, &n));
+    ASSERT_STR_EQ("HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n", out);
+    /* HEAD: the length of the body that is not sent. */
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(200, NULL, NULL, 1234, NULL, out, sizeof out, &n));
+    ASSERT(strstr(out, "Content-Length: 1234\r\nConnection: close\r\n\r\n") != NULL);
+    ASSERT_EQ(strlen(out), n);
+    ASSERT_EQ('\n', out[n - 1]);
+    /* A header the status needs, unless the caller names its own. */
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(405, NULL, NULL, 0, NULL, out, sizeof out, &n));
+    ASSERT(strstr(out, "\r\nAllow: GET\r\n") != NULL);
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(405, NULL, NULL, 0, "allow: GET, HEAD\r\n", out, sizeof out, &n));
+    ASSERT(strstr(out, "Allow: GET\r\n") == NULL);
+    ASSERT(strstr(out, "\r\nallow: GET, HEAD\r\n") != NULL);
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(401, NULL, NULL, 0, "WWW-Authenticate: Basic\r\n", out, sizeof out, &n));
+    ASSERT(strstr(out, "Bearer") == NULL);
+    /* The one reason table, for 2xx and 3xx too. */
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(302, NULL, NULL, 0, "Location: /x\r\n", out, sizeof out, &n));
+    ASSERT(strncmp(out, "HTTP/1.1 302 Found\r\n", 20) == 0);
+    ASSERT_EQ(WSCH_OK, wsch_http_response_build(299, NULL, NULL, 0, NULL, out, sizeof out, &n));
+    ASSERT(strncmp(out, "HTTP/1.1 299 Success\r\n", 22) == 0);
+    PASS();
+}
+
 /* ------------------------------------------------------------------------
    Client request builder.
    ------------------------------------------------------------------------ */
@@ -1426,6 +1504,7 @@ SUITE(builders) {
     RUN_TEST(builders_never_truncate);
     RUN_TEST(response_build_rules);
     RUN_TEST(error_responses);
+    RUN_TEST(http_response_builder);
     RUN_TEST(client_request_fields);
     RUN_TEST(client_request_rejects);
 }

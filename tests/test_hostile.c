@@ -23,7 +23,10 @@ typedef struct peer {
     unsigned char *out;             /* everything send() took */
     size_t out_len, out_cap;
     size_t budget;                  /* bytes send() takes per call; (size_t)-1 = all, 0 = never reads */
-    int opened, closes, close_code, transport_closed, after_close;
+    int broken;                     /* send() reports WSCH_SEND_ERROR: the peer reset the connection */
+    int opened, closes, close_code, transport_closed;
+    int closes_at_close;            /* on_close calls seen when close() ran */
+    int after_close;                /* callbacks after on_close other than one close(), or any after close() */
     size_t msgs, pongs;
     unsigned last_opcode;
     size_t last_len;
@@ -31,10 +34,17 @@ typedef struct peer {
     unsigned timers;                /* armed timer ids */
 } peer;
 
-static size_t peer_send(const void *data, size_t len, void *user) {
+/* Every callback but close() notes whether it came after the end. */
+static peer *peer_cb(void *user) {
     peer *p = (peer *)user;
+    if (p->closes || p->transport_closed) p->after_close++;
+    return p;
+}
+
+static size_t peer_send(const void *data, size_t len, void *user) {
+    peer *p = peer_cb(user);
     size_t n = len < p->budget ? len : p->budget;
-    if (p->closes) p->after_close++;
+    if (p->broken) return WSCH_SEND_ERROR;
     if (p->out_len + n > p->out_cap) {
         size_t cap = p->out_cap ? p->out_cap * 2 : 4096;
         while (cap < p->out_len + n) cap *= 2;
@@ -45,18 +55,23 @@ static size_t peer_send(const void *data, size_t len, void *user) {
     p->out_len += n;
     return n;
 }
+/* The last callback: after on_close (when there is one), exactly once. */
 static void peer_close(void *user) {
     peer *p = (peer *)user;
-    if (p->closes) p->after_close++;
+    if (p->transport_closed) p->after_close++;
+    p->closes_at_close = p->closes;
     p->transport_closed++;
 }
 static void peer_timer_set(unsigned id, uint32_t ms, void *user) {
-    peer *p = (peer *)user;
+    peer *p = peer_cb(user);
     (void)ms;
-    if (p->closes) p->after_close++;
     p->timers |= 1u << id;
 }
-static void peer_timer_cancel(unsigned id, void *user) { ((peer *)user)->timers &= ~(1u << id); }
+static void peer_timer_cancel(unsigned id, void *user) {
+    peer *p = (peer *)user;
+    if (p->transport_closed) p->after_close++;
+    p->timers &= ~(1u << id);
+}
 static void peer_random(void *buf, size_t len, void *user) {
     size_t i;
     (void)user;
@@ -64,12 +79,11 @@ static void peer_random(void *buf, size_t len, void *user) {
 }
 static void peer_on_open(wsch_conn *c, void *user) {
     (void)c;
-    ((peer *)user)->opened++;
+    peer_cb(user)->opened++;
 }
 static void peer_on_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
-    peer *p = (peer *)user;
+    peer *p = peer_cb(user);
     (void)c;
-    if (p->closes) p->after_close++;
     p->msgs++;
     p->last_opcode = (unsigned)op;
     p->last_len = len;
@@ -79,10 +93,10 @@ static void peer_on_pong(wsch_conn *c, const void *data, size_t len, void *user)
     (void)c;
     (void)data;
     (void)len;
-    ((peer *)user)->pongs++;
+    peer_cb(user)->pongs++;
 }
 static void peer_on_close(wsch_conn *c, int code, const char *reason, size_t len, void *user) {
-    peer *p = (peer *)user;
+    peer *p = peer_cb(user);
     (void)c;
     (void)reason;
     (void)len;
@@ -100,14 +114,14 @@ typedef struct pair {
 static void pair_desc(pair *pr, wsch_role role) {
     memset(pr, 0, sizeof *pr);
     pr->desc.role = role;
-    pr->desc.host = "example.com";
-    pr->desc.path = "/chat";
+    pr->desc.request.host = "example.com";
+    pr->desc.request.path = "/chat";
     pr->desc.allocator = alloc_counter_allocator(&pr->mem);
-    pr->desc.send = peer_send;
-    pr->desc.close = peer_close;
-    pr->desc.timer_set = peer_timer_set;
-    pr->desc.timer_cancel = peer_timer_cancel;
-    pr->desc.random_bytes = peer_random;
+    pr->desc.effects.send = peer_send;
+    pr->desc.effects.close = peer_close;
+    pr->desc.effects.timer_set = peer_timer_set;
+    pr->desc.effects.timer_cancel = peer_timer_cancel;
+    pr->desc.effects.random_bytes = peer_random;
     pr->desc.on_open = peer_on_open;
     pr->desc.on_message = peer_on_message;
     pr->desc.on_pong = peer_on_pong;
@@ -220,10 +234,16 @@ static enum greatest_test_res still_served(pair *pr) {
     PASS();
 }
 
-/* Frees both connections; nothing may be left. */
+/* Frees both connections; nothing may be left, and each transport was
+   closed exactly once (destroy closes one still open) with nothing after. */
 static enum greatest_test_res pair_free(pair *pr) {
+    int had_bad = pr->bad.c != NULL, had_good = pr->good.c != NULL;
     if (pr->bad.c) wsch_conn_destroy(pr->bad.c);
     if (pr->good.c) wsch_conn_destroy(pr->good.c);
+    ASSERT_EQ(had_bad, pr->bad.transport_closed);
+    ASSERT_EQ(had_good, pr->good.transport_closed);
+    ASSERT_EQ(0, pr->bad.after_close);
+    ASSERT_EQ(0, pr->good.after_close);
     free(pr->bad.out);
     free(pr->good.out);
     pr->bad.c = pr->good.c = NULL;
@@ -248,8 +268,8 @@ static enum greatest_test_res expect_failure(wsch_role role, const limits *lim, 
     int rc;
     pair_desc(&pr, role);
     if (lim) {
-        pr.desc.max_frame_size = lim->max_frame;
-        pr.desc.max_message_size = lim->max_message;
+        pr.desc.limits.max_frame_size = lim->max_frame;
+        pr.desc.limits.max_message_size = lim->max_message;
     }
     ASSERT(pair_open(&pr));
     rc = bytewise ? feed_bytes(&pr.bad, bytes, len) : feed(&pr.bad, bytes, len);
@@ -264,6 +284,7 @@ static enum greatest_test_res expect_failure(wsch_role role, const limits *lim, 
     ASSERT_EQ(1, pr.bad.closes);
     ASSERT_EQ_FMT(want_code, pr.bad.close_code, "%d");
     ASSERT_EQ(1, pr.bad.transport_closed);
+    ASSERT_EQ(1, pr.bad.closes_at_close); /* on_close, then close() */
     ASSERT_EQ(0u, pr.bad.timers);
     ASSERT_EQ(WSCH_ERR_CLOSED, feed(&pr.bad, bytes, len)); /* input after the end is refused */
     ASSERT_EQ(0, pr.bad.after_close);
@@ -332,7 +353,7 @@ TEST frame_just_above_frame_limit(void) {
     /* the header alone decides: no payload byte is needed */
     CHECK_CALL(expect_failure2(WSCH_ROLE_SERVER, &lim, f, 8, WSCH_ERR_TOO_LARGE, 1009));
     /* exactly at the limit is delivered */
-    pr.desc.max_frame_size = 1000;
+    pr.desc.limits.max_frame_size = 1000;
     ASSERT(pair_open(&pr));
     n = wire_frame(f, 0x82, payload, 1000, 1);
     ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
@@ -354,8 +375,8 @@ TEST frame_just_above_message_limit(void) {
     {
         pair pr;
         pair_desc(&pr, WSCH_ROLE_SERVER);
-        pr.desc.max_frame_size = 1000;
-        pr.desc.max_message_size = 4000;
+        pr.desc.limits.max_frame_size = 1000;
+        pr.desc.limits.max_message_size = 4000;
         ASSERT(pair_open(&pr));
         ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
         ASSERT_EQ(1u, pr.bad.msgs);
@@ -424,7 +445,7 @@ TEST fragmented_message_that_never_ends(void) {
     for (bytewise = 0; bytewise < 2; bytewise++) {
         pair pr;
         pair_desc(&pr, WSCH_ROLE_SERVER);
-        pr.desc.max_message_size = LIMIT;
+        pr.desc.limits.max_message_size = LIMIT;
         ASSERT(pair_open(&pr));
         ASSERT_EQ(WSCH_ERR_TOO_LARGE, bytewise ? feed_bytes(&pr.bad, f, n) : feed(&pr.bad, f, n));
         /* never more than about twice the limit (buffer doubling) plus the structs */
@@ -577,7 +598,7 @@ TEST ping_flood_from_a_peer_that_never_reads(void) {
     pair pr;
     for (i = 0; i < PINGS; i++) n += wire_frame(f + n, 0x89, payload, sizeof payload, 1);
     pair_desc(&pr, WSCH_ROLE_SERVER);
-    pr.desc.max_outbound_bytes = 4096;
+    pr.desc.limits.max_outbound_bytes = 4096;
     ASSERT(pair_open(&pr));
     pr.bad.budget = 0;
     ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
@@ -601,6 +622,70 @@ TEST ping_flood_from_a_peer_that_never_reads(void) {
     PASS();
 }
 
+/* The peer resets the connection (send() reports WSCH_SEND_ERROR) just as
+   its bad frame makes us fail it: the close frame cannot leave, the
+   connection ends as lost (1006, WSCH_ERR_TRANSPORT), once, close() last. */
+TEST peer_resets_while_being_failed(void) {
+    int role, bytewise;
+    for (role = 0; role < 2; role++) {
+        for (bytewise = 0; bytewise < 2; bytewise++) {
+            pair pr;
+            unsigned char f[32];
+            size_t n;
+            pair_desc(&pr, (wsch_role)role);
+            ASSERT(pair_open(&pr));
+            n = wire_frame(f, 0x81 | 0x40, "hi", 2, role == WSCH_ROLE_SERVER); /* RSV1 */
+            pr.bad.broken = 1;
+            (void)(bytewise ? feed_bytes(&pr.bad, f, n) : feed(&pr.bad, f, n));
+            ASSERT_EQ(1, pr.bad.closes);
+            ASSERT_EQ(WSCH_CLOSE_ABNORMAL, pr.bad.close_code);
+            ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_error(pr.bad.c));
+            ASSERT_EQ(1, pr.bad.transport_closed);
+            ASSERT_EQ(1, pr.bad.closes_at_close);
+            ASSERT_EQ(0u, pr.bad.out_len);          /* no close frame got out */
+            ASSERT_EQ(0u, pr.bad.timers);
+            ASSERT_EQ(0u, wsch_conn_want(pr.bad.c));
+            ASSERT_EQ(WSCH_ERR_CLOSED, feed(&pr.bad, f, n));
+            ASSERT_EQ(0, pr.bad.after_close);
+            CHECK_CALL(still_served(&pr));
+            CHECK_CALL(pair_free(&pr));
+        }
+    }
+    PASS();
+}
+
+/* A peer that pings, never reads, and then resets: the queued pongs are
+   dropped with the connection, which ends once; nothing leaks. */
+TEST ping_flood_then_reset(void) {
+    enum { PINGS = 500 };
+    unsigned char *f = (unsigned char *)malloc(PINGS * 16);
+    size_t n = 0, i;
+    pair pr;
+    for (i = 0; i < PINGS; i++) n += wire_frame(f + n, 0x89, "0123456789", 10, 1);
+    pair_desc(&pr, WSCH_ROLE_SERVER);
+    pr.desc.limits.max_outbound_bytes = 2048;
+    ASSERT(pair_open(&pr));
+    pr.bad.budget = 0;
+    ASSERT_EQ(WSCH_OK, feed(&pr.bad, f, n));
+    ASSERT(wsch_conn_queued_bytes(pr.bad.c) > 0);
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_conn_want(pr.bad.c));
+    ASSERT_EQ(0, pr.bad.closes);
+    pr.bad.broken = 1;                       /* the socket turns writable: with ECONNRESET */
+    (void)wsch_conn_writable(pr.bad.c);
+    ASSERT_EQ(1, pr.bad.closes);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, pr.bad.close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_error(pr.bad.c));
+    ASSERT_EQ(1, pr.bad.transport_closed);
+    ASSERT_EQ(1, pr.bad.closes_at_close);
+    ASSERT_EQ(0u, wsch_conn_want(pr.bad.c));
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_conn_writable(pr.bad.c));
+    ASSERT_EQ(0, pr.bad.after_close);
+    CHECK_CALL(still_served(&pr));
+    CHECK_CALL(pair_free(&pr));
+    free(f);
+    PASS();
+}
+
 SUITE(frames) {
     RUN_TEST(frame_length_2_pow_63);
     RUN_TEST(frame_length_non_minimal);
@@ -617,6 +702,8 @@ SUITE(frames) {
     RUN_TEST(broken_fragmentation_and_control_frames);
     RUN_TEST(invalid_utf8_and_close_payloads);
     RUN_TEST(ping_flood_from_a_peer_that_never_reads);
+    RUN_TEST(peer_resets_while_being_failed);
+    RUN_TEST(ping_flood_then_reset);
 }
 
 /* ======================================================================== */
@@ -633,7 +720,7 @@ static enum greatest_test_res expect_refusal(const char *req, size_t len, size_t
     char status[16];
     int rc;
     pair_desc(&pr, WSCH_ROLE_SERVER);
-    pr.desc.max_header_bytes = max_header;
+    pr.desc.limits.max_header_bytes = max_header;
     ASSERT_EQ(WSCH_OK, wsch_conn_create(&pr.desc, &pr.bad, &pr.bad.c));
     rc = bytewise ? feed_bytes(&pr.bad, req, len) : feed(&pr.bad, req, len);
     ASSERT_EQ_FMT(want_err, rc, "%d");
@@ -648,6 +735,7 @@ static enum greatest_test_res expect_refusal(const char *req, size_t len, size_t
     ASSERT_EQ(0, pr.bad.opened);
     ASSERT_EQ(1, pr.bad.closes);
     ASSERT_EQ(1, pr.bad.transport_closed);
+    ASSERT_EQ(1, pr.bad.closes_at_close); /* on_close, then close() */
     ASSERT_EQ(0u, pr.bad.timers);
     ASSERT_EQ(want_err, wsch_conn_error(pr.bad.c));
     ASSERT_EQ(want_status, wsch_conn_http_status(pr.bad.c));
@@ -717,7 +805,7 @@ TEST header_count_flood(void) {
 TEST slowloris_handshake_timeout(void) {
     pair pr;
     pair_desc(&pr, WSCH_ROLE_SERVER);
-    pr.desc.handshake_timeout_ms = 2000;
+    pr.desc.limits.handshake_timeout_ms = 2000;
     ASSERT_EQ(WSCH_OK, wsch_conn_create(&pr.desc, &pr.bad, &pr.bad.c));
     ASSERT(pr.bad.timers & (1u << WSCH_TIMER_HANDSHAKE));
     ASSERT_EQ(WSCH_OK, feed_bytes(&pr.bad, upgrade_request, 40)); /* part of it, a byte at a time */
@@ -728,6 +816,7 @@ TEST slowloris_handshake_timeout(void) {
     ASSERT_EQ(1, pr.bad.closes);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, pr.bad.close_code);
     ASSERT_EQ(1, pr.bad.transport_closed);
+    ASSERT_EQ(1, pr.bad.closes_at_close); /* on_close, then close() */
     ASSERT_EQ(WSCH_ERR_TIMEOUT, wsch_conn_error(pr.bad.c));
     ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(pr.bad.c));
     ASSERT_EQ(WSCH_ERR_CLOSED, feed(&pr.bad, upgrade_request + 40, sizeof upgrade_request - 41));
@@ -823,6 +912,7 @@ static enum greatest_test_res client_refuses(const char *resp, int want_err) {
     ASSERT_EQ(0, pr.bad.opened);
     ASSERT_EQ(1, pr.bad.closes);
     ASSERT_EQ(1, pr.bad.transport_closed);
+    ASSERT_EQ(1, pr.bad.closes_at_close); /* on_close, then close() */
     ASSERT_EQ(want_err, wsch_conn_error(pr.bad.c));
     ASSERT_EQ(0u, pr.bad.timers);
     ASSERT(peer_open(&pr, &pr.good));
@@ -847,6 +937,42 @@ TEST hostile_server_responses(void) {
     PASS();
 }
 
+/* The peer hangs up in the middle of the opening handshake (we see EOF):
+   on_close 1006 with WSCH_ERR_HANGUP, then close(), once; the bystander is
+   served and nothing is left. Both roles, after any number of bytes. */
+TEST hangup_mid_handshake(void) {
+    static const char partial_response[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n";
+    int role;
+    for (role = 0; role < 2; role++) {
+        const char *bytes = role == WSCH_ROLE_SERVER ? upgrade_request : partial_response;
+        size_t len = role == WSCH_ROLE_SERVER ? sizeof upgrade_request - 3 : sizeof partial_response - 1, cut;
+        for (cut = 0; cut <= len; cut += 7) {
+            pair pr;
+            pair_desc(&pr, (wsch_role)role);
+            ASSERT_EQ(WSCH_OK, wsch_conn_create(&pr.desc, &pr.bad, &pr.bad.c));
+            ASSERT_EQ(WSCH_OK, feed_bytes(&pr.bad, bytes, cut));
+            ASSERT_EQ(WSCH_STATE_HANDSHAKE, wsch_conn_state(pr.bad.c));
+            wsch_conn_transport_closed(pr.bad.c);
+            ASSERT_EQ(0, pr.bad.opened);
+            ASSERT_EQ(1, pr.bad.closes);
+            ASSERT_EQ(WSCH_CLOSE_ABNORMAL, pr.bad.close_code);
+            ASSERT_EQ(WSCH_ERR_HANGUP, wsch_conn_error(pr.bad.c));
+            ASSERT_EQ(1, pr.bad.transport_closed);
+            ASSERT_EQ(1, pr.bad.closes_at_close);
+            ASSERT_EQ(0u, pr.bad.timers);
+            ASSERT_EQ(0u, wsch_conn_want(pr.bad.c));
+            ASSERT_EQ(WSCH_ERR_CLOSED, feed(&pr.bad, bytes, len));
+            wsch_conn_transport_closed(pr.bad.c); /* a second report changes nothing */
+            ASSERT_EQ(1, pr.bad.transport_closed);
+            ASSERT_EQ(0, pr.bad.after_close);
+            ASSERT(peer_open(&pr, &pr.good));
+            CHECK_CALL(still_served(&pr));
+            CHECK_CALL(pair_free(&pr));
+        }
+    }
+    PASS();
+}
+
 SUITE(handshake) {
     RUN_TEST(header_flood_one_byte_at_a_time);
     RUN_TEST(header_count_flood);
@@ -857,6 +983,7 @@ SUITE(handshake) {
     RUN_TEST(wrong_versions);
     RUN_TEST(wrong_method_and_http_version);
     RUN_TEST(hostile_server_responses);
+    RUN_TEST(hangup_mid_handshake);
 }
 
 /* ======================================================================== */
@@ -987,6 +1114,7 @@ typedef struct hubw {
     alloc_counter mem;
     peer p[3];
     wsch_hub_peer h[3];
+    int accepted[3];        /* p[i] was handed to the hub */
     int connects, disconnects, last_code;
 } hubw;
 
@@ -1008,10 +1136,10 @@ static void hw_init(hubw *w) {
     int i;
     memset(w, 0, sizeof *w);
     w->desc.allocator = alloc_counter_allocator(&w->mem);
-    w->desc.transport.send = peer_send;
-    w->desc.transport.close = peer_close;
-    w->desc.transport.timer_set = peer_timer_set;
-    w->desc.transport.timer_cancel = peer_timer_cancel;
+    w->desc.effects.send = peer_send;
+    w->desc.effects.close = peer_close;
+    w->desc.effects.timer_set = peer_timer_set;
+    w->desc.effects.timer_cancel = peer_timer_cancel;
     w->desc.on_connect = hw_on_connect;
     w->desc.on_disconnect = hw_on_disconnect;
     w->desc.user = w;
@@ -1033,6 +1161,7 @@ static int hw_feed(hubw *w, int i, const void *bytes, size_t len) {
 
 static int hw_open(hubw *w, int i) {
     if (wsch_hub_accept(w->hub, NULL, &w->p[i], &w->h[i]) != WSCH_OK) return 0;
+    w->accepted[i] = 1;
     if (hw_feed(w, i, hub_request, sizeof hub_request - 1) != WSCH_OK) return 0;
     if (w->p[i].out_len < 12 || memcmp(w->p[i].out, "HTTP/1.1 101", 12) != 0) return 0;
     w->p[i].out_len = 0;
@@ -1066,11 +1195,15 @@ static size_t hw_count(const peer *p, const char *type, const char *code) {
     return n;
 }
 
+/* Destroys the hub, which closes every transport still its own: each peer
+   ever accepted has seen exactly one close(), and nothing after it. */
 static enum greatest_test_res hw_free(hubw *w) {
     int i;
-    for (i = 0; i < 3; i++)
-        if (wsch_hub_peer_valid(w->hub, w->h[i])) ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w->hub, w->h[i]));
     wsch_hub_destroy(w->hub);
+    for (i = 0; i < 3; i++) {
+        ASSERT_EQ(w->accepted[i], w->p[i].transport_closed);
+        ASSERT_EQ(0, w->p[i].after_close);
+    }
     for (i = 0; i < 3; i++) free(w->p[i].out);
     ASSERT_EQ_FMT((size_t)0, w->mem.live_blocks, "%zu");
     PASS();
@@ -1108,6 +1241,8 @@ TEST subscribe_flood_past_channel_limit(void) {
     ASSERT_EQ(1u, hw_count(&w.p[1], "news", NULL));
     /* the flooder leaves: every one of its subscriptions goes with it */
     ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w.hub, w.h[0]));
+    ASSERT_EQ(1, w.p[0].transport_closed); /* close() runs on this path too */
+    ASSERT_EQ(0, wsch_hub_peer_valid(w.hub, w.h[0]));
     wsch_hub_stats(w.hub, &st);
     ASSERT_EQ(1u, st.subscriptions);
     ASSERT_EQ(1u, wsch_hub_channel_size(w.hub, "c0"));
@@ -1123,7 +1258,7 @@ TEST peer_that_never_reads(void) {
     size_t delivered = 0;
     int i, dropped_at = -1;
     hw_init(&w);
-    w.desc.max_outbound_bytes = 4096;
+    w.desc.limits.max_outbound_bytes = 4096;
     ASSERT_EQ(WSCH_OK, wsch_hub_create(&w.desc, &w.hub));
     ASSERT(hw_open(&w, 0) && hw_open(&w, 1));
     ASSERT_EQ(WSCH_OK, hw_text(&w, 0, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}"));
@@ -1153,7 +1288,13 @@ TEST peer_that_never_reads(void) {
     ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(w.hub, w.h[0], WSCH_TIMER_CLOSE));
     ASSERT_EQ(1, w.p[0].transport_closed);
     ASSERT_EQ(1, w.disconnects);
-    ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(w.hub, w.h[0]));
+    /* close() released the peer: the handle is stale at once, and a late
+       EOF report from the caller changes nothing */
+    ASSERT_EQ(0, wsch_hub_peer_valid(w.hub, w.h[0]));
+    ASSERT_EQ(0u, wsch_hub_peer_want(w.hub, w.h[0]));
+    ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_transport_closed(w.hub, w.h[0]));
+    ASSERT_EQ(1, w.p[0].transport_closed);
+    ASSERT_EQ(1, w.disconnects);
     wsch_hub_stats(w.hub, &st);
     ASSERT_EQ(1u, st.peers);
     ASSERT_EQ(0u, st.bytes_queued);
@@ -1213,6 +1354,7 @@ TEST close_frame_cut_by_nomem(void) {
     ASSERT_EQ(WSCH_STATE_CLOSED, wsch_conn_state(pr.bad.c));
     ASSERT_EQ(0u, pr.bad.timers);
     ASSERT_EQ(1, pr.bad.transport_closed);
+    ASSERT_EQ(1, pr.bad.closes_at_close); /* on_close, then close() */
     ASSERT_EQ(0, pr.bad.after_close);
     wsch_conn_timer_fired(pr.bad.c, WSCH_TIMER_CLOSE);
     ASSERT_EQ(1, pr.bad.closes);
@@ -1228,6 +1370,7 @@ typedef struct cw {
     alloc_counter mem;
     int transport;          /* 0 none, 1 asked for, 2 open */
     int bad_close;          /* close() with no transport */
+    int asked, closed;      /* connect() and close() calls: one close() per connect() */
     int connects, disconnects, destroy_on_connecting;
     unsigned timers;
     char out[4096];
@@ -1238,6 +1381,7 @@ static void cw_connect(const char *host, uint16_t port, void *user) {
     cw *w = (cw *)user;
     (void)host;
     (void)port;
+    w->asked++;
     w->transport = 1;
     w->out_len = 0;
 }
@@ -1252,6 +1396,7 @@ static size_t cw_send(const void *data, size_t len, void *user) {
 static void cw_close(void *user) {
     cw *w = (cw *)user;
     if (w->transport == 0) w->bad_close++;
+    w->closed++;
     w->transport = 0;
 }
 static void cw_timer_set(unsigned id, uint32_t ms, void *user) {
@@ -1288,13 +1433,13 @@ static void cw_init(cw *w) {
     w->d.url = "ws://example.com:9001/ws";
     w->d.allocator = alloc_counter_allocator(&w->mem);
     w->d.user = w;
-    w->d.connect = cw_connect;
-    w->d.send = cw_send;
-    w->d.close = cw_close;
-    w->d.timer_set = cw_timer_set;
-    w->d.timer_cancel = cw_timer_cancel;
-    w->d.now_ms = cw_now;
-    w->d.random_bytes = peer_random;
+    w->d.effects.connect = cw_connect;
+    w->d.effects.send = cw_send;
+    w->d.effects.close = cw_close;
+    w->d.effects.timer_set = cw_timer_set;
+    w->d.effects.timer_cancel = cw_timer_cancel;
+    w->d.effects.now_ms = cw_now;
+    w->d.effects.random_bytes = peer_random;
     w->d.on_status = cw_on_status;
     w->d.on_connect = cw_on_connect;
     w->d.on_disconnect = cw_on_disconnect;
@@ -1331,6 +1476,7 @@ TEST client_close_without_connect(void) {
     ASSERT_EQ(WSCH_OK, wsch_client_connect(w.c));
     ASSERT(w.c == NULL);
     ASSERT_EQ(0, w.bad_close);
+    ASSERT_EQ(w.asked, w.closed);
     ASSERT_EQ(0u, w.timers);
     ASSERT_EQ(0u, w.mem.live_blocks);
     PASS();
@@ -1351,7 +1497,11 @@ TEST client_connect_from_closing_pairs_events(void) {
     ASSERT(cw_answer(&w));                           /* and the new link pairs up again */
     ASSERT_EQ(2, w.connects);
     ASSERT_EQ(1, w.disconnects);
+    ASSERT_EQ(1, w.closed);                          /* the first link's transport */
     wsch_client_destroy(w.c);
+    ASSERT_EQ(2, w.asked);
+    ASSERT_EQ(2, w.closed);                          /* and the second's, by destroy */
+    ASSERT_EQ(0, w.bad_close);
     ASSERT_EQ(0u, w.mem.live_blocks);
     ASSERT_EQ(0u, w.timers);
     PASS();
@@ -1370,15 +1520,18 @@ TEST client_disconnect_after_close_frame_pairs_events(void) {
     ASSERT_EQ(WSCH_OK, wsch_client_disconnect(w.c));
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(w.c));
     if (w.transport) { /* the close handshake is finishing: the server closes TCP */
-        w.transport = 0;
         wsch_client_transport_closed(w.c);
+        ASSERT_EQ(0, w.transport); /* close() releases the socket on this path too */
     }
+    ASSERT_EQ(1, w.closed);
     ASSERT(wsch_client_conn(w.c) == NULL);
     ASSERT_EQ(1, w.connects);
     ASSERT_EQ(1, w.disconnects);
     ASSERT_EQ(WSCH_STOP_USER, wsch_client_stop_reason(w.c));
     ASSERT_EQ(0, w.bad_close);
     wsch_client_destroy(w.c);
+    ASSERT_EQ(1, w.closed);
+    ASSERT_EQ(0, w.bad_close);
     ASSERT_EQ(0u, w.mem.live_blocks);
     PASS();
 }
@@ -1393,15 +1546,16 @@ TEST hub_handshaking_client_closed_once(void) {
         hw_init(&w);
         ASSERT_EQ(WSCH_OK, wsch_hub_create(&w.desc, &w.hub));
         ASSERT_EQ(WSCH_OK, wsch_hub_accept(w.hub, NULL, &w.p[0], &w.h[0]));
+        w.accepted[0] = 1;
         if (variant == 0) wsch_hub_shutdown(w.hub);
-        else (void)wsch_hub_peer_close(w.hub, w.h[0], 1000, NULL);
+        else (void)wsch_hub_peer_close(w.hub, w.h[0], 1000, NULL, 0);
         ASSERT_EQ(1, w.p[0].transport_closed);
-        (void)hw_feed(&w, 0, hub_request, sizeof hub_request - 1); /* bytes read before the close */
+        ASSERT_EQ(0, wsch_hub_peer_valid(w.hub, w.h[0]));          /* released by close() */
+        ASSERT_EQ(0u, w.p[0].timers);                              /* its handshake timer cancelled */
+        /* bytes read before the close, then a timer already in flight */
+        ASSERT_EQ(WSCH_ERR_STALE, hw_feed(&w, 0, hub_request, sizeof hub_request - 1));
         ASSERT_EQ(0u, w.p[0].out_len);                             /* nothing written after close() */
-        if (w.p[0].timers & (1u << WSCH_TIMER_HANDSHAKE)) {
-            w.p[0].timers &= ~(1u << WSCH_TIMER_HANDSHAKE);
-            ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(w.hub, w.h[0], WSCH_TIMER_HANDSHAKE));
-        }
+        ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_timer_fired(w.hub, w.h[0], WSCH_TIMER_HANDSHAKE));
         ASSERT_EQ(1, w.p[0].transport_closed);                     /* closed exactly once */
         CHECK_CALL(hw_free(&w));
     }
@@ -1423,7 +1577,7 @@ TEST pongs_do_not_depend_on_read_size(void) {
             n += wire_frame(f + n, 0x89, payload, sizeof payload, 1);
         }
         pair_desc(&pr, WSCH_ROLE_SERVER);
-        pr.desc.max_outbound_bytes = 300;
+        pr.desc.limits.max_outbound_bytes = 300;
         ASSERT(pair_open(&pr));
         ASSERT_EQ(WSCH_OK, bytewise ? feed_bytes(&pr.bad, f, n) : feed(&pr.bad, f, n));
         ASSERT_EQ(8u, sent_frames(&pr.bad, WSCH_OP_PONG));

@@ -1,6 +1,8 @@
 /* Tests of the hub (wsch_hub) over fake transports: each fake records what
-   the hub sends, can refuse bytes (a slow reader), and keeps the timers the
-   hub arms, so every path runs without a socket or a clock. */
+   the hub sends, can refuse bytes (a slow reader) or fail (a broken pipe),
+   and keeps the timers the hub arms, so every path runs without a socket or
+   a clock. Every test ends in hub_teardown, which checks the close rule on
+   each fake: one close() per accepted peer, the last callback about it. */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
 #include GREATEST_HEADER
@@ -39,6 +41,8 @@ TEST connect_ping_pong(void) {
     fake_gone(&f[0]);
     ASSERT_EQ(1, T.disconnects);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, T.last_code);
+    ASSERT(fake_released(&f[0]));
+    ASSERT(f[0].disconnect_seq < f[0].close_seq);
     ASSERT_EQ(0, (int)hub_teardown(f, 1));
     PASS();
 }
@@ -150,8 +154,7 @@ TEST message_size_limit(void) {
     memset(msg, ' ', 101);
     ASSERT_EQ(WSCH_ERR_TOO_LARGE, fake_frame(&f[0], WSCH_OP_TEXT, msg, 101));
     ASSERT(fake_closed_with(&f[0], WSCH_CLOSE_MESSAGE_TOO_BIG, NULL));
-    ASSERT(f[0].close_requested);
-    fake_gone(&f[0]);
+    ASSERT(fake_released(&f[0]));       /* the hub closed it: nothing for the caller to report */
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_PROTOCOL]);
     ASSERT_EQ(WSCH_CLOSE_MESSAGE_TOO_BIG, T.last_code);
     fake_gone(&f[1]);
@@ -285,15 +288,14 @@ TEST cleanup_on_close_leaves_nothing(void) {
     ASSERT_EQ(80, (int)s.subscriptions);
     /* Clients go in every way: peer close frame, transport loss, server close. */
     ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x03\xe8", 2));
-    ASSERT(f[0].close_requested);
+    ASSERT(fake_released(&f[0]));
     ASSERT_EQ(WSCH_CLOSE_NORMAL, T.last_code);
-    fake_gone(&f[0]);
     fake_gone(&f[1]);
-    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[2].h, 1000, "done"));
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[2].h, 1000, "done", WSCH_CSTR));
     ASSERT(fake_closed_with(&f[2], 1000, "done"));
     ASSERT_EQ(WSCH_OK, fake_frame(&f[2], WSCH_OP_CLOSE, "\x03\xe8", 2));
-    ASSERT(f[2].close_requested);
-    fake_gone(&f[2]);
+    ASSERT(fake_released(&f[2]));
     ASSERT_EQ(WSCH_OK, fake_say(&f[3], "{\"type\":\"quit\"}"));
     ASSERT(fake_closed_with(&f[3], 1000, "bye"));
     fake_gone(&f[3]);
@@ -324,13 +326,18 @@ TEST stale_handles(void) {
     /* During on_disconnect the handle still worked and knew its user. */
     ASSERT_EQ(1, T.handle_valid_in_disconnect);
     ASSERT_EQ(5, (int)T.user_in_disconnect.len);
+    ASSERT_EQ(1, f[0].closes);
     ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, old));
+    ASSERT_EQ(0u, wsch_hub_peer_want(T.hub, old));
     ASSERT_EQ(NULL, wsch_hub_peer_user(T.hub, old));
+    uid.ptr = "junk";
+    uid.len = 4;
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_peer_user_id(T.hub, old, &uid));
+    ASSERT_EQ(0, (int)uid.len);         /* emptied, not left pointing anywhere */
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_send(T.hub, old, "t", NULL, 0));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_subscribe(T.hub, old, "c"));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_unsubscribe(T.hub, old, "c"));
-    ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_peer_close(T.hub, old, 1000, NULL));
+    ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_peer_close(T.hub, old, 1000, NULL, 0));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_writable(T.hub, old));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_timer_fired(T.hub, old, WSCH_HUB_TIMER_IDLE));
     ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_transport_closed(T.hub, old));
@@ -369,8 +376,10 @@ TEST client_limit(void) {
     ASSERT_EQ(WSCH_ERR_LIMIT, fake_accept(&f[3]));
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_FULL]);
     fake_gone(&f[1]);           /* a handshaking client's socket died */
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(0, T.disconnects);
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_HANDSHAKE]);
-    ASSERT_EQ(WSCH_OK, fake_accept(&f[3]));
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[3]));     /* the freed place is taken again */
     fake_gone(&f[0]);
     fake_gone(&f[2]);
     fake_gone(&f[3]);
@@ -411,7 +420,7 @@ TEST channel_limits(void) {
     PASS();
 }
 
-static void tight_queue(wsch_hub_desc *d) { d->max_outbound_bytes = 1000; }
+static void tight_queue(wsch_hub_desc *d) { d->limits.max_outbound_bytes = 1000; }
 
 TEST slow_consumer_is_dropped_others_served(void) {
     fake f[3];
@@ -453,10 +462,12 @@ TEST slow_consumer_is_dropped_others_served(void) {
     ASSERT_EQ(7, (int)got[1]);
     ASSERT(fake_closed_with(&f[1], WSCH_HUB_CLOSE_SLOW_CONSUMER, "Slow consumer"));
     /* The close timer ends it if the peer never answers. */
+    ASSERT_EQ(0, f[1].closes);
     ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[1].h, WSCH_TIMER_CLOSE));
-    ASSERT(f[1].close_requested);
     ASSERT_EQ(1, T.disconnects);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, T.last_code);     /* the peer never sent its close frame */
+    ASSERT(fake_released(&f[1]));
+    ASSERT(f[1].disconnect_seq < f[1].close_seq);
     for (i = 0; i < 3; i++) fake_gone(&f[i]);
     ASSERT_EQ(0, (int)hub_teardown(f, 3));
     PASS();
@@ -602,7 +613,7 @@ TEST auth_sources_and_rejections(void) {
     ASSERT(fake_closed_with(&f[3], WSCH_CLOSE_UNAUTHORIZED, "Unauthorized"));
     ASSERT_EQ(0, T.connects);
     ASSERT_EQ(WSCH_OK, fake_frame(&f[3], WSCH_OP_CLOSE, "\x0f\xa1", 2));
-    ASSERT(f[3].close_requested);
+    ASSERT(fake_released(&f[3]));
     ASSERT_EQ(0, (int)wsch_hub_user_connections(T.hub, "bad"));
     /* No token at all. */
     ASSERT_EQ(WSCH_OK, fake_request(&f[4], "/ws", NULL));
@@ -610,8 +621,8 @@ TEST auth_sources_and_rejections(void) {
     ASSERT_EQ(2, (int)stats().drops[WSCH_HUB_DROP_UNAUTHORIZED]);
     /* A refused connection gets no broadcasts. */
     ASSERT_EQ(WSCH_ERR_STATE, wsch_hub_send(T.hub, f[4].h, "t", NULL, 0));
-    fake_gone(&f[3]);
     fake_gone(&f[4]);
+    ASSERT(fake_released(&f[4]));
     ASSERT_EQ(0, T.disconnects);    /* never connected, never disconnected */
     fake_gone(&f[0]);
     fake_gone(&f[1]);
@@ -634,14 +645,14 @@ TEST auth_rejection_as_http_401(void) {
     ASSERT_EQ(401, fake_status(&f[0]));
     ASSERT(fake_header(&f[0], "WWW-Authenticate", v, sizeof v));
     ASSERT_STR_EQ("Bearer", v);
-    ASSERT(f[0].close_requested);
+    ASSERT(fake_released(&f[0]));
     /* A user id longer than max_user_id_len is a refusal too. */
     (void)fake_request(&f[1], "/ws?token=123456789", NULL);
     ASSERT_EQ(401, fake_status(&f[1]));
+    ASSERT(fake_released(&f[1]));
     ASSERT(fake_open(&f[2], "12345678"));
     ASSERT_EQ(2, (int)stats().drops[WSCH_HUB_DROP_UNAUTHORIZED]);
-    fake_gone(&f[0]);
-    fake_gone(&f[1]);
+    ASSERT_EQ(0, T.disconnects);
     fake_gone(&f[2]);
     ASSERT_EQ(0, (int)hub_teardown(f, 3));
     PASS();
@@ -652,12 +663,11 @@ TEST origin_hook(void) {
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     (void)fake_request(&f[0], "/ws?token=a", "Origin: http://evil.local\r\n");
     ASSERT_EQ(403, fake_status(&f[0]));
-    ASSERT(f[0].close_requested);
+    ASSERT(fake_released(&f[0]));
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_ORIGIN]);
     ASSERT_EQ(WSCH_OK, fake_request(&f[1], "/ws?token=a", "Origin: http://good.local\r\n"));
     ASSERT_EQ(101, fake_status(&f[1]));
     ASSERT_EQ(2, T.origin_checks);
-    fake_gone(&f[0]);
     fake_gone(&f[1]);
     ASSERT_EQ(0, (int)hub_teardown(f, 2));
     PASS();
@@ -700,7 +710,7 @@ TEST plain_http_on_other_paths(void) {
     body = strstr((const char *)f[0].out, "\r\n\r\n");
     ASSERT(body && f[0].out_len == (size_t)(body + 4 - (const char *)f[0].out) + 11);
     ASSERT_MEM_EQ("<h1>hi</h1>", body + 4, 11);
-    ASSERT(f[0].close_requested);
+    ASSERT(fake_released(&f[0]));       /* the connection closes after the answer */
     /* Unknown path: 404 from the hook's default. */
     ASSERT_EQ(WSCH_OK, fake_accept(&f[1]));
     (void)fake_feed_str(&f[1], "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -718,8 +728,8 @@ TEST plain_http_on_other_paths(void) {
         ASSERT_EQ(200, fake_status(&g));
         ASSERT(fake_header(&g, "X-Token-Source", v, sizeof v));
         ASSERT_MEM_EQ("\r\n\r\nzed", g.out + g.out_len - 7, 7);
-        fake_gone(&g);
-        free(g.out);
+        ASSERT(fake_released(&g));
+        ASSERT(fake_done(&g));
     }
     /* A plain GET on the WebSocket path is refused by the connection. */
     ASSERT_EQ(WSCH_OK, fake_accept(&f[3]));
@@ -727,10 +737,10 @@ TEST plain_http_on_other_paths(void) {
     ASSERT(fake_status(&f[3]) >= 400);
     ASSERT_EQ(4, (int)stats().http_responses);
     ASSERT_EQ(0, T.connects);
-    fake_gone(&f[0]);
-    fake_gone(&f[1]);
-    fake_gone(&f[2]);
-    fake_gone(&f[3]);
+    ASSERT(fake_released(&f[1]));
+    ASSERT(fake_released(&f[2]));
+    ASSERT(fake_released(&f[3]));
+    ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_HANDSHAKE]);
     ASSERT_EQ(0, (int)hub_teardown(f, 4));
     PASS();
@@ -772,7 +782,7 @@ TEST idle_timeout_with_clock(void) {
 
 static void idle_no_clock(wsch_hub_desc *d) {
     d->idle_timeout_ms = 1000;
-    d->now_ms = NULL;
+    d->effects.now_ms = NULL;
 }
 
 TEST idle_timeout_without_clock(void) {
@@ -812,8 +822,7 @@ TEST handshake_timeout(void) {
     ASSERT_EQ(1, f[0].armed[WSCH_TIMER_HANDSHAKE]);
     ASSERT_EQ(WSCH_OK, fake_feed(&f[0], "GET /ws HT", 10));
     ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[0].h, WSCH_TIMER_HANDSHAKE));
-    ASSERT(f[0].close_requested);
-    fake_gone(&f[0]);
+    ASSERT(fake_released(&f[0]));
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_HANDSHAKE]);
     ASSERT_EQ(0, T.disconnects);
     ASSERT_EQ(0, (int)hub_teardown(f, 1));
@@ -832,21 +841,21 @@ TEST graceful_shutdown(void) {
     ASSERT_EQ(WSCH_OK, fake_accept(&f[3]));     /* still in its handshake */
     wsch_hub_shutdown(T.hub);
     for (i = 0; i < 3; i++) ASSERT(fake_closed_with(&f[i], WSCH_CLOSE_GOING_AWAY, "Server shutting down"));
-    ASSERT(f[3].close_requested);
+    ASSERT(fake_released(&f[3]));        /* no handshake to finish: closed at once */
+    ASSERT_EQ(3, (int)stats().peers);
     ASSERT_EQ(0, (int)stats().subscriptions);
     {
         fake extra;
         wsch_hub_peer h;
         ASSERT_EQ(WSCH_ERR_STATE, wsch_hub_accept(T.hub, NULL, &extra, &h));
     }
-    /* Peers answer; the hub closes each transport; the caller reports it. */
+    /* Peers answer; the hub closes each transport and releases the peer. */
     for (i = 0; i < 3; i++) {
+        ASSERT_EQ(0, f[i].closes);
         ASSERT_EQ(WSCH_OK, fake_frame(&f[i], WSCH_OP_CLOSE, "\x03\xe9", 2));
-        ASSERT(f[i].close_requested);
-        fake_gone(&f[i]);
+        ASSERT(fake_released(&f[i]));
+        ASSERT(f[i].disconnect_seq < f[i].close_seq);
     }
-    ASSERT_EQ(1, (int)stats().peers);
-    fake_gone(&f[3]);
     ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(3, T.disconnects);
     ASSERT_EQ(WSCH_CLOSE_GOING_AWAY, T.last_code);
@@ -854,26 +863,24 @@ TEST graceful_shutdown(void) {
     PASS();
 }
 
-/* A client the hub closes during its handshake (close_client, shutdown)
+/* A client the hub closes during its handshake (wsch_hub_peer_close, shutdown)
    gets close() once and nothing more: no answer to request bytes the
    caller still feeds, no second close() from the handshake timer. */
 TEST handshaking_client_closed_by_hub_stays_quiet(void) {
     fake f[2];
-    const char *req = "GET /ws?token=u HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     size_t i;
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     ASSERT_EQ(WSCH_OK, fake_accept(&f[0]));
     ASSERT_EQ(WSCH_OK, fake_accept(&f[1]));
-    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[0].h, 1000, "bye"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[0].h, 1000, "bye", WSCH_CSTR));
+    ASSERT_EQ(1, f[0].closes);
     wsch_hub_shutdown(T.hub);
     for (i = 0; i < 2; i++) {
         ASSERT_EQ(1, f[i].closes);
-        ASSERT(fake_feed_str(&f[i], req) != WSCH_OK);
+        ASSERT(fake_upgrade(&f[i], "/ws?token=u", NULL) != WSCH_OK);
         (void)wsch_hub_timer_fired(T.hub, f[i].h, WSCH_TIMER_HANDSHAKE);
         ASSERT_EQ(0, (int)f[i].out_len);
-        ASSERT_EQ(1, f[i].closes);
-        fake_gone(&f[i]);
+        ASSERT(fake_released(&f[i]));
     }
     ASSERT_EQ(0, T.connects);
     ASSERT_EQ(2, (int)stats().drops[WSCH_HUB_DROP_HANDSHAKE]);
@@ -903,78 +910,77 @@ TEST publish_from_handler_and_partial_writes(void) {
     PASS();
 }
 
-/* The transport's close callback may report the closure at once. */
-static size_t sync_send(const void *d, size_t n, void *u) { return f_send(d, n, u); }
+/* A caller whose close() also reports the transport closed (code that
+   handles every end in one place might): from inside close() that report
+   is a no-op returning WSCH_OK, on every path -- no second close(), no
+   second on_disconnect. */
 static void sync_close(void *user) {
     fake *f = (fake *)user;
     f_close(f);
-    fake_gone(f);
+    f->reported = 1;
+    f->report_result = wsch_hub_transport_closed(f->hub, f->h);
 }
-static const wsch_hub_transport sync_transport = {sync_send, sync_close, f_timer_set, f_timer_cancel};
+
+static wsch_effects sync_effects;
+
+/* Effects whose close() reports at once (borrowed by the hub: static). */
+static const wsch_effects *sync_close_effects(void) {
+    sync_effects = fake_effects();
+    sync_effects.close = sync_close;
+    return &sync_effects;
+}
 
 TEST close_callback_reports_synchronously(void) {
     fake f[3];
     size_t i;
     ASSERT_EQ(WSCH_OK, hub_setup(tight_queue));
     for (i = 0; i < 3; i++) {
-        fake_init(&f[i]);
-        ASSERT_EQ(WSCH_OK, wsch_hub_accept(T.hub, &sync_transport, &f[i], &f[i].h));
-        {
-            const char *req = "GET /ws?token=s HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-            (void)fake_feed(&f[i], req, strlen(req));
-        }
-        ASSERT_EQ(101, fake_status(&f[i]));
+        ASSERT(fake_open_with(&f[i], sync_close_effects(), "s"));
         ASSERT_EQ(WSCH_OK, fake_sub(&f[i], "c"));
     }
     /* A peer close: the hub closes the transport from inside feed. */
     ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x03\xe8", 2));
     ASSERT(f[0].reported);
-    ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, f[0].h));
-    /* A slow consumer whose close timer fires during the broadcast loop's drops. */
+    ASSERT_EQ(WSCH_OK, f[0].report_result);
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(1, f[0].disconnects);
+    /* A slow consumer whose close timer fires after the broadcast loop's drops. */
     f[1].take = 0;
-    for (i = 0; i < 20; i++) (void)wsch_hub_broadcast(T.hub, "c", "t", "\"0123456789012345678901234567890123456789\"", 42, NULL);
+    for (i = 0; i < 20; i++) (void)wsch_hub_broadcast(T.hub, "c", "t", "\"0123456789012345678901234567890123456789\"", WSCH_CSTR, NULL);
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
     ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[1].h, WSCH_TIMER_CLOSE));
     ASSERT(f[1].reported);
+    ASSERT_EQ(WSCH_OK, f[1].report_result);
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(1, f[1].disconnects);
     /* quit closes from inside its own on_message. */
     ASSERT_EQ(WSCH_OK, fake_say(&f[2], "{\"type\":\"quit\"}"));
     ASSERT_EQ(WSCH_OK, fake_frame(&f[2], WSCH_OP_CLOSE, "\x03\xe8", 2));
     ASSERT(f[2].reported);
+    ASSERT_EQ(WSCH_OK, f[2].report_result);
+    ASSERT(fake_released(&f[2]));
+    ASSERT_EQ(3, T.disconnects);
     ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(0, (int)hub_teardown(f, 3));
     PASS();
 }
 
-/* Opens a client on transport t (its close may report synchronously). */
-static int fake_open_with(fake *f, const wsch_hub_transport *t, const char *user) {
-    char req[512];
-    fake_init(f);
-    if (wsch_hub_accept(T.hub, t, f, &f->h) != WSCH_OK) return 0;
-    snprintf(req, sizeof req,
-             "GET /ws?token=%s HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-             user);
-    (void)fake_feed_str(f, req);
-    return fake_status(f) == 101 && wsch_hub_peer_state(T.hub, f->h) == WSCH_STATE_OPEN;
-}
-
 /* A conn can end inside a delivery's send: send() took part of the frame
    and the queue could not grow. The walk over the subscribers (or the
    user's connections) goes on over the others, unchanged; the cut client
-   is finished after it (1006, counted as out of memory), also when its
-   close() reports the transport closed at once. */
+   is finished after it (1006, counted as out of memory): on_disconnect,
+   then close() -- also when its close() reports the transport closed. */
 TEST conn_cut_inside_a_delivery(void) {
     fake f[7];
     size_t delivered = 9, i;
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     for (i = 0; i < 3; i++) {
-        ASSERT(fake_open_with(&f[i], i == 0 ? &sync_transport : &fake_transport, "chan"));
+        ASSERT(fake_open_with(&f[i], i == 0 ? sync_close_effects() : NULL, "chan"));
         ASSERT_EQ(WSCH_OK, wsch_hub_subscribe(T.hub, f[i].h, "c"));
     }
-    ASSERT(fake_open_with(&f[3], &fake_transport, "solo"));
+    ASSERT(fake_open_with(&f[3], NULL, "solo"));
     ASSERT_EQ(WSCH_OK, wsch_hub_subscribe(T.hub, f[3].h, "s"));
-    for (i = 4; i < 7; i++) ASSERT(fake_open_with(&f[i], i == 6 ? &sync_transport : &fake_transport, "u"));
+    for (i = 4; i < 7; i++) ASSERT(fake_open_with(&f[i], i == 6 ? sync_close_effects() : NULL, "u"));
     for (i = 0; i < 7; i++) (void)fake_pending(&f[i]);
 
     /* The first subscriber is cut: the other two still get the message. */
@@ -985,11 +991,12 @@ TEST conn_cut_inside_a_delivery(void) {
     ASSERT_EQ(2, (int)delivered);
     ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":1}", fake_text(&f[1]));
     ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":1}", fake_text(&f[2]));
-    ASSERT_EQ(1, f[0].closes);
     ASSERT(f[0].reported);
-    ASSERT_EQ(0, wsch_hub_peer_valid(T.hub, f[0].h));
+    ASSERT(fake_released(&f[0]));
     ASSERT_EQ(1, T.disconnects);
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, T.last_code);
+    ASSERT(f[2].send_seq < f[0].disconnect_seq);   /* after the walk */
+    ASSERT(f[0].disconnect_seq < f[0].close_seq);
     ASSERT_EQ(2, (int)wsch_hub_channel_size(T.hub, "c"));
 
     /* The only subscriber is cut: the channel goes, after the walk. */
@@ -1000,7 +1007,8 @@ TEST conn_cut_inside_a_delivery(void) {
     ASSERT_EQ(0, (int)delivered);
     ASSERT_EQ(0, (int)wsch_hub_channel_size(T.hub, "s"));
     ASSERT_EQ(2, T.disconnects);
-    fake_gone(&f[3]);
+    ASSERT(fake_released(&f[3]));
+    ASSERT(f[3].disconnect_seq < f[3].close_seq);
 
     /* A user's first connection (the newest, f[6]) is cut and reports its
        transport closed inside close(): the other two still get it. */
@@ -1012,12 +1020,546 @@ TEST conn_cut_inside_a_delivery(void) {
     ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":3}", fake_text(&f[4]));
     ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":3}", fake_text(&f[5]));
     ASSERT(f[6].reported);
+    ASSERT(fake_released(&f[6]));
+    ASSERT(f[4].send_seq < f[6].disconnect_seq);
+    ASSERT(f[6].disconnect_seq < f[6].close_seq);
     ASSERT_EQ(2, (int)wsch_hub_user_connections(T.hub, "u"));
     ASSERT_EQ(3, T.disconnects);
     ASSERT_EQ(3, (int)stats().drops[WSCH_HUB_DROP_NOMEM]);
     for (i = 0; i < 7; i++) fake_gone(&f[i]);
     ASSERT_EQ(0, (int)stats().peers);
     ASSERT_EQ(0, (int)hub_teardown(f, 7));
+    PASS();
+}
+
+/* ---- the close rule: one close() per peer, on every path, the last
+   callback about it; the handle is stale as soon as it has run ---------- */
+
+/* The peer closes cleanly: the hub answers, runs on_disconnect with the
+   peer's code, then close(); the handle is stale when feed returns, and the
+   caller (who closed the socket in close()) has nothing to report. */
+TEST close_once_when_the_peer_closes(void) {
+    fake f[2];
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT(fake_open(&f[0], "a"));
+    ASSERT(fake_open(&f[1], "b"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[0], "c"));
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x0f\xa0" "done", 6));     /* 4000 "done" */
+    ASSERT(fake_closed_with(&f[0], 4000, NULL));     /* the answer echoes the code */
+    ASSERT_EQ(1, f[0].disconnects);
+    ASSERT_EQ(4000, f[0].disconnect_code);
+    ASSERT(fake_released(&f[0]));
+    ASSERT(f[0].disconnect_seq < f[0].close_seq);
+    ASSERT_EQ(0, (int)wsch_hub_channel_size(T.hub, "c"));
+    ASSERT_EQ(1, (int)stats().peers);
+    ASSERT_EQ(1, (int)stats().open);
+    ASSERT_EQ(0, f[1].closes);
+    fake_gone(&f[1]);
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(0, (int)hub_teardown(f, 2));
+    PASS();
+}
+
+/* wsch_hub_peer_close: the close frame goes out and the peer stays CLOSING
+   (no close() yet) until it answers, its close timer fires, or its socket
+   ends; each way, on_disconnect then close(), once. */
+TEST close_once_when_the_hub_closes(void) {
+    fake f[3];
+    size_t i;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    for (i = 0; i < 3; i++) ASSERT(fake_open(&f[i], "u"));
+    for (i = 0; i < 3; i++)
+        ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[i].h, 4000, "go away", i == 0 ? WSCH_CSTR : 7));
+    for (i = 0; i < 3; i++) {
+        ASSERT(fake_closed_with(&f[i], 4000, "go away"));
+        ASSERT_EQ(WSCH_STATE_CLOSING, wsch_hub_peer_state(T.hub, f[i].h));
+        ASSERT_EQ(1, f[i].armed[WSCH_TIMER_CLOSE]);
+        ASSERT_EQ(0, f[i].closes);
+        ASSERT_EQ(0, f[i].disconnects);
+    }
+    /* Closing again sends nothing more. */
+    ASSERT_EQ(WSCH_ERR_CLOSED, wsch_hub_peer_close(T.hub, f[0].h, 1000, NULL, 0));
+    ASSERT_EQ(0, (int)fake_pending(&f[0]));
+    /* f[0] answers; f[1] never does; f[2]'s socket ends. */
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x0f\xa0", 2));
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(4000, f[0].disconnect_code);
+    ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[1].h, WSCH_TIMER_CLOSE));
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[1].disconnect_code);
+    fake_gone(&f[2]);
+    ASSERT(fake_released(&f[2]));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[2].disconnect_code);
+    for (i = 0; i < 3; i++) {
+        ASSERT_EQ(1, f[i].disconnects);
+        ASSERT(f[i].disconnect_seq < f[i].close_seq);
+    }
+    ASSERT_EQ(0, (int)stats().peers);
+    ASSERT_EQ(0, (int)hub_teardown(f, 3));
+    PASS();
+}
+
+/* Refused peers never connect, so never disconnect; close() comes once:
+   after the 4001 close handshake (answered, or cut by the close timer), or
+   right after an HTTP refusal (403 from the origin hook, 401 with
+   reject_with_http). */
+TEST close_once_for_refused_peers(void) {
+    fake f[3];
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT_EQ(WSCH_OK, fake_request(&f[0], "/ws?token=bad", NULL));
+    ASSERT_EQ(101, fake_status(&f[0]));
+    ASSERT(fake_closed_with(&f[0], WSCH_CLOSE_UNAUTHORIZED, "Unauthorized"));
+    ASSERT_EQ(0, f[0].closes);
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x0f\xa1", 2));
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(WSCH_OK, fake_request(&f[1], "/ws", NULL));
+    ASSERT(fake_closed_with(&f[1], WSCH_CLOSE_UNAUTHORIZED, "Unauthorized"));
+    ASSERT_EQ(0, f[1].closes);
+    ASSERT_EQ(1, f[1].armed[WSCH_TIMER_CLOSE]);
+    ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[1].h, WSCH_TIMER_CLOSE));
+    ASSERT(fake_released(&f[1]));
+    (void)fake_request(&f[2], "/ws?token=a", "Origin: http://evil.local\r\n");
+    ASSERT_EQ(403, fake_status(&f[2]));
+    ASSERT(fake_released(&f[2]));
+    ASSERT_EQ(0, T.connects + T.disconnects);
+    ASSERT_EQ(0, (int)stats().peers);
+    ASSERT_EQ(0, (int)hub_teardown(f, 3));
+
+    ASSERT_EQ(WSCH_OK, hub_setup(http_401));
+    (void)fake_request(&f[0], "/ws?token=bad", NULL);
+    ASSERT_EQ(401, fake_status(&f[0]));
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(0, T.connects + T.disconnects);
+    ASSERT_EQ(0, (int)stats().peers);
+    ASSERT_EQ(0, (int)hub_teardown(f, 1));
+    PASS();
+}
+
+/* Requests that never become a WebSocket: garbage, a broken upgrade, an
+   upgrade on another path (answered as plain HTTP), on_http's own answer,
+   a head too large, a peer that hangs up mid-request. close() once each,
+   no on_connect, no on_disconnect. */
+TEST close_once_for_bad_handshakes_and_http_answers(void) {
+    fake f[6];
+    char *big;
+    size_t i;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[0]));
+    ASSERT(fake_feed_str(&f[0], "\x16\x03\x01 not http at all\r\n\r\n") != WSCH_OK);
+    ASSERT(fake_status(&f[0]) >= 400);
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[1]));   /* no Sec-WebSocket-Key */
+    ASSERT(fake_feed_str(&f[1], "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                "Sec-WebSocket-Version: 13\r\n\r\n") != WSCH_OK);
+    ASSERT(fake_status(&f[1]) >= 400);
+    (void)fake_request(&f[2], "/elsewhere?token=a", NULL);
+    ASSERT_EQ(404, fake_status(&f[2]));
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[3]));
+    (void)fake_feed_str(&f[3], "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_EQ(200, fake_status(&f[3]));
+    big = (char *)malloc(20000);
+    ASSERT(big != NULL);
+    memset(big, 'a', 20000);
+    memcpy(big, "GET /ws HTTP/1.1\r\nX-Big: ", 25);
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[4]));
+    ASSERT(fake_feed(&f[4], big, 20000) != WSCH_OK);
+    free(big);
+    ASSERT(fake_status(&f[4]) >= 400);
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[5]));
+    ASSERT_EQ(WSCH_OK, fake_feed_str(&f[5], "GET /ws HTTP/1.1\r\nHo"));
+    ASSERT_EQ(0, f[5].closes);
+    fake_gone(&f[5]);
+    for (i = 0; i < 6; i++) ASSERT(fake_released(&f[i]));
+    ASSERT_EQ(0, T.connects + T.disconnects);
+    ASSERT_EQ(0, (int)stats().peers);
+    ASSERT_EQ(0, (int)hub_teardown(f, 6));
+    PASS();
+}
+
+/* The idle timeout closes with 1000 "Idle timeout"; close() follows the
+   close handshake (answered, or cut by the close timer). */
+TEST close_once_on_idle_timeout(void) {
+    fake f[2];
+    size_t i;
+    ASSERT_EQ(WSCH_OK, hub_setup(short_idle));
+    ASSERT(fake_open(&f[0], "a"));
+    ASSERT(fake_open(&f[1], "b"));
+    T.now += 1000;
+    for (i = 0; i < 2; i++) {
+        ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[i].h, WSCH_HUB_TIMER_IDLE));
+        ASSERT(fake_closed_with(&f[i], 1000, "Idle timeout"));
+        ASSERT_EQ(0, f[i].closes);
+    }
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x03\xe8", 2));
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(1000, f[0].disconnect_code);
+    ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[1].h, WSCH_TIMER_CLOSE));
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[1].disconnect_code);
+    for (i = 0; i < 2; i++) ASSERT(f[i].disconnect_seq < f[i].close_seq);
+    ASSERT_EQ(2, (int)stats().drops[WSCH_HUB_DROP_IDLE]);
+    ASSERT_EQ(0, (int)hub_teardown(f, 2));
+    PASS();
+}
+
+/* Slow consumers are found inside a broadcast's walk over the subscribers
+   and dropped when it ends: the others are served, the slow ones get 4008
+   and no on_disconnect or close() yet. Later on_disconnect runs (here it
+   broadcasts a farewell to the same channel, as it may), and only after it
+   close(). */
+TEST close_once_for_slow_consumers_dropped_in_a_walk(void) {
+    fake f[4];
+    size_t i, delivered;
+    char payload[601];
+    ASSERT_EQ(WSCH_OK, hub_setup(tight_queue));
+    for (i = 0; i < 4; i++) {
+        ASSERT(fake_open(&f[i], "u"));
+        ASSERT_EQ(WSCH_OK, fake_sub(&f[i], "feed"));
+        (void)fake_text(&f[i]);
+    }
+    T.farewell_channel = "feed";
+    f[1].take = 0;
+    f[2].take = 0;
+    memset(payload, 'p', sizeof payload - 1);
+    payload[0] = '"';
+    payload[sizeof payload - 2] = '"';
+    payload[sizeof payload - 1] = '\0';
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "t", payload, WSCH_CSTR, &delivered));
+    ASSERT_EQ(4, (int)delivered);       /* about 630 bytes wait for each slow one */
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "t", payload, WSCH_CSTR, &delivered));
+    ASSERT_EQ(2, (int)delivered);       /* twice that is past 1000: both dropped */
+    ASSERT_EQ(2, (int)stats().drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
+    for (i = 1; i < 3; i++) {
+        ASSERT_EQ(WSCH_STATE_CLOSING, wsch_hub_peer_state(T.hub, f[i].h));
+        ASSERT_EQ(0, f[i].disconnects);
+        ASSERT_EQ(0, f[i].closes);
+        ASSERT_EQ(WSCH_WANT_READ | WSCH_WANT_WRITE, wsch_hub_peer_want(T.hub, f[i].h));
+    }
+    ASSERT_EQ(2, (int)wsch_hub_channel_size(T.hub, "feed"));
+    /* f[1] wakes up, reads what was queued and the 4008, and answers. */
+    f[1].take = FAKE_ALL;
+    ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[1].h));
+    ASSERT(fake_text(&f[1])[0] != '\0');
+    ASSERT(fake_closed_with(&f[1], WSCH_HUB_CLOSE_SLOW_CONSUMER, "Slow consumer"));
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[1], WSCH_OP_CLOSE, "\x0f\xa8", 2));
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(WSCH_HUB_CLOSE_SLOW_CONSUMER, f[1].disconnect_code);
+    /* on_disconnect, its farewell to f[3], then close(). */
+    ASSERT(f[1].disconnect_seq < f[3].send_seq && f[3].send_seq < f[1].close_seq);
+    /* f[2] never wakes: its close timer ends it. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[2].h, WSCH_TIMER_CLOSE));
+    ASSERT(fake_released(&f[2]));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[2].disconnect_code);
+    ASSERT(f[2].disconnect_seq < f[3].send_seq && f[3].send_seq < f[2].close_seq);
+    for (i = 0; i < 4; i += 3) {
+        size_t n = 0;
+        while (strcmp(fake_text(&f[i]), "{\"type\":\"left\"}") != 0 && n < 10) n++;
+        ASSERT_EQ(2, (int)n);               /* both broadcasts came first */
+        ASSERT_STR_EQ("{\"type\":\"left\"}", fake_text(&f[i]));   /* once per dropped peer */
+    }
+    ASSERT_EQ(2, T.nresults);
+    ASSERT_EQ(WSCH_OK, T.results[0]);
+    ASSERT_EQ(WSCH_OK, T.results[1]);
+    ASSERT_EQ(0, (int)hub_teardown(f, 4));
+    PASS();
+}
+
+/* send() reports WSCH_SEND_ERROR for one subscriber in the middle of a
+   broadcast to many: the walk goes on (every other subscriber gets the
+   message), and after it the broken peer gets on_disconnect with 1006,
+   then close(). The same for send_to_user's walk over a user's connections. */
+TEST send_error_during_a_broadcast_to_many(void) {
+    enum { N = 6 };
+    fake f[N];
+    size_t i, delivered = 0;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    for (i = 0; i < N; i++) {
+        ASSERT(fake_open(&f[i], "u"));
+        ASSERT_EQ(WSCH_OK, fake_sub(&f[i], "c"));
+        (void)fake_text(&f[i]);
+    }
+    f[2].broken = 1;
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "c", "t", "1", 1, &delivered));
+    ASSERT_EQ(N - 1, (int)delivered);
+    for (i = 0; i < N; i++) {
+        if (i == 2) continue;
+        ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":1}", fake_text(&f[i]));
+    }
+    ASSERT_EQ(1, f[2].disconnects);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[2].disconnect_code);
+    ASSERT(f[N - 1].send_seq < f[2].disconnect_seq);   /* after the walk, not inside it */
+    ASSERT(f[2].disconnect_seq < f[2].close_seq);
+    ASSERT(fake_released(&f[2]));
+    ASSERT_EQ(N - 1, (int)wsch_hub_channel_size(T.hub, "c"));
+    ASSERT_EQ(N - 1, (int)stats().open);
+    ASSERT_EQ(0, (int)(stats().drops[WSCH_HUB_DROP_SLOW_CONSUMER] + stats().drops[WSCH_HUB_DROP_NOMEM]));
+    /* A user's connections are walked newest first: break the second one. */
+    f[4].broken = 1;
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(T.hub, "u", "t", "2", 1, &delivered));
+    ASSERT_EQ(N - 2, (int)delivered);
+    for (i = 0; i < N; i++) {
+        if (i == 2 || i == 4) continue;
+        ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":2}", fake_text(&f[i]));
+    }
+    ASSERT(f[0].send_seq < f[4].disconnect_seq);       /* f[0], the oldest, is walked last */
+    ASSERT(f[4].disconnect_seq < f[4].close_seq);
+    ASSERT(fake_released(&f[4]));
+    ASSERT_EQ(N - 2, (int)wsch_hub_user_connections(T.hub, "u"));
+    ASSERT_EQ(2, T.disconnects);
+    for (i = 0; i < N; i++) fake_gone(&f[i]);
+    ASSERT_EQ(0, (int)hub_teardown(f, N));
+    PASS();
+}
+
+/* A send error anywhere else ends the peer the same way, at once: the 101
+   answer (no on_connect), a send to one peer, a pong written from inside
+   feed, a queue flushed by writable. */
+TEST send_error_on_every_other_path(void) {
+    fake f[4];
+    size_t i;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[0]));
+    f[0].broken = 1;
+    (void)fake_upgrade(&f[0], "/ws?token=a", NULL);
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(0, T.connects);
+    ASSERT(fake_open(&f[1], "b"));
+    f[1].broken = 1;
+    ASSERT(wsch_hub_send(T.hub, f[1].h, "t", "1", 1) != WSCH_OK);
+    ASSERT(fake_released(&f[1]));
+    ASSERT(fake_open(&f[2], "c"));
+    f[2].broken = 1;
+    (void)fake_say(&f[2], "{\"type\":\"ping\"}");
+    ASSERT(fake_released(&f[2]));
+    ASSERT(fake_open(&f[3], "d"));
+    f[3].take = 0;
+    ASSERT_EQ(WSCH_OK, wsch_hub_send(T.hub, f[3].h, "t", "1", 1));     /* queued */
+    ASSERT_EQ(0, f[3].closes);
+    f[3].broken = 1;
+    (void)wsch_hub_writable(T.hub, f[3].h);
+    ASSERT(fake_released(&f[3]));
+    for (i = 1; i < 4; i++) {
+        ASSERT_EQ(1, f[i].disconnects);
+        ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[i].disconnect_code);
+        ASSERT(f[i].disconnect_seq < f[i].close_seq);
+    }
+    ASSERT_EQ(0, (int)stats().peers);
+    ASSERT_EQ(0, (int)hub_teardown(f, 4));
+    PASS();
+}
+
+/* The caller sees EOF first and reports it: an open peer gets on_disconnect
+   1006, then close(); a handshaking one just close(); a closing one (the
+   hub's close frame unanswered) on_disconnect 1006, then close(). The
+   handle is stale when the report returns; a second report is refused. */
+TEST close_once_on_eof_report(void) {
+    fake f[3];
+    size_t i;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT(fake_open(&f[0], "a"));
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[1]));
+    ASSERT(fake_open(&f[2], "c"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[2].h, 1000, NULL, 0));
+    for (i = 0; i < 3; i++) {
+        ASSERT_EQ(0, f[i].closes);
+        ASSERT_EQ(WSCH_OK, wsch_hub_transport_closed(T.hub, f[i].h));
+        ASSERT(fake_released(&f[i]));
+        ASSERT_EQ(WSCH_ERR_STALE, wsch_hub_transport_closed(T.hub, f[i].h));
+        ASSERT_EQ(1, f[i].closes);
+    }
+    ASSERT_EQ(1, f[0].disconnects);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[0].disconnect_code);
+    ASSERT(f[0].disconnect_seq < f[0].close_seq);
+    ASSERT_EQ(0, f[1].disconnects);
+    ASSERT_EQ(1, f[2].disconnects);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f[2].disconnect_code);
+    ASSERT(f[2].disconnect_seq < f[2].close_seq);
+    ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_HANDSHAKE]);
+    ASSERT_EQ(0, (int)stats().peers);
+    ASSERT_EQ(0, (int)hub_teardown(f, 3));
+    PASS();
+}
+
+/* wsch_hub_shutdown: a handshaking peer is closed at once; open ones get
+   1001 and close() after their close handshake (answered, cut by the close
+   timer, or ended by EOF); a peer accept refused gets no close() at all. */
+TEST close_once_on_shutdown(void) {
+    fake f[5];
+    size_t i;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    for (i = 0; i < 3; i++) ASSERT(fake_open(&f[i], "u"));
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[3]));
+    f[2].take = 0;
+    wsch_hub_shutdown(T.hub);
+    ASSERT(fake_released(&f[3]));
+    ASSERT_EQ(0, f[3].disconnects);
+    ASSERT_EQ(WSCH_ERR_STATE, fake_accept(&f[4]));
+    ASSERT_EQ(0, f[4].accepted);
+    for (i = 0; i < 3; i++) {
+        ASSERT_EQ(0, f[i].closes);
+        ASSERT_EQ(0, f[i].disconnects);
+    }
+    ASSERT(fake_closed_with(&f[0], WSCH_CLOSE_GOING_AWAY, "Server shutting down"));
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x03\xe9", 2));
+    ASSERT(fake_released(&f[0]));
+    fake_gone(&f[1]);
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[2].h, WSCH_TIMER_CLOSE));
+    ASSERT(fake_released(&f[2]));
+    for (i = 0; i < 3; i++) {
+        ASSERT_EQ(1, f[i].disconnects);
+        ASSERT(f[i].disconnect_seq < f[i].close_seq);
+    }
+    ASSERT_EQ(WSCH_CLOSE_GOING_AWAY, f[0].disconnect_code);
+    wsch_hub_shutdown(T.hub);       /* again: nothing left to close */
+    ASSERT_EQ(0, (int)stats().peers);
+    ASSERT_EQ(0, (int)hub_teardown(f, 5));
+    PASS();
+}
+
+/* ---- readiness, re-entrancy, string lengths -------------------------------- */
+
+/* Every payload and reason length may be WSCH_CSTR: "NUL-terminated,
+   measure it" -- the same bytes as the measured length. */
+TEST payload_lengths_may_be_cstr(void) {
+    fake f[1];
+    size_t delivered = 0;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT(fake_open(&f[0], "ann"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_subscribe(T.hub, f[0].h, "c"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "c", "b", "{\"k\":[1]}", WSCH_CSTR, &delivered));
+    ASSERT_EQ(1, (int)delivered);
+    ASSERT_STR_EQ("{\"type\":\"b\",\"payload\":{\"k\":[1]}}", fake_text(&f[0]));
+    ASSERT_EQ(WSCH_OK, wsch_hub_send_to_user(T.hub, "ann", "u", "\"x\"", WSCH_CSTR, &delivered));
+    ASSERT_EQ(1, (int)delivered);
+    ASSERT_STR_EQ("{\"type\":\"u\",\"payload\":\"x\"}", fake_text(&f[0]));
+    ASSERT_EQ(WSCH_OK, wsch_hub_send(T.hub, f[0].h, "s", "null", WSCH_CSTR));
+    ASSERT_STR_EQ("{\"type\":\"s\",\"payload\":null}", fake_text(&f[0]));
+    ASSERT_EQ(WSCH_ERR_JSON, wsch_hub_send(T.hub, f[0].h, "s", "{", WSCH_CSTR));   /* measured, then checked */
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[0].h, 1000, "so long", WSCH_CSTR));
+    ASSERT(fake_closed_with(&f[0], 1000, "so long"));
+    fake_gone(&f[0]);
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(0, (int)hub_teardown(f, 1));
+    PASS();
+}
+
+/* wsch_hub_peer_want: READ while the peer can be read, WRITE added exactly
+   while output waits for the socket, 0 once close() has run. */
+TEST peer_want_follows_the_transport(void) {
+    fake f[2];
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[0]));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_hub_peer_want(T.hub, f[0].h));     /* waiting for the request */
+    f[0].take = 0;
+    ASSERT_EQ(WSCH_OK, fake_upgrade(&f[0], "/ws?token=a", NULL));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_hub_peer_state(T.hub, f[0].h));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_hub_peer_want(T.hub, f[0].h)); /* the 101 waits */
+    f[0].take = FAKE_ALL;
+    ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[0].h));
+    ASSERT_EQ(101, fake_status(&f[0]));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_hub_peer_want(T.hub, f[0].h));
+    f[0].take = 0;
+    ASSERT_EQ(WSCH_OK, wsch_hub_send(T.hub, f[0].h, "t", "\"0123456789\"", 12));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_hub_peer_want(T.hub, f[0].h));
+    f[0].take = 3;                      /* a partial write leaves some */
+    ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[0].h));
+    ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_hub_peer_want(T.hub, f[0].h));
+    f[0].take = FAKE_ALL;
+    ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[0].h));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_hub_peer_want(T.hub, f[0].h));
+    ASSERT_STR_EQ("{\"type\":\"t\",\"payload\":\"0123456789\"}", fake_text(&f[0]));
+    /* Closing: the close frame is out, the peer's answer is awaited. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[0].h, 1000, NULL, 0));
+    ASSERT_EQ((unsigned)WSCH_WANT_READ, wsch_hub_peer_want(T.hub, f[0].h));
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_CLOSE, "\x03\xe8", 2));
+    ASSERT(fake_released(&f[0]));
+    ASSERT_EQ(0u, wsch_hub_peer_want(T.hub, f[0].h));
+    /* A plain HTTP answer to a blocked socket: written first, then close(). */
+    ASSERT_EQ(WSCH_OK, fake_accept(&f[1]));
+    f[1].take = 0;
+    (void)fake_feed_str(&f[1], "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_EQ(0, f[1].closes);
+    ASSERT(wsch_hub_peer_want(T.hub, f[1].h) & WSCH_WANT_WRITE);
+    f[1].take = FAKE_ALL;
+    ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[1].h));
+    ASSERT_EQ(200, fake_status(&f[1]));
+    ASSERT(fake_released(&f[1]));
+    ASSERT_EQ(0, (int)hub_teardown(f, 2));
+    PASS();
+}
+
+/* What the hub section allows from on_connect (subscribe, send),
+   on_message (broadcast, send_to_user, send, close -- of the sender or of
+   another peer) and on_disconnect (broadcast) works, for the peer being
+   served too. */
+TEST reentrant_calls_from_hooks(void) {
+    fake f[4];
+    int k;
+    ASSERT_EQ(WSCH_OK, hub_setup(NULL));
+    T.join_on_connect = "lobby";
+    T.welcome_on_connect = 1;
+    ASSERT(fake_open(&f[0], "ann"));
+    ASSERT(fake_open(&f[1], "bob"));
+    ASSERT(fake_open(&f[2], "bob"));
+    ASSERT(fake_open(&f[3], "cat"));
+    ASSERT_EQ(8, T.nresults);
+    for (k = 0; k < 8; k++) ASSERT_EQ(WSCH_OK, T.results[k]);
+    for (k = 0; k < 4; k++) {
+        ASSERT_STR_EQ("{\"type\":\"welcome\"}", fake_text(&f[k]));
+        ASSERT_EQ(1, wsch_hub_is_subscribed(T.hub, f[k].h, "lobby"));
+    }
+    ASSERT_EQ(4, (int)wsch_hub_channel_size(T.hub, "lobby"));
+    T.join_on_connect = NULL;
+    T.welcome_on_connect = 0;
+    T.nresults = 0;
+    /* Broadcast from on_message: every subscriber, the sender included. */
+    ASSERT_EQ(WSCH_OK, fake_say(&f[0], "{\"type\":\"publish\",\"payload\":{\"channel\":\"lobby\"}}"));
+    for (k = 0; k < 4; k++)
+        ASSERT_STR_EQ("{\"type\":\"message\",\"payload\":{\"channel\":\"lobby\"}}", fake_text(&f[k]));
+    /* send_to_user from on_message: both of bob's connections, nobody else. */
+    ASSERT_EQ(WSCH_OK, fake_say(&f[0], "{\"type\":\"tell\",\"payload\":\"bob\"}"));
+    ASSERT_STR_EQ("{\"type\":\"told\",\"payload\":\"bob\"}", fake_text(&f[1]));
+    ASSERT_STR_EQ("{\"type\":\"told\",\"payload\":\"bob\"}", fake_text(&f[2]));
+    ASSERT_EQ(0, (int)(fake_pending(&f[0]) + fake_pending(&f[3])));
+    /* send to the sender itself. */
+    ASSERT_EQ(WSCH_OK, fake_say(&f[3], "{\"type\":\"echo\",\"payload\":[1,2]}"));
+    ASSERT_STR_EQ("{\"type\":\"echo\",\"payload\":[1,2]}", fake_text(&f[3]));
+    /* Close another peer from on_message. */
+    T.kick = f[2].h;
+    ASSERT_EQ(WSCH_OK, fake_say(&f[0], "{\"type\":\"kick\"}"));
+    ASSERT(fake_closed_with(&f[2], 4000, "kicked"));
+    ASSERT_EQ(WSCH_STATE_CLOSING, wsch_hub_peer_state(T.hub, f[2].h));
+    /* Send, close itself, try to send again: the last one is refused. */
+    ASSERT_EQ(WSCH_OK, fake_say(&f[3], "{\"type\":\"last\",\"payload\":\"bye\"}"));
+    ASSERT_STR_EQ("{\"type\":\"last\",\"payload\":\"bye\"}", fake_text(&f[3]));
+    ASSERT(fake_closed_with(&f[3], 1000, "last words"));
+    ASSERT_EQ(0, (int)fake_pending(&f[3]));
+    ASSERT_EQ(6, T.nresults);
+    ASSERT_EQ(WSCH_OK, T.results[0]);   /* tell */
+    ASSERT_EQ(WSCH_OK, T.results[1]);   /* echo */
+    ASSERT_EQ(WSCH_OK, T.results[2]);   /* kick */
+    ASSERT_EQ(WSCH_OK, T.results[3]);   /* last: send */
+    ASSERT_EQ(WSCH_OK, T.results[4]);   /* last: close */
+    ASSERT_EQ(WSCH_ERR_STATE, T.results[5]); /* last: send after close */
+    /* Broadcast from on_disconnect: those still open get the farewell. */
+    T.farewell_channel = "lobby";
+    T.nresults = 0;
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[2], WSCH_OP_CLOSE, "\x0f\xa0", 2));
+    ASSERT(fake_released(&f[2]));
+    ASSERT_STR_EQ("{\"type\":\"left\"}", fake_text(&f[0]));
+    ASSERT_STR_EQ("{\"type\":\"left\"}", fake_text(&f[1]));
+    ASSERT(f[1].send_seq < f[2].close_seq);     /* sent inside on_disconnect, before close() */
+    fake_gone(&f[3]);
+    ASSERT(fake_released(&f[3]));
+    ASSERT_STR_EQ("{\"type\":\"left\"}", fake_text(&f[0]));
+    ASSERT_STR_EQ("{\"type\":\"left\"}", fake_text(&f[1]));
+    fake_gone(&f[0]);
+    ASSERT_STR_EQ("{\"type\":\"left\"}", fake_text(&f[1]));
+    fake_gone(&f[1]);
+    ASSERT_EQ(4, T.nresults);
+    for (k = 0; k < 4; k++) ASSERT_EQ(WSCH_OK, T.results[k]);
+    ASSERT_EQ(0, (int)stats().channels);
+    ASSERT_EQ(0, (int)hub_teardown(f, 4));
     PASS();
 }
 
@@ -1033,7 +1575,7 @@ TEST heap_per_idle_connection(void) {
     anon = (T.mem.live_bytes - base) / N;
     for (i = 0; i < N; i++) {
         fake_gone(&f[i]);
-        free(f[i].out);
+        ASSERT(fake_done(&f[i]));
     }
     base = T.mem.live_bytes;
     for (i = 0; i < N; i++) {
@@ -1066,15 +1608,11 @@ static int run_scenario(long fail_at, int *hit) {
     T.mem.fail_at = (size_t)fail_at;
     T.mem.allocs = 0;
     for (i = 0; i < 4; i++) {
-        char req[256];
         r = fake_accept(&f[i]);
         if (r == WSCH_ERR_NOMEM && !wsch_hub_peer_valid(T.hub, f[i].h)) continue;
         if (r != WSCH_OK) return 0;
-        snprintf(req, sizeof req,
-                 "GET %s HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 i == 3 ? "/" : (i % 2 ? "/ws?token=ann" : "/ws?token=ben"));
-        (void)fake_feed(&f[i], req, strlen(req));   /* fails the connection when memory runs out */
+        /* fails the connection when memory runs out */
+        (void)fake_upgrade(&f[i], i == 3 ? "/" : (i % 2 ? "/ws?token=ann" : "/ws?token=ben"), NULL);
     }
     for (i = 0; i < 3; i++) {
         if (!wsch_hub_peer_valid(T.hub, f[i].h)) continue;
@@ -1106,9 +1644,11 @@ TEST failing_allocator_never_leaks(void) {
     PASS();
 }
 
-/* Destroying a hub with live clients frees them without calling back. */
+/* Destroying a hub with live peers frees them; the only callback is
+   close(), once for each peer whose transport is still the library's --
+   open, closing or handshaking -- and none for one already given back. */
 TEST destroy_with_live_clients(void) {
-    fake f[3];
+    fake f[5];
     size_t i;
     ASSERT_EQ(WSCH_OK, hub_setup(NULL));
     ASSERT(fake_open(&f[0], "a"));
@@ -1117,14 +1657,23 @@ TEST destroy_with_live_clients(void) {
     f[1].take = 0;
     ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "c", "queued", "1", 1, NULL));   /* left in the queue */
     ASSERT_EQ(WSCH_OK, fake_accept(&f[2]));                                    /* mid-handshake */
-    for (i = 0; i < 3; i++) f[i].timer_sets = 0, f[i].close_requested = 0;
+    ASSERT(fake_open(&f[3], "d"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_peer_close(T.hub, f[3].h, 1000, NULL, 0));    /* closing: no answer yet */
+    ASSERT(fake_open(&f[4], "e"));
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[4], WSCH_OP_CLOSE, "\x03\xe8", 2));     /* given back already */
+    ASSERT(fake_released(&f[4]));
+    for (i = 0; i < 5; i++) {
+        ASSERT_EQ(i == 4 ? 1 : 0, f[i].closes);
+        f[i].timer_sets = 0;
+    }
     T.disconnects = 0;
     wsch_hub_destroy(T.hub);
     T.hub = NULL;
-    for (i = 0; i < 3; i++) {
-        ASSERT_EQ(1, f[i].armed[i == 2 ? WSCH_TIMER_HANDSHAKE : WSCH_HUB_TIMER_IDLE]);  /* nobody touched them */
-        ASSERT_EQ(0, f[i].close_requested);
-        free(f[i].out);
+    for (i = 0; i < 5; i++) {
+        ASSERT_EQ(1, f[i].closes);
+        ASSERT_EQ(0u, f[i].timer_sets);
+        if (i < 3) ASSERT_EQ(1, f[i].armed[i == 2 ? WSCH_TIMER_HANDSHAKE : WSCH_HUB_TIMER_IDLE]);  /* nobody touched them */
+        ASSERT(fake_done(&f[i]));
     }
     ASSERT_EQ(0, T.disconnects);
     ASSERT_EQ(0, (int)T.mem.live_bytes);
@@ -1138,9 +1687,21 @@ TEST desc_defaults_and_create_errors(void) {
     ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_PEERS, d.max_peers);
     ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_CHANNELS_PER_PEER, d.max_channels_per_peer);
     ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_CHANNEL_LEN, d.max_channel_len);
-    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE, d.max_message_size);
-    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES, d.max_outbound_bytes);
+    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE, d.limits.max_message_size);
+    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE, d.limits.max_frame_size);   /* a frame may be a whole message */
+    ASSERT_EQ(WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES, d.limits.max_outbound_bytes);
     ASSERT_EQ(WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS, d.idle_timeout_ms);
+    {
+        wsch_hub_desc in;
+        memset(&in, 0, sizeof in);
+        in.limits.max_message_size = 1000;
+        in.limits.max_outbound_bytes = 5000;
+        d = wsch_hub_desc_defaults(&in);
+        ASSERT_EQ(1000u, d.limits.max_frame_size);                    /* follows the message size */
+        ASSERT_EQ(5000u, d.limits.max_outbound_bytes);
+        ASSERT_EQ(WSCH_DEFAULT_MAX_HEADER_BYTES, d.limits.max_header_bytes); /* the rest as a conn's */
+    }
+    d = wsch_hub_desc_defaults(NULL);
     d.max_channel_len = WSCH_HUB_MAX_CHANNEL_LEN + 1;
     ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_create(&d, &h));
     ASSERT_EQ(NULL, h);
@@ -1151,7 +1712,14 @@ TEST desc_defaults_and_create_errors(void) {
     ASSERT_EQ(WSCH_OK, wsch_hub_create(NULL, &h));
     {
         wsch_hub_peer c;
-        ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_accept(h, NULL, NULL, &c));   /* no transport anywhere */
+        wsch_effects e = fake_effects();
+        ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_accept(h, NULL, NULL, &c));   /* no effects anywhere */
+        ASSERT_EQ(0, wsch_hub_peer_valid(h, c));
+        e.close = NULL;
+        ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_accept(h, &e, NULL, &c));     /* close() is required */
+        e = fake_effects();
+        e.send = NULL;
+        ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_accept(h, &e, NULL, &c));     /* and send() */
     }
     wsch_hub_destroy(h);
     wsch_hub_destroy(NULL);
@@ -1205,6 +1773,19 @@ SUITE(hub) {
     RUN_TEST(publish_from_handler_and_partial_writes);
     RUN_TEST(close_callback_reports_synchronously);
     RUN_TEST(conn_cut_inside_a_delivery);
+    RUN_TEST(close_once_when_the_peer_closes);
+    RUN_TEST(close_once_when_the_hub_closes);
+    RUN_TEST(close_once_for_refused_peers);
+    RUN_TEST(close_once_for_bad_handshakes_and_http_answers);
+    RUN_TEST(close_once_on_idle_timeout);
+    RUN_TEST(close_once_for_slow_consumers_dropped_in_a_walk);
+    RUN_TEST(send_error_during_a_broadcast_to_many);
+    RUN_TEST(send_error_on_every_other_path);
+    RUN_TEST(close_once_on_eof_report);
+    RUN_TEST(close_once_on_shutdown);
+    RUN_TEST(payload_lengths_may_be_cstr);
+    RUN_TEST(peer_want_follows_the_transport);
+    RUN_TEST(reentrant_calls_from_hooks);
     RUN_TEST(heap_per_idle_connection);
     RUN_TEST(failing_allocator_never_leaks);
     RUN_TEST(destroy_with_live_clients);
