@@ -1,14 +1,16 @@
-/* chat_server - the channel hub (wsch_hub) on one thread and epoll, with the
-   browser demo page.
+/* chat_server - the chat demo: a channel hub (wsch_hub) with a browser page,
+   an HTTP API and, optionally, Redis to join several processes.
 
-   Shows wsch_hub on real sockets: every accepted socket is handed to the hub,
-   which runs the handshake on /ws, authenticates the token, answers
-   ping/subscribe/unsubscribe and fans broadcasts out (encoded once, queued
-   by reference). The same port serves the page (plain HTTP through the
-   hub's on_http hook) and a small HTTP API.
+   Shows what an application puts on top of the hub: messages of its own
+   (publish, direct), a subscribe-authorization hook, plain HTTP on the same
+   port through the hub's on_http hook (the page and a small API), the hub's
+   counters and the library's heap (through the allocator hook), and the
+   hub's bridge over Redis pub/sub. The sockets, the epoll loop and the
+   hub's effects are hub_loop.h's, the same loop examples/hub_server.c (the
+   smallest hub server) runs on.
 
-   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -Iexamples -o build/chat_server examples/chat_server.c
-           (with --redis: add -DCHAT_WITH_REDIS -lhiredis; the Makefile does when hiredis is installed)
+   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/chat_server examples/chat_server.c
+           (--redis needs -DCHAT_WITH_REDIS ... -lhiredis; the Makefile adds both when hiredis is installed)
    Run:    build/chat_server --port 8080 [--token alice=secret ...]
            then open http://127.0.0.1:8080/
 
@@ -45,9 +47,10 @@
 
    HTTP on the same port:
      GET /                      the page (index.html, app.css, app.js from --www)
-     GET /api/stats             the hub's counters and the library's heap bytes, as JSON
-                                (the request asking is itself one of the clients); with
-                                --redis also the bridge's and the Redis links' state
+     GET /api/stats             the hub's counters ("peers": connections the hub
+                                holds, the request asking among them) and the
+                                library's heap bytes, as JSON; with --redis also
+                                the bridge's and the Redis links' state
      GET /api/notify?channel=C&text=T    broadcasts {"type":"notification",
                                 "payload":{"channel":C,"from":"server","text":T}}; answers {"delivered":N}
                                 (N: clients of this process; with --redis the others get it too)
@@ -55,63 +58,26 @@
    The API has no authentication: the server listens on 127.0.0.1 unless
    told otherwise.
 
-   Sockets: partial writes are queued by the library and flushed on EPOLLOUT;
-   when the library asks for the transport to close, the hub is told at once,
-   the server sends FIN first (RFC 6455 7.1.1) and drains the peer until EOF
-   or 2 s, so a late packet cannot turn into a reset that eats our close
-   frame. SIGINT/SIGTERM: every client gets 1001 Going Away, the loop runs
-   until they are gone (at most 3 s), then everything is freed. */
+   SIGINT/SIGTERM: every client gets 1001 Going Away, the loop runs until
+   they are gone (at most 3 s), then everything is freed. */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
 #include "example_net.h"
+#include "hub_loop.h"
 #ifdef CHAT_WITH_REDIS
 #include "redis_bridge.h"
 #endif
 
-#include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
-#define READ_BUF_SIZE (64u * 1024u)
-#define READS_PER_EVENT 8
-#define LINGER_MS 2000u
 #define SHUTDOWN_MS 3000u
 
-/* The hub's timer ids, mapped to slots of client.timer. */
-enum { T_HANDSHAKE, T_CLOSE, T_IDLE, T_LINGER, T_COUNT };
-
-typedef struct peer {
-    net_timer timer[T_COUNT];   /* owner = the client, id = the slot */
-    int fd;
-    wsch_hub_peer h;
-    uint32_t events;            /* epoll interest registered now */
-    int close_requested;        /* the hub asked for the end of the transport */
-    int dead;                   /* read/write error or EOF */
-    int reported;               /* wsch_hub_transport_closed() was called */
-    int lingering;              /* FIN sent, draining until the peer's EOF */
-    int freed;                  /* fd closed; the struct waits for the end of the batch */
-    int pending;                /* on app.pending */
-    struct peer *pending_next;
-    struct peer *prev, *next; /* every live peer */
-} peer;
-
-typedef struct token {
-    const char *user, *secret;
-} token;
-
 typedef struct app {
-    wsch_hub *hub;
-    int ep, lfd;
-    net_timers timers;
-    peer *clients;
-    peer *pending;            /* clients whose transport needs attention */
-    peer *graveyard;          /* freed at the end of each batch */
-    token *tokens;
-    size_t ntokens;
+    hub_loop loop;              /* the sockets, the hub (loop.hub) and its effects */
+    hub_tokens tokens;
     char www[1024];
     int have_www;
     int verbose;
-    size_t max_message;
     char *body;                 /* the last HTTP body, kept until the hub has copied it */
     char *scratch;              /* publish/direct payloads */
     size_t scratch_cap;
@@ -121,7 +87,6 @@ typedef struct app {
 #ifdef CHAT_WITH_REDIS
     redis_bridge redis;
 #endif
-    unsigned char buf[READ_BUF_SIZE];
 } app;
 
 static app A;
@@ -161,208 +126,25 @@ static void heap_free(void *ptr, void *user) {
     free(h);
 }
 
-/* ---- the transport --------------------------------------------------------- */
-
-static void mark_pending(peer *c) {
-    if (c->pending) return;
-    c->pending = 1;
-    c->pending_next = A.pending;
-    A.pending = c;
-}
-
-static void set_interest(peer *c, uint32_t want) {
-    struct epoll_event ev;
-    if (c->freed || want == c->events) return;
-    memset(&ev, 0, sizeof ev);
-    ev.events = want;
-    ev.data.ptr = c;
-    if (epoll_ctl(A.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
-        c->dead = 1;
-        mark_pending(c);
-        return;
-    }
-    c->events = want;
-}
-
-static size_t t_send(const void *data, size_t len, void *user) {
-    peer *c = (peer *)user;
-    long n;
-    if (c->dead || c->lingering) return 0;
-    n = net_write(c->fd, data, len);
-    if (n < 0) {
-        c->dead = 1;
-        mark_pending(c);
-        return 0;
-    }
-    if ((size_t)n < len) set_interest(c, EPOLLIN | EPOLLOUT);   /* the rest waits in the library's queue */
-    return (size_t)n;
-}
-
-static void t_close(void *user) {
-    peer *c = (peer *)user;
-    c->close_requested = 1;
-    mark_pending(c);
-}
-
-static int timer_slot(unsigned id) {
-    switch (id) {
-    case WSCH_TIMER_HANDSHAKE: return T_HANDSHAKE;
-    case WSCH_TIMER_CLOSE: return T_CLOSE;
-    case WSCH_HUB_TIMER_IDLE: return T_IDLE;
-    default: return -1;
-    }
-}
-
-static void t_timer_set(unsigned id, uint32_t delay_ms, void *user) {
-    peer *c = (peer *)user;
-    int k = timer_slot(id);
-    if (k < 0 || net_timers_set(&A.timers, &c->timer[k], delay_ms) != NET_OK) {
-        c->dead = 1;    /* a timeout that cannot be armed would never fire */
-        mark_pending(c);
-    }
-}
-
-static void t_timer_cancel(unsigned id, void *user) {
-    peer *c = (peer *)user;
-    int k = timer_slot(id);
-    if (k >= 0) net_timers_cancel(&A.timers, &c->timer[k]);
-}
-
-static void client_free(peer *c) {
-    int k;
-    if (c->freed) return;
-    for (k = 0; k < T_COUNT; k++) net_timers_cancel(&A.timers, &c->timer[k]);
-    close(c->fd);       /* also drops it from the epoll set */
-    c->freed = 1;
-    if (c->prev) c->prev->next = c->next;
-    else A.clients = c->next;
-    if (c->next) c->next->prev = c->prev;
-    /* Events of this batch may still name it: free it after the batch. */
-    c->next = A.graveyard;
-    A.graveyard = c;
-}
-
-/* Settles every client a hub call touched: reports ended transports to the
-   hub (which may touch more clients, hence the loop), starts lingering or
-   frees. */
-static void settle(void) {
-    while (A.pending) {
-        peer *c = A.pending;
-        A.pending = c->pending_next;
-        c->pending = 0;
-        if (c->freed) continue;
-        if ((c->dead || c->close_requested) && !c->reported) {
-            c->reported = 1;
-            (void)wsch_hub_transport_closed(A.hub, c->h);
-        }
-        if (c->dead) {
-            client_free(c);
-        } else if (c->close_requested && !c->lingering) {
-            c->lingering = 1;
-            shutdown(c->fd, SHUT_WR);
-            set_interest(c, EPOLLIN);
-            if (net_timers_set(&A.timers, &c->timer[T_LINGER], LINGER_MS) != NET_OK) client_free(c);
-        }
-    }
-}
-
-static void on_readable(peer *c) {
-    int i;
-    for (i = 0; i < READS_PER_EVENT && !c->dead; i++) {
-        long n = net_read(c->fd, A.buf, sizeof A.buf);
-        if (n == NET_AGAIN) break;
-        if (n < 0) {
-            c->dead = 1;
-            mark_pending(c);
-            break;
-        }
-        if (c->lingering || c->close_requested) continue;      /* the stream is over: discard */
-        (void)wsch_hub_feed(A.hub, c->h, A.buf, (size_t)n);     /* an error already became a close */
-        if (c->close_requested || c->dead) break;
-        if ((size_t)n < sizeof A.buf) break;    /* a short read drained the socket: skip the EAGAIN read */
-    }
-}
-
-static void on_writable(peer *c) {
-    if (c->dead || c->lingering || c->reported) return;
-    (void)wsch_hub_writable(A.hub, c->h);
-    if (!c->dead && wsch_hub_peer_queued_bytes(A.hub, c->h) == 0) set_interest(c, EPOLLIN);
-}
-
-static void accept_all(void) {
-    for (;;) {
-        struct epoll_event ev;
-        peer *c;
-        int rc, k, fd = net_accept(A.lfd);
-        if (fd == NET_AGAIN) return;
-        if (fd < 0) {
-            if (errno != ECONNABORTED && errno != EINTR) perror("chat_server: accept");
-            return;     /* EMFILE and friends: try again on the next turn */
-        }
-        c = (peer *)calloc(1, sizeof *c);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        c->fd = fd;
-        for (k = 0; k < T_COUNT; k++) {
-            c->timer[k].id = (unsigned)k;
-            c->timer[k].owner = c;
-        }
-        c->events = EPOLLIN;
-        memset(&ev, 0, sizeof ev);
-        ev.events = c->events;
-        ev.data.ptr = c;
-        if (epoll_ctl(A.ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            close(fd);
-            free(c);
-            continue;
-        }
-        c->next = A.clients;
-        if (A.clients) A.clients->prev = c;
-        A.clients = c;
-        rc = wsch_hub_accept(A.hub, NULL, c, &c->h);
-        if (rc != WSCH_OK) {
-            /* Full or shutting down: the socket just closes. */
-            if (A.verbose) fprintf(stderr, "chat_server: refused a connection: %s\n", wsch_err_str(rc));
-            c->reported = 1;
-            client_free(c);
-        }
-    }
-}
-
 /* ---- the application ------------------------------------------------------- */
 
 /* Tokens from --token, or any non-empty token as the user name. */
 static int authenticate(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user) {
     app *a = (app *)user;
-    size_t i;
     (void)hub;
     if (req->token.len == 0) return WSCH_ERR_DENIED;
-    if (a->ntokens == 0) {
+    if (a->tokens.n == 0) {
         *user_id = req->token;
         return WSCH_OK;
     }
-    for (i = 0; i < a->ntokens; i++) {
-        const char *s = a->tokens[i].secret;
-        size_t n = strlen(s), k;
-        unsigned diff = 0;
-        if (n != req->token.len) continue;
-        for (k = 0; k < n; k++) diff |= (unsigned)(unsigned char)(s[k] ^ req->token.ptr[k]);
-        if (diff == 0) {
-            user_id->ptr = a->tokens[i].user;
-            user_id->len = strlen(a->tokens[i].user);
-            return WSCH_OK;
-        }
-    }
-    return WSCH_ERR_DENIED;
+    return hub_tokens_check(&a->tokens, req->token, user_id);
 }
 
 /* "user:NAME" and "user:NAME:..." belong to NAME alone. */
-static int authorize_subscribe(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, wsch_str channel,
+static int authorize_subscribe(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, wsch_str channel,
                                void *user) {
     (void)hub;
-    (void)client;
+    (void)peer;
     (void)user;
     if (channel.len < 5 || memcmp(channel.ptr, "user:", 5) != 0) return 1;
     if (channel.len < 5 + user_id.len || memcmp(channel.ptr + 5, user_id.ptr, user_id.len) != 0) return 0;
@@ -395,7 +177,7 @@ static int put_raw(char *buf, size_t cap, size_t *at, const char *s, size_t len)
     return WSCH_OK;
 }
 
-static void send_error(wsch_hub_peer client, const char *code, const char *message, const char *request,
+static void send_error(wsch_hub_peer peer, const char *code, const char *message, const char *request,
                        const char *channel) {
     char buf[512];
     size_t at = 0;
@@ -410,28 +192,44 @@ static void send_error(wsch_hub_peer client, const char *code, const char *messa
         if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, channel, strlen(channel));
     }
     if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, "}", 1);
-    if (rc == WSCH_OK) (void)wsch_hub_send(A.hub, client, "error", buf, at);
+    if (rc == WSCH_OK) (void)wsch_hub_send(A.loop.hub, peer, "error", buf, at);
 }
 
-/* publish: {"channel":C,"data":D} -> message {"channel":C,"from":USER,"data":D} to C. */
-static void on_publish(wsch_hub *hub, wsch_hub_peer client, wsch_str payload, wsch_str from) {
+/* The string member v (a span from wsch_envelope_get_members) unescaped
+   into out: non-empty, without U+0000, and fitting. */
+static int get_name(wsch_str v, char *out, size_t cap, size_t *len) {
+    if (wsch_json_kind_of(v) != WSCH_JSON_STRING || wsch_json_unescape_string(v, out, cap, len) != WSCH_OK)
+        return 0;
+    return *len > 0 && !memchr(out, 0, *len);
+}
+
+/* "data", or null when absent. */
+static wsch_str data_or_null(wsch_str v) {
+    if (!v.ptr) {
+        v.ptr = "null";
+        v.len = 4;
+    }
+    return v;
+}
+
+/* publish: {"channel":C,"data":D} -> message {"channel":C,"from":USER,"data":D} to C.
+   The envelope was validated when it was decoded; one more pass finds both keys. */
+static void on_publish(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, wsch_str from) {
+    static const char *const keys[2] = {"channel", "data"};
     char channel[WSCH_HUB_MAX_CHANNEL_LEN + 1];
     size_t clen, at = 0, cap;
-    wsch_str data;
+    wsch_str v[2], data;
     char *buf;
     int rc;
-    if (wsch_envelope_get_channel(payload, channel, sizeof channel, &clen) != WSCH_OK) {
-        send_error(client, "bad_payload", "publish needs a string \"channel\"", "publish", NULL);
+    if (wsch_envelope_get_members(env, keys, 2, v) != WSCH_OK || !get_name(v[0], channel, sizeof channel, &clen)) {
+        send_error(peer, "bad_payload", "publish needs a string \"channel\"", "publish", NULL);
         return;
     }
-    if (!wsch_hub_is_subscribed(hub, client, channel)) {
-        send_error(client, "not_subscribed", "subscribe to the channel before publishing to it", "publish", NULL);
+    if (!wsch_hub_is_subscribed(hub, peer, channel)) {
+        send_error(peer, "not_subscribed", "subscribe to the channel before publishing to it", "publish", NULL);
         return;
     }
-    if (wsch_json_get_raw(payload, "data", &data) != WSCH_OK) {
-        data.ptr = "null";
-        data.len = 4;
-    }
+    data = data_or_null(v[1]);
     cap = 64 + 6 * clen + 6 * from.len + data.len;
     buf = scratch(cap);
     if (!buf) return;
@@ -450,24 +248,22 @@ static void on_publish(wsch_hub *hub, wsch_hub_peer client, wsch_str payload, ws
             fprintf(stderr, "publish to %s: queued to %lu clients in %.2f ms\n", channel, (unsigned long)n,
                     (double)(now_us() - t0) / 1000.0);
     }
-    if (rc == WSCH_ERR_TOO_LARGE) send_error(client, "too_large", "the message would exceed the size limit", "publish", channel);
+    if (rc == WSCH_ERR_TOO_LARGE) send_error(peer, "too_large", "the message would exceed the size limit", "publish", channel);
 }
 
 /* direct: {"to":USER,"data":D} -> direct {"from","to","data"} to both users. */
-static void on_direct(wsch_hub *hub, wsch_hub_peer client, wsch_str payload, wsch_str from) {
+static void on_direct(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, wsch_str from) {
+    static const char *const keys[2] = {"to", "data"};
     char to[256];
     size_t tlen, at = 0, cap;
-    wsch_str data;
+    wsch_str v[2], data;
     char *buf;
     int rc;
-    if (wsch_json_get_string(payload, "to", to, sizeof to, &tlen) != WSCH_OK || tlen == 0 || memchr(to, 0, tlen)) {
-        send_error(client, "bad_payload", "direct needs a string \"to\"", "direct", NULL);
+    if (wsch_envelope_get_members(env, keys, 2, v) != WSCH_OK || !get_name(v[0], to, sizeof to, &tlen)) {
+        send_error(peer, "bad_payload", "direct needs a string \"to\"", "direct", NULL);
         return;
     }
-    if (wsch_json_get_raw(payload, "data", &data) != WSCH_OK) {
-        data.ptr = "null";
-        data.len = 4;
-    }
+    data = data_or_null(v[1]);
     cap = 64 + 6 * tlen + 6 * from.len + data.len;
     buf = scratch(cap);
     if (!buf) return;
@@ -488,39 +284,39 @@ static void on_direct(wsch_hub *hub, wsch_hub_peer client, wsch_str payload, wsc
             rc = wsch_hub_send_to_user(hub, self, "direct", buf, at, NULL);
         }
     }
-    if (rc == WSCH_ERR_TOO_LARGE) send_error(client, "too_large", "the message would exceed the size limit", "direct", NULL);
+    if (rc == WSCH_ERR_TOO_LARGE) send_error(peer, "too_large", "the message would exceed the size limit", "direct", NULL);
 }
 
-static void on_message(wsch_hub *hub, wsch_hub_peer client, const wsch_envelope *env, void *user) {
+static void on_message(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user) {
     wsch_str from;
     (void)user;
-    if (wsch_hub_peer_user_id(hub, client, &from) != WSCH_OK) return;
+    if (wsch_hub_peer_user_id(hub, peer, &from) != WSCH_OK) return;
     if (!env->payload.ptr || wsch_json_kind_of(env->payload) != WSCH_JSON_OBJECT) {
-        send_error(client, "bad_payload", "payload must be an object", env->type, NULL);
+        send_error(peer, "bad_payload", "payload must be an object", env->type, NULL);
     } else if (wsch_envelope_type_is(env, "publish")) {
-        on_publish(hub, client, env->payload, from);
+        on_publish(hub, peer, env, from);
     } else if (wsch_envelope_type_is(env, "direct")) {
-        on_direct(hub, client, env->payload, from);
+        on_direct(hub, peer, env, from);
     } else {
-        send_error(client, "unknown_type", "this server knows publish and direct", env->type, NULL);
+        send_error(peer, "unknown_type", "this server knows publish and direct", env->type, NULL);
     }
 }
 
-static void on_connect(wsch_hub *hub, wsch_hub_peer client, wsch_str user_id, void *user) {
+static void on_connect(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, void *user) {
     char buf[400];
     size_t at = 0;
     int rc = put_raw(buf, sizeof buf, &at, "{\"user\":", 8);
     (void)user;
     if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, user_id.ptr, user_id.len);
     if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, "}", 1);
-    if (rc == WSCH_OK) (void)wsch_hub_send(hub, client, "welcome", buf, at);
-    if (A.verbose) fprintf(stderr, "connect %u: %.*s\n", (unsigned)client.index, (int)user_id.len, user_id.ptr);
+    if (rc == WSCH_OK) (void)wsch_hub_send(hub, peer, "welcome", buf, at);
+    if (A.verbose) fprintf(stderr, "connect %u: %.*s\n", (unsigned)peer.index, (int)user_id.len, user_id.ptr);
 }
 
-static void on_disconnect(wsch_hub *hub, wsch_hub_peer client, int code, void *user) {
+static void on_disconnect(wsch_hub *hub, wsch_hub_peer peer, int code, void *user) {
     (void)hub;
     (void)user;
-    if (A.verbose) fprintf(stderr, "disconnect %u: %d\n", (unsigned)client.index, code);
+    if (A.verbose) fprintf(stderr, "disconnect %u: %d\n", (unsigned)peer.index, code);
 }
 
 /* ---- HTTP: the page and the API ------------------------------------------- */
@@ -582,9 +378,9 @@ static void api_stats(wsch_hub_http_response *res) {
     size_t at;
     int i;
     wsch_hub_counters s;
-    wsch_hub_stats(A.hub, &s);
+    wsch_hub_stats(A.loop.hub, &s);
     at = (size_t)snprintf(text, sizeof text,
-                          "{\"clients\":%llu,\"open\":%llu,\"users\":%llu,\"channels\":%llu,\"subscriptions\":%llu,"
+                          "{\"peers\":%llu,\"open\":%llu,\"users\":%llu,\"channels\":%llu,\"subscriptions\":%llu,"
                           "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
                           "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
                           "\"drops\":{",
@@ -642,8 +438,8 @@ static void api_notify(const wsch_request *req, wsch_hub_http_response *res) {
     if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, text, xlen);
     if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, "}", 1);
     if (rc == WSCH_OK) {
-        rc = have_channel ? wsch_hub_broadcast(A.hub, channel, "notification", buf, at, &delivered)
-                          : wsch_hub_send_to_user(A.hub, to, "notification", buf, at, &delivered);
+        rc = have_channel ? wsch_hub_broadcast(A.loop.hub, channel, "notification", buf, at, &delivered)
+                          : wsch_hub_send_to_user(A.loop.hub, to, "notification", buf, at, &delivered);
     }
     if (rc != WSCH_OK) {
         res->status = 400;
@@ -730,15 +526,6 @@ static void find_www(const char *given) {
     }
 }
 
-/* 10,000 sockets need more than the usual 1024 descriptors. */
-static void raise_fd_limit(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        (void)setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
           "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS]\n"
@@ -755,59 +542,6 @@ static void usage(void) {
           "  --redis-prefix P    prefix of the Redis channels (default \"wsch:\")\n"
           "  --verbose           log connections to stderr\n",
           stderr);
-}
-
-static void run_batch(void) {
-    struct epoll_event events[256];
-    net_timer *tm;
-    uint64_t now;
-    int j, n = epoll_wait(A.ep, events, 256, net_timers_timeout(&A.timers, 1000));
-    if (n < 0 && errno != EINTR) {
-        perror("chat_server: epoll_wait");
-        net_stop_requested = 1;
-        return;
-    }
-    for (j = 0; j < n; j++) {
-        peer *c = (peer *)events[j].data.ptr;
-        uint32_t e = events[j].events;
-        if (!c) {
-            accept_all();
-            continue;
-        }
-#ifdef CHAT_WITH_REDIS
-        if (A.redis_on && redis_bridge_owns(&A.redis, c)) {
-            redis_bridge_event(&A.redis, c, e);
-            settle();       /* messages from Redis may have dropped slow clients */
-            continue;
-        }
-#endif
-        if (c->freed) continue;
-        if (e & EPOLLOUT) on_writable(c);
-        if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
-        settle();
-    }
-    now = net_now_ms();
-    while ((tm = net_timers_pop_due(&A.timers, now)) != NULL) {
-        peer *c = (peer *)tm->owner;
-#ifdef CHAT_WITH_REDIS
-        if (A.redis_on && redis_bridge_owns(&A.redis, tm->owner)) {
-            redis_bridge_timer(&A.redis, tm);
-            settle();
-            continue;
-        }
-#endif
-        if (c->freed) continue;
-        if (tm->id == T_LINGER) client_free(c);
-        else if (!c->reported) (void)wsch_hub_timer_fired(A.hub, c->h, tm->id == T_HANDSHAKE ? WSCH_TIMER_HANDSHAKE
-                                                                           : tm->id == T_CLOSE  ? WSCH_TIMER_CLOSE
-                                                                                                : WSCH_HUB_TIMER_IDLE);
-        settle();
-    }
-    while (A.graveyard) {
-        peer *c = A.graveyard;
-        A.graveyard = c->next;
-        free(c);
-    }
 }
 
 #ifdef CHAT_WITH_REDIS
@@ -844,13 +578,9 @@ int main(int argc, char **argv) {
     char redis_host[256];
     int redis_port = 0;
 #endif
-    uint16_t port = 8080, bound = 0;
-    struct epoll_event ev;
-    uint64_t deadline;
+    uint16_t port = 8080;
     int i, rc;
     memset(&d, 0, sizeof d);
-    A.tokens = (token *)calloc((size_t)argc, sizeof *A.tokens);
-    if (!A.tokens) return 1;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -858,20 +588,12 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--port") == 0 && v && net_parse_port(v, &port) == NET_OK) i++;
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
         else if (strcmp(a, "--www") == 0 && v) { www = v; i++; }
-        else if (strcmp(a, "--token") == 0 && v && strchr(v, '=') && strchr(v, '=') != v && strchr(v, '=')[1]) {
-            char *copy = strdup(v), *eq;
-            if (!copy) return 1;
-            eq = strchr(copy, '=');
-            *eq = '\0';
-            A.tokens[A.ntokens].user = copy;
-            A.tokens[A.ntokens].secret = eq + 1;
-            A.ntokens++;
-            i++;
-        } else if (strcmp(a, "--max-clients") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+        else if (strcmp(a, "--token") == 0 && v && hub_tokens_add(&A.tokens, v) == 0) i++;
+        else if (strcmp(a, "--max-clients") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
             d.max_peers = sz;
             i++;
         } else if (strcmp(a, "--max-outbound") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
-            d.max_outbound_bytes = sz;
+            d.limits.max_outbound_bytes = sz;
             i++;
         } else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
                    sz <= 0xFFFFFFFFu) {
@@ -893,7 +615,7 @@ int main(int argc, char **argv) {
             return 2;
 #endif
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
-            A.verbose = 1;
+            A.verbose = A.loop.verbose = 1;
         } else {
             usage();
             return strcmp(a, "--help") == 0 ? 0 : 2;
@@ -901,17 +623,12 @@ int main(int argc, char **argv) {
     }
     find_www(www);
     if (!A.have_www) fprintf(stderr, "chat_server: no page directory at %s; serving a placeholder\n", A.www);
-    raise_fd_limit();
 
     d.subprotocol = "wsch";
     d.allocator.alloc = heap_alloc;
     d.allocator.free = heap_free;
     d.allocator.user = &A;
-    d.transport.send = t_send;
-    d.transport.close = t_close;
-    d.transport.timer_set = t_timer_set;
-    d.transport.timer_cancel = t_timer_cancel;
-    d.random_bytes = net_random_bytes;
+    hub_loop_effects(&d.effects);
     d.authenticate = authenticate;
     d.authorize_subscribe = authorize_subscribe;
     d.on_http = on_http;
@@ -928,68 +645,27 @@ int main(int argc, char **argv) {
         d.bridge = redis_bridge_hub_bridge(&A.redis);
     }
 #endif
-    rc = wsch_hub_create(&d, &A.hub);
+    rc = wsch_hub_create(&d, &A.loop.hub);
     if (rc != WSCH_OK) {
         fprintf(stderr, "chat_server: wsch_hub_create: %s\n", wsch_err_str(rc));
         return 1;
     }
 
-    net_stop_on_signals();
-    A.lfd = net_listen(host, port, 4096, &bound);
-    if (A.lfd < 0) {
-        fprintf(stderr, "chat_server: cannot listen on %s:%u: %s\n", host, (unsigned)port, strerror(errno));
-        return 1;
-    }
-    A.ep = epoll_create1(EPOLL_CLOEXEC);
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.ptr = NULL;     /* NULL marks the listening socket */
-    if (A.ep < 0 || epoll_ctl(A.ep, EPOLL_CTL_ADD, A.lfd, &ev) < 0) {
-        perror("chat_server: epoll");
-        return 1;
-    }
-    /* Tests start us with --port 0 and read the port from this line. */
-    printf("chat_server: listening on http://%s:%u/ (hub at ws://%s:%u/ws)\n", host, (unsigned)bound, host,
-           (unsigned)bound);
-    fflush(stdout);
+    if (hub_loop_listen(&A.loop, "chat_server", host, port) != 0) return 1;
 #ifdef CHAT_WITH_REDIS
-    if (A.redis_on) redis_bridge_start(&A.redis, A.hub, A.ep, &A.timers);
+    if (A.redis_on) redis_bridge_start(&A.redis, &A.loop);
 #endif
 
-    while (!net_stop_requested) run_batch();
+    while (!net_stop_requested) hub_loop_run(&A.loop, 1000);
 
-    /* Graceful shutdown: 1001 to everyone, then wait for them to go. Redis
-       first: clients that are leaving need no more messages from elsewhere. */
-    close(A.lfd);
+    /* Redis first: clients that are leaving need no more messages from elsewhere. */
 #ifdef CHAT_WITH_REDIS
     if (A.redis_on) redis_bridge_stop(&A.redis);
 #endif
-    wsch_hub_shutdown(A.hub);
-    settle();
-    net_stop_requested = 0;
-    deadline = net_now_ms() + SHUTDOWN_MS;
-    while (A.clients && net_now_ms() < deadline && !net_stop_requested) run_batch();
-    while (A.clients) {
-        peer *c = A.clients;
-        if (!c->reported) {
-            c->reported = 1;
-            (void)wsch_hub_transport_closed(A.hub, c->h);
-        }
-        client_free(c);
-    }
-    settle();
-    while (A.graveyard) {
-        peer *c = A.graveyard;
-        A.graveyard = c->next;
-        free(c);
-    }
-    wsch_hub_destroy(A.hub);
-    net_timers_free(&A.timers);
-    close(A.ep);
+    hub_loop_shutdown(&A.loop, SHUTDOWN_MS);
     free(A.body);
     free(A.scratch);
-    for (i = 0; (size_t)i < A.ntokens; i++) free((void *)(uintptr_t)A.tokens[i].user);
-    free(A.tokens);
+    hub_tokens_free(&A.tokens);
     if (A.heap_bytes != 0) fprintf(stderr, "chat_server: %lu library heap bytes not freed\n", (unsigned long)A.heap_bytes);
     printf("chat_server: stopped\n");
     return A.heap_bytes != 0;

@@ -2,13 +2,13 @@
 
    Shows wsch_conn in the server role on real sockets: every text and binary
    message is sent back on any path; partial writes are queued by the library
-   and flushed on EPOLLOUT (wsch_conn_writable); a connection whose outbound
-   queue passes a high-water mark is not read from until it drains
-   (backpressure); the library's handshake and close timers run on a deadline
-   heap; after the closing handshake the server closes TCP first and drains
-   the peer's last bytes so its close frame is not lost to a reset. This is
-   the server the Autobahn TestSuite's fuzzing client and the interop tests
-   talk to.
+   and flushed on EPOLLOUT (wsch_conn_writable), and what to wait for comes
+   from wsch_conn_want(); a connection whose outbound queue passes a
+   high-water mark is not read from until it drains (backpressure); the
+   library's handshake and close timers run on a deadline heap; the library
+   calls the close effect once per connection, last, and the loop frees the
+   connection after that event. This is the server the Autobahn TestSuite's
+   fuzzing client and the interop tests talk to.
 
    Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/echo_server examples/echo_server.c
    Run:    build/echo_server --port 9001     (--port 0 picks a free port and prints it)
@@ -48,8 +48,7 @@ static void on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len,
     int rc = wsch_conn_send(c, opcode, data, len);
     if (rc == WSCH_ERR_QUEUE_FULL) {
         /* Only a peer that ignores our backpressure gets here. */
-        static const char reason[] = "slow consumer";
-        wsch_conn_close(c, WSCH_CLOSE_POLICY_VIOLATION, reason, sizeof reason - 1);
+        wsch_conn_close(c, WSCH_CLOSE_POLICY_VIOLATION, "slow consumer", WSCH_CSTR);
     } else if (rc != WSCH_OK && ((server *)w->app)->verbose) {
         fprintf(stderr, "fd %d: echo failed: %s\n", w->fd, wsch_err_str(rc));
     }
@@ -76,24 +75,19 @@ static void conn_free(server *s, conn *k) {
     free(k);
 }
 
-/* After every event of k: free it, or tell epoll what it waits for now. */
-static void conn_settle(server *s, conn *k) {
-    uint32_t want = net_ws_update(&k->w);   /* POLLIN/POLLOUT have the EPOLLIN/EPOLLOUT values */
+/* After every event of k: free it once the library is done with it, else
+   wait for what it wants now. Only k's own events finish k, and epoll
+   reports each socket once per batch, so no later event names a freed conn. */
+static void conn_update(server *s, conn *k) {
+    struct epoll_event ev;
     if (net_ws_finished(&k->w)) {
         conn_free(s, k);
         return;
     }
-    if (want != k->events) {
-        struct epoll_event ev;
-        memset(&ev, 0, sizeof ev);
-        ev.events = want;
-        ev.data.ptr = k;
-        if (epoll_ctl(s->ep, EPOLL_CTL_MOD, k->w.fd, &ev) < 0) {
-            conn_free(s, k);
-            return;
-        }
-        k->events = want;
-    }
+    memset(&ev, 0, sizeof ev);
+    ev.events = net_ws_update(&k->w);       /* POLLIN/POLLOUT have the EPOLLIN/EPOLLOUT values */
+    ev.data.ptr = k;
+    if (ev.events != k->events && epoll_ctl(s->ep, EPOLL_CTL_MOD, k->w.fd, &ev) == 0) k->events = ev.events;
 }
 
 static void conn_accept(server *s, int fd) {
@@ -174,11 +168,11 @@ int main(int argc, char **argv) {
     }
 
     s->desc.role = WSCH_ROLE_SERVER;
-    s->desc.max_message_size = max_message;
-    s->desc.max_frame_size = max_message;
+    s->desc.limits.max_message_size = max_message;
+    s->desc.limits.max_frame_size = max_message;
     /* Room for one echo of the largest message on top of what backpressure
        lets pile up: the high-water mark plus the echoes of one read. */
-    s->desc.max_outbound_bytes = max_message + s->high_water + 2u * READ_BUF_SIZE + 1024u;
+    s->desc.limits.max_outbound_bytes = max_message + s->high_water + 2u * READ_BUF_SIZE + 1024u;
     net_ws_desc(&s->desc);
     s->desc.on_open = on_open;
     s->desc.on_message = on_message;
@@ -212,8 +206,6 @@ int main(int argc, char **argv) {
             perror("echo_server: epoll_wait");
             break;
         }
-        /* Only a connection's own event frees it during the batch (timers
-           run after), and epoll reports each fd once per batch. */
         for (j = 0; j < n; j++) {
             conn *k = (conn *)events[j].data.ptr;
             uint32_t e = events[j].events;
@@ -223,13 +215,13 @@ int main(int argc, char **argv) {
             }
             if (e & EPOLLOUT) net_ws_writable(&k->w);
             if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) net_ws_readable(&k->w, s->buf, sizeof s->buf);
-            conn_settle(s, k);
+            conn_update(s, k);
         }
         now = net_now_ms();
         while ((tm = net_timers_pop_due(&s->timers, now)) != NULL) {
             conn *k = (conn *)tm->owner;    /* the net_ws is the conn's first member */
             net_ws_timer_fired(&k->w, tm->id);
-            conn_settle(s, k);
+            conn_update(s, k);
         }
     }
 

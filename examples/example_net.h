@@ -8,6 +8,7 @@
      net_connect / net_connect_finish   nonblocking TCP client sockets
      net_connect_wait                   connect with a deadline (simple clients)
      net_read / net_write               one read or write, errno folded into a result
+     net_close                          close a socket without a reset eating our last bytes
      net_now_ms                         CLOCK_MONOTONIC in milliseconds
      net_random_bytes                   getrandom(), /dev/urandom as fallback;
                                         has the signature of the descriptors'
@@ -15,6 +16,8 @@
      net_timers_*                       a min-heap of deadlines for the library's
                                         timer_set / timer_cancel callbacks
      net_stop_on_signals                SIGINT/SIGTERM set a flag, SIGPIPE ignored
+     net_ws_*                           one wsch_conn on one socket (needs
+                                        ws_channel.h included first)
 
    Build with -D_GNU_SOURCE (the Makefile does). Errors are reported as
    NET_ERR (-1) with errno set by the failing call; nothing here prints. */
@@ -290,6 +293,19 @@ static inline long net_write(int fd, const void *data, size_t len) {
     }
 }
 
+/* Closes a socket the program is done with (the close effect of the
+   library calls this). Input the peer sent that was never read is
+   discarded first: closing a socket with unread input makes the kernel
+   answer with a reset, and a reset can destroy the last bytes we sent (our
+   close frame) before the peer has read them. */
+static inline void net_close(int fd) {
+    char sink[4096];
+    int i;
+    for (i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++) {
+    }
+    close(fd);
+}
+
 /* ---- timers ------------------------------------------------------------- */
 
 /* A deadline owned by the caller (typically an array of them per
@@ -310,12 +326,15 @@ static inline long net_write(int fd, const void *data, size_t len) {
            while ((tm = net_timers_pop_due(&loop_timers, net_now_ms())) != NULL)
                wsch_conn_timer_fired(((struct my_conn *)tm->owner)->conn, tm->id);
 
-   (net_ws below does exactly this for a wsch_conn.) */
+   (net_ws below does exactly this for a wsch_conn.) A loop whose heap holds
+   timers of several kinds (hub_loop.h: peers and Redis links) sets fire in
+   each and calls tm->fire(tm) instead. */
 typedef struct net_timer {
     uint64_t due;       /* net_now_ms() at which it fires */
     size_t slot;        /* position in the heap + 1; 0 = not armed */
     unsigned id;        /* free for the caller: the library's timer id */
     void *owner;        /* free for the caller: who to tell when it fires */
+    void (*fire)(struct net_timer *tm);     /* free for the caller: what to run */
 } net_timer;
 
 typedef struct net_timers {
@@ -345,6 +364,17 @@ static inline void net_timers__sift(net_timers *t, size_t i) {
         i = child;
     }
     net_timers__place(t, i, tm);
+}
+
+/* Sets up an array of n timers, one per library timer id: timer i gets id
+   i, the owner and fire (which may be NULL). */
+static inline void net_timers_slots(net_timer *tm, unsigned n, void *owner, void (*fire)(net_timer *tm)) {
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        tm[i].id = i;
+        tm[i].owner = owner;
+        tm[i].fire = fire;
+    }
 }
 
 /* Arms (or re-arms) tm to fire delay_ms from now. NET_OK or NET_ERR (no memory). */
@@ -432,131 +462,89 @@ static inline void net_stop_on_signals(void) {
 }
 
 /* ---- a wsch_conn on a socket ---------------------------------------------
-   Compiled only when ws_channel.h was included first. net_ws owns nothing
-   but the wiring: fd <-> wsch_conn, the connection's timers in a shared
-   net_timers heap, backpressure, and the end of the connection.
+   Compiled only when ws_channel.h was included first. net_ws is the wiring
+   of one wsch_conn to one socket: the effects (send, close, the timers in a
+   shared net_timers heap, random bytes), reading, and backpressure.
 
        net_ws w;                              (or embedded in your own struct)
        net_ws_init(&w, fd, &timers, WSCH_ROLE_SERVER);
-       net_ws_desc(&desc);                    fills send/close/timer/random callbacks
+       net_ws_desc(&desc);                    fills desc.effects
        wsch_conn_create(&desc, &w, &w.conn);  the user pointer MUST be the net_ws
-       loop: wait for net_ws_update(&w) (POLLIN/POLLOUT bits, equal to
-             EPOLLIN/EPOLLOUT), call net_ws_readable / net_ws_writable, and
-             net_ws_timer_fired for each net_timers_pop_due timer (owner is
-             the net_ws); when net_ws_finished(&w), net_ws_release(&w).
+       loop: until net_ws_finished(&w), wait for net_ws_update(&w) (POLLIN
+             and/or POLLOUT, equal to EPOLLIN/EPOLLOUT), call net_ws_readable /
+             net_ws_writable, and net_ws_timer_fired for each net_timers_pop_due
+             timer (owner is the net_ws); then net_ws_release(&w).
 
    Event callbacks (on_message...) get the net_ws as their user pointer; put
-   your own state in w->app. The end of a connection: when the library asks
-   for it (close callback) or reaches CLOSED, the queue is flushed first;
-   then a server sends FIN at once (RFC 6455 7.1.1: the server closes TCP
-   first) while a client waits for the server's; either way the socket is
-   read and discarded until EOF or NET_WS_LINGER_MS, so bytes still arriving
-   cannot make the kernel answer with a reset that destroys our close frame. */
+   your own state in w->app. The end follows the library's one rule: its
+   close effect, called once on every path after on_close, closes the
+   socket (w->fd becomes -1), and from then on net_ws_finished() is true. */
 #ifdef WS_CHANNEL_H
 
-#define NET_WS_TIMERS    8u         /* library timer ids 0..6; the last slot is the linger timer */
-#define NET_WS_LINGER_ID (NET_WS_TIMERS - 1u)
-#define NET_WS_LINGER_MS 2000u
-#define NET_WS_READS     8          /* reads per readiness event, then other sockets get a turn */
+#define NET_WS_TIMERS 4u    /* library timer ids 0..3 (a wsch_conn arms 1 and 2) */
+#define NET_WS_READS  8     /* reads per readiness event, then other sockets get a turn */
 
 typedef struct net_ws {
-    int fd;
+    int fd;                 /* -1 once the library has closed it */
     wsch_conn *conn;
     net_timers *timers;
     net_timer timer[NET_WS_TIMERS];
-    wsch_role role;
+    wsch_role role;         /* as given to net_ws_init, for the program */
     size_t high_water;      /* stop reading while more than this is queued (0 = never stop) */
-    int paused;             /* not reading because of high_water */
-    int close_requested;    /* the stream is over: flush, then end the transport */
-    int fin_sent;           /* shutdown(SHUT_WR) done */
-    int lingering;          /* waiting for the peer's EOF */
-    int dead;               /* the transport is gone: release it */
     void *app;              /* the program's own pointer */
 } net_ws;
 
 static inline void net_ws_init(net_ws *w, int fd, net_timers *timers, wsch_role role) {
-    unsigned i;
     memset(w, 0, sizeof *w);
     w->fd = fd;
     w->timers = timers;
     w->role = role;
-    for (i = 0; i < NET_WS_TIMERS; i++) {
-        w->timer[i].id = i;
-        w->timer[i].owner = w;
-    }
+    net_timers_slots(w->timer, NET_WS_TIMERS, w, NULL);
 }
 
 static inline size_t net_ws__send(const void *data, size_t len, void *user) {
-    net_ws *w = (net_ws *)user;
-    long n;
-    if (w->dead || w->lingering) return 0;
-    n = net_write(w->fd, data, len);
-    if (n < 0) {
-        w->dead = 1;
-        return 0;
-    }
-    return (size_t)n;
+    long n = net_write(((net_ws *)user)->fd, data, len);
+    return n < 0 ? WSCH_SEND_ERROR : (size_t)n;    /* EPIPE, ECONNRESET: the connection ends at once */
 }
 
 static inline void net_ws__close(void *user) {
-    ((net_ws *)user)->close_requested = 1;
+    net_ws *w = (net_ws *)user;
+    net_close(w->fd);
+    w->fd = -1;
 }
 
 static inline void net_ws__timer_set(unsigned id, uint32_t delay_ms, void *user) {
     net_ws *w = (net_ws *)user;
-    if (id >= NET_WS_LINGER_ID) {
-        fprintf(stderr, "net_ws: timer id %u out of range\n", id);
-        w->dead = 1;    /* a timeout we cannot arm would never fire: fail loudly */
-        return;
-    }
-    if (net_timers_set(w->timers, &w->timer[id], delay_ms) != NET_OK) w->dead = 1;
+    if (id >= NET_WS_TIMERS || net_timers_set(w->timers, &w->timer[id], delay_ms) != NET_OK)
+        fprintf(stderr, "net_ws: cannot arm timer %u\n", id);
 }
 
 static inline void net_ws__timer_cancel(unsigned id, void *user) {
     net_ws *w = (net_ws *)user;
-    if (id < NET_WS_LINGER_ID) net_timers_cancel(w->timers, &w->timer[id]);
+    if (id < NET_WS_TIMERS) net_timers_cancel(w->timers, &w->timer[id]);
 }
 
-/* Fills the descriptor's transport callbacks; leaves every other field. */
+/* Fills the descriptor's effects; leaves every other field. */
 static inline void net_ws_desc(wsch_conn_desc *d) {
-    d->send = net_ws__send;
-    d->close = net_ws__close;
-    d->timer_set = net_ws__timer_set;
-    d->timer_cancel = net_ws__timer_cancel;
-    d->random_bytes = net_random_bytes;
+    d->effects.send = net_ws__send;
+    d->effects.close = net_ws__close;
+    d->effects.timer_set = net_ws__timer_set;
+    d->effects.timer_cancel = net_ws__timer_cancel;
+    d->effects.random_bytes = net_random_bytes;
 }
 
-static inline void net_ws__linger(net_ws *w) {
-    if (w->lingering) return;
-    w->lingering = 1;
-    if (net_timers_set(w->timers, &w->timer[NET_WS_LINGER_ID], NET_WS_LINGER_MS) != NET_OK) w->dead = 1;
+/* 1 once the library is done with the connection (close() has run). */
+static inline int net_ws_finished(const net_ws *w) {
+    return !w->conn || wsch_conn_want(w->conn) == 0;
 }
 
-/* Call after anything that may have changed the connection. Advances its end
-   and returns the readiness to wait for: POLLIN and/or POLLOUT (never 0
-   while the connection lives; EOF must still be noticed). */
-static inline unsigned net_ws_update(net_ws *w) {
-    size_t queued;
-    if (w->dead || !w->conn) return POLLIN;
-    /* CLOSED without a close request: a server ends the transport now; a
-       client gives the server a while to do it. */
-    if (!w->close_requested && wsch_conn_state(w->conn) == WSCH_STATE_CLOSED) {
-        if (w->role == WSCH_ROLE_SERVER) w->close_requested = 1;
-        else net_ws__linger(w);
-    }
-    queued = wsch_conn_queued_bytes(w->conn);
-    if (w->close_requested && queued == 0 && !w->fin_sent) {
-        shutdown(w->fd, SHUT_WR);
-        w->fin_sent = 1;
-        net_ws__linger(w);
-    }
-    if (w->lingering) return POLLIN;
-    if (w->close_requested) return POLLOUT;     /* flushing our last frames */
-    if (w->high_water) {
-        if (queued > w->high_water) w->paused = 1;
-        else if (queued <= w->high_water / 4) w->paused = 0;
-    }
-    return (w->paused ? 0u : (unsigned)POLLIN) | (queued ? (unsigned)POLLOUT : 0u);
+/* The readiness to wait for now: POLLIN and/or POLLOUT, from
+   wsch_conn_want(), without POLLIN while more than high_water is queued. */
+static inline unsigned net_ws_update(const net_ws *w) {
+    unsigned want = w->conn ? wsch_conn_want(w->conn) : 0;
+    if (w->high_water && (want & WSCH_WANT_WRITE) && wsch_conn_queued_bytes(w->conn) > w->high_water)
+        want &= ~(unsigned)WSCH_WANT_READ;
+    return (want & WSCH_WANT_READ ? (unsigned)POLLIN : 0u) | (want & WSCH_WANT_WRITE ? (unsigned)POLLOUT : 0u);
 }
 
 /* The socket is readable (or hung up): read and feed up to NET_WS_READS
@@ -564,48 +552,39 @@ static inline unsigned net_ws_update(net_ws *w) {
    enough: the library copies what it must keep). */
 static inline void net_ws_readable(net_ws *w, void *buf, size_t cap) {
     int i;
-    for (i = 0; i < NET_WS_READS && !w->dead; i++) {
+    for (i = 0; i < NET_WS_READS && !net_ws_finished(w); i++) {
         long n = net_read(w->fd, buf, cap);
         if (n == NET_AGAIN) break;
-        if (n < 0) {            /* EOF or error: the transport is gone */
-            w->dead = 1;
+        if (n < 0) {            /* EOF or error: on_close, then close() */
+            wsch_conn_transport_closed(w->conn);
             break;
         }
-        if (w->lingering || w->close_requested) continue;   /* the stream is over: discard */
-        (void)wsch_conn_feed(w->conn, buf, (size_t)n);      /* an error already became a close frame */
-        if (w->close_requested || (w->high_water && wsch_conn_queued_bytes(w->conn) > w->high_water)) break;
+        (void)wsch_conn_feed(w->conn, buf, (size_t)n);  /* an error already became a close frame */
+        if (!(net_ws_update(w) & POLLIN)) break;         /* closing, or past the high-water mark */
         if ((size_t)n < cap) break; /* a short read drained the socket: skip the EAGAIN read */
     }
 }
 
 static inline void net_ws_writable(net_ws *w) {
-    if (!w->dead && !w->lingering) (void)wsch_conn_writable(w->conn);
+    if (!net_ws_finished(w)) (void)wsch_conn_writable(w->conn);
 }
 
 /* A timer popped from the heap whose owner is w. */
 static inline void net_ws_timer_fired(net_ws *w, unsigned id) {
-    if (id == NET_WS_LINGER_ID) w->dead = 1;
-    else if (!w->dead) wsch_conn_timer_fired(w->conn, id);
+    if (!net_ws_finished(w)) wsch_conn_timer_fired(w->conn, id);
 }
 
-static inline int net_ws_finished(const net_ws *w) {
-    return w->dead;
-}
-
-/* Frees the connection and closes the socket. If the library had not seen
-   the end, it learns of it first (on_close runs, with 1006 if the closing
-   handshake never finished). */
+/* Frees the connection. One still running ends as a lost transport first
+   (on_close with 1006, then close()); a socket the library never had is
+   closed here. */
 static inline void net_ws_release(net_ws *w) {
-    unsigned i;
-    for (i = 0; i < NET_WS_TIMERS; i++) net_timers_cancel(w->timers, &w->timer[i]);
     if (w->conn) {
-        if (wsch_conn_state(w->conn) != WSCH_STATE_CLOSED) wsch_conn_transport_closed(w->conn);
+        wsch_conn_transport_closed(w->conn);    /* nothing when already finished */
         wsch_conn_destroy(w->conn);
         w->conn = NULL;
     }
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
-    w->dead = 1;
 }
 
 #endif /* WS_CHANNEL_H */

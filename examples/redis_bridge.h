@@ -28,20 +28,15 @@
        past it publishes are dropped, so a stalled Redis cannot grow our
        memory without end.
 
-   Wiring (all on one thread):
+   Wiring (all on one thread, on hub_loop.h's loop):
      redis_bridge rb;
      redis_bridge_init(&rb, "127.0.0.1", 6379, "wsch:");
-     desc.bridge = redis_bridge_hub_bridge(&rb);   (desc.random_bytes must be set)
-     wsch_hub_create(&desc, &hub);
-     redis_bridge_start(&rb, hub, epoll_fd, &timers);
-     loop: an epoll event whose data.ptr satisfies redis_bridge_owns(&rb, ptr)
-           goes to redis_bridge_event(&rb, ptr, events); a net_timer whose
-           owner satisfies redis_bridge_owns() goes to redis_bridge_timer();
-     end:  redis_bridge_stop(&rb) before wsch_hub_destroy(hub).
-   Hub calls made from here (deliver, resubscribe) may ask the caller's
-   transports to close: settle them after each event, as after any hub call.
+     desc.bridge = redis_bridge_hub_bridge(&rb);   (desc.effects.random_bytes must be set)
+     wsch_hub_create(&desc, &loop.hub);
+     redis_bridge_start(&rb, &loop);    the links' sockets and timers join the loop
+     end:  redis_bridge_stop(&rb) before the hub is destroyed.
 
-   Needs example_net.h (timers, clock, randomness) included first. */
+   Needs example_net.h and hub_loop.h included first. */
 #ifndef REDIS_BRIDGE_H
 #define REDIS_BRIDGE_H
 
@@ -63,6 +58,7 @@ typedef struct redis_link {
     const char *role;               /* "subscriber" or "publisher", for the log */
     redisAsyncContext *ac;          /* NULL while down */
     int fd;
+    uint64_t tag;                   /* its epoll data in the loop */
     uint32_t want, registered;      /* epoll interest hiredis asked for / registered now */
     int up;                         /* connected and usable */
     unsigned failures;              /* consecutive failed attempts: the backoff exponent */
@@ -72,7 +68,7 @@ typedef struct redis_link {
 typedef struct redis_bridge {
     wsch_hub *hub;
     int ep;
-    net_timers *timers;
+    net_timers *timers;             /* the loop's */
     char host[256];
     int port;
     char prefix[REDIS_BRIDGE_PREFIX_MAX + 1];
@@ -97,7 +93,7 @@ static void redis_link_apply(redis_link *l) {
     if (l->fd < 0 || l->want == l->registered) return;
     memset(&e, 0, sizeof e);
     e.events = l->want;
-    e.data.ptr = l;
+    e.data.u64 = l->tag;
     if (l->want == 0) {
         (void)epoll_ctl(l->rb->ep, EPOLL_CTL_DEL, l->fd, NULL);
     } else if (epoll_ctl(l->rb->ep, l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, l->fd, &e) < 0) {
@@ -308,38 +304,40 @@ static wsch_hub_bridge redis_bridge_hub_bridge(redis_bridge *rb) {
     return b;
 }
 
-/* Starts connecting; failures are retried from the loop's timers. */
-static void redis_bridge_start(redis_bridge *rb, wsch_hub *hub, int ep, net_timers *timers) {
-    rb->hub = hub;
-    rb->ep = ep;
-    rb->timers = timers;
-    redis_link_connect(&rb->sub);
-    redis_link_connect(&rb->pub);
-}
-
-/* 1 when ptr (an epoll data.ptr or a net_timer owner) belongs to the bridge. */
-static int redis_bridge_owns(const redis_bridge *rb, const void *ptr) {
-    return ptr && (ptr == (const void *)&rb->sub || ptr == (const void *)&rb->pub);
-}
-
-static void redis_bridge_event(redis_bridge *rb, void *ptr, uint32_t events) {
-    redis_link *l = (redis_link *)ptr;
-    (void)rb;
+/* The link's socket is ready (the loop's watch callback). */
+static void redis_link_event(void *ctx, uint32_t events) {
+    redis_link *l = (redis_link *)ctx;
     /* Each call may free the context (its callbacks then set l->ac to NULL). */
     if (l->ac && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) redisAsyncHandleRead(l->ac);
     if (l->ac && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) redisAsyncHandleWrite(l->ac);
 }
 
 /* A link's timer: reconnect when down, give up a connect that hangs. */
-static void redis_bridge_timer(redis_bridge *rb, net_timer *tm) {
+static void redis_link_timer(net_timer *tm) {
     redis_link *l = (redis_link *)tm->owner;
-    if (rb->stopping) return;
+    if (l->rb->stopping) return;
     if (!l->ac) {
         redis_link_connect(l);
     } else if (!l->up) {
         redisAsyncContext *ac = l->ac;
         redisAsyncFree(ac);         /* not connected: no disconnect callback */
         redis_link_retry(l, "connect timed out");
+    }
+}
+
+/* Joins the loop and starts connecting; failures are retried from its timers. */
+static void redis_bridge_start(redis_bridge *rb, hub_loop *loop) {
+    redis_link *links[2];
+    int i;
+    rb->hub = loop->hub;
+    rb->ep = loop->ep;
+    rb->timers = &loop->timers;
+    links[0] = &rb->sub;
+    links[1] = &rb->pub;
+    for (i = 0; i < 2; i++) {
+        links[i]->tag = hub_loop_tag(loop, redis_link_event, links[i]);
+        links[i]->timer.fire = redis_link_timer;
+        redis_link_connect(links[i]);
     }
 }
 
