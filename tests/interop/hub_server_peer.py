@@ -1,0 +1,155 @@
+#!/usr/bin/python3
+"""examples/hub_server, the minimal hub a user copies, against Python
+websockets clients: token auth (query, Bearer header, bearer subprotocol),
+subscribe, a stdin line broadcast to "news", refusals, and a clean exit on
+SIGTERM. Started by run_hub_server.sh with --server PATH. Prints "ok NAME" /
+"FAIL NAME: why" per case and, last, greatest's summary line. Every wait is
+bounded; 127.0.0.1 only."""
+import argparse
+import asyncio
+import re
+import signal
+import subprocess
+import time
+
+import websockets
+
+from envelope_util import env, recv, nothing_more
+
+results = []
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+async def case(name, coro, timeout=30):
+    t0 = time.monotonic()
+    try:
+        await asyncio.wait_for(coro, timeout)
+        results.append(True)
+        print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
+    except Exception as e:  # noqa: BLE001 - every failure is a failed case
+        results.append(False)
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+
+
+class Server:
+    def __init__(self, path):
+        self.p = subprocess.Popen([path, "0", "alice=secret-a", "bob=secret-b"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.lines = []
+        deadline = time.monotonic() + 10
+        self.port = None
+        while time.monotonic() < deadline and self.port is None:
+            line = self.p.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+        if self.port is None:
+            raise RuntimeError("hub_server did not start: " + "".join(self.lines))
+
+    def say(self, text):
+        self.p.stdin.write(text + "\n")
+        self.p.stdin.flush()
+
+    def url(self, query=""):
+        return f"ws://127.0.0.1:{self.port}/ws{query}"
+
+
+async def subscribed(srv, **kw):
+    ws = await websockets.connect(srv.url(kw.pop("query", "")), open_timeout=5, **kw)
+    await ws.send(env("subscribe", {"channel": "news"}))
+    m = await recv(ws, "subscribed")
+    check(m["payload"] == {"channel": "news"}, f"subscribed answer {m}")
+    return ws
+
+
+async def broadcast_reaches_every_way_of_auth(srv):
+    a = await subscribed(srv, query="?token=secret-a")
+    b = await subscribed(srv, extra_headers={"Authorization": "Bearer secret-b"})
+    c = await subscribed(srv, subprotocols=["bearer.secret-a"])
+    check(c.subprotocol == "bearer.secret-a", f"subprotocol chosen: {c.subprotocol}")
+    srv.say("first line")
+    for ws in (a, b, c):
+        m = await recv(ws, "news")
+        check(m["payload"] == {"text": "first line"}, f"news {m}")
+        await nothing_more(ws, 0.2)
+    for ws in (a, b, c):
+        await ws.close()
+
+
+async def unsubscribed_hears_nothing(srv):
+    a = await subscribed(srv, query="?token=secret-a")
+    other = await websockets.connect(srv.url("?token=secret-b"), open_timeout=5)
+    await a.send(env("unsubscribe", {"channel": "news"}))
+    await recv(a, "unsubscribed")
+    srv.say("nobody listens")
+    await nothing_more(a, 0.3)
+    await nothing_more(other, 0.1)
+    await a.close()
+    await other.close()
+
+
+async def wrong_token_refused(srv):
+    ws = await websockets.connect(srv.url("?token=nope"), open_timeout=5)
+    try:
+        await asyncio.wait_for(ws.recv(), 5)
+        raise AssertionError("a message reached a refused client")
+    except websockets.ConnectionClosed as e:
+        check(e.code == 4001, f"close code {e.code}")
+
+
+async def missing_token_refused(srv):
+    ws = await websockets.connect(srv.url(), open_timeout=5)
+    try:
+        await asyncio.wait_for(ws.recv(), 5)
+        raise AssertionError("a message reached a client without a token")
+    except websockets.ConnectionClosed as e:
+        check(e.code == 4001, f"close code {e.code}")
+
+
+async def ping_answered(srv):
+    ws = await websockets.connect(srv.url("?token=secret-b"), open_timeout=5)
+    await ws.send(env("ping", {"n": 7}))
+    m = await recv(ws, "pong")
+    check(m["payload"] == {"n": 7}, f"pong {m}")
+    await ws.close()
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    args = ap.parse_args()
+    srv = Server(args.server)
+    await case("broadcast reaches query, header and subprotocol tokens", broadcast_reaches_every_way_of_auth(srv))
+    await case("an unsubscribed peer hears nothing", unsubscribed_hears_nothing(srv))
+    await case("a wrong token is refused with 4001", wrong_token_refused(srv))
+    await case("no token is refused with 4001", missing_token_refused(srv))
+    await case("ping is answered with pong", ping_answered(srv))
+
+    async def exits_cleanly():
+        open_ws = await subscribed(srv, query="?token=secret-a")
+        srv.p.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(open_ws.recv(), 10)
+            raise AssertionError("no close on shutdown")
+        except websockets.ConnectionClosed as e:
+            check(e.code == 1001, f"close code on shutdown {e.code}")
+        rc = await asyncio.get_running_loop().run_in_executor(None, lambda: srv.p.wait(20))
+        rest = srv.p.stdout.read()
+        check(rc == 0, f"exit code {rc}: {rest[-2000:]}")
+        check("ERROR: AddressSanitizer" not in rest and "runtime error" not in rest, rest[-2000:])
+    await case("SIGTERM: open peers get 1001, the process exits 0", exits_cleanly())
+    if srv.p.poll() is None:
+        srv.p.kill()
+    n = len(results)
+    ok = sum(results)
+    print(f"Pass: {ok}, fail: {n - ok}, skip: 0.")
+
+
+asyncio.run(main())
