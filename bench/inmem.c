@@ -119,6 +119,8 @@ static size_t sink_send(const void *data, size_t len, void *user) {
     return len;
 }
 
+static void sink_close(void *user) { (void)user; }
+
 static void count_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
     (void)c;
     (void)op;
@@ -331,7 +333,8 @@ static void decode_setup(decode_case *c, size_t size, int kind, uint64_t *rng) {
     free(payload);
 
     c->desc.role = WSCH_ROLE_SERVER;
-    c->desc.send = sink_send;
+    c->desc.effects.send = sink_send;
+    c->desc.effects.close = sink_close;
     c->desc.on_message = count_message;
     c->conn = open_server_conn(&c->desc, &c->msgs);
     if (!c->conn) fail("open_server_conn");
@@ -771,7 +774,8 @@ static void bench_broadcast(uint64_t *rng) {
     fc = (fan_case *)calloc(1, sizeof *fc);
     fill_payload(fc->payload, sizeof fc->payload, K_TEXT, rng);
     fc->desc.role = WSCH_ROLE_SERVER;
-    fc->desc.send = sink_send;
+    fc->desc.effects.send = sink_send;
+    fc->desc.effects.close = sink_close;
     fc->desc.on_message = count_message;
     memset(&ecb, 0, sizeof ecb);
     ecb.recv_callback = wslay_ev_recv;
@@ -837,7 +841,8 @@ static void bench_memory(void) {
     memset(&cnt, 0, sizeof cnt);
     memset(&d, 0, sizeof d);
     d.role = WSCH_ROLE_SERVER;
-    d.send = sink_send;
+    d.effects.send = sink_send;
+    d.effects.close = sink_close;
     d.on_message = count_message;
     d.allocator.alloc = count_alloc;
     d.allocator.free = count_free;

@@ -68,13 +68,13 @@ static int run_session(session *s, const char *host, uint16_t port, const char *
 
     memset(&d, 0, sizeof d);
     d.role = WSCH_ROLE_CLIENT;
-    d.host = host;
-    d.port = port;
-    d.path = path;
-    d.query = query;
-    d.max_message_size = MAX_MESSAGE;
-    d.max_frame_size = MAX_MESSAGE;
-    d.max_outbound_bytes = 2u * MAX_MESSAGE;
+    d.request.host = host;
+    d.request.port = port;
+    d.request.path = path;
+    d.request.query = query;
+    d.limits.max_message_size = MAX_MESSAGE;
+    d.limits.max_frame_size = MAX_MESSAGE;
+    d.limits.max_outbound_bytes = 2u * MAX_MESSAGE;
     net_ws_desc(&d);
     d.on_message = on_message;
     d.on_close = on_closed;

@@ -3,6 +3,8 @@
    Shows wsch_client on a plain poll loop: it connects, subscribes, prints
    every message, every status change and the time until the next retry,
    and keeps reconnecting (with backoff) when the server goes away.
+   wsch_client_want() says what to poll for, the close effect is the one
+   place the socket is closed, and on_stop ends the program.
 
        build/client_cli --url ws://127.0.0.1:8080/ws --token T \
                         --subscribe news --subscribe alerts
@@ -28,10 +30,11 @@ typedef struct app {
     wsch_client *c;
     int fd;                     /* the transport, -1 when there is none */
     int connecting;             /* nonblocking connect in progress */
-    int broken;                 /* a write failed: report the transport closed */
+    int stopped;                /* on_stop ran: the client will not reconnect */
     net_timers heap;
     net_timer timers[32];       /* one per library timer id */
     uint64_t t0;
+    unsigned retries;           /* since the last open: what on_status prints */
     unsigned long messages, stop_after;
 } app;
 
@@ -55,41 +58,32 @@ static void say(app *a, const char *fmt, ...) {
 
 /* ---- effects: what the library asks of the program ---- */
 
-static void drop_transport(app *a) {
-    if (a->fd >= 0) close(a->fd);
-    a->fd = -1;
-    a->connecting = 0;
-    a->broken = 0;
-}
-
 static void fx_connect(const char *host, uint16_t port, void *user) {
     app *a = (app *)user;
     int in_progress = 0;
-    int fd = net_connect(host, port, &in_progress);
     say(a, "connecting to %s:%u", host, (unsigned)port);
-    if (fd < 0) {
+    a->fd = net_connect(host, port, &in_progress);
+    if (a->fd < 0) {
         say(a, "connect failed: %s", strerror(errno));
-        wsch_client_transport_failed(a->c);     /* allowed from inside the effect */
+        wsch_client_transport_failed(a->c);     /* allowed from inside the effect; close() follows */
         return;
     }
-    a->fd = fd;
     a->connecting = in_progress;
     if (!in_progress) wsch_client_transport_open(a->c);
 }
 
 static size_t fx_send(const void *data, size_t len, void *user) {
-    app *a = (app *)user;
-    long n;
-    if (a->fd < 0 || a->connecting || a->broken) return 0;
-    n = net_write(a->fd, data, len);
-    if (n < 0) {
-        a->broken = 1;          /* reported from the loop, not from inside the library */
-        return 0;
-    }
-    return (size_t)n;
+    long n = net_write(((app *)user)->fd, data, len);
+    return n < 0 ? WSCH_SEND_ERROR : (size_t)n;    /* 0: would block, the library queues the rest */
 }
 
-static void fx_close(void *user) { drop_transport((app *)user); }
+/* Once per connect(), whatever became of it: the only place the socket is closed. */
+static void fx_close(void *user) {
+    app *a = (app *)user;
+    if (a->fd >= 0) net_close(a->fd);    /* unread input first: no reset eats our close frame */
+    a->fd = -1;
+    a->connecting = 0;
+}
 
 static void fx_timer_set(unsigned id, uint32_t ms, void *user) {
     app *a = (app *)user;
@@ -115,14 +109,11 @@ static uint64_t fx_now(void *user) {
 
 static void on_status(wsch_client *c, wsch_status st, void *user) {
     app *a = (app *)user;
-    if (st != WSCH_STATUS_DISCONNECTED) {
+    if (st == WSCH_STATUS_CONNECTED) a->retries = 0;
+    if (st == WSCH_STATUS_DISCONNECTED && wsch_client_next_retry_ms(c) >= 0)
+        say(a, "status disconnected; retry %u in %lld ms", ++a->retries, (long long)wsch_client_next_retry_ms(c));
+    else
         say(a, "status %s", wsch_status_str(st));
-    } else if (wsch_client_next_retry_ms(c) >= 0) {
-        say(a, "status disconnected; retry %u in %lld ms", (unsigned)wsch_client_attempts(c),
-            (long long)wsch_client_next_retry_ms(c));
-    } else {
-        say(a, "status disconnected; stopped: %s", wsch_stop_str(wsch_client_stop_reason(c)));
-    }
 }
 
 static void on_connect(wsch_client *c, void *user) {
@@ -139,6 +130,14 @@ static void on_error(wsch_client *c, int err, const char *what, void *user) {
     say((app *)user, "error: %s (%s)", what, wsch_err_str(err));
 }
 
+/* The client gave up for good (or finished a disconnect): the loop ends. */
+static void on_stop(wsch_client *c, wsch_stop reason, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    say(a, "stopped: %s", wsch_stop_str(reason));
+    a->stopped = 1;
+}
+
 static void on_any(wsch_client *c, const wsch_client_message *m, void *user) {
     app *a = (app *)user;
     (void)c;
@@ -148,64 +147,47 @@ static void on_any(wsch_client *c, const wsch_client_message *m, void *user) {
 
 /* ---- the loop ---- */
 
-static int want_write(app *a) {
-    wsch_conn *cn = wsch_client_conn(a->c);
-    if (a->connecting) return 1;
-    if (cn && wsch_conn_queued_bytes(cn) > 0) return 1;
-    return wsch_client_status(a->c) == WSCH_STATUS_CONNECTED && wsch_client_queued_count(a->c) > 0;
-}
-
-static void transport_gone(app *a) {
-    drop_transport(a);
-    wsch_client_transport_closed(a->c);
-}
-
-/* One poll round: socket events, then due timers. Returns 0 when nothing is
-   left to wait for (no socket, no timer: the client has stopped). */
-static int step(app *a, int max_wait_ms) {
+/* One poll round: the socket, as wsch_client_want() asks, then due timers. */
+static void step(app *a, int max_wait_ms) {
     static unsigned char buf[65536];
     struct pollfd p;
+    unsigned want = wsch_client_want(a->c);
     nfds_t n = 0;
-    int timeout = net_timers_timeout(&a->heap, max_wait_ms);
+    int fd = a->fd;
     net_timer *t;
-    if (a->fd < 0 && a->heap.len == 0) return 0;
-    if (a->fd >= 0) {
-        p.fd = a->fd;
-        p.events = (short)(a->connecting ? POLLOUT : (POLLIN | (want_write(a) ? POLLOUT : 0)));
+    if (fd >= 0) {
+        p.fd = fd;
+        p.events = (short)(((want & WSCH_WANT_READ) ? POLLIN : 0) | ((want & WSCH_WANT_WRITE) ? POLLOUT : 0));
         p.revents = 0;
         n = 1;
     }
-    if (poll(&p, n, timeout) < 0 && errno != EINTR) return 0;
-    if (n && p.revents && a->fd == p.fd) {
-        int fd = a->fd;
-        if (a->connecting) {
-            if (net_connect_finish(fd) == NET_OK) {
-                a->connecting = 0;
-                wsch_client_transport_open(a->c);
-            } else {
-                say(a, "connect failed: %s", strerror(errno));
-                drop_transport(a);
-                wsch_client_transport_failed(a->c);
-            }
-        } else {
-            if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-                for (;;) {
-                    long r = net_read(fd, buf, sizeof buf);
-                    if (r == NET_AGAIN) break;
-                    if (r < 0) {
-                        transport_gone(a);
-                        break;
-                    }
-                    wsch_client_feed(a->c, buf, (size_t)r);
-                    if (a->fd != fd) break;     /* the client closed it meanwhile */
-                }
-            }
-            if (a->fd == fd && (p.revents & POLLOUT)) wsch_client_writable(a->c);
-        }
+    if (poll(&p, n, net_timers_timeout(&a->heap, max_wait_ms)) < 0 && errno != EINTR) {
+        perror("client_cli: poll");
+        exit(1);
     }
-    if (a->broken) transport_gone(a);
+    if (n && p.revents && a->connecting) {
+        a->connecting = 0;
+        if (net_connect_finish(fd) == NET_OK) {
+            wsch_client_transport_open(a->c);
+        } else {
+            say(a, "connect failed: %s", strerror(errno));
+            wsch_client_transport_failed(a->c);
+        }
+    } else if (n && p.revents) {
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            while (a->fd == fd) {              /* until EAGAIN, or the client closed it */
+                long r = net_read(fd, buf, sizeof buf);
+                if (r == NET_AGAIN) break;
+                if (r < 0) {
+                    wsch_client_transport_closed(a->c);     /* EOF or error: close() follows */
+                    break;
+                }
+                wsch_client_feed(a->c, buf, (size_t)r);
+            }
+        }
+        if (a->fd == fd && (p.revents & POLLOUT)) wsch_client_writable(a->c);
+    }
     while ((t = net_timers_pop_due(&a->heap, net_now_ms())) != NULL) wsch_client_timer_fired(a->c, t->id);
-    return 1;
 }
 
 static int parse_u32(const char *s, uint32_t *out) {
@@ -274,17 +256,18 @@ int main(int argc, char **argv) {
     a.fd = -1;
     a.t0 = net_now_ms();
     d.user = &a;
-    d.connect = fx_connect;
-    d.send = fx_send;
-    d.close = fx_close;
-    d.timer_set = fx_timer_set;
-    d.timer_cancel = fx_timer_cancel;
-    d.now_ms = fx_now;
-    d.random_bytes = net_random_bytes;
+    d.effects.connect = fx_connect;
+    d.effects.send = fx_send;
+    d.effects.close = fx_close;
+    d.effects.timer_set = fx_timer_set;
+    d.effects.timer_cancel = fx_timer_cancel;
+    d.effects.now_ms = fx_now;
+    d.effects.random_bytes = net_random_bytes;
     d.on_status = on_status;
     d.on_connect = on_connect;
     d.on_disconnect = on_disconnect;
     d.on_error = on_error;
+    d.on_stop = on_stop;
     r = wsch_client_create(&d, &a.c);
     if (r != WSCH_OK) {
         fprintf(stderr, "client_cli: %s\n", wsch_err_str(r));
@@ -296,25 +279,22 @@ int main(int argc, char **argv) {
         if (r != WSCH_OK) say(&a, "subscribe %s: %s", subs[i], wsch_err_str(r));
     }
     for (i = 0; i < nsends; i++) {
-        r = wsch_client_send(a.c, send_type[i], send_json[i]);
+        r = wsch_client_send(a.c, send_type[i], send_json[i], WSCH_CSTR);
         if (r != WSCH_OK) say(&a, "send %s: %s", send_type[i], wsch_err_str(r));
     }
     net_stop_on_signals();
     wsch_client_connect(a.c);
 
-    while (!net_stop_requested && (!a.stop_after || a.messages < a.stop_after)) {
-        if (!step(&a, -1)) break;
-    }
-    /* A polite exit: the close handshake gets up to two seconds. */
+    while (!a.stopped && !net_stop_requested && (!a.stop_after || a.messages < a.stop_after)) step(&a, -1);
+    /* A polite exit: the close handshake gets up to two seconds (on_stop
+       runs when it is done, or at once when no link was open). */
     wsch_client_disconnect(a.c);
     {
         uint64_t until = net_now_ms() + 2000;
-        while (wsch_client_conn(a.c) && net_now_ms() < until && step(&a, 100)) {
-        }
+        while (!a.stopped && net_now_ms() < until) step(&a, 100);
     }
     say(&a, "bye (%lu messages)", a.messages);
-    wsch_client_destroy(a.c);
-    drop_transport(&a);
+    wsch_client_destroy(a.c);   /* closes a transport still open (fx_close) */
     net_timers_free(&a.heap);
     return 0;
 }

@@ -1,11 +1,12 @@
 /* libuv_client - the reconnecting channel client on libuv.
 
    The same client as client_cli, on an event loop the library was not
-   written for: libuv owns the sockets (uv_tcp_t, uv_getaddrinfo), the
-   timers (one uv_timer_t per library timer id) and the signals; the library
-   only sees bytes, "timer N fired" and "the transport opened / failed /
-   closed". libuv buffers what the socket does not take at once (uv_write),
-   so the send effect always takes every byte.
+   written for: libuv resolves names (uv_getaddrinfo), watches the socket
+   (uv_poll_t, for what wsch_client_want() asks), runs the timers (one
+   uv_timer_t per library timer id) and catches the signals; the library
+   only sees bytes, "writable", "timer N fired" and "the transport opened /
+   failed / closed". The socket is closed in one place, the close effect;
+   on_stop ends the program.
 
        build/libuv_client --url ws://127.0.0.1:8080/ws --token T --subscribe news
 
@@ -18,7 +19,7 @@
        cc -std=c99 -D_GNU_SOURCE -I. -o build/libuv_client examples/libuv_client.c -luv */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
-#include "example_net.h"    /* net_random_bytes only */
+#include "example_net.h"    /* net_read, net_write, net_close, net_connect_finish, net_random_bytes */
 
 #include <uv.h>
 
@@ -27,23 +28,25 @@
 typedef struct app {
     uv_loop_t *loop;
     wsch_client *c;
-    uv_tcp_t *tcp;              /* the transport (connecting or open), or NULL */
-    unsigned gen;               /* bumped when the transport is dropped: stale callbacks ignore themselves */
-    int connected;              /* the TCP connect completed */
+    int fd;                     /* the transport, -1 when there is none */
+    int connecting;             /* nonblocking connect in progress */
+    uv_poll_t *poll;            /* watches fd */
+    int events;                 /* what it watches for */
+    unsigned gen;               /* bumped by close(): a resolve still running is abandoned */
+    uv_prepare_t prepare;       /* before each wait: poll for what the client wants */
     uv_timer_t timers[32];      /* one per library timer id */
     uv_timer_t quit;
     uv_signal_t sigint, sigterm;
-    int quitting;
+    int quitting, stopped;
+    unsigned retries;           /* since the last open: what on_status prints */
     unsigned long messages, stop_after;
 } app;
 
-/* A pending resolve+connect carries the generation it belongs to. */
+/* A pending resolve carries the generation it belongs to. */
 typedef struct attempt {
     app *a;
     unsigned gen;
-    uint16_t port;
-    uv_getaddrinfo_t resolve;
-    uv_connect_t connect;
+    uv_getaddrinfo_t req;
 } attempt;
 
 static void say(const char *what, const char *detail) {
@@ -51,82 +54,85 @@ static void say(const char *what, const char *detail) {
     fflush(stdout);
 }
 
-/* ---- transport ---- */
+/* ---- the socket ---- */
 
-static void free_handle(uv_handle_t *h) { free(h); }
-
-static void drop_transport(app *a) {
-    a->gen++;
-    a->connected = 0;
-    if (a->tcp) {
-        uv_close((uv_handle_t *)a->tcp, free_handle);
-        a->tcp = NULL;
-    }
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    static char storage[65536];
-    (void)h;
-    (void)suggested;
-    buf->base = storage;
-    buf->len = sizeof storage;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-    app *a = (app *)s->data;
-    if ((uv_tcp_t *)s != a->tcp) return;
-    if (nread > 0) {
-        wsch_client_feed(a->c, buf->base, (size_t)nread);
-    } else if (nread < 0) {
-        drop_transport(a);
-        wsch_client_transport_closed(a->c);
-    }
-}
-
-static void on_tcp_connected(uv_connect_t *req, int status) {
-    attempt *t = (attempt *)req->data;
-    app *a = t->a;
-    int stale = t->gen != a->gen;
-    free(t);
-    if (stale) return;          /* the client gave up on this attempt */
-    if (status != 0) {
-        say("connect failed:", uv_strerror(status));
-        drop_transport(a);
-        wsch_client_transport_failed(a->c);
+static void on_io(uv_poll_t *h, int status, int events) {
+    static char buf[65536];
+    app *a = (app *)h->data;
+    int fd = a->fd;
+    if (a->connecting) {
+        a->connecting = 0;
+        if (net_connect_finish(fd) == NET_OK && status == 0) {
+            wsch_client_transport_open(a->c);
+        } else {
+            say("connect failed:", strerror(errno));
+            wsch_client_transport_failed(a->c);     /* close() follows */
+        }
         return;
     }
-    a->connected = 1;
-    uv_tcp_nodelay(a->tcp, 1);
-    uv_read_start((uv_stream_t *)a->tcp, on_alloc, on_read);
-    wsch_client_transport_open(a->c);
+    if (status < 0) {           /* a socket error: libuv has stopped watching it */
+        wsch_client_transport_closed(a->c);
+        return;
+    }
+    if (events & UV_READABLE) {
+        while (a->fd == fd) {                       /* until EAGAIN, or the client closed it */
+            long r = net_read(fd, buf, sizeof buf);
+            if (r == NET_AGAIN) break;
+            if (r < 0) {
+                wsch_client_transport_closed(a->c); /* EOF or error: close() follows */
+                break;
+            }
+            wsch_client_feed(a->c, buf, (size_t)r);
+        }
+    }
+    if (a->fd == fd && (events & UV_WRITABLE)) wsch_client_writable(a->c);
+}
+
+/* Runs before libuv waits: the socket's interest is what the client wants now. */
+static void on_prepare(uv_prepare_t *h) {
+    app *a = (app *)h->data;
+    unsigned want = wsch_client_want(a->c);
+    int events = ((want & WSCH_WANT_READ) ? UV_READABLE : 0) | ((want & WSCH_WANT_WRITE) ? UV_WRITABLE : 0);
+    if (!a->poll || events == a->events) return;
+    a->events = events;
+    if (events) uv_poll_start(a->poll, events, on_io);
+    else uv_poll_stop(a->poll);
+}
+
+/* A nonblocking socket connecting to ai, or -1. */
+static int start_connect(const struct addrinfo *ai) {
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    net_set_nodelay(fd);
+    return fd;
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     attempt *t = (attempt *)req->data;
     app *a = t->a;
-    int rc = status;
-    if (t->gen != a->gen) {
-        uv_freeaddrinfo(res);
-        free(t);
-        return;
-    }
-    if (rc == 0) {
-        a->tcp = (uv_tcp_t *)malloc(sizeof *a->tcp);
-        if (!a->tcp) rc = UV_ENOMEM;
-    }
-    if (rc == 0) {
-        uv_tcp_init(a->loop, a->tcp);
-        a->tcp->data = a;
-        t->connect.data = t;
-        rc = uv_tcp_connect(&t->connect, a->tcp, res->ai_addr, on_tcp_connected);
+    int fd = -1;
+    if (t->gen == a->gen) {     /* else the client closed this attempt meanwhile */
+        if (status == 0) fd = start_connect(res);
+        a->poll = fd >= 0 ? (uv_poll_t *)malloc(sizeof *a->poll) : NULL;
+        if (a->poll && uv_poll_init_socket(a->loop, a->poll, fd) == 0) {
+            a->poll->data = a;
+            a->events = 0;
+            a->fd = fd;
+            a->connecting = 1;  /* on_io gets the verdict once it is writable */
+        } else {
+            say("connect failed:", status ? uv_strerror(status) : strerror(errno));
+            free(a->poll);
+            a->poll = NULL;
+            if (fd >= 0) close(fd);
+            wsch_client_transport_failed(a->c);     /* close() follows */
+        }
     }
     uv_freeaddrinfo(res);
-    if (rc != 0) {
-        say("connect failed:", uv_strerror(rc));
-        free(t);
-        drop_transport(a);
-        wsch_client_transport_failed(a->c);
-    }
+    free(t);
 }
 
 /* ---- effects ---- */
@@ -136,57 +142,40 @@ static void fx_connect(const char *host, uint16_t port, void *user) {
     attempt *t = (attempt *)calloc(1, sizeof *t);
     struct addrinfo hints;
     char service[8];
-    int rc;
     say("connecting to", host);
-    if (!t) {
-        wsch_client_transport_failed(a->c);
-        return;
-    }
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     snprintf(service, sizeof service, "%u", (unsigned)port);
-    t->a = a;
-    t->gen = a->gen;
-    t->port = port;
-    t->resolve.data = t;
-    rc = uv_getaddrinfo(a->loop, &t->resolve, on_resolved, host, service, &hints);
-    if (rc != 0) {
-        free(t);
-        say("resolve failed:", uv_strerror(rc));
-        wsch_client_transport_failed(a->c);
+    if (t) {
+        t->a = a;
+        t->gen = a->gen;
+        t->req.data = t;
     }
-}
-
-static void on_written(uv_write_t *req, int status) {
-    (void)status;               /* a failed write shows up as a read error */
-    free(req);
+    if (!t || uv_getaddrinfo(a->loop, &t->req, on_resolved, host, service, &hints) != 0) {
+        free(t);
+        say("resolve failed:", host);
+        wsch_client_transport_failed(a->c);     /* allowed from inside the effect */
+    }
 }
 
 static size_t fx_send(const void *data, size_t len, void *user) {
-    app *a = (app *)user;
-    uv_buf_t b;
-    int n;
-    if (!a->tcp || !a->connected) return 0;
-    b = uv_buf_init((char *)(uintptr_t)data, (unsigned)len);
-    n = uv_try_write((uv_stream_t *)a->tcp, &b, 1);
-    if (n < 0) n = 0;           /* EAGAIN: everything goes through uv_write */
-    if ((size_t)n < len) {
-        /* One allocation: the request, then a copy of the bytes libuv must keep. */
-        size_t rest = len - (size_t)n;
-        uv_write_t *req = (uv_write_t *)malloc(sizeof *req + rest);
-        if (!req) return (size_t)n;     /* the library queues the rest */
-        memcpy(req + 1, (const char *)data + n, rest);
-        b = uv_buf_init((char *)(req + 1), (unsigned)rest);
-        if (uv_write(req, (uv_stream_t *)a->tcp, &b, 1, on_written) != 0) {
-            free(req);
-            return (size_t)n;
-        }
-    }
-    return len;
+    long n = net_write(((app *)user)->fd, data, len);
+    return n < 0 ? WSCH_SEND_ERROR : (size_t)n;    /* 0: would block, the library queues the rest */
 }
 
-static void fx_close(void *user) { drop_transport((app *)user); }
+static void free_handle(uv_handle_t *h) { free(h); }
+
+/* Once per connect(), whatever became of it: the only place the socket is closed. */
+static void fx_close(void *user) {
+    app *a = (app *)user;
+    a->gen++;
+    if (a->poll) uv_close((uv_handle_t *)a->poll, free_handle);    /* stops watching at once */
+    a->poll = NULL;
+    if (a->fd >= 0) net_close(a->fd);    /* unread input first: no reset eats our close frame */
+    a->fd = -1;
+    a->connecting = 0;
+}
 
 static void on_timer(uv_timer_t *t) {
     app *a = (app *)t->data;
@@ -210,22 +199,16 @@ static uint64_t fx_now(void *user) {
 
 /* ---- events ---- */
 
-static void begin_quit(app *a);
-
 static void on_status(wsch_client *c, wsch_status st, void *user) {
     app *a = (app *)user;
     char line[96];
+    if (st == WSCH_STATUS_CONNECTED) a->retries = 0;
     if (st == WSCH_STATUS_DISCONNECTED && wsch_client_next_retry_ms(c) >= 0)
-        snprintf(line, sizeof line, "disconnected; retry %u in %lld ms", (unsigned)wsch_client_attempts(c),
+        snprintf(line, sizeof line, "disconnected; retry %u in %lld ms", ++a->retries,
                  (long long)wsch_client_next_retry_ms(c));
-    else if (st == WSCH_STATUS_DISCONNECTED)
-        snprintf(line, sizeof line, "disconnected; stopped: %s", wsch_stop_str(wsch_client_stop_reason(c)));
     else
         snprintf(line, sizeof line, "%s", wsch_status_str(st));
     say("status", line);
-    /* stopped for good (a terminal close code, retries used up): leave */
-    if (st == WSCH_STATUS_DISCONNECTED && wsch_client_stop_reason(c) != WSCH_STOP_NONE && !a->quitting)
-        begin_quit(a);
 }
 
 static void on_error(wsch_client *c, int err, const char *what, void *user) {
@@ -235,31 +218,41 @@ static void on_error(wsch_client *c, int err, const char *what, void *user) {
     fflush(stdout);
 }
 
+static void on_disconnect(wsch_client *c, int code, const char *reason, size_t len, void *user) {
+    (void)c;
+    (void)user;
+    printf("closed: code %d reason \"%.*s\"\n", code, (int)len, reason);
+    fflush(stdout);
+}
+
 static void quit_now(uv_timer_t *t) {
     app *a = (app *)t->data;
     int i;
     if (a->c) wsch_client_destroy(a->c);    /* cancels timers, closes the transport */
     a->c = NULL;
     for (i = 0; i < 32; i++) uv_close((uv_handle_t *)&a->timers[i], NULL);
+    uv_close((uv_handle_t *)&a->prepare, NULL);
     uv_close((uv_handle_t *)&a->quit, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
 }
 
-/* Leaves once the close handshake is done, or after two seconds. */
+/* Stopped for good: retries used up, a terminal close code, a refused
+   token, or the close handshake of a quit is done. Leave. */
+static void on_stop(wsch_client *c, wsch_stop reason, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    say("stopped:", wsch_stop_str(reason));
+    a->stopped = 1;
+    uv_timer_start(&a->quit, quit_now, 0, 0);
+}
+
+/* Closes with 1000; on_stop leaves once that is done, or after two seconds. */
 static void begin_quit(app *a) {
     if (a->quitting) return;
     a->quitting = 1;
     wsch_client_disconnect(a->c);
-    uv_timer_start(&a->quit, quit_now, wsch_client_conn(a->c) ? 2000 : 0, 0);
-}
-
-static void on_disconnect(wsch_client *c, int code, const char *reason, size_t len, void *user) {
-    app *a = (app *)user;
-    (void)c;
-    printf("closed: code %d reason \"%.*s\"\n", code, (int)len, reason);
-    fflush(stdout);
-    if (a->quitting) uv_timer_start(&a->quit, quit_now, 0, 0);
+    if (!a->stopped) uv_timer_start(&a->quit, quit_now, 2000, 0);
 }
 
 static void on_any(wsch_client *c, const wsch_client_message *m, void *user) {
@@ -311,6 +304,7 @@ int main(int argc, char **argv) {
     if (!d.max_attempts) d.max_attempts = WSCH_CLIENT_FOREVER;
 
     signal(SIGPIPE, SIG_IGN);
+    a.fd = -1;
     a.loop = uv_default_loop();
     for (i = 0; i < 32; i++) {
         uv_timer_init(a.loop, &a.timers[i]);
@@ -325,21 +319,25 @@ int main(int argc, char **argv) {
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
 
     d.user = &a;
-    d.connect = fx_connect;
-    d.send = fx_send;
-    d.close = fx_close;
-    d.timer_set = fx_timer_set;
-    d.timer_cancel = fx_timer_cancel;
-    d.now_ms = fx_now;
-    d.random_bytes = net_random_bytes;
+    d.effects.connect = fx_connect;
+    d.effects.send = fx_send;
+    d.effects.close = fx_close;
+    d.effects.timer_set = fx_timer_set;
+    d.effects.timer_cancel = fx_timer_cancel;
+    d.effects.now_ms = fx_now;
+    d.effects.random_bytes = net_random_bytes;
     d.on_status = on_status;
     d.on_disconnect = on_disconnect;
     d.on_error = on_error;
+    d.on_stop = on_stop;
     r = wsch_client_create(&d, &a.c);
     if (r != WSCH_OK) {
         fprintf(stderr, "libuv_client: %s\n", wsch_err_str(r));
         return 2;
     }
+    uv_prepare_init(a.loop, &a.prepare);
+    a.prepare.data = &a;
+    uv_prepare_start(&a.prepare, on_prepare);
     wsch_client_on(a.c, "*", on_any, &a, NULL);
     for (i = 0; i < nsubs; i++) wsch_client_subscribe(a.c, subs[i]);
     wsch_client_connect(a.c);

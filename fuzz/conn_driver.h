@@ -17,9 +17,14 @@
    first error returned) must be the same each time, and so must the bytes
    written while send() takes everything (unless the connection was
    destroyed inside a callback, which drops whatever was still queued).
-   Every run ends with the connection closed, on_close seen exactly once, no
-   timer left armed, no callback after on_close or destroy, and every
-   allocation freed. */
+   After every call: wsch_conn_want() is 0 exactly when close() has run (and
+   the state is CLOSED), and asks for WRITE exactly while bytes are queued.
+   Every run ends with close() called exactly once, after on_close (or from
+   a destroy before CLOSED, with no on_close), on_close at most once and
+   exactly once unless destroyed first, no timer left armed, nothing at all
+   after close(), no event after on_close or destroy, and every allocation
+   freed. In script mode send() can also fail hard (WSCH_SEND_ERROR): the
+   connection must then end at once (on_close, WSCH_ERR_TRANSPORT, close()). */
 #include "fuzz.h"
 
 #define CD_STORE 2048
@@ -43,28 +48,50 @@ typedef struct cd_run {
     size_t nev, out_len;
     char store[CD_STORE];       /* first bytes written (the client's request) */
     size_t store_len;
-    int opened, closes, close_code, first_err;
-    int destroyed, close_requested;
+    int opened, closes, close_code, close_err, first_err;
+    int destroyed, in_destroy, close_requested;
+    int send_fail;              /* the next send() reports WSCH_SEND_ERROR */
+    int send_failed;            /* it did: the connection must have ended */
     unsigned timers;            /* armed timer ids, one bit each */
 } cd_run;
 
 static void cd_limits(wsch_conn_desc *d, unsigned profile) {
     switch (profile) {
-    case 1: d->max_frame_size = 64; d->max_message_size = 200; d->max_outbound_bytes = 300; d->max_header_bytes = 300; break;
-    case 2: d->max_frame_size = 1000; d->max_message_size = 100; break;
-    case 3: d->max_frame_size = 125; d->max_message_size = 125; d->max_outbound_bytes = 64; d->max_header_bytes = 190; break;
+    case 1:
+        d->limits.max_frame_size = 64;
+        d->limits.max_message_size = 200;
+        d->limits.max_outbound_bytes = 300;
+        d->limits.max_header_bytes = 300;
+        break;
+    case 2: d->limits.max_frame_size = 1000; d->limits.max_message_size = 100; break;
+    case 3:
+        d->limits.max_frame_size = 125;
+        d->limits.max_message_size = 125;
+        d->limits.max_outbound_bytes = 64;
+        d->limits.max_header_bytes = 190;
+        break;
     default: break;
     }
 }
 
 static size_t cd_max_message(const cd_run *r) {
-    return r->desc.max_message_size ? r->desc.max_message_size : WSCH_DEFAULT_MAX_MESSAGE_SIZE;
+    return r->desc.limits.max_message_size ? r->desc.limits.max_message_size : WSCH_DEFAULT_MAX_MESSAGE_SIZE;
 }
 
-/* Every effect and event first checks that the connection may still speak. */
+/* Every effect and event but close() first checks that the connection may
+   still speak: not after on_close, not after destroy, and nothing at all
+   after close(). */
 static void cd_alive(const cd_run *r) {
     FZ_CHECK(r->closes == 0);
     FZ_CHECK(!r->destroyed);
+    FZ_CHECK(r->close_requested == 0);
+}
+
+static void cd_destroy(cd_run *r, wsch_conn *c) {
+    r->in_destroy = 1;
+    wsch_conn_destroy(c);
+    r->in_destroy = 0;
+    r->destroyed = 1;
 }
 
 static void cd_event(cd_run *r, unsigned char kind) {
@@ -74,10 +101,7 @@ static void cd_event(cd_run *r, unsigned char kind) {
 
 /* Counts an event callback; destroys the connection in the chosen one. */
 static void cd_maybe_destroy(cd_run *r, wsch_conn *c) {
-    if (++r->ncallbacks == r->cfg.destroy_at) {
-        wsch_conn_destroy(c);
-        r->destroyed = 1;
-    }
+    if (++r->ncallbacks == r->cfg.destroy_at) cd_destroy(r, c);
 }
 
 static size_t cd_send(const void *data, size_t len, void *user) {
@@ -85,6 +109,12 @@ static size_t cd_send(const void *data, size_t len, void *user) {
     size_t n = len;
     cd_alive(r);
     FZ_CHECK(data != NULL || len == 0);
+    FZ_CHECK(!r->send_failed);     /* the first hard error ended the connection */
+    if (r->send_fail) {
+        r->send_fail = 0;
+        r->send_failed = 1;
+        return WSCH_SEND_ERROR;
+    }
     switch (r->send_mode) {
     case 1: n = len < 7 ? len : 7; break;
     case 2: n = (r->send_calls & 1u) ? 0 : len; break;
@@ -102,11 +132,15 @@ static size_t cd_send(const void *data, size_t len, void *user) {
     return n;
 }
 
+/* Exactly once: after on_close, or from a destroy of a connection that had
+   not reached CLOSED (then without on_close). */
 static void cd_close(void *user) {
     cd_run *r = (cd_run *)user;
-    cd_alive(r);
-    r->close_requested++;
-    FZ_CHECK(r->close_requested == 1);
+    FZ_CHECK(r->close_requested == 0);
+    FZ_CHECK(r->closes == 1 || r->in_destroy);
+    FZ_CHECK(!r->destroyed || r->closes == 1);     /* a destroy inside on_close: close() still follows */
+    FZ_CHECK(r->timers == 0);
+    r->close_requested = 1;
 }
 
 static void cd_timer_set(unsigned id, uint32_t ms, void *user) {
@@ -120,6 +154,7 @@ static void cd_timer_set(unsigned id, uint32_t ms, void *user) {
 static void cd_timer_cancel(unsigned id, void *user) {
     cd_run *r = (cd_run *)user;
     FZ_CHECK(r->closes == 0);
+    FZ_CHECK(r->close_requested == 0);
     FZ_CHECK(id == WSCH_TIMER_HANDSHAKE || id == WSCH_TIMER_CLOSE);
     FZ_CHECK(r->timers & (1u << id)); /* only what is armed is cancelled */
     r->timers &= ~(1u << id);
@@ -170,7 +205,7 @@ static void cd_on_open(wsch_conn *c, void *user) {
 /* What wsch_conn_send(), _send_frame() and _ping() may return. */
 static int cd_send_rc_documented(int rc) {
     return rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_STATE || rc == WSCH_ERR_CLOSED ||
-           rc == WSCH_ERR_UTF8 || rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_NOMEM;
+           rc == WSCH_ERR_UTF8 || rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_NOMEM || rc == WSCH_ERR_TRANSPORT;
 }
 
 static void cd_on_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
@@ -203,26 +238,48 @@ static void cd_on_pong(wsch_conn *c, const void *data, size_t len, void *user) {
 
 static void cd_on_close(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user) {
     cd_run *r = (cd_run *)user;
+    int err = wsch_conn_error(c);
     cd_alive(r);
     FZ_CHECK(wsch_conn_state(c) == WSCH_STATE_CLOSED);
     FZ_CHECK(r->timers == 0); /* every timer cancelled before the report */
     FZ_CHECK(code >= 1000 && code <= 4999);
     FZ_CHECK(reason != NULL || reason_len == 0);
     FZ_CHECK(reason_len <= WSCH_CONTROL_PAYLOAD_MAX);
+    FZ_CHECK(err <= 0 && err > WSCH_ERR_LAST_ && err != WSCH_INCOMPLETE);
+    /* a hang-up during the opening handshake: 1006 and the error's text */
+    if (err == WSCH_ERR_HANGUP) {
+        FZ_CHECK(!r->opened && code == WSCH_CLOSE_ABNORMAL);
+        FZ_CHECK(reason_len == strlen(wsch_err_str(err)) && memcmp(reason, wsch_err_str(err), reason_len) == 0);
+    }
+    if (r->send_failed) FZ_CHECK(err == WSCH_ERR_TRANSPORT);
     cd_event(r, 'C');
     r->ev = fz_hash_u64(r->ev, (uint64_t)code);
     r->ev = fz_hash(r->ev, reason, reason_len);
     r->close_code = code;
+    r->close_err = err;
     r->closes++;
-    /* counted after closes++: a destroy here is legal, a later callback is not */
-    if (++r->ncallbacks == r->cfg.destroy_at) {
-        wsch_conn_destroy(c);
-        r->destroyed = 1;
-    }
+    /* counted after closes++: a destroy here is legal, a later callback is
+       not, but for close() */
+    if (++r->ncallbacks == r->cfg.destroy_at) cd_destroy(r, c);
 }
 
 static int cd_rc_documented(int rc) {
     return rc <= 0 && rc > WSCH_ERR_LAST_ && rc != WSCH_INCOMPLETE && rc != WSCH_ERR_BUFFER;
+}
+
+/* After every call into the connection: wsch_conn_want() is 0 exactly when
+   close() has run, WRITE exactly while output is queued; on_close and
+   close() come together; a hard send error has ended it at once. */
+static void cd_check(cd_run *r) {
+    unsigned want;
+    if (r->destroyed) return;
+    want = wsch_conn_want(r->c);
+    FZ_CHECK((want & ~(unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE)) == 0);
+    FZ_CHECK(r->closes == r->close_requested);
+    FZ_CHECK((want == 0) == (r->close_requested == 1));
+    FZ_CHECK((want == 0) == (wsch_conn_state(r->c) == WSCH_STATE_CLOSED));
+    if (want) FZ_CHECK(((want & WSCH_WANT_WRITE) != 0) == (wsch_conn_queued_bytes(r->c) > 0));
+    if (r->send_failed) FZ_CHECK(want == 0 && wsch_conn_error(r->c) == WSCH_ERR_TRANSPORT);
 }
 
 static void cd_note_rc(cd_run *r, int rc) {
@@ -237,6 +294,7 @@ static void cd_drain(cd_run *r) {
     while (!r->destroyed && r->closes == 0 && wsch_conn_queued_bytes(r->c) && guard++ < 100000) {
         int rc = wsch_conn_writable(r->c);
         FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_CLOSED);
+        cd_check(r);
     }
 }
 
@@ -246,11 +304,13 @@ static void cd_feed(cd_run *r, const uint8_t *p, size_t n) {
     copy = fz_dup(p, n);
     cd_note_rc(r, wsch_conn_feed(r->c, copy, n));
     free(copy);
+    cd_check(r);
     if (!r->destroyed && r->closes == 0) {
         FZ_CHECK(wsch_conn_state(r->c) <= WSCH_STATE_CLOSED);
         if (r->send_mode) {
             int rc = wsch_conn_writable(r->c);
             FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_CLOSED);
+            cd_check(r);
         }
     }
 }
@@ -263,15 +323,15 @@ static void cd_start(cd_run *r, const cd_cfg *cfg) {
     r->ev = r->out = FZ_HASH_INIT;
     r->desc.role = FZ_ROLE;
     cd_limits(&r->desc, cfg->limits);
-    r->desc.host = "example.com";
-    r->desc.path = "/chat";
-    if (FZ_ROLE == WSCH_ROLE_CLIENT && (cfg->req_mode & 1u)) r->desc.protocols = "chat, superchat";
+    r->desc.request.host = "example.com";
+    r->desc.request.path = "/chat";
+    if (FZ_ROLE == WSCH_ROLE_CLIENT && (cfg->req_mode & 1u)) r->desc.request.protocols = "chat, superchat";
     r->desc.allocator = fz_allocator(&r->al);
-    r->desc.send = cd_send;
-    r->desc.close = cd_close;
-    r->desc.timer_set = cd_timer_set;
-    r->desc.timer_cancel = cd_timer_cancel;
-    r->desc.random_bytes = cd_random;
+    r->desc.effects.send = cd_send;
+    r->desc.effects.close = cd_close;
+    r->desc.effects.timer_set = cd_timer_set;
+    r->desc.effects.timer_cancel = cd_timer_cancel;
+    r->desc.effects.random_bytes = cd_random;
     r->desc.on_request = cd_on_request;
     r->desc.on_open = cd_on_open;
     r->desc.on_message = cd_on_message;
@@ -281,6 +341,7 @@ static void cd_start(cd_run *r, const cd_cfg *cfg) {
     FZ_CHECK(rc == WSCH_OK && r->c != NULL);
     FZ_CHECK(wsch_conn_state(r->c) == WSCH_STATE_HANDSHAKE);
     FZ_CHECK(r->timers & (1u << WSCH_TIMER_HANDSHAKE));
+    cd_check(r);
 }
 
 static const char cd_request[] =
@@ -319,6 +380,7 @@ static void cd_fire(cd_run *r, unsigned id) {
     if (!(r->timers & (1u << id))) return;
     r->timers &= ~(1u << id);
     wsch_conn_timer_fired(r->c, id);
+    cd_check(r);
 }
 
 /* Ends the connection the way a real loop would, then frees it. */
@@ -333,6 +395,7 @@ static void cd_end(cd_run *r) {
             cd_fire(r, WSCH_TIMER_CLOSE);
         else if (st != WSCH_STATE_CLOSED)
             wsch_conn_transport_closed(r->c);
+        cd_check(r);
         if (!r->destroyed) {
             FZ_CHECK(r->closes == 1);
             FZ_CHECK(r->timers == 0);
@@ -345,12 +408,16 @@ static void cd_end(cd_run *r) {
         FZ_CHECK(wsch_conn_feed(r->c, b, 2) == WSCH_ERR_CLOSED);
         FZ_CHECK(wsch_conn_send(r->c, WSCH_OP_TEXT, "x", 1) == WSCH_ERR_CLOSED);
         FZ_CHECK(wsch_conn_writable(r->c) == WSCH_ERR_CLOSED);
+        FZ_CHECK(wsch_conn_close(r->c, 1000, "x", WSCH_CSTR) == WSCH_ERR_CLOSED);
         wsch_conn_timer_fired(r->c, WSCH_TIMER_CLOSE);
         wsch_conn_transport_closed(r->c);
         FZ_CHECK(r->closes == 1);
-        wsch_conn_destroy(r->c);
-        r->destroyed = 1;
+        FZ_CHECK(wsch_conn_want(r->c) == 0);
+        cd_destroy(r, r->c);
     }
+    /* close() exactly once, whichever way it ended */
+    FZ_CHECK(r->close_requested == 1);
+    FZ_CHECK(r->closes <= 1);
     FZ_CHECK(r->al.live == 0);
 }
 
@@ -395,18 +462,37 @@ static void cd_script(const cd_cfg *cfg, fz_in *in) {
         case 8: {
             unsigned k = fz_u8(in);
             p = fz_bytes(in, fz_u8(in) & 0x7Fu, &n);
-            rc = wsch_conn_close(r.c, cd_codes[k & 7u], (const char *)p, (k & 7u) ? n : 0);
-            FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_NOMEM);
+            if (k & 8u) { /* the reason as a C string */
+                char *z = fz_strdup(p, n);
+                rc = wsch_conn_close(r.c, cd_codes[k & 7u], z, (k & 7u) ? WSCH_CSTR : 0);
+                free(z);
+            } else {
+                rc = wsch_conn_close(r.c, cd_codes[k & 7u], (const char *)p, (k & 7u) ? n : 0);
+            }
+            FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_NOMEM ||
+                     rc == WSCH_ERR_TRANSPORT);
             break;
         }
-        case 9: wsch_conn_transport_closed(r.c); FZ_CHECK(r.destroyed || r.closes == 1); break;
-        case 10: r.send_mode = fz_u8(in) & 3u; break;
+        case 9: {
+            /* the caller saw EOF: on_close, then close(); during the opening
+               handshake as a hang-up (1006, WSCH_ERR_HANGUP) */
+            int hangup = wsch_conn_state(r.c) == WSCH_STATE_HANDSHAKE && wsch_conn_error(r.c) == WSCH_OK;
+            wsch_conn_transport_closed(r.c);
+            FZ_CHECK(r.destroyed || r.closes == 1);
+            FZ_CHECK(r.close_requested == 1);
+            if (hangup) FZ_CHECK(r.close_code == WSCH_CLOSE_ABNORMAL && r.close_err == WSCH_ERR_HANGUP);
+            break;
+        }
+        case 10: {
+            unsigned k = fz_u8(in);
+            r.send_mode = k & 3u;
+            if (k & 0x80u) r.send_fail = 1;
+            break;
+        }
         case 11: r.al.fail_at = r.al.count + 1 + (fz_u8(in) & 3u); break;
-        default:
-            wsch_conn_destroy(r.c);
-            r.destroyed = 1;
-            break;
+        default: cd_destroy(&r, r.c); break;
         }
+        cd_check(&r);
         if (!r.destroyed && r.closes == 0) {
             wsch_state st = wsch_conn_state(r.c);
             FZ_CHECK(st != WSCH_STATE_CLOSED);
@@ -423,7 +509,7 @@ static void cd_script(const cd_cfg *cfg, fz_in *in) {
 typedef struct cd_result {
     uint64_t ev, out;
     size_t nev, out_len;
-    int opened, closes, close_code, first_err;
+    int opened, closes, close_code, close_err, first_err;
     int destroyed_in_callback;  /* queued output went with it: not comparable */
 } cd_result;
 
@@ -447,6 +533,7 @@ static void cd_run_pieces(const cd_cfg *cfg, const uint8_t *s, size_t n, const s
     res->opened = r.opened;
     res->closes = r.closes;
     res->close_code = r.close_code;
+    res->close_err = r.close_err;
     res->first_err = r.first_err;
     res->destroyed_in_callback = cfg->destroy_at != 0 && r.ncallbacks >= cfg->destroy_at;
 }
@@ -455,6 +542,7 @@ static void cd_same(const cd_result *a, const cd_result *b, int compare_output) 
     FZ_CHECK(a->opened == b->opened);
     FZ_CHECK(a->closes == b->closes);
     FZ_CHECK(a->close_code == b->close_code);
+    FZ_CHECK(a->close_err == b->close_err);
     FZ_CHECK(a->first_err == b->first_err);
     FZ_CHECK(a->nev == b->nev);
     FZ_CHECK(a->ev == b->ev);

@@ -10,10 +10,19 @@
    within its limits; status, retry time, stop reason and armed timers agree;
    on_connect/on_disconnect alternate; a removed handler is never called;
    connect() is only asked for when no transport is open or pending, send()
-   only on an open transport, close() only on one that exists; nothing runs
-   after the client is destroyed but the close and timer_cancel effects of
-   the destroy itself. At the end every timer is cancelled, the transport
-   closed and every allocation freed. */
+   only on an open transport; close() exactly once for every connect(),
+   a failed or caller-closed one included, and nothing about a transport
+   (send, its timers) after its close(); wsch_client_want() is 0 exactly
+   when there is no transport, WRITE while a connect is pending, the
+   connection's want while open; on_stop once per stop, last of its step,
+   with the transport closed; max_attempts counts tries (the first included)
+   and retry n since the last open or connect() waits min(base << (n - 1),
+   cap) (jittered down to half); an HTTP refusal reports WSCH_ERR_STATUS,
+   its status, close code 1006 and, for 401/403, the stop; a hard send
+   error ends the link at once. Nothing runs after the client is destroyed
+   but the close and timer_cancel effects of the destroy itself. At the end
+   every timer is cancelled, every transport closed and every allocation
+   freed. */
 #include "fuzz.h"
 
 /* -DCL_TRACE prints every operation and event (for reading a reproducer). */
@@ -42,7 +51,9 @@ typedef struct cl_world {
     wsch_client_desc desc;
     fz_alloc al;
     int transport;
+    unsigned connect_calls, close_calls;        /* effects: equal whenever transport is TR_NONE */
     unsigned send_mode, send_calls;
+    int send_fail, send_failed;                 /* the next send() reports WSCH_SEND_ERROR; it did */
     unsigned char *srv;                 /* what the client wrote on the current transport */
     size_t srv_len;
     uint64_t now;
@@ -51,6 +62,11 @@ typedef struct cl_world {
     int destroyed, destroying, destroy_next;
     int connected;                      /* between on_connect and on_disconnect */
     int connects, disconnects;
+    int started;                        /* wsch_client_connect() succeeded at least once */
+    uint32_t retries;                   /* retry timers armed since the last open or connect() */
+    int stop_reported;                  /* on_stop ran since the last wsch_client_connect() */
+    int after_stop;                     /* on_stop ran in this step: no event may follow */
+    int in_connect;                     /* inside wsch_client_connect(): a new step starts there */
     char *subs[CL_MAX_SUBS];            /* model of the remembered channels */
     size_t nsubs;
     cl_handler handlers[CL_MAX_HANDLERS];
@@ -71,7 +87,8 @@ static void cl_subscribe(cl_world *w, const char *ch) {
     long at = cl_model_find(w, ch);
     int rc = wsch_client_subscribe(w->c, ch);
     FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_UTF8 || rc == WSCH_ERR_QUEUE_FULL ||
-             rc == WSCH_ERR_NOMEM || rc == WSCH_ERR_TOO_LARGE || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_STATE);
+             rc == WSCH_ERR_NOMEM || rc == WSCH_ERR_TOO_LARGE || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_STATE ||
+             rc == WSCH_ERR_TRANSPORT);
     if (rc == WSCH_OK && at < 0 && !w->destroyed) {
         FZ_CHECK(w->nsubs < CL_MAX_SUBS);
         w->subs[w->nsubs++] = fz_strdup(ch, strlen(ch));
@@ -102,8 +119,11 @@ static void cl_connect(const char *host, uint16_t port, void *user) {
     FZ_CHECK(!w->destroying);
     FZ_CHECK(host != NULL && strcmp(host, "example.com") == 0 && port == 9001);
     CL_T("  connect()\n");
-    FZ_CHECK(w->transport == TR_NONE); /* the previous one was closed or abandoned */
+    FZ_CHECK(w->transport == TR_NONE); /* the previous one was closed */
+    /* a try only while fewer than max_attempts have failed in a row */
+    if (w->desc.max_attempts != WSCH_CLIENT_FOREVER) FZ_CHECK(wsch_client_attempts(w->c) < w->desc.max_attempts);
     w->transport = TR_PENDING;
+    w->connect_calls++;
     w->srv_len = 0;
 }
 
@@ -112,6 +132,11 @@ static size_t cl_send(const void *data, size_t len, void *user) {
     size_t n = len;
     cl_live(w);
     FZ_CHECK(w->transport == TR_OPEN);
+    if (w->send_fail) {
+        w->send_fail = 0;
+        w->send_failed = 1;
+        return WSCH_SEND_ERROR;
+    }
     switch (w->send_mode) {
     case 1: n = len < 5 ? len : 5; break;
     case 2: n = (w->send_calls & 1u) ? 0 : len; break;
@@ -132,6 +157,8 @@ static void cl_close(void *user) {
     CL_T("  close()\n");
     FZ_CHECK(w->transport != TR_NONE); /* never a second close for one transport */
     w->transport = TR_NONE;
+    w->close_calls++;
+    FZ_CHECK(w->close_calls == w->connect_calls);
 }
 
 static void cl_timer_set(unsigned id, uint32_t ms, void *user) {
@@ -140,7 +167,24 @@ static void cl_timer_set(unsigned id, uint32_t ms, void *user) {
     FZ_CHECK(!w->destroying);
     FZ_CHECK(id == WSCH_TIMER_HANDSHAKE || id == WSCH_TIMER_CLOSE || id == WSCH_CLIENT_TIMER_RETRY ||
              id == WSCH_CLIENT_TIMER_HEARTBEAT || id == WSCH_CLIENT_TIMER_PONG);
-    if (id == WSCH_CLIENT_TIMER_RETRY) FZ_CHECK(ms <= w->desc.backoff_max_ms || w->desc.backoff_max_ms == 0);
+    if (id == WSCH_CLIENT_TIMER_RETRY) {
+        /* retry n, counting the retries since the last open or connect()
+           (1 for the first), waits min(base << (n - 1), cap), with jitter
+           anywhere in [delay - delay / 2, delay]. No failed try in a row:
+           the link had opened, so this is retry 1. */
+        uint32_t n;
+        uint64_t delay = w->desc.backoff_max_ms;
+        FZ_CHECK(w->transport == TR_NONE);
+        if (wsch_client_attempts(w->c) == 0) w->retries = 0;
+        n = ++w->retries;
+        if (w->desc.max_attempts != WSCH_CLIENT_FOREVER) FZ_CHECK(wsch_client_attempts(w->c) < w->desc.max_attempts);
+        if (n - 1u < 32u && ((uint64_t)w->desc.backoff_base_ms << (n - 1u)) < delay)
+            delay = (uint64_t)w->desc.backoff_base_ms << (n - 1u);
+        if (w->desc.no_jitter || delay <= 1) FZ_CHECK(ms == delay);
+        else FZ_CHECK(ms <= delay && ms >= delay - delay / 2);
+    } else {
+        FZ_CHECK(w->transport == TR_OPEN); /* the link's timers: none after its close() */
+    }
     w->timers |= 1u << id;
 }
 
@@ -148,6 +192,7 @@ static void cl_timer_cancel(unsigned id, void *user) {
     cl_world *w = (cl_world *)user;
     FZ_CHECK(!w->destroyed || w->destroying);
     FZ_CHECK(id < 32);
+    if (id < WSCH_CLIENT_TIMER_RETRY) FZ_CHECK(w->transport == TR_OPEN); /* before its close() */
     w->timers &= ~(1u << id);
 }
 
@@ -181,6 +226,7 @@ static void cl_maybe_destroy(cl_world *w, wsch_client *c) {
 static void cl_event(cl_world *w, wsch_client *c) {
     cl_live(w);
     FZ_CHECK(c == w->c);
+    FZ_CHECK(!w->after_stop || w->in_connect); /* on_stop is the last event of its step */
 }
 
 static void cl_on_status(wsch_client *c, wsch_status s, void *user) {
@@ -198,6 +244,7 @@ static void cl_on_connect(wsch_client *c, void *user) {
     CL_T("  on_connect\n");
     FZ_CHECK(!w->connected);
     FZ_CHECK(wsch_client_status(c) == WSCH_STATUS_CONNECTED && w->transport == TR_OPEN);
+    FZ_CHECK(wsch_client_http_status(c) == 101 && wsch_client_attempts(c) == 0);
     w->connected = 1;
     w->connects++;
     cl_maybe_destroy(w, c);
@@ -221,6 +268,32 @@ static void cl_on_error(wsch_client *c, int err, const char *what, void *user) {
     cl_event(w, c);
     CL_T("  on_error %d %s\n", err, what);
     FZ_CHECK(err < 0 && err > WSCH_ERR_LAST_ && what != NULL);
+    if (err == WSCH_ERR_STATUS) {
+        /* refused with an HTTP status: no close frame existed (1006); the
+           same credentials will not do better after 401/403 */
+        int hs = wsch_client_http_status(c);
+        FZ_CHECK(hs >= 100 && hs <= 999 && hs != 101);
+        FZ_CHECK(wsch_client_last_close_code(c) == WSCH_CLOSE_ABNORMAL);
+        FZ_CHECK((hs == 401 || hs == 403) == (wsch_client_stop_reason(c) == WSCH_STOP_REFUSED));
+    }
+    if (err == WSCH_ERR_HANGUP) FZ_CHECK(wsch_client_last_close_code(c) == WSCH_CLOSE_ABNORMAL);
+    cl_maybe_destroy(w, c);
+}
+
+/* Stopped for good: after everything else of the step, with the transport
+   already closed, once until the next wsch_client_connect(). */
+static void cl_on_stop(wsch_client *c, wsch_stop reason, void *user) {
+    cl_world *w = (cl_world *)user;
+    cl_event(w, c);
+    CL_T("  on_stop %d\n", (int)reason);
+    FZ_CHECK(reason != WSCH_STOP_NONE && reason == wsch_client_stop_reason(c));
+    FZ_CHECK(!w->stop_reported);
+    FZ_CHECK(wsch_client_status(c) == WSCH_STATUS_DISCONNECTED && wsch_client_next_retry_ms(c) < 0);
+    FZ_CHECK(w->transport == TR_NONE && wsch_client_conn(c) == NULL && wsch_client_want(c) == 0);
+    FZ_CHECK(!w->connected);
+    if (reason == WSCH_STOP_MAX_ATTEMPTS) FZ_CHECK(wsch_client_attempts(c) == w->desc.max_attempts);
+    w->stop_reported = 1;
+    w->after_stop = 1;
     cl_maybe_destroy(w, c);
 }
 
@@ -376,6 +449,19 @@ static void cl_invariants(cl_world *w) {
     if (!wsch_client_conn(c)) FZ_CHECK(!(w->timers & ((1u << WSCH_TIMER_HANDSHAKE) | (1u << WSCH_TIMER_CLOSE))));
     FZ_CHECK(w->connects - w->disconnects == w->connected);
     if (w->desc.max_attempts != WSCH_CLIENT_FOREVER) FZ_CHECK(wsch_client_attempts(c) <= w->desc.max_attempts);
+    /* one close() per connect(); what the transport should wait for */
+    FZ_CHECK(w->connect_calls - w->close_calls == (w->transport != TR_NONE ? 1u : 0u));
+    {
+        unsigned want = wsch_client_want(c);
+        FZ_CHECK((want == 0) == (w->transport == TR_NONE));
+        if (w->transport == TR_PENDING) FZ_CHECK(want == WSCH_WANT_WRITE && st == WSCH_STATUS_CONNECTING);
+        if (w->transport == TR_OPEN) FZ_CHECK(wsch_client_conn(c) && want == wsch_conn_want(wsch_client_conn(c)));
+    }
+    /* a hard send error ended that link at once */
+    if (w->send_failed) FZ_CHECK(w->transport == TR_NONE);
+    /* stopped with nothing left open: on_stop has said so */
+    if (w->started && wsch_client_stop_reason(c) != WSCH_STOP_NONE && w->transport == TR_NONE)
+        FZ_CHECK(w->stop_reported);
 }
 
 /* ---- one operation ------------------------------------------------------ */
@@ -386,10 +472,20 @@ static int cl_step(cl_world *w, fz_in *in) {
     size_t n;
     int rc;
     CL_T("op %u (status %d, transport %d)\n", op, (int)wsch_client_status(w->c), w->transport);
+    w->after_stop = 0;
+    w->send_failed = 0;
     switch (op) {
     case 0:
+        w->in_connect = 1;
         rc = wsch_client_connect(w->c);
+        w->in_connect = 0;
         FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_STATE);
+        if (rc == WSCH_OK) {
+            w->started = 1;
+            w->retries = 0;
+            w->stop_reported = 0;
+            w->after_stop = 0;
+        }
         break;
     case 1: FZ_CHECK(wsch_client_disconnect(w->c) == WSCH_OK); break;
     case 2:
@@ -398,10 +494,10 @@ static int cl_step(cl_world *w, fz_in *in) {
             wsch_client_transport_open(w->c);
         }
         break;
-    case 3:
+    case 3: /* the connect failed: close() all the same, at once */
         if (w->transport == TR_PENDING) {
-            w->transport = TR_NONE;
             wsch_client_transport_failed(w->c);
+            FZ_CHECK(w->transport == TR_NONE);
         }
         break;
     case 4: cl_answer(w, fz_u8(in) % 7u); break;
@@ -430,18 +526,20 @@ static int cl_step(cl_world *w, fz_in *in) {
         }
         break;
     }
-    case 10:
+    case 10: /* the caller saw EOF: close() follows, at once */
         if (w->transport != TR_NONE) {
-            w->transport = TR_NONE;
             wsch_client_transport_closed(w->c);
+            FZ_CHECK(w->transport == TR_NONE);
         }
         break;
     case 11: {
         static const char *const payloads[5] = {NULL, "{\"x\":1}", "[1,2", "\"s\"", "{\"a\":{\"b\":[null]}}"};
+        const char *pl;
         k = fz_u8(in);
-        rc = wsch_client_send(w->c, cl_types[k % 6u], payloads[(k >> 3) % 5u]);
+        pl = payloads[(k >> 3) % 5u];
+        rc = wsch_client_send(w->c, cl_types[k % 6u], pl, (k & 0x80u) ? WSCH_CSTR : pl ? strlen(pl) : 0);
         FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_JSON || rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_STATE ||
-                 rc == WSCH_ERR_NOMEM || rc == WSCH_ERR_CLOSED);
+                 rc == WSCH_ERR_NOMEM || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_TRANSPORT);
         if ((k >> 3) % 5u == 2) FZ_CHECK(rc == WSCH_ERR_JSON);
         break;
     }
@@ -484,14 +582,18 @@ static int cl_step(cl_world *w, fz_in *in) {
         break;
     }
     case 15: w->now += fz_u16(in); break;
-    case 16: w->send_mode = fz_u8(in) % 4u; break;
+    case 16:
+        k = fz_u8(in);
+        w->send_mode = k % 4u;
+        if (k & 0x80u) w->send_fail = 1;
+        break;
     case 17: w->al.fail_at = w->al.count + 1 + (fz_u8(in) & 3u); break;
     case 18: w->destroy_next = 1; break;
     case 19:
         p = fz_bytes(in, fz_u8(in), &n);
         rc = wsch_client_send_text(w->c, (const char *)p, n);
         FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_UTF8 || rc == WSCH_ERR_QUEUE_FULL || rc == WSCH_ERR_STATE ||
-                 rc == WSCH_ERR_NOMEM || rc == WSCH_ERR_CLOSED);
+                 rc == WSCH_ERR_NOMEM || rc == WSCH_ERR_CLOSED || rc == WSCH_ERR_TRANSPORT);
         break;
     default: /* the same stale handle twice, and a foreign one */
         if (w->nhandlers) {
@@ -536,26 +638,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     w.desc.no_offline_queue = (int)((b2 >> 6) & 1u);
     w.desc.queue_max_count = (b3 & 3u) * 2u;
     w.desc.queue_max_bytes = ((b3 >> 2) & 3u) * 64u;
-    w.desc.max_message_size = (b3 & 16u) ? 64u : 0u;
-    w.desc.max_outbound_bytes = (b3 & 32u) ? 128u : 0u;
+    w.desc.limits.max_message_size = (b3 & 16u) ? 64u : 0u;
+    w.desc.limits.max_outbound_bytes = (b3 & 32u) ? 128u : 0u;
     w.terminal[0] = 4000;
     w.terminal[1] = 3000;
     w.desc.terminal_codes = w.terminal;
     w.desc.num_terminal_codes = (b3 & 64u) ? 2u : 0u;
     w.desc.allocator = fz_allocator(&w.al);
     w.desc.user = &w;
-    w.desc.connect = cl_connect;
-    w.desc.send = cl_send;
-    w.desc.close = cl_close;
-    w.desc.timer_set = cl_timer_set;
-    w.desc.timer_cancel = cl_timer_cancel;
-    w.desc.now_ms = cl_now;
-    w.desc.random_bytes = cl_random;
+    w.desc.effects.connect = cl_connect;
+    w.desc.effects.send = cl_send;
+    w.desc.effects.close = cl_close;
+    w.desc.effects.timer_set = cl_timer_set;
+    w.desc.effects.timer_cancel = cl_timer_cancel;
+    w.desc.effects.now_ms = cl_now;
+    w.desc.effects.random_bytes = cl_random;
     w.desc.on_status = cl_on_status;
     w.desc.on_connect = cl_on_connect;
     w.desc.on_disconnect = cl_on_disconnect;
     w.desc.on_error = cl_on_error;
     w.desc.on_binary = cl_on_binary;
+    w.desc.on_stop = cl_on_stop;
     rc = wsch_client_create(&w.desc, &w.c);
     FZ_CHECK(rc == WSCH_OK);
     w.desc = wsch_client_desc_defaults(&w.desc);
@@ -571,6 +674,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     FZ_CHECK(w.timers == 0);            /* every timer it armed is cancelled */
     FZ_CHECK(w.transport == TR_NONE);   /* and the transport closed */
+    FZ_CHECK(w.close_calls == w.connect_calls);
     FZ_CHECK(w.al.live == 0);
     for (i = 0; i < w.nsubs; i++) free(w.subs[i]);
     free(w.srv);

@@ -4,17 +4,22 @@
      bytes 0-1  configuration (limits, reject_with_http, idle timeout)
      rest       operations (see hb_step)
 
-   After every step, against the hub's own queries: every live client's
+   After every step, against the hub's own queries: every live peer's
    subscriptions add up to stats.subscriptions and to the channel sizes (so
-   no subscription outlives its client), no client exceeds
-   max_channels_per_peer, a client that is not open has none; the client
-   and open counts match the transports; bytes_queued is the sum of the
-   queues; each client's on_connect and on_disconnect come once each and in
-   that order. Every transport: send() only before its close(), close() at
-   most once, nothing at all after transport_closed() returned, and no timer
-   left armed then. Everything the hub writes after its 101 parses as
-   server frames whose text messages are valid envelopes. At the end every
-   allocation is freed. */
+   no subscription outlives its peer), no peer exceeds
+   max_channels_per_peer, a peer that is not open has none; the peer and
+   open counts match the transports; bytes_queued is the sum of the queues;
+   each peer's on_connect and on_disconnect come once each and in that
+   order; wsch_hub_peer_want() asks for WRITE exactly while bytes are queued
+   and is 0 once close() has run. Every transport: close() exactly once on
+   every path (the hub's own closes, the caller's transport_closed(), a
+   hard send error, shutdown, destroy), after on_disconnect and every timer
+   cancelled, and nothing at all after it; the handle is stale as soon as
+   close() has run (every call refused, a late transport_closed() too), and
+   transport_closed() from inside close() does nothing. Destroy calls
+   close() for the peers still open and nothing else. Everything the hub
+   writes after its 101 parses as server frames whose text messages are
+   valid envelopes. At the end every allocation is freed. */
 #include "fuzz.h"
 
 /* -DHB_TRACE prints every operation (for reading a reproducer). */
@@ -29,11 +34,12 @@
 
 typedef struct hb_slot {
     struct hb_world *w;
-    int used;                   /* accepted and not yet reported closed */
+    int used;                   /* accepted, and close() has not run yet */
     wsch_hub_peer h;
-    int close_asked;            /* the hub called close() */
-    int reported;               /* we called transport_closed(): nothing may follow */
+    int close_asked;            /* the hub called close(): nothing may follow, the handle is stale */
+    int stale_checked;          /* the stale handle was tried everywhere */
     unsigned send_mode;
+    int send_failed;            /* send() reported WSCH_SEND_ERROR: the peer must be gone */
     uint32_t timers;
     int connected, disconnected;
     unsigned char out[HB_OUT_CAP];
@@ -50,6 +56,9 @@ typedef struct hb_world {
     uint64_t now;
     uint32_t rng;
     int shut;
+    int destroying;             /* inside wsch_hub_destroy(): close() is the only callback */
+    int reenter;                /* close() calls wsch_hub_transport_closed() (a no-op) */
+    unsigned accepted, closes;  /* transports handed over, close() calls */
 } hb_world;
 
 /* Every channel name the script can use: the invariants look at all of them. */
@@ -60,7 +69,7 @@ static const char *const hb_channels[HB_NCH] = {"a",  "b",  "news", "secret", ""
 /* ---- transport ------------------------------------------------------------ */
 
 static void hb_alive(const hb_slot *s) {
-    FZ_CHECK(s->used && !s->reported);
+    FZ_CHECK(s->used && !s->close_asked);
 }
 
 /* Checks the server frames that arrived since the last call. */
@@ -101,10 +110,13 @@ static size_t hb_send(const void *data, size_t len, void *user) {
     hb_slot *s = (hb_slot *)user;
     size_t n = len;
     hb_alive(s);
-    FZ_CHECK(!s->close_asked);
+    FZ_CHECK(!s->w->destroying);
     switch (s->send_mode) {
     case 1: n = len < 9 ? len : 9; break;
     case 2: n = 0; break; /* a peer that never reads */
+    case 3: /* a broken transport: the peer ends at once */
+        s->send_failed = 1;
+        return WSCH_SEND_ERROR;
     default: break;
     }
     if (s->out_len + n <= HB_OUT_CAP) {
@@ -116,16 +128,25 @@ static size_t hb_send(const void *data, size_t len, void *user) {
     return n;
 }
 
+/* The last callback about a transport, once. The peer is released with it. */
 static void hb_close(void *user) {
     hb_slot *s = (hb_slot *)user;
+    hb_world *w = s->w;
     hb_alive(s);
-    FZ_CHECK(!s->close_asked);
+    if (!w->destroying) {
+        FZ_CHECK(s->timers == 0);                   /* cancelled before */
+        FZ_CHECK(!s->connected || s->disconnected); /* on_disconnect before */
+    }
     s->close_asked = 1;
+    s->used = 0;
+    w->closes++;
+    if (w->reenter) FZ_CHECK(wsch_hub_transport_closed(w->hub, s->h) == WSCH_OK);
 }
 
 static void hb_timer_set(unsigned id, uint32_t ms, void *user) {
     hb_slot *s = (hb_slot *)user;
     hb_alive(s);
+    FZ_CHECK(!s->w->destroying);
     FZ_CHECK(id == WSCH_TIMER_HANDSHAKE || id == WSCH_TIMER_CLOSE || id == WSCH_HUB_TIMER_IDLE);
     FZ_CHECK(ms > 0);
     s->timers |= 1u << id;
@@ -134,6 +155,7 @@ static void hb_timer_set(unsigned id, uint32_t ms, void *user) {
 static void hb_timer_cancel(unsigned id, void *user) {
     hb_slot *s = (hb_slot *)user;
     hb_alive(s);
+    FZ_CHECK(!s->w->destroying);
     FZ_CHECK(id < 32);
     s->timers &= ~(1u << id);
 }
@@ -153,6 +175,7 @@ static void hb_random(void *buf, size_t len, void *user) {
 
 static hb_slot *hb_slot_of(hb_world *w, wsch_hub_peer c) {
     hb_slot *s = (hb_slot *)wsch_hub_peer_user(w->hub, c);
+    FZ_CHECK(!w->destroying);
     FZ_CHECK(s != NULL && s >= w->slot && s < w->slot + HB_SLOTS);
     FZ_CHECK(s->h.index == c.index && s->h.gen == c.gen);
     hb_alive(s);
@@ -261,20 +284,32 @@ static size_t hb_frame(unsigned char *out, unsigned first, const void *payload, 
     return n + len;
 }
 
-static void hb_report_closed(hb_world *w, hb_slot *s) {
-    FZ_CHECK(wsch_hub_transport_closed(w->hub, s->h) == WSCH_OK);
-    s->reported = 1;
+/* Once close() has run, the handle is stale at once: refused everywhere. */
+static void hb_check_stale(hb_world *w, hb_slot *s) {
+    FZ_CHECK(s->close_asked && !s->used);
     FZ_CHECK(!wsch_hub_peer_valid(w->hub, s->h));
-    FZ_CHECK(s->timers == 0); /* nothing left to fire for a released client */
+    FZ_CHECK(wsch_hub_peer_want(w->hub, s->h) == 0);
+    FZ_CHECK(s->timers == 0); /* nothing left to fire for a released peer */
     FZ_CHECK(!s->connected || s->disconnected);
-    /* a stale handle is refused everywhere */
     FZ_CHECK(wsch_hub_transport_closed(w->hub, s->h) == WSCH_ERR_STALE);
     FZ_CHECK(wsch_hub_feed(w->hub, s->h, NULL, 0) == WSCH_ERR_STALE);
+    FZ_CHECK(wsch_hub_writable(w->hub, s->h) == WSCH_ERR_STALE);
+    FZ_CHECK(wsch_hub_timer_fired(w->hub, s->h, WSCH_TIMER_CLOSE) == WSCH_ERR_STALE);
     FZ_CHECK(wsch_hub_send(w->hub, s->h, "x", NULL, 0) == WSCH_ERR_STALE);
     FZ_CHECK(wsch_hub_subscribe(w->hub, s->h, "a") == WSCH_ERR_STALE);
+    FZ_CHECK(wsch_hub_peer_close(w->hub, s->h, 1000, NULL, 0) == WSCH_ERR_STALE);
     FZ_CHECK(wsch_hub_is_subscribed(w->hub, s->h, "a") == 0);
     FZ_CHECK(wsch_hub_peer_user(w->hub, s->h) == NULL);
-    s->used = 0;
+    FZ_CHECK(wsch_hub_peer_state(w->hub, s->h) == WSCH_STATE_CLOSED);
+    FZ_CHECK(wsch_hub_peer_queued_bytes(w->hub, s->h) == 0);
+    s->stale_checked = 1;
+}
+
+/* The caller saw EOF first: on_disconnect and close() run inside the call. */
+static void hb_report_closed(hb_world *w, hb_slot *s) {
+    FZ_CHECK(wsch_hub_transport_closed(w->hub, s->h) == WSCH_OK);
+    FZ_CHECK(s->close_asked);
+    hb_check_stale(w, s);
 }
 
 static void hb_invariants(hb_world *w) {
@@ -287,10 +322,17 @@ static void hb_invariants(hb_world *w) {
     for (i = 0; i < HB_SLOTS; i++) {
         hb_slot *s = &w->slot[i];
         size_t mine = 0;
+        unsigned want;
+        if (s->send_failed) FZ_CHECK(s->close_asked);
+        if (s->close_asked && !s->stale_checked) hb_check_stale(w, s);
         if (!s->used) continue;
         clients++;
         FZ_CHECK(wsch_hub_peer_valid(w->hub, s->h));
+        FZ_CHECK(wsch_hub_peer_state(w->hub, s->h) != WSCH_STATE_CLOSED); /* CLOSED: close() has run */
         queued += wsch_hub_peer_queued_bytes(w->hub, s->h);
+        want = wsch_hub_peer_want(w->hub, s->h);
+        FZ_CHECK(want != 0 && (want & ~(unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE)) == 0);
+        FZ_CHECK(((want & WSCH_WANT_WRITE) != 0) == (wsch_hub_peer_queued_bytes(w->hub, s->h) > 0));
         for (j = 0; j < HB_NCH; j++) {
             if (wsch_hub_is_subscribed(w->hub, s->h, hb_channels[j])) {
                 mine++;
@@ -312,6 +354,7 @@ static void hb_invariants(hb_world *w) {
     }
     FZ_CHECK(per_channel[4] == 0 && per_channel[5] == 0); /* invalid names never exist */
     FZ_CHECK(st.peers == clients);
+    FZ_CHECK(w->accepted - w->closes == clients);   /* one close() per transport that left */
     FZ_CHECK(st.subscriptions == subs);
     FZ_CHECK(st.channels == channels);
     FZ_CHECK(st.open <= st.peers);
@@ -389,7 +432,9 @@ static void hb_step(hb_world *w, fz_in *in) {
             s->used = 1;
             rc = wsch_hub_accept(w->hub, NULL, s, &h);
             FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_LIMIT || rc == WSCH_ERR_STATE || rc == WSCH_ERR_NOMEM);
+            FZ_CHECK(!s->close_asked); /* refused: the transport stays ours, no close() */
             if (rc == WSCH_OK) {
+                w->accepted++;
                 s->h = h;
                 FZ_CHECK(wsch_hub_peer_valid(w->hub, h) && wsch_hub_peer_user(w->hub, h) == s);
                 FZ_CHECK(keep.h.gen == 0 || keep.h.index != h.index || keep.h.gen != h.gen); /* handles not reused */
@@ -405,7 +450,7 @@ static void hb_step(hb_world *w, fz_in *in) {
         hb_request(fz_u8(in), req, sizeof req, (unsigned)(s - w->slot));
         len = strlen(req);
         if (k & 0x80u) {
-            for (i = 0; i < len && s->used && !s->close_asked; i++) hb_feed(w, s, req + i, 1);
+            for (i = 0; i < len && s->used; i++) hb_feed(w, s, req + i, 1);
         } else {
             hb_feed(w, s, req, len);
         }
@@ -439,8 +484,9 @@ static void hb_step(hb_world *w, fz_in *in) {
     case 8: {
         static const char *const payloads[4] = {NULL, "{\"m\":\"hi\"}", "[1,", "\"x\""};
         unsigned a = fz_u8(in);
-        rc = wsch_hub_broadcast(w->hub, hb_channels[a % HB_NCH], (a & 8u) ? "chat" : "", payloads[(a >> 4) % 4u],
-                                payloads[(a >> 4) % 4u] ? strlen(payloads[(a >> 4) % 4u]) : 0, &delivered);
+        const char *pl = payloads[(a >> 4) % 4u];
+        rc = wsch_hub_broadcast(w->hub, hb_channels[a % HB_NCH], (a & 8u) ? "chat" : "", pl,
+                                pl ? ((a & 1u) ? WSCH_CSTR : strlen(pl)) : 0, &delivered);
         FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_JSON || rc == WSCH_ERR_NOMEM ||
                  rc == WSCH_ERR_TOO_LARGE);
         HB_T("  broadcast %s: rc %d, delivered %zu\n", hb_channels[a % HB_NCH], rc, delivered);
@@ -451,7 +497,7 @@ static void hb_step(hb_world *w, fz_in *in) {
     case 9: {
         char uid[4];
         snprintf(uid, sizeof uid, "%u", (k >> 2) % 5u);
-        rc = wsch_hub_send_to_user(w->hub, uid, "note", "1", 1, &delivered);
+        rc = wsch_hub_send_to_user(w->hub, uid, "note", "1", (k & 0x80u) ? WSCH_CSTR : 1, &delivered);
         FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_NOMEM);
         if (rc == WSCH_OK) FZ_CHECK(delivered <= wsch_hub_user_connections(w->hub, uid) + HB_SLOTS);
         break;
@@ -469,17 +515,18 @@ static void hb_step(hb_world *w, fz_in *in) {
         break;
     }
     case 12:
-        rc = wsch_hub_peer_close(w->hub, s->h, (k & 4u) ? 4000 : 1000, (k & 8u) ? "bye" : NULL);
+        rc = wsch_hub_peer_close(w->hub, s->h, (k & 4u) ? 4000 : 1000, (k & 8u) ? "bye" : NULL,
+                                 (k & 16u) ? WSCH_CSTR : (k & 8u) ? 3 : 0);
         FZ_CHECK(rc <= 0 && rc > WSCH_ERR_LAST_);
         hb_parse(s);
         break;
-    case 13: s->send_mode = (k >> 2) % 3u; break;
+    case 13: s->send_mode = (k >> 2) % 4u; break;
     case 14: w->al.fail_at = w->al.count + 1 + ((k >> 2) & 3u); break;
     case 15: wsch_hub_shutdown(w->hub); w->shut = 1; break;
     case 16: w->now += (k + 1u) * 1000u; break;
-    default: /* the peer closes its side whenever the hub asked */
+    default: /* the peer's EOF arrives after close(): too late to matter */
         for (k = 0; k < HB_SLOTS; k++)
-            if (w->slot[k].used && w->slot[k].close_asked) hb_report_closed(w, &w->slot[k]);
+            if (w->slot[k].close_asked) FZ_CHECK(wsch_hub_transport_closed(w->hub, w->slot[k].h) == WSCH_ERR_STALE);
         break;
     }
 }
@@ -499,18 +546,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     w->desc.max_peers = 3;
     w->desc.max_channels_per_peer = (b0 & 1u) ? 2 : 0;
     w->desc.max_channel_len = (b0 & 2u) ? 8 : 0;
-    w->desc.max_message_size = (b0 & 4u) ? 128 : 0;
-    w->desc.max_outbound_bytes = (b0 & 8u) ? 256 : 0;
+    w->desc.limits.max_message_size = (b0 & 4u) ? 128 : 0;
+    w->desc.limits.max_outbound_bytes = (b0 & 8u) ? 256 : 0;
     w->desc.reject_with_http = (int)((b0 >> 4) & 1u);
     w->desc.idle_timeout_ms = (b0 & 32u) ? 3000 : (b0 & 64u) ? WSCH_HUB_NO_TIMEOUT : 0;
     w->desc.subprotocol = (b0 & 128u) ? "chat" : NULL;
     w->desc.allocator = fz_allocator(&w->al);
-    w->desc.transport.send = hb_send;
-    w->desc.transport.close = hb_close;
-    w->desc.transport.timer_set = hb_timer_set;
-    w->desc.transport.timer_cancel = hb_timer_cancel;
-    if (b1 & 1u) w->desc.now_ms = hb_now;
-    w->desc.random_bytes = hb_random;
+    w->desc.effects.send = hb_send;
+    w->desc.effects.close = hb_close;
+    w->desc.effects.timer_set = hb_timer_set;
+    w->desc.effects.timer_cancel = hb_timer_cancel;
+    if (b1 & 1u) w->desc.effects.now_ms = hb_now;
+    w->desc.effects.random_bytes = hb_random;
+    w->reenter = (b1 & 16u) != 0;
     w->desc.check_origin = hb_check_origin;
     w->desc.authenticate = (b1 & 2u) ? NULL : hb_authenticate;
     w->desc.authorize_subscribe = hb_authorize;
@@ -527,12 +575,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (w->al.fail_at && w->al.count >= w->al.fail_at) w->al.fail_at = 0;
         hb_invariants(w);
     }
-    /* wind down like a server loop: the peers go away */
+    /* wind down like a server loop: the peers go away, or the hub is
+       destroyed under them (it closes each, and calls nothing else) */
     w->al.fail_at = 0;
     for (i = 0; i < HB_SLOTS; i++)
-        if (w->slot[i].used) hb_report_closed(w, &w->slot[i]);
+        if (w->slot[i].used && (b1 & 32u)) hb_report_closed(w, &w->slot[i]);
     hb_invariants(w);
+    w->destroying = 1;
     wsch_hub_destroy(w->hub);
+    for (i = 0; i < HB_SLOTS; i++) FZ_CHECK(!w->slot[i].used);
+    FZ_CHECK(w->closes == w->accepted);     /* close() exactly once per transport */
     FZ_CHECK(w->al.live == 0);
     free(w);
     return 0;
