@@ -1337,7 +1337,7 @@ typedef struct wsch_client_desc {
     void *user;                         /* passed to every effect and event */
 
     /* Events, all optional. Pointers are valid only during the callback.
-       on_disconnect runs when a connection that was OPEN ends: code is the
+       on_disconnect runs when a link whose on_connect ran ends: code is the
        peer's close code, WSCH_CLOSE_NO_STATUS, WSCH_CLOSE_ABNORMAL (transport
        lost, dead peer) or the code this side failed the connection with;
        by then the next step is decided (stop reason, next retry).
@@ -1419,9 +1419,10 @@ WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len)
 /* Adds channel (copied) to the remembered set and, when OPEN, sends
    {"type":"subscribe","payload":{"channel":channel}}. The set is replayed
    in subscription order after every reconnect. Subscribing twice is a
-   no-op. Returns WSCH_OK, WSCH_ERR_ARG (empty or NUL channel),
-   WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL (the send failed; the set is unchanged)
-   or WSCH_ERR_NOMEM. */
+   no-op. A link that ends under the send (WSCH_ERR_TRANSPORT or _CLOSED
+   inside) keeps the channel for the replay, as offline. Returns WSCH_OK,
+   WSCH_ERR_ARG (empty or NUL channel), WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL
+   (the send failed; the set is unchanged) or WSCH_ERR_NOMEM. */
 WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel);
 /* Removes channel and, when OPEN, sends the matching "unsubscribe".
    Returns WSCH_OK, WSCH_ERR_NOT_FOUND (not subscribed) or the send's error
@@ -1446,8 +1447,8 @@ WSCH_API int wsch_client_off(wsch_client *c, wsch_client_handler h);
 WSCH_API wsch_status wsch_client_status(const wsch_client *c);
 /* Milliseconds until the next connect attempt while WAITING, else -1. */
 WSCH_API int64_t wsch_client_next_retry_ms(const wsch_client *c);
-/* Failed tries in a row since the last successful open: 0 while none, 1
-   after the first failure (retry n waits the backoff of n - 1), and
+/* Failed tries in a row (tries that never opened) since the last open or
+   wsch_client_connect(): 0 while none, 1 after the first failure, and
    max_attempts when the client stopped for that reason. */
 WSCH_API uint32_t wsch_client_attempts(const wsch_client *c);
 /* The HTTP status of the last handshake answer (101 once open; 401 for a
@@ -1972,7 +1973,8 @@ WSCH__PRIVATE void wsch__w_init(wsch__writer *w, char *out, size_t cap) {
 
 WSCH__PRIVATE void wsch__w_put(wsch__writer *w, const void *s, size_t n) {
     if (!w->overflow && n <= w->cap - w->len) {
-        if (n) WSCH_MEMCPY(w->out + w->len, s, n);
+        if (n == 1) w->out[w->len] = *(const char *)s;  /* quotes, braces: no call */
+        else if (n) WSCH_MEMCPY(w->out + w->len, s, n);
         w->len += n;
         return;
     }
@@ -5272,6 +5274,7 @@ struct wsch_client {
     int rx_since_ping;
     int last_close_code;
     int http_status;            /* of the last handshake answer, 0 before any */
+    int announced;              /* on_connect ran for the current link: on_disconnect is owed */
     uint32_t armed;             /* bit n: timer id n is armed (ids < 32) */
 
     wsch__cl_handler *handlers;
@@ -5440,6 +5443,14 @@ WSCH__PRIVATE int wsch__cl_is_terminal(const wsch_client *c, int code) {
 /* The link is gone (or never came up): decide the next step, then tell the
    caller. Events are facts, so they are delivered even if a status callback
    already moved the client on; only a destroy stops them. */
+/* on_disconnect, only for a link whose on_connect ran: a link lost while
+   its subscriptions or queue were still being replayed was never announced. */
+WSCH__PRIVATE void wsch__cl_disconnected(wsch_client *c, int code, const char *reason, size_t reason_len) {
+    if (c->dead || !c->announced) return;
+    c->announced = 0;
+    if (c->d.on_disconnect) c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+}
+
 /* on_stop, when the step that began at epoch e left the client stopped. */
 WSCH__PRIVATE void wsch__cl_stopped(wsch_client *c, uint32_t e) {
     if (c->dead || c->state != WSCH__CL_IDLE || c->epoch != e || c->stop == WSCH_STOP_NONE) return;
@@ -5450,7 +5461,8 @@ WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, s
                                  int err, const char *what) {
     uint32_t e;
     wsch__cl_drop_conn(c);
-    if (!was_open && c->attempts < 0xFFFFFFFFu) c->attempts++;  /* a try that never opened */
+    /* A try that never opened, or whose link broke before it was announced. */
+    if ((!was_open || !c->announced) && c->attempts < 0xFFFFFFFFu) c->attempts++;
     if (code) c->last_close_code = code;
     if (!was_open && (c->http_status == 401 || c->http_status == 403)) {
         /* the same credentials will not do better */
@@ -5466,8 +5478,7 @@ WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, s
     }
     e = c->epoch;
     wsch__cl_notify(c);
-    if (was_open && !c->dead && c->d.on_disconnect)
-        c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+    if (was_open) wsch__cl_disconnected(c, code, reason, reason_len);
     if (err) wsch__cl_error(c, err, what);
     wsch__cl_stopped(c, e);
 }
@@ -5607,6 +5618,7 @@ WSCH__PRIVATE void wsch__cl_on_open(wsch_conn *cn, void *user) {
     if (c->dead || c->epoch != e) return;
     wsch__cl_notify(c);
     if (c->dead || c->epoch != e) return;
+    c->announced = 1;
     if (c->d.on_connect) c->d.on_connect(c, c->d.user);
 }
 
@@ -5665,8 +5677,7 @@ WSCH__PRIVATE void wsch__cl_closing_done(wsch_client *c, int code, const char *r
     wsch__cl_set_state(c, WSCH__CL_IDLE);
     e = c->epoch;
     wsch__cl_notify(c);
-    if (!c->dead && c->d.on_disconnect)
-        c->d.on_disconnect(c, code, reason ? reason : "", reason ? reason_len : 0, c->d.user);
+    wsch__cl_disconnected(c, code, reason, reason_len);
     if (stopping) wsch__cl_stopped(c, e);
 }
 
@@ -6107,6 +6118,9 @@ WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel) {
     WSCH_MEMCPY(copy, channel, len + 1);
     wsch__cl_enter(c);
     if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "subscribe", copy, len);
+    /* The link is ending under the send: kept, the set is replayed after the
+       reconnect, as for a subscribe made offline. */
+    if (r == WSCH_ERR_TRANSPORT || r == WSCH_ERR_CLOSED) r = WSCH_OK;
     if (c->dead || r != WSCH_OK || wsch__cl_find_sub(c, channel, &i)) {
         wsch__free(&c->d.allocator, copy);  /* refused, or an effect subscribed it meanwhile */
     } else if (c->num_subs < c->cap_subs) {

@@ -1590,6 +1590,39 @@ TEST on_stop_user_after_close_handshake(void) {
     PASS();
 }
 
+/* The link breaks while on_open replays the subscriptions and the offline
+   queue (they no longer fit the gathered reply under a small outbound
+   limit, so they meet send(), which reports the socket broken): on_connect
+   never ran, so no on_disconnect either; the try counts as failed, and the
+   channel and the queued message wait for the next link. */
+TEST link_lost_during_replay_is_never_announced(void) {
+    wsch_client_desc d = fx_desc();
+    d.limits.max_outbound_bytes = 64;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(F.c, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"text\":\"sent while offline\"}", WSCH_CSTR));
+    wsch_client_connect(F.c);
+    fx_drain();
+    wsch_client_transport_open(F.c);
+    F.send_error = 1;                                  /* the request is out; the next send breaks */
+    ASSERT_FALSE(fx_accept());
+    ASSERT_EQ(0u, F.on_connects);
+    ASSERT_EQ((size_t)0, F.ndisc);
+    ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
+    ASSERT_EQ(1u, wsch_client_attempts(F.c));
+    ASSERT_EQ(1u, (unsigned)wsch_client_subscription_count(F.c));
+    ASSERT_EQ((size_t)1, wsch_client_queued_count(F.c));
+    CHECK_CALL(fx_check_close_once());
+    /* the next link replays both, and is announced */
+    fx_advance(F.delay[WSCH_CLIENT_TIMER_RETRY]);
+    ASSERT(fx_open());
+    ASSERT_EQ(1u, F.on_connects);
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}", fx_next_text());
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"text\":\"sent while offline\"}}", fx_next_text());
+    ASSERT_EQ((size_t)0, wsch_client_queued_count(F.c));
+    PASS();
+}
+
 /* One close() for every connect(), on every path a transport can end. */
 TEST close_once_per_connect_every_path(void) {
     wsch_client_desc d = fx_desc();
@@ -1851,6 +1884,7 @@ SUITE(client) {
     RUN_TEST(refused_401_status_and_stop);
     RUN_TEST(handshake_eof_is_hangup);
     RUN_TEST(on_stop_user_after_close_handshake);
+    RUN_TEST(link_lost_during_replay_is_never_announced);
     RUN_TEST(close_once_per_connect_every_path);
     RUN_TEST(want_follows_state);
     RUN_TEST(send_cstr_and_explicit_length);
