@@ -149,9 +149,16 @@ DOCUMENTATION
 
    Ownership and lifetimes
    -----------------------
-   - Descriptors are *borrowed* until the object they configure is destroyed
-     (one wsch_conn_desc can serve thousands of connections; each has its own
-     user pointer).
+   - Descriptors, and the strings in them: wsch_client_create() and
+     wsch_hub_create() *copy* theirs (the desc need not outlive the call);
+     wsch_conn_create() *borrows* its desc until wsch_conn_destroy(), since
+     one desc serves thousands of connections (each with its own user
+     pointer): resolve it once with wsch_conn_desc_defaults() and keep it.
+     The caller's user pointers are never owned.
+   - Strings passed to a function are *borrowed until return*: payloads and
+     reasons as (pointer, length), where the length WSCH_CSTR means
+     NUL-terminated; names (types, channels, user ids, keys) and header
+     text NUL-terminated.
    - Data handed to a callback is *valid only during the callback*. Data you
      pass to a send function is *copied* (or sent) *before return*.
    - Received bytes passed to wsch_conn_feed() are modified in place
@@ -1684,9 +1691,9 @@ typedef struct wsch_hub_http_response {
     const char *extra_headers;      /* complete "Name: value\r\n" lines, or NULL */
 } wsch_hub_http_response;
 
-/* Everything a hub needs. Zero means the documented default. The desc is
-   copied; the strings it points to are borrowed until
-   wsch_hub_destroy(). Hooks are optional; `user` goes to every hook. */
+/* Everything a hub needs. Zero means the documented default. The desc and
+   its strings are copied: it need not outlive wsch_hub_create(). Hooks are
+   optional; `user` goes to every hook. */
 typedef struct wsch_hub_desc {
     const char *path;                   /* the WebSocket endpoint, "/ws" */
     const char *subprotocol;            /* selected when a peer offers it; NULL = none */
@@ -7337,13 +7344,27 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     if (!hub) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(hub, 0, sizeof *hub);
     hub->desc = d;
-    /* One allocation for both scratch buffers. */
-    hub->token_buf = (char *)wsch__alloc(&d.allocator, 2u * d.max_token_len + 16u);
-    if (!hub->token_buf) {
-        wsch__free(&d.allocator, hub);
-        return WSCH_ERR_NOMEM;
+    {   /* One allocation for both scratch buffers and the desc's strings,
+           copied so the desc need not outlive this call. */
+        size_t path_len = WSCH_STRLEN(d.path), sub_len = wsch__cstr_len(d.subprotocol, WSCH_CSTR);
+        size_t scratch = 2u * d.max_token_len + 16u;
+        if (path_len > (size_t)-1 / 2u - scratch - sub_len) {
+            wsch__free(&d.allocator, hub);
+            return WSCH_ERR_NOMEM;
+        }
+        hub->token_buf = (char *)wsch__alloc(&d.allocator, scratch + path_len + 1u + sub_len + 1u);
+        if (!hub->token_buf) {
+            wsch__free(&d.allocator, hub);
+            return WSCH_ERR_NOMEM;
+        }
+        hub->proto_buf = hub->token_buf + d.max_token_len + 1u;
+        hub->desc.path = hub->token_buf + scratch;
+        WSCH_MEMCPY(hub->token_buf + scratch, d.path, path_len + 1u);
+        if (d.subprotocol) {
+            hub->desc.subprotocol = hub->token_buf + scratch + path_len + 1u;
+            WSCH_MEMCPY(hub->token_buf + scratch + path_len + 1u, d.subprotocol, sub_len + 1u);
+        }
     }
-    hub->proto_buf = hub->token_buf + d.max_token_len + 1u;
     WSCH_MEMSET(seed, 0x5a, sizeof seed);
     if (d.effects.random_bytes) d.effects.random_bytes(seed, sizeof seed, d.user);
     WSCH_MEMCPY(&hub->hash_key[0], seed, 8);

@@ -1744,6 +1744,33 @@ TEST desc_defaults_and_create_errors(void) {
     PASS();
 }
 
+/* wsch_hub_create() copies the desc and its strings: a path and a
+   subprotocol in a buffer the caller reuses right after still serve. */
+static char reused_path[16], reused_protocol[16];
+static void strings_from_a_reused_buffer(wsch_hub_desc *d) {
+    strcpy(reused_path, "/live");
+    strcpy(reused_protocol, "chat.v2");
+    d->path = reused_path;
+    d->subprotocol = reused_protocol;
+}
+
+TEST desc_strings_are_copied(void) {
+    fake f[2];
+    char proto[64];
+    memset(f, 0, sizeof f);
+    ASSERT_EQ(WSCH_OK, hub_setup(strings_from_a_reused_buffer));
+    memset(reused_path, 'x', sizeof reused_path - 1);
+    memset(reused_protocol, 'y', sizeof reused_protocol - 1);
+    ASSERT_EQ(WSCH_OK, fake_request(&f[0], "/live?token=alice", "Sec-WebSocket-Protocol: chat.v2\r\n"));
+    ASSERT_EQ(101, fake_status(&f[0]));
+    ASSERT(fake_header(&f[0], "Sec-WebSocket-Protocol", proto, sizeof proto));
+    ASSERT_STR_EQ("chat.v2", proto);
+    (void)fake_request(&f[1], "/xxxxxxxxxxxxxxx?token=bob", NULL);      /* answered, then closed */
+    ASSERT_EQ(404, fake_status(&f[1]));
+    ASSERT_EQ(0u, hub_teardown(f, 2));
+    PASS();
+}
+
 SUITE(hub) {
     RUN_TEST(connect_ping_pong);
     RUN_TEST(subscribe_broadcast_reaches_exactly_subscribers);
@@ -1790,6 +1817,7 @@ SUITE(hub) {
     RUN_TEST(failing_allocator_never_leaks);
     RUN_TEST(destroy_with_live_clients);
     RUN_TEST(desc_defaults_and_create_errors);
+    RUN_TEST(desc_strings_are_copied);
 }
 
 GREATEST_MAIN_DEFS();
