@@ -29,6 +29,7 @@ for t in "$@"; do
     [ -x "$build/nosimd/$t" ] && count "$t (scalar, asan+ubsan)" "$build/nosimd/$t"
 done
 count "README code" sh tests/readme_check.sh "$build"
+count "header quick starts" sh tests/quickstart_check.sh "$build"
 # Every fuzz corpus and crash reproducer, replayed under ASan+UBSan.
 [ -f fuzz/replay.sh ] && count "fuzz corpora (asan+ubsan)" sh fuzz/replay.sh "$build/fuzz/replay"
 for s in tests/interop/run_*.sh; do
