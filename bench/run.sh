@@ -8,7 +8,7 @@
 #                                connections instead of 10,000 (about 2 minutes)
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
-# BENCH_SKIP="inmem echo handshake fanout idle" (skip sections),
+# BENCH_SKIP="inmem publish echo handshake fanout idle" (skip sections),
 # BENCH_OUT (results file, default bench/RESULTS.md).
 #
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
@@ -152,6 +152,14 @@ if ! skip inmem; then
     record "BENCH_REPS=$REPS BENCH_SAMPLE_MS=$SAMPLE_MS taskset -c $LOAD_CPU $B/inmem --targets FILE"
     BENCH_REPS=$REPS BENCH_SAMPLE_MS=$SAMPLE_MS taskset -c $LOAD_CPU $B/inmem --targets "$TMP/targets" \
         >"$TMP/inmem.md" 2>"$TMP/inmem.err" || log "run.sh: inmem reported a failure: $(cat "$TMP/inmem.err")"
+fi
+
+# ------------------------------------------------- the chat publish path
+if ! skip publish; then
+    log "run.sh: chat publish path"
+    record "taskset -c $LOAD_CPU $B/publish"
+    taskset -c $LOAD_CPU $B/publish >"$TMP/publish.txt" 2>&1 ||
+        log "run.sh: publish reported a failure: $(cat "$TMP/publish.txt")"
 fi
 
 # ----------------------------------------------------------- echo servers
@@ -437,6 +445,12 @@ CPUS=$(nproc)
     cat "$TMP/summary.md"
     echo
     [ -f "$TMP/inmem.md" ] && cat "$TMP/inmem.md"
+    if [ -f "$TMP/publish.txt" ]; then
+        echo "## The chat publish path (bench/publish.c: examples/chat_server.c's own hooks, in memory)"
+        echo
+        cat "$TMP/publish.txt"
+        echo
+    fi
     echo "## Over loopback (whole processes)"
     echo
     cat "$TMP/loopback.md"

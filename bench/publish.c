@@ -1,0 +1,200 @@
+/* publish - CPU per chat publish through wsch_hub, in memory: the demo's own
+   publish path, not a copy of it.
+
+   examples/chat_server.c is compiled into this program (its main renamed),
+   so its hooks (authenticate, on_message -> on_publish) run exactly as in
+   the server. Two peers on in-memory transports (send takes everything and
+   counts whole frames, no timers), alice and bob, both subscribed to
+   "room". Each publish is one masked client text frame fed to alice's peer:
+   the hub decodes the envelope, on_publish reads channel and data and
+   broadcasts "message" to the 2 subscribers. Every frame is copied from a
+   pristine buffer first (feeding unmasks in place); the copy alone is timed
+   too and subtracted.
+
+   Prints ns per publish (median of 5 samples of the thread's CPU time) and
+   checks every publish reached both peers. With an argument N it makes
+   exactly N publishes untimed, for instruction counts:
+       valgrind --tool=callgrind build/bench/publish 20000   (minus ... 0)
+   Build: make -C bench (or see bench/Makefile). */
+#define main chat_server_main
+#include "../examples/chat_server.c"
+#undef main
+#include "bench_util.h"
+
+/* Counts complete unmasked frames in a server->client byte stream. */
+typedef struct frame_counter {
+    unsigned char hdr[10];
+    size_t hlen, need;
+    uint64_t skip;
+    unsigned long frames;
+    int counting;                   /* 0 during the HTTP answer */
+} frame_counter;
+
+static void fc_feed(frame_counter *fc, const unsigned char *p, size_t len) {
+    if (!fc->counting) return;
+    while (len) {
+        if (fc->skip) {
+            uint64_t n = fc->skip < len ? fc->skip : len;
+            fc->skip -= n;
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        fc->hdr[fc->hlen++] = *p++;
+        len--;
+        if (fc->hlen == 2) fc->need = 2u + ((fc->hdr[1] & 0x7Fu) == 126 ? 2u : (fc->hdr[1] & 0x7Fu) == 127 ? 8u : 0u);
+        if (fc->hlen >= 2 && fc->hlen == fc->need) {
+            uint64_t plen = fc->hdr[1] & 0x7Fu;
+            size_t i;
+            if (plen == 126) plen = ((uint64_t)fc->hdr[2] << 8) | fc->hdr[3];
+            else if (plen == 127)
+                for (plen = 0, i = 0; i < 8; i++) plen = (plen << 8) | fc->hdr[2 + i];
+            fc->frames++;
+            fc->skip = plen;
+            fc->hlen = 0;
+        }
+    }
+}
+
+static frame_counter to_alice, to_bob;
+static wsch_hub_peer alice, bob;
+static unsigned long closes;
+
+static size_t mem_send(const void *data, size_t len, void *user) {
+    fc_feed((frame_counter *)user, (const unsigned char *)data, len);
+    return len;
+}
+static void mem_close(void *user) { (void)user; closes++; }
+static void fixed_random(void *buf, size_t len, void *user) {
+    (void)user;
+    memset(buf, 0xA5, len);
+}
+
+/* A masked client text frame (FIN, opcode 1); its length. */
+static size_t client_frame(unsigned char *out, const char *payload) {
+    static const unsigned char key[4] = {0x37, 0xFA, 0x21, 0x3D};
+    size_t len = strlen(payload), n = 2, i;
+    out[0] = 0x81;
+    out[1] = (unsigned char)(0x80u | len);      /* payloads here are under 126 bytes */
+    memcpy(out + n, key, 4);
+    n += 4;
+    for (i = 0; i < len; i++) out[n + i] = (unsigned char)((unsigned char)payload[i] ^ key[i & 3]);
+    return n + len;
+}
+
+static int feed_copy(wsch_hub_peer p, const void *data, size_t len) {
+    unsigned char buf[1024];
+    memcpy(buf, data, len);
+    return wsch_hub_feed(A.loop.hub, p, buf, len);
+}
+
+/* chat_server's hub without sockets: its hooks, in-memory effects. */
+static int setup(void) {
+    static const char upgrade[] =
+        "GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    static const char subscribe[] = "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\"}}";
+    wsch_hub_desc d;
+    char req[512];
+    unsigned char frame[128];
+    size_t n;
+    int who;
+    memset(&d, 0, sizeof d);
+    d.subprotocol = "wsch";                 /* as chat_server's main() sets it up */
+    d.allocator.alloc = heap_alloc;
+    d.allocator.free = heap_free;
+    d.allocator.user = &A;
+    d.effects.send = mem_send;
+    d.effects.close = mem_close;
+    d.effects.random_bytes = fixed_random;
+    d.authenticate = authenticate;
+    d.authorize_subscribe = authorize_subscribe;
+    d.on_http = on_http;
+    d.on_connect = on_connect;
+    d.on_disconnect = on_disconnect;
+    d.on_message = on_message;
+    d.user = &A;
+    if (wsch_hub_create(&d, &A.loop.hub) != WSCH_OK) return -1;
+    if (wsch_hub_accept(A.loop.hub, NULL, &to_alice, &alice) != WSCH_OK) return -1;
+    if (wsch_hub_accept(A.loop.hub, NULL, &to_bob, &bob) != WSCH_OK) return -1;
+    for (who = 0; who < 2; who++) {
+        int len = snprintf(req, sizeof req, upgrade, who ? "bob" : "alice");
+        (void)feed_copy(who ? bob : alice, req, (size_t)len);
+    }
+    to_alice.counting = to_bob.counting = 1;
+    n = client_frame(frame, subscribe);
+    if (feed_copy(alice, frame, n) != WSCH_OK || feed_copy(bob, frame, n) != WSCH_OK) return -1;
+    /* "subscribed", each (the welcome left with the 101, before counting) */
+    if (to_alice.frames == 1 && to_bob.frames == 1) return 0;
+    fprintf(stderr, "publish: frames after setup: alice %lu, bob %lu\n", to_alice.frames, to_bob.frames);
+    return -1;
+}
+
+static unsigned char pristine[256], work[256];
+static size_t frame_len;
+static unsigned long feed_errors;
+
+static void publishes(unsigned long n) {
+    unsigned long i;
+    for (i = 0; i < n; i++) {
+        memcpy(work, pristine, frame_len);
+        __asm__ __volatile__("" ::: "memory");
+        if (wsch_hub_feed(A.loop.hub, alice, work, frame_len) != WSCH_OK) feed_errors++;
+    }
+}
+
+static void copies(unsigned long n) {
+    unsigned long i;
+    for (i = 0; i < n; i++) {
+        memcpy(work, pristine, frame_len);
+        __asm__ __volatile__("" ::: "memory");
+    }
+}
+
+/* Median ns per call of fn over 5 samples of iters calls. */
+static double median_ns(void (*fn)(unsigned long), unsigned long iters) {
+    double s[5];
+    int k;
+    for (k = 0; k < 5; k++) {
+        double t0 = bench_cpu_now();
+        fn(iters);
+        s[k] = (bench_cpu_now() - t0) * 1e9 / (double)iters;
+    }
+    return bench_median(s, 5);
+}
+
+int main(int argc, char **argv) {
+    static const char publish[] = "{\"type\":\"publish\",\"payload\":{\"channel\":\"room\",\"data\":{\"text\":"
+                                  "\"hello world, this is a chat message of typical size\"}}}";
+    unsigned long n = 0, a0, b0;
+    if (setup() != 0) {
+        fprintf(stderr, "publish: setup failed\n");
+        return 1;
+    }
+    frame_len = client_frame(pristine, publish);
+    a0 = to_alice.frames;
+    b0 = to_bob.frames;
+    if (argc > 1) {
+        n = strtoul(argv[1], NULL, 10);
+        publishes(n);
+    } else {
+        double t0 = bench_cpu_now(), ns_pub, ns_copy;
+        unsigned long iters;
+        publishes(20000);
+        iters = (unsigned long)(20000 * 0.3 / (bench_cpu_now() - t0));
+        ns_pub = median_ns(publishes, iters);
+        ns_copy = median_ns(copies, iters);
+        n = 20000 + 5 * iters;
+        printf("chat publish (2 subscribers, %lu-byte frame): %.1f ns per publish, %.1f ns per delivery "
+               "(frame copy %.1f ns subtracted)\n",
+               (unsigned long)frame_len, ns_pub - ns_copy, (ns_pub - ns_copy) / 2, ns_copy);
+    }
+    if (to_alice.frames - a0 != n || to_bob.frames - b0 != n || feed_errors || closes) {
+        fprintf(stderr, "publish: FAIL: %lu publishes, alice got %lu, bob %lu, %lu feed errors, %lu closes\n", n,
+                to_alice.frames - a0, to_bob.frames - b0, feed_errors, closes);
+        return 1;
+    }
+    wsch_hub_destroy(A.loop.hub);
+    free(A.scratch);
+    return 0;
+}
