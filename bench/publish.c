@@ -100,20 +100,10 @@ static int setup(void) {
     size_t n;
     int who;
     memset(&d, 0, sizeof d);
-    d.subprotocol = "wsch";                 /* as chat_server's main() sets it up */
-    d.allocator.alloc = heap_alloc;
-    d.allocator.free = heap_free;
-    d.allocator.user = &A;
+    chat_hub_desc(&d);                      /* as chat_server's main() sets it up */
     d.effects.send = mem_send;
     d.effects.close = mem_close;
     d.effects.random_bytes = fixed_random;
-    d.authenticate = authenticate;
-    d.authorize_subscribe = authorize_subscribe;
-    d.on_http = on_http;
-    d.on_connect = on_connect;
-    d.on_disconnect = on_disconnect;
-    d.on_message = on_message;
-    d.user = &A;
     if (wsch_hub_create(&d, &A.loop.hub) != WSCH_OK) return -1;
     if (wsch_hub_accept(A.loop.hub, NULL, &to_alice, &alice) != WSCH_OK) return -1;
     if (wsch_hub_accept(A.loop.hub, NULL, &to_bob, &bob) != WSCH_OK) return -1;

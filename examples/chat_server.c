@@ -526,6 +526,22 @@ static void find_www(const char *given) {
     }
 }
 
+/* The demo's part of the hub desc: its hooks and counting allocator (the
+   effects are the loop's; bench/publish.c gives in-memory ones). */
+static void chat_hub_desc(wsch_hub_desc *d) {
+    d->subprotocol = "wsch";
+    d->allocator.alloc = heap_alloc;
+    d->allocator.free = heap_free;
+    d->allocator.user = &A;
+    d->authenticate = authenticate;
+    d->authorize_subscribe = authorize_subscribe;
+    d->on_http = on_http;
+    d->on_connect = on_connect;
+    d->on_disconnect = on_disconnect;
+    d->on_message = on_message;
+    d->user = &A;
+}
+
 static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
           "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS]\n"
@@ -624,18 +640,8 @@ int main(int argc, char **argv) {
     find_www(www);
     if (!A.have_www) fprintf(stderr, "chat_server: no page directory at %s; serving a placeholder\n", A.www);
 
-    d.subprotocol = "wsch";
-    d.allocator.alloc = heap_alloc;
-    d.allocator.free = heap_free;
-    d.allocator.user = &A;
+    chat_hub_desc(&d);
     hub_loop_effects(&d.effects);
-    d.authenticate = authenticate;
-    d.authorize_subscribe = authorize_subscribe;
-    d.on_http = on_http;
-    d.on_connect = on_connect;
-    d.on_disconnect = on_disconnect;
-    d.on_message = on_message;
-    d.user = &A;
 #ifdef CHAT_WITH_REDIS
     if (A.redis_on) {
         if (redis_bridge_init(&A.redis, redis_host, redis_port, redis_prefix) != 0) {

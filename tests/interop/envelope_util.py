@@ -1,6 +1,34 @@
-"""What the Python hub peers share: building envelopes and waiting for them."""
+"""What the Python hub peers share: building envelopes, waiting for them,
+and counting cases into greatest's summary line."""
 import asyncio
 import json
+import time
+
+results = []
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+async def case(name, coro, timeout=30):
+    """Runs one bounded case, prints "ok NAME" or "FAIL NAME: why"; True if it passed."""
+    t0 = time.monotonic()
+    try:
+        await asyncio.wait_for(coro, timeout)
+        results.append(True)
+        print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
+        return True
+    except Exception as e:  # noqa: BLE001 - every failure is a failed case
+        results.append(False)
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+        return False
+
+
+def summary():
+    passed = sum(results)
+    print(f"Pass: {passed}, fail: {len(results) - passed}, skip: 0.", flush=True)
 
 
 def env(type_, payload=None):

@@ -14,32 +14,11 @@ import urllib.request
 
 import websockets
 
-from envelope_util import env, recv, nothing_more as _nothing_more
+from envelope_util import case, check, env, recv, nothing_more as _nothing_more, results, summary
 
 
 async def nothing_more(ws, wait=0.3):
     await _nothing_more(ws, wait)
-
-
-results = []
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-async def case(name, coro, timeout=30):
-    t0 = time.monotonic()
-    try:
-        await asyncio.wait_for(coro, timeout)
-        results.append(True)
-        print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
-    except Exception as e:  # noqa: BLE001 - every failure is a failed case
-        results.append(False)
-        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
-
-
 
 
 def http_get(base, path):
@@ -265,8 +244,7 @@ async def main():
         check(s["open"] == 0 and s["subscriptions"] == 0 and s["channels"] == 0 and s["users"] == 0, body)
     await case("300 clients get one broadcast each; all cleaned up", many(), 60)
 
-    passed = sum(results)
-    print(f"Pass: {passed}, fail: {len(results) - passed}, skip: 0.")
+    summary()
 
 
 asyncio.run(main())

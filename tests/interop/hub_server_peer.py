@@ -14,26 +14,7 @@ import time
 
 import websockets
 
-from envelope_util import env, recv, nothing_more
-
-results = []
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-async def case(name, coro, timeout=30):
-    t0 = time.monotonic()
-    try:
-        await asyncio.wait_for(coro, timeout)
-        results.append(True)
-        print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
-    except Exception as e:  # noqa: BLE001 - every failure is a failed case
-        results.append(False)
-        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
-
+from envelope_util import case, check, env, recv, nothing_more, summary
 
 class Server:
     def __init__(self, path):
@@ -147,9 +128,7 @@ async def main():
     await case("SIGTERM: open peers get 1001, the process exits 0", exits_cleanly())
     if srv.p.poll() is None:
         srv.p.kill()
-    n = len(results)
-    ok = sum(results)
-    print(f"Pass: {ok}, fail: {n - ok}, skip: 0.")
+    summary()
 
 
 asyncio.run(main())

@@ -37,35 +37,18 @@ import urllib.request
 
 import websockets
 
-from envelope_util import env, recv, nothing_more as _nothing_more
+from envelope_util import case as shared_case, check, env, recv, nothing_more as _nothing_more, results, summary
 
 
 async def nothing_more(ws, wait=0.5):
     await _nothing_more(ws, wait)
 
 
-results = []
 procs = []          # every process we started, for the final cleanup
 
 
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-async def case(name, coro, timeout=60):
-    t0 = time.monotonic()
-    try:
-        await asyncio.wait_for(coro, timeout)
-        results.append(True)
-        print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
-        return True
-    except Exception as e:  # noqa: BLE001 - every failure is a failed case
-        results.append(False)
-        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
-        return False
-
-
+async def case(name, coro):
+    return await shared_case(name, coro, 60)
 
 
 async def exactly_once(clients, want, wait=0.5):
@@ -408,9 +391,8 @@ def run():
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
-    passed = sum(results)
-    print(f"Pass: {passed}, fail: {len(results) - passed}, skip: 0.", flush=True)
-    return 0 if passed == len(results) else 1
+    summary()
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":
