@@ -18,7 +18,13 @@ GREATEST ?= tests/greatest.h
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 # Examples that need a library beyond libc, and the flags they link with.
+# One whose library is not installed is skipped, with a note.
 LIBS_libuv_client := -luv
+HAVE_LIBUV := $(shell printf '\043include <uv.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifneq ($(HAVE_LIBUV),1)
+EXAMPLES := $(filter-out libuv_client,$(EXAMPLES))
+$(info note: libuv_client is skipped: libuv is not installed (Debian: libuv1-dev))
+endif
 # chat_server speaks to Redis (--redis) when hiredis is installed; without it
 # the demo builds and runs the same, minus that flag.
 HAVE_HIREDIS := $(shell printf '\043include <hiredis/async.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
