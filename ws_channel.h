@@ -1945,6 +1945,22 @@ WSCH__PRIVATE void wsch__free(const wsch_allocator *a, void *ptr) {
     else free(ptr);
 }
 
+/* A zero field means its default. */
+WSCH__PRIVATE size_t wsch__or(size_t v, size_t def) { return v ? v : def; }
+
+/* The start of every ..._desc_defaults(): the caller's desc, or all zero. */
+WSCH__PRIVATE void wsch__desc_copy(void *dst, const void *desc, size_t size) {
+    if (desc) WSCH_MEMCPY(dst, desc, size);
+    else WSCH_MEMSET(dst, 0, size);
+}
+
+/* A (pointer, length) argument's length, WSCH_CSTR resolved. */
+WSCH__PRIVATE size_t wsch__cstr_len(const char *s, size_t len) {
+    if (len != WSCH_CSTR) return len;
+    return s ? WSCH_STRLEN(s) : 0;
+}
+
+
 /* ASCII case-insensitive compare of a span with a NUL-terminated string. */
 WSCH__PRIVATE int wsch__lower(int ch) { return (ch >= 'A' && ch <= 'Z') ? ch + 32 : ch; }
 
@@ -2067,7 +2083,7 @@ WSCH__PRIVATE int wsch__w_finish(wsch__writer *w, size_t *out_len) {
 // >>sha1
 /* FIPS 180-4 section 6.1. Words are assembled from bytes explicitly, so the
    code is the same on either endianness. */
-WSCH__PRIVATE uint32_t wsch__rol32(uint32_t x, unsigned n) {
+WSCH__PRIVATE uint32_t wsch__sha1_rol32(uint32_t x, unsigned n) {
     return (x << n) | (x >> (32u - n));
 }
 
@@ -2082,14 +2098,14 @@ WSCH__PRIVATE void wsch__sha1_block(uint32_t h[5], const unsigned char *p) {
     for (i = 0; i < 80; i++) {
         if (i >= 16) { /* the message schedule, kept as a 16-word ring */
             t = w[(i + 13) & 15] ^ w[(i + 8) & 15] ^ w[(i + 2) & 15] ^ w[i & 15];
-            w[i & 15] = wsch__rol32(t, 1);
+            w[i & 15] = wsch__sha1_rol32(t, 1);
         }
         if (i < 20)      { f = (b & c) | (~b & d);          k = 0x5A827999u; }
         else if (i < 40) { f = b ^ c ^ d;                   k = 0x6ED9EBA1u; }
         else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDCu; }
         else             { f = b ^ c ^ d;                   k = 0xCA62C1D6u; }
-        t = wsch__rol32(a, 5) + f + e + k + w[i & 15];
-        e = d; d = c; c = wsch__rol32(b, 30); b = a; a = t;
+        t = wsch__sha1_rol32(a, 5) + f + e + k + w[i & 15];
+        e = d; d = c; c = wsch__sha1_rol32(b, 30); b = a; a = t;
     }
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
 }
@@ -2515,7 +2531,7 @@ WSCH_API size_t wsch_frame_header_encode(unsigned char out[WSCH_FRAME_HEADER_MAX
     return n;
 }
 
-WSCH__PRIVATE int wsch__opcode_known(unsigned op) {
+WSCH__PRIVATE int wsch__frame_opcode_known(unsigned op) {
     return op <= WSCH_OP_BINARY || (op >= WSCH_OP_CLOSE && op <= WSCH_OP_PONG);
 }
 
@@ -2530,7 +2546,7 @@ WSCH_API int wsch_frame_header_decode(const void *buf, size_t len, wsch_frame_he
     need += (p[1] & 0x80u) ? 4u : 0u;
     /* Opcode and control-frame rules need only the first two bytes: fail as
        early as the bytes allow. */
-    if (!wsch__opcode_known(p[0] & 0x0Fu)) return WSCH_ERR_PROTOCOL;
+    if (!wsch__frame_opcode_known(p[0] & 0x0Fu)) return WSCH_ERR_PROTOCOL;
     if ((p[0] & 0x08u) && (!(p[0] & 0x80u) || len7 > WSCH_CONTROL_PAYLOAD_MAX)) return WSCH_ERR_PROTOCOL;
     if (len < need) return WSCH_INCOMPLETE;
     if (len7 == 126) {
@@ -3573,39 +3589,28 @@ struct wsch_conn {
     unsigned char ctrl[WSCH_CONTROL_PAYLOAD_MAX];
 };
 
-WSCH__PRIVATE size_t wsch__or(size_t v, size_t def) { return v ? v : def; }
 
-/* The start of every ..._desc_defaults(): the caller's desc, or all zero. */
-WSCH__PRIVATE void wsch__desc_copy(void *dst, const void *desc, size_t size) {
-    if (desc) WSCH_MEMCPY(dst, desc, size);
-    else WSCH_MEMSET(dst, 0, size);
-}
 
-/* A (pointer, length) argument's length, WSCH_CSTR resolved. */
-WSCH__PRIVATE size_t wsch__cstr_len(const char *s, size_t len) {
-    if (len != WSCH_CSTR) return len;
-    return s ? WSCH_STRLEN(s) : 0;
-}
 
 /* A limit as the conn keeps it: at most 4 GiB - 1 (see wsch_limits). */
-WSCH__PRIVATE uint32_t wsch__limit32(size_t v, size_t def) {
+WSCH__PRIVATE uint32_t wsch__c_limit32(size_t v, size_t def) {
     v = wsch__or(v, def);
     return v > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)v;
 }
 
-WSCH__PRIVATE void wsch__timer(wsch_conn *c, unsigned id, unsigned flag, uint32_t ms) {
+WSCH__PRIVATE void wsch__c_timer(wsch_conn *c, unsigned id, unsigned flag, uint32_t ms) {
     if (!c->desc->effects.timer_set) return;
     c->desc->effects.timer_set(id, ms, c->user);
     c->flags = (uint8_t)(c->flags | flag);
 }
 
-WSCH__PRIVATE void wsch__untimer(wsch_conn *c, unsigned id, unsigned flag) {
+WSCH__PRIVATE void wsch__c_untimer(wsch_conn *c, unsigned id, unsigned flag) {
     if (!(c->flags & flag)) return;
     c->flags = (uint8_t)(c->flags & ~flag);
     if (c->desc->effects.timer_cancel) c->desc->effects.timer_cancel(id, c->user);
 }
 
-WSCH__PRIVATE void wsch__shared_unref(wsch_shared *s) {
+WSCH__PRIVATE void wsch__c_shared_unref(wsch_shared *s) {
     if (s && --s->refs == 0) {
         wsch_allocator a = s->allocator;
         wsch__free(&a, s);
@@ -3614,24 +3619,24 @@ WSCH__PRIVATE void wsch__shared_unref(wsch_shared *s) {
 
 /* --- output -------------------------------------------------------------- */
 
-WSCH__PRIVATE void wsch__finish(wsch_conn *c);
+WSCH__PRIVATE void wsch__c_finish(wsch_conn *c);
 
 /* One call of the send effect: how many bytes it took. A hard error ends
    the connection here (1006, WSCH_ERR_TRANSPORT); the caller sees the state
    CLOSED and stops. */
-WSCH__PRIVATE size_t wsch__send(wsch_conn *c, const void *data, size_t len) {
+WSCH__PRIVATE size_t wsch__c_send(wsch_conn *c, const void *data, size_t len) {
     size_t n = c->desc->effects.send(data, len, c->user);
     if (n != WSCH_SEND_ERROR) return n < len ? n : len;
     c->flags = (uint8_t)(c->flags | WSCH__F_FAILED | WSCH__F_CLOSE_SENT);
     c->close_code = WSCH_CLOSE_ABNORMAL;
     c->fail_err = WSCH_ERR_TRANSPORT;
-    wsch__finish(c);
+    wsch__c_finish(c);
     return 0;
 }
 
 /* Queues the bytes of a frame from offset `done` on: the header tail, then
    the payload, masked on the way when mask is not NULL. One allocation. */
-WSCH__PRIVATE int wsch__enqueue(wsch_conn *c, const unsigned char *hdr, size_t hlen, const unsigned char *payload,
+WSCH__PRIVATE int wsch__c_enqueue(wsch_conn *c, const unsigned char *hdr, size_t hlen, const unsigned char *payload,
                                 size_t plen, const unsigned char *mask, size_t done) {
     size_t total = hlen + plen, n = total - done, off;
     wsch__chunk *ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof(wsch__chunk) + n);
@@ -3661,39 +3666,39 @@ WSCH__PRIVATE int wsch__enqueue(wsch_conn *c, const unsigned char *hdr, size_t h
 
 /* A frame that left in part and could not be queued has cut the byte
    stream: nothing sensible can follow it, so the connection ends here. */
-WSCH__PRIVATE int wsch__queue_or_cut(wsch_conn *c, int rc, size_t sent) {
+WSCH__PRIVATE int wsch__c_queue_or_cut(wsch_conn *c, int rc, size_t sent) {
     if (rc != WSCH_OK && sent) {
         c->flags = (uint8_t)(c->flags | WSCH__F_FAILED | WSCH__F_CLOSE_SENT);
         c->close_code = WSCH_CLOSE_ABNORMAL;
         c->fail_err = rc;
-        wsch__finish(c);
+        wsch__c_finish(c);
     }
     return rc;
 }
 
 /* Sends what the cork gathered; what send() does not take is queued. */
-WSCH__PRIVATE int wsch__uncork(wsch_conn *c) {
+WSCH__PRIVATE int wsch__c_uncork(wsch_conn *c) {
     size_t n, len = c->cork_len;
     if (!len) return WSCH_OK;
     c->cork_len = 0;
     c->out_bytes -= len;
-    n = wsch__send(c, c->cork, len);
+    n = wsch__c_send(c, c->cork, len);
     if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
     if (n >= len) return WSCH_OK;
     /* These frames were accepted by calls that returned OK: losing any of
        them cuts the stream, even if none has left yet. */
-    return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, c->cork, len, NULL, n), len);
+    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, NULL, 0, c->cork, len, NULL, n), len);
 }
 
 /* Is there room under max_outbound_bytes for total more bytes? Gathered
    (corked) bytes have not met the socket yet, so they are offered to it
    before a frame is refused: the answer must not depend on how the input
    was split into reads. */
-WSCH__PRIVATE int wsch__room(wsch_conn *c, size_t total) {
+WSCH__PRIVATE int wsch__c_room(wsch_conn *c, size_t total) {
     size_t limit = c->max_outbound;
     if (c->out_bytes + total <= limit) return WSCH_OK;
     if (c->cork && c->cork_len) {
-        int rc = wsch__uncork(c);
+        int rc = wsch__c_uncork(c);
         if (rc != WSCH_OK) return rc;
     }
     return c->out_bytes + total <= limit ? WSCH_OK : WSCH_ERR_QUEUE_FULL;
@@ -3702,7 +3707,7 @@ WSCH__PRIVATE int wsch__room(wsch_conn *c, size_t total) {
 /* Writes one frame: straight to send() while the queue is empty and send
    takes everything, the remainder to the queue. Small frames leave in one
    send() call; large unmasked payloads go from the caller's memory. */
-WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, const void *data, size_t len) {
+WSCH__PRIVATE int wsch__c_write_frame(wsch_conn *c, unsigned opcode, int fin, const void *data, size_t len) {
     const unsigned char *payload = (const unsigned char *)data;
     wsch_frame_header h;
     unsigned char hdr[WSCH_FRAME_HEADER_MAX];
@@ -3726,7 +3731,7 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
        connection. Pongs obey it, or a peer that pings and never reads
        would grow the queue without bound. */
     if (!is_close) {
-        int rc = wsch__room(c, total);
+        int rc = wsch__c_room(c, total);
         if (rc != WSCH_OK) return rc;
     }
     if (c->cork && !c->out_head) {
@@ -3742,7 +3747,7 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
             return WSCH_OK;
         }
         {
-            int rc = wsch__uncork(c);
+            int rc = wsch__c_uncork(c);
             if (rc != WSCH_OK) return rc;
         }
     }
@@ -3768,36 +3773,36 @@ WSCH__PRIVATE int wsch__write_frame(wsch_conn *c, unsigned opcode, int fin, cons
             piece = buf;
             piece_len = fill + n;
         }
-        n = wsch__send(c, piece, piece_len);
+        n = wsch__c_send(c, piece, piece_len);
         if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
         done += n;
         if (n < piece_len) break;
     }
     if (done == total) return WSCH_OK;
-    return wsch__queue_or_cut(c, wsch__enqueue(c, hdr, hlen, payload, len, mask, done), done);
+    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, hdr, hlen, payload, len, mask, done), done);
 }
 
 /* Sends raw bytes (handshake text) through the same queue. */
-WSCH__PRIVATE int wsch__write_raw(wsch_conn *c, const void *data, size_t len) {
+WSCH__PRIVATE int wsch__c_write_raw(wsch_conn *c, const void *data, size_t len) {
     size_t done = 0;
     int rc;
-    if (c->cork && (rc = wsch__uncork(c)) != WSCH_OK) return rc;
+    if (c->cork && (rc = wsch__c_uncork(c)) != WSCH_OK) return rc;
     if (!c->out_head) {
-        done = wsch__send(c, data, len);
+        done = wsch__c_send(c, data, len);
         if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
     }
     if (done == len) return WSCH_OK;
-    return wsch__queue_or_cut(c, wsch__enqueue(c, NULL, 0, (const unsigned char *)data, len, NULL, done), done);
+    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, NULL, 0, (const unsigned char *)data, len, NULL, done), done);
 }
 
 /* --- lifecycle ----------------------------------------------------------- */
 
-WSCH__PRIVATE void wsch__free_conn(wsch_conn *c) {
+WSCH__PRIVATE void wsch__c_free_conn(wsch_conn *c) {
     const wsch_allocator *a = &c->desc->allocator;
     wsch__chunk *ch = c->out_head;
     while (ch) {
         wsch__chunk *next = ch->next;
-        wsch__shared_unref(ch->shared);
+        wsch__c_shared_unref(ch->shared);
         wsch__free(a, ch);
         ch = next;
     }
@@ -3812,25 +3817,25 @@ WSCH__PRIVATE void wsch__free_conn(wsch_conn *c) {
 
 /* Public entry points bracket their work with enter/leave so a destroy from
    inside a callback waits until the outermost call returns. */
-WSCH__PRIVATE void wsch__enter(wsch_conn *c) { c->depth++; }
+WSCH__PRIVATE void wsch__c_enter(wsch_conn *c) { c->depth++; }
 
-WSCH__PRIVATE int wsch__leave(wsch_conn *c, int rc) {
-    if (--c->depth == 0 && (c->flags & WSCH__F_DESTROYED)) wsch__free_conn(c);
+WSCH__PRIVATE int wsch__c_leave(wsch_conn *c, int rc) {
+    if (--c->depth == 0 && (c->flags & WSCH__F_DESTROYED)) wsch__c_free_conn(c);
     return rc;
 }
 
-WSCH__PRIVATE int wsch__gone(const wsch_conn *c) { return (c->flags & WSCH__F_DESTROYED) != 0; }
+WSCH__PRIVATE int wsch__c_gone(const wsch_conn *c) { return (c->flags & WSCH__F_DESTROYED) != 0; }
 
 /* The one way to CLOSED, on every path: report on_close, then hand the
    transport back through close(), the last callback about it. */
-WSCH__PRIVATE void wsch__finish(wsch_conn *c) {
+WSCH__PRIVATE void wsch__c_finish(wsch_conn *c) {
     const char *reason;
     size_t reason_len;
     int code;
     if (c->state == WSCH_STATE_CLOSED || (c->flags & WSCH__F_CREATING)) return;
     c->state = WSCH_STATE_CLOSED;
-    wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
-    wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
+    wsch__c_untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
+    wsch__c_untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
     if (c->flags & WSCH__F_CLOSE_RECV) {
         code = c->close_code;
         reason = (const char *)c->ctrl;
@@ -3849,22 +3854,22 @@ WSCH__PRIVATE void wsch__finish(wsch_conn *c) {
 }
 
 /* Closes the transport as soon as everything queued has left. */
-WSCH__PRIVATE void wsch__shutdown(wsch_conn *c) {
+WSCH__PRIVATE void wsch__c_shutdown(wsch_conn *c) {
     if (c->state == WSCH_STATE_CLOSED) return; /* a cut stream already ended it */
     c->flags = (uint8_t)(c->flags | WSCH__F_SHUTDOWN);
-    if (c->cork) (void)wsch__uncork(c);
-    if (!c->out_head) wsch__finish(c);
+    if (c->cork) (void)wsch__c_uncork(c);
+    if (!c->out_head) wsch__c_finish(c);
 }
 
-WSCH__PRIVATE void wsch__enter_closing(wsch_conn *c) {
+WSCH__PRIVATE void wsch__c_enter_closing(wsch_conn *c) {
     if (c->state == WSCH_STATE_CLOSED) return;
     c->state = WSCH_STATE_CLOSING;
     if (!(c->flags & WSCH__F_TIMER_CLOSE))
-        wsch__timer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE,
+        wsch__c_timer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE,
                     (uint32_t)wsch__or(c->desc->limits.close_timeout_ms, WSCH_DEFAULT_CLOSE_TIMEOUT_MS));
 }
 
-WSCH__PRIVATE int wsch__send_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len) {
+WSCH__PRIVATE int wsch__c_send_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len) {
     unsigned char payload[WSCH_CONTROL_PAYLOAD_MAX];
     size_t n = 0;
     if (code) {
@@ -3875,12 +3880,12 @@ WSCH__PRIVATE int wsch__send_close(wsch_conn *c, uint16_t code, const char *reas
         n = 2 + reason_len;
     }
     c->flags = (uint8_t)(c->flags | WSCH__F_CLOSE_SENT);
-    return wsch__write_frame(c, WSCH_OP_CLOSE, 1, payload, n);
+    return wsch__c_write_frame(c, WSCH_OP_CLOSE, 1, payload, n);
 }
 
 /* _Fail the WebSocket Connection_ (RFC 6455 7.1.7): say why in a close frame
    if the protocol is up, then close the transport; input is ignored from here. */
-WSCH__PRIVATE int wsch__fail(wsch_conn *c, uint16_t code, int err) {
+WSCH__PRIVATE int wsch__c_fail(wsch_conn *c, uint16_t code, int err) {
     if (c->flags & WSCH__F_FAILED) return err;
     c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
     c->close_code = code;
@@ -3888,38 +3893,38 @@ WSCH__PRIVATE int wsch__fail(wsch_conn *c, uint16_t code, int err) {
     if (c->state == WSCH_STATE_OPEN || c->state == WSCH_STATE_CLOSING) {
         if (!(c->flags & WSCH__F_CLOSE_SENT)) {
             const char *why = wsch_err_str(err);
-            (void)wsch__send_close(c, code, why, WSCH_STRLEN(why));
+            (void)wsch__c_send_close(c, code, why, WSCH_STRLEN(why));
         }
-        wsch__enter_closing(c);
+        wsch__c_enter_closing(c);
     }
-    wsch__shutdown(c);
+    wsch__c_shutdown(c);
     return err;
 }
 
 /* --- input: frames ------------------------------------------------------- */
 
-WSCH__PRIVATE int wsch__close_code_valid(unsigned code) {
+WSCH__PRIVATE int wsch__c_close_code_valid(unsigned code) {
     return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
 
-WSCH__PRIVATE int wsch__on_control(wsch_conn *c, unsigned char *p, size_t n) {
+WSCH__PRIVATE int wsch__c_on_control(wsch_conn *c, unsigned char *p, size_t n) {
     switch (c->frame_opcode) {
     case WSCH_OP_PING:
         /* A peer that is not reading gets no pong past the outbound limit:
            RFC 6455 5.5.3 lets a pong answer only the latest of many pings. */
-        if (!(c->flags & WSCH__F_CLOSE_SENT) && wsch__write_frame(c, WSCH_OP_PONG, 1, p, n) == WSCH_ERR_NOMEM)
-            return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
+        if (!(c->flags & WSCH__F_CLOSE_SENT) && wsch__c_write_frame(c, WSCH_OP_PONG, 1, p, n) == WSCH_ERR_NOMEM)
+            return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
         return WSCH_OK;
     case WSCH_OP_PONG:
         if (c->desc->on_pong) c->desc->on_pong(c, p, n, c->user);
         return WSCH_OK;
     default: { /* close */
         uint16_t code = WSCH_CLOSE_NO_STATUS;
-        if (n == 1) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+        if (n == 1) return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
         if (n >= 2) {
             code = (uint16_t)((p[0] << 8) | p[1]);
-            if (!wsch__close_code_valid(code)) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
-            if (!wsch_utf8_valid(p + 2, n - 2)) return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+            if (!wsch__c_close_code_valid(code)) return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+            if (!wsch_utf8_valid(p + 2, n - 2)) return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
             WSCH_MEMMOVE(c->ctrl, p + 2, n - 2);
             c->ctrl_len = (uint8_t)(n - 2);
         } else {
@@ -3928,22 +3933,22 @@ WSCH__PRIVATE int wsch__on_control(wsch_conn *c, unsigned char *p, size_t n) {
         c->close_code = code;
         c->flags = (uint8_t)(c->flags | WSCH__F_CLOSE_RECV);
         if (!(c->flags & WSCH__F_CLOSE_SENT))
-            (void)wsch__send_close(c, code == WSCH_CLOSE_NO_STATUS ? 0 : code, NULL, 0);
-        wsch__enter_closing(c);
+            (void)wsch__c_send_close(c, code == WSCH_CLOSE_NO_STATUS ? 0 : code, NULL, 0);
+        wsch__c_enter_closing(c);
         /* The server closes TCP first (RFC 6455 7.1.1); a client waits for it,
            bounded by the close timer. */
-        if (c->desc->role == WSCH_ROLE_SERVER) wsch__shutdown(c);
+        if (c->desc->role == WSCH_ROLE_SERVER) wsch__c_shutdown(c);
         return WSCH_OK;
     }
     }
 }
 
 /* Checks a decoded header against the role and the message in progress. */
-WSCH__PRIVATE int wsch__begin_frame(wsch_conn *c, const wsch_frame_header *h) {
+WSCH__PRIVATE int wsch__c_begin_frame(wsch_conn *c, const wsch_frame_header *h) {
     const wsch_conn_desc *d = c->desc;
-    if (h->rsv) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+    if (h->rsv) return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
     if (h->masked != (d->role == WSCH_ROLE_SERVER))
-        return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+        return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
     c->frame_opcode = h->opcode;
     c->frame_fin = h->fin;
     c->frame_left = h->payload_len;
@@ -3955,18 +3960,18 @@ WSCH__PRIVATE int wsch__begin_frame(wsch_conn *c, const wsch_frame_header *h) {
         return WSCH_OK;
     }
     if ((h->opcode == WSCH_OP_CONTINUATION) != (c->msg_opcode != 0))
-        return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+        return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
     if (h->opcode != WSCH_OP_CONTINUATION) {
         c->msg_opcode = h->opcode;
         c->msg_len = 0;
         WSCH_MEMSET(&c->utf8, 0, sizeof c->utf8);
     }
     if (h->payload_len > c->max_frame || h->payload_len > c->max_message - c->msg_len)
-        return wsch__fail(c, WSCH_CLOSE_MESSAGE_TOO_BIG, WSCH_ERR_TOO_LARGE);
+        return wsch__c_fail(c, WSCH_CLOSE_MESSAGE_TOO_BIG, WSCH_ERR_TOO_LARGE);
     return WSCH_OK;
 }
 
-WSCH__PRIVATE int wsch__msg_reserve(wsch_conn *c, size_t extra) {
+WSCH__PRIVATE int wsch__c_msg_reserve(wsch_conn *c, size_t extra) {
     size_t need = c->msg_len + extra, cap;
     unsigned char *p;
     if (need <= c->msg_cap) return WSCH_OK;
@@ -3981,25 +3986,25 @@ WSCH__PRIVATE int wsch__msg_reserve(wsch_conn *c, size_t extra) {
     return WSCH_OK;
 }
 
-WSCH__PRIVATE void wsch__deliver(wsch_conn *c, unsigned opcode, unsigned char *p, size_t n) {
+WSCH__PRIVATE void wsch__c_deliver(wsch_conn *c, unsigned opcode, unsigned char *p, size_t n) {
     if (c->desc->on_message) c->desc->on_message(c, (wsch_opcode)opcode, p, n, c->user);
 }
 
 /* Consumes avail payload bytes at p of the current frame. */
-WSCH__PRIVATE int wsch__frame_payload(wsch_conn *c, unsigned char *p, size_t avail) {
+WSCH__PRIVATE int wsch__c_frame_payload(wsch_conn *c, unsigned char *p, size_t avail) {
     int whole = (uint64_t)avail == c->frame_left;
     size_t bad;
     if (c->frame_opcode & 0x08u) {
         if (whole && c->ctrl_len == 0) { /* in the caller's buffer: no copy */
             wsch_mask(p, avail, c->mask_key, 0);
             c->frame_left = 0;
-            return wsch__on_control(c, p, avail);
+            return wsch__c_on_control(c, p, avail);
         }
         WSCH_MEMCPY(c->ctrl + c->ctrl_len, p, avail);
         c->mask_pos = (uint8_t)wsch_mask(c->ctrl + c->ctrl_len, avail, c->mask_key, c->mask_pos);
         c->ctrl_len = (uint8_t)(c->ctrl_len + avail);
         c->frame_left -= avail;
-        return c->frame_left ? WSCH_OK : wsch__on_control(c, c->ctrl, c->ctrl_len);
+        return c->frame_left ? WSCH_OK : wsch__c_on_control(c, c->ctrl, c->ctrl_len);
     }
     if (whole && c->frame_fin && c->msg_len == 0 && c->frame_opcode != WSCH_OP_CONTINUATION) {
         /* The common case: a whole unfragmented message in the caller's buffer. */
@@ -4007,23 +4012,23 @@ WSCH__PRIVATE int wsch__frame_payload(wsch_conn *c, unsigned char *p, size_t ava
         c->frame_left = 0;
         c->msg_opcode = 0;
         if (c->frame_opcode == WSCH_OP_TEXT && !wsch_utf8_valid(p, avail))
-            return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
-        wsch__deliver(c, c->frame_opcode, p, avail);
+            return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+        wsch__c_deliver(c, c->frame_opcode, p, avail);
         return WSCH_OK;
     }
     if (avail) { /* empty fragments are legal and leave no trace */
-        if (wsch__msg_reserve(c, avail) != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
+        if (wsch__c_msg_reserve(c, avail) != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
         WSCH_MEMCPY(c->msg + c->msg_len, p, avail);
         c->mask_pos = (uint8_t)wsch_mask(c->msg + c->msg_len, avail, c->mask_key, c->mask_pos);
         /* Text is checked as it arrives so a bad byte fails at once. */
         if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_feed(&c->utf8, c->msg + c->msg_len, avail, &bad) != WSCH_OK)
-            return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+            return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
         c->msg_len += avail;
     }
     c->frame_left -= avail;
     if (c->frame_left || !c->frame_fin) return WSCH_OK;
     if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_finish(&c->utf8) != WSCH_OK)
-        return wsch__fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+        return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
     {
         unsigned opcode = c->msg_opcode;
         unsigned char *msg = c->msg;
@@ -4033,14 +4038,14 @@ WSCH__PRIVATE int wsch__frame_payload(wsch_conn *c, unsigned char *p, size_t ava
         c->msg_len = c->msg_cap = 0;
         c->msg_opcode = 0;
         /* An all-empty fragmented message has no buffer; still hand out a valid pointer. */
-        wsch__deliver(c, opcode, msg ? msg : c->hdr, n);
+        wsch__c_deliver(c, opcode, msg ? msg : c->hdr, n);
         wsch__free(&c->desc->allocator, msg);
     }
     return WSCH_OK;
 }
 
 /* Frames mode: decodes and dispatches everything in p. */
-WSCH__PRIVATE int wsch__read_frames(wsch_conn *c, unsigned char *p, size_t len) {
+WSCH__PRIVATE int wsch__c_read_frames(wsch_conn *c, unsigned char *p, size_t len) {
     for (;;) {
         size_t avail;
         int rc;
@@ -4068,15 +4073,15 @@ WSCH__PRIVATE int wsch__read_frames(wsch_conn *c, unsigned char *p, size_t len) 
                 c->hdr_len = 0;
                 if (rc == WSCH_OK) hl -= old; /* header bytes taken from p */
             }
-            if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
+            if (rc != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
             p += hl;
             len -= hl;
-            rc = wsch__begin_frame(c, &h);
+            rc = wsch__c_begin_frame(c, &h);
             if (rc != WSCH_OK) return rc;
         }
         avail = c->frame_left < (uint64_t)len ? (size_t)c->frame_left : len;
         if (avail == 0 && c->frame_left) return WSCH_OK;
-        rc = wsch__frame_payload(c, p, avail);
+        rc = wsch__c_frame_payload(c, p, avail);
         if (!c->frame_left) c->in_frame = 0;
         if (rc != WSCH_OK) return rc;
         p += avail;
@@ -4087,7 +4092,7 @@ WSCH__PRIVATE int wsch__read_frames(wsch_conn *c, unsigned char *p, size_t len) 
 /* --- input: opening handshake -------------------------------------------- */
 
 /* Buffers handshake bytes; returns how many of data it took into the buffer. */
-WSCH__PRIVATE int wsch__hs_append(wsch_conn *c, const void *data, size_t len, size_t *took) {
+WSCH__PRIVATE int wsch__c_hs_append(wsch_conn *c, const void *data, size_t len, size_t *took) {
     wsch__handshake *hs = c->hs;
     size_t max = wsch__or(c->desc->limits.max_header_bytes, WSCH_DEFAULT_MAX_HEADER_BYTES);
     size_t n = len < max - hs->len ? len : max - hs->len;
@@ -4109,14 +4114,14 @@ WSCH__PRIVATE int wsch__hs_append(wsch_conn *c, const void *data, size_t len, si
     return WSCH_OK;
 }
 
-WSCH__PRIVATE void wsch__hs_done(wsch_conn *c) {
+WSCH__PRIVATE void wsch__c_hs_done(wsch_conn *c) {
     wsch__free(&c->desc->allocator, c->hs->buf);
     wsch__free(&c->desc->allocator, c->hs);
     c->hs = NULL;
-    wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
+    wsch__c_untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
 }
 
-WSCH__PRIVATE int wsch__set_protocol(wsch_conn *c, const char *p, size_t n) {
+WSCH__PRIVATE int wsch__c_set_protocol(wsch_conn *c, const char *p, size_t n) {
     if (!n) return WSCH_OK;
     c->protocol = (char *)wsch__alloc(&c->desc->allocator, n + 1);
     if (!c->protocol) return WSCH_ERR_NOMEM;
@@ -4127,26 +4132,26 @@ WSCH__PRIVATE int wsch__set_protocol(wsch_conn *c, const char *p, size_t n) {
 
 /* Refuses a request with an HTTP response (the caller's, or a built one),
    then closes. */
-WSCH__PRIVATE int wsch__refuse(wsch_conn *c, const wsch_handshake_reply *reply, int err) {
+WSCH__PRIVATE int wsch__c_refuse(wsch_conn *c, const wsch_handshake_reply *reply, int err) {
     char buf[512];
     size_t n;
     c->http_status = (uint16_t)reply->status;
     if (reply->response) {
-        (void)wsch__write_raw(c, reply->response, reply->response_len);
+        (void)wsch__c_write_raw(c, reply->response, reply->response_len);
     } else {
         /* A status or headers that cannot be built become a plain 500. */
         if (wsch_http_error_build(reply->status, reply->extra_headers, buf, sizeof buf, &n) != WSCH_OK &&
             wsch_http_error_build(reply->status, NULL, buf, sizeof buf, &n) != WSCH_OK &&
             wsch_http_error_build(500, NULL, buf, sizeof buf, &n) != WSCH_OK)
             n = 0;
-        if (n) (void)wsch__write_raw(c, buf, n);
+        if (n) (void)wsch__c_write_raw(c, buf, n);
     }
-    return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, err);
+    return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, err);
 }
 
 /* A complete request head: let the caller decide, then upgrade or refuse.
    check is wsch_request_check_upgrade()'s verdict. */
-WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int check) {
+WSCH__PRIVATE int wsch__c_server_accept(wsch_conn *c, const wsch_request *req, int check) {
     wsch_handshake_reply reply;
     size_t iter = 0, n = 0;
     wsch_str offered;
@@ -4158,10 +4163,10 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
     if (c->desc->on_request) {
         c->desc->on_request(c, req, &reply, c->user);
         /* The hook may have closed or destroyed the connection. */
-        if (wsch__gone(c) || c->state != WSCH_STATE_HANDSHAKE) return WSCH_ERR_CLOSED;
+        if (wsch__c_gone(c) || c->state != WSCH_STATE_HANDSHAKE) return WSCH_ERR_CLOSED;
     }
     if (check != WSCH_OK && reply.status == 101) reply.status = wsch_request_error_status(check);
-    if (reply.status != 101) return wsch__refuse(c, &reply, check != WSCH_OK ? check : WSCH_ERR_DENIED);
+    if (reply.status != 101) return wsch__c_refuse(c, &reply, check != WSCH_OK ? check : WSCH_ERR_DENIED);
     /* Only a protocol the client offered may be named in the answer. */
     while (reply.protocol && wsch_request_next_protocol(req, &iter, &offered)) {
         if (offered.len == WSCH_STRLEN(reply.protocol) && WSCH_MEMCMP(offered.ptr, reply.protocol, offered.len) == 0) {
@@ -4174,16 +4179,16 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
         buf = (char *)wsch__alloc(&c->desc->allocator, n + 1);
         rc = buf ? wsch_response_build(req, protocol, reply.extra_headers, buf, n + 1, &n) : WSCH_ERR_NOMEM;
     }
-    if (rc == WSCH_OK) rc = wsch__write_raw(c, buf, n);
+    if (rc == WSCH_OK) rc = wsch__c_write_raw(c, buf, n);
     if (buf != stack) wsch__free(&c->desc->allocator, buf);
-    if (rc == WSCH_OK && protocol) rc = wsch__set_protocol(c, protocol, WSCH_STRLEN(protocol));
-    if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+    if (rc == WSCH_OK && protocol) rc = wsch__c_set_protocol(c, protocol, WSCH_STRLEN(protocol));
+    if (rc != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
     c->http_status = 101;
-    wsch__hs_done(c);
+    wsch__c_hs_done(c);
     c->state = WSCH_STATE_OPEN;
     if (c->desc->on_open) {
         c->desc->on_open(c, c->user);
-        if (wsch__gone(c)) return WSCH_ERR_CLOSED;
+        if (wsch__c_gone(c)) return WSCH_ERR_CLOSED;
     }
     if (reply.close_code && c->state == WSCH_STATE_OPEN)
         (void)wsch_conn_close(c, reply.close_code, reply.close_reason,
@@ -4192,12 +4197,12 @@ WSCH__PRIVATE int wsch__server_accept(wsch_conn *c, const wsch_request *req, int
 }
 
 /* Feeds handshake bytes; *used = bytes of data that belonged to the head. */
-WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t len, size_t *used) {
+WSCH__PRIVATE int wsch__c_read_handshake(wsch_conn *c, const void *data, size_t len, size_t *used) {
     wsch__handshake *hs = c->hs;
     size_t prev = hs->len, took = 0, head = 0;
-    int rc = wsch__hs_append(c, data, len, &took);
+    int rc = wsch__c_hs_append(c, data, len, &took);
     *used = took;
-    if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+    if (rc != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
     if (c->desc->role == WSCH_ROLE_SERVER) {
         wsch_request req;
         rc = wsch_request_parse(hs->buf, hs->len, prev, c->desc->limits.max_header_bytes, &req, &head);
@@ -4206,10 +4211,10 @@ WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t le
             wsch_handshake_reply reply;
             WSCH_MEMSET(&reply, 0, sizeof reply);
             reply.status = wsch_request_error_status(rc);
-            return wsch__refuse(c, &reply, rc);
+            return wsch__c_refuse(c, &reply, rc);
         }
         *used = head - prev;
-        return wsch__server_accept(c, &req, wsch_request_check_upgrade(&req));
+        return wsch__c_server_accept(c, &req, wsch_request_check_upgrade(&req));
     } else {
         wsch_response res;
         wsch_str protocol;
@@ -4219,10 +4224,10 @@ WSCH__PRIVATE int wsch__read_handshake(wsch_conn *c, const void *data, size_t le
             c->http_status = (uint16_t)res.status;
             rc = wsch_response_check(&res, hs->key, c->desc->request.protocols, &protocol);
         }
-        if (rc == WSCH_OK) rc = wsch__set_protocol(c, protocol.ptr, protocol.len);
-        if (rc != WSCH_OK) return wsch__fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
+        if (rc == WSCH_OK) rc = wsch__c_set_protocol(c, protocol.ptr, protocol.len);
+        if (rc != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
         *used = head - prev;
-        wsch__hs_done(c);
+        wsch__c_hs_done(c);
         c->state = WSCH_STATE_OPEN;
         if (c->desc->on_open) c->desc->on_open(c, c->user);
         return WSCH_OK;
@@ -4255,7 +4260,7 @@ WSCH__PRIVATE void wsch__conn_desc_for(wsch_conn_desc *cd, wsch_role role, const
 }
 
 /* Client role: writes the opening request, sized by the builder itself. */
-WSCH__PRIVATE int wsch__send_request(wsch_conn *c) {
+WSCH__PRIVATE int wsch__c_send_request(wsch_conn *c) {
     wsch_handshake_request_desc rd = c->desc->request;
     char buf[1024], *req = buf;
     size_t n = 0;
@@ -4266,7 +4271,7 @@ WSCH__PRIVATE int wsch__send_request(wsch_conn *c) {
         req = (char *)wsch__alloc(&c->desc->allocator, n + 1);
         rc = req ? wsch_handshake_request_build(&rd, req, n + 1, &n, c->hs->key) : WSCH_ERR_NOMEM;
     }
-    if (rc == WSCH_OK) rc = wsch__write_raw(c, req, n);
+    if (rc == WSCH_OK) rc = wsch__c_write_raw(c, req, n);
     if (req != buf) wsch__free(&c->desc->allocator, req);
     return rc;
 }
@@ -4283,9 +4288,9 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
     c->desc = desc;
     c->user = user;
     c->state = WSCH_STATE_HANDSHAKE;
-    c->max_frame = wsch__limit32(desc->limits.max_frame_size, WSCH_DEFAULT_MAX_FRAME_SIZE);
-    c->max_message = wsch__limit32(desc->limits.max_message_size, WSCH_DEFAULT_MAX_MESSAGE_SIZE);
-    c->max_outbound = wsch__limit32(desc->limits.max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES);
+    c->max_frame = wsch__c_limit32(desc->limits.max_frame_size, WSCH_DEFAULT_MAX_FRAME_SIZE);
+    c->max_message = wsch__c_limit32(desc->limits.max_message_size, WSCH_DEFAULT_MAX_MESSAGE_SIZE);
+    c->max_outbound = wsch__c_limit32(desc->limits.max_outbound_bytes, WSCH_DEFAULT_MAX_OUTBOUND_BYTES);
     c->hs = (wsch__handshake *)wsch__alloc(&desc->allocator, sizeof *c->hs);
     if (!c->hs) {
         wsch__free(&desc->allocator, c);
@@ -4296,15 +4301,15 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
        must not reach on_close or close(). */
     c->flags = WSCH__F_CREATING;
     if (desc->role == WSCH_ROLE_CLIENT) {
-        int rc = wsch__send_request(c);
+        int rc = wsch__c_send_request(c);
         if (rc == WSCH_OK && (c->flags & WSCH__F_FAILED)) rc = c->fail_err; /* send said the transport broke */
         if (rc != WSCH_OK) {
-            wsch__free_conn(c);
+            wsch__c_free_conn(c);
             return rc;
         }
     }
     c->flags = (uint8_t)(c->flags & ~WSCH__F_CREATING);
-    wsch__timer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS,
+    wsch__c_timer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS,
                 (uint32_t)wsch__or(desc->limits.handshake_timeout_ms, WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS));
     *out = c;
     return WSCH_OK;
@@ -4312,14 +4317,14 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
 
 WSCH_API void wsch_conn_destroy(wsch_conn *c) {
     if (!c) return;
-    wsch__untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
-    wsch__untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
+    wsch__c_untimer(c, WSCH_TIMER_HANDSHAKE, WSCH__F_TIMER_HS);
+    wsch__c_untimer(c, WSCH_TIMER_CLOSE, WSCH__F_TIMER_CLOSE);
     if (c->state != WSCH_STATE_CLOSED) { /* the transport is still the library's: hand it back */
         c->state = WSCH_STATE_CLOSED;
         c->desc->effects.close(c->user);
     }
     if (c->depth) c->flags = (uint8_t)(c->flags | WSCH__F_DESTROYED);
-    else wsch__free_conn(c);
+    else wsch__c_free_conn(c);
 }
 
 WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
@@ -4331,7 +4336,7 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
     int corked = 0;
     if (!c || (!data && len)) return WSCH_ERR_ARG;
     if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_CLOSED;
-    wsch__enter(c);
+    wsch__c_enter(c);
 #if WSCH_CORK_BYTES > 0
     if (!c->cork) {
         c->cork = cork;
@@ -4341,18 +4346,18 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
 #endif
     if (c->state == WSCH_STATE_HANDSHAKE && !(c->flags & WSCH__F_FAILED)) {
         size_t used = 0;
-        rc = wsch__read_handshake(c, p, len, &used);
+        rc = wsch__c_read_handshake(c, p, len, &used);
         p += used;
         len -= used;
     }
     /* Bytes after the handshake in the same read are frames, not lost. */
-    if (rc == WSCH_OK && !wsch__gone(c) && c->state != WSCH_STATE_HANDSHAKE && c->state != WSCH_STATE_CLOSED)
-        rc = wsch__read_frames(c, p, len);
+    if (rc == WSCH_OK && !wsch__c_gone(c) && c->state != WSCH_STATE_HANDSHAKE && c->state != WSCH_STATE_CLOSED)
+        rc = wsch__c_read_frames(c, p, len);
     else if (rc == WSCH_OK && c->flags & WSCH__F_FAILED)
         rc = c->fail_err;
     if (corked) {
-        if (!wsch__gone(c) && c->state != WSCH_STATE_CLOSED) {
-            int sent = wsch__uncork(c);
+        if (!wsch__c_gone(c) && c->state != WSCH_STATE_CLOSED) {
+            int sent = wsch__c_uncork(c);
             if (rc == WSCH_OK) rc = sent;
         }
         c->cork = NULL;
@@ -4360,16 +4365,16 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
     }
     /* A send from inside a callback (an echo, a reply) met a broken transport. */
     if (rc == WSCH_OK && (c->flags & WSCH__F_FAILED) && c->fail_err == WSCH_ERR_TRANSPORT) rc = WSCH_ERR_TRANSPORT;
-    return wsch__leave(c, rc);
+    return wsch__c_leave(c, rc);
 }
 
 WSCH_API int wsch_conn_writable(wsch_conn *c) {
     if (!c) return WSCH_ERR_ARG;
     if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_CLOSED;
-    wsch__enter(c);
+    wsch__c_enter(c);
     while (c->out_head) {
         wsch__chunk *ch = c->out_head;
-        size_t n = wsch__send(c, ch->data, ch->len);
+        size_t n = wsch__c_send(c, ch->data, ch->len);
         if (c->state == WSCH_STATE_CLOSED) break;
         ch->data += n;
         ch->len -= n;
@@ -4377,42 +4382,42 @@ WSCH_API int wsch_conn_writable(wsch_conn *c) {
         if (ch->len) break;
         c->out_head = ch->next;
         if (!c->out_head) c->out_tail = NULL;
-        wsch__shared_unref(ch->shared);
+        wsch__c_shared_unref(ch->shared);
         wsch__free(&c->desc->allocator, ch);
     }
-    if (!c->out_head && (c->flags & WSCH__F_SHUTDOWN)) wsch__finish(c);
-    return wsch__leave(c, WSCH_OK);
+    if (!c->out_head && (c->flags & WSCH__F_SHUTDOWN)) wsch__c_finish(c);
+    return wsch__c_leave(c, WSCH_OK);
 }
 
 WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id) {
     if (!c || c->state == WSCH_STATE_CLOSED) return;
-    wsch__enter(c);
+    wsch__c_enter(c);
     if (timer_id == WSCH_TIMER_HANDSHAKE && (c->flags & WSCH__F_TIMER_HS)) {
         c->flags = (uint8_t)(c->flags & ~WSCH__F_TIMER_HS);
         c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
         c->close_code = WSCH_CLOSE_ABNORMAL;
         c->fail_err = WSCH_ERR_TIMEOUT;
-        wsch__finish(c);
+        wsch__c_finish(c);
     } else if (timer_id == WSCH_TIMER_CLOSE && (c->flags & WSCH__F_TIMER_CLOSE)) {
         c->flags = (uint8_t)(c->flags & ~WSCH__F_TIMER_CLOSE);
-        wsch__finish(c);
+        wsch__c_finish(c);
     }
-    (void)wsch__leave(c, WSCH_OK);
+    (void)wsch__c_leave(c, WSCH_OK);
 }
 
 WSCH_API void wsch_conn_transport_closed(wsch_conn *c) {
     if (!c || c->state == WSCH_STATE_CLOSED) return;
-    wsch__enter(c);
+    wsch__c_enter(c);
     if (c->state == WSCH_STATE_HANDSHAKE && !(c->flags & WSCH__F_FAILED)) {
         c->flags = (uint8_t)(c->flags | WSCH__F_FAILED);
         c->close_code = WSCH_CLOSE_ABNORMAL;
         c->fail_err = WSCH_ERR_HANGUP;
     }
-    wsch__finish(c);
-    (void)wsch__leave(c, WSCH_OK);
+    wsch__c_finish(c);
+    (void)wsch__c_leave(c, WSCH_OK);
 }
 
-WSCH__PRIVATE int wsch__check_send(const wsch_conn *c) {
+WSCH__PRIVATE int wsch__c_check_send(const wsch_conn *c) {
     if (c->state == WSCH_STATE_OPEN) return WSCH_OK;
     return c->state == WSCH_STATE_HANDSHAKE ? WSCH_ERR_STATE : WSCH_ERR_CLOSED;
 }
@@ -4420,26 +4425,26 @@ WSCH__PRIVATE int wsch__check_send(const wsch_conn *c) {
 WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, size_t len) {
     int rc;
     if (!c || (!data && len) || (opcode != WSCH_OP_TEXT && opcode != WSCH_OP_BINARY)) return WSCH_ERR_ARG;
-    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    if ((rc = wsch__c_check_send(c)) != WSCH_OK) return rc;
     if (c->out_opcode) return WSCH_ERR_STATE; /* a fragmented message is still open */
     if (opcode == WSCH_OP_TEXT && !wsch_utf8_valid(data, len)) return WSCH_ERR_UTF8;
-    wsch__enter(c);
-    return wsch__leave(c, wsch__write_frame(c, (unsigned)opcode, 1, data, len));
+    wsch__c_enter(c);
+    return wsch__c_leave(c, wsch__c_write_frame(c, (unsigned)opcode, 1, data, len));
 }
 
 WSCH_API int wsch_conn_send_frame(wsch_conn *c, wsch_opcode opcode, int fin, const void *data, size_t len) {
     int rc;
-    if (!c || (!data && len) || !wsch__opcode_known((unsigned)opcode)) return WSCH_ERR_ARG;
+    if (!c || (!data && len) || !wsch__frame_opcode_known((unsigned)opcode)) return WSCH_ERR_ARG;
     if ((opcode & 0x08) && (!fin || len > WSCH_CONTROL_PAYLOAD_MAX || opcode == WSCH_OP_CLOSE)) return WSCH_ERR_ARG;
-    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    if ((rc = wsch__c_check_send(c)) != WSCH_OK) return rc;
     /* Data frames follow RFC 6455 5.4: continuations only inside a message,
        no new message before the last one's final frame. */
     if (!(opcode & 0x08) && (opcode == WSCH_OP_CONTINUATION) != (c->out_opcode != 0)) return WSCH_ERR_STATE;
-    wsch__enter(c);
-    rc = wsch__write_frame(c, (unsigned)opcode, fin, data, len);
+    wsch__c_enter(c);
+    rc = wsch__c_write_frame(c, (unsigned)opcode, fin, data, len);
     if (rc == WSCH_OK && !(opcode & 0x08))
         c->out_opcode = (uint8_t)(fin ? 0 : opcode == WSCH_OP_CONTINUATION ? c->out_opcode : (unsigned)opcode);
-    return wsch__leave(c, rc);
+    return wsch__c_leave(c, rc);
 }
 
 WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len) {
@@ -4449,19 +4454,19 @@ WSCH_API int wsch_conn_ping(wsch_conn *c, const void *data, size_t len) {
 WSCH_API int wsch_conn_close(wsch_conn *c, uint16_t code, const char *reason, size_t reason_len) {
     int rc;
     reason_len = wsch__cstr_len(reason, reason_len);
-    if (!c || (code && !wsch__close_code_valid(code)) || reason_len > WSCH_CONTROL_PAYLOAD_MAX - 2 ||
+    if (!c || (code && !wsch__c_close_code_valid(code)) || reason_len > WSCH_CONTROL_PAYLOAD_MAX - 2 ||
         (!code && reason_len) || (reason_len && !wsch_utf8_valid(reason, reason_len)))
         return WSCH_ERR_ARG;
     if (c->state == WSCH_STATE_HANDSHAKE) { /* nothing to say in WebSocket yet */
-        wsch__enter(c);
-        wsch__finish(c);
-        return wsch__leave(c, WSCH_OK);
+        wsch__c_enter(c);
+        wsch__c_finish(c);
+        return wsch__c_leave(c, WSCH_OK);
     }
     if (c->state != WSCH_STATE_OPEN || (c->flags & WSCH__F_CLOSE_SENT)) return WSCH_ERR_CLOSED;
-    wsch__enter(c);
-    rc = wsch__send_close(c, code, reason, reason_len);
-    wsch__enter_closing(c);
-    return wsch__leave(c, rc);
+    wsch__c_enter(c);
+    rc = wsch__c_send_close(c, code, reason, reason_len);
+    wsch__c_enter_closing(c);
+    return wsch__c_leave(c, rc);
 }
 
 WSCH_API wsch_state wsch_conn_state(const wsch_conn *c) { return (wsch_state)c->state; }
@@ -4522,23 +4527,23 @@ WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, con
 
 WSCH_API void *wsch_shared_payload(wsch_shared *s) { return (unsigned char *)(s + 1) + s->header_len; }
 WSCH_API size_t wsch_shared_frame_size(const wsch_shared *s) { return s->size; }
-WSCH_API void wsch_shared_release(wsch_shared *s) { wsch__shared_unref(s); }
+WSCH_API void wsch_shared_release(wsch_shared *s) { wsch__c_shared_unref(s); }
 
-WSCH__PRIVATE int wsch__send_shared(wsch_conn *c, wsch_shared *s) {
+WSCH__PRIVATE int wsch__c_send_shared(wsch_conn *c, wsch_shared *s) {
     const unsigned char *frame;
     size_t done = 0;
     wsch__chunk *ch;
-    int rc = wsch__room(c, s->size);
+    int rc = wsch__c_room(c, s->size);
     if (rc != WSCH_OK) return rc;
     frame = (const unsigned char *)(s + 1);
-    if (c->cork && (rc = wsch__uncork(c)) != WSCH_OK) return rc;
+    if (c->cork && (rc = wsch__c_uncork(c)) != WSCH_OK) return rc;
     if (!c->out_head) {
-        done = wsch__send(c, frame, s->size);
+        done = wsch__c_send(c, frame, s->size);
         if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
         if (done >= s->size) return WSCH_OK;
     }
     ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch);
-    if (!ch) return wsch__queue_or_cut(c, WSCH_ERR_NOMEM, done);
+    if (!ch) return wsch__c_queue_or_cut(c, WSCH_ERR_NOMEM, done);
     ch->next = NULL;
     ch->shared = s;
     s->refs++;
@@ -4554,10 +4559,10 @@ WSCH__PRIVATE int wsch__send_shared(wsch_conn *c, wsch_shared *s) {
 WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s) {
     int rc;
     if (!c || !s || c->desc->role != WSCH_ROLE_SERVER) return WSCH_ERR_ARG;
-    if ((rc = wsch__check_send(c)) != WSCH_OK) return rc;
+    if ((rc = wsch__c_check_send(c)) != WSCH_OK) return rc;
     if (c->out_opcode) return WSCH_ERR_STATE; /* a fragmented message is still open */
-    wsch__enter(c);
-    return wsch__leave(c, wsch__send_shared(c, s));
+    wsch__c_enter(c);
+    return wsch__c_leave(c, wsch__c_send_shared(c, s));
 }
 
 #endif /* WS_CHANNEL_NO_CONN */
