@@ -62,11 +62,14 @@ DOCUMENTATION
      failure, a timeout, a send error, your ..._transport_closed() report,
      or destroying an object whose transport is still open. close() is the
      last callback about that transport: close the socket there and nowhere
-     else. A conn's on_close comes just before it; after it, destroy the
-     conn (from inside close() too: the free waits until the library
-     returns). A hub peer's handle goes stale when its close() runs. Report
-     ..._transport_closed() only when you see the end first (EOF, a read
-     error); the library then runs the same path.
+     else. A conn's on_close comes just before it. Any call may end in
+     close(), so release the rest of your per-connection state once that
+     call has returned (want() is then 0): destroy the conn, free your
+     struct. (Destroying from inside close() is safe too, the free waits
+     for the library to return; but then touch nothing of that connection
+     after the call.) A hub peer's handle goes stale when its close() runs.
+     Report ..._transport_closed() only when you see the end first (EOF, a
+     read error); the library then runs the same path.
    - Readiness (wslay's want_read/want_write): wsch_conn_want(),
      wsch_hub_peer_want() and wsch_client_want() say what the transport
      should wait for now, WSCH_WANT_READ and/or WSCH_WANT_WRITE; 0 means
@@ -80,11 +83,10 @@ DOCUMENTATION
            if (r >= 0) return (size_t)r;
            return errno == EAGAIN || errno == EINTR ? 0 : WSCH_SEND_ERROR;
        }
-       static void my_close(void *user) {    // the last callback: fd and conn go
+       static void my_close(void *user) {    // the last callback about the socket
            struct peer *p = (struct peer *)user;
            close(p->fd);
-           wsch_conn_destroy(p->conn);
-           free(p);
+           p->fd = -1;
        }
        static void my_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
            wsch_conn_send(c, op, data, len); // echo
@@ -101,7 +103,12 @@ DOCUMENTATION
        if (n > 0) wsch_conn_feed(peer->conn, buf, n);  // handshake, frames, pings
        else wsch_conn_transport_closed(peer->conn);     // my_close runs
        ...                                   // writable: wsch_conn_writable()
-       want_pollout = wsch_conn_want(peer->conn) & WSCH_WANT_WRITE;
+       if (wsch_conn_want(peer->conn) == 0) {           // finished: my_close ran
+           wsch_conn_destroy(peer->conn);
+           free(peer);
+       } else {
+           want_pollout = wsch_conn_want(peer->conn) & WSCH_WANT_WRITE;
+       }
 
    examples/echo_server.c is this, complete, on epoll.
 
@@ -134,7 +141,7 @@ DOCUMENTATION
        wsch_hub_desc d;
        memset(&d, 0, sizeof d);
        d.effects.send = my_send;             // per-peer effects; user = your peer
-       d.effects.close = my_close;           // close the fd, free your peer
+       d.effects.close = my_close;           // close the fd; the handle goes stale
        d.authenticate = check_token;         // token -> user id, or refuse (4001)
        d.on_message = on_app_message;        // anything but ping/subscribe/unsubscribe
        wsch_hub_create(&d, &hub);

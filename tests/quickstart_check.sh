@@ -18,14 +18,20 @@ extract() {
         on && seen { exit }' ws_channel.h
 }
 
+# Lines of the fragment's leading function definitions: the count of lines
+# up to where, outside any braces, a line is not the start of one.
+defs_end() {
+    awk '{ if (depth == 0 && $0 !~ /^static .*\(.*\) *\{/) { print NR - 1; found = 1; exit }
+           n = gsub(/\{/, "{"); m = gsub(/\}/, "}"); depth += n - m }
+         END { if (!found) print NR }'
+}
+
 # check NAME TITLE PRELUDE BODY_PRELUDE: the fragment's leading function
-# definitions (up to the last line that is just "}") at file scope, the
-# rest in a function body after BODY_PRELUDE.
+# definitions at file scope, the rest in a function body after BODY_PRELUDE.
 check() {
     f=$build/$1.c
     code=$(extract "$2")
-    last=$(printf '%s\n' "$code" | grep -n '^}$' | tail -n 1 | cut -d: -f1)
-    [ -n "$last" ] || last=0
+    last=$(printf '%s\n' "$code" | defs_end)
     {
         printf '#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\n%s\n' "$3"
         printf '%s\n' "$code" | head -n "$last"
