@@ -936,6 +936,11 @@ WSCH_API int wsch_conn_error(const wsch_conn *c);
 /* The handshake's HTTP status: received (client) or sent (server); 0 while
    none. A client refused with 401 sees 401 here. */
 WSCH_API int wsch_conn_http_status(const wsch_conn *c);
+/* Client role, after a refused handshake: the answer's Retry-After header
+   (delta-seconds; at most WSCH_MAX_RETRY_AFTER_S) in milliseconds, or -1
+   when it had none (or gave an HTTP-date) or the connection opened. */
+#define WSCH_MAX_RETRY_AFTER_S 86400u
+WSCH_API int64_t wsch_conn_retry_after_ms(const wsch_conn *c);
 WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c);
 WSCH_API void *wsch_conn_user(const wsch_conn *c);
 WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user);
@@ -1223,9 +1228,14 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
        the retries since the last open or wsch_client_connect(); with jitter
        (the default) the wait is uniform in [delay/2, delay] (exactly
        delay - r, r uniform in 0..delay/2).
-   (2) On open the retry counter resets to 0, the remembered subscriptions
-       are sent in the order they were made, then the offline queue is
-       flushed in order, then on_status(CONNECTED) and on_connect run.
+       A refusal with HTTP 429 or 503 and a Retry-After of N seconds waits
+       at least N s (at most WSCH_MAX_RETRY_AFTER_S), whatever the backoff.
+   (2) On open the remembered subscriptions are sent in the order they were
+       made, then the offline queue is flushed in order, then
+       on_status(CONNECTED) and on_connect run. The retry counters reset
+       only when that link has stayed open for min_uptime_ms: one that ends
+       sooner counts as a failed try, so a server that accepts and drops at
+       once is retried with growing waits, not every backoff_base_ms.
 
    The first wsch_client_connect() connects at once; only retries wait.
 
@@ -1286,6 +1296,7 @@ enum {
 #define WSCH_CLIENT_DEFAULT_MAX_ATTEMPTS       10u
 #define WSCH_CLIENT_DEFAULT_HEARTBEAT_MS       30000u
 #define WSCH_CLIENT_DEFAULT_PONG_TIMEOUT_MS    10000u
+#define WSCH_CLIENT_DEFAULT_MIN_UPTIME_MS      5000u
 #define WSCH_CLIENT_DEFAULT_QUEUE_MAX_COUNT    256u
 #define WSCH_CLIENT_DEFAULT_QUEUE_MAX_BYTES    (256u * 1024u)
 #define WSCH_CLIENT_MAX_TERMINAL_CODES         16u
@@ -1330,6 +1341,8 @@ typedef struct wsch_client_desc {
     wsch_heartbeat heartbeat;    /* APP */
     uint32_t heartbeat_interval_ms;     /* 30000 */
     uint32_t pong_timeout_ms;           /* 10000: silence after a heartbeat that means "dead" */
+    uint32_t min_uptime_ms;             /* 5000: how long a link must stay open before the
+                                           retry counters reset (see (2) above) */
 
     /* Offline queue: messages sent while not connected, flushed in order
        after the subscriptions are replayed. A send that would pass either
@@ -3547,6 +3560,7 @@ typedef struct wsch__handshake {
     char *buf;
     size_t len, cap;
     char key[WSCH_KEY_LEN + 1];     /* client: the key we sent */
+    uint32_t retry_after_s;         /* client: a refusal's Retry-After + 1; 0 = none */
 } wsch__handshake;
 
 enum {
@@ -4203,6 +4217,22 @@ WSCH__PRIVATE int wsch__c_server_accept(wsch_conn *c, const wsch_request *req, i
     return WSCH_OK;
 }
 
+/* A refusal's Retry-After in delta-seconds (RFC 9110 10.2.3), plus 1 so 0
+   can mean none; saturated at a day. The HTTP-date form counts as none. */
+WSCH__PRIVATE uint32_t wsch__c_retry_after(const wsch_response *res) {
+    wsch_str v;
+    uint32_t secs = 0;
+    size_t i;
+    if (res->status == 101 || wsch_header_find(res->headers, res->num_headers, "Retry-After", &v) != WSCH_OK ||
+        v.len == 0)
+        return 0;
+    for (i = 0; i < v.len; i++) {
+        if (v.ptr[i] < '0' || v.ptr[i] > '9') return 0;
+        if (secs < WSCH_MAX_RETRY_AFTER_S) secs = secs * 10u + (uint32_t)(v.ptr[i] - '0');
+    }
+    return (secs < WSCH_MAX_RETRY_AFTER_S ? secs : WSCH_MAX_RETRY_AFTER_S) + 1u;
+}
+
 /* Feeds handshake bytes; *used = bytes of data that belonged to the head. */
 WSCH__PRIVATE int wsch__c_read_handshake(wsch_conn *c, const void *data, size_t len, size_t *used) {
     wsch__handshake *hs = c->hs;
@@ -4229,6 +4259,7 @@ WSCH__PRIVATE int wsch__c_read_handshake(wsch_conn *c, const void *data, size_t 
         if (rc == WSCH_INCOMPLETE) return WSCH_OK;
         if (rc == WSCH_OK) {
             c->http_status = (uint16_t)res.status;
+            hs->retry_after_s = wsch__c_retry_after(&res);
             rc = wsch_response_check(&res, hs->key, c->desc->request.protocols, &protocol);
         }
         if (rc == WSCH_OK) rc = wsch__c_set_protocol(c, protocol.ptr, protocol.len);
@@ -4489,6 +4520,9 @@ WSCH_API unsigned wsch_conn_want(const wsch_conn *c) {
 }
 WSCH_API int wsch_conn_error(const wsch_conn *c) { return (c->flags & WSCH__F_FAILED) ? c->fail_err : WSCH_OK; }
 WSCH_API int wsch_conn_http_status(const wsch_conn *c) { return c->http_status; }
+WSCH_API int64_t wsch_conn_retry_after_ms(const wsch_conn *c) {
+    return c->hs && c->hs->retry_after_s ? (int64_t)(c->hs->retry_after_s - 1u) * 1000 : -1;
+}
 WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c) {
     return c->state == WSCH_STATE_CLOSED ? 0 : c->out_bytes;  /* a closed conn sends nothing more */
 }
@@ -5288,7 +5322,9 @@ struct wsch_client {
     int creating;               /* inside wsch_conn_create() */
     int closed_early;           /* transport_closed() arrived during it */
     uint32_t attempts;          /* failed tries in a row: the max_attempts count */
-    uint32_t retries;           /* retries since the last open or connect(): the backoff's n */
+    uint32_t retries;           /* retries since the last lasting link or connect(): the backoff's n */
+    uint32_t retry_after_ms;    /* the server asked (429/503 Retry-After) to wait this long */
+    uint64_t opened_at;         /* now_ms() when the current link opened */
     uint64_t retry_at;
     int rx_since_ping;
     int last_close_code;
@@ -5445,6 +5481,8 @@ WSCH__PRIVATE void wsch__cl_schedule_retry(wsch_client *c) {
     }
     delay = wsch__cl_backoff(c, c->retries);
     if (c->retries < 0xFFFFFFFFu) c->retries++;
+    if (c->retry_after_ms > delay) delay = c->retry_after_ms;
+    c->retry_after_ms = 0;
     c->retry_at = c->d.effects.now_ms(c->d.user) + delay;
     wsch__cl_set_state(c, WSCH__CL_WAITING);
     wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_RETRY, delay);
@@ -5480,8 +5518,13 @@ WSCH__PRIVATE void wsch__cl_lost(wsch_client *c, int code, const char *reason, s
                                  int err, const char *what) {
     uint32_t e;
     wsch__cl_drop_conn(c);
-    /* A try that never opened, or whose link broke before it was announced. */
-    if ((!was_open || !c->announced) && c->attempts < 0xFFFFFFFFu) c->attempts++;
+    /* A link that held for min_uptime_ms starts the counting afresh; a try
+       that never opened, broke before it was announced or soon after,
+       counts as failed. */
+    if (was_open && c->announced && c->d.effects.now_ms(c->d.user) - c->opened_at >= c->d.min_uptime_ms)
+        c->attempts = c->retries = 0;
+    else if (c->attempts < 0xFFFFFFFFu)
+        c->attempts++;
     if (code) c->last_close_code = code;
     if (!was_open && (c->http_status == 401 || c->http_status == 403)) {
         /* the same credentials will not do better */
@@ -5623,7 +5666,7 @@ WSCH__PRIVATE void wsch__cl_on_open(wsch_conn *cn, void *user) {
     if (!c || cn != c->conn || c->state != WSCH__CL_HANDSHAKE) return;
     wsch__cl_set_state(c, WSCH__CL_OPEN);
     e = c->epoch;
-    c->attempts = c->retries = 0;
+    c->opened_at = c->d.effects.now_ms(c->d.user);
     c->http_status = wsch_conn_http_status(cn);
     c->rx_since_ping = 1;
     wsch__cl_log(c, "client: open");
@@ -5631,7 +5674,8 @@ WSCH__PRIVATE void wsch__cl_on_open(wsch_conn *cn, void *user) {
         wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_HEARTBEAT, c->d.heartbeat_interval_ms);
     for (i = 0; i < c->num_subs && c->epoch == e && !c->dead; i++) {
         int r = wsch__cl_send_channel_msg(c, "subscribe", c->subs[i], WSCH_STRLEN(c->subs[i]));
-        if (r != WSCH_OK) wsch__cl_error(c, r, "resubscribe failed");
+        /* A link that ended meanwhile replays the set on the next one. */
+        if (r != WSCH_OK && !c->dead && c->epoch == e) wsch__cl_error(c, r, "resubscribe failed");
     }
     if (c->epoch == e) wsch__cl_flush(c);
     if (c->dead || c->epoch != e) return;
@@ -5712,8 +5756,10 @@ WSCH__PRIVATE void wsch__cl_on_close(wsch_conn *cn, int code, const char *reason
            wsch_client_http_status()), a bad Accept, a timeout, a hang-up.
            No close frame existed, so the close code is 1006. */
         int err = wsch_conn_error(cn);
+        int64_t after = wsch_conn_retry_after_ms(cn);
         (void)code;
         c->http_status = wsch_conn_http_status(cn);
+        if ((c->http_status == 429 || c->http_status == 503) && after >= 0) c->retry_after_ms = (uint32_t)after;
         if (err == WSCH_OK) err = WSCH_ERR_HANGUP;
         wsch__cl_lost(c, WSCH_CLOSE_ABNORMAL, reason, reason_len, 0, err, "handshake failed");
     }
@@ -5766,6 +5812,7 @@ WSCH_API wsch_client_desc wsch_client_desc_defaults(const wsch_client_desc *desc
     if (d.heartbeat == WSCH_HEARTBEAT_DEFAULT) d.heartbeat = WSCH_HEARTBEAT_APP;
     if (!d.heartbeat_interval_ms) d.heartbeat_interval_ms = WSCH_CLIENT_DEFAULT_HEARTBEAT_MS;
     if (!d.pong_timeout_ms) d.pong_timeout_ms = WSCH_CLIENT_DEFAULT_PONG_TIMEOUT_MS;
+    if (!d.min_uptime_ms) d.min_uptime_ms = WSCH_CLIENT_DEFAULT_MIN_UPTIME_MS;
     if (!d.queue_max_count) d.queue_max_count = WSCH_CLIENT_DEFAULT_QUEUE_MAX_COUNT;
     if (!d.queue_max_bytes) d.queue_max_bytes = WSCH_CLIENT_DEFAULT_QUEUE_MAX_BYTES;
     if (d.token_in == WSCH_TOKEN_NONE) d.token_in = WSCH_TOKEN_QUERY;
@@ -5952,7 +5999,7 @@ WSCH_API int wsch_client_connect(wsch_client *c) {
         }
     }
     c->stop = WSCH_STOP_NONE;
-    c->attempts = c->retries = 0;
+    c->attempts = c->retries = c->retry_after_ms = 0;
     wsch__cl_start_connect(c);
     wsch__cl_leave(c);
     return WSCH_OK;

@@ -168,10 +168,12 @@ static void cl_timer_set(unsigned id, uint32_t ms, void *user) {
     FZ_CHECK(id == WSCH_TIMER_HANDSHAKE || id == WSCH_TIMER_CLOSE || id == WSCH_CLIENT_TIMER_RETRY ||
              id == WSCH_CLIENT_TIMER_HEARTBEAT || id == WSCH_CLIENT_TIMER_PONG);
     if (id == WSCH_CLIENT_TIMER_RETRY) {
-        /* retry n, counting the retries since the last open or connect()
-           (1 for the first), waits min(base << (n - 1), cap), with jitter
-           anywhere in [delay - delay / 2, delay]. No failed try in a row:
-           the link had opened, so this is retry 1. */
+        /* retry n, counting the retries since the last link that held for
+           min_uptime_ms or connect() (1 for the first), waits
+           min(base << (n - 1), cap), with jitter anywhere in
+           [delay - delay / 2, delay]; a 429/503 with Retry-After may ask
+           for longer (at most a day). No failed try in a row: a link held,
+           so this is retry 1. */
         uint32_t n;
         uint64_t delay = w->desc.backoff_max_ms;
         FZ_CHECK(w->transport == TR_NONE);
@@ -180,7 +182,9 @@ static void cl_timer_set(unsigned id, uint32_t ms, void *user) {
         if (w->desc.max_attempts != WSCH_CLIENT_FOREVER) FZ_CHECK(wsch_client_attempts(w->c) < w->desc.max_attempts);
         if (n - 1u < 32u && ((uint64_t)w->desc.backoff_base_ms << (n - 1u)) < delay)
             delay = (uint64_t)w->desc.backoff_base_ms << (n - 1u);
-        if (w->desc.no_jitter || delay <= 1) FZ_CHECK(ms == delay);
+        if ((wsch_client_http_status(w->c) == 429 || wsch_client_http_status(w->c) == 503) && ms > delay)
+            FZ_CHECK(ms <= WSCH_MAX_RETRY_AFTER_S * 1000u);
+        else if (w->desc.no_jitter || delay <= 1) FZ_CHECK(ms == delay);
         else FZ_CHECK(ms <= delay && ms >= delay - delay / 2);
     } else {
         FZ_CHECK(w->transport == TR_OPEN); /* the link's timers: none after its close() */
@@ -244,7 +248,7 @@ static void cl_on_connect(wsch_client *c, void *user) {
     CL_T("  on_connect\n");
     FZ_CHECK(!w->connected);
     FZ_CHECK(wsch_client_status(c) == WSCH_STATUS_CONNECTED && w->transport == TR_OPEN);
-    FZ_CHECK(wsch_client_http_status(c) == 101 && wsch_client_attempts(c) == 0);
+    FZ_CHECK(wsch_client_http_status(c) == 101);      /* the counters reset once a link holds */
     w->connected = 1;
     w->connects++;
     cl_maybe_destroy(w, c);

@@ -577,7 +577,7 @@ TEST transitions_happy_path(void) {
     ASSERT_EQ(WSCH_CLOSE_ABNORMAL, wsch_client_last_close_code(F.c));   /* no close frame existed */
     ASSERT_EQ(WSCH_STATUS_DISCONNECTED, wsch_client_status(F.c));
     ASSERT_EQ(4000, wsch_client_next_retry_ms(F.c));
-    ASSERT_EQ(2u, wsch_client_attempts(F.c));                /* failed tries: the lost open link is none */
+    ASSERT_EQ(3u, wsch_client_attempts(F.c));   /* the open link held less than min_uptime_ms: it counts */
     ASSERT_EQ((size_t)0, F.nstop);                           /* retrying: not stopped */
     CHECK_CALL(fx_check_close_once());
     PASS();
@@ -795,11 +795,74 @@ TEST counter_resets_after_open(void) {
     ASSERT_EQ(4000, wsch_client_next_retry_ms(F.c));
     fx_advance(4000);
     ASSERT(fx_open());
-    ASSERT_EQ(0u, wsch_client_attempts(F.c));
+    ASSERT_EQ(3u, wsch_client_attempts(F.c));         /* not yet: the link must hold first */
+    fx_advance(WSCH_CLIENT_DEFAULT_MIN_UPTIME_MS);
     fx_srv_close(1001, "restart");
     ASSERT_EQ(1001, F.disc_codes[0]);
     ASSERT_STR_EQ("restart", F.disc_reason);
+    ASSERT_EQ(0u, wsch_client_attempts(F.c));         /* it held: counting starts afresh */
     ASSERT_EQ(1000, wsch_client_next_retry_ms(F.c));
+    PASS();
+}
+
+/* A server that answers 101 and closes at once (or fails the link with a
+   bad frame) must not be hammered every backoff_base_ms: a link shorter
+   than min_uptime_ms counts as a failed try, so the waits grow and
+   max_attempts ends it. (Before: the counter reset on every open; the
+   waits stayed at 1 s forever.) */
+TEST quick_drops_after_open_back_off(void) {
+    static const uint32_t waits[4] = {1000, 2000, 4000, 8000};
+    wsch_client_desc d = fx_desc();
+    int i;
+    d.no_jitter = 1;
+    d.max_attempts = 5;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    wsch_client_connect(F.c);
+    for (i = 0; i < 4; i++) {
+        ASSERT(fx_open());
+        fx_advance(100);
+        fx_srv_close(1011, "go away");
+        ASSERT_EQ((uint32_t)(i + 1), wsch_client_attempts(F.c));
+        ASSERT_EQ(waits[i], F.delay[WSCH_CLIENT_TIMER_RETRY]);
+        fx_advance(waits[i]);
+    }
+    ASSERT(fx_open());
+    fx_srv_close(1011, "go away");
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, wsch_client_stop_reason(F.c));
+    ASSERT_EQ((size_t)5, F.ndisc);                    /* each link was announced and ended */
+    CHECK_CALL(fx_check_close_once());
+    PASS();
+}
+
+/* 429 or 503 with Retry-After: the client waits what the server asked,
+   even past the backoff cap; other statuses and the HTTP-date form do not
+   count. (Before: ignored, retried after the 1 s backoff.) */
+TEST retry_after_is_honoured(void) {
+    static const struct { const char *answer; int64_t wait; } cases[] = {
+        {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\n\r\n", 30000},
+        {"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 120\r\n\r\n", 120000},   /* past the 30 s cap */
+        {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\n\r\n", 1000},     /* the backoff is longer */
+        {"HTTP/1.1 500 Internal Server Error\r\nRetry-After: 30\r\n\r\n", 1000},  /* not 429/503 */
+        {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: Fri, 31 Dec 1999 23:59:59 GMT\r\n\r\n", 1000},
+        {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 99999999999\r\n\r\n", 86400000},
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[160];
+        wsch_client_desc d = fx_desc();
+        d.no_jitter = 1;
+        ASSERT_EQ(WSCH_OK, fx_start(&d));
+        wsch_client_connect(F.c);
+        wsch_client_transport_open(F.c);
+        strcpy(buf, cases[i].answer);
+        ASSERT_EQ(WSCH_ERR_STATUS, wsch_client_feed(F.c, buf, strlen(buf)));
+        ASSERT_EQ(cases[i].wait, wsch_client_next_retry_ms(F.c));
+        fx_advance((uint64_t)cases[i].wait - 1);
+        ASSERT_EQ(1u, F.connects);
+        fx_advance(1);
+        ASSERT_EQ(2u, F.connects);                     /* and then it tries again */
+        fx_teardown(NULL);
+    }
     PASS();
 }
 
@@ -1885,6 +1948,8 @@ SUITE(client) {
     RUN_TEST(handshake_eof_is_hangup);
     RUN_TEST(on_stop_user_after_close_handshake);
     RUN_TEST(link_lost_during_replay_is_never_announced);
+    RUN_TEST(quick_drops_after_open_back_off);
+    RUN_TEST(retry_after_is_honoured);
     RUN_TEST(close_once_per_connect_every_path);
     RUN_TEST(want_follows_state);
     RUN_TEST(send_cstr_and_explicit_length);
