@@ -121,8 +121,8 @@ static void accept_all(server *s) {
     for (;;) {
         int fd = net_accept(s->lfd);
         if (fd == NET_AGAIN) return;
+        if (fd == NET_SHED) continue;   /* out of descriptors: one closed unserved */
         if (fd < 0) {
-            /* EMFILE and friends: try again on the next turn. */
             if (errno != ECONNABORTED) perror("echo_server: accept");
             return;
         }

@@ -20,7 +20,8 @@
                                         ws_channel.h included first)
 
    Build with -D_GNU_SOURCE (the Makefile does). Errors are reported as
-   NET_ERR (-1) with errno set by the failing call; nothing here prints. */
+   NET_ERR (-1) with errno set by the failing call; nothing here prints,
+   except net_accept's line a second when out of descriptors. */
 #ifndef EXAMPLE_NET_H
 #define EXAMPLE_NET_H
 
@@ -50,7 +51,8 @@ enum {
     NET_OK = 0,
     NET_ERR = -1,      /* errno tells why */
     NET_AGAIN = -2,    /* would block: wait for readiness and retry */
-    NET_EOF = -3       /* the peer closed its side */
+    NET_EOF = -3,      /* the peer closed its side */
+    NET_SHED = -4      /* out of descriptors: a pending connection was closed unserved */
 };
 
 /* ---- time and randomness ------------------------------------------------ */
@@ -190,14 +192,56 @@ static inline int net_listen(const char *host, uint16_t port, int backlog, uint1
     return fd;
 }
 
+/* Out of descriptors (EMFILE, ENFILE), accept() fails while the connection
+   stays queued, the listener stays readable, and a level-triggered loop
+   spins at full CPU. A spare descriptor, taken at the first accept, is given
+   up to take the queued connection and close it at once (the client sees a
+   closed connection, not a hang), then taken again. One line a second at
+   most says how many were shed. Per process, as the descriptor limit is. */
+typedef struct net_spare {
+    int fd;                     /* -2: not taken yet */
+    unsigned long shed;
+    uint64_t last_log_ms;
+} net_spare;
+
+static inline net_spare *net__spare(void) {
+    static net_spare spare = {-2, 0, 0};
+    if (spare.fd == -2) spare.fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return &spare;
+}
+
+/* After accept() failed: NET_SHED when a connection was shed (go on
+   accepting), else NET_ERR (errno kept). */
+static inline int net_shed(int lfd) {
+    net_spare *sp = net__spare();
+    int fd, err = errno;
+    if ((err != EMFILE && err != ENFILE) || sp->fd < 0) return NET_ERR;
+    close(sp->fd);
+    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0) close(fd);
+    sp->fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errno = err;
+        return NET_ERR;
+    }
+    sp->shed++;
+    if (net_now_ms() - sp->last_log_ms >= 1000) {
+        sp->last_log_ms = net_now_ms();
+        fprintf(stderr, "out of file descriptors: %lu connection(s) closed unserved so far\n", sp->shed);
+    }
+    return NET_SHED;
+}
+
 /* Accepts one connection as a nonblocking, no-delay socket. Returns the fd,
-   NET_AGAIN when no connection is pending, or NET_ERR. */
+   NET_AGAIN when no connection is pending, NET_SHED (see net_shed: go on
+   accepting) or NET_ERR. */
 static inline int net_accept(int lfd) {
     int fd;
+    (void)net__spare();         /* taken while descriptors are still free */
     do {
         fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? NET_AGAIN : NET_ERR;
+    if (fd < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? NET_AGAIN : net_shed(lfd);
     net_set_nodelay(fd);
     return fd;
 }

@@ -183,9 +183,10 @@ static inline void hub_loop__accept(hub_loop *L) {
         hub_loop_peer *p;
         int rc, fd = net_accept(L->lfd);
         if (fd == NET_AGAIN) return;
+        if (fd == NET_SHED) continue;   /* out of descriptors: one closed unserved */
         if (fd < 0) {
             if (errno != ECONNABORTED && errno != EINTR) perror("hub_loop: accept");
-            return;     /* EMFILE and friends: try again on the next turn */
+            return;
         }
         p = (hub_loop_peer *)calloc(1, sizeof *p);
         if (!p) {

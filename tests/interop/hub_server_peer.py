@@ -7,9 +7,13 @@ SIGTERM. Started by run_hub_server.sh with --server PATH. Prints "ok NAME" /
 bounded; 127.0.0.1 only."""
 import argparse
 import asyncio
+import os
 import re
+import resource
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 import websockets
@@ -17,9 +21,13 @@ import websockets
 from envelope_util import case, check, env, recv, nothing_more, summary
 
 class Server:
-    def __init__(self, path):
+    def __init__(self, path, max_fds=None):
+        def limit():
+            if max_fds:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
         self.p = subprocess.Popen([path, "0", "alice=secret-a", "bob=secret-b"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                  preexec_fn=limit)
         self.lines = []
         deadline = time.monotonic() + 10
         self.port = None
@@ -33,6 +41,16 @@ class Server:
                 self.port = int(m.group(1))
         if self.port is None:
             raise RuntimeError("hub_server did not start: " + "".join(self.lines))
+        # Drain its output from now on: a full pipe would block (and hide) a
+        # server that logs in a loop.
+        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.p.stdout.readline, "")),
+                                       daemon=True)
+        self.reader.start()
+
+    def output(self):
+        """Everything it printed, once it has exited."""
+        self.reader.join(10)
+        return "".join(self.lines)
 
     def say(self, text):
         self.p.stdin.write(text + "\n")
@@ -102,6 +120,54 @@ async def ping_answered(srv):
     await ws.close()
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def out_of_descriptors(path):
+    """At its descriptor limit the server must not spin on the readable
+    listener: the connections it cannot take are closed unserved, it logs
+    that at most once a second, and it serves again once peers leave."""
+    srv = Server(path, max_fds=24)
+    try:
+        socks = []
+        for _ in range(60):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            socks.append(s)
+        await asyncio.sleep(0.5)
+        cpu0 = cpu_seconds(srv.p.pid)
+        await asyncio.sleep(2.0)
+        used = cpu_seconds(srv.p.pid) - cpu0
+        check(used < 0.5, f"{used:.2f} s of CPU in 2 s at the descriptor limit: it spins")
+        shed = 0
+        for s in socks:
+            s.settimeout(0.2)
+            try:
+                if s.recv(1) == b"":
+                    shed += 1
+            except (socket.timeout, ConnectionResetError):
+                pass
+        check(shed > 0, "no connection was closed unserved")
+        for s in socks:
+            s.close()
+        await asyncio.sleep(0.5)
+        ws = await websockets.connect(srv.url("?token=secret-a"), open_timeout=5)
+        await ws.send(env("ping", {"after": "the limit"}))
+        m = await recv(ws, "pong")
+        check(m["payload"] == {"after": "the limit"}, f"pong {m}")
+        await ws.close()
+    finally:
+        srv.p.send_signal(signal.SIGTERM)
+        srv.p.wait(20)
+        log = srv.output()
+    lines = [l for l in log.splitlines() if "out of file descriptors" in l]
+    check(1 <= len(lines) <= 4, f"{len(lines)} log lines about the limit in ~3 s: {lines[:3]}")
+    check("ERROR: AddressSanitizer" not in log and "runtime error" not in log, log[-2000:])
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
@@ -112,6 +178,7 @@ async def main():
     await case("a wrong token is refused with 4001", wrong_token_refused(srv))
     await case("no token is refused with 4001", missing_token_refused(srv))
     await case("ping is answered with pong", ping_answered(srv))
+    await case("at the descriptor limit: no spin, connections shed, served again after", out_of_descriptors(args.server))
 
     async def exits_cleanly():
         open_ws = await subscribed(srv, query="?token=secret-a")
@@ -122,7 +189,7 @@ async def main():
         except websockets.ConnectionClosed as e:
             check(e.code == 1001, f"close code on shutdown {e.code}")
         rc = await asyncio.get_running_loop().run_in_executor(None, lambda: srv.p.wait(20))
-        rest = srv.p.stdout.read()
+        rest = srv.output()
         check(rc == 0, f"exit code {rc}: {rest[-2000:]}")
         check("ERROR: AddressSanitizer" not in rest and "runtime error" not in rest, rest[-2000:])
     await case("SIGTERM: open peers get 1001, the process exits 0", exits_cleanly())
