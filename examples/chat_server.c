@@ -128,12 +128,16 @@ static void heap_free(void *ptr, void *user) {
 
 /* ---- the application ------------------------------------------------------- */
 
-/* Tokens from --token, or any non-empty token as the user name. */
+/* Tokens from --token, or any token as the user name that is UTF-8 (it is
+   sent inside JSON) and has no ':' (private channels are "user:NAME" and
+   "user:NAME:...", so "alice:inbox" would own one of alice's). */
 static int authenticate(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user) {
     app *a = (app *)user;
     (void)hub;
     if (req->token.len == 0) return WSCH_ERR_DENIED;
     if (a->tokens.n == 0) {
+        if (!wsch_utf8_valid(req->token.ptr, req->token.len) || memchr(req->token.ptr, ':', req->token.len))
+            return WSCH_ERR_DENIED;
         *user_id = req->token;
         return WSCH_OK;
     }
@@ -221,7 +225,11 @@ static void on_publish(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *e
     wsch_str v[2], data;
     char *buf;
     int rc;
-    if (wsch_envelope_get_members(env, keys, 2, v) != WSCH_OK || !get_name(v[0], channel, sizeof channel, &clen)) {
+    if (wsch_envelope_get_members(env, keys, 2, v) != WSCH_OK) {    /* a key given twice */
+        send_error(peer, "bad_payload", "publish names \"channel\" or \"data\" twice", "publish", NULL);
+        return;
+    }
+    if (!get_name(v[0], channel, sizeof channel, &clen)) {
         send_error(peer, "bad_payload", "publish needs a string \"channel\"", "publish", NULL);
         return;
     }

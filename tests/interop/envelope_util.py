@@ -1,7 +1,11 @@
 """What the Python hub peers share: building envelopes, waiting for them,
-and counting cases into greatest's summary line."""
+counting cases into greatest's summary line, and starting a server."""
 import asyncio
 import json
+import re
+import resource
+import subprocess
+import threading
 import time
 
 results = []
@@ -51,3 +55,46 @@ async def nothing_more(ws, wait):
     except asyncio.TimeoutError:
         return
     raise AssertionError(f"unexpected (duplicate?) message {m!r}")
+
+
+class Server:
+    """A server program (argv) started here, its port read from its
+    "listening on http://127.0.0.1:PORT/" line, its output drained."""
+
+    def __init__(self, argv, max_fds=None):
+        def limit():
+            if max_fds:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                  preexec_fn=limit)
+        self.lines = []
+        deadline = time.monotonic() + 10
+        self.port = None
+        while time.monotonic() < deadline and self.port is None:
+            line = self.p.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+        if self.port is None:
+            raise RuntimeError(f"{argv[0]} did not start: " + "".join(self.lines))
+        # Drain its output from now on: a full pipe would block (and hide) a
+        # server that logs in a loop.
+        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.p.stdout.readline, "")),
+                                       daemon=True)
+        self.reader.start()
+
+    def output(self):
+        """Everything it printed, once it has exited."""
+        self.reader.join(10)
+        return "".join(self.lines)
+
+    def say(self, text):
+        self.p.stdin.write(text + "\n")
+        self.p.stdin.flush()
+
+    def url(self, query=""):
+        return f"ws://127.0.0.1:{self.port}/ws{query}"

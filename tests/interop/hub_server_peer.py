@@ -8,57 +8,13 @@ bounded; 127.0.0.1 only."""
 import argparse
 import asyncio
 import os
-import re
-import resource
 import signal
 import socket
-import subprocess
-import threading
 import time
 
 import websockets
 
-from envelope_util import case, check, env, recv, nothing_more, summary
-
-class Server:
-    def __init__(self, path, max_fds=None):
-        def limit():
-            if max_fds:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
-        self.p = subprocess.Popen([path, "0", "alice=secret-a", "bob=secret-b"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                  preexec_fn=limit)
-        self.lines = []
-        deadline = time.monotonic() + 10
-        self.port = None
-        while time.monotonic() < deadline and self.port is None:
-            line = self.p.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
-            if m:
-                self.port = int(m.group(1))
-        if self.port is None:
-            raise RuntimeError("hub_server did not start: " + "".join(self.lines))
-        # Drain its output from now on: a full pipe would block (and hide) a
-        # server that logs in a loop.
-        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.p.stdout.readline, "")),
-                                       daemon=True)
-        self.reader.start()
-
-    def output(self):
-        """Everything it printed, once it has exited."""
-        self.reader.join(10)
-        return "".join(self.lines)
-
-    def say(self, text):
-        self.p.stdin.write(text + "\n")
-        self.p.stdin.flush()
-
-    def url(self, query=""):
-        return f"ws://127.0.0.1:{self.port}/ws{query}"
-
+from envelope_util import Server, case, check, env, recv, nothing_more, summary
 
 async def subscribed(srv, **kw):
     ws = await websockets.connect(srv.url(kw.pop("query", "")), open_timeout=5, **kw)
@@ -131,7 +87,7 @@ async def out_of_descriptors(path):
     """At its descriptor limit the server must not spin on the readable
     listener: the connections it cannot take are closed unserved, it logs
     that at most once a second, and it serves again once peers leave."""
-    srv = Server(path, max_fds=24)
+    srv = Server([path, "0", "alice=secret-a", "bob=secret-b"], max_fds=24)
     try:
         socks = []
         for _ in range(60):
@@ -172,7 +128,7 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
     args = ap.parse_args()
-    srv = Server(args.server)
+    srv = Server([args.server, "0", "alice=secret-a", "bob=secret-b"])
     await case("broadcast reaches query, header and subprotocol tokens", broadcast_reaches_every_way_of_auth(srv))
     await case("an unsubscribed peer hears nothing", unsubscribed_hears_nothing(srv))
     await case("a wrong token is refused with 4001", wrong_token_refused(srv))

@@ -60,6 +60,9 @@ if $py -c 'import websockets' 2>/dev/null; then
 else
     missing "python3-websockets is missing (tests/install_peers.sh installs it as root)"
 fi
+if $py -c 'import websockets' 2>/dev/null; then
+    peer python-open $py tests/interop/chat_open_peer.py --server "$out/chat_server" --www examples/www
+fi
 if command -v node >/dev/null 2>&1 && [ -d tests/interop/node_modules/ws ]; then
     peer node node tests/interop/hub_peer.js --url "$url"
 else
