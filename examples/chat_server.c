@@ -16,8 +16,8 @@
 
    Options (--help lists them): --port N (0 = any free port; the chosen one
    is printed), --host ADDR (default 127.0.0.1), --token USER=SECRET
-   (repeatable; without any, every non-empty token is accepted as the user
-   name), --www DIR (the page; default examples/www under the current
+   (repeatable; without any, every non-empty token that is UTF-8 and has
+   no ':' is accepted as the user name), --www DIR (the page; default examples/www under the current
    directory, else ../examples/www next to the binary), --max-clients N,
    --max-outbound SIZE, --idle-timeout MS, --verbose (connections, and the
    time each publish to 1,000+ subscribers took to queue), --redis HOST[:PORT]
@@ -557,7 +557,7 @@ static void usage(void) {
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --token USER=SECRET accept SECRET as USER's token (repeatable); without any,\n"
-          "                      every non-empty token is accepted as the user name\n"
+          "                      every non-empty UTF-8 token without ':' is the user name\n"
           "  --www DIR           the page's files (default examples/www)\n"
           "  --max-clients N     clients at once (default 65536)\n"
           "  --max-outbound SIZE unsent bytes per client before it is dropped (default 1M)\n"
