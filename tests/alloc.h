@@ -12,14 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Helpers in the tests' shared headers: some files use only some of them. */
-#ifndef TEST_HELPER
-#if defined(__GNUC__)
-#define TEST_HELPER static __attribute__((unused))
-#else
-#define TEST_HELPER static
-#endif
-#endif
+#include "test_helper.h"
 
 typedef struct alloc_counter {
     size_t allocs;          /* allocations asked for, refused ones included */

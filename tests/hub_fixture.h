@@ -15,6 +15,7 @@
 
 #include "ws_channel.h"
 #include "alloc.h"
+#include "wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,14 +60,7 @@ static size_t f_send(const void *data, size_t len, void *user) {
     fake_touched(f);
     f->send_seq = fake_tick();
     if (f->broken) return WSCH_SEND_ERROR;
-    if (f->out_len + n > f->out_cap) {
-        size_t cap = f->out_cap ? f->out_cap * 2 : 1024;
-        while (cap < f->out_len + n) cap *= 2;
-        f->out = (unsigned char *)realloc(f->out, cap);
-        f->out_cap = cap;
-    }
-    if (n) memcpy(f->out + f->out_len, data, n);
-    f->out_len += n;
+    wire_append(&f->out, &f->out_len, &f->out_cap, data, n);
     return n;
 }
 

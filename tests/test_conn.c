@@ -57,14 +57,7 @@ static size_t fake_send(const void *data, size_t len, void *user) {
     f->send_calls++;
     if (f->send_error) return WSCH_SEND_ERROR;
     if (f->send_budget != (size_t)-1) f->send_budget -= n;
-    if (f->out_len + n > f->out_cap) {
-        size_t cap = f->out_cap ? f->out_cap * 2 : 4096;
-        while (cap < f->out_len + n) cap *= 2;
-        f->out = (unsigned char *)realloc(f->out, cap);
-        f->out_cap = cap;
-    }
-    if (n) memcpy(f->out + f->out_len, data, n);
-    f->out_len += n;
+    wire_append(&f->out, &f->out_len, &f->out_cap, data, n);
     return n;
 }
 static void fake_close(void *user) {

@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import websockets
+
 results = []
 
 
@@ -28,6 +30,17 @@ async def case(name, coro, timeout=30):
         results.append(False)
         print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
         return False
+
+
+async def refused(url, code=4001):
+    """A connection the server accepts at the HTTP level and then closes
+    with code, before any message."""
+    ws = await websockets.connect(url, open_timeout=5)
+    try:
+        m = await asyncio.wait_for(ws.recv(), 5)
+        raise AssertionError(f"a refused client got {m!r}")
+    except websockets.ConnectionClosed as e:
+        check(e.code == code, f"close code {e.code}, not {code}")
 
 
 def summary():
