@@ -174,17 +174,7 @@ static void step(app *a, int max_wait_ms) {
             wsch_client_transport_failed(a->c);
         }
     } else if (n && p.revents) {
-        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-            while (a->fd == fd) {              /* until EAGAIN, or the client closed it */
-                long r = net_read(fd, buf, sizeof buf);
-                if (r == NET_AGAIN) break;
-                if (r < 0) {
-                    wsch_client_transport_closed(a->c);     /* EOF or error: close() follows */
-                    break;
-                }
-                wsch_client_feed(a->c, buf, (size_t)r);
-            }
-        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) net_client_readable(a->c, &a->fd, buf, sizeof buf);
         if (a->fd == fd && (p.revents & POLLOUT)) wsch_client_writable(a->c);
     }
     while ((t = net_timers_pop_due(&a->heap, net_now_ms())) != NULL) wsch_client_timer_fired(a->c, t->id);

@@ -313,6 +313,10 @@ static inline int net_connect_wait(const char *host, uint16_t port, int timeout_
     return fd;
 }
 
+/* Reads per readiness event before the loop gives timers, signals and other
+   sockets a turn: a peer that floods must not starve them. */
+#define NET_READS_PER_EVENT 8
+
 /* One read. Returns bytes read (> 0), NET_AGAIN, NET_EOF or NET_ERR. */
 static inline long net_read(int fd, void *buf, size_t cap) {
     for (;;) {
@@ -526,7 +530,6 @@ static inline void net_stop_on_signals(void) {
 #ifdef WS_CHANNEL_H
 
 #define NET_WS_TIMERS 4u    /* library timer ids 0..3 (a wsch_conn arms 1 and 2) */
-#define NET_WS_READS  8     /* reads per readiness event, then other sockets get a turn */
 
 typedef struct net_ws {
     int fd;                 /* -1 once the library has closed it */
@@ -591,12 +594,12 @@ static inline unsigned net_ws_update(const net_ws *w) {
     return (want & WSCH_WANT_READ ? (unsigned)POLLIN : 0u) | (want & WSCH_WANT_WRITE ? (unsigned)POLLOUT : 0u);
 }
 
-/* The socket is readable (or hung up): read and feed up to NET_WS_READS
+/* The socket is readable (or hung up): read and feed up to NET_READS_PER_EVENT
    buffers. buf is scratch space the caller lends (one per thread is
    enough: the library copies what it must keep). */
 static inline void net_ws_readable(net_ws *w, void *buf, size_t cap) {
     int i;
-    for (i = 0; i < NET_WS_READS && !net_ws_finished(w); i++) {
+    for (i = 0; i < NET_READS_PER_EVENT && !net_ws_finished(w); i++) {
         long n = net_read(w->fd, buf, cap);
         if (n == NET_AGAIN) break;
         if (n < 0) {            /* EOF or error: on_close, then close() */
@@ -606,6 +609,22 @@ static inline void net_ws_readable(net_ws *w, void *buf, size_t cap) {
         (void)wsch_conn_feed(w->conn, buf, (size_t)n);  /* an error already became a close frame */
         if (!(net_ws_update(w) & POLLIN)) break;         /* closing, or past the high-water mark */
         if ((size_t)n < cap) break; /* a short read drained the socket: skip the EAGAIN read */
+    }
+}
+
+/* The same for a wsch_client on the socket *fd (which its close effect sets
+   to -1): reads and feeds up to NET_READS_PER_EVENT times. */
+static inline void net_client_readable(wsch_client *c, const int *fd, void *buf, size_t cap) {
+    int i, sock = *fd;
+    for (i = 0; i < NET_READS_PER_EVENT && *fd == sock; i++) {
+        long n = net_read(sock, buf, cap);
+        if (n == NET_AGAIN) break;
+        if (n < 0) {            /* EOF or error: close() follows */
+            wsch_client_transport_closed(c);
+            break;
+        }
+        wsch_client_feed(c, buf, (size_t)n);
+        if ((size_t)n < cap) break; /* a short read drained the socket */
     }
 }
 

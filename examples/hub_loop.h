@@ -34,7 +34,6 @@
 #include <sys/resource.h>
 
 #define HUB_LOOP_READ_BUF (64u * 1024u)
-#define HUB_LOOP_READS 8        /* reads per readiness event, then other sockets get a turn */
 #define HUB_LOOP_WATCHES 8
 
 /* Event data with index 0xFFFFFFFF is not a peer (no hub has 2^32 slots):
@@ -152,7 +151,7 @@ static inline void hub_loop__follow(hub_loop *L, wsch_hub_peer h) {
 
 static inline void hub_loop__readable(hub_loop *L, wsch_hub_peer h) {
     int i;
-    for (i = 0; i < HUB_LOOP_READS; i++) {
+    for (i = 0; i < NET_READS_PER_EVENT; i++) {
         hub_loop_peer *p = (hub_loop_peer *)wsch_hub_peer_user(L->hub, h);
         long n;
         if (!p) return;

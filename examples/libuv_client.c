@@ -19,7 +19,7 @@
        cc -std=c99 -D_GNU_SOURCE -I. -o build/libuv_client examples/libuv_client.c -luv */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
-#include "example_net.h"    /* net_read, net_write, net_close, net_connect_finish, net_random_bytes */
+#include "example_net.h"    /* net_client_readable, net_write, net_close, net_connect_finish, net_random_bytes */
 
 #include <uv.h>
 
@@ -74,17 +74,7 @@ static void on_io(uv_poll_t *h, int status, int events) {
         wsch_client_transport_closed(a->c);
         return;
     }
-    if (events & UV_READABLE) {
-        while (a->fd == fd) {                       /* until EAGAIN, or the client closed it */
-            long r = net_read(fd, buf, sizeof buf);
-            if (r == NET_AGAIN) break;
-            if (r < 0) {
-                wsch_client_transport_closed(a->c); /* EOF or error: close() follows */
-                break;
-            }
-            wsch_client_feed(a->c, buf, (size_t)r);
-        }
-    }
+    if (events & UV_READABLE) net_client_readable(a->c, &a->fd, buf, sizeof buf);
     if (a->fd == fd && (events & UV_WRITABLE)) wsch_client_writable(a->c);
 }
 
