@@ -1397,6 +1397,18 @@ TEST close_runs_once_and_last_on_every_path(void) {
     PASS();
 }
 
+/* What every send error must leave: on_close (1006, WSCH_ERR_TRANSPORT),
+   then close() once and last, and a connection deaf to everything after.
+   Frees the fake. */
+static enum greatest_test_res ended_by_send_error(fake *f) {
+    ASSERT_CLOSED_ONCE_LAST(f);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f->close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, f->close_error);
+    CHECK_CALL(end_is_final(f));
+    fake_free(f);
+    PASS();
+}
+
 /* WSCH_SEND_ERROR ends the connection at once, wherever send() is called
    from; 0 only means "would block": the bytes wait in the queue. */
 TEST send_error_is_not_would_block(void) {
@@ -1415,12 +1427,8 @@ TEST send_error_is_not_would_block(void) {
     /* ... and then the socket breaks while the queue drains */
     f.send_error = 1;
     ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
-    ASSERT_CLOSED_ONCE_LAST(&f);
-    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
-    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
     ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_error(f.c));
-    CHECK_CALL(end_is_final(&f));
-    fake_free(&f);
+    CHECK_CALL(ended_by_send_error(&f));
 
     /* an error on the first send: nothing is queued, the call says so */
     fake_init(&f, WSCH_ROLE_SERVER);
@@ -1431,12 +1439,8 @@ TEST send_error_is_not_would_block(void) {
     ASSERT_EQ(1, f.send_calls);
     ASSERT_EQ(0u, wsch_conn_queued_bytes(f.c));
     ASSERT_EQ(0u, wsch_conn_want(f.c));
-    ASSERT_CLOSED_ONCE_LAST(&f);
-    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
-    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
     ASSERT_EQ(1, f.send_calls); /* no close frame tried on a broken transport */
-    CHECK_CALL(end_is_final(&f));
-    fake_free(&f);
+    CHECK_CALL(ended_by_send_error(&f));
 
     /* a pong (the reply of a feed) meets the broken socket */
     fake_init(&f, WSCH_ROLE_SERVER);
@@ -1444,11 +1448,7 @@ TEST send_error_is_not_would_block(void) {
     f.send_error = 1;
     n = wire_frame(in, 0x89, "ping", 4, 1);
     ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_feed(f.c, in, n));   /* the feed reports what ended it */
-    ASSERT_CLOSED_ONCE_LAST(&f);
-    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
-    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
-    CHECK_CALL(end_is_final(&f));
-    fake_free(&f);
+    CHECK_CALL(ended_by_send_error(&f));
 
     /* the echo of the peer's close frame meets it: the feed says so */
     fake_init(&f, WSCH_ROLE_SERVER);
@@ -1456,21 +1456,14 @@ TEST send_error_is_not_would_block(void) {
     f.send_error = 1;
     n = wire_frame(in, 0x88, "\x03\xe8", 2, 1);
     ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_feed(f.c, in, n));
-    ASSERT_CLOSED_ONCE_LAST(&f);
-    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
-    CHECK_CALL(end_is_final(&f));
-    fake_free(&f);
+    CHECK_CALL(ended_by_send_error(&f));
 
     /* a close frame, ours, meets it */
     fake_init(&f, WSCH_ROLE_CLIENT);
     ASSERT(open_client(&f));
     f.send_error = 1;
     (void)wsch_conn_close(f.c, 1000, NULL, 0);
-    ASSERT_CLOSED_ONCE_LAST(&f);
-    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
-    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
-    CHECK_CALL(end_is_final(&f));
-    fake_free(&f);
+    CHECK_CALL(ended_by_send_error(&f));
 
     /* a shared (broadcast) frame meets it: the same error as wsch_conn_send */
     fake_init(&f, WSCH_ROLE_SERVER);
@@ -1482,10 +1475,7 @@ TEST send_error_is_not_would_block(void) {
         ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_send_shared(f.c, s));
         wsch_shared_release(s);
     }
-    ASSERT_CLOSED_ONCE_LAST(&f);
-    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
-    CHECK_CALL(end_is_final(&f));
-    fake_free(&f);
+    CHECK_CALL(ended_by_send_error(&f));
 
     /* a client's opening request meets it: create fails, nothing ran, and
        the transport stays the caller's (no close()) */
@@ -1507,11 +1497,7 @@ TEST send_error_is_not_would_block(void) {
         ASSERT_EQ(WSCH_ERR_TRANSPORT, wsch_conn_feed(f.c, req, sizeof req - 1));
     }
     ASSERT_EQ(0, f.opened);
-    ASSERT_CLOSED_ONCE_LAST(&f);
-    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, f.close_code);
-    ASSERT_EQ(WSCH_ERR_TRANSPORT, f.close_error);
-    CHECK_CALL(end_is_final(&f));
-    fake_free(&f);
+    CHECK_CALL(ended_by_send_error(&f));
     PASS();
 }
 
