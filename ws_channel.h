@@ -201,13 +201,21 @@ DOCUMENTATION
    ---------------------------------------------------------------------
      max_frame_size        16 MiB   larger data frame: close 1009
      max_message_size      16 MiB   larger reassembled message: close 1009
-     max_outbound_bytes    32 MiB   queued output; sends beyond fail with
-                                    WSCH_ERR_QUEUE_FULL (close frames pass)
+     max_outbound_bytes    32 MiB   output memory held unsent; sends beyond
+                                    fail with WSCH_ERR_QUEUE_FULL (close
+                                    frames pass)
+     outbound_budget       none     a wsch_budget shared by many connections:
+                                    a process-wide cap on queued output
      max_header_bytes      8192     opening handshake head: HTTP 431
      handshake_timeout_ms  10000    then the transport is closed
      close_timeout_ms      5000     closing handshake bound
    A connection keeps the first three as 32-bit numbers: larger values act
-   as 4 GiB - 1. wsch_conn_desc_defaults() resolves them once for a desc
+   as 4 GiB - 1. Output is counted as the memory it holds: the unsent bytes
+   and each queued piece's own bookkeeping (4 x sizeof(void *)), so a peer
+   that makes us queue many tiny frames holds no more than its limit. While output waits, the answer to a ping waits in one
+   place that each newer ping overwrites (RFC 6455 5.5.3: a pong may answer
+   only the latest ping), so a peer that pings and never reads holds one
+   pong. wsch_conn_desc_defaults() resolves them once for a desc
    shared by many connections. A hub defaults to 64 KiB messages and 1 MiB
    queued per peer, and documents its own limits (64 channels per peer,
    90 s idle timeout); the client its queue and backoff.
@@ -426,15 +434,33 @@ typedef struct wsch_effects {
 #define WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 #define WSCH_DEFAULT_CLOSE_TIMEOUT_MS   5000u
 
+/* Output memory shared by many connections: a cap for a whole process (or
+   loop thread) on top of each connection's max_outbound_bytes. A connection
+   takes from it only what it must queue (output the socket takes at once
+   never counts) and gives it back as the bytes leave. Past the limit a send
+   that would have to queue fails with WSCH_ERR_QUEUE_FULL, as at the
+   connection's own limit: the connections refused are those whose peers do
+   not keep up, not those that do (a hub drops them as slow consumers,
+   4008). Close frames, the handshake's text and output gathered by one
+   feed (WSCH_CORK_BYTES) pass, so `used` may exceed `limit` by that much.
+   Plain counters, no locking: share one budget only among connections
+   driven by one thread. It must outlive them. */
+typedef struct wsch_budget {
+    size_t limit;                   /* bytes; 0 = no cap, only counting */
+    size_t used;                    /* held now by every connection using it */
+} wsch_budget;
+
 /* Size and time limits of a connection: one struct, embedded in the
    descriptors of wsch_conn, wsch_client and wsch_hub. Zero means the
    default; a hub has its own defaults for two of them (see wsch_hub_desc). */
 typedef struct wsch_limits {
     size_t max_frame_size;          /* 16 MiB: bytes of one data frame's payload; larger: close 1009 */
     size_t max_message_size;        /* 16 MiB: bytes of one reassembled message; larger: close 1009 */
-    size_t max_outbound_bytes;      /* 32 MiB: output queued unsent before sends fail
+    size_t max_outbound_bytes;      /* 32 MiB: output memory held unsent (bytes plus each
+                                       queued piece's bookkeeping) before sends fail
                                        with WSCH_ERR_QUEUE_FULL (close frames pass).
                                        These three act as at most 4 GiB - 1. */
+    wsch_budget *outbound_budget;   /* NULL: none. Shared with other connections (borrowed) */
     size_t max_header_bytes;        /* 8192: the opening handshake head; larger: HTTP 431 */
     uint32_t handshake_timeout_ms;  /* 10000: the opening handshake must finish in time */
     uint32_t close_timeout_ms;      /* 5000: the closing handshake must finish in time */
@@ -941,6 +967,8 @@ WSCH_API int wsch_conn_http_status(const wsch_conn *c);
    when it had none (or gave an HTTP-date) or the connection opened. */
 #define WSCH_MAX_RETRY_AFTER_S 86400u
 WSCH_API int64_t wsch_conn_retry_after_ms(const wsch_conn *c);
+/* Output held unsent, as max_outbound_bytes counts it (bookkeeping
+   included); 0 once CLOSED. */
 WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c);
 WSCH_API void *wsch_conn_user(const wsch_conn *c);
 WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user);
@@ -1552,7 +1580,9 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
    Close codes the hub sends: 4001 "Unauthorized" (authenticate refused),
    WSCH_HUB_CLOSE_SLOW_CONSUMER 4008 "Slow consumer", 1000 "Idle timeout",
    1001 "Server shutting down", 1011 "Out of memory"; the connection's own
-   protocol codes (1002, 1007, 1009) for broken frames.
+   protocol codes (1002, 1007, 1009) for broken frames. A slow consumer's
+   backlog is discarded when it is dropped (all but a frame already begun):
+   its 4008 leaves next instead of behind what it could not read.
 
    Authentication: the token is taken from the request by
    wsch_request_token(): an "Authorization: Bearer" header, a
@@ -1607,7 +1637,7 @@ typedef enum wsch_hub_drop {
     WSCH_HUB_DROP_ORIGIN,           /* check_origin refused: HTTP 403 */
     WSCH_HUB_DROP_UNAUTHORIZED,     /* authenticate refused: 4001, or HTTP 401 */
     WSCH_HUB_DROP_PROTOCOL,         /* a broken frame or message, too big, binary: 1002/1003/1007/1009 */
-    WSCH_HUB_DROP_SLOW_CONSUMER,    /* outbound queue past max_outbound_bytes: 4008 */
+    WSCH_HUB_DROP_SLOW_CONSUMER,    /* output past max_outbound_bytes or the budget: 4008 */
     WSCH_HUB_DROP_IDLE,             /* nothing received for idle_timeout_ms: 1000 */
     WSCH_HUB_DROP_NOMEM,            /* a message to it could not be queued: 1011 */
     WSCH_HUB_DROP_COUNT
@@ -3596,10 +3626,11 @@ struct wsch_conn {
     unsigned char mask_key[4];
     uint64_t frame_left;            /* payload bytes of this frame still to come */
     wsch_utf8 utf8;                 /* text message validation across frames and feeds */
+    uint32_t msg_len, msg_cap;      /* at most max_message */
     unsigned char *msg;             /* reassembly buffer, only when a message spans feeds */
-    size_t msg_len, msg_cap;
     wsch__chunk *out_head, *out_tail;
-    size_t out_bytes;               /* queued, corked bytes included */
+    wsch__chunk *pong;              /* queued pong not yet started: the next ping rewrites it */
+    size_t out_bytes;               /* output memory held: queued (bookkeeping included) and corked */
     unsigned char *cork;            /* the outermost feed's stack buffer, or NULL */
     uint32_t cork_len;
     /* The limits every frame and send checks, resolved once at create (the
@@ -3655,16 +3686,82 @@ WSCH__PRIVATE size_t wsch__c_send(wsch_conn *c, const void *data, size_t len) {
     return 0;
 }
 
-/* Queues the bytes of a frame from offset `done` on: the header tail, then
-   the payload, masked on the way when mask is not NULL. One allocation. */
-WSCH__PRIVATE int wsch__c_enqueue(wsch_conn *c, const unsigned char *hdr, size_t hlen, const unsigned char *payload,
-                                size_t plen, const unsigned char *mask, size_t done) {
-    size_t total = hlen + plen, n = total - done, off;
-    wsch__chunk *ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof(wsch__chunk) + n);
-    unsigned char *dst;
-    if (!ch) return WSCH_ERR_NOMEM;
-    dst = (unsigned char *)(ch + 1);
+/* The largest control frame: the one size a queued pong is given, so each
+   newer ping can rewrite it in place. */
+#define WSCH__PONG_CAP (2u + 4u + WSCH_CONTROL_PAYLOAD_MAX)
+
+/* What a queued chunk holds of the output budget: its unsent bytes and its
+   own bookkeeping; the rewritable pong, its whole capacity. */
+WSCH__PRIVATE size_t wsch__c_chunk_cost(const wsch_conn *c, const wsch__chunk *ch) {
+    return sizeof *ch + (ch == c->pong ? WSCH__PONG_CAP : ch->len);
+}
+
+/* Counts cost bytes of queued output, against the shared budget too unless
+   `pass` (close frames, handshake text, a feed's gathered output). */
+WSCH__PRIVATE int wsch__c_hold(wsch_conn *c, size_t cost, int pass) {
+    wsch_budget *b = c->desc->limits.outbound_budget;
+    if (b) {
+        if (!pass && b->limit && (b->used > b->limit || cost > b->limit - b->used)) return WSCH_ERR_QUEUE_FULL;
+        b->used += cost;
+    }
+    c->out_bytes += cost;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__c_unhold(wsch_conn *c, size_t cost) {
+    wsch_budget *b = c->desc->limits.outbound_budget;
+    if (b) b->used -= cost;
+    c->out_bytes -= cost;
+}
+
+/* Unlinks nothing: frees a chunk already taken off the queue. */
+WSCH__PRIVATE void wsch__c_free_chunk(wsch_conn *c, wsch__chunk *ch) {
+    wsch__c_unhold(c, wsch__c_chunk_cost(c, ch));
+    if (ch == c->pong) c->pong = NULL;
+    wsch__c_shared_unref(ch->shared);
+    wsch__free(&c->desc->allocator, ch);
+}
+
+WSCH__PRIVATE void wsch__c_link_chunk(wsch_conn *c, wsch__chunk *ch) {
     ch->next = NULL;
+    if (c->out_tail) c->out_tail->next = ch;
+    else c->out_head = ch;
+    c->out_tail = ch;
+}
+
+/* Encodes the header of an outgoing frame; a client masks it with a fresh
+   key (*mask points at it), a server does not (*mask is NULL). */
+WSCH__PRIVATE size_t wsch__c_frame_header(wsch_conn *c, unsigned opcode, int fin, size_t len,
+                                         unsigned char hdr[WSCH_FRAME_HEADER_MAX], wsch_frame_header *h,
+                                         const unsigned char **mask) {
+    WSCH_MEMSET(h, 0, sizeof *h);
+    h->opcode = (uint8_t)opcode;
+    h->fin = (uint8_t)(fin ? 1 : 0);
+    h->payload_len = len;
+    *mask = NULL;
+    if (c->desc->role == WSCH_ROLE_CLIENT) {
+        h->masked = 1;
+        c->desc->effects.random_bytes(h->mask_key, 4, c->user);
+        *mask = h->mask_key;
+    }
+    return wsch_frame_header_encode(hdr, h);
+}
+
+/* Queues the bytes of a frame from offset `done` on: the header tail, then
+   the payload, masked on the way when mask is not NULL. One allocation.
+   `pass` as for wsch__c_hold. */
+WSCH__PRIVATE int wsch__c_enqueue(wsch_conn *c, const unsigned char *hdr, size_t hlen, const unsigned char *payload,
+                                size_t plen, const unsigned char *mask, size_t done, int pass) {
+    size_t total = hlen + plen, n = total - done, off;
+    wsch__chunk *ch;
+    unsigned char *dst;
+    if (wsch__c_hold(c, sizeof *ch + n, pass) != WSCH_OK) return WSCH_ERR_QUEUE_FULL;
+    ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch + n);
+    if (!ch) {
+        wsch__c_unhold(c, sizeof *ch + n);
+        return WSCH_ERR_NOMEM;
+    }
+    dst = (unsigned char *)(ch + 1);
     ch->shared = NULL;
     ch->data = dst;
     ch->len = n;
@@ -3678,10 +3775,7 @@ WSCH__PRIVATE int wsch__c_enqueue(wsch_conn *c, const unsigned char *hdr, size_t
         WSCH_MEMCPY(dst, payload + off, plen - off);
         if (mask) wsch_mask(dst, plen - off, mask, off);
     }
-    if (c->out_tail) c->out_tail->next = ch;
-    else c->out_head = ch;
-    c->out_tail = ch;
-    c->out_bytes += n;
+    wsch__c_link_chunk(c, ch);
     return WSCH_OK;
 }
 
@@ -3708,15 +3802,17 @@ WSCH__PRIVATE int wsch__c_uncork(wsch_conn *c) {
     if (n >= len) return WSCH_OK;
     /* These frames were accepted by calls that returned OK: losing any of
        them cuts the stream, even if none has left yet. */
-    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, NULL, 0, c->cork, len, NULL, n), len);
+    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, NULL, 0, c->cork, len, NULL, n, 1), len);
 }
 
-/* Is there room under max_outbound_bytes for total more bytes? Gathered
+/* Is there room under max_outbound_bytes for total more bytes, should they
+   have to be queued? Gathered
    (corked) bytes have not met the socket yet, so they are offered to it
    before a frame is refused: the answer must not depend on how the input
    was split into reads. */
 WSCH__PRIVATE int wsch__c_room(wsch_conn *c, size_t total) {
     size_t limit = c->max_outbound;
+    total += sizeof(wsch__chunk);       /* should it have to wait, in a chunk of its own */
     if (c->out_bytes + total <= limit) return WSCH_OK;
     if (c->cork && c->cork_len) {
         int rc = wsch__c_uncork(c);
@@ -3733,21 +3829,10 @@ WSCH__PRIVATE int wsch__c_write_frame(wsch_conn *c, unsigned opcode, int fin, co
     wsch_frame_header h;
     unsigned char hdr[WSCH_FRAME_HEADER_MAX];
     unsigned char buf[WSCH_SEND_CHUNK];
-    const unsigned char *mask = NULL;
-    size_t hlen, total, done = 0;
+    const unsigned char *mask;
+    size_t hlen = wsch__c_frame_header(c, opcode, fin, len, hdr, &h, &mask), total = hlen + len, done = 0;
     int is_close = opcode == WSCH_OP_CLOSE;
 
-    WSCH_MEMSET(&h, 0, sizeof h);
-    h.opcode = (uint8_t)opcode;
-    h.fin = (uint8_t)(fin ? 1 : 0);
-    h.payload_len = len;
-    if (c->desc->role == WSCH_ROLE_CLIENT) {
-        h.masked = 1;
-        c->desc->effects.random_bytes(h.mask_key, 4, c->user);
-        mask = h.mask_key;
-    }
-    hlen = wsch_frame_header_encode(hdr, &h);
-    total = hlen + len;
     /* Only a close frame passes the limit: it must get through to end the
        connection. Pongs obey it, or a peer that pings and never reads
        would grow the queue without bound. */
@@ -3800,7 +3885,65 @@ WSCH__PRIVATE int wsch__c_write_frame(wsch_conn *c, unsigned opcode, int fin, co
         if (n < piece_len) break;
     }
     if (done == total) return WSCH_OK;
-    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, hdr, hlen, payload, len, mask, done), done);
+    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, hdr, hlen, payload, len, mask, done, is_close), done);
+}
+
+/* Answers a ping. While output waits, the answer waits in one queued pong
+   that each newer ping rewrites (RFC 6455 5.5.3 lets a pong answer only the
+   latest ping): a peer that pings and never reads holds one pong, not one
+   per ping. */
+WSCH__PRIVATE int wsch__c_pong(wsch_conn *c, const unsigned char *payload, size_t len) {
+    wsch__chunk *ch = c->pong;
+    wsch_frame_header h;
+    const unsigned char *mask;
+    unsigned char *dst;
+    size_t hlen;
+    if (!c->out_head) return wsch__c_write_frame(c, WSCH_OP_PONG, 1, payload, len);
+    if (!ch) {
+        size_t cost = sizeof *ch + WSCH__PONG_CAP;
+        int rc = wsch__c_room(c, WSCH__PONG_CAP);
+        if (rc != WSCH_OK) return rc;
+        if (wsch__c_hold(c, cost, 0) != WSCH_OK) return WSCH_ERR_QUEUE_FULL;
+        ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, cost);
+        if (!ch) {
+            wsch__c_unhold(c, cost);
+            return WSCH_ERR_NOMEM;
+        }
+        ch->shared = NULL;
+        wsch__c_link_chunk(c, ch);
+        c->pong = ch;
+    }
+    dst = (unsigned char *)(ch + 1);
+    hlen = wsch__c_frame_header(c, WSCH_OP_PONG, 1, len, dst, &h, &mask);
+    if (len) {
+        WSCH_MEMCPY(dst + hlen, payload, len);
+        if (mask) wsch_mask(dst + hlen, len, mask, 0);
+    }
+    ch->data = dst;
+    ch->len = hlen + len;
+    return WSCH_OK;
+}
+
+/* Frees the queued output that has not started to leave (a frame begun
+   must be finished, or the stream is cut): for a peer dropped for its
+   backlog, whose close frame should not wait behind it. */
+WSCH__PRIVATE void wsch__c_discard_backlog(wsch_conn *c) {
+    wsch__chunk *head = c->out_head, *ch, *rest;
+    const unsigned char *start;
+    if (!head) return;
+    start = head->shared ? (const unsigned char *)(head->shared + 1) : (const unsigned char *)(head + 1);
+    if (head->data != start && head != c->pong) {   /* begun: keep it */
+        rest = head->next;
+        head->next = NULL;
+        c->out_tail = head;
+    } else {
+        rest = head;
+        c->out_head = c->out_tail = NULL;
+    }
+    while ((ch = rest) != NULL) {
+        rest = ch->next;
+        wsch__c_free_chunk(c, ch);
+    }
 }
 
 /* Sends raw bytes (handshake text) through the same queue. */
@@ -3813,7 +3956,7 @@ WSCH__PRIVATE int wsch__c_write_raw(wsch_conn *c, const void *data, size_t len) 
         if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
     }
     if (done == len) return WSCH_OK;
-    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, NULL, 0, (const unsigned char *)data, len, NULL, done), done);
+    return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, NULL, 0, (const unsigned char *)data, len, NULL, done, 1), done);
 }
 
 /* --- lifecycle ----------------------------------------------------------- */
@@ -3823,8 +3966,7 @@ WSCH__PRIVATE void wsch__c_free_conn(wsch_conn *c) {
     wsch__chunk *ch = c->out_head;
     while (ch) {
         wsch__chunk *next = ch->next;
-        wsch__c_shared_unref(ch->shared);
-        wsch__free(a, ch);
+        wsch__c_free_chunk(c, ch);
         ch = next;
     }
     if (c->hs) {
@@ -3933,7 +4075,7 @@ WSCH__PRIVATE int wsch__c_on_control(wsch_conn *c, unsigned char *p, size_t n) {
     case WSCH_OP_PING:
         /* A peer that is not reading gets no pong past the outbound limit:
            RFC 6455 5.5.3 lets a pong answer only the latest of many pings. */
-        if (!(c->flags & WSCH__F_CLOSE_SENT) && wsch__c_write_frame(c, WSCH_OP_PONG, 1, p, n) == WSCH_ERR_NOMEM)
+        if (!(c->flags & WSCH__F_CLOSE_SENT) && wsch__c_pong(c, p, n) == WSCH_ERR_NOMEM)
             return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
         return WSCH_OK;
     case WSCH_OP_PONG:
@@ -3993,17 +4135,18 @@ WSCH__PRIVATE int wsch__c_begin_frame(wsch_conn *c, const wsch_frame_header *h) 
 }
 
 WSCH__PRIVATE int wsch__c_msg_reserve(wsch_conn *c, size_t extra) {
-    size_t need = c->msg_len + extra, cap;
+    size_t need = c->msg_len + extra, cap;   /* need <= max_message: checked per frame */
     unsigned char *p;
     if (need <= c->msg_cap) return WSCH_OK;
-    cap = c->msg_cap ? c->msg_cap * 2 : 256;
+    cap = c->msg_cap ? (size_t)c->msg_cap * 2 : 256;
+    if (cap > c->max_message) cap = c->max_message;
     if (cap < need) cap = need;
     p = (unsigned char *)wsch__alloc(&c->desc->allocator, cap);
     if (!p) return WSCH_ERR_NOMEM;
     if (c->msg_len) WSCH_MEMCPY(p, c->msg, c->msg_len);
     wsch__free(&c->desc->allocator, c->msg);
     c->msg = p;
-    c->msg_cap = cap;
+    c->msg_cap = (uint32_t)cap;
     return WSCH_OK;
 }
 
@@ -4044,7 +4187,7 @@ WSCH__PRIVATE int wsch__c_frame_payload(wsch_conn *c, unsigned char *p, size_t a
         /* Text is checked as it arrives so a bad byte fails at once. */
         if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_feed(&c->utf8, c->msg + c->msg_len, avail, &bad) != WSCH_OK)
             return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
-        c->msg_len += avail;
+        c->msg_len = (uint32_t)(c->msg_len + avail);
     }
     c->frame_left -= avail;
     if (c->frame_left || !c->frame_fin) return WSCH_OK;
@@ -4412,16 +4555,20 @@ WSCH_API int wsch_conn_writable(wsch_conn *c) {
     wsch__c_enter(c);
     while (c->out_head) {
         wsch__chunk *ch = c->out_head;
-        size_t n = wsch__c_send(c, ch->data, ch->len);
+        size_t n;
+        if (ch == c->pong) {            /* leaving now: no longer rewritable, and held at its size */
+            wsch__c_unhold(c, WSCH__PONG_CAP - ch->len);
+            c->pong = NULL;
+        }
+        n = wsch__c_send(c, ch->data, ch->len);
         if (c->state == WSCH_STATE_CLOSED) break;
         ch->data += n;
         ch->len -= n;
-        c->out_bytes -= n;
+        wsch__c_unhold(c, n);
         if (ch->len) break;
         c->out_head = ch->next;
         if (!c->out_head) c->out_tail = NULL;
-        wsch__c_shared_unref(ch->shared);
-        wsch__free(&c->desc->allocator, ch);
+        wsch__c_free_chunk(c, ch);
     }
     if (!c->out_head && (c->flags & WSCH__F_SHUTDOWN)) wsch__c_finish(c);
     return wsch__c_leave(c, WSCH_OK);
@@ -4583,17 +4730,18 @@ WSCH__PRIVATE int wsch__c_send_shared(wsch_conn *c, wsch_shared *s) {
         if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
         if (done >= s->size) return WSCH_OK;
     }
+    if (wsch__c_hold(c, sizeof *ch + s->size - done, 0) != WSCH_OK)
+        return wsch__c_queue_or_cut(c, WSCH_ERR_QUEUE_FULL, done);
     ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch);
-    if (!ch) return wsch__c_queue_or_cut(c, WSCH_ERR_NOMEM, done);
-    ch->next = NULL;
+    if (!ch) {
+        wsch__c_unhold(c, sizeof *ch + s->size - done);
+        return wsch__c_queue_or_cut(c, WSCH_ERR_NOMEM, done);
+    }
     ch->shared = s;
     s->refs++;
     ch->data = frame + done;
     ch->len = s->size - done;
-    if (c->out_tail) c->out_tail->next = ch;
-    else c->out_head = ch;
-    c->out_tail = ch;
-    c->out_bytes += ch->len;
+    wsch__c_link_chunk(c, ch);
     return WSCH_OK;
 }
 
@@ -6839,8 +6987,14 @@ WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_peer *cl, wsch_shared 
         hub->messages_out++;
         return 1;
     }
-    if (r == WSCH_ERR_QUEUE_FULL) wsch__hub_list_drop(hub, cl, WSCH_HUB_DROP_SLOW_CONSUMER);
-    else if (r == WSCH_ERR_NOMEM) wsch__hub_list_drop(hub, cl, WSCH_HUB_DROP_NOMEM);
+    if (r == WSCH_ERR_QUEUE_FULL) {
+        /* Its backlog goes now, not when the walk ends: under a shared
+           budget, what it held may let the peers after it be served. */
+        wsch__c_discard_backlog(cl->conn);
+        wsch__hub_list_drop(hub, cl, WSCH_HUB_DROP_SLOW_CONSUMER);
+    } else if (r == WSCH_ERR_NOMEM) {
+        wsch__hub_list_drop(hub, cl, WSCH_HUB_DROP_NOMEM);
+    }
     return 0;   /* closing or closed: it gets no more */
 }
 
@@ -7042,7 +7196,13 @@ WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_dr
     const char *text = "Out of memory";
     if (cl->state != WSCH__HUB_OPEN) return;
     switch (reason) {
-    case WSCH_HUB_DROP_SLOW_CONSUMER: code = WSCH_HUB_CLOSE_SLOW_CONSUMER; text = "Slow consumer"; break;
+    case WSCH_HUB_DROP_SLOW_CONSUMER:
+        code = WSCH_HUB_CLOSE_SLOW_CONSUMER;
+        text = "Slow consumer";
+        /* The backlog is what got it dropped: its close frame goes ahead of
+           it, so the peer learns why at once, and the memory comes back now. */
+        wsch__c_discard_backlog(cl->conn);
+        break;
     case WSCH_HUB_DROP_IDLE: code = WSCH_CLOSE_NORMAL; text = "Idle timeout"; break;
     case WSCH_HUB_DROP_PROTOCOL: code = WSCH_CLOSE_UNSUPPORTED_DATA; text = "Binary messages are not supported"; break;
     default: break;

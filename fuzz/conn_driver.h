@@ -53,6 +53,7 @@ typedef struct cd_run {
     int send_fail;              /* the next send() reports WSCH_SEND_ERROR */
     int send_failed;            /* it did: the connection must have ended */
     unsigned timers;            /* armed timer ids, one bit each */
+    wsch_budget budget;         /* counts what the queue holds (a cap in profile 1) */
 } cd_run;
 
 static void cd_limits(wsch_conn_desc *d, unsigned profile) {
@@ -279,6 +280,8 @@ static void cd_check(cd_run *r) {
     FZ_CHECK((want == 0) == (r->close_requested == 1));
     FZ_CHECK((want == 0) == (wsch_conn_state(r->c) == WSCH_STATE_CLOSED));
     if (want) FZ_CHECK(((want & WSCH_WANT_WRITE) != 0) == (wsch_conn_queued_bytes(r->c) > 0));
+    /* Between calls nothing is gathered: the budget holds exactly the queue. */
+    if (want) FZ_CHECK(r->budget.used == wsch_conn_queued_bytes(r->c));
     if (r->send_failed) FZ_CHECK(want == 0 && wsch_conn_error(r->c) == WSCH_ERR_TRANSPORT);
 }
 
@@ -323,6 +326,8 @@ static void cd_start(cd_run *r, const cd_cfg *cfg) {
     r->ev = r->out = FZ_HASH_INIT;
     r->desc.role = FZ_ROLE;
     cd_limits(&r->desc, cfg->limits);
+    r->budget.limit = cfg->limits == 1 ? 400 : 0;
+    r->desc.limits.outbound_budget = &r->budget;
     r->desc.request.host = "example.com";
     r->desc.request.path = "/chat";
     if (FZ_ROLE == WSCH_ROLE_CLIENT && (cfg->req_mode & 1u)) r->desc.request.protocols = "chat, superchat";
@@ -419,6 +424,7 @@ static void cd_end(cd_run *r) {
     FZ_CHECK(r->close_requested == 1);
     FZ_CHECK(r->closes <= 1);
     FZ_CHECK(r->al.live == 0);
+    FZ_CHECK(r->budget.used == 0);
 }
 
 /* ---- script mode: API calls and timer firings between the bytes --------- */

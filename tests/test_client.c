@@ -1182,7 +1182,7 @@ TEST queue_keeps_order_under_backpressure(void) {
     static const char p30[] = "\"xxxxxxxxxxxxxxxxxxxxxxxxxxx\"";
     char want[64];
     int i;
-    d.limits.max_outbound_bytes = 64;
+    d.limits.max_outbound_bytes = 64 + 4 * sizeof(void *);   /* one frame and its bookkeeping */
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m1", p30, WSCH_CSTR));
     ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "m2", p30, WSCH_CSTR));
@@ -1660,7 +1660,7 @@ TEST on_stop_user_after_close_handshake(void) {
    channel and the queued message wait for the next link. */
 TEST link_lost_during_replay_is_never_announced(void) {
     wsch_client_desc d = fx_desc();
-    d.limits.max_outbound_bytes = 64;
+    d.limits.max_outbound_bytes = 64 + 4 * sizeof(void *);   /* one frame and its bookkeeping */
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     ASSERT_EQ(WSCH_OK, wsch_client_subscribe(F.c, "news"));
     ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "chat", "{\"text\":\"sent while offline\"}", WSCH_CSTR));

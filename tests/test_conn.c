@@ -996,22 +996,42 @@ TEST close_inside_on_request_stays_closed(void) {
 
 /* ---- output: partial sends, queue, limits, shared frames ----------------- */
 
-/* A peer that pings and never reads cannot grow the queue past its limit. */
+/* A peer that pings and never reads: while output waits, one queued pong
+   answers the latest ping (RFC 6455 5.5.3), so the queue holds the first
+   answer and one more, whatever the number of pings. Once that pong has
+   begun to leave it is no longer rewritten: the next ping gets its own. */
 TEST ping_flood_to_a_non_reader_is_bounded(void) {
     fake f;
     unsigned char in[64];
+    char ping[16];
+    out_frame fr[8];
     size_t n, i;
     fake_init(&f, WSCH_ROLE_SERVER);
     f.desc.limits.max_outbound_bytes = 4096;
     ASSERT(open_server(&f));
     f.send_budget = 0;
     for (i = 0; i < 5000; i++) {
-        n = wire_frame(in, 0x89, "0123456789", 10, 1);
+        snprintf(ping, sizeof ping, "ping%05u", (unsigned)i);
+        n = wire_frame(in, 0x89, ping, 9, 1);
         ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
     }
-    ASSERT(wsch_conn_queued_bytes(f.c) <= 4096);
-    ASSERT(wsch_conn_queued_bytes(f.c) > 4000);
+    ASSERT(wsch_conn_queued_bytes(f.c) <= 2 * (2 + 125 + 4 * sizeof(void *)));
     ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(f.c));
+    /* the rewritable pong starts to leave; a newer ping queues its own */
+    f.send_budget = 11 + 3;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    n = wire_frame(in, 0x89, "last", 4, 1);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, in, n));
+    f.send_budget = (size_t)-1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+    ASSERT_EQ(0u, wsch_conn_queued_bytes(f.c));
+    ASSERT_EQ(3u, parse_out(f.out, f.out_len, fr, 8, 0));
+    ASSERT_EQ(WSCH_OP_PONG, fr[0].opcode);
+    ASSERT_MEM_EQ("ping00000", fr[0].payload, 9);
+    ASSERT_EQ(WSCH_OP_PONG, fr[1].opcode);
+    ASSERT_MEM_EQ("ping04999", fr[1].payload, 9);
+    ASSERT_EQ(4u, fr[2].len);
+    ASSERT_MEM_EQ("last", fr[2].payload, 4);
     fake_free(&f);
     PASS();
 }
@@ -1071,20 +1091,72 @@ TEST partial_sends_are_queued_in_order(void) {
     PASS();
 }
 
+/* The limit counts memory: each queued piece's bookkeeping (documented as
+   4 x sizeof(void *)) with its bytes. */
 TEST outbound_limit_refuses_without_sending(void) {
     fake f;
     unsigned char data[600] = {0};
+    const size_t piece = 4 * sizeof(void *);
     fake_init(&f, WSCH_ROLE_SERVER);
     f.desc.limits.max_outbound_bytes = 1000;
     ASSERT(open_server(&f));
     f.send_budget = 0;
     ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_BINARY, data, sizeof data));
     ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_conn_send(f.c, WSCH_OP_BINARY, data, sizeof data));
-    ASSERT_EQ(604u, wsch_conn_queued_bytes(f.c));
+    ASSERT_EQ(604u + piece, wsch_conn_queued_bytes(f.c));
     /* a close frame still gets in line */
     ASSERT_EQ(WSCH_OK, wsch_conn_close(f.c, 1008, "slow", 4));
-    ASSERT_EQ(612u, wsch_conn_queued_bytes(f.c));
+    ASSERT_EQ(612u + 2 * piece, wsch_conn_queued_bytes(f.c));
     fake_free(&f);
+    PASS();
+}
+
+/* A budget shared by two connections caps what they hold together. Only
+   output that must wait takes from it, so a connection whose peer keeps up
+   is not refused for another's backlog; close frames pass; it all comes
+   back as the bytes leave or the connection goes. */
+TEST shared_budget_caps_queued_output(void) {
+    fake a, b;
+    wsch_budget budget = {2000, 0};
+    unsigned char data[600] = {0};
+    char reason[100];
+    const size_t piece = 4 * sizeof(void *), frame = 604 + piece;
+    int i;
+    memset(reason, 'r', sizeof reason);
+    fake_init(&a, WSCH_ROLE_SERVER);
+    fake_init(&b, WSCH_ROLE_SERVER);
+    a.desc.limits.outbound_budget = &budget;
+    b.desc.limits.outbound_budget = &budget;
+    ASSERT(open_server(&a));
+    ASSERT(open_server(&b));
+    ASSERT_EQ(0u, budget.used);
+    a.send_budget = 0;
+    for (i = 0; i < 3; i++) ASSERT_EQ(WSCH_OK, wsch_conn_send(a.c, WSCH_OP_BINARY, data, sizeof data));
+    ASSERT_EQ(3 * frame, budget.used);
+    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_conn_send(a.c, WSCH_OP_BINARY, data, sizeof data));
+    ASSERT_EQ(budget.used, wsch_conn_queued_bytes(a.c));
+    /* b keeps up: its frames leave at once and take nothing */
+    for (i = 0; i < 3; i++) ASSERT_EQ(WSCH_OK, wsch_conn_send(b.c, WSCH_OP_BINARY, data, sizeof data));
+    ASSERT_EQ(3 * frame, budget.used);
+    /* b stops reading: what would have to wait is refused, nothing sent */
+    b.send_budget = 0;
+    b.out_len = 0;
+    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_conn_send(b.c, WSCH_OP_BINARY, data, sizeof data));
+    ASSERT_EQ(0u, wsch_conn_queued_bytes(b.c));
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(b.c));
+    /* its close frame passes, past the limit */
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(b.c, 1001, reason, sizeof reason));
+    ASSERT_EQ(3 * frame + 4 + sizeof reason + piece, budget.used);
+    ASSERT(budget.used > budget.limit);
+    /* a's peer reads: a's share comes back */
+    a.send_budget = (size_t)-1;
+    ASSERT_EQ(WSCH_OK, wsch_conn_writable(a.c));
+    ASSERT_EQ(wsch_conn_queued_bytes(b.c), budget.used);
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(a.c, WSCH_OP_BINARY, data, sizeof data));
+    /* b goes with its close frame unsent: its share comes back too */
+    fake_free(&b);
+    ASSERT_EQ(0u, budget.used);
+    fake_free(&a);
     PASS();
 }
 
@@ -1420,7 +1492,7 @@ TEST send_error_is_not_would_block(void) {
     ASSERT(open_server(&f));
     f.send_budget = 0;
     ASSERT_EQ(WSCH_OK, wsch_conn_send(f.c, WSCH_OP_TEXT, "hello", 5));
-    ASSERT_EQ(7u, wsch_conn_queued_bytes(f.c));
+    ASSERT_EQ(7u + 4 * sizeof(void *), wsch_conn_queued_bytes(f.c));
     ASSERT_EQ((unsigned)(WSCH_WANT_READ | WSCH_WANT_WRITE), wsch_conn_want(f.c));
     ASSERT_EQ(0, f.closes);
     ASSERT_EQ(WSCH_STATE_OPEN, wsch_conn_state(f.c));
@@ -1761,6 +1833,7 @@ SUITE(conn) {
     RUN_TEST(send_frame_keeps_fragments_in_order);
     RUN_TEST(partial_sends_are_queued_in_order);
     RUN_TEST(outbound_limit_refuses_without_sending);
+    RUN_TEST(shared_budget_caps_queued_output);
     RUN_TEST(invalid_text_is_refused_on_send);
     RUN_TEST(shared_frame_to_many);
     RUN_TEST(destroy_inside_callbacks);

@@ -422,6 +422,64 @@ TEST channel_limits(void) {
 
 static void tight_queue(wsch_hub_desc *d) { d->limits.max_outbound_bytes = 1000; }
 
+static wsch_budget shared_budget;
+static void tight_budget(wsch_hub_desc *d) { d->limits.outbound_budget = &shared_budget; }
+
+/* A budget shared by all peers: when it is spent, the peer whose output
+   would have to wait is dropped (4008) and its backlog is given back at
+   once; a peer that keeps up is never touched. */
+TEST shared_budget_drops_the_peers_that_lag(void) {
+    fake f[3];
+    size_t delivered, i, got = 0;
+    const size_t piece = 4 * sizeof(void *), frame = 130 + piece;
+    char payload[101];
+    int rounds;
+    shared_budget.limit = 1000;
+    shared_budget.used = 0;
+    ASSERT_EQ(WSCH_OK, hub_setup(tight_budget));
+    for (i = 0; i < 3; i++) {
+        ASSERT(fake_open(&f[i], "u"));
+        ASSERT_EQ(WSCH_OK, fake_sub(&f[i], "feed"));
+        (void)fake_text(&f[i]);
+    }
+    ASSERT_EQ(0u, shared_budget.used);
+    f[1].take = f[2].take = 0;          /* two stop reading */
+    memset(payload, 'p', sizeof payload);
+    payload[0] = '"';
+    payload[99] = '"';
+    payload[100] = '\0';
+    for (rounds = 0; (size_t)rounds < 1000 / (2 * frame); rounds++) {
+        ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "tick", payload, WSCH_CSTR, &delivered));
+        ASSERT_EQ(3, (int)delivered);
+    }
+    ASSERT_EQ(2 * (size_t)rounds * frame, shared_budget.used);
+    /* f[1] would pass the budget: dropped, its backlog given back, so f[2]
+       (behind it in the walk) still fits */
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "tick", payload, WSCH_CSTR, &delivered));
+    ASSERT_EQ_FMT(2, (int)delivered, "%d");
+    ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
+    ASSERT_EQ(WSCH_STATE_CLOSING, wsch_hub_peer_state(T.hub, f[1].h));
+    ASSERT_EQ(wsch_hub_peer_queued_bytes(T.hub, f[1].h) + wsch_hub_peer_queued_bytes(T.hub, f[2].h),
+              shared_budget.used);
+    for (; rounds < 30; rounds++)
+        ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "tick", payload, WSCH_CSTR, &delivered));
+    ASSERT_EQ(2, (int)stats().drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
+    ASSERT(shared_budget.used <= 2 * (17 + piece));     /* two close frames */
+    while (fake_text(&f[0])[0]) got++;
+    ASSERT_EQ(31u, got);
+    /* both laggards read at last: their 4008 comes first */
+    for (i = 1; i < 3; i++) {
+        f[i].take = FAKE_ALL;
+        ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[i].h));
+        ASSERT_EQ('\0', fake_text(&f[i])[0]);
+        ASSERT(fake_closed_with(&f[i], WSCH_HUB_CLOSE_SLOW_CONSUMER, "Slow consumer"));
+    }
+    ASSERT_EQ(0u, shared_budget.used);
+    ASSERT_EQ(0, (int)hub_teardown(f, 3));
+    ASSERT_EQ(0u, shared_budget.used);
+    PASS();
+}
+
 TEST slow_consumer_is_dropped_others_served(void) {
     fake f[3];
     size_t delivered, i, got[3] = {0, 0, 0};
@@ -433,21 +491,30 @@ TEST slow_consumer_is_dropped_others_served(void) {
         ASSERT_EQ(WSCH_OK, fake_sub(&f[i], "feed"));
         (void)fake_text(&f[i]);
     }
-    f[1].take = 0;              /* stops reading */
+    /* Each frame is 130 bytes (126 of envelope, a 4-byte header); a queued
+       one also holds its bookkeeping, `piece` (documented). f[1] takes 50
+       bytes of the first, then stops reading. */
+    const size_t piece = 4 * sizeof(void *);
+    size_t held = 130 - 50 + piece, fit = 1;
+    while (held + 130 + piece <= 1000) {
+        held += 130 + piece;
+        fit++;
+    }
+    f[1].take = 50;
     memset(payload, 'p', sizeof payload);
     payload[0] = '"';
     payload[99] = '"';
     for (rounds = 0; rounds < 30; rounds++) {
         ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "tick", payload, 100, &delivered));
-        /* Each frame is 130 bytes (126 of envelope, a 4-byte header): 7 fit in 1000, 8 do not. */
-        if (rounds < 7) ASSERT_EQ(3, (int)delivered);
+        f[1].take = 0;
+        if ((size_t)rounds < fit) ASSERT_EQ(3, (int)delivered);
     }
     ASSERT_EQ(2, (int)delivered);
     ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
     ASSERT_EQ(2, (int)wsch_hub_channel_size(T.hub, "feed"));
-    /* The queue holds what fit (the close frame may go past the limit). */
-    /* 7 frames, then the close frame (2 + 2 + 13) past the limit. */
-    ASSERT_EQ_FMT(7 * 130 + 17, (int)wsch_hub_peer_queued_bytes(T.hub, f[1].h), "%d");
+    /* The backlog went with the drop, all but the frame begun: its rest,
+       then the close frame (2 + 2 + 13), each with its bookkeeping. */
+    ASSERT_EQ_FMT((int)(80 + piece + 17 + piece), (int)wsch_hub_peer_queued_bytes(T.hub, f[1].h), "%d");
     ASSERT_EQ(1, f[1].armed[WSCH_TIMER_CLOSE]);
     ASSERT_EQ(WSCH_STATE_CLOSING, wsch_hub_peer_state(T.hub, f[1].h));
     for (i = 0; i < 3; i++) {
@@ -455,11 +522,11 @@ TEST slow_consumer_is_dropped_others_served(void) {
         while (fake_text(&f[i])[0]) got[i]++;
         ASSERT_EQ(30, (int)got[i]);
     }
-    /* The reader wakes up: it sees what was queued, then the 4008. */
+    /* The reader wakes up: it sees the frame it had begun, then the 4008. */
     f[1].take = FAKE_ALL;
     ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[1].h));
     while (fake_text(&f[1])[0]) got[1]++;
-    ASSERT_EQ(7, (int)got[1]);
+    ASSERT_EQ(1, (int)got[1]);
     ASSERT(fake_closed_with(&f[1], WSCH_HUB_CLOSE_SLOW_CONSUMER, "Slow consumer"));
     /* The close timer ends it if the peer never answers. */
     ASSERT_EQ(0, f[1].closes);
@@ -1235,10 +1302,11 @@ TEST close_once_for_slow_consumers_dropped_in_a_walk(void) {
         ASSERT_EQ(WSCH_WANT_READ | WSCH_WANT_WRITE, wsch_hub_peer_want(T.hub, f[i].h));
     }
     ASSERT_EQ(2, (int)wsch_hub_channel_size(T.hub, "feed"));
-    /* f[1] wakes up, reads what was queued and the 4008, and answers. */
+    /* f[1] wakes up: its backlog was dropped with it, so the 4008 is the
+       first thing it reads; it answers. */
     f[1].take = FAKE_ALL;
     ASSERT_EQ(WSCH_OK, wsch_hub_writable(T.hub, f[1].h));
-    ASSERT(fake_text(&f[1])[0] != '\0');
+    ASSERT_EQ('\0', fake_text(&f[1])[0]);
     ASSERT(fake_closed_with(&f[1], WSCH_HUB_CLOSE_SLOW_CONSUMER, "Slow consumer"));
     ASSERT_EQ(WSCH_OK, fake_frame(&f[1], WSCH_OP_CLOSE, "\x0f\xa8", 2));
     ASSERT(fake_released(&f[1]));
@@ -1784,6 +1852,7 @@ SUITE(hub) {
     RUN_TEST(client_limit);
     RUN_TEST(channel_limits);
     RUN_TEST(slow_consumer_is_dropped_others_served);
+    RUN_TEST(shared_budget_drops_the_peers_that_lag);
     RUN_TEST(broadcast_is_encoded_once_and_shared);
     RUN_TEST(many_clients_match_a_model);
     RUN_TEST(auth_sources_and_rejections);
