@@ -350,13 +350,14 @@ extern "C" {
     X(WSCH_ERR_TIMEOUT,       -30, "timed out")                                 \
     X(WSCH_ERR_CONNECT,       -31, "transport could not be opened")              \
     X(WSCH_ERR_TRANSPORT,     -32, "transport failed: send reported an error")   \
-    X(WSCH_ERR_HANGUP,        -33, "transport closed before the handshake finished")
+    X(WSCH_ERR_HANGUP,        -33, "transport closed before the handshake finished") \
+    X(WSCH_ERR_COMPRESSION,   -34, "compressed data is corrupt or could not be made")
 
 typedef enum wsch_err {
 #define WSCH__ERR_ENUM(name, value, text) name = value,
     WSCH_ERROR_LIST(WSCH__ERR_ENUM)
 #undef WSCH__ERR_ENUM
-    WSCH_ERR_LAST_ = -34
+    WSCH_ERR_LAST_ = -35
 } wsch_err;
 
 /* Human-readable text for an error code; never NULL. */
@@ -726,6 +727,7 @@ typedef struct wsch_handshake_request_desc {
     const char *protocols;      /* comma-separated tokens, or NULL */
     const char *origin;         /* or NULL */
     const char *extra_headers;  /* complete "Name: value\r\n" lines, or NULL */
+    const char *extensions;     /* Sec-WebSocket-Extensions value (wsch_deflate_offer_build), or NULL */
     unsigned char nonce[16];    /* random bytes from the caller's random source */
 } wsch_handshake_request_desc;
 
@@ -764,6 +766,98 @@ WSCH_API int wsch_response_parse(const char *buf, size_t len, size_t prev_len, s
    into the response, or {NULL, 0}. */
 WSCH_API int wsch_response_check(const wsch_response *res, const char *key, const char *offered_protocols,
                                  wsch_str *protocol);
+
+/* ---- permessage-deflate (RFC 7692) --------------------------------------
+
+   The header negotiates; the compressing is done by a codec the caller
+   supplies (examples/deflate_zlib.h wraps zlib), so the library keeps no
+   dependency. A connection whose desc names a codec offers the extension
+   (client) or accepts the first acceptable offer (server); then messages
+   are compressed whole (RSV1 on their first frame), control frames never.
+   Messages shorter than min_size, and those sent with wsch_conn_send_frame(),
+   go uncompressed (RSV1 clear), which the RFC allows on a compressed
+   connection. Received compressed messages are inflated whole once their
+   last frame is in, and never past max_message_size: a message that would
+   inflate larger fails with 1009 after at most max_message_size + 1 bytes
+   of output; corrupt data fails with 1007 (WSCH_ERR_COMPRESSION).
+
+   Memory per connection: with context takeover each side keeps its stream
+   between messages (zlib: about 256 KiB to compress at window 15 and
+   memory level 8, 44 KiB to inflate); without it ("no_context_takeover")
+   a stream lives only while one message is processed. A hub asks for both
+   (see wsch_hub_desc), so an idle peer holds no compression state and a
+   broadcast is compressed once for every peer that agreed. */
+
+/* One raw DEFLATE stream (RFC 1951), compressing or inflating. */
+typedef struct wsch_deflate_codec {
+    /* A new stream: compress 1 to compress (window_bits 9..15, mem_level
+       1..9), 0 to inflate (window_bits 8..15: the peer's window; a larger
+       one inflates it too). Memory through allocator. NULL: out of memory. */
+    void *(*create)(int compress, int window_bits, int mem_level, const wsch_allocator *allocator, void *user);
+    void (*destroy)(void *stream, void *user);
+    /* Forgets the history: the next message starts a fresh window. 0 or -1. */
+    int (*reset)(void *stream, void *user);
+    /* Consumes from in[0..*in_len) and writes to out[0..*out_len); on
+       return both hold the counts used. Compressing with flush 1 (the end
+       of a message), the output ends with a sync flush (00 00 FF FF) once
+       all input is taken and the output had room: the library calls again
+       while the output comes back full. Inflating, flush is 0. Returns 0,
+       or -1 for corrupt input or a failure. */
+    int (*run)(void *stream, const unsigned char *in, size_t *in_len, unsigned char *out, size_t *out_len,
+               int flush, void *user);
+    void *user;                 /* passed to each call */
+} wsch_deflate_codec;
+
+/* The extension's configuration, one struct for both roles. The four
+   parameters keep the RFC's names and say what this side wants:
+     server_no_context_takeover  client: ask the server for it;
+                                 server: compress every message afresh
+     client_no_context_takeover  client: compress every message afresh (and
+                                 say so); server: ask the client for it
+     server_max_window_bits      client: ask the server for at most this;
+                                 server: the most it compresses with
+     client_max_window_bits      client: the most it compresses with;
+                                 server: ask the client, if its offer lets it
+   Window bits 9..15, 0 = 15 (zlib cannot compress with 8; an offer that
+   demands 8 of this side is declined). */
+typedef struct wsch_deflate_desc {
+    const wsch_deflate_codec *codec;    /* NULL: the extension is off */
+    uint8_t server_no_context_takeover;
+    uint8_t client_no_context_takeover;
+    uint8_t server_max_window_bits;
+    uint8_t client_max_window_bits;
+    uint8_t mem_level;                  /* 1..9, 0 = 8: compression memory vs ratio */
+    uint32_t min_size;                  /* shorter messages go uncompressed; 0 = WSCH_DEFLATE_MIN_SIZE */
+} wsch_deflate_desc;
+#define WSCH_DEFLATE_MIN_SIZE 64u
+
+/* What was agreed, from this side's point of view. */
+typedef struct wsch_deflate_params {
+    uint8_t enabled;                    /* 0: no extension on this connection */
+    uint8_t server_no_context_takeover, client_no_context_takeover;
+    uint8_t server_max_window_bits, client_max_window_bits;   /* 8..15 */
+} wsch_deflate_params;
+
+/* Client: the Sec-WebSocket-Extensions value that offers d, e.g.
+   "permessage-deflate; client_max_window_bits". Builder conventions.
+   WSCH_ERR_ARG for window bits outside 9..15 (0 allowed). */
+WSCH_API int wsch_deflate_offer_build(const wsch_deflate_desc *d, char *out, size_t cap, size_t *out_len);
+/* Server: reads every Sec-WebSocket-Extensions offer of req in order and
+   accepts the first permessage-deflate offer it can honour under d; offers
+   with unknown or repeated parameters or invalid values are declined (RFC
+   7692 5, 7.1), as is everything after a syntax error. Returns 1 with
+   *agreed filled, or 0 (no extension; not an error). */
+WSCH_API int wsch_deflate_negotiate(const wsch_request *req, const wsch_deflate_desc *d, wsch_deflate_params *agreed);
+/* Server: the Sec-WebSocket-Extensions value answering with agreed. */
+WSCH_API int wsch_deflate_response_build(const wsch_deflate_params *agreed, char *out, size_t cap, size_t *out_len);
+/* Client: checks the response's Sec-WebSocket-Extensions against the offer
+   of d (NULL: nothing was offered). WSCH_OK with *agreed filled
+   (enabled 0 when the server declined), or WSCH_ERR_EXTENSION: an
+   extension not offered, more than one, an unknown or repeated parameter,
+   an invalid value, client_max_window_bits without a value or above the
+   offer, server_max_window_bits above what was asked. */
+WSCH_API int wsch_deflate_response_check(const wsch_response *res, const wsch_deflate_desc *d,
+                                         wsch_deflate_params *agreed);
 
 /* ws://host[:port][/path][?query] and wss://. IPv6 literals in brackets.
    Spans point into the parsed string, except a default path. */
@@ -879,6 +973,9 @@ typedef struct wsch_conn_desc {
        masks). Without timer_set there are no timeouts. now_ms, log and
        connect are not used by a bare connection. */
     wsch_effects effects;
+    /* permessage-deflate: offered (client) or accepted (server) when codec
+       is set. See "permessage-deflate" in the handshake section. */
+    wsch_deflate_desc deflate;
 
     /* Events. All optional. Data pointers are valid only during the callback.
        on_request (server) sees every complete request head and fills reply.
@@ -974,6 +1071,9 @@ WSCH_API void *wsch_conn_user(const wsch_conn *c);
 WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user);
 /* The subprotocol agreed in the handshake, or an empty span. */
 WSCH_API wsch_str wsch_conn_protocol(const wsch_conn *c);
+/* permessage-deflate as agreed in the handshake: 1 with *out filled, or 0
+   (not agreed, or the handshake is not done). */
+WSCH_API int wsch_conn_deflate(const wsch_conn *c, wsch_deflate_params *out);
 
 /* A shared, reference-counted, unmasked frame: encoded once, queued by
    reference to many server connections (a broadcast). */
@@ -987,8 +1087,17 @@ WSCH_API void *wsch_shared_payload(wsch_shared *s);
 WSCH_API size_t wsch_shared_frame_size(const wsch_shared *s);
 WSCH_API void wsch_shared_release(wsch_shared *s);
 /* Sends or queues the shared frame (server role); takes its own reference
-   only if bytes remain queued. Same returns as wsch_conn_send(). */
+   only if bytes remain queued. Same returns as wsch_conn_send(). A
+   connection that agreed permessage-deflate without server context
+   takeover is sent the compressed copy, if s has one its window allows. */
 WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s);
+/* Gives s a compressed copy, made once for every connection that agreed
+   permessage-deflate with server_no_context_takeover (a broadcast
+   compressed once). stream is a compressing stream of codec with a window
+   of window_bits (9..15), reset here before use. Only when it is smaller:
+   WSCH_OK without a copy otherwise (and for an s already tried). Returns
+   WSCH_OK, WSCH_ERR_ARG, WSCH_ERR_NOMEM or WSCH_ERR_COMPRESSION. */
+WSCH_API int wsch_shared_compress(wsch_shared *s, const wsch_deflate_codec *codec, void *stream, int window_bits);
 
 
 #endif /* WS_CHANNEL_NO_CONN */
@@ -1385,6 +1494,7 @@ typedef struct wsch_client_desc {
     size_t num_terminal_codes;
 
     wsch_limits limits;                 /* of each connection (0 = the connection's defaults) */
+    wsch_deflate_desc deflate;          /* permessage-deflate offer: codec NULL = none */
     wsch_allocator allocator;
     /* connect, send, close, timer_set, timer_cancel, now_ms and random_bytes
        are required; log is optional. */
@@ -1762,6 +1872,13 @@ typedef struct wsch_hub_desc {
        max_frame_size = max_message_size, max_outbound_bytes 1 MiB (past it
        a peer is dropped as a slow consumer); the rest as wsch_limits. */
     wsch_limits limits;
+    /* permessage-deflate (codec NULL = off). The hub always answers with
+       server_no_context_takeover and client_no_context_takeover, whatever
+       is set here: a broadcast is then compressed once (with
+       server_max_window_bits, default 15) and the same bytes go to every
+       peer that agreed, and an idle peer holds no compression state.
+       Envelopes shorter than min_size go uncompressed. */
+    wsch_deflate_desc deflate;
     wsch_allocator allocator;
     /* Each peer's transport: send and close required, timers optional
        (without them, no timeouts); they get the peer's user pointer (the
@@ -3035,8 +3152,10 @@ WSCH__PRIVATE int wsch__h_protocol_offered(const wsch_request *req, const char *
     return 0;
 }
 
-WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, const char *extra_headers,
-                                 char *out, size_t cap, size_t *out_len) {
+/* The 101 answer; extensions (NULL = none) is a Sec-WebSocket-Extensions
+   value the connection itself agreed to (wsch_deflate_response_build). */
+WSCH__PRIVATE int wsch__h_response_build(const wsch_request *req, const char *protocol, const char *extensions,
+                                         const char *extra_headers, char *out, size_t cap, size_t *out_len) {
     char accept[WSCH_ACCEPT_LEN + 1];
     wsch__writer w;
     if (!req || !out_len || (!out && cap) || !req->key.len) return WSCH_ERR_ARG;
@@ -3058,9 +3177,15 @@ WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, 
     if (protocol) {
         wsch__w_header(&w, "Sec-WebSocket-Protocol", protocol);
     }
+    if (extensions) wsch__w_header(&w, "Sec-WebSocket-Extensions", extensions);
     if (extra_headers) wsch__w_puts(&w, extra_headers);
     wsch__w_puts(&w, "\r\n");
     return wsch__w_finish(&w, out_len);
+}
+
+WSCH_API int wsch_response_build(const wsch_request *req, const char *protocol, const char *extra_headers,
+                                 char *out, size_t cap, size_t *out_len) {
+    return wsch__h_response_build(req, protocol, NULL, extra_headers, out, cap, out_len);
 }
 
 /* The one table of reason phrases: every status the library or the hub
@@ -3219,9 +3344,11 @@ WSCH_API int wsch_handshake_request_build(const wsch_handshake_request_desc *d, 
     if (query && !wsch__h_target_part_ok(query)) return WSCH_ERR_ARG;
     if (protocols && !wsch__h_token_list_ok(protocols)) return WSCH_ERR_ARG;
     if (origin && !wsch__h_value_ok(origin)) return WSCH_ERR_ARG;
+    if (d->extensions && d->extensions[0] && !wsch__h_value_ok(d->extensions)) return WSCH_ERR_ARG;
     {
         static const char *const mine[] = {"Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
-                                           "Sec-WebSocket-Version", "Origin", "Sec-WebSocket-Protocol", NULL};
+                                           "Sec-WebSocket-Version", "Origin", "Sec-WebSocket-Protocol",
+                                           "Sec-WebSocket-Extensions", NULL};
         if (!wsch__h_header_lines_ok(d->extra_headers, mine)) return WSCH_ERR_ARG;
     }
     if (wsch_base64_encode(d->nonce, sizeof d->nonce, key, sizeof key, &key_len) != WSCH_OK ||
@@ -3252,6 +3379,7 @@ WSCH_API int wsch_handshake_request_build(const wsch_handshake_request_desc *d, 
     if (protocols) {
         wsch__w_header(&w, "Sec-WebSocket-Protocol", protocols);
     }
+    if (d->extensions && d->extensions[0]) wsch__w_header(&w, "Sec-WebSocket-Extensions", d->extensions);
     wsch__w_puts(&w, "Sec-WebSocket-Version: 13\r\n");
     if (d->extra_headers) wsch__w_puts(&w, d->extra_headers);
     wsch__w_puts(&w, "\r\n");
@@ -3289,8 +3417,10 @@ WSCH_API int wsch_response_parse(const char *buf, size_t len, size_t prev_len, s
     return WSCH_OK;
 }
 
-WSCH_API int wsch_response_check(const wsch_response *res, const char *key, const char *offered_protocols,
-                                 wsch_str *protocol) {
+/* wsch_response_check(); with extensions_judged, Sec-WebSocket-Extensions
+   are left to the caller (wsch_deflate_response_check). */
+WSCH__PRIVATE int wsch__h_response_check(const wsch_response *res, const char *key, const char *offered_protocols,
+                                         wsch_str *protocol, int extensions_judged) {
     char expect[WSCH_ACCEPT_LEN + 1];
     wsch_str accept = wsch__h_span(NULL, 0), chosen = wsch__h_span(NULL, 0);
     size_t i, n_upgrade = 0, n_accept = 0, n_protocol = 0, n_ext = 0;
@@ -3318,12 +3448,304 @@ WSCH_API int wsch_response_check(const wsch_response *res, const char *key, cons
     if (n_upgrade != 1 || !upgrade_ok || !connection_ok) return WSCH_ERR_MISSING_HEADER;
     wsch_accept_key(key, WSCH_STRLEN(key), expect);
     if (n_accept != 1 || !wsch__h_span_eq(accept, wsch__h_span(expect, WSCH_ACCEPT_LEN))) return WSCH_ERR_ACCEPT;
-    if (n_ext) return WSCH_ERR_EXTENSION;
+    if (n_ext && !extensions_judged) return WSCH_ERR_EXTENSION;
     if (n_protocol > 1) return WSCH_ERR_EXTENSION;
     if (n_protocol == 1) {
         if (!wsch__h_span_is_token(chosen) || !wsch__h_list_contains(offered_protocols, chosen))
             return WSCH_ERR_EXTENSION;
         if (protocol) *protocol = chosen;
+    }
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_response_check(const wsch_response *res, const char *key, const char *offered_protocols,
+                                 wsch_str *protocol) {
+    return wsch__h_response_check(res, key, offered_protocols, protocol, 0);
+}
+
+/* ---- permessage-deflate negotiation (RFC 7692 5, 7.1) -------------------- */
+
+#define WSCH__PMD_NAME "permessage-deflate"
+#define WSCH__PMD_PARAMS_MAX 8          /* more in one element: not an offer we accept */
+#define WSCH__PMD_TEXT_MAX 160          /* the longest offer or answer we write is 128 bytes */
+
+/* One element of a Sec-WebSocket-Extensions list (RFC 6455 9.1): a token,
+   then `; name[=value]` parameters, the value a token or a quoted string
+   whose unescaped text is a token. Values longer than 2 bytes are kept
+   only as "too long": no parameter of ours has one. */
+typedef struct wsch__x_elem {
+    wsch_str name;
+    size_t count;                       /* parameters seen (may pass WSCH__PMD_PARAMS_MAX) */
+    struct {
+        wsch_str name;
+        char value[3];                  /* unescaped, NUL-terminated */
+        uint8_t has_value, too_long;
+    } params[WSCH__PMD_PARAMS_MAX];
+} wsch__x_elem;
+
+WSCH__PRIVATE void wsch__x_ows(const char **p, const char *end) {
+    while (*p < end && (**p == ' ' || **p == '\t')) (*p)++;
+}
+
+WSCH__PRIVATE wsch_str wsch__x_token(const char **p, const char *end) {
+    const char *start = *p;
+    while (*p < end && wsch__h_is_tchar((unsigned char)**p)) (*p)++;
+    return wsch__h_span(start, (size_t)(*p - start));
+}
+
+/* A parameter value at *p into out (cap 3). 0 on a syntax error. */
+WSCH__PRIVATE int wsch__x_value(const char **p, const char *end, char *out, uint8_t *too_long) {
+    size_t n = 0;
+    if (*p < end && **p == '"') {
+        for ((*p)++; *p < end && **p != '"'; (*p)++) {
+            unsigned char ch = (unsigned char)**p;
+            if (ch == '\\') {
+                if (++*p == end) return 0;
+                ch = (unsigned char)**p;
+            }
+            if (!wsch__h_is_tchar(ch)) return 0;    /* the unescaped value must be a token */
+            if (n < 2) out[n] = (char)ch;
+            n++;
+        }
+        if (*p == end) return 0;
+        (*p)++;
+    } else {
+        wsch_str t = wsch__x_token(p, end);
+        if (!t.len) return 0;
+        n = t.len;
+        if (n <= 2) WSCH_MEMCPY(out, t.ptr, n);
+    }
+    if (n == 0) return 0;
+    *too_long = (uint8_t)(n > 2);
+    out[n <= 2 ? n : 0] = '\0';
+    return 1;
+}
+
+/* Parses the element at *p, leaving *p past its comma. An empty element
+   has an empty name. Returns 0 on a syntax error. */
+WSCH__PRIVATE int wsch__x_elem_parse(const char **p, const char *end, wsch__x_elem *e) {
+    e->count = 0;
+    wsch__x_ows(p, end);
+    e->name = wsch__x_token(p, end);
+    wsch__x_ows(p, end);
+    while (e->name.len && *p < end && **p == ';') {
+        wsch_str name;
+        char value[3] = {0};
+        uint8_t has_value = 0, too_long = 0;
+        (*p)++;
+        wsch__x_ows(p, end);
+        name = wsch__x_token(p, end);
+        if (!name.len) return 0;
+        wsch__x_ows(p, end);
+        if (*p < end && **p == '=') {
+            (*p)++;
+            wsch__x_ows(p, end);
+            if (!wsch__x_value(p, end, value, &too_long)) return 0;
+            has_value = 1;
+            wsch__x_ows(p, end);
+        }
+        if (e->count < WSCH__PMD_PARAMS_MAX) {
+            e->params[e->count].name = name;
+            WSCH_MEMCPY(e->params[e->count].value, value, sizeof value);
+            e->params[e->count].has_value = has_value;
+            e->params[e->count].too_long = too_long;
+        }
+        e->count++;
+    }
+    if (*p < end && **p != ',') return 0;
+    if (*p < end) (*p)++;
+    return 1;
+}
+
+/* A permessage-deflate element read into values: window bits 8..15, 0 for
+   a parameter without a value, -1 when absent. ok = 0: an unknown or
+   repeated parameter, or a value the RFC does not allow. */
+typedef struct wsch__pmd {
+    int ok;
+    uint8_t server_nct, client_nct;
+    int server_bits, client_bits;
+} wsch__pmd;
+
+WSCH__PRIVATE int wsch__pmd_bits(const char *v) {
+    /* 1*DIGIT without a leading zero, 8..15 (RFC 7692 7.1.2) */
+    if (v[0] >= '8' && v[0] <= '9' && !v[1]) return v[0] - '0';
+    if (v[0] == '1' && v[1] >= '0' && v[1] <= '5' && !v[2]) return 10 + (v[1] - '0');
+    return -1;
+}
+
+WSCH__PRIVATE void wsch__pmd_read(const wsch__x_elem *e, wsch__pmd *o) {
+    size_t i;
+    o->ok = e->count <= WSCH__PMD_PARAMS_MAX;
+    o->server_nct = o->client_nct = 0;
+    o->server_bits = o->client_bits = -1;
+    for (i = 0; o->ok && i < e->count; i++) {
+        wsch_str n = e->params[i].name;
+        int bits = 0;                   /* no value */
+        if (e->params[i].has_value) bits = e->params[i].too_long ? -1 : wsch__pmd_bits(e->params[i].value);
+        if (wsch__str_ieq(n, "server_no_context_takeover") && !o->server_nct && !e->params[i].has_value)
+            o->server_nct = 1;
+        else if (wsch__str_ieq(n, "client_no_context_takeover") && !o->client_nct && !e->params[i].has_value)
+            o->client_nct = 1;
+        else if (wsch__str_ieq(n, "server_max_window_bits") && o->server_bits == -1 && bits >= 0)
+            o->server_bits = bits;
+        else if (wsch__str_ieq(n, "client_max_window_bits") && o->client_bits == -1 && bits >= 0)
+            o->client_bits = bits;
+        else
+            o->ok = 0;
+    }
+}
+
+/* Calls visit for each element of every Sec-WebSocket-Extensions header;
+   stops at a syntax error (returns WSCH_ERR_EXTENSION) or when visit
+   returns nonzero (returns that). 0 when all were visited. */
+WSCH__PRIVATE int wsch__x_each(const wsch_http_header *h, size_t n, int (*visit)(const wsch__x_elem *e, void *ctx),
+                               void *ctx) {
+    size_t i;
+    for (i = 0; i < n && i < WSCH_MAX_HEADERS; i++) {
+        const char *p, *end;
+        if (!wsch__str_ieq(h[i].name, "Sec-WebSocket-Extensions")) continue;
+        p = h[i].value.ptr;
+        end = p + h[i].value.len;
+        while (p < end) {
+            wsch__x_elem e;
+            int r;
+            if (!wsch__x_elem_parse(&p, end, &e)) return WSCH_ERR_EXTENSION;
+            if (e.name.len && (r = visit(&e, ctx)) != 0) return r;
+        }
+    }
+    return 0;
+}
+
+WSCH__PRIVATE uint8_t wsch__pmd_own_bits(uint8_t bits) { return bits ? bits : 15; }
+
+WSCH__PRIVATE int wsch__pmd_desc_ok(const wsch_deflate_desc *d) {
+    return (!d->server_max_window_bits || (d->server_max_window_bits >= 9 && d->server_max_window_bits <= 15)) &&
+           (!d->client_max_window_bits || (d->client_max_window_bits >= 9 && d->client_max_window_bits <= 15)) &&
+           d->mem_level <= 9;
+}
+
+WSCH_API int wsch_deflate_offer_build(const wsch_deflate_desc *d, char *out, size_t cap, size_t *out_len) {
+    wsch__writer w;
+    if (!d || !out_len || (!out && cap) || !wsch__pmd_desc_ok(d)) return WSCH_ERR_ARG;
+    wsch__w_init(&w, out, cap);
+    wsch__w_puts(&w, WSCH__PMD_NAME);
+    if (d->server_no_context_takeover) wsch__w_puts(&w, "; server_no_context_takeover");
+    if (d->client_no_context_takeover) wsch__w_puts(&w, "; client_no_context_takeover");
+    if (wsch__pmd_own_bits(d->server_max_window_bits) < 15) {
+        wsch__w_puts(&w, "; server_max_window_bits=");
+        wsch__w_put_uint(&w, d->server_max_window_bits);
+    }
+    /* Always offered: it lets the server ask for a smaller window. */
+    wsch__w_puts(&w, "; client_max_window_bits");
+    if (wsch__pmd_own_bits(d->client_max_window_bits) < 15) {
+        wsch__w_puts(&w, "=");
+        wsch__w_put_uint(&w, d->client_max_window_bits);
+    }
+    return wsch__w_finish(&w, out_len);
+}
+
+WSCH_API int wsch_deflate_response_build(const wsch_deflate_params *a, char *out, size_t cap, size_t *out_len) {
+    wsch__writer w;
+    if (!a || !out_len || (!out && cap) || !a->enabled) return WSCH_ERR_ARG;
+    wsch__w_init(&w, out, cap);
+    wsch__w_puts(&w, WSCH__PMD_NAME);
+    if (a->server_no_context_takeover) wsch__w_puts(&w, "; server_no_context_takeover");
+    if (a->client_no_context_takeover) wsch__w_puts(&w, "; client_no_context_takeover");
+    if (a->server_max_window_bits < 15) {
+        wsch__w_puts(&w, "; server_max_window_bits=");
+        wsch__w_put_uint(&w, a->server_max_window_bits);
+    }
+    if (a->client_max_window_bits < 15) {
+        wsch__w_puts(&w, "; client_max_window_bits=");
+        wsch__w_put_uint(&w, a->client_max_window_bits);
+    }
+    return wsch__w_finish(&w, out_len);
+}
+
+typedef struct wsch__pmd_ctx {
+    const wsch_deflate_desc *d;
+    wsch_deflate_params *agreed;
+    size_t seen;
+} wsch__pmd_ctx;
+
+/* Server: accepts the element if it can be honoured (returns 1). */
+WSCH__PRIVATE int wsch__pmd_try_offer(const wsch__x_elem *e, void *ctx) {
+    const wsch__pmd_ctx *x = (const wsch__pmd_ctx *)ctx;
+    uint8_t own_server = wsch__pmd_own_bits(x->d->server_max_window_bits);
+    uint8_t own_client = wsch__pmd_own_bits(x->d->client_max_window_bits);
+    wsch_deflate_params *a = x->agreed;
+    wsch__pmd o;
+    if (!wsch__str_ieq(e->name, WSCH__PMD_NAME)) return 0;
+    wsch__pmd_read(e, &o);
+    /* server_max_window_bits needs a value, and 8 cannot be honoured */
+    if (!o.ok || o.server_bits == 0 || (o.server_bits > 0 && o.server_bits < 9)) return 0;
+    a->enabled = 1;
+    a->server_no_context_takeover = (uint8_t)(o.server_nct || x->d->server_no_context_takeover);
+    a->client_no_context_takeover = (uint8_t)(o.client_nct || x->d->client_no_context_takeover);
+    /* Named only when offered: otherwise the client inflates with 15,
+       which takes any smaller window too. */
+    a->server_max_window_bits = 15;
+    if (o.server_bits > 0) a->server_max_window_bits = (uint8_t)(o.server_bits < own_server ? o.server_bits : own_server);
+    a->client_max_window_bits = 15;
+    if (o.client_bits >= 0) {
+        int limit = o.client_bits > 0 ? o.client_bits : 15;
+        if (own_client < limit) a->client_max_window_bits = own_client;
+    }
+    return 1;
+}
+
+WSCH_API int wsch_deflate_negotiate(const wsch_request *req, const wsch_deflate_desc *d, wsch_deflate_params *agreed) {
+    wsch__pmd_ctx x;
+    if (!agreed) return 0;
+    WSCH_MEMSET(agreed, 0, sizeof *agreed);
+    if (!req || !d || !d->codec || !wsch__pmd_desc_ok(d)) return 0;
+    x.d = d;
+    x.agreed = agreed;
+    x.seen = 0;
+    if (wsch__x_each(req->headers, req->num_headers, wsch__pmd_try_offer, &x) == 1) return 1;
+    WSCH_MEMSET(agreed, 0, sizeof *agreed);
+    return 0;
+}
+
+/* Client: judges the one element the server may answer with (returns a
+   negative error, or 0 to go on). */
+WSCH__PRIVATE int wsch__pmd_check_answer(const wsch__x_elem *e, void *ctx) {
+    wsch__pmd_ctx *x = (wsch__pmd_ctx *)ctx;
+    uint8_t own_server = wsch__pmd_own_bits(x->d->server_max_window_bits);
+    uint8_t own_client = wsch__pmd_own_bits(x->d->client_max_window_bits);
+    wsch_deflate_params *a = x->agreed;
+    wsch__pmd o;
+    if (x->seen++ || !wsch__str_ieq(e->name, WSCH__PMD_NAME)) return WSCH_ERR_EXTENSION;
+    wsch__pmd_read(e, &o);
+    if (!o.ok || o.server_bits == 0 || o.client_bits == 0) return WSCH_ERR_EXTENSION;
+    if (o.server_bits > own_server || o.client_bits > own_client) return WSCH_ERR_EXTENSION;
+    a->enabled = 1;
+    a->server_no_context_takeover = o.server_nct;
+    a->client_no_context_takeover = (uint8_t)(o.client_nct || x->d->client_no_context_takeover);
+    a->server_max_window_bits = (uint8_t)(o.server_bits > 0 ? o.server_bits : 15);
+    a->client_max_window_bits = (uint8_t)(o.client_bits > 0 ? o.client_bits : own_client);
+    return 0;
+}
+
+WSCH_API int wsch_deflate_response_check(const wsch_response *res, const wsch_deflate_desc *d,
+                                         wsch_deflate_params *agreed) {
+    wsch__pmd_ctx x;
+    size_t i, n = 0;
+    int rc;
+    if (!res || !agreed) return WSCH_ERR_ARG;
+    WSCH_MEMSET(agreed, 0, sizeof *agreed);
+    for (i = 0; i < res->num_headers && i < WSCH_MAX_HEADERS; i++)
+        if (wsch__str_ieq(res->headers[i].name, "Sec-WebSocket-Extensions")) n++;
+    if (!n) return WSCH_OK;
+    if (!d || !d->codec || !wsch__pmd_desc_ok(d)) return WSCH_ERR_EXTENSION;  /* nothing was offered */
+    x.d = d;
+    x.agreed = agreed;
+    x.seen = 0;
+    rc = wsch__x_each(res->headers, res->num_headers, wsch__pmd_check_answer, &x);
+    /* a syntax error, a bad element, or headers with no element at all */
+    if (rc != 0 || !agreed->enabled) {
+        WSCH_MEMSET(agreed, 0, sizeof *agreed);
+        return WSCH_ERR_EXTENSION;
     }
     return WSCH_OK;
 }
@@ -3582,8 +4004,24 @@ struct wsch_shared {
     size_t size;                    /* whole frame */
     size_t header_len;
     wsch_allocator allocator;
+    struct wsch_shared *deflated;   /* the compressed copy (RSV1), or NULL */
+    int window_bits;                /* a compressed copy: its window; -1: compression tried, no copy */
     /* the frame bytes follow */
 };
+
+/* permessage-deflate on one connection, allocated when agreed. Streams are
+   made when first needed; without context takeover they live only while
+   one message is processed, so an idle connection holds none. */
+typedef struct wsch__deflate {
+    wsch_deflate_params agreed;
+    uint8_t tx_bits, rx_bits;       /* our compressor's window, the peer's */
+    uint8_t tx_fresh, rx_fresh;     /* no context takeover: a stream per message */
+    void *tx, *rx;
+} wsch__deflate;
+
+/* Set on the opcode given to wsch__c_write_frame: the frame starts a
+   compressed message (RSV1, RFC 7692 6). */
+#define WSCH__C_RSV1 0x100u
 
 /* State kept only during the opening handshake, freed once open. */
 typedef struct wsch__handshake {
@@ -3619,6 +4057,7 @@ struct wsch_conn {
     uint8_t msg_opcode;             /* data message being reassembled, 0 = none */
     uint8_t out_opcode;             /* data message being sent in fragments, 0 = none */
     uint8_t ctrl_len;               /* control payload buffered; after a close, the reason */
+    uint8_t msg_deflated;           /* the message being received is compressed */
     uint16_t close_code;            /* peer's code, or ours on failure */
     uint16_t http_status;           /* of the handshake answer, received or sent */
     int fail_err;
@@ -3637,6 +4076,7 @@ struct wsch_conn {
        handshake's and the close timeout are read from the desc when used). */
     uint32_t max_frame, max_message, max_outbound;
     wsch__handshake *hs;
+    wsch__deflate *z;               /* permessage-deflate, when agreed */
     char *protocol;                 /* NUL-terminated, or NULL */
     unsigned char ctrl[WSCH_CONTROL_PAYLOAD_MAX];
 };
@@ -3665,6 +4105,7 @@ WSCH__PRIVATE void wsch__c_untimer(wsch_conn *c, unsigned id, unsigned flag) {
 WSCH__PRIVATE void wsch__c_shared_unref(wsch_shared *s) {
     if (s && --s->refs == 0) {
         wsch_allocator a = s->allocator;
+        wsch__c_shared_unref(s->deflated);
         wsch__free(&a, s);
     }
 }
@@ -3735,7 +4176,8 @@ WSCH__PRIVATE size_t wsch__c_frame_header(wsch_conn *c, unsigned opcode, int fin
                                          unsigned char hdr[WSCH_FRAME_HEADER_MAX], wsch_frame_header *h,
                                          const unsigned char **mask) {
     WSCH_MEMSET(h, 0, sizeof *h);
-    h->opcode = (uint8_t)opcode;
+    h->opcode = (uint8_t)(opcode & 0x0Fu);
+    h->rsv = (uint8_t)(opcode & WSCH__C_RSV1 ? 4u : 0u);
     h->fin = (uint8_t)(fin ? 1 : 0);
     h->payload_len = len;
     *mask = NULL;
@@ -3973,6 +4415,12 @@ WSCH__PRIVATE void wsch__c_free_conn(wsch_conn *c) {
         wsch__free(a, c->hs->buf);
         wsch__free(a, c->hs);
     }
+    if (c->z) {
+        const wsch_deflate_codec *k = c->desc->deflate.codec;
+        if (c->z->tx) k->destroy(c->z->tx, k->user);
+        if (c->z->rx) k->destroy(c->z->rx, k->user);
+        wsch__free(a, c->z);
+    }
     wsch__free(a, c->msg);
     wsch__free(a, c->protocol);
     wsch__free(a, c);
@@ -4109,7 +4557,10 @@ WSCH__PRIVATE int wsch__c_on_control(wsch_conn *c, unsigned char *p, size_t n) {
 /* Checks a decoded header against the role and the message in progress. */
 WSCH__PRIVATE int wsch__c_begin_frame(wsch_conn *c, const wsch_frame_header *h) {
     const wsch_conn_desc *d = c->desc;
-    if (h->rsv) return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
+    /* RSV1 marks a compressed message: only with permessage-deflate, only
+       on a data message's first frame (RFC 7692 6). */
+    if (h->rsv && (h->rsv != 4u || !c->z || (h->opcode & 0x08u) || h->opcode == WSCH_OP_CONTINUATION))
+        return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
     if (h->masked != (d->role == WSCH_ROLE_SERVER))
         return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
     c->frame_opcode = h->opcode;
@@ -4126,6 +4577,7 @@ WSCH__PRIVATE int wsch__c_begin_frame(wsch_conn *c, const wsch_frame_header *h) 
         return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, WSCH_ERR_PROTOCOL);
     if (h->opcode != WSCH_OP_CONTINUATION) {
         c->msg_opcode = h->opcode;
+        c->msg_deflated = (uint8_t)(h->rsv != 0);
         c->msg_len = 0;
         WSCH_MEMSET(&c->utf8, 0, sizeof c->utf8);
     }
@@ -4154,6 +4606,125 @@ WSCH__PRIVATE void wsch__c_deliver(wsch_conn *c, unsigned opcode, unsigned char 
     if (c->desc->on_message) c->desc->on_message(c, (wsch_opcode)opcode, p, n, c->user);
 }
 
+/* One stream of the connection's codec, made when first needed. */
+WSCH__PRIVATE void *wsch__c_stream(wsch_conn *c, int compress) {
+    const wsch_deflate_codec *k = c->desc->deflate.codec;
+    wsch__deflate *z = c->z;
+    void **slot = compress ? &z->tx : &z->rx;
+    if (!*slot)
+        *slot = k->create(compress, compress ? z->tx_bits : z->rx_bits, c->desc->deflate.mem_level ? c->desc->deflate.mem_level : 8,
+                          &c->desc->allocator, k->user);
+    return *slot;
+}
+
+/* After a message: without context takeover the stream goes (an idle
+   connection holds none); with it, it keeps the window. */
+WSCH__PRIVATE void wsch__c_stream_done(wsch_conn *c, int compress) {
+    const wsch_deflate_codec *k = c->desc->deflate.codec;
+    void **slot = compress ? &c->z->tx : &c->z->rx;
+    if (*slot && (compress ? c->z->tx_fresh : c->z->rx_fresh)) {
+        k->destroy(*slot, k->user);
+        *slot = NULL;
+    }
+}
+
+/* Runs in through a stream into a growing buffer of at most limit + 1
+   bytes (the +1 tells a message past the limit), in two pieces (a message
+   and the tail its sender removed). On WSCH_OK *out (allocated) holds
+   *out_len bytes. WSCH_ERR_TOO_LARGE past limit, WSCH_ERR_COMPRESSION for
+   corrupt data or a codec failure, WSCH_ERR_NOMEM. */
+WSCH__PRIVATE int wsch__z_run(const wsch_deflate_codec *k, void *stream, int compress, const wsch_allocator *a,
+                              const unsigned char *in, size_t in_len, const unsigned char *in2, size_t in2_len,
+                              size_t limit, unsigned char **out, size_t *out_len) {
+    size_t cap = in_len + in2_len, len = 0;
+    unsigned char *buf;
+    int piece, err = WSCH_OK;
+    /* first guess: the input's size (compressing) or four times it (inflating) */
+    cap = compress ? cap + cap / 64 + 64 : (cap < limit / 4 ? cap * 4 + 64 : limit);
+    if (cap > limit) cap = limit + (limit < (size_t)-1 ? 1u : 0u);
+    *out = NULL;
+    *out_len = 0;
+    buf = (unsigned char *)wsch__alloc(a, cap ? cap : 1);
+    if (!buf) return WSCH_ERR_NOMEM;
+    for (piece = 0; piece < 2 && err == WSCH_OK; piece++) {
+        const unsigned char *src = piece ? in2 : in;
+        size_t left = piece ? in2_len : in_len;
+        for (;;) {
+            size_t took = left, made;
+            if (len == cap) {           /* full: grow, never past limit + 1 */
+                size_t more = cap <= limit / 2 ? cap * 2 : limit + 1;
+                unsigned char *bigger;
+                if (more <= cap) {
+                    err = WSCH_ERR_TOO_LARGE;
+                    break;
+                }
+                bigger = (unsigned char *)wsch__alloc(a, more);
+                if (!bigger) {
+                    err = WSCH_ERR_NOMEM;
+                    break;
+                }
+                WSCH_MEMCPY(bigger, buf, len);
+                wsch__free(a, buf);
+                buf = bigger;
+                cap = more;
+            }
+            made = cap - len;
+            if (k->run(stream, src, &took, buf + len, &made, compress, k->user) != 0 || took > left ||
+                made > cap - len) {
+                err = WSCH_ERR_COMPRESSION;
+                break;
+            }
+            src += took;
+            left -= took;
+            len += made;
+            if (len > limit) {
+                err = WSCH_ERR_TOO_LARGE;
+                break;
+            }
+            if (!left && len < cap) break;          /* all in, and the output had room: done */
+            if (!took && !made && len < cap) {      /* no progress with room to spare */
+                err = WSCH_ERR_COMPRESSION;
+                break;
+            }
+        }
+    }
+    if (err != WSCH_OK) {
+        wsch__free(a, buf);
+        return err;
+    }
+    *out = buf;
+    *out_len = len;
+    return WSCH_OK;
+}
+
+/* A whole compressed message: inflated with the tail its sender removed
+   (RFC 7692 7.2.2), never past max_message_size (1009), then delivered.
+   Corrupt data fails with 1007. */
+WSCH__PRIVATE int wsch__c_inflate_deliver(wsch_conn *c, unsigned opcode, const unsigned char *in, size_t in_len) {
+    static const unsigned char tail[4] = {0x00, 0x00, 0xFF, 0xFF};
+    void *rx = wsch__c_stream(c, 0);
+    unsigned char *msg;
+    size_t n;
+    int rc;
+    if (!rx) return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
+    rc = wsch__z_run(c->desc->deflate.codec, rx, 0, &c->desc->allocator, in, in_len, tail, sizeof tail, c->max_message,
+                     &msg, &n);
+    if (rc != WSCH_OK) {
+        uint16_t code = rc == WSCH_ERR_TOO_LARGE ? WSCH_CLOSE_MESSAGE_TOO_BIG
+                        : rc == WSCH_ERR_NOMEM   ? WSCH_CLOSE_INTERNAL_ERROR
+                                                 : WSCH_CLOSE_INVALID_PAYLOAD;
+        return wsch__c_fail(c, code, rc);
+    }
+    wsch__c_stream_done(c, 0);
+    if (opcode == WSCH_OP_TEXT && !wsch_utf8_valid(msg, n)) {
+        wsch__free(&c->desc->allocator, msg);
+        return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
+    }
+    wsch__c_deliver(c, opcode, msg, n);
+    wsch__free(&c->desc->allocator, msg);
+    return WSCH_OK;
+}
+
 /* Consumes avail payload bytes at p of the current frame. */
 WSCH__PRIVATE int wsch__c_frame_payload(wsch_conn *c, unsigned char *p, size_t avail) {
     int whole = (uint64_t)avail == c->frame_left;
@@ -4175,6 +4746,7 @@ WSCH__PRIVATE int wsch__c_frame_payload(wsch_conn *c, unsigned char *p, size_t a
         wsch_mask(p, avail, c->mask_key, 0);
         c->frame_left = 0;
         c->msg_opcode = 0;
+        if (c->msg_deflated) return wsch__c_inflate_deliver(c, c->frame_opcode, p, avail);
         if (c->frame_opcode == WSCH_OP_TEXT && !wsch_utf8_valid(p, avail))
             return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
         wsch__c_deliver(c, c->frame_opcode, p, avail);
@@ -4184,14 +4756,16 @@ WSCH__PRIVATE int wsch__c_frame_payload(wsch_conn *c, unsigned char *p, size_t a
         if (wsch__c_msg_reserve(c, avail) != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, WSCH_ERR_NOMEM);
         WSCH_MEMCPY(c->msg + c->msg_len, p, avail);
         c->mask_pos = (uint8_t)wsch_mask(c->msg + c->msg_len, avail, c->mask_key, c->mask_pos);
-        /* Text is checked as it arrives so a bad byte fails at once. */
-        if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_feed(&c->utf8, c->msg + c->msg_len, avail, &bad) != WSCH_OK)
+        /* Text is checked as it arrives so a bad byte fails at once
+           (compressed text once inflated). */
+        if (c->msg_opcode == WSCH_OP_TEXT && !c->msg_deflated &&
+            wsch_utf8_feed(&c->utf8, c->msg + c->msg_len, avail, &bad) != WSCH_OK)
             return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
         c->msg_len = (uint32_t)(c->msg_len + avail);
     }
     c->frame_left -= avail;
     if (c->frame_left || !c->frame_fin) return WSCH_OK;
-    if (c->msg_opcode == WSCH_OP_TEXT && wsch_utf8_finish(&c->utf8) != WSCH_OK)
+    if (c->msg_opcode == WSCH_OP_TEXT && !c->msg_deflated && wsch_utf8_finish(&c->utf8) != WSCH_OK)
         return wsch__c_fail(c, WSCH_CLOSE_INVALID_PAYLOAD, WSCH_ERR_UTF8);
     {
         unsigned opcode = c->msg_opcode;
@@ -4201,6 +4775,11 @@ WSCH__PRIVATE int wsch__c_frame_payload(wsch_conn *c, unsigned char *p, size_t a
         c->msg = NULL;
         c->msg_len = c->msg_cap = 0;
         c->msg_opcode = 0;
+        if (c->msg_deflated) {
+            int rc = wsch__c_inflate_deliver(c, opcode, msg ? msg : c->hdr, n);
+            wsch__free(&c->desc->allocator, msg);
+            return rc;
+        }
         /* An all-empty fragmented message has no buffer; still hand out a valid pointer. */
         wsch__c_deliver(c, opcode, msg ? msg : c->hdr, n);
         wsch__free(&c->desc->allocator, msg);
@@ -4294,6 +4873,24 @@ WSCH__PRIVATE int wsch__c_set_protocol(wsch_conn *c, const char *p, size_t n) {
     return WSCH_OK;
 }
 
+/* permessage-deflate was agreed: keep what was, no stream yet. */
+WSCH__PRIVATE int wsch__c_deflate_start(wsch_conn *c, const wsch_deflate_params *a) {
+    const wsch_deflate_desc *d = &c->desc->deflate;
+    int server = c->desc->role == WSCH_ROLE_SERVER;
+    uint8_t own = wsch__pmd_own_bits(server ? d->server_max_window_bits : d->client_max_window_bits);
+    uint8_t agreed_own = server ? a->server_max_window_bits : a->client_max_window_bits;
+    wsch__deflate *z = (wsch__deflate *)wsch__alloc(&c->desc->allocator, sizeof *z);
+    if (!z) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(z, 0, sizeof *z);
+    z->agreed = *a;
+    z->tx_bits = own < agreed_own ? own : agreed_own;
+    z->rx_bits = server ? a->client_max_window_bits : a->server_max_window_bits;
+    z->tx_fresh = server ? a->server_no_context_takeover : a->client_no_context_takeover;
+    z->rx_fresh = server ? a->client_no_context_takeover : a->server_no_context_takeover;
+    c->z = z;
+    return WSCH_OK;
+}
+
 /* Refuses a request with an HTTP response (the caller's, or a built one),
    then closes. */
 WSCH__PRIVATE int wsch__c_refuse(wsch_conn *c, const wsch_handshake_reply *reply, int err) {
@@ -4319,8 +4916,9 @@ WSCH__PRIVATE int wsch__c_server_accept(wsch_conn *c, const wsch_request *req, i
     wsch_handshake_reply reply;
     size_t iter = 0, n = 0;
     wsch_str offered;
-    const char *protocol = NULL;
-    char stack[512], *buf = stack;
+    const char *protocol = NULL, *extensions = NULL;
+    char stack[512], *buf = stack, ext[WSCH__PMD_TEXT_MAX];
+    wsch_deflate_params agreed;
     int rc;
     WSCH_MEMSET(&reply, 0, sizeof reply);
     reply.status = check == WSCH_OK ? 101 : wsch_request_error_status(check);
@@ -4338,10 +4936,17 @@ WSCH__PRIVATE int wsch__c_server_accept(wsch_conn *c, const wsch_request *req, i
             break;
         }
     }
-    rc = wsch_response_build(req, protocol, reply.extra_headers, stack, sizeof stack, &n);
+    if (wsch_deflate_negotiate(req, &c->desc->deflate, &agreed)) {
+        rc = wsch_deflate_response_build(&agreed, ext, sizeof ext, &n);
+        if (rc == WSCH_OK) rc = wsch__c_deflate_start(c, &agreed);
+        if (rc != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+        extensions = ext;
+    }
+    rc = wsch__h_response_build(req, protocol, extensions, reply.extra_headers, stack, sizeof stack, &n);
     if (rc == WSCH_ERR_BUFFER) { /* long extra headers: n is the size it needs */
         buf = (char *)wsch__alloc(&c->desc->allocator, n + 1);
-        rc = buf ? wsch_response_build(req, protocol, reply.extra_headers, buf, n + 1, &n) : WSCH_ERR_NOMEM;
+        rc = buf ? wsch__h_response_build(req, protocol, extensions, reply.extra_headers, buf, n + 1, &n)
+                 : WSCH_ERR_NOMEM;
     }
     if (rc == WSCH_OK) rc = wsch__c_write_raw(c, buf, n);
     if (buf != stack) wsch__free(&c->desc->allocator, buf);
@@ -4398,13 +5003,17 @@ WSCH__PRIVATE int wsch__c_read_handshake(wsch_conn *c, const void *data, size_t 
     } else {
         wsch_response res;
         wsch_str protocol;
+        wsch_deflate_params agreed;
         rc = wsch_response_parse(hs->buf, hs->len, prev, c->desc->limits.max_header_bytes, &res, &head);
         if (rc == WSCH_INCOMPLETE) return WSCH_OK;
         if (rc == WSCH_OK) {
             c->http_status = (uint16_t)res.status;
             hs->retry_after_s = wsch__c_retry_after(&res);
-            rc = wsch_response_check(&res, hs->key, c->desc->request.protocols, &protocol);
+            rc = wsch__h_response_check(&res, hs->key, c->desc->request.protocols, &protocol, 1);
         }
+        if (rc == WSCH_OK)
+            rc = wsch_deflate_response_check(&res, c->desc->deflate.codec ? &c->desc->deflate : NULL, &agreed);
+        if (rc == WSCH_OK && agreed.enabled) rc = wsch__c_deflate_start(c, &agreed);
         if (rc == WSCH_OK) rc = wsch__c_set_protocol(c, protocol.ptr, protocol.len);
         if (rc != WSCH_OK) return wsch__c_fail(c, WSCH_CLOSE_PROTOCOL_ERROR, rc);
         *used = head - prev;
@@ -4443,10 +5052,15 @@ WSCH__PRIVATE void wsch__conn_desc_for(wsch_conn_desc *cd, wsch_role role, const
 /* Client role: writes the opening request, sized by the builder itself. */
 WSCH__PRIVATE int wsch__c_send_request(wsch_conn *c) {
     wsch_handshake_request_desc rd = c->desc->request;
-    char buf[1024], *req = buf;
+    char buf[1024], *req = buf, ext[WSCH__PMD_TEXT_MAX];
     size_t n = 0;
     int rc;
     c->desc->effects.random_bytes(rd.nonce, sizeof rd.nonce, c->user);
+    if (c->desc->deflate.codec) {
+        rc = wsch_deflate_offer_build(&c->desc->deflate, ext, sizeof ext, &n);
+        if (rc != WSCH_OK) return rc;
+        rd.extensions = ext;
+    }
     rc = wsch_handshake_request_build(&rd, buf, sizeof buf, &n, c->hs->key);
     if (rc == WSCH_ERR_BUFFER) { /* long paths or headers: n is the size it needs */
         req = (char *)wsch__alloc(&c->desc->allocator, n + 1);
@@ -4463,6 +5077,9 @@ WSCH_API int wsch_conn_create(const wsch_conn_desc *desc, void *user, wsch_conn 
     *out = NULL;
     if (!desc || !desc->effects.send || !desc->effects.close) return WSCH_ERR_ARG;
     if (desc->role == WSCH_ROLE_CLIENT && (!desc->request.host || !desc->effects.random_bytes)) return WSCH_ERR_ARG;
+    if (desc->deflate.codec && (!wsch__pmd_desc_ok(&desc->deflate) || !desc->deflate.codec->create ||
+                                !desc->deflate.codec->destroy || !desc->deflate.codec->reset || !desc->deflate.codec->run))
+        return WSCH_ERR_ARG;
     c = (wsch_conn *)wsch__alloc(&desc->allocator, sizeof *c);
     if (!c) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(c, 0, sizeof *c);
@@ -4607,6 +5224,43 @@ WSCH__PRIVATE int wsch__c_check_send(const wsch_conn *c) {
     return c->state == WSCH_STATE_HANDSHAKE ? WSCH_ERR_STATE : WSCH_ERR_CLOSED;
 }
 
+/* A whole message: compressed when permessage-deflate was agreed and it is
+   long enough (RFC 7692 7.2.1). Without context takeover a message that
+   does not shrink leaves as it is. With it the peer's window must see
+   every byte the compressor did, so a compressed message that cannot leave
+   ends the connection (1011); room is checked first to make that rare. */
+WSCH__PRIVATE int wsch__c_send_message(wsch_conn *c, unsigned opcode, const void *data, size_t len) {
+    const wsch_deflate_desc *d = &c->desc->deflate;
+    size_t bound = len + len / 64 + 64, n;
+    unsigned char *out;
+    void *tx;
+    int rc;
+    if (!c->z || len < (d->min_size ? d->min_size : WSCH_DEFLATE_MIN_SIZE))
+        return wsch__c_write_frame(c, opcode, 1, data, len);
+    if ((rc = wsch__c_room(c, bound + WSCH_FRAME_HEADER_MAX)) != WSCH_OK) return rc;
+    if (!(tx = wsch__c_stream(c, 1))) return WSCH_ERR_NOMEM;
+    rc = wsch__z_run(d->codec, tx, 1, &c->desc->allocator, (const unsigned char *)data, len, NULL, 0, (size_t)-1 - 1,
+                     &out, &n);
+    /* a sync flush ends with 00 00 FF FF, which the peer adds back */
+    if (rc == WSCH_OK && (n < 4 || out[n - 4] || out[n - 3] || out[n - 2] != 0xFF || out[n - 1] != 0xFF)) {
+        wsch__free(&c->desc->allocator, out);
+        rc = WSCH_ERR_COMPRESSION;
+    }
+    if (rc != WSCH_OK) {
+        if (!c->z->tx_fresh) return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+        wsch__c_stream_done(c, 1);
+        return rc;
+    }
+    n -= 4;
+    wsch__c_stream_done(c, 1);
+    if (c->z->tx_fresh && n >= len) rc = wsch__c_write_frame(c, opcode, 1, data, len);
+    else rc = wsch__c_write_frame(c, opcode | WSCH__C_RSV1, 1, out, n);
+    wsch__free(&c->desc->allocator, out);
+    if (rc != WSCH_OK && !c->z->tx_fresh && c->state != WSCH_STATE_CLOSED)
+        return wsch__c_fail(c, WSCH_CLOSE_INTERNAL_ERROR, rc);
+    return rc;
+}
+
 WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, size_t len) {
     int rc;
     if (!c || (!data && len) || (opcode != WSCH_OP_TEXT && opcode != WSCH_OP_BINARY)) return WSCH_ERR_ARG;
@@ -4614,7 +5268,7 @@ WSCH_API int wsch_conn_send(wsch_conn *c, wsch_opcode opcode, const void *data, 
     if (c->out_opcode) return WSCH_ERR_STATE; /* a fragmented message is still open */
     if (opcode == WSCH_OP_TEXT && !wsch_utf8_valid(data, len)) return WSCH_ERR_UTF8;
     wsch__c_enter(c);
-    return wsch__c_leave(c, wsch__c_write_frame(c, (unsigned)opcode, 1, data, len));
+    return wsch__c_leave(c, wsch__c_send_message(c, (unsigned)opcode, data, len));
 }
 
 WSCH_API int wsch_conn_send_frame(wsch_conn *c, wsch_opcode opcode, int fin, const void *data, size_t len) {
@@ -4676,6 +5330,15 @@ WSCH_API size_t wsch_conn_queued_bytes(const wsch_conn *c) {
 WSCH_API void *wsch_conn_user(const wsch_conn *c) { return c->user; }
 WSCH_API void wsch_conn_set_user(wsch_conn *c, void *user) { c->user = user; }
 
+WSCH_API int wsch_conn_deflate(const wsch_conn *c, wsch_deflate_params *out) {
+    if (!c || !c->z) {
+        if (out) WSCH_MEMSET(out, 0, sizeof *out);
+        return 0;
+    }
+    if (out) *out = c->z->agreed;
+    return 1;
+}
+
 WSCH_API wsch_str wsch_conn_protocol(const wsch_conn *c) {
     wsch_str s;
     s.ptr = c->protocol ? c->protocol : "";
@@ -4685,8 +5348,9 @@ WSCH_API wsch_str wsch_conn_protocol(const wsch_conn *c) {
 
 /* --- shared frames (broadcast) ------------------------------------------- */
 
-WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, const void *payload, size_t len,
-                                wsch_shared **out) {
+/* A shared frame; rsv 4 marks a compressed message. */
+WSCH__PRIVATE int wsch__c_shared_make(const wsch_allocator *a, unsigned opcode, unsigned rsv, const void *payload,
+                                      size_t len, wsch_shared **out) {
     wsch_frame_header h;
     unsigned char hdr[WSCH_FRAME_HEADER_MAX];
     size_t hlen;
@@ -4697,6 +5361,7 @@ WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, con
     if (len > (size_t)-1 - sizeof *s - WSCH_FRAME_HEADER_MAX) return WSCH_ERR_TOO_LARGE;
     WSCH_MEMSET(&h, 0, sizeof h);
     h.opcode = (uint8_t)opcode;
+    h.rsv = (uint8_t)rsv;
     h.fin = 1;
     h.payload_len = len;
     hlen = wsch_frame_header_encode(hdr, &h);
@@ -4705,12 +5370,39 @@ WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, con
     s->refs = 1;
     s->size = hlen + len;
     s->header_len = hlen;
+    s->deflated = NULL;
+    s->window_bits = 0;
     if (a) s->allocator = *a;
     else WSCH_MEMSET(&s->allocator, 0, sizeof s->allocator);
     WSCH_MEMCPY(s + 1, hdr, hlen);
     if (payload && len) WSCH_MEMCPY((unsigned char *)(s + 1) + hlen, payload, len);
     *out = s;
     return WSCH_OK;
+}
+
+WSCH_API int wsch_shared_create(const wsch_allocator *a, wsch_opcode opcode, const void *payload, size_t len,
+                                wsch_shared **out) {
+    return wsch__c_shared_make(a, (unsigned)opcode, 0, payload, len, out);
+}
+
+WSCH_API int wsch_shared_compress(wsch_shared *s, const wsch_deflate_codec *codec, void *stream, int window_bits) {
+    const unsigned char *frame;
+    unsigned char *out;
+    size_t len, n;
+    int rc;
+    if (!s || !codec || !stream || window_bits < 9 || window_bits > 15) return WSCH_ERR_ARG;
+    if (s->deflated || s->window_bits) return WSCH_OK;      /* has a copy, or is one */
+    frame = (const unsigned char *)(s + 1);
+    len = s->size - s->header_len;
+    s->window_bits = -1;            /* tried: not again for this frame, whatever comes */
+    if (codec->reset(stream, codec->user) != 0) return WSCH_ERR_COMPRESSION;
+    rc = wsch__z_run(codec, stream, 1, &s->allocator, frame + s->header_len, len, NULL, 0, (size_t)-1 - 1, &out, &n);
+    if (rc != WSCH_OK) return rc;
+    if (n < 4 || out[n - 4] || out[n - 3] || out[n - 2] != 0xFF || out[n - 1] != 0xFF) rc = WSCH_ERR_COMPRESSION;
+    else if (n - 4 < len) rc = wsch__c_shared_make(&s->allocator, frame[0] & 0x0Fu, 4, out, n - 4, &s->deflated);
+    if (rc == WSCH_OK && s->deflated) s->deflated->window_bits = window_bits;
+    wsch__free(&s->allocator, out);
+    return rc;
 }
 
 WSCH_API void *wsch_shared_payload(wsch_shared *s) { return (unsigned char *)(s + 1) + s->header_len; }
@@ -4721,7 +5413,12 @@ WSCH__PRIVATE int wsch__c_send_shared(wsch_conn *c, wsch_shared *s) {
     const unsigned char *frame;
     size_t done = 0;
     wsch__chunk *ch;
-    int rc = wsch__c_room(c, s->size);
+    int rc;
+    /* The compressed copy fits a peer whose inflater starts every message
+       afresh with a window at least as large. */
+    if (s->deflated && c->z && c->z->tx_fresh && s->deflated->window_bits <= c->z->agreed.server_max_window_bits)
+        s = s->deflated;
+    rc = wsch__c_room(c, s->size);
     if (rc != WSCH_OK) return rc;
     frame = (const unsigned char *)(s + 1);
     if (c->cork && (rc = wsch__c_uncork(c)) != WSCH_OK) return rc;
@@ -6086,6 +6783,7 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
                                                 wsch__cl_conn_timer_cancel, NULL, wsch__cl_conn_random, NULL, NULL};
         wsch__conn_desc_for(&c->cd, WSCH_ROLE_CLIENT, &d.limits, &d.allocator, &via_client);
     }
+    c->cd.deflate = d.deflate;
 
     c->state = WSCH__CL_IDLE;
     c->reported = WSCH_STATUS_DISCONNECTED;
@@ -6577,6 +7275,7 @@ struct wsch_hub {
     uint64_t origin;                /* this hub's id in bridge messages */
     char *bridge_buf;               /* an outgoing bridge name and message; kept for the next one */
     size_t bridge_cap;
+    void *deflater;                 /* compresses broadcasts once (permessage-deflate), made when first needed */
     uint64_t peers, open, subscriptions, accepted, messages_in, messages_out, encodes, http_responses;
     uint64_t drops[WSCH_HUB_DROP_COUNT];
     uint64_t bridge_published, bridge_publish_errors, bridge_received, bridge_own, bridge_refused;
@@ -6978,10 +7677,28 @@ WSCH__PRIVATE void wsch__hub_list_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_h
     hub->walk_drops = cl;
 }
 
+/* The first peer of a delivery that agreed permessage-deflate has the
+   frame compressed, once for all (each peer's inflater starts every
+   message afresh: the hub asked for that). Compression that fails or does
+   not shrink leaves the frame as it is. */
+WSCH__PRIVATE void wsch__hub_compress(wsch_hub *hub, wsch__hub_peer *cl, wsch_shared *s) {
+    const wsch_deflate_desc *d = &hub->conn_desc.deflate;
+    int bits = wsch__pmd_own_bits(d->server_max_window_bits);
+    if (!cl->conn->z || s->deflated || s->window_bits) return;     /* tried already */
+    if (s->size - s->header_len < (d->min_size ? d->min_size : WSCH_DEFLATE_MIN_SIZE)) {
+        s->window_bits = -1;
+        return;
+    }
+    if (!hub->deflater)
+        hub->deflater = d->codec->create(1, bits, d->mem_level ? d->mem_level : 8, &hub->desc.allocator, d->codec->user);
+    if (hub->deflater) (void)wsch_shared_compress(s, d->codec, hub->deflater, bits);
+}
+
 /* Queues s to one peer, between walk_begin and walk_end. Returns 1 when queued. */
 WSCH__PRIVATE int wsch__hub_push(wsch_hub *hub, wsch__hub_peer *cl, wsch_shared *s) {
     int r;
     if (cl->state != WSCH__HUB_OPEN || (cl->flags & WSCH__HUB_DROP_LISTED)) return 0;
+    wsch__hub_compress(hub, cl, s);
     r = wsch_conn_send_shared(cl->conn, s);
     if (r == WSCH_OK) {
         hub->messages_out++;
@@ -7551,6 +8268,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     if (!out) return WSCH_ERR_ARG;
     *out = NULL;
     d = wsch_hub_desc_defaults(desc);
+    if (d.deflate.codec && !wsch__pmd_desc_ok(&d.deflate)) return WSCH_ERR_ARG;
     if (d.path[0] != '/' || d.max_channel_len > WSCH_HUB_MAX_CHANNEL_LEN || d.max_channels_per_peer > 0xFFFFu ||
         d.max_peers > 0xFFFFFFF0u || d.max_user_id_len > 0xFFFFu || d.max_token_len > ((size_t)-1 - 16u) / 2u)
         return WSCH_ERR_ARG;
@@ -7599,6 +8317,9 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
                                               wsch__hub_t_timer_cancel, NULL, NULL, NULL, NULL};
         wsch__conn_desc_for(&hub->conn_desc, WSCH_ROLE_SERVER, &d.limits, &d.allocator, &via_peer);
     }
+    hub->conn_desc.deflate = d.deflate;
+    hub->conn_desc.deflate.server_no_context_takeover = 1;
+    hub->conn_desc.deflate.client_no_context_takeover = 1;
     hub->conn_desc.on_request = wsch__hub_on_request;
     hub->conn_desc.on_open = wsch__hub_on_open;
     hub->conn_desc.on_message = wsch__hub_on_message;
@@ -7638,6 +8359,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch__free(&a, hub->slots);
     wsch__free(&a, hub->token_buf);
     wsch__free(&a, hub->bridge_buf);
+    if (hub->deflater) hub->desc.deflate.codec->destroy(hub->deflater, hub->desc.deflate.codec->user);
     wsch__free(&a, hub);
 }
 

@@ -394,7 +394,7 @@ static int fake_open_with(fake *f, const wsch_effects *effects, const char *user
     return fake_status(f) == 101 && wsch_hub_peer_state(f->hub, f->h) == WSCH_STATE_OPEN;
 }
 
-static int fake_open(fake *f, const char *user) { return fake_open_with(f, NULL, user); }
+TEST_HELPER int fake_open(fake *f, const char *user) { return fake_open_with(f, NULL, user); }
 
 /* Next complete frame the hub sent: 1 with opcode, payload copied (NUL
    added), 0 when none is complete. */
@@ -421,7 +421,7 @@ static int fake_next(fake *f, int *opcode, char *buf, size_t cap, size_t *len) {
 }
 
 /* The next text message, or "" when there is none. */
-static const char *fake_text(fake *f) {
+TEST_HELPER const char *fake_text(fake *f) {
     static char buf[70000];
     size_t len, rd = f->rd;
     int op;
@@ -446,7 +446,7 @@ TEST_HELPER int fake_closed_with(fake *f, int code, const char *reason) {
     return 0;
 }
 
-static size_t fake_pending(fake *f) {
+TEST_HELPER size_t fake_pending(fake *f) {
     char buf[70000];
     size_t len, n = 0;
     int op;
@@ -489,7 +489,7 @@ static int fake_sub(fake *f, const char *channel) {
    run already: then the socket is closed and there is nothing to see. The
    report must end the peer at once: close() has run and the handle is
    stale when it returns (fake_done checks both). */
-static void fake_gone(fake *f) {
+TEST_HELPER void fake_gone(fake *f) {
     if (!f->accepted || f->closes || f->reported) return;
     f->reported = 1;
     f->report_result = wsch_hub_transport_closed(f->hub, f->h);
@@ -533,20 +533,20 @@ TEST_HELPER int fake_released(fake *f) {
     return 1;
 }
 
-static wsch_hub_counters stats(void) {
+TEST_HELPER wsch_hub_counters stats(void) {
     wsch_hub_counters s;
     wsch_hub_stats(T.hub, &s);
     return s;
 }
 
 /* A hub_setup adjustment both files use. */
-static void small_messages(wsch_hub_desc *d) { d->limits.max_message_size = 100; }
+TEST_HELPER void small_messages(wsch_hub_desc *d) { d->limits.max_message_size = 100; }
 
 /* Runs scenario(k, &hit) with allocation k refused, for k = 1, 2, ... below
    limit, until a run refused nothing (hit == 0): every allocation site has
    then been tried, and *tried says how many. A scenario returns 0 when
    something leaked or went wrong; that run fails the test, named by `what`. */
-static enum greatest_test_res refuse_each_allocation(int (*scenario)(long fail_at, int *hit), long limit,
+TEST_HELPER enum greatest_test_res refuse_each_allocation(int (*scenario)(long fail_at, int *hit), long limit,
                                                      const char *what, long *tried) {
     long k;
     int hit = 1;
