@@ -48,8 +48,9 @@ $(BUILD)/test/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/test
 $(BUILD)/asan/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/asan
 	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
 
-# The layers with SIMD paths also run with the scalar paths only, sanitized.
-NOSIMD_TESTS := test_primitives test_conn test_envelope
+# The layers with SIMD paths also run with the scalar paths only, sanitized;
+# test_simd compares the two (tests/simd_check.sh).
+NOSIMD_TESTS := test_primitives test_conn test_envelope test_simd
 $(BUILD)/nosimd/%: tests/%.c tests/*.h ws_channel.h
 	@mkdir -p $(BUILD)/nosimd
 	$(CC) $(WARN) $(SAN) -DWSCH_NO_SIMD $(TEST_DEFS) -I. -Itests -o $@ $< -lm

@@ -28,6 +28,9 @@ for t in "$@"; do
     count "$t (asan+ubsan)" "$build/asan/$t"
     [ -x "$build/nosimd/$t" ] && count "$t (scalar, asan+ubsan)" "$build/nosimd/$t"
 done
+# The SIMD build and the scalar build give the same results (tests/test_simd.c).
+[ -x "$build/nosimd/test_simd" ] &&
+    count "test_simd: SIMD = scalar" sh tests/simd_check.sh "$build/test/test_simd" "$build/nosimd/test_simd"
 count "README code" sh tests/readme_check.sh "$build"
 count "header quick starts" sh tests/quickstart_check.sh "$build"
 # Every fuzz corpus and crash reproducer, replayed under ASan+UBSan.
