@@ -1,7 +1,7 @@
 #!/bin/sh
 # Every unit suite on another CPU: cross-built with Debian's gcc, linked
 # -static (so qemu-user needs no sysroot) and run under qemu-user.
-#   tests/cross_check.sh BUILD TARGET    (from anywhere)
+#   tests/cross_check.sh BUILD TARGET [SUITE...]    (from anywhere)
 # TARGET is one of
 #   aarch64  little-endian, NEON: every suite as built for AArch64 (NEON
 #            paths), the layers with SIMD paths once more with
@@ -12,6 +12,7 @@
 #            run natively when the kernel runs 32-bit programs, else qemu-i386
 # aarch64 and s390x make char unsigned, x86 signed: between them and the
 # native run both signednesses are covered.
+# SUITE names (e.g. test_simd) restrict the run to those suites.
 # Binaries go to BUILD/cross/TARGET, rebuilt only when older than their
 # sources. Prints a line per program and one closing line
 # "Pass: N, fail: N, skip: N." with the sum of greatest's counts. A missing
@@ -20,6 +21,7 @@
 # CROSS_JOBS (default 2) compilers run at a time.
 cd "$(dirname "$0")/.." || exit 1
 build=${1:-build}; target=$2
+shift 2 2>/dev/null || shift $#
 warn="-std=c99 -pedantic -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion -Wstrict-prototypes \
 -Wmissing-prototypes -Wcast-qual -Wpointer-arith -Wwrite-strings -Wundef -Wvla -Wformat=2 -Werror"
 defs="-DGREATEST_HEADER=\"$(pwd)/tests/greatest.h\" -D_GNU_SOURCE"
@@ -63,8 +65,11 @@ build_one() {
     mv -f "$out.tmp" "$out"
 }
 
-suites=$(ls tests/test_*.c | sed 's|tests/||; s|\.c$||')
-nosimd=$(sed -n 's/^NOSIMD_TESTS *:= *//p' Makefile)
+suites=${*:-$(ls tests/test_*.c | sed 's|tests/||; s|\.c$||')}
+nosimd=
+for t in $(sed -n 's/^NOSIMD_TESTS *:= *//p' Makefile); do
+    case " $suites " in *" $t "*) nosimd="$nosimd $t" ;; esac
+done
 n=0
 queue() { # OUTPUT SOURCE FLAGS...: at most $jobs compilers at once
     build_one "$@" &
@@ -75,13 +80,15 @@ for t in $suites; do queue "$dir/$t" "tests/$t.c"; done
 if [ "$target" = aarch64 ]; then
     for t in $nosimd; do queue "$dir/$t.nosimd" "tests/$t.c" -DWSCH_NO_SIMD; done
 fi
-[ "$target" = i386 ] && queue "$dir/test_simd.sse2" tests/test_simd.c -msse2
+case " $suites " in *" test_simd "*) simd=1 ;; *) simd= ;; esac
+[ "$target" = i386 ] && [ -n "$simd" ] && queue "$dir/test_simd.sse2" tests/test_simd.c -msse2
 wait
 cat "$errors"
 
 # How to run: qemu, or natively for i386 when this kernel runs it.
 runner=$qemu
-if [ "$target" = i386 ] && [ -x "$dir/test_primitives" ] && "$dir/test_primitives" >/dev/null 2>&1; then
+first=$(echo $suites | cut -d' ' -f1)
+if [ "$target" = i386 ] && [ -x "$dir/$first" ] && "$dir/$first" >/dev/null 2>&1; then
     runner=
 fi
 if [ -n "$runner" ] && ! command -v "$runner" >/dev/null 2>&1; then
@@ -109,9 +116,9 @@ run() {
 for t in $suites; do run "$t" $runner "$dir/$t"; done
 if [ "$target" = aarch64 ]; then
     for t in $nosimd; do run "$t (scalar)" $runner "$dir/$t.nosimd"; done
-    run "test_simd: NEON = scalar" sh tests/simd_check.sh "$dir/test_simd" "$dir/test_simd.nosimd" $runner
+    [ -n "$simd" ] && run "test_simd: NEON = scalar" sh tests/simd_check.sh "$dir/test_simd" "$dir/test_simd.nosimd" $runner
 fi
-if [ "$target" = i386 ]; then
+if [ "$target" = i386 ] && [ -n "$simd" ]; then
     run "test_simd: SSE2 = scalar" sh tests/simd_check.sh "$dir/test_simd.sse2" "$dir/test_simd" $runner
 fi
 echo "$target: run ${runner:-natively}"
