@@ -65,7 +65,7 @@ build_one() {
     mv -f "$out.tmp" "$out"
 }
 
-suites=${*:-$(ls tests/test_*.c | sed 's|tests/||; s|\.c$||')}
+suites=$(echo ${*:-$(ls tests/test_*.c | sed 's|tests/||; s|\.c$||')})   # one line, spaced
 nosimd=
 for t in $(sed -n 's/^NOSIMD_TESTS *:= *//p' Makefile); do
     case " $suites " in *" $t "*) nosimd="$nosimd $t" ;; esac
