@@ -1,6 +1,9 @@
 # ws_channel.h — build the examples, run the tests, the demo, the benchmarks.
 #   make            examples into build/
-#   make test       every test, plain and under ASan+UBSan, then the interop tests
+#   make test       installs what is missing (tests/packages.txt), then every
+#                   test: plain, under ASan+UBSan, with char of the other
+#                   signedness, on aarch64, s390x and i386 (cross, qemu-user),
+#                   then the interop tests
 #   make demo       the demo server
 #   make bench      benchmarks side by side with peer libraries
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS=N each)
@@ -12,7 +15,7 @@ WARN    := -std=c99 -pedantic -Wall -Wextra -Wshadow -Wconversion -Wsign-convers
            -Wstrict-prototypes -Wmissing-prototypes -Wcast-qual -Wpointer-arith \
            -Wwrite-strings -Wundef -Wvla -Wformat=2 -Werror
 CFLAGS  ?= -O2 -g
-SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN     := -O1 -g -fsanitize=address,undefined,alignment -fno-omit-frame-pointer -fno-sanitize-recover=all
 GREATEST ?= tests/greatest.h
 
 TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
@@ -48,14 +51,23 @@ $(BUILD)/test/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/test
 $(BUILD)/asan/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/asan
 	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
 
-# The layers with SIMD paths also run with the scalar paths only, sanitized.
-NOSIMD_TESTS := test_primitives test_conn test_envelope
+# The layers with SIMD paths also run with the scalar paths only, sanitized;
+# test_simd compares the two (tests/simd_check.sh).
+NOSIMD_TESTS := test_primitives test_conn test_envelope test_simd
 $(BUILD)/nosimd/%: tests/%.c tests/*.h ws_channel.h
 	@mkdir -p $(BUILD)/nosimd
 	$(CC) $(WARN) $(SAN) -DWSCH_NO_SIMD $(TEST_DEFS) -I. -Itests -o $@ $< -lm
 
+# Every suite once more with char of the other signedness than the
+# compiler's default (-funsigned-char on x86), so nothing relies on either.
+CHAR_FLIP := $(shell printf '\043include <limits.h>\n\043if CHAR_MIN < 0\nCHAR_IS_SIGNED\n\043endif\n' | \
+               $(CC) -E -P -x c - 2>/dev/null | grep -q CHAR_IS_SIGNED && echo -funsigned-char || echo -fsigned-char)
+$(BUILD)/char/%: tests/%.c tests/*.h ws_channel.h
+	@mkdir -p $(BUILD)/char
+	$(CC) $(WARN) $(CFLAGS) $(CHAR_FLIP) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+
 unit: $(addprefix $(BUILD)/test/,$(TESTS)) $(addprefix $(BUILD)/asan/,$(TESTS)) \
-      $(addprefix $(BUILD)/nosimd/,$(NOSIMD_TESTS)) compile-checks
+      $(addprefix $(BUILD)/nosimd/,$(NOSIMD_TESTS)) $(addprefix $(BUILD)/char/,$(TESTS)) compile-checks
 
 # The header alone under the strict flags with gcc and clang, as C++, and
 # WS_CHANNEL_STATIC in two translation units linked together.
@@ -69,7 +81,12 @@ peers:
 interop: all peers
 	for s in tests/interop/run_*.sh; do sh $$s $(BUILD) || exit 1; done
 
-test: all unit peers
+# Installs what is missing first (tests/packages.txt): HAVE_LIBUV and
+# HAVE_HIREDIS are decided when make reads this file, so the build and the
+# tests run in a make started after the install.
+test:
+	tests/install_peers.sh
+	$(MAKE) all unit
 	tests/run_all.sh $(BUILD) $(TESTS)
 
 # Only what the demo needs, so it runs with nothing but a C compiler.

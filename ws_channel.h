@@ -254,8 +254,9 @@ DOCUMENTATION
      WSCH_MEMCPY, WSCH_MEMSET, WSCH_MEMMOVE, WSCH_MEMCMP, WSCH_MEMCHR,
      WSCH_STRLEN                implementation; default the libc function of
                                 that name (for libc-free builds)
-     WSCH_NO_SIMD               implementation; scalar paths only (SSE2 is
-                                otherwise used where the compiler targets it)
+     WSCH_NO_SIMD               implementation; scalar paths only (SSE2 on
+                                x86 and NEON on AArch64 are otherwise used
+                                where the compiler targets them)
      WSCH_SEND_CHUNK            implementation; stack bytes used to coalesce
                                 one frame into one send() (2048)
      WSCH_CORK_BYTES            implementation; stack bytes in which every
@@ -2420,13 +2421,21 @@ WSCH_API void wsch_accept_key(const char *key, size_t key_len, char out[WSCH_ACC
 
 // >>simd
 /* SIMD is chosen at compile time only (SSE2 is part of every x86-64 target;
-   MSVC does not define __SSE2__ there). The scalar code is always present
-   and is what runs with WSCH_NO_SIMD or elsewhere. */
+   MSVC does not define __SSE2__ there; NEON is part of every AArch64 target,
+   where gcc and clang define __ARM_NEON). The scalar code is always present
+   and is what runs with WSCH_NO_SIMD or elsewhere (32-bit ARM included: its
+   NEON lacks the across-vector reductions used below). */
 #if (defined(__SSE2__) || defined(_M_X64)) && !defined(WSCH_NO_SIMD)
 #define WSCH__SSE2 1
 #include <emmintrin.h>
 #else
 #define WSCH__SSE2 0
+#endif
+#if defined(__ARM_NEON) && defined(__aarch64__) && !WSCH__SSE2 && !defined(WSCH_NO_SIMD)
+#define WSCH__NEON 1
+#include <arm_neon.h>
+#else
+#define WSCH__NEON 0
 #endif
 
 // >>utf8
@@ -2527,6 +2536,68 @@ WSCH__PRIVATE size_t wsch__utf8_run_sse2(const unsigned char *p, size_t i, size_
 }
 #endif
 
+#if WSCH__NEON
+/* The same block check as wsch__utf8_run_sse2, rule for rule. vld1q_u8 is
+   the unaligned load of NEON (byte lanes: memory order, any alignment, any
+   endianness); vextq_u8 takes the bytes before the block from prev; the
+   unsigned compares NEON has make the range checks direct; vmaxvq_u8 (one
+   AArch64 instruction) answers "any byte set" and "any byte >= 0x80". */
+WSCH__PRIVATE size_t wsch__utf8_run_neon(const unsigned char *p, size_t i, size_t len) {
+    const size_t start = i;
+    uint8x16_t prev = vdupq_n_u8(0), x, b1, b1_due, expect, is_cont, below_a0, below_90, err;
+    int open = 0, high; /* open: the previous block may owe continuations */
+    while (len - i >= 16) {
+        if (!open && len - i >= 64) { /* skip ASCII 64 bytes at a time */
+            uint8x16_t x1, x2, x3;
+            x = vld1q_u8(p + i);
+            x1 = vld1q_u8(p + i + 16);
+            x2 = vld1q_u8(p + i + 32);
+            x3 = vld1q_u8(p + i + 48);
+            if (vmaxvq_u8(vorrq_u8(vorrq_u8(x, x1), vorrq_u8(x2, x3))) < 0x80) {
+                prev = x3;
+                i += 64;
+                continue;
+            }
+        }
+        x = vld1q_u8(p + i);
+        high = vmaxvq_u8(x) >= 0x80;
+        if (!open && !high) { /* all ASCII, nothing owed */
+            prev = x;
+            i += 16;
+            continue;
+        }
+        b1 = vextq_u8(prev, x, 15); /* lane j: the byte 1 before x[j] */
+        /* a continuation is due where 1 byte back is >= C0, 2 back >= E0 or
+           3 back >= F0 (saturating subtraction is non-zero exactly there) */
+        b1_due = vqsubq_u8(b1, vdupq_n_u8(0xBF));
+        expect = vorrq_u8(b1_due, vorrq_u8(vqsubq_u8(vextq_u8(prev, x, 14), vdupq_n_u8(0xDF)),
+                                           vqsubq_u8(vextq_u8(prev, x, 13), vdupq_n_u8(0xEF))));
+        is_cont = vceqq_u8(vandq_u8(x, vdupq_n_u8(0xC0)), vdupq_n_u8(0x80));
+        /* lanes where "no continuation due" equals "is a continuation" are errors */
+        err = vceqq_u8(vceqq_u8(expect, vdupq_n_u8(0)), is_cont);
+        /* bytes that are never valid: C0, C1, F5..FF */
+        err = vorrq_u8(err, vceqq_u8(vandq_u8(x, vdupq_n_u8(0xFE)), vdupq_n_u8(0xC0)));
+        err = vorrq_u8(err, vcgtq_u8(x, vdupq_n_u8(0xF4)));
+        /* second bytes: E0 needs A0..BF, ED 80..9F, F0 90..BF, F4 80..8F
+           (a byte that is no continuation at all is caught above) */
+        below_a0 = vcltq_u8(x, vdupq_n_u8(0xA0));
+        below_90 = vcltq_u8(x, vdupq_n_u8(0x90));
+        err = vorrq_u8(err, vandq_u8(vceqq_u8(b1, vdupq_n_u8(0xE0)), below_a0));
+        err = vorrq_u8(err, vbicq_u8(vceqq_u8(b1, vdupq_n_u8(0xED)), below_a0));
+        err = vorrq_u8(err, vandq_u8(vceqq_u8(b1, vdupq_n_u8(0xF0)), below_90));
+        err = vorrq_u8(err, vbicq_u8(vceqq_u8(b1, vdupq_n_u8(0xF4)), below_90));
+        if (vmaxvq_u8(err) != 0) break;
+        open = high;
+        prev = x;
+        i += 16;
+    }
+    /* Back up over an unfinished sequence: continuations, then their lead. */
+    while (i > start && (p[i - 1] & 0xC0) == 0x80) i--;
+    if (i > start && p[i - 1] >= 0xC0) i--;
+    return i;
+}
+#endif
+
 /* Validates whole code points from a boundary at p[i] while a longest
    sequence still fits; returns the boundary where it stopped, either near
    the end or at a sequence the byte-wise step must look at. The checks per
@@ -2535,6 +2606,8 @@ WSCH__PRIVATE size_t wsch__utf8_run(const unsigned char *p, size_t i, size_t len
     unsigned char c, c1;
 #if WSCH__SSE2
     i = wsch__utf8_run_sse2(p, i, len);
+#elif WSCH__NEON
+    i = wsch__utf8_run_neon(p, i, len);
 #endif
     while (len - i >= 4) {
         c = p[i];
@@ -2653,6 +2726,26 @@ WSCH_API size_t wsch_mask(void *data, size_t len, const unsigned char key[4], si
             a = _mm_xor_si128(a, kv);
             WSCH_MEMCPY(p + i, &a, 16);
         }
+    }
+#elif WSCH__NEON
+    if (len >= 16) {
+        /* the pattern loaded from bytes, so lane order is memory order */
+        unsigned char k16[16];
+        uint8x16_t kv, a, b, c, d;
+        size_t j;
+        for (j = 0; j < 16; j++) k16[j] = k[j & 3];
+        kv = vld1q_u8(k16);
+        for (; len - i >= 64; i += 64) {
+            a = veorq_u8(vld1q_u8(p + i), kv);
+            b = veorq_u8(vld1q_u8(p + i + 16), kv);
+            c = veorq_u8(vld1q_u8(p + i + 32), kv);
+            d = veorq_u8(vld1q_u8(p + i + 48), kv);
+            vst1q_u8(p + i, a);
+            vst1q_u8(p + i + 16, b);
+            vst1q_u8(p + i + 32, c);
+            vst1q_u8(p + i + 48, d);
+        }
+        for (; len - i >= 16; i += 16) vst1q_u8(p + i, veorq_u8(vld1q_u8(p + i), kv));
     }
 #endif
     for (; len - i >= 16; i += 16) {

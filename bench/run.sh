@@ -8,7 +8,8 @@
 #                                connections instead of 10,000 (about 2 minutes)
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
-# BENCH_SKIP="inmem publish echo handshake fanout idle" (skip sections),
+# BENCH_SKIP="inmem neon publish echo handshake fanout idle" (skip sections;
+# neon is a correctness run of the NEON paths under qemu, never timed),
 # BENCH_OUT (results file, default bench/RESULTS.md).
 #
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
@@ -52,21 +53,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 if [ "$(ulimit -n)" -lt $((IDLE + 100)) ] || [ "$(ulimit -n)" -lt $((SUBS + 100)) ]; then
     log "run.sh: ulimit -n is $(ulimit -n); 10,000-connection figures may fail"
 fi
-need_apt=""
-for pkg in libwslay-dev libwebsockets-dev libcjson-dev libssl-dev python3-websockets; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
-done
-command -v node >/dev/null 2>&1 || need_apt="$need_apt nodejs"
-command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
-if [ -n "$need_apt" ]; then
-    if [ "$(id -u)" = 0 ]; then
-        log "run.sh: apt-get install$need_apt"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null; } ||
-            log "run.sh: apt-get failed for:$need_apt"
-    else
-        log "run.sh: missing (not root, not installing):$need_apt"
-    fi
-fi
+# The peer libraries, Node.js, Python websockets and qemu-user come from the
+# project's one package list (tests/packages.txt), installed when missing.
+tests/install_peers.sh >&2
 if command -v npm >/dev/null 2>&1 && [ ! -d bench/peers/node_modules/ws ]; then
     log "run.sh: npm ci in bench/peers"
     (cd bench/peers && { npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 ||
@@ -152,6 +141,25 @@ if ! skip inmem; then
     record "BENCH_REPS=$REPS BENCH_SAMPLE_MS=$SAMPLE_MS taskset -c $LOAD_CPU $B/inmem --targets FILE"
     BENCH_REPS=$REPS BENCH_SAMPLE_MS=$SAMPLE_MS taskset -c $LOAD_CPU $B/inmem --targets "$TMP/targets" \
         >"$TMP/inmem.md" 2>"$TMP/inmem.err" || log "run.sh: inmem reported a failure: $(cat "$TMP/inmem.err")"
+fi
+
+# ------------------------------------------ NEON, for correctness only
+# The NEON paths run under qemu-aarch64 here: test_simd checks that they give
+# the scalar paths' results on its corpus, every split included. Timings
+# under qemu mean nothing, so none are taken.
+if ! skip neon; then
+    log "run.sh: NEON paths under qemu-aarch64 (correctness only)"
+    record "sh tests/cross_check.sh build aarch64 test_simd   # NEON = scalar under qemu; no timing"
+    sh tests/cross_check.sh build aarch64 test_simd >"$TMP/neon.txt" 2>&1
+    NEON_LINE=$(grep -E '^Pass: [0-9]+, fail: [0-9]+' "$TMP/neon.txt" | tail -n 1 | sed 's/\.$//')
+    if grep -q '^SKIP' "$TMP/neon.txt"; then
+        NEON_LINE="not run: $(grep '^SKIP' "$TMP/neon.txt" | head -n 1)"
+    elif grep -q 'NEON = scalar: [0-9]* passed, 0 failed' "$TMP/neon.txt" && echo "$NEON_LINE" | grep -q 'fail: 0,'; then
+        NEON_LINE="NEON = scalar under qemu-aarch64 (test_simd: $NEON_LINE); correctness only, qemu timings mean nothing"
+    else
+        NEON_LINE="FAILED under qemu-aarch64: $(grep -E 'FAIL|failed' "$TMP/neon.txt" | grep -v ' 0 failed' | head -n 3 | tr '\n' ' ')"
+    fi
+    log "run.sh: $NEON_LINE"
 fi
 
 # ------------------------------------------------- the chat publish path
@@ -451,6 +459,16 @@ CPUS=$(nproc)
         cat "$TMP/publish.txt"
         echo
     fi
+    if [ -n "${NEON_LINE:-}" ]; then
+        echo "## NEON (AArch64) paths"
+        echo
+        echo "$NEON_LINE."
+        echo
+        echo '```'
+        cat "$TMP/neon.txt"
+        echo '```'
+        echo
+    fi
     echo "## Over loopback (whole processes)"
     echo
     cat "$TMP/loopback.md"
@@ -475,4 +493,5 @@ echo "ws_channel.h benchmarks, $START, $MODEL x $CPUS, load $LOAD0 -> $LOAD1$( [
 echo
 cat "$TMP/summary.md"
 echo
+[ -n "${NEON_LINE:-}" ] && echo "NEON paths: $NEON_LINE." && echo
 echo "Details (in-memory ratios, echo, handshakes, fan-out, memory): $OUTFILE"

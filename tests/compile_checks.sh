@@ -36,6 +36,17 @@ for cxx in g++ clang++; do
             -o "$build/impl-$cxx.o"
     done
 done
+# The NEON paths under clang's strict warnings, C and C++, when the AArch64
+# libc headers are installed (tests/packages.txt; tests/cross_check.sh builds
+# and runs them with gcc). -nostdinc++: the header needs only C headers, and
+# Debian has no AArch64 libstdc++ headers without the cross g++.
+if [ -d /usr/aarch64-linux-gnu/include ]; then
+    clang --target=aarch64-linux-gnu $strict -DWS_CHANNEL_ALL -I. -c "$build/impl.c" -o "$build/impl-aarch64.o"
+    clang++ --target=aarch64-linux-gnu -nostdinc++ -x c++ -std=c++11 -Wall -Wextra -Werror -fno-exceptions -fno-rtti \
+        -I. -c "$build/impl.c" -o "$build/impl-aarch64-cxx.o"
+else
+    echo "compile check: no AArch64 headers (libc6-dev-arm64-cross): NEON not compiled with clang"
+fi
 # Two translation units, each with its own static copy of the implementation.
 printf '#define WS_CHANNEL_STATIC\n#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\nconst char *unit_a(void);\nconst char *unit_a(void) { return wsch_err_str(WSCH_ERR_ARG); }\n' > "$build/static_a.c"
 printf '#define WS_CHANNEL_STATIC\n#define WS_CHANNEL_IMPLEMENTATION\n#include "ws_channel.h"\n#include <string.h>\nconst char *unit_a(void);\nint main(void) { return strcmp(unit_a(), wsch_err_str(WSCH_ERR_ARG)) != 0; }\n' > "$build/static_b.c"

@@ -1,22 +1,30 @@
 #!/bin/sh
-# Installs the independent peers the interop tests run against, when missing:
-# Python websockets (Debian's python3-websockets, for /usr/bin/python3),
-# Node.js and npm, Debian's Chromium, and the npm packages of
-# tests/interop (ws) and tests/browser (playwright-core, which drives the
-# Debian Chromium: no browser is ever downloaded). apt-get needs root; without root this only
-# reports what is missing. Never fails: the interop runners report (and under
-# CI=true fail on) a missing peer themselves.
+# Installs what the tests, the interop peers, the cross runs and the
+# benchmarks need, when missing: the Debian packages of tests/packages.txt
+# (one list for everything), then the npm packages of tests/interop (ws) and
+# tests/browser (playwright-core, which drives the Debian Chromium: no
+# browser is ever downloaded). apt-get needs root; without root this only
+# reports what is missing. Quick when everything is there (one dpkg-query).
+# Never fails: the runners report (and under CI=true fail on) a missing peer
+# or toolchain themselves.
 here=$(cd "$(dirname "$0")" && pwd)
+# package [command] per line, comments stripped
+list=$(sed 's/#.*//' "$here/packages.txt" | awk 'NF')
+installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' $(echo "$list" | awk '{print $1}') 2>/dev/null |
+    awk '$1 == "ii" {print $2}')
 need_apt=""
-/usr/bin/python3 -c 'import websockets' 2>/dev/null || need_apt="$need_apt python3-websockets"
-command -v node >/dev/null 2>&1 || need_apt="$need_apt nodejs"
-command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
-command -v clang >/dev/null 2>&1 || need_apt="$need_apt clang"
-[ -x /usr/bin/chromium ] || need_apt="$need_apt chromium"
+while read -r pkg cmd; do
+    echo "$installed" | grep -qx "$pkg" && continue
+    [ -n "$cmd" ] && command -v "$cmd" >/dev/null 2>&1 && continue
+    need_apt="$need_apt $pkg"
+done <<LIST
+$list
+LIST
 if [ -n "$need_apt" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "install_peers: apt-get install$need_apt"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null; } ||
+        { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need_apt >/dev/null; } ||
             echo "install_peers: apt-get failed for:$need_apt"
     else
         echo "install_peers: not root, cannot install:$need_apt"

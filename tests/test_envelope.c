@@ -1103,16 +1103,18 @@ TEST lookup_numbers(void) {
     ASSERT_EQ(WSCH_ERR_JSON, get_int("{\"n\":01}", &i));
     ASSERT_EQ(WSCH_ERR_JSON, get_int("{\"n\":1,\"n\":1}", &i));
 
+    /* The casts: where floating constants carry excess precision (x87,
+       FLT_EVAL_METHOD 2), 0.1 is not the double 0.1 until converted. */
     ASSERT_EQ(WSCH_OK, get_num("{\"n\":0.1}", &d));
-    ASSERT(d == 0.1);
+    ASSERT(d == (double)0.1);
     ASSERT_EQ(WSCH_OK, get_num("{\"n\":-2.5e-3}", &d));
-    ASSERT(d == -2.5e-3);
+    ASSERT(d == (double)-2.5e-3);
     ASSERT_EQ(WSCH_OK, get_num("{\"n\":123456789012345678901234567890}", &d));
-    ASSERT(d == 123456789012345678901234567890.0);
+    ASSERT(d == (double)123456789012345678901234567890.0);
     ASSERT_EQ(WSCH_OK, get_num("{\"n\":1.7976931348623157e308}", &d));
-    ASSERT(d == 1.7976931348623157e308);
+    ASSERT(d == (double)1.7976931348623157e308);
     ASSERT_EQ(WSCH_OK, get_num("{\"n\":4.9406564584124654e-324}", &d));
-    ASSERT(d == 4.9406564584124654e-324);
+    ASSERT(d == (double)4.9406564584124654e-324);
     ASSERT_EQ(WSCH_OK, get_num("{\"n\":1e-400}", &d));
     ASSERT(d == 0.0);
     ASSERT_EQ(WSCH_OK, get_num("{\"n\":-0.0}", &d));
