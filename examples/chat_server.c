@@ -428,14 +428,15 @@ static void api_stats(wsch_hub_http_response *res) {
                                "\"received\":%llu,\"own\":%llu,\"refused\":%llu},"
                                "\"redis\":{\"subscriber\":%d,\"publisher\":%d,\"channels\":%lld,\"connects\":%llu,"
                                "\"published\":%llu,\"dropped\":%llu,\"received\":%llu,\"refused\":%llu,"
-                               "\"pending_bytes\":%llu",
+                               "\"pending_bytes\":%llu,\"stalls\":%llu,\"abandoned\":%llu",
                                (unsigned long long)s.bridge_channels, (unsigned long long)s.bridge_published,
                                (unsigned long long)s.bridge_publish_errors, (unsigned long long)s.bridge_received,
                                (unsigned long long)s.bridge_own, (unsigned long long)s.bridge_refused, r->sub.up,
                                r->pub.up, r->channels, (unsigned long long)r->connects,
                                (unsigned long long)r->published, (unsigned long long)r->dropped,
                                (unsigned long long)r->received, (unsigned long long)r->refused,
-                               (unsigned long long)r->pending);
+                               (unsigned long long)r->pending, (unsigned long long)r->stalls,
+                               (unsigned long long)r->abandoned);
     }
 #endif
     if (at < sizeof text) snprintf(text + at, sizeof text - at, "}}");
