@@ -153,7 +153,8 @@ static void idle_sweep(server *s, uint64_t now) {
         uint64_t quiet = now - k->active_ms;
         if (!net_ws_finished(&k->w) && wsch_conn_state(k->w.conn) == WSCH_STATE_OPEN) {
             if (quiet >= s->idle_ms) {
-                if (s->verbose) fprintf(stderr, "fd %d: idle for %llu ms, closing\n", k->w.fd, (unsigned long long)quiet);
+                if (s->verbose)
+                    fprintf(stderr, "fd %d: idle for %llu ms, closing\n", k->w.fd, (unsigned long long)quiet);
                 (void)wsch_conn_close(k->w.conn, WSCH_CLOSE_NORMAL, "Idle timeout", WSCH_CSTR);
                 conn_update(s, k);
             } else if (quiet >= s->idle_ms / 2u && !k->pinged) {

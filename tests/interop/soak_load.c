@@ -482,7 +482,8 @@ int main(int argc, char **argv) {
 
     memset(bulk, 0, sizeof bulk);
     {
-        size_t at = (size_t)snprintf(bulk, sizeof bulk, "{\"type\":\"publish\",\"payload\":{\"channel\":\"bulk\",\"data\":\"");
+        size_t at = (size_t)snprintf(bulk, sizeof bulk,
+                                     "{\"type\":\"publish\",\"payload\":{\"channel\":\"bulk\",\"data\":\"");
         memset(bulk + at, 'x', 16384);
         memcpy(bulk + at + 16384, "\"}}", 4);
     }
