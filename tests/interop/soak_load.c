@@ -20,12 +20,14 @@
                 channels, publish there, hold 0-3 s, unsubscribe, then
                 leave with a close frame or, one in two, an abrupt close);
                 1 in 20 is a slow consumer (a 4 KiB receive buffer,
-                subscribes to "soak" and "bulk", never reads again, closed
-                by us after 20 s); 1 in 20 vanishes (subscribes, then never
-                reads nor writes nor answers, and after 5-15 s its socket
-                is reset, SO_LINGER 0: no close frame, no FIN; --vanish-ms
-                sets 5 s: set it past the server's idle + close timeout
-                and the server must evict it first); 1 in 50
+                subscribes to "soak" and "bulk", never reads again); 1 in
+                20 vanishes (subscribes, then never reads nor writes nor
+                answers); both are held for --vanish-ms (5 s) plus up to
+                as much again, then closed: the slow one with a FIN, the
+                vanishing one with a reset (SO_LINGER 0: no close frame,
+                no FIN). soak.py sets --vanish-ms past the server's idle
+                + close timeout, so that the server's eviction is what
+                ends them (counted in its drops). 1 in 50
                 sends protocol garbage (a bad opcode, an unmasked frame,
                 invalid UTF-8, a binary message, a 2^62-byte length, or a
                 broken request) and must be closed by the server.
@@ -235,7 +237,7 @@ static void on_text(lc *c, const char *t, size_t n) {
             (void)send_json(c, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"soak\"}}");
             c->state = S_SILENT;        /* never reads again */
             epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-            c->deadline = net_now_ms() + 20000;
+            c->deadline = net_now_ms() + vanish_ms + rnd(vanish_ms);
             break;
         case K_VANISH:
             (void)send_json(c, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"soak\"}}");
