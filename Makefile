@@ -7,6 +7,8 @@
 #   make demo       the demo server
 #   make bench      benchmarks side by side with peer libraries
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS=N each)
+#   make soak       the long soak: chat_server alone, then two over Redis,
+#                   SOAK_SECONDS each (1800); samples and plots in build/soak/
 
 CC      ?= cc
 CXX     ?= c++
@@ -35,7 +37,7 @@ ifeq ($(HAVE_HIREDIS),1)
 LIBS_chat_server := -DCHAT_WITH_REDIS -lhiredis
 endif
 
-.PHONY: all test unit interop demo bench fuzz clean peers compile-checks
+.PHONY: all test unit interop demo bench fuzz soak clean peers compile-checks
 all: $(addprefix $(BUILD)/,$(EXAMPLES))
 
 $(BUILD)/%: examples/%.c examples/*.h ws_channel.h | $(BUILD)
@@ -99,6 +101,13 @@ bench:
 FUZZ_SECONDS ?= 60
 fuzz:
 	$(MAKE) -C fuzz fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# The short version (SOAK_SECONDS=20) runs inside `make test` as
+# tests/interop/run_soak.sh; this is the long one. Needs nothing else
+# running on the machine, for its figures to mean something.
+SOAK_SECONDS ?= 1800
+soak: all
+	SOAK_SECONDS=$(SOAK_SECONDS) sh tests/interop/run_soak.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

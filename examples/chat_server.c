@@ -19,7 +19,7 @@
    (repeatable; without any, every non-empty token that is UTF-8 and has
    no ':' is accepted as the user name), --www DIR (the page; default examples/www under the current
    directory, else ../examples/www next to the binary), --max-clients N,
-   --max-outbound SIZE, --idle-timeout MS, --verbose (connections, and the
+   --max-outbound SIZE, --idle-timeout MS, --close-timeout MS, --verbose (connections, and the
    time each publish to 1,000+ subscribers took to queue), --redis HOST[:PORT]
    and --redis-prefix P (below).
 
@@ -58,6 +58,14 @@
    The API has no authentication: the server listens on 127.0.0.1 unless
    told otherwise.
 
+   Limits. --max-clients N: past N connections (WebSocket or HTTP) the
+   server keeps a reserve of HUB_LOOP_HTTP_RESERVE (16) more for plain HTTP
+   only, so /api/stats answers while the hub is full; an upgrade that
+   arrives then gets "503 Service Unavailable" with "Retry-After: 5"
+   (hub_loop.h). A client silent for --idle-timeout (default 40 s; clients
+   heartbeat every 30 s) is closed, and freed at most --close-timeout
+   (default 3 s) later: a half-open client holds its socket at most 43 s.
+
    SIGINT/SIGTERM: every client gets 1001 Going Away, the loop runs until
    they are gone (at most 3 s), then everything is freed. */
 #define WS_CHANNEL_IMPLEMENTATION
@@ -71,6 +79,13 @@
 #include <sys/stat.h>
 
 #define SHUTDOWN_MS 3000u
+/* A client that goes silent (half-open: its host vanished, or it stopped
+   answering) is closed after IDLE_TIMEOUT_MS without a byte from it, and
+   freed at most CLOSE_TIMEOUT_MS later (the closing handshake it will not
+   finish): 43 s in all. The idle timeout must exceed the clients'
+   heartbeat interval (30 s for wsch_client and the page). */
+#define IDLE_TIMEOUT_MS 40000u
+#define CLOSE_TIMEOUT_MS 3000u
 
 typedef struct app {
     hub_loop loop;              /* the sockets, the hub (loop.hub) and its effects */
@@ -84,6 +99,7 @@ typedef struct app {
     /* the library's heap, counted through the allocator hook */
     size_t heap_bytes, heap_blocks;
     int redis_on;               /* --redis given */
+    uint32_t idle_timeout_ms, close_timeout_ms;     /* as configured, for /api/stats */
 #ifdef CHAT_WITH_REDIS
     redis_bridge redis;
 #endif
@@ -391,13 +407,16 @@ static void api_stats(wsch_hub_http_response *res) {
                           "{\"peers\":%llu,\"open\":%llu,\"users\":%llu,\"channels\":%llu,\"subscriptions\":%llu,"
                           "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
                           "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
-                          "\"drops\":{",
+                          "\"refused_busy\":%llu,\"limits\":{\"max_clients\":%llu,\"idle_timeout_ms\":%lu,"
+                          "\"close_timeout_ms\":%lu},\"drops\":{",
                           (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
                           (unsigned long long)s.bytes_queued, (unsigned long long)s.accepted,
                           (unsigned long long)s.messages_in, (unsigned long long)s.messages_out,
                           (unsigned long long)s.encodes, (unsigned long long)s.http_responses,
-                          (unsigned long long)A.heap_bytes, (unsigned long long)A.heap_blocks);
+                          (unsigned long long)A.heap_bytes, (unsigned long long)A.heap_blocks,
+                          (unsigned long long)A.loop.refused_503, (unsigned long long)A.loop.max_ws,
+                          (unsigned long)A.idle_timeout_ms, (unsigned long)A.close_timeout_ms);
     for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
         at += (size_t)snprintf(text + at, sizeof text - at, "%s\"%s\":%llu", i ? "," : "", drop_names[i],
                                (unsigned long long)s.drops[i]);
@@ -409,14 +428,15 @@ static void api_stats(wsch_hub_http_response *res) {
                                "\"received\":%llu,\"own\":%llu,\"refused\":%llu},"
                                "\"redis\":{\"subscriber\":%d,\"publisher\":%d,\"channels\":%lld,\"connects\":%llu,"
                                "\"published\":%llu,\"dropped\":%llu,\"received\":%llu,\"refused\":%llu,"
-                               "\"pending_bytes\":%llu",
+                               "\"pending_bytes\":%llu,\"stalls\":%llu,\"abandoned\":%llu",
                                (unsigned long long)s.bridge_channels, (unsigned long long)s.bridge_published,
                                (unsigned long long)s.bridge_publish_errors, (unsigned long long)s.bridge_received,
                                (unsigned long long)s.bridge_own, (unsigned long long)s.bridge_refused, r->sub.up,
                                r->pub.up, r->channels, (unsigned long long)r->connects,
                                (unsigned long long)r->published, (unsigned long long)r->dropped,
                                (unsigned long long)r->received, (unsigned long long)r->refused,
-                               (unsigned long long)r->pending);
+                               (unsigned long long)r->pending, (unsigned long long)r->stalls,
+                               (unsigned long long)r->abandoned);
     }
 #endif
     if (at < sizeof text) snprintf(text + at, sizeof text - at, "}}");
@@ -552,16 +572,20 @@ static void chat_hub_desc(wsch_hub_desc *d) {
 
 static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
-          "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS]\n"
+          "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS] [--close-timeout MS]\n"
           "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --token USER=SECRET accept SECRET as USER's token (repeatable); without any,\n"
           "                      every non-empty UTF-8 token without ':' is the user name\n"
           "  --www DIR           the page's files (default examples/www)\n"
-          "  --max-clients N     clients at once (default 65536)\n"
+          "  --max-clients N     clients at once (default 65536); past it 16 more connections serve\n"
+          "                      plain HTTP only (/api/stats) and upgrades get 503 with Retry-After\n"
           "  --max-outbound SIZE unsent bytes per client before it is dropped (default 1M)\n"
-          "  --idle-timeout MS   close clients silent this long (default 90000)\n"
+          "  --idle-timeout MS   close clients silent this long (default 40000; above the clients'\n"
+          "                      30 s heartbeat)\n"
+          "  --close-timeout MS  bound on a closing handshake (default 3000): a silent client is\n"
+          "                      freed within idle + close timeout (43 s by default)\n"
           "  --redis HOST[:PORT] join the other chat_servers using this Redis (port 6379)\n"
           "  --redis-prefix P    prefix of the Redis channels (default \"wsch:\")\n"
           "  --verbose           log connections to stderr\n",
@@ -613,8 +637,10 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
         else if (strcmp(a, "--www") == 0 && v) { www = v; i++; }
         else if (strcmp(a, "--token") == 0 && v && hub_tokens_add(&A.tokens, v) == 0) i++;
-        else if (strcmp(a, "--max-clients") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
-            d.max_peers = sz;
+        else if (strcmp(a, "--max-clients") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+                 sz <= 0xFFFFFFF0u - HUB_LOOP_HTTP_RESERVE) {
+            A.loop.max_ws = sz;
+            d.max_peers = sz + HUB_LOOP_HTTP_RESERVE;
             i++;
         } else if (strcmp(a, "--max-outbound") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
             d.limits.max_outbound_bytes = sz;
@@ -622,6 +648,10 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.idle_timeout_ms = (uint32_t)sz;
+            i++;
+        } else if (strcmp(a, "--close-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+                   sz <= 0xFFFFFFFFu) {
+            d.limits.close_timeout_ms = (uint32_t)sz;
             i++;
         } else if ((strcmp(a, "--redis") == 0 || strcmp(a, "--redis-prefix") == 0) && v) {
 #ifdef CHAT_WITH_REDIS
@@ -645,6 +675,10 @@ int main(int argc, char **argv) {
             return strcmp(a, "--help") == 0 ? 0 : 2;
         }
     }
+    if (!d.idle_timeout_ms) d.idle_timeout_ms = IDLE_TIMEOUT_MS;
+    if (!d.limits.close_timeout_ms) d.limits.close_timeout_ms = CLOSE_TIMEOUT_MS;
+    A.idle_timeout_ms = d.idle_timeout_ms;
+    A.close_timeout_ms = d.limits.close_timeout_ms;
     find_www(www);
     if (!A.have_www) fprintf(stderr, "chat_server: no page directory at %s; serving a placeholder\n", A.www);
 

@@ -7,11 +7,16 @@
    high-water mark is not read from until it drains (backpressure); the
    library's handshake and close timers run on a deadline heap; the library
    calls the close effect once per connection, last, and the loop frees the
-   connection after that event. This is the server the Autobahn TestSuite's
+   connection after that event. A connection that moves no byte for half the
+   idle timeout gets a ping; one still silent at the full timeout (a
+   half-open peer, or one that sends and never reads) is closed, and its fd
+   is freed at most the close handshake's 5 s later. This is the server the
+   Autobahn TestSuite's
    fuzzing client and the interop tests talk to.
 
    Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/echo_server examples/echo_server.c
    Run:    build/echo_server --port 9001     (--port 0 picks a free port and prints it)
+           [--idle-timeout S]  (default 60; 0 = never)
    Autobahn TestSuite (sections 1-7, 9, 10; where its container can run):
      build/echo_server --port 9001 &
      docker run --rm --network host -v "$PWD/tests/autobahn:/config" -v "$PWD/build/autobahn:/reports" \
@@ -29,6 +34,8 @@ typedef struct server server;
 typedef struct conn {
     net_ws w;               /* first member: the library's user pointer is the net_ws */
     uint32_t events;        /* epoll interest registered now */
+    uint64_t active_ms;     /* the last readiness event: bytes in, or room for bytes out */
+    int pinged;             /* a ping went out in this silence */
     struct conn *prev, *next;
 } conn;
 
@@ -38,6 +45,8 @@ struct server {
     wsch_conn_desc desc;    /* one descriptor shared by every connection */
     net_timers timers;      /* every connection's deadlines */
     size_t high_water;
+    uint64_t idle_ms;       /* close after this long without a readiness event; 0 = never */
+    uint64_t next_sweep_ms;
     int verbose;
     conn *conns;
     unsigned char buf[READ_BUF_SIZE];   /* one read buffer: the loop is single-threaded */
@@ -101,6 +110,7 @@ static void conn_accept(server *s, int fd) {
     net_ws_init(&k->w, fd, &s->timers, WSCH_ROLE_SERVER);
     k->w.high_water = s->high_water;
     k->w.app = s;
+    k->active_ms = net_now_ms();
     k->next = s->conns;
     if (s->conns) s->conns->prev = k;
     s->conns = k;
@@ -130,12 +140,42 @@ static void accept_all(server *s) {
     }
 }
 
+/* Once a second: a ping to connections silent for half the idle timeout,
+   a close (1000 "Idle timeout") to those silent for all of it. A peer that
+   never reads cannot take the close frame either; the library's close
+   timeout (5 s) then drops the transport. O(connections) a second. */
+static void idle_sweep(server *s, uint64_t now) {
+    conn *k = s->conns;
+    if (s->idle_ms == 0 || now < s->next_sweep_ms) return;
+    s->next_sweep_ms = now + 1000u;
+    while (k) {
+        conn *next = k->next;
+        uint64_t quiet = now - k->active_ms;
+        if (!net_ws_finished(&k->w) && wsch_conn_state(k->w.conn) == WSCH_STATE_OPEN) {
+            if (quiet >= s->idle_ms) {
+                if (s->verbose)
+                    fprintf(stderr, "fd %d: idle for %llu ms, closing\n", k->w.fd, (unsigned long long)quiet);
+                (void)wsch_conn_close(k->w.conn, WSCH_CLOSE_NORMAL, "Idle timeout", WSCH_CSTR);
+                conn_update(s, k);
+            } else if (quiet >= s->idle_ms / 2u && !k->pinged) {
+                k->pinged = 1;
+                (void)wsch_conn_ping(k->w.conn, NULL, 0);
+                conn_update(s, k);
+            }
+        }
+        k = next;
+    }
+}
+
 static void usage(void) {
-    fputs("usage: echo_server [--port N] [--host ADDR] [--max-message SIZE] [--high-water SIZE] [--verbose]\n"
+    fputs("usage: echo_server [--port N] [--host ADDR] [--max-message SIZE] [--high-water SIZE]\n"
+          "                   [--idle-timeout S] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 9001)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --max-message SIZE  largest message and frame accepted, e.g. 64M (default 32M)\n"
           "  --high-water SIZE   stop reading a connection whose unsent output passes this (default 4M)\n"
+          "  --idle-timeout S    ping a connection silent for S/2 seconds, close it at S (default 60;\n"
+          "                      0 = never); its fd is freed at most 5 s later (the close handshake)\n"
           "  --verbose           log connections to stderr\n",
           stderr);
 }
@@ -145,7 +185,7 @@ int main(int argc, char **argv) {
     server *s = &srv;
     const char *host = "127.0.0.1";
     uint16_t port = 9001, bound = 0;
-    size_t max_message = 32u * 1024u * 1024u;
+    size_t max_message = 32u * 1024u * 1024u, idle_s = 60;
     struct epoll_event ev;
     int i;
     s->high_water = 4u * 1024u * 1024u;
@@ -156,6 +196,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
         else if (strcmp(a, "--max-message") == 0 && v && net_parse_size(v, &max_message) == NET_OK) i++;
         else if (strcmp(a, "--high-water") == 0 && v && net_parse_size(v, &s->high_water) == NET_OK) i++;
+        else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &idle_s) == NET_OK && idle_s <= 86400u) i++;
         else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) s->verbose = 1;
         else {
             usage();
@@ -166,6 +207,7 @@ int main(int argc, char **argv) {
         usage();
         return 2;
     }
+    s->idle_ms = (uint64_t)idle_s * 1000u;
 
     s->desc.role = WSCH_ROLE_SERVER;
     s->desc.limits.max_message_size = max_message;
@@ -213,6 +255,8 @@ int main(int argc, char **argv) {
                 accept_all(s);
                 continue;
             }
+            k->active_ms = net_now_ms();
+            k->pinged = 0;
             if (e & EPOLLOUT) net_ws_writable(&k->w);
             if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) net_ws_readable(&k->w, s->buf, sizeof s->buf);
             conn_update(s, k);
@@ -223,6 +267,7 @@ int main(int argc, char **argv) {
             net_ws_timer_fired(&k->w, tm->id);
             conn_update(s, k);
         }
+        idle_sweep(s, now);
     }
 
     while (s->conns) conn_free(s, s->conns);

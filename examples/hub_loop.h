@@ -15,6 +15,16 @@
        peer waits for what wsch_hub_peer_want() says;
      - other descriptors (stdin, Redis links) join the same epoll set
        through hub_loop_tag() / hub_loop_watch();
+     - a full server still answers: with max_ws set, a connection accepted
+       while max_ws peers are held goes to a small reserve
+       (HUB_LOOP_HTTP_RESERVE more; give the hub max_peers = max_ws +
+       HUB_LOOP_HTTP_RESERVE) that serves plain HTTP only (a monitoring
+       endpoint such as /api/stats stays reachable): its request head is
+       read here first, and a WebSocket upgrade is answered "503 Service
+       Unavailable" with "Retry-After: HUB_LOOP_RETRY_AFTER_S". When the
+       hub refuses a connection outright (reserve full too), it gets the
+       same 503 before its request was read (best effort: a request that
+       arrives after the close may turn the close into a reset);
      - graceful shutdown: wsch_hub_shutdown(), the loop runs until no peer
        is left (bounded), then wsch_hub_destroy() closes the rest;
      - tokens: "USER=SECRET" pairs, compared in constant time, for an
@@ -35,6 +45,12 @@
 
 #define HUB_LOOP_READ_BUF (64u * 1024u)
 #define HUB_LOOP_WATCHES 8
+#define HUB_LOOP_HTTP_RESERVE 16u   /* connections past max_ws, plain HTTP only */
+#define HUB_LOOP_HEAD_MAX 4096u     /* request head read for a reserve connection */
+#define HUB_LOOP_RETRY_AFTER_S 5
+
+#define HUB_LOOP__STR2(x) #x
+#define HUB_LOOP__STR(x) HUB_LOOP__STR2(x)
 
 /* Event data with index 0xFFFFFFFF is not a peer (no hub has 2^32 slots):
    generation 0 is the listening socket, n + 1 watch n. */
@@ -55,12 +71,17 @@ typedef struct hub_loop_peer {
     int fd;
     uint32_t events;            /* epoll interest registered now */
     net_timer timer[HUB_LOOP_TIMERS];
+    char *head;                 /* reserve connection: its request head, until it is judged */
+    size_t head_len;
 } hub_loop_peer;
 
 struct hub_loop {
     wsch_hub *hub;
     int ep, lfd;
     int verbose;                /* log refused connections */
+    size_t max_ws;              /* 0, or: past this many peers, plain HTTP only (the reserve) */
+    size_t npeers;              /* peers handed to the hub and not yet closed */
+    uint64_t refused_503;       /* connections answered 503: upgrades while full, and refusals */
     net_timers timers;          /* every peer's deadlines, and those of the watches' owners */
     struct {
         hub_loop_fn fn;
@@ -97,6 +118,8 @@ static inline void hub_loop__close(void *user) {
     unsigned k;
     for (k = 0; k < HUB_LOOP_TIMERS; k++) net_timers_cancel(&p->loop->timers, &p->timer[k]);
     net_close(p->fd);           /* also drops it from the epoll set */
+    p->loop->npeers--;
+    free(p->head);
     free(p);
 }
 
@@ -149,12 +172,58 @@ static inline void hub_loop__follow(hub_loop *L, wsch_hub_peer h) {
                               (want & WSCH_WANT_WRITE ? (uint32_t)EPOLLOUT : 0u));
 }
 
+static const char hub_loop__busy[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 26\r\n"
+    "Retry-After: " HUB_LOOP__STR(HUB_LOOP_RETRY_AFTER_S) "\r\nConnection: close\r\n\r\n"
+    "The server is at capacity\n";
+
+/* A reserve connection's bytes: gathered until the request head is whole.
+   A WebSocket upgrade gets the 503 and the connection ends; anything else
+   (plain HTTP) goes to the hub as usual. Returns 1 while still gathering
+   or when the peer ended, 0 when the hub has the bytes. */
+static inline int hub_loop__judge(hub_loop *L, hub_loop_peer *p, wsch_hub_peer h, const void *data, size_t n) {
+    wsch_request req;
+    wsch_str up;
+    size_t used, prev = p->head_len;
+    int rc;
+    if (n > HUB_LOOP_HEAD_MAX - p->head_len) n = HUB_LOOP_HEAD_MAX - p->head_len;     /* the hub refuses the rest */
+    memcpy(p->head + p->head_len, data, n);
+    p->head_len += n;
+    rc = wsch_request_parse(p->head, p->head_len, prev, HUB_LOOP_HEAD_MAX, &req, &used);
+    if (rc == WSCH_INCOMPLETE && p->head_len < HUB_LOOP_HEAD_MAX) return 1;
+    if (rc == WSCH_OK && wsch_header_find(req.headers, req.num_headers, "Upgrade", &up) == WSCH_OK) {
+        L->refused_503++;
+        if (L->verbose) fprintf(stderr, "hub_loop: full, an upgrade answered 503\n");
+        (void)net_write(p->fd, hub_loop__busy, sizeof hub_loop__busy - 1);
+        (void)wsch_hub_transport_closed(L->hub, h);     /* close() frees p */
+        return 1;
+    }
+    {
+        char *head = p->head;   /* plain HTTP (or a broken head: the hub answers it) */
+        size_t len = p->head_len;
+        p->head = NULL;
+        (void)wsch_hub_feed(L->hub, h, head, len);
+        free(head);
+    }
+    return 0;
+}
+
 static inline void hub_loop__readable(hub_loop *L, wsch_hub_peer h) {
     int i;
     for (i = 0; i < NET_READS_PER_EVENT; i++) {
         hub_loop_peer *p = (hub_loop_peer *)wsch_hub_peer_user(L->hub, h);
         long n;
         if (!p) return;
+        if (p->head) {          /* a reserve connection, not judged yet */
+            n = net_read(p->fd, L->buf, sizeof L->buf);
+            if (n == NET_AGAIN) return;
+            if (n < 0) {
+                (void)wsch_hub_transport_closed(L->hub, h);
+                return;
+            }
+            if (hub_loop__judge(L, p, h, L->buf, (size_t)n)) return;
+            continue;
+        }
         n = net_read(p->fd, L->buf, sizeof L->buf);
         if (n == NET_AGAIN) return;
         if (n < 0) {            /* EOF or error: on_disconnect, then close() frees p */
@@ -188,6 +257,10 @@ static inline void hub_loop__accept(hub_loop *L) {
             return;
         }
         p = (hub_loop_peer *)calloc(1, sizeof *p);
+        if (p && L->max_ws && L->npeers >= L->max_ws && !(p->head = (char *)malloc(HUB_LOOP_HEAD_MAX))) {
+            free(p);
+            p = NULL;
+        }
         if (!p) {
             close(fd);
             continue;
@@ -199,10 +272,16 @@ static inline void hub_loop__accept(hub_loop *L) {
         rc = wsch_hub_accept(L->hub, NULL, p, &p->h);
         if (rc != WSCH_OK) {    /* full or shutting down: the socket is still ours */
             if (L->verbose) fprintf(stderr, "hub_loop: refused a connection: %s\n", wsch_err_str(rc));
-            close(fd);
+            if (rc == WSCH_ERR_LIMIT) {
+                L->refused_503++;
+                (void)net_write(fd, hub_loop__busy, sizeof hub_loop__busy - 1);
+            }
+            net_close(fd);
+            free(p->head);
             free(p);
             continue;
         }
+        L->npeers++;
         memset(&ev, 0, sizeof ev);
         ev.events = p->events;
         ev.data.u64 = hub_loop__data(p->h);

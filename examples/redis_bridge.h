@@ -24,9 +24,26 @@
        publishing process's clients only: publishes are refused at once
        (counted as dropped) rather than queued, and messages other
        processes publish while our subscriber is away are never seen;
-     - unanswered PUBLISH bytes are bounded (REDIS_BRIDGE_MAX_PENDING):
-       past it publishes are dropped, so a stalled Redis cannot grow our
-       memory without end.
+     - a link is up only once Redis has answered on it (a PING after the
+       TCP connect: a stopped Redis still completes TCP handshakes), and
+       while up it is probed every REDIS_BRIDGE_PING_MS (the publisher
+       with PING, the subscriber by subscribing again to PREFIX "#health",
+       which a subscribed connection may do). A probe unanswered for
+       REDIS_BRIDGE_REPLY_TIMEOUT_MS means Redis has stalled (stopped,
+       swapping, hung): the link is taken down like a lost one (counted in
+       "stalls", reported on stderr and in the up flags), its socket reset
+       so that commands still in our send queue are discarded rather than
+       run when Redis resumes, and it reconnects with backoff;
+     - what is buffered while Redis stalls is bounded twice: by time (the
+       stall is noticed within REDIS_BRIDGE_PING_MS +
+       REDIS_BRIDGE_REPLY_TIMEOUT_MS, 4 s; from then on publishes are
+       refused and counted in "dropped", and the hub counts them in
+       bridge_publish_errors) and by size (unanswered PUBLISH payload
+       bytes stay below REDIS_BRIDGE_MAX_PENDING, 4 MiB; past it publishes
+       are refused the same way). Publishes written before the stall was
+       noticed and never answered are counted in "abandoned": Redis may
+       have run them, or may still run those it had already read when it
+       resumes (late, at most the bound above); nothing else is held.
 
    Wiring (all on one thread, on hub_loop.h's loop):
      redis_bridge rb;
@@ -47,7 +64,9 @@
 #define REDIS_BRIDGE_BACKOFF_MIN_MS 200u
 #define REDIS_BRIDGE_BACKOFF_MAX_MS 5000u
 #define REDIS_BRIDGE_CONNECT_TIMEOUT_MS 3000u
-#define REDIS_BRIDGE_MAX_PENDING (16u * 1024u * 1024u)
+#define REDIS_BRIDGE_MAX_PENDING (4u * 1024u * 1024u)
+#define REDIS_BRIDGE_PING_MS 1000u
+#define REDIS_BRIDGE_REPLY_TIMEOUT_MS 3000u
 #define REDIS_BRIDGE_PREFIX_MAX 64
 
 struct redis_bridge;
@@ -60,9 +79,12 @@ typedef struct redis_link {
     int fd;
     uint64_t tag;                   /* its epoll data in the loop */
     uint32_t want, registered;      /* epoll interest hiredis asked for / registered now */
-    int up;                         /* connected and usable */
+    int up;                         /* connected, answered, and usable */
     unsigned failures;              /* consecutive failed attempts: the backoff exponent */
     net_timer timer;                /* reconnect when down, connect timeout while connecting */
+    net_timer health;               /* while up: the next probe, and the check of the last */
+    uint64_t probe_ms;              /* when the unanswered probe was sent; 0: none */
+    const char *why;                /* why we are dropping it, for the disconnect callback */
 } redis_link;
 
 typedef struct redis_bridge {
@@ -83,6 +105,8 @@ typedef struct redis_bridge {
     uint64_t dropped;               /* publishes refused: link down or too much pending */
     uint64_t received;              /* messages Redis delivered to the subscriber */
     uint64_t refused;               /* of those, refused by the hub */
+    uint64_t stalls;                /* links taken down because Redis stopped answering */
+    uint64_t abandoned;             /* PUBLISHes written but never answered (link lost or stalled) */
     long long channels;             /* Redis channels the subscriber holds (Redis's own count) */
 } redis_bridge;
 
@@ -156,11 +180,56 @@ static void redis_link_retry(redis_link *l, const char *why) {
     uint32_t delay;
     l->ac = NULL;
     l->up = 0;
+    l->probe_ms = 0;
+    net_timers_cancel(l->rb->timers, &l->health);
     if (l->rb->stopping) return;
     delay = redis_backoff(l->rb, l->failures);
     if (l->failures < 30) l->failures++;
     fprintf(stderr, "chat_server: redis %s: %s; retrying in %u ms\n", l->role, why, (unsigned)delay);
     if (net_timers_set(l->rb->timers, &l->timer, delay) != NET_OK) fprintf(stderr, "chat_server: redis: no timer\n");
+}
+
+static void redis_on_health(redisAsyncContext *ac, void *r, void *privdata);
+
+/* Ends a link from our side: a reset, so that commands still in the send
+   queue are discarded rather than run whenever Redis resumes; then the
+   retry path, once (through the disconnect callback when hiredis runs it). */
+static void redis_link_drop(redis_link *l, const char *why) {
+    redisAsyncContext *ac = l->ac;
+    struct linger lg;
+    if (!ac) return;
+    lg.l_onoff = 1;
+    lg.l_linger = 0;
+    (void)setsockopt(ac->c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    l->why = why;
+    redisAsyncFree(ac);             /* runs redis_on_disconnect if hiredis saw it connected */
+    l->why = NULL;
+    if (l->ac == ac) redis_link_retry(l, why);
+}
+
+/* Redis answered the first PING: the link is usable. */
+static void redis_on_ready(redisAsyncContext *ac, void *r, void *privdata) {
+    redis_link *l = (redis_link *)privdata;
+    redisReply *reply = (redisReply *)r;
+    (void)ac;
+    if (!reply || l->up || l->rb->stopping) return;    /* NULL: the context is going away */
+    net_timers_cancel(l->rb->timers, &l->timer);
+    l->up = 1;
+    l->failures = 0;
+    l->rb->connects++;
+    fprintf(stderr, "chat_server: redis %s: connected to %s:%d\n", l->role, l->rb->host, l->rb->port);
+    if (l == &l->rb->sub) {
+        /* The probe channel first (so Redis's channel counts include it
+           from the start), then everything the hub needs: a new
+           connection holds no subscriptions. */
+        l->rb->channels = 0;
+        if (redisAsyncCommand(l->ac, redis_on_health, l, "SUBSCRIBE %b#health", l->rb->prefix, l->rb->prefix_len) !=
+            REDIS_OK)
+            fprintf(stderr, "chat_server: redis subscriber: SUBSCRIBE failed\n");
+        wsch_hub_bridge_resubscribe(l->rb->hub);
+    }
+    if (net_timers_set(l->rb->timers, &l->health, REDIS_BRIDGE_PING_MS) != NET_OK)
+        fprintf(stderr, "chat_server: redis: no timer\n");
 }
 
 static void redis_on_connect(const redisAsyncContext *ac, int status) {
@@ -169,22 +238,18 @@ static void redis_on_connect(const redisAsyncContext *ac, int status) {
         redis_link_retry(l, ac->errstr);    /* hiredis frees the context after this returns */
         return;
     }
-    net_timers_cancel(l->rb->timers, &l->timer);
-    l->up = 1;
-    l->failures = 0;
-    l->rb->connects++;
-    fprintf(stderr, "chat_server: redis %s: connected to %s:%d\n", l->role, l->rb->host, l->rb->port);
-    /* A new connection holds no subscriptions: ask for everything the hub needs. */
-    if (l == &l->rb->sub) {
-        l->rb->channels = 0;
-        wsch_hub_bridge_resubscribe(l->rb->hub);
-    }
+    /* TCP is up, which a stopped Redis also allows (the kernel completes the
+       handshake): usable only once Redis answers. The connect timeout runs on. */
+    if (!l->ac || redisAsyncCommand(l->ac, redis_on_ready, l, "PING") != REDIS_OK)
+        fprintf(stderr, "chat_server: redis %s: PING failed\n", l->role);
 }
 
 static void redis_on_disconnect(const redisAsyncContext *ac, int status) {
     redis_link *l = (redis_link *)ac->data;
     if (l == &l->rb->sub) l->rb->channels = 0;
-    redis_link_retry(l, status == REDIS_OK ? "disconnected" : (ac->errstr[0] ? ac->errstr : "connection lost"));
+    redis_link_retry(l, l->why ? l->why
+                               : status == REDIS_OK ? "disconnected"
+                                                    : (ac->errstr[0] ? ac->errstr : "connection lost"));
 }
 
 static void redis_link_connect(redis_link *l) {
@@ -231,8 +296,53 @@ static void redis_on_sub_reply(redisAsyncContext *ac, void *r, void *privdata) {
                                     data->len, NULL) != WSCH_OK)
             rb->refused++;
     } else if (reply->element[2]->type == REDIS_REPLY_INTEGER) {
-        rb->channels = reply->element[2]->integer;  /* (un)subscribe: how many this connection holds */
+        /* (un)subscribe: how many this connection holds, the probe channel aside */
+        rb->channels = reply->element[2]->integer > 0 ? reply->element[2]->integer - 1 : 0;
     }
+}
+
+/* The probe channel's replies on the subscriber: each SUBSCRIBE of it is
+   answered, which proves Redis is reading and answering this link. */
+static void redis_on_health(redisAsyncContext *ac, void *r, void *privdata) {
+    redis_link *l = (redis_link *)privdata;
+    redisReply *reply = (redisReply *)r;
+    (void)ac;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) return;
+    if (reply->element[0]->type == REDIS_REPLY_STRING && strcmp(reply->element[0]->str, "subscribe") == 0) {
+        l->probe_ms = 0;
+        if (reply->element[2]->type == REDIS_REPLY_INTEGER)
+            l->rb->channels = reply->element[2]->integer > 0 ? reply->element[2]->integer - 1 : 0;
+    }
+}
+
+/* The publisher's probe answered. */
+static void redis_on_pong(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    if (r) ((redis_link *)privdata)->probe_ms = 0;
+}
+
+/* Every REDIS_BRIDGE_PING_MS while a link is up: a link whose last probe
+   has waited REDIS_BRIDGE_REPLY_TIMEOUT_MS is taken down, else a new probe
+   goes out when none is waiting. */
+static void redis_link_health(net_timer *tm) {
+    redis_link *l = (redis_link *)tm->owner;
+    uint64_t now = net_now_ms();
+    int rc;
+    if (!l->up || !l->ac || l->rb->stopping) return;
+    if (l->probe_ms && now - l->probe_ms >= REDIS_BRIDGE_REPLY_TIMEOUT_MS) {
+        char why[96];
+        snprintf(why, sizeof why, "no answer for %llu ms: Redis has stalled", (unsigned long long)(now - l->probe_ms));
+        l->rb->stalls++;
+        redis_link_drop(l, why);
+        return;
+    }
+    if (!l->probe_ms) {
+        rc = l == &l->rb->sub ? redisAsyncCommand(l->ac, redis_on_health, l, "SUBSCRIBE %b#health", l->rb->prefix,
+                                                  l->rb->prefix_len)
+                              : redisAsyncCommand(l->ac, redis_on_pong, l, "PING");
+        if (rc == REDIS_OK) l->probe_ms = now;
+    }
+    (void)net_timers_set(l->rb->timers, &l->health, REDIS_BRIDGE_PING_MS);
 }
 
 static void redis_sub_command(redis_bridge *rb, const char *cmd, const char *name, size_t len) {
@@ -254,7 +364,7 @@ static void redis_hub_unsubscribe(const char *name, size_t len, void *user) {
 static void redis_on_published(redisAsyncContext *ac, void *r, void *privdata) {
     redis_bridge *rb = ((redis_link *)ac->data)->rb;
     size_t n = (size_t)(uintptr_t)privdata;
-    (void)r;
+    if (!r) rb->abandoned++;        /* fate unknown: Redis may or may not have run it */
     rb->pending = rb->pending > n ? rb->pending - n : 0;
 }
 
@@ -288,8 +398,8 @@ static int redis_bridge_init(redis_bridge *rb, const char *host, int port, const
     rb->sub.role = "subscriber";
     rb->pub.role = "publisher";
     rb->sub.fd = rb->pub.fd = -1;
-    rb->sub.timer.owner = &rb->sub;
-    rb->pub.timer.owner = &rb->pub;
+    rb->sub.timer.owner = rb->sub.health.owner = &rb->sub;
+    rb->pub.timer.owner = rb->pub.health.owner = &rb->pub;
     net_random_bytes(&rb->rng, sizeof rb->rng, NULL);
     rb->rng |= 1u;
     return 0;
@@ -316,13 +426,8 @@ static void redis_link_event(void *ctx, uint32_t events) {
 static void redis_link_timer(net_timer *tm) {
     redis_link *l = (redis_link *)tm->owner;
     if (l->rb->stopping) return;
-    if (!l->ac) {
-        redis_link_connect(l);
-    } else if (!l->up) {
-        redisAsyncContext *ac = l->ac;
-        redisAsyncFree(ac);         /* not connected: no disconnect callback */
-        redis_link_retry(l, "connect timed out");
-    }
+    if (!l->ac) redis_link_connect(l);
+    else if (!l->up) redis_link_drop(l, "connect timed out (no answer to PING)");
 }
 
 /* Joins the loop and starts connecting; failures are retried from its timers. */
@@ -337,6 +442,7 @@ static void redis_bridge_start(redis_bridge *rb, hub_loop *loop) {
     for (i = 0; i < 2; i++) {
         links[i]->tag = hub_loop_tag(loop, redis_link_event, links[i]);
         links[i]->timer.fire = redis_link_timer;
+        links[i]->health.fire = redis_link_health;
         redis_link_connect(links[i]);
     }
 }
@@ -346,6 +452,8 @@ static void redis_bridge_stop(redis_bridge *rb) {
     rb->stopping = 1;
     net_timers_cancel(rb->timers, &rb->sub.timer);
     net_timers_cancel(rb->timers, &rb->pub.timer);
+    net_timers_cancel(rb->timers, &rb->sub.health);
+    net_timers_cancel(rb->timers, &rb->pub.health);
     if (rb->sub.ac) redisAsyncFree(rb->sub.ac);     /* runs redis_on_disconnect when it was up */
     if (rb->pub.ac) redisAsyncFree(rb->pub.ac);
     rb->sub.ac = rb->pub.ac = NULL;

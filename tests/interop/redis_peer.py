@@ -15,7 +15,10 @@ reaches the subscribers of both exactly once; send_to_user reaches a user
 connected to the other process; the bridge's user channels are out of
 reach of clients; Redis goes away (local delivery goes on, nothing crosses)
 and comes back on the same port (both servers reconnect, resubscribe, and
-delivery resumes exactly once); both servers exit cleanly (no sanitizer
+delivery resumes exactly once); Redis is stopped (SIGSTOP) and both servers
+take their links down within seconds, refuse and count publishes instead of
+piling them up, and relink after SIGCONT without delivering anything late;
+both servers exit cleanly (no sanitizer
 report, no library heap left).
 
 With --bench BIN it measures instead: the same Redis and two servers (an
@@ -29,6 +32,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -123,7 +127,8 @@ class Redis:
         return r.stdout.strip()
 
     def channels(self, pattern="wsch:*"):
-        return set(x for x in self.call("PUBSUB", "CHANNELS", pattern).splitlines() if x)
+        """The bridge's channels in Redis (the bridge's own probe channel aside)."""
+        return set(x for x in self.call("PUBSUB", "CHANNELS", pattern).splitlines() if x and x != "wsch:#health")
 
     def numsub(self, channel):
         out = self.call("PUBSUB", "NUMSUB", channel).splitlines()
@@ -337,6 +342,39 @@ async def main():
 
     await case("Redis restarted mid-test: local delivery goes on, then both resubscribe and delivery resumes",
                outage())
+
+    async def stall():
+        subs = [(k, clients[k]) for k in ("a1", "a2", "b1", "b2")]
+        before = sa.stats()
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            await until("both servers to take their links down",
+                        lambda: all(s.stats()["redis"]["subscriber"] == 0 and s.stats()["redis"]["publisher"] == 0
+                                    for s in (sa, sb)), timeout=20)
+            print(f"     links down {time.monotonic() - t0:.1f} s after SIGSTOP", flush=True)
+            check(sa.stats()["redis"]["stalls"] >= 1 and sb.stats()["redis"]["stalls"] >= 1, "counted as stalls")
+            # While Redis is stopped: local delivery goes on; the bridge refuses and counts, holds nothing.
+            await clients["a1"].send(env("publish", {"channel": "news", "data": "while stalled"}))
+            await exactly_once(subs[:2], {"type": "message",
+                                          "payload": {"channel": "news", "from": "ann", "data": "while stalled"}},
+                               wait=0.2)
+            st = sa.stats()
+            check(st["redis"]["dropped"] > before["redis"]["dropped"], f"not counted as dropped: {st['redis']}")
+            check(st["bridge"]["publish_errors"] > before["bridge"]["publish_errors"],
+                  f"the hub was not told: {st['bridge']}")
+            check(st["redis"]["pending_bytes"] == 0, f"bytes held for a stopped Redis: {st['redis']}")
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        await until("both servers relink and resubscribe after SIGCONT",
+                    lambda: sa.linked() and sb.linked() and redis.numsub("wsch:news") == 2, timeout=30)
+        await nothing_more(clients["b1"], 1.0)   # the refused publish never arrives, late or otherwise
+        await nothing_more(clients["b2"], 0.1)
+        await clients["b2"].send(env("publish", {"channel": "news", "data": "resumed"}))
+        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "bob", "data": "resumed"}})
+
+    await case("Redis stopped (SIGSTOP): links go down within seconds, publishes are refused and counted, "
+               "nothing arrives late after SIGCONT", stall())
 
     for ws in list(clients.values()) + socks:
         try:
