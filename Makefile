@@ -31,6 +31,15 @@ HAVE_HIREDIS := $(shell printf '\043include <hiredis/async.h>\n' | $(CC) -E -x c
 ifeq ($(HAVE_HIREDIS),1)
 LIBS_chat_server := -DCHAT_WITH_REDIS -lhiredis
 endif
+# zlib (Debian: zlib1g-dev) is the permessage-deflate codec of
+# examples/deflate_zlib.h; its unit test needs it and is skipped without it.
+HAVE_ZLIB := $(shell printf '\043include <zlib.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifeq ($(HAVE_ZLIB),1)
+LIBS_test_zlib_codec := -lz
+else
+TESTS := $(filter-out test_zlib_codec,$(TESTS))
+$(info note: test_zlib_codec is skipped: zlib is not installed (Debian: zlib1g-dev))
+endif
 
 .PHONY: all test unit interop demo bench fuzz clean peers compile-checks
 all: $(addprefix $(BUILD)/,$(EXAMPLES))
@@ -44,9 +53,10 @@ $(BUILD) $(BUILD)/test $(BUILD)/asan:
 # The test programs include greatest through GREATEST_HEADER so the real one can replace ours.
 TEST_DEFS := -DGREATEST_HEADER='"$(abspath $(GREATEST))"' -D_GNU_SOURCE
 $(BUILD)/test/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/test
-	$(CC) $(WARN) $(CFLAGS) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+	$(CC) $(WARN) $(CFLAGS) $(TEST_DEFS) -I. -Itests -o $@ $< -lm $(LIBS_$*)
 $(BUILD)/asan/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/asan
-	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm $(LIBS_$*)
+$(BUILD)/test/test_zlib_codec $(BUILD)/asan/test_zlib_codec: examples/deflate_zlib.h
 
 # The layers with SIMD paths also run with the scalar paths only, sanitized.
 NOSIMD_TESTS := test_primitives test_conn test_envelope
