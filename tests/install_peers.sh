@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the independent peers the interop tests run against, when missing:
 # Python websockets (Debian's python3-websockets, for /usr/bin/python3),
-# Node.js and npm, Debian's Chromium, and the npm packages of
+# Node.js and npm, Debian's Chromium, zlib's headers (zlib1g-dev, for the
+# permessage-deflate codec and its tests), and the npm packages of
 # tests/interop (ws) and tests/browser (playwright-core, which drives the
 # Debian Chromium: no browser is ever downloaded). apt-get needs root; without root this only
 # reports what is missing. Never fails: the interop runners report (and under
@@ -13,6 +14,7 @@ command -v node >/dev/null 2>&1 || need_apt="$need_apt nodejs"
 command -v npm >/dev/null 2>&1 || need_apt="$need_apt npm"
 command -v clang >/dev/null 2>&1 || need_apt="$need_apt clang"
 [ -x /usr/bin/chromium ] || need_apt="$need_apt chromium"
+[ -f /usr/include/zlib.h ] || need_apt="$need_apt zlib1g-dev"
 if [ -n "$need_apt" ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "install_peers: apt-get install$need_apt"
