@@ -36,6 +36,17 @@ HAVE_HIREDIS := $(shell printf '\043include <hiredis/async.h>\n' | $(CC) -E -x c
 ifeq ($(HAVE_HIREDIS),1)
 LIBS_chat_server := -DCHAT_WITH_REDIS -lhiredis
 endif
+# zlib (Debian: zlib1g-dev) is the permessage-deflate codec of
+# examples/deflate_zlib.h; the suites that compress need it and are skipped
+# without it.
+ZLIB_TESTS := test_zlib_codec test_deflate
+HAVE_ZLIB := $(shell printf '\043include <zlib.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifeq ($(HAVE_ZLIB),1)
+$(foreach t,$(ZLIB_TESTS),$(eval LIBS_$(t) := -lz))
+else
+TESTS := $(filter-out $(ZLIB_TESTS),$(TESTS))
+$(info note: $(ZLIB_TESTS) are skipped: zlib is not installed (Debian: zlib1g-dev))
+endif
 
 .PHONY: all test unit interop demo bench fuzz soak clean peers compile-checks
 all: $(addprefix $(BUILD)/,$(EXAMPLES))
@@ -48,10 +59,11 @@ $(BUILD) $(BUILD)/test $(BUILD)/asan:
 
 # The test programs include greatest through GREATEST_HEADER so the real one can replace ours.
 TEST_DEFS := -DGREATEST_HEADER='"$(abspath $(GREATEST))"' -D_GNU_SOURCE
-$(BUILD)/test/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/test
-	$(CC) $(WARN) $(CFLAGS) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
-$(BUILD)/asan/%: tests/%.c tests/*.h ws_channel.h | $(BUILD)/asan
-	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+# Tests may include the examples' headers (examples/deflate_zlib.h).
+$(BUILD)/test/%: tests/%.c tests/*.h examples/*.h ws_channel.h | $(BUILD)/test
+	$(CC) $(WARN) $(CFLAGS) $(TEST_DEFS) -I. -Itests -o $@ $< -lm $(LIBS_$*)
+$(BUILD)/asan/%: tests/%.c tests/*.h examples/*.h ws_channel.h | $(BUILD)/asan
+	$(CC) $(WARN) $(SAN) $(TEST_DEFS) -I. -Itests -o $@ $< -lm $(LIBS_$*)
 
 # The layers with SIMD paths also run with the scalar paths only, sanitized;
 # test_simd compares the two (tests/simd_check.sh).
@@ -64,9 +76,9 @@ $(BUILD)/nosimd/%: tests/%.c tests/*.h ws_channel.h
 # compiler's default (-funsigned-char on x86), so nothing relies on either.
 CHAR_FLIP := $(shell printf '\043include <limits.h>\n\043if CHAR_MIN < 0\nCHAR_IS_SIGNED\n\043endif\n' | \
                $(CC) -E -P -x c - 2>/dev/null | grep -q CHAR_IS_SIGNED && echo -funsigned-char || echo -fsigned-char)
-$(BUILD)/char/%: tests/%.c tests/*.h ws_channel.h
+$(BUILD)/char/%: tests/%.c tests/*.h examples/*.h ws_channel.h
 	@mkdir -p $(BUILD)/char
-	$(CC) $(WARN) $(CFLAGS) $(CHAR_FLIP) $(TEST_DEFS) -I. -Itests -o $@ $< -lm
+	$(CC) $(WARN) $(CFLAGS) $(CHAR_FLIP) $(TEST_DEFS) -I. -Itests -o $@ $< -lm $(LIBS_$*)
 
 unit: $(addprefix $(BUILD)/test/,$(TESTS)) $(addprefix $(BUILD)/asan/,$(TESTS)) \
       $(addprefix $(BUILD)/nosimd/,$(NOSIMD_TESTS)) $(addprefix $(BUILD)/char/,$(TESTS)) compile-checks
