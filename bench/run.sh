@@ -8,8 +8,8 @@
 #                                connections instead of 10,000 (about 2 minutes)
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
-# BENCH_SKIP="inmem neon publish echo handshake fanout idle" (skip sections;
-# neon is a correctness run of the NEON paths under qemu, never timed),
+# BENCH_SKIP="inmem neon deflate publish echo handshake fanout idle" (skip
+# sections; neon is a correctness run of the NEON paths under qemu, never timed),
 # BENCH_OUT (results file, default bench/RESULTS.md).
 #
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
@@ -142,6 +142,8 @@ if ! skip inmem; then
     BENCH_REPS=$REPS BENCH_SAMPLE_MS=$SAMPLE_MS taskset -c $LOAD_CPU $B/inmem --targets "$TMP/targets" \
         >"$TMP/inmem.md" 2>"$TMP/inmem.err" || log "run.sh: inmem reported a failure: $(cat "$TMP/inmem.err")"
 fi
+# The zlib deflate codec alone, in memory (bench/deflate.c; built when zlib is installed).
+[ -x $B/deflate ] && ! skip deflate && { record "BENCH_REPS=$REPS taskset -c $LOAD_CPU $B/deflate"; BENCH_REPS=$REPS taskset -c $LOAD_CPU $B/deflate >>"$TMP/inmem.md" 2>>"$TMP/inmem.err" || log "run.sh: deflate reported a failure"; }
 
 # ------------------------------------------ NEON, for correctness only
 # The NEON paths run under qemu-aarch64 here: test_simd checks that they give
