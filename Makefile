@@ -43,16 +43,17 @@ ZLIB_TESTS := test_zlib_codec test_deflate
 HAVE_ZLIB := $(shell printf '\043include <zlib.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
 ifeq ($(HAVE_ZLIB),1)
 $(foreach t,$(ZLIB_TESTS),$(eval LIBS_$(t) := -lz))
+EXAMPLE_ZLIB := -DEXAMPLE_ZLIB -lz
 else
 TESTS := $(filter-out $(ZLIB_TESTS),$(TESTS))
-$(info note: $(ZLIB_TESTS) are skipped: zlib is not installed (Debian: zlib1g-dev))
+$(info note: $(ZLIB_TESTS) are skipped and the examples built without permessage-deflate: zlib is not installed (Debian: zlib1g-dev))
 endif
 
 .PHONY: all test unit interop demo bench fuzz soak clean peers compile-checks
 all: $(addprefix $(BUILD)/,$(EXAMPLES))
 
 $(BUILD)/%: examples/%.c examples/*.h ws_channel.h | $(BUILD)
-	$(CC) $(WARN) -D_GNU_SOURCE -Wno-missing-prototypes $(CFLAGS) -I. -o $@ $< $(LIBS_$*)
+	$(CC) $(WARN) -D_GNU_SOURCE -Wno-missing-prototypes $(CFLAGS) -I. -Iexamples -o $@ $< $(LIBS_$*) $(EXAMPLE_ZLIB)
 
 $(BUILD) $(BUILD)/test $(BUILD)/asan:
 	mkdir -p $@

@@ -16,9 +16,12 @@ DOCUMENTATION
 
      primitives   SHA-1, base64, incremental UTF-8 validation, masking
      frame codec  encode and decode frame headers (RFC 6455 section 5.2)
-     handshake    request/response parsing and building, URLs, query, tokens
+     handshake    request/response parsing and building, URLs, query, tokens,
+                  permessage-deflate negotiation (RFC 7692)
      connection   wsch_conn: one connection, either role - validation,
-                  reassembly, ping/pong, the close handshake, output queue
+                  reassembly, ping/pong, the close handshake, output queue,
+                  compression through a codec you supply (zlib in
+                  examples/deflate_zlib.h)
      envelope     the {"type": ..., "payload": ...} message, strict JSON
      client       wsch_client: reconnecting client with backoff, heartbeat,
                   dead-peer detection, subscriptions replayed on reconnect
@@ -561,7 +564,7 @@ typedef struct wsch_frame_header {
     unsigned char mask_key[4];
     uint8_t opcode;             /* wsch_opcode */
     uint8_t fin;                /* 1 = final fragment */
-    uint8_t rsv;                /* RSV1..3 as bits 2..0; must be 0 without extensions */
+    uint8_t rsv;                /* RSV1..3 as bits 2..0; RSV1 (4) marks a compressed message */
     uint8_t masked;
 } wsch_frame_header;
 
@@ -759,7 +762,8 @@ WSCH_API int wsch_response_parse(const char *buf, size_t len, size_t prev_len, s
    value is "websocket" (case-insensitive) and a Connection header with the
    token "upgrade" (WSCH_ERR_MISSING_HEADER); exactly one
    Sec-WebSocket-Accept, byte-exact for key (WSCH_ERR_ACCEPT); no
-   Sec-WebSocket-Extensions at all, since none is ever offered, and at most
+   Sec-WebSocket-Extensions at all (a client that offered permessage-deflate
+   judges that header with wsch_deflate_response_check()), and at most
    one Sec-WebSocket-Protocol whose value is one of offered_protocols
    (comma-separated, compared exactly; NULL = none offered)
    (WSCH_ERR_EXTENSION). Returns WSCH_OK or the first failure, WSCH_ERR_ARG

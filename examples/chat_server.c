@@ -100,6 +100,7 @@ typedef struct app {
     size_t heap_bytes, heap_blocks;
     int redis_on;               /* --redis given */
     uint32_t idle_timeout_ms, close_timeout_ms;     /* as configured, for /api/stats */
+    int deflate;                                    /* permessage-deflate accepted */
 #ifdef CHAT_WITH_REDIS
     redis_bridge redis;
 #endif
@@ -408,7 +409,7 @@ static void api_stats(wsch_hub_http_response *res) {
                           "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
                           "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
                           "\"refused_busy\":%llu,\"limits\":{\"max_clients\":%llu,\"idle_timeout_ms\":%lu,"
-                          "\"close_timeout_ms\":%lu},\"drops\":{",
+                          "\"close_timeout_ms\":%lu,\"deflate\":%s},\"drops\":{",
                           (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
                           (unsigned long long)s.bytes_queued, (unsigned long long)s.accepted,
@@ -416,7 +417,8 @@ static void api_stats(wsch_hub_http_response *res) {
                           (unsigned long long)s.encodes, (unsigned long long)s.http_responses,
                           (unsigned long long)A.heap_bytes, (unsigned long long)A.heap_blocks,
                           (unsigned long long)A.loop.refused_503, (unsigned long long)A.loop.max_ws,
-                          (unsigned long)A.idle_timeout_ms, (unsigned long)A.close_timeout_ms);
+                          (unsigned long)A.idle_timeout_ms, (unsigned long)A.close_timeout_ms,
+                          A.deflate ? "true" : "false");
     for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
         at += (size_t)snprintf(text + at, sizeof text - at, "%s\"%s\":%llu", i ? "," : "", drop_names[i],
                                (unsigned long long)s.drops[i]);
@@ -588,6 +590,7 @@ static void usage(void) {
           "                      freed within idle + close timeout (43 s by default)\n"
           "  --redis HOST[:PORT] join the other chat_servers using this Redis (port 6379)\n"
           "  --redis-prefix P    prefix of the Redis channels (default \"wsch:\")\n"
+          "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
           "  --verbose           log connections to stderr\n",
           stderr);
 }
@@ -627,7 +630,7 @@ int main(int argc, char **argv) {
     int redis_port = 0;
 #endif
     uint16_t port = 8080;
-    int i, rc;
+    int i, rc, no_deflate = 0;
     memset(&d, 0, sizeof d);
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -668,6 +671,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "chat_server: built without Redis support (build with -DCHAT_WITH_REDIS -lhiredis)\n");
             return 2;
 #endif
+        } else if (strcmp(a, "--no-deflate") == 0) {
+            no_deflate = 1;
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
             A.verbose = A.loop.verbose = 1;
         } else {
@@ -684,6 +689,9 @@ int main(int argc, char **argv) {
 
     chat_hub_desc(&d);
     hub_loop_effects(&d.effects);
+    /* Browsers offer it on every connection; a broadcast is compressed once. */
+    if (!no_deflate) d.deflate.codec = net_deflate_codec();
+    A.deflate = d.deflate.codec != NULL;
 #ifdef CHAT_WITH_REDIS
     if (A.redis_on) {
         if (redis_bridge_init(&A.redis, redis_host, redis_port, redis_prefix) != 0) {

@@ -15,6 +15,7 @@
    --max-attempts N (default: retry forever)  --backoff-base MS
    --backoff-max MS  --no-jitter  --heartbeat MS  --pong-timeout MS
    --heartbeat-mode app|protocol|both|off  --count N (exit after N messages)
+   --deflate (offer permessage-deflate; needs a build with zlib)
 
    Build: cc -std=c99 -D_GNU_SOURCE -I. -o build/client_cli examples/client_cli.c */
 #define WS_CHANNEL_IMPLEMENTATION
@@ -194,7 +195,7 @@ static void usage(void) {
     fputs("usage: client_cli --url ws://host:port/path [--token T] [--token-header] [--subscribe CH]...\n"
           "       [--send TYPE JSON]... [--max-attempts N] [--backoff-base MS] [--backoff-max MS]\n"
           "       [--no-jitter] [--heartbeat MS] [--pong-timeout MS]\n"
-          "       [--heartbeat-mode app|protocol|both|off] [--count N]\n", stderr);
+          "       [--heartbeat-mode app|protocol|both|off] [--count N] [--deflate]\n", stderr);
     exit(2);
 }
 
@@ -213,6 +214,7 @@ int main(int argc, char **argv) {
         const char *arg = k + 1 < argc ? argv[k + 1] : NULL;
         if (!strcmp(o, "--no-jitter")) d.no_jitter = 1;
         else if (!strcmp(o, "--token-header")) d.token_in = WSCH_TOKEN_AUTHORIZATION;
+        else if (!strcmp(o, "--deflate") && net_deflate_codec()) d.deflate.codec = net_deflate_codec();
         else if (!arg) usage();
         else if (!strcmp(o, "--url")) d.url = arg, k++;
         else if (!strcmp(o, "--token")) d.token = arg, k++;

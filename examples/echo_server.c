@@ -169,13 +169,14 @@ static void idle_sweep(server *s, uint64_t now) {
 
 static void usage(void) {
     fputs("usage: echo_server [--port N] [--host ADDR] [--max-message SIZE] [--high-water SIZE]\n"
-          "                   [--idle-timeout S] [--verbose]\n"
+          "                   [--idle-timeout S] [--deflate] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 9001)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --max-message SIZE  largest message and frame accepted, e.g. 64M (default 32M)\n"
           "  --high-water SIZE   stop reading a connection whose unsent output passes this (default 4M)\n"
           "  --idle-timeout S    ping a connection silent for S/2 seconds, close it at S (default 60;\n"
           "                      0 = never); its fd is freed at most 5 s later (the close handshake)\n"
+          "  --deflate           accept permessage-deflate (needs a build with zlib)\n"
           "  --verbose           log connections to stderr\n",
           stderr);
 }
@@ -198,6 +199,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--high-water") == 0 && v && net_parse_size(v, &s->high_water) == NET_OK) i++;
         else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &idle_s) == NET_OK && idle_s <= 86400u) i++;
         else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) s->verbose = 1;
+        else if (strcmp(a, "--deflate") == 0 && net_deflate_codec()) s->desc.deflate.codec = net_deflate_codec();
         else {
             usage();
             return strcmp(a, "--help") == 0 ? 0 : 2;

@@ -57,6 +57,15 @@ enum {
 
 /* ---- time and randomness ------------------------------------------------ */
 
+/* permessage-deflate for the examples: the zlib codec where the Makefile
+   found zlib (it defines EXAMPLE_ZLIB and links -lz), else NULL (off). */
+#ifdef EXAMPLE_ZLIB
+#include "deflate_zlib.h"
+static inline const wsch_deflate_codec *net_deflate_codec(void) { return deflate_zlib_codec(); }
+#else
+static inline const wsch_deflate_codec *net_deflate_codec(void) { return NULL; }
+#endif
+
 static inline uint64_t net_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -102,6 +102,7 @@ int main(int argc, char **argv) {
 
     memset(&d, 0, sizeof d);
     hub_loop_effects(&d.effects);   /* send, close and timers per peer; clock, randomness */
+    d.deflate.codec = net_deflate_codec();  /* permessage-deflate, in a build with zlib */
     d.authenticate = authenticate;
     d.on_connect = on_connect;
     d.on_disconnect = on_disconnect;

@@ -255,6 +255,11 @@ async function main() {
     const s = await waitState(a, 'connected');
     expect(s.text === 'Connected', 'badge text "' + s.text + '"');
     await a.waitForFunction(() => document.getElementById('user-name').textContent === 'alice', null, { timeout: STEP_MS });
+    // Chromium offers permessage-deflate; a chat_server built with zlib takes it.
+    const stats = await getJson(base + '/api/stats');
+    const ext = await a.evaluate(() => window.chatApp.client.ws.extensions);
+    expect(/^permessage-deflate/.test(ext) === stats.limits.deflate,
+           'extensions "' + ext + '" with deflate ' + stats.limits.deflate + ' on the server');
     await join(a, 'lobby');
     await shot(a, 'connected');
   });
