@@ -192,6 +192,7 @@ typedef struct side {
     unsigned char *msg;             /* the last message received */
     size_t msg_len, msgs;
     unsigned msg_opcode;
+    unsigned long digest;           /* of every message received, in order */
     int closes, close_code, opened;
 } side;
 
@@ -225,6 +226,11 @@ static void end_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, vo
     e->msg_len = len;
     e->msg_opcode = (unsigned)op;
     e->msgs++;
+    {
+        size_t i;
+        e->digest = e->digest * 31u + (unsigned long)op;
+        for (i = 0; i < len; i++) e->digest = e->digest * 131u + ((unsigned char *)data)[i];
+    }
 }
 static void end_on_close(wsch_conn *c, int code, const char *reason, size_t n, void *user) {
     (void)c;
@@ -265,7 +271,7 @@ static void pump(duplex *l) {
 
 /* Connects a client offering cd to a server configured with sd (NULL: no
    extension on that side). */
-static int link_open(duplex *l, const wsch_deflate_desc *cd, const wsch_deflate_desc *sd) {
+static int duplex_open(duplex *l, const wsch_deflate_desc *cd, const wsch_deflate_desc *sd) {
     memset(l, 0, sizeof *l);
     end_desc(l, &l->client, WSCH_ROLE_CLIENT, cd);
     end_desc(l, &l->server, WSCH_ROLE_SERVER, sd);
@@ -276,7 +282,7 @@ static int link_open(duplex *l, const wsch_deflate_desc *cd, const wsch_deflate_
     return l->client.opened == 1 && l->server.opened == 1;
 }
 
-static void link_free(duplex *l) {
+static void duplex_free(duplex *l) {
     side *e[2];
     int i;
     e[0] = &l->client;
@@ -313,7 +319,7 @@ TEST messages_round_trip_compressed_both_ways(void) {
         wsch_deflate_desc d = desc_of(configs[c][0], configs[c][1], configs[c][2], configs[c][3]);
         duplex l;
         wsch_deflate_params a;
-        ASSERT(link_open(&l, &d, &d));
+        ASSERT(duplex_open(&l, &d, &d));
         ASSERT_EQ(1, wsch_conn_deflate(l.client.c, &a));
         ASSERT_EQ(1, wsch_conn_deflate(l.server.c, &a));
         for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -341,7 +347,7 @@ TEST messages_round_trip_compressed_both_ways(void) {
             }
         }
         ASSERT_EQ(0, l.client.closes + l.server.closes);
-        link_free(&l);
+        duplex_free(&l);
         ASSERT_EQ(0u, l.mem.live_bytes);
     }
     PASS();
@@ -354,7 +360,7 @@ TEST context_takeover_and_its_absence(void) {
     size_t first, second, idle;
     duplex l;
     wsch_deflate_desc keep = desc_of(0, 0, 0, 0), fresh = desc_of(1, 1, 0, 0);
-    ASSERT(link_open(&l, &keep, &keep));
+    ASSERT(duplex_open(&l, &keep, &keep));
     ASSERT_EQ(WSCH_OK, wsch_conn_send(l.server.c, WSCH_OP_TEXT, m, 2000));
     first = l.server.seen_len;
     l.server.seen_len = 0;
@@ -364,9 +370,9 @@ TEST context_takeover_and_its_absence(void) {
     pump(&l);
     ASSERT_EQ(2u, l.client.msgs);
     ASSERT_MEM_EQ(m, l.client.msg, 2000);
-    link_free(&l);
+    duplex_free(&l);
 
-    ASSERT(link_open(&l, &fresh, &fresh));
+    ASSERT(duplex_open(&l, &fresh, &fresh));
     idle = l.mem.live_bytes;
     ASSERT_EQ(WSCH_OK, wsch_conn_send(l.server.c, WSCH_OP_TEXT, m, 2000));
     first = l.server.seen_len;
@@ -377,7 +383,7 @@ TEST context_takeover_and_its_absence(void) {
     ASSERT_EQ(2u, l.client.msgs);
     ASSERT_MEM_EQ(m, l.client.msg, 2000);
     ASSERT_EQ(idle, l.mem.live_bytes);  /* no stream kept between messages */
-    link_free(&l);
+    duplex_free(&l);
     free(m);
     PASS();
 }
@@ -385,11 +391,11 @@ TEST context_takeover_and_its_absence(void) {
 TEST extension_off_on_either_side(void) {
     wsch_deflate_desc d = desc_of(0, 0, 0, 0);
     duplex l;
-    ASSERT(link_open(&l, &d, NULL));
+    ASSERT(duplex_open(&l, &d, NULL));
     ASSERT_EQ(0, wsch_conn_deflate(l.client.c, NULL));
     ASSERT_EQ(0, wsch_conn_deflate(l.server.c, NULL));
-    link_free(&l);
-    ASSERT(link_open(&l, NULL, &d));
+    duplex_free(&l);
+    ASSERT(duplex_open(&l, NULL, &d));
     ASSERT_EQ(0, wsch_conn_deflate(l.server.c, NULL));
     {   /* and a compressible message then goes plain */
         unsigned char *m = text_of(5000, 1);
@@ -397,7 +403,7 @@ TEST extension_off_on_either_side(void) {
         ASSERT_EQ(0x81u, first_byte(&l.server));
         free(m);
     }
-    link_free(&l);
+    duplex_free(&l);
     PASS();
 }
 
@@ -457,7 +463,84 @@ TEST rfc7692_examples_inflate(void) {
     ASSERT_EQ(WSCH_OK, feed_raw(&l, 0x81, "plain", 5));
     ASSERT_STR_EQ("plain", (const char *)l.server.msg);
     ASSERT_EQ(0, l.server.closes);
-    link_free(&l);
+    duplex_free(&l);
+    PASS();
+}
+
+/* A client's stream of frames: compressed messages whole and in fragments,
+   with context takeover (the second refers back into the window), a plain
+   message between them, a large one, a ping inside a fragmented one. */
+static size_t mixed_stream(unsigned char *out) {
+    const wsch_deflate_codec *k = deflate_zlib_codec();
+    void *z = k->create(1, 15, 8, NULL, NULL);
+    unsigned char *big = text_of(20000, 1), packed[4096];
+    static const char *const texts[] = {"Hello", "Hello, hello, hello: the window helps", NULL};
+    size_t n = 0, i;
+    for (i = 0; i < 3; i++) {
+        const unsigned char *m = texts[i] ? (const unsigned char *)texts[i] : big;
+        size_t len = texts[i] ? strlen(texts[i]) : 20000, in = len, made = sizeof packed;
+        if (k->run(z, m, &in, packed, &made, 1, NULL) != 0 || in != len) {
+            n = 0;
+            break;
+        }
+        made -= 4;                                              /* the tail the receiver adds */
+        if (i == 1) {   /* three fragments, RSV1 on the first, a ping between */
+            size_t third = made / 3;
+            n += wire_frame(out + n, 0x41, packed, third, 1);
+            n += wire_frame(out + n, 0x89, "p", 1, 1);
+            n += wire_frame(out + n, 0x00, packed + third, third, 1);
+            n += wire_frame(out + n, 0x80, packed + 2 * third, made - 2 * third, 1);
+        } else {
+            n += wire_frame(out + n, 0xC1, packed, made, 1);
+        }
+        n += wire_frame(out + n, 0x82, "plain", 5, 1);
+    }
+    k->destroy(z, NULL);
+    free(big);
+    return n;
+}
+
+/* The same stream split at every byte, and fed a byte at a time, gives the
+   same messages as fed whole. */
+TEST compressed_frames_split_anywhere(void) {
+    static unsigned char stream[8192];
+    size_t n = mixed_stream(stream), split;
+    unsigned long want;
+    size_t want_msgs;
+    wsch_deflate_desc d = desc_of(0, 0, 0, 0);
+    duplex l;
+    ASSERT(n > 0);
+    ASSERT(raw_server(&l, &d, "permessage-deflate"));
+    {
+        unsigned char copy[8192];   /* a feed unmasks in place: the stream stays as sent */
+        memcpy(copy, stream, n);
+        ASSERT_EQ(WSCH_OK, wsch_conn_feed(l.server.c, copy, n));
+    }
+    ASSERT_EQ(6u, l.server.msgs);
+    ASSERT_EQ(5u, l.server.msg_len);
+    want = l.server.digest;
+    want_msgs = l.server.msgs;
+    duplex_free(&l);
+    for (split = 0; split <= n; split++) {
+        unsigned char copy[8192];
+        memcpy(copy, stream, n);
+        ASSERT(raw_server(&l, &d, "permessage-deflate"));
+        ASSERT_EQ(WSCH_OK, wsch_conn_feed(l.server.c, copy, split));
+        ASSERT_EQ(WSCH_OK, wsch_conn_feed(l.server.c, copy + split, n - split));
+        ASSERT_EQ(want_msgs, l.server.msgs);
+        ASSERT_EQ(want, l.server.digest);
+        ASSERT_EQ(0, l.server.closes);
+        duplex_free(&l);
+    }
+    {
+        unsigned char copy[8192];
+        size_t i;
+        memcpy(copy, stream, n);
+        ASSERT(raw_server(&l, &d, "permessage-deflate"));
+        for (i = 0; i < n; i++) ASSERT_EQ(WSCH_OK, wsch_conn_feed(l.server.c, copy + i, 1));
+        ASSERT_EQ(want, l.server.digest);
+        duplex_free(&l);
+    }
     PASS();
 }
 
@@ -490,7 +573,7 @@ TEST bad_compressed_frames_fail_as_documented(void) {
         ASSERT_EQm(cases[i].name, 0u, l.server.msgs);
         ASSERT_EQm(cases[i].name, cases[i].code, l.server.close_code);
         ASSERT_EQm(cases[i].name, cases[i].err, wsch_conn_error(l.server.c));
-        link_free(&l);
+        duplex_free(&l);
     }
     {   /* RSV1 on a continuation */
         duplex l;
@@ -498,7 +581,7 @@ TEST bad_compressed_frames_fail_as_documented(void) {
         ASSERT_EQ(WSCH_OK, feed_raw(&l, 0x41, hello, 3));
         (void)feed_raw(&l, 0xC0, hello + 3, 4);
         ASSERT_EQ(1002, l.server.close_code);
-        link_free(&l);
+        duplex_free(&l);
     }
     PASS();
 }
@@ -546,7 +629,7 @@ TEST inflating_past_the_limit_fails_early(void) {
     printf("  inflating a 50 MiB bomb against a %d-byte limit: peak %zu bytes above the open connection\n", LIMIT,
            l.mem.peak_bytes - live);
     ASSERT_LT(l.mem.peak_bytes - live, (size_t)2 * (LIMIT + 1) + 64 * 1024);
-    link_free(&l);
+    duplex_free(&l);
     free(zeros);
     free(bomb);
     PASS();
@@ -662,6 +745,42 @@ TEST hub_compresses_a_broadcast_once(void) {
     PASS();
 }
 
+/* An idle peer that agreed permessage-deflate costs the hub no stream: a
+   few bytes more than one that did not, also after messages both ways. */
+TEST hub_idle_compressed_peer_holds_no_stream(void) {
+    fake f[3];
+    size_t base, cost[3], delivered, i;
+    char payload[600];
+    memset(payload, 'y', sizeof payload);
+    payload[0] = '"';
+    payload[sizeof payload - 2] = '"';
+    payload[sizeof payload - 1] = '\0';
+    ASSERT_EQ(WSCH_OK, hub_setup(hub_deflate));
+    /* f[0] warms the hub's tables up; f[1] plain, f[2] compressed */
+    for (i = 0; i < 3; i++) {
+        base = T.mem.live_bytes;
+        ASSERT_EQ(WSCH_OK, fake_request(&f[i], "/ws?token=u", i == 2 ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : NULL));
+        ASSERT_EQ(101, fake_status(&f[i]));
+        cost[i] = T.mem.live_bytes - base;
+    }
+    printf("  heap per idle hub peer: %zu bytes plain, %zu with permessage-deflate\n", cost[1], cost[2]);
+    ASSERT(cost[2] >= cost[1] && cost[2] - cost[1] <= 1024);
+    /* a broadcast compressed, a compressed message in: still no stream per peer */
+    for (i = 0; i < 3; i++) ASSERT_EQ(WSCH_OK, fake_sub(&f[i], "feed"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "big", payload, WSCH_CSTR, &delivered));
+    ASSERT_EQ(3u, delivered);
+    base = T.mem.live_bytes;
+    {
+        static const unsigned char hello[] = {0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+        unsigned char frame[32];
+        size_t n = wire_frame(frame, 0xC1, hello, sizeof hello, 1);
+        ASSERT_EQ(WSCH_OK, fake_feed(&f[2], frame, n));     /* "Hello": not JSON, the hub answers an error */
+    }
+    ASSERT_EQ(base, T.mem.live_bytes);
+    ASSERT_EQ(0, (int)hub_teardown(f, 3));
+    PASS();
+}
+
 SUITE(negotiation) {
     RUN_TEST(server_accepts_the_first_acceptable_offer);
     RUN_TEST(server_parameters_follow_its_desc);
@@ -674,11 +793,15 @@ SUITE(frames) {
     RUN_TEST(context_takeover_and_its_absence);
     RUN_TEST(extension_off_on_either_side);
     RUN_TEST(rfc7692_examples_inflate);
+    RUN_TEST(compressed_frames_split_anywhere);
     RUN_TEST(bad_compressed_frames_fail_as_documented);
     RUN_TEST(inflating_past_the_limit_fails_early);
 }
 
-SUITE(hub) { RUN_TEST(hub_compresses_a_broadcast_once); }
+SUITE(hub) {
+    RUN_TEST(hub_compresses_a_broadcast_once);
+    RUN_TEST(hub_idle_compressed_peer_holds_no_stream);
+}
 
 GREATEST_MAIN_DEFS();
 
