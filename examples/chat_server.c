@@ -19,7 +19,8 @@
    (repeatable; without any, every non-empty token that is UTF-8 and has
    no ':' is accepted as the user name), --www DIR (the page; default examples/www under the current
    directory, else ../examples/www next to the binary), --max-clients N,
-   --max-outbound SIZE, --idle-timeout MS, --close-timeout MS, --verbose (connections, and the
+   --max-outbound SIZE, --max-queued-total SIZE, --idle-timeout MS, --close-timeout MS,
+   --no-deflate, --verbose (connections, and the
    time each publish to 1,000+ subscribers took to queue), --redis HOST[:PORT]
    and --redis-prefix P (below).
 
@@ -86,6 +87,7 @@
    heartbeat interval (30 s for wsch_client and the page). */
 #define IDLE_TIMEOUT_MS 40000u
 #define CLOSE_TIMEOUT_MS 3000u
+#define MAX_QUEUED_TOTAL (256u * 1024u * 1024u)     /* output waiting for all clients together */
 
 typedef struct app {
     hub_loop loop;              /* the sockets, the hub (loop.hub) and its effects */
@@ -101,6 +103,7 @@ typedef struct app {
     int redis_on;               /* --redis given */
     uint32_t idle_timeout_ms, close_timeout_ms;     /* as configured, for /api/stats */
     int deflate;                                    /* permessage-deflate accepted */
+    wsch_budget queued;                             /* output held for all clients together */
 #ifdef CHAT_WITH_REDIS
     redis_bridge redis;
 #endif
@@ -409,7 +412,8 @@ static void api_stats(wsch_hub_http_response *res) {
                           "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
                           "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
                           "\"refused_busy\":%llu,\"limits\":{\"max_clients\":%llu,\"idle_timeout_ms\":%lu,"
-                          "\"close_timeout_ms\":%lu,\"deflate\":%s},\"drops\":{",
+                          "\"close_timeout_ms\":%lu,\"deflate\":%s,\"max_queued_total\":%llu},"
+                          "\"queued_total\":%llu,\"drops\":{",
                           (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
                           (unsigned long long)s.bytes_queued, (unsigned long long)s.accepted,
@@ -418,7 +422,8 @@ static void api_stats(wsch_hub_http_response *res) {
                           (unsigned long long)A.heap_bytes, (unsigned long long)A.heap_blocks,
                           (unsigned long long)A.loop.refused_503, (unsigned long long)A.loop.max_ws,
                           (unsigned long)A.idle_timeout_ms, (unsigned long)A.close_timeout_ms,
-                          A.deflate ? "true" : "false");
+                          A.deflate ? "true" : "false", (unsigned long long)A.queued.limit,
+                          (unsigned long long)A.queued.used);
     for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
         at += (size_t)snprintf(text + at, sizeof text - at, "%s\"%s\":%llu", i ? "," : "", drop_names[i],
                                (unsigned long long)s.drops[i]);
@@ -574,7 +579,8 @@ static void chat_hub_desc(wsch_hub_desc *d) {
 
 static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
-          "                   [--max-clients N] [--max-outbound SIZE] [--idle-timeout MS] [--close-timeout MS]\n"
+          "                   [--max-clients N] [--max-outbound SIZE] [--max-queued-total SIZE]\n"
+          "                   [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
           "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
@@ -584,6 +590,8 @@ static void usage(void) {
           "  --max-clients N     clients at once (default 65536); past it 16 more connections serve\n"
           "                      plain HTTP only (/api/stats) and upgrades get 503 with Retry-After\n"
           "  --max-outbound SIZE unsent bytes per client before it is dropped (default 1M)\n"
+          "  --max-queued-total SIZE  unsent bytes of all clients together (default 256M); past\n"
+          "                      it, a client whose output would have to wait is dropped (4008)\n"
           "  --idle-timeout MS   close clients silent this long (default 40000; above the clients'\n"
           "                      30 s heartbeat)\n"
           "  --close-timeout MS  bound on a closing handshake (default 3000): a silent client is\n"
@@ -648,6 +656,9 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--max-outbound") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
             d.limits.max_outbound_bytes = sz;
             i++;
+        } else if (strcmp(a, "--max-queued-total") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+            A.queued.limit = sz;
+            i++;
         } else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.idle_timeout_ms = (uint32_t)sz;
@@ -692,6 +703,8 @@ int main(int argc, char **argv) {
     /* Browsers offer it on every connection; a broadcast is compressed once. */
     if (!no_deflate) d.deflate.codec = net_deflate_codec();
     A.deflate = d.deflate.codec != NULL;
+    if (!A.queued.limit) A.queued.limit = MAX_QUEUED_TOTAL;
+    d.limits.outbound_budget = &A.queued;
 #ifdef CHAT_WITH_REDIS
     if (A.redis_on) {
         if (redis_bridge_init(&A.redis, redis_host, redis_port, redis_prefix) != 0) {

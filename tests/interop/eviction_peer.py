@@ -329,6 +329,67 @@ def chat_cases(binary, run):
     rc = stop(p)
     case("chat_server: clean exit under ASan/UBSan, no library heap left", lambda: check(rc == 0, f"exit {rc}"))
 
+    cap = 256 * 1024
+    p, port = chat_start(binary, run, "budget", "--max-queued-total", str(cap), "--max-outbound", "8M")
+
+    def budget():
+        slow = []
+        for i in range(3):      # subscribers that never read, with the smallest buffer the kernel allows
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.close()
+            s = join(port, f"slow{i}")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(frame(1, b'{"type":"subscribe","payload":{"channel":"feed"}}'))
+            slow.append(s)
+        pub = join(port, "pub")     # publishes, and reads everything like a good client
+        pub.sendall(frame(1, b'{"type":"subscribe","payload":{"channel":"feed"}}'))
+        got, stop_reading, buf = [0], threading.Event(), [b""]
+
+        def reader():
+            pub.settimeout(0.2)
+            while not stop_reading.is_set():
+                try:
+                    op, data, buf[0] = read_frame(pub, buf[0])
+                except socket.timeout:
+                    continue
+                except (EOFError, OSError):
+                    return
+                if op == 1 and b'"message"' in data:
+                    got[0] += 1
+        t = threading.Thread(target=reader)
+        t.start()
+        time.sleep(0.3)
+        data = "x" * 30000
+        sent, peak = 0, 0
+        try:
+            for i in range(200):
+                pub.sendall(frame(1, json.dumps({"type": "publish", "payload": {"channel": "feed",
+                                                 "data": f"{i}:{data}"}}).encode()))
+                sent += 1
+                if i % 20 == 19:
+                    peak = max(peak, stats(port)["queued_total"])
+            until("the publisher to get every message", lambda: got[0] >= sent, 30)
+            st = stats(port)
+            peak = max(peak, st["queued_total"])
+        finally:
+            stop_reading.set()
+            t.join()
+        # close frames and one read's gathered output may pass the cap, by little
+        check(peak <= cap + 64 * 1024, f"queued_total reached {peak} against a cap of {cap}")
+        check(st["drops"]["slow_consumer"] >= 1, f"no slow consumer dropped: {st['drops']}")
+        check(got[0] == sent, f"the publisher, who reads, got {got[0]} of {sent}")
+        check(st["open"] >= 1, "the publisher was dropped")
+        print(f"     6 MB to three readers that never read: queued_total peaked at {peak} bytes "
+              f"(cap {cap}), {st['drops']['slow_consumer']} dropped, the reader got all {sent}", flush=True)
+        for s in slow + [pub]:
+            s.close()
+
+    case("chat_server --max-queued-total: the clients that lag are dropped, the one that reads gets everything",
+         budget)
+    rc = stop(p)
+    case("chat_server (budget): clean exit under ASan/UBSan", lambda: check(rc == 0, f"exit {rc}"))
+
 
 def main():
     ap = argparse.ArgumentParser()
