@@ -1872,6 +1872,12 @@ typedef struct wsch_hub_desc {
     size_t max_token_len;               /* longer tokens are treated as absent */
     uint32_t idle_timeout_ms;           /* no inbound bytes for this long: closed.
                                            WSCH_HUB_NO_TIMEOUT disables it */
+    uint32_t ping_interval_ms;          /* 0 = never: a peer silent this long gets a
+                                           protocol ping (needs effects.now_ms). Browsers
+                                           answer pings themselves, so a client alive but
+                                           quiet (a background tab) stays, and the idle
+                                           timeout can be shorter than the clients'
+                                           heartbeat: a half-open peer goes sooner */
     /* Per peer. The hub's defaults differ from a bare connection's:
        max_message_size 64 KiB (also the largest envelope the hub encodes),
        max_frame_size = max_message_size, max_outbound_bytes 1 MiB (past it
@@ -7296,6 +7302,7 @@ enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLO
 #define WSCH__HUB_GIVEN_BACK 0x40u  /* close() has run (or runs now): the transport is the caller's */
 #define WSCH__HUB_FINISH_LATER 0x80u /* its conn closed during a delivery walk: finished after it */
 #define WSCH__HUB_CLOSE_LATER 0x100u /* and its close() waits for that too, to stay the last callback */
+#define WSCH__HUB_PINGED     0x200u /* pinged for its silence; cleared by its next bytes */
 
 typedef struct wsch__hub_entry {
     struct wsch__hub_entry *next;   /* bucket chain */
@@ -7973,6 +7980,19 @@ WSCH__PRIVATE void wsch__hub_idle_arm(wsch_hub *hub, wsch__hub_peer *cl, uint32_
     cl->effects->timer_set(WSCH_HUB_TIMER_IDLE, delay, cl->user);
 }
 
+/* Pings are sent only where the silence can be measured (now_ms). */
+WSCH__PRIVATE uint32_t wsch__hub_ping_interval(const wsch_hub *hub) {
+    uint32_t p = hub->desc.effects.now_ms ? hub->desc.ping_interval_ms : 0;
+    return p < hub->desc.idle_timeout_ms ? p : 0;
+}
+
+/* The idle timer after `idle` ms of silence: at the ping, or at the end. */
+WSCH__PRIVATE void wsch__hub_idle_rearm(wsch_hub *hub, wsch__hub_peer *cl, uint32_t idle) {
+    uint32_t ping = wsch__hub_ping_interval(hub);
+    if (ping && !(cl->flags & WSCH__HUB_PINGED) && idle < ping) wsch__hub_idle_arm(hub, cl, ping - idle);
+    else wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms - idle);
+}
+
 /* Takes the peer out of every delivery path (it keeps its user id, which
    on_disconnect may still ask for, until it is released). */
 WSCH__PRIVATE void wsch__hub_detach(wsch_hub *hub, wsch__hub_peer *cl) {
@@ -8230,7 +8250,7 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
     cl->flags |= WSCH__HUB_CONNECTED;
     hub->open++;
     if (hub->desc.effects.now_ms) cl->last_in_ms = (uint32_t)hub->desc.effects.now_ms(hub->desc.user);
-    wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
+    wsch__hub_idle_rearm(hub, cl, 0);
     if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
 }
 
@@ -8520,6 +8540,7 @@ WSCH_API int wsch_hub_feed(wsch_hub *hub, wsch_hub_peer peer, void *data, size_t
     int r;
     if (!cl) return WSCH_ERR_STALE;
     if (cl->state == WSCH__HUB_OPEN && len) {
+        cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_PINGED);
         if (hub->desc.effects.now_ms) cl->last_in_ms = (uint32_t)hub->desc.effects.now_ms(hub->desc.user);
         else if (cl->flags & WSCH__HUB_IDLE_ARMED) wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms);
     }
@@ -8554,8 +8575,16 @@ WSCH_API int wsch_hub_timer_fired(wsch_hub *hub, wsch_hub_peer peer, unsigned ti
             } else {
                 idle = hub->desc.idle_timeout_ms;   /* re-armed on every read: it really expired */
             }
-            if (idle >= hub->desc.idle_timeout_ms) wsch__hub_drop(hub, cl, WSCH_HUB_DROP_IDLE);
-            else wsch__hub_idle_arm(hub, cl, hub->desc.idle_timeout_ms - idle);
+            if (idle >= hub->desc.idle_timeout_ms) {
+                wsch__hub_drop(hub, cl, WSCH_HUB_DROP_IDLE);
+            } else {
+                uint32_t ping = wsch__hub_ping_interval(hub);
+                if (ping && idle >= ping && !(cl->flags & WSCH__HUB_PINGED)) {
+                    cl->flags |= WSCH__HUB_PINGED;      /* once per silence: its pong clears it */
+                    (void)wsch_conn_ping(cl->conn, NULL, 0);
+                }
+                if (cl->state == WSCH__HUB_OPEN) wsch__hub_idle_rearm(hub, cl, idle);
+            }
         }
     }
     wsch__hub_leave(hub);

@@ -19,7 +19,7 @@
    (repeatable; without any, every non-empty token that is UTF-8 and has
    no ':' is accepted as the user name), --www DIR (the page; default examples/www under the current
    directory, else ../examples/www next to the binary), --max-clients N,
-   --max-outbound SIZE, --max-queued-total SIZE, --idle-timeout MS, --close-timeout MS,
+   --max-outbound SIZE, --max-queued-total SIZE, --ping-interval MS, --idle-timeout MS, --close-timeout MS,
    --no-deflate, --verbose (connections, and the
    time each publish to 1,000+ subscribers took to queue), --redis HOST[:PORT]
    and --redis-prefix P (below).
@@ -63,9 +63,11 @@
    server keeps a reserve of HUB_LOOP_HTTP_RESERVE (16) more for plain HTTP
    only, so /api/stats answers while the hub is full; an upgrade that
    arrives then gets "503 Service Unavailable" with "Retry-After: 5"
-   (hub_loop.h). A client silent for --idle-timeout (default 40 s; clients
-   heartbeat every 30 s) is closed, and freed at most --close-timeout
-   (default 3 s) later: a half-open client holds its socket at most 43 s.
+   (hub_loop.h). A client silent for --ping-interval (default 15 s) gets a
+   protocol ping, which every WebSocket client answers by itself (browsers
+   too, even in a background tab); one silent for --idle-timeout (default
+   25 s) is closed, and freed at most --close-timeout (default 3 s) later:
+   a half-open client holds its socket at most 28 s.
 
    SIGINT/SIGTERM: every client gets 1001 Going Away, the loop runs until
    they are gone (at most 3 s), then everything is freed. */
@@ -81,11 +83,12 @@
 
 #define SHUTDOWN_MS 3000u
 /* A client that goes silent (half-open: its host vanished, or it stopped
-   answering) is closed after IDLE_TIMEOUT_MS without a byte from it, and
-   freed at most CLOSE_TIMEOUT_MS later (the closing handshake it will not
-   finish): 43 s in all. The idle timeout must exceed the clients'
-   heartbeat interval (30 s for wsch_client and the page). */
-#define IDLE_TIMEOUT_MS 40000u
+   answering) is pinged after PING_INTERVAL_MS, closed after
+   IDLE_TIMEOUT_MS without a byte from it (a live client's pong counts),
+   and freed at most CLOSE_TIMEOUT_MS later (the closing handshake it will
+   not finish): 28 s in all. */
+#define PING_INTERVAL_MS 15000u
+#define IDLE_TIMEOUT_MS 25000u
 #define CLOSE_TIMEOUT_MS 3000u
 #define MAX_QUEUED_TOTAL (256u * 1024u * 1024u)     /* output waiting for all clients together */
 
@@ -101,7 +104,7 @@ typedef struct app {
     /* the library's heap, counted through the allocator hook */
     size_t heap_bytes, heap_blocks;
     int redis_on;               /* --redis given */
-    uint32_t idle_timeout_ms, close_timeout_ms;     /* as configured, for /api/stats */
+    uint32_t idle_timeout_ms, close_timeout_ms, ping_interval_ms;  /* as configured, for /api/stats */
     int deflate;                                    /* permessage-deflate accepted */
     wsch_budget queued;                             /* output held for all clients together */
 #ifdef CHAT_WITH_REDIS
@@ -412,7 +415,7 @@ static void api_stats(wsch_hub_http_response *res) {
                           "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
                           "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
                           "\"refused_busy\":%llu,\"limits\":{\"max_clients\":%llu,\"idle_timeout_ms\":%lu,"
-                          "\"close_timeout_ms\":%lu,\"deflate\":%s,\"max_queued_total\":%llu},"
+                          "\"ping_interval_ms\":%lu,\"close_timeout_ms\":%lu,\"deflate\":%s,\"max_queued_total\":%llu},"
                           "\"queued_total\":%llu,\"drops\":{",
                           (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
@@ -421,7 +424,8 @@ static void api_stats(wsch_hub_http_response *res) {
                           (unsigned long long)s.encodes, (unsigned long long)s.http_responses,
                           (unsigned long long)A.heap_bytes, (unsigned long long)A.heap_blocks,
                           (unsigned long long)A.loop.refused_503, (unsigned long long)A.loop.max_ws,
-                          (unsigned long)A.idle_timeout_ms, (unsigned long)A.close_timeout_ms,
+                          (unsigned long)A.idle_timeout_ms, (unsigned long)A.ping_interval_ms,
+                          (unsigned long)A.close_timeout_ms,
                           A.deflate ? "true" : "false", (unsigned long long)A.queued.limit,
                           (unsigned long long)A.queued.used);
     for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
@@ -580,7 +584,7 @@ static void chat_hub_desc(wsch_hub_desc *d) {
 static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
           "                   [--max-clients N] [--max-outbound SIZE] [--max-queued-total SIZE]\n"
-          "                   [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
+          "                   [--ping-interval MS] [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
           "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
@@ -592,10 +596,10 @@ static void usage(void) {
           "  --max-outbound SIZE unsent bytes per client before it is dropped (default 1M)\n"
           "  --max-queued-total SIZE  unsent bytes of all clients together (default 256M); past\n"
           "                      it, a client whose output would have to wait is dropped (4008)\n"
-          "  --idle-timeout MS   close clients silent this long (default 40000; above the clients'\n"
-          "                      30 s heartbeat)\n"
+          "  --ping-interval MS  ping clients silent this long (default 15000); clients answer\n"
+          "  --idle-timeout MS   close clients silent this long, pongs counting (default 25000)\n"
           "  --close-timeout MS  bound on a closing handshake (default 3000): a silent client is\n"
-          "                      freed within idle + close timeout (43 s by default)\n"
+          "                      freed within idle + close timeout (28 s by default)\n"
           "  --redis HOST[:PORT] join the other chat_servers using this Redis (port 6379)\n"
           "  --redis-prefix P    prefix of the Redis channels (default \"wsch:\")\n"
           "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
@@ -659,6 +663,10 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--max-queued-total") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
             A.queued.limit = sz;
             i++;
+        } else if (strcmp(a, "--ping-interval") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+                   sz <= 0xFFFFFFFFu) {
+            d.ping_interval_ms = (uint32_t)sz;
+            i++;
         } else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.idle_timeout_ms = (uint32_t)sz;
@@ -692,6 +700,9 @@ int main(int argc, char **argv) {
         }
     }
     if (!d.idle_timeout_ms) d.idle_timeout_ms = IDLE_TIMEOUT_MS;
+    if (!d.ping_interval_ms) d.ping_interval_ms = d.idle_timeout_ms > PING_INTERVAL_MS ? PING_INTERVAL_MS
+                                                                                      : d.idle_timeout_ms / 2u;
+    A.ping_interval_ms = d.ping_interval_ms;
     if (!d.limits.close_timeout_ms) d.limits.close_timeout_ms = CLOSE_TIMEOUT_MS;
     A.idle_timeout_ms = d.idle_timeout_ms;
     A.close_timeout_ms = d.limits.close_timeout_ms;

@@ -868,6 +868,50 @@ TEST idle_timeout_without_clock(void) {
     PASS();
 }
 
+static void pinging(wsch_hub_desc *d) {
+    d->idle_timeout_ms = 1000;
+    d->ping_interval_ms = 400;
+}
+
+/* With ping_interval_ms a silent peer is pinged once per silence: one that
+   answers (as browsers do by themselves) stays past the idle timeout, one
+   that does not is dropped at it. */
+TEST silent_peers_are_pinged(void) {
+    fake f[2];
+    int op, i;
+    char buf[64];
+    size_t len;
+    ASSERT_EQ(WSCH_OK, hub_setup(pinging));
+    ASSERT(fake_open(&f[0], "a"));
+    ASSERT(fake_open(&f[1], "b"));
+    for (i = 0; i < 2; i++) {
+        (void)fake_text(&f[i]);
+        ASSERT_EQ_FMT(400u, f[i].delay[WSCH_HUB_TIMER_IDLE], "%u");   /* armed for the ping first */
+    }
+    for (i = 1; i <= 6; i++) {
+        T.now += 400;
+        ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[0].h, WSCH_HUB_TIMER_IDLE));
+        if (wsch_hub_peer_state(T.hub, f[1].h) == WSCH_STATE_OPEN)
+            ASSERT_EQ(WSCH_OK, wsch_hub_timer_fired(T.hub, f[1].h, WSCH_HUB_TIMER_IDLE));
+        ASSERT(fake_next(&f[0], &op, buf, sizeof buf, &len));
+        ASSERT_EQ(WSCH_OP_PING, op);                    /* a ping at each 400 ms of silence */
+        ASSERT_EQ(WSCH_OK, fake_frame(&f[0], WSCH_OP_PONG, "", 0));   /* a's browser answers */
+        if (i == 1) {
+            ASSERT(fake_next(&f[1], &op, buf, sizeof buf, &len));
+            ASSERT_EQ(WSCH_OP_PING, op);
+            ASSERT_EQ_FMT(600u, f[1].delay[WSCH_HUB_TIMER_IDLE], "%u");    /* the rest of the idle timeout */
+        }
+        if (i == 2) ASSERT_EQ(0, fake_next(&f[1], &op, buf, sizeof buf, &len));   /* pinged once, not twice */
+    }
+    /* a answered every time: open after 2.4 s; b never did: dropped at 1 s */
+    ASSERT_EQ(WSCH_STATE_OPEN, wsch_hub_peer_state(T.hub, f[0].h));
+    ASSERT(fake_closed_with(&f[1], 1000, "Idle timeout"));
+    ASSERT_EQ(1, (int)stats().drops[WSCH_HUB_DROP_IDLE]);
+    fake_gone(&f[1]);
+    ASSERT_EQ(0, (int)hub_teardown(f, 2));
+    PASS();
+}
+
 static void never_idle(wsch_hub_desc *d) { d->idle_timeout_ms = WSCH_HUB_NO_TIMEOUT; }
 
 TEST idle_timeout_disabled(void) {
@@ -1862,6 +1906,7 @@ SUITE(hub) {
     RUN_TEST(plain_http_on_other_paths);
     RUN_TEST(idle_timeout_with_clock);
     RUN_TEST(idle_timeout_without_clock);
+    RUN_TEST(silent_peers_are_pinged);
     RUN_TEST(idle_timeout_disabled);
     RUN_TEST(handshake_timeout);
     RUN_TEST(graceful_shutdown);

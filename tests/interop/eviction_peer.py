@@ -12,7 +12,8 @@ echo_server --idle-timeout 2:
     open through three idle timeouts and is still echoed.
 chat_server:
   - its default bound on a silent client (idle + close timeout, in
-    /api/stats "limits") is at most 45 s;
+    /api/stats "limits") is at most 30 s, and its ping interval (which
+    keeps quiet but live clients) is below the idle timeout;
   - with --idle-timeout 2000 --close-timeout 1000 a half-open client is
     freed (peers gauge and fd count back to where they were) within 3 s +
     slack, and not at once;
@@ -271,14 +272,15 @@ def chat_cases(binary, run):
         try:
             lim = stats(port)["limits"]
             bound = lim["idle_timeout_ms"] + lim["close_timeout_ms"]
-            check(bound <= 45000, f"a half-open client is held up to {bound} ms by default ({lim})")
-            check(lim["idle_timeout_ms"] > 30000, f"idle timeout {lim['idle_timeout_ms']} ms is not above the "
-                  "clients' 30 s heartbeat")
+            check(bound <= 30000, f"a half-open client is held up to {bound} ms by default ({lim})")
+            check(0 < lim["ping_interval_ms"] < lim["idle_timeout_ms"],
+                  f"ping interval {lim['ping_interval_ms']} ms against idle timeout {lim['idle_timeout_ms']} ms: "
+                  "a quiet client would be dropped")
         finally:
             rc = stop(p)
         check(rc == 0, f"exit {rc}")
 
-    case("chat_server: by default a half-open client is freed within 45 s (idle + close timeout)", default_bound)
+    case("chat_server: by default a half-open client is freed within 30 s (idle + close timeout)", default_bound)
 
     p, port = chat_start(binary, run, "evict", "--idle-timeout", "2000", "--close-timeout", "1000",
                          "--max-clients", "3")
