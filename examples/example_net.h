@@ -18,6 +18,10 @@
      net_stop_on_signals                SIGINT/SIGTERM set a flag, SIGPIPE ignored
      net_ws_*                           one wsch_conn on one socket (needs
                                         ws_channel.h included first)
+     net_deflate_codec                  permessage-deflate: the zlib codec where
+                                        the Makefile found zlib (it defines
+                                        EXAMPLE_ZLIB, links -lz), else NULL
+                                        (needs ws_channel.h included first)
 
    Build with -D_GNU_SOURCE (the Makefile does). Errors are reported as
    NET_ERR (-1) with errno set by the failing call; nothing here prints,
@@ -56,15 +60,6 @@ enum {
 };
 
 /* ---- time and randomness ------------------------------------------------ */
-
-/* permessage-deflate for the examples: the zlib codec where the Makefile
-   found zlib (it defines EXAMPLE_ZLIB and links -lz), else NULL (off). */
-#ifdef EXAMPLE_ZLIB
-#include "deflate_zlib.h"
-static inline const wsch_deflate_codec *net_deflate_codec(void) { return deflate_zlib_codec(); }
-#else
-static inline const wsch_deflate_codec *net_deflate_codec(void) { return NULL; }
-#endif
 
 static inline uint64_t net_now_ms(void) {
     struct timespec ts;
@@ -537,6 +532,13 @@ static inline void net_stop_on_signals(void) {
    close effect, called once on every path after on_close, closes the
    socket (w->fd becomes -1), and from then on net_ws_finished() is true. */
 #ifdef WS_CHANNEL_H
+
+#ifdef EXAMPLE_ZLIB
+#include "deflate_zlib.h"
+static inline const wsch_deflate_codec *net_deflate_codec(void) { return deflate_zlib_codec(); }
+#else
+static inline const wsch_deflate_codec *net_deflate_codec(void) { return NULL; }
+#endif
 
 #define NET_WS_TIMERS 4u    /* library timer ids 0..3 (a wsch_conn arms 1 and 2) */
 
