@@ -389,6 +389,38 @@ def chat_cases(binary, run):
 
     case("chat_server --max-queued-total: the clients that lag are dropped, the one that reads gets everything",
          budget)
+
+    def ping_flood():
+        # A client that pings as fast as it can and never reads: the answers
+        # must not pile up (one pong waits for the latest ping), so the
+        # library's heap (/api/stats, the allocator hook) stays near its
+        # 1 MiB per-client limit, not the many MB one pong per ping held.
+        base = stats(port)["heap_bytes"]
+        s = join(port, "pinger")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        pings = frame(9) * 4096
+        off, sent, peak = 0, 0, 0
+        t0 = time.monotonic()
+        next_sample = t0
+        while time.monotonic() - t0 < 3:
+            try:
+                n = s.send(pings[off:])
+                sent += n
+                off = (off + n) % len(pings)
+            except BlockingIOError:
+                time.sleep(0.001)
+            if time.monotonic() >= next_sample:
+                peak = max(peak, stats(port)["heap_bytes"] - base)
+                next_sample += 0.2
+        peak = max(peak, stats(port)["heap_bytes"] - base)
+        check(sent >= 6 * 100000, f"only {sent // 6} pings got in")
+        check(peak < 1536 * 1024, f"library heap grew by {peak} bytes under {sent // 6} pings")
+        print(f"     {sent // 6} pings from a client that never reads: library heap at most {peak} bytes above "
+              "the baseline", flush=True)
+        s.close()
+
+    case("chat_server: a client flooding pings that never reads holds a bounded heap", ping_flood)
     rc = stop(p)
     case("chat_server (budget): clean exit under ASan/UBSan", lambda: check(rc == 0, f"exit {rc}"))
 
