@@ -3,9 +3,9 @@
 # side in one go, prints one summary table and writes bench/RESULTS.md
 # (date, machine, every command, the detailed tables).
 #
-#   bench/run.sh                 full run (about 6-8 minutes)
+#   bench/run.sh                 full run (about 9-11 minutes)
 #   BENCH_QUICK=1 bench/run.sh   smoke run: fewer/shorter repetitions, 1,000
-#                                connections instead of 10,000 (about 2 minutes)
+#                                connections instead of 10,000 (about 3 minutes)
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
 # BENCH_SKIP="inmem neon deflate publish deflate-hub echo echo-deflate handshake
