@@ -468,19 +468,24 @@ static void start_frame(lconn *c, const unsigned char *h) {
 
 /* A frame's payload bytes as they arrive: a compressed message's are
    collected whole, of the others only the first PREFIX_MAX are kept. */
+/* Room in c->zbuf for more bytes of a compressed message and the tail. */
+static void zbuf_room(lconn *c, size_t more) {
+    if (c->zlen + more + 4 > c->zcap) {
+        size_t cap = c->zcap ? c->zcap : 256;
+        while (cap < c->zlen + more + 4) cap *= 2;
+        if (cap > 64u * 1024u * 1024u) {
+            fprintf(stderr, "loadgen: compressed message over 64 MiB\n");
+            exit(1);
+        }
+        c->zbuf = (unsigned char *)realloc(c->zbuf, cap);
+        if (!c->zbuf) die("realloc");
+        c->zcap = cap;
+    }
+}
+
 static void frame_bytes(lconn *c, const unsigned char *p, size_t take) {
     if (c->z_msg && c->opcode < 8) {
-        if (c->zlen + take + 4 > c->zcap) {
-            size_t cap = c->zcap ? c->zcap : 256;
-            while (cap < c->zlen + take + 4) cap *= 2;
-            if (cap > 64u * 1024u * 1024u) {
-                fprintf(stderr, "loadgen: compressed message over 64 MiB\n");
-                exit(1);
-            }
-            c->zbuf = (unsigned char *)realloc(c->zbuf, cap);
-            if (!c->zbuf) die("realloc");
-            c->zcap = cap;
-        }
+        zbuf_room(c, take);
         memcpy(c->zbuf + c->zlen, p, take);
         c->zlen += take;
         return;
@@ -545,6 +550,7 @@ static void inflate_delivery(lconn *c) {
 #ifdef LOADGEN_ZLIB
     const unsigned char *out;
     size_t len;
+    zbuf_room(c, 0);                    /* an empty payload made no room yet */
     if (c->z_fresh) {
         if (!opt.inflate_all && g_zcache_in && c->zlen == g_zcache_in_len && memcmp(c->zbuf, g_zcache_in, c->zlen) == 0) {
             g_inflate_reused++;
