@@ -16,6 +16,26 @@
                 publish-to-last-delivery p50/p99.
      idle       --conns N connections opened and held; with --pid, the
                 server's RSS growth per connection (VmRSS, /proc).
+   --json makes the echo payload a chat envelope of exactly --size bytes
+   (words from a small vocabulary, so it compresses like chat text) instead
+   of a letter pattern.
+
+   --deflate (a build with zlib, -DLOADGEN_ZLIB -lz; --has-zlib tells):
+   every connection offers "permessage-deflate; client_max_window_bits",
+   the server must accept (the run fails otherwise), and what this program
+   sends of 64 bytes or more goes compressed (RSV1), each message on its
+   own, compressed once at start like every frame here. Received
+   compressed messages are inflated whole and then counted and checked
+   like plain ones (an echo must inflate to exactly what was sent). With
+   server_no_context_takeover every message inflates alone, so one
+   inflater serves all connections, and a message whose compressed bytes
+   equal the previous such message's reuses that result: a hub's
+   compress-once broadcast is then inflated once, not once per subscriber,
+   and the generator's cost per delivery stays what it is without
+   compression (--inflate-all inflates every one). With context takeover
+   each connection keeps its own inflater. The fanout RESULT adds rx_b
+   (bytes on the wire per delivery, frame headers included) and the
+   counts of messages inflated and reused.
    Prints "RESULT key=value ..." on success (exit 0); errors go to stderr
    (exit 1). Bounded everywhere: every wait has a deadline.
 
@@ -29,12 +49,17 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <signal.h>
+#include <strings.h>
 #include <dirent.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+#ifdef LOADGEN_ZLIB
+#include <zlib.h>
+#endif
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -59,6 +84,7 @@ typedef struct lconn {
     uint64_t left;              /* payload bytes of the current frame still to come */
     uint64_t plen;
     int opcode;
+    int fin, rsv1;              /* of the current frame */
     unsigned char prefix[PREFIX_MAX];
     size_t prefix_len;
     /* output: a run of the pre-encoded periodic buffer */
@@ -69,6 +95,14 @@ typedef struct lconn {
     unsigned ts_head, ts_count;
     /* fanout */
     uint64_t got;               /* publish deliveries seen */
+    /* permessage-deflate */
+    int z_on;                   /* agreed in the handshake */
+    int z_fresh;                /* server_no_context_takeover: every message inflates alone */
+    int z_msg;                  /* the message being received is compressed */
+    int z_opcode;               /* its opcode */
+    unsigned char *zbuf;        /* its compressed bytes so far, room for the 4-byte tail */
+    size_t zlen, zcap;
+    void *zs;                   /* own inflater (context takeover), made when first needed */
 } lconn;
 
 static struct {
@@ -76,7 +110,7 @@ static struct {
     const char *host;
     uint16_t port;
     const char *path;
-    int conns, inflight, subs, window, reps, src_ips, text;
+    int conns, inflight, subs, window, reps, src_ips, text, json, deflate, inflate_all;
     size_t size;
     double duration, warmup;
     long pid;
@@ -128,6 +162,76 @@ static size_t encode_frame(unsigned char *out, int opcode, const void *payload, 
     return h + n;
 }
 
+/* A chat envelope of exactly n bytes (n >= 96) into out (n + 1 bytes):
+   {"type":"message","payload":{"channel":...,"from":...,"data":{"text":...}}}
+   with words from a fixed vocabulary, from a fixed seed. */
+static void json_payload(char *out, size_t n) {
+    static const char *const words[] = {"hello", "there", "the", "meeting", "is", "at", "noon", "ok", "thanks",
+                                        "see", "you", "tomorrow", "deploy", "done", "lunch?", "on", "my", "way",
+                                        "great", "work", "everyone", "build", "is", "green", "again", "ship", "it"};
+    static const char head[] = "{\"type\":\"message\",\"payload\":{\"channel\":\"general\",\"from\":\"alice\","
+                               "\"data\":{\"text\":\"";
+    static const char tail[] = "\"}}}";
+    size_t hl = sizeof head - 1, tl = sizeof tail - 1, at, end;
+    uint64_t seed = 42;
+    memcpy(out, head, hl);
+    at = hl;
+    end = n - tl;
+    while (at < end) {
+        const char *w = words[bench_rand(&seed) % (sizeof words / sizeof words[0])];
+        if (at > hl) out[at++] = ' ';
+        while (*w && at < end) out[at++] = *w++;
+    }
+    if (out[end - 1] == ' ') out[end - 1] = '.';
+    memcpy(out + end, tail, tl);
+    out[n] = '\0';
+}
+
+#ifdef LOADGEN_ZLIB
+static size_t g_zmax_sent;      /* longest message sent compressed (window check) */
+
+/* One message compressed on its own (raw DEFLATE, window 15, sync flush,
+   the 00 00 FF FF tail stripped, RFC 7692 7.2.1) into a new buffer. */
+static unsigned char *deflate_message(const void *in, size_t n, size_t *out_len) {
+    z_stream z;
+    size_t cap = n + n / 8 + 64;
+    unsigned char *out = (unsigned char *)malloc(cap);
+    memset(&z, 0, sizeof z);
+    if (!out || deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        fprintf(stderr, "loadgen: deflateInit2 failed\n");
+        exit(1);
+    }
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    if (deflate(&z, Z_SYNC_FLUSH) != Z_OK || z.avail_in != 0 || cap - z.avail_out < 4) {
+        fprintf(stderr, "loadgen: deflate failed\n");
+        exit(1);
+    }
+    *out_len = cap - z.avail_out - 4;
+    deflateEnd(&z);
+    if (n > g_zmax_sent) g_zmax_sent = n;
+    return out;
+}
+#endif
+
+/* A message as this program sends it: compressed (RSV1) with --deflate
+   when it is 64 bytes or more, else as encode_frame() makes it. */
+static size_t encode_message(unsigned char *out, int opcode, const void *payload, size_t n, uint32_t key) {
+#ifdef LOADGEN_ZLIB
+    if (opt.deflate && n >= 64) {
+        size_t zl, len;
+        unsigned char *z = deflate_message(payload, n, &zl);
+        len = encode_frame(out, opcode, z, zl, key);
+        out[0] |= 0x40;
+        free(z);
+        return len;
+    }
+#endif
+    return encode_frame(out, opcode, payload, n, key);
+}
+
 /* --------------------------------------------------------- connections */
 
 static void watch(lconn *c, uint32_t events, int op) {
@@ -150,6 +254,16 @@ static void conn_kill(lconn *c, int abortive) {
     }
     free(c->hs);
     c->hs = NULL;
+    free(c->zbuf);
+    c->zbuf = NULL;
+    c->zlen = c->zcap = 0;
+#ifdef LOADGEN_ZLIB
+    if (c->zs) {
+        inflateEnd((z_stream *)c->zs);
+        free(c->zs);
+        c->zs = NULL;
+    }
+#endif
     c->fd = -1;
     c->state = S_DEAD;
 }
@@ -246,6 +360,9 @@ static size_t g_sub_frame_len, g_pub_frame_len;
 static char g_marker[32];
 static uint64_t g_deliveries;
 static int g_measuring;
+static unsigned char *g_echo_payload;   /* echo: what every message carries */
+static const unsigned char *g_msg;      /* the whole message on_frame sees, when it was inflated; else NULL */
+static uint64_t g_rx_sub;               /* fanout: bytes read by subscribers while measuring */
 
 
 static void on_open(lconn *c) {
@@ -279,6 +396,10 @@ static void on_frame(lconn *c, uint64_t now) {
         if (c->plen != opt.size || c->opcode != (opt.text ? 1 : 2)) {
             fprintf(stderr, "loadgen: echo of %llu bytes, opcode %d: expected %zu, %d\n", (unsigned long long)c->plen,
                     c->opcode, opt.size, opt.text ? 1 : 2);
+            exit(1);
+        }
+        if (g_msg && memcmp(g_msg, g_echo_payload, opt.size) != 0) {
+            fprintf(stderr, "loadgen: an echo inflated to other bytes than were sent\n");
             exit(1);
         }
         if (g_nlat < MAX_LAT) g_lat[g_nlat++] = now - c->ts[c->ts_head];
@@ -316,6 +437,22 @@ static size_t header_need(const unsigned char *h) {
 static void start_frame(lconn *c, const unsigned char *h) {
     unsigned l7 = h[1] & 0x7Fu;
     c->opcode = h[0] & 0x0F;
+    c->fin = (h[0] & 0x80) != 0;
+    c->rsv1 = (h[0] & 0x40) != 0;
+    if (c->opcode < 8) {
+        if (c->opcode != 0) {           /* the first frame of a message */
+            if (c->rsv1 && !c->z_on) {
+                fprintf(stderr, "loadgen: RSV1 without permessage-deflate\n");
+                exit(1);
+            }
+            c->z_msg = c->rsv1;
+            c->z_opcode = c->opcode;
+            c->zlen = 0;
+        } else if (c->rsv1) {
+            fprintf(stderr, "loadgen: RSV1 on a continuation frame\n");
+            exit(1);
+        }
+    }
     if (l7 < 126) {
         c->plen = l7;
     } else if (l7 == 126) {
@@ -329,7 +466,147 @@ static void start_frame(lconn *c, const unsigned char *h) {
     c->prefix_len = 0;
 }
 
-/* Frames from the server: only the first PREFIX_MAX payload bytes are kept. */
+/* A frame's payload bytes as they arrive: a compressed message's are
+   collected whole, of the others only the first PREFIX_MAX are kept. */
+/* Room in c->zbuf for more bytes of a compressed message and the tail. */
+static void zbuf_room(lconn *c, size_t more) {
+    if (c->zlen + more + 4 > c->zcap) {
+        size_t cap = c->zcap ? c->zcap : 256;
+        while (cap < c->zlen + more + 4) cap *= 2;
+        if (cap > 64u * 1024u * 1024u) {
+            fprintf(stderr, "loadgen: compressed message over 64 MiB\n");
+            exit(1);
+        }
+        c->zbuf = (unsigned char *)realloc(c->zbuf, cap);
+        if (!c->zbuf) die("realloc");
+        c->zcap = cap;
+    }
+}
+
+static void frame_bytes(lconn *c, const unsigned char *p, size_t take) {
+    if (c->z_msg && c->opcode < 8) {
+        zbuf_room(c, take);
+        memcpy(c->zbuf + c->zlen, p, take);
+        c->zlen += take;
+        return;
+    }
+    if (c->prefix_len < PREFIX_MAX) {
+        size_t k = PREFIX_MAX - c->prefix_len < take ? PREFIX_MAX - c->prefix_len : take;
+        memcpy(c->prefix + c->prefix_len, p, k);
+        c->prefix_len += k;
+    }
+}
+
+#ifdef LOADGEN_ZLIB
+#define ZOUT_MAX (16u * 1024u * 1024u + 4096u)
+static z_stream g_zshared;          /* inflates messages that stand alone */
+static int g_zshared_ready;
+static unsigned char *g_zout;       /* output of the per-connection inflaters */
+static unsigned char *g_zcache_in;  /* the last message through g_zshared: its input */
+static size_t g_zcache_in_len, g_zcache_in_cap;
+static unsigned char *g_zcache_out; /* and its output */
+static size_t g_zcache_out_len;
+#endif
+static uint64_t g_inflated, g_inflate_reused;
+
+#ifdef LOADGEN_ZLIB
+/* Inflates in[0..n) plus the 00 00 FF FF tail into out (cap bytes); the
+   size made. A final block (BFINAL) ends zlib's stream: it starts again for
+   what follows. Fails the run on corrupt data or an output over cap. */
+static size_t inflate_message(z_stream *z, unsigned char *in, size_t n, unsigned char *out, size_t cap) {
+    static const unsigned char tail[4] = {0x00, 0x00, 0xFF, 0xFF};
+    size_t made = 0;
+    memcpy(in + n, tail, 4);
+    n += 4;
+    z->next_in = in;
+    z->avail_in = (uInt)n;
+    while (z->avail_in > 0) {
+        int rc;
+        z->next_out = out + made;
+        z->avail_out = (uInt)(cap - made);
+        rc = inflate(z, Z_SYNC_FLUSH);
+        made = cap - z->avail_out;
+        if (rc == Z_STREAM_END) {
+            if (inflateReset(z) != Z_OK) break;
+            if (z->avail_in <= 4) return made;  /* at most the tail after the final block */
+            continue;
+        }
+        if (rc == Z_BUF_ERROR && z->avail_out == 0) {
+            fprintf(stderr, "loadgen: a message inflates past %zu bytes\n", cap);
+            exit(1);
+        }
+        if (rc != Z_OK && rc != Z_BUF_ERROR) break;
+        if (rc == Z_BUF_ERROR) break;           /* no progress possible */
+    }
+    if (z->avail_in == 0) return made;
+    fprintf(stderr, "loadgen: corrupt compressed message (%s)\n", z->msg ? z->msg : "inflate failed");
+    exit(1);
+}
+#endif
+
+/* A compressed message is complete: inflate it and let on_frame see the
+   result (c->plen, c->prefix, g_msg). */
+static void inflate_delivery(lconn *c) {
+#ifdef LOADGEN_ZLIB
+    const unsigned char *out;
+    size_t len;
+    zbuf_room(c, 0);                    /* an empty payload made no room yet */
+    if (c->z_fresh) {
+        if (!opt.inflate_all && g_zcache_in && c->zlen == g_zcache_in_len && memcmp(c->zbuf, g_zcache_in, c->zlen) == 0) {
+            g_inflate_reused++;
+        } else {
+            if (!g_zshared_ready) {
+                if (inflateInit2(&g_zshared, -15) != Z_OK) die("inflateInit2");
+                g_zshared_ready = 1;
+            } else if (inflateReset(&g_zshared) != Z_OK) {
+                die("inflateReset");
+            }
+            g_zcache_out_len = inflate_message(&g_zshared, c->zbuf, c->zlen, g_zcache_out, ZOUT_MAX);
+            if (c->zlen > g_zcache_in_cap) {
+                g_zcache_in = (unsigned char *)realloc(g_zcache_in, c->zlen);
+                if (!g_zcache_in) die("realloc");
+                g_zcache_in_cap = c->zlen;
+            }
+            memcpy(g_zcache_in, c->zbuf, c->zlen);
+            g_zcache_in_len = c->zlen;
+            g_inflated++;
+        }
+        out = g_zcache_out;
+        len = g_zcache_out_len;
+    } else {
+        if (!c->zs) {
+            c->zs = calloc(1, sizeof(z_stream));
+            if (!c->zs || inflateInit2((z_stream *)c->zs, -15) != Z_OK) die("inflateInit2");
+        }
+        len = inflate_message((z_stream *)c->zs, c->zbuf, c->zlen, g_zout, ZOUT_MAX);
+        out = g_zout;
+        g_inflated++;
+    }
+    c->opcode = c->z_opcode;
+    c->plen = len;
+    c->prefix_len = len < PREFIX_MAX ? len : PREFIX_MAX;
+    memcpy(c->prefix, out, c->prefix_len);
+    g_msg = out;
+#else
+    (void)c;
+#endif
+}
+
+/* A frame ended: deliver it, or for a compressed message its last frame
+   the whole message inflated (its other frames deliver nothing). */
+static void frame_done(lconn *c, uint64_t now) {
+    if (c->z_msg && c->opcode < 8) {
+        if (!c->fin) return;
+        inflate_delivery(c);
+        c->z_msg = 0;
+        on_frame(c, now);
+        g_msg = NULL;
+        return;
+    }
+    on_frame(c, now);
+}
+
+/* Frames from the server. */
 static void parse_frames(lconn *c, const unsigned char *p, size_t n, uint64_t now) {
     while (n > 0) {
         if (c->left == 0) { /* at a header */
@@ -347,23 +624,87 @@ static void parse_frames(lconn *c, const unsigned char *p, size_t n, uint64_t no
                 c->hdr_len = 0;
             }
             if (c->left == 0) {
-                on_frame(c, now);
+                frame_done(c, now);
                 continue;
             }
         }
         {
             size_t take = c->left < n ? (size_t)c->left : n;
-            if (c->prefix_len < PREFIX_MAX) {
-                size_t k = PREFIX_MAX - c->prefix_len < take ? PREFIX_MAX - c->prefix_len : take;
-                memcpy(c->prefix + c->prefix_len, p, k);
-                c->prefix_len += k;
-            }
+            frame_bytes(c, p, take);
             p += take;
             n -= take;
             c->left -= take;
-            if (c->left == 0) on_frame(c, now);
+            if (c->left == 0) frame_done(c, now);
         }
     }
+}
+
+static void pmd_refuse(const char *why, const char *v, size_t len) {
+    fprintf(stderr, "loadgen: permessage-deflate: %s: \"%.*s\"\n", why, (int)len, v);
+    exit(1);
+}
+
+/* --deflate: the server's Sec-WebSocket-Extensions (head: the response
+   head, NUL-terminated) must accept the offer, with parameters RFC 7692
+   allows in an answer to it; sets c->z_on and c->z_fresh. */
+static void pmd_accept(lconn *c, const char *head) {
+    const char *line = head, *v = NULL, *end;
+    static const char name[] = "sec-websocket-extensions:";
+    while ((line = strstr(line, "\r\n")) != NULL) {
+        line += 2;
+        if (strncasecmp(line, name, sizeof name - 1) == 0) {
+            if (v) pmd_refuse("more than one Sec-WebSocket-Extensions", line, 0);
+            v = line + sizeof name - 1;
+        }
+    }
+    if (!v) {
+        fprintf(stderr, "loadgen: the server declined permessage-deflate (no Sec-WebSocket-Extensions)\n");
+        exit(1);
+    }
+    end = strstr(v, "\r\n");
+    {
+        size_t len = (size_t)(end - v), i = 0, k;
+        int first = 1;
+        while (i < len) {
+            char tok[64];
+            size_t tl = 0;
+            while (i < len && (v[i] == ' ' || v[i] == '\t')) i++;
+            k = i;
+            while (i < len && v[i] != ';' && v[i] != ',') i++;
+            tl = i - k;
+            while (tl > 0 && (v[k + tl - 1] == ' ' || v[k + tl - 1] == '\t')) tl--;
+            if (i < len && v[i] == ',') pmd_refuse("more than one extension", v, len);
+            if (i < len) i++;
+            if (tl >= sizeof tok) pmd_refuse("parameter too long", v, len);
+            memcpy(tok, v + k, tl);
+            tok[tl] = '\0';
+            if (first) {
+                if (strcasecmp(tok, "permessage-deflate") != 0) pmd_refuse("not permessage-deflate", v, len);
+                first = 0;
+            } else if (strcasecmp(tok, "server_no_context_takeover") == 0) {
+                c->z_fresh = 1;
+            } else if (strcasecmp(tok, "client_no_context_takeover") == 0) {
+                /* what this program does anyway: every message compressed alone */
+            } else if (strncasecmp(tok, "server_max_window_bits=", 23) == 0 ||
+                       strncasecmp(tok, "client_max_window_bits=", 23) == 0) {
+                const char *b = tok + 23;
+                long bits;
+                if (*b == '"') b++;
+                bits = strtol(b, NULL, 10);
+                if (bits < 8 || bits > 15) pmd_refuse("bad window bits", v, len);
+                /* A message compressed alone refers back at most its own
+                   length: a window that covers it is enough. */
+#ifdef LOADGEN_ZLIB
+                if ((tok[0] | 0x20) == 'c' && ((size_t)1 << bits) < g_zmax_sent)
+                    pmd_refuse("window too small for the messages compressed at start", v, len);
+#endif
+            } else {
+                pmd_refuse("unexpected parameter", v, len);
+            }
+        }
+        if (first) pmd_refuse("empty", v, len);
+    }
+    c->z_on = 1;
 }
 
 static void on_handshake_bytes(lconn *c, const unsigned char *p, size_t n, uint64_t now) {
@@ -384,6 +725,11 @@ static void on_handshake_bytes(lconn *c, const unsigned char *p, size_t n, uint6
         exit(1);
     }
     head = (size_t)(end + 4 - c->hs);
+    if (opt.deflate) {
+        end[2] = '\0';     /* the head alone, its last line's CRLF kept */
+        pmd_accept(c, c->hs);
+        end[2] = '\r';
+    }
     c->state = S_OPEN;
     {
         size_t rest = c->hs_len - head;
@@ -434,6 +780,7 @@ static void on_event(lconn *c, uint32_t ev) {
                 exit(1);
             }
             now = bench_now_ns();
+            if (g_measuring > 0 && c->role == 0 && c->state == S_OPEN) g_rx_sub += (uint64_t)n;
             if (c->state == S_HANDSHAKE) {
                 on_handshake_bytes(c, g_rbuf, (size_t)n, now);
             } else {
@@ -545,6 +892,9 @@ static void report_rates(const char *what, double *rates, int n, double *extra, 
     }
     memcpy(r, g_self_us, (size_t)n * sizeof *r);
     printf(" load_cpu_us=%.3f", bench_median(r, (size_t)n));
+    if (opt.deflate)
+        printf(" deflate=1 inflated=%llu reused=%llu", (unsigned long long)g_inflated,
+               (unsigned long long)g_inflate_reused);
     printf(" reps=%d\n", n);
     for (i = 0; i < n; i++) fprintf(stderr, "  rep %d: %.1f\n", i + 1, rates[i]);
 }
@@ -557,14 +907,17 @@ static void latency_pct(double *p50, double *p99) {
 
 static void run_echo(void) {
     double rates[64], mbs[64], p50[64], p99[64], t0;
-    unsigned char *payload = (unsigned char *)malloc(opt.size ? opt.size : 1);
+    unsigned char *payload = (unsigned char *)malloc(opt.size + 1);
     size_t i;
     int r;
-    for (i = 0; i < opt.size; i++) payload[i] = (unsigned char)(opt.text ? 'a' + i % 26 : i * 31);
-    g_frame_size = encode_frame(g_rbuf, opt.text ? 1 : 2, payload, opt.size, 0x5A3C96E1u);
+    if (opt.json)
+        json_payload((char *)payload, opt.size);
+    else
+        for (i = 0; i < opt.size; i++) payload[i] = (unsigned char)(opt.text ? 'a' + i % 26 : i * 31);
+    g_frame_size = encode_message(g_rbuf, opt.text ? 1 : 2, payload, opt.size, 0x5A3C96E1u);
     g_frames = (unsigned char *)malloc(g_frame_size * (size_t)(opt.inflight + 1));
     for (i = 0; i <= (size_t)opt.inflight; i++) memcpy(g_frames + i * g_frame_size, g_rbuf, g_frame_size);
-    free(payload);
+    g_echo_payload = payload;           /* an inflated echo is checked against it */
     g_nconns = opt.conns;
     connect_range(0, opt.conns, 30);
     t0 = bench_now();
@@ -633,7 +986,7 @@ static void settle(double quiet_s, double timeout_s) {
 }
 
 static void run_fanout(void) {
-    double rates[64], p50[64], p99[64];
+    double rates[64], p50[64], p99[64], rxb[64];
     lconn *pub;
     char json[4096], data[2048];
     size_t i, n;
@@ -649,7 +1002,7 @@ static void run_fanout(void) {
     data[opt.size] = '\0';
     n = (size_t)snprintf(json, sizeof json, "{\"type\":\"publish\",\"payload\":{\"channel\":\"%s\",\"data\":\"%s\"}}",
                          opt.channel, data);
-    g_pub_frame_len = encode_frame(g_pub_frame, 1, json, n, 0x0A0B0C0Du);
+    g_pub_frame_len = encode_message(g_pub_frame, 1, json, n, 0x0A0B0C0Du);
     g_sub_base = (uint64_t *)calloc((size_t)g_nconns, sizeof *g_sub_base);
     g_pub_sent = (uint64_t *)calloc(per_rep, sizeof *g_pub_sent);
     g_pub_done = (uint32_t *)calloc(per_rep, sizeof *g_pub_done);
@@ -687,6 +1040,7 @@ static void run_fanout(void) {
         memset(g_pub_done, 0, per_rep * sizeof *g_pub_done);
         g_pub_next = g_pub_complete = 0;
         g_nlat = 0;
+        g_rx_sub = 0;
         g_measuring = 1;
         t0 = bench_now();
         while ((t = bench_now() - t0) < opt.duration) {
@@ -708,6 +1062,7 @@ static void run_fanout(void) {
         }
         g_measuring = 0;
         rates[r] = (double)g_pub_complete * opt.subs / t;
+        rxb[r] = g_pub_complete ? (double)g_rx_sub / (double)(g_pub_complete * (uint64_t)opt.subs) : 0;
         /* the publisher's own copy counts: the server sends subs + 1 per publish */
         g_cpu_us[r] = g_pub_complete ? (double)(server_cpu_ns() - c0) / 1e3 / (double)(g_pub_complete * (uint64_t)(opt.subs + 1)) : 0;
         g_self_us[r] = g_pub_complete ? (double)(self_cpu_ns() - s0) / 1e3 / (double)(g_pub_complete * (uint64_t)opt.subs) : 0;
@@ -715,7 +1070,7 @@ static void run_fanout(void) {
         fprintf(stderr, "  rep %d: %llu publishes\n", r + 1, (unsigned long long)g_pub_complete);
         settle(0.05, 5);
     }
-    report_rates("fanout", rates, opt.reps, NULL, NULL, p50, p99);
+    report_rates("fanout", rates, opt.reps, rxb, "rx_b", p50, p99);
 }
 
 /* GET opt.stats_path on a plain blocking connection (2 s bound); returns
@@ -774,7 +1129,9 @@ static void usage(void) {
     fputs("usage: loadgen --mode echo|handshake|fanout|idle --port N [--host 127.0.0.1] [--path /]\n"
           "  [--conns C] [--inflight K] [--size S] [--binary] [--subs M] [--window W] [--channel NAME]\n"
           "  [--duration SEC] [--warmup SEC] [--reps R] [--pid PID] [--src-ips N] [--label NAME]\n"
-          "  [--stats-path /api/stats]   (idle: library heap per connection from the server's JSON)\n",
+          "  [--stats-path /api/stats]   (idle: library heap per connection from the server's JSON)\n"
+          "  [--json] (echo: a chat envelope of --size bytes, at least 128)\n"
+          "  [--deflate [--inflate-all]] (offer permessage-deflate; a build with zlib)   [--has-zlib] (exit 0 if so)\n",
           stderr);
     exit(2);
 }
@@ -800,6 +1157,24 @@ int main(int argc, char **argv) {
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--binary") == 0) { opt.text = 0; continue; }
+        if (strcmp(a, "--json") == 0) { opt.json = 1; continue; }
+        if (strcmp(a, "--inflate-all") == 0) { opt.inflate_all = 1; continue; }
+        if (strcmp(a, "--deflate") == 0) {
+#ifdef LOADGEN_ZLIB
+            opt.deflate = 1;
+            continue;
+#else
+            fputs("loadgen: --deflate needs a build with zlib (-DLOADGEN_ZLIB -lz)\n", stderr);
+            return 3;
+#endif
+        }
+        if (strcmp(a, "--has-zlib") == 0) {
+#ifdef LOADGEN_ZLIB
+            return 0;
+#else
+            return 1;
+#endif
+        }
         if (!v) usage();
         i++;
         if (strcmp(a, "--mode") == 0) {
@@ -825,7 +1200,7 @@ int main(int argc, char **argv) {
         else usage();
     }
     if (!opt.port || opt.conns < 1 || opt.inflight < 1 || opt.subs < 1 || opt.window < 1 || opt.reps < 1 ||
-        opt.reps > 64 || opt.duration <= 0 || opt.size > 16u * 1024u * 1024u)
+        opt.reps > 64 || opt.duration <= 0 || opt.size > 16u * 1024u * 1024u || (opt.json && opt.size < 128))
         usage();
     signal(SIGPIPE, SIG_IGN);
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -834,14 +1209,22 @@ int main(int argc, char **argv) {
     }
     g_request_len = (size_t)snprintf(g_request, sizeof g_request,
                                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                                     opt.path, opt.host, (unsigned)opt.port);
+                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                                     opt.path, opt.host, (unsigned)opt.port,
+                                     opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     if (g_ep < 0) die("epoll_create1");
     g_rbuf = (unsigned char *)malloc(RBUF_SIZE > 16u * 1024u * 1024u + 16 ? RBUF_SIZE : 16u * 1024u * 1024u + 16);
     g_lat = (uint64_t *)malloc(MAX_LAT * sizeof *g_lat);
     g_conns = (lconn *)calloc((size_t)(opt.mode == M_FANOUT ? opt.subs + 1 : opt.conns), sizeof *g_conns);
     if (!g_rbuf || !g_lat || !g_conns) die("malloc");
+#ifdef LOADGEN_ZLIB
+    if (opt.deflate) {
+        g_zout = (unsigned char *)malloc(ZOUT_MAX);
+        g_zcache_out = (unsigned char *)malloc(ZOUT_MAX);
+        if (!g_zout || !g_zcache_out) die("malloc");
+    }
+#endif
     switch (opt.mode) {
     case M_ECHO: run_echo(); break;
     case M_HANDSHAKE: run_handshake(); break;

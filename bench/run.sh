@@ -3,14 +3,25 @@
 # side in one go, prints one summary table and writes bench/RESULTS.md
 # (date, machine, every command, the detailed tables).
 #
-#   bench/run.sh                 full run (about 6-8 minutes)
+#   bench/run.sh                 full run (about 9-11 minutes)
 #   BENCH_QUICK=1 bench/run.sh   smoke run: fewer/shorter repetitions, 1,000
-#                                connections instead of 10,000 (about 2 minutes)
+#                                connections instead of 10,000 (about 3 minutes)
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
-# BENCH_SKIP="inmem neon deflate publish echo handshake fanout idle" (skip
-# sections; neon is a correctness run of the NEON paths under qemu, never timed),
-# BENCH_OUT (results file, default bench/RESULTS.md).
+# BENCH_SKIP="inmem neon deflate publish deflate-hub echo echo-deflate handshake
+# fanout fanout-deflate idle" (skip sections; neon is a correctness run of the
+# NEON paths under qemu, never timed), BENCH_OUT (results file, default
+# bench/RESULTS.md).
+# permessage-deflate (RFC 7692), each section skipped with a note without
+# zlib (zlib1g-dev) or, for the Node column, without node and ws:
+#   deflate-hub     bench/deflate_hub.c: bytes per chat message and library heap
+#                   per idle hub peer, compressed and not (BENCH_HEAP_PEERS, 1000)
+#   echo-deflate    1 KiB JSON echo, echo_server --deflate vs Node ws with
+#                   perMessageDeflate, loadgen --deflate (and both plain)
+#   fanout-deflate  chat_server fan-out, subscribers offering the extension vs
+#                   not, side by side at 1,000 and BENCH_SUBS subscribers
+#                   (BENCH_DEFLATE_SUBS="N ..." to choose; quick: BENCH_SUBS)
+# and the idle section adds chat_server with every client compressed.
 #
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
 # core 1. Every figure is the median of the repetitions; '~' marks one whose
@@ -66,6 +77,13 @@ log "run.sh: building"
 make -s build/echo_server build/chat_server >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
 make -s -C bench all >>"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
 record "make build/echo_server build/chat_server && make -C bench all   # CFLAGS=${CFLAGS:--O2 -g}"
+# permessage-deflate over loopback needs loadgen built with zlib (and the
+# servers with it: the top Makefile links zlib wherever loadgen gets it).
+ZLOAD=0
+$B/loadgen --has-zlib 2>/dev/null && ZLOAD=1
+NO_ZLIB_NOTE="skipped: zlib is not installed (Debian: zlib1g-dev), so loadgen has no --deflate and the examples do not compress"
+HAVE_NODE_WS=0
+command -v node >/dev/null 2>&1 && [ -d bench/peers/node_modules/ws ] && HAVE_NODE_WS=1
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
@@ -172,6 +190,20 @@ if ! skip publish; then
         log "run.sh: publish reported a failure: $(cat "$TMP/publish.txt")"
 fi
 
+# ------------------------------- permessage-deflate in the hub, in memory
+if ! skip deflate-hub; then
+    if [ -x $B/deflate_hub ]; then
+        log "run.sh: permessage-deflate in the hub (bytes per message, heap per idle peer)"
+        record "BENCH_HEAP_PEERS=${BENCH_HEAP_PEERS:-1000} taskset -c $LOAD_CPU $B/deflate_hub --targets FILE"
+        BENCH_HEAP_PEERS=${BENCH_HEAP_PEERS:-1000} taskset -c $LOAD_CPU $B/deflate_hub --targets "$TMP/targets" \
+            >"$TMP/deflate_hub.md" 2>"$TMP/deflate_hub.err" ||
+            log "run.sh: deflate_hub reported a failure: $(cat "$TMP/deflate_hub.err")"
+    else
+        printf '### Bytes per chat message and heap per idle hub peer\n\nSkipped: bench/deflate_hub.c needs zlib (Debian: zlib1g-dev).\n\n' \
+            >"$TMP/deflate_hub.md"
+    fi
+fi
+
 # ----------------------------------------------------------- echo servers
 ECHO_NAMES="ours wslay lws node python"
 declare -A ECHO_CMD=(
@@ -228,6 +260,50 @@ if ! skip handshake; then
 fi
 for n in $ECHO_NAMES; do [ -n "${EPID[$n]:-}" ] && stop "${EPID[$n]}"; done
 
+# ------------------------------------------- echo with permessage-deflate
+# One echo_server --deflate and one Node ws server with perMessageDeflate;
+# against each, the load generator offering the extension (compressed) and
+# not (plain), repetitions interleaved as above. The payload is a 1 KiB
+# chat envelope (loadgen --json), sent compressed by the client too.
+ZECHO_NAMES="ours node"
+declare -A ZECHO_CMD=(
+    [ours]="build/echo_server --port @PORT@ --deflate"
+    [node]="node bench/peers/node_server.js echo @PORT@ deflate"
+)
+declare -A ZECHO_LABEL=([ours]="ours (echo_server --deflate)" [node]="Node ws 8 (perMessageDeflate)")
+declare -A ZEPORT ZEPID
+ZECHO_CONFIGS=("1 16 1024" "64 16 1024")
+ZECHO_NOTE=""
+if ! skip echo-deflate; then
+    if [ "$ZLOAD" != 1 ]; then
+        ZECHO_NOTE=$NO_ZLIB_NOTE
+    else
+        [ "$HAVE_NODE_WS" = 1 ] || ZECHO_NOTE="the Node ws column is skipped: node or bench/peers/node_modules/ws is missing (npm ci in bench/peers)"
+        log "run.sh: starting echo servers with permessage-deflate"
+        for n in $ZECHO_NAMES; do
+            ZEPORT[$n]=""
+            [ "$n" = node ] && [ "$HAVE_NODE_WS" != 1 ] && continue
+            # shellcheck disable=SC2086
+            if start "zecho-$n" ${ZECHO_CMD[$n]}; then ZEPORT[$n]=$PORT; ZEPID[$n]=$SPID; fi
+        done
+        for cfg in "${ZECHO_CONFIGS[@]}"; do
+            set -- $cfg
+            log "run.sh: echo with permessage-deflate, $1 conns x $2 in flight x $3 B JSON"
+            for r in $(seq 1 "$REPS"); do
+                for n in $ZECHO_NAMES; do
+                    [ -n "${ZEPORT[$n]:-}" ] || continue
+                    for z in on off; do
+                        zarg=(); [ "$z" = on ] && zarg=(--deflate)
+                        R["zecho/$cfg/$n/$z"]+="$(load --mode echo --port "${ZEPORT[$n]}" --pid "${ZEPID[$n]}" --conns "$1" \
+                            --inflight "$2" --size "$3" --json "${zarg[@]}" --duration "$DUR" --reps 1 --label "$n-$z")"$'\n'
+                    done
+                done
+            done
+        done
+        for n in $ZECHO_NAMES; do [ -n "${ZEPID[$n]:-}" ] && stop "${ZEPID[$n]}"; done
+    fi
+fi
+
 # ----------------------------------------------------------------- fan-out
 HUB_NAMES="ours node python"
 declare -A HUB_CMD=(
@@ -255,14 +331,50 @@ if ! skip fanout; then
     done
 fi
 
+# ------------------------------------------ fan-out with permessage-deflate
+# chat_server (which accepts the extension by default) fed by the same
+# load twice: subscribers and publisher offering permessage-deflate, and
+# not; each run on a fresh server, plain and compressed in turn, at each
+# size in turn, FAN_ROUNDS rounds. The hub compresses each broadcast once.
+if [ -n "${BENCH_DEFLATE_SUBS:-}" ]; then
+    ZSUBS=$BENCH_DEFLATE_SUBS
+elif [ "$QUICK" = 1 ] || [ "$SUBS" -le 1000 ]; then
+    ZSUBS=$SUBS
+else
+    ZSUBS="1000 $SUBS"
+fi
+ZFAN_NOTE=""
+if ! skip fanout-deflate; then
+    if [ "$ZLOAD" != 1 ]; then
+        ZFAN_NOTE=$NO_ZLIB_NOTE
+    else
+        for round in $(seq 1 $FAN_ROUNDS); do
+            for m in $ZSUBS; do
+                for z in off on; do
+                    log "run.sh: fan-out to $m subscribers, permessage-deflate $z (round $round)"
+                    start "zhub-$z" build/chat_server --port @PORT@ || continue
+                    zarg=(); [ "$z" = on ] && zarg=(--deflate)
+                    R["zfan/$m/$z"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$m" \
+                        --size 64 --window 4 "${zarg[@]}" --duration "$DUR" --reps "$FAN_REPS" --label "zfan-$m-$z")"$'\n'
+                    stop "$SPID"
+                done
+            done
+        done
+    fi
+fi
+
 # ------------------------------------------------------------ idle memory
+# ours-hub-z: the same hub with every client having agreed permessage-deflate.
+IDLE_NAMES="ours-hub $ECHO_NAMES"
+[ "$ZLOAD" = 1 ] && IDLE_NAMES="ours-hub ours-hub-z $ECHO_NAMES"
 if ! skip idle; then
-    for n in ours-hub $ECHO_NAMES; do
+    for n in $IDLE_NAMES; do
         log "run.sh: RSS of $IDLE idle connections: $n"
         extra=()
-        if [ "$n" = ours-hub ]; then
+        if [ "$n" = ours-hub ] || [ "$n" = ours-hub-z ]; then
             start "idle-$n" build/chat_server --port @PORT@ || continue
             extra=(--path "/ws?token=bench" --stats-path /api/stats)
+            [ "$n" = ours-hub-z ] && extra+=(--deflate)
         else
             # shellcheck disable=SC2086
             start "idle-$n" ${ECHO_CMD[$n]} || continue
@@ -273,6 +385,7 @@ if ! skip idle; then
     done
 fi
 HUB_HEAP=$(kv "${R[idle/ours-hub]:-}" heap_per_conn_b)
+HUB_HEAP_Z=$(kv "${R[idle/ours-hub-z]:-}" heap_per_conn_b)
 END=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(( $(date +%s) - T0 ))
@@ -393,16 +506,94 @@ us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'
     echo "### Memory over loopback: server RSS growth per idle connection ($IDLE connections open, fresh server)"
     echo
     printf '| server | RSS per connection (bytes) |\n|---|---:|\n'
-    for n in ours-hub $ECHO_NAMES; do
+    for n in $IDLE_NAMES; do
         l=${R["idle/$n"]:-}
         label=${ECHO_LABEL[$n]:-ours (chat_server, authenticated hub clients)}
+        [ "$n" = ours-hub-z ] && label="ours (chat_server, hub clients with permessage-deflate)"
         printf '| %s | %s |\n' "$label" "$( [ -n "$l" ] && kv "$l" rss_per_conn_b || echo n/a)"
     done
     echo
-    [ -n "${HUB_HEAP:-}" ] && echo "Library heap per idle hub connection (chat_server's /api/stats heap_bytes before and after): ${HUB_HEAP} bytes."
+    [ -n "${HUB_HEAP:-}" ] && echo "Library heap per idle hub connection (chat_server's /api/stats heap_bytes before and after): ${HUB_HEAP} bytes$( [ -n "${HUB_HEAP_Z:-}" ] && echo "; ${HUB_HEAP_Z} bytes with permessage-deflate agreed")."
     echo "RSS counts the server process's resident memory only (not kernel socket buffers)."
     echo
 } >"$TMP/loopback.md"
+
+# permessage-deflate: the hub in memory, then echo and fan-out over loopback.
+# bytes MEDIAN -> "123.4" (or n/a)
+b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
+ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || printf 'n/a'; }
+{
+    [ -f "$TMP/deflate_hub.md" ] && cat "$TMP/deflate_hub.md"
+    if ! skip echo-deflate; then
+        echo "### Echo of 1 KiB JSON with permessage-deflate over loopback (messages/s; C connections x K in flight)"
+        echo
+        if [ "$ZLOAD" != 1 ]; then
+            echo "Not run: $ZECHO_NOTE."
+        else
+            echo "The message is a 1,024-byte chat envelope (loadgen --json), the same every time. \"compressed\": the load"
+            echo "generator offers permessage-deflate; client_max_window_bits, sends each message compressed (alone) and"
+            echo "inflates and checks every echo; both servers keep their context takeover (their defaults), Node ws with"
+            echo "ws's perMessageDeflate defaults (zlib level 6 on its thread pool, messages from 1 KiB compressed)."
+            echo "\"plain\": the same servers, the extension not offered. CPU: server CPU time per echoed message."
+            echo
+            printf '| C x K x 1 KiB JSON | %s, compressed | %s, compressed | ours/node compressed | ours, plain | Node, plain | ours: compressed/plain | server CPU us per message, ours compressed | Node compressed |\n' \
+                "${ZECHO_LABEL[ours]}" "${ZECHO_LABEL[node]}"
+            printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+            for cfg in "${ZECHO_CONFIGS[@]}"; do
+                set -- $cfg
+                oz=${R["zecho/$cfg/ours/on"]:-}; nz=${R["zecho/$cfg/node/on"]:-}
+                op=${R["zecho/$cfg/ours/off"]:-}; np=${R["zecho/$cfg/node/off"]:-}
+                printf '| %s x %s |' "$1" "$2"
+                printf ' %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(cell "$oz" msgs_s)" "$(cell "$nz" msgs_s)" \
+                    "$(ratio "$(med "$oz" msgs_s)" "$(med "$nz" msgs_s)")" "$(cell "$op" msgs_s)" "$(cell "$np" msgs_s)" \
+                    "$(ratio "$(med "$oz" msgs_s)" "$(med "$op" msgs_s)")" "$(us "$(med "$oz" cpu_us)")" "$(us "$(med "$nz" cpu_us)")"
+            done
+            [ -n "$ZECHO_NOTE" ] && { echo; echo "Note: $ZECHO_NOTE."; }
+        fi
+        echo
+    fi
+    if ! skip fanout-deflate; then
+        echo "### Fan-out with and without permessage-deflate over loopback (chat_server; 64-byte data, 4 publishes in flight)"
+        echo
+        if [ "$ZLOAD" != 1 ]; then
+            echo "Not run: $ZFAN_NOTE."
+        else
+            echo "The fan-out above, against the same chat_server (which accepts the extension by default), once with"
+            echo "every subscriber and the publisher offering permessage-deflate (\"compressed\") and once not (\"plain\"),"
+            echo "each on a fresh server, in turn, $FAN_ROUNDS round(s) x $FAN_REPS repetitions. The hub answers without context"
+            echo "takeover and compresses each broadcast once for all subscribers. Each subscriber inflates what it gets"
+            echo "and checks it (loadgen --deflate: identical compressed bytes are inflated once and the result reused,"
+            echo "so the generator's own cost stays near the plain run's). Bytes: on the wire per delivery, frame header"
+            echo "included. CPU: server CPU time per delivery."
+            echo
+            printf '| subscribers | deliveries/s, plain | compressed | compressed/plain | server CPU us per delivery, plain | compressed | p99 ms, plain | compressed | bytes per delivery, plain | compressed |\n'
+            printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+            for m in $ZSUBS; do
+                p=${R["zfan/$m/off"]:-}; z=${R["zfan/$m/on"]:-}
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$(cell "$p" deliveries_s)" \
+                    "$(cell "$z" deliveries_s)" "$(ratio "$(med "$z" deliveries_s)" "$(med "$p" deliveries_s)")" \
+                    "$(us "$(med "$p" cpu_us)")" "$(us "$(med "$z" cpu_us)")" "$(ms "$(med "$p" p99_us)")" \
+                    "$(ms "$(med "$z" p99_us)")" "$(b1 "$(med "$p" rx_b)")" "$(b1 "$(med "$z" rx_b)")"
+            done
+        fi
+        echo
+    fi
+} >"$TMP/deflate.md"
+
+for m in $ZSUBS; do
+    p=$(med "${R["zfan/$m/off"]:-}" deliveries_s); z=$(med "${R["zfan/$m/on"]:-}" deliveries_s)
+    if [ -n "$p" ] && [ -n "$z" ]; then
+        q=$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2f", a / b }')
+        target "fan-out $m subs, permessage-deflate vs plain (deliveries/s)" ">= 0.9x" "$q" \
+            "$(awk -v q="$q" 'BEGIN { print (q >= 0.9) ? "yes" : "NO" }')"
+    fi
+done
+for cfg in "${ZECHO_CONFIGS[@]}"; do
+    set -- $cfg
+    o=$(med "${R["zecho/$cfg/ours/on"]:-}" msgs_s); nd=$(med "${R["zecho/$cfg/node/on"]:-}" msgs_s)
+    [ -n "$o" ] && [ -n "$nd" ] && target "echo $1 conn x $2 x 1 KiB JSON, permessage-deflate, vs Node ws compressed (msgs/s)" \
+        "(reported)" "$(awk -v a="$o" -v b="$nd" 'BEGIN { printf "%.2f", a / b }')" "-"
+done
 
 # Targets measured over loopback.
 for cfg in "1 16 16" "64 16 16" "1 16 1024" "64 16 1024"; do
@@ -474,6 +665,11 @@ CPUS=$(nproc)
     echo "## Over loopback (whole processes)"
     echo
     cat "$TMP/loopback.md"
+    if [ -s "$TMP/deflate.md" ]; then
+        echo "## permessage-deflate (RFC 7692)"
+        echo
+        cat "$TMP/deflate.md"
+    fi
     echo "## Commands"
     echo
     echo '```'
@@ -496,4 +692,4 @@ echo
 cat "$TMP/summary.md"
 echo
 [ -n "${NEON_LINE:-}" ] && echo "NEON paths: $NEON_LINE." && echo
-echo "Details (in-memory ratios, echo, handshakes, fan-out, memory): $OUTFILE"
+echo "Details (in-memory ratios, echo, handshakes, fan-out, memory, permessage-deflate): $OUTFILE"

@@ -10,18 +10,38 @@
          crossbario/autobahn-testsuite wstest -m fuzzingserver -s /config/fuzzingserver.json
    then run this; the reports land in build/autobahn/clients.
 
-   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/autobahn_client examples/autobahn_client.c
-   Run:    build/autobahn_client --url ws://127.0.0.1:9001 --agent ws_channel */
+   --deflate offers permessage-deflate (RFC 7692) on every connection, for
+   the suite's sections 12 and 13, through the zlib codec of
+   examples/deflate_zlib.h (a build with zlib: the Makefile adds
+   -DEXAMPLE_ZLIB -lz when zlib is installed); the offer is the library's
+   default, "permessage-deflate; client_max_window_bits", and every echo of
+   64 bytes or more goes compressed. --deflate-no-takeover offers
+   client_no_context_takeover as well (each message compressed alone): the
+   suite asks a client for it only when offered, so cases 13.2, 13.5 and
+   13.6 are run only with it; run the suite once with each, under two
+   --agent names. When the suite's server asks for client_max_window_bits=8
+   (cases 13.3 and 13.5), zlib cannot compress with that window (see
+   examples/deflate_zlib.h): the compressed send fails and the echo goes
+   uncompressed instead (RSV1 clear), which RFC 7692 allows on any
+   connection.
+
+   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -DEXAMPLE_ZLIB -I. -o build/autobahn_client examples/autobahn_client.c -lz
+           (without -DEXAMPLE_ZLIB and -lz: no --deflate)
+   Run:    build/autobahn_client --url ws://127.0.0.1:9001 --agent ws_channel [--deflate] */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
 #include "example_net.h"
 
 #define CONNECT_TIMEOUT_MS 5000
-#define SESSION_TIMEOUT_MS 120000u  /* the 16 MiB cases take seconds; a stuck case must not hang us */
+/* The 16 MiB cases take seconds, the compression cases (12, 13: 1,000
+   echoes of up to 128 KiB) longer; the suite gives a case at most 480 s.
+   A stuck case must not hang us. */
+#define SESSION_TIMEOUT_MS 500000u
 #define MAX_MESSAGE        (64u * 1024u * 1024u)
 
 typedef struct session {
     int echo;               /* echo messages back (the test cases) */
+    int deflate;            /* offer permessage-deflate: 0 no, 1 yes, 2 with client_no_context_takeover */
     long number;            /* the first text message as a number (the case count), -1 before */
     int close_code;         /* what on_close reported */
     unsigned char buf[256u * 1024u];
@@ -30,7 +50,12 @@ typedef struct session {
 static void on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user) {
     session *s = (session *)((net_ws *)user)->app;
     if (s->echo) {
-        (void)wsch_conn_send(c, opcode, data, len);     /* a failure has already failed the connection */
+        /* A failure other than the one below has already failed the connection. */
+        int rc = wsch_conn_send(c, opcode, data, len);
+        /* No compressor for the window the server allowed (zlib and 8
+           bits): nothing was sent; the same message uncompressed is. */
+        if (rc == WSCH_ERR_NOMEM && wsch_conn_deflate(c, NULL) && wsch_conn_state(c) == WSCH_STATE_OPEN)
+            (void)wsch_conn_send_frame(c, opcode, 1, data, len);
     } else if (opcode == WSCH_OP_TEXT && s->number < 0) {
         const char *p = (const char *)data;
         size_t i;
@@ -76,6 +101,10 @@ static int run_session(session *s, const char *host, uint16_t port, const char *
     d.limits.max_frame_size = MAX_MESSAGE;
     d.limits.max_outbound_bytes = 2u * MAX_MESSAGE;
     net_ws_desc(&d);
+    if (s->deflate) {
+        d.deflate.codec = net_deflate_codec();
+        d.deflate.client_no_context_takeover = (uint8_t)(s->deflate == 2);
+    }
     d.on_message = on_message;
     d.on_close = on_closed;
     rc = wsch_conn_create(&d, &w, &w.conn);     /* sends the opening request */
@@ -120,15 +149,25 @@ int main(int argc, char **argv) {
     size_t agent_len;
     wsch_url u;
     long cases, n;
-    int i, failures = 0;
+    int i, failures = 0, deflate = 0;
 
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--url") == 0 && i + 1 < argc) url = argv[++i];
         else if (strcmp(argv[i], "--agent") == 0 && i + 1 < argc) agent = argv[++i];
+        else if (strcmp(argv[i], "--deflate") == 0) deflate = deflate ? deflate : 1;
+        else if (strcmp(argv[i], "--deflate-no-takeover") == 0) deflate = 2;
         else {
-            fputs("usage: autobahn_client [--url ws://127.0.0.1:9001] [--agent ws_channel]\n", stderr);
+            fputs("usage: autobahn_client [--url ws://127.0.0.1:9001] [--agent ws_channel]\n"
+                  "                       [--deflate | --deflate-no-takeover]   (permessage-deflate; a build with zlib)\n",
+                  stderr);
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
+    }
+    if (deflate && !net_deflate_codec()) {
+        fputs("autobahn_client: --deflate needs a build with zlib (-DEXAMPLE_ZLIB ... -lz; the Makefile adds both "
+              "when zlib1g-dev is installed)\n",
+              stderr);
+        return 2;
     }
     if (wsch_url_parse(url, strlen(url), &u) != WSCH_OK || u.secure || u.host.len >= sizeof host) {
         fprintf(stderr, "autobahn_client: bad or unsupported url: %s\n", url);
@@ -142,6 +181,7 @@ int main(int argc, char **argv) {
     }
     net_stop_on_signals();
 
+    sess.deflate = deflate;
     sess.echo = 0;
     sess.number = -1;
     if (run_session(&sess, host, u.port, "/getCaseCount", NULL) != 0 || sess.number < 0) {

@@ -17,8 +17,9 @@
    Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/echo_server examples/echo_server.c
    Run:    build/echo_server --port 9001     (--port 0 picks a free port and prints it)
            [--idle-timeout S]  (default 60; 0 = never)
-   Autobahn TestSuite (sections 1-7, 9, 10; where its container can run):
-     build/echo_server --port 9001 &
+   Autobahn TestSuite (sections 1-7, 9, 10, and with --deflate 12 and 13,
+   permessage-deflate; where its container can run):
+     build/echo_server --port 9001 --deflate &
      docker run --rm --network host -v "$PWD/tests/autobahn:/config" -v "$PWD/build/autobahn:/reports" \
          crossbario/autobahn-testsuite wstest -m fuzzingclient -s /config/fuzzingclient.json */
 #define WS_CHANNEL_IMPLEMENTATION

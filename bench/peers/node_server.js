@@ -2,7 +2,7 @@
 // package (with its native bufferutil and utf-8-validate addons when they
 // are installed: the script says which).
 //
-//   node node_server.js echo PORT   echo every message back, as it came
+//   node node_server.js echo PORT [deflate]   echo every message back, as it came
 //   node node_server.js hub PORT    the demo hub's protocol on /ws?token=T:
 //       <- {"type":"welcome","payload":{"user":T}} after the upgrade
 //       -> {"type":"subscribe","payload":{"channel":C}}  <- {"type":"subscribed",...}
@@ -10,13 +10,18 @@
 //       <- {"type":"message","payload":{"channel":C,"from":T,"data":D}} to every subscriber
 // A broadcast is serialised once and the same Buffer is sent to every
 // subscriber, the way ws's documentation broadcasts. Listens on 127.0.0.1.
+// With "deflate" after the port, permessage-deflate is accepted with ws's
+// own defaults (perMessageDeflate: true: context takeover, window 15,
+// zlib's default level, messages of 1 KiB and more compressed), as a user
+// who turns it on gets it; without it, the extension is refused.
 'use strict';
 const { WebSocketServer } = require('ws');
 
 const mode = process.argv[2];
 const port = Number(process.argv[3]);
-if ((mode !== 'echo' && mode !== 'hub') || !port) {
-  console.error('usage: node node_server.js echo|hub PORT');
+const deflate = process.argv[4] === 'deflate';
+if ((mode !== 'echo' && mode !== 'hub') || !port || (process.argv[4] !== undefined && !deflate)) {
+  console.error('usage: node node_server.js echo|hub PORT [deflate]');
   process.exit(2);
 }
 
@@ -29,7 +34,7 @@ const wss = new WebSocketServer({
   host: '127.0.0.1',
   port,
   backlog: 512,
-  perMessageDeflate: false,
+  perMessageDeflate: deflate,
   maxPayload: 64 * 1024 * 1024,
   clientTracking: false,
 });
@@ -98,6 +103,7 @@ if (mode === 'echo') {
 
 wss.on('listening', () => {
   console.log(`node_server: ${mode} listening on ${port} (ws ${require('ws/package.json').version}, ` +
+    `permessage-deflate ${deflate ? 'on' : 'off'}, ` +
     `native addons: ${addons.join(', ') || 'none'})`);
 });
 process.on('SIGTERM', () => process.exit(0));
