@@ -860,7 +860,8 @@ WSCH_API int wsch_deflate_response_build(const wsch_deflate_params *agreed, char
    (enabled 0 when the server declined), or WSCH_ERR_EXTENSION: an
    extension not offered, more than one, an unknown or repeated parameter,
    an invalid value, client_max_window_bits without a value or above the
-   offer, server_max_window_bits above what was asked. */
+   offer, server_max_window_bits above what was asked, or missing while
+   asked for, server_no_context_takeover missing while asked for. */
 WSCH_API int wsch_deflate_response_check(const wsch_response *res, const wsch_deflate_desc *d,
                                          wsch_deflate_params *agreed);
 
@@ -3822,6 +3823,10 @@ WSCH__PRIVATE int wsch__pmd_check_answer(const wsch__x_elem *e, void *ctx) {
     wsch__pmd_read(e, &o);
     if (!o.ok || o.server_bits == 0 || o.client_bits == 0) return WSCH_ERR_EXTENSION;
     if (o.server_bits > own_server || o.client_bits > own_client) return WSCH_ERR_EXTENSION;
+    /* A server accepts what was asked of it only by naming it (RFC 7692
+       7.1.1.1, 7.1.2.1): an answer without it did not accept this offer. */
+    if ((x->d->server_no_context_takeover && !o.server_nct) || (own_server < 15 && o.server_bits < 0))
+        return WSCH_ERR_EXTENSION;
     a->enabled = 1;
     a->server_no_context_takeover = o.server_nct;
     a->client_no_context_takeover = (uint8_t)(o.client_nct || x->d->client_no_context_takeover);
@@ -5341,7 +5346,10 @@ WSCH__PRIVATE int wsch__c_send_message(wsch_conn *c, unsigned opcode, const void
     if (!c->z || len < (d->min_size ? d->min_size : WSCH_DEFLATE_MIN_SIZE))
         return wsch__c_write_frame(c, opcode, 1, data, len);
     if ((rc = wsch__c_room(c, bound + WSCH_FRAME_HEADER_MAX)) != WSCH_OK) return rc;
-    if (!(tx = wsch__c_stream(c, 1))) return WSCH_ERR_NOMEM;
+    /* No compressor (out of memory, or a window the codec cannot make, as
+       zlib cannot make 8): nothing was compressed yet, so the message may
+       go as it is (RFC 7692 allows uncompressed messages). */
+    if (!(tx = wsch__c_stream(c, 1))) return wsch__c_write_frame(c, opcode, 1, data, len);
     rc = wsch__z_run(d->codec, tx, 1, &c->desc->allocator, (const unsigned char *)data, len, NULL, 0, (size_t)-1 - 1,
                      &out, &n);
     /* a sync flush ends with 00 00 FF FF, which the peer adds back */

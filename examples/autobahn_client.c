@@ -50,12 +50,7 @@ typedef struct session {
 static void on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user) {
     session *s = (session *)((net_ws *)user)->app;
     if (s->echo) {
-        /* A failure other than the one below has already failed the connection. */
-        int rc = wsch_conn_send(c, opcode, data, len);
-        /* No compressor for the window the server allowed (zlib and 8
-           bits): nothing was sent; the same message uncompressed is. */
-        if (rc == WSCH_ERR_NOMEM && wsch_conn_deflate(c, NULL) && wsch_conn_state(c) == WSCH_STATE_OPEN)
-            (void)wsch_conn_send_frame(c, opcode, 1, data, len);
+        (void)wsch_conn_send(c, opcode, data, len);     /* a failure has already failed the connection */
     } else if (opcode == WSCH_OP_TEXT && s->number < 0) {
         const char *p = (const char *)data;
         size_t i;

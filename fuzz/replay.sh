@@ -23,6 +23,12 @@ files_of() { # target -> corpus and regression files, one per line
     done
 }
 
+libs() { # target -> the libraries it links beyond libc
+    case $1 in
+        fuzz_deflate) echo -lz ;;
+    esac
+}
+
 needs() { # target -> a function its layer must declare, or empty
     case $1 in
         fuzz_client) echo wsch_client_create ;;
@@ -39,8 +45,12 @@ for src in "$here"/fuzz_*.c; do
         echo "$t: skipped ($n files): $fn is not in ws_channel.h yet"
         skip=$((skip + n)); continue
     fi
+    if [ "$t" = fuzz_deflate ] && ! printf '#include <zlib.h>\n' | $cc -E -x c - >/dev/null 2>&1; then
+        echo "$t: skipped ($n files): zlib is not installed (Debian: zlib1g-dev)"
+        skip=$((skip + n)); continue
+    fi
     # shellcheck disable=SC2086
-    if ! $cc $warn $san -D_GNU_SOURCE -I"$root" -I"$here" -o "$out/$t" "$src" "$here/replay_main.c" \
+    if ! $cc $warn $san -D_GNU_SOURCE -I"$root" -I"$here" -o "$out/$t" "$src" "$here/replay_main.c" $(libs "$t") \
             > "$out/$t.build.log" 2>&1; then
         echo "$t: FAIL: does not build"; head -n 20 "$out/$t.build.log"
         fail=$((fail + n)); continue

@@ -161,6 +161,8 @@ TEST client_fails_an_answer_that_does_not_match_its_offer(void) {
         "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover=x\r\n",
         "Sec-WebSocket-Extensions: permessage-deflate;\r\n",
         "Sec-WebSocket-Extensions: \r\n",
+        /* server_max_window_bits=10 was asked: an answer without it did not accept the offer */
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n",
     };
     for (i = 0; i < sizeof bad / sizeof bad[0]; i++) ASSERT_EQm(bad[i], WSCH_ERR_EXTENSION, verdict(bad[i], &d, &a));
     /* declined: no header, no extension */
@@ -175,6 +177,10 @@ TEST client_fails_an_answer_that_does_not_match_its_offer(void) {
     ASSERT_EQ(1, a.client_no_context_takeover);
     ASSERT_EQ(9, a.server_max_window_bits);
     ASSERT_EQ(10, a.client_max_window_bits);
+    /* server_no_context_takeover asked for and not granted */
+    d = desc_of(1, 0, 0, 0);
+    ASSERT_EQ(WSCH_ERR_EXTENSION, verdict("Sec-WebSocket-Extensions: permessage-deflate\r\n", &d, &a));
+    ASSERT_EQ(WSCH_OK, verdict("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n", &d, &a));
     /* nothing offered: any extension fails the handshake */
     ASSERT_EQ(WSCH_ERR_EXTENSION, verdict("Sec-WebSocket-Extensions: permessage-deflate\r\n", NULL, &a));
     PASS();
@@ -385,6 +391,37 @@ TEST context_takeover_and_its_absence(void) {
     ASSERT_EQ(idle, l.mem.live_bytes);  /* no stream kept between messages */
     duplex_free(&l);
     free(m);
+    PASS();
+}
+
+/* A server may bind the client's window to 8, which zlib cannot compress
+   with: the client's messages then go uncompressed, never refused. */
+TEST client_window_the_codec_cannot_make(void) {
+    wsch_deflate_desc d = desc_of(0, 0, 0, 0);
+    duplex l;
+    char answer[512], accept[WSCH_ACCEPT_LEN + 1], key[WSCH_KEY_LEN + 1];
+    unsigned char nonce[16], *m = text_of(500, 1);
+    size_t n;
+    memset(&l, 0, sizeof l);
+    end_desc(&l, &l.client, WSCH_ROLE_CLIENT, &d);
+    ASSERT_EQ(WSCH_OK, wsch_conn_create(&l.client.desc, &l.client, &l.client.c));
+    memset(nonce, 0x5A, sizeof nonce);          /* what end_random gave the key */
+    ASSERT_EQ(WSCH_OK, wsch_base64_encode(nonce, sizeof nonce, key, sizeof key, &n));
+    wsch_accept_key(key, n, accept);
+    snprintf(answer, sizeof answer,
+             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=8\r\n\r\n",
+             accept);
+    ASSERT_EQ(WSCH_OK, wsch_conn_feed(l.client.c, answer, strlen(answer)));
+    ASSERT_EQ(1, l.client.opened);
+    ASSERT_EQ(1, wsch_conn_deflate(l.client.c, NULL));
+    l.client.seen_len = 0;
+    ASSERT_EQ(WSCH_OK, wsch_conn_send(l.client.c, WSCH_OP_TEXT, m, 500));
+    ASSERT_EQ(0x81u, first_byte(&l.client));    /* plain, and sent */
+    ASSERT(l.client.seen_len > 500);
+    free(m);
+    duplex_free(&l);
+    ASSERT_EQ(0u, l.mem.live_bytes);
     PASS();
 }
 
@@ -792,6 +829,7 @@ SUITE(frames) {
     RUN_TEST(messages_round_trip_compressed_both_ways);
     RUN_TEST(context_takeover_and_its_absence);
     RUN_TEST(extension_off_on_either_side);
+    RUN_TEST(client_window_the_codec_cannot_make);
     RUN_TEST(rfc7692_examples_inflate);
     RUN_TEST(compressed_frames_split_anywhere);
     RUN_TEST(bad_compressed_frames_fail_as_documented);
