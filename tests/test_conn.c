@@ -1117,10 +1117,10 @@ TEST outbound_limit_refuses_without_sending(void) {
    back as the bytes leave or the connection goes. */
 TEST shared_budget_caps_queued_output(void) {
     fake a, b;
-    wsch_budget budget = {2000, 0};
     unsigned char data[600] = {0};
     char reason[100];
     const size_t piece = 4 * sizeof(void *), frame = 604 + piece;
+    wsch_budget budget = {3 * frame + 50, 0};   /* three queued frames fit, a fourth does not */
     int i;
     memset(reason, 'r', sizeof reason);
     fake_init(&a, WSCH_ROLE_SERVER);
