@@ -4754,7 +4754,7 @@ WSCH__PRIVATE int wsch__z_run(const wsch_deflate_codec *k, void *stream, int com
     *out_len = 0;
     buf = (unsigned char *)wsch__alloc(a, cap ? cap : 1);
     if (!buf) return WSCH_ERR_NOMEM;
-    for (piece = 0; piece < 2 && err == WSCH_OK; piece++) {
+    for (piece = 0; piece < 2 && err == WSCH_OK && (!piece || in2_len); piece++) {
         const unsigned char *src = piece ? in2 : in;
         size_t left = piece ? in2_len : in_len;
         for (;;) {
