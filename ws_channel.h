@@ -2477,6 +2477,16 @@ WSCH__PRIVATE uint32_t wsch__utf8_step(uint32_t st, unsigned char c) {
     return need == 1 ? 0 : WSCH__UTF8_ST(need - 1, 0x80, 0xBF);
 }
 
+#if WSCH__SSE2 || WSCH__NEON
+/* Where a vector run stopped inside a sequence, backs up over it (its
+   continuations, then its lead) so the byte-wise step sees it whole. */
+WSCH__PRIVATE size_t wsch__utf8_back_up(const unsigned char *p, size_t start, size_t i) {
+    while (i > start && (p[i - 1] & 0xC0) == 0x80) i--;
+    if (i > start && p[i - 1] >= 0xC0) i--;
+    return i;
+}
+#endif
+
 #if WSCH__SSE2
 /* The 16 bytes ending k bytes before the block x, whose predecessor is prev. */
 #define WSCH__SSE2_BEFORE(x, prev, k) _mm_or_si128(_mm_slli_si128((x), (k)), _mm_srli_si128((prev), 16 - (k)))
@@ -2540,10 +2550,7 @@ WSCH__PRIVATE size_t wsch__utf8_run_sse2(const unsigned char *p, size_t i, size_
         prev = x;
         i += 16;
     }
-    /* Back up over an unfinished sequence: continuations, then their lead. */
-    while (i > start && (p[i - 1] & 0xC0) == 0x80) i--;
-    if (i > start && p[i - 1] >= 0xC0) i--;
-    return i;
+    return wsch__utf8_back_up(p, start, i);
 }
 #endif
 
@@ -2602,10 +2609,7 @@ WSCH__PRIVATE size_t wsch__utf8_run_neon(const unsigned char *p, size_t i, size_
         prev = x;
         i += 16;
     }
-    /* Back up over an unfinished sequence: continuations, then their lead. */
-    while (i > start && (p[i - 1] & 0xC0) == 0x80) i--;
-    if (i > start && p[i - 1] >= 0xC0) i--;
-    return i;
+    return wsch__utf8_back_up(p, start, i);
 }
 #endif
 
