@@ -69,12 +69,16 @@ stop_echo_server() {
     return 0
 }
 
-# Starts the sanitized echo server on a free port; sets server_pid, echo_url.
+# start_echo_server NAME [BINARY [ARG...]]: starts the sanitized echo server
+# (BINARY, default $out/echo_server, with ARGs) on a free port; sets run,
+# log, server_pid, echo_url.
 start_echo_server() {
     run=$(mktemp -d "$out/run-$1.XXXXXX") || { echo "interop: mktemp failed"; summary 0 1 0; }
+    shift
+    [ $# -gt 0 ] || set -- "$out/echo_server"
     log=$run/echo_server.log
     : > "$log"      # exists before the background shell opens it
-    "$out/echo_server" --port 0 > "$log" 2>&1 &
+    "$@" --port 0 > "$log" 2>&1 &
     server_pid=$!
     trap stop_echo_server EXIT
     trap 'exit 1' INT TERM
@@ -94,6 +98,23 @@ start_echo_server() {
     echo_url=ws://127.0.0.1:$port/
 }
 
+# peer_counts NAME RES RC: shows the case lines a peer script wrote to RES
+# and sets pp and ff from its closing "Pass: N, fail: N" line; no such line,
+# or a non-zero exit RC with no failure counted, is one failure.
+peer_counts() {
+    grep -v '^Pass: ' "$2"
+    line=$(grep -E '^Pass: [0-9]+, fail: [0-9]+' "$2" | tail -n 1)
+    if [ -n "$line" ]; then
+        pp=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\1/')
+        ff=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\2/')
+    else
+        echo "FAIL $1: no summary (exit $3)"; tail -n 20 "$2"
+        pp=0; ff=1
+    fi
+    [ "$3" -ne 0 ] && [ "$ff" -eq 0 ] && { echo "FAIL $1: exit $3"; ff=1; }
+    return 0
+}
+
 # run_cases NAME COMMAND...: runs the peer script (bounded by timeout), shows
 # its case lines, adds one case for the echo server's clean exit, and prints
 # the closing summary.
@@ -101,17 +122,8 @@ run_cases() {
     name=$1; shift
     res=$run/$name-output.txt
     timeout -k 5 600 "$@" > "$res" 2>&1
-    rc=$?
-    grep -v '^Pass: ' "$res"
-    line=$(grep -E '^Pass: [0-9]+, fail: [0-9]+' "$res" | tail -n 1)
-    if [ -n "$line" ]; then
-        p=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\1/')
-        f=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\2/')
-    else
-        echo "FAIL $name: no summary (exit $rc)"
-        p=0; f=1
-    fi
-    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && { echo "FAIL $name: exit $rc"; f=1; }
+    peer_counts "$name" "$res" $?
+    p=$pp; f=$ff
     stop_echo_server
     if [ "$server_rc" -eq 0 ]; then
         echo "ok   echo_server: clean exit under ASan/UBSan"

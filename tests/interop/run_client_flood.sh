@@ -17,16 +17,7 @@ $CC $warn -O2 -g ${CPPFLAGS:-} -D_GNU_SOURCE -I. -Iexamples -o "$cli.$$" example
 
 res=$run/flood-output.txt
 timeout -k 5 400 $py tests/interop/flood_peer.py --client "$cli" --log "$run/client_cli.log" > "$res" 2>&1
-rc=$?
-grep -v '^Pass: ' "$res"
-line=$(grep -E '^Pass: [0-9]+, fail: [0-9]+' "$res" | tail -n 1)
-if [ -n "$line" ]; then
-    p=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\1/')
-    f=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\2/')
-else
-    echo "FAIL flood_peer: no summary (exit $rc)"; tail -n 20 "$res"
-    p=0; f=1
-fi
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && { echo "FAIL flood_peer: exit $rc"; f=1; }
+peer_counts flood_peer "$res" $?
+p=$pp; f=$ff
 [ "$f" -eq 0 ] || { echo "logs kept in $run"; tail -n 5 "$run/client_cli.log"; }
 summary "$p" "$f" 0

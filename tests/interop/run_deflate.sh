@@ -32,28 +32,7 @@ compile_z "$out/echo_server_z" examples/echo_server.c & a=$!
 compile_z "$out/client_cli_z" examples/client_cli.c || { wait; echo "run_deflate: build failed"; summary 0 1 0; }
 wait $a || { echo "run_deflate: build failed"; summary 0 1 0; }
 
-# The server, as common.sh's start_echo_server starts it, with --deflate.
-run=$(mktemp -d "$out/run-deflate.XXXXXX") || { echo "run_deflate: mktemp failed"; summary 0 1 0; }
-log=$run/echo_server.log
-: > "$log"
-"$out/echo_server_z" --port 0 --deflate --max-message $max_message > "$log" 2>&1 &
-server_pid=$!
-trap stop_echo_server EXIT
-trap 'exit 1' INT TERM
-i=0
-port=
-while [ $i -lt 100 ]; do
-    port=$(sed -n 's|.*listening on ws://127.0.0.1:\([0-9]*\)/.*|\1|p' "$log")
-    [ -n "$port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-    i=$((i + 1))
-done
-if [ -z "$port" ]; then
-    echo "run_deflate: echo_server --deflate did not start"; cat "$log"
-    summary 0 1 0
-fi
-echo_url=ws://127.0.0.1:$port/
+start_echo_server deflate "$out/echo_server_z" --deflate --max-message $max_message
 
 p=0; f=0; s=0
 # peer NAME COMMAND...: runs one peer (bounded), shows its cases, adds its counts.
@@ -61,16 +40,7 @@ peer() {
     name=$1; shift
     res=$run/$name-output.txt
     timeout -k 5 900 "$@" > "$res" 2>&1
-    rc=$?
-    grep -v '^Pass: ' "$res"
-    line=$(grep -E '^Pass: [0-9]+, fail: [0-9]+' "$res" | tail -n 1)
-    if [ -z "$line" ]; then
-        echo "FAIL $name: no summary (exit $rc)"
-        f=$((f + 1)); return
-    fi
-    pp=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\1/')
-    ff=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\2/')
-    [ "$rc" -ne 0 ] && [ "$ff" -eq 0 ] && { echo "FAIL $name: exit $rc"; ff=1; }
+    peer_counts "$name" "$res" $?
     p=$((p + pp)); f=$((f + ff))
 }
 if [ -n "$have_py" ]; then

@@ -20,16 +20,7 @@ $CC $warn $san ${CPPFLAGS:-} -D_GNU_SOURCE -I. -Iexamples -o "$chat.$$" examples
 
 res=$run/eviction-output.txt
 timeout -k 5 240 $py tests/interop/eviction_peer.py --echo "$out/echo_server" --chat "$chat" --run "$run" > "$res" 2>&1
-rc=$?
-grep -v '^Pass: ' "$res"
-line=$(grep -E '^Pass: [0-9]+, fail: [0-9]+' "$res" | tail -n 1)
-if [ -n "$line" ]; then
-    p=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\1/')
-    f=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\2/')
-else
-    echo "FAIL eviction_peer: no summary (exit $rc)"; tail -n 20 "$res"
-    p=0; f=1
-fi
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && { echo "FAIL eviction_peer: exit $rc"; f=1; }
+peer_counts eviction_peer "$res" $?
+p=$pp; f=$ff
 [ "$f" -eq 0 ] || echo "logs kept in $run"
 summary "$p" "$f" 0

@@ -49,17 +49,8 @@ res=$soak_out/soak-output.txt
 # shellcheck disable=SC2086 # modes and timing are lists of arguments
 timeout -k 5 $((seconds * 2 + 400)) $py tests/interop/soak.py --server "$out/chat_server_soak" \
     --load "$out/soak_load" --out "$soak_out" --seconds "$seconds" $modes $timing > "$res" 2>&1
-rc=$?
-grep -v '^Pass: ' "$res"
-line=$(grep -E '^Pass: [0-9]+, fail: [0-9]+' "$res" | tail -n 1)
-if [ -n "$line" ]; then
-    p=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\1/')
-    f=$(echo "$line" | sed -E 's/^Pass: ([0-9]+), fail: ([0-9]+).*/\2/')
-else
-    echo "FAIL soak: no summary (exit $rc)"; tail -n 20 "$res"
-    p=0; f=1
-fi
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && { echo "FAIL soak: exit $rc"; f=1; }
+peer_counts soak "$res" $?
+p=$pp; f=$ff
 [ -n "${skip_fail:-}" ] && f=$((f + 1))
 [ "$f" -eq 0 ] || echo "samples and logs in $soak_out"
 summary "$p" "$f" "$skip"
