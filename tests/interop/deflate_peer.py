@@ -36,6 +36,7 @@ import urllib.parse
 import zlib
 
 import websockets
+from envelope_util import case, check, summary
 from websockets.extensions.permessage_deflate import (ClientPerMessageDeflateFactory, PerMessageDeflate,
                                                        ServerPerMessageDeflateFactory)
 
@@ -43,31 +44,10 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TAIL = b"\x00\x00\xff\xff"
 SIZES = [0, 1, 63, 64, 1000, 100000, 1 << 20]
 
-results = []
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
 
 def short(b):
     r = repr(b)
     return r if len(r) < 80 else r[:77] + "..."
-
-
-async def run_case(name, coro_fn, timeout=120):
-    t0 = time.monotonic()
-    try:
-        await asyncio.wait_for(coro_fn(), timeout)
-        results.append((name, True))
-        print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
-    except asyncio.TimeoutError:
-        results.append((name, False))
-        print(f"FAIL {name}: timed out (case limit {timeout} s)", flush=True)
-    except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
-        results.append((name, False))
-        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
 
 
 # ------------------------------------------------------------------ data ---
@@ -562,13 +542,12 @@ async def main():
     if args.echo_url:
         u = urllib.parse.urlsplit(args.echo_url)
         for name, fn in client_cases(args.echo_url, u.hostname, u.port, args.max_message, args.min_size):
-            await run_case(name, fn)
+            await case(name, fn(), timeout=120)
     if args.client_cli:
         for label, answer in SERVER_ANSWERS:
-            await run_case(f"client_cli via websockets server, {label}",
-                           lambda a=answer: client_cli_case(args.client_cli, a))
-    passed = sum(1 for _, ok in results if ok)
-    print(f"Pass: {passed}, fail: {len(results) - passed}, skip: 0.")
+            await case(f"client_cli via websockets server, {label}", client_cli_case(args.client_cli, answer),
+                       timeout=120)
+    summary()
 
 
 if __name__ == "__main__":
