@@ -398,7 +398,7 @@
     // name -> {subscribed: bool, unread: n, messages: [],
     //          pos: {offset, epoch} of the last message shown, or null,
     //          replay: 'history' | 'recover' while a subscribe's replay runs, else '',
-    //          replayed: messages shown by that replay}
+    //          replayed: messages shown by that replay, askedFrom: the pos it asked from}
     channels: new Map(),
     active: '',
   };
@@ -493,12 +493,16 @@
   }
 
   function newChannel() {
-    return { subscribed: false, unread: 0, messages: [], pos: null, replay: '', replayed: 0 };
+    return { subscribed: false, unread: 0, messages: [], pos: null, replay: '', replayed: 0, askedFrom: null };
   }
 
   function addChannel(name) {
-    if (!state.channels.has(name)) state.channels.set(name, newChannel());
-    client.subscribe(name);
+    // One the page has is subscribed or on its way (the client resubscribes it
+    // after a reconnect); a second subscribe would start a second replay.
+    if (!state.channels.has(name)) {
+      state.channels.set(name, newChannel());
+      client.subscribe(name);
+    }
     saveChannels();
     renderChannels();
   }
@@ -683,6 +687,7 @@
     const ch = state.channels.get(name);
     if (!ch) return { channel: name };
     ch.replayed = 0;
+    ch.askedFrom = ch.pos;
     if (ch.pos) {
       ch.replay = 'recover';
       return { channel: name, recover: { offset: ch.pos.offset, epoch: ch.pos.epoch } };
@@ -719,7 +724,11 @@
     ch.subscribed = true;
     const asked = ch.replay;
     ch.replay = '';
-    if (asked === 'recover' && p.recovered === false) {
+    // The stream still where we asked from (same epoch and offset): nothing
+    // was missed, whatever the server could have replayed.
+    const from = ch.askedFrom;
+    const unmoved = !!from && p.epoch === from.epoch && p.offset === from.offset;
+    if (asked === 'recover' && p.recovered === false && !unmoved) {
       ch.messages.splice(Math.max(0, ch.messages.length - ch.replayed), 0, { kind: 'gap', channel: p.channel, at: new Date() });
       if (ch.messages.length > MAX_FEED) ch.messages.shift();
       if (p.channel === state.active) renderFeed();
