@@ -22,6 +22,7 @@
      - a reload keeps the publish session and the unsent messages; a copied
        tab with the same session takes a new one;
      - a late joiner sees the channel's recent messages, marked earlier;
+     - a publish the server refuses shows as failed and can be sent again;
      - after the server is killed and started again, the badge goes to
        Connecting with a retry countdown and back to Connected, and both
        subscriptions are back (a publish after the restart arrives), and the
@@ -496,6 +497,25 @@ async function main() {
     await waitMessage(e, ROOM, 'bob', 'erin is here');
     const last = (await feed(e)).pop();
     expect(last.text === 'erin is here' && !last.history, 'a live message after the join: ' + describe([last]));
+  });
+
+  await test('a refused publish shows as failed, and "Send again" delivers it once', () => ({e, b}), async () => {
+    // Unsubscribed behind the page's back, so the server answers not_subscribed with the id.
+    await e.evaluate((room) => window.chatApp.client.sendNow('unsubscribe', { channel: room }), ROOM);
+    await publish(e, 'refused once');
+    await explain('a failed outbox row', e, e.waitForSelector('#feed [data-testid=outbox][data-state=failed]', { timeout: STEP_MS }),
+                  async (p) => describe(await feed(p)));
+    const rows = await outboxRows(e);
+    expect(rows.length === 1 && rows[0].text === 'refused once', 'erin\'s outbox: ' + describe(rows));
+    await shot(e, 'failed');
+    await e.evaluate((room) => window.chatApp.client.sendNow('subscribe', { channel: room }), ROOM);
+    await e.click('#feed [data-testid=outbox-retry]', { timeout: STEP_MS });
+    await waitMessage(b, ROOM, 'erin', 'refused once');
+    await waitFor('erin\'s outbox to empty', async () => (await outboxRows(e)).length === 0);
+    await publish(b, 'after the retry');
+    await waitMessage(b, ROOM, 'bob', 'after the retry');
+    const n = (await said(b)).filter((t) => t === 'erin: refused once').length;
+    expect(n === 1, 'bob shows "refused once" ' + n + ' times');
   });
 
   // The cases below count the server's subscriptions: only a's and b's #lobby.
