@@ -715,9 +715,8 @@
   });
 
   // The replay (if any) is over. recovered:false after a recover means some
-  // of what was sent meanwhile is gone: say so where the replay began rather
-  // than show a feed that looks whole. offset/epoch are then the current
-  // position, to go on from.
+  // of what was sent meanwhile is gone: say so rather than show a feed that
+  // looks whole. offset/epoch are then the current position, to go on from.
   client.on('subscribed', (p) => {
     const ch = p && state.channels.get(p.channel);
     if (!ch) return;
@@ -729,7 +728,7 @@
     const from = ch.askedFrom;
     const unmoved = !!from && p.epoch === from.epoch && p.offset === from.offset;
     if (asked === 'recover' && p.recovered === false && !unmoved) {
-      ch.messages.splice(Math.max(0, ch.messages.length - ch.replayed), 0, { kind: 'gap', channel: p.channel, at: new Date() });
+      ch.messages.splice(gapIndex(ch, from), 0, { kind: 'gap', channel: p.channel, at: new Date() });
       if (ch.messages.length > MAX_FEED) ch.messages.shift();
       if (p.channel === state.active) renderFeed();
     }
@@ -739,6 +738,22 @@
     }
     renderChannels();
   });
+
+  // Where a replay that fell short lost messages: before the first replayed
+  // message that does not follow on from the one before (a replay that
+  // skipped ahead), else after the replay (one ended early, e.g. history
+  // evicted under it; or nothing replayed at all).
+  function gapIndex(ch, from) {
+    const first = Math.max(0, ch.messages.length - ch.replayed);
+    let prev = from ? from.offset : undefined;
+    for (let i = first; i < ch.messages.length; i++) {
+      const o = ch.messages[i].offset;
+      if (!Number.isSafeInteger(o)) continue;
+      if (prev !== undefined && o !== prev + 1) return i;
+      prev = o;
+    }
+    return ch.messages.length;
+  }
 
   // The stream's channel: beside type and payload, else in the payload.
   function streamOf(p, env) {
