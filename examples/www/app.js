@@ -4,7 +4,8 @@
    exponential backoff min(1 s * 2^n, 30 s) with +-20 % jitter, at most 10
    attempts; a heartbeat ping every 30 s and a reconnect when nothing comes
    back within 10 s; subscriptions replayed after every reconnect; a bounded
-   offline queue (100 envelopes); close codes 4001 (Unauthorized) and 1008
+   offline queue (100 envelopes; publishes use the outbox below, 100 unacked
+   at most, past that a publish is refused); close codes 4001 (Unauthorized) and 1008
    end the retry loop.
 
    Nothing is lost or shown twice across a reconnect. The server numbers each
@@ -20,7 +21,9 @@
    that id, and is sent again after a reconnect; the server acks a resent id
    again without publishing it twice, because ids are scoped by the session
    named in the URL (?session=S, random, kept in sessionStorage so a reload
-   keeps it, together with the next id and the unsent messages).
+   keeps it, together with the next id and the unsent messages). A
+   duplicated tab starts with a copy of that; pages sharing a session find
+   each other on a BroadcastChannel and the newer one takes a new session.
 
    The token goes in a Sec-WebSocket-Protocol entry "bearer.<token>" next to
    "wsch" (the server selects "wsch"), so it stays out of URLs and logs; a
