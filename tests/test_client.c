@@ -1914,6 +1914,287 @@ TEST failing_allocator_leaks_nothing(void) {
     PASS();
 }
 
+/* ---- nothing lost: positions, recovery, the outbox ---- */
+
+typedef struct rrec {
+    char log[2048];             /* R<channel>:<0|1> A<id> F<id>:<err>:<code> M<channel>@<offset> */
+} rrec;
+
+static rrec R;
+
+static void r_append(const char *s) {
+    size_t n = strlen(R.log);
+    snprintf(R.log + n, sizeof R.log - n, "%s ", s);
+}
+
+static void r_recovery(wsch_client *c, const char *channel, int recovered, void *user) {
+    char t[300];
+    (void)c;
+    (void)user;
+    snprintf(t, sizeof t, "R%s:%d", channel, recovered);
+    r_append(t);
+}
+
+static void r_ack(wsch_client *c, uint64_t id, void *user) {
+    char t[32];
+    (void)c;
+    (void)user;
+    snprintf(t, sizeof t, "A%llu", (unsigned long long)id);
+    r_append(t);
+}
+
+static void r_failed(wsch_client *c, uint64_t id, int err, const char *code, void *user) {
+    char t[128];
+    (void)c;
+    (void)user;
+    snprintf(t, sizeof t, "F%llu:%d:%s", (unsigned long long)id, err, code);
+    r_append(t);
+}
+
+static void r_msg(wsch_client *c, const wsch_client_message *m, void *user) {
+    char t[300];
+    (void)c;
+    (void)user;
+    if (m->channel) snprintf(t, sizeof t, "M%s@%llu", m->channel, (unsigned long long)m->offset);
+    else snprintf(t, sizeof t, "T%.*s", (int)m->type_len, m->type);
+    r_append(t);
+}
+
+static wsch_client_desc r_desc(void) {
+    wsch_client_desc d = fx_desc();
+    memset(&R, 0, sizeof R);
+    d.on_recovery = r_recovery;
+    d.on_ack = r_ack;
+    d.on_send_failed = r_failed;
+    d.session = "sess-1";
+    return d;
+}
+
+/* A channel message as the hub sends it. */
+static int srv_msg(const char *channel, int offset, const char *epoch) {
+    char m[256];
+    snprintf(m, sizeof m, "{\"type\":\"m\",\"payload\":%d,\"channel\":\"%s\",\"offset\":%d,\"epoch\":\"%s\"}", offset,
+             channel, offset, epoch);
+    return fx_srv_text(m);
+}
+
+static int srv_subscribed(const char *channel, int offset, const char *epoch, const char *recovered) {
+    char m[256];
+    snprintf(m, sizeof m, "{\"type\":\"subscribed\",\"payload\":{\"channel\":\"%s\",\"offset\":%d,\"epoch\":\"%s\"%s%s}}",
+             channel, offset, epoch, recovered ? ",\"recovered\":" : "", recovered ? recovered : "");
+    return fx_srv_text(m);
+}
+
+/* The link drops and the next one opens, after the backoff. */
+static int relink(void) {
+    wsch_client_transport_closed(F.c);
+    fx_advance((uint64_t)wsch_client_next_retry_ms(F.c));
+    return fx_open();
+}
+
+TEST recovery_from_the_last_position(void) {
+    wsch_client_desc d = r_desc();
+    wsch_client_position pos;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(F.c, "*", r_msg, NULL, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(F.c, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, wsch_client_channel_position(F.c, "news", &pos));
+    ASSERT_EQ(0, pos.known);
+    ASSERT_EQ(WSCH_OK, srv_subscribed("news", 7, "e1", NULL));
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 8, "e1"));
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 9, "e1"));
+    ASSERT_EQ(WSCH_OK, wsch_client_channel_position(F.c, "news", &pos));
+    ASSERT_EQ(1, pos.known);
+    ASSERT_EQ(9, (int)pos.offset);
+    ASSERT_STR_EQ("e1", pos.epoch);
+    ASSERT_EQ(WSCH_RECOVERY_NONE, pos.recovery);
+    /* Back after a drop: recover from 9; the overlap is dropped, the rest delivered once. */
+    ASSERT(relink());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\",\"recover\":{\"offset\":9,\"epoch\":\"e1\"}}}",
+                  fx_next_text());
+    ASSERT_EQ(WSCH_OK, wsch_client_channel_position(F.c, "news", &pos));
+    ASSERT_EQ(WSCH_RECOVERY_PENDING, pos.recovery);
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 9, "e1"));
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 10, "e1"));
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 11, "e1"));
+    ASSERT_EQ(WSCH_OK, srv_subscribed("news", 11, "e1", "true"));
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 11, "e1"));
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 12, "e1"));
+    ASSERT_STR_EQ("Tsubscribed Mnews@8 Mnews@9 Mnews@10 Mnews@11 Rnews:1 Tsubscribed Mnews@12 ", R.log);
+    ASSERT_EQ(WSCH_OK, wsch_client_channel_position(F.c, "news", &pos));
+    ASSERT_EQ(WSCH_RECOVERY_RECOVERED, pos.recovery);
+    ASSERT_EQ(12, (int)pos.offset);
+    /* Not recovered: the hub's position is taken, the application told. */
+    ASSERT(relink());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\",\"recover\":{\"offset\":12,\"epoch\":\"e1\"}}}",
+                  fx_next_text());
+    R.log[0] = '\0';
+    ASSERT_EQ(WSCH_OK, srv_subscribed("news", 3, "e2", "false"));
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 4, "e2"));
+    ASSERT_STR_EQ("Rnews:0 Tsubscribed Mnews@4 ", R.log);
+    ASSERT_EQ(WSCH_OK, wsch_client_channel_position(F.c, "news", &pos));
+    ASSERT_EQ(WSCH_RECOVERY_LOST, pos.recovery);
+    ASSERT_STR_EQ("e2", pos.epoch);
+    ASSERT_EQ(WSCH_ERR_NOT_FOUND, wsch_client_channel_position(F.c, "other", &pos));
+    /* Messages of channels not subscribed, and positions out of bounds, are delivered untouched. */
+    R.log[0] = '\0';
+    ASSERT_EQ(WSCH_OK, srv_msg("other", 1, "x"));
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"m\",\"channel\":\"news\",\"offset\":-1,\"epoch\":\"e2\"}"));
+    ASSERT_STR_EQ("Mother@1 Tm ", R.log);
+    PASS();
+}
+
+TEST history_first_then_recover(void) {
+    wsch_client_desc d = r_desc();
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe_history(F.c, "news", 20));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\",\"history\":20}}", fx_next_text());
+    /* The link drops before the confirmation: ask for the history again. */
+    ASSERT(relink());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\",\"history\":20}}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, srv_msg("news", 5, "e"));
+    ASSERT_EQ(WSCH_OK, srv_subscribed("news", 5, "e", NULL));
+    ASSERT(relink());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\",\"recover\":{\"offset\":5,\"epoch\":\"e\"}}}",
+                  fx_next_text());
+    /* A hub without positions: recovered false said once, then plain subscribes. */
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"subscribed\",\"payload\":{\"channel\":\"news\",\"recovered\":false}}"));
+    ASSERT_STR_EQ("Rnews:0 ", R.log);
+    ASSERT(relink());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}", fx_next_text());
+    PASS();
+}
+
+TEST reliable_sends_survive_reconnects_until_acked(void) {
+    wsch_client_desc d = r_desc();
+    uint64_t id = 0;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(F.c, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "chat", "{\"n\":1}", WSCH_CSTR, &id));
+    ASSERT_EQ(1, (int)id);
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "chat", "{\"n\":2}", WSCH_CSTR, &id));
+    ASSERT_EQ(WSCH_OK, wsch_client_send(F.c, "plain", NULL, 0));
+    ASSERT_EQ(WSCH_ERR_JSON, wsch_client_send_reliable(F.c, "chat", "{", WSCH_CSTR, &id));
+    ASSERT_EQ(0, (int)id);
+    ASSERT_EQ((size_t)2, wsch_client_outbox_count(F.c));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}", fx_next_text());
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":1},\"id\":1}", fx_next_text());
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":2},\"id\":2}", fx_next_text());
+    ASSERT_STR_EQ("{\"type\":\"plain\"}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"ack\",\"payload\":{\"id\":1}}"));
+    ASSERT_STR_EQ("A1 ", R.log);
+    ASSERT_EQ((size_t)1, wsch_client_outbox_count(F.c));
+    /* 2 was not acked: sent again on the next link; the plain one is not. */
+    ASSERT(relink());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}", fx_next_text());
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":{\"n\":2},\"id\":2}", fx_next_text());
+    ASSERT_STR_EQ("", fx_next_text());
+    ASSERT_EQ(1, (int)wsch_client_resent(F.c));
+    /* Open: a reliable send goes out at once. An ack of an unknown id is ignored. */
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "chat", NULL, 0, &id));
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"id\":3}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"ack\",\"payload\":{\"id\":1}}"));
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"ack\",\"payload\":{\"id\":3}}"));
+    /* Refused by the hub: given up with its code. */
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"error\",\"payload\":{\"code\":\"not_subscribed\",\"message\":\"m\",\"id\":2}}"));
+    ASSERT_STR_EQ("A1 A3 F2:-29:not_subscribed ", R.log);
+    ASSERT_EQ((size_t)0, wsch_client_outbox_count(F.c));
+    /* The session travels in every handshake. */
+    ASSERT_STR_EQ("sess-1", wsch_client_session(F.c));
+    PASS();
+}
+
+/* The hub refuses the link right after the upgrade (4001): the messages
+   flushed into it were never acknowledged, so they are given up, loudly;
+   a user's disconnect keeps them for the next connect. */
+TEST refused_after_open_gives_the_outbox_up_not_silently(void) {
+    wsch_client_desc d = r_desc();
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "chat", "1", WSCH_CSTR, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":1,\"id\":1}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, wsch_client_disconnect(F.c));
+    ASSERT_EQ((size_t)1, wsch_client_outbox_count(F.c));
+    fx_srv_close(1000, "");
+    ASSERT_STR_EQ("", R.log);
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"chat\",\"payload\":1,\"id\":1}", fx_next_text());
+    fx_srv_close(4001, "Unauthorized");
+    ASSERT_STR_EQ("F1:-10: ", R.log);
+    ASSERT_EQ((size_t)0, wsch_client_outbox_count(F.c));
+    ASSERT_EQ(WSCH_STOP_TERMINAL_CODE, wsch_client_stop_reason(F.c));
+    PASS();
+}
+
+TEST outbox_limits_and_session_checks(void) {
+    wsch_client_desc d = r_desc();
+    int i;
+    d.outbox_max_count = 2;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "a", NULL, 0, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "b", NULL, 0, NULL));
+    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_client_send_reliable(F.c, "c", NULL, 0, NULL));
+    fx_teardown(NULL);
+    d = r_desc();
+    d.outbox_max_bytes = 40;            /* {"type":"a","id":1} is 19 bytes: two fit */
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "a", NULL, 0, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, "a", NULL, 0, NULL));
+    ASSERT_EQ(WSCH_ERR_QUEUE_FULL, wsch_client_send_reliable(F.c, "a", NULL, 0, NULL));
+    fx_teardown(NULL);
+    /* At most 256: the hub remembers the outcome of 256 ids. */
+    d = r_desc();
+    d.outbox_max_count = 257;
+    ASSERT_EQ(WSCH_ERR_ARG, fx_start(&d));
+    {
+        static const char *const bad[] = {"", "a b", "x/y", "0123456789012345678901234567890123456789012345678901234567890123x"};
+        for (i = 0; i < 4; i++) {
+            d = r_desc();
+            d.session = bad[i];
+            ASSERT_EQ(WSCH_ERR_ARG, fx_start(&d));
+        }
+    }
+    ASSERT_EQ((size_t)0, A.live_blocks);
+    PASS();
+}
+
+TEST outbox_keeps_order_under_backpressure(void) {
+    wsch_client_desc d = r_desc();
+    static const char p30[] = "\"xxxxxxxxxxxxxxxxxxxxxxxxxxx\"";
+    char want[80];
+    int i;
+    d.limits.max_outbound_bytes = 72 + 4 * sizeof(void *);
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    wsch_client_transport_open(F.c);
+    F.send_cap = 1;
+    ASSERT(fx_accept());
+    for (i = 1; i <= 4; i++) {
+        char type[8];
+        snprintf(type, sizeof type, "m%d", i);
+        ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, type, p30, WSCH_CSTR, NULL));
+    }
+    F.send_cap = 0;
+    for (i = 0; i < 8; i++) wsch_client_writable(F.c);
+    for (i = 1; i <= 4; i++) {
+        snprintf(want, sizeof want, "{\"type\":\"m%d\",\"payload\":%s,\"id\":%d}", i, p30, i);
+        ASSERT_STR_EQ(want, fx_next_text());
+    }
+    ASSERT_STR_EQ("", fx_next_text());
+    ASSERT_EQ((size_t)4, wsch_client_outbox_count(F.c));
+    ASSERT_EQ(0, (int)wsch_client_resent(F.c));
+    PASS();
+}
+
 SUITE(client) {
     SET_TEARDOWN(fx_teardown, NULL);
     RUN_TEST(defaults_resolved);
@@ -1958,6 +2239,12 @@ SUITE(client) {
     RUN_TEST(want_follows_state);
     RUN_TEST(send_cstr_and_explicit_length);
     RUN_TEST(failing_allocator_leaks_nothing);
+    RUN_TEST(recovery_from_the_last_position);
+    RUN_TEST(history_first_then_recover);
+    RUN_TEST(reliable_sends_survive_reconnects_until_acked);
+    RUN_TEST(refused_after_open_gives_the_outbox_up_not_silently);
+    RUN_TEST(outbox_limits_and_session_checks);
+    RUN_TEST(outbox_keeps_order_under_backpressure);
 }
 
 GREATEST_MAIN_DEFS();
