@@ -2170,7 +2170,7 @@ TEST outbox_limits_and_session_checks(void) {
 TEST outbox_keeps_order_under_backpressure(void) {
     wsch_client_desc d = r_desc();
     static const char p30[] = "\"xxxxxxxxxxxxxxxxxxxxxxxxxxx\"";
-    char want[80];
+    char want[128];
     int i;
     d.limits.max_outbound_bytes = 72 + 4 * sizeof(void *);
     ASSERT_EQ(WSCH_OK, fx_start(&d));
@@ -2179,7 +2179,7 @@ TEST outbox_keeps_order_under_backpressure(void) {
     F.send_cap = 1;
     ASSERT(fx_accept());
     for (i = 1; i <= 4; i++) {
-        char type[8];
+        char type[16];
         snprintf(type, sizeof type, "m%d", i);
         ASSERT_EQ(WSCH_OK, wsch_client_send_reliable(F.c, type, p30, WSCH_CSTR, NULL));
     }
