@@ -608,7 +608,8 @@ TEST reliable_message_edge_cases(void) {
 }
 
 TEST sessions_expire_and_are_bounded(void) {
-    fake f[4];
+    fake f[6];
+    int i;
     reset_knobs();
     H_max_sessions = 2;
     ASSERT_EQ(WSCH_OK, setup(5));
@@ -618,27 +619,24 @@ TEST sessions_expire_and_are_bounded(void) {
     /* Both live: a third session cannot be had. */
     (void)fake_request(&f[2], "/ws?token=cat&session=c", NULL);
     ASSERT_EQ(503, fake_status(&f[2]));
-    fake_gone(&f[2]);
     /* a goes idle; past the ttl (5 minutes by default) it is forgotten when
        another session arrives, and its ids with it: a resend is applied
        again (at least once, as documented). */
     fake_gone(&f[0]);
     T.now += WSCH_HUB_DEFAULT_SESSION_TTL_MS;
-    ASSERT_EQ(WSCH_OK, fake_request(&f[2], "/ws?token=cat&session=c", NULL));
-    ASSERT_EQ(101, fake_status(&f[2]));
+    ASSERT_EQ(WSCH_OK, fake_request(&f[3], "/ws?token=cat&session=c", NULL));
+    ASSERT_EQ(101, fake_status(&f[3]));
     ASSERT_EQ(2, (int)stats().sessions);
-    (void)fake_request(&f[3], "/ws?token=ann&session=a", NULL);
-    ASSERT_EQ(503, fake_status(&f[3]));     /* b and c are live */
-    fake_gone(&f[3]);
+    (void)fake_request(&f[4], "/ws?token=ann&session=a", NULL);
+    ASSERT_EQ(503, fake_status(&f[4]));     /* b and c are live */
     fake_gone(&f[1]);
-    ASSERT_EQ(WSCH_OK, fake_request(&f[3], "/ws?token=ann&session=a", NULL));
-    ASSERT_EQ(101, fake_status(&f[3]));     /* b, idle, made room */
-    ASSERT_EQ(WSCH_OK, fake_say(&f[3], "{\"type\":\"echo\",\"payload\":1,\"id\":1}"));
-    ASSERT(is_type(fake_text(&f[3]), "echo"));
+    ASSERT_EQ(WSCH_OK, fake_request(&f[5], "/ws?token=ann&session=a", NULL));
+    ASSERT_EQ(101, fake_status(&f[5]));     /* b, idle, made room */
+    ASSERT_EQ(WSCH_OK, fake_say(&f[5], "{\"type\":\"echo\",\"payload\":1,\"id\":1}"));
+    ASSERT(is_type(fake_text(&f[5]), "echo"));
     ASSERT_EQ(2, T.messages);
-    fake_gone(&f[2]);
-    fake_gone(&f[3]);
-    ASSERT_EQ(0, (int)hub_teardown(f, 4));
+    for (i = 0; i < 6; i++) fake_gone(&f[i]);
+    ASSERT_EQ(0, (int)hub_teardown(f, 6));
     reset_knobs();
     PASS();
 }
