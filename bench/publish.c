@@ -12,7 +12,12 @@
    too and subtracted.
 
    Prints ns per publish (median of 5 samples of the thread's CPU time) and
-   checks every publish reached both peers. With an argument N it makes
+   checks every publish reached both peers; twice, on the same run: with
+   the hub's history off, and on as chat_server keeps it by default (200
+   messages per channel), where every publish is also numbered and kept.
+   Then the heap a retained message costs: 10,000 chat messages kept on a
+   channel nobody listens to, measured through chat_server's counting
+   allocator (the library's own heap, nothing estimated). With an argument N it makes
    exactly N publishes untimed, for instruction counts:
        valgrind --tool=callgrind build/bench/publish 20000   (minus ... 0)
    Build: make -C bench (or see bench/Makefile). */
@@ -69,6 +74,10 @@ static void fixed_random(void *buf, size_t len, void *user) {
     (void)user;
     memset(buf, 0xA5, len);
 }
+static uint64_t mem_now(void *user) {
+    (void)user;
+    return bench_now_ns() / 1000000u;
+}
 
 /* A masked client text frame (FIN, opcode 1); its length. */
 static size_t client_frame(unsigned char *out, const char *payload) {
@@ -88,8 +97,9 @@ static int feed_copy(wsch_hub_peer p, const void *data, size_t len) {
     return wsch_hub_feed(A.loop.hub, p, buf, len);
 }
 
-/* chat_server's hub without sockets: its hooks, in-memory effects. */
-static int setup(void) {
+/* chat_server's hub without sockets: its hooks, in-memory effects, and
+   history_size messages kept per channel (0: off). */
+static int setup(uint32_t history_size) {
     static const char upgrade[] =
         "GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -104,6 +114,11 @@ static int setup(void) {
     d.effects.send = mem_send;
     d.effects.close = mem_close;
     d.effects.random_bytes = fixed_random;
+    d.effects.now_ms = mem_now;
+    d.history_size = history_size;
+    memset(&to_alice, 0, sizeof to_alice);
+    memset(&to_bob, 0, sizeof to_bob);
+    closes = 0;
     if (wsch_hub_create(&d, &A.loop.hub) != WSCH_OK) return -1;
     if (wsch_hub_accept(A.loop.hub, NULL, &to_alice, &alice) != WSCH_OK) return -1;
     if (wsch_hub_accept(A.loop.hub, NULL, &to_bob, &bob) != WSCH_OK) return -1;
@@ -153,19 +168,20 @@ static double median_ns(void (*fn)(unsigned long), unsigned long iters) {
     return bench_median(s, 5);
 }
 
-int main(int argc, char **argv) {
+/* One configuration: ns per publish, or exactly n publishes untimed.
+   Returns 0 when every publish reached both peers. */
+static int run(uint32_t history_size, unsigned long fixed_n, const char *label) {
     static const char publish[] = "{\"type\":\"publish\",\"payload\":{\"channel\":\"room\",\"data\":{\"text\":"
                                   "\"hello world, this is a chat message of typical size\"}}}";
-    unsigned long n = 0, a0, b0;
-    if (setup() != 0) {
+    unsigned long n = fixed_n, a0, b0;
+    if (setup(history_size) != 0) {
         fprintf(stderr, "publish: setup failed\n");
         return 1;
     }
     frame_len = client_frame(pristine, publish);
     a0 = to_alice.frames;
     b0 = to_bob.frames;
-    if (argc > 1) {
-        n = strtoul(argv[1], NULL, 10);
+    if (fixed_n) {
         publishes(n);
     } else {
         double t0 = bench_cpu_now(), ns_pub, ns_copy;
@@ -175,9 +191,9 @@ int main(int argc, char **argv) {
         ns_pub = median_ns(publishes, iters);
         ns_copy = median_ns(copies, iters);
         n = 20000 + 5 * iters;
-        printf("chat publish (2 subscribers, %lu-byte frame): %.1f ns per publish, %.1f ns per delivery "
+        printf("chat publish (2 subscribers, %lu-byte frame), %s: %.1f ns per publish, %.1f ns per delivery "
                "(frame copy %.1f ns subtracted)\n",
-               (unsigned long)frame_len, ns_pub - ns_copy, (ns_pub - ns_copy) / 2, ns_copy);
+               (unsigned long)frame_len, label, ns_pub - ns_copy, (ns_pub - ns_copy) / 2, ns_copy);
     }
     if (to_alice.frames - a0 != n || to_bob.frames - b0 != n || feed_errors || closes) {
         fprintf(stderr, "publish: FAIL: %lu publishes, alice got %lu, bob %lu, %lu feed errors, %lu closes\n", n,
@@ -185,6 +201,42 @@ int main(int argc, char **argv) {
         return 1;
     }
     wsch_hub_destroy(A.loop.hub);
-    free(A.scratch);
     return 0;
+}
+
+/* The library's heap per retained chat message: 10,000 kept on a channel
+   with no subscribers, before and after, through the counting allocator. */
+static int retained_heap(void) {
+    static const char payload[] = "{\"channel\":\"quiet\",\"from\":\"alice\",\"data\":{\"text\":"
+                                  "\"hello world, this is a chat message of typical size\"}}";
+    const unsigned long n = 10000;
+    wsch_hub_counters st;
+    size_t before;
+    unsigned long i;
+    if (setup(10000) != 0) return 1;
+    (void)wsch_hub_broadcast(A.loop.hub, "quiet", "message", payload, WSCH_CSTR, NULL);   /* the channel itself */
+    before = A.heap_bytes;
+    for (i = 0; i < n; i++) {
+        if (wsch_hub_broadcast(A.loop.hub, "quiet", "message", payload, WSCH_CSTR, NULL) != WSCH_OK) return 1;
+    }
+    wsch_hub_stats(A.loop.hub, &st);
+    printf("history: %.1f bytes of heap per retained %lu-byte chat message (%lu kept; the hub counts %.1f "
+           "against history_max_bytes)\n",
+           (double)(A.heap_bytes - before) / (double)n, (unsigned long)strlen(payload) + 60u,
+           (unsigned long)st.history_messages, (double)st.history_bytes / (double)st.history_messages);
+    wsch_hub_destroy(A.loop.hub);
+    return st.history_messages == 10000u + 0u ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    int r;
+    if (argc > 1) {
+        r = run(0, strtoul(argv[1], NULL, 10), "history off");
+    } else {
+        r = run(0, 0, "history off");
+        if (!r) r = run(200, 0, "history on (200 per channel, as chat_server keeps)");
+        if (!r) r = retained_heap();
+    }
+    free(A.scratch);
+    return r;
 }

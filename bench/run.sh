@@ -9,7 +9,7 @@
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
 # BENCH_SKIP="inmem neon deflate publish deflate-hub echo echo-deflate handshake
-# fanout fanout-deflate idle" (skip sections; neon is a correctness run of the
+# fanout fanout-deflate fanout-history idle" (skip sections; neon is a correctness run of the
 # NEON paths under qemu, never timed), BENCH_OUT (results file, default
 # bench/RESULTS.md).
 # permessage-deflate (RFC 7692), each section skipped with a note without
@@ -22,6 +22,11 @@
 #                   not, side by side at 1,000 and BENCH_SUBS subscribers
 #                   (BENCH_DEFLATE_SUBS="N ..." to choose; quick: BENCH_SUBS)
 # and the idle section adds chat_server with every client compressed.
+# History (issue "no message lost"): fanout-history runs chat_server with its
+# default history (200 messages per channel, every message numbered and
+# kept) and with --history 0, side by side at 1,000 and BENCH_SUBS
+# subscribers; the publish section gives CPU per publish both ways and the
+# heap per retained message.
 #
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
 # core 1. Every figure is the median of the repetitions; '~' marks one whose
@@ -363,6 +368,26 @@ if ! skip fanout-deflate; then
     fi
 fi
 
+# ------------------------------------------------------ fan-out with history
+# chat_server keeps history by default: the fan-out above includes its cost.
+# Here the same load against history off (--history 0) and on (default),
+# each on a fresh server, in turn, FAN_ROUNDS rounds.
+HSUBS=$ZSUBS
+if ! skip fanout-history; then
+    for round in $(seq 1 $FAN_ROUNDS); do
+        for m in $HSUBS; do
+            for h in off on; do
+                log "run.sh: fan-out to $m subscribers, history $h (round $round)"
+                harg=(); [ "$h" = off ] && harg=(--history 0)
+                start "hhub-$h" build/chat_server --port @PORT@ "${harg[@]}" || continue
+                R["hfan/$m/$h"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$m" \
+                    --size 64 --window 4 --duration "$DUR" --reps "$FAN_REPS" --label "hfan-$m-$h")"$'\n'
+                stop "$SPID"
+            done
+        done
+    done
+fi
+
 # ------------------------------------------------------------ idle memory
 # ours-hub-z: the same hub with every client having agreed permessage-deflate.
 IDLE_NAMES="ours-hub $ECHO_NAMES"
@@ -483,7 +508,8 @@ us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'
     echo '`{"type":"publish","payload":{"channel":"bench","data":D}}`; every subscriber receives'
     echo '`{"type":"message","payload":{"channel":"bench","from":U,"data":D}}`. Latency: publish sent to its'
     echo "delivery to the last of the $SUBS subscribers. CPU: server CPU time per delivery (the publisher's"
-    echo "own copy included)."
+    echo "own copy included). chat_server runs as it ships: history on (200 messages per channel kept and"
+    echo "every message numbered; the history section below gives it off and on side by side)."
     echo
     printf '| hub | deliveries/s | p50 ms | p99 ms | server CPU us per delivery | loadgen CPU us per delivery | ours/hub (deliveries/s) | hub/ours (server CPU per delivery) |\n'
     printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
@@ -580,6 +606,38 @@ ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || print
     fi
 } >"$TMP/deflate.md"
 
+if ! skip fanout-history; then
+    {
+        echo "### Fan-out with history off and on over loopback (chat_server; 64-byte data, 4 publishes in flight)"
+        echo
+        echo "The fan-out load against chat_server with \`--history 0\` (\"off\") and with its default history"
+        echo "(\"on\": 200 messages per channel kept, every channel message numbered with channel, offset and epoch),"
+        echo "each on a fresh server, in turn, $FAN_ROUNDS round(s) x $FAN_REPS repetitions. Latency: publish sent to its"
+        echo "delivery to the last subscriber. Bytes: on the wire per delivery (the position adds about 60)."
+        echo
+        printf '| subscribers | deliveries/s, off | on | on/off | server CPU us per delivery, off | on | p99 ms, off | on | bytes per delivery, off | on |\n'
+        printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+        for m in $HSUBS; do
+            p=${R["hfan/$m/off"]:-}; z=${R["hfan/$m/on"]:-}
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$(cell "$p" deliveries_s)" \
+                "$(cell "$z" deliveries_s)" "$(ratio "$(med "$z" deliveries_s)" "$(med "$p" deliveries_s)")" \
+                "$(us "$(med "$p" cpu_us)")" "$(us "$(med "$z" cpu_us)")" "$(ms "$(med "$p" p99_us)")" \
+                "$(ms "$(med "$z" p99_us)")" "$(b1 "$(med "$p" rx_b)")" "$(b1 "$(med "$z" rx_b)")"
+        done
+        echo
+    } >"$TMP/history.md"
+    for m in $HSUBS; do
+        p=$(med "${R["hfan/$m/off"]:-}" deliveries_s); z=$(med "${R["hfan/$m/on"]:-}" deliveries_s)
+        if [ -n "$p" ] && [ -n "$z" ]; then
+            q=$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2f", a / b }')
+            target "fan-out $m subs, history on vs off (deliveries/s)" ">= 0.95x" "$q" \
+                "$(awk -v q="$q" 'BEGIN { print (q >= 0.95) ? "yes" : "NO" }')"
+            target "fan-out $m subs, history on: publish to last subscriber p99 ms" "(reported)" \
+                "$(ms "$(med "${R["hfan/$m/on"]:-}" p99_us)")" "-"
+        fi
+    done
+fi
+
 for m in $ZSUBS; do
     p=$(med "${R["zfan/$m/off"]:-}" deliveries_s); z=$(med "${R["zfan/$m/on"]:-}" deliveries_s)
     if [ -n "$p" ] && [ -n "$z" ]; then
@@ -669,6 +727,11 @@ CPUS=$(nproc)
         echo "## permessage-deflate (RFC 7692)"
         echo
         cat "$TMP/deflate.md"
+    fi
+    if [ -s "$TMP/history.md" ]; then
+        echo "## History (no message lost across reconnects)"
+        echo
+        cat "$TMP/history.md"
     fi
     echo "## Commands"
     echo
