@@ -24,9 +24,11 @@ DOCUMENTATION
                   examples/deflate_zlib.h)
      envelope     the {"type": ..., "payload": ...} message, strict JSON
      client       wsch_client: reconnecting client with backoff, heartbeat,
-                  dead-peer detection, subscriptions replayed on reconnect
+                  dead-peer detection, subscriptions replayed on reconnect,
+                  missed messages recovered, acknowledged sends
      hub          wsch_hub: server side - auth, users, channels, broadcast
-                  encoded once, send to a user, backpressure, and a bridge
+                  encoded once, send to a user, backpressure, channel history
+                  with offsets and recovery, acks per session, and a bridge
                   interface to join several hub processes (e.g. over Redis
                   pub/sub: examples/redis_bridge.h)
 
@@ -221,7 +223,9 @@ DOCUMENTATION
    pong. wsch_conn_desc_defaults() resolves them once for a desc
    shared by many connections. A hub defaults to 64 KiB messages and 1 MiB
    queued per peer, and documents its own limits (64 channels per peer,
-   90 s idle timeout); the client its queue and backoff.
+   90 s idle timeout; history off, or per channel as configured, 5 minutes
+   and 64 MiB in all by default; sessions remembered 5 minutes); the client
+   its queue, outbox (256 messages, 256 KiB) and backoff.
 
    The envelope
    ------------
