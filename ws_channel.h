@@ -8685,9 +8685,15 @@ WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len,
         wsch__hub_hist_trim(hub, now);
     }
     /* With history a channel lives on without subscribers: whoever comes
-       back recovers from it. */
-    ch = wsch__hub_channel_get(hub, name, len, hub->desc.history_size != 0);
-    if (!ch && hub->desc.history_size) return WSCH_ERR_NOMEM;
+       back recovers from it. A message that cannot be sent is refused
+       before one is made for it (its own error, not the allocation's). */
+    ch = wsch__hub_channel_find(hub, name, len);
+    if (!ch && hub->desc.history_size) {
+        r = type_len ? wsch__env_check(type, type_len, payload, payload_len) : WSCH_ERR_ARG;
+        if (r != WSCH_OK) return r;
+        ch = wsch__hub_channel_get(hub, name, len, 1);
+        if (!ch) return WSCH_ERR_NOMEM;
+    }
     if (ch && hub->desc.history_size) tail_len = wsch__hub_position_tail(ch, ch->offset + 1u, tail, sizeof tail);
     r = wsch__hub_encode(hub, type, type_len, payload, payload_len, tail, tail_len, &s, &env_len);
     if (r != WSCH_OK) {

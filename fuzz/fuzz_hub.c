@@ -349,14 +349,29 @@ static void hb_invariants(hb_world *w) {
         if (s->disconnected) FZ_CHECK(mine == 0);
     }
     for (j = 0; j < HB_NCH; j++) {
-        FZ_CHECK(wsch_hub_channel_size(w->hub, hb_channels[j]) == per_channel[j]);
+        /* With history a subscription may wait for its replay: subscribed,
+           not yet among the channel's live subscribers. */
+        if (w->desc.history_size) FZ_CHECK(wsch_hub_channel_size(w->hub, hb_channels[j]) <= per_channel[j]);
+        else FZ_CHECK(wsch_hub_channel_size(w->hub, hb_channels[j]) == per_channel[j]);
         if (per_channel[j]) channels++;
+        if (w->desc.history_size) {
+            wsch_hub_position pos;
+            if (wsch_hub_channel_position(w->hub, hb_channels[j], &pos) == WSCH_OK) {
+                FZ_CHECK(pos.kept <= w->desc.history_size);
+                FZ_CHECK(pos.kept == 0 || (pos.first_kept + pos.kept - 1u == pos.offset));
+            }
+        }
     }
     FZ_CHECK(per_channel[4] == 0 && per_channel[5] == 0); /* invalid names never exist */
     FZ_CHECK(st.peers == clients);
     FZ_CHECK(w->accepted - w->closes == clients);   /* one close() per transport that left */
     FZ_CHECK(st.subscriptions == subs);
-    FZ_CHECK(st.channels == channels);
+    if (w->desc.history_size) {
+        FZ_CHECK(st.channels >= channels);          /* and those kept for their history */
+        FZ_CHECK(st.history_bytes <= w->desc.history_max_bytes);
+    } else {
+        FZ_CHECK(st.channels == channels);
+    }
     FZ_CHECK(st.open <= st.peers);
     FZ_CHECK(st.bytes_queued == queued);
     FZ_CHECK(st.users <= st.peers);
@@ -372,7 +387,7 @@ static void hb_invariants(hb_world *w) {
 
 static const char *hb_request(unsigned v, char *buf, size_t cap, unsigned slot) {
     char line[128];
-    const char *path = (v & 8u) ? "/" : (v & 16u) ? "/other" : (v & 32u) ? "/ws?token=good-9" : "/ws";
+    const char *path = (v & 8u) ? "/" : (v & 16u) ? "/other" : (v & 32u) ? "/ws?token=good-9&session=s1" : "/ws";
     switch ((v & 7u) % 6u) {
     case 1: snprintf(line, sizeof line, "Authorization: Bearer good-%u\r\n", slot + 1u); break;
     case 2: snprintf(line, sizeof line, "Authorization: Bearer bad\r\n"); break;
@@ -394,7 +409,7 @@ static void hb_canned(hb_world *w, hb_slot *s, unsigned k, unsigned arg) {
     unsigned char f[300];
     size_t n;
     const char *ch = hb_channels[arg % HB_NCH];
-    switch (k % 10u) {
+    switch (k % 13u) {
     case 0: snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"%s\"}}", ch); break;
     case 1: snprintf(text, sizeof text, "{\"type\":\"unsubscribe\",\"payload\":{\"channel\":\"%s\"}}", ch); break;
     case 2: snprintf(text, sizeof text, "{\"type\":\"ping\",\"payload\":%u}", arg); break;
@@ -408,6 +423,20 @@ static void hb_canned(hb_world *w, hb_slot *s, unsigned k, unsigned arg) {
         return;
     }
     case 8: hb_feed(w, s, f, hb_frame(f, 0x89, "p", 1)); return;
+    case 9: {   /* recover: from the channel's own epoch (when it has one), or a foreign one */
+        wsch_hub_position pos;
+        const char *epoch = "0123456789abcdef";
+        if ((arg & 8u) && wsch_hub_channel_position(w->hub, ch, &pos) == WSCH_OK) epoch = pos.epoch;
+        snprintf(text, sizeof text,
+                 "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"%s\",\"recover\":{\"offset\":%u,\"epoch\":\"%s\"}}}",
+                 ch, (arg >> 4) % 8u, epoch);
+        break;
+    }
+    case 10:
+        snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"%s\",\"history\":%u}}", ch,
+                 (arg >> 4) % 6u);
+        break;
+    case 11: snprintf(text, sizeof text, "{\"type\":\"echo\",\"payload\":1,\"id\":%u}", (arg >> 4) % 5u); break;
     default: snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"c%u\"}}", arg % 10u); break;
     }
     n = hb_frame(f, 0x81, text, strlen(text));
@@ -557,6 +586,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     w->desc.effects.timer_set = hb_timer_set;
     w->desc.effects.timer_cancel = hb_timer_cancel;
     if (b1 & 1u) w->desc.effects.now_ms = hb_now;
+    if ((b1 & 1u) && (b1 & 64u)) {     /* history: small, so its limits are reached */
+        w->desc.history_size = 4;
+        w->desc.history_ttl_ms = 4000;
+        w->desc.history_max_bytes = 1500;
+    }
     w->desc.effects.random_bytes = hb_random;
     w->reenter = (b1 & 16u) != 0;
     w->desc.check_origin = hb_check_origin;
