@@ -7686,9 +7686,10 @@ WSCH__PRIVATE int wsch__cl_outbox_take(wsch_client *c, uint64_t id) {
     return 1;
 }
 
-/* The client stopped for good: every message in the outbox is given up. */
+/* The client stopped for good: every message in the outbox is given up
+   (unless a callback connects again: what is left then goes on that link). */
 WSCH__PRIVATE void wsch__cl_outbox_give_up(wsch_client *c) {
-    while (c->o_head && !c->dead) {
+    while (c->o_head && !c->dead && c->state == WSCH__CL_IDLE) {
         uint64_t id = c->o_head->id;
         (void)wsch__cl_outbox_take(c, id);
         if (c->d.on_send_failed) c->d.on_send_failed(c, id, WSCH_ERR_CLOSED, "", c->d.user);
