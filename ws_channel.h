@@ -1786,7 +1786,8 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
                        others               from wsch_hub_refuse() (the application's own)
                      An error never closes the connection. Binary messages are
                      not envelopes: they close it with 1003.
-   History and recovery (desc.history_size > 0; without it none of this):
+   History and recovery (desc.history_size > 0, or desc.positions for the
+   positions alone; without either none of this):
      Every channel has a stream position: an offset, one more per message
      broadcast to it (the first is 1), and an epoch, 16 hex digits drawn
      when the channel's stream starts (the channel is new to this process,
@@ -1815,6 +1816,9 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
      "recovered":false (the subscriber keeps what it got). A replay is
      paced only when the transport fills: over a transport that takes
      everything, it goes out inside the subscribe.
+     With positions but no history nothing can be replayed, but a
+     subscriber still learns whether it missed anything: "recovered" is
+     true only when nothing was sent since its position.
    Reliable messages (client to hub): an envelope with a top-level "id"
      (an integer 1..2^53, growing per session) is answered, once on_message
      has returned, with {"type":"ack","payload":{"id":I}}, or with the error
@@ -2060,6 +2064,9 @@ typedef struct wsch_hub_desc {
        history_max_bytes; channels without subscribers live on while they
        hold history. */
     uint32_t history_size;              /* messages per channel */
+    int positions;                      /* nonzero: positions even with history_size 0, so a
+                                           reconnecting subscriber is told it missed messages
+                                           (needs effects.random_bytes) */
     uint32_t history_ttl_ms;            /* 300000 */
     size_t history_max_bytes;           /* 64 MiB, all channels together */
     /* Reliable messages: how long a session without connections is
@@ -2197,8 +2204,8 @@ WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_
 WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code, const char *message);
 
 /* The stream position of channel: WSCH_OK, WSCH_ERR_NOT_FOUND (no such
-   channel here: no subscribers and no history) or WSCH_ERR_STATE (history
-   is off). */
+   channel here: no subscribers and no history) or WSCH_ERR_STATE (no
+   positions: history off and desc.positions 0). */
 WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel, wsch_hub_position *out);
 
 /* Starts the closing handshake with code and reason (reason_len bytes, or
@@ -7934,6 +7941,7 @@ struct wsch_hub {
     wsch__hub_rec *oldest, *newest; /* every retained message */
     wsch__hub_session *idle_first, *idle_last;
     uint64_t epoch_key, epochs;     /* epoch = mix(epoch_key + epochs++) */
+    int positioned;                 /* channel messages carry their position (history or desc.positions) */
     uint64_t history_messages, history_bytes, replayed, recovered, not_recovered, acks, duplicates;
     wsch__hub_peer *answering;      /* on_message runs for this peer's reliable message... */
     uint64_t answering_id;          /* ...with this id (0: not reliable) */
@@ -8695,7 +8703,7 @@ WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len,
         ch = wsch__hub_channel_get(hub, name, len, 1);
         if (!ch) return WSCH_ERR_NOMEM;
     }
-    if (ch && hub->desc.history_size) tail_len = wsch__hub_position_tail(ch, ch->offset + 1u, tail, sizeof tail);
+    if (ch && hub->positioned) tail_len = wsch__hub_position_tail(ch, ch->offset + 1u, tail, sizeof tail);
     r = wsch__hub_encode(hub, type, type_len, payload, payload_len, tail, tail_len, &s, &env_len);
     if (r != WSCH_OK) {
         if (ch) wsch__hub_channel_release(hub, ch);     /* one just made for it */
@@ -8704,7 +8712,7 @@ WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len,
     wsch__hub_enter(hub);
     if (tail_len) {
         ch->offset++;
-        wsch__hub_hist_append(hub, ch, s, now);
+        if (hub->desc.history_size) wsch__hub_hist_append(hub, ch, s, now);
     }
     /* Other hubs first: the bridge only copies, local delivery may take a while. */
     if (bridge_out && hub->bridged) wsch__hub_bridge_publish(hub, NULL, 0, name, len, s, env_len);
@@ -9288,7 +9296,7 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, con
             if (cl->state != WSCH__HUB_OPEN) return;   /* the hook closed it */
             ch = wsch__hub_channel_find(hub, name, n);
         }
-        if (hub->desc.history_size) from = wsch__hub_replay_start(ch, v[1], v[2], &asked, &ok);
+        if (hub->positioned) from = wsch__hub_replay_start(ch, v[1], v[2], &asked, &ok);
         else asked = v[1].ptr != NULL;
         if (wsch__hub_sub_add(hub, cl, name, n, from, (unsigned)asked) != WSCH_OK) {
             wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n, 0);
@@ -9302,7 +9310,7 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, con
         asked = v[1].ptr != NULL;           /* already subscribed here: nothing was replayed */
     }
     ch = wsch__hub_channel_find(hub, name, n);
-    wsch__hub_confirm(hub, cl, "subscribed", name, n, hub->desc.history_size ? ch : NULL, asked, ok);
+    wsch__hub_confirm(hub, cl, "subscribed", name, n, hub->positioned ? ch : NULL, asked, ok);
 }
 
 /* An application message: on_message, and for a reliable one (with an
@@ -9440,6 +9448,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     /* History needs ages (now_ms) and epochs a restarted process does not repeat (random_bytes). */
     if (d.history_size && (d.history_size > (1u << 30) || !d.effects.now_ms || !d.effects.random_bytes))
         return WSCH_ERR_ARG;
+    if (d.positions && !d.effects.random_bytes) return WSCH_ERR_ARG;
     if (d.bridge.subscribe || d.bridge.unsubscribe || d.bridge.publish) {
         /* Without randomness two hubs could share an origin id and skip each other's messages. */
         if (!d.bridge.subscribe || !d.bridge.unsubscribe || !d.bridge.publish || !d.effects.random_bytes)
@@ -9478,7 +9487,8 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
         hub->bridged = 1;
         d.effects.random_bytes(&hub->origin, sizeof hub->origin, d.user);
     }
-    if (d.history_size) d.effects.random_bytes(&hub->epoch_key, sizeof hub->epoch_key, d.user);
+    hub->positioned = d.history_size || d.positions;
+    if (hub->positioned) d.effects.random_bytes(&hub->epoch_key, sizeof hub->epoch_key, d.user);
 
     {   /* in wsch_effects order: send, close, timer_set, timer_cancel, now_ms,
            random_bytes, log, connect; each forwards to the peer's own */
@@ -9892,7 +9902,7 @@ WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub) {
     for (i = 0; i < hub->channels.nbuckets; i++) {
         wsch__hub_entry *e;
         for (e = hub->channels.buckets[i]; e; e = e->next) {
-            if (hub->desc.history_size) ((wsch__hub_channel *)(void *)e)->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
+            if (hub->positioned) ((wsch__hub_channel *)(void *)e)->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
             wsch__hub_interest(hub, e, 0, 1);
         }
     }
@@ -9928,7 +9938,7 @@ WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel,
     const wsch__hub_channel *ch;
     if (!hub || !channel || !out) return WSCH_ERR_ARG;
     WSCH_MEMSET(out, 0, sizeof *out);
-    if (!hub->desc.history_size) return WSCH_ERR_STATE;
+    if (!hub->positioned) return WSCH_ERR_STATE;
     ch = wsch__hub_channel_find(hub, channel, WSCH_STRLEN(channel));
     if (!ch) return WSCH_ERR_NOT_FOUND;
     out->offset = ch->offset;

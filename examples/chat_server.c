@@ -37,7 +37,8 @@
    History (the hub's, see "History and recovery" in ws_channel.h): each
    channel keeps its last 200 messages for 5 minutes (--history N,
    --history-age SECONDS, --history-bytes SIZE for all channels, 64M;
-   --history 0 turns it off), enough for a client away a few seconds at a
+   --history 0 turns it off: messages are still numbered, so a client that
+   missed some is told it could not recover them), enough for a client away a few seconds at a
    chat's pace, or minutes at a calm one, to recover what it missed, and
    for the page to show a late joiner the recent conversation. The history
    lives in this process: after a restart, or on another process of the
@@ -731,6 +732,7 @@ int main(int argc, char **argv) {
     }
     if (!d.idle_timeout_ms) d.idle_timeout_ms = IDLE_TIMEOUT_MS;
     if (!history_set) d.history_size = HISTORY_SIZE;
+    d.positions = 1;        /* with --history 0 too: a gap is never silent */
     if (!d.history_ttl_ms) d.history_ttl_ms = HISTORY_AGE_S * 1000u;
     if (!d.ping_interval_ms) d.ping_interval_ms = d.idle_timeout_ms > PING_INTERVAL_MS ? PING_INTERVAL_MS
                                                                                       : d.idle_timeout_ms / 2u;

@@ -325,6 +325,68 @@ TEST without_history_recover_is_false_and_positions_absent(void) {
     PASS();
 }
 
+static void positions_only(wsch_hub_desc *d) {
+    with_history(d);
+    d->history_size = 0;
+    d->positions = 1;
+}
+
+/* Positions without history: nothing is replayed, but a subscriber is told
+   whether it missed anything. */
+TEST positions_without_history_tell_of_a_gap(void) {
+    fake f[4];
+    wsch_hub_position pos;
+    char epoch[32];
+    const char *t;
+    ASSERT_EQ(WSCH_OK, hub_setup(positions_only));
+    ASSERT(fake_open(&f[0], "ann"));
+    ASSERT(fake_open(&f[1], "ben"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[0], "news"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&f[1], "news"));
+    (void)fake_text(&f[0]);
+    (void)fake_text(&f[1]);
+    ASSERT_EQ(WSCH_OK, publish("news", 1));
+    ASSERT_EQ(1, (int)int_of(fake_text(&f[0]), "offset"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_channel_position(T.hub, "news", &pos));
+    ASSERT_EQ(0, (int)pos.kept);
+    snprintf(epoch, sizeof epoch, "%s", pos.epoch);
+    ASSERT_EQ(0, (int)stats().history_messages);
+    /* ann drops; nothing is published meanwhile: recovered, nothing to replay. */
+    fake_gone(&f[0]);
+    ASSERT(fake_open(&f[2], "ann"));
+    recover(&f[2], "news", 1, epoch);
+    ASSERT_EQ(1, recovered_of(fake_text(&f[2])));
+    /* ben drops, a message goes by: not recovered, and nothing pretends otherwise. */
+    fake_gone(&f[1]);
+    ASSERT_EQ(WSCH_OK, publish("news", 2));
+    ASSERT(fake_open(&f[3], "ben"));
+    recover(&f[3], "news", 1, epoch);
+    t = fake_text(&f[3]);
+    ASSERT_EQ(0, recovered_of(t));
+    ASSERT_EQ(2, (int)payload_int(t, "offset"));
+    ASSERT_STR_EQ(epoch, str_of(t, "epoch", 1));
+    ASSERT_EQ(0, (int)fake_pending(&f[3]));
+    fake_gone(&f[3]);
+    ASSERT_EQ(WSCH_OK, fake_say(&f[2], "{\"type\":\"unsubscribe\",\"payload\":{\"channel\":\"news\"}}"));
+    (void)fake_pending(&f[2]);
+    recover(&f[2], "news", 1, epoch);       /* the channel had no subscriber: a new stream */
+    t = fake_text(&f[2]);
+    ASSERT_EQ(0, recovered_of(t));
+    ASSERT(strcmp(epoch, str_of(t, "epoch", 1)) != 0);
+    ASSERT_EQ(0, (int)fake_pending(&f[2]));
+    fake_gone(&f[2]);
+    ASSERT_EQ(0, (int)hub_teardown(f, 4));
+    {   /* positions need randomness: a restart must not repeat an epoch */
+        wsch_hub_desc d;
+        wsch_hub *hub = NULL;
+        memset(&d, 0, sizeof d);
+        d.effects = fake_effects();
+        d.positions = 1;
+        ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_create(&d, &hub));
+    }
+    PASS();
+}
+
 TEST history_request_gives_the_last_k(void) {
     fake f[2];
     const char *t;
@@ -708,6 +770,7 @@ SUITE(history) {
     RUN_TEST(recover_replays_what_was_missed_in_order);
     RUN_TEST(recover_says_false_whenever_it_cannot);
     RUN_TEST(without_history_recover_is_false_and_positions_absent);
+    RUN_TEST(positions_without_history_tell_of_a_gap);
     RUN_TEST(history_request_gives_the_last_k);
     RUN_TEST(history_limits_by_count_age_and_bytes);
     RUN_TEST(replay_is_paced_by_the_peers_queue);
