@@ -236,8 +236,10 @@ check_log() {
 # the sanitizers found nothing: every program exits 0.
 finish_case() {
     bad_exits=
+    # All at once, then each waited for: a client takes up to 2 s to close.
+    for p in $case_clis; do kill -TERM "$p" 2>/dev/null; done
     for p in $case_clis; do
-        stop "$p" 10
+        await "$p" 10
         [ "$rc" -eq 0 ] || bad_exits="$bad_exits client_cli(pid $p)=$rc"
     done
     for p in $case_proxies; do
