@@ -1130,6 +1130,11 @@ WSCH_API int wsch_shared_compress(wsch_shared *s, const wsch_deflate_codec *code
 #define WSCH_ENVELOPE_TYPE_MAX 64
 #endif
 
+/* Longest session id (the "session" query parameter that scopes reliable
+   message ids between a wsch_client and a wsch_hub): 1..64 bytes of
+   A-Z a-z 0-9 - _. */
+#define WSCH_SESSION_MAX 64u
+
 /* Any envelope wsch_envelope_encode() accepts fits in
    payload_len + WSCH_ENVELOPE_OVERHEAD_MAX bytes, NUL included:
    {"type":  "T escaped (6 bytes per byte at worst)"  ,"payload":  }  NUL. */
@@ -1374,8 +1379,9 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
        A refusal with HTTP 429 or 503 and a Retry-After of N seconds waits
        at least N s (at most WSCH_MAX_RETRY_AFTER_S), whatever the backoff.
    (2) On open the remembered subscriptions are sent in the order they were
-       made, then the offline queue is flushed in order, then
-       on_status(CONNECTED) and on_connect run. The retry counters reset
+       made (each asking to recover from its position, see below), then the
+       outbox of reliable messages is sent again, then the offline queue is
+       flushed in order, then on_status(CONNECTED) and on_connect run. The retry counters reset
        only when that link has stayed open for min_uptime_ms: one that ends
        sooner counts as a failed try, so a server that accepts and drops at
        once is retried with growing waits, not every backoff_base_ms.
@@ -1388,6 +1394,28 @@ WSCH_API int wsch_envelope_get_channel(wsch_str payload, char *out, size_t cap, 
    taken for dead: the transport is closed, on_disconnect reports
    WSCH_CLOSE_ABNORMAL with reason "ping timeout", and the retry path runs.
    Incoming {"type":"pong"} is swallowed (no handler sees it).
+
+   Nothing lost across reconnects (with a hub that keeps history; see the
+   hub's "History and recovery" and "Reliable messages"):
+   - Downstream. A channel message carries its position ("channel",
+     "offset", "epoch"); the client remembers the last one per subscribed
+     channel (or the position a "subscribed" confirmation gave) and, after a
+     reconnect, subscribes with "recover" from it. A message whose offset is
+     not past the remembered one (same epoch) is a duplicate: dropped, no
+     handler sees it. The confirmation says whether everything missed was
+     replayed: on_recovery reports it per channel, and
+     wsch_client_channel_position() keeps it. A server that sends no
+     positions gets plain subscribes, as before.
+   - Upstream. wsch_client_send_reliable() gives the message an id and keeps
+     it in the outbox until the hub's ack, sending it again after every
+     reconnect; the hub applies an id once per session. The session is the
+     "session" query parameter of every handshake (desc.session, or 32 hex
+     digits drawn at create). on_ack reports each ack; on_send_failed a
+     message given up: refused by the hub (its error code), or the client
+     stopped for good (terminal close code, refused handshake, retries used
+     up; not wsch_client_disconnect(), which keeps the outbox). Plain sends
+     (wsch_client_send) stay fire-and-forget: queued offline and flushed on
+     open, lost if that link dies before the hub reads them.
 
    Re-entrancy: from inside any callback the caller may send, subscribe,
    unsubscribe, register or remove handlers (the running one included),
@@ -1443,6 +1471,26 @@ enum {
 #define WSCH_CLIENT_DEFAULT_QUEUE_MAX_COUNT    256u
 #define WSCH_CLIENT_DEFAULT_QUEUE_MAX_BYTES    (256u * 1024u)
 #define WSCH_CLIENT_MAX_TERMINAL_CODES         16u
+#define WSCH_CLIENT_DEFAULT_OUTBOX_MAX_COUNT   256u   /* also the most: the hub's window of outcomes */
+#define WSCH_CLIENT_DEFAULT_OUTBOX_MAX_BYTES   (256u * 1024u)
+#define WSCH_CLIENT_EPOCH_MAX                  64u    /* longer epochs are not remembered */
+#define WSCH_CLIENT_CHANNEL_MAX                255u   /* positions of longer channel names are ignored */
+
+/* Where a subscribed channel stands after the last reconnect. */
+typedef enum wsch_recovery {
+    WSCH_RECOVERY_NONE = 0,     /* not resubscribed since it was joined (or no position was known) */
+    WSCH_RECOVERY_PENDING,      /* resubscribed with recover; the confirmation has not come */
+    WSCH_RECOVERY_RECOVERED,    /* the hub replayed everything missed */
+    WSCH_RECOVERY_LOST          /* it could not: messages were missed (refetch what matters) */
+} wsch_recovery;
+
+/* A subscribed channel's position (wsch_client_channel_position()). */
+typedef struct wsch_client_position {
+    int known;                              /* 0: no position yet (none given by the server) */
+    uint64_t offset;                        /* of the last message seen */
+    char epoch[WSCH_CLIENT_EPOCH_MAX + 1];  /* NUL-terminated */
+    wsch_recovery recovery;
+} wsch_client_position;
 
 /* A received message as handlers see it. Every pointer is valid only during
    the callback. */
@@ -1451,6 +1499,8 @@ typedef struct wsch_client_message {
     size_t type_len;
     wsch_str payload;           /* raw JSON text of "payload"; ptr NULL when absent */
     wsch_str raw;               /* the whole envelope as received */
+    const char *channel;        /* a channel message's "channel", unescaped; NULL when it has no position */
+    uint64_t offset;            /* and its "offset" */
 } wsch_client_message;
 
 typedef void (*wsch_client_handler_fn)(wsch_client *c, const wsch_client_message *msg, void *user);
@@ -1494,6 +1544,11 @@ typedef struct wsch_client_desc {
     size_t queue_max_count;             /* 256 messages */
     size_t queue_max_bytes;             /* 256 KiB */
     int no_offline_queue;               /* 1: sends while not connected fail with WSCH_ERR_STATE */
+    /* Outbox of reliable messages (wsch_client_send_reliable): sent or not,
+       each stays until acked or given up. */
+    size_t outbox_max_count;            /* 256 messages, and at most 256 */
+    size_t outbox_max_bytes;            /* 256 KiB of encoded envelopes */
+    const char *session;                /* 1..64 of A-Z a-z 0-9 - _ ; NULL: 32 random hex digits */
 
     /* Close codes that end the retry loop besides 4001 and 1008 (always terminal). */
     const uint16_t *terminal_codes;     /* copied; at most WSCH_CLIENT_MAX_TERMINAL_CODES */
@@ -1525,6 +1580,17 @@ typedef struct wsch_client_desc {
     void (*on_error)(wsch_client *c, int err, const char *what, void *user);
     void (*on_binary)(wsch_client *c, const void *data, size_t len, void *user);
     void (*on_stop)(wsch_client *c, wsch_stop reason, void *user);
+    /* After a reconnect, per channel resubscribed with recover: 1 when
+       everything missed was replayed (the messages came before this), 0
+       when some could not be. */
+    void (*on_recovery)(wsch_client *c, const char *channel, int recovered, void *user);
+    /* A reliable message was acknowledged: it took effect, once. */
+    void (*on_ack)(wsch_client *c, uint64_t id, void *user);
+    /* A reliable message was given up: err WSCH_ERR_DENIED with the hub's
+       error code (it was refused; it had no effect), or WSCH_ERR_CLOSED
+       with code "" (the client stopped for good; it may or may not have
+       taken effect). */
+    void (*on_send_failed)(wsch_client *c, uint64_t id, int err, const char *code, void *user);
 } wsch_client_desc;
 
 /* desc with every zero field replaced by its default (strings and callbacks
@@ -1586,6 +1652,21 @@ WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payl
 /* Same for an already encoded text message (checked to be UTF-8, not
    parsed); len may be WSCH_CSTR. */
 WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len);
+/* Sends {"type":type,"payload":payload,"id":I} reliably: into the outbox
+   (sent at once when OPEN), kept until the hub acknowledges I, sent again
+   after every reconnect (see "Nothing lost" above). *id (may be NULL) gets
+   I, growing from 1 per client. Returns WSCH_OK, the envelope errors of
+   wsch_client_send, WSCH_ERR_QUEUE_FULL (outbox limits; nothing kept) or
+   WSCH_ERR_NOMEM. A send the open link cannot take now stays in the outbox
+   for writable() or the next link: not an error. */
+WSCH_API int wsch_client_send_reliable(wsch_client *c, const char *type, const char *payload, size_t payload_len,
+                                       uint64_t *id);
+/* Reliable messages not yet acknowledged, and how many in all needed more
+   than one send. */
+WSCH_API size_t wsch_client_outbox_count(const wsch_client *c);
+WSCH_API uint64_t wsch_client_resent(const wsch_client *c);
+/* The session id sent in every handshake (NUL-terminated, the client's). */
+WSCH_API const char *wsch_client_session(const wsch_client *c);
 
 /* Adds channel (copied) to the remembered set and, when OPEN, sends
    {"type":"subscribe","payload":{"channel":channel}}. The set is replayed
@@ -1595,6 +1676,12 @@ WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len)
    WSCH_ERR_ARG (empty or NUL channel), WSCH_ERR_UTF8, WSCH_ERR_QUEUE_FULL
    (the send failed; the set is unchanged) or WSCH_ERR_NOMEM. */
 WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel);
+/* The same, asking the first time for the last `last` messages the hub
+   keeps (a late joiner sees the recent conversation); reconnects recover
+   from the position as always. */
+WSCH_API int wsch_client_subscribe_history(wsch_client *c, const char *channel, uint32_t last);
+/* The position of a subscribed channel: WSCH_OK or WSCH_ERR_NOT_FOUND. */
+WSCH_API int wsch_client_channel_position(const wsch_client *c, const char *channel, wsch_client_position *out);
 /* Removes channel and, when OPEN, sends the matching "unsubscribe".
    Returns WSCH_OK, WSCH_ERR_NOT_FOUND (not subscribed) or the send's error
    (the channel is removed all the same). */
@@ -1681,7 +1768,7 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
                                                           hub answers {"type":"unsubscribed","payload":{"channel":C}}
                                                           (also when C was not subscribed: it is idempotent)
                      anything else                        on_message (or an "unknown_type" error without one)
-     hub -> peer   {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C]}}
+     hub -> peer   {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C][,"id":I]}}
                      K is one of:
                        "bad_envelope"       not JSON, or no string "type" (T absent)
                        "bad_payload"        subscribe/unsubscribe without a string "channel"
@@ -1691,8 +1778,53 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
                        "forbidden"          authorize_subscribe said no
                        "unknown_type"       no on_message handler for T
                        "server_error"       out of memory; the request had no effect
+                       "bad_id"             a message's "id" is not an integer 1..2^53
+                       others               from wsch_hub_refuse() (the application's own)
                      An error never closes the connection. Binary messages are
                      not envelopes: they close it with 1003.
+   History and recovery (desc.history_size > 0; without it none of this):
+     Every channel has a stream position: an offset, one more per message
+     broadcast to it (the first is 1), and an epoch, 16 hex digits drawn
+     when the channel's stream starts (the channel is new to this process,
+     or its history and subscribers were all gone). Every channel message
+     carries it beside type and payload (clients that ignore it work as
+     before):
+       {"type":T,"payload":P,"channel":C,"offset":N,"epoch":E}
+     The last history_size messages of each channel, none older than
+     history_ttl_ms, history_max_bytes in all, are kept (the oldest go first).
+     A subscribe's payload may carry one of
+       "recover":{"offset":N,"epoch":E}   every message after N, then the
+                                          confirmation with "recovered":true;
+                                          when that is impossible (another
+                                          epoch, N older than the history, N
+                                          ahead of the channel), nothing is
+                                          replayed and "recovered":false
+       "history":K                        the last K messages kept (at most
+                                          history_size), then the confirmation
+     and the confirmation carries the position the subscriber is at:
+       {"type":"subscribed","payload":{"channel":C,"offset":N,"epoch":E[,"recovered":B]}}
+     ("recovered" only when recover was asked). A replay is paced: it goes
+     out while the peer's queue is under half of max_outbound_bytes and
+     resumes from wsch_hub_writable(), so it never counts as a slow
+     consumer; live messages of the channel reach the peer only after it,
+     in offset order. History evicted under a replay ends it with
+     "recovered":false (the subscriber keeps what it got). A replay is
+     paced only when the transport fills: over a transport that takes
+     everything, it goes out inside the subscribe.
+   Reliable messages (client to hub): an envelope with a top-level "id"
+     (an integer 1..2^53, growing per session) is answered, once on_message
+     has returned, with {"type":"ack","payload":{"id":I}}, or with the error
+     that wsch_hub_refuse() (or the hub itself) sent, carrying "id":I. The
+     session scoping ids is the "session" query parameter of the upgrade
+     request (1..64 bytes of A-Z a-z 0-9 - _; malformed: HTTP 400). Per
+     session the hub remembers the highest id applied and the outcome of
+     the 256 ids below it: an id not above that is not applied again but
+     answered again (ack, or the error code "refused" for one refused). A
+     session is remembered while it has a connection, and then at least
+     session_ttl_ms (up to max_sessions in all, the longest idle forgotten
+     first). A message resent after its session was forgotten (or to
+     another process) is applied again: at least once, never silently lost.
+     Without a session parameter ids are answered but not deduplicated.
    Close codes the hub sends: 4001 "Unauthorized" (authenticate refused),
    WSCH_HUB_CLOSE_SLOW_CONSUMER 4008 "Slow consumer", 1000 "Idle timeout",
    1001 "Server shutting down", 1011 "Out of memory"; the connection's own
@@ -1744,6 +1876,10 @@ enum { WSCH_HUB_TIMER_IDLE = 16 };
 #define WSCH_HUB_DEFAULT_MAX_OUTBOUND_BYTES   (1024u * 1024u)
 #define WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS      90000u  /* three wsch_client heartbeats */
 #define WSCH_HUB_MAX_CHANNEL_LEN              255u    /* hard ceiling of max_channel_len */
+#define WSCH_HUB_DEFAULT_HISTORY_TTL_MS       300000u /* 5 minutes */
+#define WSCH_HUB_DEFAULT_HISTORY_MAX_BYTES    (64u * 1024u * 1024u)
+#define WSCH_HUB_DEFAULT_SESSION_TTL_MS       300000u
+#define WSCH_HUB_EPOCH_LEN                    16u     /* hex digits */
 #define WSCH_HUB_NO_TIMEOUT                   0xFFFFFFFFu /* idle_timeout_ms: never */
 
 /* Why the hub dropped a peer: the index into wsch_hub_counters.drops. */
@@ -1765,7 +1901,7 @@ typedef struct wsch_hub_counters {
     uint64_t peers;           /* gauge: handed to the hub and not yet released */
     uint64_t open;              /* gauge: peers past the handshake, still open */
     uint64_t users;             /* gauge: distinct user ids among peers */
-    uint64_t channels;          /* gauge: channels with at least one subscriber */
+    uint64_t channels;          /* gauge: channels with a subscriber, or history */
     uint64_t subscriptions;     /* gauge: (peer, channel) pairs */
     uint64_t bytes_queued;      /* gauge: outbound bytes waiting in all peers' queues */
     uint64_t accepted;          /* connections handed to wsch_hub_accept and taken */
@@ -1781,7 +1917,24 @@ typedef struct wsch_hub_counters {
     uint64_t bridge_received;   /* messages from other hubs delivered here (to zero or more peers) */
     uint64_t bridge_own;        /* this hub's own messages coming back, skipped */
     uint64_t bridge_refused;    /* malformed bridge input (header, channel, envelope, size): refused */
+    /* History and reliable messages: */
+    uint64_t history_messages;  /* gauge: messages kept */
+    uint64_t history_bytes;     /* gauge: what they cost, as counted against history_max_bytes */
+    uint64_t replayed;          /* messages sent by a replay (recover or history) */
+    uint64_t recovered;         /* recover requests answered "recovered":true */
+    uint64_t not_recovered;     /* ... answered "recovered":false */
+    uint64_t sessions;          /* gauge: sessions remembered */
+    uint64_t acks;              /* reliable messages acknowledged (duplicates included) */
+    uint64_t duplicates;        /* reliable messages already applied: answered, not applied */
 } wsch_hub_counters;
+
+/* A channel's stream position (wsch_hub_channel_position()). */
+typedef struct wsch_hub_position {
+    uint64_t offset;                        /* of the last message; 0 before any */
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];     /* NUL-terminated */
+    uint64_t first_kept;                    /* offset of the oldest message kept; 0 when none */
+    size_t kept;                            /* messages kept */
+} wsch_hub_position;
 
 
 /* The bridge: how a hub reaches the hubs in other processes (or threads,
@@ -1814,7 +1967,12 @@ typedef struct wsch_hub_counters {
    random_bytes.
 
    What the bridge does not do: store messages. Whatever the bridge cannot
-   carry (its link is down, say) reaches local peers only.
+   carry (its link is down, say) reaches local peers only. With history,
+   each process numbers what it delivers itself (its own epochs), so a
+   client that reconnects to another process recovers nothing ("recovered":
+   false), and wsch_hub_bridge_resubscribe() starts a new epoch on every
+   channel: what went by while the link was down may be missing, so no
+   recovery may span it.
 
    Give every hub on one bridge the same limits (max_message_size,
    max_channel_len, max_user_id_len): what one hub sends and another's
@@ -1891,6 +2049,20 @@ typedef struct wsch_hub_desc {
        peer that agreed, and an idle peer holds no compression state.
        Envelopes shorter than min_size go uncompressed. */
     wsch_deflate_desc deflate;
+    /* History (see "History and recovery" above). history_size 0 = off (no
+       positions either); with it, effects.now_ms and random_bytes are
+       required (ages; epochs that a restarted process does not repeat). A
+       retained message costs its frame plus about 56 bytes, counted against
+       history_max_bytes; channels without subscribers live on while they
+       hold history. */
+    uint32_t history_size;              /* messages per channel */
+    uint32_t history_ttl_ms;            /* 300000 */
+    size_t history_max_bytes;           /* 64 MiB, all channels together */
+    /* Reliable messages: how long a session without connections is
+       remembered, and how many sessions at most (connected ones included;
+       past it a new session's upgrade is refused with 503). */
+    uint32_t session_ttl_ms;            /* 300000 */
+    size_t max_sessions;                /* max_peers */
     wsch_allocator allocator;
     /* Each peer's transport: send and close required, timers optional
        (without them, no timeouts); they get the peer's user pointer (the
@@ -1926,7 +2098,9 @@ typedef struct wsch_hub_desc {
        on_close. The handle is still valid during the call; it goes stale
        when the peer's close() runs, right after. */
     void (*on_disconnect)(wsch_hub *hub, wsch_hub_peer peer, int code, void *user);
-    /* An envelope of any type but ping, subscribe and unsubscribe. */
+    /* An envelope of any type but ping, subscribe and unsubscribe. For a
+       reliable one (with an "id"), the ack goes out when this returns,
+       unless wsch_hub_refuse() answered it. */
     void (*on_message)(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user);
     void *user;
 } wsch_hub_desc;
@@ -2009,6 +2183,20 @@ WSCH_API size_t wsch_hub_channel_size(const wsch_hub *hub, const char *channel);
 /* Open connections of user_id. */
 WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_id);
 
+/* Answers the message on_message is handling for peer with
+   {"type":"error","payload":{"code":code,"message":message,"request":T[,"id":I]}}
+   (code and message NUL-terminated UTF-8): a reliable message then gets
+   this instead of its ack, and a resend of it gets "refused". Outside
+   on_message (or for another peer) it is an error without request and id.
+   WSCH_OK, WSCH_ERR_STALE, WSCH_ERR_ARG (NULL or invalid strings, or
+   longer than 255 bytes) or WSCH_ERR_STATE (not open). */
+WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code, const char *message);
+
+/* The stream position of channel: WSCH_OK, WSCH_ERR_NOT_FOUND (no such
+   channel here: no subscribers and no history) or WSCH_ERR_STATE (history
+   is off). */
+WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel, wsch_hub_position *out);
+
 /* Starts the closing handshake with code and reason (reason_len bytes, or
    WSCH_CSTR; borrowed until return); the peer gets no further broadcasts.
    WSCH_OK, WSCH_ERR_STALE or the connection's error (see wsch_conn_close). */
@@ -2052,7 +2240,9 @@ WSCH_API void wsch_hub_shutdown(wsch_hub *hub);
 WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t name_len, const void *data,
                                      size_t data_len, size_t *delivered);
 /* Calls bridge.subscribe once for every bridge channel the hub needs now:
-   after the bridge's link came back. Nothing without a bridge. */
+   after the bridge's link came back. Nothing without a bridge. With history,
+   every channel starts a new epoch (its history is dropped): messages may
+   have been missed while the link was down. */
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub);
 
 /* Fills *out. O(peers): bytes_queued is summed on demand. */
@@ -5954,13 +6144,22 @@ WSCH__PRIVATE int wsch__json_members(wsch_str obj, const char *const *keys, size
     return rc;
 }
 
-WSCH_API int wsch_envelope_decode(const char *json, size_t len, wsch_envelope *env) {
-    static const char *const keys[2] = {"type", "payload"};
-    wsch_str v[2];
+/* wsch_envelope_decode that also finds up to 4 more top-level members in
+   the same pass (the hub's "id", the client's channel position): extra[i]
+   gets the raw value of keys[i], {NULL, 0} when absent. */
+WSCH__PRIVATE int wsch__envelope_decode_with(const char *json, size_t len, wsch_envelope *env,
+                                            const char *const *extra_keys, size_t nextra, wsch_str *extra) {
+    const char *keys[6];
+    wsch_str v[6];
+    size_t i;
     int rc;
-    WSCH_ASSERT(env != NULL);
+    WSCH_ASSERT(env != NULL && nextra <= 4u);
     WSCH_MEMSET(env, 0, sizeof *env);
-    rc = wsch__json_members(wsch__h_span(json, len), keys, 2, v, 0);
+    keys[0] = "type";
+    keys[1] = "payload";
+    for (i = 0; i < nextra; i++) keys[2u + i] = extra_keys[i];
+    rc = wsch__json_members(wsch__h_span(json, len), keys, 2u + nextra, v, 0);
+    for (i = 0; i < nextra; i++) extra[i] = v[2u + i];
     if (rc == WSCH_ERR_NOT_FOUND) return WSCH_ERR_NO_TYPE;
     if (rc != WSCH_OK) return rc;
     if (!v[0].ptr || v[0].ptr[0] != '"') return WSCH_ERR_NO_TYPE;
@@ -5972,6 +6171,22 @@ WSCH_API int wsch_envelope_decode(const char *json, size_t len, wsch_envelope *e
     }
     env->payload = v[1];
     return WSCH_OK;
+}
+
+/* A session id (WSCH_SESSION_MAX) is valid: the client checks its own, the hub what it is sent. */
+WSCH__PRIVATE int wsch__session_ok(const char *id, size_t len) {
+    size_t i;
+    if (len < 1u || len > WSCH_SESSION_MAX) return 0;
+    for (i = 0; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+WSCH_API int wsch_envelope_decode(const char *json, size_t len, wsch_envelope *env) {
+    return wsch__envelope_decode_with(json, len, env, NULL, 0, NULL);
 }
 
 WSCH_API int wsch_envelope_type_is(const wsch_envelope *env, const char *type) {
@@ -5999,23 +6214,26 @@ WSCH_API int wsch_json_escape_string(const char *s, size_t len, char *out, size_
     return rc;
 }
 
-/* {"type":T[,"payload":P]}, unchecked: wsch_envelope_size measures with it,
-   wsch_envelope_encode writes with it. */
+/* {"type":T[,"payload":P]TAIL}, unchecked: wsch_envelope_size measures with
+   it, wsch_envelope_encode writes with it. tail (tail_len bytes, starting
+   with a comma) is more members: the hub's channel position, the client's
+   message id. */
 WSCH__PRIVATE void wsch__env_put(wsch__writer *w, const char *type, size_t type_len, const char *payload,
-                                 size_t payload_len) {
+                                 size_t payload_len, const char *tail, size_t tail_len) {
     wsch__w_put(w, "{\"type\":", 8);
     wsch__w_put_json_string(w, type, type_len);
     if (payload) {
         wsch__w_put(w, ",\"payload\":", 11);
         wsch__w_put(w, payload, payload_len);
     }
+    wsch__w_put(w, tail, tail_len);
     wsch__w_put(w, "}", 1);
 }
 
 WSCH_API size_t wsch_envelope_size(const char *type, size_t type_len, const char *payload, size_t payload_len) {
     wsch__writer w;
     wsch__w_init(&w, NULL, 0);
-    wsch__env_put(&w, type, type_len, payload, payload_len);
+    wsch__env_put(&w, type, type_len, payload, payload_len, NULL, 0);
     return w.len;
 }
 
@@ -6037,7 +6255,7 @@ WSCH_API int wsch_envelope_encode(const char *type, size_t type_len, const char 
     rc = wsch__env_check(type, type_len, payload, payload_len);
     if (rc != WSCH_OK) return rc;
     wsch__w_init(&w, out, cap);
-    wsch__env_put(&w, type, type_len, payload, payload_len);
+    wsch__env_put(&w, type, type_len, payload, payload_len, NULL, 0);
     rc = wsch__w_finish(&w, &n);
     if (rc == WSCH_OK && out_len) *out_len = n;
     return rc;
@@ -6175,17 +6393,13 @@ WSCH__PRIVATE void wsch__json_num_split(wsch_str v, wsch__json_num *n) {
     n->exp10 = e - (int64_t)n->frac_len + (int64_t)(total - 1 - n->last);
 }
 
-WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out) {
-    wsch_str v;
+/* A raw value the scanner accepted, as an exact integer (see wsch_json_get_int). */
+WSCH__PRIVATE int wsch__json_int_value(wsch_str v, int64_t *out) {
     wsch__json_num n;
     uint64_t mag = 0, limit;
     size_t i;
     int64_t k;
-    int rc;
-    WSCH_ASSERT(out != NULL);
-    rc = wsch_json_get_raw(obj, key, &v);
-    if (rc != WSCH_OK) return rc;
-    if (wsch_json_kind_of(v) != WSCH_JSON_NUMBER) return WSCH_ERR_NOT_FOUND;
+    if (!v.ptr || wsch_json_kind_of(v) != WSCH_JSON_NUMBER) return WSCH_ERR_NOT_FOUND;
     wsch__json_num_split(v, &n);
     if (n.sig == 0) { *out = 0; return WSCH_OK; }
     if (n.exp10 < 0) return WSCH_ERR_NOT_FOUND;            /* has a nonzero fraction */
@@ -6196,6 +6410,14 @@ WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out) {
     if (mag > limit) return WSCH_ERR_TOO_LARGE;
     *out = n.neg ? (mag == (uint64_t)1 << 63 ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
     return WSCH_OK;
+}
+
+WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out) {
+    wsch_str v;
+    int rc;
+    WSCH_ASSERT(out != NULL);
+    rc = wsch_json_get_raw(obj, key, &v);
+    return rc != WSCH_OK ? rc : wsch__json_int_value(v, out);
 }
 
 WSCH_API int wsch_json_get_number(wsch_str obj, const char *key, double *out) {
@@ -6266,6 +6488,27 @@ typedef struct wsch__cl_qmsg {
     size_t len;
 } wsch__cl_qmsg;
 
+/* One reliable message in the outbox; its envelope follows the struct. */
+typedef struct wsch__cl_omsg {
+    struct wsch__cl_omsg *next;
+    uint64_t id;
+    size_t len;
+    uint32_t sends;
+} wsch__cl_omsg;
+
+/* One remembered subscription; its name (NUL-terminated) follows the struct. */
+typedef struct wsch__cl_sub {
+    uint64_t offset;                        /* position: of the last message seen */
+    char epoch[WSCH_CLIENT_EPOCH_MAX + 1];
+    int known;                              /* a position is known */
+    int asked;                              /* recover was sent on this link: a confirmation is due */
+    wsch_recovery recovery;
+    uint32_t history;                       /* messages to ask for on the first subscribe */
+    size_t len;
+} wsch__cl_sub;
+
+#define WSCH__CL_SUB_NAME(sub) ((char *)((sub) + 1))
+
 struct wsch_client {
     wsch_client_desc d;         /* resolved; string fields point into strings */
     wsch_conn_desc cd;          /* borrowed by every connection the client creates */
@@ -6298,17 +6541,27 @@ struct wsch_client {
     unsigned dispatching;
     int handlers_dirty;
 
-    char **subs;
+    wsch__cl_sub **subs;
     size_t num_subs, cap_subs;
 
     wsch__cl_qmsg *q_head, *q_tail;
     size_t q_count, q_bytes;
+
+    wsch__cl_omsg *o_head, *o_tail;
+    wsch__cl_omsg *o_unsent;    /* the first one not yet sent on the current link */
+    size_t o_count, o_bytes;
+    uint64_t next_id, resent;
+    char session[WSCH_SESSION_MAX + 1];
 
     unsigned depth;
     int dead;
 };
 
 static const char wsch__cl_ping[] = "{\"type\":\"ping\"}";
+
+WSCH__PRIVATE int wsch__cl_outbox_take(wsch_client *c, uint64_t id);
+WSCH__PRIVATE void wsch__cl_outbox_give_up(wsch_client *c);
+WSCH__PRIVATE int wsch__cl_find_sub(const wsch_client *c, const char *channel, size_t len, size_t *index);
 
 WSCH__PRIVATE void wsch__cl_log(wsch_client *c, const char *msg) {
     if (c->d.effects.log) c->d.effects.log(msg, c->d.user);
@@ -6471,6 +6724,9 @@ WSCH__PRIVATE void wsch__cl_disconnected(wsch_client *c, int code, const char *r
 /* on_stop, when the step that began at epoch e left the client stopped. */
 WSCH__PRIVATE void wsch__cl_stopped(wsch_client *c, uint32_t e) {
     if (c->dead || c->state != WSCH__CL_IDLE || c->epoch != e || c->stop == WSCH_STOP_NONE) return;
+    /* Stopped for good, not by the user: nothing will carry the outbox. */
+    if (c->stop != WSCH_STOP_USER) wsch__cl_outbox_give_up(c);
+    if (c->dead || c->state != WSCH__CL_IDLE || c->epoch != e) return;
     if (c->d.on_stop) c->d.on_stop(c, c->stop, c->d.user);
 }
 
@@ -6521,23 +6777,28 @@ WSCH__PRIVATE void wsch__cl_start_connect(wsch_client *c) {
 
 /* ---- sending ---- */
 
-/* Encodes an envelope into stack (stack_cap bytes) when it fits, else into a
-   fresh allocation; the caller frees *out when it is not stack. */
+/* Encodes an envelope (and tail: more members, see wsch__env_put) into
+   stack (stack_cap bytes) when it fits, else into a fresh allocation; the
+   caller frees *out when it is not stack. */
 WSCH__PRIVATE int wsch__cl_encode(wsch_client *c, const char *type, size_t type_len, const char *payload,
-                                  size_t payload_len, char *stack, size_t stack_cap, char **out, size_t *out_len) {
-    size_t need = wsch_envelope_size(type, type_len, payload, payload_len);
+                                  size_t payload_len, const char *tail, size_t tail_len, char *stack,
+                                  size_t stack_cap, char **out, size_t *out_len) {
+    wsch__writer w;
+    size_t need;
     char *buf = stack;
-    int r;
+    int r = wsch__env_check(type, type_len, payload, payload_len);
+    if (r != WSCH_OK) return r;
+    wsch__w_init(&w, NULL, 0);
+    wsch__env_put(&w, type, type_len, payload, payload_len, tail, tail_len);
+    need = w.len;
     if (need == (size_t)-1) return WSCH_ERR_TOO_LARGE;
     if (need + 1 > stack_cap) {
         buf = (char *)wsch__alloc(&c->d.allocator, need + 1);
         if (!buf) return WSCH_ERR_NOMEM;
     }
-    r = wsch_envelope_encode(type, type_len, payload, payload_len, buf, need + 1, out_len);
-    if (r != WSCH_OK) {
-        if (buf != stack) wsch__free(&c->d.allocator, buf);
-        return r;
-    }
+    wsch__w_init(&w, buf, need + 1);
+    wsch__env_put(&w, type, type_len, payload, payload_len, tail, tail_len);
+    (void)wsch__w_finish(&w, out_len);      /* it fits: measured above */
     *out = buf;
     return WSCH_OK;
 }
@@ -6564,6 +6825,13 @@ WSCH__PRIVATE int wsch__cl_enqueue(wsch_client *c, const char *text, size_t len)
    the connection refuses stays at the head and is retried on writable() or
    on the next open; nothing is dropped. */
 WSCH__PRIVATE void wsch__cl_flush(wsch_client *c) {
+    while (c->o_unsent && c->state == WSCH__CL_OPEN && c->conn && !c->dead) {
+        wsch__cl_omsg *m = c->o_unsent;
+        int r = wsch_conn_send(c->conn, WSCH_OP_TEXT, (const char *)(m + 1), m->len);
+        if (r != WSCH_OK || c->dead) return;    /* the outbox keeps it: writable() or the next link */
+        if (++m->sends == 2u) c->resent++;
+        if (c->o_unsent == m) c->o_unsent = m->next;
+    }
     while (c->q_head && c->state == WSCH__CL_OPEN && c->conn && !c->dead) {
         wsch__cl_qmsg *m = c->q_head;
         int r = wsch_conn_send(c->conn, WSCH_OP_TEXT, (const char *)(m + 1), m->len);
@@ -6579,37 +6847,50 @@ WSCH__PRIVATE void wsch__cl_flush(wsch_client *c) {
 /* Sends now when open and nothing older waits; otherwise queues. */
 WSCH__PRIVATE int wsch__cl_send_text(wsch_client *c, const char *text, size_t len) {
     if (c->state == WSCH__CL_OPEN && c->conn) {
-        if (c->q_head) wsch__cl_flush(c);
+        if (c->q_head || c->o_unsent) wsch__cl_flush(c);
         if (c->dead) return WSCH_ERR_STATE;
         if (!c->q_head && c->state == WSCH__CL_OPEN && c->conn) return wsch_conn_send(c->conn, WSCH_OP_TEXT, text, len);
     }
     return wsch__cl_enqueue(c, text, len);
 }
 
-/* Sends {"type":type,"payload":{"channel":channel}} on the open connection. */
-/* {"channel":C}; the channel was checked to be UTF-8 when subscribed. */
-WSCH__PRIVATE void wsch__cl_put_channel(wsch__writer *w, const char *channel, size_t len) {
+/* {"channel":C[,"recover":{"offset":N,"epoch":E} or ,"history":K]}; the
+   channel was checked to be UTF-8 when subscribed, the epoch when it came. */
+WSCH__PRIVATE void wsch__cl_put_channel(wsch__writer *w, const char *channel, size_t len, const wsch__cl_sub *sub) {
     wsch__w_puts(w, "{\"channel\":");
     wsch__w_put_json_string(w, channel, len);
+    if (sub && sub->known) {
+        wsch__w_puts(w, ",\"recover\":{\"offset\":");
+        wsch__w_put_uint(w, sub->offset);
+        wsch__w_puts(w, ",\"epoch\":");
+        wsch__w_put_json_string(w, sub->epoch, WSCH_STRLEN(sub->epoch));
+        wsch__w_puts(w, "}");
+    } else if (sub && sub->history) {
+        wsch__w_puts(w, ",\"history\":");
+        wsch__w_put_uint(w, sub->history);
+    }
     wsch__w_puts(w, "}");
 }
 
-WSCH__PRIVATE int wsch__cl_send_channel_msg(wsch_client *c, const char *type, const char *channel, size_t len) {
+/* Sends {"type":type,"payload":{"channel":channel...}} on the open
+   connection; sub (NULL for an unsubscribe) adds what a subscribe asks. */
+WSCH__PRIVATE int wsch__cl_send_channel_msg(wsch_client *c, const char *type, const char *channel, size_t len,
+                                            const wsch__cl_sub *sub) {
     char pstack[256], estack[384];
     char *payload = pstack, *env = NULL;
     size_t elen = 0;
     wsch__writer w;
     int r;
     wsch__w_init(&w, pstack, sizeof pstack);
-    wsch__cl_put_channel(&w, channel, len);
+    wsch__cl_put_channel(&w, channel, len, sub);
     if (w.overflow) { /* a long name: w.len is what it needs */
         if (w.len == SIZE_MAX) return WSCH_ERR_TOO_LARGE;
         payload = (char *)wsch__alloc(&c->d.allocator, w.len);
         if (!payload) return WSCH_ERR_NOMEM;
         wsch__w_init(&w, payload, w.len);
-        wsch__cl_put_channel(&w, channel, len);
+        wsch__cl_put_channel(&w, channel, len, sub);
     }
-    r = wsch__cl_encode(c, type, WSCH_STRLEN(type), payload, w.len, estack, sizeof estack, &env, &elen);
+    r = wsch__cl_encode(c, type, WSCH_STRLEN(type), payload, w.len, NULL, 0, estack, sizeof estack, &env, &elen);
     if (payload != pstack) wsch__free(&c->d.allocator, payload);
     if (r != WSCH_OK) return r;
     r = (c->state == WSCH__CL_OPEN && c->conn) ? wsch_conn_send(c->conn, WSCH_OP_TEXT, env, elen) : WSCH_ERR_STATE;
@@ -6633,10 +6914,15 @@ WSCH__PRIVATE void wsch__cl_on_open(wsch_conn *cn, void *user) {
     if (c->d.heartbeat != WSCH_HEARTBEAT_OFF)
         wsch__cl_timer_set(c, WSCH_CLIENT_TIMER_HEARTBEAT, c->d.heartbeat_interval_ms);
     for (i = 0; i < c->num_subs && c->epoch == e && !c->dead; i++) {
-        int r = wsch__cl_send_channel_msg(c, "subscribe", c->subs[i], WSCH_STRLEN(c->subs[i]));
+        wsch__cl_sub *sub = c->subs[i];
+        int r;
+        sub->asked = sub->known;
+        if (sub->known) sub->recovery = WSCH_RECOVERY_PENDING;
+        r = wsch__cl_send_channel_msg(c, "subscribe", WSCH__CL_SUB_NAME(sub), sub->len, sub);
         /* A link that ended meanwhile replays the set on the next one. */
         if (r != WSCH_OK && !c->dead && c->epoch == e) wsch__cl_error(c, r, "resubscribe failed");
     }
+    c->o_unsent = c->o_head;        /* the outbox goes again, whatever the last link took */
     if (c->epoch == e) wsch__cl_flush(c);
     if (c->dead || c->epoch != e) return;
     wsch__cl_notify(c);
@@ -6665,17 +6951,91 @@ WSCH__PRIVATE void wsch__cl_dispatch(wsch_client *c, const wsch_client_message *
     }
 }
 
+/* A position as the hub sends it: the channel (unescaped into name, at
+   most WSCH_CLIENT_CHANNEL_MAX bytes), an offset (0..2^53) and an epoch (a
+   string of at most WSCH_CLIENT_EPOCH_MAX bytes). 0 when any is missing or
+   out of bounds: then the message is treated as having none. */
+WSCH__PRIVATE int wsch__cl_position(wsch_str channel, wsch_str offset, wsch_str epoch,
+                                    char name[WSCH_CLIENT_CHANNEL_MAX + 1], size_t *name_len, uint64_t *off,
+                                    char ep[WSCH_CLIENT_EPOCH_MAX + 1]) {
+    int64_t k;
+    size_t n;
+    if (wsch__json_string_value(channel, name, WSCH_CLIENT_CHANNEL_MAX + 1, name_len) != WSCH_OK ||
+        wsch__json_int_value(offset, &k) != WSCH_OK || k < 0 || k > ((int64_t)1 << 53) ||
+        wsch__json_string_value(epoch, ep, WSCH_CLIENT_EPOCH_MAX + 1, &n) != WSCH_OK || WSCH_MEMCHR(ep, 0, n))
+        return 0;
+    *off = (uint64_t)k;
+    return 1;
+}
+
+/* "subscribed": the position the channel is at, and after a recover
+   whether everything missed was replayed. */
+WSCH__PRIVATE void wsch__cl_on_subscribed(wsch_client *c, const wsch_envelope *env) {
+    static const char *const keys[4] = {"channel", "offset", "epoch", "recovered"};
+    char name[WSCH_CLIENT_CHANNEL_MAX + 1], epoch[WSCH_CLIENT_EPOCH_MAX + 1];
+    wsch_str v[4];
+    size_t name_len, i;
+    uint64_t offset;
+    wsch__cl_sub *sub;
+    int recovered;
+    if (wsch_envelope_get_members(env, keys, 4, v) != WSCH_OK ||
+        wsch__json_string_value(v[0], name, sizeof name, &name_len) != WSCH_OK ||
+        !wsch__cl_find_sub(c, name, name_len, &i))
+        return;
+    sub = c->subs[i];
+    recovered = v[3].len == 4u && WSCH_MEMCMP(v[3].ptr, "true", 4) == 0;
+    if (wsch__cl_position(v[0], v[1], v[2], name, &name_len, &offset, epoch)) {
+        if (!(sub->known && recovered && WSCH_STRLEN(sub->epoch) == WSCH_STRLEN(epoch) &&
+              WSCH_MEMCMP(sub->epoch, epoch, WSCH_STRLEN(epoch)) == 0 && sub->offset > offset)) {
+            sub->offset = offset;       /* where this subscription now starts */
+            WSCH_MEMCPY(sub->epoch, epoch, sizeof epoch);
+        }
+        sub->known = 1;
+        sub->history = 0;
+    } else {
+        sub->known = 0;                 /* a hub without positions: nothing to recover from */
+        recovered = 0;
+    }
+    if (!sub->asked) return;
+    sub->asked = 0;
+    sub->recovery = recovered ? WSCH_RECOVERY_RECOVERED : WSCH_RECOVERY_LOST;
+    if (c->d.on_recovery) c->d.on_recovery(c, name, recovered, c->d.user);
+}
+
+/* "ack" and an "error" carrying an id answer a reliable message. */
+WSCH__PRIVATE void wsch__cl_on_answer(wsch_client *c, const wsch_envelope *env, int ack) {
+    static const char *const keys[2] = {"id", "code"};
+    char code[64];
+    wsch_str v[2];
+    size_t n = 0;
+    int64_t id;
+    if (wsch_envelope_get_members(env, keys, 2, v) != WSCH_OK || wsch__json_int_value(v[0], &id) != WSCH_OK ||
+        id < 1 || !wsch__cl_outbox_take(c, (uint64_t)id))
+        return;
+    if (ack) {
+        if (c->d.on_ack) c->d.on_ack(c, (uint64_t)id, c->d.user);
+        return;
+    }
+    if (wsch__json_string_value(v[1], code, sizeof code, &n) != WSCH_OK || WSCH_MEMCHR(code, 0, n)) code[0] = '\0';
+    if (c->d.on_send_failed) c->d.on_send_failed(c, (uint64_t)id, WSCH_ERR_DENIED, code, c->d.user);
+}
+
 WSCH__PRIVATE void wsch__cl_on_message(wsch_conn *cn, wsch_opcode op, void *data, size_t len, void *user) {
+    static const char *const pos_keys[3] = {"channel", "offset", "epoch"};
     wsch_client *c = (wsch_client *)user;
+    char name[WSCH_CLIENT_CHANNEL_MAX + 1], epoch[WSCH_CLIENT_EPOCH_MAX + 1];
     wsch_envelope env;
     wsch_client_message m;
+    wsch_str pos[3];
+    size_t name_len = 0, i;
+    uint64_t offset = 0;
     int r;
     if (!c || cn != c->conn) return;
     if (op != WSCH_OP_TEXT) {
         if (c->d.on_binary) c->d.on_binary(c, data, len, c->d.user);
         return;
     }
-    r = wsch_envelope_decode((const char *)data, len, &env);
+    r = wsch__envelope_decode_with((const char *)data, len, &env, pos_keys, 3, pos);
     if (r != WSCH_OK) {
         wsch__cl_error(c, r, "invalid envelope dropped");
         return;
@@ -6686,7 +7046,28 @@ WSCH__PRIVATE void wsch__cl_on_message(wsch_conn *cn, wsch_opcode op, void *data
     m.payload = env.payload;
     m.raw.ptr = (const char *)data;
     m.raw.len = len;
-    wsch__cl_dispatch(c, &m);
+    m.channel = NULL;
+    m.offset = 0;
+    if (pos[0].ptr && wsch__cl_position(pos[0], pos[1], pos[2], name, &name_len, &offset, epoch)) {
+        m.channel = name;
+        m.offset = offset;
+        if (wsch__cl_find_sub(c, name, name_len, &i)) {
+            wsch__cl_sub *sub = c->subs[i];
+            int same = sub->known && WSCH_STRLEN(sub->epoch) == WSCH_STRLEN(epoch) &&
+                       WSCH_MEMCMP(sub->epoch, epoch, WSCH_STRLEN(epoch)) == 0;
+            if (same && offset <= sub->offset) return;      /* seen already: a replay overlapping */
+            sub->offset = offset;
+            WSCH_MEMCPY(sub->epoch, epoch, sizeof epoch);
+            sub->known = 1;
+        }
+    } else if (wsch_envelope_type_is(&env, "subscribed")) {
+        wsch__cl_on_subscribed(c, &env);
+    } else if (wsch_envelope_type_is(&env, "ack")) {
+        wsch__cl_on_answer(c, &env, 1);
+    } else if (wsch_envelope_type_is(&env, "error")) {
+        wsch__cl_on_answer(c, &env, 0);
+    }
+    if (!c->dead) wsch__cl_dispatch(c, &m);
 }
 
 /* The link disconnect() was closing is gone: its close handshake finished,
@@ -6775,19 +7156,22 @@ WSCH_API wsch_client_desc wsch_client_desc_defaults(const wsch_client_desc *desc
     if (!d.min_uptime_ms) d.min_uptime_ms = WSCH_CLIENT_DEFAULT_MIN_UPTIME_MS;
     if (!d.queue_max_count) d.queue_max_count = WSCH_CLIENT_DEFAULT_QUEUE_MAX_COUNT;
     if (!d.queue_max_bytes) d.queue_max_bytes = WSCH_CLIENT_DEFAULT_QUEUE_MAX_BYTES;
+    if (!d.outbox_max_count) d.outbox_max_count = WSCH_CLIENT_DEFAULT_OUTBOX_MAX_COUNT;
+    if (!d.outbox_max_bytes) d.outbox_max_bytes = WSCH_CLIENT_DEFAULT_OUTBOX_MAX_BYTES;
     if (d.token_in == WSCH_TOKEN_NONE) d.token_in = WSCH_TOKEN_QUERY;
     return d;
 }
 
 /* The strings a client keeps, in one block, each NUL-terminated: host,
-   path, query (the URL's, then token=<percent-encoded>), origin, protocols,
+   path, query (the URL's, then token=<percent-encoded>, then session=S),
+   origin, protocols,
    extra headers (a bearer line first). at[] gets where each starts. A
    cap-0 writer measures the block, a real one writes it: the same code. */
 enum { WSCH__CL_HOST, WSCH__CL_PATH, WSCH__CL_QUERY, WSCH__CL_ORIGIN, WSCH__CL_PROTOCOLS, WSCH__CL_HEADERS,
        WSCH__CL_STRINGS };
 
 WSCH__PRIVATE void wsch__cl_put_strings(wsch__writer *w, const wsch_client_desc *d, const wsch_url *u,
-                                        size_t at[WSCH__CL_STRINGS]) {
+                                        const char *session, size_t at[WSCH__CL_STRINGS]) {
     size_t token_len = wsch__cstr_len(d->token, WSCH_CSTR);
     at[WSCH__CL_HOST] = w->len;
     wsch__w_put(w, u->host.ptr, u->host.len);
@@ -6802,6 +7186,9 @@ WSCH__PRIVATE void wsch__cl_put_strings(wsch__writer *w, const wsch_client_desc 
         wsch__w_puts(w, "token=");
         wsch__h_put_percent(w, d->token, token_len);
     }
+    if (u->query.len || (d->token && d->token_in == WSCH_TOKEN_QUERY)) wsch__w_puts(w, "&");
+    wsch__w_puts(w, "session=");
+    wsch__w_puts(w, session);       /* its characters need no escapes */
     wsch__w_put(w, "", 1);
     at[WSCH__CL_ORIGIN] = w->len;
     if (d->origin) wsch__w_puts(w, d->origin);
@@ -6830,6 +7217,7 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
     wsch_url u;
     wsch__writer w;
     size_t at[WSCH__CL_STRINGS], token_len, i;
+    char session[WSCH_SESSION_MAX + 1];
     int r;
     if (!out) return WSCH_ERR_ARG;
     *out = NULL;
@@ -6853,8 +7241,23 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
             if (ch < 0x20 || ch == 0x7f) return WSCH_ERR_ARG;
         }
     }
+    if (d.session) {
+        size_t n = WSCH_STRLEN(d.session);
+        if (!wsch__session_ok(d.session, n)) return WSCH_ERR_ARG;
+        WSCH_MEMCPY(session, d.session, n + 1u);
+    } else {
+        static const char hex[] = "0123456789abcdef";
+        unsigned char rnd[16];
+        d.effects.random_bytes(rnd, sizeof rnd, d.user);
+        for (i = 0; i < sizeof rnd; i++) {
+            session[2u * i] = hex[rnd[i] >> 4];
+            session[2u * i + 1u] = hex[rnd[i] & 15u];
+        }
+        session[32] = '\0';
+    }
+    if (d.outbox_max_count > WSCH_CLIENT_DEFAULT_OUTBOX_MAX_COUNT) return WSCH_ERR_ARG;
     wsch__w_init(&w, NULL, 0);
-    wsch__cl_put_strings(&w, &d, &u, at);
+    wsch__cl_put_strings(&w, &d, &u, session, at);
     if (w.len == SIZE_MAX) return WSCH_ERR_NOMEM;
 
     c = (wsch_client *)wsch__alloc(&d.allocator, sizeof *c);
@@ -6866,9 +7269,11 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
         return WSCH_ERR_NOMEM;
     }
     wsch__w_init(&w, c->strings, w.len);
-    wsch__cl_put_strings(&w, &d, &u, at);
+    wsch__cl_put_strings(&w, &d, &u, session, at);
     WSCH_ASSERT(!w.overflow);
     c->d = d;
+    WSCH_MEMCPY(c->session, session, sizeof session);
+    c->d.session = c->session;
     c->cd.request.host = c->strings + at[WSCH__CL_HOST];
     c->cd.request.port = u.port;
     c->cd.request.path = c->strings + at[WSCH__CL_PATH];
@@ -6920,6 +7325,11 @@ WSCH__PRIVATE void wsch__cl_free(wsch_client *c) {
     while (c->q_head) {
         wsch__cl_qmsg *m = c->q_head;
         c->q_head = m->next;
+        wsch__free(&a, m);
+    }
+    while (c->o_head) {
+        wsch__cl_omsg *m = c->o_head;
+        c->o_head = m->next;
         wsch__free(&a, m);
     }
     for (i = 0; i < c->num_subs; i++) wsch__free(&a, c->subs[i]);
@@ -7046,7 +7456,7 @@ WSCH_API int wsch_client_writable(wsch_client *c) {
     if (!c->conn) return WSCH_ERR_STATE;
     wsch__cl_enter(c);
     r = wsch_conn_writable(c->conn);
-    if (!c->dead && c->q_head) wsch__cl_flush(c);
+    if (!c->dead && (c->q_head || c->o_unsent)) wsch__cl_flush(c);
     wsch__cl_leave(c);
     return r;
 }
@@ -7090,7 +7500,7 @@ WSCH_API int wsch_client_send(wsch_client *c, const char *type, const char *payl
     a = c->d.allocator;     /* the client may be gone after the send's effects */
     payload_len = wsch__cstr_len(payload, payload_len);
     if (!payload && payload_len) return WSCH_ERR_ARG;
-    r = wsch__cl_encode(c, type, WSCH_STRLEN(type), payload, payload_len, stack, sizeof stack, &env, &len);
+    r = wsch__cl_encode(c, type, WSCH_STRLEN(type), payload, payload_len, NULL, 0, stack, sizeof stack, &env, &len);
     if (r != WSCH_OK) return r;
     wsch__cl_enter(c);
     r = wsch__cl_send_text(c, env, len);
@@ -7110,10 +7520,10 @@ WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len)
     return r;
 }
 
-WSCH__PRIVATE int wsch__cl_find_sub(const wsch_client *c, const char *channel, size_t *index) {
+WSCH__PRIVATE int wsch__cl_find_sub(const wsch_client *c, const char *channel, size_t len, size_t *index) {
     size_t i;
     for (i = 0; i < c->num_subs; i++) {
-        if (strcmp(c->subs[i], channel) == 0) {
+        if (c->subs[i]->len == len && WSCH_MEMCMP(WSCH__CL_SUB_NAME(c->subs[i]), channel, len) == 0) {
             *index = i;
             return 1;
         }
@@ -7121,58 +7531,68 @@ WSCH__PRIVATE int wsch__cl_find_sub(const wsch_client *c, const char *channel, s
     return 0;
 }
 
-WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel) {
+WSCH__PRIVATE int wsch__cl_subscribe(wsch_client *c, const char *channel, uint32_t history) {
     size_t len, i;
-    char *copy;
+    wsch__cl_sub *sub;
     int r = WSCH_OK;
     if (!c || c->dead || !channel || !channel[0]) return WSCH_ERR_ARG;
-    if (wsch__cl_find_sub(c, channel, &i)) return WSCH_OK;
     len = WSCH_STRLEN(channel);
+    if (wsch__cl_find_sub(c, channel, len, &i)) return WSCH_OK;
     if (!wsch_utf8_valid(channel, len)) return WSCH_ERR_UTF8;
     if (c->num_subs == c->cap_subs) {
         size_t cap = c->cap_subs ? c->cap_subs * 2 : 8;
-        char **grown;
+        wsch__cl_sub **grown;
         if (cap > ((size_t)-1) / sizeof *grown) return WSCH_ERR_NOMEM;
-        grown = (char **)wsch__alloc(&c->d.allocator, cap * sizeof *grown);
+        grown = (wsch__cl_sub **)wsch__alloc(&c->d.allocator, cap * sizeof *grown);
         if (!grown) return WSCH_ERR_NOMEM;
         if (c->num_subs) WSCH_MEMCPY(grown, c->subs, c->num_subs * sizeof *grown);
         wsch__free(&c->d.allocator, c->subs);
         c->subs = grown;
         c->cap_subs = cap;
     }
-    copy = (char *)wsch__alloc(&c->d.allocator, len + 1);
-    if (!copy) return WSCH_ERR_NOMEM;
-    WSCH_MEMCPY(copy, channel, len + 1);
+    if (len > (size_t)-1 - sizeof *sub - 1u) return WSCH_ERR_NOMEM;
+    sub = (wsch__cl_sub *)wsch__alloc(&c->d.allocator, sizeof *sub + len + 1u);
+    if (!sub) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(sub, 0, sizeof *sub);
+    sub->len = len;
+    sub->history = history;
+    WSCH_MEMCPY(WSCH__CL_SUB_NAME(sub), channel, len + 1u);
     wsch__cl_enter(c);
-    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "subscribe", copy, len);
+    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "subscribe", channel, len, sub);
     /* The link is ending under the send: kept, the set is replayed after the
        reconnect, as for a subscribe made offline. */
     if (r == WSCH_ERR_TRANSPORT || r == WSCH_ERR_CLOSED) r = WSCH_OK;
-    if (c->dead || r != WSCH_OK || wsch__cl_find_sub(c, channel, &i)) {
-        wsch__free(&c->d.allocator, copy);  /* refused, or an effect subscribed it meanwhile */
+    if (c->dead || r != WSCH_OK || wsch__cl_find_sub(c, channel, len, &i)) {
+        wsch__free(&c->d.allocator, sub);   /* refused, or an effect subscribed it meanwhile */
     } else if (c->num_subs < c->cap_subs) {
-        c->subs[c->num_subs++] = copy;
+        c->subs[c->num_subs++] = sub;
     } else {
-        wsch__free(&c->d.allocator, copy);  /* an effect filled the array meanwhile */
+        wsch__free(&c->d.allocator, sub);   /* an effect filled the array meanwhile */
         r = WSCH_ERR_NOMEM;
     }
     wsch__cl_leave(c);
     return r;
 }
 
+WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel) { return wsch__cl_subscribe(c, channel, 0); }
+
+WSCH_API int wsch_client_subscribe_history(wsch_client *c, const char *channel, uint32_t last) {
+    return wsch__cl_subscribe(c, channel, last);
+}
+
 WSCH_API int wsch_client_unsubscribe(wsch_client *c, const char *channel) {
     size_t i;
-    char *copy;
+    wsch__cl_sub *sub;
     int r = WSCH_OK;
     if (!c || c->dead || !channel) return WSCH_ERR_ARG;
-    if (!wsch__cl_find_sub(c, channel, &i)) return WSCH_ERR_NOT_FOUND;
+    if (!wsch__cl_find_sub(c, channel, WSCH_STRLEN(channel), &i)) return WSCH_ERR_NOT_FOUND;
     /* Removed first, so an effect that runs during the send sees the new set. */
-    copy = c->subs[i];
+    sub = c->subs[i];
     WSCH_MEMMOVE(c->subs + i, c->subs + i + 1, (c->num_subs - i - 1) * sizeof *c->subs);
     c->num_subs--;
     wsch__cl_enter(c);
-    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "unsubscribe", copy, WSCH_STRLEN(copy));
-    wsch__free(&c->d.allocator, copy);
+    if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "unsubscribe", WSCH__CL_SUB_NAME(sub), sub->len, NULL);
+    wsch__free(&c->d.allocator, sub);
     wsch__cl_leave(c);
     return r;
 }
@@ -7180,8 +7600,100 @@ WSCH_API int wsch_client_unsubscribe(wsch_client *c, const char *channel) {
 WSCH_API size_t wsch_client_subscription_count(const wsch_client *c) { return c ? c->num_subs : 0; }
 
 WSCH_API const char *wsch_client_subscription(const wsch_client *c, size_t i) {
-    return (c && i < c->num_subs) ? c->subs[i] : NULL;
+    return (c && i < c->num_subs) ? WSCH__CL_SUB_NAME(c->subs[i]) : NULL;
 }
+
+WSCH_API int wsch_client_channel_position(const wsch_client *c, const char *channel, wsch_client_position *out) {
+    size_t i;
+    const wsch__cl_sub *sub;
+    if (!c || !channel || !out) return WSCH_ERR_ARG;
+    WSCH_MEMSET(out, 0, sizeof *out);
+    if (!wsch__cl_find_sub(c, channel, WSCH_STRLEN(channel), &i)) return WSCH_ERR_NOT_FOUND;
+    sub = c->subs[i];
+    out->known = sub->known;
+    out->offset = sub->offset;
+    WSCH_MEMCPY(out->epoch, sub->epoch, sizeof out->epoch);
+    out->recovery = sub->recovery;
+    return WSCH_OK;
+}
+
+/* ---- reliable messages: the outbox ---- */
+
+WSCH_API int wsch_client_send_reliable(wsch_client *c, const char *type, const char *payload, size_t payload_len,
+                                       uint64_t *id) {
+    char tail[32];
+    wsch__writer w;
+    wsch__cl_omsg *m;
+    char *env = NULL;
+    size_t len = 0;
+    int r;
+    if (id) *id = 0;
+    if (!c || c->dead || !type) return WSCH_ERR_ARG;
+    payload_len = wsch__cstr_len(payload, payload_len);
+    if (!payload && payload_len) return WSCH_ERR_ARG;
+    wsch__w_init(&w, tail, sizeof tail);
+    wsch__w_puts(&w, ",\"id\":");
+    wsch__w_put_uint(&w, c->next_id + 1u);
+    /* Encoded straight into the outbox entry: nothing to copy. */
+    r = wsch__cl_encode(c, type, WSCH_STRLEN(type), payload, payload_len, tail, w.len, NULL, 0, &env, &len);
+    if (r != WSCH_OK) return r;
+    if (c->o_count >= c->d.outbox_max_count || len > c->d.outbox_max_bytes - c->o_bytes ||
+        len > (size_t)-1 - sizeof *m) {
+        wsch__free(&c->d.allocator, env);
+        return WSCH_ERR_QUEUE_FULL;
+    }
+    m = (wsch__cl_omsg *)wsch__alloc(&c->d.allocator, sizeof *m + len);
+    if (!m) {
+        wsch__free(&c->d.allocator, env);
+        return WSCH_ERR_NOMEM;
+    }
+    WSCH_MEMCPY((char *)(m + 1), env, len);
+    wsch__free(&c->d.allocator, env);
+    m->next = NULL;
+    m->id = ++c->next_id;
+    m->len = len;
+    m->sends = 0;
+    if (c->o_tail) c->o_tail->next = m;
+    else c->o_head = m;
+    c->o_tail = m;
+    if (!c->o_unsent) c->o_unsent = m;
+    c->o_count++;
+    c->o_bytes += len;
+    if (id) *id = m->id;
+    wsch__cl_enter(c);
+    if (c->state == WSCH__CL_OPEN && c->conn) wsch__cl_flush(c);
+    wsch__cl_leave(c);
+    return WSCH_OK;
+}
+
+/* Takes message id out of the outbox; 0 when it is not there (acked before,
+   or not ours). */
+WSCH__PRIVATE int wsch__cl_outbox_take(wsch_client *c, uint64_t id) {
+    wsch__cl_omsg *m = c->o_head, *prev = NULL;
+    for (; m && m->id != id; prev = m, m = m->next) {}
+    if (!m) return 0;
+    if (prev) prev->next = m->next;
+    else c->o_head = m->next;
+    if (c->o_tail == m) c->o_tail = prev;
+    if (c->o_unsent == m) c->o_unsent = m->next;
+    c->o_count--;
+    c->o_bytes -= m->len;
+    wsch__free(&c->d.allocator, m);
+    return 1;
+}
+
+/* The client stopped for good: every message in the outbox is given up. */
+WSCH__PRIVATE void wsch__cl_outbox_give_up(wsch_client *c) {
+    while (c->o_head && !c->dead) {
+        uint64_t id = c->o_head->id;
+        (void)wsch__cl_outbox_take(c, id);
+        if (c->d.on_send_failed) c->d.on_send_failed(c, id, WSCH_ERR_CLOSED, "", c->d.user);
+    }
+}
+
+WSCH_API size_t wsch_client_outbox_count(const wsch_client *c) { return c ? c->o_count : 0; }
+WSCH_API uint64_t wsch_client_resent(const wsch_client *c) { return c ? c->resent : 0; }
+WSCH_API const char *wsch_client_session(const wsch_client *c) { return c ? c->session : NULL; }
 
 /* ---- handlers ---- */
 
@@ -7315,6 +7827,7 @@ enum { WSCH__HUB_HANDSHAKE = 0, WSCH__HUB_OPEN, WSCH__HUB_CLOSING, WSCH__HUB_CLO
 #define WSCH__HUB_FINISH_LATER 0x80u /* its conn closed during a delivery walk: finished after it */
 #define WSCH__HUB_CLOSE_LATER 0x100u /* and its close() waits for that too, to stay the last callback */
 #define WSCH__HUB_PINGED     0x200u /* pinged for its silence; cleared by its next bytes */
+#define WSCH__HUB_REPLAYING  0x400u /* has subscriptions waiting for a replay to finish */
 
 typedef struct wsch__hub_entry {
     struct wsch__hub_entry *next;   /* bucket chain */
@@ -7330,12 +7843,43 @@ typedef struct wsch__hub_table {
 } wsch__hub_table;
 
 struct wsch__hub_peer;
+struct wsch__hub_channel;
+
+/* One retained message. The hub's list of them is in arrival order, so the
+   oldest overall is also the oldest of its channel: age and memory limits
+   pop from one end. */
+typedef struct wsch__hub_rec {
+    struct wsch__hub_rec *older, *newer;
+    struct wsch__hub_channel *ch;
+    wsch_shared *frame;             /* exactly as subscribers got it, position included */
+    uint64_t offset;
+    uint32_t at_ms;
+    uint32_t bytes;                 /* counted against history_max_bytes */
+} wsch__hub_rec;
 
 typedef struct wsch__hub_channel {
     wsch__hub_entry e;              /* first: the table hands back entries */
-    struct wsch__hub_peer **subs;
+    struct wsch__hub_peer **subs;   /* live subscribers; room is kept for the pending ones too */
     size_t count, cap;
+    /* Stream position and history (history on): ring[(head + i) & (ring_cap - 1)]
+       is the i-th oldest kept message, offsets consecutive up to `offset`. */
+    wsch__hub_rec **ring;
+    uint32_t ring_cap, head, kept;
+    uint32_t pending;               /* subscriptions waiting for their replay */
+    uint64_t offset, epoch;
 } wsch__hub_channel;
+
+/* A client session (reliable messages): the highest id applied and which
+   of the WSCH__HUB_WINDOW ids below it were refused. */
+#define WSCH__HUB_WINDOW 256u
+typedef struct wsch__hub_session {
+    wsch__hub_entry e;
+    struct wsch__hub_session *idle_prev, *idle_next;   /* the idle list, longest idle first */
+    uint64_t last_id;
+    uint64_t refused[WSCH__HUB_WINDOW / 64u];          /* bit i: id last_id - i was refused */
+    uint32_t conns;
+    uint32_t idle_since_ms;
+} wsch__hub_session;
 
 typedef struct wsch__hub_user {
     wsch__hub_entry e;
@@ -7345,8 +7889,11 @@ typedef struct wsch__hub_user {
 
 typedef struct wsch__hub_sub {
     wsch__hub_channel *ch;
-    size_t pos;                     /* index of this peer in ch->subs */
+    size_t pos;                     /* index of this peer in ch->subs; WSCH__HUB_PENDING while replaying */
+    uint64_t next;                  /* while replaying: the offset to send next */
+    unsigned asked, gap;            /* while replaying: recover was asked; history went under it */
 } wsch__hub_sub;
+#define WSCH__HUB_PENDING ((size_t)-1)
 
 typedef struct wsch__hub_peer {
     wsch_hub *hub;
@@ -7354,6 +7901,7 @@ typedef struct wsch__hub_peer {
     const wsch_effects *effects;    /* send, close and timers of this peer's transport */
     void *user;
     wsch__hub_user *uent;           /* NULL: anonymous */
+    wsch__hub_session *sess;        /* NULL: no session given */
     struct wsch__hub_peer *user_prev, *user_next;
     struct wsch__hub_peer *link;  /* a delivery's drop list, then the hub's free list */
     wsch__hub_sub *subs;
@@ -7377,7 +7925,15 @@ struct wsch_hub {
     uint64_t hash_key[2];
     wsch__hub_slot *slots;
     uint32_t nslots, slots_cap, free_head;
-    wsch__hub_table channels, users;
+    wsch__hub_table channels, users, sessions;
+    wsch__hub_rec *oldest, *newest; /* every retained message */
+    wsch__hub_session *idle_first, *idle_last;
+    uint64_t epoch_key, epochs;     /* epoch = mix(epoch_key + epochs++) */
+    uint64_t history_messages, history_bytes, replayed, recovered, not_recovered, acks, duplicates;
+    wsch__hub_peer *answering;      /* on_message runs for this peer's reliable message... */
+    uint64_t answering_id;          /* ...with this id (0: not reliable) */
+    const wsch_envelope *answering_env;
+    int answered;                   /* wsch_hub_refuse() answered it */
     wsch__hub_peer *to_free;      /* released inside a callback; freed on the way out */
     char *token_buf;                /* max_token_len + 1 */
     char *proto_buf;                /* "bearer." + max_token_len + 1 */
@@ -7626,9 +8182,144 @@ WSCH__PRIVATE int wsch__hub_grow(wsch_hub *hub, void **arr, size_t count, size_t
     return WSCH_OK;
 }
 
-WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const char *name, size_t len) {
+/* ---- channels and their history -------------------------------------------- */
+
+/* splitmix64's finalizer: a bijection, so epochs drawn from one key and a
+   counter never repeat within a process, and look random across processes. */
+WSCH__PRIVATE uint64_t wsch__hub_mix(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+WSCH__PRIVATE void wsch__hub_epoch_hex(uint64_t epoch, char out[WSCH_HUB_EPOCH_LEN + 1]) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned i;
+    for (i = 0; i < WSCH_HUB_EPOCH_LEN; i++) out[i] = hex[(epoch >> (60u - 4u * i)) & 0xFu];
+    out[WSCH_HUB_EPOCH_LEN] = '\0';
+}
+
+WSCH__PRIVATE uint32_t wsch__hub_now(const wsch_hub *hub) {
+    return hub->desc.effects.now_ms ? (uint32_t)hub->desc.effects.now_ms(hub->desc.user) : 0u;
+}
+
+/* The channel named so, created when absent (create 1): a new channel
+   starts a new epoch, and the bridge starts listening to it. */
+WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_get(wsch_hub *hub, const char *name, size_t len, int create) {
     uint32_t h = wsch__hub_hash(hub, name, len);
     wsch__hub_channel *ch = (wsch__hub_channel *)(void *)wsch__hub_find(&hub->channels, name, len, h);
+    if (ch || !create) return ch;
+    ch = (wsch__hub_channel *)(void *)wsch__hub_entry_new(hub, sizeof *ch, NULL, 0, name, len, h);
+    if (!ch) return NULL;
+    if (wsch__hub_insert(hub, &hub->channels, &ch->e) != WSCH_OK) {
+        wsch__free(&hub->desc.allocator, ch);
+        return NULL;
+    }
+    ch->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
+    wsch__hub_interest(hub, &ch->e, 0, 1);
+    return ch;
+}
+
+/* Frees a channel nothing holds any more: no subscriber, live or pending,
+   and no history. Its position goes with it (the next one is a new epoch). */
+WSCH__PRIVATE void wsch__hub_channel_release(wsch_hub *hub, wsch__hub_channel *ch) {
+    if (ch->count || ch->pending || ch->kept) return;
+    wsch__hub_interest(hub, &ch->e, 0, 0);
+    wsch__hub_remove(hub, &hub->channels, &ch->e);
+    wsch__free(&hub->desc.allocator, ch->subs);
+    wsch__free(&hub->desc.allocator, ch->ring);
+    wsch__free(&hub->desc.allocator, ch);
+}
+
+/* Forgets the channel's oldest kept message. */
+WSCH__PRIVATE void wsch__hub_hist_pop(wsch_hub *hub, wsch__hub_channel *ch) {
+    wsch__hub_rec *r = ch->ring[ch->head];
+    ch->head = (ch->head + 1u) & (ch->ring_cap - 1u);
+    ch->kept--;
+    if (r->older) r->older->newer = r->newer;
+    else hub->oldest = r->newer;
+    if (r->newer) r->newer->older = r->older;
+    else hub->newest = r->older;
+    hub->history_messages--;
+    hub->history_bytes -= r->bytes;
+    wsch_shared_release(r->frame);
+    wsch__free(&hub->desc.allocator, r);
+    if (ch->kept == 0) {
+        wsch__free(&hub->desc.allocator, ch->ring);   /* a quiet channel returns to its bare size */
+        ch->ring = NULL;
+        ch->ring_cap = ch->head = 0;
+    }
+}
+
+/* Applies the age and memory limits: the oldest messages go first, and a
+   channel left with nothing is freed. */
+WSCH__PRIVATE void wsch__hub_hist_trim(wsch_hub *hub, uint32_t now) {
+    while (hub->oldest && (hub->history_bytes > hub->desc.history_max_bytes ||
+                           now - hub->oldest->at_ms >= hub->desc.history_ttl_ms)) {
+        wsch__hub_channel *ch = hub->oldest->ch;
+        WSCH_ASSERT(ch->ring[ch->head] == hub->oldest);
+        wsch__hub_hist_pop(hub, ch);
+        wsch__hub_channel_release(hub, ch);
+    }
+}
+
+/* Keeps s as the channel's message at offset ch->offset. Without memory the
+   channel's history is dropped instead: a recovery must never skip a
+   message, and an empty history cannot be replayed across. */
+WSCH__PRIVATE void wsch__hub_hist_append(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s, uint32_t now) {
+    wsch__hub_rec *r;
+    if (ch->kept == ch->ring_cap && ch->ring_cap < hub->desc.history_size) {
+        uint32_t ncap = ch->ring_cap ? ch->ring_cap * 2u : 4u, i;
+        wsch__hub_rec **nr = (wsch__hub_rec **)wsch__alloc(&hub->desc.allocator, ncap * sizeof *nr);
+        if (nr) {
+            for (i = 0; i < ch->kept; i++) nr[i] = ch->ring[(ch->head + i) & (ch->ring_cap - 1u)];
+            wsch__free(&hub->desc.allocator, ch->ring);
+            ch->ring = nr;
+            ch->ring_cap = ncap;
+            ch->head = 0;
+        }
+    }
+    if (ch->kept && ch->kept >= hub->desc.history_size) wsch__hub_hist_pop(hub, ch);
+    r = ch->kept < ch->ring_cap ? (wsch__hub_rec *)wsch__alloc(&hub->desc.allocator, sizeof *r) : NULL;
+    if (!r) {
+        while (ch->kept) wsch__hub_hist_pop(hub, ch);
+        return;
+    }
+    s->refs++;
+    r->frame = s;
+    r->ch = ch;
+    r->offset = ch->offset;
+    r->at_ms = now;
+    /* What the message holds on to: its record, its frame, its ring slot. */
+    r->bytes = (uint32_t)(sizeof *r + sizeof *s + wsch_shared_frame_size(s) + sizeof r);
+    r->older = hub->newest;
+    r->newer = NULL;
+    if (hub->newest) hub->newest->newer = r;
+    else hub->oldest = r;
+    hub->newest = r;
+    ch->ring[(ch->head + ch->kept) & (ch->ring_cap - 1u)] = r;
+    ch->kept++;
+    hub->history_messages++;
+    hub->history_bytes += r->bytes;
+}
+
+/* Offset of the oldest message the channel keeps; one past its last when
+   it keeps none. */
+WSCH__PRIVATE uint64_t wsch__hub_first_kept(const wsch__hub_channel *ch) {
+    return ch->kept ? ch->ring[ch->head]->offset : ch->offset + 1u;
+}
+
+/* ---- subscriptions --------------------------------------------------------- */
+
+/* Subscribes the peer. replay_from 0: live at once; otherwise the
+   subscription waits (pending) until a replay from that offset has caught
+   up (wsch__hub_replay). */
+WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const char *name, size_t len,
+                                    uint64_t replay_from, unsigned asked) {
+    wsch__hub_channel *ch = wsch__hub_channel_get(hub, name, len, 0);
+    wsch__hub_sub *sub;
     size_t cap;
     void *arr;
     int created = 0;
@@ -7642,30 +8333,33 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const cha
     cl->subs = (wsch__hub_sub *)arr;
     cl->subs_cap = (uint16_t)cap;
     if (!ch) {
-        /* The channel's first subscriber: the bridge starts listening below. */
-        ch = (wsch__hub_channel *)(void *)wsch__hub_entry_new(hub, sizeof *ch, NULL, 0, name, len, h);
+        ch = wsch__hub_channel_get(hub, name, len, 1);
         if (!ch) return WSCH_ERR_NOMEM;
-        if (wsch__hub_insert(hub, &hub->channels, &ch->e) != WSCH_OK) {
-            wsch__free(&hub->desc.allocator, ch);
-            return WSCH_ERR_NOMEM;
-        }
         created = 1;
     }
+    /* Room for every subscriber, pending ones included: a replay that
+       catches up joins without allocating. */
     arr = (void *)ch->subs;
-    if (wsch__hub_grow(hub, &arr, ch->count, &ch->cap, sizeof(wsch__hub_peer *), 4, (size_t)-1) != WSCH_OK) {
-        if (created) {
-            wsch__hub_remove(hub, &hub->channels, &ch->e);
-            wsch__free(&hub->desc.allocator, ch);
-        }
+    if (wsch__hub_grow(hub, &arr, ch->count + ch->pending, &ch->cap, sizeof(wsch__hub_peer *), 4, (size_t)-1) !=
+        WSCH_OK) {
+        if (created) wsch__hub_channel_release(hub, ch);
         return WSCH_ERR_NOMEM;
     }
     ch->subs = (wsch__hub_peer **)arr;
-    cl->subs[cl->nsubs].ch = ch;
-    cl->subs[cl->nsubs].pos = ch->count;
-    cl->nsubs++;
-    ch->subs[ch->count++] = cl;
+    sub = &cl->subs[cl->nsubs++];
+    sub->ch = ch;
+    sub->next = replay_from;
+    sub->asked = asked;
+    sub->gap = 0;
+    if (replay_from) {
+        sub->pos = WSCH__HUB_PENDING;
+        ch->pending++;
+        cl->flags |= WSCH__HUB_REPLAYING;
+    } else {
+        sub->pos = ch->count;
+        ch->subs[ch->count++] = cl;
+    }
     hub->subscriptions++;
-    if (created) wsch__hub_interest(hub, &ch->e, 0, 1);
     return WSCH_OK;
 }
 
@@ -7673,10 +8367,14 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const cha
 WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_peer *cl, int k) {
     wsch__hub_channel *ch = cl->subs[k].ch;
     size_t pos = cl->subs[k].pos;
-    wsch__hub_peer *moved = ch->subs[--ch->count];
-    if (pos != ch->count) {
-        ch->subs[pos] = moved;
-        moved->subs[wsch__hub_sub_index(moved, ch)].pos = pos;
+    if (pos == WSCH__HUB_PENDING) {
+        ch->pending--;
+    } else {
+        wsch__hub_peer *moved = ch->subs[--ch->count];
+        if (pos != ch->count) {
+            ch->subs[pos] = moved;
+            moved->subs[wsch__hub_sub_index(moved, ch)].pos = pos;
+        }
     }
     cl->subs[k] = cl->subs[--cl->nsubs];
     hub->subscriptions--;
@@ -7686,13 +8384,12 @@ WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_peer *cl, int k
         cl->subs = NULL;
         cl->subs_cap = 0;
     }
-    if (ch->count == 0) {
-        /* The channel's last subscriber left: the bridge stops listening. */
-        wsch__hub_interest(hub, &ch->e, 0, 0);
-        wsch__hub_remove(hub, &hub->channels, &ch->e);
+    if (ch->count == 0 && ch->pending == 0) {
         wsch__free(&hub->desc.allocator, ch->subs);
-        wsch__free(&hub->desc.allocator, ch);
-    } else if (ch->cap > 16u && ch->count < ch->cap / 4u) {
+        ch->subs = NULL;
+        ch->cap = 0;
+        wsch__hub_channel_release(hub, ch);     /* unless it keeps history */
+    } else if (ch->cap > 16u && ch->count + ch->pending < ch->cap / 4u) {
         void *arr = wsch__alloc(&hub->desc.allocator, (ch->cap / 2u) * sizeof(wsch__hub_peer *));
         if (arr) {
             WSCH_MEMCPY(arr, ch->subs, ch->count * sizeof(wsch__hub_peer *));
@@ -7752,11 +8449,33 @@ WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
 
 /* ---- encoding and delivery ------------------------------------------------- */
 
-/* Encodes {"type":T,"payload":P} once into a shared frame. The payload is
-   validated here, so what a bridge or a caller hands in is checked like
-   what a peer sends. */
+/* ,"channel":C,"offset":N,"epoch":E of the channel's next message: the
+   tail of its envelope. A valid channel name needs no escapes. */
+WSCH__PRIVATE size_t wsch__hub_position_tail(const wsch__hub_channel *ch, uint64_t offset, char *buf, size_t cap) {
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    wsch__writer w;
+    wsch__hub_epoch_hex(ch->epoch, epoch);
+    wsch__w_init(&w, buf, cap);
+    wsch__w_puts(&w, ",\"channel\":");
+    wsch__w_put_json_string(&w, ch->e.key, ch->e.key_len);
+    wsch__w_puts(&w, ",\"offset\":");
+    wsch__w_put_uint(&w, offset);
+    wsch__w_puts(&w, ",\"epoch\":\"");
+    wsch__w_puts(&w, epoch);
+    wsch__w_puts(&w, "\"");
+    WSCH_ASSERT(!w.overflow);
+    return w.len;
+}
+
+/* Room for any position tail: a channel name, 20 digits, an epoch. */
+#define WSCH__HUB_TAIL_MAX (WSCH_HUB_MAX_CHANNEL_LEN + 64u)
+
+/* Encodes {"type":T,"payload":P[,position]} once into a shared frame. The
+   payload is validated here, so what a bridge or a caller hands in is
+   checked like what a peer sends. */
 WSCH__PRIVATE int wsch__hub_encode(wsch_hub *hub, const char *type, size_t type_len, const char *payload,
-                                   size_t payload_len, wsch_shared **out, size_t *out_len) {
+                                   size_t payload_len, const char *tail, size_t tail_len, wsch_shared **out,
+                                   size_t *out_len) {
     size_t size;
     wsch__writer w;
     int r;
@@ -7767,13 +8486,13 @@ WSCH__PRIVATE int wsch__hub_encode(wsch_hub *hub, const char *type, size_t type_
     /* The envelope encoder's own writer measures, then writes into the
        frame (no NUL: the frame is exactly the envelope). */
     wsch__w_init(&w, NULL, 0);
-    wsch__env_put(&w, type, type_len, payload, payload_len);
+    wsch__env_put(&w, type, type_len, payload, payload_len, tail, tail_len);
     size = w.len;
     if (size > hub->desc.limits.max_message_size) return WSCH_ERR_TOO_LARGE;
     r = wsch_shared_create(&hub->desc.allocator, WSCH_OP_TEXT, NULL, size, out);
     if (r != WSCH_OK) return r;
     wsch__w_init(&w, (char *)wsch_shared_payload(*out), size);
-    wsch__env_put(&w, type, type_len, payload, payload_len);
+    wsch__env_put(&w, type, type_len, payload, payload_len, tail, tail_len);
     WSCH_ASSERT(!w.overflow && w.len == size);
     hub->encodes++;
     if (out_len) *out_len = size;
@@ -7946,11 +8665,52 @@ WSCH__PRIVATE int wsch__hub_bridge_header(const char *data, size_t len, uint64_t
     return WSCH_OK;
 }
 
+/* A message to a channel, from here (bridge_out 1: other hubs get it too)
+   or from the bridge: encoded once with the channel's next position when
+   history is on, kept, then queued to the local subscribers. */
+WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len, const char *type, size_t type_len,
+                                    const char *payload, size_t payload_len, int bridge_out, size_t *delivered) {
+    char tail[WSCH__HUB_TAIL_MAX];
+    size_t tail_len = 0, env_len = 0, n = 0;
+    uint32_t now = 0;
+    wsch__hub_channel *ch;
+    wsch_shared *s;
+    int r;
+    if (hub->desc.history_size) {
+        now = wsch__hub_now(hub);
+        wsch__hub_hist_trim(hub, now);
+    }
+    /* With history a channel lives on without subscribers: whoever comes
+       back recovers from it. */
+    ch = wsch__hub_channel_get(hub, name, len, hub->desc.history_size != 0);
+    if (!ch && hub->desc.history_size) return WSCH_ERR_NOMEM;
+    if (ch && hub->desc.history_size) tail_len = wsch__hub_position_tail(ch, ch->offset + 1u, tail, sizeof tail);
+    r = wsch__hub_encode(hub, type, type_len, payload, payload_len, tail, tail_len, &s, &env_len);
+    if (r != WSCH_OK) {
+        if (ch) wsch__hub_channel_release(hub, ch);     /* one just made for it */
+        return r;
+    }
+    wsch__hub_enter(hub);
+    if (tail_len) {
+        ch->offset++;
+        wsch__hub_hist_append(hub, ch, s, now);
+    }
+    /* Other hubs first: the bridge only copies, local delivery may take a while. */
+    if (bridge_out && hub->bridged) wsch__hub_bridge_publish(hub, NULL, 0, name, len, s, env_len);
+    if (ch && ch->count) n = wsch__hub_deliver_channel(hub, ch, s);     /* ch may be gone after this */
+    else if (ch) wsch__hub_channel_release(hub, ch);
+    wsch_shared_release(s);
+    if (hub->desc.history_size) wsch__hub_hist_trim(hub, now);
+    wsch__hub_leave(hub);
+    if (delivered) *delivered = n;
+    return WSCH_OK;
+}
+
 /* Encodes and queues an envelope to one peer. */
 WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *payload,
                                      size_t payload_len) {
     wsch_shared *s;
-    int r = wsch__hub_encode(hub, type, WSCH_STRLEN(type), payload, payload_len, &s, NULL);
+    int r = wsch__hub_encode(hub, type, WSCH_STRLEN(type), payload, payload_len, NULL, 0, &s, NULL);
     if (r != WSCH_OK) return r;
     wsch__hub_walk_begin(hub);
     r = wsch__hub_push(hub, cl, s) ? WSCH_OK : WSCH_ERR_STATE;
@@ -7959,13 +8719,15 @@ WSCH__PRIVATE int wsch__hub_send_one(wsch_hub *hub, wsch__hub_peer *cl, const ch
     return r;
 }
 
-/* {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C]}}.
-   channel is only passed once it is known to be a valid name. */
+/* {"type":"error","payload":{"code":K,"message":M[,"request":T][,"channel":C][,"id":I]}}.
+   channel is only passed once it is known to be a valid name; id 0: none. */
 WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_peer *cl, const char *code, const char *message,
-                                        const wsch_envelope *req, const char *channel, size_t channel_len) {
-    /* code and message are the hub's own ASCII; the type was decoded as
-       UTF-8 and the channel checked to be a valid name: all fit. */
-    char buf[128u + 6u * WSCH_ENVELOPE_TYPE_MAX + 6u * WSCH_HUB_MAX_CHANNEL_LEN + 256u];
+                                        const wsch_envelope *req, const char *channel, size_t channel_len,
+                                        uint64_t id) {
+    /* code and message are valid UTF-8 of at most 255 bytes (the hub's own,
+       or checked by wsch_hub_refuse), the type was decoded as UTF-8 and the
+       channel checked to be a valid name: all fit. */
+    char buf[128u + 6u * WSCH_ENVELOPE_TYPE_MAX + 6u * WSCH_HUB_MAX_CHANNEL_LEN + 12u * 255u];
     wsch__writer w;
     wsch__w_init(&w, buf, sizeof buf);
     wsch__w_puts(&w, "{\"code\":");
@@ -7980,8 +8742,100 @@ WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_peer *cl, const
         wsch__w_puts(&w, ",\"channel\":");
         wsch__w_put_json_string(&w, channel, channel_len);
     }
+    if (id) {
+        wsch__w_puts(&w, ",\"id\":");
+        wsch__w_put_uint(&w, id);
+    }
     wsch__w_puts(&w, "}");
     if (!w.overflow) (void)wsch__hub_send_one(hub, cl, "error", buf, w.len);
+}
+
+/* {"type":"ack","payload":{"id":I}} */
+WSCH__PRIVATE void wsch__hub_send_ack(wsch_hub *hub, wsch__hub_peer *cl, uint64_t id) {
+    char buf[32];
+    wsch__writer w;
+    wsch__w_init(&w, buf, sizeof buf);
+    wsch__w_puts(&w, "{\"id\":");
+    wsch__w_put_uint(&w, id);
+    wsch__w_puts(&w, "}");
+    hub->acks++;
+    (void)wsch__hub_send_one(hub, cl, "ack", buf, w.len);
+}
+
+/* ---- sessions: the scope of reliable message ids ---------------------------- */
+
+WSCH__PRIVATE void wsch__hub_session_free(wsch_hub *hub, wsch__hub_session *se) {
+    if (se->idle_prev) se->idle_prev->idle_next = se->idle_next;
+    else hub->idle_first = se->idle_next;
+    if (se->idle_next) se->idle_next->idle_prev = se->idle_prev;
+    else hub->idle_last = se->idle_prev;
+    wsch__hub_remove(hub, &hub->sessions, &se->e);
+    wsch__free(&hub->desc.allocator, se);
+}
+
+/* Joins the peer to its session, made when new. Sessions idle past
+   session_ttl_ms go first; at max_sessions the longest idle one is
+   forgotten, and with none idle the session cannot be had (WSCH_ERR_LIMIT). */
+WSCH__PRIVATE int wsch__hub_session_link(wsch_hub *hub, wsch__hub_peer *cl, const char *id, size_t len) {
+    uint32_t now = wsch__hub_now(hub), h;
+    wsch__hub_session *se;
+    while (hub->idle_first && now - hub->idle_first->idle_since_ms >= hub->desc.session_ttl_ms)
+        wsch__hub_session_free(hub, hub->idle_first);
+    h = wsch__hub_hash(hub, id, len);
+    se = (wsch__hub_session *)(void *)wsch__hub_find(&hub->sessions, id, len, h);
+    if (!se) {
+        if (hub->sessions.count >= hub->desc.max_sessions) {
+            if (!hub->idle_first) return WSCH_ERR_LIMIT;
+            wsch__hub_session_free(hub, hub->idle_first);
+        }
+        se = (wsch__hub_session *)(void *)wsch__hub_entry_new(hub, sizeof *se, NULL, 0, id, len, h);
+        if (!se) return WSCH_ERR_NOMEM;
+        if (wsch__hub_insert(hub, &hub->sessions, &se->e) != WSCH_OK) {
+            wsch__free(&hub->desc.allocator, se);
+            return WSCH_ERR_NOMEM;
+        }
+    } else if (se->conns == 0) {    /* back from the idle list */
+        if (se->idle_prev) se->idle_prev->idle_next = se->idle_next;
+        else hub->idle_first = se->idle_next;
+        if (se->idle_next) se->idle_next->idle_prev = se->idle_prev;
+        else hub->idle_last = se->idle_prev;
+        se->idle_prev = se->idle_next = NULL;
+    }
+    se->conns++;
+    cl->sess = se;
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__hub_session_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
+    wsch__hub_session *se = cl->sess;
+    if (!se) return;
+    cl->sess = NULL;
+    if (--se->conns) return;
+    se->idle_since_ms = wsch__hub_now(hub);
+    se->idle_next = NULL;
+    se->idle_prev = hub->idle_last;
+    if (hub->idle_last) hub->idle_last->idle_next = se;
+    else hub->idle_first = se;
+    hub->idle_last = se;
+}
+
+/* Records the outcome of id, newer than the session's last: the window of
+   outcomes moves up by the difference. */
+WSCH__PRIVATE void wsch__hub_session_record(wsch__hub_session *se, uint64_t id, int refused) {
+    uint64_t shift = id - se->last_id, *w = se->refused;
+    int i;
+    if (shift >= WSCH__HUB_WINDOW) {
+        for (i = 0; i < 4; i++) w[i] = 0;
+    } else {
+        int words = (int)(shift / 64u);
+        unsigned bits = (unsigned)(shift % 64u);
+        for (i = 3; i >= 0; i--) {
+            uint64_t hi = i >= words ? w[i - words] : 0u, lo = i >= words + 1 ? w[i - words - 1] : 0u;
+            w[i] = bits ? (hi << bits) | (lo >> (64u - bits)) : hi;
+        }
+    }
+    w[0] |= refused ? 1u : 0u;
+    se->last_id = id;
 }
 
 /* ---- drops and the end of a peer ---------------------------------------- */
@@ -8062,6 +8916,7 @@ WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_dr
 WSCH__PRIVATE void wsch__hub_release(wsch_hub *hub, wsch__hub_peer *cl) {
     wsch__hub_slot *slot = &hub->slots[cl->index];
     wsch__hub_user_unlink(hub, cl);
+    wsch__hub_session_unlink(hub, cl);
     slot->peer = NULL;
     if (++slot->gen == 0) slot->gen = 1;
     slot->next_free = hub->free_head;
@@ -8195,7 +9050,8 @@ WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, w
     wsch_hub *hub = cl->hub;
     wsch_hub_request hr;
     wsch_str uid;
-    size_t tlen = 0;
+    size_t tlen = 0, sess_len = 0;
+    char sess[WSCH_SESSION_MAX + 1u];
     (void)c;
     hr.http = req;
     hr.peer = wsch__hub_handle(hub, cl);
@@ -8225,6 +9081,17 @@ WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, w
         hub->drops[WSCH_HUB_DROP_ORIGIN]++;
         return;
     }
+    {   /* a malformed session would silently lose its deduplication: refuse it */
+        size_t slen = 0;
+        int sr = wsch_query_get(req->query, "session", sess, sizeof sess, &slen);
+        if (sr == WSCH_OK) sess_len = slen;
+        if ((sr == WSCH_OK && !wsch__session_ok(sess, slen)) || sr == WSCH_ERR_BUFFER) {
+            reply->status = 400;
+            cl->flags |= WSCH__HUB_REJECTED | WSCH__HUB_COUNTED;
+            hub->drops[WSCH_HUB_DROP_HANDSHAKE]++;
+            return;
+        }
+    }
     wsch__hub_pick_protocol(hub, req, reply);
     uid.ptr = "";
     uid.len = 0;
@@ -8242,7 +9109,8 @@ WSCH__PRIVATE void wsch__hub_on_request(wsch_conn *c, const wsch_request *req, w
             return;
         }
     }
-    if (uid.len && wsch__hub_user_link(hub, cl, uid.ptr, uid.len) != WSCH_OK) {
+    if ((uid.len && wsch__hub_user_link(hub, cl, uid.ptr, uid.len) != WSCH_OK) ||
+        (sess_len && wsch__hub_session_link(hub, cl, sess, sess_len) != WSCH_OK)) {
         reply->status = 503;
         cl->flags |= WSCH__HUB_REJECTED | WSCH__HUB_COUNTED;
         hub->drops[WSCH_HUB_DROP_NOMEM]++;
@@ -8266,64 +9134,219 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
     if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
 }
 
+/* {"type":"subscribed"|"unsubscribed","payload":{"channel":C[,"offset":N,"epoch":E][,"recovered":B]}}.
+   ch NULL: no position (history off, or an unsubscribe); asked: recover was
+   asked, so "recovered" is said. */
+WSCH__PRIVATE void wsch__hub_confirm(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *name, size_t n,
+                                     const wsch__hub_channel *ch, int asked, int recovered) {
+    char buf[WSCH_HUB_MAX_CHANNEL_LEN + 96u];
+    wsch__writer w;
+    wsch__w_init(&w, buf, sizeof buf);      /* a valid name needs no escapes */
+    wsch__w_puts(&w, "{\"channel\":");
+    wsch__w_put_json_string(&w, name, n);
+    if (ch) {
+        char epoch[WSCH_HUB_EPOCH_LEN + 1];
+        wsch__hub_epoch_hex(ch->epoch, epoch);
+        wsch__w_puts(&w, ",\"offset\":");
+        wsch__w_put_uint(&w, ch->offset);
+        wsch__w_puts(&w, ",\"epoch\":\"");
+        wsch__w_puts(&w, epoch);
+        wsch__w_puts(&w, "\"");
+    }
+    if (asked) {
+        wsch__w_puts(&w, recovered ? ",\"recovered\":true" : ",\"recovered\":false");
+        if (recovered) hub->recovered++;
+        else hub->not_recovered++;
+    }
+    wsch__w_puts(&w, "}");
+    if (!w.overflow) (void)wsch__hub_send_one(hub, cl, type, buf, w.len);
+}
+
+/* Sends what the peer's pending subscriptions still miss, oldest first,
+   while its queue is under half of max_outbound_bytes (a transport that
+   fills resumes it through wsch_hub_writable); a subscription that caught
+   up joins its channel live and is confirmed, so live messages follow the
+   replay in offset order. */
+WSCH__PRIVATE void wsch__hub_replay(wsch_hub *hub, wsch__hub_peer *cl) {
+    size_t limit = hub->desc.limits.max_outbound_bytes / 2u;
+    int k;
+    for (k = 0; cl->state == WSCH__HUB_OPEN && k < (int)cl->nsubs; k++) {
+        wsch__hub_sub *sub = &cl->subs[k];
+        wsch__hub_channel *ch = sub->ch;
+        if (sub->pos != WSCH__HUB_PENDING) continue;
+        while (sub->next <= ch->offset) {
+            uint64_t first = wsch__hub_first_kept(ch);
+            int queued;
+            if (sub->next < first) {
+                sub->gap = 1;           /* evicted under the replay: what is left would skip some */
+                break;
+            }
+            if (wsch_conn_queued_bytes(cl->conn) >= limit) return;
+            wsch__hub_walk_begin(hub);
+            queued = wsch__hub_push(hub, cl, ch->ring[(ch->head + (uint32_t)(sub->next - first)) & (ch->ring_cap - 1u)]->frame);
+            wsch__hub_walk_end(hub);
+            if (!queued || cl->state != WSCH__HUB_OPEN) return;
+            hub->replayed++;
+            sub->next++;
+        }
+        sub->pos = ch->count;       /* room was kept when it subscribed */
+        ch->subs[ch->count++] = cl;
+        ch->pending--;
+        wsch__hub_confirm(hub, cl, "subscribed", ch->e.key, ch->e.key_len, ch, (int)sub->asked, !sub->gap);
+        k = -1;                     /* the confirmation may have changed the array: look again */
+    }
+    if (cl->state == WSCH__HUB_OPEN) cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_REPLAYING);
+}
+
+/* Where a subscription starts, from the subscribe's "recover" or "history"
+   (history on): 0 for live at once. *asked and *ok say whether recover was
+   asked and can be honoured. */
+WSCH__PRIVATE uint64_t wsch__hub_replay_start(const wsch__hub_channel *ch, wsch_str recover,
+                                              wsch_str history, int *asked, int *ok) {
+    static const char *const keys[2] = {"offset", "epoch"};
+    uint64_t first = ch ? wsch__hub_first_kept(ch) : 1u, last = ch ? ch->offset : 0u;
+    *asked = recover.ptr != NULL;
+    *ok = 0;
+    if (recover.ptr) {
+        wsch_str v[2];
+        char epoch[WSCH_HUB_EPOCH_LEN + 1];
+        int64_t offset;
+        if (!ch || wsch__json_members(recover, keys, 2, v, WSCH__JSON_TRUSTED) != WSCH_OK ||
+            wsch__json_int_value(v[0], &offset) != WSCH_OK || offset < 0 || !v[1].ptr)
+            return 0;
+        wsch__hub_epoch_hex(ch->epoch, epoch);
+        if (v[1].len != WSCH_HUB_EPOCH_LEN + 2u || WSCH_MEMCMP(v[1].ptr + 1, epoch, WSCH_HUB_EPOCH_LEN) != 0) return 0;
+        /* Everything after offset must still be here, and offset not ahead of the channel. */
+        if ((uint64_t)offset > last || (uint64_t)offset + 1u < first) return 0;
+        *ok = 1;
+        return (uint64_t)offset == last ? 0u : (uint64_t)offset + 1u;
+    }
+    if (history.ptr && ch && ch->kept) {
+        int64_t k;
+        if (wsch__json_int_value(history, &k) != WSCH_OK || k <= 0) return 0;
+        if ((uint64_t)k > ch->kept) k = (int64_t)ch->kept;
+        return last - (uint64_t)k + 1u;
+    }
+    return 0;
+}
+
 WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env, int sub) {
     char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
-    char ack[WSCH_HUB_MAX_CHANNEL_LEN + 16u];
-    static const char *const key[1] = {"channel"};
-    wsch_str v;
+    static const char *const keys[3] = {"channel", "recover", "history"};
+    wsch_str v[3];
+    wsch__hub_channel *ch;
     size_t n = 0;
-    wsch__writer w;
-    /* The envelope is decoded (validated) already: one more pass finds the key. */
-    int r = wsch_envelope_get_members(env, key, 1, &v);
-    if (r == WSCH_OK) r = wsch__env_channel_value(v, name, hub->desc.max_channel_len + 1u, &n);
+    int asked = 0, ok = 0;
+    /* The envelope is decoded (validated) already: one more pass finds the keys. */
+    int r = wsch_envelope_get_members(env, keys, 3, v);
+    if (r == WSCH_OK) r = wsch__env_channel_value(v[0], name, hub->desc.max_channel_len + 1u, &n);
     if (r == WSCH_ERR_BUFFER || (r == WSCH_OK && !wsch__hub_channel_ok(hub, name, n))) {
         wsch__hub_send_error(hub, cl, "bad_channel", "channel name is too long or has characters outside [A-Za-z0-9_.:@/-]",
-                             env, NULL, 0);
+                             env, NULL, 0, 0);
         return;
     }
     if (r != WSCH_OK) {
-        wsch__hub_send_error(hub, cl, "bad_payload", "payload needs a non-empty string \"channel\"", env, NULL, 0);
+        wsch__hub_send_error(hub, cl, "bad_payload", "payload needs a non-empty string \"channel\"", env, NULL, 0, 0);
         return;
     }
-    if (sub) {
-        wsch__hub_channel *ch = wsch__hub_channel_find(hub, name, n);
-        if (!ch || wsch__hub_sub_index(cl, ch) < 0) {
-            if (cl->nsubs >= hub->desc.max_channels_per_peer) {
-                wsch__hub_send_error(hub, cl, "too_many_channels", "subscription limit reached", env, name, n);
+    if (!sub) {
+        int k;
+        ch = wsch__hub_channel_find(hub, name, n);
+        k = ch ? wsch__hub_sub_index(cl, ch) : -1;
+        if (k >= 0) wsch__hub_sub_remove(hub, cl, k);
+        wsch__hub_confirm(hub, cl, "unsubscribed", name, n, NULL, 0, 0);
+        return;
+    }
+    if (hub->desc.history_size) wsch__hub_hist_trim(hub, wsch__hub_now(hub));
+    ch = wsch__hub_channel_find(hub, name, n);
+    if (!ch || wsch__hub_sub_index(cl, ch) < 0) {
+        uint64_t from = 0;
+        if (cl->nsubs >= hub->desc.max_channels_per_peer) {
+            wsch__hub_send_error(hub, cl, "too_many_channels", "subscription limit reached", env, name, n, 0);
+            return;
+        }
+        if (hub->desc.authorize_subscribe) {
+            wsch_str cs;
+            cs.ptr = name;
+            cs.len = n;
+            if (!hub->desc.authorize_subscribe(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), cs,
+                                               hub->desc.user)) {
+                wsch__hub_send_error(hub, cl, "forbidden", "not allowed to subscribe", env, name, n, 0);
                 return;
             }
-            if (hub->desc.authorize_subscribe) {
-                wsch_str cs;
-                cs.ptr = name;
-                cs.len = n;
-                if (!hub->desc.authorize_subscribe(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), cs,
-                                                   hub->desc.user)) {
-                    wsch__hub_send_error(hub, cl, "forbidden", "not allowed to subscribe", env, name, n);
-                    return;
-                }
-                if (cl->state != WSCH__HUB_OPEN) return;   /* the hook closed it */
-            }
-            if (wsch__hub_sub_add(hub, cl, name, n) != WSCH_OK) {
-                wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n);
-                return;
-            }
+            if (cl->state != WSCH__HUB_OPEN) return;   /* the hook closed it */
+            ch = wsch__hub_channel_find(hub, name, n);
+        }
+        if (hub->desc.history_size) from = wsch__hub_replay_start(ch, v[1], v[2], &asked, &ok);
+        else asked = v[1].ptr != NULL;
+        if (wsch__hub_sub_add(hub, cl, name, n, from, (unsigned)asked) != WSCH_OK) {
+            wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n, 0);
+            return;
+        }
+        if (from) {
+            wsch__hub_replay(hub, cl);      /* confirms once caught up */
+            return;
         }
     } else {
-        wsch__hub_channel *ch = wsch__hub_channel_find(hub, name, n);
-        int k = ch ? wsch__hub_sub_index(cl, ch) : -1;
-        if (k >= 0) wsch__hub_sub_remove(hub, cl, k);
+        asked = v[1].ptr != NULL;           /* already subscribed here: nothing was replayed */
     }
-    wsch__w_init(&w, ack, sizeof ack);      /* a valid name needs no escapes */
-    wsch__w_puts(&w, "{\"channel\":");
-    wsch__w_put_json_string(&w, name, n);
-    wsch__w_puts(&w, "}");
-    if (!w.overflow) (void)wsch__hub_send_one(hub, cl, sub ? "subscribed" : "unsubscribed", ack, w.len);
+    ch = wsch__hub_channel_find(hub, name, n);
+    wsch__hub_confirm(hub, cl, "subscribed", name, n, hub->desc.history_size ? ch : NULL, asked, ok);
+}
+
+/* An application message: on_message, and for a reliable one (with an
+   "id") the answer, once; a resend of an id its session applied already is
+   answered again without being applied. */
+WSCH__PRIVATE void wsch__hub_on_app_message(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env,
+                                            wsch_str idv) {
+    wsch__hub_session *se = cl->sess;   /* kept: the peer may end inside on_message */
+    wsch__hub_peer *outer = hub->answering;
+    uint64_t id = 0, outer_id = hub->answering_id;
+    const wsch_envelope *outer_env = hub->answering_env;
+    int refused, outer_answered = hub->answered;
+    if (idv.ptr) {
+        int64_t k;
+        if (wsch__json_int_value(idv, &k) != WSCH_OK || k < 1 || k > ((int64_t)1 << 53)) {
+            wsch__hub_send_error(hub, cl, "bad_id", "\"id\" must be an integer from 1 to 2^53", env, NULL, 0, 0);
+            return;
+        }
+        id = (uint64_t)k;
+    }
+    if (id && se && id <= se->last_id) {
+        uint64_t back = se->last_id - id;
+        hub->duplicates++;
+        if (back < WSCH__HUB_WINDOW && (se->refused[back / 64u] >> (back % 64u)) & 1u)
+            wsch__hub_send_error(hub, cl, "refused", "this message was refused before", env, NULL, 0, id);
+        else
+            wsch__hub_send_ack(hub, cl, id);
+        return;
+    }
+    hub->answering = cl;
+    hub->answering_id = id;
+    hub->answering_env = env;
+    hub->answered = 0;
+    if (hub->desc.on_message) {
+        hub->desc.on_message(hub, wsch__hub_handle(hub, cl), env, hub->desc.user);
+    } else {
+        wsch__hub_send_error(hub, cl, "unknown_type", "no handler for this type", env, NULL, 0, id);
+        hub->answered = 1;
+    }
+    refused = hub->answered;
+    hub->answering = outer;
+    hub->answering_id = outer_id;
+    hub->answering_env = outer_env;
+    hub->answered = outer_answered;
+    if (!id) return;
+    if (se) wsch__hub_session_record(se, id, refused);
+    if (!refused) wsch__hub_send_ack(hub, cl, id);
 }
 
 WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user) {
+    static const char *const id_key[1] = {"id"};
     wsch__hub_peer *cl = (wsch__hub_peer *)user;
     wsch_hub *hub = cl->hub;
     wsch_envelope env;
+    wsch_str idv;
     (void)c;
     hub->messages_in++;
     if (cl->state != WSCH__HUB_OPEN) return;
@@ -8331,8 +9354,8 @@ WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *
         wsch__hub_drop(hub, cl, WSCH_HUB_DROP_PROTOCOL);
         return;
     }
-    if (wsch_envelope_decode((const char *)data, len, &env) != WSCH_OK) {
-        wsch__hub_send_error(hub, cl, "bad_envelope", "expected {\"type\": string, \"payload\": any}", NULL, NULL, 0);
+    if (wsch__envelope_decode_with((const char *)data, len, &env, id_key, 1, &idv) != WSCH_OK) {
+        wsch__hub_send_error(hub, cl, "bad_envelope", "expected {\"type\": string, \"payload\": any}", NULL, NULL, 0, 0);
         return;
     }
     if (wsch_envelope_type_is(&env, "ping")) {
@@ -8341,10 +9364,8 @@ WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *
         wsch__hub_on_subscribe(hub, cl, &env, 1);
     } else if (wsch_envelope_type_is(&env, "unsubscribe")) {
         wsch__hub_on_subscribe(hub, cl, &env, 0);
-    } else if (hub->desc.on_message) {
-        hub->desc.on_message(hub, wsch__hub_handle(hub, cl), &env, hub->desc.user);
     } else {
-        wsch__hub_send_error(hub, cl, "unknown_type", "no handler for this type", &env, NULL, 0);
+        wsch__hub_on_app_message(hub, cl, &env, idv);
     }
 }
 
@@ -8377,6 +9398,10 @@ WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc) {
     d.max_user_id_len = wsch__or(d.max_user_id_len, WSCH_HUB_DEFAULT_MAX_USER_ID_LEN);
     d.max_token_len = wsch__or(d.max_token_len, WSCH_HUB_DEFAULT_MAX_TOKEN_LEN);
     if (!d.idle_timeout_ms) d.idle_timeout_ms = WSCH_HUB_DEFAULT_IDLE_TIMEOUT_MS;
+    if (!d.history_ttl_ms) d.history_ttl_ms = WSCH_HUB_DEFAULT_HISTORY_TTL_MS;
+    d.history_max_bytes = wsch__or(d.history_max_bytes, WSCH_HUB_DEFAULT_HISTORY_MAX_BYTES);
+    if (!d.session_ttl_ms) d.session_ttl_ms = WSCH_HUB_DEFAULT_SESSION_TTL_MS;
+    d.max_sessions = wsch__or(d.max_sessions, d.max_peers);
     /* The hub's own defaults; a frame may be as large as a message. */
     if (!d.limits.max_message_size) d.limits.max_message_size = WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE;
     if (!d.limits.max_frame_size) d.limits.max_frame_size = d.limits.max_message_size;
@@ -8400,6 +9425,9 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     if (d.deflate.codec && !wsch__pmd_desc_ok(&d.deflate)) return WSCH_ERR_ARG;
     if (d.path[0] != '/' || d.max_channel_len > WSCH_HUB_MAX_CHANNEL_LEN || d.max_channels_per_peer > 0xFFFFu ||
         d.max_peers > 0xFFFFFFF0u || d.max_user_id_len > 0xFFFFu || d.max_token_len > ((size_t)-1 - 16u) / 2u)
+        return WSCH_ERR_ARG;
+    /* History needs ages (now_ms) and epochs a restarted process does not repeat (random_bytes). */
+    if (d.history_size && (d.history_size > (1u << 30) || !d.effects.now_ms || !d.effects.random_bytes))
         return WSCH_ERR_ARG;
     if (d.bridge.subscribe || d.bridge.unsubscribe || d.bridge.publish) {
         /* Without randomness two hubs could share an origin id and skip each other's messages. */
@@ -8439,6 +9467,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
         hub->bridged = 1;
         d.effects.random_bytes(&hub->origin, sizeof hub->origin, d.user);
     }
+    if (d.history_size) d.effects.random_bytes(&hub->epoch_key, sizeof hub->epoch_key, d.user);
 
     {   /* in wsch_effects order: send, close, timer_set, timer_cancel, now_ms,
            random_bytes, log, connect; each forwards to the peer's own */
@@ -8463,7 +9492,10 @@ WSCH__PRIVATE void wsch__hub_free_table(wsch_hub *hub, wsch__hub_table *t, int c
         wsch__hub_entry *e = t->buckets[i], *next;
         for (; e; e = next) {
             next = e->next;
-            if (channels) wsch__free(&hub->desc.allocator, ((wsch__hub_channel *)(void *)e)->subs);
+            if (channels) {
+                wsch__free(&hub->desc.allocator, ((wsch__hub_channel *)(void *)e)->subs);
+                wsch__free(&hub->desc.allocator, ((wsch__hub_channel *)(void *)e)->ring);
+            }
             wsch__free(&hub->desc.allocator, e);
         }
     }
@@ -8483,8 +9515,10 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     }
     hub->depth = 1;
     wsch__hub_leave(hub);       /* frees anything released but not yet freed */
+    while (hub->oldest) wsch__hub_hist_pop(hub, hub->oldest->ch);
     wsch__hub_free_table(hub, &hub->channels, 1);
     wsch__hub_free_table(hub, &hub->users, 0);
+    wsch__hub_free_table(hub, &hub->sessions, 0);
     wsch__free(&a, hub->slots);
     wsch__free(&a, hub->token_buf);
     wsch__free(&a, hub->bridge_buf);
@@ -8568,6 +9602,7 @@ WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_peer peer) {
     if (!cl) return WSCH_ERR_STALE;
     wsch__hub_enter(hub);
     r = wsch_conn_writable(cl->conn);
+    if (cl->flags & WSCH__HUB_REPLAYING && cl->state == WSCH__HUB_OPEN) wsch__hub_replay(hub, cl);
     wsch__hub_leave(hub);
     return r;
 }
@@ -8618,51 +9653,43 @@ WSCH__PRIVATE int wsch__hub_prepare(wsch_hub *hub, const char *type, const char 
                                     wsch_shared **s, size_t *env_len) {
     if (!hub || !type) return WSCH_ERR_ARG;
     payload_len = wsch__cstr_len(payload, payload_len);
-    return wsch__hub_encode(hub, type, WSCH_STRLEN(type), payload, payload_len, s, env_len);
+    return wsch__hub_encode(hub, type, WSCH_STRLEN(type), payload, payload_len, NULL, 0, s, env_len);
 }
 
-/* broadcast and send_to_user: encode once, hand to the bridge, deliver to
-   the local subscribers of a channel (to_user 0) or connections of a user. */
-WSCH__PRIVATE int wsch__hub_fan_out(wsch_hub *hub, int to_user, const char *name, const char *type,
-                                    const char *payload, size_t payload_len, size_t *delivered) {
+WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
+                                size_t payload_len, size_t *delivered) {
+    size_t len;
+    if (delivered) *delivered = 0;
+    if (!hub || !channel || !type) return WSCH_ERR_ARG;
+    len = WSCH_STRLEN(channel);
+    if (!wsch__hub_channel_ok(hub, channel, len)) return WSCH_ERR_ARG;
+    return wsch__hub_publish(hub, channel, len, type, WSCH_STRLEN(type), payload, wsch__cstr_len(payload, payload_len),
+                             1, delivered);
+}
+
+/* Encode once, hand to the bridge, deliver to the user's local connections. */
+WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
+                                   size_t payload_len, size_t *delivered) {
     wsch_shared *s;
+    wsch__hub_user *u;
     size_t n = 0, len, env_len = 0;
     int r;
     if (delivered) *delivered = 0;
-    if (!hub || !name) return WSCH_ERR_ARG;
-    len = WSCH_STRLEN(name);
-    if (!to_user && !wsch__hub_channel_ok(hub, name, len)) return WSCH_ERR_ARG;
+    if (!hub || !user_id) return WSCH_ERR_ARG;
+    len = WSCH_STRLEN(user_id);
     r = wsch__hub_prepare(hub, type, payload, payload_len, &s, &env_len);
     if (r != WSCH_OK) return r;
     wsch__hub_enter(hub);
     /* Other hubs first: the bridge only copies, local delivery may take a
        while. No hub has a user id that is empty or past the limit. */
-    if (!to_user) {
-        wsch__hub_channel *ch;
-        if (hub->bridged) wsch__hub_bridge_publish(hub, NULL, 0, name, len, s, env_len);
-        ch = wsch__hub_channel_find(hub, name, len);
-        if (ch) n = wsch__hub_deliver_channel(hub, ch, s);
-    } else {
-        wsch__hub_user *u;
-        if (hub->bridged && len > 0 && len <= hub->desc.max_user_id_len)
-            wsch__hub_bridge_publish(hub, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN, name, len, s, env_len);
-        u = wsch__hub_user_find(hub, name, len);
-        if (u) n = wsch__hub_deliver_user(hub, u, s);
-    }
+    if (hub->bridged && len > 0 && len <= hub->desc.max_user_id_len)
+        wsch__hub_bridge_publish(hub, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN, user_id, len, s, env_len);
+    u = wsch__hub_user_find(hub, user_id, len);
+    if (u) n = wsch__hub_deliver_user(hub, u, s);
     wsch_shared_release(s);
     wsch__hub_leave(hub);
     if (delivered) *delivered = n;
     return WSCH_OK;
-}
-
-WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
-                                size_t payload_len, size_t *delivered) {
-    return wsch__hub_fan_out(hub, 0, channel, type, payload, payload_len, delivered);
-}
-
-WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const char *type, const char *payload,
-                                   size_t payload_len, size_t *delivered) {
-    return wsch__hub_fan_out(hub, 1, user_id, type, payload, payload_len, delivered);
 }
 
 WSCH_API int wsch_hub_send(wsch_hub *hub, wsch_hub_peer peer, const char *type, const char *payload,
@@ -8692,7 +9719,7 @@ WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_peer peer, const char *c
     wsch__hub_peer *cl;
     int r = wsch__hub_sub_args(hub, peer, channel, &cl);
     if (r != WSCH_OK) return r;
-    return wsch__hub_sub_add(hub, cl, channel, WSCH_STRLEN(channel));
+    return wsch__hub_sub_add(hub, cl, channel, WSCH_STRLEN(channel), 0, 0);
 }
 
 WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel) {
@@ -8817,20 +9844,24 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
     if (r == WSCH_OK && data_len - WSCH_HUB_BRIDGE_HEADER_LEN > hub->desc.limits.max_message_size) r = WSCH_ERR_TOO_LARGE;
     if (r == WSCH_OK)
         r = wsch_envelope_decode(d + WSCH_HUB_BRIDGE_HEADER_LEN, data_len - WSCH_HUB_BRIDGE_HEADER_LEN, &env);
-    /* Re-encoded, so what peers get is exactly what a local broadcast sends. */
-    if (r == WSCH_OK) r = wsch__hub_encode(hub, env.type, env.type_len, env.payload.ptr, env.payload.len, &s, NULL);
+    /* Re-encoded, so what peers get is exactly what a local broadcast sends
+       (with this hub's own position for the channel). */
+    if (r == WSCH_OK && !id) {
+        r = wsch__hub_publish(hub, name, name_len, env.type, env.type_len, env.payload.ptr, env.payload.len, 0, delivered);
+        if (r == WSCH_OK) hub->bridge_received++;
+        else if (r != WSCH_ERR_NOMEM) hub->bridge_refused++;
+        return r;
+    }
+    if (r == WSCH_OK) r = wsch__hub_encode(hub, env.type, env.type_len, env.payload.ptr, env.payload.len, NULL, 0, &s, NULL);
     if (r != WSCH_OK) {
         if (r != WSCH_ERR_NOMEM) hub->bridge_refused++;
         return r;
     }
     hub->bridge_received++;
     wsch__hub_enter(hub);
-    if (id) {
+    {
         wsch__hub_user *u = wsch__hub_user_find(hub, id, id_len);
         if (u) n = wsch__hub_deliver_user(hub, u, s);
-    } else {
-        wsch__hub_channel *ch = wsch__hub_channel_find(hub, name, name_len);
-        if (ch) n = wsch__hub_deliver_channel(hub, ch, s);
     }
     wsch_shared_release(s);
     wsch__hub_leave(hub);
@@ -8841,14 +9872,59 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub) {
     size_t i;
     if (!hub || !hub->bridged) return;
+    /* Messages may have gone by unseen: no recovery may span the outage. */
+    while (hub->oldest) {
+        wsch__hub_channel *ch = hub->oldest->ch;
+        wsch__hub_hist_pop(hub, ch);
+        wsch__hub_channel_release(hub, ch);
+    }
     for (i = 0; i < hub->channels.nbuckets; i++) {
-        const wsch__hub_entry *e;
-        for (e = hub->channels.buckets[i]; e; e = e->next) wsch__hub_interest(hub, e, 0, 1);
+        wsch__hub_entry *e;
+        for (e = hub->channels.buckets[i]; e; e = e->next) {
+            if (hub->desc.history_size) ((wsch__hub_channel *)(void *)e)->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
+            wsch__hub_interest(hub, e, 0, 1);
+        }
     }
     for (i = 0; i < hub->users.nbuckets; i++) {
         const wsch__hub_entry *e;
         for (e = hub->users.buckets[i]; e; e = e->next) wsch__hub_interest(hub, e, 1, 1);
     }
+}
+
+WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code, const char *message) {
+    wsch__hub_peer *cl = wsch__hub_get(hub, peer);
+    size_t code_len, message_len;
+    if (!cl) return WSCH_ERR_STALE;
+    if (!code || !message) return WSCH_ERR_ARG;
+    code_len = WSCH_STRLEN(code);
+    message_len = WSCH_STRLEN(message);
+    if (code_len > 255u || message_len > 255u || !wsch_utf8_valid(code, code_len) ||
+        !wsch_utf8_valid(message, message_len))
+        return WSCH_ERR_ARG;
+    if (cl->state != WSCH__HUB_OPEN) return WSCH_ERR_STATE;
+    wsch__hub_enter(hub);
+    if (hub->answering == cl && !hub->answered) {
+        hub->answered = 1;
+        wsch__hub_send_error(hub, cl, code, message, hub->answering_env, NULL, 0, hub->answering_id);
+    } else {
+        wsch__hub_send_error(hub, cl, code, message, NULL, NULL, 0, 0);
+    }
+    wsch__hub_leave(hub);
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel, wsch_hub_position *out) {
+    const wsch__hub_channel *ch;
+    if (!hub || !channel || !out) return WSCH_ERR_ARG;
+    WSCH_MEMSET(out, 0, sizeof *out);
+    if (!hub->desc.history_size) return WSCH_ERR_STATE;
+    ch = wsch__hub_channel_find(hub, channel, WSCH_STRLEN(channel));
+    if (!ch) return WSCH_ERR_NOT_FOUND;
+    out->offset = ch->offset;
+    wsch__hub_epoch_hex(ch->epoch, out->epoch);
+    out->kept = ch->kept;
+    out->first_kept = ch->kept ? wsch__hub_first_kept(ch) : 0u;
+    return WSCH_OK;
 }
 
 WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
@@ -8873,6 +9949,14 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     out->bridge_received = hub->bridge_received;
     out->bridge_own = hub->bridge_own;
     out->bridge_refused = hub->bridge_refused;
+    out->history_messages = hub->history_messages;
+    out->history_bytes = hub->history_bytes;
+    out->replayed = hub->replayed;
+    out->recovered = hub->recovered;
+    out->not_recovered = hub->not_recovered;
+    out->sessions = hub->sessions.count;
+    out->acks = hub->acks;
+    out->duplicates = hub->duplicates;
     for (i = 0; i < hub->nslots; i++) {
         if (hub->slots[i].peer) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].peer->conn);
     }

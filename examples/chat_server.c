@@ -20,7 +20,7 @@
    no ':' is accepted as the user name), --www DIR (the page; default examples/www under the current
    directory, else ../examples/www next to the binary), --max-clients N,
    --max-outbound SIZE, --max-queued-total SIZE, --ping-interval MS, --idle-timeout MS, --close-timeout MS,
-   --no-deflate, --verbose (connections, and the
+   --history N, --history-age S, --history-bytes SIZE (below), --no-deflate, --verbose (connections, and the
    time each publish to 1,000+ subscribers took to queue), --redis HOST[:PORT]
    and --redis-prefix P (below).
 
@@ -34,13 +34,24 @@
    they were published in. Without --redis nothing of this runs; built
    without CHAT_WITH_REDIS, --redis is refused.
 
+   History (the hub's, see "History and recovery" in ws_channel.h): each
+   channel keeps its last 200 messages for 5 minutes (--history N,
+   --history-age SECONDS, --history-bytes SIZE for all channels, 64M;
+   --history 0 turns it off), enough for a client away a few seconds at a
+   chat's pace, or minutes at a calm one, to recover what it missed, and
+   for the page to show a late joiner the recent conversation. The history
+   lives in this process: after a restart, or on another process of the
+   same Redis, a client gets "recovered":false and the page says so.
+
    What the demo adds on top of the hub (all envelopes {"type","payload"}):
-     -> {"type":"publish","payload":{"channel":C,"data":D}}   from a subscriber of C
-     <- {"type":"message","payload":{"channel":C,"from":USER,"data":D}}   to every subscriber of C
+     -> {"type":"publish","payload":{"channel":C,"data":D}[,"id":I]}   from a subscriber of C;
+        with an id it is acknowledged once broadcast ({"type":"ack","payload":{"id":I}})
+     <- {"type":"message","payload":{"channel":C,"from":USER,"data":D},"channel":C,"offset":N,"epoch":E}
+        to every subscriber of C
      -> {"type":"direct","payload":{"to":USER,"data":D}}
      <- {"type":"direct","payload":{"from":USER,"to":USER,"data":D}}   to every connection of both users
      <- {"type":"welcome","payload":{"user":USER}}            once, after the upgrade
-     <- {"type":"error","payload":{"code":K,"message":M,"request":T[,"channel":C]}}
+     <- {"type":"error","payload":{"code":K,"message":M,"request":T[,"id":I]}}
         K: "not_subscribed" (publish to a channel you did not join), "bad_payload",
         "too_large", and the hub's own codes.
    Channels "user:NAME" and "user:NAME:..." are private to NAME (the
@@ -91,6 +102,8 @@
 #define IDLE_TIMEOUT_MS 25000u
 #define CLOSE_TIMEOUT_MS 3000u
 #define MAX_QUEUED_TOTAL (256u * 1024u * 1024u)     /* output waiting for all clients together */
+#define HISTORY_SIZE 200u                           /* messages kept per channel */
+#define HISTORY_AGE_S 300u
 
 typedef struct app {
     hub_loop loop;              /* the sockets, the hub (loop.hub) and its effects */
@@ -204,22 +217,10 @@ static int put_raw(char *buf, size_t cap, size_t *at, const char *s, size_t len)
     return WSCH_OK;
 }
 
-static void send_error(wsch_hub_peer peer, const char *code, const char *message, const char *request,
-                       const char *channel) {
-    char buf[512];
-    size_t at = 0;
-    int rc = put_raw(buf, sizeof buf, &at, "{\"code\":", 8);
-    if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, code, strlen(code));
-    if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, ",\"message\":", 11);
-    if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, message, strlen(message));
-    if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, ",\"request\":", 11);
-    if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, request, strlen(request));
-    if (rc == WSCH_OK && channel) {
-        rc = put_raw(buf, sizeof buf, &at, ",\"channel\":", 11);
-        if (rc == WSCH_OK) rc = put_json_string(buf, sizeof buf, &at, channel, strlen(channel));
-    }
-    if (rc == WSCH_OK) rc = put_raw(buf, sizeof buf, &at, "}", 1);
-    if (rc == WSCH_OK) (void)wsch_hub_send(A.loop.hub, peer, "error", buf, at);
+/* An error answering the message being handled (with its id when it was
+   sent reliably: then no ack follows). */
+static void send_error(wsch_hub_peer peer, const char *code, const char *message) {
+    (void)wsch_hub_refuse(A.loop.hub, peer, code, message);
 }
 
 /* The string member v (a span from wsch_envelope_get_members) unescaped
@@ -249,21 +250,24 @@ static void on_publish(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *e
     char *buf;
     int rc;
     if (wsch_envelope_get_members(env, keys, 2, v) != WSCH_OK) {    /* a key given twice */
-        send_error(peer, "bad_payload", "publish names \"channel\" or \"data\" twice", "publish", NULL);
+        send_error(peer, "bad_payload", "publish names \"channel\" or \"data\" twice");
         return;
     }
     if (!get_name(v[0], channel, sizeof channel, &clen)) {
-        send_error(peer, "bad_payload", "publish needs a string \"channel\"", "publish", NULL);
+        send_error(peer, "bad_payload", "publish needs a string \"channel\"");
         return;
     }
     if (!wsch_hub_is_subscribed(hub, peer, channel)) {
-        send_error(peer, "not_subscribed", "subscribe to the channel before publishing to it", "publish", NULL);
+        send_error(peer, "not_subscribed", "subscribe to the channel before publishing to it");
         return;
     }
     data = data_or_null(v[1]);
     cap = 64 + 6 * clen + 6 * from.len + data.len;
     buf = scratch(cap);
-    if (!buf) return;
+    if (!buf) {
+        send_error(peer, "server_error", "out of memory");
+        return;
+    }
     rc = put_raw(buf, cap, &at, "{\"channel\":", 11);
     if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, channel, clen);
     if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, ",\"from\":", 8);
@@ -279,7 +283,8 @@ static void on_publish(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *e
             fprintf(stderr, "publish to %s: queued to %lu clients in %.2f ms\n", channel, (unsigned long)n,
                     (double)(now_us() - t0) / 1000.0);
     }
-    if (rc == WSCH_ERR_TOO_LARGE) send_error(peer, "too_large", "the message would exceed the size limit", "publish", channel);
+    if (rc == WSCH_ERR_TOO_LARGE) send_error(peer, "too_large", "the message would exceed the size limit");
+    else if (rc != WSCH_OK) send_error(peer, "server_error", "the message could not be sent");
 }
 
 /* direct: {"to":USER,"data":D} -> direct {"from","to","data"} to both users. */
@@ -291,13 +296,16 @@ static void on_direct(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *en
     char *buf;
     int rc;
     if (wsch_envelope_get_members(env, keys, 2, v) != WSCH_OK || !get_name(v[0], to, sizeof to, &tlen)) {
-        send_error(peer, "bad_payload", "direct needs a string \"to\"", "direct", NULL);
+        send_error(peer, "bad_payload", "direct needs a string \"to\"");
         return;
     }
     data = data_or_null(v[1]);
     cap = 64 + 6 * tlen + 6 * from.len + data.len;
     buf = scratch(cap);
-    if (!buf) return;
+    if (!buf) {
+        send_error(peer, "server_error", "out of memory");
+        return;
+    }
     rc = put_raw(buf, cap, &at, "{\"from\":", 8);
     if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, from.ptr, from.len);
     if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, ",\"to\":", 6);
@@ -315,7 +323,8 @@ static void on_direct(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *en
             rc = wsch_hub_send_to_user(hub, self, "direct", buf, at, NULL);
         }
     }
-    if (rc == WSCH_ERR_TOO_LARGE) send_error(peer, "too_large", "the message would exceed the size limit", "direct", NULL);
+    if (rc == WSCH_ERR_TOO_LARGE) send_error(peer, "too_large", "the message would exceed the size limit");
+    else if (rc != WSCH_OK) send_error(peer, "server_error", "the message could not be sent");
 }
 
 static void on_message(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user) {
@@ -323,13 +332,13 @@ static void on_message(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *e
     (void)user;
     if (wsch_hub_peer_user_id(hub, peer, &from) != WSCH_OK) return;
     if (!env->payload.ptr || wsch_json_kind_of(env->payload) != WSCH_JSON_OBJECT) {
-        send_error(peer, "bad_payload", "payload must be an object", env->type, NULL);
+        send_error(peer, "bad_payload", "payload must be an object");
     } else if (wsch_envelope_type_is(env, "publish")) {
         on_publish(hub, peer, env, from);
     } else if (wsch_envelope_type_is(env, "direct")) {
         on_direct(hub, peer, env, from);
     } else {
-        send_error(peer, "unknown_type", "this server knows publish and direct", env->type, NULL);
+        send_error(peer, "unknown_type", "this server knows publish and direct");
     }
 }
 
@@ -405,7 +414,7 @@ static void api_stats(wsch_hub_http_response *res) {
     static const char *const drop_names[WSCH_HUB_DROP_COUNT] = {"handshake",     "full", "origin",
                                                                 "unauthorized",  "protocol",
                                                                 "slow_consumer", "idle", "nomem"};
-    char text[2048];
+    char text[4096];
     size_t at;
     int i;
     wsch_hub_counters s;
@@ -416,7 +425,9 @@ static void api_stats(wsch_hub_http_response *res) {
                           "\"encodes\":%llu,\"http_responses\":%llu,\"heap_bytes\":%llu,\"heap_blocks\":%llu,"
                           "\"refused_busy\":%llu,\"limits\":{\"max_clients\":%llu,\"idle_timeout_ms\":%lu,"
                           "\"ping_interval_ms\":%lu,\"close_timeout_ms\":%lu,\"deflate\":%s,\"max_queued_total\":%llu},"
-                          "\"queued_total\":%llu,\"drops\":{",
+                          "\"queued_total\":%llu,\"history\":{\"messages\":%llu,\"bytes\":%llu,\"replayed\":%llu,"
+                          "\"recovered\":%llu,\"not_recovered\":%llu},\"sessions\":%llu,\"acks\":%llu,"
+                          "\"duplicates\":%llu,\"drops\":{",
                           (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
                           (unsigned long long)s.bytes_queued, (unsigned long long)s.accepted,
@@ -427,7 +438,11 @@ static void api_stats(wsch_hub_http_response *res) {
                           (unsigned long)A.idle_timeout_ms, (unsigned long)A.ping_interval_ms,
                           (unsigned long)A.close_timeout_ms,
                           A.deflate ? "true" : "false", (unsigned long long)A.queued.limit,
-                          (unsigned long long)A.queued.used);
+                          (unsigned long long)A.queued.used, (unsigned long long)s.history_messages,
+                          (unsigned long long)s.history_bytes, (unsigned long long)s.replayed,
+                          (unsigned long long)s.recovered, (unsigned long long)s.not_recovered,
+                          (unsigned long long)s.sessions, (unsigned long long)s.acks,
+                          (unsigned long long)s.duplicates);
     for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
         at += (size_t)snprintf(text + at, sizeof text - at, "%s\"%s\":%llu", i ? "," : "", drop_names[i],
                                (unsigned long long)s.drops[i]);
@@ -585,6 +600,7 @@ static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
           "                   [--max-clients N] [--max-outbound SIZE] [--max-queued-total SIZE]\n"
           "                   [--ping-interval MS] [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
+          "                   [--history N] [--history-age S] [--history-bytes SIZE]\n"
           "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
@@ -602,6 +618,9 @@ static void usage(void) {
           "                      freed within idle + close timeout (28 s by default)\n"
           "  --redis HOST[:PORT] join the other chat_servers using this Redis (port 6379)\n"
           "  --redis-prefix P    prefix of the Redis channels (default \"wsch:\")\n"
+          "  --history N         messages kept per channel for clients to recover (default 200; 0 = off)\n"
+          "  --history-age S     ... for at most S seconds (default 300)\n"
+          "  --history-bytes SIZE  ... in at most SIZE bytes for all channels (default 64M)\n"
           "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
           "  --verbose           log connections to stderr\n",
           stderr);
@@ -642,7 +661,7 @@ int main(int argc, char **argv) {
     int redis_port = 0;
 #endif
     uint16_t port = 8080;
-    int i, rc, no_deflate = 0;
+    int i, rc, no_deflate = 0, history_set = 0;
     memset(&d, 0, sizeof d);
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -690,6 +709,17 @@ int main(int argc, char **argv) {
             fprintf(stderr, "chat_server: built without Redis support (build with -DCHAT_WITH_REDIS -lhiredis)\n");
             return 2;
 #endif
+        } else if (strcmp(a, "--history") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz <= (1u << 30)) {
+            d.history_size = (uint32_t)sz;
+            history_set = 1;
+            i++;
+        } else if (strcmp(a, "--history-age") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+                   sz <= 0xFFFFFFFFu / 1000u) {
+            d.history_ttl_ms = (uint32_t)sz * 1000u;
+            i++;
+        } else if (strcmp(a, "--history-bytes") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+            d.history_max_bytes = sz;
+            i++;
         } else if (strcmp(a, "--no-deflate") == 0) {
             no_deflate = 1;
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
@@ -700,6 +730,8 @@ int main(int argc, char **argv) {
         }
     }
     if (!d.idle_timeout_ms) d.idle_timeout_ms = IDLE_TIMEOUT_MS;
+    if (!history_set) d.history_size = HISTORY_SIZE;
+    if (!d.history_ttl_ms) d.history_ttl_ms = HISTORY_AGE_S * 1000u;
     if (!d.ping_interval_ms) d.ping_interval_ms = d.idle_timeout_ms > PING_INTERVAL_MS ? PING_INTERVAL_MS
                                                                                       : d.idle_timeout_ms / 2u;
     A.ping_interval_ms = d.ping_interval_ms;

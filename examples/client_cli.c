@@ -2,7 +2,10 @@
 
    Shows wsch_client on a plain poll loop: it connects, subscribes, prints
    every message, every status change and the time until the next retry,
-   and keeps reconnecting (with backoff) when the server goes away.
+   and keeps reconnecting (with backoff) when the server goes away. Against
+   a hub with history nothing is lost across reconnects: a channel message
+   prints as "msg CHANNEL OFFSET PAYLOAD", and after each reconnect every
+   channel says "recovered CHANNEL" or "not recovered CHANNEL ...".
    wsch_client_want() says what to poll for, the close effect is the one
    place the socket is closed, and on_stop ends the program.
 
@@ -16,6 +19,12 @@
    --backoff-max MS  --no-jitter  --heartbeat MS  --pong-timeout MS
    --heartbeat-mode app|protocol|both|off  --count N (exit after N messages)
    --deflate (offer permessage-deflate; needs a build with zlib)
+   --history K (ask for the last K messages of each channel when first joining)
+   --publish CH --count N --rate R: subscribe to CH, publish N numbered
+   messages reliably ({"type":"publish","payload":{"channel":CH,"data":K}},
+   K = 1..N) at R per second, exit 0 once all are acknowledged, printing
+   "published N acked A resent M" (M: messages that needed another send);
+   1 when any was refused or given up.
 
    Build: cc -std=c99 -D_GNU_SOURCE -I. -o build/client_cli examples/client_cli.c */
 #define WS_CHANNEL_IMPLEMENTATION
@@ -37,6 +46,8 @@ typedef struct app {
     uint64_t t0;
     unsigned retries;           /* since the last open: what on_status prints */
     unsigned long messages, stop_after;
+    const char *publish;        /* --publish CH */
+    unsigned long acked, failed;
 } app;
 
 #if defined(__GNUC__)
@@ -142,8 +153,56 @@ static void on_stop(wsch_client *c, wsch_stop reason, void *user) {
 static void on_any(wsch_client *c, const wsch_client_message *m, void *user) {
     app *a = (app *)user;
     (void)c;
-    say(a, "message %.*s", (int)m->raw.len, m->raw.ptr);
     a->messages++;
+    if (m->channel) {
+        /* A publisher hears its own messages: only the summary is of use. */
+        if (!a->publish) say(a, "msg %s %llu %.*s", m->channel, (unsigned long long)m->offset,
+                             (int)m->payload.len, m->payload.ptr ? m->payload.ptr : "");
+    } else if (!a->publish || (m->type_len != 3 || memcmp(m->type, "ack", 3) != 0)) {
+        say(a, "message %.*s", (int)m->raw.len, m->raw.ptr);
+    }
+}
+
+static void on_recovery(wsch_client *c, const char *channel, int recovered, void *user) {
+    wsch_client_position pos;
+    if (recovered || wsch_client_channel_position(c, channel, &pos) != WSCH_OK) {
+        say((app *)user, "%s %s", recovered ? "recovered" : "not recovered", channel);
+        return;
+    }
+    say((app *)user, "not recovered %s (now at offset %llu of epoch %s)", channel, (unsigned long long)pos.offset,
+        pos.epoch);
+}
+
+static void on_ack(wsch_client *c, uint64_t id, void *user) {
+    (void)c;
+    (void)id;
+    ((app *)user)->acked++;
+}
+
+static void on_send_failed(wsch_client *c, uint64_t id, int err, const char *code, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    a->failed++;
+    say(a, "message %llu given up: %s %s", (unsigned long long)id, wsch_err_str(err), code);
+}
+
+/* --publish: sends what is due at the rate asked (the outbox, 256
+   messages, paces it by the acks when the server is away). */
+static void publish_due(app *a, unsigned long *sent, unsigned long count, uint32_t rate) {
+    unsigned long due = (unsigned long)((net_now_ms() - a->t0) * rate / 1000u) + 1u;
+    char payload[WSCH_HUB_MAX_CHANNEL_LEN * 6 + 64];
+    if (due > count) due = count;
+    while (*sent < due) {
+        int r;
+        snprintf(payload, sizeof payload, "{\"channel\":\"%s\",\"data\":%lu}", a->publish, *sent + 1u);
+        r = wsch_client_send_reliable(a->c, "publish", payload, WSCH_CSTR, NULL);
+        if (r == WSCH_ERR_QUEUE_FULL) return;       /* the outbox is full: the acks make room */
+        if (r != WSCH_OK) {
+            say(a, "publish: %s", wsch_err_str(r));
+            exit(1);
+        }
+        (*sent)++;
+    }
 }
 
 /* ---- the loop ---- */
@@ -195,7 +254,8 @@ static void usage(void) {
     fputs("usage: client_cli --url ws://host:port/path [--token T] [--token-header] [--subscribe CH]...\n"
           "       [--send TYPE JSON]... [--max-attempts N] [--backoff-base MS] [--backoff-max MS]\n"
           "       [--no-jitter] [--heartbeat MS] [--pong-timeout MS]\n"
-          "       [--heartbeat-mode app|protocol|both|off] [--count N] [--deflate]\n", stderr);
+          "       [--heartbeat-mode app|protocol|both|off] [--count N] [--deflate] [--history K]\n"
+          "       [--publish CH --count N --rate R]\n", stderr);
     exit(2);
 }
 
@@ -204,7 +264,8 @@ int main(int argc, char **argv) {
     wsch_client_desc d;
     const char *subs[MAX_SUBS], *send_type[MAX_SENDS], *send_json[MAX_SENDS];
     size_t nsubs = 0, nsends = 0, i;
-    uint32_t v;
+    uint32_t v, history = 0, rate = 100;
+    unsigned long sent = 0;
     int k, r;
 
     memset(&d, 0, sizeof d);
@@ -219,6 +280,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(o, "--url")) d.url = arg, k++;
         else if (!strcmp(o, "--token")) d.token = arg, k++;
         else if (!strcmp(o, "--subscribe") && nsubs < MAX_SUBS) subs[nsubs++] = arg, k++;
+        else if (!strcmp(o, "--publish") && nsubs < MAX_SUBS && strlen(arg) <= WSCH_HUB_MAX_CHANNEL_LEN &&
+                 !strpbrk(arg, "\"\\"))
+            subs[nsubs++] = a.publish = arg, k++;
         else if (!strcmp(o, "--send") && nsends < MAX_SENDS && k + 2 < argc) {
             send_type[nsends] = arg;
             send_json[nsends++] = argv[k + 2];
@@ -239,11 +303,13 @@ int main(int argc, char **argv) {
             else if (!strcmp(o, "--heartbeat")) d.heartbeat_interval_ms = v;
             else if (!strcmp(o, "--pong-timeout")) d.pong_timeout_ms = v;
             else if (!strcmp(o, "--count")) a.stop_after = v;
+            else if (!strcmp(o, "--history")) history = v;
+            else if (!strcmp(o, "--rate") && v) rate = v;
             else usage();
             k++;
         }
     }
-    if (!d.url) usage();
+    if (!d.url || (a.publish && !a.stop_after)) usage();
 
     a.fd = -1;
     a.t0 = net_now_ms();
@@ -260,6 +326,9 @@ int main(int argc, char **argv) {
     d.on_disconnect = on_disconnect;
     d.on_error = on_error;
     d.on_stop = on_stop;
+    d.on_recovery = on_recovery;
+    d.on_ack = on_ack;
+    d.on_send_failed = on_send_failed;
     r = wsch_client_create(&d, &a.c);
     if (r != WSCH_OK) {
         fprintf(stderr, "client_cli: %s\n", wsch_err_str(r));
@@ -267,7 +336,7 @@ int main(int argc, char **argv) {
     }
     wsch_client_on(a.c, "*", on_any, &a, NULL);
     for (i = 0; i < nsubs; i++) {
-        r = wsch_client_subscribe(a.c, subs[i]);
+        r = wsch_client_subscribe_history(a.c, subs[i], history);
         if (r != WSCH_OK) say(&a, "subscribe %s: %s", subs[i], wsch_err_str(r));
     }
     for (i = 0; i < nsends; i++) {
@@ -277,7 +346,16 @@ int main(int argc, char **argv) {
     net_stop_on_signals();
     wsch_client_connect(a.c);
 
-    while (!a.stopped && !net_stop_requested && (!a.stop_after || a.messages < a.stop_after)) step(&a, -1);
+    if (a.publish) {
+        /* Until every message is answered: acked, or refused / given up. */
+        while (!a.stopped && !net_stop_requested && a.acked + a.failed < a.stop_after) {
+            publish_due(&a, &sent, a.stop_after, rate);
+            step(&a, sent < a.stop_after ? (int)(1000u / rate) + 1 : -1);
+        }
+        say(&a, "published %lu acked %lu resent %llu", sent, a.acked, (unsigned long long)wsch_client_resent(a.c));
+    }
+    while (!a.publish && !a.stopped && !net_stop_requested && (!a.stop_after || a.messages < a.stop_after))
+        step(&a, -1);
     /* A polite exit: the close handshake gets up to two seconds (on_stop
        runs when it is done, or at once when no link was open). */
     wsch_client_disconnect(a.c);
@@ -288,5 +366,5 @@ int main(int argc, char **argv) {
     say(&a, "bye (%lu messages)", a.messages);
     wsch_client_destroy(a.c);   /* closes a transport still open (fx_close) */
     net_timers_free(&a.heap);
-    return 0;
+    return a.publish && (a.failed || a.acked < a.stop_after) ? 1 : 0;
 }

@@ -493,6 +493,7 @@ TEST token_in_query_is_percent_encoded(void) {
     char target[256], auth[128];
     d.url = "ws://127.0.0.1:9001/chat?room=1";
     d.token = "a b+c/é";
+    d.session = "abc-1_Z";
     ASSERT_EQ(WSCH_OK, fx_start(&d));
     ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
     ASSERT_EQ(1u, F.connects);
@@ -500,7 +501,7 @@ TEST token_in_query_is_percent_encoded(void) {
     ASSERT_EQ(9001, F.port);
     wsch_client_transport_open(F.c);
     ASSERT(fx_accept_raw(target, sizeof target, auth, sizeof auth));
-    ASSERT_STR_EQ("/chat?room=1&token=a%20b%2Bc%2F%C3%A9", target);
+    ASSERT_STR_EQ("/chat?room=1&token=a%20b%2Bc%2F%C3%A9&session=abc-1_Z", target);
     ASSERT_STR_EQ("", auth);
     PASS();
 }
@@ -514,7 +515,10 @@ TEST token_in_header(void) {
     wsch_client_connect(F.c);
     wsch_client_transport_open(F.c);
     ASSERT(fx_accept_raw(target, sizeof target, auth, sizeof auth));
-    ASSERT_STR_EQ("/ws", target);
+    /* The token is not in the query; the session (32 random hex digits) is. */
+    ASSERT_EQ((size_t)(3 + 9 + 32), strlen(target));
+    ASSERT_EQ(0, strncmp("/ws?session=", target, 12));
+    ASSERT_STR_EQ(wsch_client_session(F.c), target + 12);
     ASSERT_STR_EQ("Bearer T0k.en", auth);
     PASS();
 }

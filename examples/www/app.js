@@ -4,8 +4,26 @@
    exponential backoff min(1 s * 2^n, 30 s) with +-20 % jitter, at most 10
    attempts; a heartbeat ping every 30 s and a reconnect when nothing comes
    back within 10 s; subscriptions replayed after every reconnect; a bounded
-   offline queue (100 envelopes); close codes 4001 (Unauthorized) and 1008
+   offline queue (100 envelopes; publishes use the outbox below, 100 unacked
+   at most, past that a publish is refused); close codes 4001 (Unauthorized) and 1008
    end the retry loop.
+
+   Nothing is lost or shown twice across a reconnect. The server numbers each
+   channel's messages (envelope fields "channel", "offset", "epoch"; the epoch
+   changes when the server lost the channel's history, e.g. on a restart). The
+   page remembers per channel the position of the last message it showed,
+   drops anything not newer, and after every reconnect subscribes again with
+   {"recover": {offset, epoch}}: the server replays what was missed, then
+   confirms with "subscribed" and recovered true or false. A channel the page
+   has not joined yet asks for {"history": 50} instead, so a late joiner sees
+   the recent conversation. Publishes go through an outbox: each carries an
+   id ("id" beside type and payload), stays until the server's "ack" with
+   that id, and is sent again after a reconnect; the server acks a resent id
+   again without publishing it twice, because ids are scoped by the session
+   named in the URL (?session=S, random, kept in sessionStorage so a reload
+   keeps it, together with the next id and the unsent messages). A
+   duplicated tab starts with a copy of that; pages sharing a session find
+   each other on a BroadcastChannel and the newer one takes a new session.
 
    The token goes in a Sec-WebSocket-Protocol entry "bearer.<token>" next to
    "wsch" (the server selects "wsch"), so it stays out of URLs and logs; a
@@ -33,13 +51,26 @@
      #channel-count    [data-testid=channel-count]
      #active-channel   [data-testid=active-channel]
      #feed             [data-testid=feed]          div[data-testid=message][data-channel][data-from]
-                                                   with .text holding the message text
+                                                   with .text holding the message text, and
+                                                   [data-offset=N] when the server numbered it;
+                                                   replayed after a reconnect: .recovered,
+                                                   [data-recovered=true], a "recovered" tag;
+                                                   replayed on first join: .earlier,
+                                                   [data-history=true], an "earlier" tag
+                                                   div[data-testid=gap][data-channel]  "Some messages
+                                                   could not be recovered" where a replay fell short
+                                                   div[data-testid=outbox][data-channel][data-id]
+                                                   [data-state=pending|failed]: an unacknowledged
+                                                   publish of this page (after the messages), .text;
+                                                   failed ones have .outbox-error and
+                                                   button[data-testid=outbox-retry|outbox-discard]
      #publish-input    [data-testid=publish-input] publishes to the active channel
      #publish-btn      [data-testid=publish]
      #toasts           [data-testid=toasts]        div[data-testid=toast][data-type=message |
                                                    notification | direct | error | info], with
                                                    .toast-title and .toast-body
-   window.chatApp = {client, state} is there for debugging and tests. */
+   window.chatApp = {client, state} is there for debugging and tests
+   (client.session, client.outbox, state.channels.get(C).pos). */
 'use strict';
 
 (function () {
@@ -52,6 +83,7 @@
   const HEARTBEAT_MS = 30000;
   const PONG_TIMEOUT_MS = 10000;
   const OFFLINE_QUEUE_MAX = 100;
+  const OUTBOX_MAX = 100;          // unacknowledged publishes; past that a publish is refused, not dropped
   const NO_RETRY = new Set([4001, 1008]);
   const TOKEN_CHARS = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;   // what a protocol entry may hold
 
@@ -65,7 +97,13 @@
       this.nextRetryAt = 0;        // Date.now() of the next attempt while waiting, else 0
       this.stopped = true;
       this.channels = new Set();   // replayed after every reconnect
-      this.queue = [];             // envelopes sent while offline
+      // What a subscribe asks for (the page adds recover or history).
+      this.subscribePayload = (channel) => ({ channel });
+      this.queue = [];             // envelopes sent while offline (not publishes: those use the outbox)
+      this.session = '';           // ?session=: scopes publish ids on the server
+      this.nextId = 1;
+      this.outbox = [];            // {id, channel, data, state: 'pending' | 'failed', error}, oldest first
+      this.outboxHandlers = new Set();
       this.handlers = new Map();   // type -> Set of functions; '*' sees every envelope
       this.statusHandlers = new Set();
       this.retryTimer = 0;
@@ -119,12 +157,77 @@
 
     subscribe(channel) {
       this.channels.add(channel);
-      this.sendNow('subscribe', { channel });
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.sendNow('subscribe', this.subscribePayload(channel));
     }
 
     unsubscribe(channel) {
       this.channels.delete(channel);
       this.sendNow('unsubscribe', { channel });
+    }
+
+    onOutbox(fn) {
+      this.outboxHandlers.add(fn);
+      return () => this.outboxHandlers.delete(fn);
+    }
+
+    outboxChanged() {
+      for (const fn of this.outboxHandlers) fn(this.outbox, this);
+    }
+
+    // Reliable publish: kept until the server acks its id, sent again after
+    // every reconnect. Returns the entry, or null when the outbox is full.
+    publish(channel, data) {
+      if (this.outbox.length >= OUTBOX_MAX) return null;
+      const m = { id: this.nextId++, channel, data, state: 'pending', error: '' };
+      this.outbox.push(m);
+      this.sendPublish(m);
+      this.outboxChanged();
+      return m;
+    }
+
+    // A failed publish tried again: a new id, since the server may remember
+    // the old one as answered.
+    retryPublish(m) {
+      const i = this.outbox.indexOf(m);
+      if (i < 0 || m.state !== 'failed') return;
+      this.outbox.splice(i, 1);
+      Object.assign(m, { id: this.nextId++, state: 'pending', error: '' });
+      this.outbox.push(m);
+      this.sendPublish(m);
+      this.outboxChanged();
+    }
+
+    discard(pred) {
+      const before = this.outbox.length;
+      this.outbox = this.outbox.filter((m) => !pred(m));
+      if (this.outbox.length !== before) this.outboxChanged();
+    }
+
+    sendPublish(m) {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+      this.ws.send(JSON.stringify({ type: 'publish', payload: { channel: m.channel, data: m.data }, id: m.id }));
+      return true;
+    }
+
+    // The answer to a publish: an ack drops it, an error marks it failed.
+    settle(id, error) {
+      const m = this.outbox.find((x) => x.id === id);
+      if (!m || m.state !== 'pending') return;
+      if (error === undefined) this.outbox.splice(this.outbox.indexOf(m), 1);
+      else Object.assign(m, { state: 'failed', error });
+      this.outboxChanged();
+    }
+
+    // Opens a new connection now (the session changed, so the URL did).
+    reopen() {
+      if (this.stopped || !this.token) return;
+      if (this.ws) {
+        const ws = this.ws;
+        this.ws = null;
+        this.detach(ws);
+        try { ws.close(1000, 'new session'); } catch (e) { /* already closing */ }
+      }
+      this.open();
     }
 
     // Sends now, or queues while offline (bounded: the oldest goes first).
@@ -147,12 +250,12 @@
       this.setStatus('connecting');
       let ws;
       try {
-        if (TOKEN_CHARS.test(this.token)) {
-          ws = new WebSocket(this.url, ['wsch', 'bearer.' + this.token]);
-        } else {
-          const sep = this.url.includes('?') ? '&' : '?';
-          ws = new WebSocket(this.url + sep + 'token=' + encodeURIComponent(this.token), ['wsch']);
-        }
+        const query = [];
+        if (this.session) query.push('session=' + encodeURIComponent(this.session));
+        const inProtocol = TOKEN_CHARS.test(this.token);
+        if (!inProtocol) query.push('token=' + encodeURIComponent(this.token));
+        const url = query.length ? this.url + (this.url.includes('?') ? '&' : '?') + query.join('&') : this.url;
+        ws = new WebSocket(url, inProtocol ? ['wsch', 'bearer.' + this.token] : ['wsch']);
       } catch (e) {
         this.scheduleRetry();
         return;
@@ -161,7 +264,11 @@
       ws.onopen = () => {
         this.attempt = 0;
         this.setStatus('connected');
-        for (const channel of this.channels) this.sendNow('subscribe', { channel });
+        // Subscriptions first: the server answers a publish only to a subscriber.
+        for (const channel of this.channels) this.sendNow('subscribe', this.subscribePayload(channel));
+        // Unacknowledged publishes again, oldest first (one already applied is
+        // acked again, not published twice).
+        for (const m of this.outbox) if (m.state === 'pending') this.sendPublish(m);
         const queued = this.queue;
         this.queue = [];
         for (const m of queued) this.send(m.type, m.payload);
@@ -173,6 +280,11 @@
         if (!env || typeof env.type !== 'string') return;
         clearTimeout(this.pongTimer);       // the peer is alive
         this.pongTimer = 0;
+        const p = env.payload;
+        if (env.type === 'ack' && p && Number.isSafeInteger(p.id)) this.settle(p.id);
+        if (env.type === 'error' && p && Number.isSafeInteger(p.id)) {
+          this.settle(p.id, String(p.message || p.code || 'error'));
+        }
         const set = this.handlers.get(env.type);
         if (set) for (const fn of [...set]) fn(env.payload, env);
         const all = this.handlers.get('*');
@@ -261,6 +373,7 @@
   const wsUrl = params.get('ws') || (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
   const CHANNEL_RE = /^[A-Za-z0-9_.:@\/-]{1,128}$/;
   const MAX_FEED = 200;
+  const HISTORY = 50;          // messages asked for on a channel's first join
   // Toasts stay 6 s; on a phone (the layout's breakpoint in app.css) they sit
   // over the feed, so 4 s.
   const TOAST_MS = 6000, TOAST_MS_SMALL = 4000;
@@ -270,10 +383,26 @@
     set(k, v) { try { localStorage.setItem('wsch.' + k, JSON.stringify(v)); } catch (e) { /* private mode */ } },
     del(k) { try { localStorage.removeItem('wsch.' + k); } catch (e) { /* ignore */ } },
   };
+  // Per tab and kept over a reload: the publish session, its next id, the outbox.
+  const tabStore = {
+    get(k, d) { try { const v = sessionStorage.getItem('wsch.' + k); return v === null ? d : JSON.parse(v); } catch (e) { return d; } },
+    set(k, v) { try { sessionStorage.setItem('wsch.' + k, JSON.stringify(v)); } catch (e) { /* private mode */ } },
+  };
+  const SESSION_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+  function randomHex(bytes) {
+    const b = new Uint8Array(bytes);
+    crypto.getRandomValues(b);
+    return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
 
   const state = {
     user: '',
-    channels: new Map(),   // name -> {subscribed: bool, unread: n, messages: []}
+    // name -> {subscribed: bool, unread: n, messages: [],
+    //          pos: {offset, epoch} of the last message shown, or null,
+    //          replay: 'history' | 'recover' while a subscribe's replay runs, else '',
+    //          replayed: messages shown by that replay, askedFrom: the pos it asked from}
+    channels: new Map(),
     active: '',
   };
   const client = new ChannelClient(wsUrl);
@@ -356,6 +485,7 @@
       for (const ch of state.channels.values()) ch.subscribed = false;
       renderChannels();
     }
+    if (client.outbox.length) renderOutbox();      // "sending…" or "waiting for the connection"
     renderStatus();
   });
 
@@ -365,9 +495,17 @@
     store.set('active', state.active);
   }
 
+  function newChannel() {
+    return { subscribed: false, unread: 0, messages: [], pos: null, replay: '', replayed: 0, askedFrom: null };
+  }
+
   function addChannel(name) {
-    if (!state.channels.has(name)) state.channels.set(name, { subscribed: false, unread: 0, messages: [] });
-    client.subscribe(name);
+    // One the page has is subscribed or on its way (the client resubscribes it
+    // after a reconnect); a second subscribe would start a second replay.
+    if (!state.channels.has(name)) {
+      state.channels.set(name, newChannel());
+      client.subscribe(name);
+    }
     saveChannels();
     renderChannels();
   }
@@ -375,6 +513,7 @@
   function removeChannel(name) {
     state.channels.delete(name);
     client.unsubscribe(name);
+    client.discard((m) => m.channel === name);     // the server would refuse them: not subscribed
     if (state.active === name) state.active = state.channels.keys().next().value || '';
     saveChannels();
     renderChannels();
@@ -420,17 +559,72 @@
   }
 
   // ---- the feed ----
+  // Items in ch.messages: {channel, from, text, at, system, offset, origin: 'live' |
+  // 'recovered' | 'history'} or {kind: 'gap', channel, at}.
   function messageNode(m) {
+    if (m.kind === 'gap') {
+      const gap = node('div', 'gap', 'Some messages could not be recovered');
+      gap.setAttribute('data-testid', 'gap');
+      gap.setAttribute('role', 'note');
+      gap.dataset.channel = m.channel;
+      gap.title = 'The server no longer had everything sent while this page was away (' + time(m.at) + ').';
+      return gap;
+    }
     const row = node('div', 'msg' + (m.system ? ' system' : '') + (m.from && m.from === state.user ? ' mine' : ''));
     row.setAttribute('data-testid', 'message');
     row.dataset.channel = m.channel;
     row.dataset.from = m.from || '';
+    if (m.offset !== undefined) row.dataset.offset = String(m.offset);
     const av = node('div', 'avatar', (m.from || '•').slice(0, 1).toUpperCase());
     av.style.background = m.system ? '#9097a8' : colorFor(m.from || '');
     const body = node('div', 'body');
     const meta = node('div', 'meta');
     meta.append(node('span', 'from', m.from || 'server'), node('span', 'time', time(m.at)));
+    if (m.origin === 'recovered') {
+      row.classList.add('recovered');
+      row.dataset.recovered = 'true';
+      const tag = node('span', 'tag', 'recovered');
+      tag.title = 'Sent while this page was offline';
+      meta.append(tag);
+    } else if (m.origin === 'history') {
+      row.classList.add('earlier');
+      row.dataset.history = 'true';
+      const tag = node('span', 'tag', 'earlier');
+      tag.title = 'Sent before you joined';
+      meta.append(tag);
+    }
     body.append(meta, node('div', 'text', m.text));
+    row.append(av, body);
+    return row;
+  }
+
+  // A publish of this page the server has not acknowledged yet (or refused).
+  function outboxNode(m) {
+    const row = node('div', 'msg mine outbox ' + m.state);
+    row.setAttribute('data-testid', 'outbox');
+    row.dataset.channel = m.channel;
+    row.dataset.id = String(m.id);
+    row.dataset.state = m.state;
+    const av = node('div', 'avatar', (state.user || '•').slice(0, 1).toUpperCase());
+    av.style.background = colorFor(state.user || '');
+    const body = node('div', 'body');
+    const meta = node('div', 'meta');
+    meta.append(node('span', 'from', state.user || 'you'),
+                node('span', 'tag', m.state === 'failed' ? 'not sent' : client.status === 'connected' ? 'sending…' : 'waiting for the connection'));
+    body.append(meta, node('div', 'text', textOf(m.data)));
+    if (m.state === 'failed') {
+      const why = node('div', 'outbox-error', 'The server refused it: ' + m.error);
+      const retry = node('button', 'link', 'Send again');
+      retry.type = 'button';
+      retry.setAttribute('data-testid', 'outbox-retry');
+      retry.addEventListener('click', () => client.retryPublish(m));
+      const drop = node('button', 'link', 'Discard');
+      drop.type = 'button';
+      drop.setAttribute('data-testid', 'outbox-discard');
+      drop.addEventListener('click', () => client.discard((x) => x === m));
+      why.append(' ', retry, ' · ', drop);
+      body.append(why);
+    }
     row.append(av, body);
     return row;
   }
@@ -441,13 +635,21 @@
     el.activeSub.textContent = state.active ? 'Messages published here reach every subscriber of #' + state.active + '.'
                                             : 'Join a channel to start talking.';
     el.feed.replaceChildren();
-    if (!ch || ch.messages.length === 0) {
-      el.feed.append(node('div', 'feed-empty', ch ? 'No messages yet. Say hello!' : 'Pick a channel from your list, or join one.'));
-    } else {
-      for (const m of ch.messages) el.feed.append(messageNode(m));
-      el.feed.scrollTop = el.feed.scrollHeight;
-    }
+    for (const m of ch ? ch.messages : []) el.feed.append(messageNode(m));
+    renderOutbox();
     renderComposer();
+  }
+
+  // The active channel's outbox rows, after its messages; the empty-feed hint
+  // when there is nothing at all.
+  function renderOutbox() {
+    for (const n of el.feed.querySelectorAll('.outbox, .feed-empty')) n.remove();
+    for (const m of client.outbox) if (m.channel === state.active) el.feed.append(outboxNode(m));
+    if (!el.feed.firstElementChild) {
+      el.feed.append(node('div', 'feed-empty', state.channels.has(state.active) ? 'No messages yet. Say hello!'
+                                                                                : 'Pick a channel from your list, or join one.'));
+    }
+    el.feed.scrollTop = el.feed.scrollHeight;
   }
 
   function addMessage(channel, m) {
@@ -458,14 +660,44 @@
     if (channel === state.active) {
       const empty = el.feed.querySelector('.feed-empty');
       if (empty) empty.remove();
-      el.feed.append(messageNode(m));
-      while (el.feed.children.length > MAX_FEED) el.feed.firstElementChild.remove();
+      el.feed.insertBefore(messageNode(m), el.feed.querySelector('.outbox'));   // outbox rows stay last
+      while (el.feed.querySelectorAll('[data-testid=message], [data-testid=gap]').length > MAX_FEED) {
+        el.feed.firstElementChild.remove();
+      }
       el.feed.scrollTop = el.feed.scrollHeight;
-    } else {
+    } else if (m.origin !== 'history') {
       ch.unread++;
       renderChannels();
     }
   }
+
+  // Where a channel's stream stands. Returns how a numbered message is to be
+  // shown ('live', 'recovered', 'history'), or '' for one already shown.
+  function place(ch, env) {
+    const offset = env.offset, epoch = env.epoch;
+    if (Number.isSafeInteger(offset) && typeof epoch === 'string') {
+      if (ch.pos && ch.pos.epoch === epoch && offset <= ch.pos.offset) return '';
+      ch.pos = { offset, epoch };     // a new epoch starts a new stream
+    }
+    if (!ch.replay) return 'live';
+    ch.replayed++;
+    return ch.replay === 'recover' ? 'recovered' : 'history';
+  }
+
+  // What a subscribe asks for: the rest of the stream after the last message
+  // shown, or on a first join the recent history.
+  client.subscribePayload = (name) => {
+    const ch = state.channels.get(name);
+    if (!ch) return { channel: name };
+    ch.replayed = 0;
+    ch.askedFrom = ch.pos;
+    if (ch.pos) {
+      ch.replay = 'recover';
+      return { channel: name, recover: { offset: ch.pos.offset, epoch: ch.pos.epoch } };
+    }
+    ch.replay = 'history';
+    return { channel: name, history: HISTORY };
+  };
 
   function renderComposer() {
     const ch = state.channels.get(state.active);
@@ -485,25 +717,74 @@
     renderStatus();
   });
 
+  // The replay (if any) is over. recovered:false after a recover means some
+  // of what was sent meanwhile is gone: say so rather than show a feed that
+  // looks whole. offset/epoch are then the current position, to go on from.
   client.on('subscribed', (p) => {
     const ch = p && state.channels.get(p.channel);
-    if (ch) { ch.subscribed = true; renderChannels(); }
+    if (!ch) return;
+    ch.subscribed = true;
+    const asked = ch.replay;
+    ch.replay = '';
+    // The stream still where we asked from (same epoch and offset): nothing
+    // was missed, whatever the server could have replayed.
+    const from = ch.askedFrom;
+    const unmoved = !!from && p.epoch === from.epoch && p.offset === from.offset;
+    if (asked === 'recover' && p.recovered === false && !unmoved) {
+      ch.messages.splice(gapIndex(ch, from), 0, { kind: 'gap', channel: p.channel, at: new Date() });
+      if (ch.messages.length > MAX_FEED) ch.messages.shift();
+      if (p.channel === state.active) renderFeed();
+    }
+    if (Number.isSafeInteger(p.offset) && typeof p.epoch === 'string' &&
+        (!ch.pos || ch.pos.epoch !== p.epoch || p.offset > ch.pos.offset)) {
+      ch.pos = { offset: p.offset, epoch: p.epoch };
+    }
+    renderChannels();
   });
 
-  client.on('message', (p) => {
-    if (!p || typeof p.channel !== 'string') return;
+  // Where a replay that fell short lost messages: before the first replayed
+  // message that does not follow on from the one before (a replay that
+  // skipped ahead), else after the replay (one ended early, e.g. history
+  // evicted under it; or nothing replayed at all).
+  function gapIndex(ch, from) {
+    const first = Math.max(0, ch.messages.length - ch.replayed);
+    let prev = from ? from.offset : undefined;
+    for (let i = first; i < ch.messages.length; i++) {
+      const o = ch.messages[i].offset;
+      if (!Number.isSafeInteger(o)) continue;
+      if (prev !== undefined && o !== prev + 1) return i;
+      prev = o;
+    }
+    return ch.messages.length;
+  }
+
+  // The stream's channel: beside type and payload, else in the payload.
+  function streamOf(p, env) {
+    return typeof env.channel === 'string' ? env.channel : p && typeof p.channel === 'string' ? p.channel : '';
+  }
+
+  client.on('message', (p, env) => {
+    const channel = streamOf(p, env);
+    const ch = state.channels.get(channel);
+    if (!p || !ch) return;
+    const origin = place(ch, env);
+    if (!origin) return;                           // shown already
     const from = typeof p.from === 'string' ? p.from : '';
     const text = textOf(p.data);
-    addMessage(p.channel, { channel: p.channel, from, text, at: new Date() });
-    if (from !== state.user) toast('message', '#' + p.channel + ' · ' + from, text);
+    addMessage(channel, { channel, from, text, at: new Date(), offset: env.offset, origin });
+    // Replays can be dozens of messages: a toast each would bury the screen.
+    if (from !== state.user && origin === 'live') toast('message', '#' + channel + ' · ' + from, text);
   });
 
-  client.on('notification', (p) => {
+  client.on('notification', (p, env) => {
     if (!p) return;
     const text = typeof p.text === 'string' ? p.text : textOf(p);
-    const where = typeof p.channel === 'string' ? ' · #' + p.channel : '';
-    toast('notification', 'Notification' + where, text);
-    if (typeof p.channel === 'string') addMessage(p.channel, { channel: p.channel, from: 'server', text, at: new Date(), system: true });
+    const channel = streamOf(p, env);
+    const ch = state.channels.get(channel);
+    const origin = ch ? place(ch, env) : 'live';
+    if (!origin) return;
+    if (origin === 'live') toast('notification', 'Notification' + (channel ? ' · #' + channel : ''), text);
+    if (ch) addMessage(channel, { channel, from: 'server', text, at: new Date(), system: true, offset: env.offset, origin });
   });
 
   client.on('direct', (p) => {
@@ -524,6 +805,54 @@
     toast('error', 'Server: ' + (p.code || 'error'), p.message || '');
   });
 
+  // ---- the outbox ----
+  function saveOutbox() {
+    tabStore.set('session', client.session);
+    tabStore.set('nextId', client.nextId);
+    tabStore.set('outbox', client.outbox.map((m) => ({ id: m.id, channel: m.channel, data: m.data, state: m.state, error: m.error })));
+  }
+
+  client.onOutbox(() => {
+    saveOutbox();
+    renderOutbox();
+  });
+
+  // A fresh publish session: after sign-out (the next user's ids start
+  // anew) and when another tab holds this one's.
+  function newSession() {
+    client.session = randomHex(16);
+    client.nextId = 1;
+    for (const m of client.outbox) m.id = client.nextId++;
+    saveOutbox();
+  }
+
+  // A duplicated tab starts with a copy of sessionStorage: the same session
+  // and next id, so the server would take the copy's publishes for resends
+  // of the original's and drop them. Every page says hello on a
+  // BroadcastChannel; of two with one session, the one loaded later takes a
+  // new session and leaves the copied unsent messages to the other.
+  const me = { nonce: randomHex(8), loadedAt: Date.now() };
+  function startSessionGuard() {
+    if (typeof BroadcastChannel !== 'function') return;
+    const bc = new BroadcastChannel('wsch.session');
+    const say = (kind) => bc.postMessage({ kind, session: client.session, nonce: me.nonce, loadedAt: me.loadedAt });
+    bc.onmessage = (ev) => {
+      const d = ev.data;
+      if (!d || d.session !== client.session || d.nonce === me.nonce) return;
+      const theyAreOlder = d.loadedAt < me.loadedAt || (d.loadedAt === me.loadedAt && d.nonce < me.nonce);
+      if (theyAreOlder) {
+        client.outbox = client.outbox.filter((m) => !m.copied);
+        newSession();
+        renderOutbox();
+        client.reopen();                 // the URL names the session
+        say('hello');
+      } else if (d.kind === 'hello') {
+        say('mine');
+      }
+    };
+    say('hello');
+  }
+
   // ---- user actions ----
   el.signinForm.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -542,6 +871,9 @@
   el.disconnect.addEventListener('click', () => {
     store.del('token');
     client.disconnect();
+    client.outbox = [];                  // the user's unsent messages go with the user
+    newSession();
+    renderOutbox();
     client.token = '';
     state.user = '';
     el.user.textContent = '';
@@ -572,17 +904,35 @@
     e.preventDefault();
     const text = el.publishInput.value;
     if (!text.trim() || !state.active) return;
-    client.send('publish', { channel: state.active, data: { text } });
+    if (!client.publish(state.active, { text })) {
+      toast('error', 'Too many unsent messages', 'Wait until the connection is back, or discard some.');
+      return;
+    }
     el.publishInput.value = '';
   });
 
   // ---- start ----
   for (const name of store.get('channels', [])) {
     if (typeof name === 'string' && CHANNEL_RE.test(name)) {
-      state.channels.set(name, { subscribed: false, unread: 0, messages: [] });
+      state.channels.set(name, newChannel());
       client.channels.add(name);
     }
   }
+  const savedSession = tabStore.get('session', '');
+  if (typeof savedSession === 'string' && SESSION_RE.test(savedSession)) {
+    client.session = savedSession;
+    const next = tabStore.get('nextId', 1);
+    client.nextId = Number.isSafeInteger(next) && next > 0 ? next : 1;
+    for (const m of tabStore.get('outbox', [])) {
+      if (!m || !Number.isSafeInteger(m.id) || typeof m.channel !== 'string' || !state.channels.has(m.channel)) continue;
+      client.outbox.push({ id: m.id, channel: m.channel, data: m.data, state: m.state === 'failed' ? 'failed' : 'pending',
+                           error: typeof m.error === 'string' ? m.error : '', copied: true });
+      if (m.id >= client.nextId) client.nextId = m.id + 1;
+    }
+  } else {
+    newSession();
+  }
+  startSessionGuard();
   const savedActive = store.get('active', '');
   state.active = state.channels.has(savedActive) ? savedActive : (state.channels.keys().next().value || '');
   renderChannels();

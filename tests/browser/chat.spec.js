@@ -12,9 +12,21 @@
      - the page connects and the badge says Connected;
      - a server broadcast (GET /api/notify) shows a toast;
      - a message published on one page reaches a page in another context;
+     - a page whose connection is cut without a close (through a TCP proxy
+       this script runs: CDP's offline emulation leaves an open WebSocket
+       up in this Chromium) shows, once back, every message published
+       meanwhile exactly once, in order and marked recovered, and its own
+       publish made while away arrives once;
+     - a publish whose ack was lost (the proxy drops what the server sends,
+       then cuts) is resent after the reconnect and applied only once;
+     - a reload keeps the publish session and the unsent messages; a copied
+       tab with the same session takes a new one;
+     - a late joiner sees the channel's recent messages, marked earlier;
+     - a publish the server refuses shows as failed and can be sent again;
      - after the server is killed and started again, the badge goes to
        Connecting with a retry countdown and back to Connected, and both
-       subscriptions are back (a publish after the restart arrives);
+       subscriptions are back (a publish after the restart arrives), and the
+       history the restart lost shows as a gap line, not as a whole feed;
      - a wrong token shows Unauthorized and is not retried (the page opens one
        WebSocket and the server counts one unauthorized drop);
      - the servers exit cleanly on SIGTERM (they are built with ASan/UBSan).
@@ -24,6 +36,7 @@
 const fs = require('fs');
 const path = require('path');
 const http = require('http');
+const net = require('net');
 const { spawn } = require('child_process');
 
 const opt = { server: '', www: 'examples/www', out: 'build/browser', chromium: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -114,6 +127,41 @@ async function stopServer(srv, sig) {
 
 function killAll() {
   for (const srv of servers) { try { srv.proc.kill('SIGKILL'); } catch (e) { /* gone */ } }
+  for (const px of proxies) px.close();
+}
+
+// A TCP proxy in this process between a page and chat_server, so a test can
+// take a page's connection away the way a network does: cut() resets the
+// page's side (no close frame, no FIN) and closes the server's; while
+// refusing, new connections are dropped at once; mute() swallows what the
+// server sends from then on (an answer lost on the way).
+const proxies = new Set();
+function startProxy(targetPort) {
+  const pairs = new Set();
+  const px = { port: 0, refusing: false, muted: false };
+  const server = net.createServer((down) => {
+    if (px.refusing) { down.resetAndDestroy(); return; }
+    const up = net.connect(targetPort, '127.0.0.1');
+    const pair = { down, up };
+    pairs.add(pair);
+    down.on('data', (chunk) => up.write(chunk));
+    up.on('data', (chunk) => { if (!px.muted) down.write(chunk); });
+    const end = () => { pairs.delete(pair); down.destroy(); up.destroy(); };
+    for (const s of [down, up]) { s.on('close', end); s.on('error', end); }
+  });
+  px.cut = (refuse) => {
+    px.refusing = !!refuse;
+    px.muted = false;
+    for (const { down, up } of pairs) { down.resetAndDestroy(); up.destroy(); }
+    pairs.clear();
+  };
+  px.mute = () => { px.muted = true; };
+  px.close = () => { px.cut(true); server.close(); proxies.delete(px); };
+  proxies.add(px);
+  return new Promise((resolve, reject) => {
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => { px.port = server.address().port; resolve(px); });
+  });
 }
 
 let caseNo = 0;
@@ -178,6 +226,43 @@ function channelItems(page) {
 function feedItems(page) {
   return page.evaluate(() => [...document.querySelectorAll('#feed [data-testid=message]')].slice(-5).map(
     (m) => m.dataset.channel + '/' + m.dataset.from + ': ' + m.querySelector('.text').textContent));
+}
+
+// The active channel's feed, top to bottom: messages, gap lines, outbox rows.
+function feed(page) {
+  return page.evaluate(() => [...document.querySelectorAll(
+    '#feed [data-testid=message], #feed [data-testid=gap], #feed [data-testid=outbox]')].map((n) => ({
+    kind: n.dataset.testid, channel: n.dataset.channel, from: n.dataset.from || '', state: n.dataset.state || '',
+    text: n.querySelector('.text') ? n.querySelector('.text').textContent : n.textContent,
+    recovered: n.dataset.recovered === 'true', history: n.dataset.history === 'true' })));
+}
+
+function describe(items) {
+  return items.map((m) => m.kind === 'message' ? m.from + ': ' + m.text + (m.recovered ? ' [recovered]' : '') +
+                                                 (m.history ? ' [earlier]' : '')
+                                               : m.kind === 'gap' ? '[gap]' : '[outbox ' + m.state + '] ' + m.text).join(' | ');
+}
+
+// The page's messages in the feed (not outbox rows), as "from: text".
+async function said(page) {
+  return (await feed(page)).filter((m) => m.kind === 'message').map((m) => m.from + ': ' + m.text);
+}
+
+// Brings a page back once the network is: the "Retry now" button when it is
+// waiting for its next attempt (the backoff may have grown to seconds).
+async function reconnect(page, ms = STEP_MS) {
+  await waitFor('the page to reconnect', async () => {
+    const s = await page.evaluate(() => {
+      const r = document.getElementById('retry-btn');
+      if (!r.hidden) r.click();
+      return document.getElementById('status-badge').dataset.state;
+    });
+    return s === 'connected';
+  }, ms, 100);
+}
+
+async function outboxRows(page) {
+  return (await feed(page)).filter((m) => m.kind === 'outbox');
 }
 
 async function openPage(ctx, url) {
@@ -301,6 +386,151 @@ async function main() {
     await a.setViewportSize(viewport);
   });
 
+  // dave's page reaches the server through a proxy this script can cut; the
+  // page itself is served directly (?ws= names the proxy), so it reloads
+  // while the proxy refuses.
+  const px = await startProxy(port);
+  const ctxD = await browser.newContext({ viewport });
+  let d = null, d2 = null, e = null;
+  const ROOM = 'recovery';
+  const dUrl = base + '/?token=dave&ws=' + encodeURIComponent('ws://127.0.0.1:' + px.port + '/ws');
+  const missed = ['missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
+
+  await test('a cut connection: back online, every missed message once, in order, marked recovered', () => ({d, b}), async () => {
+    d = await openPage(ctxD, dUrl);
+    await waitState(d, 'connected');
+    await join(d, ROOM);
+    await join(b, ROOM);
+    await publish(b, 'before the cut');
+    await waitMessage(d, ROOM, 'bob', 'before the cut');
+    px.cut(true);                                          // no close frame; reconnects are refused
+    await waitState(d, 'connecting');
+    for (const t of missed) await publish(b, t);
+    await waitMessage(b, ROOM, 'bob', missed[missed.length - 1]);   // the server has broadcast them all
+    await publish(d, 'dave while away');
+    const waiting = await outboxRows(d);
+    expect(waiting.length === 1 && waiting[0].state === 'pending' && waiting[0].text === 'dave while away',
+           'outbox while away: ' + describe(waiting));
+    await shot(d, 'recovery-away');
+    px.refusing = false;
+    await reconnect(d);
+    await waitSubscribed(d, ROOM);
+    await waitMessage(b, ROOM, 'dave', 'dave while away');
+    await waitFor('dave\'s outbox to empty', async () => (await outboxRows(d)).length === 0);
+    await waitMessage(d, ROOM, 'dave', 'dave while away');
+    const got = (await feed(d)).filter((m) => m.channel === ROOM);
+    const want = ['bob: before the cut', ...missed.map((t) => 'bob: ' + t), 'dave: dave while away'];
+    expect(JSON.stringify(got.map((m) => m.from + ': ' + m.text)) === JSON.stringify(want),
+           'dave\'s feed: ' + describe(got));
+    expect(got.every((m) => m.kind === 'message'), 'dave\'s feed: ' + describe(got));
+    expect(got.slice(1, 1 + missed.length).every((m) => m.recovered) && !got[0].recovered && !got[got.length - 1].recovered,
+           'recovered marks: ' + describe(got));
+    const bobSaw = (await said(b)).filter((t) => t === 'dave: dave while away').length;
+    expect(bobSaw === 1, 'bob shows dave\'s message ' + bobSaw + ' times');
+    await shot(d, 'recovered');
+  });
+
+  await test('a publish whose ack was lost is resent after the reconnect and applied once', () => ({d, b}), async () => {
+    px.mute();                                             // the server's answers no longer reach dave
+    await publish(d, 'ack lost');
+    await waitMessage(b, ROOM, 'dave', 'ack lost');        // applied and broadcast
+    await sleep(200);
+    const rows = await outboxRows(d);
+    expect(rows.length === 1 && rows[0].state === 'pending', 'dave\'s outbox without the ack: ' + describe(rows));
+    px.cut(false);
+    await waitState(d, 'connecting');
+    await reconnect(d);
+    await waitFor('dave\'s outbox to empty', async () => (await outboxRows(d)).length === 0);
+    // Anything the resend caused reached bob before this, on the same connection order.
+    await publish(b, 'after the resend');
+    await waitMessage(b, ROOM, 'bob', 'after the resend');
+    await waitMessage(d, ROOM, 'bob', 'after the resend');
+    const bobSaw = (await said(b)).filter((t) => t === 'dave: ack lost').length;
+    expect(bobSaw === 1, 'bob shows "ack lost" ' + bobSaw + ' times');
+    const mine = (await feed(d)).filter((m) => m.text === 'ack lost');
+    expect(mine.length === 1 && mine[0].kind === 'message' && mine[0].recovered,
+           'dave shows "ack lost" as ' + describe(mine));
+  });
+
+  await test('a reload keeps the session and the unsent messages; a copied tab takes a new session', () => ({d, d2}), async () => {
+    const session = await d.evaluate(() => window.chatApp.client.session);
+    expect(/^[A-Za-z0-9_-]{1,64}$/.test(session), 'session id "' + session + '"');
+    px.cut(true);
+    await waitState(d, 'connecting');
+    await publish(d, 'sent across a reload');
+    await d.reload({ timeout: STEP_MS });
+    await waitState(d, 'connecting');
+    const after = await d.evaluate(() => [window.chatApp.client.session, window.chatApp.client.outbox.map((m) => m.data.text)]);
+    expect(after[0] === session, 'session after the reload "' + after[0] + '", before "' + session + '"');
+    expect(JSON.stringify(after[1]) === '["sent across a reload"]', 'outbox after the reload: ' + JSON.stringify(after[1]));
+    px.refusing = false;
+    await reconnect(d);
+    await waitMessage(b, ROOM, 'dave', 'sent across a reload');
+    await waitFor('dave\'s outbox to empty', async () => (await outboxRows(d)).length === 0);
+    // A duplicated tab starts with a copy of the tab's sessionStorage.
+    const copy = await d.evaluate(() => Object.fromEntries(Object.keys(sessionStorage).map((k) => [k, sessionStorage.getItem(k)])));
+    d2 = await ctxD.newPage();
+    d2.on('pageerror', (err) => pageErrors.push(err.message));
+    await d2.addInitScript((c) => { for (const [k, v] of Object.entries(c)) sessionStorage.setItem(k, v); }, copy);
+    await d2.goto(dUrl, { timeout: STEP_MS });
+    await waitFor('the copied tab to take a new session', () => d2.evaluate(
+      (s) => window.chatApp.client.session !== s && /^[A-Za-z0-9_-]{1,64}$/.test(window.chatApp.client.session), session));
+    expect(await d.evaluate(() => window.chatApp.client.session) === session, 'the original tab changed its session');
+    await waitState(d2, 'connected');
+    await d2.close();
+    d2 = null;
+  });
+
+  const ctxE = await browser.newContext({ viewport });
+  await test('a late joiner sees the recent messages, marked earlier', () => ({e}), async () => {
+    e = await openPage(ctxE, base + '/?token=erin');
+    await waitState(e, 'connected');
+    await join(e, ROOM);
+    const want = await said(b);                            // bob has seen the whole conversation
+    await waitFor('erin to show the ' + want.length + ' earlier messages', async () => (await said(e)).length >= want.length);
+    const got = (await feed(e)).filter((m) => m.channel === ROOM);
+    expect(JSON.stringify(got.map((m) => m.from + ': ' + m.text)) === JSON.stringify(want),
+           'erin\'s feed: ' + describe(got) + '; bob\'s: ' + want.join(' | '));
+    expect(got.every((m) => m.history && !m.recovered), 'erin\'s marks: ' + describe(got));
+    await shot(e, 'history');
+    await publish(b, 'erin is here');
+    await waitMessage(e, ROOM, 'bob', 'erin is here');
+    const last = (await feed(e)).pop();
+    expect(last.text === 'erin is here' && !last.history, 'a live message after the join: ' + describe([last]));
+  });
+
+  await test('a refused publish shows as failed, and "Send again" delivers it once', () => ({e, b}), async () => {
+    // Unsubscribed behind the page's back, so the server answers not_subscribed with the id.
+    await e.evaluate((room) => window.chatApp.client.sendNow('unsubscribe', { channel: room }), ROOM);
+    await publish(e, 'refused once');
+    await explain('a failed outbox row', e, e.waitForSelector('#feed [data-testid=outbox][data-state=failed]', { timeout: STEP_MS }),
+                  async (p) => describe(await feed(p)));
+    const rows = await outboxRows(e);
+    expect(rows.length === 1 && rows[0].text === 'refused once', 'erin\'s outbox: ' + describe(rows));
+    await shot(e, 'failed');
+    await e.evaluate((room) => window.chatApp.client.sendNow('subscribe', { channel: room }), ROOM);
+    await e.click('#feed [data-testid=outbox-retry]', { timeout: STEP_MS });
+    await waitMessage(b, ROOM, 'erin', 'refused once');
+    await waitFor('erin\'s outbox to empty', async () => (await outboxRows(e)).length === 0);
+    await publish(b, 'after the retry');
+    await waitMessage(b, ROOM, 'bob', 'after the retry');
+    const n = (await said(b)).filter((t) => t === 'erin: refused once').length;
+    expect(n === 1, 'bob shows "refused once" ' + n + ' times');
+  });
+
+  // The cases below count the server's subscriptions: only a's and b's #lobby.
+  await test('leaving a channel drops it and shows the next one', () => ({b}), async () => {
+    await Promise.race([Promise.all([ctxE.close(), ctxD.close()]), sleep(5000)]);
+    px.close();
+    await b.click('[data-testid=channel-item][data-channel="' + ROOM + '"] [data-testid=unsubscribe]', { timeout: STEP_MS });
+    const left = await channelItems(b);
+    expect(JSON.stringify(left) === '["lobby:true"]', 'bob\'s channels: ' + JSON.stringify(left));
+    const active = await b.textContent('#active-channel');
+    expect(active === '#lobby', 'bob\'s active channel "' + active + '"');
+    await waitFor('the server to see only the two #lobby subscriptions', async () =>
+      (await getJson(base + '/api/stats')).subscriptions === 2);
+  });
+
   await test('server restart: Connecting with countdown, then Connected with the subscription restored', () => ({a, b}), async () => {
     const old = srv;
     const gone = await stopServer(old, 'SIGKILL');           // a crash: no close frame
@@ -337,6 +567,18 @@ async function main() {
     expect(r.delivered === 2, 'notify after the restart delivered to ' + r.delivered + ', expected 2');
     await waitToast(b, 'notification', 'Server is back');
     await shot(a, 'restored');
+  });
+
+  await test('the restart lost the history: the feed says so with a gap line', () => ({a, b}), async () => {
+    for (const [who, p] of [['alice', a], ['bob', b]]) {
+      const items = (await feed(p)).filter((m) => m.channel === 'lobby');
+      const gaps = items.filter((m) => m.kind === 'gap').length;
+      const at = items.findIndex((m) => m.kind === 'gap');
+      const next = items.findIndex((m) => m.text === 'back after the restart');
+      expect(gaps === 1 && at > 0 && next === at + 1, who + '\'s #lobby: ' + describe(items));
+      expect(!items.some((m) => m.recovered), who + '\'s #lobby claims recovered messages: ' + describe(items));
+    }
+    await shot(a, 'gap');
   });
 
   // A second server that knows only alice=secret.
