@@ -204,8 +204,21 @@ class Proxy:
     async def main(self):
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+
+        def on_signal(signum, frame):
+            # From now on ignored: `timeout` sends its SIGTERM twice (to the
+            # program, then to its process group), and on a busy machine the
+            # second may come late, after the loop closed (which would
+            # restore the default action had loop.add_signal_handler set
+            # it) or while Python finalizes (which restores it for a Python
+            # handler, not for SIG_IGN): the exit would be "killed by
+            # SIGTERM" instead of 0.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(stop.set)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            signal.signal(sig, on_signal)
         server = await asyncio.start_server(self.accept, "127.0.0.1", self.args.listen)
         port = server.sockets[0].getsockname()[1]
         if self.args.port_file:
