@@ -34,8 +34,13 @@ done_all() {
     [ "$fail" -eq 0 ] || echo "logs kept in $run; RECOVERY_SEED=$seed repeats the faults"
     summary "$pass" "$fail" 0
 }
+# Each PID is a `timeout` running one program: that program first (a
+# killed `timeout` does not take its child with it), then the PID.
 cleanup() {
-    for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+    for p in $pids; do
+        for k in $(cat "/proc/$p/task/$p/children" 2>/dev/null); do kill -KILL "$k" 2>/dev/null; done
+        kill -KILL "$p" 2>/dev/null
+    done
     for p in $pids; do wait "$p" 2>/dev/null; done
     pids=
 }
@@ -93,26 +98,63 @@ alive() {
     [ -n "$st" ] && [ "$st" != Z ]
 }
 
+# hung PID: what a process that does not exit is doing: its state, kernel
+# wait channel, CPU time over one second, open files and sockets, and its
+# stack when gdb may attach.
+hung() {
+    grep -E '^(State|Threads)' "/proc/$1/status"
+    echo "wchan: $(cat "/proc/$1/wchan")"
+    echo "utime stime: $(cut -d' ' -f14,15 "/proc/$1/stat")"; sleep 1
+    echo "utime stime 1 s later: $(cut -d' ' -f14,15 "/proc/$1/stat")"
+    for t in $(cat "/proc/$1/task/$1/children"); do     # e.g. LeakSanitizer's tracer
+        echo "child $t: $(grep -E '^(State|TracerPid)' "/proc/$t/status" | tr '\n\t' '  ') wchan $(cat "/proc/$t/wchan")"
+    done
+    ls -l "/proc/$1/fd"
+    cat "/proc/$1/net/tcp"
+    command -v gdb > /dev/null && timeout -k 2 20 gdb -p "$1" -batch -ex 'thread apply all bt'
+}
+
 # await PID SECONDS: waits up to SECONDS for PID to exit, then kills it;
 # sets rc to its exit status and forgets the PID. Every process also runs
 # under `timeout`, which passes a SIGTERM on, so waits are bounded twice.
+# One still running then is named, what it was doing kept in the run
+# directory (hung), and killed together with the program under
+# `timeout` (killing only `timeout` would leave that one running).
 await() {
     end=$(( $(now_ms) + $2 * 1000 ))
     while [ "$(now_ms)" -lt "$end" ] && alive "$1"; do sleep 0.1; done
+    if alive "$1"; then
+        kids=$(cat "/proc/$1/task/$1/children" 2>/dev/null)
+        echo "run_recovery: pid $1 ($(tr '\0' ' ' < "/proc/$1/cmdline" | cut -c 1-120)) still running $2 s on; killed"
+        for k in $kids; do
+            hung "$k" > "$run/hung-$k.txt" 2>&1
+            echo "run_recovery: what it was doing: $run/hung-$k.txt"
+            kill -KILL "$k" 2>/dev/null
+        done
+    fi
     kill -KILL "$1" 2>/dev/null
     wait "$1"; rc=$?
     pids=$(for p in $pids; do [ "$p" = "$1" ] || printf '%s ' "$p"; done)
 }
 
-# stop PID SECONDS: SIGTERM, then as await.
-stop() { kill -TERM "$1" 2>/dev/null; await "$1" "$2"; }
+# stop PID SECONDS: SIGTERM to the program under `timeout` PID, then as
+# await. To the program, not to `timeout`: that one would pass it on twice
+# (to the program and to its process group), and a second SIGTERM landing
+# in LeakSanitizer's exit-time check was seen to hang the program for good
+# (spinning, its tracer waiting), and one landing late in Python's exit to
+# kill the proxy.
+term() {
+    kids=$(cat "/proc/$1/task/$1/children" 2>/dev/null)
+    for k in ${kids:-$1}; do kill -TERM "$k" 2>/dev/null; done
+}
+stop() { term "$1"; await "$1" "$2"; }
 
 # start_chat NAME ARG...: the server on a free port; sets chat_pid,
 # chat_port, chat_log.
 start_chat() {
     chat_log=$run/$1-server.log; shift
     : > "$chat_log"
-    timeout -k 5 170 "$chat" --port 0 --www examples/www "$@" > "$chat_log" 2>&1 &
+    timeout -k 15 170 "$chat" --port 0 --www examples/www "$@" > "$chat_log" 2>&1 &
     chat_pid=$!; pids="$pids $chat_pid"
     chat_port=
     w=0
@@ -132,7 +174,7 @@ start_chat() {
 start_proxy() {
     pname=$1; pseed=$2; shift 2
     pf=$run/$pname.port
-    timeout -k 5 170 $py "$proxy_py" --listen 0 --target "127.0.0.1:$chat_port" --seed "$pseed" \
+    timeout -k 15 170 $py "$proxy_py" --listen 0 --target "127.0.0.1:$chat_port" --seed "$pseed" \
         --log "$run/$pname.log" --port-file "$pf" --max-runtime 170 "$@" > /dev/null 2>> "$run/$pname.log" &
     proxy_pid=$!; pids="$pids $proxy_pid"
     proxy_port=
@@ -152,7 +194,7 @@ start_proxy() {
 start_cli() {
     l=$run/$1.log; shift
     : > "$l"
-    timeout -k 5 170 "$cli" "$@" > "$l" 2>&1 &
+    timeout -k 15 170 "$cli" "$@" > "$l" 2>&1 &
     cli_pid=$!; pids="$pids $cli_pid"
 }
 
@@ -244,7 +286,7 @@ check_log() {
 finish_case() {
     bad_exits=
     # All at once, then each waited for: a client takes up to 2 s to close.
-    for p in $case_clis; do kill -TERM "$p" 2>/dev/null; done
+    for p in $case_clis; do term "$p"; done
     for p in $case_clis; do
         await "$p" 10
         [ "$rc" -eq 0 ] || bad_exits="$bad_exits client_cli(pid $p)=$rc"
