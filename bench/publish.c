@@ -12,9 +12,10 @@
    too and subtracted.
 
    Prints ns per publish (median of 5 samples of the thread's CPU time) and
-   checks every publish reached both peers; twice, on the same run: with
-   the hub's history off, and on as chat_server keeps it by default (200
-   messages per channel), where every publish is also numbered and kept.
+   checks every publish reached both peers; three times, on the same run:
+   plain (no positions, no history), with positions (each channel message
+   numbered: chat_server --history 0), and with history as chat_server
+   keeps it by default (numbered, and the last 200 per channel kept).
    Then the heap a retained message costs: 10,000 chat messages kept on a
    channel nobody listens to, measured through chat_server's counting
    allocator (the library's own heap, nothing estimated). With an argument N it makes
@@ -97,9 +98,9 @@ static int feed_copy(wsch_hub_peer p, const void *data, size_t len) {
     return wsch_hub_feed(A.loop.hub, p, buf, len);
 }
 
-/* chat_server's hub without sockets: its hooks, in-memory effects, and
-   history_size messages kept per channel (0: off). */
-static int setup(uint32_t history_size) {
+/* chat_server's hub without sockets: its hooks, in-memory effects,
+   positions on or off, and history_size messages kept per channel. */
+static int setup(int positions, uint32_t history_size) {
     static const char upgrade[] =
         "GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -116,6 +117,7 @@ static int setup(uint32_t history_size) {
     d.effects.random_bytes = fixed_random;
     d.effects.now_ms = mem_now;
     d.history_size = history_size;
+    d.positions = positions;
     memset(&to_alice, 0, sizeof to_alice);
     memset(&to_bob, 0, sizeof to_bob);
     closes = 0;
@@ -170,11 +172,11 @@ static double median_ns(void (*fn)(unsigned long), unsigned long iters) {
 
 /* One configuration: ns per publish, or exactly n publishes untimed.
    Returns 0 when every publish reached both peers. */
-static int run(uint32_t history_size, unsigned long fixed_n, const char *label) {
+static int run(int positions, uint32_t history_size, unsigned long fixed_n, const char *label) {
     static const char publish[] = "{\"type\":\"publish\",\"payload\":{\"channel\":\"room\",\"data\":{\"text\":"
                                   "\"hello world, this is a chat message of typical size\"}}}";
     unsigned long n = fixed_n, a0, b0;
-    if (setup(history_size) != 0) {
+    if (setup(positions, history_size) != 0) {
         fprintf(stderr, "publish: setup failed\n");
         return 1;
     }
@@ -213,7 +215,7 @@ static int retained_heap(void) {
     wsch_hub_counters st;
     size_t before;
     unsigned long i;
-    if (setup(10000) != 0) return 1;
+    if (setup(1, 10000) != 0) return 1;
     (void)wsch_hub_broadcast(A.loop.hub, "quiet", "message", payload, WSCH_CSTR, NULL);   /* the channel itself */
     before = A.heap_bytes;
     for (i = 0; i < n; i++) {
@@ -231,10 +233,11 @@ static int retained_heap(void) {
 int main(int argc, char **argv) {
     int r;
     if (argc > 1) {
-        r = run(0, strtoul(argv[1], NULL, 10), "history off");
+        r = run(0, 0, strtoul(argv[1], NULL, 10), "plain");
     } else {
-        r = run(0, 0, "history off");
-        if (!r) r = run(200, 0, "history on (200 per channel, as chat_server keeps)");
+        r = run(0, 0, 0, "plain (no positions, no history)");
+        if (!r) r = run(1, 0, 0, "positions, no history (chat_server --history 0)");
+        if (!r) r = run(1, 200, 0, "history (200 per channel, as chat_server keeps)");
         if (!r) r = retained_heap();
     }
     free(A.scratch);
