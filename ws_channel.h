@@ -1662,7 +1662,9 @@ WSCH_API int wsch_client_send_text(wsch_client *c, const char *text, size_t len)
    I, growing from 1 per client. Returns WSCH_OK, the envelope errors of
    wsch_client_send, WSCH_ERR_QUEUE_FULL (outbox limits; nothing kept) or
    WSCH_ERR_NOMEM. A send the open link cannot take now stays in the outbox
-   for writable() or the next link: not an error. */
+   for writable() or the next link: not an error. Reliable sends keep their
+   order among themselves, as plain sends do; a plain send may overtake a
+   reliable one still waiting in the outbox. */
 WSCH_API int wsch_client_send_reliable(wsch_client *c, const char *type, const char *payload, size_t payload_len,
                                        uint64_t *id);
 /* Reliable messages not yet acknowledged, and how many in all needed more
@@ -1827,11 +1829,13 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
      request (1..64 bytes of A-Z a-z 0-9 - _; malformed: HTTP 400). Per
      session the hub remembers the highest id applied and the outcome of
      the 256 ids below it: an id not above that is not applied again but
-     answered again (ack, or the error code "refused" for one refused). A
-     session is remembered while it has a connection, and then at least
-     session_ttl_ms (up to max_sessions in all, the longest idle forgotten
-     first). A message resent after its session was forgotten (or to
-     another process) is applied again: at least once, never silently lost.
+     answered again (ack, or the error code "refused" for one refused; an id
+     more than 256 below is acked). A session is remembered while it has a
+     connection, then for session_ttl_ms (forgotten at the first handshake
+     after that), or less when max_sessions are in use: then the longest
+     idle goes first. A message resent after its session was forgotten (or
+     to another process) is applied again: at least once, never silently
+     lost.
      Without a session parameter ids are answered but not deduplicated.
    Close codes the hub sends: 4001 "Unauthorized" (authenticate refused),
    WSCH_HUB_CLOSE_SLOW_CONSUMER 4008 "Slow consumer", 1000 "Idle timeout",
@@ -1975,7 +1979,7 @@ typedef struct wsch_hub_position {
    random_bytes.
 
    What the bridge does not do: store messages. Whatever the bridge cannot
-   carry (its link is down, say) reaches local peers only. With history,
+   carry (its link is down, say) reaches local peers only. With positions,
    each process numbers what it delivers itself (its own epochs), so a
    client that reconnects to another process recovers nothing ("recovered":
    false), and wsch_hub_bridge_resubscribe() starts a new epoch on every
@@ -2057,12 +2061,14 @@ typedef struct wsch_hub_desc {
        peer that agreed, and an idle peer holds no compression state.
        Envelopes shorter than min_size go uncompressed. */
     wsch_deflate_desc deflate;
-    /* History (see "History and recovery" above). history_size 0 = off (no
-       positions either); with it, effects.now_ms and random_bytes are
-       required (ages; epochs that a restarted process does not repeat). A
-       retained message costs its frame plus about 56 bytes, counted against
-       history_max_bytes; channels without subscribers live on while they
-       hold history. */
+    /* History (see "History and recovery" above). history_size 0 = off
+       (positions then only with `positions`); with it, effects.now_ms and
+       random_bytes are required (ages; epochs that a restarted process does
+       not repeat). A retained message costs its frame (the envelope with its
+       position) plus 120 bytes of bookkeeping on 64-bit machines, counted
+       against history_max_bytes; channels without subscribers live on while
+       they hold history. Limits are applied when messages are published and
+       subscribers arrive: an idle hub keeps what it held. */
     uint32_t history_size;              /* messages per channel */
     int positions;                      /* nonzero: positions even with history_size 0, so a
                                            reconnecting subscriber is told it missed messages
@@ -2251,9 +2257,9 @@ WSCH_API void wsch_hub_shutdown(wsch_hub *hub);
 WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t name_len, const void *data,
                                      size_t data_len, size_t *delivered);
 /* Calls bridge.subscribe once for every bridge channel the hub needs now:
-   after the bridge's link came back. Nothing without a bridge. With history,
-   every channel starts a new epoch (its history is dropped): messages may
-   have been missed while the link was down. */
+   after the bridge's link came back. Nothing without a bridge. With
+   positions, every channel starts a new epoch (its history is dropped):
+   messages may have been missed while the link was down. */
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub);
 
 /* Fills *out. O(peers): bytes_queued is summed on demand. */
