@@ -548,6 +548,22 @@ us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'
 # bytes MEDIAN -> "123.4" (or n/a)
 b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
 ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || printf 'n/a'; }
+# pair_table KEY OFF_LABEL ON_LABEL N...: a fan-out table comparing the runs
+# R[KEY/N/off] and R[KEY/N/on] at each subscriber count N.
+pair_table() {
+    local key=$1 a=$2 b=$3 m p z
+    shift 3
+    printf '| subscribers | deliveries/s, %s | %s | %s/%s | server CPU us per delivery, %s | %s | p99 ms, %s | %s | bytes per delivery, %s | %s |\n' \
+        "$a" "$b" "$b" "$a" "$a" "$b" "$a" "$b" "$a" "$b"
+    printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+    for m in "$@"; do
+        p=${R["$key/$m/off"]:-}; z=${R["$key/$m/on"]:-}
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$(cell "$p" deliveries_s)" \
+            "$(cell "$z" deliveries_s)" "$(ratio "$(med "$z" deliveries_s)" "$(med "$p" deliveries_s)")" \
+            "$(us "$(med "$p" cpu_us)")" "$(us "$(med "$z" cpu_us)")" "$(ms "$(med "$p" p99_us)")" \
+            "$(ms "$(med "$z" p99_us)")" "$(b1 "$(med "$p" rx_b)")" "$(b1 "$(med "$z" rx_b)")"
+    done
+}
 {
     [ -f "$TMP/deflate_hub.md" ] && cat "$TMP/deflate_hub.md"
     if ! skip echo-deflate; then
@@ -592,15 +608,7 @@ ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || print
             echo "so the generator's own cost stays near the plain run's). Bytes: on the wire per delivery, frame header"
             echo "included. CPU: server CPU time per delivery."
             echo
-            printf '| subscribers | deliveries/s, plain | compressed | compressed/plain | server CPU us per delivery, plain | compressed | p99 ms, plain | compressed | bytes per delivery, plain | compressed |\n'
-            printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-            for m in $ZSUBS; do
-                p=${R["zfan/$m/off"]:-}; z=${R["zfan/$m/on"]:-}
-                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$(cell "$p" deliveries_s)" \
-                    "$(cell "$z" deliveries_s)" "$(ratio "$(med "$z" deliveries_s)" "$(med "$p" deliveries_s)")" \
-                    "$(us "$(med "$p" cpu_us)")" "$(us "$(med "$z" cpu_us)")" "$(ms "$(med "$p" p99_us)")" \
-                    "$(ms "$(med "$z" p99_us)")" "$(b1 "$(med "$p" rx_b)")" "$(b1 "$(med "$z" rx_b)")"
-            done
+            pair_table zfan plain compressed $ZSUBS
         fi
         echo
     fi
@@ -616,15 +624,7 @@ if ! skip fanout-history; then
         echo "publish sent to its delivery to the last subscriber. Bytes: on the wire per delivery. The cost of the"
         echo "numbering alone is in the chat publish path above (bench/publish.c, in memory)."
         echo
-        printf '| subscribers | deliveries/s, off | on | on/off | server CPU us per delivery, off | on | p99 ms, off | on | bytes per delivery, off | on |\n'
-        printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-        for m in $HSUBS; do
-            p=${R["hfan/$m/off"]:-}; z=${R["hfan/$m/on"]:-}
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$(cell "$p" deliveries_s)" \
-                "$(cell "$z" deliveries_s)" "$(ratio "$(med "$z" deliveries_s)" "$(med "$p" deliveries_s)")" \
-                "$(us "$(med "$p" cpu_us)")" "$(us "$(med "$z" cpu_us)")" "$(ms "$(med "$p" p99_us)")" \
-                "$(ms "$(med "$z" p99_us)")" "$(b1 "$(med "$p" rx_b)")" "$(b1 "$(med "$z" rx_b)")"
-        done
+        pair_table hfan off on $HSUBS
         echo
     } >"$TMP/history.md"
     for m in $HSUBS; do

@@ -149,6 +149,23 @@ term() {
 }
 stop() { term "$1"; await "$1" "$2"; }
 
+# await_port PID TENTHS CMD...: runs CMD (which prints the port a program
+# chose, or nothing yet) every 0.1 s while PID lives, at most TENTHS
+# times; prints the port.
+await_port() {
+    ap_pid=$1; ap_n=$2; shift 2
+    ap_w=0
+    while [ $ap_w -lt "$ap_n" ] && alive "$ap_pid"; do
+        ap_port=$("$@")
+        [ -n "$ap_port" ] && { echo "$ap_port"; return 0; }
+        sleep 0.1
+        ap_w=$((ap_w + 1))
+    done
+    return 1
+}
+chat_port_in_log() { sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$chat_log" | head -n 1; }
+proxy_port_in_file() { [ -s "$pf" ] && cat "$pf"; }
+
 # start_chat NAME ARG...: the server on a free port; sets chat_pid,
 # chat_port, chat_log.
 start_chat() {
@@ -156,13 +173,7 @@ start_chat() {
     : > "$chat_log"
     timeout -k 15 170 "$chat" --port 0 --www examples/www "$@" > "$chat_log" 2>&1 &
     chat_pid=$!; pids="$pids $chat_pid"
-    chat_port=
-    w=0
-    while [ $w -lt 200 ] && [ -z "$chat_port" ] && alive "$chat_pid"; do     # up to 20 s
-        chat_port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$chat_log" | head -n 1)
-        [ -n "$chat_port" ] || sleep 0.1
-        w=$((w + 1))
-    done
+    chat_port=$(await_port "$chat_pid" 200 chat_port_in_log)     # up to 20 s
     [ -n "$chat_port" ] && return 0
     echo "run_recovery: chat_server did not start"; cat "$chat_log"
     return 1
@@ -177,13 +188,7 @@ start_proxy() {
     timeout -k 15 170 $py "$proxy_py" --listen 0 --target "127.0.0.1:$chat_port" --seed "$pseed" \
         --log "$run/$pname.log" --port-file "$pf" --max-runtime 170 "$@" > /dev/null 2>> "$run/$pname.log" &
     proxy_pid=$!; pids="$pids $proxy_pid"
-    proxy_port=
-    w=0
-    while [ $w -lt 100 ] && [ -z "$proxy_port" ] && alive "$proxy_pid"; do      # up to 10 s
-        [ -s "$pf" ] && proxy_port=$(cat "$pf")
-        [ -n "$proxy_port" ] || sleep 0.1
-        w=$((w + 1))
-    done
+    proxy_port=$(await_port "$proxy_pid" 100 proxy_port_in_file)   # up to 10 s
     [ -n "$proxy_port" ] && return 0
     echo "run_recovery: fault_proxy did not start"; cat "$run/$pname.log"
     return 1
