@@ -111,3 +111,28 @@ class Server:
 
     def url(self, query=""):
         return f"ws://127.0.0.1:{self.port}/ws{query}"
+
+
+def positioned(m, channel):
+    """m without its stream position (a hub with positions, as chat_server
+    runs, numbers every channel message: channel, offset, epoch beside type
+    and payload), after checking that a channel message has a well-formed
+    one and any other message none. Each hub process numbers its own
+    channels, so only the form is checked here."""
+    m = dict(m)
+    pos = {k: m.pop(k) for k in ("channel", "offset", "epoch") if k in m}
+    if channel is None:
+        check(not pos, f"a position on a message to no channel: {pos!r}")
+    else:
+        check(pos.get("channel") == channel and isinstance(pos.get("offset"), int) and pos["offset"] >= 0 and
+              isinstance(pos.get("epoch"), str) and re.fullmatch(r"[0-9a-f]{16}", pos["epoch"]) is not None,
+              f"position {pos!r} for channel {channel!r}")
+    return m
+
+
+def check_subscribed(ack, channel):
+    """A hub with positions confirms a plain subscribe with the channel's
+    position: {"type":"subscribed","payload":{"channel":C,"offset":N,"epoch":E}}."""
+    p = ack.get("payload", {}) if isinstance(ack, dict) else {}
+    check(ack.get("type") == "subscribed" and p.get("channel") == channel and isinstance(p.get("offset"), int) and
+          isinstance(p.get("epoch"), str) and set(p) == {"channel", "offset", "epoch"}, f"ack {ack!r}")

@@ -41,7 +41,8 @@ import urllib.request
 
 import websockets
 
-from envelope_util import case as shared_case, check, env, recv, nothing_more as _nothing_more, results, summary
+from envelope_util import case as shared_case, check, check_subscribed, env, recv, nothing_more as _nothing_more, \
+    positioned, results, summary
 
 
 async def nothing_more(ws, wait=0.5):
@@ -56,10 +57,12 @@ async def case(name, coro):
 
 
 async def exactly_once(clients, want, wait=0.5):
-    """Each client gets `want` now, and nothing more within `wait` seconds."""
+    """Each client gets `want` now (with a position when it is a channel
+    message), and nothing more within `wait` seconds."""
+    channel = want.get("payload", {}).get("channel")
     for name, ws in clients:
         m = await recv(ws, timeout=5)
-        check(m == want, f"{name} got {m!r}, wanted {want!r}")
+        check(positioned(m, channel) == want, f"{name} got {m!r}, wanted {want!r}")
     await asyncio.gather(*(nothing_more(ws, wait) for _, ws in clients))
 
 
@@ -178,8 +181,7 @@ class Server:
     async def joined(self, user, channel):
         ws = await self.connect(user)
         await ws.send(env("subscribe", {"channel": channel}))
-        ack = await recv(ws)
-        check(ack == {"type": "subscribed", "payload": {"channel": channel}}, f"ack {ack!r}")
+        check_subscribed(await recv(ws), channel)
         return ws
 
     def linked(self):
