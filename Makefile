@@ -49,7 +49,7 @@ TESTS := $(filter-out $(ZLIB_TESTS),$(TESTS))
 $(info note: $(ZLIB_TESTS) are skipped and the examples built without permessage-deflate: zlib is not installed (Debian: zlib1g-dev))
 endif
 
-.PHONY: all test unit interop demo bench fuzz soak clean peers compile-checks
+.PHONY: all test run-tests unit interop demo bench fuzz soak clean peers compile-checks
 all: $(addprefix $(BUILD)/,$(EXAMPLES))
 
 $(BUILD)/%: examples/%.c examples/*.h ws_channel.h | $(BUILD)
@@ -96,12 +96,17 @@ peers:
 interop: all peers
 	for s in tests/interop/run_*.sh; do sh $$s $(BUILD) || exit 1; done
 
-# Installs what is missing first (tests/packages.txt): HAVE_LIBUV and
-# HAVE_HIREDIS are decided when make reads this file, so the build and the
-# tests run in a make started after the install.
+# Installs what is missing first (tests/packages.txt): HAVE_LIBUV,
+# HAVE_HIREDIS, HAVE_ZLIB and the list of suites are decided when make reads
+# this file, so the build and the run happen in makes started after the
+# install.
 test:
 	tests/install_peers.sh
 	$(MAKE) all unit
+	$(MAKE) run-tests
+
+# Runs every suite built (after `make all unit`); `make test` is the way in.
+run-tests:
 	tests/run_all.sh $(BUILD) $(TESTS)
 
 # Only what the demo needs, so it runs with nothing but a C compiler.
