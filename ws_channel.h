@@ -6518,8 +6518,7 @@ typedef struct wsch__cl_sub {
     uint64_t offset;                        /* position: of the last message seen */
     char epoch[WSCH_CLIENT_EPOCH_MAX + 1];
     int known;                              /* a position is known */
-    int asked;                              /* recover was sent on this link: a confirmation is due */
-    wsch_recovery recovery;
+    wsch_recovery recovery;                 /* PENDING: recover was sent on this link, a confirmation is due */
     uint32_t history;                       /* messages to ask for on the first subscribe */
     size_t len;
 } wsch__cl_sub;
@@ -6933,7 +6932,6 @@ WSCH__PRIVATE void wsch__cl_on_open(wsch_conn *cn, void *user) {
     for (i = 0; i < c->num_subs && c->epoch == e && !c->dead; i++) {
         wsch__cl_sub *sub = c->subs[i];
         int r;
-        sub->asked = sub->known;
         if (sub->known) sub->recovery = WSCH_RECOVERY_PENDING;
         r = wsch__cl_send_channel_msg(c, "subscribe", WSCH__CL_SUB_NAME(sub), sub->len, sub);
         /* A link that ended meanwhile replays the set on the next one. */
@@ -7013,8 +7011,7 @@ WSCH__PRIVATE void wsch__cl_on_subscribed(wsch_client *c, const wsch_envelope *e
         sub->known = 0;                 /* a hub without positions: nothing to recover from */
         recovered = 0;
     }
-    if (!sub->asked) return;
-    sub->asked = 0;
+    if (sub->recovery != WSCH_RECOVERY_PENDING) return;
     sub->recovery = recovered ? WSCH_RECOVERY_RECOVERED : WSCH_RECOVERY_LOST;
     if (c->d.on_recovery) c->d.on_recovery(c, name, recovered, c->d.user);
 }
@@ -8789,11 +8786,16 @@ WSCH__PRIVATE void wsch__hub_send_ack(wsch_hub *hub, wsch__hub_peer *cl, uint64_
 
 /* ---- sessions: the scope of reliable message ids ---------------------------- */
 
-WSCH__PRIVATE void wsch__hub_session_free(wsch_hub *hub, wsch__hub_session *se) {
+WSCH__PRIVATE void wsch__hub_idle_unlink(wsch_hub *hub, wsch__hub_session *se) {
     if (se->idle_prev) se->idle_prev->idle_next = se->idle_next;
     else hub->idle_first = se->idle_next;
     if (se->idle_next) se->idle_next->idle_prev = se->idle_prev;
     else hub->idle_last = se->idle_prev;
+    se->idle_prev = se->idle_next = NULL;
+}
+
+WSCH__PRIVATE void wsch__hub_session_free(wsch_hub *hub, wsch__hub_session *se) {
+    wsch__hub_idle_unlink(hub, se);
     wsch__hub_remove(hub, &hub->sessions, &se->e);
     wsch__free(&hub->desc.allocator, se);
 }
@@ -8819,12 +8821,8 @@ WSCH__PRIVATE int wsch__hub_session_link(wsch_hub *hub, wsch__hub_peer *cl, cons
             wsch__free(&hub->desc.allocator, se);
             return WSCH_ERR_NOMEM;
         }
-    } else if (se->conns == 0) {    /* back from the idle list */
-        if (se->idle_prev) se->idle_prev->idle_next = se->idle_next;
-        else hub->idle_first = se->idle_next;
-        if (se->idle_next) se->idle_next->idle_prev = se->idle_prev;
-        else hub->idle_last = se->idle_prev;
-        se->idle_prev = se->idle_next = NULL;
+    } else if (se->conns == 0) {
+        wsch__hub_idle_unlink(hub, se);     /* back from the idle list */
     }
     se->conns++;
     cl->sess = se;

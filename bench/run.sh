@@ -548,6 +548,19 @@ us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'
 # bytes MEDIAN -> "123.4" (or n/a)
 b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
 ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || printf 'n/a'; }
+# pair_target KEY WHAT GOAL N...: a target line per subscriber count N, the
+# deliveries/s of R[KEY/N/on] over R[KEY/N/off] against GOAL.
+pair_target() {
+    local key=$1 what=$2 goal=$3 m p z q
+    shift 3
+    for m in "$@"; do
+        p=$(med "${R["$key/$m/off"]:-}" deliveries_s); z=$(med "${R["$key/$m/on"]:-}" deliveries_s)
+        [ -n "$p" ] && [ -n "$z" ] || continue
+        q=$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2f", a / b }')
+        target "fan-out $m subs, $what (deliveries/s)" ">= ${goal}x" "$q" \
+            "$(awk -v q="$q" -v g="$goal" 'BEGIN { print (q >= g) ? "yes" : "NO" }')"
+    done
+}
 # pair_table KEY OFF_LABEL ON_LABEL N...: a fan-out table comparing the runs
 # R[KEY/N/off] and R[KEY/N/on] at each subscriber count N.
 pair_table() {
@@ -627,26 +640,13 @@ if ! skip fanout-history; then
         pair_table hfan off on $HSUBS
         echo
     } >"$TMP/history.md"
+    pair_target hfan "history on vs off" 0.95 $HSUBS
     for m in $HSUBS; do
-        p=$(med "${R["hfan/$m/off"]:-}" deliveries_s); z=$(med "${R["hfan/$m/on"]:-}" deliveries_s)
-        if [ -n "$p" ] && [ -n "$z" ]; then
-            q=$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2f", a / b }')
-            target "fan-out $m subs, history on vs off (deliveries/s)" ">= 0.95x" "$q" \
-                "$(awk -v q="$q" 'BEGIN { print (q >= 0.95) ? "yes" : "NO" }')"
-            target "fan-out $m subs, history on: publish to last subscriber p99 ms" "(reported)" \
-                "$(ms "$(med "${R["hfan/$m/on"]:-}" p99_us)")" "-"
-        fi
+        z=$(med "${R["hfan/$m/on"]:-}" p99_us)
+        [ -n "$z" ] && target "fan-out $m subs, history on: publish to last subscriber p99 ms" "(reported)" "$(ms "$z")" "-"
     done
 fi
-
-for m in $ZSUBS; do
-    p=$(med "${R["zfan/$m/off"]:-}" deliveries_s); z=$(med "${R["zfan/$m/on"]:-}" deliveries_s)
-    if [ -n "$p" ] && [ -n "$z" ]; then
-        q=$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2f", a / b }')
-        target "fan-out $m subs, permessage-deflate vs plain (deliveries/s)" ">= 0.9x" "$q" \
-            "$(awk -v q="$q" 'BEGIN { print (q >= 0.9) ? "yes" : "NO" }')"
-    fi
-done
+pair_target zfan "permessage-deflate vs plain" 0.9 $ZSUBS
 for cfg in "${ZECHO_CONFIGS[@]}"; do
     set -- $cfg
     o=$(med "${R["zecho/$cfg/ours/on"]:-}" msgs_s); nd=$(med "${R["zecho/$cfg/node/on"]:-}" msgs_s)
