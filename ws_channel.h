@@ -1978,13 +1978,53 @@ typedef struct wsch_hub_position {
    random_bytes, drawn at wsch_hub_create(), which is why a bridge needs
    random_bytes.
 
-   What the bridge does not do: store messages. Whatever the bridge cannot
+   A bridge with publish alone does not store messages. Whatever it cannot
    carry (its link is down, say) reaches local peers only. With positions,
    each process numbers what it delivers itself (its own epochs), so a
    client that reconnects to another process recovers nothing ("recovered":
    false), and wsch_hub_bridge_resubscribe() starts a new epoch on every
    channel: what went by while the link was down may be missing, so no
    recovery may span it.
+
+   Shared positions: a bridge that also sets append and fetch numbers and
+   keeps channel messages itself, for every hub (used when history_size >
+   0; without history they are ignored). Then a client recovers on any
+   process of the bridge, and nothing is delivered under a number the
+   other processes do not share:
+     - append(name, data, ticket) replaces publish for channel messages.
+       data is the header, then the envelope with its channel but no
+       offset or epoch: {"type":T,"payload":P,"channel":C}. The bridge
+       must, atomically and in one order for all hubs: take the channel's
+       next offset N (1 for a new channel) and its epoch E (16 lowercase
+       hex digits, drawn anew whenever the channel's history is lost),
+       write ,"offset":N,"epoch":"E" before data's last byte (the closing
+       brace), keep that message (the last history_size at least), publish
+       it to every hub that listens to name, this one included, and then
+       call wsch_hub_bridge_appended(ticket, status) once, WSCH_OK when it
+       is done, anything else when it did not happen (or may not have).
+       append returns WSCH_OK when it took the message and will answer;
+       anything else refuses it, and wsch_hub_broadcast() fails with
+       WSCH_ERR_STATE: while the bridge cannot number, nothing is sent.
+     - Local delivery happens when the message comes back through
+       wsch_hub_bridge_deliver(), in the bridge's order, for the
+       publishing hub as for the others (no own-origin skip). A hub seeing
+       an offset it already has skips it; one seeing a gap (its link lost
+       some) holds its live subscribers until a fetch has filled it.
+     - fetch(name, count) asks for the channel's last count kept messages,
+       its epoch and its last offset; the answer comes through
+       wsch_hub_bridge_fetched(). The hub fetches when a channel's first
+       subscriber arrives (its position is unknown until then: the
+       subscribe waits), when a recover asks for more than it keeps, on a
+       gap, and after wsch_hub_bridge_resubscribe(). The bridge must read
+       only once the subscription to name it was given before is in
+       effect, so that every message is in the answer or arrives after.
+     - Reliable client messages whose on_message broadcast went to append
+       are acknowledged when appended reports WSCH_OK, and answered with
+       the error code "unavailable" when it reports a failure.
+   Neither callback may call into the hub; answers come later, from the
+   caller's loop. Sessions (reliable message ids) stay per process: a
+   resend that reaches another process after its ack was lost is applied
+   again there.
 
    Give every hub on one bridge the same limits (max_message_size,
    max_channel_len, max_user_id_len): what one hub sends and another's
@@ -2005,6 +2045,9 @@ typedef struct wsch_hub_bridge {
        stats.bridge_published), anything else when it could not
        (stats.bridge_publish_errors); either way local delivery happens. */
     int (*publish)(const char *name, size_t len, const void *data, size_t data_len, void *user);
+    /* Shared positions (above): both or neither. */
+    int (*append)(const char *name, size_t len, const void *data, size_t data_len, uint64_t ticket, void *user);
+    int (*fetch)(const char *name, size_t len, size_t count, void *user);
     void *user;
 } wsch_hub_bridge;
 
@@ -2261,6 +2304,24 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
    positions, every channel starts a new epoch (its history is dropped):
    messages may have been missed while the link was down. */
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub);
+/* Shared positions: the answer to append's ticket. status WSCH_OK: the
+   message was numbered and published; anything else: it was not (or
+   may not have been). An unknown ticket is ignored. */
+WSCH_API void wsch_hub_bridge_appended(wsch_hub *hub, uint64_t ticket, int status);
+/* Shared positions: the answer to fetch(name). status WSCH_OK: epoch (16
+   lowercase hex digits, or empty when the channel has never had a
+   message or has lost everything) and last_offset (0 then) are the
+   channel's position, and messages[0..count) its last kept messages,
+   oldest first, each exactly as the bridge published it (header and
+   positioned envelope), offsets consecutive and ending at last_offset.
+   Anything else: the read failed; waiting subscribers are confirmed with
+   "recovered":false. Checked like bridge input. Returns WSCH_OK,
+   WSCH_ERR_ARG (bad name, malformed answer: counted in
+   stats.bridge_refused and treated as a failed read), WSCH_ERR_STATE
+   (no shared positions), WSCH_ERR_NOMEM. */
+WSCH_API int wsch_hub_bridge_fetched(wsch_hub *hub, const char *name, size_t name_len, int status,
+                                     const char *epoch, uint64_t last_offset, const wsch_str *messages,
+                                     size_t count);
 
 /* Fills *out. O(peers): bytes_queued is summed on demand. */
 WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out);
