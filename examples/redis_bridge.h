@@ -45,9 +45,67 @@
        have run them, or may still run those it had already read when it
        resumes (late, at most the bound above); nothing else is held.
 
+   Shared positions (redis_bridge_history() with a history size > 0, which
+   chat_server does when its history is on): Redis numbers and keeps the
+   channel messages, so that every process gives a message the same
+   offset and epoch and a client recovers on any of them (the hub's
+   "Shared positions", ws_channel.h):
+     - append (a channel message) runs one Lua script on the publisher
+       link: it takes the channel's next offset (HINCRBY, 1 first) and its
+       epoch (HSETNX of a random candidate drawn here) from the hash
+       PREFIX "#meta:" NAME, writes ,"offset":N,"epoch":"E" before the
+       message's closing brace, adds the result to the stream PREFIX
+       "#stream:" NAME as entry "N-0" (MAXLEN: the history size), PUBLISHes
+       it on PREFIX NAME like any bridge message, and sets both keys to
+       expire the history age after this message. A channel whose hash or
+       stream is gone (expired, evicted, deleted) starts again: both are
+       dropped and a new epoch begins at offset 1, so no client recovers
+       across the loss. The hub delivers the message when it comes back on
+       the subscriber link, here as in every other process; the script's
+       reply answers the hub (wsch_hub_bridge_appended), a failure or a
+       lost link with an error. '#' is not allowed in channel names, so
+       these keys never meet a channel's (nor "#user:..." or "#health").
+     - fetch (the hub wants a channel's position and last messages) runs a
+       read-only script (HGET of epoch and offset, XREVRANGE COUNT) on the
+       publisher link and hands the answer to wsch_hub_bridge_fetched().
+       It runs only once Redis has confirmed every SUBSCRIBE sent before it
+       on the subscriber link: each fetch sends a SUBSCRIBE of the probe
+       channel after them (one for a whole batch) and waits for its answer
+       (Redis answers a connection's commands in order). So every message
+       is in the answer or arrives after it on the subscriber link.
+     - both scripts are loaded (SCRIPT LOAD) when the publisher link comes
+       up and then run with EVALSHA (their SHA-1 is computed here, so
+       nothing waits for the load). A NOSCRIPT answer (SCRIPT FLUSH, a
+       failover) fails that one command and loads the scripts again: a
+       command sent again as EVAL could overtake the appends behind it and
+       reorder a publisher's messages, so none is resent;
+     - while Redis is away (either link down or stalled): appends are
+       refused at once (counted in "append_errors"; the hub's broadcast
+       fails with WSCH_ERR_STATE and chat_server answers the client with
+       the error "unavailable"), as are fetches (the hub confirms waiting
+       subscribers with "recovered":false rather than guess). Appends and
+       fetches written but unanswered when a link is lost are answered
+       with an error (their fate is unknown: an append may have run, then
+       the other processes have it and a reliable client resends it). A
+       fetch waiting for the subscriber link's confirmation fails when
+       that link is lost. Once both links are up again, the hub is told
+       (wsch_hub_bridge_resubscribe): it subscribes and fetches every
+       channel again, which resyncs positions and history;
+     - appends need both links: the hub delivers its own message when it
+       comes back on the subscriber link, so without it a publisher would
+       be acknowledged for a message its own process's subscribers could
+       not get until a resync;
+     - appended and refused appends, fetches answered and failed are
+       counted ("appended", "append_errors", "fetches", "fetch_errors");
+       unanswered append bytes count against REDIS_BRIDGE_MAX_PENDING like
+       PUBLISH bytes.
+   Keys hold at most the history size of messages per channel; use one
+   Redis (not a cluster: a script's two keys may land on different nodes).
+
    Wiring (all on one thread, on hub_loop.h's loop):
      redis_bridge rb;
      redis_bridge_init(&rb, "127.0.0.1", 6379, "wsch:");
+     redis_bridge_history(&rb, desc.history_size, desc.history_ttl_ms);   (optional: shared positions)
      desc.bridge = redis_bridge_hub_bridge(&rb);   (desc.effects.random_bytes must be set)
      wsch_hub_create(&desc, &loop.hub);
      redis_bridge_start(&rb, &loop);    the links' sockets and timers join the loop
@@ -71,6 +129,54 @@
 
 struct redis_bridge;
 
+/* Shared positions: the two scripts (see the comment at the top).
+   append: KEYS meta, stream; ARGV the message without its closing brace,
+   an epoch candidate, the stream's length, the keys' lifetime in ms, the
+   pub/sub channel. Returns the offset. */
+static const char redis_append_lua[] =
+    "local meta, stream = KEYS[1], KEYS[2]\n"
+    "if redis.call('EXISTS', meta) == 0 or redis.call('EXISTS', stream) == 0 then\n"
+    "  redis.call('DEL', meta, stream)\n"
+    "end\n"
+    "redis.call('HSETNX', meta, 'epoch', ARGV[2])\n"
+    "local epoch = redis.call('HGET', meta, 'epoch')\n"
+    "local n = redis.call('HINCRBY', meta, 'offset', 1)\n"
+    "local msg = ARGV[1] .. string.format(',\"offset\":%d,\"epoch\":\"%s\"}', n, epoch)\n"
+    "redis.call('XADD', stream, 'MAXLEN', ARGV[3], string.format('%d-0', n), 'm', msg)\n"
+    "redis.call('PEXPIRE', meta, ARGV[4])\n"
+    "redis.call('PEXPIRE', stream, ARGV[4])\n"
+    "redis.call('PUBLISH', ARGV[5], msg)\n"
+    "return n\n";
+/* fetch (reads only): KEYS meta, stream; ARGV count. Returns {epoch,
+   last offset, messages oldest first...}, or {"", "0"} when the channel
+   has no history. */
+static const char redis_fetch_lua[] =
+    "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
+    "local last = redis.call('HGET', KEYS[1], 'offset')\n"
+    "if not epoch or not last or redis.call('EXISTS', KEYS[2]) == 0 then return {'', '0'} end\n"
+    "local out = {epoch, last}\n"
+    "if tonumber(ARGV[1]) > 0 then\n"
+    "  local items = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])\n"
+    "  for i = #items, 1, -1 do out[#out + 1] = items[i][2][2] end\n"
+    "end\n"
+    "return out\n";
+
+/* An append written to Redis, until its answer. */
+typedef struct redis_append {
+    uint64_t ticket;
+    size_t bytes;               /* counted in pending */
+} redis_append;
+
+/* A fetch: queued until the subscriber link has confirmed what came
+   before it, then written to Redis, until its answer. */
+typedef struct redis_fetch {
+    struct redis_fetch *next;
+    struct redis_bridge *rb;
+    uint64_t barrier;           /* the probe-channel SUBSCRIBE whose answer it waits for */
+    size_t count, len, bytes;
+    char *name;                 /* NUL-terminated, in the same allocation */
+} redis_fetch;
+
 /* One connection to Redis and its place in the loop. */
 typedef struct redis_link {
     struct redis_bridge *rb;
@@ -84,6 +190,7 @@ typedef struct redis_link {
     net_timer timer;                /* reconnect when down, connect timeout while connecting */
     net_timer health;               /* while up: the next probe, and the check of the last */
     uint64_t probe_ms;              /* when the unanswered probe was sent; 0: none */
+    uint64_t probe_seq;             /* subscriber: the probe's place among the SUBSCRIBEs of "#health" */
     const char *why;                /* why we are dropping it, for the disconnect callback */
 } redis_link;
 
@@ -108,6 +215,18 @@ typedef struct redis_bridge {
     uint64_t stalls;                /* links taken down because Redis stopped answering */
     uint64_t abandoned;             /* PUBLISHes written but never answered (link lost or stalled) */
     long long channels;             /* Redis channels the subscriber holds (Redis's own count) */
+    /* Shared positions (redis_bridge_history) */
+    uint32_t history;               /* messages kept per channel; 0: off (publish only) */
+    uint32_t ttl_ms;                /* the keys' lifetime after a channel's last message */
+    char sha_append[41], sha_fetch[41];
+    int reloading;                  /* a SCRIPT LOAD after NOSCRIPT is on its way */
+    uint64_t hs_sent, hs_acked;     /* subscriber: SUBSCRIBEs of "#health" sent / answered */
+    int sub_dirty;                  /* a channel SUBSCRIBE went out after the last of those */
+    redis_fetch *fq_head, *fq_tail; /* fetches waiting for the subscriber link */
+    uint64_t appended;              /* appends numbered and published */
+    uint64_t append_errors;         /* appends refused, failed or lost */
+    uint64_t fetches;               /* fetches answered */
+    uint64_t fetch_errors;          /* fetches refused, failed or lost */
 } redis_bridge;
 
 /* ---- the event-loop adapter: hiredis's read/write hooks on epoll -------- */
@@ -163,6 +282,8 @@ static void redis_ev_cleanup(void *p) {
 /* ---- connecting, and reconnecting with backoff -------------------------- */
 
 static void redis_link_connect(redis_link *l);
+static void redis_fetch_fail_all(redis_bridge *rb);
+static void redis_fetch_run(redis_bridge *rb);
 
 static uint32_t redis_backoff(redis_bridge *rb, unsigned failures) {
     uint32_t d = REDIS_BRIDGE_BACKOFF_MIN_MS;
@@ -182,6 +303,8 @@ static void redis_link_retry(redis_link *l, const char *why) {
     l->up = 0;
     l->probe_ms = 0;
     net_timers_cancel(l->rb->timers, &l->health);
+    /* What waited for this link's confirmation will not get it. */
+    if (l == &l->rb->sub) redis_fetch_fail_all(l->rb);
     if (l->rb->stopping) return;
     delay = redis_backoff(l->rb, l->failures);
     if (l->failures < 30) l->failures++;
@@ -190,6 +313,7 @@ static void redis_link_retry(redis_link *l, const char *why) {
 }
 
 static void redis_on_health(redisAsyncContext *ac, void *r, void *privdata);
+static void redis_scripts_load(redis_bridge *rb);
 
 /* Ends a link from our side: a reset, so that commands still in the send
    queue are discarded rather than run whenever Redis resumes; then the
@@ -201,6 +325,7 @@ static void redis_link_drop(redis_link *l, const char *why) {
     lg.l_onoff = 1;
     lg.l_linger = 0;
     (void)setsockopt(ac->c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    l->up = 0;      /* the answers of the commands it drops go to the hub, which may call in */
     l->why = why;
     redisAsyncFree(ac);             /* runs redis_on_disconnect if hiredis saw it connected */
     l->why = NULL;
@@ -223,11 +348,22 @@ static void redis_on_ready(redisAsyncContext *ac, void *r, void *privdata) {
            from the start), then everything the hub needs: a new
            connection holds no subscriptions. */
         l->rb->channels = 0;
+        l->rb->hs_sent = l->rb->hs_acked = 0;
+        l->rb->sub_dirty = 0;
         if (redisAsyncCommand(l->ac, redis_on_health, l, "SUBSCRIBE %b#health", l->rb->prefix, l->rb->prefix_len) !=
             REDIS_OK)
             fprintf(stderr, "chat_server: redis subscriber: SUBSCRIBE failed\n");
-        wsch_hub_bridge_resubscribe(l->rb->hub);
+        else
+            l->rb->hs_sent++;
+    } else if (l->rb->history) {
+        /* Before anything else on this connection, so every EVALSHA
+           written after finds them. */
+        redis_scripts_load(l->rb);
     }
+    /* Publish only: the subscriber's return is what matters. Shared
+       positions: the hub fetches every channel again, which needs both
+       links, so once both are up (after either came back). */
+    if (l->rb->history ? l->rb->sub.up && l->rb->pub.up : l == &l->rb->sub) wsch_hub_bridge_resubscribe(l->rb->hub);
     if (net_timers_set(l->rb->timers, &l->health, REDIS_BRIDGE_PING_MS) != NET_OK)
         fprintf(stderr, "chat_server: redis: no timer\n");
 }
@@ -302,16 +438,19 @@ static void redis_on_sub_reply(redisAsyncContext *ac, void *r, void *privdata) {
 }
 
 /* The probe channel's replies on the subscriber: each SUBSCRIBE of it is
-   answered, which proves Redis is reading and answering this link. */
+   answered, which proves Redis is reading and answering this link, and
+   has run every SUBSCRIBE written before it (a fetch's barrier). */
 static void redis_on_health(redisAsyncContext *ac, void *r, void *privdata) {
     redis_link *l = (redis_link *)privdata;
     redisReply *reply = (redisReply *)r;
     (void)ac;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) return;
     if (reply->element[0]->type == REDIS_REPLY_STRING && strcmp(reply->element[0]->str, "subscribe") == 0) {
-        l->probe_ms = 0;
+        l->rb->hs_acked++;
+        if (l->rb->hs_acked >= l->probe_seq) l->probe_ms = 0;
         if (reply->element[2]->type == REDIS_REPLY_INTEGER)
             l->rb->channels = reply->element[2]->integer > 0 ? reply->element[2]->integer - 1 : 0;
+        redis_fetch_run(l->rb);     /* the fetches this answer was the barrier of */
     }
 }
 
@@ -340,7 +479,13 @@ static void redis_link_health(net_timer *tm) {
         rc = l == &l->rb->sub ? redisAsyncCommand(l->ac, redis_on_health, l, "SUBSCRIBE %b#health", l->rb->prefix,
                                                   l->rb->prefix_len)
                               : redisAsyncCommand(l->ac, redis_on_pong, l, "PING");
-        if (rc == REDIS_OK) l->probe_ms = now;
+        if (rc == REDIS_OK) {
+            l->probe_ms = now;
+            if (l == &l->rb->sub) {
+                l->probe_seq = ++l->rb->hs_sent;
+                l->rb->sub_dirty = 0;
+            }
+        }
     }
     (void)net_timers_set(l->rb->timers, &l->health, REDIS_BRIDGE_PING_MS);
 }
@@ -350,6 +495,8 @@ static void redis_sub_command(redis_bridge *rb, const char *cmd, const char *nam
     if (redisAsyncCommand(rb->sub.ac, redis_on_sub_reply, rb, "%s %b%b", cmd, rb->prefix, rb->prefix_len, name,
                           len) != REDIS_OK)
         fprintf(stderr, "chat_server: redis subscriber: %s failed\n", cmd);
+    else if (cmd[0] == 'S')
+        rb->sub_dirty = 1;      /* a fetch from now on waits for it */
 }
 
 static void redis_hub_subscribe(const char *name, size_t len, void *user) {
@@ -384,7 +531,285 @@ static int redis_hub_publish(const char *name, size_t len, const void *data, siz
     return WSCH_OK;
 }
 
+/* ---- shared positions: append and fetch through the scripts ------------- */
+
+/* A script's answer was an error: said on stderr (the first, then at each
+   power of two, so a Redis that refuses everything does not flood it);
+   NOSCRIPT (the script cache was flushed, or this is another server
+   now) loads the scripts again, for the commands after this one. */
+static void redis_script_error(redis_bridge *rb, const char *what, uint64_t count, const redisReply *reply) {
+    if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && !rb->reloading && rb->pub.up) redis_scripts_load(rb);
+    if ((count & (count - 1u)) == 0)
+        fprintf(stderr, "chat_server: redis: %s failed (%llu so far): %s\n", what, (unsigned long long)count,
+                reply->str);
+}
+
+/* SCRIPT LOAD answered: it must name the SHA-1 computed here. */
+static void redis_on_script_loaded(redisAsyncContext *ac, void *r, void *privdata) {
+    redis_bridge *rb = ((redis_link *)ac->data)->rb;
+    redisReply *reply = (redisReply *)r;
+    const char *sha = (const char *)privdata;
+    if (sha == rb->sha_fetch) rb->reloading = 0;      /* the second of the two */
+    if (!reply) return;
+    if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, sha) != 0)
+        fprintf(stderr, "chat_server: redis: SCRIPT LOAD answered %s, expected %s\n",
+                reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_ERROR ? reply->str : "?", sha);
+}
+
+static void redis_scripts_load(redis_bridge *rb) {
+    if (redisAsyncCommand(rb->pub.ac, redis_on_script_loaded, rb->sha_append, "SCRIPT LOAD %s", redis_append_lua) !=
+            REDIS_OK ||
+        redisAsyncCommand(rb->pub.ac, redis_on_script_loaded, rb->sha_fetch, "SCRIPT LOAD %s", redis_fetch_lua) !=
+            REDIS_OK) {
+        fprintf(stderr, "chat_server: redis publisher: SCRIPT LOAD failed\n");
+        return;
+    }
+    rb->reloading = 1;
+}
+
+/* The append script answered (the offset), or failed, or its link went
+   (reply NULL: Redis may or may not have run it). */
+static void redis_on_appended(redisAsyncContext *ac, void *r, void *privdata) {
+    redis_bridge *rb = ((redis_link *)ac->data)->rb;
+    redisReply *reply = (redisReply *)r;
+    redis_append *a = (redis_append *)privdata;
+    uint64_t ticket = a->ticket;
+    int status = WSCH_OK;
+    rb->pending = rb->pending > a->bytes ? rb->pending - a->bytes : 0;
+    free(a);
+    if (!reply) {
+        rb->abandoned++;
+        status = WSCH_ERR_CLOSED;
+    } else if (reply->type != REDIS_REPLY_INTEGER) {
+        status = WSCH_ERR_STATE;
+    }
+    if (status == WSCH_OK) {
+        rb->appended++;
+    } else {
+        rb->append_errors++;
+        if (reply && reply->type == REDIS_REPLY_ERROR) redis_script_error(rb, "append", rb->append_errors, reply);
+    }
+    wsch_hub_bridge_appended(rb->hub, ticket, status);
+}
+
+static int redis_hub_append(const char *name, size_t len, const void *data, size_t data_len, uint64_t ticket,
+                            void *user) {
+    static const char hex[] = "0123456789abcdef";
+    redis_bridge *rb = (redis_bridge *)user;
+    const char *d = (const char *)data;
+    unsigned char rnd[8];
+    char epoch[17], maxlen[24], ttl[24];
+    redis_append *a;
+    int i;
+    /* Both links: this process's subscribers get the message when it
+       comes back on the subscriber link. */
+    if (!rb->pub.up || !rb->sub.up || data_len > REDIS_BRIDGE_MAX_PENDING - rb->pending) {
+        rb->append_errors++;
+        return rb->pub.up && rb->sub.up ? WSCH_ERR_QUEUE_FULL : WSCH_ERR_CLOSED;
+    }
+    if (data_len < 2 || d[data_len - 1] != '}') {
+        rb->append_errors++;
+        return WSCH_ERR_ARG;
+    }
+    a = (redis_append *)malloc(sizeof *a);
+    if (!a) {
+        rb->append_errors++;
+        return WSCH_ERR_NOMEM;
+    }
+    a->ticket = ticket;
+    a->bytes = data_len;
+    /* The epoch, should this message start the channel's stream. */
+    net_random_bytes(rnd, sizeof rnd, NULL);
+    for (i = 0; i < 8; i++) {
+        epoch[2 * i] = hex[rnd[i] >> 4];
+        epoch[2 * i + 1] = hex[rnd[i] & 15u];
+    }
+    epoch[16] = '\0';
+    snprintf(maxlen, sizeof maxlen, "%lu", (unsigned long)rb->history);
+    snprintf(ttl, sizeof ttl, "%lu", (unsigned long)rb->ttl_ms);
+    if (redisAsyncCommand(rb->pub.ac, redis_on_appended, a, "EVALSHA %s 2 %b#meta:%b %b#stream:%b %b %s %s %s %b%b",
+                          rb->sha_append, rb->prefix, rb->prefix_len, name, len, rb->prefix, rb->prefix_len, name,
+                          len, data, data_len - 1, epoch, maxlen, ttl, rb->prefix, rb->prefix_len, name,
+                          len) != REDIS_OK) {
+        free(a);
+        rb->append_errors++;
+        return WSCH_ERR_CLOSED;
+    }
+    rb->pending += data_len;
+    return WSCH_OK;
+}
+
+/* Answers a fetch that did not happen (status: why), and frees it. */
+static void redis_fetch_fail(redis_fetch *f, int status) {
+    redis_bridge *rb = f->rb;
+    rb->pending = rb->pending > f->bytes ? rb->pending - f->bytes : 0;
+    rb->fetch_errors++;
+    (void)wsch_hub_bridge_fetched(rb->hub, f->name, f->len, status, "", 0, NULL, 0);
+    free(f);
+}
+
+/* The fetch script answered {epoch, last offset, messages...}, or failed,
+   or its link went (reply NULL). */
+static void redis_on_fetched(redisAsyncContext *ac, void *r, void *privdata) {
+    redis_fetch *f = (redis_fetch *)privdata;
+    redis_bridge *rb = f->rb;
+    redisReply *reply = (redisReply *)r;
+    wsch_str *msgs = NULL;
+    unsigned long long last = 0;
+    size_t i, n = 0;
+    char *end = NULL;
+    int rc;
+    (void)ac;
+    if (!reply) {
+        redis_fetch_fail(f, WSCH_ERR_CLOSED);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        redis_script_error(rb, "fetch", rb->fetch_errors + 1u, reply);
+        redis_fetch_fail(f, WSCH_ERR_STATE);
+        return;
+    }
+    rc = reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
+         reply->element[0]->type == REDIS_REPLY_STRING && reply->element[1]->type == REDIS_REPLY_STRING &&
+         reply->element[1]->len > 0 && reply->element[1]->str[0] >= '0' && reply->element[1]->str[0] <= '9';
+    if (rc) {
+        errno = 0;
+        last = strtoull(reply->element[1]->str, &end, 10);
+        rc = errno == 0 && end == reply->element[1]->str + reply->element[1]->len;
+    }
+    if (rc) n = reply->elements - 2;
+    if (rc && n) {
+        msgs = (wsch_str *)malloc(n * sizeof *msgs);
+        if (!msgs) {
+            redis_fetch_fail(f, WSCH_ERR_NOMEM);
+            return;
+        }
+        for (i = 0; i < n && rc; i++) {
+            const redisReply *m = reply->element[i + 2];
+            rc = m->type == REDIS_REPLY_STRING;
+            msgs[i].ptr = m->str;
+            msgs[i].len = m->len;
+        }
+    }
+    if (!rc) {
+        free(msgs);
+        fprintf(stderr, "chat_server: redis: a fetch of %s answered something else than a history\n", f->name);
+        redis_fetch_fail(f, WSCH_ERR_ARG);
+        return;
+    }
+    rb->pending = rb->pending > f->bytes ? rb->pending - f->bytes : 0;
+    /* The hub checks it like bridge input (a malformed one is a failed read). */
+    rc = wsch_hub_bridge_fetched(rb->hub, f->name, f->len, WSCH_OK, reply->element[0]->str, (uint64_t)last, msgs, n);
+    if (rc == WSCH_OK) rb->fetches++;
+    else rb->fetch_errors++;
+    free(msgs);
+    free(f);
+}
+
+/* Writes the fetch to Redis; 0, or -1 when the publisher link cannot take it. */
+static int redis_fetch_send(redis_fetch *f) {
+    redis_bridge *rb = f->rb;
+    char count[24];
+    if (!rb->pub.up) return -1;
+    snprintf(count, sizeof count, "%llu", (unsigned long long)f->count);
+    return redisAsyncCommand(rb->pub.ac, redis_on_fetched, f, "EVALSHA %s 2 %b#meta:%b %b#stream:%b %s", rb->sha_fetch,
+                             rb->prefix, rb->prefix_len, f->name, f->len, rb->prefix, rb->prefix_len, f->name, f->len,
+                             count) == REDIS_OK
+               ? 0
+               : -1;
+}
+
+/* The fetches whose barrier Redis has answered go out, in order. */
+static void redis_fetch_run(redis_bridge *rb) {
+    redis_fetch *f;
+    while ((f = rb->fq_head) != NULL && f->barrier <= rb->hs_acked) {
+        rb->fq_head = f->next;
+        if (!rb->fq_head) rb->fq_tail = NULL;
+        if (redis_fetch_send(f) != 0) redis_fetch_fail(f, WSCH_ERR_CLOSED);
+    }
+}
+
+/* The subscriber link is gone: no waiting fetch will be confirmed. Each is
+   taken off the queue before it is answered (the hub may call in). */
+static void redis_fetch_fail_all(redis_bridge *rb) {
+    redis_fetch *f;
+    while ((f = rb->fq_head) != NULL) {
+        rb->fq_head = f->next;
+        if (!rb->fq_head) rb->fq_tail = NULL;
+        redis_fetch_fail(f, WSCH_ERR_CLOSED);
+    }
+}
+
+static int redis_hub_fetch(const char *name, size_t len, size_t count, void *user) {
+    redis_bridge *rb = (redis_bridge *)user;
+    size_t bytes = len + 64u;       /* what the command costs, roughly */
+    redis_fetch *f;
+    /* Refused rather than kept for later: the hub confirms its waiting
+       subscribers ("recovered":false) and fetches again once both links
+       are back (wsch_hub_bridge_resubscribe). */
+    if (!rb->pub.up || !rb->sub.up || bytes > REDIS_BRIDGE_MAX_PENDING - rb->pending) {
+        rb->fetch_errors++;
+        return rb->pub.up && rb->sub.up ? WSCH_ERR_QUEUE_FULL : WSCH_ERR_CLOSED;
+    }
+    f = (redis_fetch *)malloc(sizeof *f + len + 1);
+    if (!f) {
+        rb->fetch_errors++;
+        return WSCH_ERR_NOMEM;
+    }
+    f->next = NULL;
+    f->rb = rb;
+    f->count = count;
+    f->len = len;
+    f->bytes = bytes;
+    f->name = (char *)(f + 1);
+    memcpy(f->name, name, len);
+    f->name[len] = '\0';
+    /* A channel SUBSCRIBE written since the last barrier (this channel's,
+       when the hub has just subscribed): one more barrier after it. */
+    if (rb->sub_dirty) {
+        if (redisAsyncCommand(rb->sub.ac, redis_on_health, &rb->sub, "SUBSCRIBE %b#health", rb->prefix,
+                              rb->prefix_len) != REDIS_OK) {
+            free(f);
+            rb->fetch_errors++;
+            return WSCH_ERR_CLOSED;
+        }
+        rb->hs_sent++;
+        rb->sub_dirty = 0;
+    }
+    f->barrier = rb->hs_sent;
+    if (!rb->fq_head && rb->hs_acked >= f->barrier) {
+        if (redis_fetch_send(f) != 0) {
+            free(f);
+            rb->fetch_errors++;
+            return WSCH_ERR_CLOSED;
+        }
+    } else if (rb->fq_tail) {
+        rb->fq_tail->next = f;
+        rb->fq_tail = f;
+    } else {
+        rb->fq_head = rb->fq_tail = f;
+    }
+    rb->pending += bytes;
+    return WSCH_OK;
+}
+
 /* ---- the public face ----------------------------------------------------- */
+
+/* The SHA-1 of a script as Redis names it (EVALSHA): 40 lowercase hex digits. */
+static void redis_sha1_hex(const char *text, char out[41]) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char d[20];
+    wsch_sha1 s;
+    int i;
+    wsch_sha1_init(&s);
+    wsch_sha1_update(&s, text, strlen(text));
+    wsch_sha1_final(&s, d);
+    for (i = 0; i < 20; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 15u];
+    }
+    out[40] = '\0';
+}
 
 /* Returns 0, or -1 when host or prefix is too long. */
 static int redis_bridge_init(redis_bridge *rb, const char *host, int port, const char *prefix) {
@@ -402,14 +827,31 @@ static int redis_bridge_init(redis_bridge *rb, const char *host, int port, const
     rb->pub.timer.owner = rb->pub.health.owner = &rb->pub;
     net_random_bytes(&rb->rng, sizeof rb->rng, NULL);
     rb->rng |= 1u;
+    redis_sha1_hex(redis_append_lua, rb->sha_append);
+    redis_sha1_hex(redis_fetch_lua, rb->sha_fetch);
     return 0;
+}
+
+/* Shared positions (the comment at the top): Redis keeps the last history
+   messages of each channel (0: off, the bridge only publishes), and a
+   channel's keys expire ttl_ms (0: 5 minutes) after its last message.
+   Give it the hub's desc.history_size and history_ttl_ms, before
+   redis_bridge_hub_bridge(). */
+static void redis_bridge_history(redis_bridge *rb, uint32_t history, uint32_t ttl_ms) {
+    rb->history = history;
+    rb->ttl_ms = ttl_ms ? ttl_ms : 300000u;
 }
 
 static wsch_hub_bridge redis_bridge_hub_bridge(redis_bridge *rb) {
     wsch_hub_bridge b;
+    memset(&b, 0, sizeof b);
     b.subscribe = redis_hub_subscribe;
     b.unsubscribe = redis_hub_unsubscribe;
-    b.publish = redis_hub_publish;
+    b.publish = redis_hub_publish;      /* user channels; channels too without history */
+    if (rb->history) {
+        b.append = redis_hub_append;
+        b.fetch = redis_hub_fetch;
+    }
     b.user = rb;
     return b;
 }
@@ -454,10 +896,13 @@ static void redis_bridge_stop(redis_bridge *rb) {
     net_timers_cancel(rb->timers, &rb->pub.timer);
     net_timers_cancel(rb->timers, &rb->sub.health);
     net_timers_cancel(rb->timers, &rb->pub.health);
-    if (rb->sub.ac) redisAsyncFree(rb->sub.ac);     /* runs redis_on_disconnect when it was up */
+    rb->sub.up = rb->pub.up = 0;   /* the hub may call in while the answers below go out */
+    /* Each runs redis_on_disconnect when it was connected; the appends and
+       fetches still waiting are answered with an error. */
+    if (rb->sub.ac) redisAsyncFree(rb->sub.ac);
     if (rb->pub.ac) redisAsyncFree(rb->pub.ac);
     rb->sub.ac = rb->pub.ac = NULL;
-    rb->sub.up = rb->pub.up = 0;
+    redis_fetch_fail_all(rb);
 }
 
 #endif
