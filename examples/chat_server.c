@@ -28,10 +28,23 @@
    --redis (and prefix) acts as one hub. A broadcast or a message to a user
    in one process reaches subscribers and connections in all of them,
    exactly once, through Redis pub/sub (redis_bridge.h: Debian's hiredis,
-   asynchronous, on this same epoll loop). If Redis is unreachable the
-   server keeps serving its own clients and reconnects with backoff;
-   messages published meanwhile reach only the clients of the process
-   they were published in. Without --redis nothing of this runs; built
+   asynchronous, on this same epoll loop). With the history on (the
+   default) Redis also numbers and keeps every channel's messages (the
+   hub's shared positions: a Lua script per message takes the channel's
+   next offset and its epoch, adds the message to a Redis stream capped at
+   --history messages and expiring --history-age after the channel's last
+   message, and publishes it), so a message has the same offset and epoch
+   in every process and a client that reconnects to another process
+   recovers what it missed there. If Redis is unreachable the server keeps
+   serving its own clients and reconnects with backoff. Meanwhile, with
+   the history on, a publish to a channel is refused with the error
+   "unavailable" (nothing is numbered, so nothing is sent: the client may
+   try again; /api/notify answers 503) and a subscribe is confirmed with
+   "recovered":false; once Redis is back every channel is fetched again
+   and traffic resumes. With --history 0 a channel message published
+   meanwhile reaches only the clients of its own process. Messages to
+   users (direct) are never kept: while Redis is away they reach only this
+   process's connections. Without --redis nothing of this runs; built
    without CHAT_WITH_REDIS, --redis is refused.
 
    History (the hub's, see "History and recovery" in ws_channel.h): each
@@ -40,9 +53,10 @@
    --history 0 turns it off: messages are still numbered, so a client that
    missed some is told it could not recover them), enough for a client away a few seconds at a
    chat's pace, or minutes at a calm one, to recover what it missed, and
-   for the page to show a late joiner the recent conversation. The history
-   lives in this process: after a restart, or on another process of the
-   same Redis, a client gets "recovered":false and the page says so.
+   for the page to show a late joiner the recent conversation. Without
+   --redis the history lives in this process: after a restart a client
+   gets "recovered":false and the page says so. With --redis it lives in
+   Redis (above), shared by every process, and survives their restarts.
 
    What the demo adds on top of the hub (all envelopes {"type","payload"}):
      -> {"type":"publish","payload":{"channel":C,"data":D}[,"id":I]}   from a subscriber of C;
@@ -54,7 +68,8 @@
      <- {"type":"welcome","payload":{"user":USER}}            once, after the upgrade
      <- {"type":"error","payload":{"code":K,"message":M,"request":T[,"id":I]}}
         K: "not_subscribed" (publish to a channel you did not join), "bad_payload",
-        "too_large", and the hub's own codes.
+        "too_large", "unavailable" (--redis with history: Redis is away, nothing was sent),
+        and the hub's own codes.
    Channels "user:NAME" and "user:NAME:..." are private to NAME (the
    subscribe-authorization hook).
 
@@ -63,7 +78,9 @@
      GET /api/stats             the hub's counters ("peers": connections the hub
                                 holds, the request asking among them) and the
                                 library's heap bytes, as JSON; with --redis also
-                                the bridge's and the Redis links' state
+                                the bridge's and the Redis links' state ("redis":
+                                "shared" with the history on, then "appended",
+                                "append_errors", "fetches", "fetch_errors")
      GET /api/notify?channel=C&text=T    broadcasts {"type":"notification",
                                 "payload":{"channel":C,"from":"server","text":T}}; answers {"delivered":N}
                                 (N: clients of this process; with --redis the others get it too)
@@ -285,6 +302,7 @@ static void on_publish(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *e
                     (double)(now_us() - t0) / 1000.0);
     }
     if (rc == WSCH_ERR_TOO_LARGE) send_error(peer, "too_large", "the message would exceed the size limit");
+    else if (rc == WSCH_ERR_STATE) send_error(peer, "unavailable", "the channel cannot be numbered now (Redis is away); try again");
     else if (rc != WSCH_OK) send_error(peer, "server_error", "the message could not be sent");
 }
 
@@ -455,7 +473,8 @@ static void api_stats(wsch_hub_http_response *res) {
                                "\"received\":%llu,\"own\":%llu,\"refused\":%llu},"
                                "\"redis\":{\"subscriber\":%d,\"publisher\":%d,\"channels\":%lld,\"connects\":%llu,"
                                "\"published\":%llu,\"dropped\":%llu,\"received\":%llu,\"refused\":%llu,"
-                               "\"pending_bytes\":%llu,\"stalls\":%llu,\"abandoned\":%llu",
+                               "\"pending_bytes\":%llu,\"stalls\":%llu,\"abandoned\":%llu,\"shared\":%s,"
+                               "\"appended\":%llu,\"append_errors\":%llu,\"fetches\":%llu,\"fetch_errors\":%llu",
                                (unsigned long long)s.bridge_channels, (unsigned long long)s.bridge_published,
                                (unsigned long long)s.bridge_publish_errors, (unsigned long long)s.bridge_received,
                                (unsigned long long)s.bridge_own, (unsigned long long)s.bridge_refused, r->sub.up,
@@ -463,7 +482,9 @@ static void api_stats(wsch_hub_http_response *res) {
                                (unsigned long long)r->published, (unsigned long long)r->dropped,
                                (unsigned long long)r->received, (unsigned long long)r->refused,
                                (unsigned long long)r->pending, (unsigned long long)r->stalls,
-                               (unsigned long long)r->abandoned);
+                               (unsigned long long)r->abandoned, r->history ? "true" : "false",
+                               (unsigned long long)r->appended, (unsigned long long)r->append_errors,
+                               (unsigned long long)r->fetches, (unsigned long long)r->fetch_errors);
     }
 #endif
     if (at < sizeof text) snprintf(text + at, sizeof text - at, "}}");
@@ -497,7 +518,9 @@ static void api_notify(const wsch_request *req, wsch_hub_http_response *res) {
                           : wsch_hub_send_to_user(A.loop.hub, to, "notification", buf, at, &delivered);
     }
     if (rc != WSCH_OK) {
-        res->status = 400;
+        res->status = rc == WSCH_ERR_STATE ? 503 : 400;     /* 503: Redis is away (shared positions) */
+        if (rc == WSCH_ERR_STATE)
+            res->extra_headers = "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nRetry-After: 1\r\n";
         return;
     }
     snprintf(body, sizeof body, "{\"delivered\":%lu}", (unsigned long)delivered);
@@ -756,6 +779,9 @@ int main(int argc, char **argv) {
             fprintf(stderr, "chat_server: bad --redis or --redis-prefix\n");
             return 2;
         }
+        /* History on: Redis numbers and keeps channel messages for every
+           process (shared positions); off: the bridge only publishes. */
+        redis_bridge_history(&A.redis, d.history_size, d.history_ttl_ms);
         d.bridge = redis_bridge_hub_bridge(&A.redis);
     }
 #endif
