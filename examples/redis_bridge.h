@@ -221,6 +221,7 @@ typedef struct redis_bridge {
     char sha_append[41], sha_fetch[41];
     int reloading;                  /* a SCRIPT LOAD after NOSCRIPT is on its way */
     uint64_t hs_sent, hs_acked;     /* subscriber: SUBSCRIBEs of "#health" sent / answered */
+    uint64_t hs_need;               /* the first of those sent after the last channel SUBSCRIBE */
     int sub_dirty;                  /* a channel SUBSCRIBE went out after the last of those */
     redis_fetch *fq_head, *fq_tail; /* fetches waiting for the subscriber link */
     uint64_t appended;              /* appends numbered and published */
@@ -348,7 +349,7 @@ static void redis_on_ready(redisAsyncContext *ac, void *r, void *privdata) {
            from the start), then everything the hub needs: a new
            connection holds no subscriptions. */
         l->rb->channels = 0;
-        l->rb->hs_sent = l->rb->hs_acked = 0;
+        l->rb->hs_sent = l->rb->hs_acked = l->rb->hs_need = 0;
         l->rb->sub_dirty = 0;
         if (redisAsyncCommand(l->ac, redis_on_health, l, "SUBSCRIBE %b#health", l->rb->prefix, l->rb->prefix_len) !=
             REDIS_OK)
@@ -483,6 +484,7 @@ static void redis_link_health(net_timer *tm) {
             l->probe_ms = now;
             if (l == &l->rb->sub) {
                 l->probe_seq = ++l->rb->hs_sent;
+                if (l->rb->sub_dirty) l->rb->hs_need = l->rb->hs_sent;  /* a barrier too */
                 l->rb->sub_dirty = 0;
             }
         }
@@ -773,10 +775,10 @@ static int redis_hub_fetch(const char *name, size_t len, size_t count, void *use
             rb->fetch_errors++;
             return WSCH_ERR_CLOSED;
         }
-        rb->hs_sent++;
+        rb->hs_need = ++rb->hs_sent;
         rb->sub_dirty = 0;
     }
-    f->barrier = rb->hs_sent;
+    f->barrier = rb->hs_need;      /* probes sent since need not be waited for */
     if (!rb->fq_head && rb->hs_acked >= f->barrier) {
         if (redis_fetch_send(f) != 0) {
             free(f);
