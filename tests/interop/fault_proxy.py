@@ -1,15 +1,18 @@
 #!/usr/bin/python3
 """A TCP proxy that breaks connections on purpose (tests/interop/run_recovery.sh).
 
-    fault_proxy.py --listen PORT --target 127.0.0.1:PORT [--seed S]
+    fault_proxy.py --listen PORT --target 127.0.0.1:PORT [--target ...] [--seed S]
                    [--cut-mean SECONDS] [--min-life SECONDS]
                    [--stall-prob P] [--stall-max SECONDS] [--chunk-max BYTES]
                    [--log FILE] [--port-file FILE] [--max-runtime SECONDS]
 
-Every accepted connection gets its own connection to the target and bytes
+Every accepted connection gets its own connection to a target and bytes
 are forwarded both ways, in chunks of random size (1..--chunk-max) with a
 turn of the event loop between chunks, so a cut can land inside a
-WebSocket frame, not only between frames.
+WebSocket frame, not only between frames. With --target given more than
+once, connections go to the targets in turn (the first to the first, the
+second to the second, ...): a client that reconnects through the proxy
+lands on another server each time.
 
 Faults, drawn from a random source seeded with (--seed, connection number)
 so that a failing run is repeatable as far as the peers' timing allows:
@@ -131,8 +134,8 @@ class Conn:
         raise Cut()
 
     async def run(self):
-        host, port = self.p.target
-        self.p.log(f"conn {self.num} accepted life "
+        host, port = self.p.targets[(self.num - 1) % len(self.p.targets)]
+        self.p.log(f"conn {self.num} accepted target {host}:{port} life "
                    f"{'none' if self.life is None else f'{self.life:.3f}s'}"
                    + (f" stall at {self.stall_at:.3f}s for {self.stall_len:.3f}s" if self.stall_at is not None else ""))
         try:
@@ -182,8 +185,10 @@ class Proxy:
     def __init__(self, args):
         self.args = args
         self.seed = args.seed
-        host, _, port = args.target.rpartition(":")
-        self.target = (host, int(port))
+        self.targets = []
+        for t in args.target:
+            host, _, port = t.rpartition(":")
+            self.targets.append((host, int(port)))
         self.count = 0
         self.conns = set()
         self.logf = open(args.log, "a", buffering=1) if args.log else sys.stderr
@@ -227,7 +232,7 @@ class Proxy:
                 f.write(f"{port}\n")
             os.replace(tmp, self.args.port_file)    # a reader never sees half a number
         print(f"listening {port}", flush=True)
-        self.log(f"listening {port} target {self.args.target} seed {self.seed}")
+        self.log(f"listening {port} target {' '.join(self.args.target)} seed {self.seed}")
         try:
             await asyncio.wait_for(stop.wait(), self.args.max_runtime or None)
             why = "signal"
@@ -243,7 +248,8 @@ class Proxy:
 def main():
     ap = argparse.ArgumentParser(description="TCP proxy that cuts and stalls connections")
     ap.add_argument("--listen", type=int, required=True)
-    ap.add_argument("--target", required=True, help="127.0.0.1:PORT")
+    ap.add_argument("--target", required=True, action="append",
+                    help="127.0.0.1:PORT; repeated: each connection goes to the next, in turn")
     ap.add_argument("--seed", default="1")
     ap.add_argument("--cut-mean", type=float, default=2.0, help="mean lifetime in seconds, 0 = never cut")
     ap.add_argument("--min-life", type=float, default=0.3)
