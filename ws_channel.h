@@ -1586,7 +1586,8 @@ typedef struct wsch_client_desc {
     void (*on_stop)(wsch_client *c, wsch_stop reason, void *user);
     /* After a reconnect, per channel resubscribed with recover: 1 when
        everything missed was replayed (the messages came before this), 0
-       when some could not be. */
+       when some could not be. Also 0, any time, when the hub says messages
+       were lost under a live subscription. */
     void (*on_recovery)(wsch_client *c, const char *channel, int recovered, void *user);
     /* A reliable message was acknowledged: it took effect, once. */
     void (*on_ack)(wsch_client *c, uint64_t id, void *user);
@@ -1821,6 +1822,11 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
      With positions but no history nothing can be replayed, but a
      subscriber still learns whether it missed anything: "recovered" is
      true only when nothing was sent since its position.
+     Under a bridge's shared positions (see wsch_hub_bridge) a subscribe
+     may wait for the bridge's answer before anything is sent, and a live
+     subscriber whose messages were lost for good (the bridge lost its
+     history) gets the confirmation again, unasked, with "recovered":false
+     and the position delivery goes on from.
    Reliable messages (client to hub): an envelope with a top-level "id"
      (an integer 1..2^53, growing per session) is answered, once on_message
      has returned, with {"type":"ack","payload":{"id":I}}, or with the error
@@ -1929,6 +1935,12 @@ typedef struct wsch_hub_counters {
     uint64_t bridge_received;   /* messages from other hubs delivered here (to zero or more peers) */
     uint64_t bridge_own;        /* this hub's own messages coming back, skipped */
     uint64_t bridge_refused;    /* malformed bridge input (header, channel, envelope, size): refused */
+    /* With shared positions (bridge.append and fetch): */
+    uint64_t bridge_appended;   /* channel messages the bridge numbered (appended: WSCH_OK) */
+    uint64_t bridge_append_errors; /* refused by append, or answered with a failure */
+    uint64_t bridge_fetches;    /* fetches asked */
+    uint64_t bridge_fetch_errors; /* fetches refused, failed or answered malformed */
+    uint64_t bridge_gaps;       /* channel messages that arrived after a gap (a fetch filled it) */
     /* History and reliable messages: */
     uint64_t history_messages;  /* gauge: messages kept */
     uint64_t history_bytes;     /* gauge: what they cost, as counted against history_max_bytes */
@@ -7072,7 +7084,9 @@ WSCH__PRIVATE void wsch__cl_on_subscribed(wsch_client *c, const wsch_envelope *e
         sub->known = 0;                 /* a hub without positions: nothing to recover from */
         recovered = 0;
     }
-    if (sub->recovery != WSCH_RECOVERY_PENDING) return;
+    /* Unasked, "recovered":false says messages were lost under a live
+       subscription (the hub's bridge lost them): reported all the same. */
+    if (sub->recovery != WSCH_RECOVERY_PENDING && (recovered || !v[3].ptr)) return;
     sub->recovery = recovered ? WSCH_RECOVERY_RECOVERED : WSCH_RECOVERY_LOST;
     if (c->d.on_recovery) c->d.on_recovery(c, name, recovered, c->d.user);
 }
@@ -7941,8 +7955,13 @@ typedef struct wsch__hub_channel {
        is the i-th oldest kept message, offsets consecutive up to `offset`. */
     wsch__hub_rec **ring;
     uint32_t ring_cap, head, kept;
-    uint32_t pending;               /* subscriptions waiting for their replay */
+    uint32_t pending;               /* subscriptions waiting for their replay (or a fetch) */
     uint64_t offset, epoch;
+    /* Live subscribers have every message up to `delivered`: equal to offset,
+       except under shared positions while a fetch fills a gap. */
+    uint64_t delivered;
+    uint8_t synced;                 /* shared positions: the position is the bridge's, checked by a fetch */
+    uint8_t fetching;               /* shared positions: a fetch is out */
 } wsch__hub_channel;
 
 /* A client session (reliable messages): the highest id applied and which
@@ -7963,11 +7982,21 @@ typedef struct wsch__hub_user {
     size_t count;
 } wsch__hub_user;
 
+/* What a subscribe asked for: recover from a position, or the last n kept. */
+enum { WSCH__ASK_NONE, WSCH__ASK_RECOVER, WSCH__ASK_BAD_RECOVER, WSCH__ASK_HISTORY };
+typedef struct wsch__hub_ask {
+    uint64_t n;                     /* recover: the offset; history: how many */
+    uint64_t epoch;                 /* recover: the epoch */
+    int kind;
+} wsch__hub_ask;
+
 typedef struct wsch__hub_sub {
     wsch__hub_channel *ch;
     size_t pos;                     /* index of this peer in ch->subs; WSCH__HUB_PENDING while replaying */
-    uint64_t next;                  /* while replaying: the offset to send next */
-    unsigned asked, gap;            /* while replaying: recover was asked; history went under it */
+    uint64_t next;                  /* while replaying: the offset to send next; while waiting: ask.n */
+    uint64_t want_epoch;            /* while waiting for a fetch: ask.epoch */
+    uint8_t asked, gap;             /* while replaying: recover was asked; history went under it */
+    uint8_t waiting;                /* pending until a fetch answers: then 1 + the ask's kind */
 } wsch__hub_sub;
 #define WSCH__HUB_PENDING ((size_t)-1)
 
@@ -7988,6 +8017,15 @@ typedef struct wsch__hub_peer {
     uint16_t flags;
     uint8_t state, drop_reason;
 } wsch__hub_peer;
+
+/* A reliable message whose broadcast went to bridge.append: answered when
+   appended() reports. The session is held (counted as a connection) so
+   that the outcome is recorded even if the peer has gone. */
+typedef struct wsch__hub_wait {
+    uint64_t ticket, id;
+    wsch_hub_peer peer;
+    struct wsch__hub_session *sess;
+} wsch__hub_wait;
 
 typedef struct wsch__hub_slot {
     wsch__hub_peer *peer;       /* NULL when free */
@@ -8021,6 +8059,11 @@ struct wsch_hub {
     int shutting_down;
     int destroying;                 /* wsch_hub_destroy() runs: no more callbacks */
     int bridged;                    /* desc.bridge is set */
+    int shared;                     /* shared positions: the bridge numbers and keeps channel messages */
+    struct wsch__hub_wait *waits;   /* reliable messages waiting for bridge.append's answer, oldest first */
+    size_t whead, nwaits, waits_cap;    /* waits[whead..nwaits) are out */
+    uint64_t next_ticket;
+    int deferred;                   /* the reliable message being answered waits for append */
     uint64_t origin;                /* this hub's id in bridge messages */
     char *bridge_buf;               /* an outgoing bridge name and message; kept for the next one */
     size_t bridge_cap;
@@ -8028,6 +8071,7 @@ struct wsch_hub {
     uint64_t peers, open, subscriptions, accepted, messages_in, messages_out, encodes, http_responses;
     uint64_t drops[WSCH_HUB_DROP_COUNT];
     uint64_t bridge_published, bridge_publish_errors, bridge_received, bridge_own, bridge_refused;
+    uint64_t bridge_appended, bridge_append_errors, bridge_fetches, bridge_fetch_errors, bridge_gaps;
 };
 
 #define WSCH__HUB_UPFX_LEN 6u       /* WSCH_STRLEN(WSCH_HUB_BRIDGE_USER_PREFIX) */
@@ -8278,6 +8322,22 @@ WSCH__PRIVATE void wsch__hub_epoch_hex(uint64_t epoch, char out[WSCH_HUB_EPOCH_L
     out[WSCH_HUB_EPOCH_LEN] = '\0';
 }
 
+/* 16 lowercase hex digits (an epoch, an origin id): 1 and *out, or 0. */
+WSCH__PRIVATE int wsch__hub_hex16(const char *p, uint64_t *out) {
+    uint64_t v = 0;
+    unsigned i;
+    for (i = 0; i < WSCH_HUB_EPOCH_LEN; i++) {
+        char ch = p[i];
+        unsigned d;
+        if (ch >= '0' && ch <= '9') d = (unsigned)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') d = (unsigned)(ch - 'a') + 10u;
+        else return 0;
+        v = (v << 4) | d;
+    }
+    *out = v;
+    return 1;
+}
+
 WSCH__PRIVATE uint32_t wsch__hub_now(const wsch_hub *hub) {
     return hub->desc.effects.now_ms ? (uint32_t)hub->desc.effects.now_ms(hub->desc.user) : 0u;
 }
@@ -8300,9 +8360,9 @@ WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_get(wsch_hub *hub, const char
 }
 
 /* Frees a channel nothing holds any more: no subscriber, live or pending,
-   and no history. Its position goes with it (the next one is a new epoch). */
+   no history, no fetch out. Its position goes with it (the next one is a new epoch). */
 WSCH__PRIVATE void wsch__hub_channel_release(wsch_hub *hub, wsch__hub_channel *ch) {
-    if (ch->count || ch->pending || ch->kept) return;
+    if (ch->count || ch->pending || ch->kept || ch->fetching) return;
     wsch__hub_interest(hub, &ch->e, 0, 0);
     wsch__hub_remove(hub, &hub->channels, &ch->e);
     wsch__free(&hub->desc.allocator, ch->subs);
@@ -8330,6 +8390,10 @@ WSCH__PRIVATE void wsch__hub_hist_pop(wsch_hub *hub, wsch__hub_channel *ch) {
     }
 }
 
+WSCH__PRIVATE void wsch__hub_hist_drop(wsch_hub *hub, wsch__hub_channel *ch) {
+    while (ch->kept) wsch__hub_hist_pop(hub, ch);
+}
+
 /* Applies the age and memory limits: the oldest messages go first, and a
    channel left with nothing is freed. */
 WSCH__PRIVATE void wsch__hub_hist_trim(wsch_hub *hub, uint32_t now) {
@@ -8345,8 +8409,9 @@ WSCH__PRIVATE void wsch__hub_hist_trim(wsch_hub *hub, uint32_t now) {
 /* Keeps s as the channel's message at offset ch->offset. Without memory the
    channel's history is dropped instead: a recovery must never skip a
    message, and an empty history cannot be replayed across. */
-WSCH__PRIVATE void wsch__hub_hist_append(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s, uint32_t now) {
-    wsch__hub_rec *r;
+/* Makes room for one more in the channel's ring when it is full and may
+   grow (without memory it stays full). */
+WSCH__PRIVATE void wsch__hub_ring_room(wsch_hub *hub, wsch__hub_channel *ch) {
     if (ch->kept == ch->ring_cap && ch->ring_cap < hub->desc.history_size) {
         uint32_t ncap = ch->ring_cap ? ch->ring_cap * 2u : 4u, i;
         wsch__hub_rec **nr = (wsch__hub_rec **)wsch__alloc(&hub->desc.allocator, ncap * sizeof *nr);
@@ -8358,19 +8423,34 @@ WSCH__PRIVATE void wsch__hub_hist_append(wsch_hub *hub, wsch__hub_channel *ch, w
             ch->head = 0;
         }
     }
-    if (ch->kept && ch->kept >= hub->desc.history_size) wsch__hub_hist_pop(hub, ch);
-    r = ch->kept < ch->ring_cap ? (wsch__hub_rec *)wsch__alloc(&hub->desc.allocator, sizeof *r) : NULL;
-    if (!r) {
-        while (ch->kept) wsch__hub_hist_pop(hub, ch);
-        return;
-    }
+}
+
+/* A new record for s at offset, counted; NULL without memory. */
+WSCH__PRIVATE wsch__hub_rec *wsch__hub_rec_new(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s, uint64_t offset,
+                                              uint32_t at_ms) {
+    wsch__hub_rec *r = (wsch__hub_rec *)wsch__alloc(&hub->desc.allocator, sizeof *r);
+    if (!r) return NULL;
     s->refs++;
     r->frame = s;
     r->ch = ch;
-    r->offset = ch->offset;
-    r->at_ms = now;
+    r->offset = offset;
+    r->at_ms = at_ms;
     /* What the message holds on to: its record, its frame, its ring slot. */
     r->bytes = (uint32_t)(sizeof *r + sizeof *s + wsch_shared_frame_size(s) + sizeof r);
+    hub->history_messages++;
+    hub->history_bytes += r->bytes;
+    return r;
+}
+
+WSCH__PRIVATE void wsch__hub_hist_append(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s, uint32_t now) {
+    wsch__hub_rec *r;
+    wsch__hub_ring_room(hub, ch);
+    if (ch->kept && ch->kept >= hub->desc.history_size) wsch__hub_hist_pop(hub, ch);
+    r = ch->kept < ch->ring_cap ? wsch__hub_rec_new(hub, ch, s, ch->offset, now) : NULL;
+    if (!r) {
+        wsch__hub_hist_drop(hub, ch);
+        return;
+    }
     r->older = hub->newest;
     r->newer = NULL;
     if (hub->newest) hub->newest->newer = r;
@@ -8378,8 +8458,28 @@ WSCH__PRIVATE void wsch__hub_hist_append(wsch_hub *hub, wsch__hub_channel *ch, w
     hub->newest = r;
     ch->ring[(ch->head + ch->kept) & (ch->ring_cap - 1u)] = r;
     ch->kept++;
-    hub->history_messages++;
-    hub->history_bytes += r->bytes;
+}
+
+/* Keeps s as the message just before the channel's oldest kept one (a
+   fetch filling in): beside it in the list of every retained message, with
+   its age, so that list stays oldest-first within each channel. Returns 0
+   when the channel keeps all it may (or without memory). */
+WSCH__PRIVATE int wsch__hub_hist_prepend(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s) {
+    wsch__hub_rec *next, *r;
+    if (ch->kept >= hub->desc.history_size) return 0;
+    wsch__hub_ring_room(hub, ch);
+    next = ch->ring[ch->head];
+    r = ch->kept < ch->ring_cap ? wsch__hub_rec_new(hub, ch, s, next->offset - 1u, next->at_ms) : NULL;
+    if (!r) return 0;
+    r->newer = next;
+    r->older = next->older;
+    if (next->older) next->older->newer = r;
+    else hub->oldest = r;
+    next->older = r;
+    ch->head = (ch->head - 1u) & (ch->ring_cap - 1u);
+    ch->ring[ch->head] = r;
+    ch->kept++;
+    return 1;
 }
 
 /* Offset of the oldest message the channel keeps; one past its last when
@@ -8392,9 +8492,10 @@ WSCH__PRIVATE uint64_t wsch__hub_first_kept(const wsch__hub_channel *ch) {
 
 /* Subscribes the peer. replay_from 0: live at once; otherwise the
    subscription waits (pending) until a replay from that offset has caught
-   up (wsch__hub_replay). */
+   up (wsch__hub_replay). With wait, it is pending until a fetch answers
+   (shared positions), and keeps the ask to plan it then. */
 WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const char *name, size_t len,
-                                    uint64_t replay_from, unsigned asked) {
+                                    uint64_t replay_from, unsigned asked, const wsch__hub_ask *wait) {
     wsch__hub_channel *ch = wsch__hub_channel_get(hub, name, len, 0);
     wsch__hub_sub *sub;
     size_t cap;
@@ -8425,10 +8526,12 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const cha
     ch->subs = (wsch__hub_peer **)arr;
     sub = &cl->subs[cl->nsubs++];
     sub->ch = ch;
-    sub->next = replay_from;
-    sub->asked = asked;
+    sub->next = wait ? wait->n : replay_from;
+    sub->want_epoch = wait ? wait->epoch : 0u;
+    sub->asked = (uint8_t)asked;
     sub->gap = 0;
-    if (replay_from) {
+    sub->waiting = (uint8_t)(wait ? 1 + wait->kind : 0);
+    if (replay_from || wait) {
         sub->pos = WSCH__HUB_PENDING;
         ch->pending++;
         cl->flags |= WSCH__HUB_REPLAYING;
@@ -8528,18 +8631,23 @@ WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
 
 /* ,"channel":C,"offset":N,"epoch":E of the channel's next message: the
    tail of its envelope. A valid channel name needs no escapes. */
-WSCH__PRIVATE size_t wsch__hub_position_tail(const wsch__hub_channel *ch, uint64_t offset, char *buf, size_t cap) {
+/* The members after type and payload: ,"channel":C and, with offset > 0,
+   ,"offset":N,"epoch":E (offset 0: what bridge.append is handed). */
+WSCH__PRIVATE size_t wsch__hub_position_tail(const char *name, size_t len, uint64_t offset, uint64_t epoch_id,
+                                             char *buf, size_t cap) {
     char epoch[WSCH_HUB_EPOCH_LEN + 1];
     wsch__writer w;
-    wsch__hub_epoch_hex(ch->epoch, epoch);
     wsch__w_init(&w, buf, cap);
     wsch__w_puts(&w, ",\"channel\":");
-    wsch__w_put_json_string(&w, ch->e.key, ch->e.key_len);
-    wsch__w_puts(&w, ",\"offset\":");
-    wsch__w_put_uint(&w, offset);
-    wsch__w_puts(&w, ",\"epoch\":\"");
-    wsch__w_puts(&w, epoch);
-    wsch__w_puts(&w, "\"");
+    wsch__w_put_json_string(&w, name, len);
+    if (offset) {
+        wsch__hub_epoch_hex(epoch_id, epoch);
+        wsch__w_puts(&w, ",\"offset\":");
+        wsch__w_put_uint(&w, offset);
+        wsch__w_puts(&w, ",\"epoch\":\"");
+        wsch__w_puts(&w, epoch);
+        wsch__w_puts(&w, "\"");
+    }
     WSCH_ASSERT(!w.overflow);
     return w.len;
 }
@@ -8681,28 +8789,22 @@ WSCH__PRIVATE size_t wsch__hub_deliver_user(wsch_hub *hub, wsch__hub_user *u, ws
 
 /* ---- the bridge: out and in ------------------------------------------------ */
 
-/* Hands the envelope in s (env_len bytes) to bridge.publish on the bridge
-   channel pfx + name, behind the header "wsch1 <origin> ". Failures are
-   counted, never fatal: local delivery does not depend on the bridge. */
-WSCH__PRIVATE void wsch__hub_bridge_publish(wsch_hub *hub, const char *pfx, size_t pfx_len, const char *name,
-                                            size_t name_len, wsch_shared *s, size_t env_len) {
+/* Writes the bridge channel pfx + name (NUL-terminated) and, after it, the
+   bridge message: the header "wsch1 <origin> " and the envelope in s
+   (env_len bytes), into hub->bridge_buf. *data_len gets the message's
+   length; WSCH_ERR_NOMEM when the buffer cannot grow. */
+WSCH__PRIVATE int wsch__hub_bridge_build(wsch_hub *hub, const char *pfx, size_t pfx_len, const char *name,
+                                         size_t name_len, wsch_shared *s, size_t env_len, size_t *data_len) {
     static const char hex[] = "0123456789abcdef";
     size_t name_total = pfx_len + name_len, need, i;
     char *p;
-    int r;
     /* name_len is at most max_user_id_len or WSCH_HUB_MAX_CHANNEL_LEN, env_len
        at most max_message_size: neither sum can wrap unless that limit is absurd. */
-    if (env_len > (size_t)-1 - name_total - 1u - WSCH_HUB_BRIDGE_HEADER_LEN) {
-        hub->bridge_publish_errors++;
-        return;
-    }
+    if (env_len > (size_t)-1 - name_total - 1u - WSCH_HUB_BRIDGE_HEADER_LEN) return WSCH_ERR_NOMEM;
     need = name_total + 1u + WSCH_HUB_BRIDGE_HEADER_LEN + env_len;
     if (need > hub->bridge_cap) {
         char *nb = (char *)wsch__alloc(&hub->desc.allocator, need);
-        if (!nb) {
-            hub->bridge_publish_errors++;
-            return;
-        }
+        if (!nb) return WSCH_ERR_NOMEM;
         wsch__free(&hub->desc.allocator, hub->bridge_buf);
         hub->bridge_buf = nb;
         hub->bridge_cap = need;
@@ -8716,29 +8818,102 @@ WSCH__PRIVATE void wsch__hub_bridge_publish(wsch_hub *hub, const char *pfx, size
     for (i = 0; i < 16u; i++) p[6u + i] = hex[(hub->origin >> (60u - 4u * i)) & 0xFu];
     p[22] = ' ';
     WSCH_MEMCPY(p + WSCH_HUB_BRIDGE_HEADER_LEN, wsch_shared_payload(s), env_len);
-    r = hub->desc.bridge.publish(hub->bridge_buf, name_total, p, WSCH_HUB_BRIDGE_HEADER_LEN + env_len,
-                                 hub->desc.bridge.user);
-    if (r == WSCH_OK) hub->bridge_published++;
-    else hub->bridge_publish_errors++;
+    *data_len = WSCH_HUB_BRIDGE_HEADER_LEN + env_len;
+    return WSCH_OK;
+}
+
+/* Hands the envelope in s to bridge.publish on the bridge channel pfx +
+   name. Failures are counted, never fatal: local delivery does not depend
+   on the bridge. */
+WSCH__PRIVATE void wsch__hub_bridge_publish(wsch_hub *hub, const char *pfx, size_t pfx_len, const char *name,
+                                            size_t name_len, wsch_shared *s, size_t env_len) {
+    size_t data_len;
+    if (wsch__hub_bridge_build(hub, pfx, pfx_len, name, name_len, s, env_len, &data_len) == WSCH_OK &&
+        hub->desc.bridge.publish(hub->bridge_buf, pfx_len + name_len, hub->bridge_buf + pfx_len + name_len + 1u,
+                                 data_len, hub->desc.bridge.user) == WSCH_OK)
+        hub->bridge_published++;
+    else
+        hub->bridge_publish_errors++;
 }
 
 /* The origin id in a bridge message's header, or WSCH_ERR_ARG when data
    does not start with a well-formed header. */
 WSCH__PRIVATE int wsch__hub_bridge_header(const char *data, size_t len, uint64_t *origin) {
-    uint64_t v = 0;
-    size_t i;
     if (len < WSCH_HUB_BRIDGE_HEADER_LEN || WSCH_MEMCMP(data, WSCH__HUB_BRIDGE_MAGIC, 6) != 0 ||
-        data[22] != ' ')
+        data[22] != ' ' || !wsch__hub_hex16(data + 6, origin))
         return WSCH_ERR_ARG;
-    for (i = 6; i < 22u; i++) {
-        char ch = data[i];
-        unsigned d;
-        if (ch >= '0' && ch <= '9') d = (unsigned)(ch - '0');
-        else if (ch >= 'a' && ch <= 'f') d = (unsigned)(ch - 'a') + 10u;
-        else return WSCH_ERR_ARG;
-        v = (v << 4) | d;
+    return WSCH_OK;
+}
+
+/* A bridge message: header, then an envelope of at most max_message_size
+   bytes, and with offset (shared positions) its position, which it must
+   carry. */
+WSCH__PRIVATE int wsch__hub_bridge_parse(const wsch_hub *hub, const char *d, size_t len, uint64_t *origin,
+                                         wsch_envelope *env, uint64_t *offset, uint64_t *epoch) {
+    static const char *const keys[2] = {"offset", "epoch"};
+    wsch_str v[2];
+    int64_t n;
+    int r = wsch__hub_bridge_header(d, len, origin);
+    if (r != WSCH_OK) return r;
+    d += WSCH_HUB_BRIDGE_HEADER_LEN;
+    len -= WSCH_HUB_BRIDGE_HEADER_LEN;
+    if (len > hub->desc.limits.max_message_size) return WSCH_ERR_TOO_LARGE;
+    if (!offset) return wsch_envelope_decode(d, len, env);
+    r = wsch__envelope_decode_with(d, len, env, keys, 2, v);
+    if (r != WSCH_OK) return r;
+    if (!v[0].ptr || wsch__json_int_value(v[0], &n) != WSCH_OK || n < 1 || !v[1].ptr ||
+        v[1].len != WSCH_HUB_EPOCH_LEN + 2u || v[1].ptr[0] != '"' || !wsch__hub_hex16(v[1].ptr + 1, epoch))
+        return WSCH_ERR_ARG;
+    *offset = (uint64_t)n;
+    return WSCH_OK;
+}
+
+/* Shared positions: a channel message from here goes to bridge.append,
+   and reaches local subscribers when it comes back numbered. A reliable
+   message being answered (the first broadcast of its on_message) waits
+   for append's answer; its session is held until then. */
+#define WSCH__HUB_MAX_WAITS 65536u
+WSCH__PRIVATE int wsch__hub_append(wsch_hub *hub, const char *name, size_t len, const char *type, size_t type_len,
+                                   const char *payload, size_t payload_len) {
+    char tail[WSCH__HUB_TAIL_MAX];
+    size_t tail_len = wsch__hub_position_tail(name, len, 0, 0, tail, sizeof tail), env_len, data_len;
+    int reliable = hub->answering && hub->answering_id && !hub->deferred;
+    wsch_shared *s;
+    int r = wsch__hub_encode(hub, type, type_len, payload, payload_len, tail, tail_len, &s, &env_len);
+    if (r != WSCH_OK) return r;
+    r = wsch__hub_bridge_build(hub, NULL, 0, name, len, s, env_len, &data_len);
+    wsch_shared_release(s);
+    if (r == WSCH_OK && reliable && hub->nwaits == hub->waits_cap) {
+        if (hub->whead) {       /* answered ones at the front: move the rest down */
+            hub->nwaits -= hub->whead;
+            WSCH_MEMMOVE(hub->waits, hub->waits + hub->whead, hub->nwaits * sizeof *hub->waits);
+            hub->whead = 0;
+        } else {
+            void *arr = hub->waits;
+            r = wsch__hub_grow(hub, &arr, hub->nwaits, &hub->waits_cap, sizeof *hub->waits, 16, WSCH__HUB_MAX_WAITS);
+            hub->waits = (wsch__hub_wait *)arr;
+            if (r != WSCH_OK) r = WSCH_ERR_LIMIT;
+        }
     }
-    *origin = v;
+    if (r != WSCH_OK) {
+        hub->bridge_append_errors++;
+        return r;
+    }
+    hub->next_ticket++;
+    if (hub->desc.bridge.append(hub->bridge_buf, len, hub->bridge_buf + len + 1u, data_len, hub->next_ticket,
+                                hub->desc.bridge.user) != WSCH_OK) {
+        hub->bridge_append_errors++;
+        return WSCH_ERR_STATE;
+    }
+    if (reliable) {
+        wsch__hub_wait *w = &hub->waits[hub->nwaits++];
+        w->ticket = hub->next_ticket;
+        w->id = hub->answering_id;
+        w->peer = wsch__hub_handle(hub, hub->answering);
+        w->sess = hub->answering->sess;
+        if (w->sess) w->sess->conns++;      /* the peer holds it too: never idle here */
+        hub->deferred = 1;
+    }
     return WSCH_OK;
 }
 
@@ -8753,6 +8928,8 @@ WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len,
     wsch__hub_channel *ch;
     wsch_shared *s;
     int r;
+    if (delivered) *delivered = 0;
+    if (bridge_out && hub->shared) return wsch__hub_append(hub, name, len, type, type_len, payload, payload_len);
     if (hub->desc.history_size) {
         now = wsch__hub_now(hub);
         wsch__hub_hist_trim(hub, now);
@@ -8767,7 +8944,8 @@ WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len,
         ch = wsch__hub_channel_get(hub, name, len, 1);
         if (!ch) return WSCH_ERR_NOMEM;
     }
-    if (ch && hub->positioned) tail_len = wsch__hub_position_tail(ch, ch->offset + 1u, tail, sizeof tail);
+    if (ch && hub->positioned)
+        tail_len = wsch__hub_position_tail(ch->e.key, ch->e.key_len, ch->offset + 1u, ch->epoch, tail, sizeof tail);
     r = wsch__hub_encode(hub, type, type_len, payload, payload_len, tail, tail_len, &s, &env_len);
     if (r != WSCH_OK) {
         if (ch) wsch__hub_channel_release(hub, ch);     /* one just made for it */
@@ -8775,7 +8953,7 @@ WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len,
     }
     wsch__hub_enter(hub);
     if (tail_len) {
-        ch->offset++;
+        ch->delivered = ++ch->offset;
         if (hub->desc.history_size) wsch__hub_hist_append(hub, ch, s, now);
     }
     /* Other hubs first: the bridge only copies, local delivery may take a while. */
@@ -8890,10 +9068,9 @@ WSCH__PRIVATE int wsch__hub_session_link(wsch_hub *hub, wsch__hub_peer *cl, cons
     return WSCH_OK;
 }
 
-WSCH__PRIVATE void wsch__hub_session_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
-    wsch__hub_session *se = cl->sess;
-    if (!se) return;
-    cl->sess = NULL;
+/* One holder (a connection, or a message waiting for bridge.append) less:
+   a session nothing holds starts its idle time. */
+WSCH__PRIVATE void wsch__hub_session_put(wsch_hub *hub, wsch__hub_session *se) {
     if (--se->conns) return;
     se->idle_since_ms = wsch__hub_now(hub);
     se->idle_next = NULL;
@@ -8901,6 +9078,13 @@ WSCH__PRIVATE void wsch__hub_session_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
     if (hub->idle_last) hub->idle_last->idle_next = se;
     else hub->idle_first = se;
     hub->idle_last = se;
+}
+
+WSCH__PRIVATE void wsch__hub_session_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
+    wsch__hub_session *se = cl->sess;
+    if (!se) return;
+    cl->sess = NULL;
+    wsch__hub_session_put(hub, se);
 }
 
 /* Records the outcome of id, newer than the session's last: the window of
@@ -9218,47 +9402,74 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
     if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
 }
 
-/* {"type":"subscribed"|"unsubscribed","payload":{"channel":C[,"offset":N,"epoch":E][,"recovered":B]}}.
+/* The payload of {"type":"subscribed"|"unsubscribed","payload":{"channel":C[,"offset":N,"epoch":E][,"recovered":B]}}:
    ch NULL: no position (history off, or an unsubscribe); asked: recover was
-   asked, so "recovered" is said. */
-WSCH__PRIVATE void wsch__hub_confirm(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *name, size_t n,
-                                     const wsch__hub_channel *ch, int asked, int recovered) {
-    char buf[WSCH_HUB_MAX_CHANNEL_LEN + 96u];
+   asked, so "recovered" is said. The position is where live delivery is. */
+#define WSCH__HUB_CONFIRM_MAX (WSCH_HUB_MAX_CHANNEL_LEN + 96u)
+WSCH__PRIVATE size_t wsch__hub_confirm_payload(char *buf, const char *name, size_t n, const wsch__hub_channel *ch,
+                                               int asked, int recovered) {
     wsch__writer w;
-    wsch__w_init(&w, buf, sizeof buf);      /* a valid name needs no escapes */
+    wsch__w_init(&w, buf, WSCH__HUB_CONFIRM_MAX);      /* a valid name needs no escapes */
     wsch__w_puts(&w, "{\"channel\":");
     wsch__w_put_json_string(&w, name, n);
     if (ch) {
         char epoch[WSCH_HUB_EPOCH_LEN + 1];
         wsch__hub_epoch_hex(ch->epoch, epoch);
         wsch__w_puts(&w, ",\"offset\":");
-        wsch__w_put_uint(&w, ch->offset);
+        wsch__w_put_uint(&w, ch->delivered);
         wsch__w_puts(&w, ",\"epoch\":\"");
         wsch__w_puts(&w, epoch);
         wsch__w_puts(&w, "\"");
     }
+    if (asked) wsch__w_puts(&w, recovered ? ",\"recovered\":true" : ",\"recovered\":false");
+    wsch__w_puts(&w, "}");
+    WSCH_ASSERT(!w.overflow);
+    return w.len;
+}
+
+WSCH__PRIVATE void wsch__hub_confirm(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *name, size_t n,
+                                     const wsch__hub_channel *ch, int asked, int recovered) {
+    char buf[WSCH__HUB_CONFIRM_MAX];
+    size_t len = wsch__hub_confirm_payload(buf, name, n, ch, asked, recovered);
     if (asked) {
-        wsch__w_puts(&w, recovered ? ",\"recovered\":true" : ",\"recovered\":false");
         if (recovered) hub->recovered++;
         else hub->not_recovered++;
     }
-    wsch__w_puts(&w, "}");
-    if (!w.overflow) (void)wsch__hub_send_one(hub, cl, type, buf, w.len);
+    (void)wsch__hub_send_one(hub, cl, type, buf, len);
+}
+
+/* Shared positions: the channel's live subscribers missed messages that
+   cannot be had any more (the bridge lost them, or its history moved on):
+   each is told so with a "subscribed" at the position live delivery goes
+   on from, "recovered":false. */
+WSCH__PRIVATE void wsch__hub_confirm_lost(wsch_hub *hub, wsch__hub_channel *ch) {
+    char buf[WSCH__HUB_CONFIRM_MAX];
+    size_t len = wsch__hub_confirm_payload(buf, ch->e.key, ch->e.key_len, ch, 1, 0);
+    wsch_shared *s;
+    if (!ch->count) return;
+    hub->not_recovered += ch->count;
+    if (wsch__hub_encode(hub, "subscribed", 10, buf, len, NULL, 0, &s, NULL) != WSCH_OK) return;
+    (void)wsch__hub_deliver_channel(hub, ch, s);    /* ch may be gone after this */
+    wsch_shared_release(s);
 }
 
 /* Sends what the peer's pending subscriptions still miss, oldest first,
    while its queue is under half of max_outbound_bytes (a transport that
    fills resumes it through wsch_hub_writable); a subscription that caught
    up joins its channel live and is confirmed, so live messages follow the
-   replay in offset order. */
+   replay in offset order. Subscriptions waiting for a fetch stay. */
 WSCH__PRIVATE void wsch__hub_replay(wsch_hub *hub, wsch__hub_peer *cl) {
     size_t limit = hub->desc.limits.max_outbound_bytes / 2u;
-    int k;
+    int k, waiting = 0;
     for (k = 0; cl->state == WSCH__HUB_OPEN && k < (int)cl->nsubs; k++) {
         wsch__hub_sub *sub = &cl->subs[k];
         wsch__hub_channel *ch = sub->ch;
         if (sub->pos != WSCH__HUB_PENDING) continue;
-        while (sub->next <= ch->offset) {
+        if (sub->waiting) {
+            waiting = 1;
+            continue;
+        }
+        while (sub->next <= ch->delivered) {
             uint64_t first = wsch__hub_first_kept(ch);
             int queued;
             if (sub->next < first) {
@@ -9278,40 +9489,282 @@ WSCH__PRIVATE void wsch__hub_replay(wsch_hub *hub, wsch__hub_peer *cl) {
         ch->pending--;
         wsch__hub_confirm(hub, cl, "subscribed", ch->e.key, ch->e.key_len, ch, (int)sub->asked, !sub->gap);
         k = -1;                     /* the confirmation may have changed the array: look again */
+        waiting = 0;
     }
-    if (cl->state == WSCH__HUB_OPEN) cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_REPLAYING);
+    if (cl->state == WSCH__HUB_OPEN && !waiting) cl->flags = (uint16_t)(cl->flags & ~WSCH__HUB_REPLAYING);
 }
 
-/* Where a subscription starts, from the subscribe's "recover" or "history"
-   (history on): 0 for live at once. *asked and *ok say whether recover was
-   asked and can be honoured. */
-WSCH__PRIVATE uint64_t wsch__hub_replay_start(const wsch__hub_channel *ch, wsch_str recover,
-                                              wsch_str history, int *asked, int *ok) {
+/* Reads a subscribe's "recover" or "history" (positions on). */
+WSCH__PRIVATE wsch__hub_ask wsch__hub_ask_parse(wsch_str recover, wsch_str history) {
     static const char *const keys[2] = {"offset", "epoch"};
-    uint64_t first = ch ? wsch__hub_first_kept(ch) : 1u, last = ch ? ch->offset : 0u;
-    *asked = recover.ptr != NULL;
-    *ok = 0;
+    wsch__hub_ask a;
+    a.n = a.epoch = 0;
+    a.kind = WSCH__ASK_NONE;
     if (recover.ptr) {
         wsch_str v[2];
-        char epoch[WSCH_HUB_EPOCH_LEN + 1];
         int64_t offset;
-        if (!ch || wsch__json_members(recover, keys, 2, v, WSCH__JSON_TRUSTED) != WSCH_OK ||
-            wsch__json_int_value(v[0], &offset) != WSCH_OK || offset < 0 || !v[1].ptr)
-            return 0;
-        wsch__hub_epoch_hex(ch->epoch, epoch);
-        if (v[1].len != WSCH_HUB_EPOCH_LEN + 2u || WSCH_MEMCMP(v[1].ptr + 1, epoch, WSCH_HUB_EPOCH_LEN) != 0) return 0;
-        /* Everything after offset must still be here, and offset not ahead of the channel. */
-        if ((uint64_t)offset > last || (uint64_t)offset + 1u < first) return 0;
-        *ok = 1;
-        return (uint64_t)offset == last ? 0u : (uint64_t)offset + 1u;
-    }
-    if (history.ptr && ch && ch->kept) {
+        a.kind = WSCH__ASK_BAD_RECOVER;
+        if (wsch__json_members(recover, keys, 2, v, WSCH__JSON_TRUSTED) == WSCH_OK &&
+            wsch__json_int_value(v[0], &offset) == WSCH_OK && offset >= 0 && v[1].ptr &&
+            v[1].len == WSCH_HUB_EPOCH_LEN + 2u && v[1].ptr[0] == '"' && wsch__hub_hex16(v[1].ptr + 1, &a.epoch)) {
+            a.kind = WSCH__ASK_RECOVER;
+            a.n = (uint64_t)offset;
+        }
+    } else if (history.ptr) {
         int64_t k;
-        if (wsch__json_int_value(history, &k) != WSCH_OK || k <= 0) return 0;
-        if ((uint64_t)k > ch->kept) k = (int64_t)ch->kept;
-        return last - (uint64_t)k + 1u;
+        if (wsch__json_int_value(history, &k) == WSCH_OK && k > 0) {
+            a.kind = WSCH__ASK_HISTORY;
+            a.n = (uint64_t)k;
+        }
+    }
+    return a;
+}
+
+/* Where a subscription starts: *from 0 is live at once (*ok: a recover
+   asked is honoured), otherwise a replay from *from. Returns 1 when it must
+   wait for a fetch first (shared positions, not fetched yet): the position
+   is not known here, a fill is under way, or the bridge may hold what the
+   ask needs and this hub does not (its feed lags, or it keeps less). */
+WSCH__PRIVATE int wsch__hub_plan(const wsch_hub *hub, const wsch__hub_channel *ch, const wsch__hub_ask *a,
+                                 int fetched, uint64_t *from, int *ok) {
+    int may_fetch = hub->shared && !fetched;
+    uint64_t first = ch ? wsch__hub_first_kept(ch) : 1u, last = ch ? ch->delivered : 0u;
+    *from = 0;
+    *ok = 0;
+    if (may_fetch && (!ch || !ch->synced || ch->delivered != ch->offset)) return 1;
+    if (a->kind == WSCH__ASK_RECOVER) {
+        if (!ch) return 0;
+        if (a->epoch != ch->epoch || a->n > last) return may_fetch;
+        /* Everything after the offset must still be here. */
+        if (a->n + 1u < first) return may_fetch && ch->kept < hub->desc.history_size;
+        *ok = 1;
+        *from = a->n == last ? 0u : a->n + 1u;
+    } else if (a->kind == WSCH__ASK_HISTORY && ch && ch->kept) {
+        uint64_t k = a->n < ch->kept ? a->n : ch->kept;
+        *from = last - k + 1u;
     }
     return 0;
+}
+
+/* ---- shared positions: the bridge numbers and keeps channel messages ------ */
+
+WSCH__PRIVATE void wsch__hub_fetch_done(wsch_hub *hub, wsch__hub_channel *ch, int ok);
+
+/* Asks the bridge for the channel's position and last messages, unless a
+   fetch is out already. 0 when the bridge refused. */
+WSCH__PRIVATE int wsch__hub_fetch_ask(wsch_hub *hub, wsch__hub_channel *ch) {
+    if (ch->fetching) return 1;
+    ch->fetching = 1;
+    hub->bridge_fetches++;
+    if (hub->desc.bridge.fetch(ch->e.key, ch->e.key_len, hub->desc.history_size, hub->desc.bridge.user) == WSCH_OK)
+        return 1;
+    ch->fetching = 0;
+    hub->bridge_fetch_errors++;
+    return 0;
+}
+
+/* The same, and a refusal ends it at once, as a failed fetch. */
+WSCH__PRIVATE void wsch__hub_fetch(wsch_hub *hub, wsch__hub_channel *ch) {
+    if (ch && !wsch__hub_fetch_ask(hub, ch)) {
+        ch->fetching = 1;
+        wsch__hub_fetch_done(hub, ch, 0);
+    }
+}
+
+/* Live subscribers behind (a gap was seen) get what the history now holds
+   after `delivered`, in order; if it lacks some, they are told they lost
+   them and go on from the newest. */
+WSCH__PRIVATE void wsch__hub_catch_up(wsch_hub *hub, wsch__hub_channel *ch) {
+    char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
+    size_t len = ch->e.key_len;
+    WSCH_MEMCPY(name, ch->e.key, len);
+    while (ch->delivered < ch->offset) {
+        uint64_t first = wsch__hub_first_kept(ch);
+        if (!ch->count || ch->delivered + 1u < first) {
+            ch->delivered = ch->offset;
+            wsch__hub_confirm_lost(hub, ch);
+            return;
+        }
+        ch->delivered++;
+        (void)wsch__hub_deliver_channel(hub, ch, ch->ring[(ch->head + (uint32_t)(ch->delivered - first)) & (ch->ring_cap - 1u)]->frame);
+        ch = wsch__hub_channel_find(hub, name, len);
+        if (!ch) return;
+    }
+}
+
+/* A fetch ended (ok: its answer is merged). Live subscribers catch up, and
+   the subscriptions that waited for it are planned again, without waiting
+   now. Their peers are found among all peers: answers are rare. */
+WSCH__PRIVATE void wsch__hub_fetch_done(wsch_hub *hub, wsch__hub_channel *ch, int ok) {
+    char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
+    size_t len = ch->e.key_len;
+    uint32_t i;
+    WSCH_MEMCPY(name, ch->e.key, len);
+    if (ok) ch->synced = 1;
+    wsch__hub_catch_up(hub, ch);    /* ch->fetching still holds the channel */
+    for (i = 0; i < hub->nslots; i++) {
+        wsch__hub_peer *cl = hub->slots[i].peer;
+        int k, planned = 0;
+        if (!cl || cl->state != WSCH__HUB_OPEN || !(cl->flags & WSCH__HUB_REPLAYING)) continue;
+        for (k = 0; k < (int)cl->nsubs; k++) {
+            wsch__hub_sub *sub = &cl->subs[k];
+            wsch__hub_ask a;
+            uint64_t from;
+            int recovered;
+            if (sub->ch != ch || !sub->waiting) continue;
+            a.kind = sub->waiting - 1;
+            a.n = sub->next;
+            a.epoch = sub->want_epoch;
+            (void)wsch__hub_plan(hub, ch, &a, 1, &from, &recovered);
+            sub->waiting = 0;
+            sub->next = from ? from : ch->delivered + 1u;
+            sub->gap = (uint8_t)!recovered;
+            planned = 1;
+        }
+        if (planned) wsch__hub_replay(hub, cl);
+    }
+    ch->fetching = 0;
+    wsch__hub_channel_release(hub, ch);
+}
+
+/* One message of a fetch's answer, framed as local subscribers get it. */
+WSCH__PRIVATE int wsch__hub_fetched_frame(wsch_hub *hub, const wsch__hub_channel *ch, wsch_str msg, uint64_t offset,
+                                          wsch_shared **out) {
+    char tail[WSCH__HUB_TAIL_MAX];
+    wsch_envelope env;
+    uint64_t origin, o, e;
+    int r = wsch__hub_bridge_parse(hub, msg.ptr, msg.len, &origin, &env, &o, &e);
+    if (r != WSCH_OK) return r;
+    return wsch__hub_encode(hub, env.type, env.type_len, env.payload.ptr, env.payload.len, tail,
+                            wsch__hub_position_tail(ch->e.key, ch->e.key_len, offset, ch->epoch, tail, sizeof tail),
+                            out, NULL);
+}
+
+/* A fetch's answer, merged into the channel's history. The bridge's epoch
+   wins: another one replaces what this hub kept (live subscribers are told
+   they lost it). Otherwise its messages join what is kept, older ones
+   before and newer ones after, so the history stays consecutive; an
+   answer that cannot join replaces it. Everything is checked first. */
+WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const char *epoch_hex, uint64_t last,
+                                  const wsch_str *msgs, size_t count) {
+    uint32_t now = wsch__hub_now(hub);
+    uint64_t epoch, first, off;
+    wsch_envelope env;
+    size_t i;
+    int r, lost = 0;
+    if (!epoch_hex) return WSCH_ERR_ARG;
+    if (!epoch_hex[0]) {
+        if (last || count) return WSCH_ERR_ARG;
+        /* The bridge has nothing: no recovery may reach across this. */
+        wsch__hub_hist_drop(hub, ch);
+        ch->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
+        ch->offset = ch->delivered = 0;
+        return WSCH_OK;
+    }
+    if (WSCH_STRLEN(epoch_hex) != WSCH_HUB_EPOCH_LEN || !wsch__hub_hex16(epoch_hex, &epoch) || count > last)
+        return WSCH_ERR_ARG;
+    first = last - count + 1u;
+    for (i = 0; i < count; i++) {
+        uint64_t origin, o, e;
+        r = wsch__hub_bridge_parse(hub, msgs[i].ptr, msgs[i].len, &origin, &env, &o, &e);
+        if (r != WSCH_OK) return r;
+        if (o != first + i || e != epoch) return WSCH_ERR_ARG;
+    }
+    if (epoch != ch->epoch) {
+        lost = ch->synced && ch->count;
+        wsch__hub_hist_drop(hub, ch);
+        ch->epoch = epoch;
+        ch->offset = ch->delivered = first - 1u;
+    }
+    r = WSCH_OK;
+    if (ch->kept && last + 1u < wsch__hub_first_kept(ch)) {
+        off = last + 1u;            /* older than what is kept, and apart from it: nothing to add */
+    } else if (ch->kept && first <= ch->offset + 1u) {
+        /* Joins what is kept: older ones in front (while there is room), newer behind. */
+        for (off = wsch__hub_first_kept(ch); off > first && r == WSCH_OK;) {
+            wsch_shared *s;
+            off--;
+            r = wsch__hub_fetched_frame(hub, ch, msgs[off - first], off, &s);
+            if (r != WSCH_OK) break;
+            if (!wsch__hub_hist_prepend(hub, ch, s)) off = first;
+            wsch_shared_release(s);
+        }
+        off = ch->offset + 1u;
+    } else if (ch->kept || last >= ch->offset) {
+        wsch__hub_hist_drop(hub, ch);       /* newer and apart, or nothing kept: it replaces */
+        ch->offset = first - 1u;
+        off = first;
+    } else {
+        off = last + 1u;            /* kept nothing, and the answer is older than what went by */
+    }
+    for (; off <= last && r == WSCH_OK; off++) {
+        wsch_shared *s;
+        r = wsch__hub_fetched_frame(hub, ch, msgs[off - first], off, &s);
+        if (r != WSCH_OK) break;
+        ch->offset = off;
+        wsch__hub_hist_append(hub, ch, s, now);
+        wsch_shared_release(s);
+    }
+    if (r != WSCH_OK) {
+        /* Out of memory part way: nothing kept beats a history with a hole. */
+        wsch__hub_hist_drop(hub, ch);
+        if (ch->offset < last) ch->offset = last;
+    }
+    if (lost) {
+        ch->delivered = ch->offset;
+        wsch__hub_confirm_lost(hub, ch);
+    }
+    return r;
+}
+
+/* A numbered message from the bridge (shared positions): skipped when
+   already had, kept, and delivered live unless a gap holds live
+   subscribers back (a fetch fills it first). */
+WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, const wsch_envelope *env,
+                                 uint64_t offset, uint64_t epoch, size_t *delivered) {
+    char tail[WSCH__HUB_TAIL_MAX];
+    uint32_t now = wsch__hub_now(hub);
+    wsch__hub_channel *ch;
+    wsch_shared *s;
+    size_t n = 0;
+    int r, lost = 0;
+    wsch__hub_hist_trim(hub, now);
+    ch = wsch__hub_channel_find(hub, name, len);
+    if (!ch) return WSCH_OK;                /* nobody here listens any more */
+    r = wsch__hub_encode(hub, env->type, env->type_len, env->payload.ptr, env->payload.len, tail,
+                         wsch__hub_position_tail(name, len, offset, epoch, tail, sizeof tail), &s, NULL);
+    if (r != WSCH_OK) return r;
+    wsch__hub_enter(hub);
+    if (epoch != ch->epoch) {
+        /* The first seen, or the bridge lost the channel's history. */
+        lost = ch->synced && ch->count;
+        wsch__hub_hist_drop(hub, ch);
+        ch->epoch = epoch;
+        ch->offset = ch->delivered = offset - 1u;
+    } else if (offset <= ch->offset) {
+        wsch_shared_release(s);             /* had it: a fetch brought it first */
+        wsch__hub_leave(hub);
+        return WSCH_OK;
+    } else if (offset > ch->offset + 1u) {
+        hub->bridge_gaps++;
+        wsch__hub_hist_drop(hub, ch);       /* the history must stay consecutive */
+        ch->offset = offset - 1u;
+        if (!ch->count) ch->delivered = ch->offset;
+    }
+    if (lost) wsch__hub_confirm_lost(hub, ch);
+    ch->offset = offset;
+    wsch__hub_hist_append(hub, ch, s, now);
+    if (ch->delivered + 1u == offset) {
+        ch->delivered = offset;
+        if (ch->count) n = wsch__hub_deliver_channel(hub, ch, s);
+    } else {
+        wsch__hub_fetch(hub, ch);           /* live subscribers wait for the fill */
+    }
+    wsch_shared_release(s);
+    wsch__hub_hist_trim(hub, now);
+    wsch__hub_leave(hub);
+    if (delivered) *delivered = n;
+    return WSCH_OK;
 }
 
 WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env, int sub) {
@@ -9319,8 +9772,9 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, con
     static const char *const keys[3] = {"channel", "recover", "history"};
     wsch_str v[3];
     wsch__hub_channel *ch;
+    wsch__hub_ask ask;
     size_t n = 0;
-    int asked = 0, ok = 0;
+    int asked = 0, ok = 0, wait = 0;
     /* The envelope is decoded (validated) already: one more pass finds the keys. */
     int r = wsch_envelope_get_members(env, keys, 3, v);
     if (r == WSCH_OK) r = wsch__env_channel_value(v[0], name, hub->desc.max_channel_len + 1u, &n);
@@ -9361,10 +9815,17 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, con
             if (cl->state != WSCH__HUB_OPEN) return;   /* the hook closed it */
             ch = wsch__hub_channel_find(hub, name, n);
         }
-        if (hub->positioned) from = wsch__hub_replay_start(ch, v[1], v[2], &asked, &ok);
-        else asked = v[1].ptr != NULL;
-        if (wsch__hub_sub_add(hub, cl, name, n, from, (unsigned)asked) != WSCH_OK) {
+        asked = v[1].ptr != NULL;
+        if (hub->positioned) {
+            ask = wsch__hub_ask_parse(v[1], v[2]);
+            wait = wsch__hub_plan(hub, ch, &ask, 0, &from, &ok);
+        }
+        if (wsch__hub_sub_add(hub, cl, name, n, from, (unsigned)asked, wait ? &ask : NULL) != WSCH_OK) {
             wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n, 0);
+            return;
+        }
+        if (wait) {
+            wsch__hub_fetch(hub, wsch__hub_channel_find(hub, name, n));   /* plans it when answered */
             return;
         }
         if (from) {
@@ -9387,7 +9848,7 @@ WSCH__PRIVATE void wsch__hub_on_app_message(wsch_hub *hub, wsch__hub_peer *cl, c
     wsch__hub_peer *outer = hub->answering;
     uint64_t id = 0, outer_id = hub->answering_id;
     const wsch_envelope *outer_env = hub->answering_env;
-    int refused, outer_answered = hub->answered;
+    int refused, deferred, outer_answered = hub->answered, outer_deferred = hub->deferred;
     if (idv.ptr) {
         int64_t k;
         if (wsch__json_int_value(idv, &k) != WSCH_OK || k < 1 || k > ((int64_t)1 << 53)) {
@@ -9409,6 +9870,7 @@ WSCH__PRIVATE void wsch__hub_on_app_message(wsch_hub *hub, wsch__hub_peer *cl, c
     hub->answering_id = id;
     hub->answering_env = env;
     hub->answered = 0;
+    hub->deferred = 0;
     if (hub->desc.on_message) {
         hub->desc.on_message(hub, wsch__hub_handle(hub, cl), env, hub->desc.user);
     } else {
@@ -9416,11 +9878,13 @@ WSCH__PRIVATE void wsch__hub_on_app_message(wsch_hub *hub, wsch__hub_peer *cl, c
         hub->answered = 1;
     }
     refused = hub->answered;
+    deferred = hub->deferred;
     hub->answering = outer;
     hub->answering_id = outer_id;
     hub->answering_env = outer_env;
     hub->answered = outer_answered;
-    if (!id) return;
+    hub->deferred = outer_deferred;
+    if (!id || deferred) return;            /* deferred: appended() answers it */
     if (se) wsch__hub_session_record(se, id, refused);
     if (!refused) wsch__hub_send_ack(hub, cl, id);
 }
@@ -9519,6 +9983,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
         if (!d.bridge.subscribe || !d.bridge.unsubscribe || !d.bridge.publish || !d.effects.random_bytes)
             return WSCH_ERR_ARG;
     }
+    if (!d.bridge.append != !d.bridge.fetch || (d.bridge.append && !d.bridge.publish)) return WSCH_ERR_ARG;
     hub = (wsch_hub *)wsch__alloc(&d.allocator, sizeof *hub);
     if (!hub) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(hub, 0, sizeof *hub);
@@ -9553,6 +10018,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
         d.effects.random_bytes(&hub->origin, sizeof hub->origin, d.user);
     }
     hub->positioned = d.history_size || d.positions;
+    hub->shared = d.bridge.append && d.history_size;
     if (hub->positioned) d.effects.random_bytes(&hub->epoch_key, sizeof hub->epoch_key, d.user);
 
     {   /* in wsch_effects order: send, close, timer_set, timer_cancel, now_ms,
@@ -9608,6 +10074,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch__free(&a, hub->slots);
     wsch__free(&a, hub->token_buf);
     wsch__free(&a, hub->bridge_buf);
+    wsch__free(&a, hub->waits);
     if (hub->deflater) hub->desc.deflate.codec->destroy(hub->deflater, hub->desc.deflate.codec->user);
     wsch__free(&a, hub);
 }
@@ -9805,7 +10272,7 @@ WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_peer peer, const char *c
     wsch__hub_peer *cl;
     int r = wsch__hub_sub_args(hub, peer, channel, &cl);
     if (r != WSCH_OK) return r;
-    return wsch__hub_sub_add(hub, cl, channel, WSCH_STRLEN(channel), 0, 0);
+    return wsch__hub_sub_add(hub, cl, channel, WSCH_STRLEN(channel), 0, 0, NULL);
 }
 
 WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel) {
@@ -9922,14 +10389,21 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
     } else {
         r = wsch__hub_channel_ok(hub, name, name_len) ? WSCH_OK : WSCH_ERR_ARG;
     }
+    if (r == WSCH_OK && !id && hub->shared) {
+        /* Numbered by the bridge: this hub's own come back to be delivered too. */
+        uint64_t offset = 0, epoch = 0;
+        r = wsch__hub_bridge_parse(hub, d, data_len, &origin, &env, &offset, &epoch);
+        if (r == WSCH_OK) r = wsch__hub_take(hub, name, name_len, &env, offset, epoch, delivered);
+        if (r == WSCH_OK) hub->bridge_received++;
+        else if (r != WSCH_ERR_NOMEM) hub->bridge_refused++;
+        return r;
+    }
     if (r == WSCH_OK) r = wsch__hub_bridge_header(d, data_len, &origin);
     if (r == WSCH_OK && origin == hub->origin) {
         hub->bridge_own++;      /* delivered here when it was sent */
         return WSCH_OK;
     }
-    if (r == WSCH_OK && data_len - WSCH_HUB_BRIDGE_HEADER_LEN > hub->desc.limits.max_message_size) r = WSCH_ERR_TOO_LARGE;
-    if (r == WSCH_OK)
-        r = wsch_envelope_decode(d + WSCH_HUB_BRIDGE_HEADER_LEN, data_len - WSCH_HUB_BRIDGE_HEADER_LEN, &env);
+    if (r == WSCH_OK) r = wsch__hub_bridge_parse(hub, d, data_len, &origin, &env, NULL, NULL);
     /* Re-encoded, so what peers get is exactly what a local broadcast sends
        (with this hub's own position for the channel). */
     if (r == WSCH_OK && !id) {
@@ -9958,6 +10432,25 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub) {
     size_t i;
     if (!hub || !hub->bridged) return;
+    if (hub->shared) {
+        /* Messages may have gone by unseen: every channel's position is
+           checked again, and live subscribers get what they missed. */
+        for (i = 0; i < hub->channels.nbuckets; i++) {
+            wsch__hub_entry *e;
+            for (e = hub->channels.buckets[i]; e; e = e->next) {
+                wsch__hub_channel *ch = (wsch__hub_channel *)(void *)e;
+                wsch__hub_interest(hub, e, 0, 1);
+                ch->synced = 0;
+                /* Refused: the next message's gap, or the next subscribe, asks again. */
+                if (ch->count) (void)wsch__hub_fetch_ask(hub, ch);
+            }
+        }
+        for (i = 0; i < hub->users.nbuckets; i++) {
+            const wsch__hub_entry *e;
+            for (e = hub->users.buckets[i]; e; e = e->next) wsch__hub_interest(hub, e, 1, 1);
+        }
+        return;
+    }
     /* Messages may have gone by unseen: no recovery may span the outage. */
     while (hub->oldest) {
         wsch__hub_channel *ch = hub->oldest->ch;
@@ -9975,6 +10468,56 @@ WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub) {
         const wsch__hub_entry *e;
         for (e = hub->users.buckets[i]; e; e = e->next) wsch__hub_interest(hub, e, 1, 1);
     }
+}
+
+WSCH_API void wsch_hub_bridge_appended(wsch_hub *hub, uint64_t ticket, int status) {
+    wsch__hub_wait w;
+    wsch__hub_peer *cl;
+    size_t i;
+    if (!hub || !hub->shared) return;
+    if (status == WSCH_OK) hub->bridge_appended++;
+    else hub->bridge_append_errors++;
+    for (i = hub->whead; i < hub->nwaits && hub->waits[i].ticket != ticket; i++) {}
+    if (!ticket || i == hub->nwaits) return;        /* a plain broadcast's */
+    w = hub->waits[i];
+    hub->waits[i].ticket = 0;
+    while (hub->whead < hub->nwaits && hub->waits[hub->whead].ticket == 0) hub->whead++;
+    if (hub->whead == hub->nwaits) hub->whead = hub->nwaits = 0;
+    wsch__hub_enter(hub);
+    if (w.sess) {
+        /* Recorded even with the peer gone: its resend is acked, not applied again. */
+        if (status == WSCH_OK && w.id > w.sess->last_id) wsch__hub_session_record(w.sess, w.id, 0);
+        wsch__hub_session_put(hub, w.sess);
+    }
+    cl = wsch__hub_get(hub, w.peer);
+    if (cl && cl->state == WSCH__HUB_OPEN) {
+        if (status == WSCH_OK) wsch__hub_send_ack(hub, cl, w.id);
+        else wsch__hub_send_error(hub, cl, "unavailable", "could not be published now; it may be sent again", NULL,
+                                  NULL, 0, w.id);
+    }
+    wsch__hub_leave(hub);
+}
+
+WSCH_API int wsch_hub_bridge_fetched(wsch_hub *hub, const char *name, size_t name_len, int status,
+                                     const char *epoch, uint64_t last_offset, const wsch_str *messages,
+                                     size_t count) {
+    wsch__hub_channel *ch;
+    int r = WSCH_OK;
+    if (!hub || (!name && name_len) || (!messages && count)) return WSCH_ERR_ARG;
+    if (!hub->shared) return WSCH_ERR_STATE;
+    if (!wsch__hub_channel_ok(hub, name, name_len)) {
+        hub->bridge_refused++;
+        return WSCH_ERR_ARG;
+    }
+    ch = wsch__hub_channel_find(hub, name, name_len);
+    if (!ch || !ch->fetching) return WSCH_OK;      /* nobody asked (any more) */
+    wsch__hub_enter(hub);
+    if (status == WSCH_OK) r = wsch__hub_merge(hub, ch, epoch, last_offset, messages, count);
+    if (status != WSCH_OK || r != WSCH_OK) hub->bridge_fetch_errors++;
+    if (r != WSCH_OK && r != WSCH_ERR_NOMEM) hub->bridge_refused++;
+    wsch__hub_fetch_done(hub, ch, status == WSCH_OK && r == WSCH_OK);
+    wsch__hub_leave(hub);
+    return r;
 }
 
 WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code, const char *message) {
@@ -10035,6 +10578,11 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     out->bridge_received = hub->bridge_received;
     out->bridge_own = hub->bridge_own;
     out->bridge_refused = hub->bridge_refused;
+    out->bridge_appended = hub->bridge_appended;
+    out->bridge_append_errors = hub->bridge_append_errors;
+    out->bridge_fetches = hub->bridge_fetches;
+    out->bridge_fetch_errors = hub->bridge_fetch_errors;
+    out->bridge_gaps = hub->bridge_gaps;
     out->history_messages = hub->history_messages;
     out->history_bytes = hub->history_bytes;
     out->replayed = hub->replayed;
