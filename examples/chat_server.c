@@ -78,9 +78,10 @@
      GET /api/stats             the hub's counters ("peers": connections the hub
                                 holds, the request asking among them) and the
                                 library's heap bytes, as JSON; with --redis also
-                                the bridge's and the Redis links' state ("redis":
-                                "shared" with the history on, then "appended",
-                                "append_errors", "fetches", "fetch_errors")
+                                the bridge's and the Redis links' state (with the
+                                history on, "shared":true and the hub's and the
+                                links' "appended", "append_errors", "fetches",
+                                "fetch_errors")
      GET /api/notify?channel=C&text=T    broadcasts {"type":"notification",
                                 "payload":{"channel":C,"from":"server","text":T}}; answers {"delivered":N}
                                 (N: clients of this process; with --redis the others get it too)
@@ -470,14 +471,18 @@ static void api_stats(wsch_hub_http_response *res) {
         const redis_bridge *r = &A.redis;
         at += (size_t)snprintf(text + at, sizeof text - at,
                                "},\"bridge\":{\"channels\":%llu,\"published\":%llu,\"publish_errors\":%llu,"
-                               "\"received\":%llu,\"own\":%llu,\"refused\":%llu},"
+                               "\"received\":%llu,\"own\":%llu,\"refused\":%llu,\"appended\":%llu,"
+                               "\"append_errors\":%llu,\"fetches\":%llu,\"fetch_errors\":%llu,\"gaps\":%llu},"
                                "\"redis\":{\"subscriber\":%d,\"publisher\":%d,\"channels\":%lld,\"connects\":%llu,"
                                "\"published\":%llu,\"dropped\":%llu,\"received\":%llu,\"refused\":%llu,"
                                "\"pending_bytes\":%llu,\"stalls\":%llu,\"abandoned\":%llu,\"shared\":%s,"
                                "\"appended\":%llu,\"append_errors\":%llu,\"fetches\":%llu,\"fetch_errors\":%llu",
                                (unsigned long long)s.bridge_channels, (unsigned long long)s.bridge_published,
                                (unsigned long long)s.bridge_publish_errors, (unsigned long long)s.bridge_received,
-                               (unsigned long long)s.bridge_own, (unsigned long long)s.bridge_refused, r->sub.up,
+                               (unsigned long long)s.bridge_own, (unsigned long long)s.bridge_refused,
+                               (unsigned long long)s.bridge_appended, (unsigned long long)s.bridge_append_errors,
+                               (unsigned long long)s.bridge_fetches, (unsigned long long)s.bridge_fetch_errors,
+                               (unsigned long long)s.bridge_gaps, r->sub.up,
                                r->pub.up, r->channels, (unsigned long long)r->connects,
                                (unsigned long long)r->published, (unsigned long long)r->dropped,
                                (unsigned long long)r->received, (unsigned long long)r->refused,
