@@ -57,17 +57,25 @@
        message's closing brace, adds the result to the stream PREFIX
        "#stream:" NAME as entry "N-0" (MAXLEN: the history size), PUBLISHes
        it on PREFIX NAME like any bridge message, and sets both keys to
-       expire the history age after this message. A channel whose hash or
-       stream is gone (expired, evicted, deleted) starts again: both are
-       dropped and a new epoch begins at offset 1, so no client recovers
-       across the loss. The hub delivers the message when it comes back on
+       expire the history age after this message. A channel whose hash is
+       gone, or whose stream is while the hash says it had messages
+       (expired, evicted, deleted), starts again: both are dropped and a
+       new epoch begins, so no client recovers across the loss. The hub
+       delivers the message when it comes back on
        the subscriber link, here as in every other process; the script's
        reply answers the hub (wsch_hub_bridge_appended), a failure or a
        lost link with an error. '#' is not allowed in channel names, so
        these keys never meet a channel's (nor "#user:..." or "#health").
-     - fetch (the hub wants a channel's position and last messages) runs a
-       read-only script (HGET of epoch and offset, XREVRANGE COUNT) on the
+     - fetch (the hub wants a channel's position and last messages) runs
+       one script (HGET of epoch and offset, XREVRANGE COUNT) on the
        publisher link and hands the answer to wsch_hub_bridge_fetched().
+       It reads, except for a channel that has no position yet (or lost
+       its history): that one gets its epoch there and then, at offset 0,
+       rather than an empty answer. Every process then confirms its first
+       subscribers with the same epoch (the hub would otherwise make one
+       up, a different one in each process, and the first message would
+       look like a lost history to it), and a client at offset 0 recovers
+       on any of them. A fetch also renews the keys' lifetime.
        It runs only once Redis has confirmed every SUBSCRIBE sent before it
        on the subscriber link: each fetch sends a SUBSCRIBE of the probe
        channel after them (one for a whole batch) and waits for its answer
@@ -129,13 +137,18 @@
 
 struct redis_bridge;
 
-/* Shared positions: the two scripts (see the comment at the top).
-   append: KEYS meta, stream; ARGV the message without its closing brace,
+/* Shared positions: the two scripts (see the comment at the top). A
+   channel's state is the hash (epoch, offset of its last message) and the
+   stream of its last messages; a hash whose offset is past 0 without its
+   stream (expired, evicted) has lost its history: both go, and the
+   channel starts again in a new epoch.
+   append: KEYS hash, stream; ARGV the message without its closing brace,
    an epoch candidate, the stream's length, the keys' lifetime in ms, the
    pub/sub channel. Returns the offset. */
 static const char redis_append_lua[] =
     "local meta, stream = KEYS[1], KEYS[2]\n"
-    "if redis.call('EXISTS', meta) == 0 or redis.call('EXISTS', stream) == 0 then\n"
+    "local last = redis.call('HGET', meta, 'offset')\n"
+    "if not last or (last ~= '0' and redis.call('EXISTS', stream) == 0) then\n"
     "  redis.call('DEL', meta, stream)\n"
     "end\n"
     "redis.call('HSETNX', meta, 'epoch', ARGV[2])\n"
@@ -147,16 +160,27 @@ static const char redis_append_lua[] =
     "redis.call('PEXPIRE', stream, ARGV[4])\n"
     "redis.call('PUBLISH', ARGV[5], msg)\n"
     "return n\n";
-/* fetch (reads only): KEYS meta, stream; ARGV count. Returns {epoch,
-   last offset, messages oldest first...}, or {"", "0"} when the channel
-   has no history. */
+/* fetch: KEYS hash, stream; ARGV count, an epoch candidate, the keys'
+   lifetime in ms. Returns {epoch, last offset, its last count messages
+   oldest first}. A channel without a position gets one here (the
+   candidate, offset 0), so that every process confirms its first
+   subscribers with the same epoch and a client recovers from offset 0 on
+   any of them; the only write, besides the keys' lifetime, which a fetch
+   renews (someone is interested). */
 static const char redis_fetch_lua[] =
-    "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
-    "local last = redis.call('HGET', KEYS[1], 'offset')\n"
-    "if not epoch or not last or redis.call('EXISTS', KEYS[2]) == 0 then return {'', '0'} end\n"
+    "local meta, stream = KEYS[1], KEYS[2]\n"
+    "local epoch = redis.call('HGET', meta, 'epoch')\n"
+    "local last = redis.call('HGET', meta, 'offset')\n"
+    "if not epoch or not last or (last ~= '0' and redis.call('EXISTS', stream) == 0) then\n"
+    "  redis.call('DEL', meta, stream)\n"
+    "  epoch, last = ARGV[2], '0'\n"
+    "  redis.call('HSET', meta, 'epoch', epoch, 'offset', last)\n"
+    "end\n"
+    "redis.call('PEXPIRE', meta, ARGV[3])\n"
+    "redis.call('PEXPIRE', stream, ARGV[3])\n"
     "local out = {epoch, last}\n"
-    "if tonumber(ARGV[1]) > 0 then\n"
-    "  local items = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])\n"
+    "if last ~= '0' and tonumber(ARGV[1]) > 0 then\n"
+    "  local items = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', ARGV[1])\n"
     "  for i = #items, 1, -1 do out[#out + 1] = items[i][2][2] end\n"
     "end\n"
     "return out\n";
@@ -594,15 +618,26 @@ static void redis_on_appended(redisAsyncContext *ac, void *r, void *privdata) {
     wsch_hub_bridge_appended(rb->hub, ticket, status);
 }
 
+/* 16 random lowercase hex digits: the epoch a channel gets if the script
+   finds it has none. */
+static void redis_epoch_candidate(char out[17]) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char rnd[8];
+    int i;
+    net_random_bytes(rnd, sizeof rnd, NULL);
+    for (i = 0; i < 8; i++) {
+        out[2 * i] = hex[rnd[i] >> 4];
+        out[2 * i + 1] = hex[rnd[i] & 15u];
+    }
+    out[16] = '\0';
+}
+
 static int redis_hub_append(const char *name, size_t len, const void *data, size_t data_len, uint64_t ticket,
                             void *user) {
-    static const char hex[] = "0123456789abcdef";
     redis_bridge *rb = (redis_bridge *)user;
     const char *d = (const char *)data;
-    unsigned char rnd[8];
     char epoch[17], maxlen[24], ttl[24];
     redis_append *a;
-    int i;
     /* Both links: this process's subscribers get the message when it
        comes back on the subscriber link. */
     if (!rb->pub.up || !rb->sub.up || data_len > REDIS_BRIDGE_MAX_PENDING - rb->pending) {
@@ -620,13 +655,7 @@ static int redis_hub_append(const char *name, size_t len, const void *data, size
     }
     a->ticket = ticket;
     a->bytes = data_len;
-    /* The epoch, should this message start the channel's stream. */
-    net_random_bytes(rnd, sizeof rnd, NULL);
-    for (i = 0; i < 8; i++) {
-        epoch[2 * i] = hex[rnd[i] >> 4];
-        epoch[2 * i + 1] = hex[rnd[i] & 15u];
-    }
-    epoch[16] = '\0';
+    redis_epoch_candidate(epoch);
     snprintf(maxlen, sizeof maxlen, "%lu", (unsigned long)rb->history);
     snprintf(ttl, sizeof ttl, "%lu", (unsigned long)rb->ttl_ms);
     if (redisAsyncCommand(rb->pub.ac, redis_on_appended, a, "EVALSHA %s 2 %b#meta:%b %b#stream:%b %b %s %s %s %b%b",
@@ -711,12 +740,14 @@ static void redis_on_fetched(redisAsyncContext *ac, void *r, void *privdata) {
 /* Writes the fetch to Redis; 0, or -1 when the publisher link cannot take it. */
 static int redis_fetch_send(redis_fetch *f) {
     redis_bridge *rb = f->rb;
-    char count[24];
+    char count[24], epoch[17], ttl[24];
     if (!rb->pub.up) return -1;
     snprintf(count, sizeof count, "%llu", (unsigned long long)f->count);
-    return redisAsyncCommand(rb->pub.ac, redis_on_fetched, f, "EVALSHA %s 2 %b#meta:%b %b#stream:%b %s", rb->sha_fetch,
-                             rb->prefix, rb->prefix_len, f->name, f->len, rb->prefix, rb->prefix_len, f->name, f->len,
-                             count) == REDIS_OK
+    redis_epoch_candidate(epoch);
+    snprintf(ttl, sizeof ttl, "%lu", (unsigned long)rb->ttl_ms);
+    return redisAsyncCommand(rb->pub.ac, redis_on_fetched, f, "EVALSHA %s 2 %b#meta:%b %b#stream:%b %s %s %s",
+                             rb->sha_fetch, rb->prefix, rb->prefix_len, f->name, f->len, rb->prefix, rb->prefix_len,
+                             f->name, f->len, count, epoch, ttl) == REDIS_OK
                ? 0
                : -1;
 }
