@@ -1096,6 +1096,56 @@ TEST shared_failed_or_malformed_fetch(void) {
     PASS();
 }
 
+/* Shared positions while hub 0's allocations fail in turn: subscribes that
+   wait, reliable publishes that wait, gaps, fills and recovery, then the
+   end with answers still out. No leak, nothing held past the end. */
+static int run_shared_scenario(long fail_at, int *hit) {
+    fake a[3], b;
+    size_t i;
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    if (shared_setup() != WSCH_OK) return 0;
+    T.mem.fail_at = (size_t)fail_at;
+    T.mem.allocs = 0;
+    (void)fake_request(&a[0], "/ws?token=ann&session=s-1", NULL);
+    for (i = 1; i < 3; i++) (void)fake_open(&a[i], i == 1 ? "amy" : "ada");
+    (void)fake_open_at(&b, 1, "ben");
+    for (i = 0; i < 3; i++) (void)fake_sub(&a[i], "news");
+    (void)fake_sub(&b, "news");
+    (void)bus_run();
+    (void)fake_say(&a[0], "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":1},\"id\":1}");
+    (void)shared_publish(1, "news", 2);
+    (void)bus_run();
+    B.node[0].deaf = 1;
+    (void)shared_publish(1, "news", 3);
+    (void)bus_run();
+    B.node[0].deaf = 0;
+    (void)shared_publish(1, "news", 4);         /* hub 0 sees a gap */
+    (void)fake_say(&a[0], "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":5},\"id\":2}");
+    (void)bus_run();
+    memcpy(epoch, S.ch[0].epoch, sizeof epoch);
+    fake_gone(&a[2]);
+    if (!fake_done(&a[2])) return 0;
+    (void)fake_open(&a[2], "ada");
+    (void)recover_at(&a[2], "news", 1, epoch);
+    B.node[0].deaf = 1;
+    wsch_hub_bridge_resubscribe(T.hub);
+    B.node[0].deaf = 0;
+    (void)shared_publish(1, "news", 6);
+    (void)fake_say(&a[1], "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":7},\"id\":1}");
+    /* Ends with answers out: the bus is dropped, not run. */
+    for (i = 0; i < 3; i++) fake_gone(&a[i]);
+    fake_gone(&b);
+    *hit = T.mem.failed > 0;
+    if (shared_teardown(a, 3) != 0) return 0;
+    return fake_done(&b);
+}
+
+TEST shared_failing_allocator_never_leaks(void) {
+    long tried;
+    CHECK_CALL(refuse_each_allocation(run_shared_scenario, 4000, "shared scenario", &tried));
+    PASS();
+}
+
 SUITE(bridge) {
     RUN_TEST(bridge_interest_follows_subscriptions);
     RUN_TEST(bridge_broadcast_exactly_once);
@@ -1111,6 +1161,7 @@ SUITE(bridge) {
     RUN_TEST(shared_epoch_lost_is_said);
     RUN_TEST(shared_reliable_publish_is_acked_when_numbered);
     RUN_TEST(shared_failed_or_malformed_fetch);
+    RUN_TEST(shared_failing_allocator_never_leaks);
 }
 
 GREATEST_MAIN_DEFS();
