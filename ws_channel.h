@@ -29,8 +29,9 @@ DOCUMENTATION
      hub          wsch_hub: server side - auth, users, channels, broadcast
                   encoded once, send to a user, backpressure, channel history
                   with offsets and recovery, acks per session, and a bridge
-                  interface to join several hub processes (e.g. over Redis
-                  pub/sub: examples/redis_bridge.h)
+                  interface to join several hub processes, which may number
+                  and keep channel messages for all of them, so a client
+                  recovers on any (over Redis: examples/redis_bridge.h)
 
    Each layer is usable alone; the codec layers never allocate.
 
