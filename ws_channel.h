@@ -2228,7 +2228,12 @@ WSCH_API unsigned wsch_hub_peer_want(const wsch_hub *hub, wsch_hub_peer peer);
    WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8 (payload), or
    WSCH_ERR_NOMEM (nobody got it). With a bridge, the message is also
    published on the channel's bridge channel; *delivered counts local
-   peers only. */
+   peers only. Under shared positions (bridge.append, history on) it goes
+   to append alone: *delivered is 0, local peers get it when the bridge
+   brings it back numbered, and WSCH_ERR_STATE means append refused it
+   (nobody got it; a reliable message being answered gets "unavailable"),
+   WSCH_ERR_LIMIT that too many reliable messages wait for append's
+   answers. */
 WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
                                 size_t payload_len, size_t *delivered);
 /* The same, to every open connection of user_id (through the user index);
