@@ -9588,18 +9588,24 @@ WSCH__PRIVATE void wsch__hub_fetch(wsch_hub *hub, wsch__hub_channel *ch) {
 }
 
 /* Live subscribers behind (a gap was seen) get what the history now holds
-   after `delivered`, in order; if it lacks some, they are told they lost
-   them and go on from the newest. */
+   after `delivered`, in order; if it lacks the first of those, they are
+   told they lost some, at the position it resumes from. */
 WSCH__PRIVATE void wsch__hub_catch_up(wsch_hub *hub, wsch__hub_channel *ch) {
     char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
     size_t len = ch->e.key_len;
     WSCH_MEMCPY(name, ch->e.key, len);
     while (ch->delivered < ch->offset) {
         uint64_t first = wsch__hub_first_kept(ch);
-        if (!ch->count || ch->delivered + 1u < first) {
+        if (!ch->count) {
             ch->delivered = ch->offset;
-            wsch__hub_confirm_lost(hub, ch);
             return;
+        }
+        if (ch->delivered + 1u < first) {
+            ch->delivered = first - 1u;
+            wsch__hub_confirm_lost(hub, ch);
+            ch = wsch__hub_channel_find(hub, name, len);
+            if (!ch) return;
+            continue;
         }
         ch->delivered++;
         (void)wsch__hub_deliver_channel(hub, ch, ch->ring[(ch->head + (uint32_t)(ch->delivered - first)) & (ch->ring_cap - 1u)]->frame);
