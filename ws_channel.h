@@ -29,8 +29,9 @@ DOCUMENTATION
      hub          wsch_hub: server side - auth, users, channels, broadcast
                   encoded once, send to a user, backpressure, channel history
                   with offsets and recovery, acks per session, and a bridge
-                  interface to join several hub processes (e.g. over Redis
-                  pub/sub: examples/redis_bridge.h)
+                  interface to join several hub processes, which may number
+                  and keep channel messages for all of them, so a client
+                  recovers on any (over Redis: examples/redis_bridge.h)
 
    Each layer is usable alone; the codec layers never allocate.
 
@@ -2227,7 +2228,12 @@ WSCH_API unsigned wsch_hub_peer_want(const wsch_hub *hub, wsch_hub_peer peer);
    WSCH_ERR_JSON / WSCH_ERR_JSON_DEPTH / WSCH_ERR_UTF8 (payload), or
    WSCH_ERR_NOMEM (nobody got it). With a bridge, the message is also
    published on the channel's bridge channel; *delivered counts local
-   peers only. */
+   peers only. Under shared positions (bridge.append, history on) it goes
+   to append alone: *delivered is 0, local peers get it when the bridge
+   brings it back numbered, and WSCH_ERR_STATE means append refused it
+   (nobody got it; a reliable message being answered gets "unavailable"),
+   WSCH_ERR_LIMIT that too many reliable messages wait for append's
+   answers. */
 WSCH_API int wsch_hub_broadcast(wsch_hub *hub, const char *channel, const char *type, const char *payload,
                                 size_t payload_len, size_t *delivered);
 /* The same, to every open connection of user_id (through the user index);
@@ -2258,8 +2264,9 @@ WSCH_API size_t wsch_hub_user_connections(const wsch_hub *hub, const char *user_
 /* Answers the message on_message is handling for peer with
    {"type":"error","payload":{"code":code,"message":message,"request":T[,"id":I]}}
    (code and message NUL-terminated UTF-8): a reliable message then gets
-   this instead of its ack, and a resend of it gets "refused". Outside
-   on_message (or for another peer) it is an error without request and id.
+   this instead of its ack, and a resend of it gets "refused"; a message
+   already refused is not answered twice. Outside on_message (or for
+   another peer) it is an error without request and id.
    WSCH_OK, WSCH_ERR_STALE, WSCH_ERR_ARG (NULL or invalid strings, or
    longer than 255 bytes) or WSCH_ERR_STATE (not open). */
 WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code, const char *message);
@@ -8872,7 +8879,11 @@ WSCH__PRIVATE int wsch__hub_bridge_parse(const wsch_hub *hub, const char *d, siz
    and reaches local subscribers when it comes back numbered. A reliable
    message being answered (the first broadcast of its on_message) waits
    for append's answer; its session is held until then. */
+WSCH__PRIVATE void wsch__hub_send_error(wsch_hub *hub, wsch__hub_peer *cl, const char *code, const char *message,
+                                        const wsch_envelope *req, const char *channel, size_t channel_len,
+                                        uint64_t id);
 #define WSCH__HUB_MAX_WAITS 65536u
+#define WSCH__HUB_UNAVAILABLE "the bridge could not publish it now; it may be sent again"
 WSCH__PRIVATE int wsch__hub_append(wsch_hub *hub, const char *name, size_t len, const char *type, size_t type_len,
                                    const char *payload, size_t payload_len) {
     char tail[WSCH__HUB_TAIL_MAX];
@@ -8903,6 +8914,11 @@ WSCH__PRIVATE int wsch__hub_append(wsch_hub *hub, const char *name, size_t len, 
     if (hub->desc.bridge.append(hub->bridge_buf, len, hub->bridge_buf + len + 1u, data_len, hub->next_ticket,
                                 hub->desc.bridge.user) != WSCH_OK) {
         hub->bridge_append_errors++;
+        if (reliable) {         /* never acked: it did not happen */
+            hub->answered = 1;
+            wsch__hub_send_error(hub, hub->answering, "unavailable", WSCH__HUB_UNAVAILABLE, hub->answering_env,
+                                 NULL, 0, hub->answering_id);
+        }
         return WSCH_ERR_STATE;
     }
     if (reliable) {
@@ -9572,18 +9588,24 @@ WSCH__PRIVATE void wsch__hub_fetch(wsch_hub *hub, wsch__hub_channel *ch) {
 }
 
 /* Live subscribers behind (a gap was seen) get what the history now holds
-   after `delivered`, in order; if it lacks some, they are told they lost
-   them and go on from the newest. */
+   after `delivered`, in order; if it lacks the first of those, they are
+   told they lost some, at the position it resumes from. */
 WSCH__PRIVATE void wsch__hub_catch_up(wsch_hub *hub, wsch__hub_channel *ch) {
     char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
     size_t len = ch->e.key_len;
     WSCH_MEMCPY(name, ch->e.key, len);
     while (ch->delivered < ch->offset) {
         uint64_t first = wsch__hub_first_kept(ch);
-        if (!ch->count || ch->delivered + 1u < first) {
+        if (!ch->count) {
             ch->delivered = ch->offset;
-            wsch__hub_confirm_lost(hub, ch);
             return;
+        }
+        if (ch->delivered + 1u < first) {
+            ch->delivered = first - 1u;
+            wsch__hub_confirm_lost(hub, ch);
+            ch = wsch__hub_channel_find(hub, name, len);
+            if (!ch) return;
+            continue;
         }
         ch->delivered++;
         (void)wsch__hub_deliver_channel(hub, ch, ch->ring[(ch->head + (uint32_t)(ch->delivered - first)) & (ch->ring_cap - 1u)]->frame);
@@ -9641,8 +9663,7 @@ WSCH__PRIVATE int wsch__hub_fetched_frame(wsch_hub *hub, const wsch__hub_channel
 }
 
 /* A fetch's answer, merged into the channel's history. The bridge's epoch
-   wins: another one replaces what this hub kept (live subscribers are told
-   they lost it). Otherwise its messages join what is kept, older ones
+   wins: another one replaces what this hub kept. Otherwise its messages join what is kept, older ones
    before and newer ones after, so the history stays consecutive; an
    answer that cannot join replaces it. Everything is checked first. */
 WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const char *epoch_hex, uint64_t last,
@@ -9651,14 +9672,17 @@ WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const ch
     uint64_t epoch, first, off;
     wsch_envelope env;
     size_t i;
-    int r, lost = 0;
+    int r;
     if (!epoch_hex) return WSCH_ERR_ARG;
     if (!epoch_hex[0]) {
         if (last || count) return WSCH_ERR_ARG;
-        /* The bridge has nothing: no recovery may reach across this. */
+        /* The bridge has nothing: no recovery may reach across this, and
+           live subscribers cannot be told they missed nothing. */
+        r = ch->count && ch->delivered;
         wsch__hub_hist_drop(hub, ch);
         ch->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
         ch->offset = ch->delivered = 0;
+        if (r) wsch__hub_confirm_lost(hub, ch);
         return WSCH_OK;
     }
     if (WSCH_STRLEN(epoch_hex) != WSCH_HUB_EPOCH_LEN || !wsch__hub_hex16(epoch_hex, &epoch) || count > last)
@@ -9671,10 +9695,10 @@ WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const ch
         if (o != first + i || e != epoch) return WSCH_ERR_ARG;
     }
     if (epoch != ch->epoch) {
-        lost = ch->synced && ch->count;
+        /* Another stream: live subscribers follow it from its start, as far as it is kept. */
         wsch__hub_hist_drop(hub, ch);
         ch->epoch = epoch;
-        ch->offset = ch->delivered = first - 1u;
+        ch->offset = ch->delivered = 0;
     }
     r = WSCH_OK;
     if (ch->kept && last + 1u < wsch__hub_first_kept(ch)) {
@@ -9710,10 +9734,7 @@ WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const ch
         wsch__hub_hist_drop(hub, ch);
         if (ch->offset < last) ch->offset = last;
     }
-    if (lost) {
-        ch->delivered = ch->offset;
-        wsch__hub_confirm_lost(hub, ch);
-    }
+    if (!ch->count) ch->delivered = ch->offset;
     return r;
 }
 
@@ -9727,7 +9748,7 @@ WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, co
     wsch__hub_channel *ch;
     wsch_shared *s;
     size_t n = 0;
-    int r, lost = 0;
+    int r;
     wsch__hub_hist_trim(hub, now);
     ch = wsch__hub_channel_find(hub, name, len);
     if (!ch) return WSCH_OK;                /* nobody here listens any more */
@@ -9736,22 +9757,22 @@ WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, co
     if (r != WSCH_OK) return r;
     wsch__hub_enter(hub);
     if (epoch != ch->epoch) {
-        /* The first seen, or the bridge lost the channel's history. */
-        lost = ch->synced && ch->count;
+        /* Another stream (the first seen, or the bridge lost the channel's
+           history): live subscribers follow it from its start. */
         wsch__hub_hist_drop(hub, ch);
         ch->epoch = epoch;
-        ch->offset = ch->delivered = offset - 1u;
-    } else if (offset <= ch->offset) {
+        ch->offset = ch->delivered = 0;
+    }
+    if (offset <= ch->offset) {
         wsch_shared_release(s);             /* had it: a fetch brought it first */
         wsch__hub_leave(hub);
         return WSCH_OK;
     } else if (offset > ch->offset + 1u) {
-        hub->bridge_gaps++;
         wsch__hub_hist_drop(hub, ch);       /* the history must stay consecutive */
         ch->offset = offset - 1u;
-        if (!ch->count) ch->delivered = ch->offset;
+        if (ch->count) hub->bridge_gaps++;
+        else ch->delivered = ch->offset;
     }
-    if (lost) wsch__hub_confirm_lost(hub, ch);
     ch->offset = offset;
     wsch__hub_hist_append(hub, ch, s, now);
     if (ch->delivered + 1u == offset) {
@@ -10485,15 +10506,16 @@ WSCH_API void wsch_hub_bridge_appended(wsch_hub *hub, uint64_t ticket, int statu
     if (hub->whead == hub->nwaits) hub->whead = hub->nwaits = 0;
     wsch__hub_enter(hub);
     if (w.sess) {
-        /* Recorded even with the peer gone: its resend is acked, not applied again. */
-        if (status == WSCH_OK && w.id > w.sess->last_id) wsch__hub_session_record(w.sess, w.id, 0);
+        /* Recorded even with the peer gone: a resend is answered, not applied again. */
+        uint64_t back = w.sess->last_id - w.id;
+        if (w.id > w.sess->last_id) wsch__hub_session_record(w.sess, w.id, status != WSCH_OK);
+        else if (status != WSCH_OK && back < WSCH__HUB_WINDOW) w.sess->refused[back / 64u] |= (uint64_t)1u << (back % 64u);
         wsch__hub_session_put(hub, w.sess);
     }
     cl = wsch__hub_get(hub, w.peer);
     if (cl && cl->state == WSCH__HUB_OPEN) {
         if (status == WSCH_OK) wsch__hub_send_ack(hub, cl, w.id);
-        else wsch__hub_send_error(hub, cl, "unavailable", "could not be published now; it may be sent again", NULL,
-                                  NULL, 0, w.id);
+        else wsch__hub_send_error(hub, cl, "unavailable", WSCH__HUB_UNAVAILABLE, NULL, NULL, 0, w.id);
     }
     wsch__hub_leave(hub);
 }
@@ -10532,9 +10554,10 @@ WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code
         return WSCH_ERR_ARG;
     if (cl->state != WSCH__HUB_OPEN) return WSCH_ERR_STATE;
     wsch__hub_enter(hub);
-    if (hub->answering == cl && !hub->answered) {
+    if (hub->answering == cl) {
+        /* Answered once: a second refusal (or one after the hub's own) adds nothing. */
+        if (!hub->answered) wsch__hub_send_error(hub, cl, code, message, hub->answering_env, NULL, 0, hub->answering_id);
         hub->answered = 1;
-        wsch__hub_send_error(hub, cl, code, message, hub->answering_env, NULL, 0, hub->answering_id);
     } else {
         wsch__hub_send_error(hub, cl, code, message, NULL, NULL, 0, 0);
     }

@@ -9,7 +9,7 @@
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
 # BENCH_SKIP="inmem neon deflate publish deflate-hub echo echo-deflate handshake
-# fanout fanout-deflate fanout-history idle" (skip sections; neon is a correctness run of the
+# fanout fanout-deflate fanout-history fanout-redis idle" (skip sections; neon is a correctness run of the
 # NEON paths under qemu, never timed), BENCH_OUT (results file, default
 # bench/RESULTS.md).
 # permessage-deflate (RFC 7692), each section skipped with a note without
@@ -26,7 +26,12 @@
 # default history (200 messages per channel kept) and with --history 0
 # (messages numbered, none kept), side by side at 1,000 and BENCH_SUBS
 # subscribers; the publish section gives CPU per publish plain, numbered
-# and with history, and the heap per retained message.
+# and with history, and the heap per retained message. fanout-redis runs
+# chat_server joined to a redis-server (started here) with --history 0
+# (plain pub/sub: delivered at once) and with its default history (Redis
+# numbers and keeps every channel message: delivered on Redis's echo), at
+# BENCH_REDIS_SUBS subscribers (1000); skipped with a note without
+# redis-server or a chat_server built with hiredis.
 #
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
 # core 1. Every figure is the median of the repetitions; '~' marks one whose
@@ -388,6 +393,38 @@ if ! skip fanout-history; then
     done
 fi
 
+# ------------------------------------------------------ fan-out over Redis
+# One chat_server joined to one Redis (on the server's core: it is part of
+# the serving side), history off and on in turn, Redis emptied between.
+RSUBS=${BENCH_REDIS_SUBS:-1000}
+REDIS_NOTE=
+if ! skip fanout-redis; then
+    if ! command -v redis-server >/dev/null 2>&1; then
+        REDIS_NOTE="redis-server is not installed (Debian package redis-server)"
+    elif ! ldd build/chat_server 2>/dev/null | grep -q hiredis; then
+        REDIS_NOTE="build/chat_server was built without hiredis (Debian package libhiredis-dev)"
+    elif start "redis" redis-server --port @PORT@ --bind 127.0.0.1 --save "" --appendonly no; then
+        RPORT=$PORT; RPID=$SPID
+        for round in $(seq 1 $FAN_ROUNDS); do
+            for m in $RSUBS; do
+                for h in off on; do
+                    log "run.sh: fan-out to $m subscribers over Redis, history $h (round $round)"
+                    redis-cli -p "$RPORT" flushall >/dev/null 2>&1
+                    harg=(); [ "$h" = off ] && harg=(--history 0)
+                    start "rhub-$h" build/chat_server --port @PORT@ --redis "127.0.0.1:$RPORT" "${harg[@]}" || continue
+                    sleep 0.3       # the Redis links come up
+                    R["rfan/$m/$h"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" \
+                        --subs "$m" --size 64 --window 4 --duration "$DUR" --reps "$FAN_REPS" --label "rfan-$m-$h")"$'\n'
+                    stop "$SPID"
+                done
+            done
+        done
+        stop "$RPID"
+    else
+        REDIS_NOTE="redis-server did not start"
+    fi
+fi
+
 # ------------------------------------------------------------ idle memory
 # ours-hub-z: the same hub with every client having agreed permessage-deflate.
 IDLE_NAMES="ours-hub $ECHO_NAMES"
@@ -644,6 +681,29 @@ if ! skip fanout-history; then
     for m in $HSUBS; do
         z=$(med "${R["hfan/$m/on"]:-}" p99_us)
         [ -n "$z" ] && target "fan-out $m subs, history on: publish to last subscriber p99 ms" "(reported)" "$(ms "$z")" "-"
+    done
+fi
+if ! skip fanout-redis; then
+    {
+        echo "### Fan-out over Redis: plain pub/sub and shared positions (chat_server --redis; 64-byte data, 4 in flight)"
+        echo
+        if [ -n "$REDIS_NOTE" ]; then
+            echo "Not run: $REDIS_NOTE."
+        else
+            echo "One chat_server joined to a redis-server on the server's core. \"off\" (\`--history 0\`): a publish is"
+            echo "delivered at once and PUBLISHed for the other processes. \"on\" (its default history): Redis numbers and"
+            echo "keeps every channel message in one script (INCR, stream, PUBLISH), and every process delivers it when"
+            echo "it comes back, so a client recovers on any of them. Its cost is that round trip: the publish waits for it."
+            echo "CPU: chat_server's only (Redis's own is not counted)."
+            echo
+            pair_table rfan off on $RSUBS
+        fi
+        echo
+    } >>"$TMP/history.md"
+    for m in $RSUBS; do
+        p=$(med "${R["rfan/$m/off"]:-}" deliveries_s); z=$(med "${R["rfan/$m/on"]:-}" deliveries_s)
+        [ -n "$p" ] && [ -n "$z" ] && target "fan-out $m subs over Redis, shared positions vs plain pub/sub (deliveries/s)" \
+            "(reported)" "$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2f", a / b }')" "-"
     done
 fi
 pair_target zfan "permessage-deflate vs plain" 0.9 $ZSUBS

@@ -19,9 +19,13 @@
 #define BUS_NODES 2
 #define BUS_NAMES 64
 #define BUS_NAME_MAX 300
+enum { BUS_DELIVER, BUS_APPENDED, BUS_FETCH };
 
 typedef struct bus_msg {
+    int kind;                   /* BUS_DELIVER, or an answer to shared positions' append or fetch */
     int node;                   /* the hub it goes to */
+    uint64_t ticket;            /* BUS_APPENDED */
+    size_t count;               /* BUS_FETCH */
     char name[BUS_NAME_MAX];
     size_t name_len;
     char *data;
@@ -37,11 +41,12 @@ typedef struct bus_node {
     int subscribes, unsubscribes, publishes;
     int twice;                  /* subscribe to a name held, or unsubscribe of one not held */
     int fail_publish;
+    int deaf;                   /* its link loses what is published to it */
 } bus_node;
 
 typedef struct bus {
     bus_node node[BUS_NODES];
-    bus_msg q[64];
+    bus_msg q[256];
     int qlen;
     unsigned char seed;
 } bus;
@@ -90,8 +95,10 @@ static int b_publish(const char *name, size_t len, const void *data, size_t data
     for (k = 0; k < BUS_NODES; k++) {
         bus_msg *m;
         if (bus_find(&B.node[k], name, len) < 0) continue;
+        if (B.node[k].deaf) continue;
         if (B.qlen == (int)(sizeof B.q / sizeof B.q[0])) return WSCH_ERR_LIMIT;
         m = &B.q[B.qlen++];
+        m->kind = BUS_DELIVER;
         m->node = k;
         memcpy(m->name, name, len);
         m->name_len = len;
@@ -592,6 +599,555 @@ TEST bridge_failing_allocator_never_leaks(void) {
     PASS();
 }
 
+/* ---- shared positions: the bus numbers and keeps channel messages -------- */
+
+/* The store does what the Redis script of examples/redis_bridge.h does: per
+   channel an offset, an epoch and the last STORE_KEEP messages; append
+   numbers, keeps and publishes at once, and answers later; fetch is read
+   when the bus runs (after the subscription, as the contract asks). */
+#define STORE_KEEP 8
+#define STORE_CHANNELS 8
+typedef struct store_ch {
+    char name[BUS_NAME_MAX];
+    size_t len;
+    uint64_t offset;
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];      /* "" until the first append */
+    char *kept[STORE_KEEP];                  /* offset o at o % STORE_KEEP, for the last STORE_KEEP */
+    size_t kept_len[STORE_KEEP];
+} store_ch;
+
+static struct {
+    store_ch ch[STORE_CHANNELS];
+    int count;
+    unsigned epochs;
+    int fail_append, fail_appended, fail_fetch, fail_fetched;
+    int bad_answer;             /* the next fetch answer skips an offset */
+    int appends, fetches;
+} S;
+
+static store_ch *store_get(const char *name, size_t len, int create) {
+    int i;
+    for (i = 0; i < S.count; i++) {
+        if (S.ch[i].len == len && memcmp(S.ch[i].name, name, len) == 0) return &S.ch[i];
+    }
+    if (!create || S.count == STORE_CHANNELS) return NULL;
+    memcpy(S.ch[S.count].name, name, len);
+    S.ch[S.count].len = len;
+    return &S.ch[S.count++];
+}
+
+/* Everything lost, as when Redis restarts empty. */
+static void store_flush(void) {
+    int i, k;
+    for (i = 0; i < S.count; i++) {
+        for (k = 0; k < STORE_KEEP; k++) free(S.ch[i].kept[k]);
+    }
+    S.count = 0;
+    memset(S.ch, 0, sizeof S.ch);
+}
+
+static bus_msg *bus_add(int kind, int node, const char *name, size_t len) {
+    bus_msg *m;
+    if (B.qlen == (int)(sizeof B.q / sizeof B.q[0])) return NULL;
+    m = &B.q[B.qlen++];
+    memset(m, 0, sizeof *m);
+    m->kind = kind;
+    m->node = node;
+    memcpy(m->name, name, len);
+    m->name_len = len;
+    return m;
+}
+
+static int b_append(const char *name, size_t len, const void *data, size_t data_len, uint64_t ticket, void *user) {
+    bus_node *n = (bus_node *)user;
+    store_ch *c;
+    char tail[80];
+    size_t tail_len, slot;
+    int k;
+    bus_msg *m;
+    S.appends++;
+    if (S.fail_append || data_len < 2 || ((const char *)data)[data_len - 1] != '}') return WSCH_ERR_STATE;
+    c = store_get(name, len, 1);
+    if (!c) return WSCH_ERR_LIMIT;
+    if (!c->epoch[0]) snprintf(c->epoch, sizeof c->epoch, "%016llx", 0xe000000000000000ull + ++S.epochs);
+    c->offset++;
+    tail_len = (size_t)snprintf(tail, sizeof tail, ",\"offset\":%llu,\"epoch\":\"%s\"}", (unsigned long long)c->offset,
+                                c->epoch);
+    slot = (size_t)(c->offset % STORE_KEEP);
+    free(c->kept[slot]);
+    c->kept[slot] = (char *)malloc(data_len - 1 + tail_len);
+    memcpy(c->kept[slot], data, data_len - 1);
+    memcpy(c->kept[slot] + data_len - 1, tail, tail_len);
+    c->kept_len[slot] = data_len - 1 + tail_len;
+    for (k = 0; k < BUS_NODES; k++) {
+        if (bus_find(&B.node[k], name, len) < 0 || B.node[k].deaf) continue;
+        m = bus_add(BUS_DELIVER, k, name, len);
+        if (!m) return WSCH_ERR_LIMIT;
+        m->data = (char *)malloc(c->kept_len[slot]);
+        memcpy(m->data, c->kept[slot], c->kept_len[slot]);
+        m->len = c->kept_len[slot];
+    }
+    m = bus_add(BUS_APPENDED, (int)(n - B.node), name, len);
+    if (!m) return WSCH_ERR_LIMIT;
+    m->ticket = ticket;
+    return WSCH_OK;
+}
+
+static int b_fetch(const char *name, size_t len, size_t count, void *user) {
+    bus_node *n = (bus_node *)user;
+    bus_msg *m;
+    S.fetches++;
+    if (S.fail_fetch) return WSCH_ERR_STATE;
+    m = bus_add(BUS_FETCH, (int)(n - B.node), name, len);
+    if (!m) return WSCH_ERR_LIMIT;
+    m->count = count;
+    return WSCH_OK;
+}
+
+static void store_answer(bus_msg *m) {
+    wsch_hub *hub = B.node[m->node].hub;
+    const store_ch *c = store_get(m->name, m->name_len, 0);
+    wsch_str msgs[STORE_KEEP];
+    size_t k = 0, want = m->count < STORE_KEEP ? m->count : STORE_KEEP;
+    uint64_t o;
+    if (S.fail_fetched) {
+        (void)wsch_hub_bridge_fetched(hub, m->name, m->name_len, WSCH_ERR_STATE, NULL, 0, NULL, 0);
+        return;
+    }
+    if (!c || !c->epoch[0]) {
+        (void)wsch_hub_bridge_fetched(hub, m->name, m->name_len, WSCH_OK, "", 0, NULL, 0);
+        return;
+    }
+    if (want > c->offset) want = (size_t)c->offset;
+    for (o = c->offset - want + 1u; o <= c->offset; o++) {
+        msgs[k].ptr = c->kept[o % STORE_KEEP];
+        msgs[k++].len = c->kept_len[o % STORE_KEEP];
+    }
+    if (S.bad_answer && k >= 2) msgs[k - 1] = msgs[k - 2];      /* an offset twice, the last missing */
+    S.bad_answer = 0;
+    (void)wsch_hub_bridge_fetched(hub, m->name, m->name_len, WSCH_OK, c->epoch, c->offset, msgs, k);
+}
+
+/* Runs the bus until nothing is left (answers may ask for more); returns
+   how many it ran. */
+static int bus_run(void) {
+    int done = 0;
+    while (B.qlen) {
+        bus_msg m = B.q[0];
+        memmove(B.q, B.q + 1, (size_t)(B.qlen - 1) * sizeof B.q[0]);
+        B.qlen--;
+        if (m.kind == BUS_DELIVER)
+            (void)wsch_hub_bridge_deliver(B.node[m.node].hub, m.name, m.name_len, m.data, m.len, NULL);
+        else if (m.kind == BUS_APPENDED)
+            wsch_hub_bridge_appended(B.node[m.node].hub, m.ticket, S.fail_appended ? WSCH_ERR_STATE : WSCH_OK);
+        else
+            store_answer(&m);
+        free(m.data);
+        done++;
+    }
+    return done;
+}
+
+static void with_shared(wsch_hub_desc *d) {
+    with_bridge(d);
+    d->bridge.append = b_append;
+    d->bridge.fetch = b_fetch;
+    d->history_size = 16;
+}
+
+static int shared_setup(void) {
+    memset(&S, 0, sizeof S);
+    return bridge_setup(with_shared);
+}
+
+static size_t shared_teardown(fake *fakes, size_t n) {
+    store_flush();
+    return bridge_teardown(fakes, n);
+}
+
+/* The value of a member of the text's payload (-1 or "" when absent). */
+static int64_t payload_int_of(const char *json, const char *key) {
+    wsch_str s, p;
+    int64_t x;
+    s.ptr = json;
+    s.len = strlen(json);
+    if (wsch_json_get_raw(s, "payload", &p) != WSCH_OK || wsch_json_get_int(p, key, &x) != WSCH_OK) return -1;
+    return x;
+}
+
+static const char *payload_str_of(const char *json, const char *key) {
+    static char out[128];
+    wsch_str s, p;
+    size_t n;
+    s.ptr = json;
+    s.len = strlen(json);
+    if (wsch_json_get_raw(s, "payload", &p) != WSCH_OK || wsch_json_get_string(p, key, out, sizeof out, &n) != WSCH_OK)
+        out[0] = '\0';
+    return out;
+}
+
+static int subscribe_msg(fake *f, const char *channel, const char *extra) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"%s\"%s}}", channel, extra);
+    return fake_say(f, msg);
+}
+
+static int recover_at(fake *f, const char *channel, uint64_t offset, const char *epoch) {
+    char extra[128];
+    snprintf(extra, sizeof extra, ",\"recover\":{\"offset\":%llu,\"epoch\":\"%s\"}", (unsigned long long)offset, epoch);
+    return subscribe_msg(f, channel, extra);
+}
+
+static int shared_publish(int node, const char *channel, int n) {
+    char p[32];
+    size_t delivered = 9;
+    int r;
+    snprintf(p, sizeof p, "{\"n\":%d}", n);
+    r = wsch_hub_broadcast(B.node[node].hub, channel, "m", p, strlen(p), &delivered);
+    return r == WSCH_OK && delivered != 0 ? WSCH_ERR_STATE : r;   /* nothing is delivered before the bridge numbers it */
+}
+
+/* The next text is the channel message {"n":n} at offset `offset` of epoch. */
+static int got_message(fake *f, int n, uint64_t offset, const char *epoch) {
+    char want[256];
+    snprintf(want, sizeof want,
+             "{\"type\":\"m\",\"payload\":{\"n\":%d},\"channel\":\"news\",\"offset\":%llu,\"epoch\":\"%s\"}", n,
+             (unsigned long long)offset, epoch);
+    return strcmp(fake_text(f), want) == 0;
+}
+
+/* The next text confirms "news" at offset, with recovered -1 (not said), 0 or 1. */
+static int got_subscribed(fake *f, uint64_t offset, const char *epoch, int recovered) {
+    char want[256];
+    snprintf(want, sizeof want, "{\"type\":\"subscribed\",\"payload\":{\"channel\":\"news\",\"offset\":%llu,\"epoch\":\"%s\"%s}}",
+             (unsigned long long)offset, epoch,
+             recovered < 0 ? "" : recovered ? ",\"recovered\":true" : ",\"recovered\":false");
+    return strcmp(fake_text(f), want) == 0;
+}
+
+TEST shared_positions_are_the_same_on_every_hub(void) {
+    fake a, b;
+    wsch_hub_position p0, p1;
+    int i;
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    ASSERT(fake_open(&a, "ann") && fake_open_at(&b, 1, "ben"));
+    /* The first subscriber waits for the bridge's position: nothing yet. */
+    ASSERT_EQ(WSCH_OK, fake_sub(&a, "news"));
+    ASSERT_EQ(0, (int)fake_pending(&a));
+    ASSERT_EQ(1, S.fetches);
+    ASSERT_EQ(1, bus_run());
+    ASSERT(strcmp(fake_text(&a), "{\"type\":\"subscribed\",\"payload\":{\"channel\":\"news\",\"offset\":0,\"epoch\":\"") > 0);
+    ASSERT_EQ(WSCH_OK, fake_sub(&b, "news"));
+    ASSERT_EQ(1, bus_run());
+    (void)fake_pending(&b);
+    /* A broadcast on either hub is delivered on the bridge's echo, numbered once for all. */
+    for (i = 1; i <= 3; i++) {
+        ASSERT_EQ(WSCH_OK, shared_publish(i & 1, "news", i));
+        ASSERT_EQ(0, (int)(fake_pending(&a) + fake_pending(&b)));
+        ASSERT_EQ(3, bus_run());                /* two deliveries and the answer */
+        ASSERT(got_message(&a, i, (uint64_t)i, S.ch[0].epoch));
+        ASSERT(got_message(&b, i, (uint64_t)i, S.ch[0].epoch));
+    }
+    ASSERT_EQ(WSCH_OK, wsch_hub_channel_position(B.node[0].hub, "news", &p0));
+    ASSERT_EQ(WSCH_OK, wsch_hub_channel_position(B.node[1].hub, "news", &p1));
+    ASSERT_EQ(3, (int)p0.offset);
+    ASSERT_EQ(3, (int)p1.offset);
+    ASSERT_STR_EQ(S.ch[0].epoch, p0.epoch);
+    ASSERT_STR_EQ(S.ch[0].epoch, p1.epoch);
+    ASSERT_EQ(3, (int)p1.kept);
+    ASSERT_EQ(1, (int)node_stats(0).bridge_appended);
+    ASSERT_EQ(2, (int)node_stats(1).bridge_appended);
+    ASSERT_EQ(0, (int)(node_stats(0).bridge_published + node_stats(0).bridge_own));   /* publish is not used for channels */
+    fake_gone(&a);
+    fake_gone(&b);
+    ASSERT_EQ(0, (int)shared_teardown(&a, 1));
+    ASSERT(fake_done(&b));
+    PASS();
+}
+
+TEST shared_recovery_on_another_hub(void) {
+    fake a, b, c;
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    int i;
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    ASSERT(fake_open(&a, "ann"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&a, "news"));
+    ASSERT_EQ(1, bus_run());
+    (void)fake_pending(&a);
+    for (i = 1; i <= 5; i++) ASSERT_EQ(WSCH_OK, shared_publish(0, "news", i));
+    ASSERT_EQ(10, bus_run());
+    ASSERT_EQ(5, (int)fake_pending(&a));
+    strcpy(epoch, S.ch[0].epoch);
+    /* ann saw up to 2, lost her link, and lands on hub 1, which has never had the channel. */
+    ASSERT(fake_open_at(&b, 1, "ann"));
+    ASSERT_EQ(WSCH_OK, recover_at(&b, "news", 2, epoch));
+    ASSERT_EQ(0, (int)fake_pending(&b));        /* waits for the bridge */
+    ASSERT_EQ(1, bus_run());
+    for (i = 3; i <= 5; i++) ASSERT(got_message(&b, i, (uint64_t)i, epoch));
+    ASSERT(got_subscribed(&b, 5, epoch, 1));
+    /* Live from there on, and a second recover on hub 1 is served from its own copy. */
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 6));
+    ASSERT_EQ(3, bus_run());
+    ASSERT(got_message(&b, 6, 6, epoch));
+    ASSERT(fake_open_at(&c, 1, "cy"));
+    ASSERT_EQ(WSCH_OK, recover_at(&c, "news", 4, epoch));
+    ASSERT_EQ(0, B.qlen);                       /* no fetch */
+    ASSERT(got_message(&c, 5, 5, epoch) && got_message(&c, 6, 6, epoch));
+    ASSERT(got_subscribed(&c, 6, epoch, 1));
+    /* Older than the bridge keeps, or another epoch: recovered false, nothing replayed. */
+    fake_gone(&c);
+    ASSERT(fake_done(&c));
+    ASSERT(fake_open_at(&c, 1, "cy"));
+    ASSERT_EQ(WSCH_OK, recover_at(&c, "news", 4, "0123456789abcdef"));
+    ASSERT_EQ(1, bus_run());                    /* another epoch: asked the bridge, which has only ours */
+    ASSERT(got_subscribed(&c, 6, epoch, 0));
+    ASSERT_EQ(0, (int)fake_pending(&c));
+    fake_gone(&a);
+    fake_gone(&b);
+    fake_gone(&c);
+    ASSERT_EQ(0, (int)shared_teardown(&a, 1));
+    ASSERT(fake_done(&b) && fake_done(&c));
+    PASS();
+}
+
+TEST shared_gap_is_filled_before_live_delivery(void) {
+    fake b;
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    int i;
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    ASSERT(fake_open_at(&b, 1, "ben"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b, "news"));
+    ASSERT_EQ(1, bus_run());
+    (void)fake_pending(&b);
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 1));
+    ASSERT_EQ(2, bus_run());
+    strcpy(epoch, S.ch[0].epoch);
+    ASSERT(got_message(&b, 1, 1, epoch));
+    /* Hub 1's link loses two messages; the third shows the gap. */
+    B.node[1].deaf = 1;
+    for (i = 2; i <= 3; i++) ASSERT_EQ(WSCH_OK, shared_publish(0, "news", i));
+    ASSERT_EQ(2, bus_run());
+    B.node[1].deaf = 0;
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 4));
+    ASSERT_EQ(2, B.qlen);                      /* the delivery (hub 0 has no subscriber: none there), the answer */
+    ASSERT_EQ(3, bus_run());                    /* and the fetch the delivery asked for */
+    for (i = 2; i <= 4; i++) ASSERT(got_message(&b, i, (uint64_t)i, epoch));
+    ASSERT_EQ(0, (int)fake_pending(&b));
+    ASSERT_EQ(1, (int)node_stats(1).bridge_gaps);
+    /* A link lost and back (resubscribe): what went by meanwhile comes without waiting for the next message. */
+    B.node[1].deaf = 1;
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 5));
+    ASSERT_EQ(1, bus_run());
+    B.node[1].deaf = 0;
+    wsch_hub_bridge_resubscribe(B.node[1].hub);
+    ASSERT_EQ(1, bus_run());
+    ASSERT(got_message(&b, 5, 5, epoch));
+    ASSERT_EQ(0, (int)fake_pending(&b));
+    /* More went by than the bridge keeps: the loss is said, at the position
+       before the oldest it still has, then those follow. */
+    B.node[1].deaf = 1;
+    for (i = 6; i <= 6 + STORE_KEEP; i++) ASSERT_EQ(WSCH_OK, shared_publish(0, "news", i));
+    ASSERT_EQ(STORE_KEEP + 1, bus_run());
+    B.node[1].deaf = 0;
+    wsch_hub_bridge_resubscribe(B.node[1].hub);
+    ASSERT_EQ(1, bus_run());
+    ASSERT(got_subscribed(&b, 6, epoch, 0));
+    for (i = 7; i <= 6 + STORE_KEEP; i++) ASSERT(got_message(&b, i, (uint64_t)i, epoch));
+    ASSERT_EQ(0, (int)fake_pending(&b));
+    fake_gone(&b);
+    ASSERT_EQ(0, (int)shared_teardown(NULL, 0));
+    ASSERT(fake_done(&b));
+    PASS();
+}
+
+TEST shared_epoch_lost_is_said(void) {
+    fake b, c;
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    ASSERT(fake_open_at(&b, 1, "ben"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b, "news"));
+    ASSERT_EQ(1, bus_run());
+    (void)fake_pending(&b);
+    ASSERT_EQ(WSCH_OK, shared_publish(1, "news", 1));
+    ASSERT_EQ(2, bus_run());
+    strcpy(epoch, S.ch[0].epoch);
+    ASSERT(got_message(&b, 1, 1, epoch));
+    /* The bridge loses everything: the next message starts another epoch,
+       which live subscribers follow from its start. */
+    store_flush();
+    ASSERT_EQ(WSCH_OK, shared_publish(1, "news", 2));
+    ASSERT_EQ(2, bus_run());
+    ASSERT(strcmp(epoch, S.ch[0].epoch) != 0);
+    ASSERT(got_message(&b, 2, 1, S.ch[0].epoch));
+    /* The same with the start of the new epoch missed: fetched first. */
+    store_flush();
+    B.node[1].deaf = 1;
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 3));
+    ASSERT_EQ(1, bus_run());
+    B.node[1].deaf = 0;
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 4));
+    ASSERT_EQ(3, bus_run());
+    ASSERT(got_message(&b, 3, 1, S.ch[0].epoch) && got_message(&b, 4, 2, S.ch[0].epoch));
+    ASSERT_EQ(0, (int)fake_pending(&b));
+    /* A client still holding the old epoch recovers nothing. */
+    ASSERT(fake_open_at(&c, 1, "cy"));
+    ASSERT_EQ(WSCH_OK, recover_at(&c, "news", 1, epoch));
+    ASSERT_EQ(1, bus_run());
+    ASSERT(got_subscribed(&c, 2, S.ch[0].epoch, 0));
+    ASSERT_EQ(0, (int)fake_pending(&c));
+    /* The bridge lost everything while hub 1's link was away: it cannot say
+       nothing was missed, so it says something may have been. */
+    store_flush();
+    B.node[1].deaf = 1;
+    wsch_hub_bridge_resubscribe(B.node[1].hub);
+    B.node[1].deaf = 0;
+    ASSERT_EQ(1, bus_run());
+    ASSERT(strstr(fake_text(&b), "\"recovered\":false") != NULL);
+    ASSERT_EQ(0, (int)fake_pending(&b));
+    fake_gone(&b);
+    fake_gone(&c);
+    ASSERT_EQ(0, (int)shared_teardown(NULL, 0));
+    ASSERT(fake_done(&b) && fake_done(&c));
+    PASS();
+}
+
+TEST shared_reliable_publish_is_acked_when_numbered(void) {
+    fake a;
+    const char *pub1 = "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":1},\"id\":1}";
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    ASSERT_EQ(WSCH_OK, fake_request(&a, "/ws?token=ann&session=s-1", NULL));
+    ASSERT_EQ(101, fake_status(&a));
+    ASSERT_EQ(WSCH_OK, fake_sub(&a, "news"));
+    ASSERT_EQ(1, bus_run());
+    (void)fake_pending(&a);
+    /* No ack until the bridge says it happened; the message comes first. */
+    ASSERT_EQ(WSCH_OK, fake_say(&a, pub1));
+    ASSERT_EQ(0, (int)fake_pending(&a));
+    ASSERT_EQ(2, bus_run());
+    ASSERT_EQ(1, (int)payload_int_of(fake_text(&a), "data"));
+    ASSERT_STR_EQ("{\"type\":\"ack\",\"payload\":{\"id\":1}}", fake_text(&a));
+    /* A resend: acked, not appended again. */
+    ASSERT_EQ(WSCH_OK, fake_say(&a, pub1));
+    ASSERT_STR_EQ("{\"type\":\"ack\",\"payload\":{\"id\":1}}", fake_text(&a));
+    ASSERT_EQ(1, S.appends);
+    /* The bridge cannot take it: "unavailable", at once, and no ack ever. */
+    S.fail_append = 1;
+    ASSERT_EQ(WSCH_OK, fake_say(&a, "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":2},\"id\":2}"));
+    ASSERT_STR_EQ("unavailable", payload_str_of(fake_text(&a), "code"));
+    ASSERT_EQ(0, B.qlen);
+    S.fail_append = 0;
+    /* Taken but it failed: "unavailable" when the bridge says so. */
+    S.fail_appended = 1;
+    ASSERT_EQ(WSCH_OK, fake_say(&a, "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":3},\"id\":3}"));
+    ASSERT_EQ(0, (int)fake_pending(&a));
+    ASSERT_EQ(2, bus_run());
+    ASSERT_EQ(3, (int)payload_int_of(fake_text(&a), "data"));     /* this fake numbered it all the same */
+    ASSERT_STR_EQ("unavailable", payload_str_of(fake_text(&a), "code"));
+    S.fail_appended = 0;
+    fake_gone(&a);
+    ASSERT_EQ(2, (int)node_stats(0).bridge_append_errors);
+    ASSERT_EQ(0, (int)shared_teardown(&a, 1));
+    PASS();
+}
+
+TEST shared_failed_or_malformed_fetch(void) {
+    fake a, b;
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    ASSERT(fake_open(&a, "ann"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&a, "news"));
+    ASSERT_EQ(1, bus_run());
+    (void)fake_pending(&a);
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 1));
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 2));
+    ASSERT_EQ(4, bus_run());
+    (void)fake_pending(&a);
+    /* A refused fetch: the subscriber on hub 1 is confirmed at once, not recovered. */
+    S.fail_fetch = 1;
+    ASSERT(fake_open_at(&b, 1, "ben"));
+    ASSERT_EQ(WSCH_OK, recover_at(&b, "news", 1, S.ch[0].epoch));
+    ASSERT(strstr(fake_text(&b), "\"recovered\":false") != NULL);
+    ASSERT_EQ(0, (int)fake_pending(&b));
+    S.fail_fetch = 0;
+    fake_gone(&b);
+    ASSERT(fake_done(&b));
+    /* An answer that failed, then one with a hole: the same. */
+    S.fail_fetched = 1;
+    ASSERT(fake_open_at(&b, 1, "ben"));
+    ASSERT_EQ(WSCH_OK, recover_at(&b, "news", 1, S.ch[0].epoch));
+    ASSERT_EQ(1, bus_run());
+    ASSERT(strstr(fake_text(&b), "\"recovered\":false") != NULL);
+    S.fail_fetched = 0;
+    fake_gone(&b);
+    ASSERT(fake_done(&b));
+    S.bad_answer = 1;
+    ASSERT(fake_open_at(&b, 1, "ben"));
+    ASSERT_EQ(WSCH_OK, recover_at(&b, "news", 0, S.ch[0].epoch));
+    ASSERT_EQ(1, bus_run());
+    ASSERT(strstr(fake_text(&b), "\"recovered\":false") != NULL);
+    ASSERT_EQ(0, (int)fake_pending(&b));
+    ASSERT_EQ(1, (int)node_stats(1).bridge_refused);
+    ASSERT_EQ(3, (int)node_stats(1).bridge_fetch_errors);
+    /* Answers nobody asked for are ignored; malformed names refused. */
+    ASSERT_EQ(WSCH_OK, wsch_hub_bridge_fetched(B.node[1].hub, "nobody", 6, WSCH_OK, "", 0, NULL, 0));
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_hub_bridge_fetched(B.node[1].hub, "a b", 3, WSCH_OK, "", 0, NULL, 0));
+    wsch_hub_bridge_appended(B.node[1].hub, 12345, WSCH_OK);
+    fake_gone(&a);
+    fake_gone(&b);
+    ASSERT_EQ(0, (int)shared_teardown(&a, 1));
+    ASSERT(fake_done(&b));
+    PASS();
+}
+
+/* Shared positions while hub 0's allocations fail in turn: subscribes that
+   wait, reliable publishes that wait, gaps, fills and recovery, then the
+   end with answers still out. No leak, nothing held past the end. */
+static int run_shared_scenario(long fail_at, int *hit) {
+    fake a[3], b;
+    size_t i;
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    if (shared_setup() != WSCH_OK) return 0;
+    T.mem.fail_at = (size_t)fail_at;
+    T.mem.allocs = 0;
+    (void)fake_request(&a[0], "/ws?token=ann&session=s-1", NULL);
+    for (i = 1; i < 3; i++) (void)fake_open(&a[i], i == 1 ? "amy" : "ada");
+    (void)fake_open_at(&b, 1, "ben");
+    for (i = 0; i < 3; i++) (void)fake_sub(&a[i], "news");
+    (void)fake_sub(&b, "news");
+    (void)bus_run();
+    (void)fake_say(&a[0], "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":1},\"id\":1}");
+    (void)shared_publish(1, "news", 2);
+    (void)bus_run();
+    B.node[0].deaf = 1;
+    (void)shared_publish(1, "news", 3);
+    (void)bus_run();
+    B.node[0].deaf = 0;
+    (void)shared_publish(1, "news", 4);         /* hub 0 sees a gap */
+    (void)fake_say(&a[0], "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":5},\"id\":2}");
+    (void)bus_run();
+    memcpy(epoch, S.ch[0].epoch, sizeof epoch);
+    fake_gone(&a[2]);
+    if (!fake_done(&a[2])) return 0;
+    (void)fake_open(&a[2], "ada");
+    (void)recover_at(&a[2], "news", 1, epoch);
+    B.node[0].deaf = 1;
+    wsch_hub_bridge_resubscribe(T.hub);
+    B.node[0].deaf = 0;
+    (void)shared_publish(1, "news", 6);
+    (void)fake_say(&a[1], "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":7},\"id\":1}");
+    /* Ends with answers out: the bus is dropped, not run. */
+    for (i = 0; i < 3; i++) fake_gone(&a[i]);
+    fake_gone(&b);
+    *hit = T.mem.failed > 0;
+    if (shared_teardown(a, 3) != 0) return 0;
+    return fake_done(&b);
+}
+
+TEST shared_failing_allocator_never_leaks(void) {
+    long tried;
+    CHECK_CALL(refuse_each_allocation(run_shared_scenario, 4000, "shared scenario", &tried));
+    PASS();
+}
+
 SUITE(bridge) {
     RUN_TEST(bridge_interest_follows_subscriptions);
     RUN_TEST(bridge_broadcast_exactly_once);
@@ -601,6 +1157,13 @@ SUITE(bridge) {
     RUN_TEST(bridge_delivery_survives_a_broken_peer);
     RUN_TEST(bridge_create_errors);
     RUN_TEST(bridge_failing_allocator_never_leaks);
+    RUN_TEST(shared_positions_are_the_same_on_every_hub);
+    RUN_TEST(shared_recovery_on_another_hub);
+    RUN_TEST(shared_gap_is_filled_before_live_delivery);
+    RUN_TEST(shared_epoch_lost_is_said);
+    RUN_TEST(shared_reliable_publish_is_acked_when_numbered);
+    RUN_TEST(shared_failed_or_malformed_fetch);
+    RUN_TEST(shared_failing_allocator_never_leaks);
 }
 
 GREATEST_MAIN_DEFS();
