@@ -75,7 +75,12 @@
        subscribers with the same epoch (the hub would otherwise make one
        up, a different one in each process, and the first message would
        look like a lost history to it), and a client at offset 0 recovers
-       on any of them. A fetch also renews the keys' lifetime.
+       on any of them. A fetch also renews the keys' lifetime. But a
+       resync (the fetches wsch_hub_bridge_resubscribe() asks for) that
+       finds a channel without messages (offset 0) is answered empty, the
+       hub's "the bridge has nothing": whatever its live subscribers had
+       is gone (Redis restarted empty, or the keys expired meanwhile), and
+       it tells those that had messages so.
        It runs only once Redis has confirmed every SUBSCRIBE sent before it
        on the subscriber link: each fetch sends a SUBSCRIBE of the probe
        channel after them (one for a whole batch) and waits for its answer
@@ -162,11 +167,11 @@ static const char redis_append_lua[] =
     "return n\n";
 /* fetch: KEYS hash, stream; ARGV count, an epoch candidate, the keys'
    lifetime in ms. Returns {epoch, last offset, its last count messages
-   oldest first}. A channel without a position gets one here (the
-   candidate, offset 0), so that every process confirms its first
-   subscribers with the same epoch and a client recovers from offset 0 on
-   any of them; the only write, besides the keys' lifetime, which a fetch
-   renews (someone is interested). */
+   oldest first}. A channel
+   without a position gets one here (the candidate, offset 0), so that
+   every process confirms its first subscribers with the same epoch and a
+   client recovers from offset 0 on any of them; the only write, besides
+   the keys' lifetime, which a fetch renews (someone is interested). */
 static const char redis_fetch_lua[] =
     "local meta, stream = KEYS[1], KEYS[2]\n"
     "local epoch = redis.call('HGET', meta, 'epoch')\n"
@@ -198,6 +203,7 @@ typedef struct redis_fetch {
     struct redis_bridge *rb;
     uint64_t barrier;           /* the probe-channel SUBSCRIBE whose answer it waits for */
     size_t count, len, bytes;
+    int resync;                 /* asked by wsch_hub_bridge_resubscribe(): an empty channel is answered "" */
     char *name;                 /* NUL-terminated, in the same allocation */
 } redis_fetch;
 
@@ -244,6 +250,7 @@ typedef struct redis_bridge {
     uint32_t ttl_ms;                /* the keys' lifetime after a channel's last message */
     char sha_append[41], sha_fetch[41];
     int reloading;                  /* a SCRIPT LOAD after NOSCRIPT is on its way */
+    int resyncing;                  /* inside wsch_hub_bridge_resubscribe() */
     uint64_t hs_sent, hs_acked;     /* subscriber: SUBSCRIBEs of "#health" sent / answered */
     uint64_t hs_need;               /* the first of those sent after the last channel SUBSCRIBE */
     int sub_dirty;                  /* a channel SUBSCRIBE went out after the last of those */
@@ -388,7 +395,11 @@ static void redis_on_ready(redisAsyncContext *ac, void *r, void *privdata) {
     /* Publish only: the subscriber's return is what matters. Shared
        positions: the hub fetches every channel again, which needs both
        links, so once both are up (after either came back). */
-    if (l->rb->history ? l->rb->sub.up && l->rb->pub.up : l == &l->rb->sub) wsch_hub_bridge_resubscribe(l->rb->hub);
+    if (l->rb->history ? l->rb->sub.up && l->rb->pub.up : l == &l->rb->sub) {
+        l->rb->resyncing = 1;       /* its fetches are resyncs (redis_on_fetched) */
+        wsch_hub_bridge_resubscribe(l->rb->hub);
+        l->rb->resyncing = 0;
+    }
     if (net_timers_set(l->rb->timers, &l->health, REDIS_BRIDGE_PING_MS) != NET_OK)
         fprintf(stderr, "chat_server: redis: no timer\n");
 }
@@ -729,8 +740,20 @@ static void redis_on_fetched(redisAsyncContext *ac, void *r, void *privdata) {
         return;
     }
     rb->pending = rb->pending > f->bytes ? rb->pending - f->bytes : 0;
-    /* The hub checks it like bridge input (a malformed one is a failed read). */
-    rc = wsch_hub_bridge_fetched(rb->hub, f->name, f->len, WSCH_OK, reply->element[0]->str, (uint64_t)last, msgs, n);
+    /* A resync that found a channel without messages: what the hub
+       delivered from (if anything) is gone, Redis having restarted empty
+       or the keys expired while the link was down (another process's
+       resync may have made the new position already). The hub hears it as
+       an empty answer, "the bridge has nothing", and tells live
+       subscribers that had messages that they may have lost some. Redis
+       has the new epoch all the same, for the next message. */
+    if (f->resync && last == 0) {
+        rc = wsch_hub_bridge_fetched(rb->hub, f->name, f->len, WSCH_OK, "", 0, NULL, 0);
+    } else {
+        /* The hub checks it like bridge input (a malformed one is a failed read). */
+        rc = wsch_hub_bridge_fetched(rb->hub, f->name, f->len, WSCH_OK, reply->element[0]->str, (uint64_t)last, msgs,
+                                     n);
+    }
     if (rc == WSCH_OK) rb->fetches++;
     else rb->fetch_errors++;
     free(msgs);
@@ -792,6 +815,7 @@ static int redis_hub_fetch(const char *name, size_t len, size_t count, void *use
     f->next = NULL;
     f->rb = rb;
     f->count = count;
+    f->resync = rb->resyncing;
     f->len = len;
     f->bytes = bytes;
     f->name = (char *)(f + 1);
