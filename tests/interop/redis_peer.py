@@ -11,15 +11,20 @@ waits, and stops only the processes it started:
 
 Cases: both servers link up; channel interest follows subscriptions
 (PUBSUB CHANNELS / NUMSUB); a broadcast published through one process
-reaches the subscribers of both exactly once; send_to_user reaches a user
-connected to the other process; the bridge's user channels are out of
-reach of clients; Redis goes away (local delivery goes on, nothing crosses)
-and comes back on the same port (both servers reconnect, resubscribe, and
-delivery resumes exactly once); Redis is stopped (SIGSTOP) and both servers
-take their links down within seconds, refuse and count publishes instead of
-piling them up, and relink after SIGCONT without delivering anything late;
-both servers exit cleanly (no sanitizer
-report, no library heap left).
+reaches the subscribers of both exactly once, with the same position
+(offset and epoch) in both: the servers run with history, so Redis numbers
+channel messages for both (shared positions, redis_bridge.h);
+send_to_user reaches a user connected to the other process; the bridge's
+user channels are out of reach of clients; Redis goes away (a publish to a
+channel is refused with "unavailable" and reaches nobody, a subscribe that
+needs Redis is confirmed "recovered":false) and comes back on the same port
+empty (both servers reconnect and resubscribe, every live subscriber is
+told it may have lost messages, and delivery resumes exactly once in the
+new epoch); Redis is stopped (SIGSTOP) and both servers take their links
+down within seconds, refuse and count publishes instead of piling them up,
+and relink after SIGCONT without delivering anything late, positions going
+on where they were; both servers exit cleanly (no sanitizer report, no
+library heap left).
 
 With --bench BIN it measures instead: the same Redis and two servers (an
 optimized build), then BIN (tests/interop/redis_bench.c) with --clients N
@@ -36,6 +41,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -58,12 +64,47 @@ async def case(name, coro):
 
 async def exactly_once(clients, want, wait=0.5):
     """Each client gets `want` now (with a position when it is a channel
-    message), and nothing more within `wait` seconds."""
+    message), and nothing more within `wait` seconds. Returns the position
+    (offset, epoch) every client got it at, the same for all (None for a
+    message to no channel)."""
     channel = want.get("payload", {}).get("channel")
+    got = {}
     for name, ws in clients:
         m = await recv(ws, timeout=5)
         check(positioned(m, channel) == want, f"{name} got {m!r}, wanted {want!r}")
+        got[name] = (m.get("offset"), m.get("epoch"))
     await asyncio.gather(*(nothing_more(ws, wait) for _, ws in clients))
+    # Shared positions: numbered once, by Redis, for every process.
+    check(len(set(got.values())) == 1, f"positions differ between subscribers (and servers): {got!r}")
+    return next(iter(got.values()))
+
+
+async def refused_unavailable(ws):
+    """The answer to a publish while Redis cannot number it: the error
+    "unavailable" (chat_server's answer to the hub's WSCH_ERR_STATE)."""
+    e = await recv(ws, timeout=5)
+    check(e["type"] == "error" and e["payload"].get("code") == "unavailable", f"got {e!r}, wanted the error "
+          "\"unavailable\"")
+
+
+async def told_lost(clients, timeout=10):
+    """Every client gets the unasked confirmation that says messages may
+    have been lost: "subscribed" with "recovered":false, at offset 0 (the
+    epoch is each process's own until the channel's next message).
+    Returns the epochs."""
+    got = {}
+    for name, ws in clients:
+        try:
+            m = await recv(ws, timeout=timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{name} got nothing within {timeout} s: not told that messages may have been "
+                                 "lost") from None
+        p = m.get("payload", {})
+        check(m["type"] == "subscribed" and p.get("recovered") is False, f"{name} got {m!r}, wanted "
+              "\"subscribed\" with \"recovered\":false")
+        check(p.get("offset") == 0, f"{name} told at {p!r}, wanted offset 0")
+        got[name] = p.get("epoch")
+    return got
 
 
 async def until(what, pred, timeout=10, step=0.05):
@@ -259,6 +300,7 @@ async def main():
     await case("channel interest follows subscriptions (PUBSUB CHANNELS, NUMSUB)", interest())
 
     clients = {}
+    last_pos = {}       # channel: (offset, epoch) of its last message
 
     async def setup_four():
         clients["a1"] = await sa.joined("ann", "news")
@@ -273,18 +315,27 @@ async def main():
         await setup_four()
         subs = [(k, clients[k]) for k in ("a1", "a2", "b1", "b2")]
         await clients["a1"].send(env("publish", {"channel": "news", "data": "one"}))
-        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "ann", "data": "one"}})
+        o1, e1 = await exactly_once(subs, {"type": "message",
+                                           "payload": {"channel": "news", "from": "ann", "data": "one"}})
         await clients["b2"].send(env("publish", {"channel": "news", "data": "two"}))
-        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "bob", "data": "two"}})
+        o2, e2 = await exactly_once(subs, {"type": "message",
+                                           "payload": {"channel": "news", "from": "bob", "data": "two"}})
+        # Shared positions: delivery happens when Redis has numbered it, so
+        # the broadcast itself reaches nobody yet.
         r = sb.notify(channel="news", text="three")
-        check(r == {"delivered": 2}, f"notify answered {r!r} (local clients only)")
-        await exactly_once(subs, {"type": "notification",
-                                  "payload": {"channel": "news", "from": "server", "text": "three"}})
+        check(r == {"delivered": 0}, f"notify answered {r!r} (delivered once numbered, not by the broadcast)")
+        o3, e3 = await exactly_once(subs, {"type": "notification",
+                                           "payload": {"channel": "news", "from": "server", "text": "three"}})
+        check(e1 == e2 == e3 and o2 == o1 + 1 and o3 == o2 + 1,
+              f"one epoch and consecutive offsets across both servers' publishes: {(o1, e1), (o2, e2), (o3, e3)}")
+        last_pos["news"] = (o3, e3)
         await nothing_more(clients["a3"], 0.1)
         await nothing_more(clients["b3"], 0.1)
-        sta, stb = sa.stats()["bridge"], sb.stats()["bridge"]
-        check(sta["own"] >= 1 and stb["own"] >= 1, f"own messages came back and were skipped: {sta!r} {stb!r}")
-        check(sta["refused"] == 0 and stb["refused"] == 0, "nothing refused")
+        sta, stb = sa.stats(), sb.stats()
+        check(sta["bridge"]["appended"] >= 1 and stb["bridge"]["appended"] >= 1 and sta["redis"]["appended"] >= 1
+              and stb["redis"]["appended"] >= 1 and sta["redis"]["shared"] is True,
+              f"both appended through Redis: {sta['bridge']} {sta['redis']} {stb['bridge']} {stb['redis']}")
+        check(sta["bridge"]["refused"] == 0 and stb["bridge"]["refused"] == 0, "nothing refused")
 
     await case("a broadcast through one process reaches subscribers on both exactly once", broadcast_once())
 
@@ -320,33 +371,60 @@ async def main():
     async def outage():
         subs = [(k, clients[k]) for k in ("a1", "a2", "b1", "b2")]
         port = redis.port
+        before = sa.stats()
         redis.stop()
         await until("both servers notice Redis is gone",
                     lambda: sa.stats()["redis"]["subscriber"] == 0 and sb.stats()["redis"]["subscriber"] == 0)
-        # Local delivery goes on; nothing crosses (and nothing is replayed later).
+        # Nothing can be numbered: the publish is refused and reaches nobody.
         await clients["a1"].send(env("publish", {"channel": "news", "data": "while down"}))
-        want = {"type": "message", "payload": {"channel": "news", "from": "ann", "data": "while down"}}
-        await exactly_once(subs[:2], want, wait=0.2)
-        await nothing_more(clients["b1"], 0.5)
-        check(sa.stats()["redis"]["dropped"] >= 1, "the publish was dropped, and counted")
+        await refused_unavailable(clients["a1"])
+        await asyncio.gather(*(nothing_more(ws, 0.3) for _, ws in subs))
+        st = sa.stats()
+        check(st["bridge"]["append_errors"] > before["bridge"]["append_errors"] and
+              st["redis"]["append_errors"] > before["redis"]["append_errors"],
+              f"the refusal was not counted: {st['bridge']} {st['redis']}")
+        try:
+            sa.get("/api/notify?" + urllib.parse.urlencode({"channel": "news", "text": "x"}))
+            raise AssertionError("/api/notify to a channel succeeded while Redis was away")
+        except urllib.error.HTTPError as e:
+            check(e.code == 503, f"/api/notify answered {e.code}, wanted 503")
+        # A subscribe that needs Redis (a channel B holds nothing of) is
+        # confirmed all the same, and says it recovered nothing.
+        x = await sb.connect("xena")
+        socks.append(x)
+        await x.send(env("subscribe", {"channel": "fresh", "recover": {"offset": 1, "epoch": "0123456789abcdef"}}))
+        m = await recv(x)
+        check(m["type"] == "subscribed" and m["payload"].get("channel") == "fresh" and
+              m["payload"].get("recovered") is False, f"got {m!r}")
+        check(sb.stats()["redis"]["fetch_errors"] >= 1, "the failed fetch was not counted")
         redis.start(port)
         await until("both servers reconnect and resubscribe",
                     lambda: sa.linked() and sb.linked() and redis.numsub("wsch:news") == 2
                     and {"wsch:#user:carol", "wsch:#user:dave", "wsch:other"} <= redis.channels(), timeout=20)
         check(sa.stats()["redis"]["channels"] == sa.stats()["bridge"]["channels"], "A holds every channel it needs")
+        # The new Redis kept nothing (no persistence): the history is lost,
+        # and every live subscriber is told.
+        epochs = await told_lost(subs)
+        check(last_pos["news"][1] not in epochs.values(), f"told at the old epoch: {epochs}")
         await clients["b1"].send(env("publish", {"channel": "news", "data": "back"}))
-        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "ben", "data": "back"}})
-        await nothing_more(clients["b1"], 0.1)  # the message from the outage never arrives
+        o, e = await exactly_once(subs, {"type": "message",
+                                         "payload": {"channel": "news", "from": "ben", "data": "back"}})
+        check(o == 1 and e != last_pos["news"][1], f"the first message of the new epoch at {(o, e)}")
+        last_pos["news"] = (o, e)
+        await nothing_more(clients["b1"], 0.1)  # the refused message never arrives
         r = sa.notify(user="carol", text="again")
         check(r == {"delivered": 0}, f"notify {r!r}")
         await exactly_once([(k, clients[k]) for k in ("carol 1", "carol 2")],
                            {"type": "notification", "payload": {"to": "carol", "from": "server", "text": "again"}})
 
-    await case("Redis restarted mid-test: local delivery goes on, then both resubscribe and delivery resumes",
-               outage())
+    await case("Redis restarted mid-test: publishes refused (\"unavailable\"), subscribes not recovered; then both "
+               "resubscribe, subscribers are told of the lost history, and delivery resumes", outage())
 
     async def stall():
         subs = [(k, clients[k]) for k in ("a1", "a2", "b1", "b2")]
+        await clients["a2"].send(env("publish", {"channel": "news", "data": "before the stall"}))
+        pos = await exactly_once(subs, {"type": "message",
+                                        "payload": {"channel": "news", "from": "amy", "data": "before the stall"}})
         before = sa.stats()
         os.kill(redis.proc.pid, signal.SIGSTOP)
         try:
@@ -356,24 +434,29 @@ async def main():
                                     for s in (sa, sb)), timeout=20)
             print(f"     links down {time.monotonic() - t0:.1f} s after SIGSTOP", flush=True)
             check(sa.stats()["redis"]["stalls"] >= 1 and sb.stats()["redis"]["stalls"] >= 1, "counted as stalls")
-            # While Redis is stopped: local delivery goes on; the bridge refuses and counts, holds nothing.
+            # While Redis is stopped: the publish is refused and reaches
+            # nobody; the bridge counts it and holds nothing.
             await clients["a1"].send(env("publish", {"channel": "news", "data": "while stalled"}))
-            await exactly_once(subs[:2], {"type": "message",
-                                          "payload": {"channel": "news", "from": "ann", "data": "while stalled"}},
-                               wait=0.2)
+            await refused_unavailable(clients["a1"])
+            await asyncio.gather(*(nothing_more(ws, 0.2) for _, ws in subs))
             st = sa.stats()
-            check(st["redis"]["dropped"] > before["redis"]["dropped"], f"not counted as dropped: {st['redis']}")
-            check(st["bridge"]["publish_errors"] > before["bridge"]["publish_errors"],
-                  f"the hub was not told: {st['bridge']}")
+            check(st["redis"]["append_errors"] > before["redis"]["append_errors"],
+                  f"not counted as refused: {st['redis']}")
+            check(st["bridge"]["append_errors"] > before["bridge"]["append_errors"],
+                  f"the hub did not count it: {st['bridge']}")
             check(st["redis"]["pending_bytes"] == 0, f"bytes held for a stopped Redis: {st['redis']}")
         finally:
             os.kill(redis.proc.pid, signal.SIGCONT)
         await until("both servers relink and resubscribe after SIGCONT",
                     lambda: sa.linked() and sb.linked() and redis.numsub("wsch:news") == 2, timeout=30)
-        await nothing_more(clients["b1"], 1.0)   # the refused publish never arrives, late or otherwise
-        await nothing_more(clients["b2"], 0.1)
+        # The refused publish never arrives, late or otherwise; Redis kept
+        # its history, so nobody is told of a loss either.
+        await nothing_more(clients["b1"], 1.0)
+        await asyncio.gather(*(nothing_more(ws, 0.1) for _, ws in subs))
         await clients["b2"].send(env("publish", {"channel": "news", "data": "resumed"}))
-        await exactly_once(subs, {"type": "message", "payload": {"channel": "news", "from": "bob", "data": "resumed"}})
+        o, e = await exactly_once(subs, {"type": "message",
+                                         "payload": {"channel": "news", "from": "bob", "data": "resumed"}})
+        check((o, e) == (pos[0] + 1, pos[1]), f"positions go on where they were: {(o, e)} after {pos}")
 
     await case("Redis stopped (SIGSTOP): links go down within seconds, publishes are refused and counted, "
                "nothing arrives late after SIGCONT", stall())
