@@ -84,7 +84,9 @@
                                 "fetch_errors")
      GET /api/notify?channel=C&text=T    broadcasts {"type":"notification",
                                 "payload":{"channel":C,"from":"server","text":T}}; answers {"delivered":N}
-                                (N: clients of this process; with --redis the others get it too)
+                                (N: clients of this process; with --redis the others get it too;
+                                with --redis and history N is 0, delivery waiting for Redis to
+                                number it, and while Redis is away the answer is 503)
      GET /api/notify?user=U&text=T       the same through send_to_user ({"to":U,...})
    The API has no authentication: the server listens on 127.0.0.1 unless
    told otherwise.

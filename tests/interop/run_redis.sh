@@ -3,8 +3,10 @@
 # built with the Redis bridge (examples/redis_bridge.h, hiredis) and
 # ASan+UBSan; tests/interop/redis_peer.py starts its own redis-server on a
 # free loopback port (never the system's service) and two chat_servers, and
-# checks exactly-once broadcasts and send_to_user across them, channel
-# interest in Redis, and a Redis restart mid-test. Then, unless
+# checks exactly-once broadcasts and send_to_user across them, a channel
+# message at the same offset and epoch on both (shared positions: Redis
+# numbers them), channel interest in Redis, and a Redis restart and a stop
+# mid-test (publishes refused, subscribers told of a lost history). Then, unless
 # REDIS_BENCH=0, tests/interop/redis_bench.c measures delivery through Redis
 # to REDIS_BENCH_CLIENTS (default 1,000) subscribers spread over two
 # optimized chat_servers (one more case: every message reached everyone).
