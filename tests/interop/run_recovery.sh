@@ -12,6 +12,25 @@
 #   3. --history 0: a subscriber through a cutting proxy loses messages,
 #      and says so ("not recovered") for every gap; it never prints a
 #      duplicate and what it prints is in order.
+#   4. two chat_servers on one redis-server (--redis: Redis numbers and
+#      keeps channel messages for both, examples/redis_bridge.h), three
+#      subscribers each through a cutting proxy that sends every new
+#      connection to the other server, the publisher on the first: as in
+#      1, every subscriber prints the 10,000 values exactly once, in order,
+#      offsets rising by one, and every reconnect recovers (on the other
+#      server); both servers answered recovers, none "not recovered";
+#   5. the same two servers, Redis killed (SIGKILL) while 6,000 are being
+#      published, and restarted on its port 3 s later (empty: its history
+#      is lost): publishes are refused meanwhile (the publisher's messages
+#      answered "unavailable"), no subscriber prints a value twice or out
+#      of order, every value lost that was not refused is preceded by a
+#      "not recovered" line (and the subscribers were told, through their
+#      reconnects during the outage or when Redis came back), and traffic
+#      resumes once Redis is back: every subscriber prints the last value
+#      acked.
+#   4 and 5 start their own redis-server on a free loopback port, stopped by
+#   PID; they are skipped with a note without redis-server, redis-cli or
+#   hiredis (failed under CI=true, like a missing peer elsewhere).
 # The proxies must really cut (a few times per connection path), or the
 # case proves nothing. The faults are seeded: RECOVERY_SEED=S repeats a
 # run's fault schedule (as far as the processes' timing allows); the seed
@@ -23,7 +42,7 @@ cd "$(dirname "$0")/../.." || exit 1
 . tests/interop/common.sh
 py=/usr/bin/python3
 proxy_py=tests/interop/fault_proxy.py
-pass=0; fail=0
+pass=0; fail=0; skip=0
 pids=                   # every process this runner started, stopped by PID
 seed=${RECOVERY_SEED:-$(date +%s)}
 
@@ -32,7 +51,7 @@ bad() { echo "FAIL $1"; fail=$((fail + 1)); }
 done_all() {
     cleanup
     [ "$fail" -eq 0 ] || echo "logs kept in $run; RECOVERY_SEED=$seed repeats the faults"
-    summary "$pass" "$fail" 0
+    summary "$pass" "$fail" "$skip"
 }
 # Each PID is a `timeout` running one program: that program first (a
 # killed `timeout` does not take its child with it), then the PID.
@@ -73,9 +92,30 @@ build_cli() {
         return 0
     done
 }
+# Cases 4 and 5: chat_server with the Redis bridge, and a redis-server.
+chat_redis=$out/chat_server_recovery_redis
+redis_server=$(command -v redis-server)
+redis_cli=$(command -v redis-cli)
+redis_why=
+if [ -z "$redis_server" ] || [ -z "$redis_cli" ]; then
+    redis_why="redis-server or redis-cli is missing (Debian package redis-server)"
+elif ! printf '#include <hiredis/async.h>\n' | $CC -E -x c - >/dev/null 2>&1; then
+    redis_why="hiredis is missing (Debian package libhiredis-dev)"
+fi
+build_chat_redis() {
+    for dep in examples/chat_server.c ws_channel.h examples/*.h; do
+        [ "$chat_redis" -nt "$dep" ] && continue
+        $CC $warn $san ${CPPFLAGS:-} -D_GNU_SOURCE -DCHAT_WITH_REDIS -I. -Iexamples -o "$chat_redis.$$" \
+            examples/chat_server.c -lhiredis && mv -f "$chat_redis.$$" "$chat_redis" || { rm -f "$chat_redis.$$"; return 1; }
+        return 0
+    done
+}
 build_chat & b=$!
-build_cli || { wait $b; echo "run_recovery: client_cli build failed"; summary 0 1 0; }
-wait $b || { echo "run_recovery: chat_server build failed"; summary 0 1 0; }
+r=
+if [ -z "$redis_why" ]; then build_chat_redis & r=$!; fi
+build_cli || { wait $b; [ -n "$r" ] && wait $r; echo "run_recovery: client_cli build failed"; summary 0 1 0; }
+wait $b || { [ -n "$r" ] && wait $r; echo "run_recovery: chat_server build failed"; summary 0 1 0; }
+if [ -n "$r" ] && ! wait $r; then echo "run_recovery: chat_server (Redis) build failed"; summary 0 1 0; fi
 
 now_ms() { date +%s%3N; }
 
@@ -166,12 +206,12 @@ await_port() {
 chat_port_in_log() { sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$chat_log" | head -n 1; }
 proxy_port_in_file() { [ -s "$pf" ] && cat "$pf"; }
 
-# start_chat NAME ARG...: the server on a free port; sets chat_pid,
-# chat_port, chat_log.
+# start_chat NAME ARG...: the server ($chat_bin, default $chat) on a free
+# port; sets chat_pid, chat_port, chat_log.
 start_chat() {
     chat_log=$run/$1-server.log; shift
     : > "$chat_log"
-    timeout -k 15 170 "$chat" --port 0 --www examples/www "$@" > "$chat_log" 2>&1 &
+    timeout -k 15 170 "${chat_bin:-$chat}" --port 0 --www examples/www "$@" > "$chat_log" 2>&1 &
     chat_pid=$!; pids="$pids $chat_pid"
     chat_port=$(await_port "$chat_pid" 200 chat_port_in_log)     # up to 20 s
     [ -n "$chat_port" ] && return 0
@@ -180,12 +220,13 @@ start_chat() {
 }
 
 # start_proxy NAME SEED ARG...: a fault proxy (ARGs: its fault settings)
-# in front of the server; sets proxy_pid, proxy_port. Its log is
+# in front of the server (or of the servers in $proxy_targets, "--target
+# 127.0.0.1:PORT ..." in turn); sets proxy_pid, proxy_port. Its log is
 # $run/NAME.log.
 start_proxy() {
     pname=$1; pseed=$2; shift 2
     pf=$run/$pname.port
-    timeout -k 15 170 $py "$proxy_py" --listen 0 --target "127.0.0.1:$chat_port" --seed "$pseed" \
+    timeout -k 15 170 $py "$proxy_py" --listen 0 ${proxy_targets:---target "127.0.0.1:$chat_port"} --seed "$pseed" \
         --log "$run/$pname.log" --port-file "$pf" --max-runtime 170 "$@" > /dev/null 2>> "$run/$pname.log" &
     proxy_pid=$!; pids="$pids $proxy_pid"
     proxy_port=$(await_port "$proxy_pid" 100 proxy_port_in_file)   # up to 10 s
@@ -205,11 +246,22 @@ start_cli() {
 
 cuts() { grep -c ' cut (' "$1" 2>/dev/null; }
 
-# subscriptions: the server's count of channel subscriptions (/api/stats).
-subscriptions() {
+# stat PORT EXPR: a value from the server's /api/stats (a Python
+# expression over s, the parsed JSON); nothing when it does not answer.
+stat() {
     $py -c 'import json, sys, urllib.request
-print(json.load(urllib.request.urlopen(sys.argv[1], timeout=2))["subscriptions"])' \
-        "http://127.0.0.1:$chat_port/api/stats" 2>/dev/null || echo 0
+s = json.load(urllib.request.urlopen(sys.argv[1], timeout=2))
+print(eval(sys.argv[2]))' "http://127.0.0.1:$1/api/stats" "$2" 2>/dev/null
+}
+
+# subscriptions: the count of channel subscriptions of the server (of
+# every server in $stat_ports).
+subscriptions() {
+    t=0
+    for sp in ${stat_ports:-$chat_port}; do
+        v=$(stat "$sp" 's["subscriptions"]'); t=$((t + ${v:-0}))
+    done
+    echo "$t"
 }
 
 # wait_subscribed COUNT LOG...: until the server holds COUNT subscriptions
@@ -286,8 +338,9 @@ check_log() {
 }
 
 # finish_case NAME: stops the case's clients, proxies and server (clients
-# first, so their close handshakes have somewhere to go) and checks that
-# the sanitizers found nothing: every program exits 0.
+# first, so their close handshakes have somewhere to go; the servers of
+# $case_servers, default $chat_pid, then the redis-server $case_redis) and
+# checks that the sanitizers found nothing: every program exits 0.
 finish_case() {
     bad_exits=
     # All at once, then each waited for: a client takes up to 2 s to close.
@@ -300,8 +353,14 @@ finish_case() {
         stop "$p" 10
         [ "$rc" -eq 0 ] || bad_exits="$bad_exits fault_proxy(pid $p)=$rc"
     done
-    stop "$chat_pid" 10
-    [ "$rc" -eq 0 ] || bad_exits="$bad_exits chat_server=$rc"
+    for p in ${case_servers:-$chat_pid}; do
+        stop "$p" 10
+        [ "$rc" -eq 0 ] || bad_exits="$bad_exits chat_server(pid $p)=$rc"
+    done
+    if [ -n "$case_redis" ]; then
+        stop "$case_redis" 10
+        [ "$rc" -eq 0 ] || bad_exits="$bad_exits redis-server=$rc"
+    fi
     if [ -z "$bad_exits" ]; then
         ok "$1: every process exits cleanly under ASan/UBSan"
     else
@@ -456,6 +515,236 @@ if start_chat $c --history 0; then
     finish_case "$name"
 else
     bad "$name: chat_server did not start"
+fi
+
+# ---- Redis: helpers for cases 4 and 5 ------------------------------------
+redis_ping() { "$redis_cli" -h 127.0.0.1 -p "$1" ping 2>/dev/null; }
+
+# start_redis [PORT]: a redis-server without persistence on PORT (default a
+# free one, tried up to 5 times); sets redis_pid, redis_port.
+start_redis() {
+    for try in 1 2 3 4 5; do
+        rp=${1:-$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+        rlog=$run/redis-$rp-$try.log
+        timeout -k 5 170 "$redis_server" --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --dir "$run" \
+            --daemonize no > "$rlog" 2>&1 &
+        redis_pid=$!; pids="$pids $redis_pid"
+        w=0
+        while [ $w -lt 100 ] && alive "$redis_pid"; do
+            [ "$(redis_ping "$rp")" = PONG ] && { redis_port=$rp; return 0; }
+            sleep 0.1; w=$((w + 1))
+        done
+        stop "$redis_pid" 5
+        [ -n "$1" ] && break
+    done
+    echo "run_recovery: redis-server did not start"; tail -n 5 "$rlog"
+    return 1
+}
+
+# kill_redis: SIGKILL to the redis-server (under `timeout` $redis_pid).
+kill_redis() {
+    for k in $(cat "/proc/$redis_pid/task/$redis_pid/children" 2>/dev/null); do kill -KILL "$k" 2>/dev/null; done
+    await "$redis_pid" 10
+}
+
+# start_pair NAME: redis-server and two chat_servers on it (history as in
+# case 1), both with their Redis links up; sets redis_pid, redis_port,
+# pid_a, port_a, pid_b, port_b, case_servers, case_redis, stat_ports,
+# proxy_targets.
+start_pair() {
+    case_servers=; case_redis=; stat_ports=; proxy_targets=
+    start_redis || return 1
+    case_redis=$redis_pid
+    for s in a b; do
+        chat_bin=$chat_redis start_chat "$1-$s" --redis "127.0.0.1:$redis_port" --history 20000 --history-age 600 ||
+            return 1
+        case_servers="$case_servers $chat_pid"
+        eval "pid_$s=\$chat_pid; port_$s=\$chat_port"
+    done
+    stat_ports="$port_a $port_b"
+    proxy_targets="--target 127.0.0.1:$port_a --target 127.0.0.1:$port_b"
+    end=$(( $(now_ms) + 20000 ))
+    while [ "$(now_ms)" -lt "$end" ]; do
+        [ "$(linked "$port_a")" = 1 ] && [ "$(linked "$port_b")" = 1 ] && return 0
+        sleep 0.1
+    done
+    echo "run_recovery: the chat_servers did not link to Redis within 20 s"
+    return 1
+}
+
+# linked PORT: 1 when both of the server's Redis links are up.
+linked() { stat "$1" 's["redis"]["subscriber"] * s["redis"]["publisher"]'; }
+
+# targets_used PROXYLOG: how many different servers the proxy sent
+# connections to.
+targets_used() { sed -n 's/.* accepted target \([^ ]*\) .*/\1/p' "$1" | sort -u | wc -l; }
+
+# ---- 4. two servers on one Redis: reconnects land on the other ------------
+c=twoservers
+name="two chat_servers on one Redis, every reconnect on the other"
+N=10000
+case_clis=; case_proxies=; sublogs=
+if [ -n "$redis_why" ]; then
+    if [ -n "$CI" ]; then bad "$name: $redis_why"; else echo "skip $name: $redis_why"; skip=$((skip + 1)); fi
+elif start_pair $c; then
+    for i in 1 2 3; do
+        start_proxy $c-proxy$i "$seed-$c-$i" --cut-mean 1.5 --stall-prob 0.2 --stall-max 1 || break
+        case_proxies="$case_proxies $proxy_pid"
+        start_cli $c-sub$i --url "ws://127.0.0.1:$proxy_port/ws" --token sub$i --subscribe recovery \
+            --backoff-base 100 --backoff-max 500 --max-attempts 0
+        case_clis="$case_clis $cli_pid"; sublogs="$sublogs $run/$c-sub$i.log"
+    done
+    if [ "$(echo $case_clis | wc -w)" -ne 3 ]; then
+        bad "$name: a proxy did not start"
+    elif ! wait_subscribed 3 $sublogs; then
+        bad "$name: the subscribers were not all subscribed within 20 s"
+        for l in $sublogs; do tail -n 5 "$l"; done
+    else
+        publish $c-pub "ws://127.0.0.1:$port_a/ws"
+        check_publisher "$name"
+        wait_last 30 $sublogs
+        for i in 1 2 3; do
+            check_all "$name: sub$i" "$run/$c-sub$i.log" "$run/$c-proxy$i.log"
+            t=$(targets_used "$run/$c-proxy$i.log")
+            [ "$t" -eq 2 ] || bad "$name: sub$i: its proxy used $t server(s), not both"
+        done
+        # Both servers answered recovers (the reconnects), all of them true.
+        ra=$(stat "$port_a" '"%d %d" % (s["history"]["recovered"], s["history"]["not_recovered"])')
+        rb=$(stat "$port_b" '"%d %d" % (s["history"]["recovered"], s["history"]["not_recovered"])')
+        if [ "${ra% *}" -ge 1 ] 2>/dev/null && [ "${rb% *}" -ge 1 ] && [ "${ra#* }" -eq 0 ] && [ "${rb#* }" -eq 0 ]; then
+            ok "$name: recovered on both servers (recovered / not: A $ra, B $rb)"
+        else
+            bad "$name: recovered / not recovered: A \"$ra\", B \"$rb\" (wanted some on each, none not)"
+        fi
+    fi
+    finish_case "$name"
+else
+    bad "$name: the servers did not start"
+    [ -n "$case_servers" ] && finish_case "$name"
+fi
+
+# check_outage FILE N GIVENUP: a subscriber's output when some publishes
+# were refused: GIVENUP lists the values the publisher was refused (their
+# fate unknown: each may appear, at most once). Values must rise (no
+# duplicate, in order); a value that is missing and not in GIVENUP needs a
+# "not recovered" line since the previous message; without such a line
+# the offset rises by one, or starts a new epoch at 1 (a hub that found
+# Redis's new epoch already begun follows it from its start: nothing is
+# missing then, which the values show). Prints a summary; exit 0 when
+# fine, 1 when wrong.
+check_outage() {
+    awk -v n="$2" '
+    function problem(s) { if (np < 5) why = why (np ? "; " : "") s; np++ }
+    FNR == NR { gu[$1] = 1; ngu++; next }
+    { sub(/^\[[ 0-9.]*\] /, "") }
+    /^not recovered recovery/ { told = 1; notrec++; next }
+    /^recovered recovery/ { rec++; next }
+    /^connected/ { connects++; next }
+    /^msg recovery / {
+        off = $3 + 0
+        if (!match($0, /"data":-?[0-9]+/)) { problem("no data in: " $0); next }
+        d = substr($0, RSTART + 7, RLENGTH - 7) + 0
+        count++
+        if (d <= prev) { problem("value " d " after " prev " (duplicate or out of order)"); next }
+        lost = 0
+        for (v = prev + 1; v < d; v++) if (!(v in gu)) { lost++; if (!first) first = v }
+        if (lost && !told) problem(lost " value(s) from " first " lost before " d " without \"not recovered\"")
+        if (!told && havoff && off != prevoff + 1 && off != 1)
+            problem("offset " off " after " prevoff " (value " d " after " prev ") without \"not recovered\"")
+        if (lost) gaps++
+        prev = d; prevoff = off; havoff = 1; told = 0; first = 0
+    }
+    END {
+        printf "%d messages, %d gaps, %d refused publishes, %d connects, %d recovered, %d not recovered", \
+            count, gaps, ngu, connects, rec, notrec
+        if (np) printf ": %s", why
+        printf "\n"
+        exit np ? 1 : 0
+    }' "$3" "$1"
+}
+
+# ---- 5. Redis killed mid-run, then restarted -------------------------------
+c=redisdown
+name="Redis killed mid-run and restarted"
+N=6000
+case_clis=; case_proxies=; sublogs=
+if [ -n "$redis_why" ]; then
+    if [ -n "$CI" ]; then bad "$name: $redis_why"; else echo "skip $name: $redis_why"; skip=$((skip + 1)); fi
+elif start_pair $c; then
+    # Cuts a little more often than in 4: reconnects during the outage
+    # are what tells a subscriber "not recovered" most surely.
+    for i in 1 2; do
+        start_proxy $c-proxy$i "$seed-$c-$i" --cut-mean 1.0 --stall-prob 0.2 --stall-max 1 || break
+        case_proxies="$case_proxies $proxy_pid"
+        start_cli $c-sub$i --url "ws://127.0.0.1:$proxy_port/ws" --token sub$i --subscribe recovery \
+            --backoff-base 100 --backoff-max 500 --max-attempts 0
+        case_clis="$case_clis $cli_pid"; sublogs="$sublogs $run/$c-sub$i.log"
+    done
+    if [ "$(echo $case_clis | wc -w)" -ne 2 ]; then
+        bad "$name: a proxy did not start"
+    elif ! wait_subscribed 2 $sublogs; then
+        bad "$name: the subscribers were not all subscribed within 20 s"
+        for l in $sublogs; do tail -n 5 "$l"; done
+    else
+        pub_log=$run/$c-pub.log
+        start_cli $c-pub --url "ws://127.0.0.1:$port_a/ws" --token pub --publish recovery --count "$N" \
+            --rate "$RATE" --backoff-base 100 --backoff-max 500 --max-attempts 0
+        pub_pid=$cli_pid
+        sleep 2
+        rport=$redis_port
+        kill_redis; case_redis=
+        sleep 3
+        if start_redis "$rport"; then
+            case_redis=$redis_pid
+        else
+            bad "$name: redis-server did not start again on port $rport"
+        fi
+        await "$pub_pid" 90; pub_rc=$rc
+        pub_line=$(sed -n 's/^\[[ 0-9.]*\] \(published .*\)/\1/p' "$pub_log" | tail -n 1)
+        gufile=$run/$c-refused.txt
+        sed -n 's/^\[[ 0-9.]*\] message \([0-9]*\) given up: .* unavailable$/\1/p' "$pub_log" > "$gufile"
+        ngu=$(wc -l < "$gufile")
+        others=$(grep -c 'given up' "$pub_log")
+        acked=$(echo "$pub_line" | sed -n 's/^published [0-9]* acked \([0-9]*\) .*/\1/p')
+        # The publisher's messages while Redis was away: refused, each with "unavailable".
+        if [ "$ngu" -ge 1 ] && [ "$ngu" -eq "$others" ] && [ "${acked:-0}" -ge 1 ] &&
+           [ $((${acked:-0} + ngu)) -eq "$N" ]; then
+            ok "$name: publishes refused meanwhile (\"unavailable\"): $pub_line, $ngu refused"
+        else
+            bad "$name: publisher exit $pub_rc, \"$pub_line\", $ngu refused with \"unavailable\" of $others given up"
+            tail -n 5 "$pub_log"
+        fi
+        # Traffic resumed: the last value not refused reaches every subscriber.
+        last=$N
+        while grep -qx "$last" "$gufile" && [ "$last" -gt 0 ]; do last=$((last - 1)); done
+        end=$(( $(now_ms) + 30000 ))
+        for l in $sublogs; do
+            while [ "$(now_ms)" -lt "$end" ] && ! grep -qE "^\[[ 0-9.]*\] msg recovery .*\"data\":${last}[,}]" "$l"; do
+                sleep 0.2
+            done
+        done
+        told=0
+        for i in 1 2; do
+            l=$run/$c-sub$i.log
+            told=$((told + $(grep -c '^\[[ 0-9.]*\] not recovered recovery' "$l")))
+            r=$(check_outage "$l" "$N" "$gufile"); crc=$?
+            if ! grep -qE "^\[[ 0-9.]*\] msg recovery .*\"data\":${last}[,}]" "$l"; then
+                crc=1; r="$r; value $last (the last acked) never arrived: traffic did not resume"
+            fi
+            if [ "$crc" -eq 0 ]; then ok "$name: sub$i: $r"; else bad "$name: sub$i: $r"; fi
+        done
+        if [ "$told" -ge 1 ]; then ok "$name: the subscribers were told \"not recovered\" $told time(s)"
+        else bad "$name: no subscriber was told \"not recovered\" across the outage"; fi
+        if grep -qE 'Sanitizer|runtime error' "$pub_log"; then bad "$name: the publisher's sanitizers reported:"
+            grep -E -A5 'Sanitizer|runtime error' "$pub_log" | head -n 20; fi
+        a=$(stat "$port_a" 's["redis"]["append_errors"]')
+        [ "${a:-0}" -ge 1 ] && ok "$name: server A counted $a refused appends" ||
+            bad "$name: server A counted \"$a\" refused appends"
+    fi
+    finish_case "$name"
+else
+    bad "$name: the servers did not start"
+    [ -n "$case_servers" ] && finish_case "$name"
 fi
 
 done_all
