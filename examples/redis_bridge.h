@@ -12,18 +12,23 @@
        (prefix "wsch:" unless told otherwise), so several deployments can
        share one Redis: "wsch:news", "wsch:#user:alice";
      - subscribe/unsubscribe from the hub become SUBSCRIBE/UNSUBSCRIBE; a
-       publish becomes PUBLISH; a message from Redis goes to
-       wsch_hub_bridge_deliver(), which checks it like client input and
-       skips the hub's own messages (it delivered those itself);
+       publish becomes PUBLISH (with shared positions, below, a channel
+       message becomes a script that numbers, keeps and PUBLISHes it); a
+       message from Redis goes to wsch_hub_bridge_deliver(), which checks
+       it like client input and skips the hub's own messages (it delivered
+       those itself; with shared positions it delivers them then);
      - when a connection fails or Redis goes away, it reconnects with
        exponential backoff (200 ms doubling to 5 s, plus up to 25% jitter)
        and a connect timeout, and the subscriber replays every channel the
-       hub needs (wsch_hub_bridge_resubscribe);
+       hub needs (wsch_hub_bridge_resubscribe; with shared positions once
+       both links are up);
      - the hub keeps serving its own clients meanwhile. Redis pub/sub keeps
        nothing, so a message published while a link is down reaches the
        publishing process's clients only: publishes are refused at once
        (counted as dropped) rather than queued, and messages other
-       processes publish while our subscriber is away are never seen;
+       processes publish while our subscriber is away are never seen
+       (with shared positions channel messages are refused instead, and
+       nothing is lost unseen: see there);
      - a link is up only once Redis has answered on it (a PING after the
        TCP connect: a stopped Redis still completes TCP handshakes), and
        while up it is probed every REDIS_BRIDGE_PING_MS (the publisher
