@@ -20,8 +20,8 @@
      - when a connection fails or Redis goes away, it reconnects with
        exponential backoff (200 ms doubling to 5 s, plus up to 25% jitter)
        and a connect timeout, and the subscriber replays every channel the
-       hub needs (wsch_hub_bridge_resubscribe; with shared positions once
-       both links are up);
+       hub needs (wsch_hub_bridge_resubscribe; with shared positions again
+       when the publisher comes back, for the fetches);
      - the hub keeps serving its own clients meanwhile. Redis pub/sub keeps
        nothing, so a message published while a link is down reaches the
        publishing process's clients only: publishes are refused at once
@@ -106,9 +106,11 @@
        with an error (their fate is unknown: an append may have run, then
        the other processes have it and a reliable client resends it). A
        fetch waiting for the subscriber link's confirmation fails when
-       that link is lost. Once both links are up again, the hub is told
+       that link is lost. When the subscriber link comes back, and when
+       the publisher does while the subscriber is up, the hub is told
        (wsch_hub_bridge_resubscribe): it subscribes and fetches every
-       channel again, which resyncs positions and history;
+       channel again (the fetches are refused until both are up), which
+       resyncs positions and history;
      - appends need both links: the hub delivers its own message when it
        comes back on the subscriber link, so without it a publisher would
        be acknowledged for a message its own process's subscribers could
@@ -397,10 +399,11 @@ static void redis_on_ready(redisAsyncContext *ac, void *r, void *privdata) {
            written after finds them. */
         redis_scripts_load(l->rb);
     }
-    /* Publish only: the subscriber's return is what matters. Shared
-       positions: the hub fetches every channel again, which needs both
-       links, so once both are up (after either came back). */
-    if (l->rb->history ? l->rb->sub.up && l->rb->pub.up : l == &l->rb->sub) {
+    /* The subscriber's return: everything the hub needs is subscribed
+       again. Shared positions: the hub also fetches every channel again,
+       which needs the publisher too (fetches are refused while it is
+       down), so once more when the publisher comes back. */
+    if (l == &l->rb->sub || (l->rb->history && l->rb->sub.up)) {
         l->rb->resyncing = 1;       /* its fetches are resyncs (redis_on_fetched) */
         wsch_hub_bridge_resubscribe(l->rb->hub);
         l->rb->resyncing = 0;
