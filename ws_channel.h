@@ -2321,7 +2321,9 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
 /* Calls bridge.subscribe once for every bridge channel the hub needs now:
    after the bridge's link came back. Nothing without a bridge. With
    positions, every channel starts a new epoch (its history is dropped):
-   messages may have been missed while the link was down. */
+   messages may have been missed while the link was down. Under shared
+   positions the epochs are the bridge's: every channel with live
+   subscribers is fetched instead, and they get what they missed. */
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub);
 /* Shared positions: the answer to append's ticket. status WSCH_OK: the
    message was numbered and published; anything else: it was not (or
