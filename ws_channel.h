@@ -8005,8 +8005,9 @@ typedef struct wsch__hub_sub {
     uint64_t next;                  /* while replaying: the offset to send next; while waiting: ask.n */
     uint64_t want_epoch;            /* while waiting for a fetch: ask.epoch */
     uint8_t asked, gap;             /* while replaying: recover was asked; history went under it */
-    uint8_t waiting;                /* pending until a fetch answers: then 1 + the ask's kind */
+    uint8_t waiting;                /* pending until a fetch answers: then 1 + the ask's kind, or WSCH__HUB_OWN */
 } wsch__hub_sub;
+#define WSCH__HUB_OWN 0xFFu         /* a recover whose fetch failed: confirmed at its own position */
 #define WSCH__HUB_PENDING ((size_t)-1)
 
 typedef struct wsch__hub_peer {
@@ -9422,19 +9423,20 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
 
 /* The payload of {"type":"subscribed"|"unsubscribed","payload":{"channel":C[,"offset":N,"epoch":E][,"recovered":B]}}:
    ch NULL: no position (history off, or an unsubscribe); asked: recover was
-   asked, so "recovered" is said. The position is where live delivery is. */
+   asked, so "recovered" is said. The position is where live delivery is
+   (wsch__hub_confirm_payload_at: the one given). */
 #define WSCH__HUB_CONFIRM_MAX (WSCH_HUB_MAX_CHANNEL_LEN + 96u)
-WSCH__PRIVATE size_t wsch__hub_confirm_payload(char *buf, const char *name, size_t n, const wsch__hub_channel *ch,
-                                               int asked, int recovered) {
+WSCH__PRIVATE size_t wsch__hub_confirm_payload_at(char *buf, const char *name, size_t n, int positioned,
+                                                  uint64_t offset, uint64_t epoch_id, int asked, int recovered) {
     wsch__writer w;
     wsch__w_init(&w, buf, WSCH__HUB_CONFIRM_MAX);      /* a valid name needs no escapes */
     wsch__w_puts(&w, "{\"channel\":");
     wsch__w_put_json_string(&w, name, n);
-    if (ch) {
+    if (positioned) {
         char epoch[WSCH_HUB_EPOCH_LEN + 1];
-        wsch__hub_epoch_hex(ch->epoch, epoch);
+        wsch__hub_epoch_hex(epoch_id, epoch);
         wsch__w_puts(&w, ",\"offset\":");
-        wsch__w_put_uint(&w, ch->delivered);
+        wsch__w_put_uint(&w, offset);
         wsch__w_puts(&w, ",\"epoch\":\"");
         wsch__w_puts(&w, epoch);
         wsch__w_puts(&w, "\"");
@@ -9443,6 +9445,12 @@ WSCH__PRIVATE size_t wsch__hub_confirm_payload(char *buf, const char *name, size
     wsch__w_puts(&w, "}");
     WSCH_ASSERT(!w.overflow);
     return w.len;
+}
+
+WSCH__PRIVATE size_t wsch__hub_confirm_payload(char *buf, const char *name, size_t n, const wsch__hub_channel *ch,
+                                               int asked, int recovered) {
+    return wsch__hub_confirm_payload_at(buf, name, n, ch != NULL, ch ? ch->delivered : 0u, ch ? ch->epoch : 0u, asked,
+                                        recovered);
 }
 
 WSCH__PRIVATE void wsch__hub_confirm(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *name, size_t n,
@@ -9483,6 +9491,21 @@ WSCH__PRIVATE void wsch__hub_replay(wsch_hub *hub, wsch__hub_peer *cl) {
         wsch__hub_sub *sub = &cl->subs[k];
         wsch__hub_channel *ch = sub->ch;
         if (sub->pos != WSCH__HUB_PENDING) continue;
+        if (sub->waiting == WSCH__HUB_OWN) {
+            /* Where the channel is could not be learned: the subscriber keeps
+               its own position (sub->next, want_epoch), to recover from later. */
+            char buf[WSCH__HUB_CONFIRM_MAX];
+            size_t len = wsch__hub_confirm_payload_at(buf, ch->e.key, ch->e.key_len, 1, sub->next, sub->want_epoch, 1, 0);
+            sub->waiting = 0;
+            sub->pos = ch->count;
+            ch->subs[ch->count++] = cl;
+            ch->pending--;
+            hub->not_recovered++;
+            (void)wsch__hub_send_one(hub, cl, "subscribed", buf, len);
+            k = -1;
+            waiting = 0;
+            continue;
+        }
         if (sub->waiting) {
             waiting = 1;
             continue;
@@ -9589,6 +9612,13 @@ WSCH__PRIVATE void wsch__hub_fetch(wsch_hub *hub, wsch__hub_channel *ch) {
     }
 }
 
+/* When the bridge's epoch changes under live subscribers, the end of the
+   old one may have gone by unseen: the link was lost since (not synced),
+   or a gap was being filled. Then they are told, before the new one. */
+WSCH__PRIVATE int wsch__hub_tail_unseen(const wsch__hub_channel *ch) {
+    return ch->count && ch->delivered && (!ch->synced || ch->delivered < ch->offset);
+}
+
 /* Live subscribers behind (a gap was seen) get what the history now holds
    after `delivered`, in order; if it lacks the first of those, they are
    told they lost some, at the position it resumes from. */
@@ -9639,11 +9669,15 @@ WSCH__PRIVATE void wsch__hub_fetch_done(wsch_hub *hub, wsch__hub_channel *ch, in
             a.kind = sub->waiting - 1;
             a.n = sub->next;
             a.epoch = sub->want_epoch;
+            planned = 1;
+            if (!ok && a.kind == WSCH__ASK_RECOVER) {
+                sub->waiting = WSCH__HUB_OWN;
+                continue;
+            }
             (void)wsch__hub_plan(hub, ch, &a, 1, &from, &recovered);
             sub->waiting = 0;
             sub->next = from ? from : ch->delivered + 1u;
             sub->gap = (uint8_t)!recovered;
-            planned = 1;
         }
         if (planned) wsch__hub_replay(hub, cl);
     }
@@ -9698,9 +9732,11 @@ WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const ch
     }
     if (epoch != ch->epoch) {
         /* Another stream: live subscribers follow it from its start, as far as it is kept. */
+        int lost = wsch__hub_tail_unseen(ch);
         wsch__hub_hist_drop(hub, ch);
         ch->epoch = epoch;
         ch->offset = ch->delivered = 0;
+        if (lost) wsch__hub_confirm_lost(hub, ch);
     }
     r = WSCH_OK;
     if (ch->kept && last + 1u < wsch__hub_first_kept(ch)) {
@@ -9761,9 +9797,11 @@ WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, co
     if (epoch != ch->epoch) {
         /* Another stream (the first seen, or the bridge lost the channel's
            history): live subscribers follow it from its start. */
+        int lost = wsch__hub_tail_unseen(ch);
         wsch__hub_hist_drop(hub, ch);
         ch->epoch = epoch;
         ch->offset = ch->delivered = 0;
+        if (lost) wsch__hub_confirm_lost(hub, ch);
     }
     if (offset <= ch->offset) {
         wsch_shared_release(s);             /* had it: a fetch brought it first */
