@@ -8641,23 +8641,26 @@ WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
 
 /* ,"channel":C,"offset":N,"epoch":E of the channel's next message: the
    tail of its envelope. A valid channel name needs no escapes. */
+/* ,"offset":N,"epoch":"E": a position, in messages and confirmations alike. */
+WSCH__PRIVATE void wsch__hub_put_position(wsch__writer *w, uint64_t offset, uint64_t epoch_id) {
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    wsch__hub_epoch_hex(epoch_id, epoch);
+    wsch__w_puts(w, ",\"offset\":");
+    wsch__w_put_uint(w, offset);
+    wsch__w_puts(w, ",\"epoch\":\"");
+    wsch__w_puts(w, epoch);
+    wsch__w_puts(w, "\"");
+}
+
 /* The members after type and payload: ,"channel":C and, with offset > 0,
-   ,"offset":N,"epoch":E (offset 0: what bridge.append is handed). */
+   its position (offset 0: what bridge.append is handed). */
 WSCH__PRIVATE size_t wsch__hub_position_tail(const char *name, size_t len, uint64_t offset, uint64_t epoch_id,
                                              char *buf, size_t cap) {
-    char epoch[WSCH_HUB_EPOCH_LEN + 1];
     wsch__writer w;
     wsch__w_init(&w, buf, cap);
     wsch__w_puts(&w, ",\"channel\":");
     wsch__w_put_json_string(&w, name, len);
-    if (offset) {
-        wsch__hub_epoch_hex(epoch_id, epoch);
-        wsch__w_puts(&w, ",\"offset\":");
-        wsch__w_put_uint(&w, offset);
-        wsch__w_puts(&w, ",\"epoch\":\"");
-        wsch__w_puts(&w, epoch);
-        wsch__w_puts(&w, "\"");
-    }
+    if (offset) wsch__hub_put_position(&w, offset, epoch_id);
     WSCH_ASSERT(!w.overflow);
     return w.len;
 }
@@ -9432,15 +9435,7 @@ WSCH__PRIVATE size_t wsch__hub_confirm_payload_at(char *buf, const char *name, s
     wsch__w_init(&w, buf, WSCH__HUB_CONFIRM_MAX);      /* a valid name needs no escapes */
     wsch__w_puts(&w, "{\"channel\":");
     wsch__w_put_json_string(&w, name, n);
-    if (positioned) {
-        char epoch[WSCH_HUB_EPOCH_LEN + 1];
-        wsch__hub_epoch_hex(epoch_id, epoch);
-        wsch__w_puts(&w, ",\"offset\":");
-        wsch__w_put_uint(&w, offset);
-        wsch__w_puts(&w, ",\"epoch\":\"");
-        wsch__w_puts(&w, epoch);
-        wsch__w_puts(&w, "\"");
-    }
+    if (positioned) wsch__hub_put_position(&w, offset, epoch_id);
     if (asked) wsch__w_puts(&w, recovered ? ",\"recovered\":true" : ",\"recovered\":false");
     wsch__w_puts(&w, "}");
     WSCH_ASSERT(!w.overflow);

@@ -235,6 +235,28 @@ start_proxy() {
     return 1
 }
 
+# three_subscribers CASE NAME: three client_cli subscribers of "recovery",
+# each through its own cutting proxy (start_proxy's targets); sets
+# case_proxies, case_clis and sublogs; 0 once all three are subscribed,
+# else says why.
+three_subscribers() {
+    for i in 1 2 3; do
+        start_proxy $1-proxy$i "$seed-$1-$i" --cut-mean 1.5 --stall-prob 0.2 --stall-max 1 || break
+        case_proxies="$case_proxies $proxy_pid"
+        start_cli $1-sub$i --url "ws://127.0.0.1:$proxy_port/ws" --token sub$i --subscribe recovery \
+            --backoff-base 100 --backoff-max 500 --max-attempts 0
+        case_clis="$case_clis $cli_pid"; sublogs="$sublogs $run/$1-sub$i.log"
+    done
+    if [ "$(echo $case_clis | wc -w)" -ne 3 ]; then
+        bad "$2: a proxy did not start"
+        return 1
+    fi
+    wait_subscribed 3 $sublogs && return 0
+    bad "$2: the subscribers were not all subscribed within 20 s"
+    for l in $sublogs; do tail -n 5 "$l"; done
+    return 1
+}
+
 # start_cli NAME ARG...: a client_cli in the background, output to
 # $run/NAME.log; sets cli_pid.
 start_cli() {
@@ -422,19 +444,7 @@ c=subscribers
 name="subscribers through the fault proxy"
 case_clis=; case_proxies=; sublogs=
 if start_chat $c --history 20000 --history-age 600; then
-    for i in 1 2 3; do
-        start_proxy $c-proxy$i "$seed-$c-$i" --cut-mean 1.5 --stall-prob 0.2 --stall-max 1 || break
-        case_proxies="$case_proxies $proxy_pid"
-        start_cli $c-sub$i --url "ws://127.0.0.1:$proxy_port/ws" --token sub$i --subscribe recovery \
-            --backoff-base 100 --backoff-max 500 --max-attempts 0
-        case_clis="$case_clis $cli_pid"; sublogs="$sublogs $run/$c-sub$i.log"
-    done
-    if [ "$(echo $case_clis | wc -w)" -ne 3 ]; then
-        bad "$name: a proxy did not start"
-    elif ! wait_subscribed 3 $sublogs; then
-        bad "$name: the subscribers were not all subscribed within 20 s"
-        for l in $sublogs; do tail -n 5 "$l"; done
-    else
+    if three_subscribers $c "$name"; then
         publish $c-pub "ws://127.0.0.1:$chat_port/ws"
         check_publisher "$name"
         wait_last 30 $sublogs
@@ -587,19 +597,7 @@ case_clis=; case_proxies=; sublogs=
 if [ -n "$redis_why" ]; then
     if [ -n "$CI" ]; then bad "$name: $redis_why"; else echo "skip $name: $redis_why"; skip=$((skip + 1)); fi
 elif start_pair $c; then
-    for i in 1 2 3; do
-        start_proxy $c-proxy$i "$seed-$c-$i" --cut-mean 1.5 --stall-prob 0.2 --stall-max 1 || break
-        case_proxies="$case_proxies $proxy_pid"
-        start_cli $c-sub$i --url "ws://127.0.0.1:$proxy_port/ws" --token sub$i --subscribe recovery \
-            --backoff-base 100 --backoff-max 500 --max-attempts 0
-        case_clis="$case_clis $cli_pid"; sublogs="$sublogs $run/$c-sub$i.log"
-    done
-    if [ "$(echo $case_clis | wc -w)" -ne 3 ]; then
-        bad "$name: a proxy did not start"
-    elif ! wait_subscribed 3 $sublogs; then
-        bad "$name: the subscribers were not all subscribed within 20 s"
-        for l in $sublogs; do tail -n 5 "$l"; done
-    else
+    if three_subscribers $c "$name"; then
         publish $c-pub "ws://127.0.0.1:$port_a/ws"
         check_publisher "$name"
         wait_last 30 $sublogs
