@@ -1593,7 +1593,9 @@ typedef struct wsch_client_desc {
     /* A reliable message was acknowledged: it took effect, once. */
     void (*on_ack)(wsch_client *c, uint64_t id, void *user);
     /* A reliable message was given up: err WSCH_ERR_DENIED with the hub's
-       error code (it was refused; it had no effect), or WSCH_ERR_CLOSED
+       error code (it was refused; it had no effect, except for the code
+       "unconfirmed": the hub's bridge lost track of it, so it may have),
+       or WSCH_ERR_CLOSED
        with code "" (the client stopped for good; it may or may not have
        taken effect). */
     void (*on_send_failed)(wsch_client *c, uint64_t id, int err, const char *code, void *user);
@@ -2033,7 +2035,9 @@ typedef struct wsch_hub_position {
        effect, so that every message is in the answer or arrives after.
      - Reliable client messages whose on_message broadcast went to append
        are acknowledged when appended reports WSCH_OK, and answered with
-       the error code "unavailable" when it reports a failure.
+       the error code "unconfirmed" when it reports a failure (it may have
+       been published all the same: the application decides whether to
+       send it again); "unavailable" when append refused it (it was not).
    Neither callback may call into the hub; answers come later, from the
    caller's loop. Sessions (reliable message ids) stay per process: a
    resend that reaches another process after its ack was lost is applied
@@ -10550,7 +10554,8 @@ WSCH_API void wsch_hub_bridge_appended(wsch_hub *hub, uint64_t ticket, int statu
     cl = wsch__hub_get(hub, w.peer);
     if (cl && cl->state == WSCH__HUB_OPEN) {
         if (status == WSCH_OK) wsch__hub_send_ack(hub, cl, w.id);
-        else wsch__hub_send_error(hub, cl, "unavailable", WSCH__HUB_UNAVAILABLE, NULL, NULL, 0, w.id);
+        else wsch__hub_send_error(hub, cl, "unconfirmed", "the bridge lost track of it: it may or may not have been published",
+                                  NULL, NULL, 0, w.id);
     }
     wsch__hub_leave(hub);
 }

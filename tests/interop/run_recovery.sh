@@ -700,11 +700,13 @@ elif start_pair $c; then
         await "$pub_pid" 90; pub_rc=$rc
         pub_line=$(sed -n 's/^\[[ 0-9.]*\] \(published .*\)/\1/p' "$pub_log" | tail -n 1)
         gufile=$run/$c-refused.txt
-        sed -n 's/^\[[ 0-9.]*\] message \([0-9]*\) given up: .* unavailable$/\1/p' "$pub_log" > "$gufile"
+        # "unavailable": refused while Redis was away; "unconfirmed": written
+        # just before the kill, its answer lost (it may have been published).
+        sed -n 's/^\[[ 0-9.]*\] message \([0-9]*\) given up: .* \(unavailable\|unconfirmed\)$/\1/p' "$pub_log" > "$gufile"
         ngu=$(wc -l < "$gufile")
         others=$(grep -c 'given up' "$pub_log")
         acked=$(echo "$pub_line" | sed -n 's/^published [0-9]* acked \([0-9]*\) .*/\1/p')
-        # The publisher's messages while Redis was away: refused, each with "unavailable".
+        # The publisher's messages while Redis was away: refused, each with "unavailable" (or "unconfirmed").
         if [ "$ngu" -ge 1 ] && [ "$ngu" -eq "$others" ] && [ "${acked:-0}" -ge 1 ] &&
            [ $((${acked:-0} + ngu)) -eq "$N" ]; then
             ok "$name: publishes refused meanwhile (\"unavailable\"): $pub_line, $ngu refused"
