@@ -2314,8 +2314,11 @@ WSCH_API void wsch_hub_shutdown(wsch_hub *hub);
    peers get exactly what a local broadcast would send. It is queued to
    local subscribers (or the user's local connections) only, never
    published again; *delivered (may be NULL) gets how many. Everything is
-   borrowed until return. Returns WSCH_OK (also for this hub's own message,
-   skipped, and when nobody here wants it); WSCH_ERR_ARG (no hub or NULL
+   borrowed until return. Under shared positions a channel message must
+   carry its offset and epoch (else WSCH_ERR_ARG), is delivered whatever
+   its origin, and is held back or skipped as described there. Returns
+   WSCH_OK (also for this hub's own message, skipped, and when nobody here
+   wants it); WSCH_ERR_ARG (no hub or NULL
    with a length; a bad name or header), WSCH_ERR_TOO_LARGE, WSCH_ERR_JSON,
    WSCH_ERR_JSON_DEPTH, WSCH_ERR_UTF8, WSCH_ERR_NO_TYPE (envelope), each
    counted in stats.bridge_refused; WSCH_ERR_STATE without a bridge;
