@@ -3,7 +3,7 @@
    (examples/www), driven in Debian's headless Chromium through playwright-core
    (never a downloaded browser). Plain node, no test runner:
 
-     node tests/browser/chat.spec.js --server build/browser/chat_server \
+     node tests/browser/chat.spec.js --server build/browser/chat_server_redis \
           --www examples/www --out build/browser [--chromium /usr/bin/chromium] \
           [--redis-server /usr/bin/redis-server | --redis-skip REASON]
 
