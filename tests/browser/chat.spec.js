@@ -3,8 +3,9 @@
    (examples/www), driven in Debian's headless Chromium through playwright-core
    (never a downloaded browser). Plain node, no test runner:
 
-     node tests/browser/chat.spec.js --server build/browser/chat_server \
-          --www examples/www --out build/browser [--chromium /usr/bin/chromium]
+     node tests/browser/chat.spec.js --server build/browser/chat_server_redis \
+          --www examples/www --out build/browser [--chromium /usr/bin/chromium] \
+          [--redis-server /usr/bin/redis-server | --redis-skip REASON]
 
    It starts and stops its own servers on 127.0.0.1 (--port 0 first; the
    restart reuses the port the first one chose) and checks, through the page's
@@ -29,7 +30,19 @@
        history the restart lost shows as a gap line, not as a whole feed;
      - a wrong token shows Unauthorized and is not retried (the page opens one
        WebSocket and the server counts one unauthorized drop);
-     - the servers exit cleanly on SIGTERM (they are built with ASan/UBSan).
+     - the servers exit cleanly on SIGTERM (they are built with ASan/UBSan);
+     - with Redis-backed history (--redis-server: a redis-server of its own on
+       a free loopback port, two chat_servers A and B with --redis on it):
+       A is killed (SIGKILL) under a page, messages are published through B
+       meanwhile (from a page on B and /api/notify), A is started again on
+       its port; once back (through the proxy, let through when A's Redis
+       links are up) the page shows every missed message exactly once, in
+       order, marked recovered, with no gap line, and its publish after the
+       restart reaches the page on B; both servers exit cleanly and
+       redis-server stops. The --server binary must then be built with
+       Redis support (-DCHAT_WITH_REDIS). Without --redis-server (or with
+       --redis-skip REASON) these two cases print "skip NAME: REASON" and
+       count as skipped, or as failed when CI is set.
    Every wait is bounded and the whole run has a deadline. Screenshots go to
    --out. Prints one line per case and "Pass: N, fail: N, skip: N." last. */
 
@@ -40,11 +53,12 @@ const net = require('net');
 const { spawn } = require('child_process');
 
 const opt = { server: '', www: 'examples/www', out: 'build/browser', chromium: process.env.CHROMIUM || '/usr/bin/chromium',
-              deadline: 150 };
+              deadline: 150, 'redis-server': '', 'redis-skip': '' };
 for (let i = 2; i < process.argv.length; i++) {
   const k = process.argv[i].replace(/^--/, '');
   if (!(k in opt) || i + 1 >= process.argv.length) {
-    console.error('usage: chat.spec.js --server PATH [--www DIR] [--out DIR] [--chromium PATH] [--deadline S]');
+    console.error('usage: chat.spec.js --server PATH [--www DIR] [--out DIR] [--chromium PATH] [--deadline S]\n' +
+                  '                     [--redis-server PATH | --redis-skip REASON]');
     process.exit(2);
   }
   opt[k] = process.argv[++i];
@@ -122,7 +136,7 @@ async function stopServer(srv, sig) {
   if (r) return r;
   srv.proc.kill('SIGKILL');
   await srv.exit;
-  throw new Error('chat_server ' + srv.proc.pid + ' did not exit within 8 s of ' + sig);
+  throw new Error((srv.name || 'chat_server') + ' ' + srv.proc.pid + ' did not exit within 8 s of ' + sig);
 }
 
 function killAll() {
@@ -164,6 +178,71 @@ function startProxy(targetPort) {
   });
 }
 
+// A port nobody listens on now (the kernel's choice; taken by the time it
+// is used only by bad luck, which startRedis retries).
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+// True when a Redis on the port answers PING within ms.
+function redisPing(port, ms = 1000) {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1');
+    let got = '';
+    const done = (v) => { clearTimeout(t); c.destroy(); resolve(v); };
+    const t = setTimeout(() => done(false), ms);
+    c.on('connect', () => c.write('PING\r\n'));
+    c.on('data', (d) => { got += d; if (got.includes('\r\n')) done(got.startsWith('+PONG')); });
+    c.on('error', () => done(false));
+    c.on('close', () => done(false));
+  });
+}
+
+// Starts --redis-server on a free loopback port, without persistence (as
+// tests/interop/run_recovery.sh does); resolves once it answers PING.
+// Stopped by PID like the chat_servers (it joins `servers`).
+async function startRedis() {
+  let last = '';
+  for (let i = 0; i < 5; i++) {
+    const port = await freePort();
+    const log = path.join(opt.out, 'redis-' + port + '.log');
+    const fd = fs.openSync(log, 'w');
+    const proc = spawn(opt['redis-server'], ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+                                             '--appendonly', 'no', '--dir', opt.out, '--daemonize', 'no'],
+                       { stdio: ['ignore', fd, fd] });
+    fs.closeSync(fd);
+    const rs = { proc, log, port, exited: null, name: 'redis-server' };
+    servers.add(rs);
+    rs.exit = new Promise((resolve) => proc.on('exit', (code, sig) => {
+      rs.exited = { code, sig };
+      servers.delete(rs);
+      resolve(rs.exited);
+    }));
+    const end = Date.now() + 10000;
+    while (!rs.exited && Date.now() < end) {
+      if (await redisPing(port)) return rs;
+      await sleep(100);
+    }
+    last = fs.readFileSync(log, 'utf8').slice(-500);
+    if (!rs.exited) await stopServer(rs, 'SIGKILL').catch(() => {});
+  }
+  throw new Error('redis-server did not start: ' + last);
+}
+
+// Both of a chat_server's Redis links are up (/api/stats, built with Redis).
+async function redisLinked(srv) {
+  try {
+    const s = await getJson('http://127.0.0.1:' + srv.port + '/api/stats');
+    return !!s.redis && s.redis.subscriber === 1 && s.redis.publisher === 1;
+  } catch (e) {
+    return false;
+  }
+}
+
 let caseNo = 0;
 async function test(name, pages, fn) {
   const t0 = Date.now();
@@ -181,6 +260,18 @@ async function test(name, pages, fn) {
       try { await page.screenshot({ path: file, timeout: 3000 }); console.log('     screenshot: ' + file); }
       catch (e2) { /* the page is gone */ }
     }
+  }
+}
+
+// A case that cannot run here: a skip, or a failure under CI (where
+// everything must be installed), as the runners do for a missing peer.
+function skip(name, why) {
+  if (process.env.CI) {
+    results.fail++;
+    console.log('FAIL ' + name + ': ' + why + ' (CI is set)');
+  } else {
+    results.skip++;
+    console.log('skip ' + name + ': ' + why);
   }
 }
 
@@ -624,6 +715,125 @@ async function main() {
     const r2 = await stopServer(auth, 'SIGTERM');
     expect(r2.code === 0, 'chat_server (tokens) exit ' + JSON.stringify(r2) + ', see ' + auth.log);
   });
+
+  // Two chat_servers on one Redis (shared positions: Redis numbers and keeps
+  // every channel message). frank's page is served by A and reaches it
+  // through a proxy, so it comes back only once the restarted A has its
+  // Redis links up (a recover that arrives before is answered "recovered":
+  // false and the missed messages follow as live ones); grace's page is on B.
+  const R_ROOM = 'shared';
+  const R_NAME = 'server killed and started again with Redis-backed history: every missed message once, ' +
+                 'in order, marked recovered, no gap';
+  const R_STOP = 'the chat_servers on Redis exit cleanly, and redis-server stops';
+  const redisWhy = opt['redis-skip'] ? opt['redis-skip']
+    : !opt['redis-server'] ? 'no --redis-server given'
+    : (() => { try { fs.accessSync(opt['redis-server'], fs.constants.X_OK); return ''; }
+               catch (e2) { return 'no redis-server at ' + opt['redis-server']; } })();
+  if (redisWhy) {
+    skip(R_NAME, redisWhy);
+    skip(R_STOP, redisWhy);
+  } else {
+    let rs = null, sa = null, sb = null, rpx = null, f = null, g = null;
+    const ctxF = await browser.newContext({ viewport });
+    const ctxG = await browser.newContext({ viewport });
+    const rMissed = ['while A is down 1', 'while A is down 2', 'while A is down 3', 'server: while A is down 4',
+                     'while A is down 5', 'while A is down 6'];
+
+    await test(R_NAME, () => ({f, g}), async () => {
+      rs = await startRedis();
+      const redisArg = ['--redis', '127.0.0.1:' + rs.port];
+      [sa, sb] = await Promise.all([startServer(redisArg, 0), startServer(redisArg, 0)]);
+      await waitFor('both chat_servers to link to Redis', async () => await redisLinked(sa) && await redisLinked(sb));
+      rpx = await startProxy(sa.port);
+      const baseA = 'http://127.0.0.1:' + sa.port, baseB = 'http://127.0.0.1:' + sb.port;
+      f = await openPage(ctxF, baseA + '/?token=frank&ws=' + encodeURIComponent('ws://127.0.0.1:' + rpx.port + '/ws'));
+      g = await openPage(ctxG, baseB + '/?token=grace');
+      await Promise.all([waitState(f, 'connected'), waitState(g, 'connected')]);
+      await join(f, R_ROOM);
+      await join(g, R_ROOM);
+      await publish(g, 'grace before the kill');
+      await waitMessage(f, R_ROOM, 'grace', 'grace before the kill');
+      await publish(f, 'frank before the kill');
+      await waitMessage(g, R_ROOM, 'frank', 'frank before the kill');
+      await waitMessage(f, R_ROOM, 'frank', 'frank before the kill');
+
+      rpx.refusing = true;                                  // until A is back with its Redis links
+      const gone = await stopServer(sa, 'SIGKILL');          // a crash: no close frame
+      expect(gone.sig === 'SIGKILL', 'chat_server A ended with ' + JSON.stringify(gone));
+      await waitState(f, 'connecting');
+      // Published through B meanwhile: grace's page, and one server
+      // notification (/api/notify on B), each shown on grace's page (so
+      // numbered and kept in Redis) before the next.
+      for (const t of rMissed) {
+        if (t.startsWith('server: ')) {
+          const text = t.slice(8);
+          const r = await httpGet(baseB + '/api/notify?channel=' + R_ROOM + '&text=' + encodeURIComponent(text));
+          expect(r.status === 200, '/api/notify on B answered HTTP ' + r.status + ' ' + r.body);
+          await waitMessage(g, R_ROOM, 'server', text);
+        } else {
+          await publish(g, t);
+          await waitMessage(g, R_ROOM, 'grace', t);
+        }
+      }
+      const away = await badge(f);
+      expect(away.state === 'connecting', 'frank\'s page while A is down: ' + JSON.stringify(away));
+      await shot(f, 'redis-away');
+
+      // A again, on its port and the same Redis: a new process, no history of its own.
+      const portA = sa.port;
+      sa = null;
+      for (let i = 0; !sa; i++) {
+        try { sa = await startServer(redisArg, portA); }
+        catch (e2) { if (i >= 4) throw e2; await sleep(500); }
+      }
+      await waitFor('chat_server A to link to Redis again', () => redisLinked(sa));
+      rpx.refusing = false;
+      await reconnect(f, 15000);
+      await waitSubscribed(f, R_ROOM);
+      const got = (await feed(f)).filter((m) => m.channel === R_ROOM);
+      const want = ['grace: grace before the kill', 'frank: frank before the kill',
+                    ...rMissed.map((t) => t.startsWith('server: ') ? t : 'grace: ' + t)];
+      expect(JSON.stringify(got.map((m) => m.from + ': ' + m.text)) === JSON.stringify(want),
+             'frank\'s feed: ' + describe(got));
+      expect(got.every((m) => m.kind === 'message'), 'frank\'s feed has a gap line: ' + describe(got));
+      expect(got.slice(2).every((m) => m.recovered) && !got[0].recovered && !got[1].recovered,
+             'recovered marks: ' + describe(got));
+      const st = await getJson(baseA + '/api/stats');
+      expect(st.history.recovered >= 1 && st.history.not_recovered === 0,
+             'A\'s recovers: ' + JSON.stringify(st.history));
+      await shot(f, 'redis-recovered');
+
+      // The restarted A carries frank's publishes to B (through Redis) again.
+      await publish(f, 'frank after the restart');
+      await waitMessage(g, R_ROOM, 'frank', 'frank after the restart');
+      await waitFor('frank\'s outbox to empty', async () => (await outboxRows(f)).length === 0);
+      await waitMessage(f, R_ROOM, 'frank', 'frank after the restart');
+      for (const [who, p] of [['frank', f], ['grace', g]]) {
+        const n = (await said(p)).filter((t) => t === 'frank: frank after the restart').length;
+        expect(n === 1, who + ' shows "frank after the restart" ' + n + ' times');
+      }
+      const gSaw = (await feed(g)).filter((m) => m.channel === R_ROOM);
+      expect(JSON.stringify(gSaw.map((m) => m.from + ': ' + m.text)) === JSON.stringify([...want, 'frank: frank after the restart']),
+             'grace\'s feed: ' + describe(gSaw));
+    });
+
+    await test(R_STOP, () => ({f}), async () => {
+      await Promise.race([Promise.all([ctxF.close(), ctxG.close()]), sleep(5000)]);
+      if (rpx) rpx.close();
+      const bad = [];
+      for (const [label, s] of [['A', sa], ['B', sb]]) {
+        if (!s) continue;
+        const r = await stopServer(s, 'SIGTERM');
+        if (r.code !== 0) bad.push('chat_server ' + label + ' exit ' + JSON.stringify(r) + ', see ' + s.log);
+      }
+      if (rs) {
+        const r = await stopServer(rs, 'SIGTERM');
+        if (r.code !== 0) bad.push('redis-server exit ' + JSON.stringify(r) + ', see ' + rs.log);
+      }
+      expect(sa && sb && rs, 'not every process started (see the case above)');
+      expect(bad.length === 0, bad.join('; '));
+    });
+  }
 
   await test('no uncaught errors in the page', null, async () => {
     expect(pageErrors.length === 0, pageErrors.join(' | '));
