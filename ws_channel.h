@@ -2343,10 +2343,13 @@ WSCH_API void wsch_hub_bridge_appended(wsch_hub *hub, uint64_t ticket, int statu
    oldest first, each exactly as the bridge published it (header and
    positioned envelope), offsets consecutive and ending at last_offset.
    Anything else: the read failed; waiting subscribers are confirmed with
-   "recovered":false. Checked like bridge input. Returns WSCH_OK,
-   WSCH_ERR_ARG (bad name, malformed answer: counted in
-   stats.bridge_refused and treated as a failed read), WSCH_ERR_STATE
-   (no shared positions), WSCH_ERR_NOMEM. */
+   "recovered":false. Checked like bridge input. Returns WSCH_OK;
+   WSCH_ERR_ARG (no hub, NULL with a length, a bad name) or, for a
+   malformed answer, the error of what was wrong in it, as
+   wsch_hub_bridge_deliver() returns (WSCH_ERR_ARG, WSCH_ERR_TOO_LARGE,
+   WSCH_ERR_JSON, WSCH_ERR_UTF8, ...): counted in stats.bridge_refused and
+   treated as a failed read; WSCH_ERR_STATE (no shared positions);
+   WSCH_ERR_NOMEM. */
 WSCH_API int wsch_hub_bridge_fetched(wsch_hub *hub, const char *name, size_t name_len, int status,
                                      const char *epoch, uint64_t last_offset, const wsch_str *messages,
                                      size_t count);
@@ -7978,6 +7981,8 @@ typedef struct wsch__hub_channel {
     uint64_t delivered;
     uint8_t synced;                 /* shared positions: the position is the bridge's, checked by a fetch */
     uint8_t fetching;               /* shared positions: a fetch is out */
+    uint8_t lost;                   /* shared positions: lost_epoch is one the bridge lost, having had messages */
+    uint64_t lost_epoch;            /* (its late messages, still on their way, are skipped) */
 } wsch__hub_channel;
 
 /* A client session (reliable messages): the highest id applied and which
@@ -9614,6 +9619,18 @@ WSCH__PRIVATE void wsch__hub_fetch(wsch_hub *hub, wsch__hub_channel *ch) {
     }
 }
 
+/* The channel leaves its epoch for another (or for none): if it had
+   messages there, what of that epoch is still on its way is late. */
+WSCH__PRIVATE void wsch__hub_leave_epoch(wsch_hub *hub, wsch__hub_channel *ch, uint64_t epoch) {
+    if (ch->offset) {
+        ch->lost = 1;
+        ch->lost_epoch = ch->epoch;
+    }
+    wsch__hub_hist_drop(hub, ch);
+    ch->epoch = epoch;
+    ch->offset = ch->delivered = 0;
+}
+
 /* When the bridge's epoch changes under live subscribers, the end of the
    old one may have gone by unseen: the link was lost since (not synced),
    or a gap was being filled. Then they are told, before the new one. */
@@ -9717,9 +9734,7 @@ WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const ch
         /* The bridge has nothing: no recovery may reach across this, and
            live subscribers cannot be told they missed nothing. */
         r = ch->count && ch->delivered;
-        wsch__hub_hist_drop(hub, ch);
-        ch->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
-        ch->offset = ch->delivered = 0;
+        wsch__hub_leave_epoch(hub, ch, wsch__hub_mix(hub->epoch_key + hub->epochs++));
         if (r) wsch__hub_confirm_lost(hub, ch);
         return WSCH_OK;
     }
@@ -9735,9 +9750,7 @@ WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const ch
     if (epoch != ch->epoch) {
         /* Another stream: live subscribers follow it from its start, as far as it is kept. */
         int lost = wsch__hub_tail_unseen(ch);
-        wsch__hub_hist_drop(hub, ch);
-        ch->epoch = epoch;
-        ch->offset = ch->delivered = 0;
+        wsch__hub_leave_epoch(hub, ch, epoch);
         if (lost) wsch__hub_confirm_lost(hub, ch);
     }
     r = WSCH_OK;
@@ -9775,6 +9788,7 @@ WSCH__PRIVATE int wsch__hub_merge(wsch_hub *hub, wsch__hub_channel *ch, const ch
         if (ch->offset < last) ch->offset = last;
     }
     if (!ch->count) ch->delivered = ch->offset;
+    wsch__hub_hist_trim(hub, now);          /* the answer counts against the limits too (ch is held) */
     return r;
 }
 
@@ -9796,13 +9810,16 @@ WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, co
                          wsch__hub_position_tail(name, len, offset, epoch, tail, sizeof tail), &s, NULL);
     if (r != WSCH_OK) return r;
     wsch__hub_enter(hub);
+    if (ch->lost && epoch == ch->lost_epoch && epoch != ch->epoch) {
+        wsch_shared_release(s);             /* late: sent before the bridge lost that epoch */
+        wsch__hub_leave(hub);
+        return WSCH_OK;
+    }
     if (epoch != ch->epoch) {
         /* Another stream (the first seen, or the bridge lost the channel's
            history): live subscribers follow it from its start. */
         int lost = wsch__hub_tail_unseen(ch);
-        wsch__hub_hist_drop(hub, ch);
-        ch->epoch = epoch;
-        ch->offset = ch->delivered = 0;
+        wsch__hub_leave_epoch(hub, ch, epoch);
         if (lost) wsch__hub_confirm_lost(hub, ch);
     }
     if (offset <= ch->offset) {
