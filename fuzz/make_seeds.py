@@ -189,6 +189,15 @@ def bridge_seeds(t):
     write(t, "bridge_shared_reliable", shared + bytes([0, 0, 1, 0, 32, 4, 0, 0, 21, 0, 0, 0]) +
           bytes([24, 0, 0, 20, 0, 0, 0, 18, 0, 0, 24, 0x40, 0, 24, 0, 0, 20, 0, 4, 0, 24, 0, 0, 20, 0, 5, 0,
                  20, 0, 7, 1, 23, 5 << 2, 24, 0, 0, 23, 5 << 2, 23, 6 << 2, 4, 1 << 2, 0, 4, 0, 2, 18, 0, 0, 5, 0]))
+    # History under shared positions: a paced "history" replay to a slow
+    # reader and a recover from the hub's own epoch, while more is published.
+    write(t, "bridge_shared_history_replay", shared + open_sub + (publish + bytes([18, 0, 0])) * 5 +
+          bytes([0, 1, 1, 1, 1, 13, 1 | (1 << 2), 4, 41, 51, 5, 1]) + publish +
+          bytes([18, 0, 0, 5, 1, 5, 1, 0, 2, 1, 2, 1, 4, 42, 153, 5, 1, 5, 2, 5, 1]))
+    # More reliable messages waiting for append's answers than the first
+    # array holds, the oldest answered: the waits are moved down.
+    write(t, "bridge_shared_reliable_flood", shared + bytes([0, 0, 1, 0, 32]) + bytes([24, 0, 0]) * 2 +
+          bytes([20, 0, 0, 0]) + bytes([24, 0, 0]) * 15 + bytes([20, 0, 0, 0, 18, 0, 0]))
     # Plain bridge: interest, publish echoed back (skipped as its own), a
     # foreign message, a user's channel, malformed input, resubscribe.
     plain = bytes([0, 0x80, 0x02])
