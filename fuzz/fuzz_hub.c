@@ -262,6 +262,8 @@ static void hb_seen_clear(hb_slot *s, int ch) {
         if (ch < 0 || ch == j) s->seen[j].n = 0;
 }
 
+static uint64_t hb_high_get(const hb_world *w, int j, const char *epoch);
+
 /* One text message the peer received (a valid envelope). */
 static void hb_seen_message(hb_slot *s, const char *p, size_t len, const wsch_envelope *env) {
     static const char *const keys[3] = {"channel", "offset", "epoch"};
@@ -284,7 +286,15 @@ static void hb_seen_message(hb_slot *s, const char *p, size_t len, const wsch_en
     FZ_CHECK(hb_uint(v[1], &offset) && offset >= 1);
     FZ_CHECK(v[2].len == WSCH_HUB_EPOCH_LEN + 2u && v[2].ptr[0] == '"' && hb_hex16(v[2].ptr + 1, WSCH_HUB_EPOCH_LEN));
     j = hb_channel_of(v[0]);
-    if (j < 0 || s->lax) return;                        /* a name only raw bytes use */
+    if (j < 0) return;                                  /* a name only raw bytes use */
+    if (s->w->shared && !s->w->wild[j]) {
+        /* Under shared positions only the bridge numbers (the bound only grows: checking late is fine). */
+        char ep[WSCH_HUB_EPOCH_LEN + 1];
+        memcpy(ep, v[2].ptr + 1, WSCH_HUB_EPOCH_LEN);
+        ep[WSCH_HUB_EPOCH_LEN] = '\0';
+        FZ_CHECK(offset <= hb_high_get(s->w, j, ep));
+    }
+    if (s->lax) return;
     t = &s->seen[j];
     for (i = 0; i < t->n; i++)
         if (memcmp(t->epoch[i], v[2].ptr + 1, WSCH_HUB_EPOCH_LEN) == 0) break;
