@@ -167,6 +167,44 @@ def hub_seeds():
     write(t, "http_and_refusals", bytes([0x10, 0x04]) + http)
     idle = bytes([0, 0, 1, 0, 1, 6, 8, 16, 5, 6, 8, 0, 1, 1, 1, 3, 15, 0, 5, 0, 6, 4, 17, 0])
     write(t, "idle_and_shutdown", bytes([0x20, 0x01]) + idle)
+    bridge_seeds(t)
+
+
+def bridge_seeds(t):
+    # Byte 1's top bit adds a bridge; byte 2 configures it (0x01 shared
+    # positions, history 1 + bits 4-6). Bridge ops: 18 deliver(variant),
+    # 20 appended(variant, which), 21 fetched(variant, which), 22 resubscribe
+    # (k & 4: link lost), 23 store event (k >> 2), 24 client pub (k, arg).
+    shared = bytes([0, 0x80, 0x01 | (3 << 4)])
+    open_sub = bytes([0, 0, 1, 0, 1, 4, 0, 0, 21, 0, 0, 0])        # slot 0 as user 1 on "a", fetch answered
+    publish = bytes([8, 0, 153, 20, 0, 0, 0])                      # broadcast on "a", append answered OK
+    write(t, "bridge_shared_publish", shared + open_sub + publish * 3 + bytes([18, 0, 0]) * 3 +
+          bytes([5, 0, 23, 0]) + publish + bytes([18, 0, 0, 5, 0]))
+    # Gaps (a lost message, the link down), resubscribe, a forged message and a forged answer.
+    write(t, "bridge_shared_gap_forged", shared + open_sub + publish * 2 +
+          bytes([23, 2 << 2, 18, 0, 0, 8, 0, 153, 20, 0, 0, 0, 18, 0, 0, 21, 0, 0, 0, 23, 4 << 2]) + publish +
+          bytes([22, 4, 21, 0, 1, 0, 18, 0, 4, 0, 0, 0x02, 3, 0, 21, 0, 5, 0, 0, 1, 0x02, 2, 4, 0, 18, 0, 0]))
+    # Reliable publishes from a client with a session: acked when appended,
+    # "unavailable" when it fails, a resend, a bogus ticket, refusals.
+    write(t, "bridge_shared_reliable", shared + bytes([0, 0, 1, 0, 32, 4, 0, 0, 21, 0, 0, 0]) +
+          bytes([24, 0, 0, 20, 0, 0, 0, 18, 0, 0, 24, 0x40, 0, 24, 0, 0, 20, 0, 4, 0, 24, 0, 0, 20, 0, 5, 0,
+                 20, 0, 7, 1, 23, 5 << 2, 24, 0, 0, 23, 5 << 2, 23, 6 << 2, 4, 1 << 2, 0, 4, 0, 2, 18, 0, 0, 5, 0]))
+    # History under shared positions: a paced "history" replay to a slow
+    # reader and a recover from the hub's own epoch, while more is published.
+    write(t, "bridge_shared_history_replay", shared + open_sub + (publish + bytes([18, 0, 0])) * 5 +
+          bytes([0, 1, 1, 1, 1, 13, 1 | (1 << 2), 4, 41, 51, 5, 1]) + publish +
+          bytes([18, 0, 0, 5, 1, 5, 1, 0, 2, 1, 2, 1, 4, 42, 153, 5, 1, 5, 2, 5, 1]))
+    # More reliable messages waiting for append's answers than the first
+    # array holds, the oldest answered: the waits are moved down.
+    write(t, "bridge_shared_reliable_flood", shared + bytes([0, 0, 1, 0, 32]) + bytes([24, 0, 0]) * 2 +
+          bytes([20, 0, 0, 0]) + bytes([24, 0, 0]) * 15 + bytes([20, 0, 0, 0, 18, 0, 0]))
+    # Plain bridge: interest, publish echoed back (skipped as its own), a
+    # foreign message, a user's channel, malformed input, resubscribe.
+    plain = bytes([0, 0x80, 0x02])
+    write(t, "bridge_plain", plain + bytes([0, 0, 1, 0, 1, 0, 1, 1, 1, 1, 4, 0, 0, 4, 1, 2, 8, 0, 153,
+                                            18, 0, 0, 18, 0, 6, 0, 1, 9, 0, 4, 18, 0, 0, 18, 0, 6, 17, 0,
+                                            18, 0, 5, 2, 1, 4, 0x7b, 0x7d, 0x20, 0x20, 22, 0, 8, 0, 153,
+                                            22, 4, 18, 0, 0, 23, 7 << 2, 8, 0, 153, 5, 0, 5, 1]))
 
 
 if __name__ == "__main__":
