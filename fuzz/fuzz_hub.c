@@ -187,8 +187,6 @@ typedef struct hb_world {
     unsigned nhigh[HB_NCH];
     int wild[HB_NCH];           /* raw bytes with a position nobody can read were taken: no bound */
     wsch_hub_counters last;     /* stats after the previous step */
-    uint64_t history_bytes;     /* stats.history_bytes after the previous step */
-    int fetched_step;           /* this step answered a fetch */
 } hb_world;
 
 /* ---- transport ------------------------------------------------------------ */
@@ -897,18 +895,7 @@ static void hb_invariants(hb_world *w) {
     FZ_CHECK(st.subscriptions == subs);
     if (w->desc.history_size) {
         FZ_CHECK(st.channels >= channels);          /* and those kept for their history */
-        if (st.history_bytes > w->desc.history_max_bytes) {
-#ifdef HB_STRICT
-            FZ_CHECK(st.history_bytes <= w->desc.history_max_bytes);
-#else
-            /* Known library issue (fuzz/README.md, B3): a fetch answer is
-               merged without the history_max_bytes trim, and the excess
-               stays until the next publish or subscribe trims. Tolerated
-               here: only a fetch answer may grow history past the limit. */
-            FZ_CHECK(w->fetched_step || st.history_bytes <= w->history_bytes);
-#endif
-        }
-        w->history_bytes = st.history_bytes;
+        FZ_CHECK(st.history_bytes <= w->desc.history_max_bytes);
     } else {
         FZ_CHECK(st.channels == channels);
     }
@@ -1077,18 +1064,6 @@ static void hb_op_deliver(hb_world *w, fz_in *in) {
             memcpy(name, m->name, m->name_len + 1u);
             name_len = m->name_len;
             j = hb_channel_index(name, name_len);
-#ifndef HB_STRICT
-            /* Known library issue (fuzz/README.md, B2): a message of an
-               epoch the store has lost, arriving after the hub moved to
-               another epoch, takes the hub back to it and repeats what its
-               peers had. Tolerated here so fuzzing goes on; -DHB_STRICT
-               checks it. */
-            if (w->shared && j >= 0 && hb_msg_position(data, len, &off, ep) && strcmp(ep, w->store[j].epoch) != 0) {
-                wsch_hub_position pos;
-                if (wsch_hub_channel_position(w->hub, hb_channels[j], &pos) != WSCH_OK || strcmp(pos.epoch, ep) != 0)
-                    hb_mark_reset_all(w, j);
-            }
-#endif
         }
         break;
     }
@@ -1251,15 +1226,10 @@ static void hb_op_fetched(hb_world *w, fz_in *in) {
     }
     HB_T("  fetched(%u) %.*s status %d epoch %s last %llu count %zu: rc %d\n", v, (int)name_len, name, status,
          epoch ? epoch : "NULL", (unsigned long long)last, k, rc);
-#ifdef HB_STRICT
-    FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_NOMEM || (!w->shared && rc == WSCH_ERR_STATE));
-#else
-    /* Known library issue (fuzz/README.md, B4): a malformed message in an
-       answer returns its own parse error, not the documented WSCH_ERR_ARG. */
+    /* The documented codes: a malformed message in an answer returns its own parse error. */
     FZ_CHECK(rc == WSCH_OK || rc == WSCH_ERR_ARG || rc == WSCH_ERR_NOMEM || (!w->shared && rc == WSCH_ERR_STATE) ||
              rc == WSCH_ERR_JSON || rc == WSCH_ERR_JSON_DEPTH || rc == WSCH_ERR_UTF8 || rc == WSCH_ERR_NO_TYPE ||
              rc == WSCH_ERR_TOO_LARGE);
-#endif
     if (!w->shared) FZ_CHECK(rc == WSCH_ERR_STATE);
 }
 
@@ -1429,7 +1399,7 @@ static void hb_step(hb_world *w, fz_in *in) {
     case 16: w->now += (k + 1u) * 1000u; break;
     case 18: case 19: hb_op_deliver(w, in); break;
     case 20: hb_op_appended(w, in); break;
-    case 21: case 25: w->fetched_step = 1; hb_op_fetched(w, in); break;
+    case 21: case 25: hb_op_fetched(w, in); break;
     case 22: hb_op_resubscribe(w, k); break;
     case 23: hb_op_store(w, k >> 2); break;
     case 24: hb_op_pub(w, s, k, fz_u8(in)); break;
@@ -1506,7 +1476,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     w->desc = wsch_hub_desc_defaults(&w->desc);
     w->shared = w->desc.bridge.append != NULL && w->desc.history_size > 0;
     while (in.n && steps++ < 3000) {
-        w->fetched_step = 0;
         hb_step(w, &in);
         if (w->al.fail_at && w->al.count >= w->al.fail_at) w->al.fail_at = 0;
         hb_invariants(w);

@@ -728,6 +728,24 @@ static void store_answer(bus_msg *m) {
     (void)wsch_hub_bridge_fetched(hub, m->name, m->name_len, WSCH_OK, c->epoch, c->offset, msgs, k);
 }
 
+/* Runs the fetches queued now, ahead of what is queued before them (a
+   fetch and pub/sub travel on different links); returns how many. */
+static int bus_run_fetches(void) {
+    int i = 0, done = 0;
+    while (i < B.qlen) {
+        bus_msg m = B.q[i];
+        if (m.kind != BUS_FETCH) {
+            i++;
+            continue;
+        }
+        memmove(B.q + i, B.q + i + 1, (size_t)(B.qlen - i - 1) * sizeof B.q[0]);
+        B.qlen--;
+        store_answer(&m);
+        done++;
+    }
+    return done;
+}
+
 /* Runs the bus until nothing is left (answers may ask for more); returns
    how many it ran. */
 static int bus_run(void) {
@@ -748,11 +766,14 @@ static int bus_run(void) {
     return done;
 }
 
+static size_t shared_max_bytes;     /* 0: the default */
+
 static void with_shared(wsch_hub_desc *d) {
     with_bridge(d);
     d->bridge.append = b_append;
     d->bridge.fetch = b_fetch;
     d->history_size = 16;
+    d->history_max_bytes = shared_max_bytes;
 }
 
 static int shared_setup(void) {
@@ -1112,6 +1133,68 @@ TEST shared_failed_or_malformed_fetch(void) {
     PASS();
 }
 
+/* Found by fuzz_hub (regressions/fuzz_hub/stale_epoch_after_store_loss_repeats_offsets):
+   a message of an epoch the bridge has lost, still on its way when a
+   fetch said so, must not take the channel back to that epoch. */
+TEST shared_late_message_of_a_lost_epoch_is_skipped(void) {
+    fake b, c;
+    char epoch[WSCH_HUB_EPOCH_LEN + 1];
+    wsch_hub_position pos;
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    ASSERT(fake_open_at(&b, 1, "ben") && fake_open_at(&c, 1, "cy"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b, "news"));
+    ASSERT_EQ(1, bus_run());
+    (void)fake_pending(&b);
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 1));
+    ASSERT_EQ(2, bus_run());
+    strcpy(epoch, S.ch[0].epoch);
+    ASSERT(got_message(&b, 1, 1, epoch));
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 2));     /* on its way to hub 1... */
+    store_flush();                                          /* ...when the bridge loses everything */
+    ASSERT_EQ(WSCH_OK, recover_at(&c, "news", 1, "0123456789abcdef"));
+    ASSERT_EQ(1, bus_run_fetches());                        /* "nothing here" arrives first */
+    ASSERT(strstr(fake_text(&b), "\"recovered\":false") != NULL);
+    ASSERT(strstr(fake_text(&c), "\"recovered\":false") != NULL);
+    ASSERT_EQ(2, bus_run());                                /* the late message, the append's answer */
+    ASSERT_EQ(0, (int)(fake_pending(&b) + fake_pending(&c)));
+    ASSERT_EQ(WSCH_OK, wsch_hub_channel_position(B.node[1].hub, "news", &pos));
+    ASSERT(strcmp(pos.epoch, epoch) != 0);
+    /* The bridge's next epoch is followed as usual. */
+    ASSERT_EQ(WSCH_OK, shared_publish(0, "news", 3));
+    ASSERT_EQ(2, bus_run());
+    ASSERT(got_message(&b, 3, 1, S.ch[0].epoch) && got_message(&c, 3, 1, S.ch[0].epoch));
+    fake_gone(&b);
+    fake_gone(&c);
+    ASSERT_EQ(0, (int)shared_teardown(NULL, 0));
+    ASSERT(fake_done(&b) && fake_done(&c));
+    PASS();
+}
+
+/* Found by fuzz_hub (regressions/fuzz_hub/fetch_answer_exceeds_history_max_bytes):
+   what a fetch brings counts against history_max_bytes at once. */
+TEST shared_fetch_answer_keeps_the_memory_limit(void) {
+    fake a, c;
+    int i;
+    shared_max_bytes = 1500;
+    ASSERT_EQ(WSCH_OK, shared_setup());
+    shared_max_bytes = 0;
+    ASSERT(fake_open(&a, "ann") && fake_open_at(&c, 1, "cy"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&a, "news"));
+    ASSERT_EQ(1, bus_run());
+    for (i = 1; i <= STORE_KEEP; i++) ASSERT_EQ(WSCH_OK, shared_publish(0, "news", i));
+    ASSERT_EQ(2 * STORE_KEEP, bus_run());
+    ASSERT(node_stats(0).history_bytes <= 1500);
+    ASSERT_EQ(WSCH_OK, recover_at(&c, "news", 0, S.ch[0].epoch));
+    ASSERT_EQ(1, bus_run());
+    ASSERT(node_stats(1).history_messages > 0);
+    ASSERT(node_stats(1).history_bytes <= 1500);
+    fake_gone(&a);
+    fake_gone(&c);
+    ASSERT_EQ(0, (int)shared_teardown(&a, 1));
+    ASSERT(fake_done(&c));
+    PASS();
+}
+
 /* Shared positions while hub 0's allocations fail in turn: subscribes that
    wait, reliable publishes that wait, gaps, fills and recovery, then the
    end with answers still out. No leak, nothing held past the end. */
@@ -1177,6 +1260,8 @@ SUITE(bridge) {
     RUN_TEST(shared_epoch_lost_is_said);
     RUN_TEST(shared_reliable_publish_is_acked_when_numbered);
     RUN_TEST(shared_failed_or_malformed_fetch);
+    RUN_TEST(shared_late_message_of_a_lost_epoch_is_skipped);
+    RUN_TEST(shared_fetch_answer_keeps_the_memory_limit);
     RUN_TEST(shared_failing_allocator_never_leaks);
 }
 
