@@ -2039,9 +2039,11 @@ typedef struct wsch_hub_position {
        been published all the same: the application decides whether to
        send it again); "unavailable" when append refused it (it was not).
    Neither callback may call into the hub; answers come later, from the
-   caller's loop. Sessions (reliable message ids) stay per process: a
-   resend that reaches another process after its ack was lost is applied
-   again there.
+   caller's loop. A resend of a reliable message whose append has not
+   been answered yet is not applied again: the answer goes to the
+   connection that sent it last. Sessions (reliable message ids) stay per
+   process: a resend that reaches another process after its ack was lost
+   is applied again there.
 
    Give every hub on one bridge the same limits (max_message_size,
    max_channel_len, max_user_id_len): what one hub sends and another's
@@ -7995,6 +7997,7 @@ typedef struct wsch__hub_session {
     uint64_t refused[WSCH__HUB_WINDOW / 64u];          /* bit i: id last_id - i was refused */
     uint32_t conns;
     uint32_t idle_since_ms;
+    uint32_t waiting;               /* its reliable messages waiting for bridge.append's answer */
 } wsch__hub_session;
 
 typedef struct wsch__hub_user {
@@ -8945,7 +8948,10 @@ WSCH__PRIVATE int wsch__hub_append(wsch_hub *hub, const char *name, size_t len, 
         w->id = hub->answering_id;
         w->peer = wsch__hub_handle(hub, hub->answering);
         w->sess = hub->answering->sess;
-        if (w->sess) w->sess->conns++;      /* the peer holds it too: never idle here */
+        if (w->sess) {
+            w->sess->conns++;               /* the peer holds it too: never idle here */
+            w->sess->waiting++;
+        }
         hub->deferred = 1;
     }
     return WSCH_OK;
@@ -9937,6 +9943,19 @@ WSCH__PRIVATE void wsch__hub_on_app_message(wsch_hub *hub, wsch__hub_peer *cl, c
         }
         id = (uint64_t)k;
     }
+    if (id && se && se->waiting && id > se->last_id) {
+        /* Sent again while the bridge has yet to answer it (a reconnect):
+           not applied twice; the answer, when it comes, goes here. */
+        size_t i;
+        for (i = hub->whead; i < hub->nwaits; i++) {
+            wsch__hub_wait *w = &hub->waits[i];
+            if (w->ticket && w->sess == se && w->id == id) {
+                w->peer = wsch__hub_handle(hub, cl);
+                hub->duplicates++;
+                return;
+            }
+        }
+    }
     if (id && se && id <= se->last_id) {
         uint64_t back = se->last_id - id;
         hub->duplicates++;
@@ -10567,6 +10586,7 @@ WSCH_API void wsch_hub_bridge_appended(wsch_hub *hub, uint64_t ticket, int statu
     if (w.sess) {
         /* Recorded even with the peer gone: a resend is answered, not applied again. */
         uint64_t back = w.sess->last_id - w.id;
+        w.sess->waiting--;
         if (w.id > w.sess->last_id) wsch__hub_session_record(w.sess, w.id, status != WSCH_OK);
         else if (status != WSCH_OK && back < WSCH__HUB_WINDOW) w.sess->refused[back / 64u] |= (uint64_t)1u << (back % 64u);
         wsch__hub_session_put(hub, w.sess);

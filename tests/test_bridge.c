@@ -1078,6 +1078,15 @@ TEST shared_reliable_publish_is_acked_when_numbered(void) {
     ASSERT_EQ(3, (int)payload_int_of(fake_text(&a), "data"));     /* this fake numbered it all the same */
     ASSERT_STR_EQ("unconfirmed", payload_str_of(fake_text(&a), "code"));
     S.fail_appended = 0;
+    /* Sent again while the bridge has yet to answer (a quick reconnect):
+       applied once, answered once, on the connection that sent it last. */
+    ASSERT_EQ(WSCH_OK, fake_say(&a, "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":4},\"id\":4}"));
+    ASSERT_EQ(WSCH_OK, fake_say(&a, "{\"type\":\"publish\",\"payload\":{\"channel\":\"news\",\"data\":4},\"id\":4}"));
+    ASSERT_EQ(4, S.appends);
+    ASSERT_EQ(2, bus_run());
+    ASSERT_EQ(4, (int)payload_int_of(fake_text(&a), "data"));
+    ASSERT_STR_EQ("{\"type\":\"ack\",\"payload\":{\"id\":4}}", fake_text(&a));
+    ASSERT_EQ(0, (int)fake_pending(&a));
     fake_gone(&a);
     ASSERT_EQ(2, (int)node_stats(0).bridge_append_errors);
     ASSERT_EQ(0, (int)shared_teardown(&a, 1));
