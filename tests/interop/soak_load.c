@@ -34,8 +34,9 @@
    Messages owed: a steady subscriber is owed every "soak" message published
    after the subscribers were all in (they subscribe before the first
    publish). Across two servers (Redis), a message published during a
-   disruption of Redis cannot cross (Redis keeps nothing): a subscriber on
-   the other server is not owed the messages published within a window of
+   disruption of Redis cannot be numbered there (chat_server keeps history
+   by default, so Redis numbers every channel message): it is refused, and
+   no subscriber, on either server, is owed the messages published within a window of
    --windows FILE (lines "START_MS END_MS", CLOCK_MONOTONIC, written by the
    orchestrator while we run, read at the end) widened by --grace-ms (8 s
    after the end: the bridge's reconnect backoff, at most 6.25 s, and the
@@ -556,8 +557,8 @@ report:
         if (c->gaps_lost) owed_missing += c->gaps_lost;
         for (g = 0; g < c->ngaps; g++) {
             for (n = c->gaps[g][0]; n <= c->gaps[g][1] && n <= final_n; n++) {
-                /* The publisher's own server delivers locally whatever Redis does. */
-                if (c->server != 0 && in_windows(pub_ms[n], (const uint64_t (*)[2])win, nwin, grace)) excused++;
+                /* Refused for everyone while Redis could not number it. */
+                if (in_windows(pub_ms[n], (const uint64_t (*)[2])win, nwin, grace)) excused++;
                 else owed_missing++;
             }
         }
