@@ -8431,9 +8431,6 @@ WSCH__PRIVATE void wsch__hub_hist_trim(wsch_hub *hub, uint32_t now) {
     }
 }
 
-/* Keeps s as the channel's message at offset ch->offset. Without memory the
-   channel's history is dropped instead: a recovery must never skip a
-   message, and an empty history cannot be replayed across. */
 /* Makes room for one more in the channel's ring when it is full and may
    grow (without memory it stays full). */
 WSCH__PRIVATE void wsch__hub_ring_room(wsch_hub *hub, wsch__hub_channel *ch) {
@@ -8467,6 +8464,9 @@ WSCH__PRIVATE wsch__hub_rec *wsch__hub_rec_new(wsch_hub *hub, wsch__hub_channel 
     return r;
 }
 
+/* Keeps s as the channel's message at offset ch->offset. Without memory the
+   channel's history is dropped instead: a recovery must never skip a
+   message, and an empty history cannot be replayed across. */
 WSCH__PRIVATE void wsch__hub_hist_append(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s, uint32_t now) {
     wsch__hub_rec *r;
     wsch__hub_ring_room(hub, ch);
@@ -8491,6 +8491,7 @@ WSCH__PRIVATE void wsch__hub_hist_append(wsch_hub *hub, wsch__hub_channel *ch, w
    when the channel keeps all it may (or without memory). */
 WSCH__PRIVATE int wsch__hub_hist_prepend(wsch_hub *hub, wsch__hub_channel *ch, wsch_shared *s) {
     wsch__hub_rec *next, *r;
+    WSCH_ASSERT(ch->kept);              /* it goes before the oldest kept */
     if (ch->kept >= hub->desc.history_size) return 0;
     wsch__hub_ring_room(hub, ch);
     next = ch->ring[ch->head];
@@ -8654,8 +8655,6 @@ WSCH__PRIVATE void wsch__hub_user_unlink(wsch_hub *hub, wsch__hub_peer *cl) {
 
 /* ---- encoding and delivery ------------------------------------------------- */
 
-/* ,"channel":C,"offset":N,"epoch":E of the channel's next message: the
-   tail of its envelope. A valid channel name needs no escapes. */
 /* ,"offset":N,"epoch":"E": a position, in messages and confirmations alike. */
 WSCH__PRIVATE void wsch__hub_put_position(wsch__writer *w, uint64_t offset, uint64_t epoch_id) {
     char epoch[WSCH_HUB_EPOCH_LEN + 1];
@@ -8667,8 +8666,9 @@ WSCH__PRIVATE void wsch__hub_put_position(wsch__writer *w, uint64_t offset, uint
     wsch__w_puts(w, "\"");
 }
 
-/* The members after type and payload: ,"channel":C and, with offset > 0,
-   its position (offset 0: what bridge.append is handed). */
+/* The tail of a channel message's envelope, after type and payload:
+   ,"channel":C and, with offset > 0, its position (offset 0: what
+   bridge.append is handed). A valid channel name needs no escapes. */
 WSCH__PRIVATE size_t wsch__hub_position_tail(const char *name, size_t len, uint64_t offset, uint64_t epoch_id,
                                              char *buf, size_t cap) {
     wsch__writer w;
@@ -8927,20 +8927,21 @@ WSCH__PRIVATE int wsch__hub_append(wsch_hub *hub, const char *name, size_t len, 
             if (r != WSCH_OK) r = WSCH_ERR_LIMIT;
         }
     }
+    if (r == WSCH_OK) {
+        hub->next_ticket++;
+        if (hub->desc.bridge.append(hub->bridge_buf, len, hub->bridge_buf + len + 1u, data_len, hub->next_ticket,
+                                    hub->desc.bridge.user) != WSCH_OK)
+            r = WSCH_ERR_STATE;
+    }
     if (r != WSCH_OK) {
         hub->bridge_append_errors++;
-        return r;
-    }
-    hub->next_ticket++;
-    if (hub->desc.bridge.append(hub->bridge_buf, len, hub->bridge_buf + len + 1u, data_len, hub->next_ticket,
-                                hub->desc.bridge.user) != WSCH_OK) {
-        hub->bridge_append_errors++;
-        if (reliable) {         /* never acked: it did not happen */
+        /* Refused by the bridge, or too many wait for it: never acked, it did not happen. */
+        if (reliable && (r == WSCH_ERR_STATE || r == WSCH_ERR_LIMIT)) {
             hub->answered = 1;
             wsch__hub_send_error(hub, hub->answering, "unavailable", WSCH__HUB_UNAVAILABLE, hub->answering_env,
                                  NULL, 0, hub->answering_id);
         }
-        return WSCH_ERR_STATE;
+        return r;
     }
     if (reliable) {
         wsch__hub_wait *w = &hub->waits[hub->nwaits++];
