@@ -1301,6 +1301,14 @@ WSCH_API int wsch_json_get_number(wsch_str obj, const char *key, double *out);
    WSCH_ERR_TOO_LARGE. */
 WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out);
 
+/* The elements of a JSON array, one per call: *pos starts at 0 and is
+   advanced; *elem gets the next element's raw text. Returns WSCH_OK,
+   WSCH_ERR_NOT_FOUND past the last one, or WSCH_ERR_JSON when array does
+   not start with '['. array must be valid JSON (a span a lookup above
+   returned, say: they validate); on anything else the answers are
+   unspecified, but nothing outside array is read. */
+WSCH_API int wsch_json_array_next(wsch_str array, size_t *pos, wsch_str *elem);
+
 /* The "channel" of a subscribe/unsubscribe/publish payload: a non-empty
    string without U+0000, unescaped into out with a NUL. Returns as
    wsch_json_get_string, and WSCH_ERR_NOT_FOUND for an empty channel or one
@@ -1846,6 +1854,39 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
      to another process) is applied again: at least once, never silently
      lost.
      Without a session parameter ids are answered but not deduplicated.
+   Presence (desc.presence nonzero): who is in each channel. A member is a
+     user (an authenticated peer; anonymous peers are never members) with
+     at least one connection subscribed to the channel; info is the JSON
+     value wsch_hub_set_presence_info() gave the connection that made the
+     user join. Changes are per user: a user's first connection joins, its
+     last leaves; a second tab changes nothing others see. They are sent
+     once per loop turn: the caller calls wsch_hub_flush() when a turn of
+     its loop ends, and each presence subscriber gets one message per
+     changed channel (a join and a leave in one turn cancel out).
+       {"type":"subscribe","payload":{"channel":C,"presence":true}}
+                        the confirmation then also carries the members as
+                        last sent ("connections" current), or, over the cap
+                        below, only the counts:
+                          ...,"presence":[{"user":U,"connections":N[,"info":I]},...]}
+                          ...,"presence_stats":{"users":N,"connections":M}}
+                        and the subscriber gets, after each turn with changes:
+       {"type":"presence_diff","payload":{"channel":C,"joins":[{"user":U[,"info":I]},...],"leaves":[{"user":U},...]}}
+                        or, when the whole list is shorter than the diff
+                        (or the channel came back under the cap), the
+                        whole list, which replaces what the subscriber had:
+       {"type":"presence","payload":{"channel":C,"members":[...]}}
+                        or, over the cap, the counts, at most once per
+                        presence_stats_interval_ms:
+       {"type":"presence_stats","payload":{"channel":C,"users":N,"connections":M}}
+       {"type":"presence","payload":{"channel":C}}        answered with the
+                        "presence" message above (or "presence_stats" over the cap)
+       {"type":"presence_stats","payload":{"channel":C}}  answered with the counts
+     Over the cap means more than presence_max_members users, or a member
+     list longer than max_message_size. Only a peer allowed to subscribe
+     to C (authorize_subscribe) may ask; the others get "forbidden". A
+     confirmation with presence, and each diff, is consistent with the
+     messages before it: applying them in order gives the member set as of
+     the last flush. Errors: "presence_off" (the hub does not track it).
    Close codes the hub sends: 4001 "Unauthorized" (authenticate refused),
    WSCH_HUB_CLOSE_SLOW_CONSUMER 4008 "Slow consumer", 1000 "Idle timeout",
    1001 "Server shutting down", 1011 "Out of memory"; the connection's own
@@ -1902,6 +1943,9 @@ enum { WSCH_HUB_TIMER_IDLE = 16 };
 #define WSCH_HUB_DEFAULT_SESSION_TTL_MS       300000u
 #define WSCH_HUB_EPOCH_LEN                    16u     /* hex digits */
 #define WSCH_HUB_NO_TIMEOUT                   0xFFFFFFFFu /* idle_timeout_ms: never */
+#define WSCH_HUB_DEFAULT_PRESENCE_MAX_MEMBERS 1000u
+#define WSCH_HUB_DEFAULT_PRESENCE_STATS_MS    1000u
+#define WSCH_HUB_DEFAULT_MAX_PRESENCE_INFO_LEN 256u
 
 /* Why the hub dropped a peer: the index into wsch_hub_counters.drops. */
 typedef enum wsch_hub_drop {
@@ -1953,6 +1997,10 @@ typedef struct wsch_hub_counters {
     uint64_t sessions;          /* gauge: sessions remembered */
     uint64_t acks;              /* reliable messages acknowledged (duplicates included) */
     uint64_t duplicates;        /* reliable messages already applied: answered, not applied */
+    /* Presence: */
+    uint64_t presence_members;  /* gauge: (channel, user) members */
+    uint64_t presence_messages; /* presence messages encoded by wsch_hub_flush (one per changed channel) */
+    uint64_t presence_sent;     /* ... queued to peers, one per recipient */
 } wsch_hub_counters;
 
 /* A channel's stream position (wsch_hub_channel_position()). */
@@ -2142,6 +2190,14 @@ typedef struct wsch_hub_desc {
        past it a new session's upgrade is refused with 503). */
     uint32_t session_ttl_ms;            /* 300000 */
     size_t max_sessions;                /* max_peers */
+    /* Presence (see "Presence" above): on when nonzero. Over
+       presence_max_members users a channel's presence goes as counts, at
+       most every presence_stats_interval_ms (needs effects.now_ms, else
+       every flush). Info is at most max_presence_info_len bytes of JSON. */
+    int presence;
+    size_t presence_max_members;        /* 1000 */
+    uint32_t presence_stats_interval_ms;/* 1000 */
+    size_t max_presence_info_len;       /* 256 */
     wsch_allocator allocator;
     /* Each peer's transport: send and close required, timers optional
        (without them, no timeouts); they get the peer's user pointer (the
@@ -2181,6 +2237,10 @@ typedef struct wsch_hub_desc {
        reliable one (with an "id"), the ack goes out when this returns,
        unless wsch_hub_refuse() answered it. */
     void (*on_message)(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user);
+    /* A user joined (joined 1) or left (0) a channel's presence: at once,
+       per user, inside the subscription change (a peer's subscribe,
+       unsubscribe or end). It may call the getters only. */
+    void (*on_presence)(wsch_hub *hub, wsch_str channel, wsch_str user_id, int joined, void *user);
     void *user;
 } wsch_hub_desc;
 
@@ -2281,6 +2341,31 @@ WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code
    channel here: no subscribers and no history) or WSCH_ERR_STATE (no
    positions: history off and desc.positions 0). */
 WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel, wsch_hub_position *out);
+
+/* Presence (desc.presence). The end of a turn of the caller's loop: sends
+   each changed channel's presence to its presence subscribers (one message
+   each), and returns how many milliseconds may pass before it wants to be
+   called again with nothing else happening (counts held back by
+   presence_stats_interval_ms), 0 when nothing waits. Cheap when nothing
+   changed; call it after every batch of events. Not from inside a hub
+   callback. */
+WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub);
+/* The peer's presence info: one JSON value of 1..max_presence_info_len
+   bytes (copied; NULL or len 0 clears it), shown to others in the
+   channels the peer's user joins after this call. Meant for authenticate
+   or on_connect. WSCH_OK, WSCH_ERR_STALE, WSCH_ERR_STATE (presence off),
+   WSCH_ERR_TOO_LARGE, WSCH_ERR_JSON or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_hub_set_presence_info(wsch_hub *hub, wsch_hub_peer peer, const char *json, size_t len);
+/* Members of channel now: users with a connection subscribed, and those
+   connections. WSCH_OK (zeros for an unknown channel) or WSCH_ERR_STATE
+   (presence off). */
+WSCH_API int wsch_hub_presence_counts(const wsch_hub *hub, const char *channel, size_t *users,
+                                      size_t *connections);
+/* Calls fn for each member of channel now (in no particular order) until
+   it returns nonzero; info is empty when none was given. Nothing may
+   change the hub during the walk. Returns the number of calls. */
+typedef int (*wsch_hub_member_fn)(wsch_str user_id, size_t connections, wsch_str info, void *ctx);
+WSCH_API size_t wsch_hub_presence_each(const wsch_hub *hub, const char *channel, wsch_hub_member_fn fn, void *ctx);
 
 /* Starts the closing handshake with code and reason (reason_len bytes, or
    WSCH_CSTR; borrowed until return); the peer gets no further broadcasts.
@@ -6523,6 +6608,41 @@ WSCH__PRIVATE int wsch__json_int_value(wsch_str v, int64_t *out) {
     return WSCH_OK;
 }
 
+WSCH_API int wsch_json_array_next(wsch_str array, size_t *pos, wsch_str *elem) {
+    const char *p, *end, *start;
+    size_t depth = 0;
+    if (!array.ptr || !pos || !elem || array.len < 2 || array.ptr[0] != '[' || *pos > array.len) return WSCH_ERR_JSON;
+    end = array.ptr + array.len;
+    p = wsch__json_ws(array.ptr + (*pos ? *pos : 1u), end);
+    if (p < end && *p == ',') p = wsch__json_ws(p + 1, end);
+    if (p >= end || *p == ']') return WSCH_ERR_NOT_FOUND;
+    start = p;
+    while (p < end) {               /* to the end of the element */
+        char c = *p;
+        if (c == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\' && p + 1 < end) p++;
+            if (p < end) p++;
+            if (!depth) break;
+        } else if (c == '{' || c == '[') {
+            depth++;
+            p++;
+        } else if (c == '}' || c == ']') {
+            if (!depth) break;      /* the array's own end, after a scalar */
+            p++;
+            if (--depth == 0) break;
+        } else if (!depth && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            break;
+        } else {
+            p++;
+        }
+    }
+    elem->ptr = start;
+    elem->len = (size_t)(p - start);
+    *pos = (size_t)(p - array.ptr);
+    return WSCH_OK;
+}
+
 WSCH_API int wsch_json_get_int(wsch_str obj, const char *key, int64_t *out) {
     wsch_str v;
     int rc;
@@ -7968,6 +8088,18 @@ typedef struct wsch__hub_rec {
     uint32_t bytes;                 /* counted against history_max_bytes */
 } wsch__hub_rec;
 
+/* A user in a channel's presence (desc.presence): its connections
+   subscribed there, and whether presence subscribers were told it is in.
+   Info (info_len bytes) sits right after the struct, the key after it. */
+typedef struct wsch__hub_member {
+    wsch__hub_entry e;              /* first; key: the user id */
+    struct wsch__hub_member *dirty_next;    /* the channel's changes since the last flush */
+    uint32_t conns;
+    uint32_t info_len;              /* 0: none */
+    uint8_t announced, dirty;
+} wsch__hub_member;
+#define WSCH__HUB_MEMBER_INFO(m) ((const char *)((m) + 1))
+
 typedef struct wsch__hub_channel {
     wsch__hub_entry e;              /* first: the table hands back entries */
     struct wsch__hub_peer **subs;   /* live subscribers; room is kept for the pending ones too */
@@ -7985,7 +8117,20 @@ typedef struct wsch__hub_channel {
     uint8_t fetching;               /* shared positions: a fetch is out */
     uint8_t lost;                   /* shared positions: lost_epoch is one the bridge lost, having had messages */
     uint64_t lost_epoch;            /* (its late messages, still on their way, are skipped) */
+    /* Presence: members by user id; psubs the live presence subscribers
+       (room kept for the pending ones: ptotal counts both). */
+    wsch__hub_table members;
+    struct wsch__hub_peer **psubs;
+    size_t npsubs, psubs_cap, ptotal;
+    size_t users, member_conns;     /* members with a connection, and those connections */
+    wsch__hub_member *dirty;        /* members changed since the last flush */
+    struct wsch__hub_channel *plist_prev, *plist_next;  /* on the hub's flush list (or wait list) */
+    uint32_t stats_at_ms;           /* when counts last went out */
+    uint8_t plist;                  /* 0, WSCH__HUB_PLIST_DIRTY or WSCH__HUB_PLIST_WAIT */
+    uint8_t listed;                 /* presence subscribers hold the member list (else counts) */
+    uint8_t stats_sent;             /* counts went out at least once (stats_at_ms is set) */
 } wsch__hub_channel;
+enum { WSCH__HUB_PLIST_DIRTY = 1, WSCH__HUB_PLIST_WAIT = 2 };
 
 /* A client session (reliable messages): the highest id applied and which
    of the WSCH__HUB_WINDOW ids below it were refused. */
@@ -8021,6 +8166,8 @@ typedef struct wsch__hub_sub {
     uint64_t want_epoch;            /* while waiting for a fetch: ask.epoch */
     uint8_t asked, gap;             /* while replaying: recover was asked; history went under it */
     uint8_t waiting;                /* pending until a fetch answers: then 1 + the ask's kind, or WSCH__HUB_OWN */
+    uint8_t presence;               /* presence was asked: confirmations carry it, and diffs follow */
+    uint32_t ppos;                  /* index in ch->psubs while live with presence */
 } wsch__hub_sub;
 #define WSCH__HUB_OWN 0xFFu         /* a recover whose fetch failed: confirmed at its own position */
 #define WSCH__HUB_PENDING ((size_t)-1)
@@ -8035,6 +8182,8 @@ typedef struct wsch__hub_peer {
     struct wsch__hub_peer *user_prev, *user_next;
     struct wsch__hub_peer *link;  /* a delivery's drop list, then the hub's free list */
     wsch__hub_sub *subs;
+    char *info;                     /* presence info, info_len bytes; NULL: none */
+    uint32_t info_len;
     uint32_t last_in_ms;            /* now_ms() of the last read, truncated: differences wrap correctly */
     uint32_t index;
     uint16_t nsubs, subs_cap;
@@ -8097,6 +8246,13 @@ struct wsch_hub {
     uint64_t drops[WSCH_HUB_DROP_COUNT];
     uint64_t bridge_published, bridge_publish_errors, bridge_received, bridge_own, bridge_refused;
     uint64_t bridge_appended, bridge_append_errors, bridge_fetches, bridge_fetch_errors, bridge_gaps;
+    /* Presence: channels with changes to send at the next flush, and those
+       whose counts wait for presence_stats_interval_ms; a buffer for the
+       member lists. */
+    wsch__hub_channel *pdirty, *pwait;
+    char *pbuf;
+    size_t pbuf_cap;
+    uint64_t presence_members, presence_messages, presence_sent;
 };
 
 #define WSCH__HUB_UPFX_LEN 6u       /* WSCH_STRLEN(WSCH_HUB_BRIDGE_USER_PREFIX) */
@@ -8265,6 +8421,7 @@ WSCH__PRIVATE void wsch__hub_enter(wsch_hub *hub) { hub->depth++; }
 WSCH__PRIVATE void wsch__hub_free_peer(wsch_hub *hub, wsch__hub_peer *cl) {
     if (cl->conn) wsch_conn_destroy(cl->conn);
     wsch__free(&hub->desc.allocator, cl->subs);
+    wsch__free(&hub->desc.allocator, cl->info);
     wsch__free(&hub->desc.allocator, cl);
 }
 
@@ -8293,6 +8450,116 @@ WSCH__PRIVATE void wsch__hub_interest(wsch_hub *hub, const wsch__hub_entry *e, i
     }
     if (on) hub->desc.bridge.subscribe(name, len, hub->desc.bridge.user);
     else hub->desc.bridge.unsubscribe(name, len, hub->desc.bridge.user);
+}
+
+/* ---- presence: members ---------------------------------------------------- */
+
+/* The hub's two lists of channels whose presence has something to send:
+   at the next flush (DIRTY), or once their counts may go again (WAIT). */
+WSCH__PRIVATE void wsch__hub_plist_unlink(wsch_hub *hub, wsch__hub_channel *ch) {
+    wsch__hub_channel **head = ch->plist == WSCH__HUB_PLIST_DIRTY ? &hub->pdirty : &hub->pwait;
+    if (!ch->plist) return;
+    if (ch->plist_prev) ch->plist_prev->plist_next = ch->plist_next;
+    else *head = ch->plist_next;
+    if (ch->plist_next) ch->plist_next->plist_prev = ch->plist_prev;
+    ch->plist_prev = ch->plist_next = NULL;
+    ch->plist = 0;
+}
+
+WSCH__PRIVATE void wsch__hub_plist_push(wsch_hub *hub, wsch__hub_channel *ch, uint8_t which) {
+    wsch__hub_channel **head = which == WSCH__HUB_PLIST_DIRTY ? &hub->pdirty : &hub->pwait;
+    wsch__hub_plist_unlink(hub, ch);
+    ch->plist = which;
+    ch->plist_prev = NULL;
+    ch->plist_next = *head;
+    if (*head) (*head)->plist_prev = ch;
+    *head = ch;
+}
+
+WSCH__PRIVATE void wsch__hub_member_dirty(wsch_hub *hub, wsch__hub_channel *ch, wsch__hub_member *m) {
+    if (!m->dirty) {
+        m->dirty = 1;
+        m->dirty_next = ch->dirty;
+        ch->dirty = m;
+    }
+    if (ch->plist != WSCH__HUB_PLIST_DIRTY) wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_DIRTY);
+}
+
+WSCH__PRIVATE void wsch__hub_member_free(wsch_hub *hub, wsch__hub_channel *ch, wsch__hub_member *m) {
+    wsch__hub_remove(hub, &ch->members, &m->e);
+    hub->presence_members--;
+    wsch__free(&hub->desc.allocator, m);
+}
+
+/* The peer's connection now counts in the channel's presence. A user id
+   that is not UTF-8 cannot be said in JSON: such a peer is no member, as
+   an anonymous one. WSCH_ERR_NOMEM when a new member cannot be made. */
+WSCH__PRIVATE int wsch__hub_member_join(wsch_hub *hub, wsch__hub_channel *ch, const wsch__hub_peer *cl) {
+    const wsch__hub_entry *u = cl->uent ? &cl->uent->e : NULL;
+    wsch__hub_member *m;
+    if (!hub->desc.presence || !u) return WSCH_OK;
+    m = (wsch__hub_member *)(void *)wsch__hub_find(&ch->members, u->key, u->key_len, u->hash);
+    if (!m) {
+        if (!wsch_utf8_valid(u->key, u->key_len)) return WSCH_OK;
+        m = (wsch__hub_member *)(void *)wsch__hub_entry_new(hub, sizeof *m + cl->info_len, NULL, 0, u->key,
+                                                            u->key_len, u->hash);
+        if (!m) return WSCH_ERR_NOMEM;
+        if (wsch__hub_insert(hub, &ch->members, &m->e) != WSCH_OK) {
+            wsch__free(&hub->desc.allocator, m);
+            return WSCH_ERR_NOMEM;
+        }
+        m->info_len = cl->info_len;
+        if (cl->info_len) WSCH_MEMCPY(m + 1, cl->info, cl->info_len);
+        hub->presence_members++;
+    }
+    ch->member_conns++;
+    if (m->conns++ == 0) {
+        wsch_str cs, us;
+        ch->users++;
+        wsch__hub_member_dirty(hub, ch, m);
+        cs.ptr = ch->e.key;
+        cs.len = ch->e.key_len;
+        us.ptr = m->e.key;
+        us.len = m->e.key_len;
+        if (hub->desc.on_presence) hub->desc.on_presence(hub, cs, us, 1, hub->desc.user);
+    }
+    return WSCH_OK;
+}
+
+/* The peer's connection no longer counts there: its user's last one leaves. */
+WSCH__PRIVATE void wsch__hub_member_leave(wsch_hub *hub, wsch__hub_channel *ch, const wsch__hub_peer *cl) {
+    const wsch__hub_entry *u = cl->uent ? &cl->uent->e : NULL;
+    wsch__hub_member *m;
+    if (!hub->desc.presence || !u) return;
+    m = (wsch__hub_member *)(void *)wsch__hub_find(&ch->members, u->key, u->key_len, u->hash);
+    if (!m || !m->conns) return;    /* was no member (not UTF-8) */
+    ch->member_conns--;
+    if (--m->conns == 0) {
+        wsch_str cs, us;
+        ch->users--;
+        wsch__hub_member_dirty(hub, ch, m);
+        cs.ptr = ch->e.key;
+        cs.len = ch->e.key_len;
+        us.ptr = m->e.key;
+        us.len = m->e.key_len;
+        if (hub->desc.on_presence) hub->desc.on_presence(hub, cs, us, 0, hub->desc.user);
+    }
+}
+
+/* A channel going away takes its presence with it: nobody is left to tell. */
+WSCH__PRIVATE void wsch__hub_members_free(wsch_hub *hub, wsch__hub_channel *ch) {
+    size_t i;
+    wsch__hub_plist_unlink(hub, ch);
+    for (i = 0; i < ch->members.nbuckets; i++) {
+        wsch__hub_entry *e = ch->members.buckets[i], *next;
+        for (; e; e = next) {
+            next = e->next;
+            hub->presence_members--;
+            wsch__free(&hub->desc.allocator, e);
+        }
+    }
+    wsch__free(&hub->desc.allocator, ch->members.buckets);
+    wsch__free(&hub->desc.allocator, ch->psubs);
 }
 
 /* ---- subscriptions --------------------------------------------------------- */
@@ -8380,6 +8647,7 @@ WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_get(wsch_hub *hub, const char
         return NULL;
     }
     ch->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
+    ch->listed = 1;                 /* the empty member list */
     wsch__hub_interest(hub, &ch->e, 0, 1);
     return ch;
 }
@@ -8389,6 +8657,7 @@ WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_get(wsch_hub *hub, const char
 WSCH__PRIVATE void wsch__hub_channel_release(wsch_hub *hub, wsch__hub_channel *ch) {
     if (ch->count || ch->pending || ch->kept || ch->fetching) return;
     wsch__hub_interest(hub, &ch->e, 0, 0);
+    wsch__hub_members_free(hub, ch);
     wsch__hub_remove(hub, &hub->channels, &ch->e);
     wsch__free(&hub->desc.allocator, ch->subs);
     wsch__free(&hub->desc.allocator, ch->ring);
@@ -8516,12 +8785,44 @@ WSCH__PRIVATE uint64_t wsch__hub_first_kept(const wsch__hub_channel *ch) {
 
 /* ---- subscriptions --------------------------------------------------------- */
 
+/* The peer's subscription sub goes live: into the channel's subscribers
+   (and presence subscribers), where room was kept when it was made. */
+WSCH__PRIVATE void wsch__hub_sub_live(wsch__hub_peer *cl, wsch__hub_sub *sub) {
+    wsch__hub_channel *ch = sub->ch;
+    if (sub->pos == WSCH__HUB_PENDING) ch->pending--;
+    sub->pos = ch->count;
+    ch->subs[ch->count++] = cl;
+    if (sub->presence) {
+        sub->ppos = (uint32_t)ch->npsubs;
+        ch->psubs[ch->npsubs++] = cl;
+    }
+}
+
+/* The subscription asks for presence from now on: room in psubs is kept
+   for it. WSCH_ERR_NOMEM leaves it without. */
+WSCH__PRIVATE int wsch__hub_sub_presence(wsch_hub *hub, wsch__hub_peer *cl, wsch__hub_sub *sub) {
+    wsch__hub_channel *ch = sub->ch;
+    void *arr = (void *)ch->psubs;
+    if (sub->presence) return WSCH_OK;
+    if (wsch__hub_grow(hub, &arr, ch->ptotal, &ch->psubs_cap, sizeof(wsch__hub_peer *), 4, (size_t)-1) != WSCH_OK)
+        return WSCH_ERR_NOMEM;
+    ch->psubs = (wsch__hub_peer **)arr;
+    ch->ptotal++;
+    sub->presence = 1;
+    if (sub->pos != WSCH__HUB_PENDING) {
+        sub->ppos = (uint32_t)ch->npsubs;
+        ch->psubs[ch->npsubs++] = cl;
+    }
+    return WSCH_OK;
+}
+
 /* Subscribes the peer. replay_from 0: live at once; otherwise the
    subscription waits (pending) until a replay from that offset has caught
    up (wsch__hub_replay). With wait, it is pending until a fetch answers
-   (shared positions), and keeps the ask to plan it then. */
+   (shared positions), and keeps the ask to plan it then. The peer's user
+   joins the channel's presence. */
 WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const char *name, size_t len,
-                                    uint64_t replay_from, unsigned asked, const wsch__hub_ask *wait) {
+                                    uint64_t replay_from, unsigned asked, const wsch__hub_ask *wait, int presence) {
     wsch__hub_channel *ch = wsch__hub_channel_get(hub, name, len, 0);
     wsch__hub_sub *sub;
     size_t cap;
@@ -8550,6 +8851,10 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const cha
         return WSCH_ERR_NOMEM;
     }
     ch->subs = (wsch__hub_peer **)arr;
+    if (wsch__hub_member_join(hub, ch, cl) != WSCH_OK) {
+        if (created) wsch__hub_channel_release(hub, ch);
+        return WSCH_ERR_NOMEM;
+    }
     sub = &cl->subs[cl->nsubs++];
     sub->ch = ch;
     sub->next = wait ? wait->n : replay_from;
@@ -8557,15 +8862,15 @@ WSCH__PRIVATE int wsch__hub_sub_add(wsch_hub *hub, wsch__hub_peer *cl, const cha
     sub->asked = (uint8_t)asked;
     sub->gap = 0;
     sub->waiting = (uint8_t)(wait ? 1 + wait->kind : 0);
-    if (replay_from || wait) {
-        sub->pos = WSCH__HUB_PENDING;
-        ch->pending++;
-        cl->flags |= WSCH__HUB_REPLAYING;
-    } else {
-        sub->pos = ch->count;
-        ch->subs[ch->count++] = cl;
-    }
+    sub->presence = 0;
+    sub->pos = WSCH__HUB_PENDING;       /* every subscription starts pending */
+    ch->pending++;
+    if (replay_from || wait) cl->flags |= WSCH__HUB_REPLAYING;
+    else wsch__hub_sub_live(cl, sub);
     hub->subscriptions++;
+    /* Without room for presence the subscription stands; it is confirmed
+       without the members, which tells the subscriber. */
+    if (presence) (void)wsch__hub_sub_presence(hub, cl, sub);
     return WSCH_OK;
 }
 
@@ -8581,9 +8886,19 @@ WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_peer *cl, int k
             ch->subs[pos] = moved;
             moved->subs[wsch__hub_sub_index(moved, ch)].pos = pos;
         }
+        if (cl->subs[k].presence) {
+            uint32_t ppos = cl->subs[k].ppos;
+            moved = ch->psubs[--ch->npsubs];
+            if (ppos != ch->npsubs) {
+                ch->psubs[ppos] = moved;
+                moved->subs[wsch__hub_sub_index(moved, ch)].ppos = ppos;
+            }
+        }
     }
+    if (cl->subs[k].presence) ch->ptotal--;
     cl->subs[k] = cl->subs[--cl->nsubs];
     hub->subscriptions--;
+    wsch__hub_member_leave(hub, ch, cl);
     if (cl->nsubs == 0) {
         /* An idle peer returns to its bare size. */
         wsch__free(&hub->desc.allocator, cl->subs);
@@ -8592,8 +8907,10 @@ WSCH__PRIVATE void wsch__hub_sub_remove(wsch_hub *hub, wsch__hub_peer *cl, int k
     }
     if (ch->count == 0 && ch->pending == 0) {
         wsch__free(&hub->desc.allocator, ch->subs);
+        wsch__free(&hub->desc.allocator, ch->psubs);
         ch->subs = NULL;
-        ch->cap = 0;
+        ch->psubs = NULL;
+        ch->cap = ch->psubs_cap = 0;
         wsch__hub_channel_release(hub, ch);     /* unless it keeps history */
     } else if (ch->cap > 16u && ch->count + ch->pending < ch->cap / 4u) {
         void *arr = wsch__alloc(&hub->desc.allocator, (ch->cap / 2u) * sizeof(wsch__hub_peer *));
@@ -9443,6 +9760,198 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
     if (hub->desc.on_connect) hub->desc.on_connect(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), hub->desc.user);
 }
 
+/* ---- presence: messages ---------------------------------------------------- */
+
+/* {"user":U[,"connections":N][,"info":I]} */
+WSCH__PRIVATE void wsch__hub_put_member(wsch__writer *w, const wsch__hub_member *m, int conns) {
+    wsch__w_puts(w, "{\"user\":");
+    wsch__w_put_json_string(w, m->e.key, m->e.key_len);
+    if (conns) {
+        wsch__w_puts(w, ",\"connections\":");
+        wsch__w_put_uint(w, m->conns);
+    }
+    if (m->info_len) {
+        wsch__w_puts(w, ",\"info\":");
+        wsch__w_put(w, WSCH__HUB_MEMBER_INFO(m), m->info_len);
+    }
+    wsch__w_puts(w, "}");
+}
+
+/* [member, ...]: as last sent (announced), or as they are now (now: those
+   with a connection, which is what they are once the flush settles them). */
+WSCH__PRIVATE void wsch__hub_put_members(wsch__writer *w, const wsch__hub_channel *ch, int now) {
+    size_t i;
+    int first = 1;
+    wsch__w_puts(w, "[");
+    for (i = 0; i < ch->members.nbuckets; i++) {
+        const wsch__hub_entry *e;
+        for (e = ch->members.buckets[i]; e; e = e->next) {
+            const wsch__hub_member *m = (const wsch__hub_member *)(const void *)e;
+            if (now ? m->conns == 0 : !m->announced) continue;
+            if (!first) wsch__w_puts(w, ",");
+            first = 0;
+            wsch__hub_put_member(w, m, 1);
+        }
+    }
+    wsch__w_puts(w, "]");
+}
+
+/* "users":N,"connections":M, now */
+WSCH__PRIVATE void wsch__hub_put_counts(wsch__writer *w, const wsch__hub_channel *ch) {
+    wsch__w_puts(w, "\"users\":");
+    wsch__w_put_uint(w, ch ? ch->users : 0u);
+    wsch__w_puts(w, ",\"connections\":");
+    wsch__w_put_uint(w, ch ? ch->member_conns : 0u);
+}
+
+/* The payload of a presence message about ch (named name, n bytes):
+     WSCH__PRES_DIFF   {"channel":C,"joins":[...],"leaves":[...]} of the changes not yet sent
+     WSCH__PRES_LIST   {"channel":C,"members":[...]} (now: as they are now, else as last sent)
+     WSCH__PRES_STATS  {"channel":C,"users":N,"connections":M}
+   ch may be NULL for LIST and STATS: a channel nobody is in. */
+enum { WSCH__PRES_DIFF, WSCH__PRES_LIST, WSCH__PRES_STATS };
+WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, size_t n, const wsch__hub_channel *ch,
+                                          int kind, int now) {
+    wsch__w_puts(w, "{\"channel\":");
+    wsch__w_put_json_string(w, name, n);
+    if (kind == WSCH__PRES_DIFF) {
+        const wsch__hub_member *m;
+        int first = 1;
+        wsch__w_puts(w, ",\"joins\":[");
+        for (m = ch->dirty; m; m = m->dirty_next) {
+            if (!m->conns || m->announced) continue;
+            if (!first) wsch__w_puts(w, ",");
+            first = 0;
+            wsch__hub_put_member(w, m, 0);
+        }
+        wsch__w_puts(w, "],\"leaves\":[");
+        first = 1;
+        for (m = ch->dirty; m; m = m->dirty_next) {
+            if (m->conns || !m->announced) continue;
+            if (!first) wsch__w_puts(w, ",");
+            first = 0;
+            wsch__w_puts(w, "{\"user\":");
+            wsch__w_put_json_string(w, m->e.key, m->e.key_len);
+            wsch__w_puts(w, "}");
+        }
+        wsch__w_puts(w, "]");
+    } else if (kind == WSCH__PRES_LIST) {
+        wsch__w_puts(w, ",\"members\":");
+        if (ch) wsch__hub_put_members(w, ch, now);
+        else wsch__w_puts(w, "[]");
+    } else {
+        wsch__w_puts(w, ",");
+        wsch__hub_put_counts(w, ch);
+    }
+    wsch__w_puts(w, "}");
+}
+
+/* hub->pbuf with room for n bytes, or NULL. */
+WSCH__PRIVATE char *wsch__hub_pbuf(wsch_hub *hub, size_t n) {
+    if (n > hub->pbuf_cap) {
+        char *p = (char *)wsch__alloc(&hub->desc.allocator, n);
+        if (!p) return NULL;
+        wsch__free(&hub->desc.allocator, hub->pbuf);
+        hub->pbuf = p;
+        hub->pbuf_cap = n;
+    }
+    return hub->pbuf;
+}
+
+/* Writes a presence message's payload into hub->pbuf (measured first).
+   Returns its length, 0 without memory. */
+WSCH__PRIVATE size_t wsch__hub_presence_payload(wsch_hub *hub, const char *name, size_t n,
+                                                const wsch__hub_channel *ch, int kind, int now) {
+    wsch__writer w;
+    char *buf;
+    wsch__w_init(&w, NULL, 0);
+    wsch__hub_put_presence(&w, name, n, ch, kind, now);
+    buf = wsch__hub_pbuf(hub, w.len);
+    if (!buf) return 0;
+    wsch__w_init(&w, buf, w.len);
+    wsch__hub_put_presence(&w, name, n, ch, kind, now);
+    WSCH_ASSERT(!w.overflow);
+    return w.len;
+}
+
+/* The largest member list a message carries: room is left for a
+   confirmation's other members and the envelope around it. */
+WSCH__PRIVATE size_t wsch__hub_list_budget(const wsch_hub *hub) {
+    size_t overhead = 2u * WSCH_HUB_MAX_CHANNEL_LEN + 256u;
+    size_t max = hub->desc.limits.max_message_size;
+    return max > overhead ? max - overhead : 0u;
+}
+
+/* Sends what changed in ch's presence since the last flush to its presence
+   subscribers, in one message, and settles its members (the announced
+   state becomes the current one). Returns 0, or the milliseconds until
+   counts held back by presence_stats_interval_ms may go (ch then waits on
+   the hub's wait list). ch may be gone after this. */
+WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel *ch, uint32_t now) {
+    wsch__hub_member *m, *next;
+    wsch__writer w;
+    size_t diff_len = 0, list_len = 0, len = 0, i, sent = 0;
+    int kind = -1, changes = 0, fits;
+    wsch_shared *s;
+    for (m = ch->dirty; m; m = m->dirty_next) changes += (m->conns > 0) != (m->announced != 0);
+    fits = ch->users <= hub->desc.presence_max_members;
+    if (fits) {
+        wsch__w_init(&w, NULL, 0);
+        wsch__hub_put_presence(&w, ch->e.key, ch->e.key_len, ch, WSCH__PRES_LIST, 1);
+        list_len = w.len;
+        fits = list_len <= wsch__hub_list_budget(hub);
+    }
+    if (!ch->npsubs) {
+        ch->listed = (uint8_t)fits;     /* what a confirmation will give */
+    } else if (!fits) {
+        ch->listed = 0;
+        if (changes) {
+            uint32_t interval = hub->desc.presence_stats_interval_ms;
+            if (hub->desc.effects.now_ms && ch->stats_sent && now - ch->stats_at_ms < interval) {
+                wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_WAIT);
+                return interval - (now - ch->stats_at_ms);
+            }
+            kind = WSCH__PRES_STATS;
+            ch->stats_at_ms = now;
+            ch->stats_sent = 1;
+        }
+    } else if (!ch->listed) {
+        kind = WSCH__PRES_LIST;             /* back under the cap, or a diff that could not go */
+    } else if (changes) {
+        wsch__w_init(&w, NULL, 0);
+        wsch__hub_put_presence(&w, ch->e.key, ch->e.key_len, ch, WSCH__PRES_DIFF, 1);
+        diff_len = w.len;
+        kind = diff_len <= list_len ? WSCH__PRES_DIFF : WSCH__PRES_LIST;
+    }
+    if (kind >= 0) {
+        len = wsch__hub_presence_payload(hub, ch->e.key, ch->e.key_len, ch, kind, 1);
+        ch->listed = (uint8_t)(kind != WSCH__PRES_STATS);
+    }
+    for (m = ch->dirty; m; m = next) {
+        next = m->dirty_next;
+        m->dirty = 0;
+        m->announced = m->conns > 0;
+        if (!m->conns) wsch__hub_member_free(hub, ch, m);
+    }
+    ch->dirty = NULL;
+    if (kind < 0) return 0;
+    if (!len || wsch__hub_encode(hub, kind == WSCH__PRES_DIFF ? "presence_diff" : kind == WSCH__PRES_LIST ? "presence"
+                                 : "presence_stats", kind == WSCH__PRES_DIFF ? 13u : kind == WSCH__PRES_LIST ? 8u : 14u,
+                                 hub->pbuf, len, NULL, 0, &s, NULL) != WSCH_OK) {
+        /* Nothing went: the whole list goes at the next flush instead. */
+        if (kind != WSCH__PRES_STATS) ch->listed = 0;
+        wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_WAIT);
+        return 1;
+    }
+    hub->presence_messages++;
+    wsch__hub_walk_begin(hub);
+    for (i = 0; i < ch->npsubs; i++) sent += (size_t)wsch__hub_push(hub, ch->psubs[i], s);
+    wsch__hub_walk_end(hub);                /* ch may be gone after this */
+    wsch_shared_release(s);
+    hub->presence_sent += sent;
+    return 0;
+}
+
 /* The payload of {"type":"subscribed"|"unsubscribed","payload":{"channel":C[,"offset":N,"epoch":E][,"recovered":B]}}:
    ch NULL: no position (history off, or an unsubscribe); asked: recover was
    asked, so "recovered" is said. The position is where live delivery is
@@ -9467,15 +9976,54 @@ WSCH__PRIVATE size_t wsch__hub_confirm_payload(char *buf, const char *name, size
                                         recovered);
 }
 
+/* A confirmation's payload, base, with pres's presence in it: the members
+   as last sent, or the counts over the cap. */
+WSCH__PRIVATE void wsch__hub_put_confirmation(wsch__writer *w, const char *base, size_t base_len,
+                                              const wsch__hub_channel *pres) {
+    wsch__w_put(w, base, base_len - 1u);       /* without its closing brace */
+    if (pres->listed) {
+        wsch__w_puts(w, ",\"presence\":");
+        wsch__hub_put_members(w, pres, 0);
+    } else {
+        wsch__w_puts(w, ",\"presence_stats\":{");
+        wsch__hub_put_counts(w, pres);
+        wsch__w_puts(w, "}");
+    }
+    wsch__w_puts(w, "}");
+}
+
+/* Sends a "subscribed" (or other) confirmation; with pres (a subscription
+   that asked for presence) the channel's presence goes in it. Without
+   memory for that it goes without: the subscriber sees no presence. */
+WSCH__PRIVATE void wsch__hub_send_confirmation(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *base,
+                                               size_t base_len, const wsch__hub_channel *pres) {
+    wsch__writer w;
+    char *buf;
+    if (pres) {
+        wsch__w_init(&w, NULL, 0);
+        wsch__hub_put_confirmation(&w, base, base_len, pres);
+        buf = wsch__hub_pbuf(hub, w.len);
+        if (buf) {
+            wsch__w_init(&w, buf, w.len);
+            wsch__hub_put_confirmation(&w, base, base_len, pres);
+            WSCH_ASSERT(!w.overflow);
+            (void)wsch__hub_send_one(hub, cl, type, buf, w.len);
+            return;
+        }
+    }
+    (void)wsch__hub_send_one(hub, cl, type, base, base_len);
+}
+
 WSCH__PRIVATE void wsch__hub_confirm(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *name, size_t n,
-                                     const wsch__hub_channel *ch, int asked, int recovered) {
+                                     const wsch__hub_channel *ch, int asked, int recovered,
+                                     const wsch__hub_channel *pres) {
     char buf[WSCH__HUB_CONFIRM_MAX];
     size_t len = wsch__hub_confirm_payload(buf, name, n, ch, asked, recovered);
     if (asked) {
         if (recovered) hub->recovered++;
         else hub->not_recovered++;
     }
-    (void)wsch__hub_send_one(hub, cl, type, buf, len);
+    wsch__hub_send_confirmation(hub, cl, type, buf, len, pres);
 }
 
 /* Shared positions: the channel's live subscribers missed messages that
@@ -9511,11 +10059,9 @@ WSCH__PRIVATE void wsch__hub_replay(wsch_hub *hub, wsch__hub_peer *cl) {
             char buf[WSCH__HUB_CONFIRM_MAX];
             size_t len = wsch__hub_confirm_payload_at(buf, ch->e.key, ch->e.key_len, 1, sub->next, sub->want_epoch, 1, 0);
             sub->waiting = 0;
-            sub->pos = ch->count;
-            ch->subs[ch->count++] = cl;
-            ch->pending--;
+            wsch__hub_sub_live(cl, sub);
             hub->not_recovered++;
-            (void)wsch__hub_send_one(hub, cl, "subscribed", buf, len);
+            wsch__hub_send_confirmation(hub, cl, "subscribed", buf, len, sub->presence ? ch : NULL);
             k = -1;
             waiting = 0;
             continue;
@@ -9539,10 +10085,9 @@ WSCH__PRIVATE void wsch__hub_replay(wsch_hub *hub, wsch__hub_peer *cl) {
             hub->replayed++;
             sub->next++;
         }
-        sub->pos = ch->count;       /* room was kept when it subscribed */
-        ch->subs[ch->count++] = cl;
-        ch->pending--;
-        wsch__hub_confirm(hub, cl, "subscribed", ch->e.key, ch->e.key_len, ch, (int)sub->asked, !sub->gap);
+        wsch__hub_sub_live(cl, sub);    /* room was kept when it subscribed */
+        wsch__hub_confirm(hub, cl, "subscribed", ch->e.key, ch->e.key_len, ch, (int)sub->asked, !sub->gap,
+                          sub->presence ? ch : NULL);
         k = -1;                     /* the confirmation may have changed the array: look again */
         waiting = 0;
     }
@@ -9854,32 +10399,57 @@ WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, co
     return WSCH_OK;
 }
 
-WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env, int sub) {
-    char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
-    static const char *const keys[3] = {"channel", "recover", "history"};
-    wsch_str v[3];
-    wsch__hub_channel *ch;
-    wsch__hub_ask ask;
-    size_t n = 0;
-    int asked = 0, ok = 0, wait = 0;
+/* Reads the payload members keys[0..nkeys) into v, keys[0] being
+   "channel", whose value goes to name (*n bytes, NUL-terminated). A bad
+   one is answered with its error: returns 0 then. */
+WSCH__PRIVATE int wsch__hub_channel_arg(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env,
+                                        const char *const *keys, size_t nkeys, wsch_str *v, char *name, size_t *n) {
     /* The envelope is decoded (validated) already: one more pass finds the keys. */
-    int r = wsch_envelope_get_members(env, keys, 3, v);
-    if (r == WSCH_OK) r = wsch__env_channel_value(v[0], name, hub->desc.max_channel_len + 1u, &n);
-    if (r == WSCH_ERR_BUFFER || (r == WSCH_OK && !wsch__hub_channel_ok(hub, name, n))) {
+    int r = wsch_envelope_get_members(env, keys, nkeys, v);
+    if (r == WSCH_OK) r = wsch__env_channel_value(v[0], name, hub->desc.max_channel_len + 1u, n);
+    if (r == WSCH_ERR_BUFFER || (r == WSCH_OK && !wsch__hub_channel_ok(hub, name, *n))) {
         wsch__hub_send_error(hub, cl, "bad_channel", "channel name is too long or has characters outside [A-Za-z0-9_.:@/-]",
                              env, NULL, 0, 0);
-        return;
+        return 0;
     }
     if (r != WSCH_OK) {
         wsch__hub_send_error(hub, cl, "bad_payload", "payload needs a non-empty string \"channel\"", env, NULL, 0, 0);
-        return;
+        return 0;
     }
+    return 1;
+}
+
+/* May the peer join the channel (authorize_subscribe)? A refusal is
+   answered "forbidden"; 0 then, and also when the hook closed the peer. */
+WSCH__PRIVATE int wsch__hub_may_join(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env, const char *name,
+                                     size_t n) {
+    wsch_str cs;
+    if (!hub->desc.authorize_subscribe) return 1;
+    cs.ptr = name;
+    cs.len = n;
+    if (!hub->desc.authorize_subscribe(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), cs, hub->desc.user)) {
+        wsch__hub_send_error(hub, cl, "forbidden", "not allowed to subscribe", env, name, n, 0);
+        return 0;
+    }
+    return cl->state == WSCH__HUB_OPEN;
+}
+
+WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env, int sub) {
+    char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
+    static const char *const keys[4] = {"channel", "recover", "history", "presence"};
+    wsch_str v[4];
+    wsch__hub_channel *ch;
+    wsch__hub_ask ask;
+    size_t n = 0;
+    int asked = 0, ok = 0, wait = 0, k;
+    int presence;
+    if (!wsch__hub_channel_arg(hub, cl, env, keys, 4, v, name, &n)) return;
+    presence = hub->desc.presence && v[3].ptr && wsch__hub_span_is(v[3], "true");
     if (!sub) {
-        int k;
         ch = wsch__hub_channel_find(hub, name, n);
         k = ch ? wsch__hub_sub_index(cl, ch) : -1;
         if (k >= 0) wsch__hub_sub_remove(hub, cl, k);
-        wsch__hub_confirm(hub, cl, "unsubscribed", name, n, NULL, 0, 0);
+        wsch__hub_confirm(hub, cl, "unsubscribed", name, n, NULL, 0, 0, NULL);
         return;
     }
     if (hub->desc.history_size) wsch__hub_hist_trim(hub, wsch__hub_now(hub));
@@ -9890,24 +10460,14 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, con
             wsch__hub_send_error(hub, cl, "too_many_channels", "subscription limit reached", env, name, n, 0);
             return;
         }
-        if (hub->desc.authorize_subscribe) {
-            wsch_str cs;
-            cs.ptr = name;
-            cs.len = n;
-            if (!hub->desc.authorize_subscribe(hub, wsch__hub_handle(hub, cl), wsch__hub_user_id(cl), cs,
-                                               hub->desc.user)) {
-                wsch__hub_send_error(hub, cl, "forbidden", "not allowed to subscribe", env, name, n, 0);
-                return;
-            }
-            if (cl->state != WSCH__HUB_OPEN) return;   /* the hook closed it */
-            ch = wsch__hub_channel_find(hub, name, n);
-        }
+        if (!wsch__hub_may_join(hub, cl, env, name, n)) return;
+        ch = wsch__hub_channel_find(hub, name, n);
         asked = v[1].ptr != NULL;
         if (hub->positioned) {
             ask = wsch__hub_ask_parse(v[1], v[2]);
             wait = wsch__hub_plan(hub, ch, &ask, 0, &from, &ok);
         }
-        if (wsch__hub_sub_add(hub, cl, name, n, from, (unsigned)asked, wait ? &ask : NULL) != WSCH_OK) {
+        if (wsch__hub_sub_add(hub, cl, name, n, from, (unsigned)asked, wait ? &ask : NULL, presence) != WSCH_OK) {
             wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n, 0);
             return;
         }
@@ -9921,9 +10481,36 @@ WSCH__PRIVATE void wsch__hub_on_subscribe(wsch_hub *hub, wsch__hub_peer *cl, con
         }
     } else {
         asked = v[1].ptr != NULL;           /* already subscribed here: nothing was replayed */
+        if (presence) (void)wsch__hub_sub_presence(hub, cl, &cl->subs[wsch__hub_sub_index(cl, ch)]);
     }
     ch = wsch__hub_channel_find(hub, name, n);
-    wsch__hub_confirm(hub, cl, "subscribed", name, n, hub->positioned ? ch : NULL, asked, ok);
+    k = wsch__hub_sub_index(cl, ch);
+    wsch__hub_confirm(hub, cl, "subscribed", name, n, hub->positioned ? ch : NULL, asked, ok,
+                      cl->subs[k].presence ? ch : NULL);
+}
+
+/* {"type":"presence"|"presence_stats","payload":{"channel":C}}: answered
+   with the members as last sent (or the counts over the cap), or the
+   counts, to a peer that may subscribe to C. */
+WSCH__PRIVATE void wsch__hub_on_presence_request(wsch_hub *hub, wsch__hub_peer *cl, const wsch_envelope *env,
+                                                 int stats) {
+    char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
+    static const char *const keys[1] = {"channel"};
+    wsch_str v[1];
+    const wsch__hub_channel *ch;
+    size_t n = 0, len;
+    int kind;
+    if (!wsch__hub_channel_arg(hub, cl, env, keys, 1, v, name, &n)) return;
+    ch = wsch__hub_channel_find(hub, name, n);
+    if ((!ch || wsch__hub_sub_index(cl, ch) < 0) && !wsch__hub_may_join(hub, cl, env, name, n)) return;
+    ch = wsch__hub_channel_find(hub, name, n);
+    kind = stats || (ch && !ch->listed) ? WSCH__PRES_STATS : WSCH__PRES_LIST;
+    len = wsch__hub_presence_payload(hub, name, n, ch, kind, 0);
+    if (!len) {
+        wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n, 0);
+        return;
+    }
+    (void)wsch__hub_send_one(hub, cl, kind == WSCH__PRES_LIST ? "presence" : "presence_stats", hub->pbuf, len);
 }
 
 /* An application message: on_message, and for a reliable one (with an
@@ -10012,6 +10599,10 @@ WSCH__PRIVATE void wsch__hub_on_message(wsch_conn *c, wsch_opcode opcode, void *
         wsch__hub_on_subscribe(hub, cl, &env, 1);
     } else if (wsch_envelope_type_is(&env, "unsubscribe")) {
         wsch__hub_on_subscribe(hub, cl, &env, 0);
+    } else if (hub->desc.presence && wsch_envelope_type_is(&env, "presence")) {
+        wsch__hub_on_presence_request(hub, cl, &env, 0);
+    } else if (hub->desc.presence && wsch_envelope_type_is(&env, "presence_stats")) {
+        wsch__hub_on_presence_request(hub, cl, &env, 1);
     } else {
         wsch__hub_on_app_message(hub, cl, &env, idv);
     }
@@ -10050,6 +10641,9 @@ WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc) {
     d.history_max_bytes = wsch__or(d.history_max_bytes, WSCH_HUB_DEFAULT_HISTORY_MAX_BYTES);
     if (!d.session_ttl_ms) d.session_ttl_ms = WSCH_HUB_DEFAULT_SESSION_TTL_MS;
     d.max_sessions = wsch__or(d.max_sessions, d.max_peers);
+    d.presence_max_members = wsch__or(d.presence_max_members, WSCH_HUB_DEFAULT_PRESENCE_MAX_MEMBERS);
+    if (!d.presence_stats_interval_ms) d.presence_stats_interval_ms = WSCH_HUB_DEFAULT_PRESENCE_STATS_MS;
+    d.max_presence_info_len = wsch__or(d.max_presence_info_len, WSCH_HUB_DEFAULT_MAX_PRESENCE_INFO_LEN);
     /* The hub's own defaults; a frame may be as large as a message. */
     if (!d.limits.max_message_size) d.limits.max_message_size = WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE;
     if (!d.limits.max_frame_size) d.limits.max_frame_size = d.limits.max_message_size;
@@ -10145,6 +10739,7 @@ WSCH__PRIVATE void wsch__hub_free_table(wsch_hub *hub, wsch__hub_table *t, int c
         for (; e; e = next) {
             next = e->next;
             if (channels) {
+                wsch__hub_members_free(hub, (wsch__hub_channel *)(void *)e);
                 wsch__free(&hub->desc.allocator, ((wsch__hub_channel *)(void *)e)->subs);
                 wsch__free(&hub->desc.allocator, ((wsch__hub_channel *)(void *)e)->ring);
             }
@@ -10175,6 +10770,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch__free(&a, hub->token_buf);
     wsch__free(&a, hub->bridge_buf);
     wsch__free(&a, hub->waits);
+    wsch__free(&a, hub->pbuf);
     if (hub->deflater) hub->desc.deflate.codec->destroy(hub->deflater, hub->desc.deflate.codec->user);
     wsch__free(&a, hub);
 }
@@ -10372,7 +10968,7 @@ WSCH_API int wsch_hub_subscribe(wsch_hub *hub, wsch_hub_peer peer, const char *c
     wsch__hub_peer *cl;
     int r = wsch__hub_sub_args(hub, peer, channel, &cl);
     if (r != WSCH_OK) return r;
-    return wsch__hub_sub_add(hub, cl, channel, WSCH_STRLEN(channel), 0, 0, NULL);
+    return wsch__hub_sub_add(hub, cl, channel, WSCH_STRLEN(channel), 0, 0, NULL, 0);
 }
 
 WSCH_API int wsch_hub_unsubscribe(wsch_hub *hub, wsch_hub_peer peer, const char *channel) {
@@ -10660,6 +11256,83 @@ WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel,
     return WSCH_OK;
 }
 
+WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
+    uint32_t now, wait = 0;
+    if (!hub || !hub->desc.presence) return 0;
+    now = hub->desc.effects.now_ms ? wsch__hub_now(hub) : 0u;
+    wsch__hub_enter(hub);
+    /* Counts held back are looked at again: those still early go back. */
+    while (hub->pwait) wsch__hub_plist_push(hub, hub->pwait, WSCH__HUB_PLIST_DIRTY);
+    /* A delivery may drop peers, which may change other channels (they join
+       this list) or free them (they leave it): take one at a time. */
+    while (hub->pdirty) {
+        wsch__hub_channel *ch = hub->pdirty;
+        uint32_t d;
+        wsch__hub_plist_unlink(hub, ch);
+        d = wsch__hub_presence_turn(hub, ch, now);
+        if (d && (!wait || d < wait)) wait = d;
+    }
+    wsch__hub_leave(hub);
+    return wait;
+}
+
+WSCH_API int wsch_hub_set_presence_info(wsch_hub *hub, wsch_hub_peer peer, const char *json, size_t len) {
+    wsch__hub_peer *cl = hub ? wsch__hub_get(hub, peer) : NULL;
+    char *copy = NULL;
+    int r;
+    if (!cl) return WSCH_ERR_STALE;
+    if (!hub->desc.presence) return WSCH_ERR_STATE;
+    if (!json) len = 0;
+    if (len) {
+        if (len > hub->desc.max_presence_info_len || len > 0xFFFFFFFFu) return WSCH_ERR_TOO_LARGE;
+        r = wsch_json_validate(json, len);
+        if (r != WSCH_OK) return r;
+        copy = (char *)wsch__alloc(&hub->desc.allocator, len);
+        if (!copy) return WSCH_ERR_NOMEM;
+        WSCH_MEMCPY(copy, json, len);
+    }
+    wsch__free(&hub->desc.allocator, cl->info);
+    cl->info = copy;
+    cl->info_len = (uint32_t)len;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_hub_presence_counts(const wsch_hub *hub, const char *channel, size_t *users,
+                                      size_t *connections) {
+    const wsch__hub_channel *ch;
+    if (users) *users = 0;
+    if (connections) *connections = 0;
+    if (!hub || !channel) return WSCH_ERR_ARG;
+    if (!hub->desc.presence) return WSCH_ERR_STATE;
+    ch = wsch__hub_channel_find(hub, channel, WSCH_STRLEN(channel));
+    if (ch && users) *users = ch->users;
+    if (ch && connections) *connections = ch->member_conns;
+    return WSCH_OK;
+}
+
+WSCH_API size_t wsch_hub_presence_each(const wsch_hub *hub, const char *channel, wsch_hub_member_fn fn, void *ctx) {
+    const wsch__hub_channel *ch;
+    size_t i, calls = 0;
+    if (!hub || !channel || !fn || !hub->desc.presence) return 0;
+    ch = wsch__hub_channel_find(hub, channel, WSCH_STRLEN(channel));
+    if (!ch) return 0;
+    for (i = 0; i < ch->members.nbuckets; i++) {
+        const wsch__hub_entry *e;
+        for (e = ch->members.buckets[i]; e; e = e->next) {
+            const wsch__hub_member *m = (const wsch__hub_member *)(const void *)e;
+            wsch_str id, info;
+            if (!m->conns) continue;
+            id.ptr = m->e.key;
+            id.len = m->e.key_len;
+            info.ptr = m->info_len ? WSCH__HUB_MEMBER_INFO(m) : "";
+            info.len = m->info_len;
+            calls++;
+            if (fn(id, m->conns, info, ctx)) return calls;
+        }
+    }
+    return calls;
+}
+
 WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     uint32_t i;
     if (!out) return;
@@ -10695,6 +11368,9 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     out->sessions = hub->sessions.count;
     out->acks = hub->acks;
     out->duplicates = hub->duplicates;
+    out->presence_members = hub->presence_members;
+    out->presence_messages = hub->presence_messages;
+    out->presence_sent = hub->presence_sent;
     for (i = 0; i < hub->nslots; i++) {
         if (hub->slots[i].peer) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].peer->conn);
     }
