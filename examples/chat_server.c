@@ -631,7 +631,7 @@ static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
           "                   [--max-clients N] [--max-outbound SIZE] [--max-queued-total SIZE]\n"
           "                   [--ping-interval MS] [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
-          "                   [--history N] [--history-age S] [--history-bytes SIZE]\n"
+          "                   [--history N] [--history-age S] [--history-bytes SIZE] [--no-presence]\n"
           "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
@@ -652,6 +652,7 @@ static void usage(void) {
           "  --history N         messages kept per channel for clients to recover (default 200; 0 = off)\n"
           "  --history-age S     ... for at most S seconds (default 300)\n"
           "  --history-bytes SIZE  ... in at most SIZE bytes for all channels (default 64M)\n"
+          "  --no-presence       do not track who is in each channel (on by default)\n"
           "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
           "  --verbose           log connections to stderr\n",
           stderr);
@@ -692,7 +693,7 @@ int main(int argc, char **argv) {
     int redis_port = 0;
 #endif
     uint16_t port = 8080;
-    int i, rc, no_deflate = 0, history_set = 0;
+    int i, rc, no_deflate = 0, history_set = 0, no_presence = 0;
     memset(&d, 0, sizeof d);
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -753,6 +754,8 @@ int main(int argc, char **argv) {
             i++;
         } else if (strcmp(a, "--no-deflate") == 0) {
             no_deflate = 1;
+        } else if (strcmp(a, "--no-presence") == 0) {
+            no_presence = 1;
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
             A.verbose = A.loop.verbose = 1;
         } else {
@@ -763,6 +766,7 @@ int main(int argc, char **argv) {
     if (!d.idle_timeout_ms) d.idle_timeout_ms = IDLE_TIMEOUT_MS;
     if (!history_set) d.history_size = HISTORY_SIZE;
     d.positions = 1;        /* with --history 0 too: a gap is never silent */
+    d.presence = !no_presence;
     if (!d.history_ttl_ms) d.history_ttl_ms = HISTORY_AGE_S * 1000u;
     if (!d.ping_interval_ms) d.ping_interval_ms = d.idle_timeout_ms > PING_INTERVAL_MS ? PING_INTERVAL_MS
                                                                                       : d.idle_timeout_ms / 2u;

@@ -83,6 +83,7 @@ struct hub_loop {
     size_t npeers;              /* peers handed to the hub and not yet closed */
     uint64_t refused_503;       /* connections answered 503: upgrades while full, and refusals */
     net_timers timers;          /* every peer's deadlines, and those of the watches' owners */
+    uint32_t flush_again_ms;    /* what the last wsch_hub_flush() asked for: 0, or a wait bound */
     struct {
         hub_loop_fn fn;
         void *ctx;
@@ -289,13 +290,17 @@ static inline void hub_loop__accept(hub_loop *L) {
     }
 }
 
-/* One turn: waits up to max_wait_ms (less when a timer is due) for events,
-   handles them, then runs the timers that are due. */
+/* One turn: waits up to max_wait_ms (less when a timer is due, or when the
+   hub's flush asked to be called again sooner) for events, handles them,
+   runs the timers that are due, and ends the turn with wsch_hub_flush()
+   (presence changes of the turn go out together). */
 static inline void hub_loop_run(hub_loop *L, int max_wait_ms) {
     struct epoll_event events[256];
     net_timer *tm;
     uint64_t now;
-    int j, n = epoll_wait(L->ep, events, 256, net_timers_timeout(&L->timers, max_wait_ms));
+    int j, n;
+    if (L->flush_again_ms && (int)L->flush_again_ms < max_wait_ms) max_wait_ms = (int)L->flush_again_ms;
+    n = epoll_wait(L->ep, events, 256, net_timers_timeout(&L->timers, max_wait_ms));
     if (n < 0 && errno != EINTR) {
         perror("hub_loop: epoll_wait");
         net_stop_requested = 1;
@@ -319,6 +324,7 @@ static inline void hub_loop_run(hub_loop *L, int max_wait_ms) {
     }
     now = net_now_ms();
     while ((tm = net_timers_pop_due(&L->timers, now)) != NULL) tm->fire(tm);
+    L->flush_again_ms = wsch_hub_flush(L->hub);
 }
 
 /* ---- setup and the end ------------------------------------------------------ */
