@@ -1488,6 +1488,9 @@ enum {
 #define WSCH_CLIENT_DEFAULT_OUTBOX_MAX_BYTES   (256u * 1024u)
 #define WSCH_CLIENT_EPOCH_MAX                  64u    /* longer epochs are not remembered */
 #define WSCH_CLIENT_CHANNEL_MAX                255u   /* positions of longer channel names are ignored */
+#define WSCH_CLIENT_MEMBER_ID_MAX              255u   /* presence: longer user ids are skipped */
+#define WSCH_CLIENT_MEMBER_INFO_MAX            4096u  /* ... and so are members with longer info */
+#define WSCH_CLIENT_MEMBERS_MAX                65536u /* ... and members past this many in a channel */
 
 /* Where a subscribed channel stands after the last reconnect. */
 typedef enum wsch_recovery {
@@ -1607,6 +1610,14 @@ typedef struct wsch_client_desc {
        with code "" (the client stopped for good; it may or may not have
        taken effect). */
     void (*on_send_failed)(wsch_client *c, uint64_t id, int err, const char *code, void *user);
+    /* Presence (wsch_client_subscribe_presence): member joined (1) or left
+       (0) channel; info is its info (JSON text) or NULL. After a reconnect
+       the hub's list replaces what the client had, and only the difference
+       is reported. member NULL: the hub sends counts only for this channel
+       now (over its cap; wsch_client_presence_count() has them), and the
+       member list is dropped. */
+    void (*on_presence)(wsch_client *c, const char *channel, const char *member, const char *info, int joined,
+                        void *user);
 } wsch_client_desc;
 
 /* desc with every zero field replaced by its default (strings and callbacks
@@ -1698,6 +1709,23 @@ WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel);
    keeps (a late joiner sees the recent conversation); reconnects recover
    from the position as always. */
 WSCH_API int wsch_client_subscribe_history(wsch_client *c, const char *channel, uint32_t last);
+/* The same, asking also for the channel's presence: the client keeps its
+   members (user ids, sorted, with their info), resynchronised after each
+   reconnect, and reports joins and leaves through on_presence. Asking a
+   channel already subscribed adds presence to it. Members with a user id
+   longer than WSCH_CLIENT_MEMBER_ID_MAX or info longer than
+   WSCH_CLIENT_MEMBER_INFO_MAX, or past WSCH_CLIENT_MEMBERS_MAX, are
+   skipped (on_error says so). */
+WSCH_API int wsch_client_subscribe_presence(wsch_client *c, const char *channel);
+/* Users in channel as the client knows them: its members, or, when the hub
+   sends counts only (*listed 0), the last count it sent. 0 for a channel
+   not subscribed with presence. listed may be NULL. */
+WSCH_API size_t wsch_client_presence_count(const wsch_client *c, const char *channel, int *listed);
+/* The i-th member in user id order, or NULL past the last; *info (may be
+   NULL) gets its info (JSON text) or NULL. Valid until the client's next
+   call or event. */
+WSCH_API const char *wsch_client_presence_member(const wsch_client *c, const char *channel, size_t i,
+                                                 const char **info);
 /* The position of a subscribed channel: WSCH_OK or WSCH_ERR_NOT_FOUND. */
 WSCH_API int wsch_client_channel_position(const wsch_client *c, const char *channel, wsch_client_position *out);
 /* Removes channel and, when OPEN, sends the matching "unsubscribe".
@@ -1877,10 +1905,14 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
        {"type":"presence","payload":{"channel":C,"members":[...]}}
                         or, over the cap, the counts, at most once per
                         presence_stats_interval_ms:
-       {"type":"presence_stats","payload":{"channel":C,"users":N,"connections":M}}
+       {"type":"presence_stats","payload":{"channel":C,"users":N,"connections":M,"listed":false}}
        {"type":"presence","payload":{"channel":C}}        answered with the
                         "presence" message above (or "presence_stats" over the cap)
        {"type":"presence_stats","payload":{"channel":C}}  answered with the counts
+     "listed" (an addition to the counts' wire format) says whether
+     presence subscribers are sent the member list (false: over the cap,
+     counts only), so a client can tell an answer to its own request from
+     the switch to counts.
      Over the cap means more than presence_max_members users, or a member
      list longer than max_message_size. Only a peer allowed to subscribe
      to C (authorize_subscribe) may ask; the others get "forbidden". A
@@ -6735,7 +6767,20 @@ typedef struct wsch__cl_sub {
     wsch_recovery recovery;                 /* PENDING: recover was sent on this link, a confirmation is due */
     uint32_t history;                       /* messages to ask for on the first subscribe */
     size_t len;
+    /* Presence (asked): members sorted by user id; without the list (over
+       the hub's cap) only its count. */
+    int presence, listed;
+    struct wsch__cl_member **members;
+    size_t num_members, cap_members;
+    uint64_t users;                         /* the hub's count, when not listed */
 } wsch__cl_sub;
+
+/* A member: its user id (user_len bytes, NUL) and info (info_len, NUL) follow. */
+typedef struct wsch__cl_member {
+    size_t user_len, info_len;              /* info_len 0: none */
+} wsch__cl_member;
+#define WSCH__CL_MEMBER_ID(m) ((const char *)((m) + 1))
+#define WSCH__CL_MEMBER_INFO(m) ((m)->info_len ? WSCH__CL_MEMBER_ID(m) + (m)->user_len + 1u : NULL)
 
 #define WSCH__CL_SUB_NAME(sub) ((char *)((sub) + 1))
 
@@ -7084,7 +7129,7 @@ WSCH__PRIVATE int wsch__cl_send_text(wsch_client *c, const char *text, size_t le
     return wsch__cl_enqueue(c, text, len);
 }
 
-/* {"channel":C[,"recover":{"offset":N,"epoch":E} or ,"history":K]}; the
+/* {"channel":C[,"recover":{"offset":N,"epoch":E} or ,"history":K][,"presence":true]}; the
    channel was checked to be UTF-8 when subscribed, the epoch when it came. */
 WSCH__PRIVATE void wsch__cl_put_channel(wsch__writer *w, const char *channel, size_t len, const wsch__cl_sub *sub) {
     wsch__w_puts(w, "{\"channel\":");
@@ -7099,6 +7144,7 @@ WSCH__PRIVATE void wsch__cl_put_channel(wsch__writer *w, const char *channel, si
         wsch__w_puts(w, ",\"history\":");
         wsch__w_put_uint(w, sub->history);
     }
+    if (sub && sub->presence) wsch__w_puts(w, ",\"presence\":true");
     wsch__w_puts(w, "}");
 }
 
@@ -7197,17 +7243,224 @@ WSCH__PRIVATE int wsch__cl_position(wsch_str channel, wsch_str offset, wsch_str 
     return 1;
 }
 
+/* ---- presence: the members of channels subscribed with presence ---- */
+
+WSCH__PRIVATE void wsch__cl_members_free(wsch_client *c, wsch__cl_member **m, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) wsch__free(&c->d.allocator, m[i]);
+    wsch__free(&c->d.allocator, m);
+}
+
+WSCH__PRIVATE void wsch__cl_sub_free(wsch_client *c, wsch__cl_sub *sub) {
+    wsch__cl_members_free(c, sub->members, sub->num_members);
+    wsch__free(&c->d.allocator, sub);
+}
+
+/* Binary search by user id: 1 when found at *at, else 0 with *at where it goes. */
+WSCH__PRIVATE int wsch__cl_member_find(wsch__cl_member *const *m, size_t n, const char *id, size_t len, size_t *at) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2u, ml = m[mid]->user_len;
+        int d = WSCH_MEMCMP(WSCH__CL_MEMBER_ID(m[mid]), id, ml < len ? ml : len);
+        if (d == 0) d = ml < len ? -1 : ml > len ? 1 : 0;
+        if (d == 0) {
+            *at = mid;
+            return 1;
+        }
+        if (d < 0) lo = mid + 1u;
+        else hi = mid;
+    }
+    *at = lo;
+    return 0;
+}
+
+/* Reads a member {"user":U[,"info":I]} (U into id, at most
+   WSCH_CLIENT_MEMBER_ID_MAX bytes without U+0000). 0 when it cannot be kept. */
+WSCH__PRIVATE int wsch__cl_member_parse(wsch_str obj, char id[WSCH_CLIENT_MEMBER_ID_MAX + 1], size_t *id_len,
+                                        wsch_str *info) {
+    static const char *const keys[2] = {"user", "info"};
+    wsch_str v[2];
+    if (wsch__json_members(obj, keys, 2, v, WSCH__JSON_TRUSTED) != WSCH_OK ||
+        wsch__json_string_value(v[0], id, WSCH_CLIENT_MEMBER_ID_MAX + 1, id_len) != WSCH_OK ||
+        WSCH_MEMCHR(id, 0, *id_len) || v[1].len > WSCH_CLIENT_MEMBER_INFO_MAX)
+        return 0;
+    *info = v[1];
+    return 1;
+}
+
+/* Inserts a new member at `at` of *arr (n members, *cap room). */
+WSCH__PRIVATE int wsch__cl_member_add(wsch_client *c, wsch__cl_member ***arr, size_t *n, size_t *cap, size_t at,
+                                      const char *id, size_t id_len, wsch_str info) {
+    wsch__cl_member *m;
+    char *p;
+    if (*n >= WSCH_CLIENT_MEMBERS_MAX) return WSCH_ERR_LIMIT;
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2u : 8u;
+        wsch__cl_member **grown = (wsch__cl_member **)wsch__alloc(&c->d.allocator, ncap * sizeof *grown);
+        if (!grown) return WSCH_ERR_NOMEM;
+        if (*n) WSCH_MEMCPY(grown, *arr, *n * sizeof *grown);
+        wsch__free(&c->d.allocator, *arr);
+        *arr = grown;
+        *cap = ncap;
+    }
+    m = (wsch__cl_member *)wsch__alloc(&c->d.allocator, sizeof *m + id_len + 1u + info.len + 1u);
+    if (!m) return WSCH_ERR_NOMEM;
+    m->user_len = id_len;
+    m->info_len = info.len;
+    p = (char *)(m + 1);
+    WSCH_MEMCPY(p, id, id_len);
+    p[id_len] = '\0';
+    if (info.len) WSCH_MEMCPY(p + id_len + 1u, info.ptr, info.len);
+    p[id_len + 1u + info.len] = '\0';
+    WSCH_MEMMOVE(*arr + at + 1u, *arr + at, (*n - at) * sizeof **arr);
+    (*arr)[at] = m;
+    (*n)++;
+    return WSCH_OK;
+}
+
+/* The subscription named name still exists as sub after a callback. */
+WSCH__PRIVATE int wsch__cl_sub_alive(const wsch_client *c, const wsch__cl_sub *sub, const char *name, size_t len) {
+    size_t i;
+    return !c->dead && wsch__cl_find_sub(c, name, len, &i) && c->subs[i] == sub;
+}
+
+WSCH__PRIVATE void wsch__cl_presence_event(wsch_client *c, const char *name, const wsch__cl_member *m, int joined) {
+    if (c->d.on_presence)
+        c->d.on_presence(c, name, m ? WSCH__CL_MEMBER_ID(m) : NULL, m ? WSCH__CL_MEMBER_INFO(m) : NULL, joined,
+                         c->d.user);
+}
+
+/* The hub's whole list (a confirmation's "presence", or a "presence"
+   message) replaces the members; only the difference is reported. */
+WSCH__PRIVATE void wsch__cl_presence_list(wsch_client *c, wsch__cl_sub *sub, const char *name, size_t name_len,
+                                          wsch_str list) {
+    char id[WSCH_CLIENT_MEMBER_ID_MAX + 1];
+    wsch__cl_member **fresh = NULL, **old;
+    size_t n = 0, cap = 0, pos = 0, at, id_len, i = 0, j = 0, num_old;
+    wsch_str elem, info;
+    int skipped = 0, r;
+    while (wsch_json_array_next(list, &pos, &elem) == WSCH_OK) {
+        if (!wsch__cl_member_parse(elem, id, &id_len, &info) || wsch__cl_member_find(fresh, n, id, id_len, &at)) {
+            skipped = 1;
+            continue;
+        }
+        r = wsch__cl_member_add(c, &fresh, &n, &cap, at, id, id_len, info);
+        if (r == WSCH_ERR_NOMEM) {
+            wsch__cl_members_free(c, fresh, n);
+            wsch__cl_error(c, r, "presence list dropped: out of memory");
+            return;
+        }
+        skipped |= r != WSCH_OK;
+    }
+    old = sub->members;
+    num_old = sub->num_members;
+    sub->members = fresh;
+    sub->num_members = n;
+    sub->cap_members = cap;
+    sub->listed = 1;
+    while (i < num_old || j < n) {      /* both sorted: one merge walk */
+        int d;
+        if (i == num_old) d = 1;
+        else if (j == n) d = -1;
+        else d = wsch__cl_member_find(old + i, 1, WSCH__CL_MEMBER_ID(fresh[j]), fresh[j]->user_len, &at) ? 0
+                 : at == 0 ? 1 : -1;
+        if (d == 0) {
+            i++;
+            j++;
+            continue;
+        }
+        wsch__cl_presence_event(c, name, d < 0 ? old[i] : fresh[j], d > 0);
+        if (d < 0) i++;
+        else j++;
+        if (!wsch__cl_sub_alive(c, sub, name, name_len)) break;     /* fresh went with it */
+    }
+    wsch__cl_members_free(c, old, num_old);
+    if (skipped) wsch__cl_error(c, WSCH_ERR_LIMIT, "presence members skipped: too long or too many");
+}
+
+/* A presence_diff: joins added, leaves removed, each reported. */
+WSCH__PRIVATE void wsch__cl_presence_diff(wsch_client *c, wsch__cl_sub *sub, const char *name, size_t name_len,
+                                          wsch_str joins, wsch_str leaves) {
+    char id[WSCH_CLIENT_MEMBER_ID_MAX + 1];
+    size_t pos = 0, at, id_len;
+    wsch_str elem, info;
+    int skipped = 0, r;
+    while (wsch_json_array_next(joins, &pos, &elem) == WSCH_OK) {
+        if (!wsch__cl_member_parse(elem, id, &id_len, &info)) {
+            skipped = 1;
+            continue;
+        }
+        if (wsch__cl_member_find(sub->members, sub->num_members, id, id_len, &at)) continue;
+        r = wsch__cl_member_add(c, &sub->members, &sub->num_members, &sub->cap_members, at, id, id_len, info);
+        if (r != WSCH_OK) {
+            skipped = 1;
+            continue;
+        }
+        wsch__cl_presence_event(c, name, sub->members[at], 1);
+        if (!wsch__cl_sub_alive(c, sub, name, name_len)) return;
+    }
+    pos = 0;
+    while (wsch_json_array_next(leaves, &pos, &elem) == WSCH_OK) {
+        wsch__cl_member *m;
+        if (!wsch__cl_member_parse(elem, id, &id_len, &info) ||
+            !wsch__cl_member_find(sub->members, sub->num_members, id, id_len, &at))
+            continue;
+        m = sub->members[at];
+        WSCH_MEMMOVE(sub->members + at, sub->members + at + 1u, (sub->num_members - at - 1u) * sizeof *sub->members);
+        sub->num_members--;
+        wsch__cl_presence_event(c, name, m, 0);
+        wsch__free(&c->d.allocator, m);
+        if (!wsch__cl_sub_alive(c, sub, name, name_len)) return;
+    }
+    if (skipped) wsch__cl_error(c, WSCH_ERR_LIMIT, "presence members skipped: too long or too many");
+}
+
+/* Counts only (over the hub's cap): the list is dropped. */
+WSCH__PRIVATE void wsch__cl_presence_counts(wsch_client *c, wsch__cl_sub *sub, const char *name, wsch_str users) {
+    int64_t k;
+    if (wsch__json_int_value(users, &k) != WSCH_OK || k < 0) return;
+    wsch__cl_members_free(c, sub->members, sub->num_members);
+    sub->members = NULL;
+    sub->num_members = sub->cap_members = 0;
+    sub->listed = 0;
+    sub->users = (uint64_t)k;
+    wsch__cl_presence_event(c, name, NULL, 0);
+}
+
+/* "presence_diff", "presence" and "presence_stats" about a channel
+   subscribed with presence; the others are the application's. */
+WSCH__PRIVATE void wsch__cl_on_presence(wsch_client *c, const wsch_envelope *env) {
+    static const char *const keys[6] = {"channel", "joins", "leaves", "members", "users", "listed"};
+    char name[WSCH_CLIENT_CHANNEL_MAX + 1];
+    wsch_str v[6];
+    size_t name_len, i;
+    wsch__cl_sub *sub;
+    if (wsch_envelope_get_members(env, keys, 6, v) != WSCH_OK ||
+        wsch__json_string_value(v[0], name, sizeof name, &name_len) != WSCH_OK ||
+        !wsch__cl_find_sub(c, name, name_len, &i) || !c->subs[i]->presence)
+        return;
+    sub = c->subs[i];
+    if (wsch_envelope_type_is(env, "presence_diff")) {
+        if (sub->listed && v[1].ptr && v[2].ptr && v[1].ptr[0] == '[' && v[2].ptr[0] == '[')
+            wsch__cl_presence_diff(c, sub, name, name_len, v[1], v[2]);
+    } else if (wsch_envelope_type_is(env, "presence")) {
+        if (v[3].ptr && v[3].ptr[0] == '[') wsch__cl_presence_list(c, sub, name, name_len, v[3]);
+    } else if (v[4].ptr && v[5].len == 5u && WSCH_MEMCMP(v[5].ptr, "false", 5) == 0) {
+        wsch__cl_presence_counts(c, sub, name, v[4]);   /* an answer to a request of the application's ("listed":true) changes nothing */
+    }
+}
+
 /* "subscribed": the position the channel is at, and after a recover
    whether everything missed was replayed. */
 WSCH__PRIVATE void wsch__cl_on_subscribed(wsch_client *c, const wsch_envelope *env) {
-    static const char *const keys[4] = {"channel", "offset", "epoch", "recovered"};
+    static const char *const keys[6] = {"channel", "offset", "epoch", "recovered", "presence", "presence_stats"};
     char name[WSCH_CLIENT_CHANNEL_MAX + 1], epoch[WSCH_CLIENT_EPOCH_MAX + 1];
-    wsch_str v[4];
+    wsch_str v[6], users;
     size_t name_len, i;
     uint64_t offset;
     wsch__cl_sub *sub;
     int recovered;
-    if (wsch_envelope_get_members(env, keys, 4, v) != WSCH_OK ||
+    if (wsch_envelope_get_members(env, keys, 6, v) != WSCH_OK ||
         wsch__json_string_value(v[0], name, sizeof name, &name_len) != WSCH_OK ||
         !wsch__cl_find_sub(c, name, name_len, &i))
         return;
@@ -7227,9 +7480,14 @@ WSCH__PRIVATE void wsch__cl_on_subscribed(wsch_client *c, const wsch_envelope *e
     }
     /* Unasked, "recovered":false says messages were lost under a live
        subscription (the hub's bridge lost them): reported all the same. */
-    if (sub->recovery != WSCH_RECOVERY_PENDING && (recovered || !v[3].ptr)) return;
-    sub->recovery = recovered ? WSCH_RECOVERY_RECOVERED : WSCH_RECOVERY_LOST;
-    if (c->d.on_recovery) c->d.on_recovery(c, name, recovered, c->d.user);
+    if (sub->recovery == WSCH_RECOVERY_PENDING || (!recovered && v[3].ptr)) {
+        sub->recovery = recovered ? WSCH_RECOVERY_RECOVERED : WSCH_RECOVERY_LOST;
+        if (c->d.on_recovery) c->d.on_recovery(c, name, recovered, c->d.user);
+        if (!wsch__cl_sub_alive(c, sub, name, name_len)) return;
+    }
+    if (!sub->presence) return;
+    if (v[4].ptr && v[4].ptr[0] == '[') wsch__cl_presence_list(c, sub, name, name_len, v[4]);
+    else if (v[5].ptr && wsch_json_get_raw(v[5], "users", &users) == WSCH_OK) wsch__cl_presence_counts(c, sub, name, users);
 }
 
 /* "ack" and an "error" carrying an id answer a reliable message. */
@@ -7292,6 +7550,9 @@ WSCH__PRIVATE void wsch__cl_on_message(wsch_conn *cn, wsch_opcode op, void *data
         }
     } else if (wsch_envelope_type_is(&env, "subscribed")) {
         wsch__cl_on_subscribed(c, &env);
+    } else if (wsch_envelope_type_is(&env, "presence_diff") || wsch_envelope_type_is(&env, "presence") ||
+               wsch_envelope_type_is(&env, "presence_stats")) {
+        wsch__cl_on_presence(c, &env);
     } else if (wsch_envelope_type_is(&env, "ack")) {
         wsch__cl_on_answer(c, &env, 1);
     } else if (wsch_envelope_type_is(&env, "error")) {
@@ -7562,7 +7823,7 @@ WSCH__PRIVATE void wsch__cl_free(wsch_client *c) {
         c->o_head = m->next;
         wsch__free(&a, m);
     }
-    for (i = 0; i < c->num_subs; i++) wsch__free(&a, c->subs[i]);
+    for (i = 0; i < c->num_subs; i++) wsch__cl_sub_free(c, c->subs[i]);
     wsch__free(&a, c->subs);
     wsch__free(&a, c->handlers);
     wsch__free(&a, c->strings);
@@ -7761,13 +8022,27 @@ WSCH__PRIVATE int wsch__cl_find_sub(const wsch_client *c, const char *channel, s
     return 0;
 }
 
-WSCH__PRIVATE int wsch__cl_subscribe(wsch_client *c, const char *channel, uint32_t history) {
+WSCH__PRIVATE int wsch__cl_subscribe(wsch_client *c, const char *channel, uint32_t history, int presence) {
     size_t len, i;
     wsch__cl_sub *sub;
     int r = WSCH_OK;
     if (!c || c->dead || !channel || !channel[0]) return WSCH_ERR_ARG;
     len = WSCH_STRLEN(channel);
-    if (wsch__cl_find_sub(c, channel, len, &i)) return WSCH_OK;
+    if (wsch__cl_find_sub(c, channel, len, &i)) {
+        wsch__cl_sub ask;
+        if (!presence || c->subs[i]->presence) return WSCH_OK;
+        /* Presence added to a subscription: asked again without recover
+           (nothing was missed), which the hub confirms with the members. */
+        c->subs[i]->presence = 1;
+        if (c->state != WSCH__CL_OPEN) return WSCH_OK;
+        ask = *c->subs[i];
+        ask.known = 0;
+        ask.history = 0;
+        wsch__cl_enter(c);
+        r = wsch__cl_send_channel_msg(c, "subscribe", channel, len, &ask);
+        wsch__cl_leave(c);
+        return r == WSCH_ERR_TRANSPORT || r == WSCH_ERR_CLOSED ? WSCH_OK : r;
+    }
     if (!wsch_utf8_valid(channel, len)) return WSCH_ERR_UTF8;
     if (c->num_subs == c->cap_subs) {
         size_t cap = c->cap_subs ? c->cap_subs * 2 : 8;
@@ -7786,6 +8061,8 @@ WSCH__PRIVATE int wsch__cl_subscribe(wsch_client *c, const char *channel, uint32
     WSCH_MEMSET(sub, 0, sizeof *sub);
     sub->len = len;
     sub->history = history;
+    sub->presence = presence;
+    sub->listed = 1;
     WSCH_MEMCPY(WSCH__CL_SUB_NAME(sub), channel, len + 1u);
     wsch__cl_enter(c);
     if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "subscribe", channel, len, sub);
@@ -7793,21 +8070,48 @@ WSCH__PRIVATE int wsch__cl_subscribe(wsch_client *c, const char *channel, uint32
        reconnect, as for a subscribe made offline. */
     if (r == WSCH_ERR_TRANSPORT || r == WSCH_ERR_CLOSED) r = WSCH_OK;
     if (c->dead || r != WSCH_OK || wsch__cl_find_sub(c, channel, len, &i)) {
-        wsch__free(&c->d.allocator, sub);   /* refused, or an effect subscribed it meanwhile */
+        wsch__cl_sub_free(c, sub);          /* refused, or an effect subscribed it meanwhile */
     } else if (c->num_subs < c->cap_subs) {
         c->subs[c->num_subs++] = sub;
     } else {
-        wsch__free(&c->d.allocator, sub);   /* an effect filled the array meanwhile */
+        wsch__cl_sub_free(c, sub);          /* an effect filled the array meanwhile */
         r = WSCH_ERR_NOMEM;
     }
     wsch__cl_leave(c);
     return r;
 }
 
-WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel) { return wsch__cl_subscribe(c, channel, 0); }
+WSCH_API int wsch_client_subscribe(wsch_client *c, const char *channel) { return wsch__cl_subscribe(c, channel, 0, 0); }
 
 WSCH_API int wsch_client_subscribe_history(wsch_client *c, const char *channel, uint32_t last) {
-    return wsch__cl_subscribe(c, channel, last);
+    return wsch__cl_subscribe(c, channel, last, 0);
+}
+
+WSCH_API int wsch_client_subscribe_presence(wsch_client *c, const char *channel) {
+    return wsch__cl_subscribe(c, channel, 0, 1);
+}
+
+/* The subscription to channel that asked for presence, or NULL. */
+WSCH__PRIVATE const wsch__cl_sub *wsch__cl_presence_sub(const wsch_client *c, const char *channel) {
+    size_t i;
+    if (!c || !channel || !wsch__cl_find_sub(c, channel, WSCH_STRLEN(channel), &i) || !c->subs[i]->presence) return NULL;
+    return c->subs[i];
+}
+
+WSCH_API size_t wsch_client_presence_count(const wsch_client *c, const char *channel, int *listed) {
+    const wsch__cl_sub *sub = wsch__cl_presence_sub(c, channel);
+    if (listed) *listed = sub ? sub->listed : 0;
+    if (!sub) return 0;
+    return sub->listed ? sub->num_members : (size_t)sub->users;
+}
+
+WSCH_API const char *wsch_client_presence_member(const wsch_client *c, const char *channel, size_t i,
+                                                 const char **info) {
+    const wsch__cl_sub *sub = wsch__cl_presence_sub(c, channel);
+    if (info) *info = NULL;
+    if (!sub || i >= sub->num_members) return NULL;
+    if (info) *info = WSCH__CL_MEMBER_INFO(sub->members[i]);
+    return WSCH__CL_MEMBER_ID(sub->members[i]);
 }
 
 WSCH_API int wsch_client_unsubscribe(wsch_client *c, const char *channel) {
@@ -7822,7 +8126,7 @@ WSCH_API int wsch_client_unsubscribe(wsch_client *c, const char *channel) {
     c->num_subs--;
     wsch__cl_enter(c);
     if (c->state == WSCH__CL_OPEN) r = wsch__cl_send_channel_msg(c, "unsubscribe", WSCH__CL_SUB_NAME(sub), sub->len, NULL);
-    wsch__free(&c->d.allocator, sub);
+    wsch__cl_sub_free(c, sub);
     wsch__cl_leave(c);
     return r;
 }
@@ -9807,7 +10111,7 @@ WSCH__PRIVATE void wsch__hub_put_counts(wsch__writer *w, const wsch__hub_channel
 /* The payload of a presence message about ch (named name, n bytes):
      WSCH__PRES_DIFF   {"channel":C,"joins":[...],"leaves":[...]} of the changes not yet sent
      WSCH__PRES_LIST   {"channel":C,"members":[...]} (now: as they are now, else as last sent)
-     WSCH__PRES_STATS  {"channel":C,"users":N,"connections":M}
+     WSCH__PRES_STATS  {"channel":C,"users":N,"connections":M,"listed":B}
    ch may be NULL for LIST and STATS: a channel nobody is in. */
 enum { WSCH__PRES_DIFF, WSCH__PRES_LIST, WSCH__PRES_STATS };
 WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, size_t n, const wsch__hub_channel *ch,
@@ -9842,6 +10146,7 @@ WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, siz
     } else {
         wsch__w_puts(w, ",");
         wsch__hub_put_counts(w, ch);
+        wsch__w_puts(w, !ch || ch->listed ? ",\"listed\":true" : ",\"listed\":false");
     }
     wsch__w_puts(w, "}");
 }

@@ -2167,6 +2167,146 @@ TEST outbox_limits_and_session_checks(void) {
     PASS();
 }
 
+/* ---- presence ---- */
+
+static struct {
+    char log[1024];             /* +user(info) joins, -user leaves, # counts only */
+    const char *unsub_on;       /* unsubscribe this channel from inside the event */
+    int events;
+} PR;
+
+static void pr_event(wsch_client *c, const char *channel, const char *member, const char *info, int joined,
+                     void *user) {
+    size_t n = strlen(PR.log);
+    (void)user;
+    PR.events++;
+    if (!member) snprintf(PR.log + n, sizeof PR.log - n, "# ");
+    else if (info) snprintf(PR.log + n, sizeof PR.log - n, "%c%s(%s) ", joined ? '+' : '-', member, info);
+    else snprintf(PR.log + n, sizeof PR.log - n, "%c%s ", joined ? '+' : '-', member);
+    if (PR.unsub_on && strcmp(PR.unsub_on, channel) == 0) (void)wsch_client_unsubscribe(c, channel);
+}
+
+static wsch_client_desc pr_desc(void) {
+    wsch_client_desc d = r_desc();
+    memset(&PR, 0, sizeof PR);
+    d.on_presence = pr_event;
+    return d;
+}
+
+TEST presence_members_follow_the_hub_and_resync_after_a_reconnect(void) {
+    wsch_client_desc d = pr_desc();
+    const char *info;
+    int listed;
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe_presence(F.c, "room"));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(F.c, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}", fx_next_text());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"subscribed\",\"payload\":{\"channel\":\"room\",\"presence\":["
+                                   "{\"user\":\"bob\",\"connections\":2},"
+                                   "{\"user\":\"alice\",\"connections\":1,\"info\":{\"d\":\"phone\"}}]}}"));
+    ASSERT_STR_EQ("+alice({\"d\":\"phone\"}) +bob ", PR.log);
+    ASSERT_EQ(2u, wsch_client_presence_count(F.c, "room", &listed));
+    ASSERT_EQ(1, listed);
+    ASSERT_STR_EQ("alice", wsch_client_presence_member(F.c, "room", 0, &info));     /* sorted */
+    ASSERT_STR_EQ("{\"d\":\"phone\"}", info);
+    ASSERT_STR_EQ("bob", wsch_client_presence_member(F.c, "room", 1, &info));
+    ASSERT_EQ(NULL, info);
+    ASSERT_EQ(NULL, wsch_client_presence_member(F.c, "room", 2, NULL));
+    ASSERT_EQ(0u, wsch_client_presence_count(F.c, "news", NULL));                  /* not asked */
+
+    PR.log[0] = '\0';
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"presence_diff\",\"payload\":{\"channel\":\"room\","
+                                   "\"joins\":[{\"user\":\"carol\"},{\"user\":\"alice\"}],\"leaves\":[{\"user\":\"bob\"},{\"user\":\"zed\"}]}}"));
+    ASSERT_STR_EQ("+carol -bob ", PR.log);          /* alice is in already, zed never was */
+    ASSERT_EQ(2u, wsch_client_presence_count(F.c, "room", NULL));
+    /* Presence of a channel subscribed without it is the application's. */
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"presence_diff\",\"payload\":{\"channel\":\"news\",\"joins\":[{\"user\":\"x\"}],\"leaves\":[]}}"));
+    ASSERT_STR_EQ("+carol -bob ", PR.log);
+
+    /* After a reconnect the hub's list replaces the set: only the difference is told. */
+    ASSERT(relink());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}", fx_next_text());
+    PR.log[0] = '\0';
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"subscribed\",\"payload\":{\"channel\":\"room\",\"presence\":["
+                                   "{\"user\":\"dave\",\"connections\":1},{\"user\":\"alice\",\"connections\":3}]}}"));
+    ASSERT_STR_EQ("-carol +dave ", PR.log);         /* in user id order */
+    ASSERT_EQ(2u, wsch_client_presence_count(F.c, "room", NULL));
+
+    /* Over the hub's cap: counts only, the list dropped; an answer to the
+       application's own request ("listed":true) changes nothing. */
+    PR.log[0] = '\0';
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"presence_stats\",\"payload\":{\"channel\":\"room\",\"users\":7,\"connections\":9,\"listed\":true}}"));
+    ASSERT_STR_EQ("", PR.log);
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"presence_stats\",\"payload\":{\"channel\":\"room\",\"users\":5000,\"connections\":6000,\"listed\":false}}"));
+    ASSERT_STR_EQ("# ", PR.log);
+    ASSERT_EQ(5000u, wsch_client_presence_count(F.c, "room", &listed));
+    ASSERT_EQ(0, listed);
+    ASSERT_EQ(NULL, wsch_client_presence_member(F.c, "room", 0, NULL));
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"presence_diff\",\"payload\":{\"channel\":\"room\",\"joins\":[{\"user\":\"x\"}],\"leaves\":[]}}"));
+    ASSERT_STR_EQ("# ", PR.log);                    /* no list to apply it to */
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"presence\",\"payload\":{\"channel\":\"room\",\"members\":[{\"user\":\"alice\",\"connections\":1}]}}"));
+    ASSERT_STR_EQ("# +alice ", PR.log);             /* back under the cap: the whole list */
+    ASSERT_EQ(1u, wsch_client_presence_count(F.c, "room", &listed));
+    ASSERT_EQ(1, listed);
+    /* A confirmation over the cap. */
+    ASSERT(relink());
+    PR.log[0] = '\0';
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"subscribed\",\"payload\":{\"channel\":\"room\",\"presence_stats\":{\"users\":1200,\"connections\":1300}}}"));
+    ASSERT_STR_EQ("# ", PR.log);
+    ASSERT_EQ(1200u, wsch_client_presence_count(F.c, "room", NULL));
+    PASS();
+}
+
+TEST presence_added_later_and_unsubscribed_inside_its_event(void) {
+    wsch_client_desc d = pr_desc();
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(F.c, "room"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\"}}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, srv_subscribed("room", 4, "e1", NULL));
+    /* Presence asked for a subscribed channel: asked again, without recover. */
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe_presence(F.c, "room"));
+    ASSERT_STR_EQ("{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}", fx_next_text());
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe_presence(F.c, "room"));     /* once */
+    ASSERT_STR_EQ("", fx_next_text());
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"subscribed\",\"payload\":{\"channel\":\"room\",\"offset\":4,\"epoch\":\"e1\",\"presence\":["
+                                   "{\"user\":\"a\"},{\"user\":\"b\"},{\"user\":\"c\"}]}}"));
+    ASSERT_STR_EQ("+a +b +c ", PR.log);
+    ASSERT(strstr(R.log, "Rroom") == NULL);         /* not a recovery */
+    /* An event handler that unsubscribes: the rest of the list is not reported. */
+    PR.unsub_on = "room";
+    PR.log[0] = '\0';
+    ASSERT_EQ(WSCH_OK, fx_srv_text("{\"type\":\"presence\",\"payload\":{\"channel\":\"room\",\"members\":[{\"user\":\"x\"},{\"user\":\"y\"}]}}"));
+    ASSERT_STR_EQ("-a ", PR.log);
+    ASSERT_EQ(0u, wsch_client_subscription_count(F.c));
+    ASSERT_STR_EQ("{\"type\":\"unsubscribe\",\"payload\":{\"channel\":\"room\"}}", fx_next_text());
+    PASS();
+}
+
+TEST presence_members_are_bounded(void) {
+    wsch_client_desc d = pr_desc();
+    char msg[2048], id[300];
+    size_t nerr;
+    memset(id, 'u', sizeof id);
+    id[sizeof id - 1] = '\0';
+    ASSERT_EQ(WSCH_OK, fx_start(&d));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe_presence(F.c, "room"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(F.c));
+    ASSERT(fx_open());
+    nerr = F.nerr;
+    snprintf(msg, sizeof msg, "{\"type\":\"subscribed\",\"payload\":{\"channel\":\"room\",\"presence\":["
+             "{\"user\":\"%s\"},{\"user\":\"ok\"},{\"nouser\":1},{\"user\":\"a\\u0000b\"},{\"user\":\"ok\"}]}}", id);
+    ASSERT_EQ(WSCH_OK, fx_srv_text(msg));
+    ASSERT_STR_EQ("+ok ", PR.log);                  /* too long, none, U+0000, twice: skipped */
+    ASSERT_EQ(nerr + 1, F.nerr);
+    ASSERT_EQ(WSCH_ERR_LIMIT, F.errors[nerr]);
+    PASS();
+}
+
 TEST outbox_keeps_order_under_backpressure(void) {
     wsch_client_desc d = r_desc();
     static const char p30[] = "\"xxxxxxxxxxxxxxxxxxxxxxxxxxx\"";
@@ -2245,6 +2385,9 @@ SUITE(client) {
     RUN_TEST(refused_after_open_gives_the_outbox_up_not_silently);
     RUN_TEST(outbox_limits_and_session_checks);
     RUN_TEST(outbox_keeps_order_under_backpressure);
+    RUN_TEST(presence_members_follow_the_hub_and_resync_after_a_reconnect);
+    RUN_TEST(presence_added_later_and_unsubscribed_inside_its_event);
+    RUN_TEST(presence_members_are_bounded);
 }
 
 GREATEST_MAIN_DEFS();
