@@ -1918,7 +1918,24 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
      to C (authorize_subscribe) may ask; the others get "forbidden". A
      confirmation with presence, and each diff, is consistent with the
      messages before it: applying them in order gives the member set as of
-     the last flush. Errors: "presence_off" (the hub does not track it).
+     the last flush. Without desc.presence none of this: "presence" and
+     "presence_stats" are application messages like any other, and a
+     subscribe's "presence" is ignored.
+     Several processes (a bridge): each hub says which users it has in a
+     channel on that channel's bridge channel (see "presence across
+     processes" in the implementation for the messages), so a user on one
+     process is a member on every process listening to the channel, and
+     per-user events stay per user across processes. Each hub says its
+     users again every presence_ttl_ms / 3 and forgets another's not said
+     for presence_ttl_ms: a process that dies without a word (kill -9)
+     drops out of the others' presence within 4/3 of presence_ttl_ms (40 s
+     by default); a restarted process is a new origin and leaves no ghosts.
+     A hub that starts listening to a channel, or whose link came back
+     (wsch_hub_bridge_resubscribe), asks the others to say theirs at once;
+     a leave lost while a link was down takes effect within the same bound.
+     wsch_hub_flush() must then run at least as often as it asks (its
+     return value), to say and to forget in time. "connections" counts
+     every process's connections, as last said.
    Close codes the hub sends: 4001 "Unauthorized" (authenticate refused),
    WSCH_HUB_CLOSE_SLOW_CONSUMER 4008 "Slow consumer", 1000 "Idle timeout",
    1001 "Server shutting down", 1011 "Out of memory"; the connection's own
@@ -1978,6 +1995,7 @@ enum { WSCH_HUB_TIMER_IDLE = 16 };
 #define WSCH_HUB_DEFAULT_PRESENCE_MAX_MEMBERS 1000u
 #define WSCH_HUB_DEFAULT_PRESENCE_STATS_MS    1000u
 #define WSCH_HUB_DEFAULT_MAX_PRESENCE_INFO_LEN 256u
+#define WSCH_HUB_DEFAULT_PRESENCE_TTL_MS      30000u
 
 /* Why the hub dropped a peer: the index into wsch_hub_counters.drops. */
 typedef enum wsch_hub_drop {
@@ -2033,6 +2051,9 @@ typedef struct wsch_hub_counters {
     uint64_t presence_members;  /* gauge: (channel, user) members */
     uint64_t presence_messages; /* presence messages encoded by wsch_hub_flush (one per changed channel) */
     uint64_t presence_sent;     /* ... queued to peers, one per recipient */
+    uint64_t presence_remote;   /* gauge: (channel, user) members on other hubs, as they said */
+    uint64_t presence_in;       /* presence messages from other hubs taken */
+    uint64_t presence_expired;  /* other hubs' members forgotten, not said again within presence_ttl_ms */
 } wsch_hub_counters;
 
 /* A channel's stream position (wsch_hub_channel_position()). */
@@ -2124,6 +2145,10 @@ typedef struct wsch_hub_position {
    connection that sent it last. Sessions (reliable message ids) stay per
    process: a resend that reaches another process after its ack was lost
    is applied again there.
+
+   Presence (desc.presence) travels on a channel's bridge channel through
+   publish too, as messages whose header starts "wschp " instead of
+   "wsch1 ": the bridge carries them like any other.
 
    Give every hub on one bridge the same limits (max_message_size,
    max_channel_len, max_user_id_len): what one hub sends and another's
@@ -2230,6 +2255,11 @@ typedef struct wsch_hub_desc {
     size_t presence_max_members;        /* 1000 */
     uint32_t presence_stats_interval_ms;/* 1000 */
     size_t max_presence_info_len;       /* 256 */
+    /* With a bridge: another hub's user not said again for this long is
+       forgotten (each hub says its users every presence_ttl_ms / 3), so a
+       process that dies without a word drops out of the others' presence
+       within 4/3 of it. Needs effects.now_ms. */
+    uint32_t presence_ttl_ms;           /* 30000 */
     wsch_allocator allocator;
     /* Each peer's transport: send and close required, timers optional
        (without them, no timeouts); they get the peer's user pointer (the
@@ -8393,16 +8423,27 @@ typedef struct wsch__hub_rec {
 } wsch__hub_rec;
 
 /* A user in a channel's presence (desc.presence): its connections
-   subscribed there, and whether presence subscribers were told it is in.
+   subscribed there, the other hubs it is in (through the bridge), and what
+   was told: presence subscribers (announced), the other hubs (published).
    Info (info_len bytes) sits right after the struct, the key after it. */
 typedef struct wsch__hub_member {
     wsch__hub_entry e;              /* first; key: the user id */
     struct wsch__hub_member *dirty_next;    /* the channel's changes since the last flush */
-    uint32_t conns;
+    uint32_t conns;                 /* here */
+    uint32_t remote, rconns;        /* other hubs it is in, and its connections there */
     uint32_t info_len;              /* 0: none */
-    uint8_t announced, dirty;
+    uint8_t announced, dirty, published;
 } wsch__hub_member;
 #define WSCH__HUB_MEMBER_INFO(m) ((const char *)((m) + 1))
+#define WSCH__HUB_PRESENT(m) ((m)->conns || (m)->remote)
+
+/* A user in a channel on another hub, as that hub last said (bridge
+   presence); forgotten when not said again before expires_ms. */
+typedef struct wsch__hub_remote {
+    wsch__hub_entry e;              /* first; key: the hub's origin (8 bytes, big-endian), then the user id */
+    uint32_t expires_ms;
+    uint32_t conns;
+} wsch__hub_remote;
 
 typedef struct wsch__hub_channel {
     wsch__hub_entry e;              /* first: the table hands back entries */
@@ -8423,16 +8464,19 @@ typedef struct wsch__hub_channel {
     uint64_t lost_epoch;            /* (its late messages, still on their way, are skipped) */
     /* Presence: members by user id; psubs the live presence subscribers
        (room kept for the pending ones: ptotal counts both). */
-    wsch__hub_table members;
+    wsch__hub_table members, remote;
     struct wsch__hub_peer **psubs;
     size_t npsubs, psubs_cap, ptotal;
-    size_t users, member_conns;     /* members with a connection, and those connections */
+    size_t users, member_conns;     /* members present (here or elsewhere), and their connections */
+    size_t local_users;             /* members with a connection here */
     wsch__hub_member *dirty;        /* members changed since the last flush */
     struct wsch__hub_channel *plist_prev, *plist_next;  /* on the hub's flush list (or wait list) */
     uint32_t stats_at_ms;           /* when counts last went out */
     uint8_t plist;                  /* 0, WSCH__HUB_PLIST_DIRTY or WSCH__HUB_PLIST_WAIT */
     uint8_t listed;                 /* presence subscribers hold the member list (else counts) */
     uint8_t stats_sent;             /* counts went out at least once (stats_at_ms is set) */
+    uint8_t psync;                  /* bridge: ask the other hubs for their members at the next flush */
+    uint8_t prefresh;               /* bridge: say all members here again at the next flush */
 } wsch__hub_channel;
 enum { WSCH__HUB_PLIST_DIRTY = 1, WSCH__HUB_PLIST_WAIT = 2 };
 
@@ -8556,11 +8600,15 @@ struct wsch_hub {
     wsch__hub_channel *pdirty, *pwait;
     char *pbuf;
     size_t pbuf_cap;
+    uint32_t prefresh_at_ms;        /* bridge: when members are said again, and stale ones forgotten */
+    int prefresh_armed;             /* prefresh_at_ms is set (at the first flush) */
     uint64_t presence_members, presence_messages, presence_sent;
+    uint64_t presence_remote, presence_in, presence_expired;
 };
 
 #define WSCH__HUB_UPFX_LEN 6u       /* WSCH_STRLEN(WSCH_HUB_BRIDGE_USER_PREFIX) */
 #define WSCH__HUB_BRIDGE_MAGIC "wsch1 " /* a bridge message starts with it (6 bytes) */
+#define WSCH__HUB_PRESENCE_MAGIC "wschp " /* ... and a presence message of another hub with this */
 
 /* ---- keyed hash: SipHash-1-3 (channel names and user ids come from peers) */
 
@@ -8795,6 +8843,39 @@ WSCH__PRIVATE void wsch__hub_member_free(wsch_hub *hub, wsch__hub_channel *ch, w
     wsch__free(&hub->desc.allocator, m);
 }
 
+/* The user came into the channel's presence (came 1: its first connection
+   here or elsewhere) or left it (0: its last): counted, sent at the next
+   flush, and told to on_presence. */
+WSCH__PRIVATE void wsch__hub_member_came(wsch_hub *hub, wsch__hub_channel *ch, wsch__hub_member *m, int came) {
+    wsch_str cs, us;
+    if (came) ch->users++;
+    else ch->users--;
+    wsch__hub_member_dirty(hub, ch, m);
+    cs.ptr = ch->e.key;
+    cs.len = ch->e.key_len;
+    us.ptr = m->e.key;
+    us.len = m->e.key_len;
+    if (hub->desc.on_presence) hub->desc.on_presence(hub, cs, us, came, hub->desc.user);
+}
+
+/* The member for user id (len bytes, hashed h) in the channel, made when
+   absent with info. NULL without memory. */
+WSCH__PRIVATE wsch__hub_member *wsch__hub_member_get(wsch_hub *hub, wsch__hub_channel *ch, const char *id, size_t len,
+                                                     uint32_t h, const char *info, size_t info_len) {
+    wsch__hub_member *m = (wsch__hub_member *)(void *)wsch__hub_find(&ch->members, id, len, h);
+    if (m) return m;
+    m = (wsch__hub_member *)(void *)wsch__hub_entry_new(hub, sizeof *m + info_len, NULL, 0, id, len, h);
+    if (!m) return NULL;
+    if (wsch__hub_insert(hub, &ch->members, &m->e) != WSCH_OK) {
+        wsch__free(&hub->desc.allocator, m);
+        return NULL;
+    }
+    m->info_len = (uint32_t)info_len;
+    if (info_len) WSCH_MEMCPY(m + 1, info, info_len);
+    hub->presence_members++;
+    return m;
+}
+
 /* The peer's connection now counts in the channel's presence. A user id
    that is not UTF-8 cannot be said in JSON: such a peer is no member, as
    an anonymous one. WSCH_ERR_NOMEM when a new member cannot be made. */
@@ -8802,30 +8883,14 @@ WSCH__PRIVATE int wsch__hub_member_join(wsch_hub *hub, wsch__hub_channel *ch, co
     const wsch__hub_entry *u = cl->uent ? &cl->uent->e : NULL;
     wsch__hub_member *m;
     if (!hub->desc.presence || !u) return WSCH_OK;
-    m = (wsch__hub_member *)(void *)wsch__hub_find(&ch->members, u->key, u->key_len, u->hash);
-    if (!m) {
-        if (!wsch_utf8_valid(u->key, u->key_len)) return WSCH_OK;
-        m = (wsch__hub_member *)(void *)wsch__hub_entry_new(hub, sizeof *m + cl->info_len, NULL, 0, u->key,
-                                                            u->key_len, u->hash);
-        if (!m) return WSCH_ERR_NOMEM;
-        if (wsch__hub_insert(hub, &ch->members, &m->e) != WSCH_OK) {
-            wsch__free(&hub->desc.allocator, m);
-            return WSCH_ERR_NOMEM;
-        }
-        m->info_len = cl->info_len;
-        if (cl->info_len) WSCH_MEMCPY(m + 1, cl->info, cl->info_len);
-        hub->presence_members++;
-    }
+    if (!wsch_utf8_valid(u->key, u->key_len)) return WSCH_OK;
+    m = wsch__hub_member_get(hub, ch, u->key, u->key_len, u->hash, cl->info, cl->info_len);
+    if (!m) return WSCH_ERR_NOMEM;
     ch->member_conns++;
     if (m->conns++ == 0) {
-        wsch_str cs, us;
-        ch->users++;
-        wsch__hub_member_dirty(hub, ch, m);
-        cs.ptr = ch->e.key;
-        cs.len = ch->e.key_len;
-        us.ptr = m->e.key;
-        us.len = m->e.key_len;
-        if (hub->desc.on_presence) hub->desc.on_presence(hub, cs, us, 1, hub->desc.user);
+        ch->local_users++;
+        wsch__hub_member_dirty(hub, ch, m);     /* the other hubs are told */
+        if (!m->remote) wsch__hub_member_came(hub, ch, m, 1);
     }
     return WSCH_OK;
 }
@@ -8839,18 +8904,15 @@ WSCH__PRIVATE void wsch__hub_member_leave(wsch_hub *hub, wsch__hub_channel *ch, 
     if (!m || !m->conns) return;    /* was no member (not UTF-8) */
     ch->member_conns--;
     if (--m->conns == 0) {
-        wsch_str cs, us;
-        ch->users--;
+        ch->local_users--;
         wsch__hub_member_dirty(hub, ch, m);
-        cs.ptr = ch->e.key;
-        cs.len = ch->e.key_len;
-        us.ptr = m->e.key;
-        us.len = m->e.key_len;
-        if (hub->desc.on_presence) hub->desc.on_presence(hub, cs, us, 0, hub->desc.user);
+        if (!m->remote) wsch__hub_member_came(hub, ch, m, 0);
     }
 }
 
-/* A channel going away takes its presence with it: nobody is left to tell. */
+/* A channel going away takes its presence with it: nobody is left to tell
+   here, and the other hubs forget this one's members when they are not said
+   again (the bridge stops listening to the channel). */
 WSCH__PRIVATE void wsch__hub_members_free(wsch_hub *hub, wsch__hub_channel *ch) {
     size_t i;
     wsch__hub_plist_unlink(hub, ch);
@@ -8863,6 +8925,15 @@ WSCH__PRIVATE void wsch__hub_members_free(wsch_hub *hub, wsch__hub_channel *ch) 
         }
     }
     wsch__free(&hub->desc.allocator, ch->members.buckets);
+    for (i = 0; i < ch->remote.nbuckets; i++) {
+        wsch__hub_entry *e = ch->remote.buckets[i], *next;
+        for (; e; e = next) {
+            next = e->next;
+            hub->presence_remote--;
+            wsch__free(&hub->desc.allocator, e);
+        }
+    }
+    wsch__free(&hub->desc.allocator, ch->remote.buckets);
     wsch__free(&hub->desc.allocator, ch->psubs);
 }
 
@@ -8953,6 +9024,10 @@ WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_get(wsch_hub *hub, const char
     ch->epoch = wsch__hub_mix(hub->epoch_key + hub->epochs++);
     ch->listed = 1;                 /* the empty member list */
     wsch__hub_interest(hub, &ch->e, 0, 1);
+    if (hub->bridged && hub->desc.presence) {
+        ch->psync = 1;              /* the other hubs are asked for their members at the next flush */
+        wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_DIRTY);
+    }
     return ch;
 }
 
@@ -9439,11 +9514,12 @@ WSCH__PRIVATE size_t wsch__hub_deliver_user(wsch_hub *hub, wsch__hub_user *u, ws
 /* ---- the bridge: out and in ------------------------------------------------ */
 
 /* Writes the bridge channel pfx + name (NUL-terminated) and, after it, the
-   bridge message: the header "wsch1 <origin> " and the envelope in s
-   (env_len bytes), into hub->bridge_buf. *data_len gets the message's
+   bridge message: the header "<magic><origin> " (magic: "wsch1 ", or
+   "wschp " for presence) and body (env_len bytes), into hub->bridge_buf. *data_len gets the message's
    length; WSCH_ERR_NOMEM when the buffer cannot grow. */
 WSCH__PRIVATE int wsch__hub_bridge_build(wsch_hub *hub, const char *pfx, size_t pfx_len, const char *name,
-                                         size_t name_len, wsch_shared *s, size_t env_len, size_t *data_len) {
+                                         size_t name_len, const char *magic, const void *body, size_t env_len,
+                                         size_t *data_len) {
     static const char hex[] = "0123456789abcdef";
     size_t name_total = pfx_len + name_len, need, i;
     char *p;
@@ -9463,21 +9539,21 @@ WSCH__PRIVATE int wsch__hub_bridge_build(wsch_hub *hub, const char *pfx, size_t 
     WSCH_MEMCPY(p + pfx_len, name, name_len);
     p[name_total] = '\0';
     p += name_total + 1u;
-    WSCH_MEMCPY(p, WSCH__HUB_BRIDGE_MAGIC, 6);
+    WSCH_MEMCPY(p, magic, 6);
     for (i = 0; i < 16u; i++) p[6u + i] = hex[(hub->origin >> (60u - 4u * i)) & 0xFu];
     p[22] = ' ';
-    WSCH_MEMCPY(p + WSCH_HUB_BRIDGE_HEADER_LEN, wsch_shared_payload(s), env_len);
+    WSCH_MEMCPY(p + WSCH_HUB_BRIDGE_HEADER_LEN, body, env_len);
     *data_len = WSCH_HUB_BRIDGE_HEADER_LEN + env_len;
     return WSCH_OK;
 }
 
-/* Hands the envelope in s to bridge.publish on the bridge channel pfx +
-   name. Failures are counted, never fatal: local delivery does not depend
-   on the bridge. */
+/* Hands body (an envelope, or presence) to bridge.publish on the bridge
+   channel pfx + name, behind the header magic. Failures are counted, never
+   fatal: local delivery does not depend on the bridge. */
 WSCH__PRIVATE void wsch__hub_bridge_publish(wsch_hub *hub, const char *pfx, size_t pfx_len, const char *name,
-                                            size_t name_len, wsch_shared *s, size_t env_len) {
+                                            size_t name_len, const char *magic, const void *body, size_t env_len) {
     size_t data_len;
-    if (wsch__hub_bridge_build(hub, pfx, pfx_len, name, name_len, s, env_len, &data_len) == WSCH_OK &&
+    if (wsch__hub_bridge_build(hub, pfx, pfx_len, name, name_len, magic, body, env_len, &data_len) == WSCH_OK &&
         hub->desc.bridge.publish(hub->bridge_buf, pfx_len + name_len, hub->bridge_buf + pfx_len + name_len + 1u,
                                  data_len, hub->desc.bridge.user) == WSCH_OK)
         hub->bridge_published++;
@@ -9489,6 +9565,14 @@ WSCH__PRIVATE void wsch__hub_bridge_publish(wsch_hub *hub, const char *pfx, size
    does not start with a well-formed header. */
 WSCH__PRIVATE int wsch__hub_bridge_header(const char *data, size_t len, uint64_t *origin) {
     if (len < WSCH_HUB_BRIDGE_HEADER_LEN || WSCH_MEMCMP(data, WSCH__HUB_BRIDGE_MAGIC, 6) != 0 ||
+        data[22] != ' ' || !wsch__hub_hex16(data + 6, origin))
+        return WSCH_ERR_ARG;
+    return WSCH_OK;
+}
+
+/* The same for a presence message's header. */
+WSCH__PRIVATE int wsch__hub_presence_header(const char *data, size_t len, uint64_t *origin) {
+    if (len < WSCH_HUB_BRIDGE_HEADER_LEN || WSCH_MEMCMP(data, WSCH__HUB_PRESENCE_MAGIC, 6) != 0 ||
         data[22] != ' ' || !wsch__hub_hex16(data + 6, origin))
         return WSCH_ERR_ARG;
     return WSCH_OK;
@@ -9534,7 +9618,8 @@ WSCH__PRIVATE int wsch__hub_append(wsch_hub *hub, const char *name, size_t len, 
     wsch_shared *s;
     int r = wsch__hub_encode(hub, type, type_len, payload, payload_len, tail, tail_len, &s, &env_len);
     if (r != WSCH_OK) return r;
-    r = wsch__hub_bridge_build(hub, NULL, 0, name, len, s, env_len, &data_len);
+    r = wsch__hub_bridge_build(hub, NULL, 0, name, len, WSCH__HUB_BRIDGE_MAGIC, wsch_shared_payload(s), env_len,
+                               &data_len);
     wsch_shared_release(s);
     if (r == WSCH_OK && reliable && hub->nwaits == hub->waits_cap) {
         if (hub->whead) {       /* answered ones at the front: move the rest down */
@@ -9619,7 +9704,8 @@ WSCH__PRIVATE int wsch__hub_publish(wsch_hub *hub, const char *name, size_t len,
         if (hub->desc.history_size) wsch__hub_hist_append(hub, ch, s, now);
     }
     /* Other hubs first: the bridge only copies, local delivery may take a while. */
-    if (bridge_out && hub->bridged) wsch__hub_bridge_publish(hub, NULL, 0, name, len, s, env_len);
+    if (bridge_out && hub->bridged)
+        wsch__hub_bridge_publish(hub, NULL, 0, name, len, WSCH__HUB_BRIDGE_MAGIC, wsch_shared_payload(s), env_len);
     if (ch && ch->count) n = wsch__hub_deliver_channel(hub, ch, s);     /* ch may be gone after this */
     else if (ch) wsch__hub_channel_release(hub, ch);
     wsch_shared_release(s);
@@ -10066,13 +10152,13 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
 
 /* ---- presence: messages ---------------------------------------------------- */
 
-/* {"user":U[,"connections":N][,"info":I]} */
-WSCH__PRIVATE void wsch__hub_put_member(wsch__writer *w, const wsch__hub_member *m, int conns) {
+/* {"user":U[,"connections":conns][,"info":I]} (conns 0: not said) */
+WSCH__PRIVATE void wsch__hub_put_member(wsch__writer *w, const wsch__hub_member *m, uint64_t conns) {
     wsch__w_puts(w, "{\"user\":");
     wsch__w_put_json_string(w, m->e.key, m->e.key_len);
     if (conns) {
         wsch__w_puts(w, ",\"connections\":");
-        wsch__w_put_uint(w, m->conns);
+        wsch__w_put_uint(w, conns);
     }
     if (m->info_len) {
         wsch__w_puts(w, ",\"info\":");
@@ -10091,10 +10177,10 @@ WSCH__PRIVATE void wsch__hub_put_members(wsch__writer *w, const wsch__hub_channe
         const wsch__hub_entry *e;
         for (e = ch->members.buckets[i]; e; e = e->next) {
             const wsch__hub_member *m = (const wsch__hub_member *)(const void *)e;
-            if (now ? m->conns == 0 : !m->announced) continue;
+            if (now ? !WSCH__HUB_PRESENT(m) : !m->announced) continue;
             if (!first) wsch__w_puts(w, ",");
             first = 0;
-            wsch__hub_put_member(w, m, 1);
+            wsch__hub_put_member(w, m, (uint64_t)m->conns + m->rconns);
         }
     }
     wsch__w_puts(w, "]");
@@ -10123,7 +10209,7 @@ WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, siz
         int first = 1;
         wsch__w_puts(w, ",\"joins\":[");
         for (m = ch->dirty; m; m = m->dirty_next) {
-            if (!m->conns || m->announced) continue;
+            if (!WSCH__HUB_PRESENT(m) || m->announced) continue;
             if (!first) wsch__w_puts(w, ",");
             first = 0;
             wsch__hub_put_member(w, m, 0);
@@ -10131,7 +10217,7 @@ WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, siz
         wsch__w_puts(w, "],\"leaves\":[");
         first = 1;
         for (m = ch->dirty; m; m = m->dirty_next) {
-            if (m->conns || !m->announced) continue;
+            if (WSCH__HUB_PRESENT(m) || !m->announced) continue;
             if (!first) wsch__w_puts(w, ",");
             first = 0;
             wsch__w_puts(w, "{\"user\":");
@@ -10187,6 +10273,235 @@ WSCH__PRIVATE size_t wsch__hub_list_budget(const wsch_hub *hub) {
     return max > overhead ? max - overhead : 0u;
 }
 
+/* ---- presence: across processes (the bridge) --------------------------------
+   Each hub says, on a channel's bridge channel, which users it has there:
+   "wschp <origin> " then {"joins":[{"user":U,"connections":N[,"info":I]},...]}
+   for users whose first connection here came (or all of them again, every
+   presence_ttl_ms / 3), {"leaves":[{"user":U},...]} for those whose last
+   went, and {"joins":[...],"sync":true} when it starts listening to the
+   channel (or its link came back), which asks the others to say all theirs.
+   A hub forgets another's user that is not said again within
+   presence_ttl_ms: a process that dies without a word drops out. */
+
+/* Bridge presence messages of one kind ("joins" or "leaves") being written
+   into hub->pbuf: as many as max_message_size needs. */
+typedef struct wsch__hub_pout {
+    const wsch__hub_channel *ch;
+    const char *kind;
+    size_t len, items, cap;
+    int sync;                       /* the next message asks the others for theirs */
+} wsch__hub_pout;
+
+WSCH__PRIVATE void wsch__hub_pout_open(wsch__hub_pout *po, const char *kind) {
+    po->kind = kind;
+    po->items = 0;
+    po->len = 0;
+}
+
+/* Sends what is written (a sync is sent even empty). */
+WSCH__PRIVATE void wsch__hub_pout_send(wsch_hub *hub, wsch__hub_pout *po) {
+    wsch__writer w;
+    if (!po->items && !po->sync) return;
+    wsch__w_init(&w, hub->pbuf + po->len, po->cap - po->len);
+    if (!po->items) {               /* nothing was begun */
+        wsch__w_init(&w, hub->pbuf, po->cap);
+        wsch__w_puts(&w, "{\"");
+        wsch__w_puts(&w, po->kind);
+        wsch__w_puts(&w, "\":[");
+    }
+    wsch__w_puts(&w, po->sync ? "],\"sync\":true}" : "]}");
+    WSCH_ASSERT(!w.overflow);
+    po->len = (size_t)(w.out + w.len - hub->pbuf);
+    wsch__hub_bridge_publish(hub, NULL, 0, po->ch->e.key, po->ch->e.key_len, WSCH__HUB_PRESENCE_MAGIC, hub->pbuf,
+                             po->len);
+    po->sync = 0;
+    po->items = 0;
+    po->len = 0;
+}
+
+/* Adds member m (with conns: a join saying them; 0: a leave). */
+WSCH__PRIVATE void wsch__hub_pout_add(wsch_hub *hub, wsch__hub_pout *po, const wsch__hub_member *m, uint32_t conns) {
+    wsch__writer w;
+    size_t room = 16u;              /* "{"joins":[" ... "],"sync":true}" */
+    int pass;
+    for (pass = 0; pass < 2; pass++) {
+        wsch__w_init(&w, pass ? hub->pbuf + po->len : NULL, pass ? po->cap - po->len : 0);
+        if (!po->items) {
+            wsch__w_puts(&w, "{\"");
+            wsch__w_puts(&w, po->kind);
+            wsch__w_puts(&w, "\":[");
+        } else {
+            wsch__w_puts(&w, ",");
+        }
+        if (conns) {
+            wsch__hub_put_member(&w, m, conns);
+        } else {
+            wsch__w_puts(&w, "{\"user\":");
+            wsch__w_put_json_string(&w, m->e.key, m->e.key_len);
+            wsch__w_puts(&w, "}");
+        }
+        if (pass) break;
+        if (po->len + w.len + room <= po->cap) continue;
+        if (!po->items) return;     /* alone too long for a message: the others learn nothing of it */
+        wsch__hub_pout_send(hub, po);
+        pass = -1;                  /* again, as the first of the next message */
+    }
+    WSCH_ASSERT(!w.overflow);
+    po->len += w.len;
+    po->items++;
+}
+
+/* Tells the other hubs what changed here since the last flush: users whose
+   first connection here came or last went (or, with prefresh, every user
+   here again); with psync it asks them for theirs. */
+WSCH__PRIVATE void wsch__hub_presence_out(wsch_hub *hub, wsch__hub_channel *ch) {
+    wsch__hub_member *m;
+    wsch__hub_pout po;
+    size_t i;
+    po.ch = ch;
+    po.cap = hub->desc.limits.max_message_size;
+    po.sync = ch->psync;
+    if (!wsch__hub_pbuf(hub, po.cap)) {
+        ch->prefresh = 1;           /* said again at the next refresh; leaves expire there */
+        for (m = ch->dirty; m; m = m->dirty_next) m->published = m->conns > 0;
+        return;
+    }
+    wsch__hub_pout_open(&po, "joins");
+    if (ch->prefresh) {
+        for (i = 0; i < ch->members.nbuckets; i++) {
+            wsch__hub_entry *e;
+            for (e = ch->members.buckets[i]; e; e = e->next) {
+                m = (wsch__hub_member *)(void *)e;
+                if (!m->conns) continue;
+                wsch__hub_pout_add(hub, &po, m, m->conns);
+                m->published = 1;
+            }
+        }
+    } else {
+        for (m = ch->dirty; m; m = m->dirty_next) {
+            if (!m->conns || m->published) continue;
+            wsch__hub_pout_add(hub, &po, m, m->conns);
+            m->published = 1;
+        }
+    }
+    wsch__hub_pout_send(hub, &po);
+    wsch__hub_pout_open(&po, "leaves");
+    for (m = ch->dirty; m; m = m->dirty_next) {
+        if (m->conns || !m->published) continue;
+        wsch__hub_pout_add(hub, &po, m, 0);
+        m->published = 0;
+    }
+    wsch__hub_pout_send(hub, &po);
+    ch->psync = ch->prefresh = 0;
+}
+
+/* Another hub's user in the channel: said (conns > 0: joined or said
+   again, until expires_ms) or gone (conns 0). id is in hub->pbuf + 8,
+   after the origin: the key. */
+WSCH__PRIVATE int wsch__hub_remote_set(wsch_hub *hub, wsch__hub_channel *ch, size_t id_len, uint32_t conns,
+                                       wsch_str info, uint32_t expires_ms) {
+    const char *key = hub->pbuf, *id = hub->pbuf + 8;
+    uint32_t h = wsch__hub_hash(hub, key, 8u + id_len);
+    wsch__hub_remote *r = (wsch__hub_remote *)(void *)wsch__hub_find(&ch->remote, key, 8u + id_len, h);
+    wsch__hub_member *m;
+    if (!r && !conns) return WSCH_OK;
+    m = wsch__hub_member_get(hub, ch, id, id_len, wsch__hub_hash(hub, id, id_len), info.ptr, info.len);
+    if (!m) return WSCH_ERR_NOMEM;
+    if (!r) {
+        r = (wsch__hub_remote *)(void *)wsch__hub_entry_new(hub, sizeof *r, NULL, 0, key, 8u + id_len, h);
+        if (!r || wsch__hub_insert(hub, &ch->remote, &r->e) != WSCH_OK) {
+            wsch__free(&hub->desc.allocator, r);
+            if (!WSCH__HUB_PRESENT(m)) wsch__hub_member_dirty(hub, ch, m);   /* freed at the flush */
+            return WSCH_ERR_NOMEM;
+        }
+        hub->presence_remote++;
+        if (m->remote++ == 0 && !m->conns) wsch__hub_member_came(hub, ch, m, 1);
+    }
+    m->rconns = m->rconns - r->conns + conns;
+    ch->member_conns = ch->member_conns - r->conns + conns;
+    r->conns = conns;
+    r->expires_ms = expires_ms;
+    if (conns) return WSCH_OK;
+    wsch__hub_remove(hub, &ch->remote, &r->e);
+    wsch__free(&hub->desc.allocator, r);
+    hub->presence_remote--;
+    if (--m->remote == 0 && !m->conns) wsch__hub_member_came(hub, ch, m, 0);
+    return WSCH_OK;
+}
+
+/* Forgets the other hubs' users of the channel not said again in time. */
+WSCH__PRIVATE void wsch__hub_remote_sweep(wsch_hub *hub, wsch__hub_channel *ch, uint32_t now) {
+    size_t i;
+    for (i = 0; i < ch->remote.nbuckets; i++) {
+        wsch__hub_entry *e = ch->remote.buckets[i];
+        while (e) {
+            wsch__hub_remote *r = (wsch__hub_remote *)(void *)e;
+            wsch_str none;
+            size_t id_len = e->key_len - 8u;
+            if ((int32_t)(r->expires_ms - now) > 0) {
+                e = e->next;
+                continue;
+            }
+            /* The key goes to pbuf (room for any key was made when it came),
+               and the removal may rehash: look at the bucket again. */
+            WSCH_MEMCPY(hub->pbuf, e->key, e->key_len);
+            none.ptr = NULL;
+            none.len = 0;
+            hub->presence_expired++;
+            (void)wsch__hub_remote_set(hub, ch, id_len, 0, none, 0);
+            if (i >= ch->remote.nbuckets) return;
+            e = ch->remote.buckets[i];
+        }
+    }
+}
+
+/* Bridge presence from another hub (after the header was read). Returns
+   WSCH_OK, WSCH_ERR_NOMEM or the error of what was malformed (what could
+   be read was applied). */
+WSCH__PRIVATE int wsch__hub_presence_in(wsch_hub *hub, const char *name, size_t len, uint64_t origin,
+                                        wsch_str body) {
+    static const char *const keys[3] = {"joins", "leaves", "sync"};
+    static const char *const mkeys[3] = {"user", "connections", "info"};
+    wsch_str v[3];
+    wsch__hub_channel *ch;
+    uint32_t expires;
+    int r, k, bad = WSCH_OK;
+    if (body.len > hub->desc.limits.max_message_size) return WSCH_ERR_TOO_LARGE;
+    r = wsch_json_get_members(body, keys, 3, v);
+    if (r == WSCH_ERR_NOT_FOUND || (r == WSCH_OK && ((v[0].ptr && v[0].ptr[0] != '[') || (v[1].ptr && v[1].ptr[0] != '['))))
+        r = WSCH_ERR_ARG;
+    if (r != WSCH_OK) return r;
+    ch = hub->desc.presence ? wsch__hub_channel_find(hub, name, len) : NULL;
+    if (!ch) return WSCH_OK;        /* not (or no longer) listened to here */
+    if (!wsch__hub_pbuf(hub, 8u + hub->desc.max_user_id_len + 1u)) return WSCH_ERR_NOMEM;
+    hub->presence_in++;
+    expires = wsch__hub_now(hub) + hub->desc.presence_ttl_ms;
+    for (k = 0; k < 2; k++) {
+        size_t pos = 0, id_len;
+        wsch_str elem, m[3];
+        while (wsch_json_array_next(v[k], &pos, &elem) == WSCH_OK) {
+            int64_t conns = 1;
+            for (r = 0; r < 8; r++) hub->pbuf[r] = (char)(origin >> (56 - 8 * r));
+            if (wsch__json_members(elem, mkeys, 3, m, WSCH__JSON_TRUSTED) != WSCH_OK ||
+                wsch__json_string_value(m[0], hub->pbuf + 8, hub->desc.max_user_id_len + 1u, &id_len) != WSCH_OK ||
+                id_len == 0 || WSCH_MEMCHR(hub->pbuf + 8, 0, id_len) ||
+                (m[1].ptr && (wsch__json_int_value(m[1], &conns) != WSCH_OK || conns < 1 || conns > 0xFFFFFFFF)) ||
+                m[2].len > hub->desc.max_presence_info_len) {
+                bad = WSCH_ERR_ARG;
+                continue;
+            }
+            if (k == 1) conns = 0;
+            r = wsch__hub_remote_set(hub, ch, id_len, (uint32_t)conns, m[2], expires);
+            if (r != WSCH_OK) bad = r;
+        }
+    }
+    if (v[2].len == 4u && WSCH_MEMCMP(v[2].ptr, "true", 4) == 0) {
+        ch->prefresh = 1;           /* answered at the next flush */
+        if (ch->plist != WSCH__HUB_PLIST_DIRTY) wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_DIRTY);
+    }
+    return bad;
+}
+
 /* Sends what changed in ch's presence since the last flush to its presence
    subscribers, in one message, and settles its members (the announced
    state becomes the current one). Returns 0, or the milliseconds until
@@ -10198,7 +10513,8 @@ WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel 
     size_t diff_len = 0, list_len = 0, len = 0, i, sent = 0;
     int kind = -1, changes = 0, fits;
     wsch_shared *s;
-    for (m = ch->dirty; m; m = m->dirty_next) changes += (m->conns > 0) != (m->announced != 0);
+    if (hub->bridged) wsch__hub_presence_out(hub, ch);
+    for (m = ch->dirty; m; m = m->dirty_next) changes += WSCH__HUB_PRESENT(m) != (m->announced != 0);
     fits = ch->users <= hub->desc.presence_max_members;
     if (fits) {
         wsch__w_init(&w, NULL, 0);
@@ -10235,8 +10551,8 @@ WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel 
     for (m = ch->dirty; m; m = next) {
         next = m->dirty_next;
         m->dirty = 0;
-        m->announced = m->conns > 0;
-        if (!m->conns) wsch__hub_member_free(hub, ch, m);
+        m->announced = WSCH__HUB_PRESENT(m);
+        if (!m->announced && !m->published) wsch__hub_member_free(hub, ch, m);
     }
     ch->dirty = NULL;
     if (kind < 0) return 0;
@@ -10949,6 +11265,7 @@ WSCH_API wsch_hub_desc wsch_hub_desc_defaults(const wsch_hub_desc *desc) {
     d.presence_max_members = wsch__or(d.presence_max_members, WSCH_HUB_DEFAULT_PRESENCE_MAX_MEMBERS);
     if (!d.presence_stats_interval_ms) d.presence_stats_interval_ms = WSCH_HUB_DEFAULT_PRESENCE_STATS_MS;
     d.max_presence_info_len = wsch__or(d.max_presence_info_len, WSCH_HUB_DEFAULT_MAX_PRESENCE_INFO_LEN);
+    if (!d.presence_ttl_ms) d.presence_ttl_ms = WSCH_HUB_DEFAULT_PRESENCE_TTL_MS;
     /* The hub's own defaults; a frame may be as large as a message. */
     if (!d.limits.max_message_size) d.limits.max_message_size = WSCH_HUB_DEFAULT_MAX_MESSAGE_SIZE;
     if (!d.limits.max_frame_size) d.limits.max_frame_size = d.limits.max_message_size;
@@ -10983,6 +11300,7 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
             return WSCH_ERR_ARG;
     }
     if (!d.bridge.append != !d.bridge.fetch || (d.bridge.append && !d.bridge.publish)) return WSCH_ERR_ARG;
+    if (d.presence && d.bridge.publish && !d.effects.now_ms) return WSCH_ERR_ARG;  /* ages of the others' members */
     hub = (wsch_hub *)wsch__alloc(&d.allocator, sizeof *hub);
     if (!hub) return WSCH_ERR_NOMEM;
     WSCH_MEMSET(hub, 0, sizeof *hub);
@@ -11237,7 +11555,8 @@ WSCH_API int wsch_hub_send_to_user(wsch_hub *hub, const char *user_id, const cha
     /* Other hubs first: the bridge only copies, local delivery may take a
        while. No hub has a user id that is empty or past the limit. */
     if (hub->bridged && len > 0 && len <= hub->desc.max_user_id_len)
-        wsch__hub_bridge_publish(hub, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN, user_id, len, s, env_len);
+        wsch__hub_bridge_publish(hub, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN, user_id, len,
+                                 WSCH__HUB_BRIDGE_MAGIC, wsch_shared_payload(s), env_len);
     u = wsch__hub_user_find(hub, user_id, len);
     if (u) n = wsch__hub_deliver_user(hub, u, s);
     wsch_shared_release(s);
@@ -11383,6 +11702,21 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
     if (delivered) *delivered = 0;
     if (!hub || (!name && name_len) || (!data && data_len)) return WSCH_ERR_ARG;
     if (!hub->bridged) return WSCH_ERR_STATE;
+    if (data_len >= 6u && WSCH_MEMCMP(d, WSCH__HUB_PRESENCE_MAGIC, 6) == 0) {
+        wsch_str body;
+        r = wsch__hub_channel_ok(hub, name, name_len) ? wsch__hub_presence_header(d, data_len, &origin) : WSCH_ERR_ARG;
+        if (r == WSCH_OK && origin == hub->origin) {
+            hub->bridge_own++;
+            return WSCH_OK;
+        }
+        body.ptr = d + WSCH_HUB_BRIDGE_HEADER_LEN;
+        body.len = data_len - WSCH_HUB_BRIDGE_HEADER_LEN;
+        wsch__hub_enter(hub);
+        if (r == WSCH_OK) r = wsch__hub_presence_in(hub, name, name_len, origin, body);
+        wsch__hub_leave(hub);
+        if (r != WSCH_OK && r != WSCH_ERR_NOMEM) hub->bridge_refused++;
+        return r;
+    }
     if (name_len >= WSCH__HUB_UPFX_LEN && WSCH_MEMCMP(name, WSCH_HUB_BRIDGE_USER_PREFIX, WSCH__HUB_UPFX_LEN) == 0) {
         id = name + WSCH__HUB_UPFX_LEN;
         id_len = name_len - WSCH__HUB_UPFX_LEN;
@@ -11433,6 +11767,18 @@ WSCH_API int wsch_hub_bridge_deliver(wsch_hub *hub, const char *name, size_t nam
 WSCH_API void wsch_hub_bridge_resubscribe(wsch_hub *hub) {
     size_t i;
     if (!hub || !hub->bridged) return;
+    if (hub->desc.presence) {
+        /* Presence said meanwhile may be lost both ways: every channel asks
+           the others for theirs and says its own again at the next flush. */
+        for (i = 0; i < hub->channels.nbuckets; i++) {
+            wsch__hub_entry *e;
+            for (e = hub->channels.buckets[i]; e; e = e->next) {
+                wsch__hub_channel *ch = (wsch__hub_channel *)(void *)e;
+                ch->psync = ch->prefresh = 1;
+                if (ch->plist != WSCH__HUB_PLIST_DIRTY) wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_DIRTY);
+            }
+        }
+    }
     if (hub->shared) {
         /* Messages may have gone by unseen: every channel's position is
            checked again, and live subscribers get what they missed. */
@@ -11561,11 +11907,38 @@ WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel,
     return WSCH_OK;
 }
 
+/* How often a hub says its users again over the bridge. */
+WSCH__PRIVATE uint32_t wsch__hub_presence_refresh_ms(const wsch_hub *hub) {
+    uint32_t r = hub->desc.presence_ttl_ms / 3u;
+    return r ? r : 1u;
+}
+
 WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
     uint32_t now, wait = 0;
     if (!hub || !hub->desc.presence) return 0;
     now = hub->desc.effects.now_ms ? wsch__hub_now(hub) : 0u;
     wsch__hub_enter(hub);
+    if (hub->bridged && !hub->prefresh_armed) {
+        hub->prefresh_at_ms = now + wsch__hub_presence_refresh_ms(hub);
+        hub->prefresh_armed = 1;
+    }
+    if (hub->bridged && (int32_t)(now - hub->prefresh_at_ms) >= 0) {
+        /* Every presence_ttl_ms / 3: this hub's users said again, the other
+           hubs' ones not said for presence_ttl_ms forgotten. */
+        size_t i;
+        for (i = 0; i < hub->channels.nbuckets; i++) {
+            wsch__hub_entry *e;
+            for (e = hub->channels.buckets[i]; e; e = e->next) {
+                wsch__hub_channel *ch = (wsch__hub_channel *)(void *)e;
+                if (ch->remote.count) wsch__hub_remote_sweep(hub, ch, now);
+                if (ch->local_users) {
+                    ch->prefresh = 1;
+                    if (ch->plist != WSCH__HUB_PLIST_DIRTY) wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_DIRTY);
+                }
+            }
+        }
+        hub->prefresh_at_ms = now + wsch__hub_presence_refresh_ms(hub);
+    }
     /* Counts held back are looked at again: those still early go back. */
     while (hub->pwait) wsch__hub_plist_push(hub, hub->pwait, WSCH__HUB_PLIST_DIRTY);
     /* A delivery may drop peers, which may change other channels (they join
@@ -11578,6 +11951,11 @@ WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
         if (d && (!wait || d < wait)) wait = d;
     }
     wsch__hub_leave(hub);
+    if (hub->bridged) {
+        uint32_t d = hub->prefresh_at_ms - now;
+        if (!d) d = 1;
+        if (!wait || d < wait) wait = d;
+    }
     return wait;
 }
 
@@ -11626,13 +12004,13 @@ WSCH_API size_t wsch_hub_presence_each(const wsch_hub *hub, const char *channel,
         for (e = ch->members.buckets[i]; e; e = e->next) {
             const wsch__hub_member *m = (const wsch__hub_member *)(const void *)e;
             wsch_str id, info;
-            if (!m->conns) continue;
+            if (!WSCH__HUB_PRESENT(m)) continue;
             id.ptr = m->e.key;
             id.len = m->e.key_len;
             info.ptr = m->info_len ? WSCH__HUB_MEMBER_INFO(m) : "";
             info.len = m->info_len;
             calls++;
-            if (fn(id, m->conns, info, ctx)) return calls;
+            if (fn(id, (size_t)m->conns + m->rconns, info, ctx)) return calls;
         }
     }
     return calls;
@@ -11676,6 +12054,9 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     out->presence_members = hub->presence_members;
     out->presence_messages = hub->presence_messages;
     out->presence_sent = hub->presence_sent;
+    out->presence_remote = hub->presence_remote;
+    out->presence_in = hub->presence_in;
+    out->presence_expired = hub->presence_expired;
     for (i = 0; i < hub->nslots; i++) {
         if (hub->slots[i].peer) out->bytes_queued += wsch_conn_queued_bytes(hub->slots[i].peer->conn);
     }

@@ -1254,6 +1254,241 @@ TEST shared_failing_allocator_never_leaks(void) {
     PASS();
 }
 
+/* ---- presence across hubs ------------------------------------------------- */
+
+#define P_TTL 3000u
+
+static void with_presence(wsch_hub_desc *d) {
+    d->presence = 1;
+    d->presence_ttl_ms = P_TTL;
+}
+
+/* Both hubs end their turn and the bus runs, until nothing moves. */
+static int p_settle(void) {
+    int i, n = 0;
+    for (i = 0; i < 8; i++) {
+        (void)wsch_hub_flush(B.node[0].hub);
+        (void)wsch_hub_flush(B.node[1].hub);
+        n = bus_pump();
+        if (n <= 0) break;
+    }
+    return n == 0;
+}
+
+/* Everything f got, concatenated (for strstr). */
+static const char *all_texts(fake *f) {
+    static char buf[8192];
+    const char *t;
+    buf[0] = '\0';
+    while (*(t = fake_text(f))) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, sizeof buf - n, "%s\n", t);
+    }
+    return buf;
+}
+
+static size_t p_users(int node, const char *channel) {
+    size_t users = 0;
+    (void)wsch_hub_presence_counts(B.node[node].hub, channel, &users, NULL);
+    return users;
+}
+
+TEST presence_spans_hubs_per_user(void) {
+    fake a[2], b[2];
+    const char *t;
+    size_t conns = 0;
+    ASSERT_EQ(WSCH_OK, bridge_setup(with_presence));
+    ASSERT(fake_open(&a[0], "watcher") && fake_open(&a[1], "bob"));
+    ASSERT(fake_open_at(&b[0], 1, "bob") && fake_open_at(&b[1], 1, "carol"));
+    ASSERT_EQ(WSCH_OK, fake_say(&a[0], "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}"));
+    ASSERT(p_settle());
+    (void)fake_pending(&a[0]);
+    /* bob and carol join on hub 1: the watcher on hub 0 sees them. */
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[0], "room"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[1], "room"));
+    ASSERT(p_settle());
+    t = all_texts(&a[0]);
+    ASSERT(strstr(t, "\"joins\":[{\"user\":\"bob\"}") || strstr(t, "{\"user\":\"bob\"},{\"user\":\"carol\"}") ||
+           strstr(t, "{\"user\":\"carol\"},{\"user\":\"bob\"}"));
+    ASSERT(strstr(t, "carol") != NULL);
+    ASSERT_EQ(3u, p_users(0, "room"));
+    ASSERT_EQ(3u, p_users(1, "room"));
+    ASSERT_EQ(WSCH_OK, wsch_hub_presence_counts(T.hub, "room", NULL, &conns));
+    ASSERT_EQ(3u, conns);
+    /* bob's second connection, here: nothing to see; his first goes: still nothing. */
+    ASSERT_EQ(WSCH_OK, fake_sub(&a[1], "room"));
+    ASSERT(p_settle());
+    ASSERT_EQ(WSCH_OK, wsch_hub_presence_counts(T.hub, "room", NULL, &conns));
+    ASSERT_EQ(4u, conns);
+    fake_gone(&b[0]);
+    ASSERT(p_settle());
+    ASSERT_STR_EQ("", all_texts(&a[0]));
+    ASSERT_EQ(3u, p_users(1, "room"));          /* bob is in, on hub 0 */
+    /* His last goes: he leaves everywhere. */
+    fake_gone(&a[1]);
+    ASSERT(p_settle());
+    ASSERT(strstr(all_texts(&a[0]), "\"leaves\":[{\"user\":\"bob\"}]") != NULL);
+    ASSERT_EQ(2u, p_users(1, "room"));
+    ASSERT_EQ(2u, p_users(0, "room"));
+    ASSERT(node_stats(0).presence_in > 0);
+    ASSERT_EQ(0, (int)(node_stats(0).bridge_refused + node_stats(1).bridge_refused));
+    fake_gone(&b[1]);
+    fake_gone(&a[0]);
+    ASSERT_EQ(0, (int)bridge_teardown(a, 2));
+    ASSERT(fake_done(&b[0]) && fake_done(&b[1]));
+    PASS();
+}
+
+TEST presence_of_a_silent_hub_expires(void) {
+    fake a[1], b[1];
+    uint32_t wait;
+    ASSERT_EQ(WSCH_OK, bridge_setup(with_presence));
+    ASSERT(fake_open(&a[0], "watcher") && fake_open_at(&b[0], 1, "bob"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[0], "room"));            /* before anyone on hub 0 */
+    ASSERT(p_settle());
+    /* The watcher's hub asks (sync), hub 1 answers with bob. */
+    ASSERT_EQ(WSCH_OK, fake_say(&a[0], "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}"));
+    ASSERT(p_settle());
+    ASSERT(strstr(all_texts(&a[0]), "\"user\":\"bob\"") != NULL);
+    ASSERT_EQ(2u, p_users(0, "room"));
+    /* Refreshes keep him while hub 1 lives: well past the TTL. */
+    for (T.now = 0; T.now <= 4u * P_TTL; T.now += 500) ASSERT(p_settle());
+    T.now -= 500;                               /* both hubs said theirs again just now */
+    ASSERT_EQ(2u, p_users(0, "room"));
+    /* Hub 1 goes silent (killed: no goodbye, no refresh). */
+    B.node[1].fail_publish = 1;
+    wait = wsch_hub_flush(T.hub);
+    ASSERT(wait > 0 && wait <= P_TTL / 3u);     /* flush asks to be called for the refresh */
+    T.now += P_TTL - 100u;
+    ASSERT(p_settle());
+    ASSERT_EQ(2u, p_users(0, "room"));          /* not yet */
+    T.now += P_TTL / 3u + 100u;                 /* at most 4/3 of the TTL after his last refresh */
+    ASSERT(p_settle());
+    ASSERT_EQ(1u, p_users(0, "room"));
+    ASSERT(strstr(all_texts(&a[0]), "\"leaves\":[{\"user\":\"bob\"}]") != NULL);
+    ASSERT(node_stats(0).presence_expired >= 1);
+    ASSERT_EQ(0u, node_stats(0).presence_remote);
+    fake_gone(&a[0]);
+    fake_gone(&b[0]);
+    ASSERT_EQ(0, (int)bridge_teardown(a, 1));
+    ASSERT(fake_done(&b[0]));
+    PASS();
+}
+
+TEST presence_after_a_lost_link_is_resynchronised(void) {
+    fake a[1], b[2];
+    ASSERT_EQ(WSCH_OK, bridge_setup(with_presence));
+    ASSERT(fake_open(&a[0], "watcher") && fake_open_at(&b[0], 1, "bob") && fake_open_at(&b[1], 1, "dan"));
+    ASSERT_EQ(WSCH_OK, fake_say(&a[0], "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[0], "room"));
+    ASSERT(p_settle());
+    ASSERT_EQ(2u, p_users(0, "room"));
+    /* Hub 0's link loses what is said meanwhile: bob leaves, dan joins. */
+    B.node[0].deaf = 1;
+    fake_gone(&b[0]);
+    ASSERT_EQ(WSCH_OK, fake_sub(&b[1], "room"));
+    ASSERT(p_settle());
+    ASSERT_EQ(2u, p_users(0, "room"));          /* still bob, no dan */
+    B.node[0].deaf = 0;
+    wsch_hub_bridge_resubscribe(T.hub);         /* the link is back: asks again */
+    ASSERT(p_settle());
+    (void)all_texts(&a[0]);
+    ASSERT_EQ(3u, p_users(0, "room"));          /* dan at once; bob until the TTL */
+    {   /* turns as the loop would run them (flush says when): dan is said again, bob not */
+        uint64_t end = T.now + P_TTL + P_TTL / 3u;
+        while (T.now < end) {
+            T.now += 250;
+            ASSERT(p_settle());
+        }
+    }
+    ASSERT_EQ(2u, p_users(0, "room"));
+    ASSERT_STR_EQ("{\"type\":\"presence_diff\",\"payload\":{\"channel\":\"room\",\"joins\":[],\"leaves\":[{\"user\":\"bob\"}]}}\n",
+                  all_texts(&a[0]));
+    fake_gone(&a[0]);
+    fake_gone(&b[1]);
+    ASSERT_EQ(0, (int)bridge_teardown(a, 1));
+    ASSERT(fake_done(&b[0]) && fake_done(&b[1]));
+    PASS();
+}
+
+TEST presence_refuses_malformed_bridge_input(void) {
+    fake a[1];
+    static const char *const bad[] = {
+        "wschp 00000000000000zz {\"joins\":[]}",            /* origin not hex */
+        "wschp 0000000000000001 not json",
+        "wschp 0000000000000001 [1]",                      /* not an object */
+        "wschp 0000000000000001 {\"joins\":{}}",            /* not an array */
+        "wschp 0000000000000001 {\"joins\":[{\"user\":\"\"}]}",
+        "wschp 0000000000000001 {\"joins\":[{\"user\":7}]}",
+        "wschp 0000000000000001 {\"joins\":[{\"user\":\"x\",\"connections\":0}]}",
+        "wschp 0000000000000001 {\"leaves\":[{\"nouser\":1}]}",
+        "wschp 0000000000000001 {\"joins\":[{\"user\":\"a\\u0000b\"}]}",
+    };
+    char longer[400];
+    size_t i;
+    ASSERT_EQ(WSCH_OK, bridge_setup(with_presence));
+    ASSERT(fake_open(&a[0], "watcher"));
+    ASSERT_EQ(WSCH_OK, fake_sub(&a[0], "room"));
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ASSERT(wsch_hub_bridge_deliver(T.hub, "room", 4, bad[i], strlen(bad[i]), NULL) != WSCH_OK);
+        ASSERT_EQ(i + 1, (size_t)node_stats(0).bridge_refused);
+    }
+    snprintf(longer, sizeof longer, "wschp 0000000000000001 {\"joins\":[{\"user\":\"%0200d\"}]}", 1);
+    ASSERT(wsch_hub_bridge_deliver(T.hub, "room", 4, longer, strlen(longer), NULL) != WSCH_OK);  /* id too long */
+    ASSERT_EQ(1u, p_users(0, "room"));
+    /* A good one for a channel nobody here is in: ignored. */
+    {
+        static const char *const ok = "wschp 0000000000000001 {\"joins\":[{\"user\":\"x\"}]}";
+        static const char *const ok2 = "wschp 0000000000000001 {\"joins\":[{\"user\":\"x\",\"connections\":2,\"info\":[1]}]}";
+        ASSERT_EQ(WSCH_OK, wsch_hub_bridge_deliver(T.hub, "elsewhere", 9, ok, strlen(ok), NULL));
+        ASSERT_EQ(0u, node_stats(0).presence_remote);
+        ASSERT_EQ(WSCH_OK, wsch_hub_bridge_deliver(T.hub, "room", 4, ok2, strlen(ok2), NULL));
+    }
+    ASSERT_EQ(2u, p_users(0, "room"));
+    ASSERT_EQ(1u, node_stats(0).presence_remote);
+    fake_gone(&a[0]);
+    ASSERT_EQ(0, (int)bridge_teardown(a, 1));
+    PASS();
+}
+
+static int run_presence_scenario(long fail_at, int *hit) {
+    fake a[3], b[2];
+    size_t i;
+    if (bridge_setup(with_presence) != WSCH_OK) return 0;
+    T.mem.fail_at = (size_t)fail_at;
+    T.mem.allocs = 0;
+    for (i = 0; i < 3; i++) (void)fake_open(&a[i], i ? "ann" : "ada");
+    for (i = 0; i < 2; i++) (void)fake_open_at(&b[i], 1, i ? "ann" : "bo");
+    (void)fake_say(&a[0], "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}");
+    (void)fake_sub(&b[0], "room");
+    (void)p_settle();
+    for (i = 1; i < 3; i++) (void)fake_sub(&a[i], "room");
+    (void)fake_sub(&b[1], "room");
+    (void)p_settle();
+    T.now += P_TTL / 2u;
+    fake_gone(&b[0]);
+    (void)p_settle();
+    wsch_hub_bridge_resubscribe(T.hub);
+    T.now += 2u * P_TTL;
+    (void)p_settle();
+    wsch_hub_shutdown(T.hub);
+    for (i = 0; i < 3; i++) fake_gone(&a[i]);
+    for (i = 0; i < 2; i++) fake_gone(&b[i]);
+    (void)p_settle();
+    *hit = T.mem.failed > 0;
+    if (bridge_teardown(a, 3) != 0) return 0;
+    for (i = 0; i < 2; i++) {
+        if (!fake_done(&b[i])) return 0;
+    }
+    return 1;
+}
+
+TEST presence_bridge_failing_allocator_never_leaks(void) {
+    long tried;
+    CHECK_CALL(refuse_each_allocation(run_presence_scenario, 4000, "presence bridge scenario", &tried));
+    PASS();
+}
+
 SUITE(bridge) {
     RUN_TEST(bridge_interest_follows_subscriptions);
     RUN_TEST(bridge_broadcast_exactly_once);
@@ -1272,6 +1507,11 @@ SUITE(bridge) {
     RUN_TEST(shared_late_message_of_a_lost_epoch_is_skipped);
     RUN_TEST(shared_fetch_answer_keeps_the_memory_limit);
     RUN_TEST(shared_failing_allocator_never_leaks);
+    RUN_TEST(presence_spans_hubs_per_user);
+    RUN_TEST(presence_of_a_silent_hub_expires);
+    RUN_TEST(presence_after_a_lost_link_is_resynchronised);
+    RUN_TEST(presence_refuses_malformed_bridge_input);
+    RUN_TEST(presence_bridge_failing_allocator_never_leaks);
 }
 
 GREATEST_MAIN_DEFS();
