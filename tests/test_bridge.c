@@ -1281,8 +1281,11 @@ static const char *all_texts(fake *f) {
     const char *t;
     buf[0] = '\0';
     while (*(t = fake_text(f))) {
-        size_t n = strlen(buf);
-        snprintf(buf + n, sizeof buf - n, "%s\n", t);
+        size_t n = strlen(buf), k = strlen(t);
+        if (n + k + 2 > sizeof buf) break;
+        memcpy(buf + n, t, k);
+        buf[n + k] = '\n';
+        buf[n + k + 1] = '\0';
     }
     return buf;
 }
