@@ -631,7 +631,7 @@ static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
           "                   [--max-clients N] [--max-outbound SIZE] [--max-queued-total SIZE]\n"
           "                   [--ping-interval MS] [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
-          "                   [--history N] [--history-age S] [--history-bytes SIZE] [--no-presence]\n"
+          "                   [--history N] [--history-age S] [--history-bytes SIZE] [--no-presence] [--presence-ttl S]\n"
           "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
@@ -653,6 +653,8 @@ static void usage(void) {
           "  --history-age S     ... for at most S seconds (default 300)\n"
           "  --history-bytes SIZE  ... in at most SIZE bytes for all channels (default 64M)\n"
           "  --no-presence       do not track who is in each channel (on by default)\n"
+          "  --presence-ttl S    with --redis: a process silent this long drops out of the others'\n"
+          "                      presence (default 30; gone within 4/3 of it after a kill -9)\n"
           "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
           "  --verbose           log connections to stderr\n",
           stderr);
@@ -756,6 +758,10 @@ int main(int argc, char **argv) {
             no_deflate = 1;
         } else if (strcmp(a, "--no-presence") == 0) {
             no_presence = 1;
+        } else if (strcmp(a, "--presence-ttl") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+                   sz <= 0xFFFFFFFFu / 1000u) {
+            d.presence_ttl_ms = (uint32_t)sz * 1000u;
+            i++;
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
             A.verbose = A.loop.verbose = 1;
         } else {
