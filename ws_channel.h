@@ -8429,8 +8429,9 @@ typedef struct wsch__hub_rec {
 typedef struct wsch__hub_member {
     wsch__hub_entry e;              /* first; key: the user id */
     struct wsch__hub_member *dirty_next;    /* the channel's changes since the last flush */
+    uint64_t rconns;                /* its connections on other hubs, as they said */
     uint32_t conns;                 /* here */
-    uint32_t remote, rconns;        /* other hubs it is in, and its connections there */
+    uint32_t remote;                /* other hubs it is in */
     uint32_t info_len;              /* 0: none */
     uint8_t announced, dirty, published;
 } wsch__hub_member;
@@ -8810,7 +8811,7 @@ WSCH__PRIVATE void wsch__hub_interest(wsch_hub *hub, const wsch__hub_entry *e, i
    at the next flush (DIRTY), or once their counts may go again (WAIT). */
 WSCH__PRIVATE void wsch__hub_plist_unlink(wsch_hub *hub, wsch__hub_channel *ch) {
     wsch__hub_channel **head = ch->plist == WSCH__HUB_PLIST_DIRTY ? &hub->pdirty : &hub->pwait;
-    if (!ch->plist) return;
+    if (!ch->plist || hub->destroying) return;
     if (ch->plist_prev) ch->plist_prev->plist_next = ch->plist_next;
     else *head = ch->plist_next;
     if (ch->plist_next) ch->plist_next->plist_prev = ch->plist_prev;
@@ -10180,7 +10181,7 @@ WSCH__PRIVATE void wsch__hub_put_members(wsch__writer *w, const wsch__hub_channe
             if (now ? !WSCH__HUB_PRESENT(m) : !m->announced) continue;
             if (!first) wsch__w_puts(w, ",");
             first = 0;
-            wsch__hub_put_member(w, m, (uint64_t)m->conns + m->rconns);
+            wsch__hub_put_member(w, m, m->conns + m->rconns);
         }
     }
     wsch__w_puts(w, "]");
@@ -11385,6 +11386,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     }
     hub->depth = 1;
     wsch__hub_leave(hub);       /* frees anything released but not yet freed */
+    hub->pdirty = hub->pwait = NULL;    /* the channels go all at once: no list to keep */
     while (hub->oldest) wsch__hub_hist_pop(hub, hub->oldest->ch);
     wsch__hub_free_table(hub, &hub->channels, 1);
     wsch__hub_free_table(hub, &hub->users, 0);
@@ -12010,7 +12012,7 @@ WSCH_API size_t wsch_hub_presence_each(const wsch_hub *hub, const char *channel,
             info.ptr = m->info_len ? WSCH__HUB_MEMBER_INFO(m) : "";
             info.len = m->info_len;
             calls++;
-            if (fn(id, (size_t)m->conns + m->rconns, info, ctx)) return calls;
+            if (fn(id, (size_t)(m->conns + m->rconns), info, ctx)) return calls;
         }
     }
     return calls;

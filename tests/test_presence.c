@@ -742,6 +742,19 @@ TEST failing_allocator_never_leaks_presence(void) {
     PASS();
 }
 
+TEST a_hub_destroyed_with_changes_unsent_frees_them(void) {
+    fake f[3];
+    int i;
+    ASSERT_EQ(WSCH_OK, setup());
+    for (i = 0; i < 3; i++) ASSERT(fake_open(&f[i], i ? "b" : "a"));
+    sub_presence(&f[0], "one");
+    (void)fake_sub(&f[1], "two");
+    (void)fake_sub(&f[2], "three");
+    (void)fake_sub(&f[0], "three");         /* three channels with changes not yet flushed */
+    ASSERT_EQ(0, hub_teardown(f, 3));
+    PASS();
+}
+
 TEST json_arrays_are_walked_element_by_element(void) {
     static const char *arr = "[ 1, \"a,]\\\"\" ,{\"x\":[1,2]},[],true ,null]";
     static const char *want[6] = {"1", "\"a,]\\\"\"", "{\"x\":[1,2]}", "[]", "true", "null"};
@@ -779,6 +792,7 @@ SUITE(presence) {
     RUN_TEST(a_diff_longer_than_the_list_goes_as_the_list);
     RUN_TEST(model_every_watcher_holds_the_member_set);
     RUN_TEST(failing_allocator_never_leaks_presence);
+    RUN_TEST(a_hub_destroyed_with_changes_unsent_frees_them);
     RUN_TEST(json_arrays_are_walked_element_by_element);
 }
 
