@@ -25,6 +25,10 @@
    K = 1..N) at R per second, exit 0 once all are acknowledged, printing
    "published N acked A resent M" (M: messages that needed another send);
    1 when any was refused or given up.
+   --presence CH (repeatable): subscribe to CH asking for its presence;
+   prints "join CH USER [INFO]" and "leave CH USER" as users come and go
+   (per user; after a reconnect only what changed meanwhile), and
+   "presence CH N users (counts only)" when the hub sends counts.
 
    Build: cc -std=c99 -D_GNU_SOURCE -I. -o build/client_cli examples/client_cli.c */
 #define WS_CHANNEL_IMPLEMENTATION
@@ -47,6 +51,7 @@ typedef struct app {
     unsigned retries;           /* since the last open: what on_status prints */
     unsigned long messages, stop_after;
     const char *publish;        /* --publish CH */
+    int presence;               /* some channel was asked with --presence */
     unsigned long acked, failed;
 } app;
 
@@ -158,6 +163,8 @@ static void on_any(wsch_client *c, const wsch_client_message *m, void *user) {
         /* A publisher hears its own messages: only the summary is of use. */
         if (!a->publish) say(a, "msg %s %llu %.*s", m->channel, (unsigned long long)m->offset,
                              (int)m->payload.len, m->payload.ptr ? m->payload.ptr : "");
+    } else if (a->presence && m->type_len >= 8 && memcmp(m->type, "presence", 8) == 0) {
+        /* on_presence says it */
     } else if (!a->publish || (m->type_len != 3 || memcmp(m->type, "ack", 3) != 0)) {
         say(a, "message %.*s", (int)m->raw.len, m->raw.ptr);
     }
@@ -171,6 +178,13 @@ static void on_recovery(wsch_client *c, const char *channel, int recovered, void
     }
     say((app *)user, "not recovered %s (now at offset %llu of epoch %s)", channel, (unsigned long long)pos.offset,
         pos.epoch);
+}
+
+static void on_presence(wsch_client *c, const char *channel, const char *member, const char *info, int joined,
+                        void *user) {
+    if (!member) say((app *)user, "presence %s %zu users (counts only)", channel, wsch_client_presence_count(c, channel, NULL));
+    else if (joined) say((app *)user, "join %s %s%s%s", channel, member, info ? " " : "", info ? info : "");
+    else say((app *)user, "leave %s %s", channel, member);
 }
 
 static void on_ack(wsch_client *c, uint64_t id, void *user) {
@@ -255,15 +269,15 @@ static void usage(void) {
           "       [--send TYPE JSON]... [--max-attempts N] [--backoff-base MS] [--backoff-max MS]\n"
           "       [--no-jitter] [--heartbeat MS] [--pong-timeout MS]\n"
           "       [--heartbeat-mode app|protocol|both|off] [--count N] [--deflate] [--history K]\n"
-          "       [--publish CH --count N --rate R]\n", stderr);
+          "       [--publish CH --count N --rate R] [--presence CH]...\n", stderr);
     exit(2);
 }
 
 int main(int argc, char **argv) {
     static app a;
     wsch_client_desc d;
-    const char *subs[MAX_SUBS], *send_type[MAX_SENDS], *send_json[MAX_SENDS];
-    size_t nsubs = 0, nsends = 0, i;
+    const char *subs[MAX_SUBS], *send_type[MAX_SENDS], *send_json[MAX_SENDS], *watch[MAX_SUBS];
+    size_t nsubs = 0, nsends = 0, nwatch = 0, i;
     uint32_t v, history = 0, rate = 100;
     unsigned long sent = 0;
     int k, r;
@@ -280,6 +294,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(o, "--url")) d.url = arg, k++;
         else if (!strcmp(o, "--token")) d.token = arg, k++;
         else if (!strcmp(o, "--subscribe") && nsubs < MAX_SUBS) subs[nsubs++] = arg, k++;
+        else if (!strcmp(o, "--presence") && nwatch < MAX_SUBS) watch[nwatch++] = arg, a.presence = 1, k++;
         else if (!strcmp(o, "--publish") && nsubs < MAX_SUBS && strlen(arg) <= WSCH_HUB_MAX_CHANNEL_LEN &&
                  !strpbrk(arg, "\"\\"))
             subs[nsubs++] = a.publish = arg, k++;
@@ -329,6 +344,7 @@ int main(int argc, char **argv) {
     d.on_recovery = on_recovery;
     d.on_ack = on_ack;
     d.on_send_failed = on_send_failed;
+    d.on_presence = on_presence;
     r = wsch_client_create(&d, &a.c);
     if (r != WSCH_OK) {
         fprintf(stderr, "client_cli: %s\n", wsch_err_str(r));
@@ -338,6 +354,10 @@ int main(int argc, char **argv) {
     for (i = 0; i < nsubs; i++) {
         r = wsch_client_subscribe_history(a.c, subs[i], history);
         if (r != WSCH_OK) say(&a, "subscribe %s: %s", subs[i], wsch_err_str(r));
+    }
+    for (i = 0; i < nwatch; i++) {
+        r = wsch_client_subscribe_presence(a.c, watch[i]);
+        if (r != WSCH_OK) say(&a, "subscribe %s: %s", watch[i], wsch_err_str(r));
     }
     for (i = 0; i < nsends; i++) {
         r = wsch_client_send(a.c, send_type[i], send_json[i], WSCH_CSTR);
