@@ -20,9 +20,9 @@
    no ':' is accepted as the user name), --www DIR (the page; default examples/www under the current
    directory, else ../examples/www next to the binary), --max-clients N,
    --max-outbound SIZE, --max-queued-total SIZE, --ping-interval MS, --idle-timeout MS, --close-timeout MS,
-   --history N, --history-age S, --history-bytes SIZE (below), --no-deflate, --verbose (connections, and the
-   time each publish to 1,000+ subscribers took to queue), --redis HOST[:PORT]
-   and --redis-prefix P (below).
+   --history N, --history-age S, --history-bytes SIZE (below), --no-presence (below), --no-deflate,
+   --verbose (connections, and the time each publish to 1,000+ subscribers took to queue),
+   --redis HOST[:PORT] and --redis-prefix P (below).
 
    Several processes (--redis): every chat_server started with the same
    --redis (and prefix) acts as one hub. A broadcast or a message to a user
@@ -58,6 +58,20 @@
    gets "recovered":false and the page says so. With --redis it lives in
    Redis (above), shared by every process, and survives their restarts.
 
+   Presence (the hub's, see "Presence" in ws_channel.h; on unless
+   --no-presence): who is in each channel, per user, for subscribers that
+   ask for it ({"type":"subscribe","payload":{"channel":C,"presence":true}},
+   as the page does): the confirmation carries the members, and changes
+   follow once per loop turn (hub_loop.h ends each turn with
+   wsch_hub_flush). A connection may name its device on the upgrade,
+   ?device=NAME (1..32 bytes of UTF-8 without control characters; the page
+   sends "desktop" or "phone"): its user is then listed with the info
+   {"device":NAME} in the channels it joins first. A malformed or longer
+   name is ignored (the connection goes on without one). With --redis
+   presence spans every process: each says its users over Redis, again
+   every --presence-ttl / 3, and a process that dies without a word drops
+   out of the others' presence within 4/3 of --presence-ttl.
+
    What the demo adds on top of the hub (all envelopes {"type","payload"}):
      -> {"type":"publish","payload":{"channel":C,"data":D}[,"id":I]}   from a subscriber of C;
         with an id it is acknowledged once broadcast ({"type":"ack","payload":{"id":I}})
@@ -77,7 +91,8 @@
      GET /                      the page (index.html, app.css, app.js from --www)
      GET /api/stats             the hub's counters ("peers": connections the hub
                                 holds, the request asking among them) and the
-                                library's heap bytes, as JSON; with --redis also
+                                library's heap bytes, as JSON ("presence":
+                                {"enabled","members","messages","sent"}); with --redis also
                                 the bridge's and the Redis links' state (with the
                                 history on, "shared":true and the hub's and the
                                 links' "appended", "append_errors", "fetches",
@@ -125,6 +140,7 @@
 #define MAX_QUEUED_TOTAL (256u * 1024u * 1024u)     /* output waiting for all clients together */
 #define HISTORY_SIZE 200u                           /* messages kept per channel */
 #define HISTORY_AGE_S 300u
+#define DEVICE_MAX 32u                              /* bytes of a ?device= name (presence info) */
 
 typedef struct app {
     hub_loop loop;              /* the sockets, the hub (loop.hub) and its effects */
@@ -140,6 +156,7 @@ typedef struct app {
     int redis_on;               /* --redis given */
     uint32_t idle_timeout_ms, close_timeout_ms, ping_interval_ms;  /* as configured, for /api/stats */
     int deflate;                                    /* permessage-deflate accepted */
+    int presence;                                   /* the hub tracks presence (not --no-presence) */
     wsch_budget queued;                             /* output held for all clients together */
 #ifdef CHAT_WITH_REDIS
     redis_bridge redis;
@@ -185,20 +202,71 @@ static void heap_free(void *ptr, void *user) {
 
 /* ---- the application ------------------------------------------------------- */
 
+/* Appends the JSON string for s (escaped) at *at. */
+static int put_json_string(char *buf, size_t cap, size_t *at, const char *s, size_t len) {
+    size_t n;
+    int rc = wsch_json_escape_string(s, len, buf + *at, cap - *at, &n);
+    if (rc == WSCH_OK) *at += n;
+    return rc;
+}
+
+static int put_raw(char *buf, size_t cap, size_t *at, const char *s, size_t len) {
+    if (len > cap - *at) return WSCH_ERR_BUFFER;
+    memcpy(buf + *at, s, len);
+    *at += len;
+    return WSCH_OK;
+}
+
+/* A device name (?device=NAME on the upgrade) is shown beside the user in
+   the channels' presence: 1..DEVICE_MAX bytes of UTF-8 without control
+   characters (C0, DEL, C1), so it reads as plain text wherever it goes. */
+static int device_ok(const char *s, size_t len) {
+    size_t i;
+    if (len == 0 || len > DEVICE_MAX || !wsch_utf8_valid(s, len)) return 0;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20u || c == 0x7Fu) return 0;
+        if (c == 0xC2u && i + 1 < len && (unsigned char)s[i + 1] < 0xA0u) return 0;   /* U+0080..U+009F */
+    }
+    return 1;
+}
+
+/* The connection's presence info {"device":NAME} when the request names
+   one; a missing, empty or unfit name gives none (the connection is not
+   refused for it: its user is then shown without a device). */
+static void set_device(wsch_hub *hub, const wsch_hub_request *req) {
+    char name[DEVICE_MAX + 1], json[16 + 6 * DEVICE_MAX];
+    size_t len = 0, at = 0;
+    int rc = wsch_query_get(req->http->query, "device", name, sizeof name, &len);
+    if (rc == WSCH_ERR_NOT_FOUND || (rc == WSCH_OK && len == 0)) return;
+    if (rc != WSCH_OK || !device_ok(name, len)) {
+        if (A.verbose) fprintf(stderr, "connect: ignoring a malformed or long ?device=\n");
+        return;
+    }
+    rc = put_raw(json, sizeof json, &at, "{\"device\":", 10);
+    if (rc == WSCH_OK) rc = put_json_string(json, sizeof json, &at, name, len);
+    if (rc == WSCH_OK) rc = put_raw(json, sizeof json, &at, "}", 1);
+    if (rc == WSCH_OK) rc = wsch_hub_set_presence_info(hub, req->peer, json, at);
+    if (rc != WSCH_OK && A.verbose) fprintf(stderr, "connect: device not set: %s\n", wsch_err_str(rc));
+}
+
 /* Tokens from --token, or any token as the user name that is UTF-8 (it is
    sent inside JSON) and has no ':' (private channels are "user:NAME" and
    "user:NAME:...", so "alice:inbox" would own one of alice's). */
 static int authenticate(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user) {
     app *a = (app *)user;
-    (void)hub;
+    int rc;
     if (req->token.len == 0) return WSCH_ERR_DENIED;
     if (a->tokens.n == 0) {
         if (!wsch_utf8_valid(req->token.ptr, req->token.len) || memchr(req->token.ptr, ':', req->token.len))
             return WSCH_ERR_DENIED;
         *user_id = req->token;
-        return WSCH_OK;
+        rc = WSCH_OK;
+    } else {
+        rc = hub_tokens_check(&a->tokens, req->token, user_id);
     }
-    return hub_tokens_check(&a->tokens, req->token, user_id);
+    if (rc == WSCH_OK && a->presence) set_device(hub, req);
+    return rc;
 }
 
 /* "user:NAME" and "user:NAME:..." belong to NAME alone. */
@@ -221,21 +289,6 @@ static char *scratch(size_t need) {
         A.scratch_cap = need;
     }
     return A.scratch;
-}
-
-/* Appends the JSON string for s (escaped) at *at. */
-static int put_json_string(char *buf, size_t cap, size_t *at, const char *s, size_t len) {
-    size_t n;
-    int rc = wsch_json_escape_string(s, len, buf + *at, cap - *at, &n);
-    if (rc == WSCH_OK) *at += n;
-    return rc;
-}
-
-static int put_raw(char *buf, size_t cap, size_t *at, const char *s, size_t len) {
-    if (len > cap - *at) return WSCH_ERR_BUFFER;
-    memcpy(buf + *at, s, len);
-    *at += len;
-    return WSCH_OK;
 }
 
 /* An error answering the message being handled (with its id when it was
@@ -448,7 +501,8 @@ static void api_stats(wsch_hub_http_response *res) {
                           "\"refused_busy\":%llu,\"limits\":{\"max_clients\":%llu,\"idle_timeout_ms\":%lu,"
                           "\"ping_interval_ms\":%lu,\"close_timeout_ms\":%lu,\"deflate\":%s,\"max_queued_total\":%llu},"
                           "\"queued_total\":%llu,\"history\":{\"messages\":%llu,\"bytes\":%llu,\"replayed\":%llu,"
-                          "\"recovered\":%llu,\"not_recovered\":%llu},\"sessions\":%llu,\"acks\":%llu,"
+                          "\"recovered\":%llu,\"not_recovered\":%llu},\"presence\":{\"enabled\":%s,"
+                          "\"members\":%llu,\"messages\":%llu,\"sent\":%llu,\"remote\":%llu,\"expired\":%llu},"\"sessions\":%llu,\"acks\":%llu,"
                           "\"duplicates\":%llu,\"drops\":{",
                           (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
@@ -463,6 +517,9 @@ static void api_stats(wsch_hub_http_response *res) {
                           (unsigned long long)A.queued.used, (unsigned long long)s.history_messages,
                           (unsigned long long)s.history_bytes, (unsigned long long)s.replayed,
                           (unsigned long long)s.recovered, (unsigned long long)s.not_recovered,
+                          A.presence ? "true" : "false", (unsigned long long)s.presence_members,
+                          (unsigned long long)s.presence_messages, (unsigned long long)s.presence_sent,
+                          (unsigned long long)s.presence_remote, (unsigned long long)s.presence_expired,
                           (unsigned long long)s.sessions, (unsigned long long)s.acks,
                           (unsigned long long)s.duplicates);
     for (i = 0; i < WSCH_HUB_DROP_COUNT && at < sizeof text; i++)
@@ -652,7 +709,8 @@ static void usage(void) {
           "  --history N         messages kept per channel for clients to recover (default 200; 0 = off)\n"
           "  --history-age S     ... for at most S seconds (default 300)\n"
           "  --history-bytes SIZE  ... in at most SIZE bytes for all channels (default 64M)\n"
-          "  --no-presence       do not track who is in each channel (on by default)\n"
+          "  --no-presence       do not track who is in each channel (on by default; a client's\n"
+          "                      ?device=NAME on the upgrade is shown beside its user)\n"
           "  --presence-ttl S    with --redis: a process silent this long drops out of the others'\n"
           "                      presence (default 30; gone within 4/3 of it after a kill -9)\n"
           "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
@@ -772,7 +830,7 @@ int main(int argc, char **argv) {
     if (!d.idle_timeout_ms) d.idle_timeout_ms = IDLE_TIMEOUT_MS;
     if (!history_set) d.history_size = HISTORY_SIZE;
     d.positions = 1;        /* with --history 0 too: a gap is never silent */
-    d.presence = !no_presence;
+    d.presence = A.presence = !no_presence;
     if (!d.history_ttl_ms) d.history_ttl_ms = HISTORY_AGE_S * 1000u;
     if (!d.ping_interval_ms) d.ping_interval_ms = d.idle_timeout_ms > PING_INTERVAL_MS ? PING_INTERVAL_MS
                                                                                       : d.idle_timeout_ms / 2u;

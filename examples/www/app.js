@@ -25,10 +25,22 @@
    duplicated tab starts with a copy of that; pages sharing a session find
    each other on a BroadcastChannel and the newer one takes a new session.
 
+   Who is online: every subscribe asks for the channel's presence
+   ("presence": true). The page keeps one member set per channel, per user
+   (a user's second tab is not a second member): the "subscribed"
+   confirmation's "presence" list replaces it, so after a reconnect it is
+   resynchronised, not added to; "presence_diff" applies joins and leaves;
+   a "presence" message replaces it; "presence_stats" (or a confirmation's,
+   past the server's cap) leaves only the counts ("N online"). The active
+   channel's set shows in its header, each user once, with the device it
+   named if any. Connecting, the page names its device (?device=desktop or
+   phone, guessed from the browser) for the others' lists.
+
    The token goes in a Sec-WebSocket-Protocol entry "bearer.<token>" next to
    "wsch" (the server selects "wsch"), so it stays out of URLs and logs; a
    token with characters a protocol entry cannot hold goes in ?token=.
-   The page's URL may carry ?token=T (connect at once) and ?ws=URL (another hub).
+   The page's URL may carry ?token=T (connect at once), ?ws=URL (another hub)
+   and ?device=NAME (the device others see instead of the guess; empty: none).
 
    Stable hooks for browser tests (id and data-testid):
      #status-badge     [data-testid=status]        data-state = connected | connecting |
@@ -50,6 +62,17 @@
                                                    span[data-testid=unread]
      #channel-count    [data-testid=channel-count]
      #active-channel   [data-testid=active-channel]
+     #presence         [data-testid=presence]      who is online in the active channel (hidden when
+                                                   unknown or off): data-channel = NAME, data-mode =
+                                                   list | stats (counts only) | off (server does not
+                                                   track it) | none (not known yet); data-stale = true
+                                                   while the channel is not subscribed (last known set)
+     #presence-count   [data-testid=presence-count] "N online", data-users = N
+     #presence-list    [data-testid=presence-list] li[data-testid=presence-member][data-user=U], one per
+                                                   user (empty in stats mode), with .presence-name,
+                                                   [data-self=true] for this page's user, and when the
+                                                   user named a device [data-device=D] and
+                                                   .presence-device
      #feed             [data-testid=feed]          div[data-testid=message][data-channel][data-from]
                                                    with .text holding the message text, and
                                                    [data-offset=N] when the server numbered it;
@@ -70,7 +93,7 @@
                                                    notification | direct | error | info], with
                                                    .toast-title and .toast-body
    window.chatApp = {client, state} is there for debugging and tests
-   (client.session, client.outbox, state.channels.get(C).pos). */
+   (client.session, client.outbox, state.channels.get(C).pos and .presence). */
 'use strict';
 
 (function () {
@@ -101,6 +124,7 @@
       this.subscribePayload = (channel) => ({ channel });
       this.queue = [];             // envelopes sent while offline (not publishes: those use the outbox)
       this.session = '';           // ?session=: scopes publish ids on the server
+      this.device = '';            // ?device=: shown to others beside this user (presence info)
       this.nextId = 1;
       this.outbox = [];            // {id, channel, data, state: 'pending' | 'failed', error}, oldest first
       this.outboxHandlers = new Set();
@@ -252,6 +276,7 @@
       try {
         const query = [];
         if (this.session) query.push('session=' + encodeURIComponent(this.session));
+        if (this.device) query.push('device=' + encodeURIComponent(this.device));
         const inProtocol = TOKEN_CHARS.test(this.token);
         if (!inProtocol) query.push('token=' + encodeURIComponent(this.token));
         const url = query.length ? this.url + (this.url.includes('?') ? '&' : '?') + query.join('&') : this.url;
@@ -365,6 +390,7 @@
     subscribeForm: $('subscribe-form'), channelInput: $('channel-input'), channelList: $('channel-list'),
     channelCount: $('channel-count'), channelsEmpty: $('channels-empty'),
     active: $('active-channel'), activeSub: $('active-sub'), feed: $('feed'),
+    presence: $('presence'), presenceCount: $('presence-count'), presenceList: $('presence-list'),
     publishForm: $('publish-form'), publishInput: $('publish-input'), publishBtn: $('publish-btn'),
     toasts: $('toasts'),
   };
@@ -401,7 +427,10 @@
     // name -> {subscribed: bool, unread: n, messages: [],
     //          pos: {offset, epoch} of the last message shown, or null,
     //          replay: 'history' | 'recover' while a subscribe's replay runs, else '',
-    //          replayed: messages shown by that replay, askedFrom: the pos it asked from}
+    //          replayed: messages shown by that replay, askedFrom: the pos it asked from,
+    //          presence: null (not known yet) | {mode: 'list', members: Map user -> info (undefined: none)}
+    //                    | {mode: 'stats', users, connections} | {mode: 'off'},
+    //          presenceAsked: a full list was asked for (a diff came with no list to apply it to)}
     channels: new Map(),
     active: '',
   };
@@ -484,6 +513,7 @@
     if (s !== 'connected') {
       for (const ch of state.channels.values()) ch.subscribed = false;
       renderChannels();
+      renderPresence();                              // the last known set, marked stale
     }
     if (client.outbox.length) renderOutbox();      // "sending…" or "waiting for the connection"
     renderStatus();
@@ -496,7 +526,8 @@
   }
 
   function newChannel() {
-    return { subscribed: false, unread: 0, messages: [], pos: null, replay: '', replayed: 0, askedFrom: null };
+    return { subscribed: false, unread: 0, messages: [], pos: null, replay: '', replayed: 0, askedFrom: null,
+             presence: null, presenceAsked: false };
   }
 
   function addChannel(name) {
@@ -638,6 +669,7 @@
     for (const m of ch ? ch.messages : []) el.feed.append(messageNode(m));
     renderOutbox();
     renderComposer();
+    renderPresence();
   }
 
   // The active channel's outbox rows, after its messages; the empty-feed hint
@@ -686,17 +718,19 @@
 
   // What a subscribe asks for: the rest of the stream after the last message
   // shown, or on a first join the recent history.
+  // Every subscribe asks for the channel's presence too.
   client.subscribePayload = (name) => {
     const ch = state.channels.get(name);
-    if (!ch) return { channel: name };
+    if (!ch) return { channel: name, presence: true };
     ch.replayed = 0;
     ch.askedFrom = ch.pos;
+    ch.presenceAsked = false;
     if (ch.pos) {
       ch.replay = 'recover';
-      return { channel: name, recover: { offset: ch.pos.offset, epoch: ch.pos.epoch } };
+      return { channel: name, recover: { offset: ch.pos.offset, epoch: ch.pos.epoch }, presence: true };
     }
     ch.replay = 'history';
-    return { channel: name, history: HISTORY };
+    return { channel: name, history: HISTORY, presence: true };
   };
 
   function renderComposer() {
@@ -715,6 +749,7 @@
     state.user = p && typeof p.user === 'string' ? p.user : '';
     el.user.textContent = state.user;
     renderStatus();
+    renderPresence();
   });
 
   // The replay (if any) is over. recovered:false after a recover means some
@@ -726,6 +761,13 @@
     ch.subscribed = true;
     const asked = ch.replay;
     ch.replay = '';
+    // The answer to this page's subscribe carries the channel's presence (a
+    // list that replaces the set, or counts); one without it means the server
+    // does not track presence. Other confirmations (the server telling a live
+    // subscriber it lost messages) leave the set as it is.
+    if (Array.isArray(p.presence)) setMembers(ch, p.presence);
+    else if (p.presence_stats && typeof p.presence_stats === 'object') setCounts(ch, p.presence_stats);
+    else if (asked) ch.presence = { mode: 'off' };
     // The stream still where we asked from (same epoch and offset): nothing
     // was missed, whatever the server could have replayed.
     const from = ch.askedFrom;
@@ -740,6 +782,7 @@
       ch.pos = { offset: p.offset, epoch: p.epoch };
     }
     renderChannels();
+    if (p.channel === state.active) renderPresence();
   });
 
   // Where a replay that fell short lost messages: before the first replayed
@@ -786,6 +829,92 @@
     if (origin === 'live') toast('notification', 'Notification' + (channel ? ' · #' + channel : ''), text);
     if (ch) addMessage(channel, { channel, from: 'server', text, at: new Date(), system: true, offset: env.offset, origin });
   });
+
+  // ---- who is online ----
+  // The set is per user: a list naming a user twice shows it once.
+  function setMembers(ch, list) {
+    const members = new Map();
+    for (const m of list) if (m && typeof m.user === 'string') members.set(m.user, m.info);
+    ch.presence = { mode: 'list', members };
+    ch.presenceAsked = false;
+  }
+
+  function setCounts(ch, p) {
+    ch.presence = { mode: 'stats', users: Number.isSafeInteger(p.users) ? p.users : 0,
+                    connections: Number.isSafeInteger(p.connections) ? p.connections : 0 };
+  }
+
+  client.on('presence_diff', (p) => {
+    const ch = p && state.channels.get(p.channel);
+    if (!ch) return;
+    if (!ch.presence || ch.presence.mode !== 'list') {
+      // Changes to a list this page does not have: ask for the whole one.
+      if (!ch.presenceAsked && client.sendNow('presence', { channel: p.channel })) ch.presenceAsked = true;
+      return;
+    }
+    const members = ch.presence.members;
+    for (const m of Array.isArray(p.leaves) ? p.leaves : []) if (m && typeof m.user === 'string') members.delete(m.user);
+    for (const m of Array.isArray(p.joins) ? p.joins : []) if (m && typeof m.user === 'string') members.set(m.user, m.info);
+    if (p.channel === state.active) renderPresence();
+  });
+
+  client.on('presence', (p) => {
+    const ch = p && state.channels.get(p.channel);
+    if (!ch || !Array.isArray(p.members)) return;
+    setMembers(ch, p.members);
+    if (p.channel === state.active) renderPresence();
+  });
+
+  client.on('presence_stats', (p) => {
+    const ch = p && state.channels.get(p.channel);
+    if (!ch) return;
+    setCounts(ch, p);
+    if (p.channel === state.active) renderPresence();
+  });
+
+  // What a member's info says about its device: {"device": D}, or a plain string.
+  function deviceOf(info) {
+    if (typeof info === 'string') return info;
+    if (info && typeof info === 'object' && typeof info.device === 'string') return info.device;
+    return '';
+  }
+
+  function renderPresence() {
+    const ch = state.channels.get(state.active);
+    const pr = ch ? ch.presence : null;
+    const box = el.presence;
+    box.dataset.channel = state.active;
+    box.dataset.mode = pr ? pr.mode : 'none';
+    box.dataset.stale = ch && ch.subscribed ? 'false' : 'true';
+    box.hidden = !pr || pr.mode === 'off';
+    el.presenceList.replaceChildren();
+    if (!pr || pr.mode === 'off') return;
+    const users = pr.mode === 'list' ? pr.members.size : pr.users;
+    el.presenceCount.dataset.users = String(users);
+    el.presenceCount.textContent = users.toLocaleString() + ' online';
+    box.title = pr.mode === 'stats' ? users + ' users on ' + pr.connections + ' connections: too many to list'
+              : ch.subscribed ? '' : 'As last known: not connected';
+    if (pr.mode !== 'list') return;
+    const names = [...pr.members.keys()].sort((x, y) =>
+      (x === state.user ? -1 : y === state.user ? 1 : x.localeCompare(y)));
+    for (const name of names) {
+      const li = node('li', 'presence-member' + (name === state.user ? ' me' : ''));
+      li.setAttribute('data-testid', 'presence-member');
+      li.dataset.user = name;
+      if (name === state.user) li.dataset.self = 'true';
+      const av = node('span', 'presence-avatar', name.slice(0, 1).toUpperCase());
+      av.style.background = colorFor(name);
+      av.setAttribute('aria-hidden', 'true');
+      li.append(av, node('span', 'presence-name', name));
+      const device = deviceOf(pr.members.get(name));
+      if (device) {
+        li.dataset.device = device;
+        li.append(node('span', 'presence-device', device));
+      }
+      li.title = name + (device ? ' (' + device + ')' : '') + (name === state.user ? ', you' : '');
+      el.presenceList.append(li);
+    }
+  }
 
   client.on('direct', (p) => {
     if (!p || p.from === state.user) return;
@@ -933,6 +1062,10 @@
     newSession();
   }
   startSessionGuard();
+  // The device others see beside this user: ?device= (empty: none), else a guess.
+  client.device = params.has('device') ? params.get('device').trim()
+    : (navigator.userAgentData && typeof navigator.userAgentData.mobile === 'boolean'
+      ? navigator.userAgentData.mobile : /Mobi|Android|iPhone|iPod/i.test(navigator.userAgent)) ? 'phone' : 'desktop';
   const savedActive = store.get('active', '');
   state.active = state.channels.has(savedActive) ? savedActive : (state.channels.keys().next().value || '');
   renderChannels();

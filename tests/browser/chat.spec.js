@@ -13,6 +13,13 @@
      - the page connects and the badge says Connected;
      - a server broadcast (GET /api/notify) shows a toast;
      - a message published on one page reaches a page in another context;
+     - who is online (the page's presence list, #presence): a user joining a
+       channel shows on another user's page, once, with the device its page
+       named; the same user's second tab changes nothing there (still one
+       entry); once both of its tabs are closed it is gone (bounded wait);
+       a page whose connection was cut (the TCP proxy below) while one user
+       left and another joined shows, once back, exactly the members now:
+       no duplicate, no ghost of the one who left;
      - a page whose connection is cut without a close (through a TCP proxy
        this script runs: CDP's offline emulation leaves an open WebSocket
        up in this Chromium) shows, once back, every message published
@@ -339,6 +346,37 @@ async function said(page) {
   return (await feed(page)).filter((m) => m.kind === 'message').map((m) => m.from + ': ' + m.text);
 }
 
+// The active channel's online list (#presence): users top to bottom, as
+// "user" or "user/device", and the count.
+function online(page) {
+  return page.evaluate(() => {
+    const box = document.getElementById('presence');
+    const count = document.getElementById('presence-count');
+    return { channel: box.dataset.channel, mode: box.dataset.mode, stale: box.dataset.stale, hidden: box.hidden,
+             count: count.textContent, users: [...document.querySelectorAll('#presence-list [data-testid=presence-member]')].map(
+               (li) => li.dataset.user + (li.dataset.device ? '/' + li.dataset.device : '')) };
+  });
+}
+
+// The online list is current (not stale) for channel and names exactly the
+// users of want, each once (any order; "user/device" entries compare their
+// device too), and the count agrees.
+function onlineIs(o, channel, want) {
+  const shown = o.users.map((u) => want.includes(u.split('/')[0]) ? u.split('/')[0] : u);
+  return o.channel === channel && o.mode === 'list' && o.stale === 'false' && !o.hidden &&
+         JSON.stringify(shown.sort()) === JSON.stringify([...want].sort()) && o.count === want.length + ' online';
+}
+
+async function waitOnline(page, channel, want, ms = STEP_MS) {
+  let last = null;
+  try {
+    await waitFor('#' + channel + ' online: ' + want.join(', '), async () => onlineIs(last = await online(page), channel, want), ms);
+  } catch (e) {
+    throw new Error(e.message + '; the page shows ' + JSON.stringify(last));
+  }
+  return last;
+}
+
 // Brings a page back once the network is: the "Retry now" button when it is
 // waiting for its next attempt (the backoff may have grown to seconds).
 async function reconnect(page, ms = STEP_MS) {
@@ -476,6 +514,96 @@ async function main() {
     expect(widths[0] <= widths[1], 'page is ' + widths[0] + ' px wide on a ' + widths[1] + ' px screen');
     await a.setViewportSize(viewport);
   });
+
+  // Who is online, in a channel of its own (#online): alice's page (through
+  // a proxy of its own, to cut it later) watches bob's tabs (one context, so
+  // they share bob's saved channels, as a user's tabs do), carol and heidi.
+  // Each page names its device (?device=). Everything here is closed before
+  // the cases that count the server's subscriptions.
+  const P_ROOM = 'online';
+  const ppx = await startProxy(port);
+  const ctxPA = await browser.newContext({ viewport });
+  const ctxPB = await browser.newContext({ viewport });
+  const ctxPC = await browser.newContext({ viewport });
+  const ctxPH = await browser.newContext({ viewport });
+  let pa = null, pb1 = null, pb2 = null, pb3 = null, pc = null, ph = null;
+  const subscriptions = async () => (await getJson(base + '/api/stats')).subscriptions;
+
+  await test('who is online: a user joining a channel shows on another page, once, with its device', () => ({pa, pb1}), async () => {
+    pa = await openPage(ctxPA, base + '/?token=alice&device=desktop&ws=' + encodeURIComponent('ws://127.0.0.1:' + ppx.port + '/ws'));
+    await waitState(pa, 'connected');
+    await join(pa, P_ROOM);
+    await waitOnline(pa, P_ROOM, ['alice/desktop']);
+    pb1 = await openPage(ctxPB, base + '/?token=bob&device=phone');
+    await waitState(pb1, 'connected');
+    await join(pb1, P_ROOM);
+    await waitOnline(pa, P_ROOM, ['alice/desktop', 'bob/phone']);
+    await waitOnline(pb1, P_ROOM, ['alice/desktop', 'bob/phone']);
+    const self = await pa.evaluate(() => [...document.querySelectorAll('#presence-list [data-self=true]')].map((li) => li.dataset.user));
+    expect(JSON.stringify(self) === '["alice"]', 'alice\'s page marks ' + JSON.stringify(self) + ' as itself');
+    await shot(pa, 'online');
+  });
+
+  await test('who is online: a second tab of the same user is not a second entry; with both closed the user is gone', () => ({pa, pb2}), async () => {
+    const before = await subscriptions();
+    pb2 = await openPage(ctxPB, base + '/?token=bob&device=desktop');
+    await waitState(pb2, 'connected');
+    await waitSubscribed(pb2, P_ROOM);                    // bob's saved channels: the tab joins #online too
+    await waitFor('the server to count bob\'s second subscription', async () => (await subscriptions()) === before + 1);
+    // Whatever the second tab's join made the server send alice went before
+    // this message (one connection, in order).
+    await publish(pb2, 'bob\'s second tab');
+    await waitMessage(pa, P_ROOM, 'bob', 'bob\'s second tab');
+    // Still one bob, as his first tab (the one that joined) named him.
+    let o = await online(pa);
+    expect(onlineIs(o, P_ROOM, ['alice', 'bob/phone']), 'with bob\'s second tab alice\'s page shows ' + JSON.stringify(o));
+    await waitOnline(pb2, P_ROOM, ['alice', 'bob']);
+    // One tab closed: bob is still there.
+    await pb1.close();
+    pb1 = null;
+    await waitFor('the server to drop bob\'s first tab', async () => (await subscriptions()) === before);
+    await publish(pb2, 'bob\'s first tab is closed');
+    await waitMessage(pa, P_ROOM, 'bob', 'bob\'s first tab is closed');
+    o = await online(pa);
+    expect(onlineIs(o, P_ROOM, ['alice', 'bob']), 'with one of bob\'s tabs left alice\'s page shows ' + JSON.stringify(o));
+    // Both closed: bob leaves.
+    await pb2.close();
+    pb2 = null;
+    await waitOnline(pa, P_ROOM, ['alice']);
+  });
+
+  await test('who is online: after a reconnect the list is the channel\'s as it is now (no duplicate, no ghost)', () => ({pa, pc, ph}), async () => {
+    pb3 = await openPage(ctxPB, base + '/?token=bob&device=phone');
+    await waitSubscribed(pb3, P_ROOM);
+    pc = await openPage(ctxPC, base + '/?token=carol&device=phone');
+    await waitState(pc, 'connected');
+    await join(pc, P_ROOM);
+    await waitOnline(pa, P_ROOM, ['alice', 'bob', 'carol']);
+    ppx.cut(true);                                         // no close frame; reconnects are refused
+    await waitState(pa, 'connecting');
+    const away = await online(pa);
+    expect(away.stale === 'true' && !away.hidden, 'alice\'s list while away: ' + JSON.stringify(away));
+    // Meanwhile bob leaves (a ghost if the page kept its old list) and heidi
+    // joins; carol's page shows the channel as the server has it.
+    await pb3.close();
+    pb3 = null;
+    ph = await openPage(ctxPH, base + '/?token=heidi&device=desktop');
+    await waitState(ph, 'connected');
+    await join(ph, P_ROOM);
+    await waitOnline(pc, P_ROOM, ['carol', 'heidi']);      // alice's connection went with the cut
+    ppx.refusing = false;
+    await reconnect(pa);
+    await waitSubscribed(pa, P_ROOM);
+    await waitOnline(pa, P_ROOM, ['alice', 'carol/phone', 'heidi/desktop']);
+    // Anything more the reconnect made the server send alice came before this.
+    await publish(ph, 'heidi after alice is back');
+    await waitMessage(pa, P_ROOM, 'heidi', 'heidi after alice is back');
+    const o = await online(pa);
+    expect(onlineIs(o, P_ROOM, ['alice', 'carol', 'heidi']), 'alice\'s list after the reconnect: ' + JSON.stringify(o));
+    await shot(pa, 'online-resynced');
+  });
+  await Promise.race([Promise.all([ctxPA.close(), ctxPB.close(), ctxPC.close(), ctxPH.close()]), sleep(5000)]);
+  ppx.close();
 
   // dave's page reaches the server through a proxy this script can cut; the
   // page itself is served directly (?ws= names the proxy), so it reloads
