@@ -502,7 +502,8 @@ static void api_stats(wsch_hub_http_response *res) {
                           "\"ping_interval_ms\":%lu,\"close_timeout_ms\":%lu,\"deflate\":%s,\"max_queued_total\":%llu},"
                           "\"queued_total\":%llu,\"history\":{\"messages\":%llu,\"bytes\":%llu,\"replayed\":%llu,"
                           "\"recovered\":%llu,\"not_recovered\":%llu},\"presence\":{\"enabled\":%s,"
-                          "\"members\":%llu,\"messages\":%llu,\"sent\":%llu,\"remote\":%llu,\"expired\":%llu},"\"sessions\":%llu,\"acks\":%llu,"
+                          "\"members\":%llu,\"messages\":%llu,\"sent\":%llu,\"remote\":%llu,\"expired\":%llu},"
+                          "\"sessions\":%llu,\"acks\":%llu,"
                           "\"duplicates\":%llu,\"drops\":{",
                           (unsigned long long)s.peers, (unsigned long long)s.open, (unsigned long long)s.users,
                           (unsigned long long)s.channels, (unsigned long long)s.subscriptions,
