@@ -2414,8 +2414,10 @@ WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel,
 WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub);
 /* The peer's presence info: one JSON value of 1..max_presence_info_len
    bytes (copied; NULL or len 0 clears it), shown to others in the
-   channels the peer's user joins after this call. Meant for authenticate
-   or on_connect. WSCH_OK, WSCH_ERR_STALE, WSCH_ERR_STATE (presence off),
+   channels the peer's user joins after this call. A user's info in a
+   channel is that of the connection that made it join there, and stays
+   while the user does (its other connections' info is not shown). Meant
+   for authenticate or on_connect. WSCH_OK, WSCH_ERR_STALE, WSCH_ERR_STATE (presence off),
    WSCH_ERR_TOO_LARGE, WSCH_ERR_JSON or WSCH_ERR_NOMEM. */
 WSCH_API int wsch_hub_set_presence_info(wsch_hub *hub, wsch_hub_peer peer, const char *json, size_t len);
 /* Members of channel now: users with a connection subscribed, and those
