@@ -420,7 +420,14 @@ int main(int argc, char **argv) {
                (unsigned long)r->kind_frames[K_STATS], ms(r->wall_ms, r->wall_spread, c, sizeof c),
                ms(r->cpu_ms, r->cpu_spread, d, sizeof d), o ? ms(o->cpu_ms, o->cpu_spread, e, sizeof e) : "", fc);
     }
-    printf("\nWhere the bytes of \"on\" went: confirmations (members or counts in them) and presence messages, "
+    printf("\nUp to the cap, a turn's joins go to every presence subscriber as one diff (or the whole list when "
+           "shorter) and each confirmation carries the member list as last sent, so bytes grow with the square of "
+           "the members up to 1,000 users; past the cap subscribers get the counts, at most once per 1,000 ms of "
+           "the clock, and confirmations carry counts. The cap is looked at when a flush runs: the confirmations "
+           "of the turn that crosses it still carry the list as last sent. The last row is the first one's joins "
+           "with the loop turning ten times per millisecond (a busy server): the same diffs, counts less "
+           "often.\n\n");
+    printf("Where the bytes of \"on\" went: confirmations (members or counts in them) and presence messages, "
            "frame headers included.\n\n");
     printf("| joins per turn | confirmations | bytes per confirmation | diffs | lists | counts |\n");
     printf("|---:|---:|---:|---:|---:|---:|\n");
