@@ -25,8 +25,9 @@
 # History (no message lost): fanout-history runs chat_server with its
 # default history (200 messages per channel kept) and with --history 0
 # (messages numbered, none kept), side by side at 1,000 and BENCH_SUBS
-# subscribers; the publish section gives CPU per publish plain, numbered
-# and with history, and the heap per retained message. fanout-redis runs
+# subscribers; the publish section gives CPU per publish plain, numbered,
+# with history and with history and presence (and presence on vs off
+# alone, interleaved), and the heap per retained message. fanout-redis runs
 # chat_server joined to a redis-server (started here) with --history 0
 # (plain pub/sub: delivered at once) and with its default history (Redis
 # numbers and keeps every channel message: delivered on Redis's echo), at
@@ -212,6 +213,8 @@ if ! skip publish; then
     record "taskset -c $LOAD_CPU $B/publish"
     taskset -c $LOAD_CPU $B/publish >"$TMP/publish.txt" 2>&1 ||
         log "run.sh: publish reported a failure: $(cat "$TMP/publish.txt")"
+    q=$(sed -n 's/.*publishes per CPU second on\/off \([0-9.]*\)x.*/\1/p' "$TMP/publish.txt")
+    [ -n "$q" ] && target "chat publish path in memory, presence on vs off (publishes per CPU second)" "(reported)" "$q" "-"
 fi
 
 # ------------------------------- permessage-deflate in the hub, in memory
