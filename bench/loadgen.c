@@ -20,6 +20,15 @@
    (words from a small vocabulary, so it compresses like chat text) instead
    of a letter pattern.
 
+   --presence (fanout): every connection subscribes with "presence":true
+   (the hub's presence, ws_channel.h), and each subscriber's "subscribed"
+   must carry the channel's presence (the run fails otherwise: a server
+   without presence ignores the ask). Presence messages (presence,
+   presence_diff, presence_stats) are not deliveries: they are counted
+   apart, while the subscribers join and while measuring (RESULT
+   pres_setup, pres_measured), and the measured part starts only once no
+   message of any kind has arrived for a while (the joins have settled).
+
    --deflate (a build with zlib, -DLOADGEN_ZLIB -lz; --has-zlib tells):
    every connection offers "permessage-deflate; client_max_window_bits",
    the server must accept (the run fails otherwise), and what this program
@@ -95,6 +104,7 @@ typedef struct lconn {
     unsigned ts_head, ts_count;
     /* fanout */
     uint64_t got;               /* publish deliveries seen */
+    int pres_confirmed;         /* --presence: its "subscribed" carried the presence */
     /* permessage-deflate */
     int z_on;                   /* agreed in the handshake */
     int z_fresh;                /* server_no_context_takeover: every message inflates alone */
@@ -110,7 +120,7 @@ static struct {
     const char *host;
     uint16_t port;
     const char *path;
-    int conns, inflight, subs, window, reps, src_ips, text, json, deflate, inflate_all;
+    int conns, inflight, subs, window, reps, src_ips, text, json, deflate, inflate_all, presence;
     size_t size;
     double duration, warmup;
     long pid;
@@ -363,6 +373,8 @@ static int g_measuring;
 static unsigned char *g_echo_payload;   /* echo: what every message carries */
 static const unsigned char *g_msg;      /* the whole message on_frame sees, when it was inflated; else NULL */
 static uint64_t g_rx_sub;               /* fanout: bytes read by subscribers while measuring */
+static uint64_t g_other;                /* fanout: other messages to subscribers (confirmations, presence) */
+static uint64_t g_pres_setup, g_pres_measured;  /* fanout: presence messages to subscribers, before/while measuring */
 
 
 static void on_open(lconn *c) {
@@ -412,7 +424,19 @@ static void on_frame(lconn *c, uint64_t now) {
         size_t i;
         int hit = 0;
         for (i = 0; i + ml <= c->prefix_len && !hit; i++) hit = memcmp(c->prefix + i, g_marker, ml) == 0;
-        if (!hit) return; /* acks and other traffic */
+        if (!hit) { /* confirmations, presence and other traffic: no delivery */
+            static const char pres[] = "{\"type\":\"presence", subd[] = "{\"type\":\"subscribed\"";
+            g_other++;
+            if (c->prefix_len >= sizeof pres - 1 && memcmp(c->prefix, pres, sizeof pres - 1) == 0) {
+                if (g_measuring > 0) g_pres_measured++;
+                else g_pres_setup++;
+            } else if (opt.presence && c->prefix_len >= sizeof subd - 1 && memcmp(c->prefix, subd, sizeof subd - 1) == 0) {
+                /* ...,"presence":[...]} or ...,"presence_stats":{...}}, after the channel and position */
+                for (i = 0; i + 10 <= c->prefix_len && !c->pres_confirmed; i++)
+                    c->pres_confirmed = memcmp(c->prefix + i, ",\"presence", 10) == 0;
+            }
+            return;
+        }
         c->got++;
         g_deliveries++;
         if (g_measuring > 0) {
@@ -895,6 +919,9 @@ static void report_rates(const char *what, double *rates, int n, double *extra, 
     if (opt.deflate)
         printf(" deflate=1 inflated=%llu reused=%llu", (unsigned long long)g_inflated,
                (unsigned long long)g_inflate_reused);
+    if (opt.presence)
+        printf(" presence=1 pres_setup=%llu pres_measured=%llu", (unsigned long long)g_pres_setup,
+               (unsigned long long)g_pres_measured);
     printf(" reps=%d\n", n);
     for (i = 0; i < n; i++) fprintf(stderr, "  rep %d: %.1f\n", i + 1, rates[i]);
 }
@@ -970,14 +997,14 @@ static void publish(lconn *pub, uint64_t now) {
     if (g_measuring > 0) g_pub_sent[g_pub_next++] = now;
 }
 
-/* Waits until the deliveries counter stops moving for quiet_s. */
+/* Waits until no message (delivery or other) has come for quiet_s. */
 static void settle(double quiet_s, double timeout_s) {
     double deadline = bench_now() + timeout_s, last = bench_now();
-    uint64_t seen = g_deliveries;
+    uint64_t seen = g_deliveries + g_other;
     while (bench_now() < deadline) {
         poll_once(5);
-        if (g_deliveries != seen) {
-            seen = g_deliveries;
+        if (g_deliveries + g_other != seen) {
+            seen = g_deliveries + g_other;
             last = bench_now();
         } else if (bench_now() - last >= quiet_s) {
             return;
@@ -994,7 +1021,8 @@ static void run_fanout(void) {
     uint64_t per_rep = (uint64_t)(opt.duration * 100000) + 16; /* upper bound of publishes per rep */
     g_nconns = opt.subs + 1;
     /* Subscribe message, and the publish with a marker the subscribers look for. */
-    n = (size_t)snprintf(json, sizeof json, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"%s\"}}", opt.channel);
+    n = (size_t)snprintf(json, sizeof json, "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"%s\"%s}}", opt.channel,
+                         opt.presence ? ",\"presence\":true" : "");
     g_sub_frame_len = encode_frame(g_sub_frame, 1, json, n, 0x1F2E3D4Cu);
     snprintf(g_marker, sizeof g_marker, "FANOUT-");
     if (opt.size > sizeof data - 1) opt.size = sizeof data - 1;
@@ -1032,6 +1060,15 @@ static void run_fanout(void) {
             poll_once(5);
         }
         settle(0.3, 30);
+        if (opt.presence) {
+            int missing = 0;
+            for (s = 0; s < opt.subs; s++) missing += !g_conns[s].pres_confirmed;
+            if (missing) {
+                fprintf(stderr, "loadgen: %d of %d subscribers were confirmed without presence (server without it?)\n",
+                        missing, opt.subs);
+                exit(1);
+            }
+        }
     }
     for (r = 0; r < opt.reps; r++) {
         double t0, t;
@@ -1131,6 +1168,7 @@ static void usage(void) {
           "  [--duration SEC] [--warmup SEC] [--reps R] [--pid PID] [--src-ips N] [--label NAME]\n"
           "  [--stats-path /api/stats]   (idle: library heap per connection from the server's JSON)\n"
           "  [--json] (echo: a chat envelope of --size bytes, at least 128)\n"
+          "  [--presence] (fanout: subscribe with \"presence\":true; presence messages counted apart)\n"
           "  [--deflate [--inflate-all]] (offer permessage-deflate; a build with zlib)   [--has-zlib] (exit 0 if so)\n",
           stderr);
     exit(2);
@@ -1159,6 +1197,7 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--binary") == 0) { opt.text = 0; continue; }
         if (strcmp(a, "--json") == 0) { opt.json = 1; continue; }
         if (strcmp(a, "--inflate-all") == 0) { opt.inflate_all = 1; continue; }
+        if (strcmp(a, "--presence") == 0) { opt.presence = 1; continue; }
         if (strcmp(a, "--deflate") == 0) {
 #ifdef LOADGEN_ZLIB
             opt.deflate = 1;

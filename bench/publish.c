@@ -12,10 +12,16 @@
    too and subtracted.
 
    Prints ns per publish (median of 5 samples of the thread's CPU time) and
-   checks every publish reached both peers; three times, on the same run:
+   checks every publish reached both peers; four times, on the same run:
    plain (no positions, no history), with positions (each channel message
-   numbered: chat_server --history 0), and with history as chat_server
-   keeps it by default (numbered, and the last 200 per channel kept).
+   numbered: chat_server --history 0), with history as chat_server keeps
+   it by default (numbered, and the last 200 per channel kept), and with
+   history and presence, chat_server's default, both peers subscribed
+   with "presence":true. Every publish is followed by wsch_hub_flush(), as
+   examples/hub_loop.h ends each loop turn with it (a no-op without
+   presence). Then presence on vs off alone, interleaved: 7 rounds of a
+   fresh hub with history and presence off, then one with both on, one
+   sample each; the ratio of the medians.
    Then the heap a retained message costs: 10,000 chat messages kept on a
    channel nobody listens to, measured through chat_server's counting
    allocator (the library's own heap, nothing estimated). With an argument N it makes
@@ -99,12 +105,15 @@ static int feed_copy(wsch_hub_peer p, const void *data, size_t len) {
 }
 
 /* chat_server's hub without sockets: its hooks, in-memory effects,
-   positions on or off, and history_size messages kept per channel. */
-static int setup(int positions, uint32_t history_size) {
+   positions on or off, history_size messages kept per channel, and
+   presence on (both peers asking for it) or off. */
+static int setup(int positions, uint32_t history_size, int presence) {
     static const char upgrade[] =
         "GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     static const char subscribe[] = "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\"}}";
+    static const char subscribe_presence[] =
+        "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"room\",\"presence\":true}}";
     wsch_hub_desc d;
     char req[512];
     unsigned char frame[128];
@@ -118,6 +127,7 @@ static int setup(int positions, uint32_t history_size) {
     d.effects.now_ms = mem_now;
     d.history_size = history_size;
     d.positions = positions;
+    d.presence = presence;
     memset(&to_alice, 0, sizeof to_alice);
     memset(&to_bob, 0, sizeof to_bob);
     closes = 0;
@@ -129,10 +139,12 @@ static int setup(int positions, uint32_t history_size) {
         (void)feed_copy(who ? bob : alice, req, (size_t)len);
     }
     to_alice.counting = to_bob.counting = 1;
-    n = client_frame(frame, subscribe);
+    n = client_frame(frame, presence ? subscribe_presence : subscribe);
     if (feed_copy(alice, frame, n) != WSCH_OK || feed_copy(bob, frame, n) != WSCH_OK) return -1;
-    /* "subscribed", each (the welcome left with the 101, before counting) */
-    if (to_alice.frames == 1 && to_bob.frames == 1) return 0;
+    (void)wsch_hub_flush(A.loop.hub);
+    /* "subscribed", each (the welcome left with the 101, before counting),
+       and with presence the diff with both joins */
+    if (to_alice.frames == 1u + (unsigned)presence && to_bob.frames == 1u + (unsigned)presence) return 0;
     fprintf(stderr, "publish: frames after setup: alice %lu, bob %lu\n", to_alice.frames, to_bob.frames);
     return -1;
 }
@@ -147,6 +159,7 @@ static void publishes(unsigned long n) {
         memcpy(work, pristine, frame_len);
         __asm__ __volatile__("" ::: "memory");
         if (wsch_hub_feed(A.loop.hub, alice, work, frame_len) != WSCH_OK) feed_errors++;
+        (void)wsch_hub_flush(A.loop.hub);       /* the end of the loop turn */
     }
 }
 
@@ -170,17 +183,17 @@ static double median_ns(void (*fn)(unsigned long), unsigned long iters) {
     return bench_median(s, 5);
 }
 
-/* One configuration: ns per publish, or exactly n publishes untimed.
-   Returns 0 when every publish reached both peers. */
-static int run(int positions, uint32_t history_size, unsigned long fixed_n, const char *label) {
-    static const char publish[] = "{\"type\":\"publish\",\"payload\":{\"channel\":\"room\",\"data\":{\"text\":"
-                                  "\"hello world, this is a chat message of typical size\"}}}";
+/* One configuration: ns per publish, or exactly n publishes untimed. Returns 0 when every publish reached both peers. */
+static const char g_publish[] = "{\"type\":\"publish\",\"payload\":{\"channel\":\"room\",\"data\":{\"text\":"
+                                "\"hello world, this is a chat message of typical size\"}}}";
+
+static int run(int positions, uint32_t history_size, int presence, unsigned long fixed_n, const char *label) {
     unsigned long n = fixed_n, a0, b0;
-    if (setup(positions, history_size) != 0) {
+    if (setup(positions, history_size, presence) != 0) {
         fprintf(stderr, "publish: setup failed\n");
         return 1;
     }
-    frame_len = client_frame(pristine, publish);
+    frame_len = client_frame(pristine, g_publish);
     a0 = to_alice.frames;
     b0 = to_bob.frames;
     if (fixed_n) {
@@ -206,6 +219,47 @@ static int run(int positions, uint32_t history_size, unsigned long fixed_n, cons
     return 0;
 }
 
+/* Presence on vs off on the publish path, interleaved so drift on a
+   shared machine hits both: rounds of a fresh hub with history and
+   presence off, then one with both on (the subscribers asking for
+   presence), one timed sample each after 20,000 untimed publishes. */
+static int presence_pair(void) {
+    enum { ROUNDS = 7 };
+    double v[2][ROUNDS], med[2];
+    unsigned long iters = 0;
+    int k, p;
+    for (k = 0; k < ROUNDS; k++) {
+        for (p = 0; p < 2; p++) {
+            unsigned long a0, b0, n;
+            double t0;
+            if (setup(1, 200, p) != 0) return 1;
+            frame_len = client_frame(pristine, g_publish);
+            a0 = to_alice.frames;
+            b0 = to_bob.frames;
+            t0 = bench_cpu_now();
+            publishes(20000);
+            if (!iters) iters = (unsigned long)(20000 * 0.1 / (bench_cpu_now() - t0)) + 1;
+            t0 = bench_cpu_now();
+            publishes(iters);
+            v[p][k] = (bench_cpu_now() - t0) * 1e9 / (double)iters;
+            n = 20000 + iters;
+            if (to_alice.frames - a0 != n || to_bob.frames - b0 != n || feed_errors || closes) {
+                fprintf(stderr, "publish: FAIL: presence %s: %lu publishes, alice got %lu, bob %lu\n", p ? "on" : "off",
+                        n, to_alice.frames - a0, to_bob.frames - b0);
+                return 1;
+            }
+            wsch_hub_destroy(A.loop.hub);
+        }
+    }
+    med[0] = bench_median(v[0], ROUNDS);
+    med[1] = bench_median(v[1], ROUNDS);
+    printf("presence on vs off, interleaved (%d rounds of fresh hubs in turn, history 200 in both, frame copy "
+           "included): %.1f ns per publish off, %.1f on; CPU per publish on/off %.2fx, publishes per CPU second "
+           "on/off %.2fx\n",
+           ROUNDS, med[0], med[1], med[1] / med[0], med[0] / med[1]);
+    return 0;
+}
+
 /* The library's heap per retained chat message: 10,000 kept on a channel
    with no subscribers, before and after, through the counting allocator. */
 static int retained_heap(void) {
@@ -215,7 +269,7 @@ static int retained_heap(void) {
     wsch_hub_counters st;
     size_t before;
     unsigned long i;
-    if (setup(1, 10000) != 0) return 1;
+    if (setup(1, 10000, 0) != 0) return 1;
     (void)wsch_hub_broadcast(A.loop.hub, "quiet", "message", payload, WSCH_CSTR, NULL);   /* the channel itself */
     before = A.heap_bytes;
     for (i = 0; i < n; i++) {
@@ -233,11 +287,13 @@ static int retained_heap(void) {
 int main(int argc, char **argv) {
     int r;
     if (argc > 1) {
-        r = run(0, 0, strtoul(argv[1], NULL, 10), "plain");
+        r = run(0, 0, 0, strtoul(argv[1], NULL, 10), "plain");
     } else {
-        r = run(0, 0, 0, "plain (no positions, no history)");
-        if (!r) r = run(1, 0, 0, "positions, no history (chat_server --history 0)");
-        if (!r) r = run(1, 200, 0, "history (200 per channel, as chat_server keeps)");
+        r = run(0, 0, 0, 0, "plain (no positions, no history)");
+        if (!r) r = run(1, 0, 0, 0, "positions, no history (chat_server --history 0)");
+        if (!r) r = run(1, 200, 0, 0, "history (200 per channel, as chat_server keeps; chat_server --no-presence)");
+        if (!r) r = run(1, 200, 1, 0, "history and presence (chat_server's default; both subscribers asked for presence)");
+        if (!r) r = presence_pair();
         if (!r) r = retained_heap();
     }
     free(A.scratch);

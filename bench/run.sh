@@ -3,15 +3,15 @@
 # side in one go, prints one summary table and writes bench/RESULTS.md
 # (date, machine, every command, the detailed tables).
 #
-#   bench/run.sh                 full run (about 9-11 minutes)
+#   bench/run.sh                 full run (about 10-13 minutes)
 #   BENCH_QUICK=1 bench/run.sh   smoke run: fewer/shorter repetitions, 1,000
 #                                connections instead of 10,000 (about 3 minutes)
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
-# BENCH_SKIP="inmem neon deflate publish deflate-hub echo echo-deflate handshake
-# fanout fanout-deflate fanout-history fanout-redis idle" (skip sections; neon is a correctness run of the
-# NEON paths under qemu, never timed), BENCH_OUT (results file, default
-# bench/RESULTS.md).
+# BENCH_SKIP="inmem neon deflate publish deflate-hub presence echo echo-deflate
+# handshake fanout fanout-deflate fanout-history fanout-presence fanout-redis
+# idle" (skip sections; neon is a correctness run of the NEON paths under
+# qemu, never timed), BENCH_OUT (results file, default bench/RESULTS.md).
 # permessage-deflate (RFC 7692), each section skipped with a note without
 # zlib (zlib1g-dev) or, for the Node column, without node and ws:
 #   deflate-hub     bench/deflate_hub.c: bytes per chat message and library heap
@@ -25,13 +25,28 @@
 # History (no message lost): fanout-history runs chat_server with its
 # default history (200 messages per channel kept) and with --history 0
 # (messages numbered, none kept), side by side at 1,000 and BENCH_SUBS
-# subscribers; the publish section gives CPU per publish plain, numbered
-# and with history, and the heap per retained message. fanout-redis runs
+# subscribers; the publish section gives CPU per publish plain, numbered,
+# with history and with history and presence (and presence on vs off
+# alone, interleaved), and the heap per retained message. fanout-redis runs
 # chat_server joined to a redis-server (started here) with --history 0
 # (plain pub/sub: delivered at once) and with its default history (Redis
 # numbers and keeps every channel message: delivered on Redis's echo), at
 # BENCH_REDIS_SUBS subscribers (1000); skipped with a note without
 # redis-server or a chat_server built with hiredis.
+# Presence (who is in each channel, chat_server's default):
+#   presence         bench/presence.c, in memory: 10,000 users (one
+#                    connection each; BENCH_PRESENCE_USERS) joining one
+#                    channel, 1 to 10,000 joins per loop turn, each turn
+#                    ended by wsch_hub_flush() on a fake clock moving 1 ms:
+#                    bytes sent to all peers, presence messages, wall and
+#                    CPU time, presence on and off; heap per member
+#   fanout-presence  chat_server fan-out with presence tracked and every
+#                    subscriber asking for it (loadgen --presence) vs
+#                    chat_server --no-presence, side by side at the sizes
+#                    of fanout-history (BENCH_PRESENCE_SUBS="N ..." to
+#                    choose); all subscribers are one user (token "bench"),
+#                    so this is presence's cost on the delivery path, not
+#                    its traffic's (that is the presence section's)
 #
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
 # core 1. Every figure is the median of the repetitions; '~' marks one whose
@@ -198,6 +213,8 @@ if ! skip publish; then
     record "taskset -c $LOAD_CPU $B/publish"
     taskset -c $LOAD_CPU $B/publish >"$TMP/publish.txt" 2>&1 ||
         log "run.sh: publish reported a failure: $(cat "$TMP/publish.txt")"
+    q=$(sed -n 's/.*publishes per CPU second on\/off \([0-9.]*\)x.*/\1/p' "$TMP/publish.txt")
+    [ -n "$q" ] && target "chat publish path in memory, presence on vs off (publishes per CPU second)" "(reported)" "$q" "-"
 fi
 
 # ------------------------------- permessage-deflate in the hub, in memory
@@ -212,6 +229,15 @@ if ! skip deflate-hub; then
         printf '### Bytes per chat message and heap per idle hub peer\n\nSkipped: bench/deflate_hub.c needs zlib (Debian: zlib1g-dev).\n\n' \
             >"$TMP/deflate_hub.md"
     fi
+fi
+
+# ------------------------------------------------ presence, in memory
+if ! skip presence; then
+    log "run.sh: presence in the hub (10,000 users joining one channel, heap per member)"
+    record "BENCH_REPS=$REPS BENCH_PRESENCE_USERS=${BENCH_PRESENCE_USERS:-10000} taskset -c $LOAD_CPU $B/presence --targets FILE"
+    BENCH_REPS=$REPS BENCH_PRESENCE_USERS=${BENCH_PRESENCE_USERS:-10000} taskset -c $LOAD_CPU $B/presence \
+        --targets "$TMP/targets" >"$TMP/presence.md" 2>"$TMP/presence.err" ||
+        log "run.sh: presence reported a failure: $(grep FAIL "$TMP/presence.err")"
 fi
 
 # ----------------------------------------------------------- echo servers
@@ -387,6 +413,29 @@ if ! skip fanout-history; then
                 start "hhub-$h" build/chat_server --port @PORT@ "${harg[@]}" || continue
                 R["hfan/$m/$h"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$m" \
                     --size 64 --window 4 --duration "$DUR" --reps "$FAN_REPS" --label "hfan-$m-$h")"$'\n'
+                stop "$SPID"
+            done
+        done
+    done
+fi
+
+# ----------------------------------------------------- fan-out with presence
+# chat_server tracks presence by default: "on" is that, with every
+# subscriber (and the publisher) subscribing with "presence":true; "off" is
+# chat_server --no-presence with plain subscribes. Each on a fresh server,
+# in turn, FAN_ROUNDS rounds. loadgen counts presence messages apart from
+# deliveries and measures only once the joins have settled.
+PSUBS=${BENCH_PRESENCE_SUBS:-$ZSUBS}
+if ! skip fanout-presence; then
+    for round in $(seq 1 $FAN_ROUNDS); do
+        for m in $PSUBS; do
+            for p in off on; do
+                log "run.sh: fan-out to $m subscribers, presence $p (round $round)"
+                parg=(); larg=()
+                if [ "$p" = off ]; then parg=(--no-presence); else larg=(--presence); fi
+                start "phub-$p" build/chat_server --port @PORT@ "${parg[@]}" || continue
+                R["pfan/$m/$p"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$m" \
+                    --size 64 --window 4 "${larg[@]}" --duration "$DUR" --reps "$FAN_REPS" --label "pfan-$m-$p")"$'\n'
                 stop "$SPID"
             done
         done
@@ -706,6 +755,31 @@ if ! skip fanout-redis; then
             "(reported)" "$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2f", a / b }')" "-"
     done
 fi
+if ! skip fanout-presence; then
+    {
+        echo "### Fan-out with presence off and on over loopback (chat_server; 64-byte data, 4 publishes in flight)"
+        echo
+        echo "The fan-out load against chat_server with \`--no-presence\` and plain subscribes (\"off\") and against"
+        echo "chat_server as it ships, presence tracked, with every subscriber and the publisher subscribing with"
+        echo "\`\"presence\":true\` (\"on\", loadgen --presence: each confirmation must carry the presence), each on a"
+        echo "fresh server, in turn, $FAN_ROUNDS round(s) x $FAN_REPS repetitions. Every connection uses the token \"bench\":"
+        echo "they are all one user, and presence changes per user, so only the first subscriber's join makes a"
+        echo "presence message (to the subscribers already in; later ones find the user in their confirmation):"
+        for m in $PSUBS; do
+            printf '%s subscribers: %s presence messages received while joining, %s while measuring (medians).\n' "$m" \
+                "$(med "${R["pfan/$m/on"]:-}" pres_setup)" "$(med "${R["pfan/$m/on"]:-}" pres_measured)"
+        done
+        echo "So this is presence's cost on the delivery path (the flush at the end of every loop turn, the"
+        echo "subscriber bookkeeping), not the cost of presence traffic: that is the in-memory table above, with"
+        echo "10,000 distinct users. loadgen counts presence messages apart from deliveries and starts measuring"
+        echo "once no message of any kind has come for 0.3 s. The chat publish path section gives presence on vs"
+        echo "off in memory too (CPU per publish, interleaved on fresh hubs), free of the loopback's noise."
+        echo
+        pair_table pfan off on $PSUBS
+        echo
+    } >"$TMP/presence_fan.md"
+    pair_target pfan "presence on vs off" 0.95 $PSUBS
+fi
 pair_target zfan "permessage-deflate vs plain" 0.9 $ZSUBS
 for cfg in "${ZECHO_CONFIGS[@]}"; do
     set -- $cfg
@@ -794,6 +868,12 @@ CPUS=$(nproc)
         echo
         cat "$TMP/history.md"
     fi
+    if [ -s "$TMP/presence.md" ] || [ -s "$TMP/presence_fan.md" ]; then
+        echo "## Presence (who is in each channel)"
+        echo
+        [ -f "$TMP/presence.md" ] && cat "$TMP/presence.md"
+        [ -f "$TMP/presence_fan.md" ] && cat "$TMP/presence_fan.md"
+    fi
     echo "## Commands"
     echo
     echo '```'
@@ -816,4 +896,4 @@ echo
 cat "$TMP/summary.md"
 echo
 [ -n "${NEON_LINE:-}" ] && echo "NEON paths: $NEON_LINE." && echo
-echo "Details (in-memory ratios, echo, handshakes, fan-out, memory, permessage-deflate): $OUTFILE"
+echo "Details (in-memory ratios, echo, handshakes, fan-out, memory, permessage-deflate, history, presence): $OUTFILE"
