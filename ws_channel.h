@@ -1893,7 +1893,7 @@ WSCH_API const char *wsch_stop_str(wsch_stop s);
      changed channel (a join and a leave in one turn cancel out).
        {"type":"subscribe","payload":{"channel":C,"presence":true}}
                         the confirmation then also carries the members as
-                        last sent ("connections" current), or, over the cap
+                        last sent ("connections" at most a turn old), or, over the cap
                         below, only the counts:
                           ...,"presence":[{"user":U,"connections":N[,"info":I]},...]}
                           ...,"presence_stats":{"users":N,"connections":M}}
@@ -8478,6 +8478,11 @@ typedef struct wsch__hub_channel {
     uint8_t plist;                  /* 0, WSCH__HUB_PLIST_DIRTY or WSCH__HUB_PLIST_WAIT */
     uint8_t listed;                 /* presence subscribers hold the member list (else counts) */
     uint8_t stats_sent;             /* counts went out at least once (stats_at_ms is set) */
+    uint8_t stats_due;              /* over the cap: counts held back by the interval are owed */
+    uint8_t conns_changed;          /* some member's connections changed since the last flush */
+    char *listed_json;              /* [members as last sent], made for the first confirmation or
+                                       request that needs it; dropped when a flush changes it */
+    size_t listed_len;
     uint8_t psync;                  /* bridge: ask the other hubs for their members at the next flush */
     uint8_t prefresh;               /* bridge: say all members here again at the next flush */
 } wsch__hub_channel;
@@ -8890,6 +8895,7 @@ WSCH__PRIVATE int wsch__hub_member_join(wsch_hub *hub, wsch__hub_channel *ch, co
     m = wsch__hub_member_get(hub, ch, u->key, u->key_len, u->hash, cl->info, cl->info_len);
     if (!m) return WSCH_ERR_NOMEM;
     ch->member_conns++;
+    ch->conns_changed = 1;
     if (m->conns++ == 0) {
         ch->local_users++;
         wsch__hub_member_dirty(hub, ch, m);     /* the other hubs are told */
@@ -8906,6 +8912,7 @@ WSCH__PRIVATE void wsch__hub_member_leave(wsch_hub *hub, wsch__hub_channel *ch, 
     m = (wsch__hub_member *)(void *)wsch__hub_find(&ch->members, u->key, u->key_len, u->hash);
     if (!m || !m->conns) return;    /* was no member (not UTF-8) */
     ch->member_conns--;
+    ch->conns_changed = 1;
     if (--m->conns == 0) {
         ch->local_users--;
         wsch__hub_member_dirty(hub, ch, m);
@@ -8938,6 +8945,7 @@ WSCH__PRIVATE void wsch__hub_members_free(wsch_hub *hub, wsch__hub_channel *ch) 
     }
     wsch__free(&hub->desc.allocator, ch->remote.buckets);
     wsch__free(&hub->desc.allocator, ch->psubs);
+    wsch__free(&hub->desc.allocator, ch->listed_json);
 }
 
 /* ---- subscriptions --------------------------------------------------------- */
@@ -10230,7 +10238,8 @@ WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, siz
         wsch__w_puts(w, "]");
     } else if (kind == WSCH__PRES_LIST) {
         wsch__w_puts(w, ",\"members\":");
-        if (ch) wsch__hub_put_members(w, ch, now);
+        if (ch && !now && ch->listed_json) wsch__w_put(w, ch->listed_json, ch->listed_len);
+        else if (ch) wsch__hub_put_members(w, ch, now);
         else wsch__w_puts(w, "[]");
     } else {
         wsch__w_puts(w, ",");
@@ -10250,6 +10259,23 @@ WSCH__PRIVATE char *wsch__hub_pbuf(wsch_hub *hub, size_t n) {
         hub->pbuf_cap = n;
     }
     return hub->pbuf;
+}
+
+/* [members as last sent] of the channel: kept from the first confirmation
+   or request that needs it until a flush changes it, so a burst of
+   subscribes walks the members once. NULL without memory. */
+WSCH__PRIVATE const char *wsch__hub_listed(wsch_hub *hub, wsch__hub_channel *ch) {
+    wsch__writer w;
+    if (ch->listed_json) return ch->listed_json;
+    wsch__w_init(&w, NULL, 0);
+    wsch__hub_put_members(&w, ch, 0);
+    ch->listed_json = (char *)wsch__alloc(&hub->desc.allocator, w.len);
+    if (!ch->listed_json) return NULL;
+    ch->listed_len = w.len;
+    wsch__w_init(&w, ch->listed_json, ch->listed_len);
+    wsch__hub_put_members(&w, ch, 0);
+    WSCH_ASSERT(!w.overflow);
+    return ch->listed_json;
 }
 
 /* Writes a presence message's payload into hub->pbuf (measured first).
@@ -10422,6 +10448,7 @@ WSCH__PRIVATE int wsch__hub_remote_set(wsch_hub *hub, wsch__hub_channel *ch, siz
     }
     m->rconns = m->rconns - r->conns + conns;
     ch->member_conns = ch->member_conns - r->conns + conns;
+    ch->conns_changed |= r->conns != conns;
     r->conns = conns;
     r->expires_ms = expires_ms;
     if (conns) return WSCH_OK;
@@ -10510,8 +10537,27 @@ WSCH__PRIVATE int wsch__hub_presence_in(wsch_hub *hub, const char *name, size_t 
    state becomes the current one). Returns 0, or the milliseconds until
    counts held back by presence_stats_interval_ms may go (ch then waits on
    the hub's wait list). ch may be gone after this. */
-WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel *ch, uint32_t now) {
+/* What was sent becomes the members' announced state; those present
+   nowhere (and told to the other hubs) are freed. The members as last
+   sent are made again when next needed. */
+WSCH__PRIVATE void wsch__hub_presence_settle(wsch_hub *hub, wsch__hub_channel *ch, int changes) {
     wsch__hub_member *m, *next;
+    for (m = ch->dirty; m; m = next) {
+        next = m->dirty_next;
+        m->dirty = 0;
+        m->announced = WSCH__HUB_PRESENT(m);
+        if (!m->announced && !m->published) wsch__hub_member_free(hub, ch, m);
+    }
+    ch->dirty = NULL;
+    if (changes || ch->conns_changed) {
+        wsch__free(&hub->desc.allocator, ch->listed_json);
+        ch->listed_json = NULL;
+    }
+    ch->conns_changed = 0;
+}
+
+WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel *ch, uint32_t now) {
+    wsch__hub_member *m;
     wsch__writer w;
     size_t diff_len = 0, list_len = 0, len = 0, i, sent = 0;
     int kind = -1, changes = 0, fits;
@@ -10529,15 +10575,20 @@ WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel 
         ch->listed = (uint8_t)fits;     /* what a confirmation will give */
     } else if (!fits) {
         ch->listed = 0;
-        if (changes) {
+        if (changes || ch->stats_due) {
             uint32_t interval = hub->desc.presence_stats_interval_ms;
             if (hub->desc.effects.now_ms && ch->stats_sent && now - ch->stats_at_ms < interval) {
+                /* Settled now (nobody holds a list to keep in step), so a
+                   wait costs no flush more than its own changes. */
+                ch->stats_due = 1;
+                wsch__hub_presence_settle(hub, ch, changes);
                 wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_WAIT);
                 return interval - (now - ch->stats_at_ms);
             }
             kind = WSCH__PRES_STATS;
             ch->stats_at_ms = now;
             ch->stats_sent = 1;
+            ch->stats_due = 0;
         }
     } else if (!ch->listed) {
         kind = WSCH__PRES_LIST;             /* back under the cap, or a diff that could not go */
@@ -10551,13 +10602,7 @@ WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel 
         len = wsch__hub_presence_payload(hub, ch->e.key, ch->e.key_len, ch, kind, 1);
         ch->listed = (uint8_t)(kind != WSCH__PRES_STATS);
     }
-    for (m = ch->dirty; m; m = next) {
-        next = m->dirty_next;
-        m->dirty = 0;
-        m->announced = WSCH__HUB_PRESENT(m);
-        if (!m->announced && !m->published) wsch__hub_member_free(hub, ch, m);
-    }
-    ch->dirty = NULL;
+    wsch__hub_presence_settle(hub, ch, changes);
     if (kind < 0) return 0;
     if (!len || wsch__hub_encode(hub, kind == WSCH__PRES_DIFF ? "presence_diff" : kind == WSCH__PRES_LIST ? "presence"
                                  : "presence_stats", kind == WSCH__PRES_DIFF ? 13u : kind == WSCH__PRES_LIST ? 8u : 14u,
@@ -10607,7 +10652,7 @@ WSCH__PRIVATE void wsch__hub_put_confirmation(wsch__writer *w, const char *base,
     wsch__w_put(w, base, base_len - 1u);       /* without its closing brace */
     if (pres->listed) {
         wsch__w_puts(w, ",\"presence\":");
-        wsch__hub_put_members(w, pres, 0);
+        wsch__w_put(w, pres->listed_json, pres->listed_len);    /* made by the caller */
     } else {
         wsch__w_puts(w, ",\"presence_stats\":{");
         wsch__hub_put_counts(w, pres);
@@ -10620,10 +10665,10 @@ WSCH__PRIVATE void wsch__hub_put_confirmation(wsch__writer *w, const char *base,
    that asked for presence) the channel's presence goes in it. Without
    memory for that it goes without: the subscriber sees no presence. */
 WSCH__PRIVATE void wsch__hub_send_confirmation(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *base,
-                                               size_t base_len, const wsch__hub_channel *pres) {
+                                               size_t base_len, wsch__hub_channel *pres) {
     wsch__writer w;
     char *buf;
-    if (pres) {
+    if (pres && (!pres->listed || wsch__hub_listed(hub, pres))) {
         wsch__w_init(&w, NULL, 0);
         wsch__hub_put_confirmation(&w, base, base_len, pres);
         buf = wsch__hub_pbuf(hub, w.len);
@@ -10640,7 +10685,7 @@ WSCH__PRIVATE void wsch__hub_send_confirmation(wsch_hub *hub, wsch__hub_peer *cl
 
 WSCH__PRIVATE void wsch__hub_confirm(wsch_hub *hub, wsch__hub_peer *cl, const char *type, const char *name, size_t n,
                                      const wsch__hub_channel *ch, int asked, int recovered,
-                                     const wsch__hub_channel *pres) {
+                                     wsch__hub_channel *pres) {
     char buf[WSCH__HUB_CONFIRM_MAX];
     size_t len = wsch__hub_confirm_payload(buf, name, n, ch, asked, recovered);
     if (asked) {
@@ -11121,7 +11166,7 @@ WSCH__PRIVATE void wsch__hub_on_presence_request(wsch_hub *hub, wsch__hub_peer *
     char name[WSCH_HUB_MAX_CHANNEL_LEN + 1u];
     static const char *const keys[1] = {"channel"};
     wsch_str v[1];
-    const wsch__hub_channel *ch;
+    wsch__hub_channel *ch;
     size_t n = 0, len;
     int kind;
     if (!wsch__hub_channel_arg(hub, cl, env, keys, 1, v, name, &n)) return;
@@ -11129,7 +11174,8 @@ WSCH__PRIVATE void wsch__hub_on_presence_request(wsch_hub *hub, wsch__hub_peer *
     if ((!ch || wsch__hub_sub_index(cl, ch) < 0) && !wsch__hub_may_join(hub, cl, env, name, n)) return;
     ch = wsch__hub_channel_find(hub, name, n);
     kind = stats || (ch && !ch->listed) ? WSCH__PRES_STATS : WSCH__PRES_LIST;
-    len = wsch__hub_presence_payload(hub, name, n, ch, kind, 0);
+    len = kind == WSCH__PRES_LIST && ch && !wsch__hub_listed(hub, ch) ? 0
+          : wsch__hub_presence_payload(hub, name, n, ch, kind, 0);
     if (!len) {
         wsch__hub_send_error(hub, cl, "server_error", "out of memory", env, name, n, 0);
         return;
