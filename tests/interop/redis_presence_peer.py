@@ -16,7 +16,10 @@ stops only the processes it started, by PID:
     confirmation's list, then every presence_diff and whole "presence"
     list, in order; a join of a member or a leave of a non-member is an
     anomaly) and compared, once nothing moves any more, with the answer to
-    a "presence" request (case 4 of the brief, in every case).
+    a "presence" request: in every case;
+  - a tap: a plain RESP client subscribed to the case's bridge channel in
+    Redis, which sees what each process says there ("wschp <origin> ..."),
+    so a kill can be placed in the refresh period.
 
 Cases:
   1. a user subscribed on A is a member for a watcher on B and the other
@@ -24,19 +27,21 @@ Cases:
      each process, one going changes nothing either watcher sees, the last
      going leaves (once); "connections" and presence_stats count both
      processes.
-  2. kill -9 of A: its users (only there) stay members on B at 0.5 x TTL
-     after the kill (the TTL removes them, nothing else), and are gone
-     within 4/3 x TTL + MARGIN; a user also on B never leaves and its
-     connection count drops to B's own.
-  3. A killed and restarted on the same port (a new process, a new
-     origin): users that do not come back are gone within the same bound,
-     a user that reconnected at once never left, a user that reconnects
+  2. kill -9 of A right after it said its users again (the worst case):
+     its users (only there) are still members on B at 0.5 x TTL after the
+     kill (the TTL removes them, nothing sooner), and gone within 4/3 x TTL
+     + MARGIN, each with one leave and nothing else; a user also on B
+     never leaves and its connection count drops to B's own.
+  3. A killed (right before it would say its users again) and restarted
+     on the same port (a new process: a new origin, its first word a
+     sync): users that do not come back are gone within the same bound, a
+     user that reconnected at once never left, a user that reconnects
      after the expiry joins again, counts carry no ghost of the old
-     process, and nothing changes for another TTL (the old origin never
-     comes back). A watcher on the new A sees only live users.
+     process, and nothing changes for another 4/3 x TTL. A watcher on the
+     new A never sees the old one's users.
 
-Prints "ok NAME" / "FAIL NAME: why" per case, the measured times from the
-kill to the leaves, and last the summary line. 127.0.0.1 only."""
+Prints "ok NAME" / "FAIL NAME: why" per case, the measured times from each
+kill to the leaves on B, and last the summary line. 127.0.0.1 only."""
 import argparse
 import asyncio
 import json
@@ -204,6 +209,68 @@ class Watcher:
             await asyncio.wait_for(self.task, 5)
 
 
+class Tap:
+    """Listens to a bridge channel in Redis (a plain RESP client) and keeps
+    the presence the processes say there: (monotonic time, origin, body)
+    for each "wschp <origin> {...}" message. Lets a case kill a process at
+    a chosen point of its refresh period."""
+
+    def __init__(self):
+        self.said = []
+        self.reader = self.writer = self.task = None
+
+    async def open(self, port, channel):
+        self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        self.writer.write(f"SUBSCRIBE {channel}\r\n".encode())
+        await self.writer.drain()
+        first = await asyncio.wait_for(self.item(), 5)
+        check(first[:2] == [b"subscribe", channel.encode()], f"SUBSCRIBE answered {first!r}")
+        self.task = asyncio.ensure_future(self.run())
+        return self
+
+    async def item(self):
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionError("Redis closed the connection")
+        check(line.endswith(b"\r\n"), f"Redis sent {line!r}")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"*":
+            return [await self.item() for _ in range(int(rest))]
+        if kind == b"$":
+            return (await self.reader.readexactly(int(rest) + 2))[:-2] if int(rest) >= 0 else None
+        return rest
+
+    async def run(self):
+        try:
+            while True:
+                m = await self.item()
+                if m[0] == b"message" and m[2].startswith(b"wschp "):
+                    self.said.append((time.monotonic(), m[2][6:22].decode(), json.loads(m[2][23:])))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    def origin_of(self, user):
+        """The origin that said user joined first."""
+        for _, o, body in self.said:
+            if user in {x["user"] for x in body.get("joins", [])}:
+                return o
+        return None
+
+    async def refresh(self, origin, users, timeout=5):
+        """Waits for origin's next message saying all of users: its time."""
+        n = len(self.said)
+        found = await until(f"{origin} to say {sorted(users)} again", lambda: next(
+            (t for t, o, body in self.said[n:] if o == origin and users <= {x["user"] for x in body.get("joins", [])}),
+            None), timeout, step=0.005)
+        return found
+
+    async def close(self):
+        if self.writer:
+            self.writer.close()
+        if self.task:
+            await asyncio.wait_for(self.task, 5)
+
+
 async def member(server, user, channel):
     """A connection of user subscribed (without presence) to channel."""
     ws = await server.connect(user)
@@ -331,6 +398,7 @@ async def main():
         sa, sb = await pair("kill")
         ch = "pres-kill"
         socks, watchers = [], []
+        tap = await Tap().open(redis.port, "wsch:" + ch)
         try:
             only_a = {"kim", "kai"}
             for u in sorted(only_a):
@@ -346,22 +414,33 @@ async def main():
             await wa.has(everyone)
             got = await wb.consistent()
             check(got["sam"] == 2, f"sam's connections {got}")
-            # Let A say its users again at least once, so the kill is not
-            # right after a first join (any point of the refresh period will do).
-            await asyncio.sleep(TTL / 3)
+            # The kill right after A said its users again: B last heard of
+            # them then, the latest they can be, so this is the worst case
+            # for the bound (4/3 x TTL: TTL, and up to TTL / 3 until B
+            # looks; right before A says them it would be 2/3 x TTL).
+            origin = tap.origin_of("kim")
+            check(origin is not None, f"A's presence not seen in Redis: {tap.said}")
+            t_said = await tap.refresh(origin, only_a | {"sam"})
             t_kill = time.monotonic()
             sa.kill()
+            print(f"     A killed {1000 * (t_kill - t_said):.0f} ms after it said its users again", flush=True)
             await asyncio.sleep(max(0.0, t_kill + TTL / 2 - time.monotonic()))
             check(wb.users() == everyone, f"at 0.5 x TTL after the kill, B already lost {sorted(everyone - wb.users())}"
                   f" (the TTL should remove them, not sooner); {wb.why()}")
             before, members = await wb.ask("presence")
-            check({x["user"] for x in members} == everyone, f"at 0.5 x TTL after the kill B answers {members}")
+            t_answer = time.monotonic() - t_kill
+            # (an answer later than 2/3 x TTL, the earliest expiry, would prove nothing either way)
+            check({x["user"] for x in members} == everyone or t_answer >= 2 * TTL / 3,
+                  f"at {t_answer:.2f} s after the kill B answers {members}")
             await wb.has({"sam", "wb"}, timeout=bound + 5)
             leaves = {u: t - t_kill for t, k, u, _ in wb.events if k == "leave" and t > t_kill}
             print(f"     kill -9 to leave on B: " + ", ".join(f"{u} {d:.2f} s" for u, d in sorted(leaves.items())) +
                   f" (TTL {TTL} s, bound 4/3 x TTL + {MARGIN} = {bound:.2f} s)", flush=True)
             measured.extend(leaves.values())
             check(set(leaves) == only_a, f"left: {sorted(leaves)}, wanted {sorted(only_a)}; {wb.why()}")
+            after = [(round(t - t_kill, 2), k, u, how) for t, k, u, how in wb.events if t > t_kill]
+            check(len(after) == len(only_a), f"after the kill B saw {after}, wanted one leave each of "
+                  f"{sorted(only_a)}")
             late = {u: round(d, 2) for u, d in leaves.items() if d > bound}
             check(not late, f"gone only after {late} s, bound {bound:.2f} s")
             early = {u: round(d, 2) for u, d in leaves.items() if d < TTL / 2}
@@ -374,6 +453,7 @@ async def main():
             await quiet_for((wb,), TTL, t)
             await wb.consistent()
         finally:
+            await tap.close()
             await stop_all((sa, sb), socks, watchers)
 
     await case(f"kill -9 of A: its users stay members on B at 0.5 x TTL, then leave within 4/3 x TTL + {MARGIN} s "
@@ -383,6 +463,7 @@ async def main():
         sa, sb = await pair("restart")
         ch = "pres-restart"
         socks, watchers, servers = [], [], [sa, sb]
+        tap = await Tap().open(redis.port, "wsch:" + ch)
         try:
             for u in ("old1", "old2", "back", "late"):
                 socks.append(await member(sa, u, ch))
@@ -392,10 +473,17 @@ async def main():
             everyone = {"old1", "old2", "back", "late", "bea", "wb"}
             await wb.has(everyone)
             await wb.consistent()
-            await asyncio.sleep(TTL / 3)
+            sb_origin = tap.origin_of("bea")
+            # The kill right before A would say its users again (B last
+            # heard of them almost TTL / 3 ago: the early end, 2/3 x TTL).
+            origin = tap.origin_of("old1")
+            check(origin is not None, f"A's presence not seen in Redis: {tap.said}")
+            t_said = await tap.refresh(origin, {"old1", "old2", "back", "late"})
+            await asyncio.sleep(max(0.0, t_said + TTL / 3 - 0.15 - time.monotonic()))
             port = int(sa.base.rsplit(":", 1)[1])
             t_kill = time.monotonic()
             sa.kill()
+            print(f"     A killed {1000 * (t_kill - t_said):.0f} ms after it said its users again", flush=True)
             # The same port, a new process: "back" reconnects at once.
             sa2 = await server("restart-A-again", port)
             servers.append(sa2)
@@ -417,6 +505,8 @@ async def main():
             measured.extend(d for u, d in leaves.items() if u in ("old1", "old2", "late"))
             late = {u: round(d, 2) for u, d in leaves.items() if d > bound}
             check(not late, f"gone only after {late} s, bound {bound:.2f} s")
+            early = {u: round(d, 2) for u, d in leaves.items() if d < TTL / 2}
+            check(not early, f"gone at {early} s, before 0.5 x TTL")
             check({"old1", "old2", "late"} <= set(leaves), f"left: {sorted(leaves)}; {wb.why()}")
             if t_back < 2 * TTL / 3 - 0.2:
                 # Reconnected before the old process's word about it could
@@ -431,6 +521,13 @@ async def main():
             await wb.has(final)
             await wa2.has(final)
             check(wb.joins_leaves("late") == ["join", "leave", "join"], f"late on B: {wb.history('late')}")
+            ghosts = [e for e in wa2.history() if e[2] in ("old1", "old2")]
+            check(not ghosts, f"the new A saw the old one's users: {ghosts}")
+            # The new process is a new origin, and it asked the others for
+            # theirs when it began to listen.
+            new = [(o, body) for t, o, body in tap.said if t > t_kill and o != sb_origin]
+            check(new and all(o != origin for o, _ in new), f"after the restart A said {new} (old origin {origin})")
+            check(new[0][1].get("sync") is True, f"the new A's first word is no sync: {new[0]}")
             for w in (wb, wa2):
                 got = await w.consistent()
                 check(got == {u: 1 for u in final}, f"{w.name}: counts {got} (a ghost of the old A?)")
@@ -440,8 +537,8 @@ async def main():
             for w in (wb, wa2):
                 got = await w.consistent()
                 check(got == {u: 1 for u in final}, f"{w.name}: counts {got}")
-            # The old users are gone from Redis too: only the live ones are said.
         finally:
+            await tap.close()
             await stop_all(servers, socks, watchers)
 
     await case("A killed and restarted on the same port: its old users leave B within the bound, one that "
