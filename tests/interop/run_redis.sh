@@ -11,9 +11,10 @@
 # servers (with its own redis-server and a short --presence-ttl): members
 # on one process seen on the other, per-user joins and leaves, a kill -9'd
 # process's users gone within 4/3 of the TTL (and not before half of it), a
-# restarted one leaving no ghosts, each watcher's model equal to the hub's
-# answer. Then, unless
-# REDIS_BENCH=0, tests/interop/redis_bench.c measures delivery through Redis
+# restarted one leaving no ghosts, a clean stop and a Redis restart (leaves
+# lost meanwhile take effect within the same bound), each watcher's model
+# equal to the hub's answer. Then, unless REDIS_BENCH=0,
+# tests/interop/redis_bench.c measures delivery through Redis
 # to REDIS_BENCH_CLIENTS (default 1,000) subscribers spread over two
 # optimized chat_servers (one more case: every message reached everyone).
 # Usage: tests/interop/run_redis.sh BUILD_DIR (from the repo root). Prints
