@@ -180,12 +180,14 @@ class Redis:
 
 
 class Server:
-    def __init__(self, binary, www, run, name, redis_port):
+    """A chat_server with --redis; port 0: a free one (read from its log);
+    args: more options (redis_presence_peer.py gives --presence-ttl)."""
+    def __init__(self, binary, www, run, name, redis_port, args=(), port=0):
         self.name = name
         self.log = os.path.join(run, f"chat_server-{name}.log")
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [binary, "--port", "0", "--www", www, "--redis", f"127.0.0.1:{redis_port}"],
+                [binary, "--port", str(port), "--www", www, "--redis", f"127.0.0.1:{redis_port}", *args],
                 stdout=log, stderr=subprocess.STDOUT)
         procs.append(self.proc)
         self.base = None
@@ -228,6 +230,11 @@ class Server:
     def linked(self):
         r = self.stats().get("redis", {})
         return r.get("subscriber") == 1 and r.get("publisher") == 1
+
+    def kill(self):
+        """SIGKILL (no word to anyone, as a crash), to this process only; waits for it."""
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self):
         """SIGTERM; the exit code (0: clean, no sanitizer report, no heap left)."""

@@ -6,8 +6,15 @@
 # checks exactly-once broadcasts and send_to_user across them, a channel
 # message at the same offset and epoch on both (shared positions: Redis
 # numbers them), channel interest in Redis, and a Redis restart and a stop
-# mid-test (publishes refused, subscribers told of a lost history). Then, unless
-# REDIS_BENCH=0, tests/interop/redis_bench.c measures delivery through Redis
+# mid-test (publishes refused, subscribers told of a lost history). Then
+# tests/interop/redis_presence_peer.py checks presence across two such
+# servers (with its own redis-server and a short --presence-ttl): members
+# on one process seen on the other, per-user joins and leaves, a kill -9'd
+# process's users gone within 4/3 of the TTL (and not before half of it), a
+# restarted one leaving no ghosts, a clean stop and a Redis restart (leaves
+# lost meanwhile take effect within the same bound), each watcher's model
+# equal to the hub's answer. Then, unless REDIS_BENCH=0,
+# tests/interop/redis_bench.c measures delivery through Redis
 # to REDIS_BENCH_CLIENTS (default 1,000) subscribers spread over two
 # optimized chat_servers (one more case: every message reached everyone).
 # Usage: tests/interop/run_redis.sh BUILD_DIR (from the repo root). Prints
@@ -45,6 +52,11 @@ add() {
 
 res=$run/redis_peer-output.txt
 timeout -k 5 400 $py tests/interop/redis_peer.py --server "$bin" --www examples/www --run "$run" \
+    --redis-server "$redis_server" --redis-cli "$redis_cli" > "$res" 2>&1
+add "$res" $?
+
+res=$run/redis_presence_peer-output.txt
+timeout -k 5 300 $py tests/interop/redis_presence_peer.py --server "$bin" --www examples/www --run "$run" \
     --redis-server "$redis_server" --redis-cli "$redis_cli" > "$res" 2>&1
 add "$res" $?
 
