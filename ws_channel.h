@@ -8814,6 +8814,8 @@ WSCH__PRIVATE void wsch__hub_interest(wsch_hub *hub, const wsch__hub_entry *e, i
 
 /* ---- presence: members ---------------------------------------------------- */
 
+WSCH__PRIVATE void wsch__hub_presence_goodbye(wsch_hub *hub, wsch__hub_channel *ch);
+
 /* The hub's two lists of channels whose presence has something to send:
    at the next flush (DIRTY), or once their counts may go again (WAIT). */
 WSCH__PRIVATE void wsch__hub_plist_unlink(wsch_hub *hub, wsch__hub_channel *ch) {
@@ -9046,6 +9048,7 @@ WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_get(wsch_hub *hub, const char
    no history, no fetch out. Its position goes with it (the next one is a new epoch). */
 WSCH__PRIVATE void wsch__hub_channel_release(wsch_hub *hub, wsch__hub_channel *ch) {
     if (ch->count || ch->pending || ch->kept || ch->fetching) return;
+    wsch__hub_presence_goodbye(hub, ch);
     wsch__hub_interest(hub, &ch->e, 0, 0);
     wsch__hub_members_free(hub, ch);
     wsch__hub_remove(hub, &hub->channels, &ch->e);
@@ -10422,6 +10425,30 @@ WSCH__PRIVATE void wsch__hub_presence_out(wsch_hub *hub, wsch__hub_channel *ch) 
     }
     wsch__hub_pout_send(hub, &po);
     ch->psync = ch->prefresh = 0;
+}
+
+/* The channel goes away here (its last subscriber left): the other hubs
+   are told at once that this one's users left it, not when they would
+   have forgotten them. */
+WSCH__PRIVATE void wsch__hub_presence_goodbye(wsch_hub *hub, wsch__hub_channel *ch) {
+    wsch__hub_pout po;
+    size_t i;
+    if (!hub->bridged || !hub->desc.presence || hub->destroying) return;
+    po.ch = ch;
+    po.cap = hub->desc.limits.max_message_size;
+    po.sync = 0;
+    if (!wsch__hub_pbuf(hub, po.cap)) return;       /* they forget within presence_ttl_ms */
+    wsch__hub_pout_open(&po, "leaves");
+    for (i = 0; i < ch->members.nbuckets; i++) {
+        wsch__hub_entry *e;
+        for (e = ch->members.buckets[i]; e; e = e->next) {
+            wsch__hub_member *m = (wsch__hub_member *)(void *)e;
+            if (!m->published) continue;
+            wsch__hub_pout_add(hub, &po, m, 0);
+            m->published = 0;
+        }
+    }
+    wsch__hub_pout_send(hub, &po);
 }
 
 /* Another hub's user in the channel: said (conns > 0: joined or said

@@ -874,11 +874,17 @@ int main(int argc, char **argv) {
 
     while (!net_stop_requested) hub_loop_run(&A.loop, 1000);
 
-    /* Redis first: clients that are leaving need no more messages from elsewhere. */
+    /* Clients first, Redis still up: their leaves reach the other servers'
+       presence at once (the channels going away here say so), then a turn
+       for those last publishes to leave, then Redis, then the hub. */
+    hub_loop_drain(&A.loop, SHUTDOWN_MS);
 #ifdef CHAT_WITH_REDIS
-    if (A.redis_on) redis_bridge_stop(&A.redis);
+    if (A.redis_on) {
+        hub_loop_run(&A.loop, 50);
+        redis_bridge_stop(&A.redis);
+    }
 #endif
-    hub_loop_shutdown(&A.loop, SHUTDOWN_MS);
+    hub_loop_free(&A.loop);
     free(A.body);
     free(A.scratch);
     hub_tokens_free(&A.tokens);

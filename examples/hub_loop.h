@@ -382,12 +382,14 @@ static inline int hub_loop_listen(hub_loop *L, const char *name, const char *hos
     return 0;
 }
 
-/* Graceful shutdown: no more connections, open peers get 1001 Going Away;
-   the loop runs until every peer is gone, ms have passed or another
-   signal came; then wsch_hub_destroy() closes what is left. */
-static inline void hub_loop_shutdown(hub_loop *L, uint32_t ms) {
+/* Graceful shutdown, first half: no more connections, open peers get 1001
+   Going Away; the loop runs until every peer is gone, ms have passed or
+   another signal came. What the caller's watches still have to send (a
+   bridge's last words) can go out now, before hub_loop_free(). */
+static inline void hub_loop_drain(hub_loop *L, uint32_t ms) {
     uint64_t deadline = net_now_ms() + ms;
     close(L->lfd);
+    L->lfd = -1;
     wsch_hub_shutdown(L->hub);
     net_stop_requested = 0;
     for (;;) {
@@ -397,10 +399,20 @@ static inline void hub_loop_shutdown(hub_loop *L, uint32_t ms) {
         if (st.peers == 0 || now >= deadline || net_stop_requested) break;
         hub_loop_run(L, (int)(deadline - now));
     }
+}
+
+/* Destroys the hub (closing whatever peers are left) and the loop. */
+static inline void hub_loop_free(hub_loop *L) {
     wsch_hub_destroy(L->hub);
     L->hub = NULL;
     net_timers_free(&L->timers);
     close(L->ep);
+}
+
+/* Both: drain for up to ms, then free. */
+static inline void hub_loop_shutdown(hub_loop *L, uint32_t ms) {
+    hub_loop_drain(L, ms);
+    hub_loop_free(L);
 }
 
 /* ---- tokens ------------------------------------------------------------------ */

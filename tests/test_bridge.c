@@ -1336,6 +1336,10 @@ TEST presence_spans_hubs_per_user(void) {
     ASSERT(node_stats(0).presence_in > 0);
     ASSERT_EQ(0, (int)(node_stats(0).bridge_refused + node_stats(1).bridge_refused));
     fake_gone(&b[1]);
+    ASSERT(p_settle());
+    /* carol was hub 1's last subscriber of "room": her leave reaches hub 0 at once */
+    ASSERT(strstr(all_texts(&a[0]), "\"leaves\":[{\"user\":\"carol\"}]") != NULL);
+    ASSERT_EQ(1u, p_users(0, "room"));
     fake_gone(&a[0]);
     ASSERT_EQ(0, (int)bridge_teardown(a, 2));
     ASSERT(fake_done(&b[0]) && fake_done(&b[1]));
