@@ -61,6 +61,14 @@
    order check for that channel from that point of each peer's stream. */
 #include "fuzz.h"
 
+/* -DHB_STRICT fails on the presence issues noted in fuzz/README.md and
+   tolerated otherwise (P1-P3); -DHB_STRICT_P1 (P2, P3) on one of them. */
+#ifdef HB_STRICT
+#define HB_STRICT_P1
+#define HB_STRICT_P2
+#define HB_STRICT_P3
+#endif
+
 /* -DHB_TRACE prints every operation (for reading a reproducer). */
 #ifdef HB_TRACE
 #define HB_T(...) fprintf(stderr, __VA_ARGS__)
@@ -94,6 +102,7 @@ typedef struct hb_view {
     int active;                 /* a confirmation carrying presence came: the view has a base */
     int listed;                 /* holds the member list (else counts) */
     int over;                   /* more members than HB_VMAX: not checked until the next whole list */
+    int stale;                  /* a flush failed (no memory) since it last got presence (P3) */
     unsigned n;
     uint64_t user[HB_VMAX], info[HB_VMAX];
     int64_t users, conns;       /* the last counts */
@@ -420,8 +429,13 @@ static void hb_p_read_member(wsch_str m, int conns_too, uint64_t *user, uint64_t
     FZ_CHECK(wsch_json_get_members(m, keys, 3, v) == WSCH_OK);
     FZ_CHECK(v[0].ptr && v[0].ptr[0] == '"' && wsch_json_unescape_string(v[0], id, sizeof id, &n) == WSCH_OK);
     FZ_CHECK(n >= 1 && !memchr(id, 0, n) && wsch_utf8_valid(id, n));
-    if (conns_too) FZ_CHECK(wsch_json_get_int(m, "connections", &c) == WSCH_OK && c >= 1);
-    else FZ_CHECK(!v[1].ptr);
+    if (!conns_too) FZ_CHECK(!v[1].ptr);
+    else if (v[1].ptr) FZ_CHECK(wsch_json_get_int(m, "connections", &c) == WSCH_OK && c >= 1);
+#ifdef HB_STRICT_P2
+    /* P2 (fuzz/README.md): a list "as last sent" leaves out "connections"
+       for a member with none now (it left since the last flush). */
+    else FZ_CHECK(v[1].ptr != NULL);                    /* a member list element without "connections" */
+#endif
     if (v[2].ptr) FZ_CHECK(v[2].len >= 1 && v[2].len <= hb_info_max);
     *user = hb_h(id, n);
     *info = v[2].ptr ? hb_h(v[2].ptr, v[2].len) : hb_h("", 0);
@@ -553,6 +567,7 @@ static void hb_p_message(hb_slot *s, const wsch_envelope *env) {
             view = NULL;
         }
         if (view) FZ_CHECK(view->listed);               /* a diff to a view holding counts */
+        if (view) view->stale = 0;
         hb_view_diff(view, v[4], v[5]);
         return;
     }
@@ -876,8 +891,8 @@ static void hb_b_unsubscribe(const char *name, size_t len, void *user) {
         for (i = 0; i < w->nbal; i++) {
             if (w->bal[i].ch != k || w->bal[i].balance == 0) continue;
             HB_T("  P1: %s released with a remote member and no leave\n", hb_channels[k]);
-#ifdef HB_STRICT
-            FZ_CHECK(!"a released channel took a member without on_presence's leave");
+#ifdef HB_STRICT_P1
+            FZ_CHECK(w->bal[i].balance == 0);   /* a released channel took a member without on_presence's leave */
 #endif
             w->bal[i].balance = 0;
             w->silent_drops++;
@@ -1542,11 +1557,20 @@ static void hb_p_invariants(hb_world *w, const wsch_hub_counters *st) {
             if (!s->used || !v->active || v->over || s->lax || s->out_lost || !s->head_done || s->parsed != s->out_len ||
                 wsch_hub_peer_state(w->hub, s->h) != WSCH_STATE_OPEN || wsch_hub_peer_queued_bytes(w->hub, s->h) != 0)
                 continue;
+            hb_apply_resets(s);                         /* a server-side unsubscribe at the end of the stream */
+            if (!v->active) continue;
             FZ_CHECK(wsch_hub_is_subscribed(w->hub, s->h, hb_channels[j]));     /* a view without a subscription */
             HB_T("  view slot %d %s: %s n %u (hub %u, fits %d)\n", i, hb_channels[j], v->listed ? "listed" : "counts", v->n,
                  t.n, fits);
             if (fits) hb_view_is_truth(v, &t);
-            else if (!w->bridged && w->flush_wait == 0) FZ_CHECK(!v->listed);   /* over the cap: counts */
+            else if (!w->bridged && w->flush_wait == 0) {
+#ifndef HB_STRICT_P3
+                /* P3 (fuzz/README.md): counts that could not be sent (no
+                   memory) are not sent again until the next change. */
+                if (v->stale) continue;
+#endif
+                FZ_CHECK(!v->listed);                   /* over the cap: counts */
+            }
         }
     }
     FZ_CHECK(st->presence_members >= total);
@@ -2503,8 +2527,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             w->al.fail_at = 0;
             w->failed_now = w->failed_ever = 1;
             /* What this hub said of its users may differ from what it has. */
-            if (w->flushed)
+            if (w->flushed) {
+                unsigned x;
                 for (i = 0; i < HB_NCH; i++) w->said_unknown[i] = 1;
+                for (i = 0; i < HB_SLOTS; i++)
+                    for (x = 0; x < HB_NCH; x++) w->slot[i].view[x].stale = 1;
+            }
         }
         hb_invariants(w);
     }
