@@ -62,11 +62,12 @@
 #include "fuzz.h"
 
 /* -DHB_STRICT fails on the presence issues noted in fuzz/README.md and
-   tolerated otherwise (P1-P3); -DHB_STRICT_P1 (P2, P3) on one of them. */
+   tolerated otherwise (P1-P4); -DHB_STRICT_P1 (P2, ...) on one of them. */
 #ifdef HB_STRICT
 #define HB_STRICT_P1
 #define HB_STRICT_P2
 #define HB_STRICT_P3
+#define HB_STRICT_P4
 #endif
 
 /* -DHB_TRACE prints every operation (for reading a reproducer). */
@@ -1570,6 +1571,11 @@ static void hb_p_invariants(hb_world *w, const wsch_hub_counters *st) {
                 if (v->stale) continue;
 #endif
                 FZ_CHECK(!v->listed);                   /* over the cap: counts */
+#ifdef HB_STRICT_P4
+                /* P4 (fuzz/README.md): counts in a confirmation are now, not
+                   as last sent, and no change may follow to correct them. */
+                FZ_CHECK(v->users == (int64_t)users);
+#endif
             }
         }
     }

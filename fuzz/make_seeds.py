@@ -223,6 +223,12 @@ def presence_seeds(t):
                        base + FORGE, 0, 3, 0, 4, 9 * 12 + 10, 0x08, 3 * 12, 0x20, 5 * 12, 4, 4 * 12 + 7, 0x18,
                        base + FLUSH, 0, 16, 20, base + FLUSH, 0])
     write(t, "presence_bridge_shared_malformed", bytes([0, 0xC0, 0x01 | (3 << 4), 0x20]) + bad)
+    # Messages of 128 bytes: what this hub says of three users with info goes
+    # in several messages, and a user whose info is 256 bytes is not said.
+    small = bytes([0, 0, 0, 1, 0, 2, 1, 0, 1, 1, 1, 1, 1, 2, 1, base + INFO, (4 << 2) | 0,
+                   base + CANNED, 0, 0, 4, 1, 0, 4, 2, 0, base + FLUSH, 0, 18, 0, 0, 18, 0, 0,
+                   base + REPLAY, 0, 0, base + FLUSH, 0, 7, 1, base + FLUSH, 0])
+    write(t, "presence_bridge_small_messages", bytes([0x04, 0xC0, 0x00, 0xC0]) + small)
 
 
 def bridge_seeds(t):
