@@ -3,7 +3,9 @@
    bridge to other processes whose answers come at fuzz-chosen times.
 
      bytes 0-1  configuration (limits, reject_with_http, idle timeout);
-                byte 1's top bit adds a bridge, configured by byte 2
+                byte 1's top bit adds a bridge, configured by byte 2;
+                byte 1 & 0x41 == 0x40 adds presence, configured by the
+                next byte
      rest       operations (see hb_step)
 
    After every step, against the hub's own queries: every live peer's
@@ -58,7 +60,72 @@
    forged message or answer) gave that channel and epoch, and kept never
    exceeds history_size. A forged or misrouted message (a lying bridge)
    lets the hub legitimately repeat itself, so it restarts the per-peer
-   order check for that channel from that point of each peer's stream. */
+   order check for that channel from that point of each peer's stream.
+
+   Presence (byte 1 & 0x41 == 0x40: history's bit without the clock's,
+   which meant nothing; inputs without it mean what they always did). The
+   next byte (after byte 2 with a bridge) configures it: 0x01 now_ms (always
+   with a bridge), 0x02 history (size 4, as byte 1's would), bits 2-3
+   presence_max_members 1-3 (0: the default), 0x10 presence_stats_interval_ms
+   2500 (else 300), 0x20 max_presence_info_len 12 (else 256), 0x40
+   presence_ttl_ms 6000 (else 30000), 0x80 authenticate gives each
+   connection info. With presence, slot 3's query token is a user id that is
+   not UTF-8. Its operations follow the others (18 on, 26 with a bridge):
+   wsch_hub_flush(), a client's presence message (subscribe with
+   "presence":true plain, with recover or history, or "presence" not true;
+   "presence" and "presence_stats" requests on any channel, forbidden
+   "secret" and invalid names; malformed ones), wsch_hub_set_presence_info()
+   (good, malformed, one byte too long, exactly as long as allowed, cleared,
+   not UTF-8), the clock 50 ms to 3.2 s on; with a bridge, another hub's
+   "wschp" message (joins, leaves, both in either order, sync; members with
+   this hub's ids or others, escaped, UTF-8, empty, not strings, U+0000, ids
+   of max_user_id_len and one more, connections absent, 1, 2^32 - 1, 0,
+   2^32, negative, fractional, strings, 1e2, info up to and past
+   max_presence_info_len; malformed bodies and raw bytes; from two other
+   origins, this hub's own, malformed ones), and one of this hub's own
+   presence messages back as another hub's. The bridge FIFO echoes what the
+   hub publishes, so its own presence comes back too.
+   Presence invariants, after every step, for every channel: the calls of
+   wsch_hub_presence_each are the users of wsch_hub_presence_counts and
+   their connections add up to its connections; each member once, UTF-8,
+   connections >= 1, info valid JSON within max_presence_info_len. Without a
+   bridge the members are exactly the distinct authenticated UTF-8 user ids
+   among the peers subscribed there (pending ones included, closed ones
+   not), each with that many connections. With one, every such user is a
+   member, and (unless the model lost track: an allocation failure in a
+   delivery, raw bytes) the members are exactly those and other hubs' users
+   as a model of what each origin said has them (joins before leaves, each
+   well-formed member applied, malformed ones skipped, the answer the
+   model's), connections added up, forgotten when the hub's refresh
+   (mirrored: armed at the first flush, every presence_ttl_ms / 3) finds
+   them unsaid for presence_ttl_ms, and all of a channel's gone when the
+   channel is (bridge unsubscribe); stats.presence_remote is the model's
+   count. on_presence: the member set seen through the getters inside it
+   already says the join or leave, and joins minus leaves per (channel,
+   user) is 0 or 1 and is membership. stats.presence_members >= the users
+   summed; the presence counters never decrease (remote and in stay 0
+   without a bridge, all stay 0 without presence). What a client receives
+   is read as a client does, per (peer, channel): a confirmation carrying
+   "presence" (the list) or "presence_stats" (counts) gives the view its
+   base; "presence_diff" joins only users it lacks and leaves only users it
+   holds, and only to a view holding the list (a diff to a view without a
+   base only after an allocation failure); "presence" replaces it;
+   "presence_stats" with "listed":false turns it to counts, with true (an
+   answer) changes nothing; "unsubscribed" or a server-side unsubscribe
+   ends it. After every flush without an allocation failure, each presence
+   subscriber that is open and has everything (nothing queued) holds
+   exactly the hub's members with their info when the channel is under the
+   cap (presence_max_members users and a list within max_message_size), and
+   counts over it (without a bridge, when flush says nothing waits).
+   wsch_hub_flush() returns 0 or at most presence_stats_interval_ms (at most
+   1 without a clock), with a bridge 1 to presence_ttl_ms / 3. What the hub
+   publishes as presence starts "wschp " + its origin, on a channel's name,
+   within max_message_size, with one array (joins of {"user","connections"
+   >= 1[,"info"]}, at least one unless a sync; or leaves of {"user"}),
+   "sync":true only with joins, and after a flush without failures it has
+   said joined exactly the users it has (one too long to say alone aside).
+   Four issues are tolerated in the narrowest way (P1-P4 in
+   fuzz/README.md); -DHB_STRICT (or -DHB_STRICT_P1 ...) fails on them. */
 #include "fuzz.h"
 
 /* -DHB_STRICT fails on the presence issues noted in fuzz/README.md and
