@@ -168,6 +168,67 @@ def hub_seeds():
     idle = bytes([0, 0, 1, 0, 1, 6, 8, 16, 5, 6, 8, 0, 1, 1, 1, 3, 15, 0, 5, 0, 6, 4, 17, 0])
     write(t, "idle_and_shutdown", bytes([0x20, 0x01]) + idle)
     bridge_seeds(t)
+    presence_seeds(t)
+
+
+def presence_seeds(t):
+    # Presence: byte 1's history bit without its clock bit (0x40), then a
+    # configuration byte: 0x01 clock, 0x02 history, bits 2-3
+    # presence_max_members (1-3; 0: 1000), 0x10 stats interval 2500 ms (else
+    # 300), 0x20 max_presence_info_len 12, 0x40 presence_ttl_ms 6000,
+    # 0x80 authenticate gives info. Presence ops follow the others (18, or 26
+    # with a bridge): +0 flush, +1 canned(kind << 2 | slot, arg), +2
+    # set_presence_info(variant << 2 | slot), +3 clock(k), with a bridge +4
+    # another hub's presence, +5 this hub's replayed as another's.
+    FLUSH, CANNED, INFO, CLOCK, FORGE, REPLAY = range(6)
+    three = bytes([0, 0, 0, 1, 0, 2, 1, 0, 1, 1, 1, 1, 1, 2, 1])     # slots 0-2 open as users 1-3
+    base = 18
+    seq = three + bytes([base + CANNED, 0, 0,        # slot 0 subscribes to "a" with presence
+                         4, 1, 0,                    # slot 1 subscribes to "a"
+                         base + FLUSH, 0,
+                         base + INFO, 2, base + INFO, (2 << 2) | 2, base + INFO, (3 << 2) | 2,
+                         base + CANNED, 2, 0,        # slot 2 watches "a" too
+                         base + FLUSH, 0,
+                         base + CANNED, (3 << 2) | 1, 0, base + CANNED, (4 << 2) | 2, 0,
+                         base + CANNED, (3 << 2) | 1, 3, base + CANNED, (3 << 2) | 1, 5,
+                         4, (1 << 2) | 1, 0,          # slot 1 unsubscribes
+                         base + FLUSH, 0, base + CLOCK, 9, 7, 2, base + FLUSH, 0])
+    write(t, "presence_watchers", bytes([0, 0x40, 0x01 | (3 << 2) | 0x80]) + seq)
+    # Over the cap (1 member): counts, held back by the interval, then the list again.
+    over = three + bytes([base + CANNED, 0, 0, 4, 1, 0, base + FLUSH, 0, 4, 2, 0, base + FLUSH, 0,
+                          4, 3 << 2, 1, base + FLUSH, 0, 4, (1 << 2) | 2, 0, base + FLUSH, 0,
+                          base + CLOCK, 60, base + FLUSH, 0, base + CANNED, (3 << 2) | 2, 0,
+                          4, (1 << 2) | 1, 0, base + CLOCK, 60, base + FLUSH, 0])
+    write(t, "presence_over_the_cap", bytes([0, 0x40, 0x01 | (1 << 2) | 0x10]) + over)
+    # History and recover with presence, the second subscribe while replaying.
+    hist = three + bytes([8, 0, 153, 8, 0, 153, 13, 1 << 2, base + CANNED, (1 << 2), 0x80 | 0x20,
+                          base + CANNED, (2 << 2) | 1, 0x40, base + FLUSH, 0, 5, 0, 5, 0,
+                          base + FLUSH, 0, 13, 0, 5, 0, base + FLUSH, 0])
+    write(t, "presence_history", bytes([0, 0x40, 0x01 | 0x02]) + hist)
+    # A bridge: this hub's presence echoed, other hubs' joins and leaves,
+    # this hub's replayed as another's, their expiry, a sync, the link lost.
+    base = 26
+    two = bytes([0, 0, 0, 1, 1, 0, 1, 1, 1, 1])
+    br = two + bytes([base + CANNED, 0, 0, 4, 1, 0, base + FLUSH, 0, 18, 0, 0, 18, 0, 0, 18, 0, 0,
+                      base + FORGE, 0, 0, 0, 0, 3, 2, 0, 12, 1, 22, 2,
+                      base + FORGE, 0, 1, 1, 0, 1, 2, 0,
+                      base + FLUSH, 0, base + REPLAY, 0, 0, base + FLUSH, 0,
+                      base + FORGE, 0, 8, 1, 0, base + FLUSH, 0, 18, 0, 0,
+                      16, 9, base + FLUSH, 0, 22, 4, base + FLUSH, 0, 18, 0, 0])
+    write(t, "presence_bridge", bytes([0, 0xC0, 0x00, 0x40]) + br)
+    # Shared positions with presence; malformed presence from other hubs.
+    bad = two + bytes([base + CANNED, (1 << 2), 0, 21, 0, 0, 0, base + FLUSH, 0,
+                       base + FORGE, 5, 0, 0, base + FORGE, 7, 4, 0, base + FORGE, 6, 0, 0, 9,
+                       0x7b, 0x22, 0x6a, 0x6f, 0x69, 0x6e, 0x73, 0x22, 0x3a,
+                       base + FORGE, 0, 3, 0, 4, 9 * 12 + 10, 0x08, 3 * 12, 0x20, 5 * 12, 4, 4 * 12 + 7, 0x18,
+                       base + FLUSH, 0, 16, 20, base + FLUSH, 0])
+    write(t, "presence_bridge_shared_malformed", bytes([0, 0xC0, 0x01 | (3 << 4), 0x20]) + bad)
+    # Messages of 128 bytes: what this hub says of three users with info goes
+    # in several messages, and a user whose info is 256 bytes is not said.
+    small = bytes([0, 0, 0, 1, 0, 2, 1, 0, 1, 1, 1, 1, 1, 2, 1, base + INFO, (4 << 2) | 0,
+                   base + CANNED, 0, 0, 4, 1, 0, 4, 2, 0, base + FLUSH, 0, 18, 0, 0, 18, 0, 0,
+                   base + REPLAY, 0, 0, base + FLUSH, 0, 7, 1, base + FLUSH, 0])
+    write(t, "presence_bridge_small_messages", bytes([0x04, 0xC0, 0x00, 0xC0]) + small)
 
 
 def bridge_seeds(t):
