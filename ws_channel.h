@@ -9048,7 +9048,7 @@ WSCH__PRIVATE wsch__hub_channel *wsch__hub_channel_get(wsch_hub *hub, const char
    no history, no fetch out. Its position goes with it (the next one is a new epoch). */
 WSCH__PRIVATE void wsch__hub_channel_release(wsch_hub *hub, wsch__hub_channel *ch) {
     if (ch->count || ch->pending || ch->kept || ch->fetching) return;
-    wsch__hub_presence_goodbye(hub, ch);
+    wsch__hub_presence_goodbye(hub, ch);        /* before it is forgotten here */
     wsch__hub_interest(hub, &ch->e, 0, 0);
     wsch__hub_members_free(hub, ch);
     wsch__hub_remove(hub, &hub->channels, &ch->e);
@@ -10166,11 +10166,12 @@ WSCH__PRIVATE void wsch__hub_on_open(wsch_conn *c, void *user) {
 
 /* ---- presence: messages ---------------------------------------------------- */
 
-/* {"user":U[,"connections":conns][,"info":I]} (conns 0: not said) */
-WSCH__PRIVATE void wsch__hub_put_member(wsch__writer *w, const wsch__hub_member *m, uint64_t conns) {
+/* {"user":U[,"connections":conns][,"info":I]}: with_conns in lists, and
+   to the other hubs; a diff's joins say none. */
+WSCH__PRIVATE void wsch__hub_put_member(wsch__writer *w, const wsch__hub_member *m, uint64_t conns, int with_conns) {
     wsch__w_puts(w, "{\"user\":");
     wsch__w_put_json_string(w, m->e.key, m->e.key_len);
-    if (conns) {
+    if (with_conns) {
         wsch__w_puts(w, ",\"connections\":");
         wsch__w_put_uint(w, conns);
     }
@@ -10194,7 +10195,7 @@ WSCH__PRIVATE void wsch__hub_put_members(wsch__writer *w, const wsch__hub_channe
             if (now ? !WSCH__HUB_PRESENT(m) : !m->announced) continue;
             if (!first) wsch__w_puts(w, ",");
             first = 0;
-            wsch__hub_put_member(w, m, m->conns + m->rconns);
+            wsch__hub_put_member(w, m, m->conns + m->rconns, 1);
         }
     }
     wsch__w_puts(w, "]");
@@ -10226,7 +10227,7 @@ WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, siz
             if (!WSCH__HUB_PRESENT(m) || m->announced) continue;
             if (!first) wsch__w_puts(w, ",");
             first = 0;
-            wsch__hub_put_member(w, m, 0);
+            wsch__hub_put_member(w, m, 0, 0);
         }
         wsch__w_puts(w, "],\"leaves\":[");
         first = 1;
@@ -10252,7 +10253,9 @@ WSCH__PRIVATE void wsch__hub_put_presence(wsch__writer *w, const char *name, siz
     wsch__w_puts(w, "}");
 }
 
-/* hub->pbuf with room for n bytes, or NULL. */
+/* hub->pbuf with room for n bytes, or NULL. Past WSCH__HUB_PBUF_KEEP bytes
+   it is freed at the end of wsch_hub_flush(). */
+#define WSCH__HUB_PBUF_KEEP 4096u
 WSCH__PRIVATE char *wsch__hub_pbuf(wsch_hub *hub, size_t n) {
     if (n > hub->pbuf_cap) {
         char *p = (char *)wsch__alloc(&hub->desc.allocator, n);
@@ -10366,7 +10369,7 @@ WSCH__PRIVATE void wsch__hub_pout_add(wsch_hub *hub, wsch__hub_pout *po, const w
             wsch__w_puts(&w, ",");
         }
         if (conns) {
-            wsch__hub_put_member(&w, m, conns);
+            wsch__hub_put_member(&w, m, conns, 1);
         } else {
             wsch__w_puts(&w, "{\"user\":");
             wsch__w_put_json_string(&w, m->e.key, m->e.key_len);
@@ -10429,11 +10432,27 @@ WSCH__PRIVATE void wsch__hub_presence_out(wsch_hub *hub, wsch__hub_channel *ch) 
 
 /* The channel goes away here (its last subscriber left): the other hubs
    are told at once that this one's users left it, not when they would
-   have forgotten them. */
+   have forgotten them; on_presence hears the others' members leave. */
 WSCH__PRIVATE void wsch__hub_presence_goodbye(wsch_hub *hub, wsch__hub_channel *ch) {
     wsch__hub_pout po;
     size_t i;
-    if (!hub->bridged || !hub->desc.presence || hub->destroying) return;
+    if (!hub->desc.presence || hub->destroying) return;
+    if (hub->desc.on_presence) {
+        /* Members of other hubs are forgotten here with the channel: for
+           on_presence they leave (its joins and leaves stay paired). */
+        for (i = 0; i < ch->members.nbuckets; i++) {
+            wsch__hub_entry *e;
+            for (e = ch->members.buckets[i]; e; e = e->next) {
+                wsch__hub_member *m = (wsch__hub_member *)(void *)e;
+                if (!WSCH__HUB_PRESENT(m)) continue;
+                ch->member_conns -= (size_t)m->rconns;      /* gone here before the hook hears it */
+                m->rconns = 0;
+                m->remote = 0;
+                wsch__hub_member_came(hub, ch, m, 0);
+            }
+        }
+    }
+    if (!hub->bridged) return;
     po.ch = ch;
     po.cap = hub->desc.limits.max_message_size;
     po.sync = 0;
@@ -10489,6 +10508,7 @@ WSCH__PRIVATE int wsch__hub_remote_set(wsch_hub *hub, wsch__hub_channel *ch, siz
 /* Forgets the other hubs' users of the channel not said again in time. */
 WSCH__PRIVATE void wsch__hub_remote_sweep(wsch_hub *hub, wsch__hub_channel *ch, uint32_t now) {
     size_t i;
+    if (!wsch__hub_pbuf(hub, 8u + hub->desc.max_user_id_len + 1u)) return;     /* the next sweep, then */
     for (i = 0; i < ch->remote.nbuckets; i++) {
         wsch__hub_entry *e = ch->remote.buckets[i];
         while (e) {
@@ -10499,8 +10519,8 @@ WSCH__PRIVATE void wsch__hub_remote_sweep(wsch_hub *hub, wsch__hub_channel *ch, 
                 e = e->next;
                 continue;
             }
-            /* The key goes to pbuf (room for any key was made when it came),
-               and the removal may rehash: look at the bucket again. */
+            /* The key goes to pbuf (room made above), and the removal may
+               rehash: look at the bucket again. */
             WSCH_MEMCPY(hub->pbuf, e->key, e->key_len);
             none.ptr = NULL;
             none.len = 0;
@@ -10613,9 +10633,6 @@ WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel 
                 return interval - (now - ch->stats_at_ms);
             }
             kind = WSCH__PRES_STATS;
-            ch->stats_at_ms = now;
-            ch->stats_sent = 1;
-            ch->stats_due = 0;
         }
     } else if (!ch->listed) {
         kind = WSCH__PRES_LIST;             /* back under the cap, or a diff that could not go */
@@ -10634,10 +10651,16 @@ WSCH__PRIVATE uint32_t wsch__hub_presence_turn(wsch_hub *hub, wsch__hub_channel 
     if (!len || wsch__hub_encode(hub, kind == WSCH__PRES_DIFF ? "presence_diff" : kind == WSCH__PRES_LIST ? "presence"
                                  : "presence_stats", kind == WSCH__PRES_DIFF ? 13u : kind == WSCH__PRES_LIST ? 8u : 14u,
                                  hub->pbuf, len, NULL, 0, &s, NULL) != WSCH_OK) {
-        /* Nothing went: the whole list goes at the next flush instead. */
+        /* Nothing went: the whole list, or the counts, at the next flush instead. */
         if (kind != WSCH__PRES_STATS) ch->listed = 0;
+        else ch->stats_due = 1;
         wsch__hub_plist_push(hub, ch, WSCH__HUB_PLIST_WAIT);
         return 1;
+    }
+    if (kind == WSCH__PRES_STATS) {
+        ch->stats_at_ms = now;
+        ch->stats_sent = 1;
+        ch->stats_due = 0;
     }
     hub->presence_messages++;
     wsch__hub_walk_begin(hub);
@@ -10680,7 +10703,7 @@ WSCH__PRIVATE void wsch__hub_put_confirmation(wsch__writer *w, const char *base,
     if (pres->listed) {
         wsch__w_puts(w, ",\"presence\":");
         wsch__w_put(w, pres->listed_json, pres->listed_len);    /* made by the caller */
-    } else {
+    } else {                        /* as they are now: the next flush sends them again (stats_due) */
         wsch__w_puts(w, ",\"presence_stats\":{");
         wsch__hub_put_counts(w, pres);
         wsch__w_puts(w, "}");
@@ -10695,6 +10718,12 @@ WSCH__PRIVATE void wsch__hub_send_confirmation(wsch_hub *hub, wsch__hub_peer *cl
                                                size_t base_len, wsch__hub_channel *pres) {
     wsch__writer w;
     char *buf;
+    if (pres && !pres->listed) {
+        /* Counts as they are now, which this turn may still undo: the
+           next flush sends them again, so no subscriber keeps them wrong. */
+        pres->stats_due = 1;
+        if (pres->plist != WSCH__HUB_PLIST_DIRTY) wsch__hub_plist_push(hub, pres, WSCH__HUB_PLIST_DIRTY);
+    }
     if (pres && (!pres->listed || wsch__hub_listed(hub, pres))) {
         wsch__w_init(&w, NULL, 0);
         wsch__hub_put_confirmation(&w, base, base_len, pres);
@@ -12026,6 +12055,12 @@ WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
         wsch__hub_plist_unlink(hub, ch);
         d = wsch__hub_presence_turn(hub, ch, now);
         if (d && (!wait || d < wait)) wait = d;
+    }
+    if (hub->pbuf_cap > WSCH__HUB_PBUF_KEEP) {
+        /* A member list or a bridge batch made it large: not kept idle. */
+        wsch__free(&hub->desc.allocator, hub->pbuf);
+        hub->pbuf = NULL;
+        hub->pbuf_cap = 0;
     }
     wsch__hub_leave(hub);
     if (hub->bridged) {

@@ -124,18 +124,9 @@
    >= 1[,"info"]}, at least one unless a sync; or leaves of {"user"}),
    "sync":true only with joins, and after a flush without failures it has
    said joined exactly the users it has (one too long to say alone aside).
-   Four issues are tolerated in the narrowest way (P1-P4 in
-   fuzz/README.md); -DHB_STRICT (or -DHB_STRICT_P1 ...) fails on them. */
+   The four issues it found (P1-P4 in fuzz/README.md) are fixed and
+   checked like everything else. */
 #include "fuzz.h"
-
-/* -DHB_STRICT fails on the presence issues noted in fuzz/README.md and
-   tolerated otherwise (P1-P4); -DHB_STRICT_P1 (P2, ...) on one of them. */
-#ifdef HB_STRICT
-#define HB_STRICT_P1
-#define HB_STRICT_P2
-#define HB_STRICT_P3
-#define HB_STRICT_P4
-#endif
 
 /* -DHB_TRACE prints every operation (for reading a reproducer). */
 #ifdef HB_TRACE
@@ -170,7 +161,6 @@ typedef struct hb_view {
     int active;                 /* a confirmation carrying presence came: the view has a base */
     int listed;                 /* holds the member list (else counts) */
     int over;                   /* more members than HB_VMAX: not checked until the next whole list */
-    int stale;                  /* a flush failed (no memory) since it last got presence (P3) */
     unsigned n;
     uint64_t user[HB_VMAX], info[HB_VMAX];
     int64_t users, conns;       /* the last counts */
@@ -308,7 +298,6 @@ typedef struct hb_world {
     } bal[HB_BAL];
     unsigned nbal;
     int bal_lost;               /* the table was full: not checked */
-    unsigned silent_drops;      /* remote members a released channel took without a leave (P1) */
     /* With a bridge: which channels exist (bridge subscribe/unsubscribe say
        it), other hubs' members as this hub must hold them, the refresh
        clock mirrored, what this hub said of its own users, and its last
@@ -498,12 +487,9 @@ static void hb_p_read_member(wsch_str m, int conns_too, uint64_t *user, uint64_t
     FZ_CHECK(v[0].ptr && v[0].ptr[0] == '"' && wsch_json_unescape_string(v[0], id, sizeof id, &n) == WSCH_OK);
     FZ_CHECK(n >= 1 && !memchr(id, 0, n) && wsch_utf8_valid(id, n));
     if (!conns_too) FZ_CHECK(!v[1].ptr);
-    else if (v[1].ptr) FZ_CHECK(wsch_json_get_int(m, "connections", &c) == WSCH_OK && c >= 1);
-#ifdef HB_STRICT_P2
-    /* P2 (fuzz/README.md): a list "as last sent" leaves out "connections"
-       for a member with none now (it left since the last flush). */
-    else FZ_CHECK(v[1].ptr != NULL);                    /* a member list element without "connections" */
-#endif
+    /* 0: a member as last sent that has left since (its leave follows) */
+    else if (v[1].ptr) FZ_CHECK(wsch_json_get_int(m, "connections", &c) == WSCH_OK && c >= 0);
+    else FZ_CHECK(v[1].ptr != NULL);                    /* a member list element without "connections" (P2) */
     if (v[2].ptr) FZ_CHECK(v[2].len >= 1 && v[2].len <= hb_info_max);
     *user = hb_h(id, n);
     *info = v[2].ptr ? hb_h(v[2].ptr, v[2].len) : hb_h("", 0);
@@ -635,7 +621,6 @@ static void hb_p_message(hb_slot *s, const wsch_envelope *env) {
             view = NULL;
         }
         if (view) FZ_CHECK(view->listed);               /* a diff to a view holding counts */
-        if (view) view->stale = 0;
         hb_view_diff(view, v[4], v[5]);
         return;
     }
@@ -953,17 +938,11 @@ static void hb_b_unsubscribe(const char *name, size_t len, void *user) {
         FZ_CHECK(w->exists[k]);
         w->exists[k] = 0;
         hb_r_clear(w, k);
-        /* Nobody here is subscribed any more, so whoever on_presence still
-           has as a member is another hub's user, whom the channel takes
-           with it without a leave (P1 in fuzz/README.md). */
+        /* Nobody here is subscribed any more: on_presence has heard every
+           member leave, other hubs' ones included (P1 in fuzz/README.md). */
         for (i = 0; i < w->nbal; i++) {
-            if (w->bal[i].ch != k || w->bal[i].balance == 0) continue;
-            HB_T("  P1: %s released with a remote member and no leave\n", hb_channels[k]);
-#ifdef HB_STRICT_P1
+            if (w->bal[i].ch != k) continue;
             FZ_CHECK(w->bal[i].balance == 0);   /* a released channel took a member without on_presence's leave */
-#endif
-            w->bal[i].balance = 0;
-            w->silent_drops++;
         }
     }
     k = hb_name_find(w, name, len);
@@ -1632,17 +1611,10 @@ static void hb_p_invariants(hb_world *w, const wsch_hub_counters *st) {
                  t.n, fits);
             if (fits) hb_view_is_truth(v, &t);
             else if (!w->bridged && w->flush_wait == 0) {
-#ifndef HB_STRICT_P3
-                /* P3 (fuzz/README.md): counts that could not be sent (no
-                   memory) are not sent again until the next change. */
-                if (v->stale) continue;
-#endif
                 FZ_CHECK(!v->listed);                   /* over the cap: counts */
-#ifdef HB_STRICT_P4
-                /* P4 (fuzz/README.md): counts in a confirmation are now, not
-                   as last sent, and no change may follow to correct them. */
+                /* Counts a flush could not send go at the next (P3), and a
+                   confirmation's counts are sent again by the next flush (P4). */
                 FZ_CHECK(v->users == (int64_t)users);
-#endif
             }
         }
     }
@@ -2600,12 +2572,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             w->al.fail_at = 0;
             w->failed_now = w->failed_ever = 1;
             /* What this hub said of its users may differ from what it has. */
-            if (w->flushed) {
-                unsigned x;
+            if (w->flushed)
                 for (i = 0; i < HB_NCH; i++) w->said_unknown[i] = 1;
-                for (i = 0; i < HB_SLOTS; i++)
-                    for (x = 0; x < HB_NCH; x++) w->slot[i].view[x].stale = 1;
-            }
         }
         hb_invariants(w);
     }
