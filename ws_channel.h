@@ -2300,8 +2300,11 @@ typedef struct wsch_hub_desc {
        unless wsch_hub_refuse() answered it. */
     void (*on_message)(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user);
     /* A user joined (joined 1) or left (0) a channel's presence: at once,
-       per user, inside the subscription change (a peer's subscribe,
-       unsubscribe or end). It may call the getters only. */
+       per user, inside the change that made it (a peer's subscribe,
+       unsubscribe or end; another hub's word in wsch_hub_bridge_deliver(),
+       or its silence noticed in wsch_hub_flush(); the channel going away
+       here, which takes the other hubs' members with it). The getters
+       already show it. It may call the getters only. */
     void (*on_presence)(wsch_hub *hub, wsch_str channel, wsch_str user_id, int joined, void *user);
     void *user;
 } wsch_hub_desc;
@@ -8922,9 +8925,8 @@ WSCH__PRIVATE void wsch__hub_member_leave(wsch_hub *hub, wsch__hub_channel *ch, 
     }
 }
 
-/* A channel going away takes its presence with it: nobody is left to tell
-   here, and the other hubs forget this one's members when they are not said
-   again (the bridge stops listening to the channel). */
+/* A channel going away takes its presence with it (nobody is left to tell
+   here; wsch__hub_presence_goodbye told the others and on_presence). */
 WSCH__PRIVATE void wsch__hub_members_free(wsch_hub *hub, wsch__hub_channel *ch) {
     size_t i;
     wsch__hub_plist_unlink(hub, ch);
