@@ -1,0 +1,1231 @@
+/* The POSIX loop layer (WS_CHANNEL_POSIX) on real sockets on 127.0.0.1:
+   timers (order, cancel, re-arm, many), your descriptors, partial writes,
+   connect refusal and timeout, EPIPE/ECONNRESET as errors, the transport
+   hook, graceful shutdown (by call and by signal), and end to end: a conn
+   echo server and a client, a hub and clients. The whole suite runs once
+   with the poll backend and once with epoll (kqueue where the system has
+   it). Every test is bounded in time and checks that it leaves no
+   descriptor open. */
+#define WS_CHANNEL_POSIX
+#define WS_CHANNEL_IMPLEMENTATION
+#include "ws_channel.h"
+#include GREATEST_HEADER
+#include "alloc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static wsch_posix_backend g_backend;
+static alloc_counter g_alloc;
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static int count_fds(void) {
+    int fd, n = 0;
+    for (fd = 0; fd < 1024; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0) n++;
+    }
+    return n;
+}
+
+static wsch_posix_loop *mk_loop(void) {
+    wsch_posix_loop_desc d;
+    wsch_posix_loop *loop = NULL;
+    memset(&d, 0, sizeof d);
+    d.backend = g_backend;
+    d.allocator = alloc_counter_allocator(&g_alloc);
+    d.shutdown_timeout_ms = 3000;
+    if (wsch_posix_loop_create(&d, &loop) != WSCH_OK) return NULL;
+    return loop;
+}
+
+/* Turns until *flag is set or ms pass. Returns the flag. */
+static int run_until(wsch_posix_loop *loop, const int *flag, uint32_t ms) {
+    uint64_t end = wsch_posix_now_ms(NULL) + ms;
+    while (!*flag && wsch_posix_now_ms(NULL) < end) {
+        if (wsch_posix_loop_run_once(loop, 10) != WSCH_OK) return 0;
+    }
+    return *flag;
+}
+
+/* Two loops turned in alternation (a server and its clients apart). */
+static int run2_until(wsch_posix_loop *a, wsch_posix_loop *b, const int *flag, uint32_t ms) {
+    uint64_t end = wsch_posix_now_ms(NULL) + ms;
+    while (!*flag && wsch_posix_now_ms(NULL) < end) {
+        if (wsch_posix_loop_run_once(a, 2) != WSCH_OK) return 0;
+        if (wsch_posix_loop_run_once(b, 2) != WSCH_OK) return 0;
+    }
+    return *flag;
+}
+
+static wsch_posix_listener *mk_listener(wsch_posix_loop *loop, const char *host) {
+    wsch_posix_listen_desc ld;
+    wsch_posix_listener *l = NULL;
+    memset(&ld, 0, sizeof ld);
+    ld.host = host;
+    if (wsch_posix_listen(loop, &ld, &l) != WSCH_OK) return NULL;
+    return l;
+}
+
+static void url_for(char *out, size_t cap, const char *host, uint16_t port) {
+    snprintf(out, cap, "ws://%s:%u/ws", host, (unsigned)port);
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+typedef struct tlog {
+    int order[64];
+    int n;
+    uint64_t at[64];
+} tlog;
+
+typedef struct tctx {
+    tlog *log;
+    int tag;
+    int rearm;                      /* re-arm itself this many more times */
+    wsch_posix_timer t;
+} tctx;
+
+static void t_fire(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    tctx *c = (tctx *)user;
+    (void)t;
+    if (c->log->n < 64) {
+        c->log->at[c->log->n] = wsch_posix_now_ms(NULL);
+        c->log->order[c->log->n++] = c->tag;
+    }
+    if (c->rearm > 0) {
+        c->rearm--;
+        (void)wsch_posix_timer_start(loop, &c->t, 1);
+    }
+}
+
+TEST timers_ordering(void) {
+    wsch_posix_loop *loop = mk_loop();
+    static const uint32_t delays[6] = {30, 10, 20, 10, 0, 25};
+    static const int expect[6] = {4, 1, 3, 2, 5, 0};     /* by due time, ties in start order */
+    tctx c[6];
+    tlog log;
+    int i;
+    uint64_t t0 = wsch_posix_now_ms(NULL);
+    ASSERT(loop);
+    memset(&log, 0, sizeof log);
+    for (i = 0; i < 6; i++) {
+        memset(&c[i], 0, sizeof c[i]);
+        c[i].log = &log;
+        c[i].tag = i;
+        wsch_posix_timer_init(&c[i].t, t_fire, &c[i]);
+        ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &c[i].t, delays[i]));
+        ASSERT(wsch_posix_timer_active(&c[i].t));
+    }
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(loop));  /* returns when nothing is left */
+    ASSERT_EQ(6, log.n);
+    for (i = 0; i < 6; i++) ASSERT_EQ(expect[i], log.order[i]);
+    ASSERT(log.at[5] - t0 >= 30);   /* never early */
+    for (i = 0; i < 6; i++) ASSERT_FALSE(wsch_posix_timer_active(&c[i].t));
+    wsch_posix_loop_destroy(loop);
+    PASS();
+}
+
+TEST timers_cancel_and_rearm(void) {
+    wsch_posix_loop *loop = mk_loop();
+    tctx a, b, p;
+    tlog log;
+    ASSERT(loop);
+    memset(&log, 0, sizeof log);
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    memset(&p, 0, sizeof p);
+    a.log = b.log = p.log = &log;
+    a.tag = 1;
+    b.tag = 2;
+    p.tag = 3;
+    p.rearm = 4;                    /* re-armed from its own callback: fires 5 times */
+    wsch_posix_timer_init(&a.t, t_fire, &a);
+    wsch_posix_timer_init(&b.t, t_fire, &b);
+    wsch_posix_timer_init(&p.t, t_fire, &p);
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &a.t, 10));
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &b.t, 500));
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &b.t, 5));  /* re-armed earlier: once, at 5 */
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &p.t, 0));
+    wsch_posix_timer_stop(loop, &a.t);
+    wsch_posix_timer_stop(loop, &a.t);  /* twice: nothing */
+    ASSERT_FALSE(wsch_posix_timer_active(&a.t));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(loop));
+    ASSERT_EQ(6, log.n);
+    {
+        int i, twos = 0, threes = 0;
+        for (i = 0; i < log.n; i++) {
+            twos += log.order[i] == 2;
+            threes += log.order[i] == 3;
+            ASSERT(log.order[i] != 1);
+        }
+        ASSERT_EQ(1, twos);
+        ASSERT_EQ(5, threes);
+    }
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_posix_timer_start(loop, NULL, 1));
+    wsch_posix_loop_destroy(loop);
+    PASS();
+}
+
+typedef struct many {
+    uint64_t last_due;
+    int fired, out_of_order;
+    wsch_posix_timer t[20000];
+    uint32_t delay[20000];
+} many;
+
+static void many_fire(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    many *m = (many *)user;
+    (void)loop;
+    if (t->due < m->last_due) m->out_of_order++;
+    m->last_due = t->due;
+    m->fired++;
+}
+
+TEST timers_many(void) {
+    static many m;
+    wsch_posix_loop *loop = mk_loop();
+    unsigned x = 12345;
+    int i, stopped = 0;
+    ASSERT(loop);
+    memset(&m, 0, sizeof m);
+    for (i = 0; i < 20000; i++) {
+        x = x * 1103515245u + 12345u;
+        m.delay[i] = (x >> 16) % 60u;
+        wsch_posix_timer_init(&m.t[i], many_fire, &m);
+        ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &m.t[i], m.delay[i]));
+    }
+    for (i = 0; i < 20000; i += 3) {     /* a third stopped, from anywhere in the heap */
+        wsch_posix_timer_stop(loop, &m.t[i]);
+        stopped++;
+    }
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(loop));
+    ASSERT_EQ(20000 - stopped, m.fired);
+    ASSERT_EQ(0, m.out_of_order);
+    wsch_posix_loop_destroy(loop);
+    PASS();
+}
+
+TEST timers_limit(void) {
+    wsch_posix_loop_desc d;
+    wsch_posix_loop *loop = NULL;
+    wsch_posix_timer t[3];
+    int i;
+    memset(&d, 0, sizeof d);
+    d.backend = g_backend;
+    d.max_timers = 2;
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_create(&d, &loop));
+    for (i = 0; i < 3; i++) wsch_posix_timer_init(&t[i], many_fire, NULL);
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &t[0], 1000));
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &t[1], 1000));
+    ASSERT_EQ(WSCH_ERR_LIMIT, wsch_posix_timer_start(loop, &t[2], 1000));
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &t[1], 10));   /* re-arming needs no room */
+    wsch_posix_loop_destroy(loop);      /* armed timers: disarmed, not run */
+    ASSERT_FALSE(wsch_posix_timer_active(&t[0]));
+    PASS();
+}
+
+/* ---- your descriptors -------------------------------------------------- */
+
+typedef struct wctx {
+    int reads, writes;
+    char got[16];
+} wctx;
+
+static void w_fire(wsch_posix_loop *loop, wsch_posix_watch *w, int fd, unsigned ev, void *user) {
+    wctx *c = (wctx *)user;
+    (void)loop;
+    if (ev & WSCH_POSIX_READ) {
+        ssize_t n = read(fd, c->got, sizeof c->got - 1);
+        if (n > 0) c->got[n] = '\0';
+        c->reads++;
+        wsch_posix_watch_remove(w);     /* from inside its own callback */
+    }
+    if (ev & WSCH_POSIX_WRITE) {
+        c->writes++;
+        (void)wsch_posix_watch_set(w, 0);   /* once is enough */
+    }
+}
+
+TEST watch_fds(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_watch *wr = NULL, *ww = NULL;
+    wctx c;
+    int p[2];
+    ASSERT(loop);
+    memset(&c, 0, sizeof c);
+    ASSERT_EQ(0, pipe(p));
+    ASSERT_EQ(WSCH_OK, wsch_posix_watch_add(loop, p[0], WSCH_POSIX_READ, w_fire, &c, &wr));
+    ASSERT_EQ(WSCH_OK, wsch_posix_watch_add(loop, p[1], WSCH_POSIX_WRITE, w_fire, &c, &ww));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 100));
+    ASSERT_EQ(1, c.writes);
+    ASSERT_EQ(0, c.reads);
+    ASSERT_EQ(3, (int)write(p[1], "abc", 3));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 1000));
+    ASSERT_EQ(1, c.reads);
+    ASSERT_STR_EQ("abc", c.got);
+    ASSERT_EQ(3, (int)write(p[1], "def", 3));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 20));     /* removed: no more reads */
+    ASSERT_EQ(1, c.reads);
+    ASSERT_EQ(1, c.writes);
+    wsch_posix_watch_remove(ww);
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_posix_watch_add(loop, -1, WSCH_POSIX_READ, w_fire, &c, &ww));
+    wsch_posix_loop_destroy(loop);
+    close(p[0]);
+    close(p[1]);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* ---- an echo server and a client --------------------------------------- */
+
+typedef struct app {
+    int opened, closed, close_code, close_err;
+    int got, want, stopped, connected, disconnected, disconnect_code, errors;
+    size_t big_len;
+    int big_ok;
+    wsch_conn *conn;                /* the last served conn opened */
+    wsch_client *client;
+    wsch_posix_loop *loop;
+    int user_seen;                  /* events saw this struct as their user */
+    int stop_reason;
+} app;
+
+static void echo_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
+    app *a = (app *)user;
+    if (a && a->opened >= 0) a->user_seen++;
+    (void)wsch_conn_send(c, op, data, len);
+}
+static void echo_open(wsch_conn *c, void *user) {
+    app *a = (app *)user;
+    a->opened++;
+    a->conn = c;
+}
+static void echo_close(wsch_conn *c, int code, const char *reason, size_t len, void *user) {
+    app *a = (app *)user;
+    (void)reason;
+    (void)len;
+    a->closed++;
+    a->close_code = code;
+    a->close_err = wsch_conn_error(c);
+}
+
+static wsch_conn_desc echo_desc(void) {
+    wsch_conn_desc d;
+    memset(&d, 0, sizeof d);
+    d.on_message = echo_message;
+    d.on_open = echo_open;
+    d.on_close = echo_close;
+    d.allocator = alloc_counter_allocator(&g_alloc);
+    return d;
+}
+
+static void cl_chat(wsch_client *c, const wsch_client_message *m, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    (void)m;
+    a->got++;
+    if (a->got == a->want) (void)wsch_client_disconnect(c);
+}
+static void cl_big(wsch_client *c, const wsch_client_message *m, void *user) {
+    app *a = (app *)user;
+    size_t i;
+    (void)c;
+    a->big_len = m->payload.len;
+    a->big_ok = 1;
+    for (i = 1; i + 1 < m->payload.len; i++) {
+        if (m->payload.ptr[i] != (char)('a' + (char)(i % 26))) a->big_ok = 0;
+    }
+    (void)wsch_client_disconnect(c);
+}
+static void cl_stop(wsch_client *c, wsch_stop reason, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    a->stopped++;
+    a->stop_reason = (int)reason;
+}
+static void cl_connect(wsch_client *c, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    a->connected++;
+}
+static void cl_disconnect(wsch_client *c, int code, const char *reason, size_t len, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    (void)reason;
+    (void)len;
+    a->disconnected++;
+    a->disconnect_code = code;
+}
+static void cl_error(wsch_client *c, int err, const char *what, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    (void)err;
+    (void)what;
+    a->errors++;
+}
+
+static wsch_client_desc client_desc(app *a, const char *url) {
+    wsch_client_desc d;
+    memset(&d, 0, sizeof d);
+    d.url = url;
+    d.user = a;
+    d.on_stop = cl_stop;
+    d.on_connect = cl_connect;
+    d.on_disconnect = cl_disconnect;
+    d.on_error = cl_error;
+    d.heartbeat = WSCH_HEARTBEAT_OFF;
+    d.allocator = alloc_counter_allocator(&g_alloc);
+    return d;
+}
+
+TEST echo_end_to_end(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    wsch_client_desc d;
+    app srv, cli;
+    char url[64];
+    int i;
+    ASSERT(loop);
+    memset(&srv, 0, sizeof srv);
+    memset(&cli, 0, sizeof cli);
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT(wsch_posix_listener_port(l) > 0);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_posix_serve_conns(l, &cd, &srv));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&cli, url);
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &cli.client));
+    ASSERT_EQ(&cli, wsch_posix_client_user(cli.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(cli.client, "chat", cl_chat, &cli, NULL));
+    cli.want = 100;
+    for (i = 0; i < cli.want; i++)      /* offline queue: flushed once connected */
+        ASSERT_EQ(WSCH_OK, wsch_client_send(cli.client, "chat", "{\"text\":\"hi\"}", WSCH_CSTR));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.stopped, 5000));
+    ASSERT_EQ(100, cli.got);
+    ASSERT_EQ(1, cli.connected);
+    ASSERT_EQ(WSCH_STOP_USER, cli.stop_reason);
+    ASSERT_EQ(1, srv.opened);
+    ASSERT_EQ(100, srv.user_seen);      /* the server's events got its user */
+    ASSERT(run_until(loop, &srv.closed, 2000));
+    ASSERT_EQ(WSCH_CLOSE_NORMAL, srv.close_code);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 0));
+    ASSERT_EQ(0, (int)wsch_posix_loop_sockets(loop));
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* A message far larger than the socket buffers, both ways: partial writes
+   queue in the library and leave as the sockets drain. */
+TEST partial_writes(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    wsch_client_desc d;
+    app srv, cli;
+    char url[64];
+    size_t n = 12u * 1024u * 1024u, i;
+    char *payload = (char *)malloc(n + 1);
+    ASSERT(loop && payload);
+    memset(&srv, 0, sizeof srv);
+    memset(&cli, 0, sizeof cli);
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&cli, url);
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &cli.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(cli.client, "big", cl_big, &cli, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.connected, 3000));
+    payload[0] = '"';
+    for (i = 1; i + 1 < n; i++) payload[i] = (char)('a' + (char)(i % 26));
+    payload[n - 1] = '"';
+    payload[n] = '\0';
+    ASSERT_EQ(WSCH_OK, wsch_client_send(cli.client, "big", payload, n));
+    ASSERT(wsch_conn_queued_bytes(wsch_client_conn(cli.client)) > 0);  /* the socket took only part */
+    ASSERT(run_until(loop, &cli.stopped, 10000));
+    ASSERT_EQ(n, cli.big_len);
+    ASSERT(cli.big_ok);
+    free(payload);
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* ---- connect: refusal, timeout, IPv6, your address -------------------- */
+
+static uint16_t unused_port(void) {
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    uint16_t port;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) return 0;
+    (void)getsockname(fd, (struct sockaddr *)&sa, &sl);
+    port = ntohs(sa.sin_port);
+    close(fd);                      /* nothing listens there now */
+    return port;
+}
+
+TEST connect_refused(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_client_desc d;
+    app cli;
+    char url[64];
+    uint64_t t0;
+    ASSERT(loop);
+    memset(&cli, 0, sizeof cli);
+    url_for(url, sizeof url, "127.0.0.1", unused_port());
+    d = client_desc(&cli, url);
+    d.max_attempts = 2;
+    d.backoff_base_ms = 10;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &cli.client));
+    t0 = wsch_posix_now_ms(NULL);
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.stopped, 3000));
+    ASSERT(wsch_posix_now_ms(NULL) - t0 < 1000);
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, cli.stop_reason);
+    ASSERT_EQ(2, (int)wsch_client_attempts(cli.client));
+    ASSERT_EQ(0, cli.connected);
+    ASSERT(cli.errors >= 2);
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* A listener whose accept queue is full and never served drops further
+   SYNs: a connect to it hangs, and the connect timeout ends the try. */
+TEST connect_timeout(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_client_desc d;
+    wsch_posix_client_opts o;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    int lfd, fill[8], nfill = 0, i;
+    app cli;
+    char url[64];
+    uint64_t t0, took;
+    ASSERT(loop);
+    memset(&cli, 0, sizeof cli);
+    lfd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(lfd, (struct sockaddr *)&sa, sizeof sa));
+    ASSERT_EQ(0, listen(lfd, 0));
+    (void)getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    for (i = 0; i < 8; i++) {           /* fill the queue */
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+        (void)connect(fd, (struct sockaddr *)&sa, sizeof sa);
+        fill[nfill++] = fd;
+    }
+    usleep(50000);
+    url_for(url, sizeof url, "127.0.0.1", ntohs(sa.sin_port));
+    d = client_desc(&cli, url);
+    d.max_attempts = 1;
+    memset(&o, 0, sizeof o);
+    o.connect_timeout_ms = 300;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &cli.client));
+    t0 = wsch_posix_now_ms(NULL);
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.stopped, 5000));
+    took = wsch_posix_now_ms(NULL) - t0;
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, cli.stop_reason);
+    if (took < 250) {
+        /* this system answered the SYN anyway (refused or accepted it) */
+        wsch_posix_client_destroy(cli.client);
+        wsch_posix_loop_destroy(loop);
+        for (i = 0; i < nfill; i++) close(fill[i]);
+        close(lfd);
+        SKIPm("the full accept queue did not hold the connect");
+    }
+    ASSERT(took < 2000);
+    ASSERT_EQ(0, cli.connected);
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_loop_destroy(loop);
+    for (i = 0; i < nfill; i++) close(fill[i]);
+    close(lfd);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* IPv6 listener, and a client given its address instead of a name. */
+TEST ipv6_and_given_address(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    wsch_client_desc d;
+    wsch_posix_client_opts o;
+    struct sockaddr_in6 sa6;
+    app srv, cli;
+    char url[64];
+    ASSERT(loop);
+    memset(&srv, 0, sizeof srv);
+    memset(&cli, 0, sizeof cli);
+    l = mk_listener(loop, "::1");
+    if (!l) {
+        wsch_posix_loop_destroy(loop);
+        SKIPm("no IPv6 loopback here");
+    }
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    memset(&sa6, 0, sizeof sa6);
+    sa6.sin6_family = AF_INET6;
+    sa6.sin6_addr = in6addr_loopback;
+    sa6.sin6_port = htons(wsch_posix_listener_port(l));
+    /* the URL names a host that does not resolve: the given address wins */
+    snprintf(url, sizeof url, "ws://no-such-host.invalid:%u/ws", (unsigned)wsch_posix_listener_port(l));
+    d = client_desc(&cli, url);
+    memset(&o, 0, sizeof o);
+    o.addr = &sa6;
+    o.addr_len = sizeof sa6;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &cli.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(cli.client, "chat", cl_chat, &cli, NULL));
+    cli.want = 1;
+    ASSERT_EQ(WSCH_OK, wsch_client_send(cli.client, "chat", "{}", WSCH_CSTR));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.stopped, 3000));
+    ASSERT_EQ(1, cli.got);
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* ---- EPIPE / ECONNRESET ------------------------------------------------- */
+
+/* A raw client: connect, send an upgrade request, read the 101. */
+static int raw_ws_client(uint16_t port) {
+    struct sockaddr_in sa;
+    static const char req[] = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(port);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void reset_close(int fd) {
+    struct linger lg;
+    lg.l_onoff = 1;
+    lg.l_linger = 0;
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);                      /* RST instead of FIN */
+}
+
+TEST send_error_is_reported(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    app srv;
+    char buf[1024];
+    int fd, rc;
+    ASSERT(loop);
+    memset(&srv, 0, sizeof srv);
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    fd = raw_ws_client(wsch_posix_listener_port(l));
+    ASSERT(fd >= 0);
+    ASSERT(run_until(loop, &srv.opened, 2000));
+    ASSERT(read(fd, buf, sizeof buf) > 0);  /* the 101 */
+    reset_close(fd);
+    usleep(20000);
+    /* Before the loop reads the reset: the send meets it. */
+    rc = wsch_conn_send(srv.conn, WSCH_OP_TEXT, "x", 1);
+    if (rc == WSCH_OK) rc = wsch_conn_send(srv.conn, WSCH_OP_TEXT, "y", 1);   /* EPIPE on the second */
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, rc);
+    ASSERT_EQ(1, srv.closed);
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, srv.close_code);
+    ASSERT_EQ(WSCH_ERR_TRANSPORT, srv.close_err);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 0));
+    ASSERT_EQ(0, (int)wsch_posix_loop_sockets(loop));
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* A reset seen by the read side ends the connection too (1006). */
+TEST reset_while_reading(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    app srv;
+    int fd;
+    ASSERT(loop);
+    memset(&srv, 0, sizeof srv);
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    fd = raw_ws_client(wsch_posix_listener_port(l));
+    ASSERT(fd >= 0);
+    ASSERT(run_until(loop, &srv.opened, 2000));
+    reset_close(fd);
+    ASSERT(run_until(loop, &srv.closed, 2000));
+    ASSERT_EQ(WSCH_CLOSE_ABNORMAL, srv.close_code);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 0));
+    ASSERT_EQ(0, (int)wsch_posix_loop_sockets(loop));
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* ---- a hub and clients -------------------------------------------------- */
+
+typedef struct hubctx {
+    int connects, disconnects, last_code, messages;
+    wsch_hub *hub;
+} hubctx;
+
+static int hub_auth(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user) {
+    (void)hub;
+    (void)user;
+    if (req->token.len == 6 && memcmp(req->token.ptr, "secret", 6) == 0) {
+        user_id->ptr = "alice";
+        user_id->len = 5;
+        return WSCH_OK;
+    }
+    return WSCH_ERR_DENIED;
+}
+static void hub_connect(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, void *user) {
+    (void)hub;
+    (void)peer;
+    (void)user_id;
+    ((hubctx *)user)->connects++;
+}
+static void hub_disconnect(wsch_hub *hub, wsch_hub_peer peer, int code, void *user) {
+    (void)hub;
+    (void)peer;
+    ((hubctx *)user)->disconnects++;
+    ((hubctx *)user)->last_code = code;
+}
+/* "publish" {"text":T} goes to channel news as type "news". */
+static void hub_message(wsch_hub *hub, wsch_hub_peer peer, const wsch_envelope *env, void *user) {
+    (void)peer;
+    ((hubctx *)user)->messages++;
+    if (strcmp(env->type, "publish") == 0)
+        (void)wsch_hub_broadcast(hub, "news", "news", env->payload.ptr, env->payload.len, NULL);
+}
+
+static wsch_hub_desc hub_desc(hubctx *h) {
+    wsch_hub_desc d;
+    memset(&d, 0, sizeof d);
+    d.authenticate = hub_auth;
+    d.on_connect = hub_connect;
+    d.on_disconnect = hub_disconnect;
+    d.on_message = hub_message;
+    d.user = h;
+    d.allocator = alloc_counter_allocator(&g_alloc);
+    return d;
+}
+
+static void sub_news(wsch_client *c, const wsch_client_message *m, void *user) {
+    app *a = (app *)user;
+    (void)c;
+    if (m->payload.len == 13 && memcmp(m->payload.ptr, "{\"text\":\"hi\"}", 13) == 0) a->got++;
+    else a->errors += 100;
+}
+
+static void pub_on_connect(wsch_client *c, void *user) {
+    app *a = (app *)user;
+    int i;
+    a->connected++;
+    for (i = 0; i < a->want; i++) (void)wsch_client_send(c, "publish", "{\"text\":\"hi\"}", WSCH_CSTR);
+}
+
+static void sub_subscribed(wsch_client *c, const wsch_client_message *m, void *user) {
+    (void)c;
+    (void)m;
+    ((app *)user)->user_seen++;     /* the subscription is confirmed */
+}
+
+TEST hub_end_to_end(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l4, *l6;
+    hubctx h;
+    wsch_hub_desc hd;
+    wsch_client_desc d;
+    app sub, pub, bad;
+    char url[64], url6[64];
+    ASSERT(loop);
+    memset(&h, 0, sizeof h);
+    memset(&sub, 0, sizeof sub);
+    memset(&pub, 0, sizeof pub);
+    memset(&bad, 0, sizeof bad);
+    hd = hub_desc(&h);
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    l4 = mk_listener(loop, "127.0.0.1");
+    ASSERT(l4);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l4, h.hub));
+    l6 = mk_listener(loop, "::1");
+    if (l6) ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l6, h.hub));   /* one hub, two listeners */
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l4));
+
+    d = client_desc(&sub, url);
+    d.token = "secret";
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &sub.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(sub.client, "news", sub_news, &sub, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(sub.client, "subscribed", sub_subscribed, &sub, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(sub.client, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(sub.client));
+    ASSERT(run_until(loop, &sub.user_seen, 3000));
+
+    if (l6) snprintf(url6, sizeof url6, "ws://[::1]:%u/ws", (unsigned)wsch_posix_listener_port(l6));
+    d = client_desc(&pub, l6 ? url6 : url);
+    d.token = "secret";
+    d.on_connect = pub_on_connect;
+    pub.want = 50;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &pub.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(pub.client));
+    sub.want = 50;
+    {
+        uint64_t end = wsch_posix_now_ms(NULL) + 5000;
+        while (sub.got < 50 && wsch_posix_now_ms(NULL) < end) ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 10));
+    }
+    ASSERT_EQ(50, sub.got);
+    ASSERT_EQ(0, sub.errors);
+    ASSERT_EQ(2, h.connects);
+    ASSERT_EQ(50, h.messages);
+
+    /* A wrong token: refused with 4001, which stops the client. */
+    d = client_desc(&bad, url);
+    d.token = "wrong";
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &bad.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(bad.client));
+    ASSERT(run_until(loop, &bad.stopped, 3000));
+    ASSERT_EQ(WSCH_STOP_TERMINAL_CODE, bad.stop_reason);
+    ASSERT_EQ(4001, wsch_client_last_close_code(bad.client));
+
+    wsch_posix_client_destroy(sub.client);
+    wsch_posix_client_destroy(pub.client);
+    wsch_posix_client_destroy(bad.client);
+    wsch_posix_loop_destroy(loop);      /* the hub too */
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* ---- graceful shutdown ------------------------------------------------- */
+
+/* The hub's loop shuts down (by a signal): peers get 1001, run() returns;
+   the client, on a loop of its own, sees 1001 and waits to retry. */
+TEST shutdown_hub_by_signal(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *srv = mk_loop(), *cl = mk_loop();
+    wsch_posix_listener *l;
+    hubctx h;
+    wsch_hub_desc hd;
+    wsch_client_desc d;
+    app sub;
+    char url[64];
+    uint64_t t0;
+    ASSERT(srv && cl);
+    memset(&h, 0, sizeof h);
+    memset(&sub, 0, sizeof sub);
+    hd = hub_desc(&h);
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(srv, &hd, &h.hub));
+    l = mk_listener(srv, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l, h.hub));
+    ASSERT_EQ(WSCH_OK, wsch_posix_handle_signals(srv));
+    ASSERT_EQ(WSCH_ERR_STATE, wsch_posix_handle_signals(cl));  /* one loop per process */
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&sub, url);
+    d.token = "secret";
+    d.backoff_base_ms = 5000;           /* no reconnect within the test */
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(cl, &d, NULL, &sub.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(sub.client));
+    ASSERT(run2_until(srv, cl, &sub.connected, 3000));
+    ASSERT_EQ(1, h.connects);
+
+    ASSERT_EQ(0, raise(SIGTERM));
+    t0 = wsch_posix_now_ms(NULL);
+    ASSERT(run2_until(srv, cl, &sub.disconnected, 3000));
+    ASSERT_EQ(WSCH_CLOSE_GOING_AWAY, sub.disconnect_code);
+    ASSERT_EQ(1, h.disconnects);
+    ASSERT(run2_until(srv, cl, &sub.disconnected, 100) >= 0);
+    ASSERT_EQ(0, (int)wsch_posix_loop_sockets(srv));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(srv));  /* the shutdown is complete: returns at once */
+    ASSERT(wsch_posix_now_ms(NULL) - t0 < 2000);
+    ASSERT(wsch_client_next_retry_ms(sub.client) >= 0);    /* WAITING */
+
+    wsch_posix_client_destroy(sub.client);
+    wsch_posix_loop_destroy(cl);
+    wsch_posix_loop_destroy(srv);       /* restores the signal handlers */
+    {
+        struct sigaction sa;
+        ASSERT_EQ(0, sigaction(SIGTERM, NULL, &sa));
+        ASSERT(sa.sa_handler == SIG_DFL);
+    }
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* The client's loop shuts down: the client closes with 1000, the served
+   conn on the other loop sees it; run() returns on both sides. */
+TEST shutdown_client_and_conns(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *srv = mk_loop(), *cl = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    wsch_client_desc d;
+    app s, c2, c1;
+    char url[64];
+    ASSERT(srv && cl);
+    memset(&s, 0, sizeof s);
+    memset(&c1, 0, sizeof c1);
+    memset(&c2, 0, sizeof c2);
+    l = mk_listener(srv, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &s));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&c1, url);
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(cl, &d, NULL, &c1.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c1.client));
+    d = client_desc(&c2, url);
+    d.backoff_base_ms = 5000;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(cl, &d, NULL, &c2.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c2.client));
+    ASSERT(run2_until(srv, cl, &c1.connected, 3000));
+    ASSERT(run2_until(srv, cl, &c2.connected, 3000));
+    ASSERT_EQ(2, s.opened);
+
+    /* The client side first: 1000 from both clients. */
+    wsch_posix_loop_shutdown(cl);
+    ASSERT(run2_until(srv, cl, &c1.stopped, 3000));
+    ASSERT(run2_until(srv, cl, &c2.stopped, 3000));
+    ASSERT_EQ(WSCH_STOP_USER, c1.stop_reason);
+    {
+        int both = 0;
+        uint64_t end = wsch_posix_now_ms(NULL) + 2000;
+        while (s.closed < 2 && wsch_posix_now_ms(NULL) < end) (void)run2_until(srv, cl, &both, 5);
+    }
+    ASSERT_EQ(2, s.closed);
+    ASSERT_EQ(WSCH_CLOSE_NORMAL, s.close_code);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(cl));   /* done: returns at once */
+
+    /* Then the server: nothing left, it returns at once too. */
+    wsch_posix_loop_shutdown(srv);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(srv));
+    wsch_posix_client_destroy(c1.client);
+    wsch_posix_client_destroy(c2.client);
+    wsch_posix_loop_destroy(cl);
+    wsch_posix_loop_destroy(srv);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* Served conns get 1001 when their server shuts down. */
+TEST shutdown_served_conns(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *srv = mk_loop(), *cl = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    wsch_client_desc d;
+    app s, c1;
+    char url[64];
+    ASSERT(srv && cl);
+    memset(&s, 0, sizeof s);
+    memset(&c1, 0, sizeof c1);
+    l = mk_listener(srv, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &s));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&c1, url);
+    d.backoff_base_ms = 5000;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(cl, &d, NULL, &c1.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c1.client));
+    ASSERT(run2_until(srv, cl, &c1.connected, 3000));
+    wsch_posix_loop_shutdown(srv);
+    ASSERT(run2_until(srv, cl, &c1.disconnected, 3000));
+    ASSERT_EQ(WSCH_CLOSE_GOING_AWAY, c1.disconnect_code);
+    ASSERT(run2_until(srv, cl, &s.closed, 3000));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(srv));
+    ASSERT_EQ(0, (int)wsch_posix_loop_sockets(srv));
+    wsch_posix_client_destroy(c1.client);
+    wsch_posix_loop_destroy(cl);
+    wsch_posix_loop_destroy(srv);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* ---- the transport hook ------------------------------------------------
+   A toy transport: each side first sends "HELO" and waits for the other's,
+   then every byte travels XORed with 0x5A. Enough to prove that the loop
+   drives a handshake, reads and writes only through the hook, and closes
+   each session once. */
+typedef struct toy {
+    int fd;
+    int sent_helo;
+    size_t got_helo;
+} toy;
+
+typedef struct toy_stats {
+    int opens, closes, handshakes, shutdowns, servers;
+} toy_stats;
+
+static void *toy_open(int fd, int server, const char *host, void *user) {
+    toy_stats *st = (toy_stats *)user;
+    toy *t = (toy *)calloc(1, sizeof *t);
+    (void)host;
+    st->opens++;
+    st->servers += server;
+    if (t) t->fd = fd;
+    return t;
+}
+static wsch_posix_io toy_handshake(void *session, void *user) {
+    toy *t = (toy *)session;
+    char b[4];
+    ((toy_stats *)user)->handshakes++;
+    if (!t->sent_helo) {
+        if (send(t->fd, "HELO", 4, MSG_NOSIGNAL) != 4) return WSCH_POSIX_IO_ERROR;
+        t->sent_helo = 1;
+    }
+    while (t->got_helo < 4) {
+        ssize_t n = recv(t->fd, b, 4 - t->got_helo, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return WSCH_POSIX_IO_WANT_READ;
+        if (n <= 0 || memcmp(b, "HELO" + t->got_helo, (size_t)n) != 0) return WSCH_POSIX_IO_ERROR;
+        t->got_helo += (size_t)n;
+    }
+    return WSCH_POSIX_IO_DONE;
+}
+static wsch_posix_io toy_read(void *session, void *buf, size_t cap, size_t *n, void *user) {
+    toy *t = (toy *)session;
+    ssize_t r = recv(t->fd, buf, cap, 0);
+    size_t i;
+    (void)user;
+    if (r > 0) {
+        for (i = 0; i < (size_t)r; i++) ((unsigned char *)buf)[i] ^= 0x5A;
+        *n = (size_t)r;
+        return WSCH_POSIX_IO_DONE;
+    }
+    if (r == 0) return WSCH_POSIX_IO_EOF;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? WSCH_POSIX_IO_WANT_READ : WSCH_POSIX_IO_ERROR;
+}
+static wsch_posix_io toy_write(void *session, const void *data, size_t len, size_t *n, void *user) {
+    toy *t = (toy *)session;
+    unsigned char tmp[4096];
+    size_t i, k = len < sizeof tmp ? len : sizeof tmp;
+    ssize_t r;
+    (void)user;
+    for (i = 0; i < k; i++) tmp[i] = (unsigned char)(((const unsigned char *)data)[i] ^ 0x5A);
+    r = send(t->fd, tmp, k, MSG_NOSIGNAL);
+    if (r > 0) {
+        *n = (size_t)r;
+        return WSCH_POSIX_IO_DONE;
+    }
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? WSCH_POSIX_IO_WANT_WRITE : WSCH_POSIX_IO_ERROR;
+}
+static wsch_posix_io toy_shutdown(void *session, void *user) {
+    (void)session;
+    ((toy_stats *)user)->shutdowns++;
+    return WSCH_POSIX_IO_DONE;
+}
+static void toy_close(void *session, void *user) {
+    ((toy_stats *)user)->closes++;
+    free(session);
+}
+
+TEST transport_hook(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l = NULL;
+    wsch_posix_listen_desc ld;
+    wsch_posix_transport tr;
+    wsch_posix_client_opts o;
+    toy_stats st;
+    wsch_conn_desc cd = echo_desc();
+    wsch_client_desc d;
+    app srv, cli;
+    char url[64];
+    int raw;
+    ASSERT(loop);
+    memset(&st, 0, sizeof st);
+    memset(&srv, 0, sizeof srv);
+    memset(&cli, 0, sizeof cli);
+    memset(&tr, 0, sizeof tr);
+    tr.open = toy_open;
+    tr.handshake = toy_handshake;
+    tr.read = toy_read;
+    tr.write = toy_write;
+    tr.shutdown = toy_shutdown;
+    tr.close = toy_close;
+    tr.user = &st;
+    memset(&ld, 0, sizeof ld);
+    ld.transport = &tr;
+    ASSERT_EQ(WSCH_OK, wsch_posix_listen(loop, &ld, &l));
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&cli, url);
+    memset(&o, 0, sizeof o);
+    o.transport = &tr;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &cli.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(cli.client, "chat", cl_chat, &cli, NULL));
+    cli.want = 20;
+    {
+        int i;
+        for (i = 0; i < 20; i++) ASSERT_EQ(WSCH_OK, wsch_client_send(cli.client, "chat", "{\"n\":1}", WSCH_CSTR));
+    }
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.stopped, 5000));
+    ASSERT_EQ(20, cli.got);
+    ASSERT(run_until(loop, &srv.closed, 2000));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 0));
+    ASSERT_EQ(2, st.opens);
+    ASSERT_EQ(1, st.servers);
+    ASSERT_EQ(2, st.closes);
+    ASSERT(st.handshakes >= 2);
+    ASSERT(st.shutdowns >= 1);
+
+    /* A peer that never finishes the handshake: the server's handshake
+       timeout would end it; here the client side's connect timeout does. */
+    raw = -1;
+    {
+        app c3;
+        uint64_t t0;
+        int lfd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa;
+        socklen_t sl = sizeof sa;
+        memset(&c3, 0, sizeof c3);
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(0, bind(lfd, (struct sockaddr *)&sa, sizeof sa));
+        ASSERT_EQ(0, listen(lfd, 4));   /* accepted by the kernel, never answered */
+        (void)getsockname(lfd, (struct sockaddr *)&sa, &sl);
+        url_for(url, sizeof url, "127.0.0.1", ntohs(sa.sin_port));
+        d = client_desc(&c3, url);
+        d.max_attempts = 1;
+        o.connect_timeout_ms = 200;
+        ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &c3.client));
+        t0 = wsch_posix_now_ms(NULL);
+        ASSERT_EQ(WSCH_OK, wsch_client_connect(c3.client));
+        ASSERT(run_until(loop, &c3.stopped, 3000));
+        ASSERT(wsch_posix_now_ms(NULL) - t0 >= 190);
+        ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, c3.stop_reason);
+        ASSERT_EQ(3, st.opens);
+        ASSERT_EQ(3, st.closes);
+        wsch_posix_client_destroy(c3.client);
+        raw = accept(lfd, NULL, NULL);
+        if (raw >= 0) close(raw);
+        close(lfd);
+    }
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* ---- allocation failures ----------------------------------------------- */
+
+TEST loop_create_nomem(void) {
+    size_t k;
+    for (k = 1; k <= 3; k++) {
+        wsch_posix_loop_desc d;
+        wsch_posix_loop *loop = NULL;
+        int rc;
+        memset(&d, 0, sizeof d);
+        memset(&g_alloc, 0, sizeof g_alloc);
+        g_alloc.fail_at = k;
+        d.backend = g_backend;
+        d.allocator = alloc_counter_allocator(&g_alloc);
+        rc = wsch_posix_loop_create(&d, &loop);
+        if (rc == WSCH_OK) {
+            wsch_posix_loop_destroy(loop);
+        } else {
+            ASSERT_EQ(WSCH_ERR_NOMEM, rc);
+            ASSERT(loop == NULL);
+        }
+        ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    }
+    memset(&g_alloc, 0, sizeof g_alloc);
+    PASS();
+}
+
+static void reset_alloc(void *unused) {
+    (void)unused;
+    memset(&g_alloc, 0, sizeof g_alloc);
+}
+
+SUITE(posix) {
+    SET_SETUP(reset_alloc, NULL);
+    RUN_TEST(timers_ordering);
+    RUN_TEST(timers_cancel_and_rearm);
+    RUN_TEST(timers_many);
+    RUN_TEST(timers_limit);
+    RUN_TEST(watch_fds);
+    RUN_TEST(echo_end_to_end);
+    RUN_TEST(partial_writes);
+    RUN_TEST(connect_refused);
+    RUN_TEST(connect_timeout);
+    RUN_TEST(ipv6_and_given_address);
+    RUN_TEST(send_error_is_reported);
+    RUN_TEST(reset_while_reading);
+    RUN_TEST(hub_end_to_end);
+    RUN_TEST(shutdown_hub_by_signal);
+    RUN_TEST(shutdown_client_and_conns);
+    RUN_TEST(shutdown_served_conns);
+    RUN_TEST(transport_hook);
+    RUN_TEST(loop_create_nomem);
+}
+
+GREATEST_MAIN_DEFS();
+
+int main(int argc, char **argv) {
+    static const wsch_posix_backend backends[] = {WSCH_POSIX_BACKEND_POLL, WSCH_POSIX_BACKEND_AUTO};
+    size_t b;
+    GREATEST_MAIN_BEGIN();
+    for (b = 0; b < sizeof backends / sizeof backends[0]; b++) {
+        g_backend = wsch_posix_loop_desc_defaults(NULL).backend;
+        if (backends[b] != WSCH_POSIX_BACKEND_AUTO) g_backend = backends[b];
+        else if (g_backend == WSCH_POSIX_BACKEND_POLL) continue;    /* no other backend here */
+        printf("* backend %s\n", g_backend == WSCH_POSIX_BACKEND_EPOLL    ? "epoll"
+                                 : g_backend == WSCH_POSIX_BACKEND_KQUEUE ? "kqueue"
+                                                                          : "poll");
+        RUN_SUITE(posix);
+    }
+    GREATEST_MAIN_END();
+}
