@@ -35,6 +35,11 @@ DOCUMENTATION
 
    Each layer is usable alone; the codec layers never allocate.
 
+   Opt-in, behind WS_CHANNEL_POSIX: a POSIX loop (epoll, kqueue or poll)
+   that supplies every effect below - timers, clock, randomness, listen,
+   accept, connect with a timeout, signals, a TLS transport hook - for a
+   program without a loop of its own. See "POSIX loop" in the API part.
+
    What it does NOT do
    -------------------
    It never opens a socket, resolves a name, reads a clock, starts a thread
@@ -277,6 +282,13 @@ DOCUMENTATION
                                 request/response (32)
      WSCH_JSON_MAX_DEPTH        implementation; JSON nesting limit (64)
      WSCH_ENVELOPE_TYPE_MAX     everywhere; longest envelope type (64)
+     WS_CHANNEL_POSIX           everywhere: add the POSIX loop layer (off by
+                                default; needs POSIX.1-2008: with a strict
+                                -std=c99 define _POSIX_C_SOURCE 200809L first)
+     WSCH_POSIX_EPOLL, WSCH_POSIX_KQUEUE
+                                implementation; 0 or 1: whether the loop may
+                                use epoll / kqueue (default: by platform;
+                                poll() is always there)
 
    The sections below are in the order a reader meets them: common types,
    then each layer's API from the bottom up; the implementation follows in
