@@ -12659,6 +12659,7 @@ struct wsch__px_sock {
     uint8_t dirty, pending, graved;
     uint8_t attached;               /* the library has it (conn created, peer accepted, link opened) */
     uint8_t write_wants_read;       /* the transport's write asked for readability */
+    uint8_t read_wants_write;       /* ... and its read for writability (a renegotiation) */
     unsigned tls_want;              /* during the transport's handshake: what it waits for */
     const wsch_posix_transport *tr;
     void *tls;
@@ -13344,6 +13345,7 @@ WSCH__PRIVATE void wsch__px_follow(wsch__px_sock *s) {
     else if (s->state == WSCH__PX_S_HANDSHAKE) want = s->tls_want;
     else want = wsch__px_owner_want(s);
     if (s->write_wants_read && (want & WSCH_POSIX_WRITE)) want |= WSCH_POSIX_READ;
+    if (s->read_wants_write && (want & WSCH_POSIX_READ)) want |= WSCH_POSIX_WRITE;
     if (wsch__px_io_set(s->loop, &s->io, want) != WSCH_OK) {
         wsch__px_log(s->loop, "wsch posix: the backend refused a socket");
         wsch__px_owner_lost(s);
@@ -13359,8 +13361,9 @@ WSCH__PRIVATE void wsch__px_sock_read(wsch__px_sock *s) {
         wsch_posix_io r = wsch__px_read(s, loop->buf, loop->desc.read_buffer_size, &n);
         if (r == WSCH_POSIX_IO_WANT_READ) return;
         if (r == WSCH_POSIX_IO_WANT_WRITE) {
-            s->write_wants_read = 0;
-            return;                 /* a renegotiation: the write side's readiness drives it */
+            s->read_wants_write = 1;    /* a renegotiation: read again once writable */
+            wsch__px_mark_dirty(s);
+            return;
         }
         if (r != WSCH_POSIX_IO_DONE) {
             wsch__px_owner_lost(s);
@@ -13436,7 +13439,11 @@ WSCH__PRIVATE void wsch__px_sock_event(wsch_posix_loop *loop, wsch__px_io *io, u
         s->write_wants_read = 0;
         wsch__px_owner_writable(s);
     }
-    if (s->state == WSCH__PX_S_READY && (ev & (WSCH_POSIX_READ | WSCH_POSIX_HANGUP))) wsch__px_sock_read(s);
+    if (s->state == WSCH__PX_S_READY &&
+        ((ev & (WSCH_POSIX_READ | WSCH_POSIX_HANGUP)) || (s->read_wants_write && (ev & WSCH_POSIX_WRITE)))) {
+        s->read_wants_write = 0;
+        wsch__px_sock_read(s);
+    }
     wsch__px_mark_dirty(s);
 }
 
@@ -13460,7 +13467,8 @@ WSCH__PRIVATE wsch_posix_timer *wsch__px_sock_timer(wsch__px_sock *s, unsigned i
 WSCH__PRIVATE void wsch__px_fx_timer_set(unsigned id, uint32_t delay_ms, void *user) {
     wsch__px_sock *s = (wsch__px_sock *)user;
     wsch_posix_timer *t = wsch__px_sock_timer(s, id);
-    if (t && s->state != WSCH__PX_S_CLOSED) wsch__px_timer_arm(s->loop, t, delay_ms);
+    if (!t) wsch__px_log(s->loop, "wsch posix: a timer id the loop does not know");
+    else if (s->state != WSCH__PX_S_CLOSED) wsch__px_timer_arm(s->loop, t, delay_ms);
 }
 
 WSCH__PRIVATE void wsch__px_fx_timer_cancel(unsigned id, void *user) {
@@ -13919,7 +13927,8 @@ WSCH__PRIVATE wsch_posix_timer *wsch__px_cl_timer(wsch__px_client *x, unsigned i
 WSCH__PRIVATE void wsch__px_cl_timer_set(unsigned id, uint32_t delay_ms, void *user) {
     wsch__px_client *x = (wsch__px_client *)user;
     wsch_posix_timer *t = wsch__px_cl_timer(x, id);
-    if (t && !x->dead) wsch__px_timer_arm(x->loop, t, delay_ms);
+    if (!t) wsch__px_log(x->loop, "wsch posix: a client timer id the loop does not know");
+    else if (!x->dead) wsch__px_timer_arm(x->loop, t, delay_ms);
 }
 
 WSCH__PRIVATE void wsch__px_cl_timer_cancel(unsigned id, void *user) {
@@ -14457,11 +14466,10 @@ WSCH__PRIVATE void wsch__px_settle(wsch_posix_loop *loop) {
     if (loop->shutting && wsch__px_shutdown_done(loop)) loop->stop = 1;
 }
 
-WSCH_API int wsch_posix_loop_run_once(wsch_posix_loop *loop, uint32_t max_wait_ms) {
+/* One turn; the caller has settled what happened before it. */
+WSCH__PRIVATE int wsch__px_turn(wsch_posix_loop *loop, uint32_t max_wait_ms) {
     uint32_t wait;
     int n;
-    if (!loop) return WSCH_ERR_ARG;
-    wsch__px_settle(loop);          /* what the caller did since the last turn */
     wait = wsch__px_timer_wait(loop, max_wait_ms);
     if (loop->flush_ms && loop->flush_ms < wait) wait = loop->flush_ms;
     if (loop->pending || loop->stop) wait = 0;
@@ -14489,13 +14497,20 @@ WSCH_API int wsch_posix_loop_run_once(wsch_posix_loop *loop, uint32_t max_wait_m
     return WSCH_OK;
 }
 
+WSCH_API int wsch_posix_loop_run_once(wsch_posix_loop *loop, uint32_t max_wait_ms) {
+    if (!loop) return WSCH_ERR_ARG;
+    wsch__px_settle(loop);          /* what the caller did since the last turn */
+    return wsch__px_turn(loop, max_wait_ms);
+}
+
 WSCH_API int wsch_posix_loop_run(wsch_posix_loop *loop) {
     int rc = WSCH_OK;
     if (!loop || loop->running) return WSCH_ERR_ARG;
     loop->running = 1;
     loop->stop = 0;
+    wsch__px_settle(loop);          /* what the caller did before; each turn settles its own */
     while (!loop->stop) {
-        rc = wsch_posix_loop_run_once(loop, WSCH_POSIX_FOREVER);
+        rc = wsch__px_turn(loop, WSCH_POSIX_FOREVER);
         if (rc != WSCH_OK) break;
         if (!loop->nio && !loop->nheap && !loop->flush_ms) break;   /* nothing can ever happen */
     }

@@ -618,6 +618,79 @@ TEST ipv6_and_given_address(void) {
     PASS();
 }
 
+/* Your resolver instead of getaddrinfo: it sees the URL's host and port. */
+typedef struct resolver {
+    int calls, fail;
+    char host[64];
+    uint16_t port, real_port;
+} resolver;
+
+static int my_resolve(const char *host, uint16_t port, void *addrs, size_t *lens, size_t *count, void *user) {
+    resolver *r = (resolver *)user;
+    struct sockaddr_in sa;
+    r->calls++;
+    snprintf(r->host, sizeof r->host, "%s", host);
+    r->port = port;
+    if (r->fail || *count < 1 || lens[0] < sizeof sa) return WSCH_ERR_NOT_FOUND;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(r->real_port);
+    memcpy(addrs, &sa, sizeof sa);      /* the first of WSCH_POSIX_MAX_ADDRS slots */
+    lens[0] = sizeof sa;
+    *count = 1;
+    return WSCH_OK;
+}
+
+TEST client_resolver(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    wsch_client_desc d;
+    wsch_posix_client_opts o;
+    resolver r;
+    app srv, cli, c2;
+    ASSERT(loop);
+    memset(&srv, 0, sizeof srv);
+    memset(&cli, 0, sizeof cli);
+    memset(&c2, 0, sizeof c2);
+    memset(&r, 0, sizeof r);
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    r.real_port = wsch_posix_listener_port(l);
+    d = client_desc(&cli, "ws://echo.test:4321/ws");
+    memset(&o, 0, sizeof o);
+    o.resolve = my_resolve;
+    o.resolve_user = &r;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &cli.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(cli.client, "chat", cl_chat, &cli, NULL));
+    cli.want = 1;
+    ASSERT_EQ(WSCH_OK, wsch_client_send(cli.client, "chat", "{}", WSCH_CSTR));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.stopped, 3000));
+    ASSERT_EQ(1, cli.got);
+    ASSERT_EQ(1, r.calls);
+    ASSERT_STR_EQ("echo.test", r.host);
+    ASSERT_EQ(4321, r.port);
+    /* a resolver that finds nothing: the try fails at once */
+    r.fail = 1;
+    d = client_desc(&c2, "ws://nowhere.test/ws");
+    d.max_attempts = 1;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &c2.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c2.client));
+    ASSERT(run_until(loop, &c2.stopped, 1000));
+    ASSERT_EQ(WSCH_STOP_MAX_ATTEMPTS, c2.stop_reason);
+    ASSERT_EQ(2, r.calls);
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_client_destroy(c2.client);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
 /* ---- EPIPE / ECONNRESET ------------------------------------------------- */
 
 /* A raw client: connect, send an upgrade request, read the 101. */
@@ -1202,6 +1275,7 @@ SUITE(posix) {
     RUN_TEST(connect_refused);
     RUN_TEST(connect_timeout);
     RUN_TEST(ipv6_and_given_address);
+    RUN_TEST(client_resolver);
     RUN_TEST(send_error_is_reported);
     RUN_TEST(reset_while_reading);
     RUN_TEST(hub_end_to_end);
