@@ -1232,6 +1232,179 @@ TEST transport_hook(void) {
     PASS();
 }
 
+/* ---- teardown, limits, backpressure ------------------------------------ */
+
+static void destroy_on_stop(wsch_client *c, wsch_stop reason, void *user) {
+    app *a = (app *)user;
+    a->stopped++;
+    a->stop_reason = (int)reason;
+    wsch_posix_client_destroy(c);       /* from inside its own callback */
+}
+
+/* Everything open at once when the loop goes: no descriptor, no byte left. */
+TEST destroy_busy_loop(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *lc, *lh;
+    wsch_conn_desc cd = echo_desc();
+    wsch_hub_desc hd;
+    wsch_client_desc d;
+    wsch_posix_watch *w;
+    wsch_posix_timer t;
+    hubctx h;
+    app srv, c1, c2, c3, c4;
+    char url[64];
+    int p[2], raw;
+    ASSERT(loop);
+    memset(&h, 0, sizeof h);
+    memset(&srv, 0, sizeof srv);
+    memset(&c1, 0, sizeof c1);
+    memset(&c2, 0, sizeof c2);
+    memset(&c3, 0, sizeof c3);
+    memset(&c4, 0, sizeof c4);
+    lc = mk_listener(loop, "127.0.0.1");
+    lh = mk_listener(loop, "127.0.0.1");
+    ASSERT(lc && lh);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(lc, &cd, &srv));
+    hd = hub_desc(&h);
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(lh, h.hub));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(lc));
+    d = client_desc(&c1, url);
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &c1.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c1.client));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(lh));
+    d = client_desc(&c2, url);
+    d.token = "secret";
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &c2.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(c2.client, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c2.client));
+    ASSERT(run_until(loop, &c1.connected, 3000));
+    ASSERT(run_until(loop, &c2.connected, 3000));
+    /* a client destroyed from its own on_stop, and one still connecting */
+    d = client_desc(&c3, url);
+    d.on_stop = destroy_on_stop;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &c3.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c3.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_disconnect(c3.client));
+    ASSERT_EQ(1, c3.stopped);
+    d = client_desc(&c4, url);
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &c4.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(c4.client));
+    raw = raw_ws_client(wsch_posix_listener_port(lc));     /* mid-handshake */
+    ASSERT(raw >= 0);
+    ASSERT_EQ(0, pipe(p));
+    ASSERT_EQ(WSCH_OK, wsch_posix_watch_add(loop, p[0], WSCH_POSIX_READ, w_fire, NULL, &w));
+    wsch_posix_timer_init(&t, t_fire, NULL);
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &t, 60000));
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 0));
+    ASSERT(wsch_posix_loop_sockets(loop) >= 3);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_FALSE(wsch_posix_timer_active(&t));
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    close(raw);
+    close(p[0]);
+    close(p[1]);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* max_fds: a connection past it is closed unserved, the rest are served. */
+TEST max_fds(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop_desc ld;
+    wsch_posix_loop *loop = NULL;
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    app srv;
+    char b[64];
+    int a1, a2;
+    memset(&ld, 0, sizeof ld);
+    memset(&srv, 0, sizeof srv);
+    ld.backend = g_backend;
+    ld.max_fds = 2;                     /* the listener and one connection */
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_create(&ld, &loop));
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    a1 = raw_ws_client(wsch_posix_listener_port(l));
+    ASSERT(run_until(loop, &srv.opened, 2000));
+    a2 = raw_ws_client(wsch_posix_listener_port(l));
+    ASSERT(a1 >= 0 && a2 >= 0);
+    (void)wsch_posix_loop_run_once(loop, 50);
+    (void)wsch_posix_loop_run_once(loop, 50);
+    ASSERT_EQ(1, srv.opened);
+    ASSERT_EQ(1, (int)wsch_posix_loop_sockets(loop));
+    ASSERT((int)read(a2, b, sizeof b) <= 0);    /* closed unserved: EOF (or a reset: its request was unread) */
+    wsch_posix_loop_destroy(loop);
+    close(a1);
+    close(a2);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* A peer that sends and never reads: past read_pause_bytes of unsent echo
+   the conn is not read any more, so its queue stays bounded. */
+TEST read_pause(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop_desc ld;
+    wsch_posix_loop *loop = NULL;
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    app srv;
+    char b[4096];
+    static unsigned char frame[4 + 4 + 16384];
+    size_t sent = 0, max_queued = 0;
+    int fd, i, blocked = 0;
+    memset(&ld, 0, sizeof ld);
+    memset(&srv, 0, sizeof srv);
+    ld.backend = g_backend;
+    ld.read_pause_bytes = 64u * 1024u;
+    ld.allocator = alloc_counter_allocator(&g_alloc);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_create(&ld, &loop));
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    fd = raw_ws_client(wsch_posix_listener_port(l));
+    ASSERT(fd >= 0);
+    ASSERT(run_until(loop, &srv.opened, 2000));
+    ASSERT(read(fd, b, sizeof b) > 0);  /* the 101 */
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    frame[0] = 0x82;                    /* binary, 16 KiB, masked with a zero key */
+    frame[1] = 0x80 | 126;
+    frame[2] = 0x40;
+    frame[3] = 0;
+    memset(frame + 4, 0, sizeof frame - 4);
+    for (i = 0; i < 20000 && !blocked; i++) {
+        size_t off = 0;
+        while (off < sizeof frame) {
+            ssize_t n = write(fd, frame + off, sizeof frame - off);
+            if (n > 0) {
+                off += (size_t)n;
+                continue;
+            }
+            (void)wsch_posix_loop_run_once(loop, 5);
+            if (++blocked > 200) break;     /* the server stopped reading: we are blocked for good */
+        }
+        if (off == sizeof frame) {
+            sent++;
+            if (blocked <= 200) blocked = 0;
+        }
+        (void)wsch_posix_loop_run_once(loop, 0);
+        if (srv.conn && wsch_conn_queued_bytes(srv.conn) > max_queued) max_queued = wsch_conn_queued_bytes(srv.conn);
+    }
+    ASSERT(blocked > 200);              /* backpressure reached us */
+    ASSERT(max_queued >= 64u * 1024u);
+    /* bounded: the pause mark plus the echoes of one turn's reads */
+    ASSERT(max_queued <= 64u * 1024u + WSCH_POSIX_READS_PER_EVENT * WSCH_POSIX_DEFAULT_READ_BUFFER * 2u);
+    ASSERT_EQ(0, srv.closed);           /* paused, not dropped */
+    wsch_posix_loop_destroy(loop);
+    close(fd);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
 /* ---- allocation failures ----------------------------------------------- */
 
 TEST loop_create_nomem(void) {
@@ -1283,6 +1456,9 @@ SUITE(posix) {
     RUN_TEST(shutdown_client_and_conns);
     RUN_TEST(shutdown_served_conns);
     RUN_TEST(transport_hook);
+    RUN_TEST(destroy_busy_loop);
+    RUN_TEST(max_fds);
+    RUN_TEST(read_pause);
     RUN_TEST(loop_create_nomem);
 }
 
