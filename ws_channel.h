@@ -2646,7 +2646,8 @@ typedef struct wsch_posix_loop_desc {
     wsch_posix_backend backend;     /* AUTO */
     size_t max_fds;                 /* 65536: sockets, listeners and watches at once; an
                                        accept past it is closed unserved */
-    size_t max_timers;              /* 1 Mi: armed timers at once (3 per connection at most) */
+    size_t max_timers;              /* 1 Mi: timers at once, yours and the loop's (which
+                                       keeps room for 6 per connection, 10 per client) */
     size_t read_buffer_size;        /* 64 KiB: one buffer per loop, lent to every read */
     size_t max_events;              /* 256: readiness events taken per wait */
     size_t read_pause_bytes;        /* 4 MiB: a served conn with more output unsent is not
@@ -2717,7 +2718,8 @@ WSCH_API void wsch_posix_random_bytes(void *buf, size_t len, void *user);
    wsch_posix_timer_init) for as long as it may be armed. Starting an armed
    timer re-arms it; stop it before its memory goes. Its callback runs once
    per start, from the loop; it may start, stop or free timers, its own
-   included. A timer started with 0 ms runs in the next turn. */
+   included. A timer started with 0 ms runs in the next turn (one started
+   from a timer's callback never runs in the same pass over the timers). */
 typedef struct wsch_posix_timer wsch_posix_timer;
 typedef void (*wsch_posix_timer_fn)(wsch_posix_loop *loop, wsch_posix_timer *t, void *user);
 struct wsch_posix_timer {
@@ -13012,11 +13014,14 @@ WSCH__PRIVATE void wsch__px_heap_sift(wsch_posix_loop *loop, size_t i) {
     wsch__px_heap_place(loop, i, t);
 }
 
-/* Room in the heap for n more timers: WSCH_OK, WSCH_ERR_LIMIT or WSCH_ERR_NOMEM. */
+/* Room in the heap for n more timers: WSCH_OK, WSCH_ERR_LIMIT or
+   WSCH_ERR_NOMEM. The loop's own timers (3 per socket, 5 per client) have
+   their room reserved when their owner is made, so arming one never fails;
+   the armed ones among them are counted twice here, which errs on the safe
+   side. */
 WSCH__PRIVATE int wsch__px_heap_room(wsch_posix_loop *loop, size_t n) {
-    size_t need = loop->reserved + n, cap;
+    size_t need = loop->reserved + loop->nheap + n, cap;
     wsch_posix_timer **h;
-    if (need < loop->nheap + n) need = loop->nheap + n;
     if (need > loop->desc.max_timers) return WSCH_ERR_LIMIT;
     if (need <= loop->cap_heap) return WSCH_OK;
     cap = loop->cap_heap ? loop->cap_heap : 64;
@@ -13087,12 +13092,11 @@ WSCH__PRIVATE uint32_t wsch__px_timer_wait(const wsch_posix_loop *loop, uint32_t
     return due - now < (uint64_t)cap ? (uint32_t)(due - now) : cap;
 }
 
-/* Runs the timers due now; at most those armed when it began, so a timer
-   re-armed with 0 ms from its own callback waits for the next turn. */
+/* Runs the timers due now, only those armed before it began: a timer
+   (re-)armed from a callback, with 0 ms too, waits for the next turn. */
 WSCH__PRIVATE void wsch__px_timers_run(wsch_posix_loop *loop) {
-    uint64_t now = wsch_posix_now_ms(NULL);
-    size_t budget = loop->nheap;
-    while (budget-- > 0 && loop->nheap && loop->heap[0]->due <= now) {
+    uint64_t now = wsch_posix_now_ms(NULL), seq0 = loop->seq;
+    while (loop->nheap && loop->heap[0]->due <= now && loop->heap[0]->seq <= seq0) {
         wsch_posix_timer *t = loop->heap[0];
         wsch_posix_timer_stop(loop, t);
         t->fn(loop, t, t->user);

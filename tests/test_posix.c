@@ -233,6 +233,7 @@ TEST timers_limit(void) {
     PASS();
 }
 
+
 /* ---- your descriptors -------------------------------------------------- */
 
 typedef struct wctx {
@@ -1232,6 +1233,42 @@ TEST transport_hook(void) {
     PASS();
 }
 
+/* The room a connection's own timers need is kept for them: your timers
+   cannot take it, so the library's timeouts are never lost. */
+TEST timers_reserved_for_connections(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop_desc d;
+    wsch_posix_loop *loop = NULL;
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    wsch_posix_timer t[64];
+    app srv;
+    int i, armed = 0, fd;
+    memset(&d, 0, sizeof d);
+    memset(&srv, 0, sizeof srv);
+    d.backend = g_backend;
+    d.max_timers = 40;
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_create(&d, &loop));
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    fd = raw_ws_client(wsch_posix_listener_port(l));
+    ASSERT(fd >= 0);
+    ASSERT(run_until(loop, &srv.opened, 2000));
+    for (i = 0; i < 64; i++) {
+        wsch_posix_timer_init(&t[i], many_fire, NULL);
+        if (wsch_posix_timer_start(loop, &t[i], 60000) == WSCH_OK) armed++;
+    }
+    ASSERT(armed > 0 && armed < 40);
+    /* the conn can still arm its close timer */
+    ASSERT_EQ(WSCH_OK, wsch_conn_close(srv.conn, WSCH_CLOSE_NORMAL, NULL, 0));
+    close(fd);                          /* the peer goes: the conn ends all the same */
+    ASSERT(run_until(loop, &srv.closed, 3000));
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
 /* ---- teardown, limits, backpressure ------------------------------------ */
 
 static void destroy_on_stop(wsch_client *c, wsch_stop reason, void *user) {
@@ -1442,6 +1479,7 @@ SUITE(posix) {
     RUN_TEST(timers_cancel_and_rearm);
     RUN_TEST(timers_many);
     RUN_TEST(timers_limit);
+    RUN_TEST(timers_reserved_for_connections);
     RUN_TEST(watch_fds);
     RUN_TEST(echo_end_to_end);
     RUN_TEST(partial_writes);
