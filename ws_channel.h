@@ -2641,6 +2641,8 @@ enum {
 #define WSCH_POSIX_READS_PER_EVENT          8u   /* reads per readiness event before others get a turn */
 #define WSCH_POSIX_ADDR_MAX                 128u /* bytes of one socket address (sockaddr_storage) */
 #define WSCH_POSIX_MAX_ADDRS                8u   /* resolved addresses a connect tries, in order */
+#define WSCH_POSIX_GATHER_BLOCK             16384u /* bytes a socket gathers in a turn, at most */
+#define WSCH_POSIX_DEFAULT_GATHER_BYTES     (4u * 1024u * 1024u)
 
 typedef struct wsch_posix_loop_desc {
     wsch_posix_backend backend;     /* AUTO */
@@ -2653,6 +2655,14 @@ typedef struct wsch_posix_loop_desc {
     size_t read_pause_bytes;        /* 4 MiB: a served conn with more output unsent is not
                                        read until it drains (backpressure) */
     uint32_t shutdown_timeout_ms;   /* 5000: a graceful shutdown's bound */
+    /* Gathered writes: the first send to a socket in a turn is written at
+       once; later ones in the same turn are copied behind it into a block of
+       WSCH_POSIX_GATHER_BLOCK bytes and written together at the end of the
+       turn (a hub's burst of broadcasts costs each peer one write a turn,
+       not one a message). gather_bytes bounds the blocks in use; without a
+       free one a send is written at once, as with no_gather. */
+    size_t gather_bytes;            /* 4 MiB */
+    int no_gather;                  /* 1: every send is written at once */
     wsch_allocator allocator;
     void (*log)(const char *msg, void *user);   /* optional: short static strings */
     void *user;                     /* for log */
@@ -2700,6 +2710,15 @@ WSCH_API void wsch_posix_loop_shutdown(wsch_posix_loop *loop);
 WSCH_API int wsch_posix_handle_signals(wsch_posix_loop *loop);
 
 WSCH_API wsch_posix_backend wsch_posix_loop_backend(const wsch_posix_loop *loop);
+/* What the loop has done since it was created. */
+typedef struct wsch_posix_counters {
+    uint64_t turns;                 /* waits for readiness */
+    uint64_t accepted;              /* connections accepted (served or shed) */
+    uint64_t reads;                 /* reads that brought bytes */
+    uint64_t writes;                /* writes to sockets (system calls, or the transport's) */
+    uint64_t gathered;              /* sends that joined bytes waiting in a gather block */
+} wsch_posix_counters;
+WSCH_API void wsch_posix_loop_counters(const wsch_posix_loop *loop, wsch_posix_counters *out);
 /* Sockets the loop holds now (served conns, hub peers, client links),
    listeners and watches not counted. */
 WSCH_API size_t wsch_posix_loop_sockets(const wsch_posix_loop *loop);
@@ -12662,11 +12681,14 @@ struct wsch__px_sock {
     uint8_t attached;               /* the library has it (conn created, peer accepted, link opened) */
     uint8_t write_wants_read;       /* the transport's write asked for readability */
     uint8_t read_wants_write;       /* ... and its read for writability (a renegotiation) */
+    uint8_t touched;                /* wrote in this turn (on loop->touched) */
+    unsigned char *gbuf;            /* gathered bytes: [goff, goff + glen) of a gather block */
+    size_t goff, glen;
     unsigned tls_want;              /* during the transport's handshake: what it waits for */
     const wsch_posix_transport *tr;
     void *tls;
     wsch__px_sock *prev, *next;     /* every sock of the loop */
-    wsch__px_sock *next_dirty, *next_pending, *next_grave;
+    wsch__px_sock *next_dirty, *next_pending, *next_grave, *next_touched;
     wsch_posix_timer timer[3];      /* library timer ids 1, 2 and 16 (the link: its connect deadline) */
     void *obj;                      /* CONN: the wsch_conn; LINK: the wsch__px_client */
     void *owner;                    /* CONN: the wsch__px_serve; PEER: the wsch__px_hub */
@@ -12750,7 +12772,11 @@ struct wsch_posix_loop {
     unsigned char pool[WSCH__PX_POOL];
     size_t pool_pos;
     int spare_fd;                   /* given up to shed a connection when out of descriptors */
-    wsch__px_sock *socks, *dirty, *pending, *grave;
+    wsch__px_sock *socks, *dirty, *pending, *grave, *touched;
+    unsigned char *gfree;           /* free gather blocks (each starts with the next's address) */
+    size_t gblocks, gmax;           /* blocks made, and the most there may be */
+    int in_turn;                    /* dispatching a turn's events and timers: sends may gather */
+    wsch_posix_counters counters;
     wsch_posix_listener *listeners;
     wsch_posix_watch *watches;
 #ifndef WS_CHANNEL_NO_CONN
@@ -13156,6 +13182,9 @@ WSCH__PRIVATE wsch__px_sock *wsch__px_sock_new(wsch_posix_loop *loop, int fd, in
     return s;
 }
 
+WSCH__PRIVATE int wsch__px_gather_flush(wsch__px_sock *s);
+WSCH__PRIVATE void wsch__px_gather_release(wsch__px_sock *s);
+
 /* The one way a socket ends: timers stopped, the transport's session shut
    down and freed, the descriptor closed; the record waits for the end of
    the turn. */
@@ -13164,6 +13193,8 @@ WSCH__PRIVATE void wsch__px_sock_close(wsch__px_sock *s, int orderly) {
     int k;
     if (s->state == WSCH__PX_S_CLOSED) return;
     for (k = 0; k < 3; k++) wsch_posix_timer_stop(loop, &s->timer[k]);
+    if (s->glen && s->state == WSCH__PX_S_READY) (void)wsch__px_gather_flush(s);  /* a close frame, say */
+    wsch__px_gather_release(s);
     if (s->tls) {
         if (orderly && s->state == WSCH__PX_S_READY && s->tr->shutdown) (void)s->tr->shutdown(s->tls, s->tr->user);
         s->tr->close(s->tls, s->tr->user);
@@ -13217,10 +13248,11 @@ WSCH__PRIVATE wsch_posix_io wsch__px_read(wsch__px_sock *s, void *buf, size_t ca
     }
 }
 
-/* The send effect's body: bytes taken, 0 (would block: the interest is
-   brought up to date at the end of the turn) or WSCH_SEND_ERROR. */
-WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t len) {
-    if (!s || s->state != WSCH__PX_S_READY) return WSCH_SEND_ERROR;
+/* One write to the socket (or through the transport): bytes taken, 0
+   (would block: the interest is brought up to date at the end of the turn)
+   or WSCH_SEND_ERROR. */
+WSCH__PRIVATE size_t wsch__px_raw_write(wsch__px_sock *s, const void *data, size_t len) {
+    s->loop->counters.writes++;
     if (s->tls) {
         size_t n = 0;
         wsch_posix_io r = s->tr->write(s->tls, data, len, &n, s->tr->user);
@@ -13249,6 +13281,85 @@ WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t l
         }
         return WSCH_SEND_ERROR;     /* EPIPE, ECONNRESET: the library ends the connection */
     }
+}
+
+/* ---- gathered writes ----
+   Bytes the library was told were sent but that wait in the sock's gather
+   block: at most WSCH_POSIX_GATHER_BLOCK per socket, and gather_bytes in
+   all. Every later byte of that socket goes behind them, so the stream
+   keeps its order. */
+WSCH__PRIVATE unsigned char *wsch__px_gather_block(wsch_posix_loop *loop) {
+    unsigned char *b = loop->gfree;
+    if (b) {
+        WSCH_MEMCPY(&loop->gfree, b, sizeof loop->gfree);
+        return b;
+    }
+    if (loop->gblocks >= loop->gmax) return NULL;
+    b = (unsigned char *)wsch__alloc(&loop->desc.allocator, WSCH_POSIX_GATHER_BLOCK);
+    if (b) loop->gblocks++;
+    return b;
+}
+
+WSCH__PRIVATE void wsch__px_gather_release(wsch__px_sock *s) {
+    if (!s->gbuf) return;
+    WSCH_MEMCPY(s->gbuf, &s->loop->gfree, sizeof s->loop->gfree);
+    s->loop->gfree = s->gbuf;
+    s->gbuf = NULL;
+    s->goff = s->glen = 0;
+}
+
+/* Writes the gathered bytes: WSCH_OK (some may remain when the socket is
+   full) or WSCH_ERR_TRANSPORT. */
+WSCH__PRIVATE int wsch__px_gather_flush(wsch__px_sock *s) {
+    while (s->glen) {
+        size_t n = wsch__px_raw_write(s, s->gbuf + s->goff, s->glen);
+        if (n == WSCH_SEND_ERROR) return WSCH_ERR_TRANSPORT;
+        if (n == 0) return WSCH_OK;
+        if (n > s->glen) n = s->glen;
+        s->goff += n;
+        s->glen -= n;
+    }
+    wsch__px_gather_release(s);
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__px_touch(wsch__px_sock *s) {
+    if (s->touched) return;
+    s->touched = 1;
+    s->next_touched = s->loop->touched;
+    s->loop->touched = s;
+}
+
+/* The send effect's body: bytes taken, 0 (would block) or WSCH_SEND_ERROR. */
+WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t len) {
+    wsch_posix_loop *loop;
+    if (!s || s->state != WSCH__PX_S_READY) return WSCH_SEND_ERROR;
+    loop = s->loop;
+    if (s->glen) {                  /* earlier bytes wait: these go behind them */
+        if (loop->in_turn && len <= WSCH_POSIX_GATHER_BLOCK - s->goff - s->glen) {
+            WSCH_MEMCPY(s->gbuf + s->goff + s->glen, data, len);
+            s->glen += len;
+            loop->counters.gathered++;
+            wsch__px_touch(s);
+            return len;
+        }
+        if (wsch__px_gather_flush(s) != WSCH_OK) return WSCH_SEND_ERROR;
+        if (s->glen) {
+            wsch__px_mark_dirty(s);
+            return 0;
+        }
+    }
+    if (loop->in_turn && !loop->desc.no_gather) {
+        if (s->touched && len < WSCH_POSIX_GATHER_BLOCK && (s->gbuf = wsch__px_gather_block(loop)) != NULL) {
+            WSCH_MEMCPY(s->gbuf, data, len);
+            s->goff = 0;
+            s->glen = len;
+            loop->counters.gathered++;
+            return len;
+        }
+        wsch__px_touch(s);          /* the first write of the turn leaves at once */
+    }
+    return wsch__px_raw_write(s, data, len);
 }
 
 /* ---- the library's side of a sock: feed, writable, the end, want ---- */
@@ -13350,6 +13461,7 @@ WSCH__PRIVATE void wsch__px_follow(wsch__px_sock *s) {
     else want = wsch__px_owner_want(s);
     if (s->write_wants_read && (want & WSCH_POSIX_WRITE)) want |= WSCH_POSIX_READ;
     if (s->read_wants_write && (want & WSCH_POSIX_READ)) want |= WSCH_POSIX_WRITE;
+    if (s->glen) want |= WSCH_POSIX_WRITE;
     if (wsch__px_io_set(s->loop, &s->io, want) != WSCH_OK) {
         wsch__px_log(s->loop, "wsch posix: the backend refused a socket");
         wsch__px_owner_lost(s);
@@ -13373,6 +13485,7 @@ WSCH__PRIVATE void wsch__px_sock_read(wsch__px_sock *s) {
             wsch__px_owner_lost(s);
             return;
         }
+        loop->counters.reads++;
         wsch__px_owner_feed(s, loop->buf, n);
         if (s->state != WSCH__PX_S_READY) return;
         if (!(wsch__px_owner_want(s) & WSCH_WANT_READ)) return;    /* closing, or paused */
@@ -13441,7 +13554,11 @@ WSCH__PRIVATE void wsch__px_sock_event(wsch_posix_loop *loop, wsch__px_io *io, u
     if (s->state != WSCH__PX_S_READY) return;
     if ((ev & WSCH_POSIX_WRITE) || (s->write_wants_read && (ev & WSCH_POSIX_READ))) {
         s->write_wants_read = 0;
-        wsch__px_owner_writable(s);
+        if (s->glen && wsch__px_gather_flush(s) != WSCH_OK) {
+            wsch__px_owner_lost(s);
+            return;
+        }
+        if (!s->glen) wsch__px_owner_writable(s);
     }
     if (s->state == WSCH__PX_S_READY &&
         ((ev & (WSCH_POSIX_READ | WSCH_POSIX_HANGUP)) || (s->read_wants_write && (ev & WSCH_POSIX_WRITE)))) {
@@ -13549,6 +13666,7 @@ WSCH__PRIVATE void wsch__px_listener_event(wsch_posix_loop *loop, wsch__px_io *i
             return;                 /* EAGAIN: drained */
         }
         wsch__px_tune(fd);
+        loop->counters.accepted++;
         wsch__px_accept_one(l, fd);
     }
 }
@@ -14340,6 +14458,7 @@ WSCH_API wsch_posix_loop_desc wsch_posix_loop_desc_defaults(const wsch_posix_loo
     if (d.max_events > 65536u) d.max_events = 65536u;
     d.read_pause_bytes = wsch__or(d.read_pause_bytes, WSCH_POSIX_DEFAULT_READ_PAUSE_BYTES);
     if (!d.shutdown_timeout_ms) d.shutdown_timeout_ms = WSCH_POSIX_DEFAULT_SHUTDOWN_MS;
+    d.gather_bytes = wsch__or(d.gather_bytes, WSCH_POSIX_DEFAULT_GATHER_BYTES);
     return d;
 }
 
@@ -14389,6 +14508,7 @@ WSCH_API int wsch_posix_loop_create(const wsch_posix_loop_desc *desc, wsch_posix
         return rc;
     }
     loop->spare_fd = open("/dev/null", O_RDONLY);
+    loop->gmax = d.no_gather ? 0 : d.gather_bytes / WSCH_POSIX_GATHER_BLOCK;
     *out = loop;
     return WSCH_OK;
 }
@@ -14478,8 +14598,11 @@ WSCH__PRIVATE int wsch__px_turn(wsch_posix_loop *loop, uint32_t max_wait_ms) {
     if (loop->flush_ms && loop->flush_ms < wait) wait = loop->flush_ms;
     if (loop->pending || loop->stop) wait = 0;
     if (!loop->nio && !loop->nheap && !loop->flush_ms) wait = 0;   /* nothing could wake it */
+    loop->in_turn = 1;
+    loop->counters.turns++;
     n = wsch__px_wait(loop, wait == WSCH_POSIX_FOREVER ? -1 : (wait > 0x7fffffffu ? 0x7fffffff : (int)wait));
     if (n < 0) {
+        loop->in_turn = 0;
         wsch__px_log(loop, "wsch posix: the wait failed");
         return WSCH_ERR_STATE;
     }
@@ -14497,6 +14620,20 @@ WSCH__PRIVATE int wsch__px_turn(wsch_posix_loop *loop, uint32_t max_wait_ms) {
         }
     }
     wsch__px_timers_run(loop);
+    loop->in_turn = 0;
+    {                               /* what each socket gathered leaves in one write */
+        wsch__px_sock *s = loop->touched;
+        loop->touched = NULL;
+        while (s) {
+            wsch__px_sock *next = s->next_touched;
+            s->touched = 0;
+            if (s->glen && s->state == WSCH__PX_S_READY) {
+                if (wsch__px_gather_flush(s) != WSCH_OK) wsch__px_owner_lost(s);
+                else wsch__px_mark_dirty(s);
+            }
+            s = next;
+        }
+    }
     wsch__px_settle(loop);
     return WSCH_OK;
 }
@@ -14532,6 +14669,12 @@ WSCH_API wsch_posix_backend wsch_posix_loop_backend(const wsch_posix_loop *loop)
 }
 
 WSCH_API size_t wsch_posix_loop_sockets(const wsch_posix_loop *loop) { return loop ? loop->nsocks : 0; }
+
+WSCH_API void wsch_posix_loop_counters(const wsch_posix_loop *loop, wsch_posix_counters *out) {
+    if (!out) return;
+    if (loop) *out = loop->counters;
+    else WSCH_MEMSET(out, 0, sizeof *out);
+}
 
 WSCH_API void wsch_posix_loop_destroy(wsch_posix_loop *loop) {
     wsch__px_sock *s;
@@ -14584,6 +14727,11 @@ WSCH_API void wsch_posix_loop_destroy(wsch_posix_loop *loop) {
     {
         size_t i;                   /* your timers stay yours: only disarmed */
         for (i = 0; i < loop->nheap; i++) loop->heap[i]->slot = 0;
+    }
+    while (loop->gfree) {
+        unsigned char *b = loop->gfree;
+        WSCH_MEMCPY(&loop->gfree, b, sizeof loop->gfree);
+        wsch__free(&loop->desc.allocator, b);
     }
     if (loop->bfd >= 0) (void)close(loop->bfd);
     if (loop->spare_fd >= 0) (void)close(loop->spare_fd);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 static wsch_posix_backend g_backend;
+static int g_no_gather;
 static alloc_counter g_alloc;
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -41,6 +42,7 @@ static wsch_posix_loop *mk_loop(void) {
     wsch_posix_loop *loop = NULL;
     memset(&d, 0, sizeof d);
     d.backend = g_backend;
+    d.no_gather = g_no_gather;
     d.allocator = alloc_counter_allocator(&g_alloc);
     d.shutdown_timeout_ms = 3000;
     if (wsch_posix_loop_create(&d, &loop) != WSCH_OK) return NULL;
@@ -899,6 +901,12 @@ TEST hub_end_to_end(void) {
     ASSERT_EQ(0, sub.errors);
     ASSERT_EQ(2, h.connects);
     ASSERT_EQ(50, h.messages);
+    {
+        wsch_posix_counters k;
+        wsch_posix_loop_counters(loop, &k);
+        ASSERT(k.turns > 0 && k.reads > 0 && k.writes > 0);
+        ASSERT_EQ(g_no_gather ? 0 : 1, k.gathered > 0);    /* 50 broadcasts in a turn or two */
+    }
 
     /* A wrong token: refused with 4001, which stops the client. */
     d = client_desc(&bad, url);
@@ -1269,6 +1277,146 @@ TEST timers_reserved_for_connections(void) {
     PASS();
 }
 
+/* ---- gathered writes keep the stream in order ---------------------------
+   20,000 broadcasts from one timer callback (one turn) to a raw peer whose
+   receive buffer is small and which reads only afterwards: the first goes
+   out at once, the next ones gather, the block fills and is written, the
+   socket fills, the rest queue in the library. Every frame must arrive,
+   once, in order. */
+#define BURST 20000
+
+typedef struct burst {
+    wsch_hub *hub;
+    int done;
+} burst;
+
+static void burst_fire(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    burst *b = (burst *)user;
+    char payload[400];
+    int i;
+    (void)loop;
+    (void)t;
+    memset(payload, 0, sizeof payload);
+    for (i = 0; i < BURST; i++) {
+        int n = snprintf(payload, sizeof payload, "{\"n\":%d,\"pad\":\"%0200d\"}", i, 0);
+        if (wsch_hub_broadcast(b->hub, "news", "news", payload, (size_t)n, NULL) != WSCH_OK) break;
+    }
+    b->done = 1;
+}
+
+/* Parses the server's frames in buf[0..len): calls back each text
+   payload's "n". Returns the bytes used. */
+static size_t parse_frames(const unsigned char *buf, size_t len, int *next, int *bad, int *closed) {
+    size_t off = 0;
+    while (len - off >= 2) {
+        size_t h = 2, plen = buf[off + 1] & 0x7Fu;
+        const char *p;
+        if (plen == 126) {
+            if (len - off < 4) break;
+            plen = (size_t)buf[off + 2] << 8 | buf[off + 3];
+            h = 4;
+        } else if (plen == 127) {
+            *bad += 1;
+            return len;
+        }
+        if (len - off < h + plen) break;
+        if ((buf[off] & 0x0F) == 8) *closed = 1;
+        if ((buf[off] & 0x0F) == 1) {
+            p = strstr((const char *)buf + off + h, "\"n\":");
+            if (p && p < (const char *)buf + off + h + plen) {
+                if (atoi(p + 4) == *next) (*next)++;
+                else *bad += 1;
+            }
+        }
+        off += h + plen;
+    }
+    return off;
+}
+
+TEST gather_keeps_order(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_hub_desc hd;
+    wsch_posix_timer t;
+    struct sockaddr_in sa;
+    hubctx h;
+    burst b;
+    static unsigned char in[1 << 20];
+    size_t have = 0;
+    int fd, small = 4096, next = 0, bad = 0, closed = 0, subscribed = 0;
+    static const char req[] = "GET /ws?token=secret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\n\r\n";
+    static const char sub[] = "{\"type\":\"subscribe\",\"payload\":{\"channel\":\"news\"}}";
+    unsigned char frame[128];
+    uint64_t end;
+    ASSERT(loop);
+    memset(&h, 0, sizeof h);
+    memset(&b, 0, sizeof b);
+    hd = hub_desc(&h);
+    hd.limits.max_outbound_bytes = 64u * 1024u * 1024u;    /* no slow-consumer drop here */
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    b.hub = h.hub;
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l, h.hub));
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(wsch_posix_listener_port(l));
+    ASSERT_EQ(0, connect(fd, (struct sockaddr *)&sa, sizeof sa));
+    ASSERT_EQ((ssize_t)(sizeof req - 1), write(fd, req, sizeof req - 1));
+    frame[0] = 0x81;                    /* text, masked with a zero key */
+    frame[1] = (unsigned char)(0x80 | (sizeof sub - 1));
+    memset(frame + 2, 0, 4);
+    memcpy(frame + 6, sub, sizeof sub - 1);
+    ASSERT_EQ((ssize_t)(6 + sizeof sub - 1), write(fd, frame, 6 + sizeof sub - 1));
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    end = wsch_posix_now_ms(NULL) + 3000;
+    while (!subscribed && wsch_posix_now_ms(NULL) < end) {     /* the 101, then "subscribed" */
+        ssize_t n;
+        (void)wsch_posix_loop_run_once(loop, 5);
+        n = read(fd, in + have, sizeof in - have);
+        if (n > 0) have += (size_t)n;
+        if (have && memmem(in, have, "subscribed", 10)) subscribed = 1;
+    }
+    ASSERT(subscribed);
+    have = 0;
+    wsch_posix_timer_init(&t, burst_fire, &b);
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &t, 0));
+    ASSERT(run_until(loop, &b.done, 3000));
+    end = wsch_posix_now_ms(NULL) + 20000;
+    while (next < BURST && !bad && wsch_posix_now_ms(NULL) < end) {
+        ssize_t n = read(fd, in + have, sizeof in - have);
+        if (n > 0) {
+            size_t used;
+            have += (size_t)n;
+            used = parse_frames(in, have, &next, &bad, &closed);
+            memmove(in, in + used, have - used);
+            have -= used;
+        } else {
+            (void)wsch_posix_loop_run_once(loop, 5);
+        }
+    }
+    ASSERT_EQ(0, bad);
+    ASSERT_EQ(BURST, next);
+    ASSERT_EQ(0, closed);
+    if (!g_no_gather) {
+        wsch_posix_counters k;
+        wsch_posix_loop_counters(loop, &k);
+        ASSERT(k.gathered > 0);
+        ASSERT(k.writes < (uint64_t)BURST);    /* far fewer writes than messages */
+    }
+    close(fd);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
 /* ---- teardown, limits, backpressure ------------------------------------ */
 
 static void destroy_on_stop(wsch_client *c, wsch_stop reason, void *user) {
@@ -1490,6 +1638,7 @@ SUITE(posix) {
     RUN_TEST(send_error_is_reported);
     RUN_TEST(reset_while_reading);
     RUN_TEST(hub_end_to_end);
+    RUN_TEST(gather_keeps_order);
     RUN_TEST(shutdown_hub_by_signal);
     RUN_TEST(shutdown_client_and_conns);
     RUN_TEST(shutdown_served_conns);
@@ -1515,5 +1664,10 @@ int main(int argc, char **argv) {
                                                                           : "poll");
         RUN_SUITE(posix);
     }
+    /* Once more without gathered writes: every send written at once. */
+    g_backend = wsch_posix_loop_desc_defaults(NULL).backend;
+    g_no_gather = 1;
+    printf("* backend %s, no gathering\n", g_backend == WSCH_POSIX_BACKEND_EPOLL ? "epoll" : "default");
+    RUN_SUITE(posix);
     GREATEST_MAIN_END();
 }
