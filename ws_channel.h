@@ -2562,6 +2562,16 @@ extern "C" {
      TLS         a transport hook (wsch_posix_transport: open, handshake,
                  read, write, shutdown, close) that any TLS library plugs
                  into; plain TCP is the default and takes a direct path
+     batching    per turn: readiness interest is updated once per socket
+                 (no system call when it did not change), hubs are flushed
+                 once, and what a socket is sent after its first write of
+                 the turn is gathered and written once at the end of it
+                 (gather_bytes); wsch_posix_loop_counters() shows the effect
+
+   A turn: wait for readiness (bounded by the next timer and the hubs'
+   flush), handle every ready socket (up to READS_PER_EVENT reads each),
+   run the timers that are due, write what was gathered, flush the hubs,
+   update interest, free what finished.
 
    Compile: C99 plus POSIX.1-2008. With a strict -std=c99, define
    _POSIX_C_SOURCE 200809L (or _GNU_SOURCE / _DEFAULT_SOURCE) before the
@@ -2694,7 +2704,8 @@ WSCH_API int wsch_posix_loop_run(wsch_posix_loop *loop);
    connections finished during the turn are freed. Returns WSCH_OK or
    WSCH_ERR_STATE (the wait failed). */
 WSCH_API int wsch_posix_loop_run_once(wsch_posix_loop *loop, uint32_t max_wait_ms);
-/* Makes wsch_posix_loop_run() return after the current turn. */
+/* Makes wsch_posix_loop_run() return after the current turn (or at once,
+   when called before it). */
 WSCH_API void wsch_posix_loop_stop(wsch_posix_loop *loop);
 /* Graceful shutdown, as a signal does: listeners close, every hub gets
    wsch_hub_shutdown() (peers: 1001), served conns are closed with 1001,
@@ -2807,7 +2818,9 @@ typedef struct wsch_posix_transport {
        again) or ERROR. */
     wsch_posix_io (*write)(void *session, const void *data, size_t len, size_t *n, void *user);
     /* Optional: once, before close, when the connection ends in order (a
-       close_notify); best effort, its result is not waited for. */
+       close_notify); best effort, its result is not waited for. Writes
+       of the adapter's own must not raise SIGPIPE (MSG_NOSIGNAL, or
+       wsch_posix_handle_signals(), which ignores it). */
     wsch_posix_io (*shutdown)(void *session, void *user);
     /* Frees the session; the loop closes the socket after it. Once per
        successful open(). */
@@ -14648,7 +14661,6 @@ WSCH_API int wsch_posix_loop_run(wsch_posix_loop *loop) {
     int rc = WSCH_OK;
     if (!loop || loop->running) return WSCH_ERR_ARG;
     loop->running = 1;
-    loop->stop = 0;
     wsch__px_settle(loop);          /* what the caller did before; each turn settles its own */
     while (!loop->stop) {
         rc = wsch__px_turn(loop, WSCH_POSIX_FOREVER);

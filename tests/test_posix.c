@@ -236,6 +236,36 @@ TEST timers_limit(void) {
 }
 
 
+/* stop() before run(): run() returns at once; stop() from a callback ends
+   run() after that turn, timers still armed. */
+static void stop_fire(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    (void)t;
+    ++*(int *)user;
+    wsch_posix_loop_stop(loop);
+}
+
+TEST stop_and_run(void) {
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_timer a, b;
+    int fired = 0;
+    uint64_t t0;
+    ASSERT(loop);
+    wsch_posix_timer_init(&a, stop_fire, &fired);
+    wsch_posix_timer_init(&b, stop_fire, &fired);
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &a, 10));
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &b, 60000));
+    wsch_posix_loop_stop(loop);
+    t0 = wsch_posix_now_ms(NULL);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(loop));
+    ASSERT_EQ(0, fired);
+    ASSERT(wsch_posix_now_ms(NULL) - t0 < 5);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(loop));     /* a's callback stops it */
+    ASSERT_EQ(1, fired);
+    ASSERT(wsch_posix_timer_active(&b));
+    wsch_posix_loop_destroy(loop);
+    PASS();
+}
+
 /* ---- your descriptors -------------------------------------------------- */
 
 typedef struct wctx {
@@ -1627,6 +1657,7 @@ SUITE(posix) {
     RUN_TEST(timers_cancel_and_rearm);
     RUN_TEST(timers_many);
     RUN_TEST(timers_limit);
+    RUN_TEST(stop_and_run);
     RUN_TEST(timers_reserved_for_connections);
     RUN_TEST(watch_fds);
     RUN_TEST(echo_end_to_end);
