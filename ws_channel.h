@@ -2890,7 +2890,8 @@ typedef struct wsch_posix_client_opts {
     uint32_t connect_timeout_ms;    /* 10000: TCP connect (every address tried) and the
                                        transport's handshake together */
     const void *addr;               /* a struct sockaddr_in / _in6 to connect to instead of
-                                       resolving the URL's host (copied) */
+                                       resolving the URL's host (copied; its port is the one
+                                       used; the URL still names the Host header) */
     size_t addr_len;
     /* Your resolver instead of getaddrinfo: write up to *count addresses of
        host (each a struct sockaddr_in / _in6, at most WSCH_POSIX_ADDR_MAX
@@ -13904,6 +13905,12 @@ WSCH__PRIVATE void wsch__px_hub_free(wsch_posix_loop *loop, wsch__px_hub *x) {
         }
     }
     if (x->hub) wsch_hub_destroy(x->hub);   /* every peer's close() runs */
+    {
+        wsch__px_sock *s;               /* and sockets not yet handed to it (a transport's handshake) */
+        for (s = loop->socks; s; s = s->next) {
+            if (s->kind == WSCH__PX_PEER && s->owner == x) wsch__px_sock_close(s, 0);
+        }
+    }
     x->hub = NULL;
     x->dead = 1;
 }
