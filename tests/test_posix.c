@@ -1620,6 +1620,75 @@ TEST read_pause(void) {
     PASS();
 }
 
+/* A hub behind the transport: a client through it subscribes; then the hub
+   is destroyed while another socket is still in the transport's handshake. */
+TEST hub_over_transport(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l = NULL;
+    wsch_posix_listen_desc ld;
+    wsch_posix_transport tr;
+    wsch_posix_client_opts o;
+    wsch_hub_desc hd;
+    wsch_client_desc d;
+    toy_stats st;
+    hubctx h;
+    app sub;
+    char url[64];
+    int raw;
+    ASSERT(loop);
+    memset(&st, 0, sizeof st);
+    memset(&h, 0, sizeof h);
+    memset(&sub, 0, sizeof sub);
+    memset(&tr, 0, sizeof tr);
+    tr.open = toy_open;
+    tr.handshake = toy_handshake;
+    tr.read = toy_read;
+    tr.write = toy_write;
+    tr.close = toy_close;           /* no shutdown: optional */
+    tr.user = &st;
+    hd = hub_desc(&h);
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    memset(&ld, 0, sizeof ld);
+    ld.transport = &tr;
+    ASSERT_EQ(WSCH_OK, wsch_posix_listen(loop, &ld, &l));
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l, h.hub));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&sub, url);
+    d.token = "secret";
+    memset(&o, 0, sizeof o);
+    o.transport = &tr;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &sub.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(sub.client, "subscribed", sub_subscribed, &sub, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(sub.client, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(sub.client));
+    ASSERT(run_until(loop, &sub.user_seen, 3000));
+    ASSERT_EQ(1, h.connects);
+    raw = raw_ws_client(wsch_posix_listener_port(l));  /* never says HELO */
+    ASSERT(raw >= 0);
+    (void)wsch_posix_loop_run_once(loop, 20);
+    (void)wsch_posix_loop_run_once(loop, 20);
+    ASSERT_EQ(3, st.opens);         /* the client, its peer, the raw one */
+    wsch_posix_hub_destroy(loop, h.hub);
+    ASSERT_EQ(4, (int)write(raw, "HELO", 4));     /* too late: its socket went with the hub */
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 20));
+    {
+        char b[64];
+        ssize_t n;
+        while ((n = read(raw, b, sizeof b)) > 0) {
+        }
+        ASSERT(n <= 0);             /* EOF or reset, never served */
+    }
+    ASSERT_EQ(0, (int)wsch_posix_loop_sockets(loop) - (wsch_client_conn(sub.client) ? 1 : 0));
+    wsch_posix_client_destroy(sub.client);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(st.opens, st.closes);
+    close(raw);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
 /* ---- allocation failures ----------------------------------------------- */
 
 TEST loop_create_nomem(void) {
@@ -1674,6 +1743,7 @@ SUITE(posix) {
     RUN_TEST(shutdown_client_and_conns);
     RUN_TEST(shutdown_served_conns);
     RUN_TEST(transport_hook);
+    RUN_TEST(hub_over_transport);
     RUN_TEST(destroy_busy_loop);
     RUN_TEST(max_fds);
     RUN_TEST(read_pause);
