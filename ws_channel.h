@@ -13778,6 +13778,13 @@ WSCH__PRIVATE int wsch__px_listener_arm(wsch_posix_listener *l) {
 
 // >>posix-conns
 #ifndef WS_CHANNEL_NO_CONN
+/* The layer forwards every event of wsch_conn_desc and wsch_client_desc to
+   the caller with the caller's user pointer (the effects need their own).
+   These fail to compile when an event is added after the last one known
+   here: forward it below (wsch__px_ev_* / wsch__px_cl_*), then move the
+   check to the new last member. */
+typedef char wsch__px_conn_events_forwarded[(offsetof(wsch_conn_desc, on_close) + sizeof(void (*)(void)) ==
+                                             sizeof(wsch_conn_desc)) ? 1 : -1];
 /* Each event of a served conn goes to the caller's, with the caller's user
    (the conn's own user pointer is the sock, for the effects). */
 #define WSCH__PX_APP(user) (((wsch__px_serve *)((wsch__px_sock *)(user))->owner)->app)
@@ -13994,6 +14001,8 @@ WSCH__PRIVATE void wsch__px_sock_established(wsch__px_sock *s) {
 
 // >>posix-client
 #ifndef WS_CHANNEL_NO_CLIENT
+typedef char wsch__px_client_events_forwarded[(offsetof(wsch_client_desc, on_presence) + sizeof(void (*)(void)) ==
+                                               sizeof(wsch_client_desc)) ? 1 : -1];
 WSCH__PRIVATE wsch__px_client *wsch__px_cl(wsch_client *c) { return (wsch__px_client *)wsch_client_user(c); }
 
 WSCH__PRIVATE void wsch__px_cl_status(wsch_client *c, wsch_status st, void *user) {
