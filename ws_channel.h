@@ -2581,8 +2581,12 @@ extern "C" {
    its thread. The loop owns what it creates (served conns, hub peers, the
    hubs and clients made through it) and frees them in
    wsch_posix_loop_destroy(). Every allocation goes through
-   wsch_posix_loop_desc.allocator; every table is bounded (max_fds,
-   max_timers) and grows only as used.
+   wsch_posix_loop_desc.allocator (getaddrinfo's own excepted); every
+   table is bounded (max_fds, max_timers, gather_bytes) and grows only as
+   used. The one process-wide thing is the signal handler's pipe (signals
+   belong to the process): see wsch_posix_handle_signals(). Nothing of the
+   loop is re-entrant: call wsch_posix_loop_run/_run_once/_destroy from
+   outside its callbacks.
 
    The user pointers. The layer keeps its own pointer in the places the
    effects read it, and hands yours to your events:
