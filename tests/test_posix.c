@@ -1447,6 +1447,185 @@ TEST gather_keeps_order(void) {
     PASS();
 }
 
+/* ---- the library's timers through the loop ------------------------------ */
+
+/* Reads until EOF or a reset (1) within ms, or 0. Runs the loop meanwhile. */
+static int peer_ends(wsch_posix_loop *loop, int fd, uint32_t ms) {
+    uint64_t end = wsch_posix_now_ms(NULL) + ms;
+    char b[512];
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    while (wsch_posix_now_ms(NULL) < end) {
+        ssize_t n = read(fd, b, sizeof b);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return 1;
+        (void)wsch_posix_loop_run_once(loop, 5);
+    }
+    return 0;
+}
+
+/* A conn's handshake timeout (timer 1): a peer that never sends its request. */
+TEST conn_handshake_timeout(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_conn_desc cd = echo_desc();
+    struct sockaddr_in sa;
+    app srv;
+    uint64_t t0;
+    int fd;
+    ASSERT(loop);
+    memset(&srv, 0, sizeof srv);
+    cd.limits.handshake_timeout_ms = 150;
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_conns(l, &cd, &srv));
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(wsch_posix_listener_port(l));
+    ASSERT_EQ(0, connect(fd, (struct sockaddr *)&sa, sizeof sa));
+    t0 = wsch_posix_now_ms(NULL);
+    ASSERT(peer_ends(loop, fd, 3000));
+    ASSERT(wsch_posix_now_ms(NULL) - t0 >= 140);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 0));
+    ASSERT_EQ(0, (int)wsch_posix_loop_sockets(loop));
+    close(fd);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* A hub peer's idle timeout (timer 16): open, then silent. */
+TEST hub_idle_timeout(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_hub_desc hd;
+    hubctx h;
+    int fd;
+    ASSERT(loop);
+    memset(&h, 0, sizeof h);
+    hd = hub_desc(&h);
+    hd.authenticate = NULL;             /* anonymous peers */
+    hd.idle_timeout_ms = 150;
+    hd.limits.close_timeout_ms = 200;   /* the silent peer never answers the close */
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l, h.hub));
+    fd = raw_ws_client(wsch_posix_listener_port(l));
+    ASSERT(fd >= 0);
+    ASSERT(run_until(loop, &h.connects, 2000));
+    ASSERT(run_until(loop, &h.disconnects, 3000));
+    {
+        wsch_hub_counters k;
+        wsch_hub_stats(h.hub, &k);
+        ASSERT_EQ(1, (int)k.drops[WSCH_HUB_DROP_IDLE]);
+    }
+    ASSERT(peer_ends(loop, fd, 3000));
+    close(fd);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
+/* A client's heartbeat (timers 17, 18): kept alive by a hub that answers,
+   and a dead peer found when the server stops answering. */
+TEST client_heartbeat(void) {
+    int fds0 = count_fds();
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_hub_desc hd;
+    wsch_client_desc d;
+    hubctx h;
+    app cli;
+    char url[64];
+    uint64_t end;
+    ASSERT(loop);
+    memset(&h, 0, sizeof h);
+    memset(&cli, 0, sizeof cli);
+    hd = hub_desc(&h);
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l, h.hub));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&cli, url);
+    d.token = "secret";
+    d.heartbeat = WSCH_HEARTBEAT_PROTOCOL;
+    d.heartbeat_interval_ms = 30;
+    d.pong_timeout_ms = 100;
+    d.backoff_base_ms = 5000;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &cli.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
+    ASSERT(run_until(loop, &cli.connected, 3000));
+    end = wsch_posix_now_ms(NULL) + 400;
+    while (wsch_posix_now_ms(NULL) < end) ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 10));
+    ASSERT_EQ(0, cli.disconnected);     /* every heartbeat answered */
+    ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(cli.client));
+    wsch_posix_client_destroy(cli.client);
+    wsch_posix_loop_destroy(loop);
+
+    /* A server that accepts the handshake and then never says a word. */
+    {
+        struct sockaddr_in sa;
+        socklen_t sl = sizeof sa;
+        char req[2048], resp[512], acc[WSCH_ACCEPT_LEN + 1];
+        size_t have = 0, used;
+        wsch_request r;
+        app c2;
+        int lfd = socket(AF_INET, SOCK_STREAM, 0), fd = -1;
+        memset(&c2, 0, sizeof c2);
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(0, bind(lfd, (struct sockaddr *)&sa, sizeof sa));
+        ASSERT_EQ(0, listen(lfd, 4));
+        (void)getsockname(lfd, (struct sockaddr *)&sa, &sl);
+        url_for(url, sizeof url, "127.0.0.1", ntohs(sa.sin_port));
+        d = client_desc(&c2, url);
+        d.heartbeat = WSCH_HEARTBEAT_PROTOCOL;
+        d.heartbeat_interval_ms = 30;
+        d.pong_timeout_ms = 100;
+        d.backoff_base_ms = 5000;
+        ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop = mk_loop(), &d, NULL, &c2.client));
+        ASSERT_EQ(WSCH_OK, wsch_client_connect(c2.client));
+        end = wsch_posix_now_ms(NULL) + 3000;
+        fcntl(lfd, F_SETFL, O_NONBLOCK);
+        while (wsch_posix_now_ms(NULL) < end) {     /* accept and read the request */
+            (void)wsch_posix_loop_run_once(loop, 5);
+            if (fd < 0) fd = accept(lfd, NULL, NULL);
+            if (fd >= 0) {
+                ssize_t n;
+                fcntl(fd, F_SETFL, O_NONBLOCK);
+                n = read(fd, req + have, sizeof req - 1 - have);
+                if (n > 0) have += (size_t)n;
+                if (have && wsch_request_parse(req, have, 0, 0, &r, &used) == WSCH_OK) break;
+            }
+        }
+        ASSERT(fd >= 0 && r.key.len > 0);
+        wsch_accept_key(r.key.ptr, r.key.len, acc);
+        snprintf(resp, sizeof resp,
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Accept: %s\r\n\r\n", acc);
+        ASSERT_EQ((ssize_t)strlen(resp), write(fd, resp, strlen(resp)));
+        ASSERT(run_until(loop, &c2.connected, 2000));
+        end = wsch_posix_now_ms(NULL);
+        ASSERT(run_until(loop, &c2.disconnected, 2000));    /* ping, no pong: dead */
+        ASSERT(wsch_posix_now_ms(NULL) - end >= 100);
+        ASSERT_EQ(WSCH_CLOSE_ABNORMAL, c2.disconnect_code);
+        wsch_posix_client_destroy(c2.client);
+        close(fd);
+        close(lfd);
+    }
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    ASSERT_EQ(fds0, count_fds());
+    PASS();
+}
+
 /* ---- teardown, limits, backpressure ------------------------------------ */
 
 static void destroy_on_stop(wsch_client *c, wsch_stop reason, void *user) {
@@ -1738,6 +1917,9 @@ SUITE(posix) {
     RUN_TEST(send_error_is_reported);
     RUN_TEST(reset_while_reading);
     RUN_TEST(hub_end_to_end);
+    RUN_TEST(conn_handshake_timeout);
+    RUN_TEST(hub_idle_timeout);
+    RUN_TEST(client_heartbeat);
     RUN_TEST(gather_keeps_order);
     RUN_TEST(shutdown_hub_by_signal);
     RUN_TEST(shutdown_client_and_conns);
