@@ -257,8 +257,8 @@ TEST stop_and_run(void) {
     wsch_posix_loop_stop(loop);
     t0 = wsch_posix_now_ms(NULL);
     ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(loop));
-    ASSERT_EQ(0, fired);
-    ASSERT(wsch_posix_now_ms(NULL) - t0 < 5);
+    ASSERT_EQ(0, fired);                /* no turn at all: a (10 ms) did not run */
+    ASSERT(wsch_posix_now_ms(NULL) - t0 < 1000);
     ASSERT_EQ(WSCH_OK, wsch_posix_loop_run(loop));     /* a's callback stops it */
     ASSERT_EQ(1, fired);
     ASSERT(wsch_posix_timer_active(&b));
@@ -1556,7 +1556,7 @@ TEST client_heartbeat(void) {
     d.token = "secret";
     d.heartbeat = WSCH_HEARTBEAT_PROTOCOL;
     d.heartbeat_interval_ms = 30;
-    d.pong_timeout_ms = 100;
+    d.pong_timeout_ms = 1000;           /* a loaded machine may stall us; the answers come at once */
     d.backoff_base_ms = 5000;
     ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &cli.client));
     ASSERT_EQ(WSCH_OK, wsch_client_connect(cli.client));
