@@ -1554,7 +1554,7 @@ TEST client_heartbeat(void) {
     url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
     d = client_desc(&cli, url);
     d.token = "secret";
-    d.heartbeat = WSCH_HEARTBEAT_PROTOCOL;
+    d.heartbeat = WSCH_HEARTBEAT_APP;   /* {"type":"ping"}: the hub counts them */
     d.heartbeat_interval_ms = 30;
     d.pong_timeout_ms = 1000;           /* a loaded machine may stall us; the answers come at once */
     d.backoff_base_ms = 5000;
@@ -1565,6 +1565,11 @@ TEST client_heartbeat(void) {
     while (wsch_posix_now_ms(NULL) < end) ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 10));
     ASSERT_EQ(0, cli.disconnected);     /* every heartbeat answered */
     ASSERT_EQ(WSCH_STATUS_CONNECTED, wsch_client_status(cli.client));
+    {
+        wsch_hub_counters k;
+        wsch_hub_stats(h.hub, &k);
+        ASSERT(k.messages_in >= 5);     /* 400 ms of 30 ms heartbeats */
+    }
     wsch_posix_client_destroy(cli.client);
     wsch_posix_loop_destroy(loop);
 
