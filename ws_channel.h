@@ -283,8 +283,9 @@ DOCUMENTATION
      WSCH_JSON_MAX_DEPTH        implementation; JSON nesting limit (64)
      WSCH_ENVELOPE_TYPE_MAX     everywhere; longest envelope type (64)
      WS_CHANNEL_POSIX           everywhere: add the POSIX loop layer (off by
-                                default; needs POSIX.1-2008: with a strict
-                                -std=c99 define _POSIX_C_SOURCE 200809L first)
+                                default; needs POSIX.1-2008: with glibc and
+                                a strict -std=c99 define _POSIX_C_SOURCE
+                                200809L first)
      WSCH_POSIX_EPOLL, WSCH_POSIX_KQUEUE
                                 implementation; 0 or 1: whether the loop may
                                 use epoll / kqueue (default: by platform;
@@ -2573,9 +2574,13 @@ extern "C" {
    run the timers that are due, write what was gathered, flush the hubs,
    update interest, free what finished.
 
-   Compile: C99 plus POSIX.1-2008. With a strict -std=c99, define
-   _POSIX_C_SOURCE 200809L (or _GNU_SOURCE / _DEFAULT_SOURCE) before the
-   first #include of the implementation file. Link nothing extra.
+   Compile: C99 plus POSIX.1-2008; link nothing extra. glibc hides POSIX
+   under a strict -std=c99: there define _POSIX_C_SOURCE 200809L (or
+   _GNU_SOURCE / _DEFAULT_SOURCE) before the first #include of the
+   implementation file. macOS and the BSDs show it by default; a
+   _POSIX_C_SOURCE there hides what kqueue needs (leave it out, or add
+   _DARWIN_C_SOURCE on macOS). Where the system has neither MSG_NOSIGNAL
+   nor SO_NOSIGPIPE, creating a loop ignores SIGPIPE for the process.
 
    One loop per thread; everything attached to a loop belongs to it and to
    its thread. The loop owns what it creates (served conns, hub peers, the
@@ -12581,8 +12586,11 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
 #include <sys/random.h>
 #endif
 #endif
-#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
-    defined(__DragonFly__)
+/* arc4random_buf(): macOS and the BSDs, unless a _POSIX_C_SOURCE of the
+   program's hides it there (then /dev/urandom, through the loop's pool). */
+#if (defined(__APPLE__) && (!defined(_POSIX_C_SOURCE) || defined(_DARWIN_C_SOURCE))) || \
+    ((defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || defined(__DragonFly__)) && \
+     !defined(_POSIX_C_SOURCE))
 #define WSCH__PX_ARC4RANDOM 1
 #else
 #define WSCH__PX_ARC4RANDOM 0
@@ -14541,6 +14549,11 @@ WSCH_API int wsch_posix_loop_create(const wsch_posix_loop_desc *desc, wsch_posix
         return rc;
     }
     loop->spare_fd = open("/dev/null", O_RDONLY);
+#if !defined(MSG_NOSIGNAL) && !defined(SO_NOSIGPIPE)
+    /* No way to write to a socket without SIGPIPE on this system: a peer
+       gone would kill the process. Ignoring it is the only defence. */
+    (void)signal(SIGPIPE, SIG_IGN);
+#endif
     loop->gmax = d.no_gather ? 0 : d.gather_bytes / WSCH_POSIX_GATHER_BLOCK;
     *out = loop;
     return WSCH_OK;
