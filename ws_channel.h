@@ -35,6 +35,11 @@ DOCUMENTATION
 
    Each layer is usable alone; the codec layers never allocate.
 
+   Opt-in, behind WS_CHANNEL_POSIX: a POSIX loop (epoll, kqueue or poll)
+   that supplies every effect below - timers, clock, randomness, listen,
+   accept, connect with a timeout, signals, a TLS transport hook - for a
+   program without a loop of its own. See "POSIX loop" in the API part.
+
    What it does NOT do
    -------------------
    It never opens a socket, resolves a name, reads a clock, starts a thread
@@ -277,6 +282,14 @@ DOCUMENTATION
                                 request/response (32)
      WSCH_JSON_MAX_DEPTH        implementation; JSON nesting limit (64)
      WSCH_ENVELOPE_TYPE_MAX     everywhere; longest envelope type (64)
+     WS_CHANNEL_POSIX           everywhere: add the POSIX loop layer (off by
+                                default; needs POSIX.1-2008: with glibc and
+                                a strict -std=c99 define _POSIX_C_SOURCE
+                                200809L first)
+     WSCH_POSIX_EPOLL, WSCH_POSIX_KQUEUE
+                                implementation; 0 or 1: whether the loop may
+                                use epoll / kqueue (default: by platform;
+                                poll() is always there)
 
    The sections below are in the order a reader meets them: common types,
    then each layer's API from the bottom up; the implementation follows in
@@ -2515,6 +2528,412 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out);
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
+
+// >>posix
+#ifdef WS_CHANNEL_POSIX
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* ========================================================================
+   POSIX loop (opt-in: define WS_CHANNEL_POSIX everywhere). A small event
+   loop that supplies every effect the layers above ask for, for a program
+   that has no loop of its own. Without the define none of this exists and
+   the header is the sans-I/O library, byte for byte.
+
+     backend     epoll (Linux), kqueue (BSD, macOS) or poll() (anything;
+                 selectable on Linux too): wsch_posix_loop_desc.backend
+     timers      a binary min-heap of deadlines (ties fire in start order);
+                 yours too: wsch_posix_timer_start()
+     clock       CLOCK_MONOTONIC, milliseconds: wsch_posix_now_ms()
+     randomness  getrandom() (Linux), arc4random_buf() (BSD, macOS), else
+                 /dev/urandom; the loop keeps a small pool so a client's
+                 frame masks do not cost a system call each
+     sockets     listen on IPv4 and IPv6, non-blocking accept (out of
+                 descriptors, a pending connection is closed unserved instead
+                 of spinning), non-blocking connect with a timeout, trying
+                 each resolved address in turn
+     serving     wsch_posix_serve_conns() (a wsch_conn per accepted socket),
+                 wsch_posix_hub_create() + wsch_posix_serve_hub() (a hub,
+                 wsch_hub_flush() at the end of every turn, the wait bounded
+                 by its answer), wsch_posix_client_create() (a reconnecting
+                 client): one call each
+     yours       your own descriptors (wsch_posix_watch_add) and timers join
+                 the same loop
+     signals     wsch_posix_handle_signals(): SIGINT/SIGTERM shut down
+                 gracefully (hub peers get 1001, served conns 1001, clients
+                 close with 1000), then wsch_posix_loop_run() returns; a
+                 second signal returns at once
+     TLS         a transport hook (wsch_posix_transport: open, handshake,
+                 read, write, shutdown, close) that any TLS library plugs
+                 into; plain TCP is the default and takes a direct path
+     batching    per turn: readiness interest is updated once per socket
+                 (no system call when it did not change), hubs are flushed
+                 once, and what a socket is sent after its first write of
+                 the turn is gathered and written once at the end of it
+                 (gather_bytes); wsch_posix_loop_counters() shows the effect
+
+   A turn: wait for readiness (bounded by the next timer and the hubs'
+   flush), handle every ready socket (up to READS_PER_EVENT reads each),
+   run the timers that are due, write what was gathered, flush the hubs,
+   update interest, free what finished.
+
+   Compile: C99 plus POSIX.1-2008; link nothing extra. glibc hides POSIX
+   under a strict -std=c99: there define _POSIX_C_SOURCE 200809L (or
+   _GNU_SOURCE / _DEFAULT_SOURCE) before the first #include of the
+   implementation file. macOS and the BSDs show it by default; a
+   _POSIX_C_SOURCE there hides what kqueue needs (leave it out, or add
+   _DARWIN_C_SOURCE on macOS). Where the system has neither MSG_NOSIGNAL
+   nor SO_NOSIGPIPE, creating a loop ignores SIGPIPE for the process.
+
+   One loop per thread; everything attached to a loop belongs to it and to
+   its thread. The loop owns what it creates (served conns, hub peers, the
+   hubs and clients made through it) and frees them in
+   wsch_posix_loop_destroy(). Every allocation goes through
+   wsch_posix_loop_desc.allocator (getaddrinfo's own excepted); every
+   table is bounded (max_fds, max_timers, gather_bytes) and grows only as
+   used. The one process-wide thing is the signal handler's pipe (signals
+   belong to the process): see wsch_posix_handle_signals(). Nothing of the
+   loop is re-entrant: call wsch_posix_loop_run/_run_once/_destroy from
+   outside its callbacks.
+
+   The user pointers. The layer keeps its own pointer in the places the
+   effects read it, and hands yours to your events:
+   - a served conn's events get the `user` given to
+     wsch_posix_serve_conns(), or what wsch_posix_conn_set_user() set for
+     that conn (do not call wsch_conn_set_user() on it);
+   - a client's events get its desc.user (wsch_client_user() returns the
+     layer's record: use wsch_posix_client_user());
+   - a hub is untouched: its hooks get desc.user, as always.
+
+   DNS. getaddrinfo() blocks the loop while it resolves a name (a numeric
+   address never blocks). A client whose URL names a host resolves it at
+   each connect; give wsch_posix_client_opts.addr (an address you resolved)
+   or .resolve (your own resolver, e.g. a cache filled by an asynchronous
+   one) to keep the loop from blocking.
+
+   Quick start: an echo server (examples/posix_echo.c is this, complete)
+       static void echo(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
+           (void)user;
+           wsch_conn_send(c, op, data, len);
+       }
+       wsch_posix_loop *loop;
+       wsch_posix_listener *l;
+       wsch_posix_listen_desc ld = {0};
+       wsch_conn_desc cd = {0};
+       ld.port = 9001;
+       cd.on_message = echo;
+       wsch_posix_loop_create(NULL, &loop);
+       wsch_posix_listen(loop, &ld, &l);
+       wsch_posix_serve_conns(l, &cd, NULL);
+       wsch_posix_handle_signals(loop);
+       wsch_posix_loop_run(loop);            // until SIGINT/SIGTERM
+       wsch_posix_loop_destroy(loop);
+   ======================================================================== */
+
+typedef struct wsch_posix_loop wsch_posix_loop;
+typedef struct wsch_posix_listener wsch_posix_listener;
+typedef struct wsch_posix_watch wsch_posix_watch;
+
+typedef enum wsch_posix_backend {
+    WSCH_POSIX_BACKEND_AUTO = 0,    /* epoll on Linux, kqueue on BSD and macOS, else poll */
+    WSCH_POSIX_BACKEND_EPOLL,
+    WSCH_POSIX_BACKEND_KQUEUE,
+    WSCH_POSIX_BACKEND_POLL
+} wsch_posix_backend;
+
+/* Readiness, for your watches (the same values as WSCH_WANT_READ/_WRITE). */
+enum {
+    WSCH_POSIX_READ   = 1,
+    WSCH_POSIX_WRITE  = 2,
+    WSCH_POSIX_HANGUP = 4           /* reported only: error or hang-up (read to learn which) */
+};
+
+/* A wait without a bound (wsch_posix_loop_run_once). */
+#define WSCH_POSIX_FOREVER 0xFFFFFFFFu
+
+/* Defaults for zero fields of wsch_posix_loop_desc. */
+#define WSCH_POSIX_DEFAULT_MAX_FDS          65536u
+#define WSCH_POSIX_DEFAULT_MAX_TIMERS       (1024u * 1024u)
+#define WSCH_POSIX_DEFAULT_READ_BUFFER      (64u * 1024u)
+#define WSCH_POSIX_DEFAULT_MAX_EVENTS       256u
+#define WSCH_POSIX_DEFAULT_READ_PAUSE_BYTES (4u * 1024u * 1024u)
+#define WSCH_POSIX_DEFAULT_SHUTDOWN_MS      5000u
+#define WSCH_POSIX_DEFAULT_CONNECT_TIMEOUT_MS 10000u
+#define WSCH_POSIX_DEFAULT_BACKLOG          511u
+#define WSCH_POSIX_READS_PER_EVENT          8u   /* reads per readiness event before others get a turn */
+#define WSCH_POSIX_ADDR_MAX                 128u /* bytes of one socket address (sockaddr_storage) */
+#define WSCH_POSIX_MAX_ADDRS                8u   /* resolved addresses a connect tries, in order */
+#define WSCH_POSIX_GATHER_BLOCK             16384u /* bytes a socket gathers in a turn, at most */
+#define WSCH_POSIX_DEFAULT_GATHER_BYTES     (4u * 1024u * 1024u)
+
+typedef struct wsch_posix_loop_desc {
+    wsch_posix_backend backend;     /* AUTO */
+    size_t max_fds;                 /* 65536: sockets, listeners and watches at once; an
+                                       accept past it is closed unserved */
+    size_t max_timers;              /* 1 Mi: timers at once, yours and the loop's (which
+                                       keeps room for 6 per connection, 10 per client) */
+    size_t read_buffer_size;        /* 64 KiB: one buffer per loop, lent to every read */
+    size_t max_events;              /* 256: readiness events taken per wait */
+    size_t read_pause_bytes;        /* 4 MiB: a served conn with more output unsent is not
+                                       read until it drains (backpressure) */
+    uint32_t shutdown_timeout_ms;   /* 5000: a graceful shutdown's bound */
+    /* Gathered writes: the first send to a socket in a turn is written at
+       once; later ones in the same turn are copied behind it into a block of
+       WSCH_POSIX_GATHER_BLOCK bytes and written together at the end of the
+       turn (a hub's burst of broadcasts costs each peer one write a turn,
+       not one a message). gather_bytes bounds the blocks in use; without a
+       free one a send is written at once, as with no_gather. */
+    size_t gather_bytes;            /* 4 MiB */
+    int no_gather;                  /* 1: every send is written at once */
+    wsch_allocator allocator;
+    void (*log)(const char *msg, void *user);   /* optional: short static strings */
+    void *user;                     /* for log */
+} wsch_posix_loop_desc;
+
+/* desc (may be NULL) with every zero field replaced by its default; AUTO
+   resolved to the backend this platform uses. */
+WSCH_API wsch_posix_loop_desc wsch_posix_loop_desc_defaults(const wsch_posix_loop_desc *desc);
+
+/* Creates a loop (desc may be NULL: every default). Returns WSCH_OK,
+   WSCH_ERR_ARG (a backend this platform lacks), WSCH_ERR_NOMEM, or
+   WSCH_ERR_STATE (the system refused the backend or has no randomness). */
+WSCH_API int wsch_posix_loop_create(const wsch_posix_loop_desc *desc, wsch_posix_loop **out);
+/* Frees the loop and everything it owns: clients and hubs made through it
+   are destroyed (their close() effects run, closing every socket), served
+   conns are cut, listeners closed, watches dropped (your descriptors stay
+   open), signal handlers restored. Not from inside a callback of the loop. */
+WSCH_API void wsch_posix_loop_destroy(wsch_posix_loop *loop);
+
+/* Runs turns until wsch_posix_loop_stop(), a graceful shutdown completes
+   (or its timeout passes), or nothing is left to wait for (no descriptor,
+   no timer). Returns WSCH_OK, or WSCH_ERR_STATE when the backend's wait
+   failed. Not re-entrant. */
+WSCH_API int wsch_posix_loop_run(wsch_posix_loop *loop);
+/* One turn: waits at most max_wait_ms (WSCH_POSIX_FOREVER: no bound; less
+   when a timer is due or a hub's flush asks), handles the readiness
+   events, runs the timers that are due, then ends the turn: hubs are
+   flushed, readiness interest is brought up to date in one pass, and
+   connections finished during the turn are freed. Returns WSCH_OK or
+   WSCH_ERR_STATE (the wait failed). */
+WSCH_API int wsch_posix_loop_run_once(wsch_posix_loop *loop, uint32_t max_wait_ms);
+/* Makes wsch_posix_loop_run() return after the current turn (or at once,
+   when called before it). */
+WSCH_API void wsch_posix_loop_stop(wsch_posix_loop *loop);
+/* Graceful shutdown, as a signal does: listeners close, every hub gets
+   wsch_hub_shutdown() (peers: 1001), served conns are closed with 1001,
+   clients are disconnected (1000); run() returns once all of them are gone
+   or shutdown_timeout_ms has passed. Your watches and timers are left
+   alone. */
+WSCH_API void wsch_posix_loop_shutdown(wsch_posix_loop *loop);
+/* SIGINT and SIGTERM start wsch_posix_loop_shutdown() (a second one stops
+   the loop at once), and SIGPIPE is ignored. Signals belong to the process:
+   one loop at a time may have them (WSCH_ERR_STATE otherwise); the previous
+   handlers come back at wsch_posix_loop_destroy(). WSCH_OK, WSCH_ERR_STATE
+   or WSCH_ERR_LIMIT (max_fds). */
+WSCH_API int wsch_posix_handle_signals(wsch_posix_loop *loop);
+
+WSCH_API wsch_posix_backend wsch_posix_loop_backend(const wsch_posix_loop *loop);
+/* What the loop has done since it was created. */
+typedef struct wsch_posix_counters {
+    uint64_t turns;                 /* waits for readiness */
+    uint64_t accepted;              /* connections accepted (served or shed) */
+    uint64_t reads;                 /* reads that brought bytes */
+    uint64_t writes;                /* writes to sockets (system calls, or the transport's) */
+    uint64_t gathered;              /* sends that joined bytes waiting in a gather block */
+} wsch_posix_counters;
+WSCH_API void wsch_posix_loop_counters(const wsch_posix_loop *loop, wsch_posix_counters *out);
+/* Sockets the loop holds now (served conns, hub peers, client links),
+   listeners and watches not counted. */
+WSCH_API size_t wsch_posix_loop_sockets(const wsch_posix_loop *loop);
+/* The monotonic clock in milliseconds. Has the signature of the now_ms
+   effect (user unused), so it can be plugged in anywhere. */
+WSCH_API uint64_t wsch_posix_now_ms(void *user);
+/* Fills buf from the system's source of randomness (no pool: each call is
+   a system call). Has the signature of the random_bytes effect (user
+   unused). Should the system have none, the bytes come from the clock and
+   a counter, which is no secret: wsch_posix_loop_create() refuses to start
+   on such a system, so a program with a loop never sees it. */
+WSCH_API void wsch_posix_random_bytes(void *buf, size_t len, void *user);
+
+/* ---- timers ------------------------------------------------------------
+   A timer is yours: a struct you keep (zeroed, or set up with
+   wsch_posix_timer_init) for as long as it may be armed. Starting an armed
+   timer re-arms it; stop it before its memory goes. Its callback runs once
+   per start, from the loop; it may start, stop or free timers, its own
+   included. A timer started with 0 ms runs in the next turn (one started
+   from a timer's callback never runs in the same pass over the timers). */
+typedef struct wsch_posix_timer wsch_posix_timer;
+typedef void (*wsch_posix_timer_fn)(wsch_posix_loop *loop, wsch_posix_timer *t, void *user);
+struct wsch_posix_timer {
+    wsch_posix_timer_fn fn;
+    void *user;
+    /* private */
+    uint64_t due;
+    uint64_t seq;
+    size_t slot;                    /* position in the heap + 1; 0 = not armed */
+    unsigned id;
+};
+WSCH_API void wsch_posix_timer_init(wsch_posix_timer *t, wsch_posix_timer_fn fn, void *user);
+/* Arms t to run fn after delay_ms. WSCH_OK, WSCH_ERR_ARG (no fn),
+   WSCH_ERR_LIMIT (max_timers) or WSCH_ERR_NOMEM (t is then not armed). */
+WSCH_API int wsch_posix_timer_start(wsch_posix_loop *loop, wsch_posix_timer *t, uint32_t delay_ms);
+/* Disarms t (nothing when it is not armed). */
+WSCH_API void wsch_posix_timer_stop(wsch_posix_loop *loop, wsch_posix_timer *t);
+/* 1 while t is armed. */
+WSCH_API int wsch_posix_timer_active(const wsch_posix_timer *t);
+
+/* ---- your descriptors --------------------------------------------------
+   fn gets the readiness (WSCH_POSIX_READ/_WRITE/_HANGUP) of fd while it
+   waits for events (0: not waiting, but still watched). The fd stays
+   yours: the loop never reads, writes or closes it. Level-triggered. */
+typedef void (*wsch_posix_watch_fn)(wsch_posix_loop *loop, wsch_posix_watch *w, int fd, unsigned events, void *user);
+/* WSCH_OK with *out set, WSCH_ERR_ARG, WSCH_ERR_LIMIT (max_fds),
+   WSCH_ERR_NOMEM or WSCH_ERR_STATE (the backend refused the fd: a regular
+   file under epoll, say). */
+WSCH_API int wsch_posix_watch_add(wsch_posix_loop *loop, int fd, unsigned events, wsch_posix_watch_fn fn, void *user,
+                                  wsch_posix_watch **out);
+/* Changes what w waits for. WSCH_OK or WSCH_ERR_STATE (the backend refused). */
+WSCH_API int wsch_posix_watch_set(wsch_posix_watch *w, unsigned events);
+/* Stops watching (its fn is not called again) and frees w after the turn:
+   safe from inside its own callback. The fd is not closed. */
+WSCH_API void wsch_posix_watch_remove(wsch_posix_watch *w);
+
+/* ---- the transport hook (TLS) ------------------------------------------
+   Between the socket and the library: NULL everywhere means plain TCP.
+   A TLS adapter fills this (part 2 of issue 11 brings OpenSSL in
+   examples/). Every call gets `user`; a session is the adapter's pointer
+   for one connection. Results: */
+typedef enum wsch_posix_io {
+    WSCH_POSIX_IO_DONE = 0,         /* moved *n bytes (> 0), or the handshake/shutdown finished */
+    WSCH_POSIX_IO_WANT_READ,        /* try again when the socket is readable */
+    WSCH_POSIX_IO_WANT_WRITE,       /* try again when the socket is writable */
+    WSCH_POSIX_IO_EOF,              /* read: the peer closed (cleanly) */
+    WSCH_POSIX_IO_ERROR             /* broken: the connection ends */
+} wsch_posix_io;
+
+typedef struct wsch_posix_transport {
+    /* A session over the connected, non-blocking socket fd: server 1 for
+       an accepted one; host (client side, for SNI and certificate checks;
+       valid only during the call), NULL on the server side. NULL refuses
+       the connection. */
+    void *(*open)(int fd, int server, const char *host, void *user);
+    /* Advances the handshake: DONE, WANT_READ, WANT_WRITE or ERROR. Bounded
+       by the connect timeout (client) or the handshake timeout (server). */
+    wsch_posix_io (*handshake)(void *session, void *user);
+    /* Plain bytes: DONE with *n > 0, WANT_READ, WANT_WRITE, EOF or ERROR.
+       Data the session holds beyond the socket's readiness is asked for
+       again in the next turn, so nothing waits for a readiness that never
+       comes. */
+    wsch_posix_io (*read)(void *session, void *buf, size_t cap, size_t *n, void *user);
+    /* DONE with *n > 0 bytes taken (possibly fewer than len), WANT_WRITE,
+       WANT_READ (the loop waits for readability, then offers the bytes
+       again) or ERROR. */
+    wsch_posix_io (*write)(void *session, const void *data, size_t len, size_t *n, void *user);
+    /* Optional: once, before close, when the connection ends in order (a
+       close_notify); best effort, its result is not waited for. Writes
+       of the adapter's own must not raise SIGPIPE (MSG_NOSIGNAL, or
+       wsch_posix_handle_signals(), which ignores it). */
+    wsch_posix_io (*shutdown)(void *session, void *user);
+    /* Frees the session; the loop closes the socket after it. Once per
+       successful open(). */
+    void (*close)(void *session, void *user);
+    void *user;
+} wsch_posix_transport;
+
+/* ---- listening ---------------------------------------------------------- */
+typedef struct wsch_posix_listen_desc {
+    const char *host;               /* NULL: "127.0.0.1". "0.0.0.0" (all IPv4), "::" (all
+                                       IPv6, and IPv4 where the system maps it), "::1"; a
+                                       name is resolved with getaddrinfo (blocks) */
+    uint16_t port;                  /* 0: a free port (wsch_posix_listener_port) */
+    const void *addr;               /* or: a struct sockaddr_in / _in6 to bind (borrowed */
+    size_t addr_len;                /*     until return); host and port are then unused */
+    unsigned backlog;               /* 511 */
+    int v6only;                     /* nonzero: an IPv6 listener takes IPv6 only */
+    const wsch_posix_transport *transport;  /* NULL: plain TCP; borrowed until the loop is destroyed */
+} wsch_posix_listen_desc;
+
+/* Binds and listens (desc may be NULL: 127.0.0.1, a free port). Accepting
+   starts once something is served on it. Returns WSCH_OK, WSCH_ERR_ARG,
+   WSCH_ERR_CONNECT (no address could be bound: errno says why),
+   WSCH_ERR_LIMIT or WSCH_ERR_NOMEM. */
+WSCH_API int wsch_posix_listen(wsch_posix_loop *loop, const wsch_posix_listen_desc *desc, wsch_posix_listener **out);
+/* The port bound (the answer to port 0). */
+WSCH_API uint16_t wsch_posix_listener_port(const wsch_posix_listener *l);
+/* Stops accepting and closes the socket; what it accepted lives on. The
+   listener is freed after the turn (or with the loop). */
+WSCH_API void wsch_posix_listener_close(wsch_posix_listener *l);
+
+#ifndef WS_CHANNEL_NO_CONN
+/* Every connection accepted on l becomes a server wsch_conn of desc (copied
+   once; role, effects and the transport are the layer's; events, limits,
+   deflate and the allocator are yours). Each conn's events get user, or
+   what wsch_posix_conn_set_user() gave it. A conn is freed by the loop
+   after its close(); never destroy it yourself. Returns WSCH_OK,
+   WSCH_ERR_ARG, WSCH_ERR_STATE (l already serves something) or
+   WSCH_ERR_NOMEM. */
+WSCH_API int wsch_posix_serve_conns(wsch_posix_listener *l, const wsch_conn_desc *desc, void *user);
+/* The user pointer the events of c (a conn served by a loop) get; set it
+   from on_request or on_open for state of your own per connection. */
+WSCH_API void *wsch_posix_conn_user(const wsch_conn *c);
+WSCH_API void wsch_posix_conn_set_user(wsch_conn *c, void *user);
+#endif
+
+#ifndef WS_CHANNEL_NO_HUB
+/* Creates a hub whose effects are the loop's (desc.effects: send, close,
+   the timers, now_ms and random_bytes are replaced; log is kept). The
+   loop owns it: it calls wsch_hub_flush() at the end of every turn and
+   destroys it with the loop (or wsch_posix_hub_destroy). Everything else
+   is yours as usual: broadcast, send_to_user, the hooks. Returns what
+   wsch_hub_create() returns. */
+WSCH_API int wsch_posix_hub_create(wsch_posix_loop *loop, const wsch_hub_desc *desc, wsch_hub **out);
+/* Every connection accepted on l goes to hub (made by wsch_posix_hub_create
+   on l's loop). A hub may serve several listeners (IPv4 and IPv6, say).
+   WSCH_OK, WSCH_ERR_ARG or WSCH_ERR_STATE (l already serves something). */
+WSCH_API int wsch_posix_serve_hub(wsch_posix_listener *l, wsch_hub *hub);
+/* Destroys a hub made by wsch_posix_hub_create (every peer's socket is
+   closed). Not from inside a callback. */
+WSCH_API void wsch_posix_hub_destroy(wsch_posix_loop *loop, wsch_hub *hub);
+#endif
+
+#ifndef WS_CHANNEL_NO_CLIENT
+/* How a client's transport is opened. Zero means the default. */
+typedef struct wsch_posix_client_opts {
+    uint32_t connect_timeout_ms;    /* 10000: TCP connect (every address tried) and the
+                                       transport's handshake together */
+    const void *addr;               /* a struct sockaddr_in / _in6 to connect to instead of
+                                       resolving the URL's host (copied; its port is the one
+                                       used; the URL still names the Host header) */
+    size_t addr_len;
+    /* Your resolver instead of getaddrinfo: write up to *count addresses of
+       host (each a struct sockaddr_in / _in6, at most WSCH_POSIX_ADDR_MAX
+       bytes) into addrs[i] with their lengths in lens[i], set *count, and
+       return WSCH_OK (anything else: this try fails). It must not block
+       for long: the loop waits for it. */
+    int (*resolve)(const char *host, uint16_t port, void *addrs, size_t *lens, size_t *count, void *user);
+    void *resolve_user;
+    const wsch_posix_transport *transport;  /* NULL: plain TCP; borrowed until the client is destroyed */
+} wsch_posix_client_opts;
+
+/* Creates a client on the loop (desc copied as wsch_client_create copies
+   it; its effects are the loop's, all of them but log; its events get
+   desc.user). It does not connect: call wsch_client_connect() when you
+   are ready. opts may be NULL. Returns what wsch_client_create() returns,
+   or WSCH_ERR_ARG for bad opts. */
+WSCH_API int wsch_posix_client_create(wsch_posix_loop *loop, const wsch_client_desc *desc,
+                                      const wsch_posix_client_opts *opts, wsch_client **out);
+/* Destroys a client made by wsch_posix_client_create (use this, not
+   wsch_client_destroy). Safe from inside its callbacks: it is freed after
+   the turn. */
+WSCH_API void wsch_posix_client_destroy(wsch_client *c);
+/* The desc.user of a client made by wsch_posix_client_create. */
+WSCH_API void *wsch_posix_client_user(const wsch_client *c);
+#endif
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+#endif /* WS_CHANNEL_POSIX */
 
 #endif /* WS_CHANNEL_H */
 
@@ -12176,6 +12595,2263 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     }
 }
 #endif /* WS_CHANNEL_NO_HUB */
+
+// >>posix
+#ifdef WS_CHANNEL_POSIX
+/* The POSIX loop. Layout: platform selection, the clock and randomness,
+   the backends (epoll, kqueue, poll) behind one small interface, timers
+   (a min-heap), sockets (the records behind served conns, hub peers and
+   client links: one read path, one write path, one close path), listeners,
+   the hub and client attachments, signals and shutdown, then the turn. */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <poll.h>
+#include <signal.h>
+#include <time.h>
+#include <stdio.h>
+
+/* Which backends this platform has. WSCH_POSIX_EPOLL / WSCH_POSIX_KQUEUE
+   (0 or 1) override the guess. */
+#ifndef WSCH_POSIX_EPOLL
+#if defined(__linux__)
+#define WSCH_POSIX_EPOLL 1
+#else
+#define WSCH_POSIX_EPOLL 0
+#endif
+#endif
+#ifndef WSCH_POSIX_KQUEUE
+#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
+    defined(__DragonFly__)
+#define WSCH_POSIX_KQUEUE 1
+#else
+#define WSCH_POSIX_KQUEUE 0
+#endif
+#endif
+#if WSCH_POSIX_EPOLL
+#include <sys/epoll.h>
+#endif
+#if WSCH_POSIX_KQUEUE
+#include <sys/event.h>
+#endif
+/* getrandom(): Linux with glibc 2.25 or later (musl has it too, but says
+   nothing of its version: /dev/urandom serves there). */
+#define WSCH__PX_GETRANDOM 0
+#if defined(__linux__) && defined(__GLIBC__) && defined(__GLIBC_MINOR__)
+#if __GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25)
+#undef WSCH__PX_GETRANDOM
+#define WSCH__PX_GETRANDOM 1
+#include <sys/random.h>
+#endif
+#endif
+/* arc4random_buf(): macOS and the BSDs, unless a _POSIX_C_SOURCE of the
+   program's hides it there (then /dev/urandom, through the loop's pool). */
+#if (defined(__APPLE__) && (!defined(_POSIX_C_SOURCE) || defined(_DARWIN_C_SOURCE))) || \
+    ((defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || defined(__DragonFly__)) && \
+     !defined(_POSIX_C_SOURCE))
+#define WSCH__PX_ARC4RANDOM 1
+#else
+#define WSCH__PX_ARC4RANDOM 0
+#endif
+#ifdef MSG_NOSIGNAL
+#define WSCH__PX_SEND_FLAGS MSG_NOSIGNAL
+#else
+#define WSCH__PX_SEND_FLAGS 0
+#endif
+
+#define WSCH__PX_POOL 512           /* random bytes drawn per system call */
+#define WSCH__PX_ACCEPTS_PER_EVENT 64
+
+// >>posix-clock
+WSCH_API uint64_t wsch_posix_now_ms(void *user) {
+    struct timespec ts;
+    (void)user;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The system's randomness: WSCH_OK, or WSCH_ERR_STATE when it has none. */
+WSCH__PRIVATE int wsch__px_sys_random(void *buf, size_t len) {
+    unsigned char *p = (unsigned char *)buf;
+#if WSCH__PX_ARC4RANDOM
+    arc4random_buf(p, len);
+    return WSCH_OK;
+#else
+    int fd;
+#if WSCH__PX_GETRANDOM
+    while (len > 0) {
+        ssize_t n = getrandom(p, len, 0);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (!(n < 0 && errno == EINTR)) {
+            break;              /* ENOSYS (an old kernel): the device */
+        }
+    }
+    if (len == 0) return WSCH_OK;
+#endif
+    fd = open("/dev/urandom", O_RDONLY);
+    if (fd < 0) return WSCH_ERR_STATE;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (!(n < 0 && errno == EINTR)) {
+            break;
+        }
+    }
+    (void)close(fd);
+    return len == 0 ? WSCH_OK : WSCH_ERR_STATE;
+#endif
+}
+
+WSCH_API void wsch_posix_random_bytes(void *buf, size_t len, void *user) {
+    (void)user;
+    if (wsch__px_sys_random(buf, len) != WSCH_OK) {
+        /* No source at all (a loop refuses to start so): the clock and a
+           counter, through xorshift, so at least nothing repeats. */
+        struct timespec a, b;
+        unsigned char *p = (unsigned char *)buf;
+        uint64_t x;
+        size_t i;
+        (void)clock_gettime(CLOCK_MONOTONIC, &a);
+        (void)clock_gettime(CLOCK_REALTIME, &b);
+        x = ((uint64_t)a.tv_nsec << 32) ^ (uint64_t)b.tv_nsec ^ ((uint64_t)b.tv_sec * 0x9E3779B97F4A7C15u) ^
+            (uint64_t)(size_t)buf ^ len;
+        x |= 1u;
+        for (i = 0; i < len; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            p[i] = (unsigned char)(x >> 24);
+        }
+    }
+}
+
+// >>posix-types
+typedef struct wsch__px_io wsch__px_io;
+typedef struct wsch__px_sock wsch__px_sock;
+typedef struct wsch__px_serve wsch__px_serve;
+typedef struct wsch__px_hub wsch__px_hub;
+typedef struct wsch__px_client wsch__px_client;
+typedef void (*wsch__px_io_fn)(wsch_posix_loop *loop, wsch__px_io *io, unsigned events);
+
+/* A descriptor in the backend. Freed only at the end of a turn, so an
+   event later in the same batch that names a closed one finds fd -1. */
+struct wsch__px_io {
+    int fd;                         /* -1 once closed */
+    unsigned interest;              /* what the backend waits for now */
+    int registered;                 /* in the backend (epoll, kqueue) or holding a slot (poll) */
+    size_t slot;                    /* poll: index + 1 */
+    wsch__px_io_fn fn;
+};
+
+enum { WSCH__PX_CONN = 1, WSCH__PX_PEER, WSCH__PX_LINK };
+enum {
+    WSCH__PX_S_CONNECTING = 1,      /* client: TCP connect in progress */
+    WSCH__PX_S_HANDSHAKE,           /* the transport's handshake */
+    WSCH__PX_S_READY,               /* bytes flow through the library */
+    WSCH__PX_S_CLOSED               /* closed; freed at the end of the turn */
+};
+
+/* A socket the loop reads and writes for the library: a served conn, a hub
+   peer or a client's link (one per connect attempt). */
+struct wsch__px_sock {
+    wsch__px_io io;
+    wsch_posix_loop *loop;
+    uint8_t kind, state;
+    uint8_t dirty, pending, graved;
+    uint8_t attached;               /* the library has it (conn created, peer accepted, link opened) */
+    uint8_t write_wants_read;       /* the transport's write asked for readability */
+    uint8_t read_wants_write;       /* ... and its read for writability (a renegotiation) */
+    uint8_t touched;                /* wrote in this turn (on loop->touched) */
+    unsigned char *gbuf;            /* gathered bytes: [goff, goff + glen) of a gather block */
+    size_t goff, glen;
+    unsigned tls_want;              /* during the transport's handshake: what it waits for */
+    const wsch_posix_transport *tr;
+    void *tls;
+    wsch__px_sock *prev, *next;     /* every sock of the loop */
+    wsch__px_sock *next_dirty, *next_pending, *next_grave, *next_touched;
+    wsch_posix_timer timer[3];      /* library timer ids 1, 2 and 16 (the link: its connect deadline) */
+    void *obj;                      /* CONN: the wsch_conn; LINK: the wsch__px_client */
+    void *owner;                    /* CONN: the wsch__px_serve; PEER: the wsch__px_hub */
+    void *user;                     /* CONN: what its events get */
+#ifndef WS_CHANNEL_NO_HUB
+    wsch_hub_peer h;
+#endif
+};
+
+struct wsch_posix_listener {
+    wsch__px_io io;
+    wsch_posix_loop *loop;
+    uint16_t port;
+    int dead;
+    const wsch_posix_transport *tr;
+    wsch__px_serve *serve;
+    wsch__px_hub *hub;
+    wsch_posix_listener *next;
+};
+
+struct wsch_posix_watch {
+    wsch__px_io io;
+    wsch_posix_loop *loop;
+    int dead;
+    int user_fd;
+    wsch_posix_watch_fn fn;
+    void *user;
+    wsch_posix_watch *next;
+};
+
+#ifndef WS_CHANNEL_NO_CONN
+struct wsch__px_serve {
+    wsch_conn_desc desc;            /* what the conns borrow: the layer's effects and events */
+    wsch_conn_desc app;             /* the caller's events */
+    void *user;
+    wsch__px_serve *next;
+};
+#endif
+
+#ifndef WS_CHANNEL_NO_HUB
+struct wsch__px_hub {
+    wsch_hub *hub;
+    size_t npeers;
+    int dead;
+    wsch__px_hub *next;
+};
+#endif
+
+#ifndef WS_CHANNEL_NO_CLIENT
+struct wsch__px_client {
+    wsch_posix_loop *loop;
+    wsch_client *client;
+    wsch_client_desc app;           /* the caller's events and user */
+    wsch_posix_client_opts opts;
+    unsigned char addr[WSCH_POSIX_ADDR_MAX];
+    wsch_posix_timer timer[5];      /* library ids 1, 2, 16, 17, 18 */
+    wsch__px_sock *link;            /* the transport now, or NULL */
+    unsigned char addrs[WSCH_POSIX_MAX_ADDRS][WSCH_POSIX_ADDR_MAX];
+    size_t lens[WSCH_POSIX_MAX_ADDRS];
+    size_t naddrs, next_addr;
+    uint64_t connect_deadline;
+    char host[256];
+    int dead;
+    wsch__px_client *prev, *next;
+};
+#endif
+
+struct wsch_posix_loop {
+    wsch_posix_loop_desc desc;
+    int bfd;                        /* epoll or kqueue descriptor */
+    void *events;                   /* epoll_event / kevent array */
+    struct pollfd *pfd;             /* poll: the set, and its owners */
+    wsch__px_io **pio;
+    size_t npfd, cap_pfd, holes;
+    size_t nio;                     /* descriptors held (max_fds) */
+    size_t nsocks;
+    wsch_posix_timer **heap;
+    size_t nheap, cap_heap, reserved;
+    uint64_t seq;
+    unsigned char *buf;
+    unsigned char pool[WSCH__PX_POOL];
+    size_t pool_pos;
+    int spare_fd;                   /* given up to shed a connection when out of descriptors */
+    wsch__px_sock *socks, *dirty, *pending, *grave, *touched;
+    unsigned char *gfree;           /* free gather blocks (each starts with the next's address) */
+    size_t gblocks, gmax;           /* blocks made, and the most there may be */
+    int in_turn;                    /* dispatching a turn's events and timers: sends may gather */
+    wsch_posix_counters counters;
+    wsch_posix_listener *listeners;
+    wsch_posix_watch *watches;
+#ifndef WS_CHANNEL_NO_CONN
+    wsch__px_serve *serves;
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    wsch__px_hub *hubs;
+#endif
+#ifndef WS_CHANNEL_NO_CLIENT
+    wsch__px_client *clients;
+#endif
+    uint32_t flush_ms;              /* the hubs' last answer: 0, or a bound on the next wait */
+    int stop, shutting, running;
+    wsch_posix_timer shutdown_timer;
+    /* signals */
+    int sig_pipe[2];
+    wsch__px_io sig_io;
+    struct sigaction old_int, old_term, old_pipe;
+};
+
+/* The process's signal pipe: signals belong to the process, so this is the
+   one piece of state outside any object (a write end, or -1). */
+static volatile sig_atomic_t wsch__px_sig_fd = -1;
+
+WSCH__PRIVATE void wsch__px_log(wsch_posix_loop *loop, const char *msg) {
+    if (loop->desc.log) loop->desc.log(msg, loop->desc.user);
+}
+
+WSCH__PRIVATE void wsch__px_random(wsch_posix_loop *loop, void *buf, size_t len) {
+    unsigned char *p = (unsigned char *)buf;
+    if (len > WSCH__PX_POOL / 2) {
+        wsch_posix_random_bytes(buf, len, NULL);
+        return;
+    }
+    if (WSCH__PX_POOL - loop->pool_pos < len) {
+        wsch_posix_random_bytes(loop->pool, WSCH__PX_POOL, NULL);
+        loop->pool_pos = 0;
+    }
+    WSCH_MEMCPY(p, loop->pool + loop->pool_pos, len);
+    WSCH_MEMSET(loop->pool + loop->pool_pos, 0, len);      /* used bytes do not linger */
+    loop->pool_pos += len;
+}
+
+WSCH__PRIVATE void wsch__px_nonblock(int fd) {
+    int fl = fcntl(fd, F_GETFL, 0);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    fl = fcntl(fd, F_GETFD, 0);
+    if (fl >= 0) (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+}
+
+/* WebSocket traffic is many small writes that must not wait for Nagle. */
+WSCH__PRIVATE void wsch__px_tune(int fd) {
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, (socklen_t)sizeof one);
+#ifdef SO_NOSIGPIPE
+    (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, (socklen_t)sizeof one);
+#endif
+}
+
+// >>posix-backend
+/* Adds, changes or (want 0) parks io in the backend. A parked descriptor
+   reports nothing, not even a hang-up (which would otherwise repeat).
+   WSCH_OK or WSCH_ERR_STATE. */
+WSCH__PRIVATE int wsch__px_io_set(wsch_posix_loop *loop, wsch__px_io *io, unsigned want) {
+    want &= (unsigned)(WSCH_POSIX_READ | WSCH_POSIX_WRITE);
+    if (io->fd < 0) return WSCH_ERR_STATE;
+    if (io->registered && io->interest == want) return WSCH_OK;
+    switch (loop->desc.backend) {
+#if WSCH_POSIX_EPOLL
+    case WSCH_POSIX_BACKEND_EPOLL: {
+        struct epoll_event ev;
+        WSCH_MEMSET(&ev, 0, sizeof ev);
+        ev.events = (want & WSCH_POSIX_READ ? (uint32_t)EPOLLIN : 0u) | (want & WSCH_POSIX_WRITE ? (uint32_t)EPOLLOUT : 0u);
+        ev.data.ptr = io;
+        if (!want) {
+            if (io->registered) (void)epoll_ctl(loop->bfd, EPOLL_CTL_DEL, io->fd, &ev);
+            io->registered = 0;
+        } else if (epoll_ctl(loop->bfd, io->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, io->fd, &ev) != 0) {
+            return WSCH_ERR_STATE;
+        } else {
+            io->registered = 1;
+        }
+        break;
+    }
+#endif
+#if WSCH_POSIX_KQUEUE
+    case WSCH_POSIX_BACKEND_KQUEUE: {
+        struct kevent ch[2];
+        int n = 0;
+        unsigned had = io->registered ? io->interest : 0u;
+        if ((want ^ had) & WSCH_POSIX_READ) {
+            EV_SET(&ch[n], (uintptr_t)io->fd, EVFILT_READ, (want & WSCH_POSIX_READ) ? EV_ADD : EV_DELETE, 0, 0, io);
+            n++;
+        }
+        if ((want ^ had) & WSCH_POSIX_WRITE) {
+            EV_SET(&ch[n], (uintptr_t)io->fd, EVFILT_WRITE, (want & WSCH_POSIX_WRITE) ? EV_ADD : EV_DELETE, 0, 0, io);
+            n++;
+        }
+        if (n && kevent(loop->bfd, ch, n, NULL, 0, NULL) != 0 && (want & ~had)) return WSCH_ERR_STATE;
+        io->registered = want != 0;
+        break;
+    }
+#endif
+    default: {                      /* poll */
+        if (!io->slot) {
+            if (loop->npfd == loop->cap_pfd) {
+                size_t cap = loop->cap_pfd ? loop->cap_pfd * 2 : 64;
+                struct pollfd *p = (struct pollfd *)wsch__alloc(&loop->desc.allocator, cap * sizeof *p);
+                wsch__px_io **q = (wsch__px_io **)wsch__alloc(&loop->desc.allocator, cap * sizeof *q);
+                if (!p || !q) {
+                    wsch__free(&loop->desc.allocator, p);
+                    wsch__free(&loop->desc.allocator, q);
+                    return WSCH_ERR_STATE;
+                }
+                if (loop->npfd) {
+                    WSCH_MEMCPY(p, loop->pfd, loop->npfd * sizeof *p);
+                    WSCH_MEMCPY(q, loop->pio, loop->npfd * sizeof *q);
+                }
+                wsch__free(&loop->desc.allocator, loop->pfd);
+                wsch__free(&loop->desc.allocator, loop->pio);
+                loop->pfd = p;
+                loop->pio = q;
+                loop->cap_pfd = cap;
+            }
+            loop->pio[loop->npfd] = io;
+            io->slot = ++loop->npfd;
+        }
+        loop->pfd[io->slot - 1].fd = want ? io->fd : -1;
+        loop->pfd[io->slot - 1].events =
+            (short)((want & WSCH_POSIX_READ ? POLLIN : 0) | (want & WSCH_POSIX_WRITE ? POLLOUT : 0));
+        loop->pfd[io->slot - 1].revents = 0;
+        io->registered = 1;
+        break;
+    }
+    }
+    io->interest = want;
+    return WSCH_OK;
+}
+
+/* Takes io out of the backend before its descriptor is closed. */
+WSCH__PRIVATE void wsch__px_io_remove(wsch_posix_loop *loop, wsch__px_io *io) {
+    if (io->fd < 0) return;
+    if (loop->desc.backend == WSCH_POSIX_BACKEND_POLL) {
+        if (io->slot) {
+            loop->pfd[io->slot - 1].fd = -1;
+            loop->pio[io->slot - 1] = NULL;
+            loop->holes++;
+            io->slot = 0;
+        }
+    } else {
+        (void)wsch__px_io_set(loop, io, 0);
+    }
+    io->registered = 0;
+    io->interest = 0;
+}
+
+/* poll: closes the holes left by removed descriptors (before a wait, never
+   during the dispatch of one). */
+WSCH__PRIVATE void wsch__px_poll_compact(wsch_posix_loop *loop) {
+    size_t i, j = 0;
+    if (!loop->holes) return;
+    for (i = 0; i < loop->npfd; i++) {
+        if (!loop->pio[i]) continue;
+        loop->pfd[j] = loop->pfd[i];
+        loop->pio[j] = loop->pio[i];
+        loop->pio[j]->slot = j + 1;
+        j++;
+    }
+    loop->npfd = j;
+    loop->holes = 0;
+}
+
+/* Waits and dispatches. Returns the events handled, or -1 (errno). */
+WSCH__PRIVATE int wsch__px_wait(wsch_posix_loop *loop, int timeout) {
+    int n, i;
+    switch (loop->desc.backend) {
+#if WSCH_POSIX_EPOLL
+    case WSCH_POSIX_BACKEND_EPOLL: {
+        struct epoll_event *ev = (struct epoll_event *)loop->events;
+        n = epoll_wait(loop->bfd, ev, (int)loop->desc.max_events, timeout);
+        if (n < 0) return errno == EINTR ? 0 : -1;
+        for (i = 0; i < n; i++) {
+            wsch__px_io *io = (wsch__px_io *)ev[i].data.ptr;
+            uint32_t e = ev[i].events;
+            unsigned what = (e & EPOLLIN ? (unsigned)WSCH_POSIX_READ : 0u) | (e & EPOLLOUT ? (unsigned)WSCH_POSIX_WRITE : 0u) |
+                            (e & (EPOLLERR | EPOLLHUP) ? (unsigned)WSCH_POSIX_HANGUP : 0u);
+            if (io->fd >= 0) io->fn(loop, io, what);
+        }
+        return n;
+    }
+#endif
+#if WSCH_POSIX_KQUEUE
+    case WSCH_POSIX_BACKEND_KQUEUE: {
+        struct kevent *ev = (struct kevent *)loop->events;
+        struct timespec ts, *tp = NULL;
+        if (timeout >= 0) {
+            ts.tv_sec = timeout / 1000;
+            ts.tv_nsec = (long)(timeout % 1000) * 1000000L;
+            tp = &ts;
+        }
+        n = kevent(loop->bfd, NULL, 0, ev, (int)loop->desc.max_events, tp);
+        if (n < 0) return errno == EINTR ? 0 : -1;
+        for (i = 0; i < n; i++) {
+            wsch__px_io *io = (wsch__px_io *)ev[i].udata;
+            unsigned what = ev[i].filter == EVFILT_WRITE ? (unsigned)WSCH_POSIX_WRITE : (unsigned)WSCH_POSIX_READ;
+            if (ev[i].flags & (EV_EOF | EV_ERROR)) what |= (unsigned)WSCH_POSIX_HANGUP;
+            if (io->fd >= 0) io->fn(loop, io, what);
+        }
+        return n;
+    }
+#endif
+    default: {
+        size_t k, count;
+        wsch__px_poll_compact(loop);
+        count = loop->npfd;
+        n = poll(loop->pfd, (nfds_t)count, timeout);
+        if (n < 0) return errno == EINTR ? 0 : -1;
+        for (k = 0, i = n; k < count && i > 0; k++) {
+            short re = loop->pfd[k].revents;
+            wsch__px_io *io = loop->pio[k];
+            unsigned what;
+            if (!re) continue;
+            i--;
+            loop->pfd[k].revents = 0;
+            if (!io || io->fd < 0) continue;    /* removed by an earlier event of this turn */
+            what = (re & POLLIN ? (unsigned)WSCH_POSIX_READ : 0u) | (re & POLLOUT ? (unsigned)WSCH_POSIX_WRITE : 0u) |
+                   (re & (POLLERR | POLLHUP | POLLNVAL) ? (unsigned)WSCH_POSIX_HANGUP : 0u);
+            io->fn(loop, io, what);
+        }
+        return n;
+    }
+    }
+}
+
+// >>posix-timers
+WSCH__PRIVATE int wsch__px_timer_before(const wsch_posix_timer *a, const wsch_posix_timer *b) {
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+WSCH__PRIVATE void wsch__px_heap_place(wsch_posix_loop *loop, size_t i, wsch_posix_timer *t) {
+    loop->heap[i] = t;
+    t->slot = i + 1;
+}
+
+WSCH__PRIVATE void wsch__px_heap_sift(wsch_posix_loop *loop, size_t i) {
+    wsch_posix_timer *t = loop->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!wsch__px_timer_before(t, loop->heap[parent])) break;
+        wsch__px_heap_place(loop, i, loop->heap[parent]);
+        i = parent;
+    }
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= loop->nheap) break;
+        if (child + 1 < loop->nheap && wsch__px_timer_before(loop->heap[child + 1], loop->heap[child])) child++;
+        if (!wsch__px_timer_before(loop->heap[child], t)) break;
+        wsch__px_heap_place(loop, i, loop->heap[child]);
+        i = child;
+    }
+    wsch__px_heap_place(loop, i, t);
+}
+
+/* Room in the heap for n more timers: WSCH_OK, WSCH_ERR_LIMIT or
+   WSCH_ERR_NOMEM. The loop's own timers (3 per socket, 5 per client) have
+   their room reserved when their owner is made, so arming one never fails;
+   the armed ones among them are counted twice here, which errs on the safe
+   side. */
+WSCH__PRIVATE int wsch__px_heap_room(wsch_posix_loop *loop, size_t n) {
+    size_t need = loop->reserved + loop->nheap + n, cap;
+    wsch_posix_timer **h;
+    if (need > loop->desc.max_timers) return WSCH_ERR_LIMIT;
+    if (need <= loop->cap_heap) return WSCH_OK;
+    cap = loop->cap_heap ? loop->cap_heap : 64;
+    while (cap < need) cap *= 2;
+    if (cap > loop->desc.max_timers) cap = loop->desc.max_timers;
+    h = (wsch_posix_timer **)wsch__alloc(&loop->desc.allocator, cap * sizeof *h);
+    if (!h) return WSCH_ERR_NOMEM;
+    if (loop->nheap) WSCH_MEMCPY(h, loop->heap, loop->nheap * sizeof *h);
+    wsch__free(&loop->desc.allocator, loop->heap);
+    loop->heap = h;
+    loop->cap_heap = cap;
+    return WSCH_OK;
+}
+
+/* Arms a timer whose room is known to be there (reserved, or just made). */
+WSCH__PRIVATE void wsch__px_timer_arm(wsch_posix_loop *loop, wsch_posix_timer *t, uint32_t delay_ms) {
+    t->due = wsch_posix_now_ms(NULL) + delay_ms;
+    t->seq = ++loop->seq;
+    if (!t->slot) {
+        if (loop->nheap == loop->cap_heap) {   /* only when a reservation was exceeded: a bug */
+            wsch__px_log(loop, "wsch posix: timer heap full");
+            return;
+        }
+        wsch__px_heap_place(loop, loop->nheap++, t);
+    }
+    wsch__px_heap_sift(loop, t->slot - 1);
+}
+
+WSCH_API void wsch_posix_timer_init(wsch_posix_timer *t, wsch_posix_timer_fn fn, void *user) {
+    if (!t) return;
+    WSCH_MEMSET(t, 0, sizeof *t);
+    t->fn = fn;
+    t->user = user;
+}
+
+WSCH_API int wsch_posix_timer_start(wsch_posix_loop *loop, wsch_posix_timer *t, uint32_t delay_ms) {
+    if (!loop || !t || !t->fn) return WSCH_ERR_ARG;
+    if (!t->slot) {
+        int rc = wsch__px_heap_room(loop, 1);
+        if (rc != WSCH_OK) return rc;
+    }
+    wsch__px_timer_arm(loop, t, delay_ms);
+    return WSCH_OK;
+}
+
+WSCH_API void wsch_posix_timer_stop(wsch_posix_loop *loop, wsch_posix_timer *t) {
+    size_t i;
+    wsch_posix_timer *last;
+    if (!loop || !t || !t->slot) return;
+    i = t->slot - 1;
+    t->slot = 0;
+    last = loop->heap[--loop->nheap];
+    if (i < loop->nheap) {
+        wsch__px_heap_place(loop, i, last);
+        wsch__px_heap_sift(loop, i);
+    }
+}
+
+WSCH_API int wsch_posix_timer_active(const wsch_posix_timer *t) { return t && t->slot != 0; }
+
+/* Milliseconds until the first timer is due, capped at cap. */
+WSCH__PRIVATE uint32_t wsch__px_timer_wait(const wsch_posix_loop *loop, uint32_t cap) {
+    uint64_t now, due;
+    if (!loop->nheap) return cap;
+    due = loop->heap[0]->due;
+    now = wsch_posix_now_ms(NULL);
+    if (due <= now) return 0;
+    return due - now < (uint64_t)cap ? (uint32_t)(due - now) : cap;
+}
+
+/* Runs the timers due now, only those armed before it began: a timer
+   (re-)armed from a callback, with 0 ms too, waits for the next turn. */
+WSCH__PRIVATE void wsch__px_timers_run(wsch_posix_loop *loop) {
+    uint64_t now = wsch_posix_now_ms(NULL), seq0 = loop->seq;
+    while (loop->nheap && loop->heap[0]->due <= now && loop->heap[0]->seq <= seq0) {
+        wsch_posix_timer *t = loop->heap[0];
+        wsch_posix_timer_stop(loop, t);
+        t->fn(loop, t, t->user);
+    }
+}
+
+// >>posix-sockets
+WSCH__PRIVATE void wsch__px_mark_dirty(wsch__px_sock *s) {
+    if (s->dirty || s->state == WSCH__PX_S_CLOSED) return;
+    s->dirty = 1;
+    s->next_dirty = s->loop->dirty;
+    s->loop->dirty = s;
+}
+
+WSCH__PRIVATE void wsch__px_mark_pending(wsch__px_sock *s) {
+    if (s->pending || s->state == WSCH__PX_S_CLOSED) return;
+    s->pending = 1;
+    s->next_pending = s->loop->pending;
+    s->loop->pending = s;
+}
+
+/* Closes a descriptor the program is done with. Unread input is discarded
+   first: closing over unread bytes makes the kernel send a reset, which
+   can destroy our last bytes (a close frame) before the peer reads them. */
+WSCH__PRIVATE void wsch__px_close_fd(int fd) {
+    char sink[2048];
+    int i;
+    for (i = 0; i < 8 && recv(fd, sink, sizeof sink, 0) > 0; i++) {
+    }
+    (void)close(fd);
+}
+
+WSCH__PRIVATE void wsch__px_sock_timer_fired(wsch_posix_loop *loop, wsch_posix_timer *t, void *user);
+
+WSCH__PRIVATE wsch__px_sock *wsch__px_sock_new(wsch_posix_loop *loop, int fd, int kind, const wsch_posix_transport *tr) {
+    wsch__px_sock *s;
+    int k;
+    if (loop->nio >= loop->desc.max_fds || wsch__px_heap_room(loop, 3) != WSCH_OK) return NULL;
+    s = (wsch__px_sock *)wsch__alloc(&loop->desc.allocator, sizeof *s);
+    if (!s) return NULL;
+    WSCH_MEMSET(s, 0, sizeof *s);
+    s->io.fd = fd;
+    s->loop = loop;
+    s->kind = (uint8_t)kind;
+    s->state = WSCH__PX_S_READY;
+    s->tr = tr;
+    for (k = 0; k < 3; k++) wsch_posix_timer_init(&s->timer[k], wsch__px_sock_timer_fired, s);
+    s->timer[0].id = 1;             /* WSCH_TIMER_HANDSHAKE (a link's: its connect deadline) */
+    s->timer[1].id = 2;             /* WSCH_TIMER_CLOSE */
+    s->timer[2].id = 16;            /* WSCH_HUB_TIMER_IDLE */
+    loop->reserved += 3;
+    loop->nio++;
+    loop->nsocks++;
+    s->next = loop->socks;
+    if (loop->socks) loop->socks->prev = s;
+    loop->socks = s;
+    return s;
+}
+
+WSCH__PRIVATE int wsch__px_gather_flush(wsch__px_sock *s);
+WSCH__PRIVATE void wsch__px_gather_release(wsch__px_sock *s);
+
+/* The one way a socket ends: timers stopped, the transport's session shut
+   down and freed, the descriptor closed; the record waits for the end of
+   the turn. */
+WSCH__PRIVATE void wsch__px_sock_close(wsch__px_sock *s, int orderly) {
+    wsch_posix_loop *loop = s->loop;
+    int k;
+    if (s->state == WSCH__PX_S_CLOSED) return;
+    for (k = 0; k < 3; k++) wsch_posix_timer_stop(loop, &s->timer[k]);
+    if (s->glen && s->state == WSCH__PX_S_READY) (void)wsch__px_gather_flush(s);  /* a close frame, say */
+    wsch__px_gather_release(s);
+    if (s->tls) {
+        if (orderly && s->state == WSCH__PX_S_READY && s->tr->shutdown) (void)s->tr->shutdown(s->tls, s->tr->user);
+        s->tr->close(s->tls, s->tr->user);
+        s->tls = NULL;
+    }
+    wsch__px_io_remove(loop, &s->io);
+    if (s->io.fd >= 0) wsch__px_close_fd(s->io.fd);
+    s->io.fd = -1;
+    s->state = WSCH__PX_S_CLOSED;
+    s->graved = 1;
+    s->next_grave = loop->grave;
+    loop->grave = s;
+#ifndef WS_CHANNEL_NO_HUB
+    if (s->kind == WSCH__PX_PEER && s->attached) ((wsch__px_hub *)s->owner)->npeers--;
+#endif
+}
+
+/* Frees a record closed during the turn. */
+WSCH__PRIVATE void wsch__px_sock_free(wsch__px_sock *s) {
+    wsch_posix_loop *loop = s->loop;
+#ifndef WS_CHANNEL_NO_CONN
+    if (s->kind == WSCH__PX_CONN && s->obj) {
+        wsch_conn *c = (wsch_conn *)s->obj;
+        s->obj = NULL;
+        wsch_conn_destroy(c);       /* CLOSED already: only the free */
+    }
+#endif
+    if (s->prev) s->prev->next = s->next;
+    else loop->socks = s->next;
+    if (s->next) s->next->prev = s->prev;
+    loop->reserved -= 3;
+    loop->nio--;
+    loop->nsocks--;
+    wsch__free(&loop->desc.allocator, s);
+}
+
+/* One read: DONE with *n > 0, WANT_READ, WANT_WRITE, EOF or ERROR. */
+WSCH__PRIVATE wsch_posix_io wsch__px_read(wsch__px_sock *s, void *buf, size_t cap, size_t *n) {
+    *n = 0;
+    if (s->tls) return s->tr->read(s->tls, buf, cap, n, s->tr->user);
+    for (;;) {
+        ssize_t r = recv(s->io.fd, buf, cap, 0);
+        if (r > 0) {
+            *n = (size_t)r;
+            return WSCH_POSIX_IO_DONE;
+        }
+        if (r == 0) return WSCH_POSIX_IO_EOF;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return WSCH_POSIX_IO_WANT_READ;
+        return WSCH_POSIX_IO_ERROR;
+    }
+}
+
+/* One write to the socket (or through the transport): bytes taken, 0
+   (would block: the interest is brought up to date at the end of the turn)
+   or WSCH_SEND_ERROR. */
+WSCH__PRIVATE size_t wsch__px_raw_write(wsch__px_sock *s, const void *data, size_t len) {
+    s->loop->counters.writes++;
+    if (s->tls) {
+        size_t n = 0;
+        wsch_posix_io r = s->tr->write(s->tls, data, len, &n, s->tr->user);
+        if (r == WSCH_POSIX_IO_DONE) {
+            if (n > len) n = len;
+            if (n < len) wsch__px_mark_dirty(s);
+            return n;
+        }
+        if (r == WSCH_POSIX_IO_WANT_READ || r == WSCH_POSIX_IO_WANT_WRITE) {
+            s->write_wants_read = r == WSCH_POSIX_IO_WANT_READ;
+            wsch__px_mark_dirty(s);
+            return 0;
+        }
+        return WSCH_SEND_ERROR;
+    }
+    for (;;) {
+        ssize_t r = send(s->io.fd, data, len, WSCH__PX_SEND_FLAGS);
+        if (r >= 0) {
+            if ((size_t)r < len) wsch__px_mark_dirty(s);
+            return (size_t)r;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            wsch__px_mark_dirty(s);
+            return 0;
+        }
+        return WSCH_SEND_ERROR;     /* EPIPE, ECONNRESET: the library ends the connection */
+    }
+}
+
+/* ---- gathered writes ----
+   Bytes the library was told were sent but that wait in the sock's gather
+   block: at most WSCH_POSIX_GATHER_BLOCK per socket, and gather_bytes in
+   all. Every later byte of that socket goes behind them, so the stream
+   keeps its order. */
+WSCH__PRIVATE unsigned char *wsch__px_gather_block(wsch_posix_loop *loop) {
+    unsigned char *b = loop->gfree;
+    if (b) {
+        WSCH_MEMCPY(&loop->gfree, b, sizeof loop->gfree);
+        return b;
+    }
+    if (loop->gblocks >= loop->gmax) return NULL;
+    b = (unsigned char *)wsch__alloc(&loop->desc.allocator, WSCH_POSIX_GATHER_BLOCK);
+    if (b) loop->gblocks++;
+    return b;
+}
+
+WSCH__PRIVATE void wsch__px_gather_release(wsch__px_sock *s) {
+    if (!s->gbuf) return;
+    WSCH_MEMCPY(s->gbuf, &s->loop->gfree, sizeof s->loop->gfree);
+    s->loop->gfree = s->gbuf;
+    s->gbuf = NULL;
+    s->goff = s->glen = 0;
+}
+
+/* Writes the gathered bytes: WSCH_OK (some may remain when the socket is
+   full) or WSCH_ERR_TRANSPORT. */
+WSCH__PRIVATE int wsch__px_gather_flush(wsch__px_sock *s) {
+    while (s->glen) {
+        size_t n = wsch__px_raw_write(s, s->gbuf + s->goff, s->glen);
+        if (n == WSCH_SEND_ERROR) return WSCH_ERR_TRANSPORT;
+        if (n == 0) return WSCH_OK;
+        if (n > s->glen) n = s->glen;
+        s->goff += n;
+        s->glen -= n;
+    }
+    wsch__px_gather_release(s);
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__px_touch(wsch__px_sock *s) {
+    if (s->touched) return;
+    s->touched = 1;
+    s->next_touched = s->loop->touched;
+    s->loop->touched = s;
+}
+
+/* The send effect's body: bytes taken, 0 (would block) or WSCH_SEND_ERROR. */
+WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t len) {
+    wsch_posix_loop *loop;
+    if (!s || s->state != WSCH__PX_S_READY) return WSCH_SEND_ERROR;
+    loop = s->loop;
+    if (s->glen) {                  /* earlier bytes wait: these go behind them */
+        if (loop->in_turn && len <= WSCH_POSIX_GATHER_BLOCK - s->goff - s->glen) {
+            WSCH_MEMCPY(s->gbuf + s->goff + s->glen, data, len);
+            s->glen += len;
+            loop->counters.gathered++;
+            wsch__px_touch(s);
+            return len;
+        }
+        if (wsch__px_gather_flush(s) != WSCH_OK) return WSCH_SEND_ERROR;
+        if (s->glen) {
+            wsch__px_mark_dirty(s);
+            return 0;
+        }
+    }
+    if (loop->in_turn && !loop->desc.no_gather) {
+        if (s->touched && len < WSCH_POSIX_GATHER_BLOCK && (s->gbuf = wsch__px_gather_block(loop)) != NULL) {
+            WSCH_MEMCPY(s->gbuf, data, len);
+            s->goff = 0;
+            s->glen = len;
+            loop->counters.gathered++;
+            return len;
+        }
+        wsch__px_touch(s);          /* the first write of the turn leaves at once */
+    }
+    return wsch__px_raw_write(s, data, len);
+}
+
+/* ---- the library's side of a sock: feed, writable, the end, want ---- */
+
+#ifndef WS_CHANNEL_NO_CLIENT
+WSCH__PRIVATE void wsch__px_link_up(wsch__px_sock *s);
+WSCH__PRIVATE void wsch__px_link_ready(wsch__px_sock *s);
+WSCH__PRIVATE void wsch__px_link_failed(wsch__px_sock *s);
+#endif
+
+WSCH__PRIVATE void wsch__px_owner_feed(wsch__px_sock *s, void *data, size_t len) {
+    (void)data;
+    (void)len;
+    switch (s->kind) {
+#ifndef WS_CHANNEL_NO_CONN
+    case WSCH__PX_CONN: (void)wsch_conn_feed((wsch_conn *)s->obj, data, len); break;
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    case WSCH__PX_PEER: (void)wsch_hub_feed(((wsch__px_hub *)s->owner)->hub, s->h, data, len); break;
+#endif
+#ifndef WS_CHANNEL_NO_CLIENT
+    case WSCH__PX_LINK: (void)wsch_client_feed(((wsch__px_client *)s->obj)->client, data, len); break;
+#endif
+    default: break;
+    }
+}
+
+WSCH__PRIVATE void wsch__px_owner_writable(wsch__px_sock *s) {
+    switch (s->kind) {
+#ifndef WS_CHANNEL_NO_CONN
+    case WSCH__PX_CONN: (void)wsch_conn_writable((wsch_conn *)s->obj); break;
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    case WSCH__PX_PEER: (void)wsch_hub_writable(((wsch__px_hub *)s->owner)->hub, s->h); break;
+#endif
+#ifndef WS_CHANNEL_NO_CLIENT
+    case WSCH__PX_LINK: (void)wsch_client_writable(((wsch__px_client *)s->obj)->client); break;
+#endif
+    default: break;
+    }
+}
+
+/* The transport ended under the library (EOF, a read error): the library
+   runs its path, which ends in the close effect. */
+WSCH__PRIVATE void wsch__px_owner_lost(wsch__px_sock *s) {
+#ifndef WS_CHANNEL_NO_CLIENT
+    if (s->kind == WSCH__PX_LINK && !s->attached) {
+        wsch__px_link_failed(s);    /* the next address, or the try has failed */
+        return;
+    }
+#endif
+    if (!s->attached) {
+        wsch__px_sock_close(s, 0);
+        return;
+    }
+    switch (s->kind) {
+#ifndef WS_CHANNEL_NO_CONN
+    case WSCH__PX_CONN: wsch_conn_transport_closed((wsch_conn *)s->obj); break;
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    case WSCH__PX_PEER: (void)wsch_hub_transport_closed(((wsch__px_hub *)s->owner)->hub, s->h); break;
+#endif
+#ifndef WS_CHANNEL_NO_CLIENT
+    case WSCH__PX_LINK: wsch_client_transport_closed(((wsch__px_client *)s->obj)->client); break;
+#endif
+    default: break;
+    }
+    wsch__px_sock_close(s, 0);      /* when the library had nothing to close */
+}
+
+WSCH__PRIVATE unsigned wsch__px_owner_want(wsch__px_sock *s) {
+    unsigned want = 0;
+    switch (s->kind) {
+#ifndef WS_CHANNEL_NO_CONN
+    case WSCH__PX_CONN: {
+        wsch_conn *c = (wsch_conn *)s->obj;
+        want = wsch_conn_want(c);
+        if ((want & WSCH_WANT_WRITE) && wsch_conn_queued_bytes(c) > s->loop->desc.read_pause_bytes)
+            want &= ~(unsigned)WSCH_WANT_READ;     /* backpressure: it drains first */
+        break;
+    }
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    case WSCH__PX_PEER: want = wsch_hub_peer_want(((wsch__px_hub *)s->owner)->hub, s->h); break;
+#endif
+#ifndef WS_CHANNEL_NO_CLIENT
+    case WSCH__PX_LINK: want = wsch_client_want(((wsch__px_client *)s->obj)->client); break;
+#endif
+    default: break;
+    }
+    return want;
+}
+
+WSCH__PRIVATE void wsch__px_follow(wsch__px_sock *s) {
+    unsigned want;
+    if (s->state == WSCH__PX_S_CLOSED) return;
+    if (s->state == WSCH__PX_S_CONNECTING) want = WSCH_POSIX_WRITE;
+    else if (s->state == WSCH__PX_S_HANDSHAKE) want = s->tls_want;
+    else want = wsch__px_owner_want(s);
+    if (s->write_wants_read && (want & WSCH_POSIX_WRITE)) want |= WSCH_POSIX_READ;
+    if (s->read_wants_write && (want & WSCH_POSIX_READ)) want |= WSCH_POSIX_WRITE;
+    if (s->glen) want |= WSCH_POSIX_WRITE;
+    if (wsch__px_io_set(s->loop, &s->io, want) != WSCH_OK) {
+        wsch__px_log(s->loop, "wsch posix: the backend refused a socket");
+        wsch__px_owner_lost(s);
+    }
+}
+
+/* Readable (or hung up): reads and feeds up to READS_PER_EVENT buffers. */
+WSCH__PRIVATE void wsch__px_sock_read(wsch__px_sock *s) {
+    wsch_posix_loop *loop = s->loop;
+    unsigned i;
+    for (i = 0; i < WSCH_POSIX_READS_PER_EVENT; i++) {
+        size_t n;
+        wsch_posix_io r = wsch__px_read(s, loop->buf, loop->desc.read_buffer_size, &n);
+        if (r == WSCH_POSIX_IO_WANT_READ) return;
+        if (r == WSCH_POSIX_IO_WANT_WRITE) {
+            s->read_wants_write = 1;    /* a renegotiation: read again once writable */
+            wsch__px_mark_dirty(s);
+            return;
+        }
+        if (r != WSCH_POSIX_IO_DONE) {
+            wsch__px_owner_lost(s);
+            return;
+        }
+        loop->counters.reads++;
+        wsch__px_owner_feed(s, loop->buf, n);
+        if (s->state != WSCH__PX_S_READY) return;
+        if (!(wsch__px_owner_want(s) & WSCH_WANT_READ)) return;    /* closing, or paused */
+        if (!s->tls && n < loop->desc.read_buffer_size) return;   /* a short read drained the socket */
+    }
+    if (s->tls) wsch__px_mark_pending(s);   /* the session may hold more than the socket shows */
+}
+
+WSCH__PRIVATE void wsch__px_sock_established(wsch__px_sock *s);
+
+/* Advances the transport's handshake; on DONE the library gets the socket. */
+WSCH__PRIVATE void wsch__px_sock_handshake(wsch__px_sock *s) {
+    wsch_posix_io r = s->tr->handshake(s->tls, s->tr->user);
+    if (r == WSCH_POSIX_IO_DONE) {
+        s->state = WSCH__PX_S_READY;
+        wsch_posix_timer_stop(s->loop, &s->timer[0]);
+        wsch__px_sock_established(s);
+        return;
+    }
+    if (r == WSCH_POSIX_IO_WANT_READ || r == WSCH_POSIX_IO_WANT_WRITE) {
+        s->tls_want = r == WSCH_POSIX_IO_WANT_READ ? (unsigned)WSCH_POSIX_READ : (unsigned)WSCH_POSIX_WRITE;
+        wsch__px_mark_dirty(s);
+        return;
+    }
+    wsch__px_log(s->loop, "wsch posix: transport handshake failed");
+    wsch__px_owner_lost(s);
+}
+
+/* Starts the transport (when there is one) on a connected socket, bounded
+   by ms; otherwise hands the socket to the library at once. */
+WSCH__PRIVATE void wsch__px_sock_start(wsch__px_sock *s, const char *host, uint32_t ms) {
+    if (!s->tr) {
+        s->state = WSCH__PX_S_READY;
+        wsch__px_sock_established(s);
+        return;
+    }
+    s->tls = s->tr->open(s->io.fd, s->kind != WSCH__PX_LINK, host, s->tr->user);
+    if (!s->tls) {
+        wsch__px_log(s->loop, "wsch posix: transport refused the connection");
+        wsch__px_owner_lost(s);
+        return;
+    }
+    s->state = WSCH__PX_S_HANDSHAKE;
+    if (s->kind != WSCH__PX_LINK) wsch__px_timer_arm(s->loop, &s->timer[0], ms);
+    wsch__px_sock_handshake(s);
+}
+
+WSCH__PRIVATE void wsch__px_sock_event(wsch_posix_loop *loop, wsch__px_io *io, unsigned ev) {
+    wsch__px_sock *s = (wsch__px_sock *)io;    /* io is the first member */
+    (void)loop;
+    if (s->state == WSCH__PX_S_CONNECTING) {
+        int err = 0;
+        socklen_t len = (socklen_t)sizeof err;
+        if (getsockopt(s->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        if (err == 0 && !(ev & (WSCH_POSIX_WRITE | WSCH_POSIX_HANGUP))) return;
+#ifndef WS_CHANNEL_NO_CLIENT
+        if (err == 0) wsch__px_link_up(s);
+        else wsch__px_link_failed(s);
+#endif
+        return;
+    }
+    if (s->state == WSCH__PX_S_HANDSHAKE) {
+        wsch__px_sock_handshake(s);
+        return;
+    }
+    if (s->state != WSCH__PX_S_READY) return;
+    if ((ev & WSCH_POSIX_WRITE) || (s->write_wants_read && (ev & WSCH_POSIX_READ))) {
+        s->write_wants_read = 0;
+        if (s->glen && wsch__px_gather_flush(s) != WSCH_OK) {
+            wsch__px_owner_lost(s);
+            return;
+        }
+        if (!s->glen) wsch__px_owner_writable(s);
+    }
+    if (s->state == WSCH__PX_S_READY &&
+        ((ev & (WSCH_POSIX_READ | WSCH_POSIX_HANGUP)) || (s->read_wants_write && (ev & WSCH_POSIX_WRITE)))) {
+        s->read_wants_write = 0;
+        wsch__px_sock_read(s);
+    }
+    wsch__px_mark_dirty(s);
+}
+
+/* ---- effects: what the library asks of a sock ---- */
+
+WSCH__PRIVATE size_t wsch__px_fx_send(const void *data, size_t len, void *user) {
+    return wsch__px_write((wsch__px_sock *)user, data, len);
+}
+
+WSCH__PRIVATE void wsch__px_fx_close(void *user) { wsch__px_sock_close((wsch__px_sock *)user, 1); }
+
+WSCH__PRIVATE wsch_posix_timer *wsch__px_sock_timer(wsch__px_sock *s, unsigned id) {
+    switch (id) {
+    case 1: return &s->timer[0];
+    case 2: return &s->timer[1];
+    case 16: return &s->timer[2];
+    default: return NULL;
+    }
+}
+
+WSCH__PRIVATE void wsch__px_fx_timer_set(unsigned id, uint32_t delay_ms, void *user) {
+    wsch__px_sock *s = (wsch__px_sock *)user;
+    wsch_posix_timer *t = wsch__px_sock_timer(s, id);
+    if (!t) wsch__px_log(s->loop, "wsch posix: a timer id the loop does not know");
+    else if (s->state != WSCH__PX_S_CLOSED) wsch__px_timer_arm(s->loop, t, delay_ms);
+}
+
+WSCH__PRIVATE void wsch__px_fx_timer_cancel(unsigned id, void *user) {
+    wsch__px_sock *s = (wsch__px_sock *)user;
+    wsch_posix_timer *t = wsch__px_sock_timer(s, id);
+    if (t) wsch_posix_timer_stop(s->loop, t);
+}
+
+WSCH__PRIVATE void wsch__px_fx_random(void *buf, size_t len, void *user) {
+    wsch__px_random(((wsch__px_sock *)user)->loop, buf, len);
+}
+
+WSCH__PRIVATE void wsch__px_sock_timer_fired(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    wsch__px_sock *s = (wsch__px_sock *)user;
+    (void)loop;
+    (void)t;
+    if (s->state == WSCH__PX_S_CLOSED) return;
+    if (s->state == WSCH__PX_S_CONNECTING || s->state == WSCH__PX_S_HANDSHAKE) {
+#ifndef WS_CHANNEL_NO_CLIENT
+        if (s->kind == WSCH__PX_LINK) {
+            wsch__px_link_failed(s);    /* the connect deadline */
+            return;
+        }
+#endif
+        {
+            wsch__px_log(s->loop, "wsch posix: transport handshake timed out");
+            wsch__px_owner_lost(s);
+        }
+        return;
+    }
+    switch (s->kind) {
+#ifndef WS_CHANNEL_NO_CONN
+    case WSCH__PX_CONN: wsch_conn_timer_fired((wsch_conn *)s->obj, t->id); break;
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    case WSCH__PX_PEER: (void)wsch_hub_timer_fired(((wsch__px_hub *)s->owner)->hub, s->h, t->id); break;
+#endif
+    default: break;
+    }
+    wsch__px_mark_dirty(s);
+}
+
+// >>posix-listen
+WSCH__PRIVATE void wsch__px_accept_one(wsch_posix_listener *l, int fd);
+
+/* Out of descriptors, accept() fails while the connection stays queued and
+   the listener stays readable: a level-triggered loop would spin. The
+   spare descriptor is given up to take the connection and close it. */
+WSCH__PRIVATE int wsch__px_shed(wsch_posix_loop *loop, int lfd) {
+    int fd;
+    if (loop->spare_fd < 0) return 0;
+    (void)close(loop->spare_fd);
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0) (void)close(fd);
+    loop->spare_fd = open("/dev/null", O_RDONLY);
+    wsch__px_log(loop, "wsch posix: out of descriptors: a connection was closed unserved");
+    return fd >= 0;
+}
+
+WSCH__PRIVATE void wsch__px_listener_event(wsch_posix_loop *loop, wsch__px_io *io, unsigned ev) {
+    wsch_posix_listener *l = (wsch_posix_listener *)io;
+    int i;
+    (void)ev;
+    for (i = 0; i < WSCH__PX_ACCEPTS_PER_EVENT && !l->dead; i++) {
+#if defined(__linux__) && defined(_GNU_SOURCE) && defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+        int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+        int fd = accept(l->io.fd, NULL, NULL);
+        if (fd >= 0) wsch__px_nonblock(fd);
+#endif
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if ((errno == EMFILE || errno == ENFILE) && wsch__px_shed(loop, l->io.fd)) continue;
+            return;                 /* EAGAIN: drained */
+        }
+        wsch__px_tune(fd);
+        loop->counters.accepted++;
+        wsch__px_accept_one(l, fd);
+    }
+}
+
+WSCH__PRIVATE int wsch__px_bind(const struct sockaddr *sa, socklen_t len, int v6only, unsigned backlog) {
+    int one = 1, fd = socket(sa->sa_family, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    wsch__px_nonblock(fd);
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, (socklen_t)sizeof one);
+#ifdef IPV6_V6ONLY
+    if (sa->sa_family == AF_INET6 && v6only) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, (socklen_t)sizeof one);
+#else
+    (void)v6only;
+#endif
+    if (bind(fd, sa, len) != 0 || listen(fd, (int)(backlog > 65535u ? 65535u : backlog)) != 0) {
+        int e = errno;
+        (void)close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+WSCH_API int wsch_posix_listen(wsch_posix_loop *loop, const wsch_posix_listen_desc *desc, wsch_posix_listener **out) {
+    wsch_posix_listen_desc d;
+    wsch_posix_listener *l;
+    struct sockaddr_storage ss;
+    socklen_t sl = (socklen_t)sizeof ss;
+    int fd = -1;
+    if (out) *out = NULL;
+    if (!loop || !out) return WSCH_ERR_ARG;
+    wsch__desc_copy(&d, desc, sizeof d);
+    if (!d.backlog) d.backlog = WSCH_POSIX_DEFAULT_BACKLOG;
+    if (d.addr && (d.addr_len < sizeof(struct sockaddr_in) || d.addr_len > sizeof ss)) return WSCH_ERR_ARG;
+    if (loop->nio >= loop->desc.max_fds) return WSCH_ERR_LIMIT;
+    if (d.addr) {
+        fd = wsch__px_bind((const struct sockaddr *)d.addr, (socklen_t)d.addr_len, d.v6only, d.backlog);
+    } else {
+        struct addrinfo hints, *res = NULL, *ai;
+        char service[8];
+        int e = 0;
+        WSCH_MEMSET(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+        (void)snprintf(service, sizeof service, "%u", (unsigned)d.port);
+        if (getaddrinfo(d.host ? d.host : "127.0.0.1", service, &hints, &res) != 0) {
+            errno = EADDRNOTAVAIL;
+            return WSCH_ERR_CONNECT;
+        }
+        for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+            fd = wsch__px_bind(ai->ai_addr, ai->ai_addrlen, d.v6only, d.backlog);
+            if (fd < 0) e = errno;
+        }
+        freeaddrinfo(res);
+        if (fd < 0) errno = e;
+    }
+    if (fd < 0) return WSCH_ERR_CONNECT;
+    l = (wsch_posix_listener *)wsch__alloc(&loop->desc.allocator, sizeof *l);
+    if (!l) {
+        (void)close(fd);
+        return WSCH_ERR_NOMEM;
+    }
+    WSCH_MEMSET(l, 0, sizeof *l);
+    l->io.fd = fd;
+    l->io.fn = wsch__px_listener_event;
+    l->loop = loop;
+    l->tr = d.transport;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) l->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6) l->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    loop->nio++;
+    l->next = loop->listeners;
+    loop->listeners = l;
+    *out = l;
+    return WSCH_OK;
+}
+
+WSCH_API uint16_t wsch_posix_listener_port(const wsch_posix_listener *l) { return l ? l->port : 0; }
+
+WSCH_API void wsch_posix_listener_close(wsch_posix_listener *l) {
+    if (!l || l->dead) return;
+    wsch__px_io_remove(l->loop, &l->io);
+    (void)close(l->io.fd);
+    l->io.fd = -1;
+    l->dead = 1;
+}
+
+/* Starts accepting once the listener serves something. */
+WSCH__PRIVATE int wsch__px_listener_arm(wsch_posix_listener *l) {
+    if (l->dead) return WSCH_ERR_STATE;
+    return wsch__px_io_set(l->loop, &l->io, WSCH_POSIX_READ);
+}
+
+// >>posix-conns
+#ifndef WS_CHANNEL_NO_CONN
+/* The layer forwards every event of wsch_conn_desc and wsch_client_desc to
+   the caller with the caller's user pointer (the effects need their own).
+   These fail to compile when an event is added after the last one known
+   here: forward it below (wsch__px_ev_* / wsch__px_cl_*), then move the
+   check to the new last member. */
+typedef char wsch__px_conn_events_forwarded[(offsetof(wsch_conn_desc, on_close) + sizeof(void (*)(void)) ==
+                                             sizeof(wsch_conn_desc)) ? 1 : -1];
+/* Each event of a served conn goes to the caller's, with the caller's user
+   (the conn's own user pointer is the sock, for the effects). */
+#define WSCH__PX_APP(user) (((wsch__px_serve *)((wsch__px_sock *)(user))->owner)->app)
+#define WSCH__PX_APP_USER(user) (((wsch__px_sock *)(user))->user)
+WSCH__PRIVATE void wsch__px_ev_request(wsch_conn *c, const wsch_request *req, wsch_handshake_reply *reply, void *user) {
+    WSCH__PX_APP(user).on_request(c, req, reply, WSCH__PX_APP_USER(user));
+}
+WSCH__PRIVATE void wsch__px_ev_open(wsch_conn *c, void *user) { WSCH__PX_APP(user).on_open(c, WSCH__PX_APP_USER(user)); }
+WSCH__PRIVATE void wsch__px_ev_message(wsch_conn *c, wsch_opcode op, void *data, size_t len, void *user) {
+    WSCH__PX_APP(user).on_message(c, op, data, len, WSCH__PX_APP_USER(user));
+}
+WSCH__PRIVATE void wsch__px_ev_pong(wsch_conn *c, const void *data, size_t len, void *user) {
+    WSCH__PX_APP(user).on_pong(c, data, len, WSCH__PX_APP_USER(user));
+}
+WSCH__PRIVATE void wsch__px_ev_close(wsch_conn *c, int code, const char *reason, size_t reason_len, void *user) {
+    WSCH__PX_APP(user).on_close(c, code, reason, reason_len, WSCH__PX_APP_USER(user));
+}
+WSCH__PRIVATE void wsch__px_ev_log(const char *msg, void *user) {
+    WSCH__PX_APP(user).effects.log(msg, WSCH__PX_APP_USER(user));
+}
+
+WSCH_API int wsch_posix_serve_conns(wsch_posix_listener *l, const wsch_conn_desc *desc, void *user) {
+    wsch__px_serve *v;
+    int rc;
+    if (!l || !desc) return WSCH_ERR_ARG;
+    if (l->serve || l->hub) return WSCH_ERR_STATE;
+    v = (wsch__px_serve *)wsch__alloc(&l->loop->desc.allocator, sizeof *v);
+    if (!v) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(v, 0, sizeof *v);
+    v->app = *desc;
+    v->user = user;
+    v->desc = wsch_conn_desc_defaults(desc);
+    v->desc.role = WSCH_ROLE_SERVER;
+    WSCH_MEMSET(&v->desc.effects, 0, sizeof v->desc.effects);
+    v->desc.effects.send = wsch__px_fx_send;
+    v->desc.effects.close = wsch__px_fx_close;
+    v->desc.effects.timer_set = wsch__px_fx_timer_set;
+    v->desc.effects.timer_cancel = wsch__px_fx_timer_cancel;
+    v->desc.effects.now_ms = wsch_posix_now_ms;
+    v->desc.effects.random_bytes = wsch__px_fx_random;
+    if (desc->effects.log) v->desc.effects.log = wsch__px_ev_log;
+    v->desc.on_request = desc->on_request ? wsch__px_ev_request : NULL;
+    v->desc.on_open = desc->on_open ? wsch__px_ev_open : NULL;
+    v->desc.on_message = desc->on_message ? wsch__px_ev_message : NULL;
+    v->desc.on_pong = desc->on_pong ? wsch__px_ev_pong : NULL;
+    v->desc.on_close = desc->on_close ? wsch__px_ev_close : NULL;
+    rc = wsch__px_listener_arm(l);
+    if (rc != WSCH_OK) {
+        wsch__free(&l->loop->desc.allocator, v);
+        return rc;
+    }
+    v->next = l->loop->serves;
+    l->loop->serves = v;
+    l->serve = v;
+    return WSCH_OK;
+}
+
+WSCH_API void *wsch_posix_conn_user(const wsch_conn *c) {
+    wsch__px_sock *s = c ? (wsch__px_sock *)wsch_conn_user(c) : NULL;
+    return s ? s->user : NULL;
+}
+
+WSCH_API void wsch_posix_conn_set_user(wsch_conn *c, void *user) {
+    wsch__px_sock *s = c ? (wsch__px_sock *)wsch_conn_user(c) : NULL;
+    if (s) s->user = user;
+}
+#endif
+
+// >>posix-hub
+#ifndef WS_CHANNEL_NO_HUB
+WSCH__PRIVATE wsch__px_hub *wsch__px_hub_find(wsch_posix_loop *loop, const wsch_hub *hub) {
+    wsch__px_hub *x;
+    for (x = loop ? loop->hubs : NULL; x; x = x->next) {
+        if (x->hub == hub && !x->dead) return x;
+    }
+    return NULL;
+}
+
+WSCH_API int wsch_posix_hub_create(wsch_posix_loop *loop, const wsch_hub_desc *desc, wsch_hub **out) {
+    wsch_hub_desc d;
+    wsch__px_hub *x;
+    int rc;
+    if (out) *out = NULL;
+    if (!loop || !out) return WSCH_ERR_ARG;
+    wsch__desc_copy(&d, desc, sizeof d);
+    d.effects.send = wsch__px_fx_send;
+    d.effects.close = wsch__px_fx_close;
+    d.effects.timer_set = wsch__px_fx_timer_set;
+    d.effects.timer_cancel = wsch__px_fx_timer_cancel;
+    d.effects.now_ms = wsch_posix_now_ms;
+    d.effects.random_bytes = wsch_posix_random_bytes;
+    d.effects.connect = NULL;
+    x = (wsch__px_hub *)wsch__alloc(&loop->desc.allocator, sizeof *x);
+    if (!x) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(x, 0, sizeof *x);
+    rc = wsch_hub_create(&d, &x->hub);
+    if (rc != WSCH_OK) {
+        wsch__free(&loop->desc.allocator, x);
+        return rc;
+    }
+    x->next = loop->hubs;
+    loop->hubs = x;
+    *out = x->hub;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_posix_serve_hub(wsch_posix_listener *l, wsch_hub *hub) {
+    wsch__px_hub *x;
+    int rc;
+    if (!l || !hub) return WSCH_ERR_ARG;
+    if (l->serve || l->hub) return WSCH_ERR_STATE;
+    x = wsch__px_hub_find(l->loop, hub);
+    if (!x) return WSCH_ERR_ARG;
+    rc = wsch__px_listener_arm(l);
+    if (rc == WSCH_OK) l->hub = x;
+    return rc;
+}
+
+WSCH__PRIVATE void wsch__px_hub_free(wsch_posix_loop *loop, wsch__px_hub *x) {
+    wsch_posix_listener *l;
+    for (l = loop->listeners; l; l = l->next) {
+        if (l->hub == x) {
+            wsch_posix_listener_close(l);
+            l->hub = NULL;
+        }
+    }
+    if (x->hub) wsch_hub_destroy(x->hub);   /* every peer's close() runs */
+    {
+        wsch__px_sock *s;               /* and sockets not yet handed to it (a transport's handshake) */
+        for (s = loop->socks; s; s = s->next) {
+            if (s->kind == WSCH__PX_PEER && s->owner == x) wsch__px_sock_close(s, 0);
+        }
+    }
+    x->hub = NULL;
+    x->dead = 1;
+}
+
+WSCH_API void wsch_posix_hub_destroy(wsch_posix_loop *loop, wsch_hub *hub) {
+    wsch__px_hub *x = wsch__px_hub_find(loop, hub);
+    if (x) wsch__px_hub_free(loop, x);
+}
+#endif
+
+/* An accepted socket goes to what its listener serves. */
+WSCH__PRIVATE void wsch__px_accept_one(wsch_posix_listener *l, int fd) {
+    wsch_posix_loop *loop = l->loop;
+    int kind = l->hub ? WSCH__PX_PEER : WSCH__PX_CONN;
+    wsch__px_sock *s;
+    if (loop->shutting || (!l->hub && !l->serve)) {
+        (void)close(fd);
+        return;
+    }
+    s = wsch__px_sock_new(loop, fd, kind, l->tr);
+    if (!s) {
+        wsch__px_log(loop, "wsch posix: a connection refused (max_fds, max_timers or memory)");
+        (void)close(fd);
+        return;
+    }
+    s->io.fn = wsch__px_sock_event;
+    s->owner = l->hub ? (void *)l->hub : (void *)l->serve;
+#ifndef WS_CHANNEL_NO_CONN
+    if (kind == WSCH__PX_CONN) s->user = l->serve->user;
+#endif
+    if (wsch__px_io_set(loop, &s->io, WSCH_POSIX_READ) != WSCH_OK) {
+        s->owner = NULL;
+        wsch__px_sock_close(s, 0);
+        return;
+    }
+    {
+        uint32_t hs = WSCH_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+#ifndef WS_CHANNEL_NO_CONN
+        if (l->serve) hs = l->serve->desc.limits.handshake_timeout_ms;
+#endif
+        wsch__px_sock_start(s, NULL, hs);
+    }
+}
+
+/* The socket is ready for the library (after the transport's handshake). */
+WSCH__PRIVATE void wsch__px_sock_established(wsch__px_sock *s) {
+    int rc = WSCH_ERR_ARG;
+    switch (s->kind) {
+#ifndef WS_CHANNEL_NO_CONN
+    case WSCH__PX_CONN: {
+        wsch_conn *c = NULL;
+        rc = wsch_conn_create(&((wsch__px_serve *)s->owner)->desc, s, &c);
+        s->obj = c;
+        s->attached = rc == WSCH_OK;
+        break;
+    }
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    case WSCH__PX_PEER: {
+        wsch__px_hub *x = (wsch__px_hub *)s->owner;
+        rc = wsch_hub_accept(x->hub, NULL, s, &s->h);
+        if (rc == WSCH_OK) {
+            x->npeers++;
+            s->attached = 1;
+        }
+        break;
+    }
+#endif
+#ifndef WS_CHANNEL_NO_CLIENT
+    case WSCH__PX_LINK: wsch__px_link_ready(s); return;
+#endif
+    default: break;
+    }
+    if (rc != WSCH_OK) {            /* refused (full, shutting down, memory): the socket is still ours */
+        s->obj = NULL;
+        wsch__px_sock_close(s, 0);
+        return;
+    }
+    wsch__px_mark_dirty(s);
+}
+
+// >>posix-client
+#ifndef WS_CHANNEL_NO_CLIENT
+typedef char wsch__px_client_events_forwarded[(offsetof(wsch_client_desc, on_presence) + sizeof(void (*)(void)) ==
+                                               sizeof(wsch_client_desc)) ? 1 : -1];
+WSCH__PRIVATE wsch__px_client *wsch__px_cl(wsch_client *c) { return (wsch__px_client *)wsch_client_user(c); }
+
+WSCH__PRIVATE void wsch__px_cl_status(wsch_client *c, wsch_status st, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_status(c, st, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_connect(wsch_client *c, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_connect(c, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_disconnect(wsch_client *c, int code, const char *reason, size_t len, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_disconnect(c, code, reason, len, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_error(wsch_client *c, int err, const char *what, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_error(c, err, what, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_binary(wsch_client *c, const void *data, size_t len, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_binary(c, data, len, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_stop(wsch_client *c, wsch_stop reason, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_stop(c, reason, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_recovery(wsch_client *c, const char *channel, int recovered, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_recovery(c, channel, recovered, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_ack(wsch_client *c, uint64_t id, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_ack(c, id, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_send_failed(wsch_client *c, uint64_t id, int err, const char *code, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_send_failed(c, id, err, code, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_presence(wsch_client *c, const char *channel, const char *member, const char *info,
+                                        int joined, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.on_presence(c, channel, member, info, joined, x->app.user);
+}
+WSCH__PRIVATE void wsch__px_cl_log(const char *msg, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    x->app.effects.log(msg, x->app.user);
+}
+
+/* The client's effects: the link is whatever transport is current. */
+WSCH__PRIVATE size_t wsch__px_cl_send(const void *data, size_t len, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    return x->link ? wsch__px_write(x->link, data, len) : WSCH_SEND_ERROR;
+}
+
+WSCH__PRIVATE void wsch__px_cl_close(void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    wsch__px_sock *s = x->link;
+    x->link = NULL;
+    if (s) wsch__px_sock_close(s, 1);
+}
+
+WSCH__PRIVATE wsch_posix_timer *wsch__px_cl_timer(wsch__px_client *x, unsigned id) {
+    switch (id) {
+    case 1: return &x->timer[0];
+    case 2: return &x->timer[1];
+    case WSCH_CLIENT_TIMER_RETRY: return &x->timer[2];
+    case WSCH_CLIENT_TIMER_HEARTBEAT: return &x->timer[3];
+    case WSCH_CLIENT_TIMER_PONG: return &x->timer[4];
+    default: return NULL;
+    }
+}
+
+WSCH__PRIVATE void wsch__px_cl_timer_set(unsigned id, uint32_t delay_ms, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    wsch_posix_timer *t = wsch__px_cl_timer(x, id);
+    if (!t) wsch__px_log(x->loop, "wsch posix: a client timer id the loop does not know");
+    else if (!x->dead) wsch__px_timer_arm(x->loop, t, delay_ms);
+}
+
+WSCH__PRIVATE void wsch__px_cl_timer_cancel(unsigned id, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    wsch_posix_timer *t = wsch__px_cl_timer(x, id);
+    if (t) wsch_posix_timer_stop(x->loop, t);
+}
+
+WSCH__PRIVATE void wsch__px_cl_timer_fired(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    (void)loop;
+    if (x->dead) return;
+    wsch_client_timer_fired(x->client, t->id);
+    if (x->link) wsch__px_mark_dirty(x->link);
+}
+
+WSCH__PRIVATE void wsch__px_cl_random(void *buf, size_t len, void *user) {
+    wsch__px_random(((wsch__px_client *)user)->loop, buf, len);
+}
+
+/* Tries the next address; none left: the try has failed. */
+WSCH__PRIVATE void wsch__px_link_try(wsch__px_client *x) {
+    wsch_posix_loop *loop = x->loop;
+    while (x->next_addr < x->naddrs && !x->dead) {
+        const struct sockaddr *sa = (const struct sockaddr *)x->addrs[x->next_addr];
+        socklen_t len = (socklen_t)x->lens[x->next_addr];
+        uint64_t now = wsch_posix_now_ms(NULL);
+        wsch__px_sock *s;
+        int fd, r;
+        x->next_addr++;
+        if (now >= x->connect_deadline) break;
+        fd = socket(sa->sa_family, SOCK_STREAM, 0);
+        if (fd < 0) continue;
+        wsch__px_nonblock(fd);
+        wsch__px_tune(fd);
+        s = wsch__px_sock_new(loop, fd, WSCH__PX_LINK, x->opts.transport);
+        if (!s) {
+            (void)close(fd);
+            break;
+        }
+        s->io.fn = wsch__px_sock_event;
+        s->obj = x;
+        x->link = s;
+        wsch__px_timer_arm(loop, &s->timer[0], (uint32_t)(x->connect_deadline - now));     /* the deadline */
+        do {
+            r = connect(fd, sa, len);
+        } while (r != 0 && errno == EINTR);
+        if (r == 0) {
+            wsch__px_link_up(s);
+            return;
+        }
+        if (errno == EINPROGRESS) {
+            s->state = WSCH__PX_S_CONNECTING;
+            if (wsch__px_io_set(loop, &s->io, WSCH_POSIX_WRITE) == WSCH_OK) return;
+        }
+        x->link = NULL;
+        wsch__px_sock_close(s, 0);  /* refused at once (or the backend refused it): the next address */
+    }
+    /* Every address failed. The client calls the close effect (x->link is
+       NULL: nothing left to close) and decides about retrying. */
+    x->next_addr = x->naddrs;
+    if (!x->dead) wsch_client_transport_failed(x->client);
+}
+
+/* This address failed (refused, timed out, the transport's handshake). */
+WSCH__PRIVATE void wsch__px_link_failed(wsch__px_sock *s) {
+    wsch__px_client *x = (wsch__px_client *)s->obj;
+    if (x->link == s) x->link = NULL;
+    wsch__px_sock_close(s, 0);
+    wsch__px_link_try(x);
+}
+
+/* TCP is up: the transport's handshake next (bounded by the connect
+   deadline, whose timer runs on), or the library at once. */
+WSCH__PRIVATE void wsch__px_link_up(wsch__px_sock *s) { wsch__px_sock_start(s, ((wsch__px_client *)s->obj)->host, 0); }
+
+/* The link carries bytes: the client may send its opening request. */
+WSCH__PRIVATE void wsch__px_link_ready(wsch__px_sock *s) {
+    wsch__px_client *x = (wsch__px_client *)s->obj;
+    wsch_posix_timer_stop(x->loop, &s->timer[0]);
+    s->attached = 1;
+    wsch__px_mark_dirty(s);
+    wsch_client_transport_open(x->client);
+}
+
+WSCH__PRIVATE void wsch__px_cl_fx_connect(const char *host, uint16_t port, void *user) {
+    wsch__px_client *x = (wsch__px_client *)user;
+    size_t hl = WSCH_STRLEN(host);
+    x->naddrs = x->next_addr = 0;
+    x->connect_deadline = wsch_posix_now_ms(NULL) + x->opts.connect_timeout_ms;
+    if (hl >= sizeof x->host) hl = sizeof x->host - 1;
+    WSCH_MEMCPY(x->host, host, hl);
+    x->host[hl] = '\0';
+    if (x->opts.addr) {
+        WSCH_MEMCPY(x->addrs[0], x->addr, x->opts.addr_len);
+        x->lens[0] = x->opts.addr_len;
+        x->naddrs = 1;
+    } else if (x->opts.resolve) {
+        size_t count = WSCH_POSIX_MAX_ADDRS, i;
+        for (i = 0; i < WSCH_POSIX_MAX_ADDRS; i++) x->lens[i] = WSCH_POSIX_ADDR_MAX;
+        if (x->opts.resolve(host, port, x->addrs, x->lens, &count, x->opts.resolve_user) == WSCH_OK)
+            x->naddrs = count <= WSCH_POSIX_MAX_ADDRS ? count : WSCH_POSIX_MAX_ADDRS;
+        for (i = 0; i < x->naddrs; i++) {
+            if (x->lens[i] < sizeof(struct sockaddr_in) || x->lens[i] > WSCH_POSIX_ADDR_MAX) x->naddrs = i;
+        }
+    } else {
+        struct addrinfo hints, *res = NULL, *ai;
+        char service[8];
+        WSCH_MEMSET(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        (void)snprintf(service, sizeof service, "%u", (unsigned)port);
+        if (getaddrinfo(host, service, &hints, &res) == 0) {     /* blocks for a name: see "DNS" */
+            for (ai = res; ai && x->naddrs < WSCH_POSIX_MAX_ADDRS; ai = ai->ai_next) {
+                if ((size_t)ai->ai_addrlen > WSCH_POSIX_ADDR_MAX) continue;
+                WSCH_MEMCPY(x->addrs[x->naddrs], ai->ai_addr, (size_t)ai->ai_addrlen);
+                x->lens[x->naddrs++] = (size_t)ai->ai_addrlen;
+            }
+            freeaddrinfo(res);
+        }
+    }
+    if (!x->naddrs) wsch__px_log(x->loop, "wsch posix: no address for the client's host");
+    wsch__px_link_try(x);
+}
+
+WSCH_API int wsch_posix_client_create(wsch_posix_loop *loop, const wsch_client_desc *desc,
+                                      const wsch_posix_client_opts *opts, wsch_client **out) {
+    wsch__px_client *x;
+    wsch_client_desc d;
+    int rc, k;
+    if (out) *out = NULL;
+    if (!loop || !desc || !out) return WSCH_ERR_ARG;
+    if (opts && opts->addr && (opts->addr_len < sizeof(struct sockaddr_in) || opts->addr_len > WSCH_POSIX_ADDR_MAX))
+        return WSCH_ERR_ARG;
+    rc = wsch__px_heap_room(loop, 5);
+    if (rc != WSCH_OK) return rc;
+    x = (wsch__px_client *)wsch__alloc(&loop->desc.allocator, sizeof *x);
+    if (!x) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(x, 0, sizeof *x);
+    x->loop = loop;
+    x->app = *desc;
+    if (opts) x->opts = *opts;
+    if (!x->opts.connect_timeout_ms) x->opts.connect_timeout_ms = WSCH_POSIX_DEFAULT_CONNECT_TIMEOUT_MS;
+    if (x->opts.addr) {
+        WSCH_MEMCPY(x->addr, x->opts.addr, x->opts.addr_len);
+        x->opts.addr = x->addr;
+    }
+    for (k = 0; k < 5; k++) wsch_posix_timer_init(&x->timer[k], wsch__px_cl_timer_fired, x);
+    x->timer[0].id = 1;
+    x->timer[1].id = 2;
+    x->timer[2].id = WSCH_CLIENT_TIMER_RETRY;
+    x->timer[3].id = WSCH_CLIENT_TIMER_HEARTBEAT;
+    x->timer[4].id = WSCH_CLIENT_TIMER_PONG;
+    d = *desc;
+    d.user = x;
+    WSCH_MEMSET(&d.effects, 0, sizeof d.effects);
+    d.effects.connect = wsch__px_cl_fx_connect;
+    d.effects.send = wsch__px_cl_send;
+    d.effects.close = wsch__px_cl_close;
+    d.effects.timer_set = wsch__px_cl_timer_set;
+    d.effects.timer_cancel = wsch__px_cl_timer_cancel;
+    d.effects.now_ms = wsch_posix_now_ms;
+    d.effects.random_bytes = wsch__px_cl_random;
+    if (desc->effects.log) d.effects.log = wsch__px_cl_log;
+    d.on_status = desc->on_status ? wsch__px_cl_status : NULL;
+    d.on_connect = desc->on_connect ? wsch__px_cl_connect : NULL;
+    d.on_disconnect = desc->on_disconnect ? wsch__px_cl_disconnect : NULL;
+    d.on_error = desc->on_error ? wsch__px_cl_error : NULL;
+    d.on_binary = desc->on_binary ? wsch__px_cl_binary : NULL;
+    d.on_stop = desc->on_stop ? wsch__px_cl_stop : NULL;
+    d.on_recovery = desc->on_recovery ? wsch__px_cl_recovery : NULL;
+    d.on_ack = desc->on_ack ? wsch__px_cl_ack : NULL;
+    d.on_send_failed = desc->on_send_failed ? wsch__px_cl_send_failed : NULL;
+    d.on_presence = desc->on_presence ? wsch__px_cl_presence : NULL;
+    loop->reserved += 5;
+    rc = wsch_client_create(&d, &x->client);
+    if (rc != WSCH_OK) {
+        loop->reserved -= 5;
+        wsch__free(&loop->desc.allocator, x);
+        return rc;
+    }
+    x->next = loop->clients;
+    if (loop->clients) loop->clients->prev = x;
+    loop->clients = x;
+    *out = x->client;
+    return WSCH_OK;
+}
+
+WSCH_API void wsch_posix_client_destroy(wsch_client *c) {
+    wsch__px_client *x;
+    if (!c) return;
+    x = wsch__px_cl(c);
+    if (x->dead) return;
+    wsch_client_destroy(c);         /* closes the link (our close effect), cancels its timers */
+    x->dead = 1;                    /* freed at the end of the turn */
+}
+
+WSCH_API void *wsch_posix_client_user(const wsch_client *c) {
+    return c ? ((wsch__px_client *)wsch_client_user(c))->app.user : NULL;
+}
+
+WSCH__PRIVATE void wsch__px_client_free(wsch_posix_loop *loop, wsch__px_client *x) {
+    int k;
+    for (k = 0; k < 5; k++) wsch_posix_timer_stop(loop, &x->timer[k]);
+    if (x->prev) x->prev->next = x->next;
+    else loop->clients = x->next;
+    if (x->next) x->next->prev = x->prev;
+    loop->reserved -= 5;
+    wsch__free(&loop->desc.allocator, x);
+}
+#endif
+
+// >>posix-watch
+WSCH__PRIVATE void wsch__px_watch_event(wsch_posix_loop *loop, wsch__px_io *io, unsigned ev) {
+    wsch_posix_watch *w = (wsch_posix_watch *)io;
+    if (!w->dead) w->fn(loop, w, w->user_fd, ev, w->user);
+}
+
+WSCH_API int wsch_posix_watch_add(wsch_posix_loop *loop, int fd, unsigned events, wsch_posix_watch_fn fn, void *user,
+                                  wsch_posix_watch **out) {
+    wsch_posix_watch *w;
+    if (out) *out = NULL;
+    if (!loop || fd < 0 || !fn || !out) return WSCH_ERR_ARG;
+    if (loop->nio >= loop->desc.max_fds) return WSCH_ERR_LIMIT;
+    w = (wsch_posix_watch *)wsch__alloc(&loop->desc.allocator, sizeof *w);
+    if (!w) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(w, 0, sizeof *w);
+    w->io.fd = fd;
+    w->io.fn = wsch__px_watch_event;
+    w->loop = loop;
+    w->user_fd = fd;
+    w->fn = fn;
+    w->user = user;
+    if (wsch__px_io_set(loop, &w->io, events) != WSCH_OK) {
+        wsch__free(&loop->desc.allocator, w);
+        return WSCH_ERR_STATE;
+    }
+    loop->nio++;
+    w->next = loop->watches;
+    loop->watches = w;
+    *out = w;
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_posix_watch_set(wsch_posix_watch *w, unsigned events) {
+    if (!w || w->dead) return WSCH_ERR_STATE;
+    return wsch__px_io_set(w->loop, &w->io, events);
+}
+
+WSCH_API void wsch_posix_watch_remove(wsch_posix_watch *w) {
+    if (!w || w->dead) return;
+    wsch__px_io_remove(w->loop, &w->io);
+    w->io.fd = -1;
+    w->dead = 1;
+}
+
+// >>posix-signals
+WSCH__PRIVATE void wsch__px_on_signal(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (wsch__px_sig_fd >= 0) {
+        ssize_t r = write((int)wsch__px_sig_fd, &b, 1);
+        (void)r;
+    }
+    errno = saved;
+}
+
+WSCH__PRIVATE void wsch__px_signal_event(wsch_posix_loop *loop, wsch__px_io *io, unsigned ev) {
+    unsigned char b[16];
+    ssize_t n;
+    (void)ev;
+    n = read(io->fd, b, sizeof b);
+    if (n <= 0) return;
+    if (loop->shutting) {
+        loop->stop = 1;             /* a second signal: no more waiting */
+        return;
+    }
+    wsch__px_log(loop, "wsch posix: signal: shutting down");
+    wsch_posix_loop_shutdown(loop);
+    if (n > 1) loop->stop = 1;
+}
+
+WSCH_API int wsch_posix_handle_signals(wsch_posix_loop *loop) {
+    struct sigaction sa;
+    if (!loop) return WSCH_ERR_ARG;
+    if (wsch__px_sig_fd >= 0 || loop->sig_pipe[0] >= 0) return WSCH_ERR_STATE;
+    if (loop->nio >= loop->desc.max_fds) return WSCH_ERR_LIMIT;
+    if (pipe(loop->sig_pipe) != 0) return WSCH_ERR_STATE;
+    wsch__px_nonblock(loop->sig_pipe[0]);
+    wsch__px_nonblock(loop->sig_pipe[1]);
+    loop->sig_io.fd = loop->sig_pipe[0];
+    loop->sig_io.fn = wsch__px_signal_event;
+    if (wsch__px_io_set(loop, &loop->sig_io, WSCH_POSIX_READ) != WSCH_OK) {
+        (void)close(loop->sig_pipe[0]);
+        (void)close(loop->sig_pipe[1]);
+        loop->sig_pipe[0] = loop->sig_pipe[1] = -1;
+        loop->sig_io.fd = -1;
+        return WSCH_ERR_STATE;
+    }
+    loop->nio++;
+    wsch__px_sig_fd = loop->sig_pipe[1];
+    WSCH_MEMSET(&sa, 0, sizeof sa);
+    sa.sa_handler = wsch__px_on_signal;
+    (void)sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGINT, &sa, &loop->old_int);
+    (void)sigaction(SIGTERM, &sa, &loop->old_term);
+    sa.sa_handler = SIG_IGN;
+    (void)sigaction(SIGPIPE, &sa, &loop->old_pipe);
+    return WSCH_OK;
+}
+
+WSCH__PRIVATE void wsch__px_signals_release(wsch_posix_loop *loop) {
+    if (loop->sig_pipe[0] < 0) return;
+    (void)sigaction(SIGINT, &loop->old_int, NULL);
+    (void)sigaction(SIGTERM, &loop->old_term, NULL);
+    (void)sigaction(SIGPIPE, &loop->old_pipe, NULL);
+    wsch__px_sig_fd = -1;
+    wsch__px_io_remove(loop, &loop->sig_io);
+    (void)close(loop->sig_pipe[0]);
+    (void)close(loop->sig_pipe[1]);
+    loop->sig_pipe[0] = loop->sig_pipe[1] = -1;
+    loop->sig_io.fd = -1;
+    loop->nio--;
+}
+
+// >>posix-shutdown
+WSCH__PRIVATE void wsch__px_shutdown_timeout(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    (void)t;
+    (void)user;
+    wsch__px_log(loop, "wsch posix: shutdown timed out");
+    loop->stop = 1;
+}
+
+WSCH_API void wsch_posix_loop_shutdown(wsch_posix_loop *loop) {
+    wsch_posix_listener *l;
+    wsch__px_sock *s;
+    if (!loop || loop->shutting) return;
+    loop->shutting = 1;
+    wsch_posix_timer_init(&loop->shutdown_timer, wsch__px_shutdown_timeout, NULL);
+    if (wsch_posix_timer_start(loop, &loop->shutdown_timer, loop->desc.shutdown_timeout_ms) != WSCH_OK)
+        loop->stop = 1;
+    for (l = loop->listeners; l; l = l->next) wsch_posix_listener_close(l);
+#ifndef WS_CHANNEL_NO_HUB
+    {
+        wsch__px_hub *x;
+        for (x = loop->hubs; x; x = x->next) {
+            if (!x->dead) wsch_hub_shutdown(x->hub);
+        }
+    }
+#endif
+#ifndef WS_CHANNEL_NO_CLIENT
+    {
+        wsch__px_client *x;
+        for (x = loop->clients; x; x = x->next) {
+            if (!x->dead) (void)wsch_client_disconnect(x->client);
+        }
+    }
+#endif
+    for (s = loop->socks; s; s = s->next) {
+        if (s->kind != WSCH__PX_CONN || s->state == WSCH__PX_S_CLOSED) continue;
+#ifndef WS_CHANNEL_NO_CONN
+        if (s->obj) {
+            (void)wsch_conn_close((wsch_conn *)s->obj, WSCH_CLOSE_GOING_AWAY, "Server shutting down", WSCH_CSTR);
+            wsch__px_mark_dirty(s);
+            continue;
+        }
+#endif
+        wsch__px_sock_close(s, 0);  /* still in the transport's handshake */
+    }
+}
+
+/* Shutting down and nothing of the library's is left: run() may return. */
+WSCH__PRIVATE int wsch__px_shutdown_done(const wsch_posix_loop *loop) {
+    const wsch__px_sock *s;
+#ifndef WS_CHANNEL_NO_CLIENT
+    const wsch__px_client *x;
+    for (x = loop->clients; x; x = x->next) {
+        if (!x->dead && x->link) return 0;
+    }
+#endif
+    for (s = loop->socks; s; s = s->next) {
+        if (s->state != WSCH__PX_S_CLOSED) return 0;
+    }
+    return 1;
+}
+
+// >>posix-loop
+WSCH_API wsch_posix_loop_desc wsch_posix_loop_desc_defaults(const wsch_posix_loop_desc *desc) {
+    wsch_posix_loop_desc d;
+    wsch__desc_copy(&d, desc, sizeof d);
+    if (d.backend == WSCH_POSIX_BACKEND_AUTO) {
+#if WSCH_POSIX_EPOLL
+        d.backend = WSCH_POSIX_BACKEND_EPOLL;
+#elif WSCH_POSIX_KQUEUE
+        d.backend = WSCH_POSIX_BACKEND_KQUEUE;
+#else
+        d.backend = WSCH_POSIX_BACKEND_POLL;
+#endif
+    }
+    d.max_fds = wsch__or(d.max_fds, WSCH_POSIX_DEFAULT_MAX_FDS);
+    d.max_timers = wsch__or(d.max_timers, WSCH_POSIX_DEFAULT_MAX_TIMERS);
+    d.read_buffer_size = wsch__or(d.read_buffer_size, WSCH_POSIX_DEFAULT_READ_BUFFER);
+    d.max_events = wsch__or(d.max_events, WSCH_POSIX_DEFAULT_MAX_EVENTS);
+    if (d.max_events > 65536u) d.max_events = 65536u;
+    d.read_pause_bytes = wsch__or(d.read_pause_bytes, WSCH_POSIX_DEFAULT_READ_PAUSE_BYTES);
+    if (!d.shutdown_timeout_ms) d.shutdown_timeout_ms = WSCH_POSIX_DEFAULT_SHUTDOWN_MS;
+    d.gather_bytes = wsch__or(d.gather_bytes, WSCH_POSIX_DEFAULT_GATHER_BYTES);
+    return d;
+}
+
+WSCH_API int wsch_posix_loop_create(const wsch_posix_loop_desc *desc, wsch_posix_loop **out) {
+    wsch_posix_loop *loop;
+    wsch_posix_loop_desc d = wsch_posix_loop_desc_defaults(desc);
+    int rc = WSCH_OK;
+    if (out) *out = NULL;
+    if (!out) return WSCH_ERR_ARG;
+    if ((d.backend == WSCH_POSIX_BACKEND_EPOLL && !WSCH_POSIX_EPOLL) ||
+        (d.backend == WSCH_POSIX_BACKEND_KQUEUE && !WSCH_POSIX_KQUEUE) || d.backend > WSCH_POSIX_BACKEND_POLL)
+        return WSCH_ERR_ARG;
+    loop = (wsch_posix_loop *)wsch__alloc(&d.allocator, sizeof *loop);
+    if (!loop) return WSCH_ERR_NOMEM;
+    WSCH_MEMSET(loop, 0, sizeof *loop);
+    loop->desc = d;
+    loop->bfd = -1;
+    loop->spare_fd = -1;
+    loop->sig_pipe[0] = loop->sig_pipe[1] = -1;
+    loop->sig_io.fd = -1;
+    loop->buf = (unsigned char *)wsch__alloc(&d.allocator, d.read_buffer_size);
+    if (!loop->buf) rc = WSCH_ERR_NOMEM;
+    if (rc == WSCH_OK && wsch__px_sys_random(loop->pool, sizeof loop->pool) != WSCH_OK) rc = WSCH_ERR_STATE;
+#if WSCH_POSIX_EPOLL
+    if (rc == WSCH_OK && d.backend == WSCH_POSIX_BACKEND_EPOLL) {
+        loop->events = wsch__alloc(&d.allocator, d.max_events * sizeof(struct epoll_event));
+        if (!loop->events) rc = WSCH_ERR_NOMEM;
+        else if ((loop->bfd = epoll_create1(EPOLL_CLOEXEC)) < 0) rc = WSCH_ERR_STATE;
+    }
+#endif
+#if WSCH_POSIX_KQUEUE
+    if (rc == WSCH_OK && d.backend == WSCH_POSIX_BACKEND_KQUEUE) {
+        loop->events = wsch__alloc(&d.allocator, d.max_events * sizeof(struct kevent));
+        if (!loop->events) rc = WSCH_ERR_NOMEM;
+        else if ((loop->bfd = kqueue()) < 0) rc = WSCH_ERR_STATE;
+    }
+#endif
+    if (rc == WSCH_OK && loop->bfd >= 0) {
+        int fl = fcntl(loop->bfd, F_GETFD, 0);
+        if (fl >= 0) (void)fcntl(loop->bfd, F_SETFD, fl | FD_CLOEXEC);
+    }
+    if (rc != WSCH_OK) {
+        if (loop->bfd >= 0) (void)close(loop->bfd);
+        wsch__free(&d.allocator, loop->events);
+        wsch__free(&d.allocator, loop->buf);
+        wsch__free(&d.allocator, loop);
+        return rc;
+    }
+    loop->spare_fd = open("/dev/null", O_RDONLY);
+#if !defined(MSG_NOSIGNAL) && !defined(SO_NOSIGPIPE)
+    /* No way to write to a socket without SIGPIPE on this system: a peer
+       gone would kill the process. Ignoring it is the only defence. */
+    (void)signal(SIGPIPE, SIG_IGN);
+#endif
+    loop->gmax = d.no_gather ? 0 : d.gather_bytes / WSCH_POSIX_GATHER_BLOCK;
+    *out = loop;
+    return WSCH_OK;
+}
+
+/* The end of a turn: hubs flushed, interest brought up to date, what
+   finished freed. */
+WSCH__PRIVATE void wsch__px_settle(wsch_posix_loop *loop) {
+    wsch__px_sock *s;
+    loop->flush_ms = 0;
+#ifndef WS_CHANNEL_NO_HUB
+    {
+        wsch__px_hub *x, **px;
+        for (x = loop->hubs; x; x = x->next) {
+            uint32_t ms;
+            if (x->dead) continue;
+            ms = wsch_hub_flush(x->hub);
+            if (ms && (!loop->flush_ms || ms < loop->flush_ms)) loop->flush_ms = ms;
+        }
+        for (px = &loop->hubs; (x = *px) != NULL;) {
+            if (x->dead) {
+                *px = x->next;
+                wsch__free(&loop->desc.allocator, x);
+            } else {
+                px = &x->next;
+            }
+        }
+    }
+#endif
+    while ((s = loop->dirty) != NULL) {
+        loop->dirty = s->next_dirty;
+        s->dirty = 0;
+        wsch__px_follow(s);
+    }
+    while ((s = loop->grave) != NULL) {
+        loop->grave = s->next_grave;
+        if (s->pending) {           /* out of the pending list first */
+            wsch__px_sock **pp;
+            for (pp = &loop->pending; *pp; pp = &(*pp)->next_pending) {
+                if (*pp == s) {
+                    *pp = s->next_pending;
+                    break;
+                }
+            }
+        }
+        wsch__px_sock_free(s);
+    }
+#ifndef WS_CHANNEL_NO_CLIENT
+    {
+        wsch__px_client *x = loop->clients;
+        while (x) {
+            wsch__px_client *next = x->next;
+            if (x->dead) wsch__px_client_free(loop, x);
+            x = next;
+        }
+    }
+#endif
+    {
+        wsch_posix_listener *l, **pl;
+        wsch_posix_watch *w, **pw;
+        for (pl = &loop->listeners; (l = *pl) != NULL;) {
+            if (l->dead) {
+                *pl = l->next;
+                loop->nio--;
+                wsch__free(&loop->desc.allocator, l);
+            } else {
+                pl = &l->next;
+            }
+        }
+        for (pw = &loop->watches; (w = *pw) != NULL;) {
+            if (w->dead) {
+                *pw = w->next;
+                loop->nio--;
+                wsch__free(&loop->desc.allocator, w);
+            } else {
+                pw = &w->next;
+            }
+        }
+    }
+    if (loop->shutting && wsch__px_shutdown_done(loop)) loop->stop = 1;
+}
+
+/* One turn; the caller has settled what happened before it. */
+WSCH__PRIVATE int wsch__px_turn(wsch_posix_loop *loop, uint32_t max_wait_ms) {
+    uint32_t wait;
+    int n;
+    wait = wsch__px_timer_wait(loop, max_wait_ms);
+    if (loop->flush_ms && loop->flush_ms < wait) wait = loop->flush_ms;
+    if (loop->pending || loop->stop) wait = 0;
+    if (!loop->nio && !loop->nheap && !loop->flush_ms) wait = 0;   /* nothing could wake it */
+    loop->in_turn = 1;
+    loop->counters.turns++;
+    n = wsch__px_wait(loop, wait == WSCH_POSIX_FOREVER ? -1 : (wait > 0x7fffffffu ? 0x7fffffff : (int)wait));
+    if (n < 0) {
+        loop->in_turn = 0;
+        wsch__px_log(loop, "wsch posix: the wait failed");
+        return WSCH_ERR_STATE;
+    }
+    if (loop->pending) {            /* sessions holding bytes the socket no longer shows */
+        wsch__px_sock *s = loop->pending;
+        loop->pending = NULL;
+        while (s) {
+            wsch__px_sock *next = s->next_pending;
+            s->pending = 0;
+            if (s->state == WSCH__PX_S_READY) {
+                wsch__px_sock_read(s);
+                wsch__px_mark_dirty(s);
+            }
+            s = next;
+        }
+    }
+    wsch__px_timers_run(loop);
+    loop->in_turn = 0;
+    {                               /* what each socket gathered leaves in one write */
+        wsch__px_sock *s = loop->touched;
+        loop->touched = NULL;
+        while (s) {
+            wsch__px_sock *next = s->next_touched;
+            s->touched = 0;
+            if (s->glen && s->state == WSCH__PX_S_READY) {
+                if (wsch__px_gather_flush(s) != WSCH_OK) wsch__px_owner_lost(s);
+                else wsch__px_mark_dirty(s);
+            }
+            s = next;
+        }
+    }
+    wsch__px_settle(loop);
+    return WSCH_OK;
+}
+
+WSCH_API int wsch_posix_loop_run_once(wsch_posix_loop *loop, uint32_t max_wait_ms) {
+    if (!loop) return WSCH_ERR_ARG;
+    wsch__px_settle(loop);          /* what the caller did since the last turn */
+    return wsch__px_turn(loop, max_wait_ms);
+}
+
+WSCH_API int wsch_posix_loop_run(wsch_posix_loop *loop) {
+    int rc = WSCH_OK;
+    if (!loop || loop->running) return WSCH_ERR_ARG;
+    loop->running = 1;
+    wsch__px_settle(loop);          /* what the caller did before; each turn settles its own */
+    while (!loop->stop) {
+        rc = wsch__px_turn(loop, WSCH_POSIX_FOREVER);
+        if (rc != WSCH_OK) break;
+        if (!loop->nio && !loop->nheap && !loop->flush_ms) break;   /* nothing can ever happen */
+    }
+    loop->running = 0;
+    loop->stop = 0;
+    return rc;
+}
+
+WSCH_API void wsch_posix_loop_stop(wsch_posix_loop *loop) {
+    if (loop) loop->stop = 1;
+}
+
+WSCH_API wsch_posix_backend wsch_posix_loop_backend(const wsch_posix_loop *loop) {
+    return loop ? loop->desc.backend : WSCH_POSIX_BACKEND_AUTO;
+}
+
+WSCH_API size_t wsch_posix_loop_sockets(const wsch_posix_loop *loop) { return loop ? loop->nsocks : 0; }
+
+WSCH_API void wsch_posix_loop_counters(const wsch_posix_loop *loop, wsch_posix_counters *out) {
+    if (!out) return;
+    if (loop) *out = loop->counters;
+    else WSCH_MEMSET(out, 0, sizeof *out);
+}
+
+WSCH_API void wsch_posix_loop_destroy(wsch_posix_loop *loop) {
+    wsch__px_sock *s;
+    if (!loop) return;
+#ifndef WS_CHANNEL_NO_CLIENT
+    {
+        wsch__px_client *x;
+        for (x = loop->clients; x; x = x->next) {
+            if (!x->dead) wsch_client_destroy(x->client);
+            x->dead = 1;
+        }
+    }
+#endif
+#ifndef WS_CHANNEL_NO_HUB
+    {
+        wsch__px_hub *x;
+        for (x = loop->hubs; x; x = x->next) {
+            if (!x->dead) wsch__px_hub_free(loop, x);
+        }
+    }
+#endif
+    for (s = loop->socks; s; s = s->next) {
+        if (s->state == WSCH__PX_S_CLOSED) continue;
+#ifndef WS_CHANNEL_NO_CONN
+        if (s->kind == WSCH__PX_CONN && s->obj) {
+            wsch_conn *c = (wsch_conn *)s->obj;
+            s->obj = NULL;
+            wsch_conn_destroy(c);   /* its close() runs: the socket closes */
+        }
+#endif
+        wsch__px_sock_close(s, 0);
+    }
+    {
+        wsch_posix_listener *l;
+        wsch_posix_watch *w;
+        for (l = loop->listeners; l; l = l->next) wsch_posix_listener_close(l);
+        for (w = loop->watches; w; w = w->next) wsch_posix_watch_remove(w);
+    }
+    wsch__px_signals_release(loop);
+    if (loop->shutting) wsch_posix_timer_stop(loop, &loop->shutdown_timer);
+    loop->shutting = 0;
+    wsch__px_settle(loop);          /* frees every record */
+#ifndef WS_CHANNEL_NO_CONN
+    while (loop->serves) {
+        wsch__px_serve *v = loop->serves;
+        loop->serves = v->next;
+        wsch__free(&loop->desc.allocator, v);
+    }
+#endif
+    {
+        size_t i;                   /* your timers stay yours: only disarmed */
+        for (i = 0; i < loop->nheap; i++) loop->heap[i]->slot = 0;
+    }
+    while (loop->gfree) {
+        unsigned char *b = loop->gfree;
+        WSCH_MEMCPY(&loop->gfree, b, sizeof loop->gfree);
+        wsch__free(&loop->desc.allocator, b);
+    }
+    if (loop->bfd >= 0) (void)close(loop->bfd);
+    if (loop->spare_fd >= 0) (void)close(loop->spare_fd);
+    wsch__free(&loop->desc.allocator, loop->heap);
+    wsch__free(&loop->desc.allocator, loop->pfd);
+    wsch__free(&loop->desc.allocator, loop->pio);
+    wsch__free(&loop->desc.allocator, loop->events);
+    wsch__free(&loop->desc.allocator, loop->buf);
+    wsch__free(&loop->desc.allocator, loop);
+}
+#endif /* WS_CHANNEL_POSIX */
 
 #endif /* WS_CHANNEL_IMPLEMENTATION_DONE */
 #endif /* WS_CHANNEL_IMPLEMENTATION */

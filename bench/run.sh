@@ -99,9 +99,9 @@ if command -v npm >/dev/null 2>&1 && [ ! -d bench/peers/node_modules/ws ]; then
 fi
 
 log "run.sh: building"
-make -s build/echo_server build/chat_server >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
+make -s build/echo_server build/chat_server build/posix_echo build/posix_hub >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
 make -s -C bench all >>"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
-record "make build/echo_server build/chat_server && make -C bench all   # CFLAGS=${CFLAGS:--O2 -g}"
+record "make build/echo_server build/chat_server build/posix_echo build/posix_hub && make -C bench all   # CFLAGS=${CFLAGS:--O2 -g}"
 # permessage-deflate over loopback needs loadgen built with zlib (and the
 # servers with it: the top Makefile links zlib wherever loadgen gets it).
 ZLOAD=0
@@ -241,15 +241,16 @@ if ! skip presence; then
 fi
 
 # ----------------------------------------------------------- echo servers
-ECHO_NAMES="ours wslay lws node python"
+ECHO_NAMES="ours posix wslay lws node python"
 declare -A ECHO_CMD=(
     [ours]="build/echo_server --port @PORT@"
+    [posix]="build/posix_echo @PORT@"
     [wslay]="$B/wslay_echo @PORT@"
     [lws]="$B/lws_echo @PORT@"
     [node]="node bench/peers/node_server.js echo @PORT@"
     [python]="$PY bench/peers/py_server.py echo @PORT@"
 )
-declare -A ECHO_LABEL=([ours]="ours (echo_server)" [wslay]="wslay 1.1 (epoll)" [lws]="libwebsockets 4.1"
+declare -A ECHO_LABEL=([ours]="ours (echo_server)" [posix]="ours (posix_echo, the header's loop)" [wslay]="wslay 1.1 (epoll)" [lws]="libwebsockets 4.1"
     [node]="Node ws 8" [python]="Python websockets 10")
 declare -A EPORT
 declare -A R   # results: R[section/config/server]=RESULT line
@@ -341,13 +342,14 @@ if ! skip echo-deflate; then
 fi
 
 # ----------------------------------------------------------------- fan-out
-HUB_NAMES="ours node python"
+HUB_NAMES="ours posix node python"
 declare -A HUB_CMD=(
     [ours]="build/chat_server --port @PORT@"
+    [posix]="build/posix_hub @PORT@ bench=bench"
     [node]="node bench/peers/node_server.js hub @PORT@"
     [python]="$PY bench/peers/py_server.py hub @PORT@"
 )
-declare -A HUB_LABEL=([ours]="ours (chat_server)" [node]="Node ws 8" [python]="Python websockets 10")
+declare -A HUB_LABEL=([ours]="ours (chat_server)" [posix]="ours (posix_hub: the header's loop; history 100, no presence)" [node]="Node ws 8" [python]="Python websockets 10")
 # Two rounds, hubs in turn (A B C, A B C), each round on a fresh server with
 # its own 10,000 connections: a busy minute on the machine then does not
 # land on one hub only. The figure is the median over both rounds' runs.

@@ -41,7 +41,7 @@ check() {
     } > "$f"
     if [ -z "$code" ]; then
         echo "FAIL quick start \"$2\": not found in ws_channel.h"; fail=$((fail + 1))
-    elif cc -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-unused-variable -Wno-unused-but-set-variable -Werror -I. \
+    elif cc -std=c99 -D_GNU_SOURCE -DWS_CHANNEL_POSIX -Wall -Wextra -Wno-unused-parameter -Wno-unused-variable -Wno-unused-but-set-variable -Werror -I. \
             -o "$build/$1" "$f" 2> "$build/$1.err"; then
         echo "ok   quick start \"$2\""; pass=$((pass + 1))
     else
@@ -93,6 +93,9 @@ struct peer { wsch_hub_peer handle; };' '
     size_t n = 0;
     const char *payload = "{}";
     size_t len = 2;'
+
+# The POSIX loop's quick start (WS_CHANNEL_POSIX, set for every check above).
+check posix_echo "an echo server (examples/posix_echo.c" '' ''
 
 echo "Pass: $pass, fail: $fail, skip: 0."
 [ "$fail" -eq 0 ]
