@@ -510,12 +510,15 @@ async def bench(a, redis, sa, sb):
     redis.stop()
 
 
-def run():
+def run_main(main, name, timeout_s):
+    """Runs main() within timeout_s; whatever happens, every process this
+    run started is killed (by PID), and the summary line is printed.
+    Returns the exit code."""
     try:
-        asyncio.run(asyncio.wait_for(main(), 300))
+        asyncio.run(asyncio.wait_for(main(), timeout_s))
     except Exception as e:  # noqa: BLE001
         results.append(False)
-        print(f"FAIL redis_peer: {type(e).__name__}: {e}", flush=True)
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -526,4 +529,4 @@ def run():
 
 
 if __name__ == "__main__":
-    raise SystemExit(run())
+    raise SystemExit(run_main(main, "redis_peer", 300))

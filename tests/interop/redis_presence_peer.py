@@ -59,8 +59,8 @@ import time
 
 import websockets
 
-from envelope_util import case as shared_case, check, env, results, summary
-from redis_peer import Redis, Server, procs, until
+from envelope_util import case as shared_case, check, env
+from redis_peer import Redis, Server, run_main, until
 
 TTL = 2             # seconds, given to both servers with --presence-ttl
 MARGIN = 0.6        # seconds over 4/3 x TTL allowed for delivery and scheduling (sanitized build, shared cores)
@@ -451,7 +451,7 @@ async def main():
                   f"at {t_answer:.2f} s after the kill B answers {members}")
             await wb.has({"sam", "wb"}, timeout=bound + 5)
             leaves = {u: t - t_kill for t, k, u, _ in wb.events if k == "leave" and t > t_kill}
-            print(f"     kill -9 to leave on B: " + ", ".join(f"{u} {d:.2f} s" for u, d in sorted(leaves.items())) +
+            print("     kill -9 to leave on B: " + ", ".join(f"{u} {d:.2f} s" for u, d in sorted(leaves.items())) +
                   f" (TTL {TTL} s, bound 4/3 x TTL + {MARGIN} = {bound:.2f} s)", flush=True)
             measured.extend(leaves.values())
             check(set(leaves) == only_a, f"left: {sorted(leaves)}, wanted {sorted(only_a)}; {wb.why()}")
@@ -516,7 +516,7 @@ async def main():
             # The old process's users that did not come back are gone from B within the bound.
             await wb.has({"back", "bea", "wb", "wa"}, timeout=bound + 5)
             leaves = {u: t - t_kill for t, k, u, _ in wb.events if k == "leave" and t > t_kill}
-            print(f"     kill -9 to leave on B (restarted A): " +
+            print("     kill -9 to leave on B (restarted A): " +
                   ", ".join(f"{u} {d:.2f} s" for u, d in sorted(leaves.items())) + f" (bound {bound:.2f} s)",
                   flush=True)
             measured.extend(d for u, d in leaves.items() if u in ("old1", "old2", "late"))
@@ -690,20 +690,5 @@ async def main():
     redis.stop()
 
 
-def run():
-    try:
-        asyncio.run(asyncio.wait_for(main(), 240))
-    except Exception as e:  # noqa: BLE001
-        results.append(False)
-        print(f"FAIL redis_presence_peer: {type(e).__name__}: {e}", flush=True)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(5)
-    summary()
-    return 0 if all(results) else 1
-
-
 if __name__ == "__main__":
-    raise SystemExit(run())
+    raise SystemExit(run_main(main, "redis_presence_peer", 240))
