@@ -1,13 +1,13 @@
-/* client_cli - a reconnecting channel client on poll(2).
+/* client_cli - a reconnecting channel client, ws:// or wss://, on the
+   header's POSIX loop (WS_CHANNEL_POSIX).
 
-   Shows wsch_client on a plain poll loop: it connects, subscribes, prints
+   Shows wsch_client on the loop: it connects, subscribes, prints
    every message, every status change and the time until the next retry,
    and keeps reconnecting (with backoff) when the server goes away. Against
    a hub with history nothing is lost across reconnects: a channel message
    prints as "msg CHANNEL OFFSET PAYLOAD", and after each reconnect every
    channel says "recovered CHANNEL" or "not recovered CHANNEL ...".
-   wsch_client_want() says what to poll for, the close effect is the one
-   place the socket is closed, and on_stop ends the program.
+   on_stop ends the program; SIGINT or SIGTERM closes with 1000 first.
 
        build/client_cli --url ws://127.0.0.1:8080/ws --token T \
                         --subscribe news --subscribe alerts
@@ -29,28 +29,46 @@
    prints "join CH USER [INFO]" and "leave CH USER" as users come and go
    (per user; after a reconnect only what changed meanwhile), and
    "presence CH N users (counts only)" when the hub sends counts.
+   wss:// URLs (a build with -DEXAMPLE_TLS -lssl -lcrypto,
+   examples/tls_openssl.h): the server's certificate and name are checked
+   against the system's trust store, or only the CAs of --cafile F;
+   --insecure checks nothing (tests only). A refusal is printed as an
+   "error: TLS handshake ... failed: certificate verify failed: REASON" line.
 
-   Build: cc -std=c99 -D_GNU_SOURCE -I. -o build/client_cli examples/client_cli.c */
+   Build: cc -std=c99 -D_GNU_SOURCE -I. -Iexamples -o build/client_cli examples/client_cli.c
+          (+ -DEXAMPLE_ZLIB -lz for --deflate, -DEXAMPLE_TLS -lssl -lcrypto for wss://) */
+#define WS_CHANNEL_POSIX
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
-#include "example_net.h"
+#ifdef EXAMPLE_ZLIB
+#include "deflate_zlib.h"
+#endif
+#ifdef EXAMPLE_TLS
+#include "tls_openssl.h"
+#endif
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MAX_SUBS 32
 #define MAX_SENDS 16
 
 typedef struct app {
+    wsch_posix_loop *loop;
     wsch_client *c;
-    int fd;                     /* the transport, -1 when there is none */
-    int connecting;             /* nonblocking connect in progress */
+    char where[300];            /* host:port, for "connecting to" */
     int stopped;                /* on_stop ran: the client will not reconnect */
-    net_timers heap;
-    net_timer timers[32];       /* one per library timer id */
+    int finishing;              /* the end was asked for (count reached, all acked) */
+    wsch_posix_timer end;       /* finish(): the disconnect, then its bound */
+    wsch_posix_timer tick;      /* --publish: the pace */
     uint64_t t0;
     unsigned retries;           /* since the last open: what on_status prints */
-    unsigned long messages, stop_after;
+    unsigned long messages, stop_after, sent;
     const char *publish;        /* --publish CH */
+    uint32_t rate;
     int presence;               /* some channel was asked with --presence */
     unsigned long acked, failed;
 } app;
@@ -63,7 +81,7 @@ typedef struct app {
 
 static void say(app *a, const char *fmt, ...) PRINTF_LIKE;
 static void say(app *a, const char *fmt, ...) {
-    uint64_t ms = net_now_ms() - a->t0;
+    uint64_t ms = wsch_posix_now_ms(NULL) - a->t0;
     va_list ap;
     printf("[%4llu.%03llu] ", (unsigned long long)(ms / 1000u), (unsigned long long)(ms % 1000u));
     va_start(ap, fmt);
@@ -73,59 +91,34 @@ static void say(app *a, const char *fmt, ...) {
     fflush(stdout);
 }
 
-/* ---- effects: what the library asks of the program ---- */
-
-static void fx_connect(const char *host, uint16_t port, void *user) {
+/* The polite end, from a timer (outside the client's callbacks): a close
+   handshake of up to two seconds (on_stop stops the loop when it is done,
+   or at once when no link was open), then the loop stops regardless. */
+static void end_fired(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
     app *a = (app *)user;
-    int in_progress = 0;
-    say(a, "connecting to %s:%u", host, (unsigned)port);
-    a->fd = net_connect(host, port, &in_progress);
-    if (a->fd < 0) {
-        say(a, "connect failed: %s", strerror(errno));
-        wsch_client_transport_failed(a->c);     /* allowed from inside the effect; close() follows */
+    if (a->finishing == 2 || a->stopped) {
+        wsch_posix_loop_stop(loop);
         return;
     }
-    a->connecting = in_progress;
-    if (!in_progress) wsch_client_transport_open(a->c);
+    a->finishing = 2;
+    (void)wsch_posix_timer_start(loop, t, 2000);
+    (void)wsch_client_disconnect(a->c);
 }
 
-static size_t fx_send(const void *data, size_t len, void *user) {
-    long n = net_write(((app *)user)->fd, data, len);
-    return n < 0 ? WSCH_SEND_ERROR : (size_t)n;    /* 0: would block, the library queues the rest */
+static void finish(app *a) {
+    if (a->finishing) return;
+    a->finishing = 1;
+    wsch_posix_timer_stop(a->loop, &a->tick);
+    (void)wsch_posix_timer_start(a->loop, &a->end, 0);
 }
 
-/* Once per connect(), whatever became of it: the only place the socket is closed. */
-static void fx_close(void *user) {
-    app *a = (app *)user;
-    if (a->fd >= 0) net_close(a->fd);    /* unread input first: no reset eats our close frame */
-    a->fd = -1;
-    a->connecting = 0;
-}
-
-static void fx_timer_set(unsigned id, uint32_t ms, void *user) {
-    app *a = (app *)user;
-    if (id >= 32) return;
-    a->timers[id].id = id;
-    if (net_timers_set(&a->heap, &a->timers[id], ms) != NET_OK) {
-        fputs("client_cli: out of memory for timers\n", stderr);
-        exit(1);
-    }
-}
-
-static void fx_timer_cancel(unsigned id, void *user) {
-    app *a = (app *)user;
-    if (id < 32) net_timers_cancel(&a->heap, &a->timers[id]);
-}
-
-static uint64_t fx_now(void *user) {
-    (void)user;
-    return net_now_ms();
-}
+static void publish_check(app *a);
 
 /* ---- events ---- */
 
 static void on_status(wsch_client *c, wsch_status st, void *user) {
     app *a = (app *)user;
+    if (st == WSCH_STATUS_CONNECTING) say(a, "connecting to %s", a->where);
     if (st == WSCH_STATUS_CONNECTED) a->retries = 0;
     if (st == WSCH_STATUS_DISCONNECTED && wsch_client_next_retry_ms(c) >= 0)
         say(a, "status disconnected; retry %u in %lld ms", ++a->retries, (long long)wsch_client_next_retry_ms(c));
@@ -153,12 +146,14 @@ static void on_stop(wsch_client *c, wsch_stop reason, void *user) {
     (void)c;
     say(a, "stopped: %s", wsch_stop_str(reason));
     a->stopped = 1;
+    wsch_posix_loop_stop(a->loop);
 }
 
 static void on_any(wsch_client *c, const wsch_client_message *m, void *user) {
     app *a = (app *)user;
     (void)c;
     a->messages++;
+    if (!a->publish && a->stop_after && a->messages == a->stop_after) finish(a);
     if (m->channel) {
         /* A publisher hears its own messages: only the summary is of use. */
         if (!a->publish) say(a, "msg %s %llu %.*s", m->channel, (unsigned long long)m->offset,
@@ -191,6 +186,7 @@ static void on_ack(wsch_client *c, uint64_t id, void *user) {
     (void)c;
     (void)id;
     ((app *)user)->acked++;
+    publish_check((app *)user);
 }
 
 static void on_send_failed(wsch_client *c, uint64_t id, int err, const char *code, void *user) {
@@ -198,61 +194,48 @@ static void on_send_failed(wsch_client *c, uint64_t id, int err, const char *cod
     (void)c;
     a->failed++;
     say(a, "message %llu given up: %s %s", (unsigned long long)id, wsch_err_str(err), code);
+    publish_check(a);
 }
 
 /* --publish: sends what is due at the rate asked (the outbox, 256
    messages, paces it by the acks when the server is away). */
-static void publish_due(app *a, unsigned long *sent, unsigned long count, uint32_t rate) {
-    unsigned long due = (unsigned long)((net_now_ms() - a->t0) * rate / 1000u) + 1u;
+static void publish_due(app *a) {
+    unsigned long due = (unsigned long)((wsch_posix_now_ms(NULL) - a->t0) * a->rate / 1000u) + 1u;
     char payload[WSCH_HUB_MAX_CHANNEL_LEN * 6 + 64];
-    if (due > count) due = count;
-    while (*sent < due) {
+    if (due > a->stop_after) due = a->stop_after;
+    while (a->sent < due) {
         int r;
-        snprintf(payload, sizeof payload, "{\"channel\":\"%s\",\"data\":%lu}", a->publish, *sent + 1u);
+        snprintf(payload, sizeof payload, "{\"channel\":\"%s\",\"data\":%lu}", a->publish, a->sent + 1u);
         r = wsch_client_send_reliable(a->c, "publish", payload, WSCH_CSTR, NULL);
         if (r == WSCH_ERR_QUEUE_FULL) return;       /* the outbox is full: the acks make room */
         if (r != WSCH_OK) {
             say(a, "publish: %s", wsch_err_str(r));
             exit(1);
         }
-        (*sent)++;
+        a->sent++;
     }
 }
 
-/* ---- the loop ---- */
-
-/* One poll round: the socket, as wsch_client_want() asks, then due timers. */
-static void step(app *a, int max_wait_ms) {
-    static unsigned char buf[65536];
-    struct pollfd p;
-    unsigned want = wsch_client_want(a->c);
-    nfds_t n = 0;
-    int fd = a->fd;
-    net_timer *t;
-    if (fd >= 0) {
-        p.fd = fd;
-        p.events = (short)(((want & WSCH_WANT_READ) ? POLLIN : 0) | ((want & WSCH_WANT_WRITE) ? POLLOUT : 0));
-        p.revents = 0;
-        n = 1;
-    }
-    if (poll(&p, n, net_timers_timeout(&a->heap, max_wait_ms)) < 0 && errno != EINTR) {
-        perror("client_cli: poll");
-        exit(1);
-    }
-    if (n && p.revents && a->connecting) {
-        a->connecting = 0;
-        if (net_connect_finish(fd) == NET_OK) {
-            wsch_client_transport_open(a->c);
-        } else {
-            say(a, "connect failed: %s", strerror(errno));
-            wsch_client_transport_failed(a->c);
-        }
-    } else if (n && p.revents) {
-        if (p.revents & (POLLIN | POLLHUP | POLLERR)) net_client_readable(a->c, &a->fd, buf, sizeof buf);
-        if (a->fd == fd && (p.revents & POLLOUT)) wsch_client_writable(a->c);
-    }
-    while ((t = net_timers_pop_due(&a->heap, net_now_ms())) != NULL) wsch_client_timer_fired(a->c, t->id);
+static void tick_fired(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    app *a = (app *)user;
+    publish_due(a);
+    if (a->sent < a->stop_after) (void)wsch_posix_timer_start(loop, t, 1000u / a->rate + 1u);
 }
+
+static void publish_summary(app *a) {
+    say(a, "published %lu acked %lu resent %llu", a->sent, a->acked, (unsigned long long)wsch_client_resent(a->c));
+}
+
+/* Every message answered (acked, or refused / given up): the end. */
+static void publish_check(app *a) {
+    if (!a->publish || a->finishing || a->acked + a->failed < a->stop_after) return;
+    publish_summary(a);
+    finish(a);
+}
+
+#ifdef EXAMPLE_TLS
+static void tls_said(const char *msg, void *user) { say((app *)user, "error: %s", msg); }
+#endif
 
 static int parse_u32(const char *s, uint32_t *out) {
     char *end;
@@ -265,33 +248,50 @@ static int parse_u32(const char *s, uint32_t *out) {
 }
 
 static void usage(void) {
-    fputs("usage: client_cli --url ws://host:port/path [--token T] [--token-header] [--subscribe CH]...\n"
+    fputs("usage: client_cli --url ws[s]://host:port/path [--token T] [--token-header] [--subscribe CH]...\n"
           "       [--send TYPE JSON]... [--max-attempts N] [--backoff-base MS] [--backoff-max MS]\n"
           "       [--no-jitter] [--heartbeat MS] [--pong-timeout MS]\n"
           "       [--heartbeat-mode app|protocol|both|off] [--count N] [--deflate] [--history K]\n"
-          "       [--publish CH --count N --rate R] [--presence CH]...\n", stderr);
+          "       [--publish CH --count N --rate R] [--presence CH]... [--cafile F] [--insecure]\n", stderr);
+    exit(2);
+}
+
+/* A one-line refusal of an option this build or this URL cannot honour. */
+static void refuse(const char *why) {
+    fprintf(stderr, "client_cli: %s\n", why);
     exit(2);
 }
 
 int main(int argc, char **argv) {
     static app a;
     wsch_client_desc d;
+    wsch_posix_loop_desc ld;
+    wsch_posix_client_opts opts;
+    wsch_url url;
     const char *subs[MAX_SUBS], *send_type[MAX_SENDS], *send_json[MAX_SENDS], *watch[MAX_SUBS];
+    const char *cafile = NULL;
     size_t nsubs = 0, nsends = 0, nwatch = 0, i;
-    uint32_t v, history = 0, rate = 100;
-    unsigned long sent = 0;
-    int k, r;
+    uint32_t v, history = 0;
+    int k, r, deflate = 0, insecure = 0;
+#ifdef EXAMPLE_TLS
+    static tls_openssl tls;
+#endif
 
     memset(&d, 0, sizeof d);
+    memset(&ld, 0, sizeof ld);
+    memset(&opts, 0, sizeof opts);
     d.max_attempts = WSCH_CLIENT_FOREVER;
+    a.rate = 100;
     for (k = 1; k < argc; k++) {
         const char *o = argv[k];
         const char *arg = k + 1 < argc ? argv[k + 1] : NULL;
         if (!strcmp(o, "--no-jitter")) d.no_jitter = 1;
         else if (!strcmp(o, "--token-header")) d.token_in = WSCH_TOKEN_AUTHORIZATION;
-        else if (!strcmp(o, "--deflate") && net_deflate_codec()) d.deflate.codec = net_deflate_codec();
+        else if (!strcmp(o, "--deflate")) deflate = 1;
+        else if (!strcmp(o, "--insecure")) insecure = 1;
         else if (!arg) usage();
         else if (!strcmp(o, "--url")) d.url = arg, k++;
+        else if (!strcmp(o, "--cafile")) cafile = arg, k++;
         else if (!strcmp(o, "--token")) d.token = arg, k++;
         else if (!strcmp(o, "--subscribe") && nsubs < MAX_SUBS) subs[nsubs++] = arg, k++;
         else if (!strcmp(o, "--presence") && nwatch < MAX_SUBS) watch[nwatch++] = arg, a.presence = 1, k++;
@@ -319,23 +319,42 @@ int main(int argc, char **argv) {
             else if (!strcmp(o, "--pong-timeout")) d.pong_timeout_ms = v;
             else if (!strcmp(o, "--count")) a.stop_after = v;
             else if (!strcmp(o, "--history")) history = v;
-            else if (!strcmp(o, "--rate") && v) rate = v;
+            else if (!strcmp(o, "--rate") && v) a.rate = v;
             else usage();
             k++;
         }
     }
     if (!d.url || (a.publish && !a.stop_after)) usage();
+    if (wsch_url_parse(d.url, strlen(d.url), &url) != WSCH_OK) refuse("not a ws:// or wss:// URL");
+    if (!url.secure && (cafile || insecure)) refuse("--cafile and --insecure apply to wss:// URLs only");
+#ifdef EXAMPLE_ZLIB
+    if (deflate) d.deflate.codec = deflate_zlib_codec();
+#else
+    if (deflate) refuse("--deflate needs a build with zlib (-DEXAMPLE_ZLIB -lz; Debian: zlib1g-dev)");
+#endif
+    if (url.secure) {
+#ifdef EXAMPLE_TLS
+        if (tls_openssl_client(&tls, cafile, insecure) != WSCH_OK) refuse(tls_openssl_error(&tls));
+        tls.on_error = tls_said;
+        tls.user = &a;
+        opts.transport = &tls.transport;
+#else
+        refuse("wss:// needs a build with OpenSSL (-DEXAMPLE_TLS -lssl -lcrypto; Debian: libssl-dev)");
+#endif
+    }
+    snprintf(a.where, sizeof a.where, url.host.len && memchr(url.host.ptr, ':', url.host.len) ? "[%.*s]:%u" : "%.*s:%u",
+             (int)url.host.len, url.host.ptr, (unsigned)url.port);
 
-    a.fd = -1;
-    a.t0 = net_now_ms();
+    a.t0 = wsch_posix_now_ms(NULL);
+    ld.shutdown_timeout_ms = 2000;      /* SIGINT/SIGTERM: the close handshake's bound */
+    r = wsch_posix_loop_create(&ld, &a.loop);
+    if (r != WSCH_OK) {
+        fprintf(stderr, "client_cli: %s\n", wsch_err_str(r));
+        return 1;
+    }
+    wsch_posix_timer_init(&a.end, end_fired, &a);
+    wsch_posix_timer_init(&a.tick, tick_fired, &a);
     d.user = &a;
-    d.effects.connect = fx_connect;
-    d.effects.send = fx_send;
-    d.effects.close = fx_close;
-    d.effects.timer_set = fx_timer_set;
-    d.effects.timer_cancel = fx_timer_cancel;
-    d.effects.now_ms = fx_now;
-    d.effects.random_bytes = net_random_bytes;
     d.on_status = on_status;
     d.on_connect = on_connect;
     d.on_disconnect = on_disconnect;
@@ -345,9 +364,10 @@ int main(int argc, char **argv) {
     d.on_ack = on_ack;
     d.on_send_failed = on_send_failed;
     d.on_presence = on_presence;
-    r = wsch_client_create(&d, &a.c);
+    r = wsch_posix_client_create(a.loop, &d, &opts, &a.c);
     if (r != WSCH_OK) {
         fprintf(stderr, "client_cli: %s\n", wsch_err_str(r));
+        wsch_posix_loop_destroy(a.loop);
         return 2;
     }
     wsch_client_on(a.c, "*", on_any, &a, NULL);
@@ -363,28 +383,16 @@ int main(int argc, char **argv) {
         r = wsch_client_send(a.c, send_type[i], send_json[i], WSCH_CSTR);
         if (r != WSCH_OK) say(&a, "send %s: %s", send_type[i], wsch_err_str(r));
     }
-    net_stop_on_signals();
+    if (wsch_posix_handle_signals(a.loop) != WSCH_OK) fputs("client_cli: signals not handled\n", stderr);
     wsch_client_connect(a.c);
+    if (a.publish) tick_fired(a.loop, &a.tick, &a);
 
-    if (a.publish) {
-        /* Until every message is answered: acked, or refused / given up. */
-        while (!a.stopped && !net_stop_requested && a.acked + a.failed < a.stop_after) {
-            publish_due(&a, &sent, a.stop_after, rate);
-            step(&a, sent < a.stop_after ? (int)(1000u / rate) + 1 : -1);
-        }
-        say(&a, "published %lu acked %lu resent %llu", sent, a.acked, (unsigned long long)wsch_client_resent(a.c));
-    }
-    while (!a.publish && !a.stopped && !net_stop_requested && (!a.stop_after || a.messages < a.stop_after))
-        step(&a, -1);
-    /* A polite exit: the close handshake gets up to two seconds (on_stop
-       runs when it is done, or at once when no link was open). */
-    wsch_client_disconnect(a.c);
-    {
-        uint64_t until = net_now_ms() + 2000;
-        while (!a.stopped && net_now_ms() < until) step(&a, 100);
-    }
+    (void)wsch_posix_loop_run(a.loop);  /* until on_stop, finish() or a signal */
+    if (a.publish && !a.finishing) publish_summary(&a);     /* stopped early */
     say(&a, "bye (%lu messages)", a.messages);
-    wsch_client_destroy(a.c);   /* closes a transport still open (fx_close) */
-    net_timers_free(&a.heap);
+    wsch_posix_loop_destroy(a.loop);    /* the client too, and a link still open */
+#ifdef EXAMPLE_TLS
+    if (url.secure) tls_openssl_free(&tls);
+#endif
     return a.publish && (a.failed || a.acked < a.stop_after) ? 1 : 0;
 }
