@@ -45,6 +45,11 @@
    each connection keeps its own inflater. The fanout RESULT adds rx_b
    (bytes on the wire per delivery, frame headers included) and the
    counts of messages inflated and reused.
+   --tls (a build with OpenSSL, -DLOADGEN_TLS -lssl -lcrypto; --has-tls
+   tells): every connection speaks TLS (1.2 or later, whatever the server
+   prefers) under the same WebSocket traffic: wss:// against the same
+   server serving wss, for the TLS overhead ratio. The certificate is not
+   verified: the figure is the server's cost on loopback, not a client's.
    Prints "RESULT key=value ..." on success (exit 0); errors go to stderr
    (exit 1). Bounded everywhere: every wait has a deadline.
 
@@ -69,13 +74,17 @@
 #ifdef LOADGEN_ZLIB
 #include <zlib.h>
 #endif
+#ifdef LOADGEN_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
 enum { M_ECHO, M_HANDSHAKE, M_FANOUT, M_IDLE };
-enum { S_CONNECTING, S_HANDSHAKE, S_OPEN, S_DEAD };
+enum { S_CONNECTING, S_TLS, S_HANDSHAKE, S_OPEN, S_DEAD };
 
 #define PREFIX_MAX 160      /* payload bytes kept per frame to classify it */
 #define RBUF_SIZE (256u * 1024u)
@@ -84,6 +93,7 @@ enum { S_CONNECTING, S_HANDSHAKE, S_OPEN, S_DEAD };
 typedef struct lconn {
     int fd;
     int state;
+    void *ssl;                  /* --tls: the connection's SSL */
     int role;                   /* fanout: 0 subscriber, 1 publisher */
     char *hs;                   /* response head while handshaking */
     size_t hs_len;
@@ -120,7 +130,7 @@ static struct {
     const char *host;
     uint16_t port;
     const char *path;
-    int conns, inflight, subs, window, reps, src_ips, text, json, deflate, inflate_all, presence;
+    int conns, inflight, subs, window, reps, src_ips, text, json, deflate, inflate_all, presence, tls;
     size_t size;
     double duration, warmup;
     long pid;
@@ -252,6 +262,38 @@ static void watch(lconn *c, uint32_t events, int op) {
     if (epoll_ctl(g_ep, op, c->fd, &ev) < 0) die("epoll_ctl");
 }
 
+/* The socket, or TLS over it: >0 bytes, 0 EOF (recv), -1 with errno
+   (EAGAIN when TLS wants either direction: epoll always watches EPOLLIN,
+   and EPOLLOUT while output is pending). */
+#ifdef LOADGEN_TLS
+static SSL_CTX *g_tls;
+static ssize_t tls_result(lconn *c, int r) {
+    int e = SSL_get_error((SSL *)c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) errno = EAGAIN;
+    else if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    else if (e != SSL_ERROR_SYSCALL || errno == 0) errno = EPROTO;
+    return -1;
+}
+#endif
+static ssize_t io_send(lconn *c, const void *p, size_t n) {
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        int r = SSL_write((SSL *)c->ssl, p, n > 1u << 30 ? 1 << 30 : (int)n);
+        return r > 0 ? (ssize_t)r : tls_result(c, r);
+    }
+#endif
+    return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+static ssize_t io_recv(lconn *c, void *p, size_t n) {
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        int r = SSL_read((SSL *)c->ssl, p, n > 1u << 30 ? 1 << 30 : (int)n);
+        return r > 0 ? (ssize_t)r : tls_result(c, r);
+    }
+#endif
+    return recv(c->fd, p, n, 0);
+}
+
 static void conn_kill(lconn *c, int abortive) {
     if (c->fd >= 0) {
         if (abortive) {
@@ -262,6 +304,10 @@ static void conn_kill(lconn *c, int abortive) {
         }
         close(c->fd); /* also leaves the epoll set */
     }
+#ifdef LOADGEN_TLS
+    SSL_free((SSL *)c->ssl);
+    c->ssl = NULL;
+#endif
     free(c->hs);
     c->hs = NULL;
     free(c->zbuf);
@@ -311,7 +357,7 @@ static void conn_start(lconn *c) {
 /* Sends as much of c's pending run as the socket takes. */
 static int conn_flush(lconn *c) {
     while (c->out_len > 0) {
-        ssize_t n = send(c->fd, c->out_buf + c->out_off, c->out_len, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, c->out_buf + c->out_off, c->out_len);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) return 0;
@@ -768,8 +814,51 @@ static void on_handshake_bytes(lconn *c, const unsigned char *p, size_t n, uint6
     }
 }
 
+/* The upgrade request, once the transport is up. */
+static void send_request(lconn *c) {
+    c->state = S_HANDSHAKE;
+    c->out_buf = (const unsigned char *)g_request;
+    c->out_off = 0;
+    c->out_len = g_request_len;
+    if (conn_flush(c) < 0) die("send request");
+    watch(c, EPOLLIN | (c->out_len ? EPOLLOUT : 0u), EPOLL_CTL_MOD);
+}
+
+#ifdef LOADGEN_TLS
+static void tls_step(lconn *c) {
+    int r;
+    if (!c->ssl) {
+        BIO *b = NULL;
+        SSL *ssl = SSL_new(g_tls);
+        if (!ssl || !(b = BIO_new_socket(c->fd, BIO_NOCLOSE))) die("SSL_new");
+        SSL_set_bio(ssl, b, b);
+        SSL_set_connect_state(ssl);
+        c->ssl = ssl;
+        c->state = S_TLS;
+    }
+    r = SSL_do_handshake((SSL *)c->ssl);
+    if (r == 1) {
+        send_request(c);
+        return;
+    }
+    if (tls_result(c, r) < 0 && errno == EAGAIN) {
+        int e = SSL_get_error((SSL *)c->ssl, r);
+        watch(c, e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN, EPOLL_CTL_MOD);
+        return;
+    }
+    fprintf(stderr, "loadgen: TLS handshake failed: %s\n", ERR_reason_error_string(ERR_peek_last_error()));
+    exit(1);
+}
+#endif
+
 static void on_event(lconn *c, uint32_t ev) {
     if (c->state == S_DEAD) return;
+#ifdef LOADGEN_TLS
+    if (c->state == S_TLS) {
+        tls_step(c);
+        return;
+    }
+#endif
     if (c->state == S_CONNECTING) {
         int err = 0;
         socklen_t l = sizeof err;
@@ -779,12 +868,13 @@ static void on_event(lconn *c, uint32_t ev) {
             errno = err;
             die("connect");
         }
-        c->state = S_HANDSHAKE;
-        c->out_buf = (const unsigned char *)g_request;
-        c->out_off = 0;
-        c->out_len = g_request_len;
-        if (conn_flush(c) < 0) die("send request");
-        watch(c, EPOLLIN | (c->out_len ? EPOLLOUT : 0u), EPOLL_CTL_MOD);
+#ifdef LOADGEN_TLS
+        if (opt.tls) {
+            tls_step(c);
+            return;
+        }
+#endif
+        send_request(c);
         return;
     }
     if (ev & EPOLLOUT) {
@@ -793,8 +883,10 @@ static void on_event(lconn *c, uint32_t ev) {
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         int rounds;
-        for (rounds = 0; rounds < 4 && (c->state == S_HANDSHAKE || c->state == S_OPEN); rounds++) {
-            ssize_t n = recv(c->fd, g_rbuf, RBUF_SIZE, 0);
+        /* TLS hands over one record (16 KiB at most) a read. */
+        int max_rounds = c->ssl ? 16 : 4;
+        for (rounds = 0; rounds < max_rounds && (c->state == S_HANDSHAKE || c->state == S_OPEN); rounds++) {
+            ssize_t n = io_recv(c, g_rbuf, RBUF_SIZE);
             uint64_t now;
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && errno == EAGAIN) break;
@@ -812,7 +904,7 @@ static void on_event(lconn *c, uint32_t ev) {
                 parse_frames(c, g_rbuf, (size_t)n, now);
                 if (opt.mode == M_ECHO && c->ts_count < before) echo_send(c, before - c->ts_count, now);
             }
-            if ((size_t)n < RBUF_SIZE) break;
+            if ((size_t)n < RBUF_SIZE && !c->ssl) break;     /* a short read drained the socket */
         }
     }
 }
@@ -1169,7 +1261,8 @@ static void usage(void) {
           "  [--stats-path /api/stats]   (idle: library heap per connection from the server's JSON)\n"
           "  [--json] (echo: a chat envelope of --size bytes, at least 128)\n"
           "  [--presence] (fanout: subscribe with \"presence\":true; presence messages counted apart)\n"
-          "  [--deflate [--inflate-all]] (offer permessage-deflate; a build with zlib)   [--has-zlib] (exit 0 if so)\n",
+          "  [--deflate [--inflate-all]] (offer permessage-deflate; a build with zlib)   [--has-zlib] (exit 0 if so)\n"
+          "  [--tls] (wss: TLS on every connection, not verified; a build with OpenSSL)   [--has-tls] (exit 0 if so)\n",
           stderr);
     exit(2);
 }
@@ -1205,6 +1298,22 @@ int main(int argc, char **argv) {
 #else
             fputs("loadgen: --deflate needs a build with zlib (-DLOADGEN_ZLIB -lz)\n", stderr);
             return 3;
+#endif
+        }
+        if (strcmp(a, "--tls") == 0) {
+#ifdef LOADGEN_TLS
+            opt.tls = 1;
+            continue;
+#else
+            fputs("loadgen: --tls needs a build with OpenSSL (-DLOADGEN_TLS -lssl -lcrypto)\n", stderr);
+            return 3;
+#endif
+        }
+        if (strcmp(a, "--has-tls") == 0) {
+#ifdef LOADGEN_TLS
+            return 0;
+#else
+            return 1;
 #endif
         }
         if (strcmp(a, "--has-zlib") == 0) {
@@ -1251,6 +1360,15 @@ int main(int argc, char **argv) {
                                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
                                      opt.path, opt.host, (unsigned)opt.port,
                                      opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
+#ifdef LOADGEN_TLS
+    if (opt.tls) {
+        g_tls = SSL_CTX_new(TLS_client_method());
+        if (!g_tls || SSL_CTX_set_min_proto_version(g_tls, TLS1_2_VERSION) != 1) die("SSL_CTX_new");
+        SSL_CTX_set_verify(g_tls, SSL_VERIFY_NONE, NULL);
+        /* a pending run is offered again longer, or from further on */
+        SSL_CTX_set_mode(g_tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+#endif
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     if (g_ep < 0) die("epoll_create1");
     g_rbuf = (unsigned char *)malloc(RBUF_SIZE > 16u * 1024u * 1024u + 16 ? RBUF_SIZE : 16u * 1024u * 1024u + 16);
