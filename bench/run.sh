@@ -9,7 +9,7 @@
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
 # BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
 # BENCH_SKIP="inmem neon deflate publish deflate-hub presence echo echo-deflate
-# handshake fanout fanout-deflate fanout-history fanout-presence fanout-redis
+# echo-tls handshake fanout fanout-deflate fanout-history fanout-presence fanout-redis
 # idle" (skip sections; neon is a correctness run of the NEON paths under
 # qemu, never timed), BENCH_OUT (results file, default bench/RESULTS.md).
 # permessage-deflate (RFC 7692), each section skipped with a note without
@@ -22,6 +22,11 @@
 #                   not, side by side at 1,000 and BENCH_SUBS subscribers
 #                   (BENCH_DEFLATE_SUBS="N ..." to choose; quick: BENCH_SUBS)
 # and the idle section adds chat_server with every client compressed.
+# TLS (wss://), skipped with a note without OpenSSL (libssl-dev) or the
+# openssl command:
+#   echo-tls        echo_server plain and echo_server --tls-cert (a throwaway
+#                   certificate made here), the same loadgen echo load with
+#                   and without --tls, interleaved: the TLS overhead, wss/ws
 # History (no message lost): fanout-history runs chat_server with its
 # default history (200 messages per channel kept) and with --history 0
 # (messages numbered, none kept), side by side at 1,000 and BENCH_SUBS
@@ -339,6 +344,42 @@ if ! skip echo-deflate; then
         done
         for n in $ZECHO_NAMES; do [ -n "${ZEPID[$n]:-}" ] && stop "${ZEPID[$n]}"; done
     fi
+fi
+
+# ------------------------------------------------------------ echo over TLS
+# One echo_server serving ws:// and one the same binary serving wss://
+# (examples/tls_openssl.h, OpenSSL's defaults), both pinned to the server
+# core in turn; loadgen is the load for both (--tls for wss, certificate not
+# verified), repetitions interleaved. The figure is wss/ws.
+TECHO_CONFIGS=("1 16 16" "64 16 16" "64 16 1024" "4 4 65536")
+TECHO_NOTE=""
+declare -A TEPORT TEPID
+if ! skip echo-tls; then
+    if ! $B/loadgen --has-tls 2>/dev/null; then
+        TECHO_NOTE="loadgen was built without --tls: OpenSSL is not installed (Debian: libssl-dev)"
+    elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+            -addext subjectAltName=IP:127.0.0.1 -keyout "$TMP/tls.key" -out "$TMP/tls.pem" >/dev/null 2>&1; then
+        TECHO_NOTE="no certificate: the openssl command is missing (Debian: openssl)"
+    elif start "tlsecho-ws" build/echo_server --port @PORT@ && TEPORT[ws]=$PORT && TEPID[ws]=$SPID &&
+         start "tlsecho-wss" build/echo_server --port @PORT@ --tls-cert "$TMP/tls.pem" --tls-key "$TMP/tls.key"; then
+        TEPORT[wss]=$PORT; TEPID[wss]=$SPID
+        TLS_SUITE=$(openssl s_client -connect "127.0.0.1:$PORT" -brief </dev/null 2>&1 |
+            sed -n 's/^\(Protocol version\|Ciphersuite\): *//p' | tr '\n' ' ' | sed 's/ *$//')
+        for cfg in "${TECHO_CONFIGS[@]}"; do
+            set -- $cfg
+            log "run.sh: echo ws vs wss, $1 conns x $2 in flight x $3 B"
+            for r in $(seq 1 "$REPS"); do
+                for t in ws wss; do
+                    targ=(); [ "$t" = wss ] && targ=(--tls)
+                    R["techo/$cfg/$t"]+="$(load --mode echo --port "${TEPORT[$t]}" --pid "${TEPID[$t]}" --conns "$1" \
+                        --inflight "$2" --size "$3" "${targ[@]}" --duration "$DUR" --reps 1 --label "$t")"$'\n'
+                done
+            done
+        done
+    else
+        TECHO_NOTE="echo_server would not serve wss:// (built without OpenSSL?): $(head -c 200 "$TMP"/tlsecho-wss.*.log 2>/dev/null)"
+    fi
+    for t in ws wss; do [ -n "${TEPID[$t]:-}" ] && stop "${TEPID[$t]}"; done
 fi
 
 # ----------------------------------------------------------------- fan-out
@@ -790,6 +831,37 @@ for cfg in "${ZECHO_CONFIGS[@]}"; do
         "(reported)" "$(awk -v a="$o" -v b="$nd" 'BEGIN { printf "%.2f", a / b }')" "-"
 done
 
+if ! skip echo-tls; then
+    {
+        echo "### Echo over TLS: wss:// vs ws:// on the same echo_server (messages/s; C connections x K in flight x S bytes)"
+        echo
+        if [ -n "$TECHO_NOTE" ]; then
+            echo "Not run: $TECHO_NOTE."
+        else
+            echo "The same build/echo_server twice, plain and with \`--tls-cert\` (examples/tls_openssl.h; a P-256"
+            echo "certificate made for the run; negotiated: ${TLS_SUITE:-?}), and the same load, loadgen, with \`--tls\`"
+            echo "for wss (OpenSSL on both sides; the client does not verify). CPU: server CPU time per echoed message."
+            echo
+            printf '| C x K x S | ws:// | wss:// | wss/ws | server CPU us per message, ws | wss | p99 ms, ws | wss |\n'
+            printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
+            for cfg in "${TECHO_CONFIGS[@]}"; do
+                set -- $cfg
+                p=${R["techo/$cfg/ws"]:-}; t=${R["techo/$cfg/wss"]:-}
+                printf '| %s x %s x %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(cell "$p" msgs_s)" \
+                    "$(cell "$t" msgs_s)" "$(ratio "$(med "$t" msgs_s)" "$(med "$p" msgs_s)")" "$(us "$(med "$p" cpu_us)")" \
+                    "$(us "$(med "$t" cpu_us)")" "$(ms "$(med "$p" p99_us)")" "$(ms "$(med "$t" p99_us)")"
+            done
+        fi
+        echo
+    } >"$TMP/tls.md"
+    for cfg in "${TECHO_CONFIGS[@]}"; do
+        set -- $cfg
+        p=$(med "${R["techo/$cfg/ws"]:-}" msgs_s); t=$(med "${R["techo/$cfg/wss"]:-}" msgs_s)
+        [ -n "$p" ] && [ -n "$t" ] && target "echo $1 conn x $3 B, wss vs ws on one echo_server (msgs/s)" "(reported)" \
+            "$(awk -v a="$t" -v b="$p" 'BEGIN { printf "%.2f", a / b }')" "-"
+    done
+fi
+
 # Targets measured over loopback.
 for cfg in "1 16 16" "64 16 16" "1 16 1024" "64 16 1024"; do
     set -- $cfg
@@ -864,6 +936,11 @@ CPUS=$(nproc)
         echo "## permessage-deflate (RFC 7692)"
         echo
         cat "$TMP/deflate.md"
+    fi
+    if [ -s "$TMP/tls.md" ]; then
+        echo "## TLS (wss://)"
+        echo
+        cat "$TMP/tls.md"
     fi
     if [ -s "$TMP/history.md" ]; then
         echo "## History (no message lost across reconnects)"
