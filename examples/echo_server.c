@@ -6,9 +6,9 @@
    passes --high-water is not read from until it drains (backpressure), and
    SIGINT or SIGTERM closes every connection with 1001, then the program
    exits. A connection that sends no message or pong for half the idle
-   timeout gets a ping; one still silent at the full timeout (a half-open
-   peer, or one that sends and never reads) is closed, and its fd is freed at
-   most the close handshake's 5 s later. With --tls-cert and --tls-key it
+   timeout gets a ping; one still silent at the full timeout and half of it
+   after its ping (a half-open peer, or one that sends and never reads) is
+   closed, and its fd is freed at most the close handshake's 5 s later. With --tls-cert and --tls-key it
    serves wss:// (examples/tls_openssl.h). This is the server the Autobahn
    TestSuite's fuzzing client, the interop tests and the benchmarks talk to.
 
@@ -44,6 +44,7 @@ typedef struct peer {
     wsch_conn *c;
     uint64_t active_ms;     /* the last message or pong */
     int pinged;             /* a ping went out in this silence */
+    uint64_t ping_ms;       /* when */
     struct peer *prev, *next;
 } peer;
 
@@ -110,7 +111,8 @@ static void on_closed(wsch_conn *c, int code, const char *reason, size_t reason_
 
 /* Every quarter of the idle timeout (at most a second): a ping to
    connections silent for half of it, a close (1000 "Idle timeout") to
-   those silent for all of it that have had their ping. A peer that never
+   those silent for all of it whose ping has gone unanswered for half of
+   it (however late the sweep that sent it ran). A peer that never
    reads cannot take the close frame either; the library's close timeout
    (5 s) then drops the transport. O(connections) a sweep. */
 static uint32_t sweep_ms(void) { return srv.idle_ms >= 4000u ? 1000u : (uint32_t)srv.idle_ms / 4u + 1u; }
@@ -123,12 +125,13 @@ static void idle_sweep(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
         peer *next = p->next;   /* a close may run on_close, which frees p */
         uint64_t quiet = now - p->active_ms;
         if (wsch_conn_state(p->c) == WSCH_STATE_OPEN) {
-            if (quiet >= srv.idle_ms && p->pinged) {
+            if (quiet >= srv.idle_ms && p->pinged && now - p->ping_ms >= srv.idle_ms / 2u) {
                 if (srv.verbose)
                     fprintf(stderr, "conn %p: idle for %llu ms, closing\n", (void *)p->c, (unsigned long long)quiet);
                 (void)wsch_conn_close(p->c, WSCH_CLOSE_NORMAL, "Idle timeout", WSCH_CSTR);
             } else if (quiet >= srv.idle_ms / 2u && !p->pinged) {
                 p->pinged = 1;
+                p->ping_ms = now;
                 (void)wsch_conn_ping(p->c, NULL, 0);
             }
         }
