@@ -338,6 +338,7 @@ int main(int argc, char **argv) {
         tls.on_error = tls_said;
         tls.user = &a;
         opts.transport = &tls.transport;
+        if (insecure) fputs("client_cli: --insecure: the server's certificate and name are NOT verified\n", stderr);
 #else
         refuse("wss:// needs a build with OpenSSL (-DEXAMPLE_TLS -lssl -lcrypto; Debian: libssl-dev)");
 #endif
