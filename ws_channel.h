@@ -2147,6 +2147,9 @@ typedef struct wsch_hub_position {
        gap, and after wsch_hub_bridge_resubscribe(). The bridge must read
        only once the subscription to name it was given before is in
        effect, so that every message is in the answer or arrives after.
+       The answer may reach the hub after messages published since it
+       was read (it travels apart from them); one that is then older than
+       the epoch those messages began is not merged but asked again.
      - Reliable client messages whose on_message broadcast went to append
        are acknowledged when appended reports WSCH_OK, and answered with
        the error code "unconfirmed" when it reports a failure (it may have
@@ -8885,6 +8888,8 @@ typedef struct wsch__hub_channel {
     uint64_t delivered;
     uint8_t synced;                 /* shared positions: the position is the bridge's, checked by a fetch */
     uint8_t fetching;               /* shared positions: a fetch is out */
+    uint8_t moved;                  /* shared positions: the bridge's messages changed the epoch
+                                       since the fetch was asked (its answer may be older) */
     uint8_t lost;                   /* shared positions: lost_epoch is one the bridge lost, having had messages */
     uint64_t lost_epoch;            /* (its late messages, still on their way, are skipped) */
     /* Presence: members by user id; psubs the live presence subscribers
@@ -11301,6 +11306,7 @@ WSCH__PRIVATE void wsch__hub_fetch_done(wsch_hub *hub, wsch__hub_channel *ch, in
 WSCH__PRIVATE int wsch__hub_fetch_ask(wsch_hub *hub, wsch__hub_channel *ch) {
     if (ch->fetching) return 1;
     ch->fetching = 1;
+    ch->moved = 0;
     hub->bridge_fetches++;
     if (hub->desc.bridge.fetch(ch->e.key, ch->e.key_len, hub->desc.history_size, hub->desc.bridge.user) == WSCH_OK)
         return 1;
@@ -11519,6 +11525,7 @@ WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, co
         int lost = wsch__hub_tail_unseen(ch);
         wsch__hub_leave_epoch(hub, ch, epoch);
         if (lost) wsch__hub_confirm_lost(hub, ch);
+        ch->moved = ch->fetching;
     }
     if (offset <= ch->offset) {
         wsch_shared_release(s);             /* had it: a fetch brought it first */
@@ -12379,6 +12386,7 @@ WSCH_API int wsch_hub_bridge_fetched(wsch_hub *hub, const char *name, size_t nam
                                      const char *epoch, uint64_t last_offset, const wsch_str *messages,
                                      size_t count) {
     wsch__hub_channel *ch;
+    uint64_t e;
     int r = WSCH_OK;
     if (!hub || (!name && name_len) || (!messages && count)) return WSCH_ERR_ARG;
     if (!hub->shared) return WSCH_ERR_STATE;
@@ -12388,6 +12396,21 @@ WSCH_API int wsch_hub_bridge_fetched(wsch_hub *hub, const char *name, size_t nam
     }
     ch = wsch__hub_channel_find(hub, name, name_len);
     if (!ch || !ch->fetching) return WSCH_OK;      /* nobody asked (any more) */
+    if (status == WSCH_OK && ch->moved && epoch &&
+        (!epoch[0] || (WSCH_STRLEN(epoch) == WSCH_HUB_EPOCH_LEN && wsch__hub_hex16(epoch, &e) && e != ch->epoch))) {
+        /* Older than a message taken since it was asked: the fetch ran
+           before the bridge began the epoch the channel follows now, and
+           its answer came another way than that message (two links, say).
+           Merged, it would take the channel back to a stream its
+           subscribers have left, or to "nothing" (the new stream's
+           messages would then look late). Asked again, the answer is at
+           least as new as that message. */
+        ch->fetching = 0;
+        wsch__hub_enter(hub);
+        wsch__hub_fetch(hub, ch);
+        wsch__hub_leave(hub);
+        return WSCH_OK;
+    }
     wsch__hub_enter(hub);
     if (status == WSCH_OK) r = wsch__hub_merge(hub, ch, epoch, last_offset, messages, count);
     if (status != WSCH_OK || r != WSCH_OK) hub->bridge_fetch_errors++;
