@@ -2657,7 +2657,7 @@ enum {
 /* Defaults for zero fields of wsch_posix_loop_desc. */
 #define WSCH_POSIX_DEFAULT_MAX_FDS          65536u
 #define WSCH_POSIX_DEFAULT_MAX_TIMERS       (1024u * 1024u)
-#define WSCH_POSIX_DEFAULT_READ_BUFFER      (64u * 1024u)
+#define WSCH_POSIX_DEFAULT_READ_BUFFER      (256u * 1024u)
 #define WSCH_POSIX_DEFAULT_MAX_EVENTS       256u
 #define WSCH_POSIX_DEFAULT_READ_PAUSE_BYTES (4u * 1024u * 1024u)
 #define WSCH_POSIX_DEFAULT_SHUTDOWN_MS      5000u
@@ -2675,7 +2675,8 @@ typedef struct wsch_posix_loop_desc {
                                        accept past it is closed unserved */
     size_t max_timers;              /* 1 Mi: timers at once, yours and the loop's (which
                                        keeps room for 6 per connection, 10 per client) */
-    size_t read_buffer_size;        /* 64 KiB: one buffer per loop, lent to every read */
+    size_t read_buffer_size;        /* 256 KiB: one buffer per loop, lent to every read (a
+                                       large message then arrives whole, unassembled) */
     size_t max_events;              /* 256: readiness events taken per wait */
     size_t read_pause_bytes;        /* 4 MiB: a served conn with more output unsent is not
                                        read until it drains (backpressure) */
@@ -12795,6 +12796,7 @@ struct wsch__px_sock {
     uint8_t write_wants_read;       /* the transport's write asked for readability */
     uint8_t read_wants_write;       /* ... and its read for writability (a renegotiation) */
     uint8_t touched;                /* wrote in this turn (on loop->touched) */
+    uint8_t read_ended;             /* a read saw the end (EOF, reset): nothing left to discard */
     unsigned char *gbuf;            /* gathered bytes: [goff, goff + glen) of a gather block */
     size_t goff, glen;
     unsigned tls_want;              /* during the transport's handshake: what it waits for */
@@ -13314,7 +13316,10 @@ WSCH__PRIVATE void wsch__px_sock_close(wsch__px_sock *s, int orderly) {
         s->tls = NULL;
     }
     wsch__px_io_remove(loop, &s->io);
-    if (s->io.fd >= 0) wsch__px_close_fd(s->io.fd);
+    if (s->io.fd >= 0) {
+        if (s->read_ended) (void)close(s->io.fd);
+        else wsch__px_close_fd(s->io.fd);
+    }
     s->io.fd = -1;
     s->state = WSCH__PX_S_CLOSED;
     s->graved = 1;
@@ -13595,6 +13600,7 @@ WSCH__PRIVATE void wsch__px_sock_read(wsch__px_sock *s) {
             return;
         }
         if (r != WSCH_POSIX_IO_DONE) {
+            s->read_ended = 1;
             wsch__px_owner_lost(s);
             return;
         }
@@ -13778,7 +13784,9 @@ WSCH__PRIVATE void wsch__px_listener_event(wsch_posix_loop *loop, wsch__px_io *i
             if ((errno == EMFILE || errno == ENFILE) && wsch__px_shed(loop, l->io.fd)) continue;
             return;                 /* EAGAIN: drained */
         }
-        wsch__px_tune(fd);
+#ifndef __linux__
+        wsch__px_tune(fd);          /* Linux: inherited from the listener (a system call saved per accept) */
+#endif
         loop->counters.accepted++;
         wsch__px_accept_one(l, fd);
     }
@@ -13789,6 +13797,7 @@ WSCH__PRIVATE int wsch__px_bind(const struct sockaddr *sa, socklen_t len, int v6
     if (fd < 0) return -1;
     wsch__px_nonblock(fd);
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, (socklen_t)sizeof one);
+    wsch__px_tune(fd);              /* for what it accepts, where they inherit it */
 #ifdef IPV6_V6ONLY
     if (sa->sa_family == AF_INET6 && v6only) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, (socklen_t)sizeof one);
 #else
