@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh - the one benchmark command: builds, runs everything side by
 # side in one go, prints one summary table and writes bench/RESULTS.md
-# (date, machine, every command, the detailed tables).
+# (date, machine, every command, the detailed tables) and, beside it, the
+# echo and fan-out comparisons as charts, echo.svg and fanout.svg
+# (bench/charts.py; left out with a note without python3-matplotlib).
 #
 #   bench/run.sh                 full run (about 10-13 minutes)
 #   BENCH_QUICK=1 bench/run.sh   smoke run: fewer/shorter repetitions, 1,000
