@@ -2147,6 +2147,9 @@ typedef struct wsch_hub_position {
        gap, and after wsch_hub_bridge_resubscribe(). The bridge must read
        only once the subscription to name it was given before is in
        effect, so that every message is in the answer or arrives after.
+       The answer may reach the hub after messages published since it
+       was read (it travels apart from them); one that is then older than
+       the epoch those messages began is not merged but asked again.
      - Reliable client messages whose on_message broadcast went to append
        are acknowledged when appended reports WSCH_OK, and answered with
        the error code "unconfirmed" when it reports a failure (it may have
@@ -2654,7 +2657,7 @@ enum {
 /* Defaults for zero fields of wsch_posix_loop_desc. */
 #define WSCH_POSIX_DEFAULT_MAX_FDS          65536u
 #define WSCH_POSIX_DEFAULT_MAX_TIMERS       (1024u * 1024u)
-#define WSCH_POSIX_DEFAULT_READ_BUFFER      (64u * 1024u)
+#define WSCH_POSIX_DEFAULT_READ_BUFFER      (256u * 1024u)
 #define WSCH_POSIX_DEFAULT_MAX_EVENTS       256u
 #define WSCH_POSIX_DEFAULT_READ_PAUSE_BYTES (4u * 1024u * 1024u)
 #define WSCH_POSIX_DEFAULT_SHUTDOWN_MS      5000u
@@ -2672,7 +2675,8 @@ typedef struct wsch_posix_loop_desc {
                                        accept past it is closed unserved */
     size_t max_timers;              /* 1 Mi: timers at once, yours and the loop's (which
                                        keeps room for 6 per connection, 10 per client) */
-    size_t read_buffer_size;        /* 64 KiB: one buffer per loop, lent to every read */
+    size_t read_buffer_size;        /* 256 KiB: one buffer per loop, lent to every read (a
+                                       large message then arrives whole, unassembled) */
     size_t max_events;              /* 256: readiness events taken per wait */
     size_t read_pause_bytes;        /* 4 MiB: a served conn with more output unsent is not
                                        read until it drains (backpressure) */
@@ -8885,6 +8889,8 @@ typedef struct wsch__hub_channel {
     uint64_t delivered;
     uint8_t synced;                 /* shared positions: the position is the bridge's, checked by a fetch */
     uint8_t fetching;               /* shared positions: a fetch is out */
+    uint8_t moved;                  /* shared positions: the bridge's messages changed the epoch
+                                       since the fetch was asked (its answer may be older) */
     uint8_t lost;                   /* shared positions: lost_epoch is one the bridge lost, having had messages */
     uint64_t lost_epoch;            /* (its late messages, still on their way, are skipped) */
     /* Presence: members by user id; psubs the live presence subscribers
@@ -11301,6 +11307,7 @@ WSCH__PRIVATE void wsch__hub_fetch_done(wsch_hub *hub, wsch__hub_channel *ch, in
 WSCH__PRIVATE int wsch__hub_fetch_ask(wsch_hub *hub, wsch__hub_channel *ch) {
     if (ch->fetching) return 1;
     ch->fetching = 1;
+    ch->moved = 0;
     hub->bridge_fetches++;
     if (hub->desc.bridge.fetch(ch->e.key, ch->e.key_len, hub->desc.history_size, hub->desc.bridge.user) == WSCH_OK)
         return 1;
@@ -11519,6 +11526,7 @@ WSCH__PRIVATE int wsch__hub_take(wsch_hub *hub, const char *name, size_t len, co
         int lost = wsch__hub_tail_unseen(ch);
         wsch__hub_leave_epoch(hub, ch, epoch);
         if (lost) wsch__hub_confirm_lost(hub, ch);
+        ch->moved = ch->fetching;
     }
     if (offset <= ch->offset) {
         wsch_shared_release(s);             /* had it: a fetch brought it first */
@@ -12379,6 +12387,7 @@ WSCH_API int wsch_hub_bridge_fetched(wsch_hub *hub, const char *name, size_t nam
                                      const char *epoch, uint64_t last_offset, const wsch_str *messages,
                                      size_t count) {
     wsch__hub_channel *ch;
+    uint64_t e;
     int r = WSCH_OK;
     if (!hub || (!name && name_len) || (!messages && count)) return WSCH_ERR_ARG;
     if (!hub->shared) return WSCH_ERR_STATE;
@@ -12388,6 +12397,21 @@ WSCH_API int wsch_hub_bridge_fetched(wsch_hub *hub, const char *name, size_t nam
     }
     ch = wsch__hub_channel_find(hub, name, name_len);
     if (!ch || !ch->fetching) return WSCH_OK;      /* nobody asked (any more) */
+    if (status == WSCH_OK && ch->moved && epoch &&
+        (!epoch[0] || (WSCH_STRLEN(epoch) == WSCH_HUB_EPOCH_LEN && wsch__hub_hex16(epoch, &e) && e != ch->epoch))) {
+        /* Older than a message taken since it was asked: the fetch ran
+           before the bridge began the epoch the channel follows now, and
+           its answer came another way than that message (two links, say).
+           Merged, it would take the channel back to a stream its
+           subscribers have left, or to "nothing" (the new stream's
+           messages would then look late). Asked again, the answer is at
+           least as new as that message. */
+        ch->fetching = 0;
+        wsch__hub_enter(hub);
+        wsch__hub_fetch(hub, ch);
+        wsch__hub_leave(hub);
+        return WSCH_OK;
+    }
     wsch__hub_enter(hub);
     if (status == WSCH_OK) r = wsch__hub_merge(hub, ch, epoch, last_offset, messages, count);
     if (status != WSCH_OK || r != WSCH_OK) hub->bridge_fetch_errors++;
@@ -12772,6 +12796,7 @@ struct wsch__px_sock {
     uint8_t write_wants_read;       /* the transport's write asked for readability */
     uint8_t read_wants_write;       /* ... and its read for writability (a renegotiation) */
     uint8_t touched;                /* wrote in this turn (on loop->touched) */
+    uint8_t read_ended;             /* a read saw the end (EOF, reset): nothing left to discard */
     unsigned char *gbuf;            /* gathered bytes: [goff, goff + glen) of a gather block */
     size_t goff, glen;
     unsigned tls_want;              /* during the transport's handshake: what it waits for */
@@ -13291,7 +13316,10 @@ WSCH__PRIVATE void wsch__px_sock_close(wsch__px_sock *s, int orderly) {
         s->tls = NULL;
     }
     wsch__px_io_remove(loop, &s->io);
-    if (s->io.fd >= 0) wsch__px_close_fd(s->io.fd);
+    if (s->io.fd >= 0) {
+        if (s->read_ended) (void)close(s->io.fd);
+        else wsch__px_close_fd(s->io.fd);
+    }
     s->io.fd = -1;
     s->state = WSCH__PX_S_CLOSED;
     s->graved = 1;
@@ -13572,6 +13600,7 @@ WSCH__PRIVATE void wsch__px_sock_read(wsch__px_sock *s) {
             return;
         }
         if (r != WSCH_POSIX_IO_DONE) {
+            s->read_ended = 1;
             wsch__px_owner_lost(s);
             return;
         }
@@ -13755,7 +13784,9 @@ WSCH__PRIVATE void wsch__px_listener_event(wsch_posix_loop *loop, wsch__px_io *i
             if ((errno == EMFILE || errno == ENFILE) && wsch__px_shed(loop, l->io.fd)) continue;
             return;                 /* EAGAIN: drained */
         }
-        wsch__px_tune(fd);
+#ifndef __linux__
+        wsch__px_tune(fd);          /* Linux: inherited from the listener (a system call saved per accept) */
+#endif
         loop->counters.accepted++;
         wsch__px_accept_one(l, fd);
     }
@@ -13766,6 +13797,7 @@ WSCH__PRIVATE int wsch__px_bind(const struct sockaddr *sa, socklen_t len, int v6
     if (fd < 0) return -1;
     wsch__px_nonblock(fd);
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, (socklen_t)sizeof one);
+    wsch__px_tune(fd);              /* for what it accepts, where they inherit it */
 #ifdef IPV6_V6ONLY
     if (sa->sa_family == AF_INET6 && v6only) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, (socklen_t)sizeof one);
 #else

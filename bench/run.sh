@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh - the one benchmark command: builds, runs everything side by
 # side in one go, prints one summary table and writes bench/RESULTS.md
-# (date, machine, every command, the detailed tables).
+# (date, machine, every command, the detailed tables) and, beside it, the
+# echo and fan-out comparisons as charts, echo.svg and fanout.svg
+# (bench/charts.py; left out with a note without python3-matplotlib).
 #
 #   bench/run.sh                 full run (about 10-13 minutes)
 #   BENCH_QUICK=1 bench/run.sh   smoke run: fewer/shorter repetitions, 1,000
@@ -673,6 +675,28 @@ us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'
     echo
 } >"$TMP/loopback.md"
 
+# The echo and fan-out comparisons as charts (bench/charts.py, SVG beside
+# the results file); without python3-matplotlib, a note instead.
+{
+    for cfg in "${ECHO_CONFIGS[@]}"; do
+        set -- $cfg
+        for n in $ECHO_NAMES; do
+            v=$(med "${R["echo/$cfg/$n"]:-}" msgs_s)
+            [ -n "$v" ] && printf 'echo\t%s x %s x %s B\t%s\t%s\n' "$1" "$2" "$3" "${ECHO_LABEL[$n]}" "$v"
+        done
+    done
+    for n in $HUB_NAMES; do
+        v=$(med "${R["fan/$n"]:-}" deliveries_s)
+        [ -n "$v" ] && printf 'fanout\tdeliveries/s (%s subscribers)\t%s\t%s\n' "$SUBS" "${HUB_LABEL[$n]}" "$v"
+    done
+    for n in $HUB_NAMES; do
+        v=$(med "${R["fan/$n"]:-}" cpu_us)
+        [ -n "$v" ] && printf 'fanout\tserver CPU us per delivery\t%s\t%s\n' "${HUB_LABEL[$n]}" "$v"
+    done
+} >"$TMP/points.tsv"
+CHARTS=$($PY bench/charts.py "$TMP/points.tsv" "$(dirname "$OUTFILE")" 2>"$TMP/charts.err")
+[ $? -eq 0 ] || CHARTS_NOTE="Charts not drawn: $(head -n 1 "$TMP/charts.err")"
+
 # permessage-deflate: the hub in memory, then echo and fan-out over loopback.
 # bytes MEDIAN -> "123.4" (or n/a)
 b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
@@ -931,6 +955,8 @@ CPUS=$(nproc)
     fi
     echo "## Over loopback (whole processes)"
     echo
+    for c in $CHARTS; do echo "![${c%.svg}]($c)"; echo; done
+    [ -n "${CHARTS_NOTE:-}" ] && { echo "$CHARTS_NOTE."; echo; }
     cat "$TMP/loopback.md"
     if [ -s "$TMP/deflate.md" ]; then
         echo "## permessage-deflate (RFC 7692)"

@@ -1116,12 +1116,16 @@ typedef struct toy {
 
 typedef struct toy_stats {
     int opens, closes, handshakes, shutdowns, servers;
+    int nodelay;                    /* sockets opened with TCP_NODELAY on (small frames must not wait) */
 } toy_stats;
 
 static void *toy_open(int fd, int server, const char *host, void *user) {
     toy_stats *st = (toy_stats *)user;
     toy *t = (toy *)calloc(1, sizeof *t);
+    int on = 0;
+    socklen_t len = (socklen_t)sizeof on;
     (void)host;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on) st->nodelay++;
     st->opens++;
     st->servers += server;
     if (t) t->fd = fd;
@@ -1226,6 +1230,7 @@ TEST transport_hook(void) {
     ASSERT(run_until(loop, &srv.closed, 2000));
     ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 0));
     ASSERT_EQ(2, st.opens);
+    ASSERT_EQ(2, st.nodelay);           /* the accepted socket too (inherited from the listener on Linux) */
     ASSERT_EQ(1, st.servers);
     ASSERT_EQ(2, st.closes);
     ASSERT(st.handshakes >= 2);

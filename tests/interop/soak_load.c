@@ -196,10 +196,14 @@ static void garbage(lc *c) {
     c->deadline = net_now_ms() + 10000;   /* the server must close it by then */
 }
 
-static void note_soak(lc *c, long long n) {
+static void note_soak(lc *c, long long n, const char *text) {
+    static unsigned told;
     c->received++;
     if (n <= c->last) {
         c->dups++;
+        if (told++ < 8)     /* enough to tell a repeat from a reorder, and where it came from */
+            printf("     server %c: %s got %lld after %lld: %.300s\n", 'A' + c->server, kind_names[c->kind], n, c->last,
+                   text);
         return;
     }
     if (n > c->last + 1) {
@@ -272,7 +276,7 @@ static void on_text(lc *c, const char *t, size_t n) {
     }
     if ((c->kind == K_STEADY || c->kind == K_PUBLISHER) && strstr(text, "\"channel\":\"soak\"") &&
         (p = strstr(text, "\"data\":{\"n\":")) != NULL) {
-        note_soak(c, atoll(p + 12));
+        note_soak(c, atoll(p + 12), text);
     }
 }
 
