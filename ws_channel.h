@@ -2686,7 +2686,9 @@ typedef struct wsch_posix_loop_desc {
        WSCH_POSIX_GATHER_BLOCK bytes and written together at the end of the
        turn (a hub's burst of broadcasts costs each peer one write a turn,
        not one a message). gather_bytes bounds the blocks in use; without a
-       free one a send is written at once, as with no_gather. */
+       free one a send is written at once, as with no_gather. A transport
+       that asks for a write to be retried (TLS) gets its bytes kept in a
+       block even past the bound or with no_gather: one per such socket. */
     size_t gather_bytes;            /* 4 MiB */
     int no_gather;                  /* 1: every send is written at once */
     wsch_allocator allocator;
@@ -2830,8 +2832,11 @@ typedef struct wsch_posix_transport {
        comes. */
     wsch_posix_io (*read)(void *session, void *buf, size_t cap, size_t *n, void *user);
     /* DONE with *n > 0 bytes taken (possibly fewer than len), WANT_WRITE,
-       WANT_READ (the loop waits for readability, then offers the bytes
-       again) or ERROR. */
+       WANT_READ or ERROR. len is at most WSCH_POSIX_GATHER_BLOCK. After a
+       WANT, the loop waits for that readiness and then offers the same
+       bytes again, first (from a copy of its own, moved: as OpenSSL's
+       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows), possibly with more
+       behind them. */
     wsch_posix_io (*write)(void *session, const void *data, size_t len, size_t *n, void *user);
     /* Optional: once, before close, when the connection ends in order (a
        close_notify); best effort, its result is not waited for. Writes
@@ -2923,7 +2928,8 @@ typedef struct wsch_posix_client_opts {
    it; its effects are the loop's, all of them but log; its events get
    desc.user). It does not connect: call wsch_client_connect() when you
    are ready. opts may be NULL. Returns what wsch_client_create() returns,
-   or WSCH_ERR_ARG for bad opts. */
+   or WSCH_ERR_ARG for bad opts or a wss:// URL without opts->transport
+   (it would go out in clear text). */
 WSCH_API int wsch_posix_client_create(wsch_posix_loop *loop, const wsch_client_desc *desc,
                                       const wsch_posix_client_opts *opts, wsch_client **out);
 /* Destroys a client made by wsch_posix_client_create (use this, not
@@ -13373,7 +13379,9 @@ WSCH__PRIVATE size_t wsch__px_raw_write(wsch__px_sock *s, const void *data, size
     s->loop->counters.writes++;
     if (s->tls) {
         size_t n = 0;
-        wsch_posix_io r = s->tr->write(s->tls, data, len, &n, s->tr->user);
+        /* At most what a retry may have to hold (wsch__px_write). */
+        wsch_posix_io r = s->tr->write(s->tls, data, len < WSCH_POSIX_GATHER_BLOCK ? len : WSCH_POSIX_GATHER_BLOCK, &n,
+                                       s->tr->user);
         if (r == WSCH_POSIX_IO_DONE) {
             if (n > len) n = len;
             if (n < len) wsch__px_mark_dirty(s);
@@ -13406,13 +13414,13 @@ WSCH__PRIVATE size_t wsch__px_raw_write(wsch__px_sock *s, const void *data, size
    block: at most WSCH_POSIX_GATHER_BLOCK per socket, and gather_bytes in
    all. Every later byte of that socket goes behind them, so the stream
    keeps its order. */
-WSCH__PRIVATE unsigned char *wsch__px_gather_block(wsch_posix_loop *loop) {
+WSCH__PRIVATE unsigned char *wsch__px_gather_block(wsch_posix_loop *loop, int retry) {
     unsigned char *b = loop->gfree;
     if (b) {
         WSCH_MEMCPY(&loop->gfree, b, sizeof loop->gfree);
         return b;
     }
-    if (loop->gblocks >= loop->gmax) return NULL;
+    if (loop->gblocks >= loop->gmax && !retry) return NULL;     /* a retry's bytes must be kept: one a socket */
     b = (unsigned char *)wsch__alloc(&loop->desc.allocator, WSCH_POSIX_GATHER_BLOCK);
     if (b) loop->gblocks++;
     return b;
@@ -13451,10 +13459,11 @@ WSCH__PRIVATE void wsch__px_touch(wsch__px_sock *s) {
 /* The send effect's body: bytes taken, 0 (would block) or WSCH_SEND_ERROR. */
 WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t len) {
     wsch_posix_loop *loop;
+    size_t n;
     if (!s || s->state != WSCH__PX_S_READY) return WSCH_SEND_ERROR;
     loop = s->loop;
     if (s->glen) {                  /* earlier bytes wait: these go behind them */
-        if (loop->in_turn && len <= WSCH_POSIX_GATHER_BLOCK - s->goff - s->glen) {
+        if (loop->in_turn && !loop->desc.no_gather && len <= WSCH_POSIX_GATHER_BLOCK - s->goff - s->glen) {
             WSCH_MEMCPY(s->gbuf + s->goff + s->glen, data, len);
             s->glen += len;
             loop->counters.gathered++;
@@ -13468,7 +13477,7 @@ WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t l
         }
     }
     if (loop->in_turn && !loop->desc.no_gather) {
-        if (s->touched && len < WSCH_POSIX_GATHER_BLOCK && (s->gbuf = wsch__px_gather_block(loop)) != NULL) {
+        if (s->touched && len < WSCH_POSIX_GATHER_BLOCK && (s->gbuf = wsch__px_gather_block(loop, 0)) != NULL) {
             WSCH_MEMCPY(s->gbuf, data, len);
             s->goff = 0;
             s->glen = len;
@@ -13477,7 +13486,18 @@ WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t l
         }
         wsch__px_touch(s);          /* the first write of the turn leaves at once */
     }
-    return wsch__px_raw_write(s, data, len);
+    n = wsch__px_raw_write(s, data, len);
+    if (n == 0 && s->tls && (s->gbuf = wsch__px_gather_block(loop, 1)) != NULL) {
+        /* The transport must be offered these bytes again (a TLS record is
+           made of them), but the library may drop its copy meanwhile (a slow
+           consumer's backlog, before a close frame): they are kept here and
+           reported taken. raw_write offered at most a block. */
+        n = len < WSCH_POSIX_GATHER_BLOCK ? len : WSCH_POSIX_GATHER_BLOCK;
+        WSCH_MEMCPY(s->gbuf, data, n);
+        s->goff = 0;
+        s->glen = n;
+    }
+    return n;
 }
 
 /* ---- the library's side of a sock: feed, writable, the end, want ---- */
@@ -14318,10 +14338,15 @@ WSCH_API int wsch_posix_client_create(wsch_posix_loop *loop, const wsch_client_d
                                       const wsch_posix_client_opts *opts, wsch_client **out) {
     wsch__px_client *x;
     wsch_client_desc d;
+    wsch_url u;
     int rc, k;
     if (out) *out = NULL;
     if (!loop || !desc || !out) return WSCH_ERR_ARG;
     if (opts && opts->addr && (opts->addr_len < sizeof(struct sockaddr_in) || opts->addr_len > WSCH_POSIX_ADDR_MAX))
+        return WSCH_ERR_ARG;
+    /* wss:// without a transport would go out in clear text. */
+    if (desc->url && wsch_url_parse(desc->url, WSCH_STRLEN(desc->url), &u) == WSCH_OK && u.secure &&
+        !(opts && opts->transport))
         return WSCH_ERR_ARG;
     rc = wsch__px_heap_room(loop, 5);
     if (rc != WSCH_OK) return rc;

@@ -1112,11 +1112,18 @@ typedef struct toy {
     int fd;
     int sent_helo;
     size_t got_helo;
+    int server;
+    /* As a TLS library: bytes offered to a write that could not finish are
+       in a record already, and the next write must offer them again, first. */
+    unsigned char committed[4096];
+    size_t committed_len;
 } toy;
 
 typedef struct toy_stats {
     int opens, closes, handshakes, shutdowns, servers;
     int nodelay;                    /* sockets opened with TCP_NODELAY on (small frames must not wait) */
+    int retries, bad_retries;       /* writes after a WANT_WRITE; those not offering the same bytes first */
+    int server_full;                /* server sessions' writes say WANT_WRITE (a peer not reading) */
 } toy_stats;
 
 static void *toy_open(int fd, int server, const char *host, void *user) {
@@ -1128,7 +1135,10 @@ static void *toy_open(int fd, int server, const char *host, void *user) {
     if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on) st->nodelay++;
     st->opens++;
     st->servers += server;
-    if (t) t->fd = fd;
+    if (t) {
+        t->fd = fd;
+        t->server = server;
+    }
     return t;
 }
 static wsch_posix_io toy_handshake(void *session, void *user) {
@@ -1162,17 +1172,44 @@ static wsch_posix_io toy_read(void *session, void *buf, size_t cap, size_t *n, v
 }
 static wsch_posix_io toy_write(void *session, const void *data, size_t len, size_t *n, void *user) {
     toy *t = (toy *)session;
+    toy_stats *st = (toy_stats *)user;
+    const unsigned char *p = (const unsigned char *)data;
     unsigned char tmp[4096];
-    size_t i, k = len < sizeof tmp ? len : sizeof tmp;
+    size_t i, k, done = 0;
     ssize_t r;
-    (void)user;
-    for (i = 0; i < k; i++) tmp[i] = (unsigned char)(((const unsigned char *)data)[i] ^ 0x5A);
-    r = send(t->fd, tmp, k, MSG_NOSIGNAL);
-    if (r > 0) {
-        *n = (size_t)r;
-        return WSCH_POSIX_IO_DONE;
+    if (t->committed_len) {
+        st->retries++;
+        if (len < t->committed_len || memcmp(data, t->committed, t->committed_len) != 0) {
+            st->bad_retries++;
+            return WSCH_POSIX_IO_ERROR;     /* OpenSSL: "bad write retry" */
+        }
+        t->committed_len = 0;
     }
-    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? WSCH_POSIX_IO_WANT_WRITE : WSCH_POSIX_IO_ERROR;
+    if (t->server && st->server_full) {     /* as if the socket were full */
+        k = len < sizeof tmp ? len : sizeof tmp;
+        memcpy(t->committed, p, k);
+        t->committed_len = k;
+        return WSCH_POSIX_IO_WANT_WRITE;
+    }
+    while (done < len) {
+        k = len - done < sizeof tmp ? len - done : sizeof tmp;
+        for (i = 0; i < k; i++) tmp[i] = (unsigned char)(p[done + i] ^ 0x5A);
+        r = send(t->fd, tmp, k, MSG_NOSIGNAL);
+        if (r > 0) {
+            done += (size_t)r;
+            if ((size_t)r < k) break;
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (done) break;
+            memcpy(t->committed, p, k);     /* in a "record" now: they must come again */
+            t->committed_len = k;
+            return WSCH_POSIX_IO_WANT_WRITE;
+        }
+        return WSCH_POSIX_IO_ERROR;
+    }
+    *n = done;
+    return WSCH_POSIX_IO_DONE;
 }
 static wsch_posix_io toy_shutdown(void *session, void *user) {
     (void)session;
@@ -1880,6 +1917,105 @@ TEST hub_over_transport(void) {
 
 /* ---- allocation failures ----------------------------------------------- */
 
+/* A hub peer over a transport that holds the loop to its word: after a
+   WANT_WRITE the same bytes come again, first (OpenSSL's rule), even when
+   the library drops that peer's backlog as a slow consumer before its
+   close frame. */
+TEST transport_retry_survives_a_dropped_backlog(void) {
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l = NULL;
+    wsch_posix_listen_desc ld;
+    wsch_posix_transport tr;
+    wsch_posix_client_opts o;
+    wsch_hub_desc hd;
+    wsch_client_desc d;
+    wsch_hub_counters hc;
+    toy_stats st;
+    hubctx h;
+    app sub;
+    char url[64], *payload;
+    size_t plen = 30000;
+    int i;
+    ASSERT(loop);
+    memset(&st, 0, sizeof st);
+    memset(&h, 0, sizeof h);
+    memset(&sub, 0, sizeof sub);
+    memset(&tr, 0, sizeof tr);
+    tr.open = toy_open;
+    tr.handshake = toy_handshake;
+    tr.read = toy_read;
+    tr.write = toy_write;
+    tr.close = toy_close;
+    tr.user = &st;
+    hd = hub_desc(&h);
+    hd.limits.max_outbound_bytes = 1024u * 1024u;
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    memset(&ld, 0, sizeof ld);
+    ld.transport = &tr;
+    ASSERT_EQ(WSCH_OK, wsch_posix_listen(loop, &ld, &l));
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l, h.hub));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    d = client_desc(&sub, url);
+    d.token = "secret";
+    memset(&o, 0, sizeof o);
+    o.transport = &tr;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &sub.client));
+    ASSERT_EQ(WSCH_OK, wsch_client_on(sub.client, "subscribed", sub_subscribed, &sub, NULL));
+    ASSERT_EQ(WSCH_OK, wsch_client_subscribe(sub.client, "news"));
+    ASSERT_EQ(WSCH_OK, wsch_client_connect(sub.client));
+    ASSERT(run_until(loop, &sub.user_seen, 3000));
+    payload = (char *)malloc(plen);
+    ASSERT(payload);
+    memset(payload, 'x', plen);
+    payload[0] = payload[plen - 1] = '"';
+    st.server_full = 1;             /* the subscriber's peer cannot write: its output piles up */
+    for (i = 0; i < 4000; i++) {
+        wsch_hub_stats(h.hub, &hc);
+        if (hc.drops[WSCH_HUB_DROP_SLOW_CONSUMER]) break;
+        (void)wsch_hub_broadcast(h.hub, "news", "big", payload, plen, NULL);
+        (void)wsch_posix_loop_run_once(loop, 0);
+        (void)wsch_posix_loop_run_once(loop, 0);
+    }
+    free(payload);
+    ASSERT_EQ(1, (int)hc.drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
+    for (i = 0; i < 50; i++) (void)wsch_posix_loop_run_once(loop, 5);   /* the close frame's turns */
+    wsch_posix_client_destroy(sub.client);
+    for (i = 0; i < 50 && st.closes < st.opens; i++) (void)wsch_posix_loop_run_once(loop, 5);
+    ASSERT(st.retries > 0);         /* the transport did say WANT_WRITE, and was offered them again */
+    ASSERT_EQ(0, st.bad_retries);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(st.opens, st.closes);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    PASS();
+}
+
+TEST wss_needs_a_transport(void) {
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_transport tr;
+    wsch_posix_client_opts o;
+    wsch_client_desc d;
+    wsch_client *c = NULL;
+    app a;
+    ASSERT(loop);
+    memset(&a, 0, sizeof a);
+    memset(&tr, 0, sizeof tr);
+    tr.open = toy_open;
+    tr.handshake = toy_handshake;
+    tr.read = toy_read;
+    tr.write = toy_write;
+    tr.close = toy_close;
+    d = client_desc(&a, "wss://127.0.0.1:9/");
+    ASSERT_EQ(WSCH_ERR_ARG, wsch_posix_client_create(loop, &d, NULL, &c));   /* it would go out in clear text */
+    ASSERT(c == NULL);
+    memset(&o, 0, sizeof o);
+    o.transport = &tr;
+    ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, &o, &c));
+    wsch_posix_client_destroy(c);
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    PASS();
+}
+
 TEST loop_create_nomem(void) {
     size_t k;
     for (k = 1; k <= 3; k++) {
@@ -1936,6 +2072,8 @@ SUITE(posix) {
     RUN_TEST(shutdown_served_conns);
     RUN_TEST(transport_hook);
     RUN_TEST(hub_over_transport);
+    RUN_TEST(transport_retry_survives_a_dropped_backlog);
+    RUN_TEST(wss_needs_a_transport);
     RUN_TEST(destroy_busy_loop);
     RUN_TEST(max_fds);
     RUN_TEST(read_pause);
