@@ -1,6 +1,8 @@
-/* example_net.h - the POSIX glue the examples share (Linux: epoll, accept4,
-   getrandom). It is NOT part of the library: ws_channel.h never touches a
-   socket, a clock or a thread; this file is what a program adds around it.
+/* example_net.h - POSIX glue (Linux: epoll, accept4, getrandom) for the
+   examples not yet on the header's POSIX loop (echo_server.c, client_cli.c);
+   it goes once they are. It is NOT part of the library: ws_channel.h never
+   touches a socket, a clock or a thread; this file is what a program adds
+   around it. The test-side programs have their own, tests/interop/net_util.h.
 
    What is here, all `static inline` (an example uses any subset without
    unused-function warnings), each piece usable alone:
@@ -379,8 +381,7 @@ static inline void net_close(int fd) {
                wsch_conn_timer_fired(((struct my_conn *)tm->owner)->conn, tm->id);
 
    (net_ws below does exactly this for a wsch_conn.) A loop whose heap holds
-   timers of several kinds (hub_loop.h: peers and Redis links) sets fire in
-   each and calls tm->fire(tm) instead. */
+   timers of several kinds sets fire in each and calls tm->fire(tm) instead. */
 typedef struct net_timer {
     uint64_t due;       /* net_now_ms() at which it fires */
     size_t slot;        /* position in the heap + 1; 0 = not armed */
