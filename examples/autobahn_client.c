@@ -254,8 +254,8 @@ static int run_session(session *s, const char *host, uint16_t port, const char *
         close(s->fd);
         s->fd = -1;
     } else {
-        s->running = 1;
-        (void)wsch_posix_loop_run(s->loop);     /* until close(), the deadline or a signal */
+        s->running = s->fd >= 0;    /* else close() has already run (the request could not be sent) */
+        if (s->running) (void)wsch_posix_loop_run(s->loop);    /* until close(), the deadline or a signal */
         s->running = 0;
         if (s->timed_out) {
             fprintf(stderr, "autobahn_client: %s?%s timed out\n", path, query ? query : "");
