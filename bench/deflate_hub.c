@@ -229,7 +229,7 @@ static size_t client_frame(unsigned char *out, const char *text, int deflate) {
 static int feed(wsch_hub_peer p, const void *data, size_t len) {
     static unsigned char buf[16384];
     memcpy(buf, data, len);
-    return wsch_hub_feed(A.loop.hub, p, buf, len);
+    return wsch_hub_feed(A.hub, p, buf, len);
 }
 
 static int send_text(wsch_hub_peer p, const char *text, int deflate) {
@@ -245,7 +245,7 @@ static int connect_peer(sink *s, wsch_hub_peer *p, const char *user, int deflate
                      "GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
                      user, deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
-    if (wsch_hub_accept(A.loop.hub, NULL, s, p) != WSCH_OK) return -1;
+    if (wsch_hub_accept(A.hub, NULL, s, p) != WSCH_OK) return -1;
     (void)feed(*p, req, (size_t)n);
     if (!s->head_done || strncmp(s->head, "HTTP/1.1 101", 12) != 0 || s->pmd != deflate) return -1;
     return 0;
@@ -258,15 +258,15 @@ static int make_hub(void) {
     d.effects.send = mem_send;
     d.effects.close = mem_close;
     d.effects.random_bytes = fixed_random;
-    d.deflate.codec = net_deflate_codec();      /* chat_server's default in a build with zlib */
-    return wsch_hub_create(&d, &A.loop.hub) == WSCH_OK && d.deflate.codec ? 0 : -1;
+    d.deflate.codec = deflate_zlib_codec();      /* chat_server's default in a build with zlib */
+    return wsch_hub_create(&d, &A.hub) == WSCH_OK && d.deflate.codec ? 0 : -1;
 }
 
 static void drop_hub(void) {
     unsigned long closes = g_closes;            /* destroy closes every peer: those do not count */
-    wsch_hub_destroy(A.loop.hub);
+    wsch_hub_destroy(A.hub);
     g_closes = closes;
-    A.loop.hub = NULL;
+    A.hub = NULL;
     if (A.heap_bytes != 0) fail("library heap not all freed with the hub");
 }
 
@@ -405,7 +405,7 @@ static double heap_per_peer(size_t n, int deflate) {
     /* One compressed peer served first: the hub's shared compressor exists
        from here on, for both kinds alike. */
     if (connect_peer(&warm, &w, "warm", 1) != 0 || send_text(w, subscribe_room, 1) != WSCH_OK ||
-        wsch_hub_broadcast(A.loop.hub, "room", "notification", payload, WSCH_CSTR, NULL) != WSCH_OK ||
+        wsch_hub_broadcast(A.hub, "room", "notification", payload, WSCH_CSTR, NULL) != WSCH_OK ||
         warm.rsv1_frames != 1) {
         fail("heap: warm-up peer");
         goto out;
@@ -423,7 +423,7 @@ static double heap_per_peer(size_t n, int deflate) {
             goto out;
         }
     }
-    if (wsch_hub_broadcast(A.loop.hub, "room", "notification", payload, WSCH_CSTR, &delivered) != WSCH_OK ||
+    if (wsch_hub_broadcast(A.hub, "room", "notification", payload, WSCH_CSTR, &delivered) != WSCH_OK ||
         delivered != n + 1) {
         fail("heap: broadcast");
         goto out;
@@ -439,7 +439,7 @@ static double heap_per_peer(size_t n, int deflate) {
     }
     per = ((double)A.heap_bytes - (double)before) / (double)n;
 out:
-    if (A.loop.hub) drop_hub();
+    if (A.hub) drop_hub();
     free(sinks);
     free(peers);
     return per;

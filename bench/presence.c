@@ -15,7 +15,7 @@
    user ("user00000" ...), upgrade first (not counted). Then the measured
    part: they subscribe to "room", K subscribes per loop turn, each turn
    ended by wsch_hub_flush() and the clock moved on (1 ms per turn unless
-   a row says otherwise), as examples/hub_loop.h runs it; after the last
+   a row says otherwise), as the POSIX loop (WS_CHANNEL_POSIX) runs it; after the last
    join, the loop "sleeps" as long as flush asks (counts held back by
    presence_stats_interval_ms) until it asks nothing. Counted: every byte
    the hub sent to any peer from the first subscribe on (frame headers
@@ -174,7 +174,7 @@ static size_t client_frame(unsigned char *out, const char *payload) {
 static int feed(wsch_hub_peer p, const void *data, size_t len) {
     unsigned char buf[1024];
     memcpy(buf, data, len);
-    return wsch_hub_feed(A.loop.hub, p, buf, len);
+    return wsch_hub_feed(A.hub, p, buf, len);
 }
 
 /* ---- one run ------------------------------------------------------------------ */
@@ -212,14 +212,14 @@ static int make_hub(const row *r) {
     d.effects.close = mem_close;
     d.effects.random_bytes = fixed_random;
     d.effects.now_ms = mem_now;
-    return wsch_hub_create(&d, &A.loop.hub) == WSCH_OK ? 0 : -1;
+    return wsch_hub_create(&d, &A.hub) == WSCH_OK ? 0 : -1;
 }
 
 static void drop_hub(void) {
     unsigned long closes = g_closes;            /* destroy closes every peer: those do not count */
-    wsch_hub_destroy(A.loop.hub);
+    wsch_hub_destroy(A.hub);
     g_closes = closes;
-    A.loop.hub = NULL;
+    A.hub = NULL;
     if (A.heap_bytes != 0) fail("library heap not all freed with the hub");
 }
 
@@ -247,13 +247,13 @@ static int run_once(row *r, double *wall_ms, double *cpu_ms, double *heap_per_us
         int n;
         snprintf(user, sizeof user, "user%05lu", (unsigned long)i);
         n = snprintf(req, sizeof req, upgrade, user);
-        if (wsch_hub_accept(A.loop.hub, NULL, &g_sinks[i], &g_peers[i]) != WSCH_OK ||
+        if (wsch_hub_accept(A.hub, NULL, &g_sinks[i], &g_peers[i]) != WSCH_OK ||
             feed(g_peers[i], req, (size_t)n) != WSCH_OK || !g_sinks[i].head_done) {
             fail("a peer did not upgrade");
             return -1;
         }
     }
-    (void)wsch_hub_flush(A.loop.hub);
+    (void)wsch_hub_flush(A.hub);
     for (k = 0; k < K_COUNT; k++) g_frames[k] = g_bytes[k] = 0;
     frame_len = client_frame(frame, r->presence == 2 ? sub_pres : sub_plain);
     r->turns = r->sleeps = 0;
@@ -264,21 +264,21 @@ static int run_once(row *r, double *wall_ms, double *cpu_ms, double *heap_per_us
         size_t j;
         for (j = 0; j < r->per_turn && i < g_users; j++, i++)
             if (feed(g_peers[i], frame, frame_len) != WSCH_OK) fail("a subscribe was not taken");
-        wait = wsch_hub_flush(A.loop.hub);
+        wait = wsch_hub_flush(A.hub);
         r->turns++;
         g_now_us += r->us_per_turn;
     }
     /* Nothing else happens: the loop sleeps as long as flush asks. */
     while (wait && r->sleeps < 1000) {
         g_now_us += (uint64_t)wait * 1000u;
-        wait = wsch_hub_flush(A.loop.hub);
+        wait = wsch_hub_flush(A.hub);
         r->sleeps++;
     }
     *cpu_ms = (bench_cpu_now() - c0) * 1e3;
     *wall_ms = (bench_now() - w0) * 1e3;
     *heap_per_user = ((double)A.heap_bytes - (double)heap0) / (double)g_users;
     if (wait) fail("flush still asks to be called again");
-    wsch_hub_stats(A.loop.hub, &st);
+    wsch_hub_stats(A.hub, &st);
     r->encoded = st.presence_messages;
     r->sent = st.presence_sent;
     r->bytes = 0;
@@ -294,7 +294,7 @@ static int run_once(row *r, double *wall_ms, double *cpu_ms, double *heap_per_us
     if (g_frames[K_DIFF] + g_frames[K_LIST] + g_frames[K_STATS] != st.presence_sent)
         fail("presence messages seen differ from the hub's presence_sent");
     if (r->presence) {
-        if (wsch_hub_presence_counts(A.loop.hub, "room", &users, &conns) != WSCH_OK || users != g_users ||
+        if (wsch_hub_presence_counts(A.hub, "room", &users, &conns) != WSCH_OK || users != g_users ||
             conns != g_users || st.presence_members != g_users)
             fail("not every user is a member");
     } else if (st.presence_sent || st.presence_members) {
@@ -394,7 +394,7 @@ int main(int argc, char **argv) {
 
     printf("### %lu users joining one channel (chat_server's hub, in memory)\n\n", (unsigned long)g_users);
     printf("%lu peers, each its own user, upgraded first (not counted), then subscribe to one channel, K per loop "
-           "turn, each turn ended by `wsch_hub_flush()` and the fake clock moved 1 ms (as examples/hub_loop.h runs "
+           "turn, each turn ended by `wsch_hub_flush()` and the fake clock moved 1 ms (as the POSIX loop runs "
            "it); after the last join the loop sleeps as long as flush asks. The hub as chat_server sets it up "
            "(history 200, positions; presence cap 1,000 users, counts at most every 1,000 ms). \"on\": every "
            "subscriber asks for presence; \"off\": chat_server --no-presence, plain subscribes. Bytes: everything "

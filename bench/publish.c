@@ -18,7 +18,7 @@
    it by default (numbered, and the last 200 per channel kept), and with
    history and presence, chat_server's default, both peers subscribed
    with "presence":true. Every publish is followed by wsch_hub_flush(), as
-   examples/hub_loop.h ends each loop turn with it (a no-op without
+   the POSIX loop (WS_CHANNEL_POSIX) ends each turn with it (a no-op without
    presence). Then presence on vs off alone, interleaved: 7 rounds of a
    fresh hub with history and presence off, then one with both on, one
    sample each; the ratio of the medians.
@@ -101,7 +101,7 @@ static size_t client_frame(unsigned char *out, const char *payload) {
 static int feed_copy(wsch_hub_peer p, const void *data, size_t len) {
     unsigned char buf[1024];
     memcpy(buf, data, len);
-    return wsch_hub_feed(A.loop.hub, p, buf, len);
+    return wsch_hub_feed(A.hub, p, buf, len);
 }
 
 /* chat_server's hub without sockets: its hooks, in-memory effects,
@@ -131,9 +131,9 @@ static int setup(int positions, uint32_t history_size, int presence) {
     memset(&to_alice, 0, sizeof to_alice);
     memset(&to_bob, 0, sizeof to_bob);
     closes = 0;
-    if (wsch_hub_create(&d, &A.loop.hub) != WSCH_OK) return -1;
-    if (wsch_hub_accept(A.loop.hub, NULL, &to_alice, &alice) != WSCH_OK) return -1;
-    if (wsch_hub_accept(A.loop.hub, NULL, &to_bob, &bob) != WSCH_OK) return -1;
+    if (wsch_hub_create(&d, &A.hub) != WSCH_OK) return -1;
+    if (wsch_hub_accept(A.hub, NULL, &to_alice, &alice) != WSCH_OK) return -1;
+    if (wsch_hub_accept(A.hub, NULL, &to_bob, &bob) != WSCH_OK) return -1;
     for (who = 0; who < 2; who++) {
         int len = snprintf(req, sizeof req, upgrade, who ? "bob" : "alice");
         (void)feed_copy(who ? bob : alice, req, (size_t)len);
@@ -141,7 +141,7 @@ static int setup(int positions, uint32_t history_size, int presence) {
     to_alice.counting = to_bob.counting = 1;
     n = client_frame(frame, presence ? subscribe_presence : subscribe);
     if (feed_copy(alice, frame, n) != WSCH_OK || feed_copy(bob, frame, n) != WSCH_OK) return -1;
-    (void)wsch_hub_flush(A.loop.hub);
+    (void)wsch_hub_flush(A.hub);
     /* "subscribed", each (the welcome left with the 101, before counting),
        and with presence the diff with both joins */
     if (to_alice.frames == 1u + (unsigned)presence && to_bob.frames == 1u + (unsigned)presence) return 0;
@@ -158,8 +158,8 @@ static void publishes(unsigned long n) {
     for (i = 0; i < n; i++) {
         memcpy(work, pristine, frame_len);
         __asm__ __volatile__("" ::: "memory");
-        if (wsch_hub_feed(A.loop.hub, alice, work, frame_len) != WSCH_OK) feed_errors++;
-        (void)wsch_hub_flush(A.loop.hub);       /* the end of the loop turn */
+        if (wsch_hub_feed(A.hub, alice, work, frame_len) != WSCH_OK) feed_errors++;
+        (void)wsch_hub_flush(A.hub);       /* the end of the loop turn */
     }
 }
 
@@ -215,7 +215,7 @@ static int run(int positions, uint32_t history_size, int presence, unsigned long
                 to_alice.frames - a0, to_bob.frames - b0, feed_errors, closes);
         return 1;
     }
-    wsch_hub_destroy(A.loop.hub);
+    wsch_hub_destroy(A.hub);
     return 0;
 }
 
@@ -248,7 +248,7 @@ static int presence_pair(void) {
                         n, to_alice.frames - a0, to_bob.frames - b0);
                 return 1;
             }
-            wsch_hub_destroy(A.loop.hub);
+            wsch_hub_destroy(A.hub);
         }
     }
     med[0] = bench_median(v[0], ROUNDS);
@@ -270,17 +270,17 @@ static int retained_heap(void) {
     size_t before;
     unsigned long i;
     if (setup(1, 10000, 0) != 0) return 1;
-    (void)wsch_hub_broadcast(A.loop.hub, "quiet", "message", payload, WSCH_CSTR, NULL);   /* the channel itself */
+    (void)wsch_hub_broadcast(A.hub, "quiet", "message", payload, WSCH_CSTR, NULL);   /* the channel itself */
     before = A.heap_bytes;
     for (i = 0; i < n; i++) {
-        if (wsch_hub_broadcast(A.loop.hub, "quiet", "message", payload, WSCH_CSTR, NULL) != WSCH_OK) return 1;
+        if (wsch_hub_broadcast(A.hub, "quiet", "message", payload, WSCH_CSTR, NULL) != WSCH_OK) return 1;
     }
-    wsch_hub_stats(A.loop.hub, &st);
+    wsch_hub_stats(A.hub, &st);
     printf("history: %.1f bytes of heap per retained %lu-byte chat message (%lu kept; the hub counts %.1f "
            "against history_max_bytes)\n",
            (double)(A.heap_bytes - before) / (double)n, (unsigned long)strlen(payload) + 60u,
            (unsigned long)st.history_messages, (double)st.history_bytes / (double)st.history_messages);
-    wsch_hub_destroy(A.loop.hub);
+    wsch_hub_destroy(A.hub);
     return st.history_messages == 10000u + 0u ? 0 : 1;
 }
 

@@ -5,12 +5,14 @@
    (publish, direct), a subscribe-authorization hook, plain HTTP on the same
    port through the hub's on_http hook (the page and a small API), the hub's
    counters and the library's heap (through the allocator hook), and the
-   hub's bridge over Redis pub/sub. The sockets, the epoll loop and the
-   hub's effects are hub_loop.h's, the same loop examples/hub_server.c (the
-   smallest hub server) runs on.
+   hub's bridge over Redis pub/sub. The sockets, the loop, the hub's
+   effects and the graceful shutdown are the header's POSIX layer
+   (WS_CHANNEL_POSIX), as in examples/hub_server.c (the smallest hub
+   server); the Redis links join the same loop.
 
    Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/chat_server examples/chat_server.c
-           (--redis needs -DCHAT_WITH_REDIS ... -lhiredis; the Makefile adds both when hiredis is installed)
+           (--redis needs -DCHAT_WITH_REDIS ... -lhiredis; the Makefile adds both when hiredis is installed;
+           permessage-deflate needs -DEXAMPLE_ZLIB ... -lz, which it adds when zlib is installed)
    Run:    build/chat_server --port 8080 [--token alice=secret ...]
            then open http://127.0.0.1:8080/
 
@@ -28,7 +30,7 @@
    --redis (and prefix) acts as one hub. A broadcast or a message to a user
    in one process reaches subscribers and connections in all of them,
    exactly once, through Redis pub/sub (redis_bridge.h: Debian's hiredis,
-   asynchronous, on this same epoll loop). With the history on (the
+   asynchronous, on this same loop). With the history on (the
    default) Redis also numbers and keeps every channel's messages (the
    hub's shared positions: a Lua script per message takes the channel's
    next offset and its epoch, adds the message to a Redis stream capped at
@@ -62,7 +64,7 @@
    --no-presence): who is in each channel, per user, for subscribers that
    ask for it ({"type":"subscribe","payload":{"channel":C,"presence":true}},
    as the page does): the confirmation carries the members, and changes
-   follow once per loop turn (hub_loop.h ends each turn with
+   follow once per loop turn (the loop ends each turn with
    wsch_hub_flush). A connection may name its device on the upgrade,
    ?device=NAME (1..32 bytes of UTF-8 without control characters; the page
    sends "desktop" or "phone"): its user is then listed with the info
@@ -107,26 +109,37 @@
    told otherwise.
 
    Limits. --max-clients N: past N connections (WebSocket or HTTP) the
-   server keeps a reserve of HUB_LOOP_HTTP_RESERVE (16) more for plain HTTP
-   only, so /api/stats answers while the hub is full; an upgrade that
-   arrives then gets "503 Service Unavailable" with "Retry-After: 5"
-   (hub_loop.h). A client silent for --ping-interval (default 15 s) gets a
+   server keeps a reserve of HTTP_RESERVE (16) more for plain HTTP only, so
+   /api/stats answers while the hub is full; an upgrade that arrives then
+   gets "503 Service Unavailable" with "Retry-After: 5", and so does a
+   connection past the reserve too (the listener's transport hook, below). A client silent for --ping-interval (default 15 s) gets a
    protocol ping, which every WebSocket client answers by itself (browsers
    too, even in a background tab); one silent for --idle-timeout (default
    25 s) is closed, and freed at most --close-timeout (default 3 s) later:
    a half-open client holds its socket at most 28 s.
 
    SIGINT/SIGTERM: every client gets 1001 Going Away, the loop runs until
-   they are gone (at most 3 s), then everything is freed. */
+   they are gone (at most 3 s), then (with --redis) the Redis links stop,
+   then everything is freed. */
+#define WS_CHANNEL_POSIX
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
-#include "example_net.h"
-#include "hub_loop.h"
+#define DEFLATE_ZLIB_OPTIONAL
+#include "deflate_zlib.h"
+#include "hub_tokens.h"
 #ifdef CHAT_WITH_REDIS
 #include "redis_bridge.h"
 #endif
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define SHUTDOWN_MS 3000u
 /* A client that goes silent (half-open: its host vanished, or it stopped
@@ -141,9 +154,16 @@
 #define HISTORY_SIZE 200u                           /* messages kept per channel */
 #define HISTORY_AGE_S 300u
 #define DEVICE_MAX 32u                              /* bytes of a ?device= name (presence info) */
+#define HTTP_RESERVE 16u        /* connections past --max-clients, plain HTTP only */
+#define HEAD_MAX 4096u          /* request head read for a reserve connection */
+#define RETRY_AFTER_S "5"
 
 typedef struct app {
-    hub_loop loop;              /* the sockets, the hub (loop.hub) and its effects */
+    wsch_posix_loop *loop;      /* the sockets, the timers, the Redis links */
+    wsch_hub *hub;
+    size_t max_ws;              /* 0, or: past this many connections, plain HTTP only (the reserve) */
+    size_t conns;               /* connections accepted and not yet closed (with max_ws) */
+    uint64_t refused_503;       /* connections answered 503: upgrades while full, and refusals */
     hub_tokens tokens;
     char www[1024];
     int have_www;
@@ -294,7 +314,7 @@ static char *scratch(size_t need) {
 /* An error answering the message being handled (with its id when it was
    sent reliably: then no ack follows). */
 static void send_error(wsch_hub_peer peer, const char *code, const char *message) {
-    (void)wsch_hub_refuse(A.loop.hub, peer, code, message);
+    (void)wsch_hub_refuse(A.hub, peer, code, message);
 }
 
 /* The string member v (a span from wsch_envelope_get_members) unescaped
@@ -493,7 +513,7 @@ static void api_stats(wsch_hub_http_response *res) {
     size_t at;
     int i;
     wsch_hub_counters s;
-    wsch_hub_stats(A.loop.hub, &s);
+    wsch_hub_stats(A.hub, &s);
     at = (size_t)snprintf(text, sizeof text,
                           "{\"peers\":%llu,\"open\":%llu,\"users\":%llu,\"channels\":%llu,\"subscriptions\":%llu,"
                           "\"bytes_queued\":%llu,\"accepted\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
@@ -511,7 +531,7 @@ static void api_stats(wsch_hub_http_response *res) {
                           (unsigned long long)s.messages_in, (unsigned long long)s.messages_out,
                           (unsigned long long)s.encodes, (unsigned long long)s.http_responses,
                           (unsigned long long)A.heap_bytes, (unsigned long long)A.heap_blocks,
-                          (unsigned long long)A.loop.refused_503, (unsigned long long)A.loop.max_ws,
+                          (unsigned long long)A.refused_503, (unsigned long long)A.max_ws,
                           (unsigned long)A.idle_timeout_ms, (unsigned long)A.ping_interval_ms,
                           (unsigned long)A.close_timeout_ms,
                           A.deflate ? "true" : "false", (unsigned long long)A.queued.limit,
@@ -579,8 +599,8 @@ static void api_notify(const wsch_request *req, wsch_hub_http_response *res) {
     if (rc == WSCH_OK) rc = put_json_string(buf, cap, &at, text, xlen);
     if (rc == WSCH_OK) rc = put_raw(buf, cap, &at, "}", 1);
     if (rc == WSCH_OK) {
-        rc = have_channel ? wsch_hub_broadcast(A.loop.hub, channel, "notification", buf, at, &delivered)
-                          : wsch_hub_send_to_user(A.loop.hub, to, "notification", buf, at, &delivered);
+        rc = have_channel ? wsch_hub_broadcast(A.hub, channel, "notification", buf, at, &delivered)
+                          : wsch_hub_send_to_user(A.hub, to, "notification", buf, at, &delivered);
     }
     if (rc != WSCH_OK) {
         res->status = rc == WSCH_ERR_STATE ? 503 : 400;     /* 503: Redis is away (shared positions) */
@@ -640,6 +660,130 @@ static void on_http(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_re
     }
 }
 
+/* ---- a full server still answers ---------------------------------------------
+   With --max-clients the listener gets a transport hook (plain TCP, its
+   read and write are recv and send), which the layer offers for TLS; it
+   is used here to see a connection before the hub does. One accepted
+   while max_ws connections are held goes to the reserve: its request head
+   is gathered first, and a WebSocket upgrade is answered 503 with
+   Retry-After while plain HTTP (/api/stats) goes on to the hub. Past the
+   reserve too, a connection gets the same 503 before its request is read
+   (best effort: a request that arrives after the close may turn the
+   close into a reset). Without --max-clients there is no hook: the
+   layer's direct path. */
+
+typedef struct tconn {
+    int fd;
+    int judged;                 /* no head to judge, or it was plain HTTP */
+    size_t len, given;          /* head bytes gathered, and handed on */
+    char *head;                 /* a reserve connection's request head (HEAD_MAX), else NULL */
+} tconn;
+
+static const char busy_503[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 26\r\n"
+    "Retry-After: " RETRY_AFTER_S "\r\nConnection: close\r\n\r\n"
+    "The server is at capacity\n";
+
+static void answer_busy(int fd, const char *why) {
+    A.refused_503++;
+    if (A.verbose) fprintf(stderr, "chat_server: %s: answered 503\n", why);
+    (void)send(fd, busy_503, sizeof busy_503 - 1, MSG_NOSIGNAL);
+}
+
+static void *tconn_open(int fd, int server, const char *host, void *user) {
+    tconn *t;
+    (void)server;
+    (void)host;
+    (void)user;
+    if (A.conns >= A.max_ws + HTTP_RESERVE) {
+        answer_busy(fd, "full, the reserve too");
+        return NULL;            /* the loop closes it */
+    }
+    t = (tconn *)calloc(1, sizeof *t);
+    if (t && A.conns >= A.max_ws && !(t->head = (char *)malloc(HEAD_MAX))) {
+        free(t);
+        t = NULL;
+    }
+    if (!t) return NULL;
+    t->fd = fd;
+    t->judged = t->head == NULL;
+    A.conns++;
+    return t;
+}
+
+static void tconn_close(void *session, void *user) {
+    tconn *t = (tconn *)session;
+    (void)user;
+    A.conns--;
+    free(t->head);
+    free(t);
+}
+
+static wsch_posix_io tconn_handshake(void *session, void *user) {
+    (void)session;
+    (void)user;
+    return WSCH_POSIX_IO_DONE;
+}
+
+static wsch_posix_io plain_read(int fd, void *buf, size_t cap, size_t *n) {
+    ssize_t k;
+    do k = recv(fd, buf, cap, 0);
+    while (k < 0 && errno == EINTR);
+    if (k > 0) {
+        *n = (size_t)k;
+        return WSCH_POSIX_IO_DONE;
+    }
+    if (k == 0) return WSCH_POSIX_IO_EOF;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? WSCH_POSIX_IO_WANT_READ : WSCH_POSIX_IO_ERROR;
+}
+
+/* A reserve connection's head is gathered until whole (or HEAD_MAX), then
+   judged: an upgrade gets the 503 and the connection ends; plain HTTP (or
+   a broken head, which the hub answers) is handed on, then the rest. */
+static wsch_posix_io tconn_read(void *session, void *buf, size_t cap, size_t *n, void *user) {
+    tconn *t = (tconn *)session;
+    (void)user;
+    *n = 0;
+    while (!t->judged) {
+        wsch_request req;
+        wsch_str up;
+        size_t used, prev = t->len, got = 0;
+        wsch_posix_io io = plain_read(t->fd, t->head + t->len, HEAD_MAX - t->len, &got);
+        int rc;
+        if (io != WSCH_POSIX_IO_DONE) return io;
+        t->len += got;
+        rc = wsch_request_parse(t->head, t->len, prev, HEAD_MAX, &req, &used);
+        if (rc == WSCH_INCOMPLETE && t->len < HEAD_MAX) continue;
+        if (rc == WSCH_OK && wsch_header_find(req.headers, req.num_headers, "Upgrade", &up) == WSCH_OK) {
+            answer_busy(t->fd, "full, an upgrade");
+            return WSCH_POSIX_IO_ERROR;
+        }
+        t->judged = 1;
+    }
+    if (t->given < t->len) {
+        *n = t->len - t->given < cap ? t->len - t->given : cap;
+        memcpy(buf, t->head + t->given, *n);
+        t->given += *n;
+        return WSCH_POSIX_IO_DONE;
+    }
+    return plain_read(t->fd, buf, cap, n);
+}
+
+static wsch_posix_io tconn_write(void *session, const void *data, size_t len, size_t *n, void *user) {
+    ssize_t k;
+    (void)user;
+    do k = send(((tconn *)session)->fd, data, len, MSG_NOSIGNAL);
+    while (k < 0 && errno == EINTR);
+    if (k > 0) {
+        *n = (size_t)k;
+        return WSCH_POSIX_IO_DONE;
+    }
+    return k == 0 || errno == EAGAIN || errno == EWOULDBLOCK ? WSCH_POSIX_IO_WANT_WRITE : WSCH_POSIX_IO_ERROR;
+}
+
+static const wsch_posix_transport reserve_transport = {tconn_open, tconn_handshake, tconn_read, tconn_write,
+                                                       NULL, tconn_close, NULL};
+
 /* ---- setup ------------------------------------------------------------------ */
 
 static int is_dir(const char *p) {
@@ -683,6 +827,83 @@ static void chat_hub_desc(wsch_hub_desc *d) {
     d->on_disconnect = on_disconnect;
     d->on_message = on_message;
     d->user = &A;
+}
+
+/* Decimal 0..65535 -> *port. 0, or -1. */
+static int parse_port(const char *s, uint16_t *port) {
+    unsigned long v = 0;
+    if (!*s) return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || (v = v * 10u + (unsigned long)(*s - '0')) > 65535u) return -1;
+    }
+    *port = (uint16_t)v;
+    return 0;
+}
+
+/* Decimal size with an optional k/K, m/M or g/G suffix (powers of 1024). 0, or -1. */
+static int parse_size(const char *s, size_t *out) {
+    uint64_t v = 0, mul = 1;
+    if (*s < '0' || *s > '9') return -1;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        v = v * 10u + (uint64_t)(*s - '0');
+        if (v > ((uint64_t)1 << 40)) return -1;     /* also keeps v * 10 from wrapping */
+    }
+    if (*s == 'k' || *s == 'K') mul = 1024u;
+    else if (*s == 'm' || *s == 'M') mul = 1024u * 1024u;
+    else if (*s == 'g' || *s == 'G') mul = 1024u * 1024u * 1024u;
+    else if (*s != '\0') return -1;
+    if (*s != '\0' && s[1] != '\0') return -1;
+    if (v > (uint64_t)SIZE_MAX / mul) return -1;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+/* The loop's log: only with --verbose (a full descriptor table logs every
+   connection it sheds). */
+static void on_log(const char *msg, void *user) {
+    (void)user;
+    fprintf(stderr, "chat_server: %s\n", msg);
+}
+
+/* The loop, the hub on it, the listener and (--redis) the Redis links;
+   prints the line tests look for: "chat_server: listening on
+   http://HOST:PORT/ (hub at ws://HOST:PORT/ws)". 0, or -1 after saying why. */
+static int start(const wsch_hub_desc *d, const char *host, uint16_t port) {
+    wsch_posix_loop_desc ld;
+    wsch_posix_listen_desc sd;
+    wsch_posix_listener *l;
+    struct rlimit rl;
+    int rc;
+    /* 10,000 sockets need more than the usual 1024 descriptors. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    memset(&ld, 0, sizeof ld);
+    ld.shutdown_timeout_ms = SHUTDOWN_MS;
+    if (A.verbose) ld.log = on_log;
+    memset(&sd, 0, sizeof sd);
+    sd.host = host;
+    sd.port = port;
+    sd.backlog = 4096;          /* thousands of clients may connect at once */
+    if (A.max_ws) sd.transport = &reserve_transport;
+    if ((rc = wsch_posix_loop_create(&ld, &A.loop)) != WSCH_OK || (rc = wsch_posix_hub_create(A.loop, d, &A.hub)) != WSCH_OK) {
+        fprintf(stderr, "chat_server: %s\n", wsch_err_str(rc));
+        return -1;
+    }
+    if (wsch_posix_listen(A.loop, &sd, &l) != WSCH_OK || wsch_posix_serve_hub(l, A.hub) != WSCH_OK) {
+        fprintf(stderr, "chat_server: cannot listen on %s:%u: %s\n", host, (unsigned)port, strerror(errno));
+        return -1;
+    }
+    (void)wsch_posix_handle_signals(A.loop);
+#ifdef CHAT_WITH_REDIS
+    if (A.redis_on) redis_bridge_start(&A.redis, A.loop, A.hub);
+#endif
+    port = wsch_posix_listener_port(l);
+    printf("chat_server: listening on http://%s:%u/ (hub at ws://%s:%u/ws)\n", host, (unsigned)port, host,
+           (unsigned)port);
+    fflush(stdout);
+    return 0;
 }
 
 static void usage(void) {
@@ -736,7 +957,7 @@ static int parse_redis(const char *arg, char *host, size_t cap, int *port) {
     } else if (colon) {
         n = (size_t)(colon - arg);
     }
-    if (colon && net_parse_port(colon + 1, &p) != NET_OK) return -1;
+    if (colon && parse_port(colon + 1, &p) != 0) return -1;
     if (n == 0 || n >= cap || p == 0) return -1;
     memcpy(host, h, n);
     host[n] = '\0';
@@ -754,36 +975,36 @@ int main(int argc, char **argv) {
     int redis_port = 0;
 #endif
     uint16_t port = 8080;
-    int i, rc, no_deflate = 0, history_set = 0, no_presence = 0;
+    int i, no_deflate = 0, history_set = 0, no_presence = 0;
     memset(&d, 0, sizeof d);
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         size_t sz;
-        if (strcmp(a, "--port") == 0 && v && net_parse_port(v, &port) == NET_OK) i++;
+        if (strcmp(a, "--port") == 0 && v && parse_port(v, &port) == 0) i++;
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
         else if (strcmp(a, "--www") == 0 && v) { www = v; i++; }
         else if (strcmp(a, "--token") == 0 && v && hub_tokens_add(&A.tokens, v) == 0) i++;
-        else if (strcmp(a, "--max-clients") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
-                 sz <= 0xFFFFFFF0u - HUB_LOOP_HTTP_RESERVE) {
-            A.loop.max_ws = sz;
-            d.max_peers = sz + HUB_LOOP_HTTP_RESERVE;
+        else if (strcmp(a, "--max-clients") == 0 && v && parse_size(v, &sz) == 0 && sz &&
+                 sz <= 0xFFFFFFF0u - HTTP_RESERVE) {
+            A.max_ws = sz;
+            d.max_peers = sz + HTTP_RESERVE;
             i++;
-        } else if (strcmp(a, "--max-outbound") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+        } else if (strcmp(a, "--max-outbound") == 0 && v && parse_size(v, &sz) == 0 && sz) {
             d.limits.max_outbound_bytes = sz;
             i++;
-        } else if (strcmp(a, "--max-queued-total") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+        } else if (strcmp(a, "--max-queued-total") == 0 && v && parse_size(v, &sz) == 0 && sz) {
             A.queued.limit = sz;
             i++;
-        } else if (strcmp(a, "--ping-interval") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+        } else if (strcmp(a, "--ping-interval") == 0 && v && parse_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.ping_interval_ms = (uint32_t)sz;
             i++;
-        } else if (strcmp(a, "--idle-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+        } else if (strcmp(a, "--idle-timeout") == 0 && v && parse_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.idle_timeout_ms = (uint32_t)sz;
             i++;
-        } else if (strcmp(a, "--close-timeout") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+        } else if (strcmp(a, "--close-timeout") == 0 && v && parse_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.limits.close_timeout_ms = (uint32_t)sz;
             i++;
@@ -802,27 +1023,27 @@ int main(int argc, char **argv) {
             fprintf(stderr, "chat_server: built without Redis support (build with -DCHAT_WITH_REDIS -lhiredis)\n");
             return 2;
 #endif
-        } else if (strcmp(a, "--history") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz <= (1u << 30)) {
+        } else if (strcmp(a, "--history") == 0 && v && parse_size(v, &sz) == 0 && sz <= (1u << 30)) {
             d.history_size = (uint32_t)sz;
             history_set = 1;
             i++;
-        } else if (strcmp(a, "--history-age") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+        } else if (strcmp(a, "--history-age") == 0 && v && parse_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu / 1000u) {
             d.history_ttl_ms = (uint32_t)sz * 1000u;
             i++;
-        } else if (strcmp(a, "--history-bytes") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz) {
+        } else if (strcmp(a, "--history-bytes") == 0 && v && parse_size(v, &sz) == 0 && sz) {
             d.history_max_bytes = sz;
             i++;
         } else if (strcmp(a, "--no-deflate") == 0) {
             no_deflate = 1;
         } else if (strcmp(a, "--no-presence") == 0) {
             no_presence = 1;
-        } else if (strcmp(a, "--presence-ttl") == 0 && v && net_parse_size(v, &sz) == NET_OK && sz &&
+        } else if (strcmp(a, "--presence-ttl") == 0 && v && parse_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu / 1000u) {
             d.presence_ttl_ms = (uint32_t)sz * 1000u;
             i++;
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
-            A.verbose = A.loop.verbose = 1;
+            A.verbose = 1;
         } else {
             usage();
             return strcmp(a, "--help") == 0 ? 0 : 2;
@@ -842,10 +1063,9 @@ int main(int argc, char **argv) {
     find_www(www);
     if (!A.have_www) fprintf(stderr, "chat_server: no page directory at %s; serving a placeholder\n", A.www);
 
-    chat_hub_desc(&d);
-    hub_loop_effects(&d.effects);
+    chat_hub_desc(&d);      /* the effects are the loop's (wsch_posix_hub_create) */
     /* Browsers offer it on every connection; a broadcast is compressed once. */
-    if (!no_deflate) d.deflate.codec = net_deflate_codec();
+    if (!no_deflate) d.deflate.codec = deflate_zlib_codec();
     A.deflate = d.deflate.codec != NULL;
     if (!A.queued.limit) A.queued.limit = MAX_QUEUED_TOTAL;
     d.limits.outbound_budget = &A.queued;
@@ -861,30 +1081,18 @@ int main(int argc, char **argv) {
         d.bridge = redis_bridge_hub_bridge(&A.redis);
     }
 #endif
-    rc = wsch_hub_create(&d, &A.loop.hub);
-    if (rc != WSCH_OK) {
-        fprintf(stderr, "chat_server: wsch_hub_create: %s\n", wsch_err_str(rc));
-        return 1;
-    }
-
-    if (hub_loop_listen(&A.loop, "chat_server", host, port) != 0) return 1;
+    if (start(&d, host, port) != 0) return 1;
+    wsch_posix_loop_run(A.loop);    /* until SIGINT/SIGTERM: clients get 1001, and are gone or cut after 3 s */
 #ifdef CHAT_WITH_REDIS
-    if (A.redis_on) redis_bridge_start(&A.redis, &A.loop);
-#endif
-
-    while (!net_stop_requested) hub_loop_run(&A.loop, 1000);
-
     /* Clients first, Redis still up: their leaves reach the other servers'
        presence at once (the channels going away here say so), then a turn
        for those last publishes to leave, then Redis, then the hub. */
-    hub_loop_drain(&A.loop, SHUTDOWN_MS);
-#ifdef CHAT_WITH_REDIS
     if (A.redis_on) {
-        hub_loop_run(&A.loop, 50);
+        (void)wsch_posix_loop_run_once(A.loop, 50);
         redis_bridge_stop(&A.redis);
     }
 #endif
-    hub_loop_free(&A.loop);
+    wsch_posix_loop_destroy(A.loop);   /* the hub with it */
     free(A.body);
     free(A.scratch);
     hub_tokens_free(&A.tokens);

@@ -61,9 +61,18 @@
      there, which zlib never does and is reported as -1 rather than risk a
      caller's loop spinning. After -1 the stream is only fit for destroy().
 
+   A program that builds with or without zlib defines DEFLATE_ZLIB_OPTIONAL
+   before the include: then, unless EXAMPLE_ZLIB is defined too (the
+   Makefile defines it, and links -lz, where zlib is installed), zlib is
+   not needed and deflate_zlib_codec() returns NULL (no compression).
+
    Compiles as C99 and as C++. Public domain or MIT, like ws_channel.h. */
 #ifndef DEFLATE_ZLIB_H
 #define DEFLATE_ZLIB_H
+
+#if defined(DEFLATE_ZLIB_OPTIONAL) && !defined(EXAMPLE_ZLIB)
+static inline const wsch_deflate_codec *deflate_zlib_codec(void) { return NULL; }
+#else
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -337,4 +346,5 @@ DEFLATE_ZLIB__PRIVATE const wsch_deflate_codec *deflate_zlib_codec(void) {
     return &codec;
 }
 
+#endif /* zlib */
 #endif /* DEFLATE_ZLIB_H */

@@ -1,51 +1,78 @@
 /* hub_server - the smallest complete channel hub: start here, copy it.
 
-   Shows wsch_hub on real sockets with nothing else around it: it listens,
-   hands each accepted socket to the hub, and lets in only the tokens given
-   on the command line. The hub itself answers ping, subscribe and
-   unsubscribe. Each line typed on stdin is broadcast to the subscribers of
-   channel "news" as {"type":"news","payload":{"text":LINE}}. The sockets,
-   epoll and the hub's effects are in hub_loop.h, the loop the chat demo
-   (chat_server.c: page, HTTP API, Redis) runs on too.
+   Shows wsch_hub on the header's POSIX loop with nothing else around it:
+   it listens, the loop hands each accepted socket to the hub, and only the
+   tokens given on the command line get in. The hub itself answers ping,
+   subscribe and unsubscribe. Each line typed on stdin is broadcast to the
+   subscribers of channel "news" as {"type":"news","payload":{"text":LINE}}
+   (stdin is a descriptor of ours on the same loop). SIGINT/SIGTERM: every
+   peer gets 1001 Going Away, then the process exits.
 
    Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/hub_server examples/hub_server.c
+           (permessage-deflate: add -DEXAMPLE_ZLIB ... -lz; the Makefile does where zlib is installed)
    Run:    build/hub_server 8080 alice=secret bob=hunter2     (port 0: any free port, printed)
    Try:    python3 -m websockets 'ws://127.0.0.1:8080/ws?token=secret'
            > {"type":"subscribe","payload":{"channel":"news"}}
            then type a line into hub_server. A token may also come as
            "Authorization: Bearer TOKEN" or the subprotocol "bearer.TOKEN". */
+#define WS_CHANNEL_POSIX
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
-#include "example_net.h"
-#include "hub_loop.h"
+#define DEFLATE_ZLIB_OPTIONAL
+#include "deflate_zlib.h"
+#include "hub_tokens.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #define LINE_MAX_BYTES 4096
 
-static hub_loop L;              /* static: it holds the read buffer */
+static wsch_hub *hub;
 static hub_tokens tokens;       /* USER=SECRET pairs from the command line */
 static char line[LINE_MAX_BYTES];   /* stdin up to the next newline */
 static size_t line_len;
 
 /* The token (?token=, a Bearer header or the subprotocol) must be one of
    the secrets; the peer's user id is the name paired with it. */
-static int authenticate(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id, void *user) {
-    (void)hub;
+static int authenticate(wsch_hub *h, const wsch_hub_request *req, wsch_str *user_id, void *user) {
+    (void)h;
     (void)user;
     return hub_tokens_check(&tokens, req->token, user_id);
 }
 
-static void on_connect(wsch_hub *hub, wsch_hub_peer peer, wsch_str user_id, void *user) {
-    (void)hub;
+static void on_connect(wsch_hub *h, wsch_hub_peer peer, wsch_str user_id, void *user) {
+    (void)h;
     (void)user;
     printf("peer %u: %.*s connected\n", (unsigned)peer.index, (int)user_id.len, user_id.ptr);
     fflush(stdout);
 }
 
-static void on_disconnect(wsch_hub *hub, wsch_hub_peer peer, int code, void *user) {
-    (void)hub;
+static void on_disconnect(wsch_hub *h, wsch_hub_peer peer, int code, void *user) {
+    (void)h;
     (void)user;
     printf("peer %u: gone, close code %d\n", (unsigned)peer.index, code);
     fflush(stdout);
+}
+
+/* The loop's log, at most once a second per message (a full descriptor
+   table would otherwise print a line per connection shed). */
+static void on_log(const char *msg, void *user) {
+    static const char *last;
+    static uint64_t last_ms;
+    static unsigned long again;
+    uint64_t now = wsch_posix_now_ms(NULL);
+    (void)user;
+    if (msg == last && now - last_ms < 1000) {
+        again++;
+        return;
+    }
+    if (again) fprintf(stderr, "hub_server: (%lu more of the last)\n", again);
+    fprintf(stderr, "hub_server: %s\n", msg);
+    last = msg;
+    last_ms = now;
+    again = 0;
 }
 
 /* {"type":"news","payload":{"text":TEXT}} to every subscriber of "news". */
@@ -57,7 +84,7 @@ static void broadcast_line(const char *text, size_t len) {
     rc = wsch_json_escape_string(text, len, payload + 8, sizeof payload - 8, &n);
     if (rc == WSCH_OK) {
         payload[8 + n] = '}';   /* over the NUL the escape wrote */
-        rc = wsch_hub_broadcast(L.hub, "news", "news", payload, 9 + n, &delivered);
+        rc = wsch_hub_broadcast(hub, "news", "news", payload, 9 + n, &delivered);
     }
     if (rc == WSCH_OK) printf("sent to %lu subscriber(s) of news\n", (unsigned long)delivered);
     else printf("not sent: %s\n", wsch_err_str(rc));
@@ -65,13 +92,14 @@ static void broadcast_line(const char *text, size_t len) {
 }
 
 /* stdin is readable: one read, then every complete line goes out. */
-static void on_stdin(void *ctx, uint32_t events) {
+static void on_stdin(wsch_posix_loop *loop, wsch_posix_watch *w, int fd, unsigned events, void *user) {
     char *nl;
-    ssize_t n = read(0, line + line_len, sizeof line - line_len);
-    (void)ctx;
+    ssize_t n = read(fd, line + line_len, sizeof line - line_len);
+    (void)loop;
     (void)events;
+    (void)user;
     if (n <= 0) {               /* end of input: nothing more to send */
-        (void)epoll_ctl(L.ep, EPOLL_CTL_DEL, 0, NULL);
+        wsch_posix_watch_remove(w);
         return;
     }
     line_len += (size_t)n;
@@ -93,31 +121,48 @@ static int usage(void) {
 }
 
 int main(int argc, char **argv) {
+    wsch_posix_loop_desc ld;
+    wsch_posix_listen_desc sd;
     wsch_hub_desc d;
-    uint16_t port = 0;
+    wsch_posix_loop *loop;
+    wsch_posix_listener *l;
+    wsch_posix_watch *w;
+    char *end;
+    unsigned long port;
     int i, rc;
-    if (argc < 3 || net_parse_port(argv[1], &port) != NET_OK) return usage();
+    if (argc < 3) return usage();
+    port = strtoul(argv[1], &end, 10);
+    if (!argv[1][0] || *end || port > 65535) return usage();
     for (i = 2; i < argc; i++)
         if (hub_tokens_add(&tokens, argv[i]) != 0) return usage();
 
+    memset(&ld, 0, sizeof ld);
+    ld.log = on_log;
+    ld.shutdown_timeout_ms = 3000;  /* peers that do not finish their close by then are cut */
+    memset(&sd, 0, sizeof sd);
+    sd.port = (uint16_t)port;
     memset(&d, 0, sizeof d);
-    hub_loop_effects(&d.effects);   /* send, close and timers per peer; clock, randomness */
-    d.deflate.codec = net_deflate_codec();  /* permessage-deflate, in a build with zlib */
+    d.deflate.codec = deflate_zlib_codec();     /* permessage-deflate, in a build with zlib */
     d.authenticate = authenticate;
     d.on_connect = on_connect;
     d.on_disconnect = on_disconnect;
-    rc = wsch_hub_create(&d, &L.hub);
-    if (rc != WSCH_OK) {
-        fprintf(stderr, "hub_server: wsch_hub_create: %s\n", wsch_err_str(rc));
+    if ((rc = wsch_posix_loop_create(&ld, &loop)) != WSCH_OK || (rc = wsch_posix_hub_create(loop, &d, &hub)) != WSCH_OK) {
+        fprintf(stderr, "hub_server: %s\n", wsch_err_str(rc));
         return 1;
     }
-    if (hub_loop_listen(&L, "hub_server", "127.0.0.1", port) != 0) return 1;
-    if (hub_loop_watch(&L, 0, EPOLLIN, on_stdin, NULL) != 0)
+    if (wsch_posix_listen(loop, &sd, &l) != WSCH_OK || wsch_posix_serve_hub(l, hub) != WSCH_OK) {
+        perror("hub_server: cannot listen on 127.0.0.1");
+        return 1;
+    }
+    if (wsch_posix_watch_add(loop, 0, WSCH_POSIX_READ, on_stdin, NULL, &w) != WSCH_OK)
         fputs("hub_server: stdin cannot be watched (a file?): nothing will be broadcast\n", stderr);
+    (void)wsch_posix_handle_signals(loop);
+    port = wsch_posix_listener_port(l);
+    printf("hub_server: listening on http://127.0.0.1:%lu/ (hub at ws://127.0.0.1:%lu/ws)\n", port, port);
+    fflush(stdout);
 
-    while (!net_stop_requested) hub_loop_run(&L, 1000);    /* until SIGINT or SIGTERM */
-
-    hub_loop_shutdown(&L, 3000);    /* 1001 Going Away to everyone, then the hub is destroyed */
+    wsch_posix_loop_run(loop);      /* until SIGINT or SIGTERM: peers get 1001, then it returns */
+    wsch_posix_loop_destroy(loop);  /* the hub with it */
     hub_tokens_free(&tokens);
     return 0;
 }

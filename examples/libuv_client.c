@@ -19,8 +19,16 @@
        cc -std=c99 -D_GNU_SOURCE -I. -o build/libuv_client examples/libuv_client.c -luv */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
-#include "example_net.h"    /* net_client_readable, net_write, net_close, net_connect_finish, net_random_bytes */
 
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define MAX_SUBS 32
@@ -56,13 +64,31 @@ static void say(const char *what, const char *detail) {
 
 /* ---- the socket ---- */
 
+/* Reads and feeds until the socket is drained, the client's close() has
+   taken the socket, or 8 reads have gone by (the other handles get a turn). */
+static void readable(app *a, void *buf, size_t cap) {
+    int i, fd = a->fd;
+    for (i = 0; i < 8 && a->fd == fd; i++) {
+        ssize_t n = recv(fd, buf, cap, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n <= 0) {           /* EOF or error: close() follows */
+            wsch_client_transport_closed(a->c);
+            break;
+        }
+        wsch_client_feed(a->c, buf, (size_t)n);
+        if ((size_t)n < cap) break; /* a short read drained the socket */
+    }
+}
+
 static void on_io(uv_poll_t *h, int status, int events) {
     static char buf[65536];
     app *a = (app *)h->data;
-    int fd = a->fd;
+    int fd = a->fd, err = 0;
+    socklen_t len = sizeof err;
     if (a->connecting) {
         a->connecting = 0;
-        if (net_connect_finish(fd) == NET_OK && status == 0) {
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && (errno = err) == 0 && status == 0) {
             wsch_client_transport_open(a->c);
         } else {
             say("connect failed:", strerror(errno));
@@ -74,7 +100,7 @@ static void on_io(uv_poll_t *h, int status, int events) {
         wsch_client_transport_closed(a->c);
         return;
     }
-    if (events & UV_READABLE) net_client_readable(a->c, &a->fd, buf, sizeof buf);
+    if (events & UV_READABLE) readable(a, buf, sizeof buf);
     if (a->fd == fd && (events & UV_WRITABLE)) wsch_client_writable(a->c);
 }
 
@@ -91,13 +117,13 @@ static void on_prepare(uv_prepare_t *h) {
 
 /* A nonblocking socket connecting to ai, or -1. */
 static int start_connect(const struct addrinfo *ai) {
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1, fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
-    net_set_nodelay(fd);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* small messages must not wait */
     return fd;
 }
 
@@ -150,8 +176,21 @@ static void fx_connect(const char *host, uint16_t port, void *user) {
 }
 
 static size_t fx_send(const void *data, size_t len, void *user) {
-    long n = net_write(((app *)user)->fd, data, len);
-    return n < 0 ? WSCH_SEND_ERROR : (size_t)n;    /* 0: would block, the library queues the rest */
+    ssize_t n;
+    do n = send(((app *)user)->fd, data, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0) return (size_t)n;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : WSCH_SEND_ERROR;  /* 0: the library queues the rest */
+}
+
+/* Frame masks and backoff jitter: libuv's source of randomness (getrandom
+   or /dev/urandom). A client that cannot mask its frames must not go on. */
+static void random_bytes(void *buf, size_t len, void *user) {
+    (void)user;
+    if (uv_random(NULL, NULL, buf, len, 0, NULL) != 0) {
+        fputs("libuv_client: no source of random bytes\n", stderr);
+        exit(1);
+    }
 }
 
 static void free_handle(uv_handle_t *h) { free(h); }
@@ -162,7 +201,13 @@ static void fx_close(void *user) {
     a->gen++;
     if (a->poll) uv_close((uv_handle_t *)a->poll, free_handle);    /* stops watching at once */
     a->poll = NULL;
-    if (a->fd >= 0) net_close(a->fd);    /* unread input first: no reset eats our close frame */
+    if (a->fd >= 0) {
+        char sink[4096];        /* unread input first: closing on it sends a reset, which can eat our close frame */
+        int i;
+        for (i = 0; i < 16 && recv(a->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++) {
+        }
+        close(a->fd);
+    }
     a->fd = -1;
     a->connecting = 0;
 }
@@ -315,7 +360,7 @@ int main(int argc, char **argv) {
     d.effects.timer_set = fx_timer_set;
     d.effects.timer_cancel = fx_timer_cancel;
     d.effects.now_ms = fx_now;
-    d.effects.random_bytes = net_random_bytes;
+    d.effects.random_bytes = random_bytes;
     d.on_status = on_status;
     d.on_disconnect = on_disconnect;
     d.on_error = on_error;

@@ -2,8 +2,9 @@
 
    Plugs a wsch_hub's bridge (desc.bridge, see ws_channel.h) into Redis with
    hiredis's asynchronous API (Debian: libhiredis-dev; link with -lhiredis),
-   on the caller's epoll loop. Used by chat_server.c (--redis HOST:PORT);
-   like example_net.h it is glue, not part of the library.
+   on the header's POSIX loop (WS_CHANNEL_POSIX): each link's socket is a
+   watch, its timers the loop's. Used by chat_server.c (--redis HOST:PORT);
+   it is glue, not part of the library.
 
    What it does:
      - two connections, because a Redis connection that has subscribed can
@@ -122,22 +123,26 @@
    Keys hold at most the history size of messages per channel; use one
    Redis (not a cluster: a script's two keys may land on different nodes).
 
-   Wiring (all on one thread, on hub_loop.h's loop):
+   Wiring (all on one thread, on one wsch_posix_loop):
      redis_bridge rb;
      redis_bridge_init(&rb, "127.0.0.1", 6379, "wsch:");
      redis_bridge_history(&rb, desc.history_size, desc.history_ttl_ms);   (optional: shared positions)
-     desc.bridge = redis_bridge_hub_bridge(&rb);   (desc.effects.random_bytes must be set)
-     wsch_hub_create(&desc, &loop.hub);
-     redis_bridge_start(&rb, &loop);    the links' sockets and timers join the loop
-     end:  redis_bridge_stop(&rb) before the hub is destroyed.
+     desc.bridge = redis_bridge_hub_bridge(&rb);
+     wsch_posix_hub_create(loop, &desc, &hub);
+     redis_bridge_start(&rb, loop, hub);    the links' sockets and timers join the loop
+     end:  redis_bridge_stop(&rb) before the hub is destroyed (with the loop).
 
-   Needs example_net.h and hub_loop.h included first. */
+   Needs ws_channel.h, with WS_CHANNEL_POSIX, included first. */
 #ifndef REDIS_BRIDGE_H
 #define REDIS_BRIDGE_H
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <sys/epoll.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #define REDIS_BRIDGE_BACKOFF_MIN_MS 200u
 #define REDIS_BRIDGE_BACKOFF_MAX_MS 5000u
@@ -220,12 +225,12 @@ typedef struct redis_link {
     const char *role;               /* "subscriber" or "publisher", for the log */
     redisAsyncContext *ac;          /* NULL while down */
     int fd;
-    uint64_t tag;                   /* its epoll data in the loop */
-    uint32_t want, registered;      /* epoll interest hiredis asked for / registered now */
+    wsch_posix_watch *watch;        /* fd on the loop, while hiredis holds it */
+    unsigned want;                  /* readiness hiredis asked for (WSCH_POSIX_READ/_WRITE) */
     int up;                         /* connected, answered, and usable */
     unsigned failures;              /* consecutive failed attempts: the backoff exponent */
-    net_timer timer;                /* reconnect when down, connect timeout while connecting */
-    net_timer health;               /* while up: the next probe, and the check of the last */
+    wsch_posix_timer timer;         /* reconnect when down, connect timeout while connecting */
+    wsch_posix_timer health;        /* while up: the next probe, and the check of the last */
     uint64_t probe_ms;              /* when the unanswered probe was sent; 0: none */
     uint64_t probe_seq;             /* subscriber: the probe's place among the SUBSCRIBEs of "#health" */
     const char *why;                /* why we are dropping it, for the disconnect callback */
@@ -233,8 +238,7 @@ typedef struct redis_link {
 
 typedef struct redis_bridge {
     wsch_hub *hub;
-    int ep;
-    net_timers *timers;             /* the loop's */
+    wsch_posix_loop *loop;
     char host[256];
     int port;
     char prefix[REDIS_BRIDGE_PREFIX_MAX + 1];
@@ -268,59 +272,50 @@ typedef struct redis_bridge {
     uint64_t fetch_errors;          /* fetches refused, failed or lost */
 } redis_bridge;
 
-/* ---- the event-loop adapter: hiredis's read/write hooks on epoll -------- */
+/* ---- the event-loop adapter: hiredis's read/write hooks on the loop ----- */
 
 static void redis_link_apply(redis_link *l) {
-    struct epoll_event e;
-    if (l->fd < 0 || l->want == l->registered) return;
-    memset(&e, 0, sizeof e);
-    e.events = l->want;
-    e.data.u64 = l->tag;
-    if (l->want == 0) {
-        (void)epoll_ctl(l->rb->ep, EPOLL_CTL_DEL, l->fd, NULL);
-    } else if (epoll_ctl(l->rb->ep, l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, l->fd, &e) < 0) {
-        fprintf(stderr, "chat_server: redis %s: epoll_ctl: %s\n", l->role, strerror(errno));
-        return;
-    }
-    l->registered = l->want;
+    if (l->watch && wsch_posix_watch_set(l->watch, l->want) != WSCH_OK)
+        fprintf(stderr, "chat_server: redis %s: the loop refused the socket\n", l->role);
 }
 
 static void redis_ev_add_read(void *p) {
     redis_link *l = (redis_link *)p;
-    l->want |= EPOLLIN;
+    l->want |= WSCH_POSIX_READ;
     redis_link_apply(l);
 }
 
 static void redis_ev_del_read(void *p) {
     redis_link *l = (redis_link *)p;
-    l->want &= ~(uint32_t)EPOLLIN;
+    l->want &= ~(unsigned)WSCH_POSIX_READ;
     redis_link_apply(l);
 }
 
 static void redis_ev_add_write(void *p) {
     redis_link *l = (redis_link *)p;
-    l->want |= EPOLLOUT;
+    l->want |= WSCH_POSIX_WRITE;
     redis_link_apply(l);
 }
 
 static void redis_ev_del_write(void *p) {
     redis_link *l = (redis_link *)p;
-    l->want &= ~(uint32_t)EPOLLOUT;
+    l->want &= ~(unsigned)WSCH_POSIX_WRITE;
     redis_link_apply(l);
 }
 
 /* hiredis is about to close the socket (the context is being freed). */
 static void redis_ev_cleanup(void *p) {
     redis_link *l = (redis_link *)p;
+    wsch_posix_watch_remove(l->watch);
+    l->watch = NULL;
     l->want = 0;
-    redis_link_apply(l);
     l->fd = -1;
-    l->registered = 0;
 }
 
 /* ---- connecting, and reconnecting with backoff -------------------------- */
 
 static void redis_link_connect(redis_link *l);
+static void redis_link_event(wsch_posix_loop *loop, wsch_posix_watch *w, int fd, unsigned events, void *user);
 static void redis_fetch_fail_all(redis_bridge *rb);
 static void redis_fetch_run(redis_bridge *rb);
 
@@ -341,14 +336,14 @@ static void redis_link_retry(redis_link *l, const char *why) {
     l->ac = NULL;
     l->up = 0;
     l->probe_ms = 0;
-    net_timers_cancel(l->rb->timers, &l->health);
+    wsch_posix_timer_stop(l->rb->loop, &l->health);
     /* What waited for this link's confirmation will not get it. */
     if (l == &l->rb->sub) redis_fetch_fail_all(l->rb);
     if (l->rb->stopping) return;
     delay = redis_backoff(l->rb, l->failures);
     if (l->failures < 30) l->failures++;
     fprintf(stderr, "chat_server: redis %s: %s; retrying in %u ms\n", l->role, why, (unsigned)delay);
-    if (net_timers_set(l->rb->timers, &l->timer, delay) != NET_OK) fprintf(stderr, "chat_server: redis: no timer\n");
+    if (wsch_posix_timer_start(l->rb->loop, &l->timer, delay) != WSCH_OK) fprintf(stderr, "chat_server: redis: no timer\n");
 }
 
 static void redis_on_health(redisAsyncContext *ac, void *r, void *privdata);
@@ -377,7 +372,7 @@ static void redis_on_ready(redisAsyncContext *ac, void *r, void *privdata) {
     redisReply *reply = (redisReply *)r;
     (void)ac;
     if (!reply || l->up || l->rb->stopping) return;    /* NULL: the context is going away */
-    net_timers_cancel(l->rb->timers, &l->timer);
+    wsch_posix_timer_stop(l->rb->loop, &l->timer);
     l->up = 1;
     l->failures = 0;
     l->rb->connects++;
@@ -408,7 +403,7 @@ static void redis_on_ready(redisAsyncContext *ac, void *r, void *privdata) {
         wsch_hub_bridge_resubscribe(l->rb->hub);
         l->rb->resyncing = 0;
     }
-    if (net_timers_set(l->rb->timers, &l->health, REDIS_BRIDGE_PING_MS) != NET_OK)
+    if (wsch_posix_timer_start(l->rb->loop, &l->health, REDIS_BRIDGE_PING_MS) != WSCH_OK)
         fprintf(stderr, "chat_server: redis: no timer\n");
 }
 
@@ -441,9 +436,14 @@ static void redis_link_connect(redis_link *l) {
         redis_link_retry(l, why);
         return;
     }
+    l->want = 0;
+    if (wsch_posix_watch_add(l->rb->loop, ac->c.fd, 0, redis_link_event, l, &l->watch) != WSCH_OK) {
+        redisAsyncFree(ac);     /* no hooks of ours yet: nothing calls back */
+        redis_link_retry(l, "the loop refused the socket");
+        return;
+    }
     l->ac = ac;
     l->fd = ac->c.fd;
-    l->want = l->registered = 0;
     ac->data = l;
     ac->ev.data = l;
     ac->ev.addRead = redis_ev_add_read;
@@ -454,7 +454,7 @@ static void redis_link_connect(redis_link *l) {
     (void)redisEnableKeepAlive(&ac->c);     /* a peer that vanished is noticed eventually */
     redisAsyncSetConnectCallback(ac, redis_on_connect);   /* also waits for writability */
     redisAsyncSetDisconnectCallback(ac, redis_on_disconnect);
-    (void)net_timers_set(l->rb->timers, &l->timer, REDIS_BRIDGE_CONNECT_TIMEOUT_MS);
+    (void)wsch_posix_timer_start(l->rb->loop, &l->timer, REDIS_BRIDGE_CONNECT_TIMEOUT_MS);
 }
 
 /* ---- the hub's bridge callbacks ----------------------------------------- */
@@ -507,10 +507,12 @@ static void redis_on_pong(redisAsyncContext *ac, void *r, void *privdata) {
 /* Every REDIS_BRIDGE_PING_MS while a link is up: a link whose last probe
    has waited REDIS_BRIDGE_REPLY_TIMEOUT_MS is taken down, else a new probe
    goes out when none is waiting. */
-static void redis_link_health(net_timer *tm) {
-    redis_link *l = (redis_link *)tm->owner;
-    uint64_t now = net_now_ms();
+static void redis_link_health(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    redis_link *l = (redis_link *)user;
+    uint64_t now = wsch_posix_now_ms(NULL);
     int rc;
+    (void)loop;
+    (void)t;
     if (!l->up || !l->ac || l->rb->stopping) return;
     if (l->probe_ms && now - l->probe_ms >= REDIS_BRIDGE_REPLY_TIMEOUT_MS) {
         char why[96];
@@ -532,7 +534,7 @@ static void redis_link_health(net_timer *tm) {
             }
         }
     }
-    (void)net_timers_set(l->rb->timers, &l->health, REDIS_BRIDGE_PING_MS);
+    (void)wsch_posix_timer_start(l->rb->loop, &l->health, REDIS_BRIDGE_PING_MS);
 }
 
 static void redis_sub_command(redis_bridge *rb, const char *cmd, const char *name, size_t len) {
@@ -643,7 +645,7 @@ static void redis_epoch_candidate(char out[17]) {
     static const char hex[] = "0123456789abcdef";
     unsigned char rnd[8];
     int i;
-    net_random_bytes(rnd, sizeof rnd, NULL);
+    wsch_posix_random_bytes(rnd, sizeof rnd, NULL);
     for (i = 0; i < 8; i++) {
         out[2 * i] = hex[rnd[i] >> 4];
         out[2 * i + 1] = hex[rnd[i] & 15u];
@@ -888,9 +890,7 @@ static int redis_bridge_init(redis_bridge *rb, const char *host, int port, const
     rb->sub.role = "subscriber";
     rb->pub.role = "publisher";
     rb->sub.fd = rb->pub.fd = -1;
-    rb->sub.timer.owner = rb->sub.health.owner = &rb->sub;
-    rb->pub.timer.owner = rb->pub.health.owner = &rb->pub;
-    net_random_bytes(&rb->rng, sizeof rb->rng, NULL);
+    wsch_posix_random_bytes(&rb->rng, sizeof rb->rng, NULL);
     rb->rng |= 1u;
     redis_sha1_hex(redis_append_lua, rb->sha_append);
     redis_sha1_hex(redis_fetch_lua, rb->sha_fetch);
@@ -921,35 +921,38 @@ static wsch_hub_bridge redis_bridge_hub_bridge(redis_bridge *rb) {
     return b;
 }
 
-/* The link's socket is ready (the loop's watch callback). */
-static void redis_link_event(void *ctx, uint32_t events) {
-    redis_link *l = (redis_link *)ctx;
+/* The link's socket is ready (its watch). */
+static void redis_link_event(wsch_posix_loop *loop, wsch_posix_watch *w, int fd, unsigned events, void *user) {
+    redis_link *l = (redis_link *)user;
+    (void)loop;
+    (void)w;
+    (void)fd;
     /* Each call may free the context (its callbacks then set l->ac to NULL). */
-    if (l->ac && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) redisAsyncHandleRead(l->ac);
-    if (l->ac && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) redisAsyncHandleWrite(l->ac);
+    if (l->ac && (events & (WSCH_POSIX_READ | WSCH_POSIX_HANGUP))) redisAsyncHandleRead(l->ac);
+    if (l->ac && (events & (WSCH_POSIX_WRITE | WSCH_POSIX_HANGUP))) redisAsyncHandleWrite(l->ac);
 }
 
 /* A link's timer: reconnect when down, give up a connect that hangs. */
-static void redis_link_timer(net_timer *tm) {
-    redis_link *l = (redis_link *)tm->owner;
+static void redis_link_timer(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    redis_link *l = (redis_link *)user;
+    (void)loop;
+    (void)t;
     if (l->rb->stopping) return;
     if (!l->ac) redis_link_connect(l);
     else if (!l->up) redis_link_drop(l, "connect timed out (no answer to PING)");
 }
 
 /* Joins the loop and starts connecting; failures are retried from its timers. */
-static void redis_bridge_start(redis_bridge *rb, hub_loop *loop) {
+static void redis_bridge_start(redis_bridge *rb, wsch_posix_loop *loop, wsch_hub *hub) {
     redis_link *links[2];
     int i;
-    rb->hub = loop->hub;
-    rb->ep = loop->ep;
-    rb->timers = &loop->timers;
+    rb->hub = hub;
+    rb->loop = loop;
     links[0] = &rb->sub;
     links[1] = &rb->pub;
     for (i = 0; i < 2; i++) {
-        links[i]->tag = hub_loop_tag(loop, redis_link_event, links[i]);
-        links[i]->timer.fire = redis_link_timer;
-        links[i]->health.fire = redis_link_health;
+        wsch_posix_timer_init(&links[i]->timer, redis_link_timer, links[i]);
+        wsch_posix_timer_init(&links[i]->health, redis_link_health, links[i]);
         redis_link_connect(links[i]);
     }
 }
@@ -957,10 +960,10 @@ static void redis_bridge_start(redis_bridge *rb, hub_loop *loop) {
 /* Drops both links for good; the hub may still call in (nothing happens). */
 static void redis_bridge_stop(redis_bridge *rb) {
     rb->stopping = 1;
-    net_timers_cancel(rb->timers, &rb->sub.timer);
-    net_timers_cancel(rb->timers, &rb->pub.timer);
-    net_timers_cancel(rb->timers, &rb->sub.health);
-    net_timers_cancel(rb->timers, &rb->pub.health);
+    wsch_posix_timer_stop(rb->loop, &rb->sub.timer);
+    wsch_posix_timer_stop(rb->loop, &rb->pub.timer);
+    wsch_posix_timer_stop(rb->loop, &rb->sub.health);
+    wsch_posix_timer_stop(rb->loop, &rb->pub.health);
     rb->sub.up = rb->pub.up = 0;   /* the hub may call in while the answers below go out */
     /* Each runs redis_on_disconnect when it was connected; the appends and
        fetches still waiting are answered with an error. */

@@ -44,7 +44,7 @@ skip_all() {
 # compile OUTPUT SOURCE: builds unless OUTPUT is newer than everything it
 # uses, into a private name first so a concurrent run never sees half a file.
 compile() {
-    for dep in "$2" ws_channel.h examples/example_net.h; do
+    for dep in "$2" ws_channel.h examples/*.h tests/interop/net_util.h; do
         [ "$1" -nt "$dep" ] && continue
         $CC $warn $san ${CPPFLAGS:-} -D_GNU_SOURCE -I. -Iexamples -o "$1.$$" "$2" && mv -f "$1.$$" "$1"
         return

@@ -4,12 +4,12 @@
    /api/stats (the server counts them through the allocator hook) while the
    connections are idle, before and after they subscribe.
 
-   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -Iexamples -o build/hub_scale tests/interop/hub_scale.c
+   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/hub_scale tests/interop/hub_scale.c
    Run:    build/chat_server --port 8080 --max-clients 20000 &
            build/hub_scale --port 8080 --clients 10000 --rounds 5
    Prints the measurements, then greatest's summary line (one case per
    phase: connect, subscribe, every round delivered to all). */
-#include "example_net.h"
+#include "net_util.h"
 #include "load_util.h"
 
 #include <sys/epoll.h>

@@ -1,7 +1,7 @@
 /* What the load tools (hub_scale.c, redis_bench.c) share: their result
    lines, a microsecond clock, and raw client frames written straight to a
    socket, so thousands of clients cost almost nothing. Include after
-   example_net.h. */
+   net_util.h. */
 #ifndef LOAD_UTIL_H
 #define LOAD_UTIL_H
 

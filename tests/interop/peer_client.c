@@ -12,10 +12,10 @@
    which the interop scripts check. Exits 0 when the connection ran to its
    close, 1 on a connect failure or the --timeout-ms deadline.
 
-   Build: cc -std=c99 -O2 -D_GNU_SOURCE -I. -Iexamples -o build/peer_client tests/interop/peer_client.c */
+   Build: cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/peer_client tests/interop/peer_client.c */
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
-#include "example_net.h"
+#include "net_util.h"
 
 #define MAX_MESSAGE (64u * 1024u * 1024u)
 

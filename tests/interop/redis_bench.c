@@ -13,13 +13,13 @@
                  every subscriber got every message exactly once.
    Each message carries its send time (CLOCK_MONOTONIC, same machine).
 
-   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -Iexamples -o build/redis_bench tests/interop/redis_bench.c
+   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/redis_bench tests/interop/redis_bench.c
    Run:    redis-server --port 6390 --save '' --appendonly no &
            build/chat_server --port 8081 --redis 127.0.0.1:6390 &
            build/chat_server --port 8082 --redis 127.0.0.1:6390 &
            build/redis_bench --port 8081 --port2 8082 --clients 1000
    Prints the measurements, then greatest's summary line. */
-#include "example_net.h"
+#include "net_util.h"
 #include "load_util.h"
 
 #include <sys/epoll.h>

@@ -22,7 +22,7 @@ command -v node >/dev/null 2>&1 && [ -d tests/interop/node_modules/ws ] && have_
 
 # compile_z OUTPUT SOURCE: common.sh's compile, linking zlib.
 compile_z() {
-    for dep in "$2" ws_channel.h examples/example_net.h examples/deflate_zlib.h; do
+    for dep in "$2" ws_channel.h examples/*.h tests/interop/net_util.h; do
         [ "$1" -nt "$dep" ] && continue
         $CC $warn $san ${CPPFLAGS:-} -D_GNU_SOURCE -DEXAMPLE_ZLIB -I. -Iexamples -o "$1.$$" "$2" ${DEFLATE_LIBS:--lz} && mv -f "$1.$$" "$1"
         return

@@ -85,7 +85,7 @@ build_chat() {
     done
 }
 build_cli() {
-    for dep in examples/client_cli.c ws_channel.h examples/example_net.h; do
+    for dep in examples/client_cli.c ws_channel.h examples/*.h; do
         [ "$cli" -nt "$dep" ] && continue
         $CC -std=c99 -pedantic -Wall -Wextra -Werror $san ${CPPFLAGS:-} -D_GNU_SOURCE -I. -Iexamples \
             -o "$cli.$$" examples/client_cli.c && mv -f "$cli.$$" "$cli" || { rm -f "$cli.$$"; return 1; }

@@ -3,7 +3,7 @@
    vanish, protocol garbage, against one or two chat_servers, for a fixed
    time. One thread, epoll, raw client frames (masked with the zero key).
 
-   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -Iexamples -o build/soak_load tests/interop/soak_load.c
+   Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/soak_load tests/interop/soak_load.c
    Run:    build/soak_load --port P [--port2 P2] --seconds S [--windows FILE]
 
    Who connects (spread over the servers given, round robin):
@@ -43,7 +43,7 @@
    resubscribe).
    Prints "ok"/"FAIL" lines, one "soak_load: {...}" JSON line with the
    counts, and greatest's summary line. 127.0.0.1 only; bounded in time. */
-#include "example_net.h"
+#include "net_util.h"
 #include "load_util.h"
 
 #include <sys/epoll.h>

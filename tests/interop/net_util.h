@@ -1,36 +1,31 @@
-/* example_net.h - the POSIX glue the examples share (Linux: epoll, accept4,
-   getrandom). It is NOT part of the library: ws_channel.h never touches a
-   socket, a clock or a thread; this file is what a program adds around it.
+/* net_util.h - POSIX socket glue for the test-side programs (peer_client.c,
+   and the load tools hub_scale.c, soak_load.c, redis_bench.c): they drive
+   servers with many raw sockets and time everything, which the header's
+   POSIX loop is not for. Not part of the library; the examples use the
+   loop (WS_CHANNEL_POSIX). Linux: getrandom, MSG_NOSIGNAL.
 
-   What is here, all `static inline` (an example uses any subset without
-   unused-function warnings), each piece usable alone:
-     net_listen / net_accept            nonblocking TCP server sockets
+   What is here, all `static inline` (a program uses any subset without
+   unused-function warnings):
      net_connect / net_connect_finish   nonblocking TCP client sockets
-     net_connect_wait                   connect with a deadline (simple clients)
+     net_connect_wait                   connect with a deadline
      net_read / net_write               one read or write, errno folded into a result
      net_close                          close a socket without a reset eating our last bytes
      net_now_ms                         CLOCK_MONOTONIC in milliseconds
-     net_random_bytes                   getrandom(), /dev/urandom as fallback;
-                                        has the signature of the descriptors'
-                                        random_bytes callback
+     net_random_bytes                   getrandom(), /dev/urandom as fallback
+     net_parse_port / net_parse_size    command-line numbers
      net_timers_*                       a min-heap of deadlines for the library's
                                         timer_set / timer_cancel callbacks
      net_stop_on_signals                SIGINT/SIGTERM set a flag, SIGPIPE ignored
      net_ws_*                           one wsch_conn on one socket (needs
                                         ws_channel.h included first)
-     net_deflate_codec                  permessage-deflate: the zlib codec where
-                                        the Makefile found zlib (it defines
-                                        EXAMPLE_ZLIB, links -lz), else NULL
-                                        (needs ws_channel.h included first)
 
-   Build with -D_GNU_SOURCE (the Makefile does). Errors are reported as
-   NET_ERR (-1) with errno set by the failing call; nothing here prints,
-   except net_accept's line a second when out of descriptors. */
-#ifndef EXAMPLE_NET_H
-#define EXAMPLE_NET_H
+   Build with -D_GNU_SOURCE. Errors are reported as NET_ERR (-1) with errno
+   set by the failing call; nothing here prints. */
+#ifndef NET_UTIL_H
+#define NET_UTIL_H
 
 #if !defined(_GNU_SOURCE)
-#error "example_net.h needs -D_GNU_SOURCE (accept4, getrandom, MSG_NOSIGNAL)"
+#error "net_util.h needs -D_GNU_SOURCE (getrandom, MSG_NOSIGNAL)"
 #endif
 
 #include <errno.h>
@@ -55,8 +50,7 @@ enum {
     NET_OK = 0,
     NET_ERR = -1,      /* errno tells why */
     NET_AGAIN = -2,    /* would block: wait for readiness and retry */
-    NET_EOF = -3,      /* the peer closed its side */
-    NET_SHED = -4      /* out of descriptors: a pending connection was closed unserved */
+    NET_EOF = -3       /* the peer closed its side */
 };
 
 /* ---- time and randomness ------------------------------------------------ */
@@ -97,7 +91,7 @@ static inline void net_random_bytes(void *buf, size_t len, void *user) {
         }
         if (fd >= 0) close(fd);
         if (len > 0) {
-            fputs("example_net: no source of random bytes\n", stderr);
+            fputs("net_util: no source of random bytes\n", stderr);
             exit(1);
         }
     }
@@ -164,90 +158,6 @@ static inline int net_resolve(const char *host, uint16_t port, int passive, stru
         return NET_ERR;
     }
     return NET_OK;
-}
-
-/* A nonblocking listening socket on host:port (host NULL = 127.0.0.1; port
-   0 = any free port). *bound_port (may be NULL) gets the port bound, which is
-   how a test finds the ephemeral port. Returns the fd or NET_ERR. */
-static inline int net_listen(const char *host, uint16_t port, int backlog, uint16_t *bound_port) {
-    struct addrinfo *res, *ai;
-    int fd = -1;
-    if (net_resolve(host ? host : "127.0.0.1", port, 1, &res) != NET_OK) return NET_ERR;
-    for (ai = res; ai; ai = ai->ai_next) {
-        int one = 1;
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) continue;
-        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog > 0 ? backlog : 128) == 0) break;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) return NET_ERR;
-    if (bound_port) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        *bound_port = 0;
-        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-            if (ss.ss_family == AF_INET) *bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-            else if (ss.ss_family == AF_INET6) *bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-    }
-    return fd;
-}
-
-/* Out of descriptors (EMFILE, ENFILE), accept() fails while the connection
-   stays queued, the listener stays readable, and a level-triggered loop
-   spins at full CPU. A spare descriptor, taken at the first accept, is given
-   up to take the queued connection and close it at once (the client sees a
-   closed connection, not a hang), then taken again. One line a second at
-   most says how many were shed. Per process, as the descriptor limit is. */
-typedef struct net_spare {
-    int fd;                     /* -2: not taken yet */
-    unsigned long shed;
-    uint64_t last_log_ms;
-} net_spare;
-
-static inline net_spare *net__spare(void) {
-    static net_spare spare = {-2, 0, 0};
-    if (spare.fd == -2) spare.fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    return &spare;
-}
-
-/* After accept() failed: NET_SHED when a connection was shed (go on
-   accepting), else NET_ERR (errno kept). */
-static inline int net_shed(int lfd) {
-    net_spare *sp = net__spare();
-    int fd, err = errno;
-    if ((err != EMFILE && err != ENFILE) || sp->fd < 0) return NET_ERR;
-    close(sp->fd);
-    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0) close(fd);
-    sp->fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errno = err;
-        return NET_ERR;
-    }
-    sp->shed++;
-    if (net_now_ms() - sp->last_log_ms >= 1000) {
-        sp->last_log_ms = net_now_ms();
-        fprintf(stderr, "out of file descriptors: %lu connection(s) closed unserved so far\n", sp->shed);
-    }
-    return NET_SHED;
-}
-
-/* Accepts one connection as a nonblocking, no-delay socket. Returns the fd,
-   NET_AGAIN when no connection is pending, NET_SHED (see net_shed: go on
-   accepting) or NET_ERR. */
-static inline int net_accept(int lfd) {
-    int fd;
-    (void)net__spare();         /* taken while descriptors are still free */
-    do {
-        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? NET_AGAIN : net_shed(lfd);
-    net_set_nodelay(fd);
-    return fd;
 }
 
 /* Starts a nonblocking connect. Returns the fd; *in_progress is 1 when the
@@ -379,8 +289,7 @@ static inline void net_close(int fd) {
                wsch_conn_timer_fired(((struct my_conn *)tm->owner)->conn, tm->id);
 
    (net_ws below does exactly this for a wsch_conn.) A loop whose heap holds
-   timers of several kinds (hub_loop.h: peers and Redis links) sets fire in
-   each and calls tm->fire(tm) instead. */
+   timers of several kinds sets fire in each and calls tm->fire(tm) instead. */
 typedef struct net_timer {
     uint64_t due;       /* net_now_ms() at which it fires */
     size_t slot;        /* position in the heap + 1; 0 = not armed */
@@ -533,12 +442,6 @@ static inline void net_stop_on_signals(void) {
    socket (w->fd becomes -1), and from then on net_ws_finished() is true. */
 #ifdef WS_CHANNEL_H
 
-#ifdef EXAMPLE_ZLIB
-#include "deflate_zlib.h"
-static inline const wsch_deflate_codec *net_deflate_codec(void) { return deflate_zlib_codec(); }
-#else
-static inline const wsch_deflate_codec *net_deflate_codec(void) { return NULL; }
-#endif
 
 #define NET_WS_TIMERS 4u    /* library timer ids 0..3 (a wsch_conn arms 1 and 2) */
 
@@ -623,22 +526,6 @@ static inline void net_ws_readable(net_ws *w, void *buf, size_t cap) {
     }
 }
 
-/* The same for a wsch_client on the socket *fd (which its close effect sets
-   to -1): reads and feeds up to NET_READS_PER_EVENT times. */
-static inline void net_client_readable(wsch_client *c, const int *fd, void *buf, size_t cap) {
-    int i, sock = *fd;
-    for (i = 0; i < NET_READS_PER_EVENT && *fd == sock; i++) {
-        long n = net_read(sock, buf, cap);
-        if (n == NET_AGAIN) break;
-        if (n < 0) {            /* EOF or error: close() follows */
-            wsch_client_transport_closed(c);
-            break;
-        }
-        wsch_client_feed(c, buf, (size_t)n);
-        if ((size_t)n < cap) break; /* a short read drained the socket */
-    }
-}
-
 static inline void net_ws_writable(net_ws *w) {
     if (!net_ws_finished(w)) (void)wsch_conn_writable(w->conn);
 }
@@ -662,4 +549,4 @@ static inline void net_ws_release(net_ws *w) {
 }
 
 #endif /* WS_CHANNEL_H */
-#endif /* EXAMPLE_NET_H */
+#endif /* NET_UTIL_H */
