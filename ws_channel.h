@@ -162,8 +162,9 @@ DOCUMENTATION
        ...
        wsch_hub_broadcast(hub, "news", "message", "{\"text\":\"hi\"}", WSCH_CSTR, NULL);
        wsch_hub_send_to_user(hub, "alice", "notice", payload, len, NULL);
-   examples/hub_server.c is a minimal hub server; examples/chat_server.c
-   serves the demo page and the hub on the same epoll loop code.
+   examples/hub_server.c is a minimal hub server and examples/chat_server.c
+   serves the demo page beside its hub, both on the header's POSIX loop
+   (WS_CHANNEL_POSIX); the calls above are what that loop makes.
 
    Ownership and lifetimes
    -----------------------
