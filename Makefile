@@ -37,14 +37,15 @@ ifeq ($(HAVE_HIREDIS),1)
 LIBS_chat_server := -DCHAT_WITH_REDIS -lhiredis
 endif
 # OpenSSL (Debian: libssl-dev) is the TLS of examples/tls_openssl.h:
-# echo_server --tls-cert and client_cli wss://. Without it both build
-# without TLS and refuse those options with a one-line message.
+# chat_server and echo_server --tls-cert, client_cli wss://. Without it they
+# build without TLS and refuse those options with a one-line message.
 HAVE_OPENSSL := $(shell printf '\043include <openssl/ssl.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
 ifeq ($(HAVE_OPENSSL),1)
 LIBS_echo_server := -DEXAMPLE_TLS -lssl -lcrypto
 LIBS_client_cli := -DEXAMPLE_TLS -lssl -lcrypto
+LIBS_chat_server += -DEXAMPLE_TLS -lssl -lcrypto
 else
-$(info note: echo_server and client_cli are built without wss:// (--tls-cert, wss:// URLs): OpenSSL is not installed (Debian: libssl-dev))
+$(info note: chat_server, echo_server and client_cli are built without TLS (--tls-cert, wss:// URLs): OpenSSL is not installed (Debian: libssl-dev))
 endif
 # zlib (Debian: zlib1g-dev) is the permessage-deflate codec of
 # examples/deflate_zlib.h; the suites that compress need it and are skipped

@@ -12,7 +12,8 @@
 
    Build:  cc -std=c99 -O2 -D_GNU_SOURCE -I. -o build/chat_server examples/chat_server.c
            (--redis needs -DCHAT_WITH_REDIS ... -lhiredis; the Makefile adds both when hiredis is installed;
-           permessage-deflate needs -DEXAMPLE_ZLIB ... -lz, which it adds when zlib is installed)
+           permessage-deflate needs -DEXAMPLE_ZLIB ... -lz, and --tls-cert -DEXAMPLE_TLS ... -lssl -lcrypto:
+           it adds each when its library is installed)
    Run:    build/chat_server --port 8080 [--token alice=secret ...]
            then open http://127.0.0.1:8080/
 
@@ -24,7 +25,9 @@
    --max-outbound SIZE, --max-queued-total SIZE, --ping-interval MS, --idle-timeout MS, --close-timeout MS,
    --history N, --history-age S, --history-bytes SIZE (below), --no-presence (below), --no-deflate,
    --verbose (connections, and the time each publish to 1,000+ subscribers took to queue),
-   --redis HOST[:PORT] and --redis-prefix P (below).
+   --redis HOST[:PORT] and --redis-prefix P (below), --tls-cert F --tls-key F
+   (the page over https and the hub over wss, through examples/tls_openssl.h;
+   with --max-clients the reserve's hook runs over it).
 
    Several processes (--redis): every chat_server started with the same
    --redis (and prefix) acts as one hub. A broadcast or a message to a user
@@ -130,6 +133,9 @@
 #ifdef CHAT_WITH_REDIS
 #include "redis_bridge.h"
 #endif
+#ifdef EXAMPLE_TLS
+#include "tls_openssl.h"
+#endif
 
 #include <errno.h>
 #include <stdio.h>
@@ -180,6 +186,12 @@ typedef struct app {
     wsch_budget queued;                             /* output held for all clients together */
 #ifdef CHAT_WITH_REDIS
     redis_bridge redis;
+#endif
+    /* TLS (--tls-cert): what the listener's connections run on, under the
+       reserve's hook when there is one; NULL: plain TCP. */
+    const wsch_posix_transport *tls;
+#ifdef EXAMPLE_TLS
+    tls_openssl openssl;
 #endif
 } app;
 
@@ -661,8 +673,8 @@ static void on_http(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_re
 }
 
 /* ---- a full server still answers ---------------------------------------------
-   With --max-clients the listener gets a transport hook (plain TCP, its
-   read and write are recv and send), which the layer offers for TLS; it
+   With --max-clients the listener gets a transport hook (over TLS with
+   --tls-cert, else plain TCP: its read and write are recv and send); it
    is used here to see a connection before the hub does. One accepted
    while max_ws connections are held goes to the reserve: its request head
    is gathered first, and a WebSocket upgrade is answered 503 with
@@ -674,6 +686,7 @@ static void on_http(wsch_hub *hub, const wsch_hub_request *req, wsch_hub_http_re
 
 typedef struct tconn {
     int fd;
+    void *tls;                  /* A.tls's session, or NULL: plain TCP */
     int judged;                 /* no head to judge, or it was plain HTTP */
     size_t len, given;          /* head bytes gathered, and handed on */
     char *head;                 /* a reserve connection's request head (HEAD_MAX), else NULL */
@@ -684,23 +697,29 @@ static const char busy_503[] =
     "Retry-After: " RETRY_AFTER_S "\r\nConnection: close\r\n\r\n"
     "The server is at capacity\n";
 
-static void answer_busy(int fd, const char *why) {
+/* Best effort: one write, through TLS when the connection has it. */
+static void answer_busy(const tconn *t, int fd, const char *why) {
+    size_t n;
     A.refused_503++;
     if (A.verbose) fprintf(stderr, "chat_server: %s: answered 503\n", why);
-    (void)send(fd, busy_503, sizeof busy_503 - 1, MSG_NOSIGNAL);
+    if (t && t->tls) (void)A.tls->write(t->tls, busy_503, sizeof busy_503 - 1, &n, A.tls->user);
+    else if (!A.tls) (void)send(fd, busy_503, sizeof busy_503 - 1, MSG_NOSIGNAL);
 }
 
 static void *tconn_open(int fd, int server, const char *host, void *user) {
     tconn *t;
-    (void)server;
-    (void)host;
     (void)user;
     if (A.conns >= A.max_ws + HTTP_RESERVE) {
-        answer_busy(fd, "full, the reserve too");
+        answer_busy(NULL, fd, "full, the reserve too");     /* before TLS: the close alone */
         return NULL;            /* the loop closes it */
     }
     t = (tconn *)calloc(1, sizeof *t);
     if (t && A.conns >= A.max_ws && !(t->head = (char *)malloc(HEAD_MAX))) {
+        free(t);
+        t = NULL;
+    }
+    if (t && A.tls && !(t->tls = A.tls->open(fd, server, host, A.tls->user))) {
+        free(t->head);
         free(t);
         t = NULL;
     }
@@ -715,19 +734,27 @@ static void tconn_close(void *session, void *user) {
     tconn *t = (tconn *)session;
     (void)user;
     A.conns--;
+    if (t->tls) A.tls->close(t->tls, A.tls->user);
     free(t->head);
     free(t);
 }
 
 static wsch_posix_io tconn_handshake(void *session, void *user) {
-    (void)session;
+    tconn *t = (tconn *)session;
     (void)user;
-    return WSCH_POSIX_IO_DONE;
+    return t->tls ? A.tls->handshake(t->tls, A.tls->user) : WSCH_POSIX_IO_DONE;
 }
 
-static wsch_posix_io plain_read(int fd, void *buf, size_t cap, size_t *n) {
+static wsch_posix_io tconn_shutdown(void *session, void *user) {
+    tconn *t = (tconn *)session;
+    (void)user;
+    return t->tls && A.tls->shutdown ? A.tls->shutdown(t->tls, A.tls->user) : WSCH_POSIX_IO_DONE;
+}
+
+static wsch_posix_io tconn_read_raw(const tconn *t, void *buf, size_t cap, size_t *n) {
     ssize_t k;
-    do k = recv(fd, buf, cap, 0);
+    if (t->tls) return A.tls->read(t->tls, buf, cap, n, A.tls->user);
+    do k = recv(t->fd, buf, cap, 0);
     while (k < 0 && errno == EINTR);
     if (k > 0) {
         *n = (size_t)k;
@@ -748,14 +775,14 @@ static wsch_posix_io tconn_read(void *session, void *buf, size_t cap, size_t *n,
         wsch_request req;
         wsch_str up;
         size_t used, prev = t->len, got = 0;
-        wsch_posix_io io = plain_read(t->fd, t->head + t->len, HEAD_MAX - t->len, &got);
+        wsch_posix_io io = tconn_read_raw(t, t->head + t->len, HEAD_MAX - t->len, &got);
         int rc;
         if (io != WSCH_POSIX_IO_DONE) return io;
         t->len += got;
         rc = wsch_request_parse(t->head, t->len, prev, HEAD_MAX, &req, &used);
         if (rc == WSCH_INCOMPLETE && t->len < HEAD_MAX) continue;
         if (rc == WSCH_OK && wsch_header_find(req.headers, req.num_headers, "Upgrade", &up) == WSCH_OK) {
-            answer_busy(t->fd, "full, an upgrade");
+            answer_busy(t, t->fd, "full, an upgrade");
             return WSCH_POSIX_IO_ERROR;
         }
         t->judged = 1;
@@ -766,13 +793,15 @@ static wsch_posix_io tconn_read(void *session, void *buf, size_t cap, size_t *n,
         t->given += *n;
         return WSCH_POSIX_IO_DONE;
     }
-    return plain_read(t->fd, buf, cap, n);
+    return tconn_read_raw(t, buf, cap, n);
 }
 
 static wsch_posix_io tconn_write(void *session, const void *data, size_t len, size_t *n, void *user) {
+    tconn *t = (tconn *)session;
     ssize_t k;
     (void)user;
-    do k = send(((tconn *)session)->fd, data, len, MSG_NOSIGNAL);
+    if (t->tls) return A.tls->write(t->tls, data, len, n, A.tls->user);
+    do k = send(t->fd, data, len, MSG_NOSIGNAL);
     while (k < 0 && errno == EINTR);
     if (k > 0) {
         *n = (size_t)k;
@@ -782,7 +811,7 @@ static wsch_posix_io tconn_write(void *session, const void *data, size_t len, si
 }
 
 static const wsch_posix_transport reserve_transport = {tconn_open, tconn_handshake, tconn_read, tconn_write,
-                                                       NULL, tconn_close, NULL};
+                                                       tconn_shutdown, tconn_close, NULL};
 
 /* ---- setup ------------------------------------------------------------------ */
 
@@ -886,7 +915,7 @@ static int start(const wsch_hub_desc *d, const char *host, uint16_t port) {
     sd.host = host;
     sd.port = port;
     sd.backlog = 4096;          /* thousands of clients may connect at once */
-    if (A.max_ws) sd.transport = &reserve_transport;
+    sd.transport = A.max_ws ? &reserve_transport : A.tls;
     if ((rc = wsch_posix_loop_create(&ld, &A.loop)) != WSCH_OK || (rc = wsch_posix_hub_create(A.loop, d, &A.hub)) != WSCH_OK) {
         fprintf(stderr, "chat_server: %s\n", wsch_err_str(rc));
         return -1;
@@ -900,8 +929,8 @@ static int start(const wsch_hub_desc *d, const char *host, uint16_t port) {
     if (A.redis_on) redis_bridge_start(&A.redis, A.loop, A.hub);
 #endif
     port = wsch_posix_listener_port(l);
-    printf("chat_server: listening on http://%s:%u/ (hub at ws://%s:%u/ws)\n", host, (unsigned)port, host,
-           (unsigned)port);
+    printf("chat_server: listening on %s://%s:%u/ (hub at %s://%s:%u/ws)\n", A.tls ? "https" : "http", host,
+           (unsigned)port, A.tls ? "wss" : "ws", host, (unsigned)port);
     fflush(stdout);
     return 0;
 }
@@ -911,7 +940,7 @@ static void usage(void) {
           "                   [--max-clients N] [--max-outbound SIZE] [--max-queued-total SIZE]\n"
           "                   [--ping-interval MS] [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
           "                   [--history N] [--history-age S] [--history-bytes SIZE] [--no-presence] [--presence-ttl S]\n"
-          "                   [--redis HOST[:PORT] [--redis-prefix P]] [--verbose]\n"
+          "                   [--redis HOST[:PORT] [--redis-prefix P]] [--tls-cert F --tls-key F] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --token USER=SECRET accept SECRET as USER's token (repeatable); without any,\n"
@@ -936,6 +965,8 @@ static void usage(void) {
           "  --presence-ttl S    with --redis: a process silent this long drops out of the others'\n"
           "                      presence (default 30; gone within 4/3 of it after a kill -9)\n"
           "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
+          "  --tls-cert F, --tls-key F  serve the page over https and the hub over wss (PEM files:\n"
+          "                      the certificate chain, its key; a build with OpenSSL)\n"
           "  --verbose           log connections to stderr\n",
           stderr);
 }
@@ -974,6 +1005,7 @@ int main(int argc, char **argv) {
     char redis_host[256];
     int redis_port = 0;
 #endif
+    const char *tls_cert = NULL, *tls_key = NULL;
     uint16_t port = 8080;
     int i, no_deflate = 0, history_set = 0, no_presence = 0;
     memset(&d, 0, sizeof d);
@@ -1042,12 +1074,35 @@ int main(int argc, char **argv) {
                    sz <= 0xFFFFFFFFu / 1000u) {
             d.presence_ttl_ms = (uint32_t)sz * 1000u;
             i++;
+        } else if (strcmp(a, "--tls-cert") == 0 && v) {
+            tls_cert = v;
+            i++;
+        } else if (strcmp(a, "--tls-key") == 0 && v) {
+            tls_key = v;
+            i++;
         } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
             A.verbose = 1;
         } else {
             usage();
             return strcmp(a, "--help") == 0 ? 0 : 2;
         }
+    }
+    if (!tls_cert != !tls_key) {
+        fputs("chat_server: --tls-cert and --tls-key go together\n", stderr);
+        return 2;
+    }
+    if (tls_cert) {
+#ifdef EXAMPLE_TLS
+        if (tls_openssl_server(&A.openssl, tls_cert, tls_key) != WSCH_OK) {
+            fprintf(stderr, "chat_server: %s\n", tls_openssl_error(&A.openssl));
+            return 1;
+        }
+        A.tls = &A.openssl.transport;
+#else
+        fputs("chat_server: --tls-cert needs a build with OpenSSL (-DEXAMPLE_TLS -lssl -lcrypto; Debian: libssl-dev)\n",
+              stderr);
+        return 2;
+#endif
     }
     if (!d.idle_timeout_ms) d.idle_timeout_ms = IDLE_TIMEOUT_MS;
     if (!history_set) d.history_size = HISTORY_SIZE;
@@ -1093,6 +1148,9 @@ int main(int argc, char **argv) {
     }
 #endif
     wsch_posix_loop_destroy(A.loop);   /* the hub with it */
+#ifdef EXAMPLE_TLS
+    if (A.tls) tls_openssl_free(&A.openssl);
+#endif
     free(A.body);
     free(A.scratch);
     hub_tokens_free(&A.tokens);

@@ -34,8 +34,9 @@ tls="-DEXAMPLE_TLS"
 $CC $warn $san -D_GNU_SOURCE $tls -I. -Iexamples -o "$run/echo_server" examples/echo_server.c -lssl -lcrypto & b1=$!
 $CC $warn $san -D_GNU_SOURCE $tls -I. -Iexamples -o "$run/client_cli" examples/client_cli.c -lssl -lcrypto & b2=$!
 $CC $warn -O1 -D_GNU_SOURCE -I. -Iexamples -o "$run/echo_server_plain" examples/echo_server.c & b3=$!
+$CC $warn $san -D_GNU_SOURCE $tls -I. -Iexamples -o "$run/chat_server" examples/chat_server.c -lssl -lcrypto & b5=$!
 $CC $warn -O1 -D_GNU_SOURCE -I. -Iexamples -o "$run/client_cli_plain" examples/client_cli.c || b4=1
-wait $b1 && wait $b2 && wait $b3 && [ -z "$b4" ] || { echo "run_tls: build failed"; summary 0 1 0; }
+wait $b1 && wait $b2 && wait $b3 && wait $b5 && [ -z "$b4" ] || { echo "run_tls: build failed"; summary 0 1 0; }
 
 # --- a CA and certificates, made now ---
 ca=$run/ca
@@ -147,6 +148,102 @@ o=$run/plain-cli.txt
 timeout 10 "$run/client_cli_plain" --url "wss://127.0.0.1:1/" > "$o" 2>&1; rc=$?
 [ $rc -eq 2 ] && [ "$(wc -l < "$o")" -eq 1 ] && grep -q 'needs a build with OpenSSL' "$o" &&
     ok "client_cli without OpenSSL refuses wss:// in one line" || { bad "client_cli without OpenSSL (exit $rc)"; cat "$o"; }
+
+# --- the chat demo over https and wss ---
+# start_chat NAME ARG...: chat_server --tls-cert (good) on a free port; sets chat_port, chat_pid
+start_chat() {
+    log=$run/chat-$1.log; shift
+    : > "$log"
+    "$run/chat_server" --port 0 --www examples/www --tls-cert "$ca/good.pem" --tls-key "$ca/good.key" "$@" > "$log" 2>&1 &
+    chat_pid=$!
+    pids="$pids $!"
+    i=0; chat_port=
+    while [ $i -lt 100 ] && [ -z "$chat_port" ]; do
+        chat_port=$(sed -n 's|.*listening on https://127\.0\.0\.1:\([0-9]*\)/ (hub at wss://.*|\1|p' "$log")
+        [ -n "$chat_port" ] || sleep 0.1
+        i=$((i + 1))
+    done
+    [ -n "$chat_port" ] || { bad "chat_server --tls-cert starts"; cat "$log"; }
+}
+# stop_chat NAME PID: SIGTERM, a clean exit within 10 s
+stop_chat() {
+    kill -TERM "$2" 2>/dev/null
+    i=0
+    while kill -0 "$2" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -0 "$2" 2>/dev/null && kill -KILL "$2"
+    wait "$2"; rc=$?
+    [ $rc -eq 0 ] && ok "chat_server ($1): clean exit under ASan/UBSan" || { bad "chat_server ($1): exit $rc"; tail -n 30 "$run/chat-$1.log"; }
+}
+start_chat demo
+demo_pid=$chat_pid demo_port=$chat_port
+start_chat full --max-clients 1
+full_pid=$chat_pid full_port=$chat_port
+if [ -n "$demo_port" ] && [ -n "$full_port" ]; then
+    o=$run/chat-py.txt
+    timeout 60 $py - "$demo_port" "$full_port" "$ca/ca.pem" > "$o" 2>&1 <<'PY'
+import asyncio, json, ssl, sys, urllib.request
+import websockets
+demo, full, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+res = []
+def report(ok, what):
+    res.append(ok)
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+def get(port, path):
+    with urllib.request.urlopen(f"https://localhost:{port}{path}", context=ctx, timeout=5) as r:
+        return r.status, r.read()
+async def welcome(port, user):
+    ws = await websockets.connect(f"wss://localhost:{port}/ws?token={user}", ssl=ctx, open_timeout=5)
+    m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    return ws, m
+async def main():
+    st, body = get(demo, "/")
+    report(st == 200 and b"<html" in body.lower(), "chat_server: the page over https, verified against the test CA")
+    ws, m = await welcome(demo, "alice")
+    report(m == {"type": "welcome", "payload": {"user": "alice"}}, f"chat_server: the hub over wss: {m}")
+    await ws.send(json.dumps({"type": "subscribe", "payload": {"channel": "news"}}))
+    m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    report(m.get("type") == "subscribed", f"chat_server: subscribed over wss: {m}")
+    await ws.close()
+    # --max-clients 1 over TLS: the one client holds; an upgrade past it is
+    # answered 503 through TLS; plain HTTP (/api/stats) still answers.
+    ws1, m = await welcome(full, "bob")
+    try:
+        ws2, _ = await welcome(full, "carol")
+        report(False, "chat_server --max-clients 1: a second client was let in")
+        await ws2.close()
+    except Exception as e:  # noqa: BLE001 - the status is what we look at
+        code = getattr(getattr(e, "response", None), "status_code", None) or getattr(e, "status_code", None)
+        report(code == 503, f"chat_server --max-clients 1 over TLS: the upgrade past it gets 503 ({e!r})")
+    st, body = get(full, "/api/stats")
+    report(st == 200 and json.loads(body)["limits"]["max_clients"] == 1,
+           "chat_server --max-clients 1 over TLS: /api/stats still answers from the reserve")
+    await ws1.close()
+try:
+    asyncio.run(asyncio.wait_for(main(), 40))
+except Exception as e:  # noqa: BLE001
+    report(False, f"chat_server over TLS: {type(e).__name__}: {e}")
+print(f"Pass: {sum(res)}, fail: {len(res) - sum(res)}, skip: 0.")
+PY
+    peer_counts chat_tls "$o" $?
+    pass=$((pass + pp)); fail=$((fail + ff))
+    # Chromium: the page over https, its WebSocket over wss.
+    chromium=${CHROMIUM:-/usr/bin/chromium}
+    if [ -x "$chromium" ] && command -v node >/dev/null 2>&1 &&
+        [ -f tests/browser/node_modules/playwright-core/package.json ]; then
+        o=$run/chat-chromium.txt
+        timeout 120 node tests/browser/tls.spec.js --url "https://127.0.0.1:$demo_port" --out "$run" \
+            --chromium "$chromium" > "$o" 2>&1
+        peer_counts chromium_tls "$o" $?
+        pass=$((pass + pp)); fail=$((fail + ff))
+    elif [ -n "$CI" ]; then
+        bad "Chromium over https: Chromium, node or playwright-core is missing"
+    else
+        echo "skip Chromium over https: Chromium, node or playwright-core is missing"
+    fi
+fi
+[ -n "$demo_pid" ] && stop_chat demo "$demo_pid"
+[ -n "$full_pid" ] && stop_chat full "$full_pid"
 
 pids=
 [ $fail -eq 0 ] || echo "logs kept in $run"
