@@ -130,6 +130,7 @@
 #define DEFLATE_ZLIB_OPTIONAL
 #include "deflate_zlib.h"
 #include "hub_tokens.h"
+#include "args.h"
 #ifdef CHAT_WITH_REDIS
 #include "redis_bridge.h"
 #endif
@@ -858,35 +859,6 @@ static void chat_hub_desc(wsch_hub_desc *d) {
     d->user = &A;
 }
 
-/* Decimal 0..65535 -> *port. 0, or -1. */
-static int parse_port(const char *s, uint16_t *port) {
-    unsigned long v = 0;
-    if (!*s) return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || (v = v * 10u + (unsigned long)(*s - '0')) > 65535u) return -1;
-    }
-    *port = (uint16_t)v;
-    return 0;
-}
-
-/* Decimal size with an optional k/K, m/M or g/G suffix (powers of 1024). 0, or -1. */
-static int parse_size(const char *s, size_t *out) {
-    uint64_t v = 0, mul = 1;
-    if (*s < '0' || *s > '9') return -1;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        v = v * 10u + (uint64_t)(*s - '0');
-        if (v > ((uint64_t)1 << 40)) return -1;     /* also keeps v * 10 from wrapping */
-    }
-    if (*s == 'k' || *s == 'K') mul = 1024u;
-    else if (*s == 'm' || *s == 'M') mul = 1024u * 1024u;
-    else if (*s == 'g' || *s == 'G') mul = 1024u * 1024u * 1024u;
-    else if (*s != '\0') return -1;
-    if (*s != '\0' && s[1] != '\0') return -1;
-    if (v > (uint64_t)SIZE_MAX / mul) return -1;
-    *out = (size_t)(v * mul);
-    return 0;
-}
-
 /* The loop's log: only with --verbose (a full descriptor table logs every
    connection it sheds). */
 static void on_log(const char *msg, void *user) {
@@ -988,7 +960,7 @@ static int parse_redis(const char *arg, char *host, size_t cap, int *port) {
     } else if (colon) {
         n = (size_t)(colon - arg);
     }
-    if (colon && parse_port(colon + 1, &p) != 0) return -1;
+    if (colon && args_port(colon + 1, &p) != 0) return -1;
     if (n == 0 || n >= cap || p == 0) return -1;
     memcpy(host, h, n);
     host[n] = '\0';
@@ -1013,30 +985,30 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         size_t sz;
-        if (strcmp(a, "--port") == 0 && v && parse_port(v, &port) == 0) i++;
+        if (strcmp(a, "--port") == 0 && v && args_port(v, &port) == 0) i++;
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
         else if (strcmp(a, "--www") == 0 && v) { www = v; i++; }
         else if (strcmp(a, "--token") == 0 && v && hub_tokens_add(&A.tokens, v) == 0) i++;
-        else if (strcmp(a, "--max-clients") == 0 && v && parse_size(v, &sz) == 0 && sz &&
+        else if (strcmp(a, "--max-clients") == 0 && v && args_size(v, &sz) == 0 && sz &&
                  sz <= 0xFFFFFFF0u - HTTP_RESERVE) {
             A.max_ws = sz;
             d.max_peers = sz + HTTP_RESERVE;
             i++;
-        } else if (strcmp(a, "--max-outbound") == 0 && v && parse_size(v, &sz) == 0 && sz) {
+        } else if (strcmp(a, "--max-outbound") == 0 && v && args_size(v, &sz) == 0 && sz) {
             d.limits.max_outbound_bytes = sz;
             i++;
-        } else if (strcmp(a, "--max-queued-total") == 0 && v && parse_size(v, &sz) == 0 && sz) {
+        } else if (strcmp(a, "--max-queued-total") == 0 && v && args_size(v, &sz) == 0 && sz) {
             A.queued.limit = sz;
             i++;
-        } else if (strcmp(a, "--ping-interval") == 0 && v && parse_size(v, &sz) == 0 && sz &&
+        } else if (strcmp(a, "--ping-interval") == 0 && v && args_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.ping_interval_ms = (uint32_t)sz;
             i++;
-        } else if (strcmp(a, "--idle-timeout") == 0 && v && parse_size(v, &sz) == 0 && sz &&
+        } else if (strcmp(a, "--idle-timeout") == 0 && v && args_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.idle_timeout_ms = (uint32_t)sz;
             i++;
-        } else if (strcmp(a, "--close-timeout") == 0 && v && parse_size(v, &sz) == 0 && sz &&
+        } else if (strcmp(a, "--close-timeout") == 0 && v && args_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu) {
             d.limits.close_timeout_ms = (uint32_t)sz;
             i++;
@@ -1055,22 +1027,22 @@ int main(int argc, char **argv) {
             fprintf(stderr, "chat_server: built without Redis support (build with -DCHAT_WITH_REDIS -lhiredis)\n");
             return 2;
 #endif
-        } else if (strcmp(a, "--history") == 0 && v && parse_size(v, &sz) == 0 && sz <= (1u << 30)) {
+        } else if (strcmp(a, "--history") == 0 && v && args_size(v, &sz) == 0 && sz <= (1u << 30)) {
             d.history_size = (uint32_t)sz;
             history_set = 1;
             i++;
-        } else if (strcmp(a, "--history-age") == 0 && v && parse_size(v, &sz) == 0 && sz &&
+        } else if (strcmp(a, "--history-age") == 0 && v && args_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu / 1000u) {
             d.history_ttl_ms = (uint32_t)sz * 1000u;
             i++;
-        } else if (strcmp(a, "--history-bytes") == 0 && v && parse_size(v, &sz) == 0 && sz) {
+        } else if (strcmp(a, "--history-bytes") == 0 && v && args_size(v, &sz) == 0 && sz) {
             d.history_max_bytes = sz;
             i++;
         } else if (strcmp(a, "--no-deflate") == 0) {
             no_deflate = 1;
         } else if (strcmp(a, "--no-presence") == 0) {
             no_presence = 1;
-        } else if (strcmp(a, "--presence-ttl") == 0 && v && parse_size(v, &sz) == 0 && sz &&
+        } else if (strcmp(a, "--presence-ttl") == 0 && v && args_size(v, &sz) == 0 && sz &&
                    sz <= 0xFFFFFFFFu / 1000u) {
             d.presence_ttl_ms = (uint32_t)sz * 1000u;
             i++;

@@ -27,6 +27,7 @@
 #include "ws_channel.h"
 #ifdef EXAMPLE_ZLIB
 #include "deflate_zlib.h"
+#include "args.h"
 #endif
 #ifdef EXAMPLE_TLS
 #include "tls_openssl.h"
@@ -147,23 +148,6 @@ static void tls_error(const char *msg, void *user) {
 }
 #endif
 
-/* Decimal with an optional k, m or g (powers of 1024): "64M". 0 on success. */
-static int parse_size(const char *s, size_t *out) {
-    uint64_t v = 0, mul = 1;
-    if (*s < '0' || *s > '9') return -1;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        v = v * 10u + (uint64_t)(*s - '0');
-        if (v > ((uint64_t)1 << 40)) return -1;     /* also keeps v * 10 from wrapping */
-    }
-    if (*s == 'k' || *s == 'K') mul = 1024u;
-    else if (*s == 'm' || *s == 'M') mul = 1024u * 1024u;
-    else if (*s == 'g' || *s == 'G') mul = 1024u * 1024u * 1024u;
-    if (*s && (mul == 1 || s[1])) return -1;
-    if (v > (uint64_t)SIZE_MAX / mul) return -1;
-    *out = (size_t)(v * mul);
-    return 0;
-}
-
 static void usage(void) {
     fputs("usage: echo_server [--port N] [--host ADDR] [--max-message SIZE] [--high-water SIZE]\n"
           "                   [--idle-timeout S] [--deflate] [--tls-cert F --tls-key F] [--verbose]\n"
@@ -187,7 +171,8 @@ int main(int argc, char **argv) {
     wsch_posix_loop *loop;
     wsch_posix_listener *l;
     const char *host = "127.0.0.1", *cert = NULL, *key = NULL;
-    size_t max_message = 32u * 1024u * 1024u, high_water = 4u * 1024u * 1024u, idle_s = 60, port = 9001;
+    size_t max_message = 32u * 1024u * 1024u, high_water = 4u * 1024u * 1024u, idle_s = 60;
+    uint16_t port = 9001;
     int i, rc, deflate = 0;
 #ifdef EXAMPLE_TLS
     static tls_openssl tls;
@@ -198,11 +183,11 @@ int main(int argc, char **argv) {
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--port") == 0 && v && parse_size(v, &port) == 0 && port <= 65535u) i++;
+        if (strcmp(a, "--port") == 0 && v && args_port(v, &port) == 0) i++;
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
-        else if (strcmp(a, "--max-message") == 0 && v && parse_size(v, &max_message) == 0) i++;
-        else if (strcmp(a, "--high-water") == 0 && v && parse_size(v, &high_water) == 0) i++;
-        else if (strcmp(a, "--idle-timeout") == 0 && v && parse_size(v, &idle_s) == 0 && idle_s <= 86400u) i++;
+        else if (strcmp(a, "--max-message") == 0 && v && args_size(v, &max_message) == 0) i++;
+        else if (strcmp(a, "--high-water") == 0 && v && args_size(v, &high_water) == 0) i++;
+        else if (strcmp(a, "--idle-timeout") == 0 && v && args_size(v, &idle_s) == 0 && idle_s <= 86400u) i++;
         else if (strcmp(a, "--tls-cert") == 0 && v) { cert = v; i++; }
         else if (strcmp(a, "--tls-key") == 0 && v) { key = v; i++; }
         else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) srv.verbose = 1;
@@ -252,7 +237,7 @@ int main(int argc, char **argv) {
     cd.on_pong = on_pong;
     cd.on_close = on_closed;
     lsd.host = host;
-    lsd.port = (uint16_t)port;
+    lsd.port = port;
     lsd.backlog = 512;
 
     rc = wsch_posix_loop_create(&ld, &loop);

@@ -28,6 +28,8 @@
 #error "net_util.h needs -D_GNU_SOURCE (getrandom, MSG_NOSIGNAL)"
 #endif
 
+#include "args.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -99,37 +101,9 @@ static inline void net_random_bytes(void *buf, size_t len, void *user) {
 
 /* ---- small parsing helpers ---------------------------------------------- */
 
-/* Decimal 0..65535 -> *port. Returns NET_OK or NET_ERR. */
-static inline int net_parse_port(const char *s, uint16_t *port) {
-    unsigned long v = 0;
-    if (!s || !*s) return NET_ERR;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9') return NET_ERR;
-        v = v * 10u + (unsigned long)(*s - '0');
-        if (v > 65535u) return NET_ERR;
-    }
-    *port = (uint16_t)v;
-    return NET_OK;
-}
-
-/* Decimal size with an optional k/K, m/M or g/G suffix (powers of 1024). */
-static inline int net_parse_size(const char *s, size_t *out) {
-    uint64_t v = 0;
-    uint64_t mul = 1;
-    if (!s || *s < '0' || *s > '9') return NET_ERR;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        v = v * 10u + (uint64_t)(*s - '0');
-        if (v > ((uint64_t)1 << 40)) return NET_ERR;    /* also keeps v * 10 from wrapping */
-    }
-    if (*s == 'k' || *s == 'K') mul = 1024u;
-    else if (*s == 'm' || *s == 'M') mul = 1024u * 1024u;
-    else if (*s == 'g' || *s == 'G') mul = 1024u * 1024u * 1024u;
-    else if (*s != '\0') return NET_ERR;
-    if (*s != '\0' && s[1] != '\0') return NET_ERR;
-    if (v > (uint64_t)SIZE_MAX / mul) return NET_ERR;
-    *out = (size_t)(v * mul);
-    return NET_OK;
-}
+/* NET_OK (0) or NET_ERR (-1), as args.h's (examples/: -Iexamples). */
+#define net_parse_port args_port
+#define net_parse_size args_size
 
 /* ---- sockets ------------------------------------------------------------ */
 
