@@ -25,9 +25,9 @@
 #define WS_CHANNEL_POSIX
 #define WS_CHANNEL_IMPLEMENTATION
 #include "ws_channel.h"
+#include "args.h"
 #ifdef EXAMPLE_ZLIB
 #include "deflate_zlib.h"
-#include "args.h"
 #endif
 #ifdef EXAMPLE_TLS
 #include "tls_openssl.h"
