@@ -2573,8 +2573,9 @@ extern "C" {
      batching    per turn: readiness interest is updated once per socket
                  (no system call when it did not change), hubs are flushed
                  once, and what a socket is sent after its first write of
-                 the turn is gathered and written once at the end of it
-                 (gather_bytes); wsch_posix_loop_counters() shows the effect
+                 the turn (a hub peer: all of it) is gathered and written
+                 once at the end of it (gather_bytes);
+                 wsch_posix_loop_counters() shows the effect
 
    A turn: wait for readiness (bounded by the next timer and the hubs'
    flush), handle every ready socket (up to READS_PER_EVENT reads each),
@@ -2682,11 +2683,13 @@ typedef struct wsch_posix_loop_desc {
     size_t read_pause_bytes;        /* 4 MiB: a served conn with more output unsent is not
                                        read until it drains (backpressure) */
     uint32_t shutdown_timeout_ms;   /* 5000: a graceful shutdown's bound */
-    /* Gathered writes: the first send to a socket in a turn is written at
-       once; later ones in the same turn are copied behind it into a block of
-       WSCH_POSIX_GATHER_BLOCK bytes and written together at the end of the
-       turn (a hub's burst of broadcasts costs each peer one write a turn,
-       not one a message). gather_bytes bounds the blocks in use; without a
+    /* Gathered writes: the first send to a served conn or a client's link
+       in a turn is written at once (its feed has gathered its replies
+       already); later ones in the same turn, and a hub peer's first one
+       too, are copied into a block of WSCH_POSIX_GATHER_BLOCK bytes and
+       written together at the end of the turn (a hub's burst of broadcasts
+       costs each peer one write a turn, not one a message). Nothing waits
+       past the end of its turn. gather_bytes bounds the blocks in use; without a
        free one a send is written at once, as with no_gather. A transport
        that asks for a write to be retried (TLS) gets its bytes kept in a
        block even past the bound or with no_gather: one per such socket. */
@@ -13478,14 +13481,19 @@ WSCH__PRIVATE size_t wsch__px_write(wsch__px_sock *s, const void *data, size_t l
         }
     }
     if (loop->in_turn && !loop->desc.no_gather) {
-        if (s->touched && len < WSCH_POSIX_GATHER_BLOCK && (s->gbuf = wsch__px_gather_block(loop, 0)) != NULL) {
+        /* A hub peer's first write of the turn waits too: broadcasts from
+           the other peers' input may follow it in this turn (publishes in
+           flight), and then they all leave in one write. */
+        if ((s->touched || s->kind == WSCH__PX_PEER) && len < WSCH_POSIX_GATHER_BLOCK &&
+            (s->gbuf = wsch__px_gather_block(loop, 0)) != NULL) {
             WSCH_MEMCPY(s->gbuf, data, len);
             s->goff = 0;
             s->glen = len;
             loop->counters.gathered++;
+            wsch__px_touch(s);
             return len;
         }
-        wsch__px_touch(s);          /* the first write of the turn leaves at once */
+        wsch__px_touch(s);          /* a conn's or a link's first write of the turn leaves at once */
     }
     n = wsch__px_raw_write(s, data, len);
     if (n == 0 && s->tls && (s->gbuf = wsch__px_gather_block(loop, 1)) != NULL) {

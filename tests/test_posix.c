@@ -1917,6 +1917,70 @@ TEST hub_over_transport(void) {
 
 /* ---- allocation failures ----------------------------------------------- */
 
+static void burst_of_five(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
+    int i;
+    (void)loop;
+    (void)t;
+    for (i = 0; i < 5; i++) (void)wsch_hub_broadcast((wsch_hub *)user, "news", "news", "{\"text\":\"hi\"}", WSCH_CSTR, NULL);
+}
+
+/* Five broadcasts in one turn leave in one write per peer, at the end of
+   that turn (without gathering: one write per message). */
+TEST hub_turn_is_one_write_per_peer(void) {
+    wsch_posix_loop *loop = mk_loop();
+    wsch_posix_listener *l;
+    wsch_posix_timer t;
+    wsch_posix_counters k0, k1;
+    wsch_hub_desc hd;
+    wsch_client_desc d;
+    hubctx h;
+    app sub[3];
+    char url[64];
+    int i, all;
+    ASSERT(loop);
+    memset(&h, 0, sizeof h);
+    hd = hub_desc(&h);
+    ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
+    l = mk_listener(loop, "127.0.0.1");
+    ASSERT(l);
+    ASSERT_EQ(WSCH_OK, wsch_posix_serve_hub(l, h.hub));
+    url_for(url, sizeof url, "127.0.0.1", wsch_posix_listener_port(l));
+    for (i = 0; i < 3; i++) {
+        memset(&sub[i], 0, sizeof sub[i]);
+        d = client_desc(&sub[i], url);
+        d.token = "secret";
+        ASSERT_EQ(WSCH_OK, wsch_posix_client_create(loop, &d, NULL, &sub[i].client));
+        ASSERT_EQ(WSCH_OK, wsch_client_on(sub[i].client, "news", sub_news, &sub[i], NULL));
+        ASSERT_EQ(WSCH_OK, wsch_client_on(sub[i].client, "subscribed", sub_subscribed, &sub[i], NULL));
+        ASSERT_EQ(WSCH_OK, wsch_client_subscribe(sub[i].client, "news"));
+        ASSERT_EQ(WSCH_OK, wsch_client_connect(sub[i].client));
+        ASSERT(run_until(loop, &sub[i].user_seen, 3000));
+    }
+    for (i = 0; i < 5; i++) (void)wsch_posix_loop_run_once(loop, 10);    /* quiet */
+    wsch_posix_timer_init(&t, burst_of_five, h.hub);
+    ASSERT_EQ(WSCH_OK, wsch_posix_timer_start(loop, &t, 0));
+    wsch_posix_loop_counters(loop, &k0);
+    ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 100));              /* the timer's turn */
+    wsch_posix_loop_counters(loop, &k1);
+    ASSERT_EQ(g_no_gather ? 15 : 3, (int)(k1.writes - k0.writes));        /* all of it written in that turn */
+    ASSERT_EQ(g_no_gather ? 0 : 15, (int)(k1.gathered - k0.gathered));
+    {
+        uint64_t end = wsch_posix_now_ms(NULL) + 3000;
+        do {
+            ASSERT_EQ(WSCH_OK, wsch_posix_loop_run_once(loop, 10));
+            for (all = 1, i = 0; i < 3; i++) all &= sub[i].got == 5;
+        } while (!all && wsch_posix_now_ms(NULL) < end);
+    }
+    for (i = 0; i < 3; i++) {
+        ASSERT_EQ(5, sub[i].got);
+        ASSERT_EQ(0, sub[i].errors);
+        wsch_posix_client_destroy(sub[i].client);
+    }
+    wsch_posix_loop_destroy(loop);
+    ASSERT_EQ(0, (int)g_alloc.live_blocks);
+    PASS();
+}
+
 /* A hub peer over a transport that holds the loop to its word: after a
    WANT_WRITE the same bytes come again, first (OpenSSL's rule), even when
    the library drops that peer's backlog as a slow consumer before its
@@ -2073,6 +2137,7 @@ SUITE(posix) {
     RUN_TEST(transport_hook);
     RUN_TEST(hub_over_transport);
     RUN_TEST(transport_retry_survives_a_dropped_backlog);
+    RUN_TEST(hub_turn_is_one_write_per_peer);
     RUN_TEST(wss_needs_a_transport);
     RUN_TEST(destroy_busy_loop);
     RUN_TEST(max_fds);
