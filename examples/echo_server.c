@@ -43,7 +43,8 @@
 /* An open connection, for the idle sweep. */
 typedef struct peer {
     wsch_conn *c;
-    uint64_t active_ms;     /* the last message or pong */
+    uint64_t active_ms;     /* when the sweep last found it active */
+    int active;             /* a message or a pong since the last sweep (no clock read a message) */
     int pinged;             /* a ping went out in this silence */
     uint64_t ping_ms;       /* when */
     struct peer *prev, *next;
@@ -61,7 +62,7 @@ static server srv;
 static void on_message(wsch_conn *c, wsch_opcode opcode, void *data, size_t len, void *user) {
     peer *p = (peer *)user;
     int rc = wsch_conn_send(c, opcode, data, len);
-    p->active_ms = wsch_posix_now_ms(NULL);
+    p->active = 1;
     p->pinged = 0;
     if (rc == WSCH_ERR_QUEUE_FULL) {
         /* Only a peer that ignores our backpressure gets here. */
@@ -76,7 +77,7 @@ static void on_pong(wsch_conn *c, const void *data, size_t len, void *user) {
     (void)c;
     (void)data;
     (void)len;
-    p->active_ms = wsch_posix_now_ms(NULL);
+    p->active = 1;
     p->pinged = 0;
 }
 
@@ -115,7 +116,9 @@ static void on_closed(wsch_conn *c, int code, const char *reason, size_t reason_
    those silent for all of it whose ping has gone unanswered for half of
    it (however late the sweep that sent it ran). A peer that never
    reads cannot take the close frame either; the library's close timeout
-   (5 s) then drops the transport. O(connections) a sweep. */
+   (5 s) then drops the transport. O(connections) a sweep. Activity is
+   timed by the sweep that finds it (one sweep late at most), so a
+   message costs no clock read. */
 static uint32_t sweep_ms(void) { return srv.idle_ms >= 4000u ? 1000u : (uint32_t)srv.idle_ms / 4u + 1u; }
 
 static void idle_sweep(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
@@ -124,7 +127,12 @@ static void idle_sweep(wsch_posix_loop *loop, wsch_posix_timer *t, void *user) {
     (void)user;
     while (p) {
         peer *next = p->next;   /* a close may run on_close, which frees p */
-        uint64_t quiet = now - p->active_ms;
+        uint64_t quiet;
+        if (p->active) {
+            p->active = 0;
+            p->active_ms = now;
+        }
+        quiet = now - p->active_ms;
         if (wsch_conn_state(p->c) == WSCH_STATE_OPEN) {
             if (quiet >= srv.idle_ms && p->pinged && now - p->ping_ms >= srv.idle_ms / 2u) {
                 if (srv.verbose)
