@@ -2689,10 +2689,11 @@ typedef struct wsch_posix_loop_desc {
        too, are copied into a block of WSCH_POSIX_GATHER_BLOCK bytes and
        written together at the end of the turn (a hub's burst of broadcasts
        costs each peer one write a turn, not one a message). Nothing waits
-       past the end of its turn. gather_bytes bounds the blocks in use; without a
-       free one a send is written at once, as with no_gather. A transport
-       that asks for a write to be retried (TLS) gets its bytes kept in a
-       block even past the bound or with no_gather: one per such socket. */
+       past the end of its turn. gather_bytes bounds the blocks in use;
+       without a free one a send is written at once, as with no_gather. A
+       transport that asks for a write to be retried (TLS) gets its bytes
+       kept in a block even past the bound or with no_gather: one per such
+       socket. */
     size_t gather_bytes;            /* 4 MiB */
     int no_gather;                  /* 1: every send is written at once */
     wsch_allocator allocator;
