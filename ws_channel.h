@@ -2811,9 +2811,9 @@ WSCH_API void wsch_posix_watch_remove(wsch_posix_watch *w);
 
 /* ---- the transport hook (TLS) ------------------------------------------
    Between the socket and the library: NULL everywhere means plain TCP.
-   A TLS adapter fills this (part 2 of issue 11 brings OpenSSL in
-   examples/). Every call gets `user`; a session is the adapter's pointer
-   for one connection. Results: */
+   A TLS adapter fills this (examples/tls_openssl.h is one, on OpenSSL).
+   Every call gets `user`; a session is the adapter's pointer for one
+   connection. Results: */
 typedef enum wsch_posix_io {
     WSCH_POSIX_IO_DONE = 0,         /* moved *n bytes (> 0), or the handshake/shutdown finished */
     WSCH_POSIX_IO_WANT_READ,        /* try again when the socket is readable */

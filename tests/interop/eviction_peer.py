@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Eviction by the example servers (issue 17, item 5), over raw sockets so a
+"""Eviction by the example servers, over raw sockets so a
 peer can misbehave exactly: stop reading, never answer a ping, send without
 reading. Started by run_eviction.sh with the sanitized builds; starts and
 stops its own servers (by PID), on free loopback ports, with bounded waits.

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""client_cli against a server that floods 2-byte pings and never reads
-(issue 17, item 3). Started by run_client_flood.sh; runs the flooding
+"""client_cli against a server that floods 2-byte pings and never reads.
+Started by run_client_flood.sh; runs the flooding
 server itself (raw sockets, a free loopback port) and the client given by
 --client, which it alone stops (by PID).
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The soak test (issue 17): chat_server under churn for a fixed time, then
+"""The soak test: chat_server under churn for a fixed time, then
 the same with two chat_servers joined by Redis while Redis is killed and
 restarted and stopped (SIGSTOP) for a while. Started by run_soak.sh (short,
 inside `make test`) and by `make soak` (SOAK_SECONDS, 1800 by default).
