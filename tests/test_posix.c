@@ -1221,6 +1221,19 @@ static void toy_close(void *session, void *user) {
     free(session);
 }
 
+/* The toy transport (no shutdown: callers that test it add it). */
+static wsch_posix_transport toy_transport(toy_stats *st) {
+    wsch_posix_transport tr;
+    memset(&tr, 0, sizeof tr);
+    tr.open = toy_open;
+    tr.handshake = toy_handshake;
+    tr.read = toy_read;
+    tr.write = toy_write;
+    tr.close = toy_close;
+    tr.user = st;
+    return tr;
+}
+
 TEST transport_hook(void) {
     int fds0 = count_fds();
     wsch_posix_loop *loop = mk_loop();
@@ -1238,14 +1251,8 @@ TEST transport_hook(void) {
     memset(&st, 0, sizeof st);
     memset(&srv, 0, sizeof srv);
     memset(&cli, 0, sizeof cli);
-    memset(&tr, 0, sizeof tr);
-    tr.open = toy_open;
-    tr.handshake = toy_handshake;
-    tr.read = toy_read;
-    tr.write = toy_write;
+    tr = toy_transport(&st);
     tr.shutdown = toy_shutdown;
-    tr.close = toy_close;
-    tr.user = &st;
     memset(&ld, 0, sizeof ld);
     ld.transport = &tr;
     ASSERT_EQ(WSCH_OK, wsch_posix_listen(loop, &ld, &l));
@@ -1866,13 +1873,7 @@ TEST hub_over_transport(void) {
     memset(&st, 0, sizeof st);
     memset(&h, 0, sizeof h);
     memset(&sub, 0, sizeof sub);
-    memset(&tr, 0, sizeof tr);
-    tr.open = toy_open;
-    tr.handshake = toy_handshake;
-    tr.read = toy_read;
-    tr.write = toy_write;
-    tr.close = toy_close;           /* no shutdown: optional */
-    tr.user = &st;
+    tr = toy_transport(&st);        /* no shutdown: optional */
     hd = hub_desc(&h);
     ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
     memset(&ld, 0, sizeof ld);
@@ -2004,13 +2005,7 @@ TEST transport_retry_survives_a_dropped_backlog(void) {
     memset(&st, 0, sizeof st);
     memset(&h, 0, sizeof h);
     memset(&sub, 0, sizeof sub);
-    memset(&tr, 0, sizeof tr);
-    tr.open = toy_open;
-    tr.handshake = toy_handshake;
-    tr.read = toy_read;
-    tr.write = toy_write;
-    tr.close = toy_close;
-    tr.user = &st;
+    tr = toy_transport(&st);
     hd = hub_desc(&h);
     hd.limits.max_outbound_bytes = 1024u * 1024u;
     ASSERT_EQ(WSCH_OK, wsch_posix_hub_create(loop, &hd, &h.hub));
@@ -2062,12 +2057,7 @@ TEST wss_needs_a_transport(void) {
     app a;
     ASSERT(loop);
     memset(&a, 0, sizeof a);
-    memset(&tr, 0, sizeof tr);
-    tr.open = toy_open;
-    tr.handshake = toy_handshake;
-    tr.read = toy_read;
-    tr.write = toy_write;
-    tr.close = toy_close;
+    tr = toy_transport(NULL);
     d = client_desc(&a, "wss://127.0.0.1:9/");
     ASSERT_EQ(WSCH_ERR_ARG, wsch_posix_client_create(loop, &d, NULL, &c));   /* it would go out in clear text */
     ASSERT(c == NULL);

@@ -30,27 +30,13 @@ import time
 
 import websockets
 
-results = []
+from envelope_util import case as shared_case, check, summary
+
 MIB = 1 << 20
 
 
-def report(ok, what):
-    results.append(ok)
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
 async def case(name, coro, timeout=60):
-    t0 = time.monotonic()
-    try:
-        await asyncio.wait_for(coro, timeout)
-        report(True, f"{name} ({time.monotonic() - t0:.2f} s)")
-    except Exception as e:  # noqa: BLE001 - the case's failure, reported
-        report(False, f"{name}: {type(e).__name__}: {e}")
+    return await shared_case(name, coro, timeout)
 
 
 def client_ctx(cafile):
@@ -234,7 +220,7 @@ async def main():
                py_proxy_case(a.cafile, a.echo_port), timeout=120)
     await case("client_cli -> one-byte-write proxy -> echo_server: every record cut, echo intact",
                cli_proxy_case(a.client_cli, a.cafile, a.echo_port), timeout=120)
-    print(f"Pass: {results.count(True)}, fail: {results.count(False)}, skip: 0.", flush=True)
+    summary()
 
 
 if __name__ == "__main__":
