@@ -207,7 +207,10 @@ DOCUMENTATION
    allocated per message on the fast path: a whole frame inside the fed
    buffer is delivered in place, and output goes straight to send() when the
    socket takes it. Buffers exist only while a message spans several feeds
-   or output is waiting. An idle open connection is one small struct.
+   or output is waiting; a broadcast frame waits by reference, in an entry
+   the budget keeps for reuse (a hub always has one), so once warm a
+   broadcast allocates its frame and nothing per peer. An idle open
+   connection is one small struct.
 
    Limits and defaults (wsch_limits, in every descriptor; zero = default)
    ---------------------------------------------------------------------
@@ -278,7 +281,11 @@ DOCUMENTATION
                                 callbacks send, so a read that brings many
                                 messages answers with one send() (16384;
                                 0 turns gathering off: on a small stack,
-                                shrink it, at most 1 MiB)
+                                shrink it, at most 1 MiB); also the buffer
+                                in which queued pieces are copied together
+                                for a send() when there is no send_gather
+     WSCH_BUDGET_SPARES         implementation; queue entries of shared
+                                frames a wsch_budget keeps for reuse (16384)
      WSCH_MAX_HEADERS           everywhere; header lines kept per parsed
                                 request/response (32)
      WSCH_JSON_MAX_DEPTH        implementation; JSON nesting limit (64)
@@ -408,6 +415,12 @@ typedef struct wsch_str {
     size_t len;
 } wsch_str;
 
+/* One piece of a gathered write (effects.send_gather): a borrowed span. */
+typedef struct wsch_iovec {
+    const void *base;
+    size_t len;
+} wsch_iovec;
+
 /* Length argument meaning "ptr is a NUL-terminated string: measure it".
    Every payload and reason parameter is (pointer, length) and accepts it:
    wsch_client_send(c, "chat", "{\"text\":\"hi\"}", WSCH_CSTR). */
@@ -448,6 +461,22 @@ typedef struct wsch_effects {
     /* wsch_client only: open a transport to host:port (host valid only during
        the call), then call wsch_client_transport_open() or _failed(). */
     void (*connect)(const char *host, uint16_t port, void *user);
+    /* Optional: one write of several pieces (writev), same answer as send:
+       bytes taken, counted across the pieces in order, or WSCH_SEND_ERROR.
+       Used whenever queued output is written, so a backlog of shared
+       broadcast frames leaves without being copied. Without it, pieces
+       are copied into one stack buffer (WSCH_CORK_BYTES) for one send. */
+    size_t (*send_gather)(const wsch_iovec *parts, size_t count, void *user);
+    /* Optional: turns gathering on (a wsch_conn; a hub has desc.gather).
+       Nothing is written while the caller's loop runs a turn: what the
+       connection is sent waits in its queue (a broadcast frame by
+       reference), and flush_later() is called at the first such send. The
+       caller then calls wsch_conn_writable() before that turn ends, which
+       writes it all in one call. No byte waits past the turn, and a reply
+       to a read leaves with everything else due to that peer. It must not
+       call into the library; nonzero says it cannot flush this turn, and
+       that send is written at once, as without gathering. */
+    int (*flush_later)(void *user);
 } wsch_effects;
 
 /* Defaults for zero fields of wsch_limits. */
@@ -468,10 +497,18 @@ typedef struct wsch_effects {
    4008). Close frames, the handshake's text and output gathered by one
    feed (WSCH_CORK_BYTES) pass, so `used` may exceed `limit` by that much.
    Plain counters, no locking: share one budget only among connections
-   driven by one thread. It must outlive them. */
+   driven by one thread. It must outlive them.
+   It also keeps the small entries that queue a shared broadcast frame,
+   given back by its connections, for reuse (at most WSCH_BUDGET_SPARES):
+   once warm, queuing a broadcast to a peer allocates nothing. Connections
+   sharing a budget must share an allocator; wsch_budget_free_spares()
+   frees the entries once they are gone (wsch_hub_destroy() does it for
+   its peers' budget). */
 typedef struct wsch_budget {
     size_t limit;                   /* bytes; 0 = no cap, only counting */
     size_t used;                    /* held now by every connection using it */
+    void *spares;                   /* library-owned: start NULL */
+    size_t spare_count;
 } wsch_budget;
 
 /* Size and time limits of a connection: one struct, embedded in the
@@ -1038,8 +1075,10 @@ WSCH_API void wsch_conn_destroy(wsch_conn *c);
    errors, WSCH_ERR_NOMEM); after an error the close frame is on its way and
    further input is ignored. */
 WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len);
-/* The socket can take more bytes: flush the queue. Returns WSCH_OK,
-   WSCH_ERR_ARG or WSCH_ERR_CLOSED (already closed). */
+/* The socket can take more bytes, or (gathering: effects.flush_later) the
+   turn is ending: write the queue, several pieces a call when they are
+   small or send_gather is set. Returns WSCH_OK, WSCH_ERR_ARG or
+   WSCH_ERR_CLOSED (already closed). */
 WSCH_API int wsch_conn_writable(wsch_conn *c);
 WSCH_API void wsch_conn_timer_fired(wsch_conn *c, unsigned timer_id);
 /* The caller saw the transport end first (EOF, a read error). The
@@ -1116,6 +1155,9 @@ WSCH_API void wsch_shared_release(wsch_shared *s);
    connection that agreed permessage-deflate without server context
    takeover is sent the compressed copy, if s has one its window allows. */
 WSCH_API int wsch_conn_send_shared(wsch_conn *c, wsch_shared *s);
+/* Frees the queue entries b keeps for reuse (see wsch_budget), with the
+   allocator its connections used. */
+WSCH_API void wsch_budget_free_spares(wsch_budget *b, const wsch_allocator *a);
 /* Gives s a compressed copy, made once for every connection that agreed
    permessage-deflate with server_no_context_takeover (a broadcast
    compressed once). stream is a compressing stream of codec with a window
@@ -2285,8 +2327,21 @@ typedef struct wsch_hub_desc {
        armed once and re-armed lazily; without it every read re-arms it);
        random_bytes, optional but required with a bridge (the origin id),
        seeds the tables' keyed hash so no peer can choose colliding channel
-       names (without it the seed is fixed); they get desc.user. */
+       names (without it the seed is fixed); they get desc.user. A peer's
+       send_gather, when set, writes its queued pieces at once (see
+       `gather`); its flush_later is not used. */
     wsch_effects effects;
+    /* Nonzero: nothing a peer is sent is written while the caller's turn
+       runs; wsch_hub_flush() at the end of the turn writes each peer's
+       share in one call (send_gather's pieces, broadcast frames by
+       reference, or copied into one buffer for send). A turn of many
+       broadcasts then costs each peer one write, not one per message, and
+       adds no latency past the turn. The caller must then call
+       wsch_hub_flush() after every batch of events, timers included (the
+       POSIX loop does). Held output counts against each peer's
+       max_outbound_bytes and the budget; before a peer would be refused
+       for it, what it holds is written first. */
+    int gather;
 
     wsch_hub_bridge bridge;             /* all NULL: a hub on its own */
 
@@ -2424,9 +2479,10 @@ WSCH_API int wsch_hub_refuse(wsch_hub *hub, wsch_hub_peer peer, const char *code
    positions: history off and desc.positions 0). */
 WSCH_API int wsch_hub_channel_position(const wsch_hub *hub, const char *channel, wsch_hub_position *out);
 
-/* Presence (desc.presence). The end of a turn of the caller's loop: sends
-   each changed channel's presence to its presence subscribers (one message
-   each), and returns how many milliseconds may pass before it wants to be
+/* The end of a turn of the caller's loop. With desc.gather, writes what
+   every peer was sent in the turn (each peer in one call). Presence
+   (desc.presence): sends each changed channel's presence to its presence
+   subscribers (one message each), and returns how many milliseconds may pass before it wants to be
    called again with nothing else happening (counts held back by
    presence_stats_interval_ms), 0 when nothing waits. Cheap when nothing
    changed; call it after every batch of events. Not from inside a hub
@@ -4989,6 +5045,18 @@ WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, 
 #error "WSCH_CORK_BYTES must be between 0 and 1 MiB"
 #endif
 
+/* Queue entries of shared frames a wsch_budget keeps for reuse, at most
+   (each 4 pointers). */
+#ifndef WSCH_BUDGET_SPARES
+#define WSCH_BUDGET_SPARES 16384
+#endif
+
+/* Queued pieces offered to send_gather in one call. */
+#define WSCH__GATHER_PARTS 64
+/* The buffer in which pieces are copied together without send_gather; a
+   piece this large or larger is sent on its own. */
+#define WSCH__COPY_BYTES (WSCH_CORK_BYTES > 0 ? WSCH_CORK_BYTES : 1)
+
 /* One queued run of unsent bytes: a private copy (data follows the struct) or
    a reference into a shared broadcast frame. */
 typedef struct wsch__chunk {
@@ -5078,6 +5146,7 @@ struct wsch_conn {
     wsch__deflate *z;               /* permessage-deflate, when agreed */
     char *protocol;                 /* NUL-terminated, or NULL */
     unsigned char ctrl[WSCH_CONTROL_PAYLOAD_MAX];
+    uint8_t flush_asked;            /* gathering: flush_later() called, writable() not yet */
 };
 
 
@@ -5113,17 +5182,53 @@ WSCH__PRIVATE void wsch__c_shared_unref(wsch_shared *s) {
 
 WSCH__PRIVATE void wsch__c_finish(wsch_conn *c);
 
-/* One call of the send effect: how many bytes it took. A hard error ends
-   the connection here (1006, WSCH_ERR_TRANSPORT); the caller sees the state
-   CLOSED and stops. */
-WSCH__PRIVATE size_t wsch__c_send(wsch_conn *c, const void *data, size_t len) {
-    size_t n = c->desc->effects.send(data, len, c->user);
+/* What the transport said to len bytes offered: how many it took. A hard
+   error ends the connection here (1006, WSCH_ERR_TRANSPORT); the caller
+   sees the state CLOSED and stops. */
+WSCH__PRIVATE size_t wsch__c_took(wsch_conn *c, size_t n, size_t len) {
     if (n != WSCH_SEND_ERROR) return n < len ? n : len;
     c->flags = (uint8_t)(c->flags | WSCH__F_FAILED | WSCH__F_CLOSE_SENT);
     c->close_code = WSCH_CLOSE_ABNORMAL;
     c->fail_err = WSCH_ERR_TRANSPORT;
     wsch__c_finish(c);
     return 0;
+}
+
+/* One send while nothing is queued: how many bytes left. Gathering, none
+   do: they wait in the queue for the flush the caller was asked for. */
+WSCH__PRIVATE size_t wsch__c_send(wsch_conn *c, const void *data, size_t len) {
+    const wsch_effects *fx = &c->desc->effects;
+    if (fx->flush_later && (c->flush_asked || fx->flush_later(c->user) == 0)) {
+        c->flush_asked = 1;
+        return 0;
+    }
+    return wsch__c_took(c, fx->send(data, len, c->user), len);
+}
+
+/* Pieces written through send alone: as many as fit copied into one
+   buffer a call, a piece of WSCH__COPY_BYTES or more on its own. Returns
+   what send_gather would: bytes taken in order, or WSCH_SEND_ERROR. */
+WSCH__PRIVATE size_t wsch__send_copied(size_t (*send)(const void *, size_t, void *), const wsch_iovec *parts,
+                                       size_t count, void *user) {
+    unsigned char buf[WSCH__COPY_BYTES];
+    size_t i = 0, taken = 0;
+    while (i < count) {
+        const void *out = parts[i].base;
+        size_t fill = parts[i++].len, n;
+        if (fill < sizeof buf && i < count && parts[i].len <= sizeof buf - fill) {
+            WSCH_MEMCPY(buf, out, fill);
+            for (; i < count && parts[i].len <= sizeof buf - fill; i++) {
+                WSCH_MEMCPY(buf + fill, parts[i].base, parts[i].len);
+                fill += parts[i].len;
+            }
+            out = buf;
+        }
+        n = send(out, fill, user);
+        if (n == WSCH_SEND_ERROR) return n;
+        taken += n;
+        if (n < fill) break;
+    }
+    return taken;
 }
 
 /* The largest control frame: the one size a queued pong is given, so each
@@ -5154,12 +5259,42 @@ WSCH__PRIVATE void wsch__c_unhold(wsch_conn *c, size_t cost) {
     c->out_bytes -= cost;
 }
 
-/* Unlinks nothing: frees a chunk already taken off the queue. */
+/* A queue entry for a shared frame: one the budget kept, when it has one. */
+WSCH__PRIVATE wsch__chunk *wsch__c_ref_chunk(wsch_conn *c) {
+    wsch_budget *b = c->desc->limits.outbound_budget;
+    wsch__chunk *ch;
+    if (!b || !b->spares) return (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch);
+    ch = (wsch__chunk *)b->spares;
+    b->spares = ch->next;
+    b->spare_count--;
+    return ch;
+}
+
+/* Unlinks nothing: frees a chunk already taken off the queue (an entry
+   for a shared frame goes back to the budget's spares while there is room). */
 WSCH__PRIVATE void wsch__c_free_chunk(wsch_conn *c, wsch__chunk *ch) {
+    wsch_budget *b = c->desc->limits.outbound_budget;
     wsch__c_unhold(c, wsch__c_chunk_cost(c, ch));
     if (ch == c->pong) c->pong = NULL;
+    if (ch->shared && b && b->spare_count < WSCH_BUDGET_SPARES) {
+        wsch__c_shared_unref(ch->shared);
+        ch->next = (wsch__chunk *)b->spares;
+        b->spares = ch;
+        b->spare_count++;
+        return;
+    }
     wsch__c_shared_unref(ch->shared);
     wsch__free(&c->desc->allocator, ch);
+}
+
+WSCH_API void wsch_budget_free_spares(wsch_budget *b, const wsch_allocator *a) {
+    if (!b || !a) return;
+    while (b->spares) {
+        wsch__chunk *ch = (wsch__chunk *)b->spares;
+        b->spares = ch->next;
+        wsch__free(a, ch);
+    }
+    b->spare_count = 0;
 }
 
 WSCH__PRIVATE void wsch__c_link_chunk(wsch_conn *c, wsch__chunk *ch) {
@@ -5246,20 +5381,32 @@ WSCH__PRIVATE int wsch__c_uncork(wsch_conn *c) {
     return wsch__c_queue_or_cut(c, wsch__c_enqueue(c, NULL, 0, c->cork, len, NULL, n, 1), len);
 }
 
-/* Is there room under max_outbound_bytes for total more bytes, should they
-   have to be queued? Gathered
-   (corked) bytes have not met the socket yet, so they are offered to it
-   before a frame is refused: the answer must not depend on how the input
-   was split into reads. */
+WSCH__PRIVATE int wsch__c_write_queue(wsch_conn *c);
+
+/* Room under max_outbound_bytes for total more bytes, should they have to
+   be queued; while output is held for a flush, under the budget too. */
+WSCH__PRIVATE int wsch__c_fits(const wsch_conn *c, size_t total) {
+    const wsch_budget *b = c->desc->limits.outbound_budget;
+    if (c->out_bytes + total > c->max_outbound) return 0;
+    return !c->flush_asked || !b || !b->limit || (b->used <= b->limit && total <= b->limit - b->used);
+}
+
+/* Is there room for total more bytes? Gathered bytes (corked by a feed,
+   or held for the turn's flush) have not met the socket yet, so they are
+   offered to it before a frame is refused: the answer must not depend on
+   how the input was split into reads, or into turns. */
 WSCH__PRIVATE int wsch__c_room(wsch_conn *c, size_t total) {
-    size_t limit = c->max_outbound;
     total += sizeof(wsch__chunk);       /* should it have to wait, in a chunk of its own */
-    if (c->out_bytes + total <= limit) return WSCH_OK;
+    if (wsch__c_fits(c, total)) return WSCH_OK;
     if (c->cork && c->cork_len) {
         int rc = wsch__c_uncork(c);
         if (rc != WSCH_OK) return rc;
     }
-    return c->out_bytes + total <= limit ? WSCH_OK : WSCH_ERR_QUEUE_FULL;
+    if (c->flush_asked) {
+        while (c->out_head && wsch__c_write_queue(c)) {}
+        if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_TRANSPORT;
+    }
+    return wsch__c_fits(c, total) ? WSCH_OK : WSCH_ERR_QUEUE_FULL;
 }
 
 /* Writes one frame: straight to send() while the queue is empty and send
@@ -6165,27 +6312,50 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
     return wsch__c_leave(c, rc);
 }
 
-WSCH_API int wsch_conn_writable(wsch_conn *c) {
-    if (!c) return WSCH_ERR_ARG;
-    if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_CLOSED;
-    wsch__c_enter(c);
-    while (c->out_head) {
-        wsch__chunk *ch = c->out_head;
-        size_t n;
+/* Offers the queue's first pieces to the transport in one call (through
+   send_gather, or copied together for send) and lets go of what it took.
+   Returns 1 when it took all of them: more may follow. */
+WSCH__PRIVATE int wsch__c_write_queue(wsch_conn *c) {
+    const wsch_effects *fx = &c->desc->effects;
+    wsch_iovec parts[WSCH__GATHER_PARTS];
+    size_t count = 0, offered = 0, n;
+    wsch__chunk *ch;
+    int all;
+    for (ch = c->out_head; ch && count < WSCH__GATHER_PARTS; ch = ch->next) {
         if (ch == c->pong) {            /* leaving now: no longer rewritable, and held at its size */
             wsch__c_unhold(c, WSCH__PONG_CAP - ch->len);
             c->pong = NULL;
         }
-        n = wsch__c_send(c, ch->data, ch->len);
-        if (c->state == WSCH_STATE_CLOSED) break;
-        ch->data += n;
-        ch->len -= n;
-        wsch__c_unhold(c, n);
+        parts[count].base = ch->data;
+        parts[count++].len = ch->len;
+        offered += ch->len;
+    }
+    n = fx->send_gather ? fx->send_gather(parts, count, c->user) : wsch__send_copied(fx->send, parts, count, c->user);
+    n = wsch__c_took(c, n, offered);
+    if (c->state == WSCH_STATE_CLOSED) return 0;
+    all = n == offered;
+    wsch__c_unhold(c, n);
+    while (n) {
+        size_t k;
+        ch = c->out_head;
+        k = n < ch->len ? n : ch->len;
+        ch->data += k;
+        ch->len -= k;
+        n -= k;
         if (ch->len) break;
         c->out_head = ch->next;
         if (!c->out_head) c->out_tail = NULL;
         wsch__c_free_chunk(c, ch);
     }
+    return all;
+}
+
+WSCH_API int wsch_conn_writable(wsch_conn *c) {
+    if (!c) return WSCH_ERR_ARG;
+    if (c->state == WSCH_STATE_CLOSED) return WSCH_ERR_CLOSED;
+    wsch__c_enter(c);
+    c->flush_asked = 0;
+    while (c->out_head && wsch__c_write_queue(c)) {}
     if (!c->out_head && (c->flags & WSCH__F_SHUTDOWN)) wsch__c_finish(c);
     return wsch__c_leave(c, WSCH_OK);
 }
@@ -6431,7 +6601,7 @@ WSCH__PRIVATE int wsch__c_send_shared(wsch_conn *c, wsch_shared *s) {
     }
     if (wsch__c_hold(c, sizeof *ch + s->size - done, 0) != WSCH_OK)
         return wsch__c_queue_or_cut(c, WSCH_ERR_QUEUE_FULL, done);
-    ch = (wsch__chunk *)wsch__alloc(&c->desc->allocator, sizeof *ch);
+    ch = wsch__c_ref_chunk(c);
     if (!ch) {
         wsch__c_unhold(c, sizeof *ch + s->size - done);
         return wsch__c_queue_or_cut(c, WSCH_ERR_NOMEM, done);
@@ -8258,9 +8428,10 @@ WSCH_API int wsch_client_create(const wsch_client_desc *desc, wsch_client **out)
     c->cd.on_message = wsch__cl_on_message;
     c->cd.on_close = wsch__cl_on_close;
     {   /* in wsch_effects order: send, close, timer_set, timer_cancel, now_ms,
-           random_bytes, log, connect */
+           random_bytes, log, connect, send_gather, flush_later */
         static const wsch_effects via_client = {wsch__cl_conn_send, wsch__cl_conn_close, wsch__cl_conn_timer_set,
-                                                wsch__cl_conn_timer_cancel, NULL, wsch__cl_conn_random, NULL, NULL};
+                                                wsch__cl_conn_timer_cancel, NULL, wsch__cl_conn_random, NULL, NULL,
+                                                NULL, NULL};
         wsch__conn_desc_for(&c->cd, WSCH_ROLE_CLIENT, &d.limits, &d.allocator, &via_client);
     }
     c->cd.deflate = d.deflate;
@@ -8999,12 +9170,19 @@ typedef struct wsch__hub_wait {
 typedef struct wsch__hub_slot {
     wsch__hub_peer *peer;       /* NULL when free */
     uint32_t gen;                   /* never 0 */
-    uint32_t next_free;             /* index + 1 of the next free slot; 0 ends the list */
+    /* index + 1 of the next slot on its list: the free list (0 ends it)
+       while free, the flush list (desc.gather; END ends it) while listed.
+       An open slot is listed when link is nonzero; one whose peer goes
+       while listed joins the free list when the flush passes it. */
+    uint32_t link;
 } wsch__hub_slot;
+#define WSCH__HUB_FLUSH_END UINT32_MAX
 
 struct wsch_hub {
     wsch_hub_desc desc;             /* defaults filled in */
     wsch_conn_desc conn_desc;       /* one for every peer; user = the peer */
+    wsch_budget own_budget;         /* the peers', when desc.limits has none: counts, keeps spares */
+    uint32_t flush_head, flush_tail;/* desc.gather: slots (index + 1) wsch_hub_flush() writes */
     uint64_t hash_key[2];
     wsch__hub_slot *slots;
     uint32_t nslots, slots_cap, free_head;
@@ -10380,6 +10558,11 @@ WSCH__PRIVATE void wsch__hub_drop(wsch_hub *hub, wsch__hub_peer *cl, wsch_hub_dr
     (void)wsch__hub_close(hub, cl, code, text, WSCH_CSTR);
 }
 
+WSCH__PRIVATE void wsch__hub_slot_free(wsch_hub *hub, uint32_t index) {
+    hub->slots[index].link = hub->free_head;
+    hub->free_head = index + 1u;
+}
+
 /* Forgets the peer: its handle goes stale now, its memory on the way out. */
 WSCH__PRIVATE void wsch__hub_release(wsch_hub *hub, wsch__hub_peer *cl) {
     wsch__hub_slot *slot = &hub->slots[cl->index];
@@ -10387,8 +10570,7 @@ WSCH__PRIVATE void wsch__hub_release(wsch_hub *hub, wsch__hub_peer *cl) {
     wsch__hub_session_unlink(hub, cl);
     slot->peer = NULL;
     if (++slot->gen == 0) slot->gen = 1;
-    slot->next_free = hub->free_head;
-    hub->free_head = cl->index + 1u;
+    if (!slot->link) wsch__hub_slot_free(hub, cl->index);
     hub->peers--;
     cl->link = hub->to_free;
     hub->to_free = cl;
@@ -10424,9 +10606,57 @@ WSCH__PRIVATE void wsch__hub_give_back(wsch_hub *hub, wsch__hub_peer *cl) {
 
 /* ---- connection callbacks (user = the peer) ----------------------------- */
 
+WSCH__PRIVATE void wsch__hub_replay(wsch_hub *hub, wsch__hub_peer *cl);
+
+/* The peer's queue written, and a replay that waited for room resumed. */
+WSCH__PRIVATE int wsch__hub_write(wsch_hub *hub, wsch__hub_peer *cl) {
+    int r = wsch_conn_writable(cl->conn);
+    if (cl->flags & WSCH__HUB_REPLAYING && cl->state == WSCH__HUB_OPEN) wsch__hub_replay(hub, cl);
+    return r;
+}
+
 WSCH__PRIVATE size_t wsch__hub_t_send(const void *data, size_t len, void *user) {
     wsch__hub_peer *cl = (wsch__hub_peer *)user;
     return cl->effects->send(data, len, cl->user);
+}
+
+/* A peer whose transport cannot write pieces at once gets them copied
+   together, as a bare connection would. */
+WSCH__PRIVATE size_t wsch__hub_t_send_gather(const wsch_iovec *parts, size_t count, void *user) {
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
+    if (cl->effects->send_gather) return cl->effects->send_gather(parts, count, cl->user);
+    return wsch__send_copied(cl->effects->send, parts, count, cl->user);
+}
+
+/* desc.gather: the peer's slot joins the list wsch_hub_flush() writes, in
+   the order peers were first sent something. A slot stays listed when its
+   peer goes (the flush frees it), so nothing is ever unlinked. */
+WSCH__PRIVATE int wsch__hub_t_flush_later(void *user) {
+    wsch__hub_peer *cl = (wsch__hub_peer *)user;
+    wsch_hub *hub = cl->hub;
+    wsch__hub_slot *slot = &hub->slots[cl->index];
+    if (slot->link) return 0;
+    slot->link = WSCH__HUB_FLUSH_END;
+    if (hub->flush_tail) hub->slots[hub->flush_tail - 1u].link = cl->index + 1u;
+    else hub->flush_head = cl->index + 1u;
+    hub->flush_tail = cl->index + 1u;
+    return 0;
+}
+
+/* Writes every listed peer's output, each in one call of its transport
+   when it takes it all. Peers sent something meanwhile (a replay going on,
+   a callback's broadcast) join the list and are written too. */
+WSCH__PRIVATE void wsch__hub_flush_peers(wsch_hub *hub) {
+    while (hub->flush_head) {
+        uint32_t index = hub->flush_head - 1u;
+        wsch__hub_slot *slot = &hub->slots[index];
+        wsch__hub_peer *cl = slot->peer;
+        hub->flush_head = slot->link == WSCH__HUB_FLUSH_END ? 0u : slot->link;
+        if (!hub->flush_head) hub->flush_tail = 0;
+        slot->link = 0;
+        if (cl) wsch__hub_write(hub, cl);
+        else wsch__hub_slot_free(hub, index);
+    }
 }
 
 /* The conn is done with its transport (after its on_close). A peer whose
@@ -11884,11 +12114,16 @@ WSCH_API int wsch_hub_create(const wsch_hub_desc *desc, wsch_hub **out) {
     if (hub->positioned) d.effects.random_bytes(&hub->epoch_key, sizeof hub->epoch_key, d.user);
 
     {   /* in wsch_effects order: send, close, timer_set, timer_cancel, now_ms,
-           random_bytes, log, connect; each forwards to the peer's own */
+           random_bytes, log, connect, send_gather, flush_later; each
+           forwards to the peer's own, or (flush_later) lists the peer for
+           wsch_hub_flush() */
         static const wsch_effects via_peer = {wsch__hub_t_send, wsch__hub_t_close, wsch__hub_t_timer_set,
-                                              wsch__hub_t_timer_cancel, NULL, NULL, NULL, NULL};
+                                              wsch__hub_t_timer_cancel, NULL, NULL, NULL, NULL,
+                                              wsch__hub_t_send_gather, wsch__hub_t_flush_later};
         wsch__conn_desc_for(&hub->conn_desc, WSCH_ROLE_SERVER, &d.limits, &d.allocator, &via_peer);
     }
+    if (!d.gather) hub->conn_desc.effects.flush_later = NULL;
+    if (!hub->conn_desc.limits.outbound_budget) hub->conn_desc.limits.outbound_budget = &hub->own_budget;
     hub->conn_desc.deflate = d.deflate;
     hub->conn_desc.deflate.server_no_context_takeover = 1;
     hub->conn_desc.deflate.client_no_context_takeover = 1;
@@ -11941,6 +12176,7 @@ WSCH_API void wsch_hub_destroy(wsch_hub *hub) {
     wsch__free(&a, hub->waits);
     wsch__free(&a, hub->pbuf);
     if (hub->deflater) hub->desc.deflate.codec->destroy(hub->deflater, hub->desc.deflate.codec->user);
+    wsch_budget_free_spares(hub->conn_desc.limits.outbound_budget, &hub->conn_desc.allocator);
     wsch__free(&a, hub);
 }
 
@@ -11979,7 +12215,7 @@ WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_effects *effects, void *u
         idx = hub->nslots;
         hub->slots[idx].gen = 1;
         hub->slots[idx].peer = NULL;
-        hub->slots[idx].next_free = 0;
+        hub->slots[idx].link = 0;
     }
     cl->index = idx;
     wsch__hub_enter(hub);
@@ -11989,8 +12225,12 @@ WSCH_API int wsch_hub_accept(wsch_hub *hub, const wsch_effects *effects, void *u
         wsch__hub_leave(hub);
         return r;
     }
-    if (hub->free_head) hub->free_head = hub->slots[idx].next_free;
-    else hub->nslots++;
+    if (hub->free_head) {
+        hub->free_head = hub->slots[idx].link;
+        hub->slots[idx].link = 0;
+    } else {
+        hub->nslots++;
+    }
     hub->slots[idx].peer = cl;
     hub->peers++;
     hub->accepted++;
@@ -12019,8 +12259,7 @@ WSCH_API int wsch_hub_writable(wsch_hub *hub, wsch_hub_peer peer) {
     int r;
     if (!cl) return WSCH_ERR_STALE;
     wsch__hub_enter(hub);
-    r = wsch_conn_writable(cl->conn);
-    if (cl->flags & WSCH__HUB_REPLAYING && cl->state == WSCH__HUB_OPEN) wsch__hub_replay(hub, cl);
+    r = wsch__hub_write(hub, cl);
     wsch__hub_leave(hub);
     return r;
 }
@@ -12475,9 +12714,9 @@ WSCH__PRIVATE uint32_t wsch__hub_presence_refresh_ms(const wsch_hub *hub) {
     return r ? r : 1u;
 }
 
-WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
+/* wsch_hub_flush()'s presence work: the changed channels' messages. */
+WSCH__PRIVATE uint32_t wsch__hub_presence_flush(wsch_hub *hub) {
     uint32_t now, wait = 0;
-    if (!hub || !hub->desc.presence) return 0;
     now = hub->desc.effects.now_ms ? wsch__hub_now(hub) : 0u;
     wsch__hub_enter(hub);
     if (hub->bridged && !hub->prefresh_armed) {
@@ -12524,6 +12763,16 @@ WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
         if (!d) d = 1;
         if (!wait || d < wait) wait = d;
     }
+    return wait;
+}
+
+WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
+    uint32_t wait;
+    if (!hub) return 0;
+    wsch__hub_enter(hub);
+    wait = hub->desc.presence ? wsch__hub_presence_flush(hub) : 0u;
+    wsch__hub_flush_peers(hub);         /* last: presence messages leave in this turn too */
+    wsch__hub_leave(hub);
     return wait;
 }
 

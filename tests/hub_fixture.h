@@ -42,6 +42,7 @@ typedef struct fake {
     int disconnect_code;
     int late;               /* effects or events about it after its close(): must stay 0 */
     unsigned send_seq, disconnect_seq, close_seq; /* when (T.seq) the last of each ran */
+    unsigned writes;        /* calls of send() and send_gather() */
     int armed[32];
     uint32_t delay[32];
     unsigned timer_sets;
@@ -59,9 +60,26 @@ static size_t f_send(const void *data, size_t len, void *user) {
     size_t n = len < f->take ? len : f->take;
     fake_touched(f);
     f->send_seq = fake_tick();
+    f->writes++;
     if (f->broken) return WSCH_SEND_ERROR;
     wire_append(&f->out, &f->out_len, &f->out_cap, data, n);
     return n;
+}
+
+/* writev: up to `take` bytes of the pieces in order, in one call. */
+TEST_HELPER size_t f_send_gather(const wsch_iovec *parts, size_t count, void *user) {
+    fake *f = (fake *)user;
+    size_t i, taken = 0;
+    fake_touched(f);
+    f->send_seq = fake_tick();
+    f->writes++;
+    if (f->broken) return WSCH_SEND_ERROR;
+    for (i = 0; i < count && taken < f->take; i++) {
+        size_t n = parts[i].len < f->take - taken ? parts[i].len : f->take - taken;
+        wire_append(&f->out, &f->out_len, &f->out_cap, parts[i].base, n);
+        taken += n;
+    }
+    return taken;
 }
 
 /* The caller's close: the socket would be closed here and nowhere else. */
@@ -329,6 +347,7 @@ static int fake_feed(fake *f, const void *data, size_t len) {
     memcpy(copy, data, len);
     r = wsch_hub_feed(f->hub, f->h, copy, len);
     free(copy);
+    if (T.desc.gather) (void)wsch_hub_flush(f->hub);   /* a read ends the caller's turn */
     return r;
 }
 
@@ -474,6 +493,7 @@ static int fake_frame(fake *f, int opcode, const void *payload, size_t len) {
     wsch_mask(frame + hl, len, h.mask_key, 0);
     r = wsch_hub_feed(f->hub, f->h, frame, hl + len);
     free(frame);
+    if (T.desc.gather) (void)wsch_hub_flush(f->hub);   /* a read ends the caller's turn */
     return r;
 }
 

@@ -25,6 +25,7 @@ typedef struct fake {
     size_t send_budget;             /* bytes send() may still take; (size_t)-1 = all */
     int send_error;                 /* send() reports WSCH_SEND_ERROR (EPIPE, ECONNRESET) */
     int send_calls;
+    int flush_asks;                 /* flush_later() calls (gathering) */
     int transport_closed;           /* close() calls */
     int closes;                     /* on_close calls */
     int closes_at_close;            /* on_close calls seen when close() ran */
@@ -59,6 +60,24 @@ static size_t fake_send(const void *data, size_t len, void *user) {
     if (f->send_budget != (size_t)-1) f->send_budget -= n;
     wire_append(&f->out, &f->out_len, &f->out_cap, data, n);
     return n;
+}
+/* writev: the pieces in order, as far as send_budget goes, in one call. */
+static size_t fake_send_gather(const wsch_iovec *parts, size_t count, void *user) {
+    fake *f = fake_cb(user);
+    size_t i, taken = 0;
+    f->send_calls++;
+    if (f->send_error) return WSCH_SEND_ERROR;
+    for (i = 0; i < count && f->send_budget; i++) {
+        size_t n = parts[i].len < f->send_budget ? parts[i].len : f->send_budget;
+        if (f->send_budget != (size_t)-1) f->send_budget -= n;
+        wire_append(&f->out, &f->out_len, &f->out_cap, parts[i].base, n);
+        taken += n;
+    }
+    return taken;
+}
+static int fake_flush_later(void *user) {
+    fake_cb(user)->flush_asks++;
+    return 0;
 }
 static void fake_close(void *user) {
     fake *f = fake_cb(user);
@@ -1120,7 +1139,7 @@ TEST shared_budget_caps_queued_output(void) {
     unsigned char data[600] = {0};
     char reason[100];
     const size_t piece = 4 * sizeof(void *), frame = 604 + piece;
-    wsch_budget budget = {3 * frame + 50, 0};   /* three queued frames fit, a fourth does not */
+    wsch_budget budget = {3 * frame + 50, 0, NULL, 0};   /* three queued frames fit, a fourth does not */
     int i;
     memset(reason, 'r', sizeof reason);
     fake_init(&a, WSCH_ROLE_SERVER);
@@ -1191,6 +1210,77 @@ TEST shared_frame_to_many(void) {
         ASSERT_MEM_EQ("broadcast!", fr[0].payload, 10);
         fake_free(&f[i]);
     }
+    PASS();
+}
+
+/* Gathering (effects.flush_later): one turn of mixed output (frames big
+   and small, a fragmented message, a shared frame twice, a pong answering
+   a read) is held until writable(), then leaves with exactly the bytes the
+   plain path writes, in one call when the transport takes it all. A
+   transport that takes k bytes, at every k, then the rest, ends with the
+   same bytes: through send_gather and through send (pieces copied). */
+static int gather_turn(fake *f, wsch_shared *s, const unsigned char *big, size_t big_len) {
+    unsigned char ping[] = {0x89, 0x82, 0, 0, 0, 0, 'h', 'i'};   /* masked with a zero key */
+    return wsch_conn_send(f->c, WSCH_OP_TEXT, "one", 3) == WSCH_OK && wsch_conn_send_shared(f->c, s) == WSCH_OK &&
+           wsch_conn_send(f->c, WSCH_OP_BINARY, big, big_len) == WSCH_OK &&
+           wsch_conn_feed(f->c, ping, sizeof ping) == WSCH_OK &&
+           wsch_conn_send_frame(f->c, WSCH_OP_TEXT, 0, "fr", 2) == WSCH_OK &&
+           wsch_conn_send_frame(f->c, WSCH_OP_CONTINUATION, 1, "ag", 2) == WSCH_OK &&
+           wsch_conn_send_shared(f->c, s) == WSCH_OK;
+}
+
+TEST gathered_output_equals_the_plain_path_at_every_split(void) {
+    enum { BIG = 3000 };
+    unsigned char big[BIG];
+    wsch_shared *s;
+    fake plain;
+    size_t k, i;
+    int v;
+    for (i = 0; i < BIG; i++) big[i] = (unsigned char)(i * 7);
+    ASSERT_EQ(WSCH_OK, wsch_shared_create(NULL, WSCH_OP_TEXT, "shared frame", 12, &s));
+    fake_init(&plain, WSCH_ROLE_SERVER);
+    ASSERT(open_server(&plain));
+    ASSERT(gather_turn(&plain, s, big, BIG));
+    ASSERT(plain.out_len > BIG);
+    for (v = 0; v < 2; v++) {
+        for (k = 0; k <= plain.out_len; k += k < 40 || k + 40 > plain.out_len ? 1 : 37) {
+            char req[sizeof upgrade_request];
+            fake f;
+            int asks;
+            fake_init(&f, WSCH_ROLE_SERVER);
+            f.desc.effects.flush_later = fake_flush_later;
+            if (v) f.desc.effects.send_gather = fake_send_gather;
+            memcpy(req, upgrade_request, sizeof req);
+            ASSERT_EQ(WSCH_OK, wsch_conn_create(&f.desc, &f, &f.c));
+            ASSERT_EQ(WSCH_OK, wsch_conn_feed(f.c, req, sizeof req - 1));
+            ASSERT_EQ(0u, f.out_len);               /* even the 101 waits for the flush */
+            ASSERT_EQ(1, f.flush_asks);
+            ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+            ASSERT(f.out_len > 12 && memcmp(f.out, "HTTP/1.1 101", 12) == 0);
+            f.out_len = 0;
+            f.send_calls = 0;
+            ASSERT(gather_turn(&f, s, big, BIG));
+            ASSERT_EQ(0u, f.out_len);
+            ASSERT_EQ(2, f.flush_asks);             /* once per turn */
+            ASSERT(wsch_conn_want(f.c) & WSCH_WANT_WRITE);
+            f.send_budget = k;
+            ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));
+            ASSERT_EQ(k, f.out_len);
+            ASSERT_MEM_EQ(plain.out, f.out, k);
+            if (v && k == plain.out_len) ASSERT_EQ(1, f.send_calls);   /* one write for the turn */
+            asks = f.flush_asks;
+            f.send_budget = (size_t)-1;
+            ASSERT_EQ(WSCH_OK, wsch_conn_writable(f.c));   /* the socket drained: the rest, exactly */
+            ASSERT_EQ(plain.out_len, f.out_len);
+            ASSERT_MEM_EQ(plain.out, f.out, plain.out_len);
+            ASSERT_EQ(asks, f.flush_asks);
+            ASSERT_EQ(0u, wsch_conn_queued_bytes(f.c));
+            ASSERT(!(wsch_conn_want(f.c) & WSCH_WANT_WRITE));
+            fake_free(&f);
+        }
+    }
+    wsch_shared_release(s);
+    fake_free(&plain);
     PASS();
 }
 
@@ -1837,6 +1927,7 @@ SUITE(conn) {
     RUN_TEST(shared_budget_caps_queued_output);
     RUN_TEST(invalid_text_is_refused_on_send);
     RUN_TEST(shared_frame_to_many);
+    RUN_TEST(gathered_output_equals_the_plain_path_at_every_split);
     RUN_TEST(destroy_inside_callbacks);
     RUN_TEST(idle_connection_heap);
     RUN_TEST(failed_create_runs_no_callbacks);
