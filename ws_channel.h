@@ -2110,6 +2110,8 @@ typedef struct wsch_hub_counters {
     uint64_t presence_remote;   /* gauge: (channel, user) members on other hubs, as they said */
     uint64_t presence_in;       /* presence messages from other hubs taken */
     uint64_t presence_expired;  /* other hubs' members forgotten, not said again within presence_ttl_ms */
+    /* Gathering (desc.gather): */
+    uint64_t flushed_peers;     /* peers written by wsch_hub_flush(): one per peer per turn with output */
 } wsch_hub_counters;
 
 /* A channel's stream position (wsch_hub_channel_position()). */
@@ -2806,7 +2808,8 @@ typedef struct wsch_posix_counters {
     uint64_t accepted;              /* connections accepted (served or shed) */
     uint64_t reads;                 /* reads that brought bytes */
     uint64_t writes;                /* writes to sockets (system calls, or the transport's) */
-    uint64_t gathered;              /* sends that joined bytes waiting in a gather block */
+    uint64_t gathered;              /* sends that joined bytes waiting in a gather block (a hub
+                                       gathers its peers' itself: wsch_hub_counters.flushed_peers) */
 } wsch_posix_counters;
 WSCH_API void wsch_posix_loop_counters(const wsch_posix_loop *loop, wsch_posix_counters *out);
 /* Sockets the loop holds now (served conns, hub peers, client links),
@@ -9228,6 +9231,7 @@ struct wsch_hub {
     uint32_t prefresh_at_ms;        /* bridge: when members are said again, and stale ones forgotten */
     int prefresh_armed;             /* prefresh_at_ms is set (at the first flush) */
     uint64_t presence_members, presence_messages, presence_sent;
+    uint64_t flushed_peers;
     uint64_t presence_remote, presence_in, presence_expired;
 };
 
@@ -10654,8 +10658,12 @@ WSCH__PRIVATE void wsch__hub_flush_peers(wsch_hub *hub) {
         hub->flush_head = slot->link == WSCH__HUB_FLUSH_END ? 0u : slot->link;
         if (!hub->flush_head) hub->flush_tail = 0;
         slot->link = 0;
-        if (cl) wsch__hub_write(hub, cl);
-        else wsch__hub_slot_free(hub, index);
+        if (cl) {
+            hub->flushed_peers++;
+            wsch__hub_write(hub, cl);
+        } else {
+            wsch__hub_slot_free(hub, index);
+        }
     }
 }
 
@@ -12870,6 +12878,7 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
     out->duplicates = hub->duplicates;
     out->presence_members = hub->presence_members;
     out->presence_messages = hub->presence_messages;
+    out->flushed_peers = hub->flushed_peers;
     out->presence_sent = hub->presence_sent;
     out->presence_remote = hub->presence_remote;
     out->presence_in = hub->presence_in;
@@ -12890,6 +12899,7 @@ WSCH_API void wsch_hub_stats(const wsch_hub *hub, wsch_hub_counters *out) {
 
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -13972,6 +13982,43 @@ WSCH__PRIVATE size_t wsch__px_fx_send(const void *data, size_t len, void *user) 
     return wsch__px_write((wsch__px_sock *)user, data, len);
 }
 
+#ifndef WS_CHANNEL_NO_HUB
+/* A hub peer's queue (the hub gathers a turn's output, desc.gather): the
+   pieces in one sendmsg(), broadcast frames not copied. A TLS transport,
+   or bytes still waiting in the gather block, take the send path, the
+   pieces copied together. */
+WSCH__PRIVATE size_t wsch__px_fx_send_gather(const wsch_iovec *parts, size_t count, void *user) {
+    wsch__px_sock *s = (wsch__px_sock *)user;
+    struct iovec iov[WSCH__GATHER_PARTS];
+    struct msghdr m;
+    size_t i, len = 0;
+    if (s->state != WSCH__PX_S_READY || s->tls || s->glen || count > WSCH__GATHER_PARTS)
+        return wsch__send_copied(wsch__px_fx_send, parts, count, user);
+    for (i = 0; i < count; i++) {
+        iov[i].iov_base = (void *)(uintptr_t)parts[i].base;    /* sendmsg only reads it */
+        iov[i].iov_len = parts[i].len;
+        len += parts[i].len;
+    }
+    WSCH_MEMSET(&m, 0, sizeof m);
+    m.msg_iov = iov;
+    m.msg_iovlen = (unsigned char)count;    /* <= 64: widens into int (POSIX) or size_t (glibc) */
+    s->loop->counters.writes++;
+    for (;;) {
+        ssize_t r = sendmsg(s->io.fd, &m, WSCH__PX_SEND_FLAGS);
+        if (r >= 0) {
+            if ((size_t)r < len) wsch__px_mark_dirty(s);
+            return (size_t)r;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            wsch__px_mark_dirty(s);
+            return 0;
+        }
+        return WSCH_SEND_ERROR;
+    }
+}
+#endif
+
 WSCH__PRIVATE void wsch__px_fx_close(void *user) { wsch__px_sock_close((wsch__px_sock *)user, 1); }
 
 WSCH__PRIVATE wsch_posix_timer *wsch__px_sock_timer(wsch__px_sock *s, unsigned id) {
@@ -14258,6 +14305,8 @@ WSCH_API int wsch_posix_hub_create(wsch_posix_loop *loop, const wsch_hub_desc *d
     if (!loop || !out) return WSCH_ERR_ARG;
     wsch__desc_copy(&d, desc, sizeof d);
     d.effects.send = wsch__px_fx_send;
+    d.effects.send_gather = wsch__px_fx_send_gather;
+    if (!loop->desc.no_gather) d.gather = 1;    /* written at the turn's end, in wsch__px_settle */
     d.effects.close = wsch__px_fx_close;
     d.effects.timer_set = wsch__px_fx_timer_set;
     d.effects.timer_cancel = wsch__px_fx_timer_cancel;
