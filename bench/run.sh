@@ -606,6 +606,8 @@ spr() {
 cell() { fmt_rate "$(med "$1" "$2")" "$(spr "$1" "$2")"; }
 us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'; }
 ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || printf 'n/a'; }
+# b1 BYTES -> "123.4" (or n/a)
+b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
 # rowname MxW -> "1,000 x 8", a fan-out row as the tables and charts name it.
 rowname() { awk -v m="${1%x*}" -v w="${1#*x}" 'BEGIN { s = ""; while (m >= 1000) { s = sprintf(",%03d", m % 1000) s; m = int(m / 1000) }
     printf "%d%s x %s", m, s, w }'; }
@@ -756,6 +758,14 @@ best_peer_p99() {
             echo
         done
         echo
+        # The hubs' messages are not the same size: chat_server numbers each one.
+        row=${FAN_ROWS%% *}; sizes=""
+        for n in $HUB_NAMES; do
+            v=$(med "${R["fan/$row/$n"]:-}" rx_b)
+            [ -n "$v" ] && sizes="$sizes${sizes:+, }$n $(b1 "$v")"
+        done
+        [ -n "$sizes" ] && { echo "Bytes on the wire per delivery, frame header included ($(rowname "$row")): $sizes. chat_server's"; \
+            echo "and posix_hub's messages (history on) carry their channel position (offset, epoch); the peers' do not."; echo; }
         echo "Both sides pay about one system call per delivery, and the kernel's loopback TCP path is most of the"
         echo "server's profile: deliveries/s is bounded by whichever of the two single cores is slower, and the load"
         echo "generator needs about as much CPU per delivery as the fastest servers do, so the wall-clock ratio"
@@ -800,8 +810,6 @@ CHARTS=$($PY bench/charts.py "$TMP/points.tsv" "$(dirname "$OUTFILE")" 2>"$TMP/c
 [ $? -eq 0 ] || CHARTS_NOTE="Charts not drawn: $(head -n 1 "$TMP/charts.err")"
 
 # permessage-deflate: the hub in memory, then echo and fan-out over loopback.
-# bytes MEDIAN -> "123.4" (or n/a)
-b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
 # pair_target KEY WHAT GOAL N...: a target line per subscriber count N, the
 # deliveries/s of R[KEY/N/on] over R[KEY/N/off] against GOAL.
 pair_target() {
