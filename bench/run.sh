@@ -5,11 +5,14 @@
 # echo and fan-out comparisons as charts, echo.svg and fanout.svg
 # (bench/charts.py; left out with a note without python3-matplotlib).
 #
-#   bench/run.sh                 full run (about 10-13 minutes)
+#   bench/run.sh                 full run (about 15-20 minutes)
 #   BENCH_QUICK=1 bench/run.sh   smoke run: fewer/shorter repetitions, 1,000
-#                                connections instead of 10,000 (about 3 minutes)
+#                                connections instead of 10,000 (about 4 minutes)
 # Other knobs: BENCH_REPS (default 5, quick 3), BENCH_PORT (first port, 19100),
-# BENCH_SUBS / BENCH_IDLE (connections for fan-out / idle memory),
+# BENCH_FANOUT_ROWS (the fan-out matrix, subscribers x publishes in flight:
+# default "100x1 1000x1 10000x1 1000x8", quick "100x1 1000x1 1000x8"),
+# BENCH_SUBS / BENCH_IDLE (connections for the fan-out variants below /
+# idle memory),
 # BENCH_SKIP="inmem neon deflate publish deflate-hub presence echo echo-deflate
 # echo-tls handshake fanout fanout-deflate fanout-history fanout-presence fanout-redis
 # idle" (skip sections; neon is a correctness run of the NEON paths under
@@ -55,6 +58,13 @@
 #                    so this is presence's cost on the delivery path, not
 #                    its traffic's (that is the presence section's)
 #
+# The fan-out matrix: each row, M subscribers and one publisher keeping W
+# publishes of 64-byte data in flight, against every hub: chat_server,
+# posix_hub, libwebsockets (peers/lws_hub.c), wslay (peers/wslay_hub.c),
+# Node ws and Python websockets (on uvloop when python3-uvloop is there),
+# with deliveries/s, publish-to-last-subscriber p99 and server CPU per
+# delivery, the ratios ours/peer and the goals met or not.
+#
 # Servers run pinned to core 0 (taskset -c 0), the load (loadgen, inmem) to
 # core 1. Every figure is the median of the repetitions; '~' marks one whose
 # repetitions spread by more than 10% of the median. Only 127.0.0.0/8 is
@@ -92,8 +102,22 @@ skip() { case "$SKIP" in *" $1 "*) return 0 ;; esac; return 1; }
 record() { printf '%s\n' "$*" >>"$TMP/cmds"; }
 
 # ---------------------------------------------------------------- setup
+# The fan-out matrix, "MxW ...": M subscribers, W publishes in flight.
+if [ -n "${BENCH_FANOUT_ROWS:-}" ]; then
+    FAN_ROWS=$BENCH_FANOUT_ROWS
+elif [ "$QUICK" = 1 ]; then
+    FAN_ROWS="100x1 1000x1 1000x8"
+else
+    FAN_ROWS="100x1 1000x1 10000x1 1000x8"
+fi
+FAN_MAX=0
+for row in $FAN_ROWS; do
+    case "$row" in [0-9]*x[0-9]*) ;; *) log "run.sh: BENCH_FANOUT_ROWS: '$row' is not MxW"; exit 2 ;; esac
+    [ "${row%x*}" -gt "$FAN_MAX" ] && FAN_MAX=${row%x*}
+done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
-if [ "$(ulimit -n)" -lt $((IDLE + 100)) ] || [ "$(ulimit -n)" -lt $((SUBS + 100)) ]; then
+if [ "$(ulimit -n)" -lt $((IDLE + 100)) ] || [ "$(ulimit -n)" -lt $((SUBS + 100)) ] ||
+   [ "$(ulimit -n)" -lt $((FAN_MAX + 100)) ]; then
     log "run.sh: ulimit -n is $(ulimit -n); 10,000-connection figures may fail"
 fi
 # The peer libraries, Node.js, Python websockets and qemu-user come from the
@@ -116,6 +140,12 @@ $B/loadgen --has-zlib 2>/dev/null && ZLOAD=1
 NO_ZLIB_NOTE="skipped: zlib is not installed (Debian: zlib1g-dev), so loadgen has no --deflate and the examples do not compress"
 HAVE_NODE_WS=0
 command -v node >/dev/null 2>&1 && [ -d bench/peers/node_modules/ws ] && HAVE_NODE_WS=1
+# The Python peer runs on uvloop when it can (py_server.py decides the same way).
+if $PY -c 'import uvloop' 2>/dev/null; then
+    PY_LABEL="Python websockets 10 (uvloop)"
+else
+    PY_LABEL="Python websockets 10 (asyncio: python3-uvloop missing)"
+fi
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
@@ -258,7 +288,7 @@ declare -A ECHO_CMD=(
     [python]="$PY bench/peers/py_server.py echo @PORT@"
 )
 declare -A ECHO_LABEL=([ours]="ours (echo_server)" [posix]="ours (posix_echo, the header's loop)" [wslay]="wslay 1.1 (epoll)" [lws]="libwebsockets 4.1"
-    [node]="Node ws 8" [python]="Python websockets 10")
+    [node]="Node ws 8" [python]="$PY_LABEL")
 declare -A EPORT
 declare -A R   # results: R[section/config/server]=RESULT line
 
@@ -385,29 +415,41 @@ if ! skip echo-tls; then
 fi
 
 # ----------------------------------------------------------------- fan-out
-HUB_NAMES="ours posix node python"
+HUB_NAMES="ours posix lws wslay node python"
 declare -A HUB_CMD=(
     [ours]="build/chat_server --port @PORT@"
     [posix]="build/posix_hub @PORT@ bench=bench"
+    [lws]="$B/lws_hub @PORT@"
+    [wslay]="$B/wslay_hub @PORT@"
     [node]="node bench/peers/node_server.js hub @PORT@"
     [python]="$PY bench/peers/py_server.py hub @PORT@"
 )
-declare -A HUB_LABEL=([ours]="ours (chat_server)" [posix]="ours (posix_hub: the header's loop; history 100, no presence)" [node]="Node ws 8" [python]="Python websockets 10")
-# Two rounds, hubs in turn (A B C, A B C), each round on a fresh server with
-# its own 10,000 connections: a busy minute on the machine then does not
-# land on one hub only. The figure is the median over both rounds' runs.
+declare -A HUB_LABEL=([ours]="ours (chat_server)" [posix]="ours (posix_hub: the header's loop; history 100, no presence)"
+    [lws]="libwebsockets 4.1" [wslay]="wslay 1.1 (epoll)" [node]="Node ws 8" [python]="$PY_LABEL")
+# The peers the ratios ours/peer are given for, in table order.
+FAN_PEERS="lws wslay python node"
+# Two rounds, each over the rows, each row over the hubs in turn (A B C,
+# A B C), every run on a fresh server with its own connections: a busy
+# minute on the machine then does not land on one hub only. The figure is
+# the median over both rounds' runs.
 FAN_ROUNDS=2
 FAN_REPS=$(( (REPS + 1) / 2 ))
 [ "$QUICK" = 1 ] && { FAN_ROUNDS=1; FAN_REPS=$REPS; }
+FAN_NOTE=""
 if ! skip fanout; then
+    [ "$HAVE_NODE_WS" = 1 ] || FAN_NOTE="the Node ws column is empty: node or bench/peers/node_modules/ws is missing (npm ci in bench/peers)"
     for round in $(seq 1 $FAN_ROUNDS); do
-        for n in $HUB_NAMES; do
-            log "run.sh: fan-out to $SUBS subscribers: $n (round $round)"
-            # shellcheck disable=SC2086
-            start "hub-$n" ${HUB_CMD[$n]} || continue
-            R["fan/$n"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$SUBS" \
-                --size 64 --window 4 --duration "$DUR" --reps "$FAN_REPS" --label "$n")"$'\n'
-            stop "$SPID"
+        for row in $FAN_ROWS; do
+            m=${row%x*}; w=${row#*x}
+            for n in $HUB_NAMES; do
+                [ "$n" = node ] && [ "$HAVE_NODE_WS" != 1 ] && continue
+                log "run.sh: fan-out to $m subscribers, $w in flight: $n (round $round)"
+                # shellcheck disable=SC2086
+                start "hub-$n" ${HUB_CMD[$n]} || continue
+                R["fan/$row/$n"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$m" \
+                    --size 64 --window "$w" --duration "$DUR" --reps "$FAN_REPS" --label "$n-$row")"$'\n'
+                stop "$SPID"
+            done
         done
     done
 fi
@@ -563,6 +605,22 @@ spr() {
 }
 cell() { fmt_rate "$(med "$1" "$2")" "$(spr "$1" "$2")"; }
 us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'; }
+ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || printf 'n/a'; }
+# b1 BYTES -> "123.4" (or n/a)
+b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
+# rowname MxW -> "1,000 x 8", a fan-out row as the tables and charts name it.
+rowname() { awk -v m="${1%x*}" -v w="${1#*x}" 'BEGIN { s = ""; while (m >= 1000) { s = sprintf(",%03d", m % 1000) s; m = int(m / 1000) }
+    printf "%d%s x %s", m, s, w }'; }
+# best_peer_p99 MxW -> "NAME P99_US", the peer with the lowest median p99 in that row (or nothing).
+best_peer_p99() {
+    local p v best="" bv=""
+    for p in $FAN_PEERS; do
+        v=$(med "${R["fan/$1/$p"]:-}" p99_us)
+        [ -n "$v" ] || continue
+        if [ -z "$bv" ] || awk -v a="$v" -v b="$bv" 'BEGIN { exit !(a < b) }'; then best=$p; bv=$v; fi
+    done
+    [ -n "$best" ] && printf '%s %s' "$best" "$bv"
+}
 {
     echo "### Echo over loopback (messages/s; C connections x K in flight x S bytes)"
     echo
@@ -633,33 +691,87 @@ us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'
     echo "wslay does no HTTP: its handshake is the bench glue's (OpenSSL SHA-1), so that row measures the glue."
     echo "Most of a handshake's cost is the kernel's: accept, three packets each way, the reset."
     echo
-    echo "### Fan-out over loopback ($SUBS subscribers on one channel, 64-byte data, 4 publishes in flight; $FAN_ROUNDS rounds x $FAN_REPS repetitions)"
-    echo
-    echo "One publisher (itself subscribed, as the demo hub requires) sends"
-    echo '`{"type":"publish","payload":{"channel":"bench","data":D}}`; every subscriber receives'
-    echo '`{"type":"message","payload":{"channel":"bench","from":U,"data":D}}`. Latency: publish sent to its'
-    echo "delivery to the last of the $SUBS subscribers. CPU: server CPU time per delivery (the publisher's"
-    echo "own copy included). chat_server runs as it ships: history on (200 messages per channel kept and"
-    echo "every message numbered; the history section below gives it off and on side by side)."
-    echo
-    printf '| hub | deliveries/s | p50 ms | p99 ms | server CPU us per delivery | loadgen CPU us per delivery | ours/hub (deliveries/s) | hub/ours (server CPU per delivery) |\n'
-    printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
-    o=$(med "${R[fan/ours]:-}" deliveries_s)
-    oc=$(med "${R[fan/ours]:-}" cpu_us)
-    for n in $HUB_NAMES; do
-        l=${R["fan/$n"]:-}
-        if [ -z "$(med "$l" deliveries_s)" ]; then printf '| %s | n/a | | | | | | |\n' "${HUB_LABEL[$n]}"; continue; fi
-        printf '| %s | %s | %.1f | %.1f | %s | %s | %s | %s |\n' "${HUB_LABEL[$n]}" "$(cell "$l" deliveries_s)" \
-            "$(awk -v v="$(med "$l" p50_us)" 'BEGIN{print v/1000}')" "$(awk -v v="$(med "$l" p99_us)" 'BEGIN{print v/1000}')" \
-            "$(us "$(med "$l" cpu_us)")" "$(us "$(med "$l" load_cpu_us)")" "$(ratio "$o" "$(med "$l" deliveries_s)")" \
-            "$(ratio "$(med "$l" cpu_us)" "$oc")"
-    done
-    echo
-    echo "Both sides pay about one system call per delivery, and the kernel's loopback TCP path is ~95% of the"
-    echo "server's profile (perf, cpu-clock): deliveries/s is bounded by whichever of the two single cores"
-    echo "is slower, and the load generator needs about as much CPU per delivery as our server does, so"
-    echo "the wall-clock ratio understates the servers' difference; server CPU per delivery states it."
-    echo
+    if ! skip fanout; then
+        echo "### Fan-out over loopback: M subscribers x W publishes in flight (64-byte data; $FAN_ROUNDS round(s) x $FAN_REPS repetitions)"
+        echo
+        echo "One publisher (itself subscribed, as the demo hub requires) keeps W publishes"
+        echo '`{"type":"publish","payload":{"channel":"bench","data":D}}` in flight; every one of the M subscribers'
+        echo 'receives `{"type":"message","payload":{"channel":"bench","from":U,"data":D}}`. Each hub runs fresh for'
+        echo "each row, the hubs in turn. Latency: publish sent to its delivery to the last subscriber. CPU: server"
+        echo "CPU time per delivery (the publisher's own copy included). chat_server runs as it ships: history on"
+        echo "(200 messages per channel kept, every message numbered) and presence tracked; the sections below"
+        echo "give each off and on. The peers serialise each broadcast once: libwebsockets (peers/lws_hub.c) puts"
+        echo "one LWS_PRE-headroom buffer in every subscriber's queue and writes one message per writable callback"
+        echo "(its default poll() loop); wslay (peers/wslay_hub.c) queues it with wslay_event_queue_msg (a copy per"
+        echo "subscriber, wslay's API) and writes with wslay_event_send on its own epoll loop; Node ws sends one"
+        echo "Buffer to each; Python websockets uses websockets.broadcast()."
+        [ -n "$FAN_NOTE" ] && { echo; echo "Note: $FAN_NOTE."; }
+        echo
+        echo "Deliveries/s (more is better):"
+        echo
+        printf '| M x W |'
+        for n in $HUB_NAMES; do printf ' %s |' "${HUB_LABEL[$n]}"; done
+        for p in $FAN_PEERS; do printf ' ours/%s |' "$p"; done
+        printf '\n|---|'
+        for n in $HUB_NAMES $FAN_PEERS; do printf -- '---:|'; done
+        echo
+        for row in $FAN_ROWS; do
+            printf '| %s |' "$(rowname "$row")"
+            for n in $HUB_NAMES; do printf ' %s |' "$(cell "${R["fan/$row/$n"]:-}" deliveries_s)"; done
+            o=$(med "${R["fan/$row/ours"]:-}" deliveries_s)
+            for p in $FAN_PEERS; do printf ' %s |' "$(ratio "$o" "$(med "${R["fan/$row/$p"]:-}" deliveries_s)")"; done
+            echo
+        done
+        echo
+        echo "Publish to last subscriber, p50 / p99 in ms (less is better):"
+        echo
+        printf '| M x W |'
+        for n in $HUB_NAMES; do printf ' %s |' "${HUB_LABEL[$n]}"; done
+        printf ' best peer p99 |\n|---|'
+        for n in $HUB_NAMES; do printf -- '---:|'; done
+        printf -- '---|\n'
+        for row in $FAN_ROWS; do
+            printf '| %s |' "$(rowname "$row")"
+            for n in $HUB_NAMES; do
+                l=${R["fan/$row/$n"]:-}
+                if [ -z "$(med "$l" p99_us)" ]; then printf ' n/a |'; continue; fi
+                printf ' %s / %s |' "$(ms "$(med "$l" p50_us)")" "$(ms "$(med "$l" p99_us)")"
+            done
+            b=$(best_peer_p99 "$row")
+            printf ' %s |\n' "$( [ -n "$b" ] && echo "${HUB_LABEL[${b%% *}]}: $(ms "${b#* }")" || echo n/a)"
+        done
+        echo
+        echo "Server CPU time per delivery, microseconds (less is better; unlike deliveries/s it does not depend"
+        echo "on how much of its core the server got while other work ran), and peer/ours:"
+        echo
+        printf '| M x W |'
+        for n in $HUB_NAMES; do printf ' %s |' "${HUB_LABEL[$n]}"; done
+        for p in $FAN_PEERS; do printf ' %s/ours |' "$p"; done
+        printf '\n|---|'
+        for n in $HUB_NAMES $FAN_PEERS; do printf -- '---:|'; done
+        echo
+        for row in $FAN_ROWS; do
+            printf '| %s |' "$(rowname "$row")"
+            for n in $HUB_NAMES; do printf ' %s |' "$(us "$(med "${R["fan/$row/$n"]:-}" cpu_us)")"; done
+            o=$(med "${R["fan/$row/ours"]:-}" cpu_us)
+            for p in $FAN_PEERS; do printf ' %s |' "$(ratio "$(med "${R["fan/$row/$p"]:-}" cpu_us)" "$o")"; done
+            echo
+        done
+        echo
+        # The hubs' messages are not the same size: chat_server numbers each one.
+        row=${FAN_ROWS%% *}; sizes=""
+        for n in $HUB_NAMES; do
+            v=$(med "${R["fan/$row/$n"]:-}" rx_b)
+            [ -n "$v" ] && sizes="$sizes${sizes:+, }$n $(b1 "$v")"
+        done
+        [ -n "$sizes" ] && { echo "Bytes on the wire per delivery, frame header included ($(rowname "$row")): $sizes. chat_server's"; \
+            echo "and posix_hub's messages (history on) carry their channel position (offset, epoch); the peers' do not."; echo; }
+        echo "Both sides pay about one system call per delivery, and the kernel's loopback TCP path is most of the"
+        echo "server's profile: deliveries/s is bounded by whichever of the two single cores is slower, and the load"
+        echo "generator needs about as much CPU per delivery as the fastest servers do, so the wall-clock ratio"
+        echo "understates the servers' difference; server CPU per delivery states it."
+        echo
+    fi
     echo "### Memory over loopback: server RSS growth per idle connection ($IDLE connections open, fresh server)"
     echo
     printf '| server | RSS per connection (bytes) |\n|---|---:|\n'
@@ -685,22 +797,19 @@ us() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.2f", v }' || printf 'n/a'
             [ -n "$v" ] && printf 'echo\t%s x %s x %s B\t%s\t%s\n' "$1" "$2" "$3" "${ECHO_LABEL[$n]}" "$v"
         done
     done
-    for n in $HUB_NAMES; do
-        v=$(med "${R["fan/$n"]:-}" deliveries_s)
-        [ -n "$v" ] && printf 'fanout\tdeliveries/s (%s subscribers)\t%s\t%s\n' "$SUBS" "${HUB_LABEL[$n]}" "$v"
-    done
-    for n in $HUB_NAMES; do
-        v=$(med "${R["fan/$n"]:-}" cpu_us)
-        [ -n "$v" ] && printf 'fanout\tserver CPU us per delivery\t%s\t%s\n' "${HUB_LABEL[$n]}" "$v"
+    for row in $FAN_ROWS; do
+        for n in $HUB_NAMES; do
+            v=$(med "${R["fan/$row/$n"]:-}" deliveries_s)
+            [ -n "$v" ] && printf 'fanout\t%s\t%s\t%s\n' "$(rowname "$row")" "${HUB_LABEL[$n]}" "$v"
+            v=$(med "${R["fan/$row/$n"]:-}" cpu_us)
+            [ -n "$v" ] && printf 'fanout-cpu\t%s\t%s\t%s\n' "$(rowname "$row")" "${HUB_LABEL[$n]}" "$v"
+        done
     done
 } >"$TMP/points.tsv"
 CHARTS=$($PY bench/charts.py "$TMP/points.tsv" "$(dirname "$OUTFILE")" 2>"$TMP/charts.err")
 [ $? -eq 0 ] || CHARTS_NOTE="Charts not drawn: $(head -n 1 "$TMP/charts.err")"
 
 # permessage-deflate: the hub in memory, then echo and fan-out over loopback.
-# bytes MEDIAN -> "123.4" (or n/a)
-b1() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v }' || printf 'n/a'; }
-ms() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }' || printf 'n/a'; }
 # pair_target KEY WHAT GOAL N...: a target line per subscriber count N, the
 # deliveries/s of R[KEY/N/on] over R[KEY/N/off] against GOAL.
 pair_target() {
@@ -896,17 +1005,44 @@ for cfg in "1 16 16" "64 16 16" "1 16 1024" "64 16 1024"; do
         target "echo $1 conn x $3 B vs wslay (msgs/s)" ">= 1.2x" "$m" "$(awk -v m="$m" 'BEGIN { print (m >= 1.2) ? "yes" : "NO" }')"
     fi
 done
-o=${R[fan/ours]:-}
-nd=${R[fan/node]:-}
-if [ -n "$(med "$o" deliveries_s)" ] && [ -n "$(med "$nd" deliveries_s)" ]; then
-    m=$(awk -v a="$(med "$o" deliveries_s)" -v b="$(med "$nd" deliveries_s)" 'BEGIN { printf "%.2f", a / b }')
-    target "fan-out $SUBS subs vs Node ws (deliveries/s)" ">= 2x" "$m" "$(awk -v m="$m" 'BEGIN { print (m >= 2) ? "yes" : "NO" }')"
-    m=$(awk -v a="$(med "$nd" cpu_us)" -v b="$(med "$o" cpu_us)" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
-    [ -n "$m" ] && target "fan-out $SUBS subs vs Node ws (server CPU per delivery, Node/ours)" "(>= 2x)" "$m" \
-        "$(awk -v m="$m" 'BEGIN { print (m >= 2) ? "yes" : "NO" }')"
-    a=$(med "$o" p99_us); b=$(med "$nd" p99_us)
-    target "fan-out $SUBS subs p99 ms (Node ws: $(awk -v b="$b" 'BEGIN { printf "%.1f", b / 1000 }'))" "lower than Node" \
-        "$(awk -v a="$a" 'BEGIN { printf "%.1f", a / 1000 }')" "$(awk -v a="$a" -v b="$b" 'BEGIN { print (a < b) ? "yes" : "NO" }')"
+# The fan-out goals: ours/peer deliveries/s in a row against a floor, ours'
+# p99 against the best peer's in every row, and the CPU per delivery.
+# fan_goal MxW PEER GOAL
+fan_goal() {
+    local row=$1 p=$2 goal=$3 o v q what
+    what="fan-out $(rowname "$row") vs ${HUB_LABEL[$p]} (deliveries/s)"
+    case " $FAN_ROWS " in *" $row "*) ;; *) target "$what" ">= ${goal}x" "not run (not in BENCH_FANOUT_ROWS)" "-"; return ;; esac
+    o=$(med "${R["fan/$row/ours"]:-}" deliveries_s); v=$(med "${R["fan/$row/$p"]:-}" deliveries_s)
+    if [ -z "$o" ] || [ -z "$v" ]; then target "$what" ">= ${goal}x" "n/a (a hub did not run)" "-"; return; fi
+    q=$(awk -v a="$o" -v b="$v" 'BEGIN { printf "%.2f", a / b }')
+    target "$what" ">= ${goal}x" "${q}x ($(fmt_rate "$o") vs $(fmt_rate "$v"))" \
+        "$(awk -v q="$q" -v g="$goal" 'BEGIN { print (q >= g) ? "yes" : "NO" }')"
+}
+if ! skip fanout; then
+    fan_goal 1000x8 python 1.3
+    fan_goal 1000x8 lws 2
+    fan_goal 10000x1 lws 1.5
+    fan_goal 100x1 lws 1.2
+    # Node ws, on the largest row: the goal the fan-out had before the matrix.
+    NODE_ROW=""
+    for row in $FAN_ROWS; do [ -z "$NODE_ROW" ] && [ "${row%x*}" = "$FAN_MAX" ] && NODE_ROW=$row; done
+    fan_goal "$NODE_ROW" node 2
+    for row in $FAN_ROWS; do
+        a=$(med "${R["fan/$row/ours"]:-}" p99_us)
+        b=$(best_peer_p99 "$row")
+        if [ -n "$a" ] && [ -n "$b" ]; then
+            target "fan-out $(rowname "$row") publish to last subscriber p99 ms (best peer: ${HUB_LABEL[${b%% *}]}, $(ms "${b#* }"))" \
+                "<= best peer" "$(ms "$a")" "$(awk -v a="$a" -v b="${b#* }" 'BEGIN { print (a <= b) ? "yes" : "NO" }')"
+        fi
+        o=$(med "${R["fan/$row/ours"]:-}" cpu_us)
+        [ -n "$o" ] || continue
+        peers=""
+        for p in $FAN_PEERS; do
+            v=$(med "${R["fan/$row/$p"]:-}" cpu_us)
+            [ -n "$v" ] && peers="$peers${peers:+, }$p $(us "$v")"
+        done
+        target "fan-out $(rowname "$row") server CPU us per delivery (peers: ${peers:-none})" "(reported)" "$(us "$o")" "-"
+    done
 fi
 [ -n "${HUB_HEAP:-}" ] && target "library heap per idle hub connection (bytes)" "<= 512" "$HUB_HEAP" \
     "$(awk -v h="$HUB_HEAP" 'BEGIN { print (h <= 512) ? "yes" : "NO" }')"
@@ -928,7 +1064,7 @@ CPUS=$(nproc)
     echo "- Machine: $MODEL, $CPUS cores ($(uname -srm)); $(free -g | awk '/^Mem:/ { print $2 " GiB" }') RAM"
     echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1 (other work on the machine makes figures noisy)"
     echo "- Compiler: $(cc --version | head -1); CFLAGS ${CFLAGS:--O2 -g} (no -march: the SSE2 baseline)"
-    echo "- Peers: wslay $(dpkg-query -W -f '${Version}' libwslay-dev 2>/dev/null), libwebsockets $(dpkg-query -W -f '${Version}' libwebsockets-dev 2>/dev/null), cJSON $(dpkg-query -W -f '${Version}' libcjson-dev 2>/dev/null), Node $(node --version 2>/dev/null) with ws $(node -p "require('./bench/peers/node_modules/ws/package.json').version" 2>/dev/null) (bufferutil + utf-8-validate: $(ls bench/peers/node_modules 2>/dev/null | grep -c -E '^(bufferutil|utf-8-validate)$')/2), Python $($PY -c 'import sys; print(sys.version.split()[0])') with websockets $($PY -c 'import websockets; print(websockets.__version__)' 2>/dev/null)"
+    echo "- Peers: wslay $(dpkg-query -W -f '${Version}' libwslay-dev 2>/dev/null), libwebsockets $(dpkg-query -W -f '${Version}' libwebsockets-dev 2>/dev/null), cJSON $(dpkg-query -W -f '${Version}' libcjson-dev 2>/dev/null), Node $(node --version 2>/dev/null) with ws $(node -p "require('./bench/peers/node_modules/ws/package.json').version" 2>/dev/null) (bufferutil + utf-8-validate: $(ls bench/peers/node_modules 2>/dev/null | grep -c -E '^(bufferutil|utf-8-validate)$')/2), Python $($PY -c 'import sys; print(sys.version.split()[0])') with websockets $($PY -c 'import websockets; print(websockets.__version__)' 2>/dev/null) on $($PY -c 'import uvloop; print("uvloop", uvloop.__version__)' 2>/dev/null || echo asyncio)"
     echo "- Pinning: servers on core $SERVER_CPU, load generator and in-memory suite on core $LOAD_CPU; $REPS repetitions of each figure, median reported; '~' = repetitions spread more than 10% of the median"
     echo "- Library: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- ws_channel.h 2>/dev/null || echo ' + uncommitted ws_channel.h')"
     echo

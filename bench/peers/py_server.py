@@ -1,15 +1,19 @@
 """py_server.py - the Python peers of the benchmarks, on Debian's
-python3-websockets (asyncio). Run with /usr/bin/python3.
+python3-websockets, in uvloop's event loop when python3-uvloop is installed
+(the loop Python servers are deployed on for speed), else asyncio's own;
+PY_SERVER_LOOP=asyncio forces asyncio's. Run with /usr/bin/python3.
 
   python3 py_server.py echo PORT   echo every message back
   python3 py_server.py hub PORT    the demo hub's protocol on /ws?token=T
                                    (see node_server.js); broadcasts go out
                                    through websockets.broadcast(), which
                                    encodes the frame once.
-Listens on 127.0.0.1; no compression, no keepalive pings.
+Listens on 127.0.0.1; no compression, no keepalive pings. The listening
+line says which loop runs ("loop uvloop 0.17.0" or "loop asyncio").
 """
 import asyncio
 import json
+import os
 import signal
 import sys
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +24,16 @@ MODE = sys.argv[1] if len(sys.argv) > 1 else ""
 PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 if MODE not in ("echo", "hub") or not PORT:
     sys.exit("usage: py_server.py echo|hub PORT")
+
+LOOP = "asyncio"
+if os.environ.get("PY_SERVER_LOOP", "uvloop") == "uvloop":
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        LOOP = f"uvloop {uvloop.__version__}"
+    except ImportError:
+        pass
 
 channels = {}  # channel -> set of connections
 
@@ -86,7 +100,7 @@ async def main():
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
     async with websockets.serve(echo if MODE == "echo" else hub, "127.0.0.1", PORT, compression=None,
                                 ping_interval=None, max_size=64 * 1024 * 1024, max_queue=None, backlog=512):
-        print(f"py_server: {MODE} listening on {PORT} (websockets {websockets.__version__})", flush=True)
+        print(f"py_server: {MODE} listening on {PORT} (websockets {websockets.__version__}, loop {LOOP})", flush=True)
         await stop
 
 
