@@ -12,10 +12,12 @@
 # BENCH_FANOUT_ROWS (the fan-out matrix, subscribers x publishes in flight:
 # default "100x1 1000x1 10000x1 1000x8", quick "100x1 1000x1 1000x8"),
 # BENCH_SUBS / BENCH_IDLE (connections for the fan-out variants below /
-# idle memory),
+# idle memory), BENCH_GATHER_ROWS (rows of fanout-gather: chat_server with
+# each peer's turn written at once, its default, vs --no-gather; default
+# "1000x1 1000x8"),
 # BENCH_SKIP="inmem neon deflate publish deflate-hub presence echo echo-deflate
-# echo-tls handshake fanout fanout-deflate fanout-history fanout-presence fanout-redis
-# idle" (skip sections; neon is a correctness run of the NEON paths under
+# echo-tls handshake fanout fanout-gather fanout-deflate fanout-history fanout-presence
+# fanout-redis idle" (skip sections; neon is a correctness run of the NEON paths under
 # qemu, never timed), BENCH_OUT (results file, default bench/RESULTS.md).
 # permessage-deflate (RFC 7692), each section skipped with a note without
 # zlib (zlib1g-dev) or, for the Node column, without node and ws:
@@ -448,6 +450,28 @@ if ! skip fanout; then
                 start "hub-$n" ${HUB_CMD[$n]} || continue
                 R["fan/$row/$n"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$m" \
                     --size 64 --window "$w" --duration "$DUR" --reps "$FAN_REPS" --label "$n-$row")"$'\n'
+                stop "$SPID"
+            done
+        done
+    done
+fi
+
+# ------------------------------------------- fan-out gathered per turn or not
+# chat_server as it runs (a subscriber's share of a loop turn leaves in one
+# write, desc.gather through the POSIX loop) and with --no-gather (every
+# message written to every subscriber as it is sent): the cost or gain of
+# gathering, each on a fresh server, in turn, FAN_ROUNDS rounds.
+GATHER_ROWS=${BENCH_GATHER_ROWS:-"1000x1 1000x8"}
+if ! skip fanout-gather; then
+    for round in $(seq 1 $FAN_ROUNDS); do
+        for row in $GATHER_ROWS; do
+            m=${row%x*}; w=${row#*x}
+            for g in off on; do
+                log "run.sh: fan-out to $m subscribers, $w in flight, gathering $g (round $round)"
+                garg=(); [ "$g" = off ] && garg=(--no-gather)
+                start "ghub-$g" build/chat_server --port @PORT@ "${garg[@]}" || continue
+                R["gfan/$row/$g"]+="$(load --mode fanout --port "$PORT" --pid "$SPID" --path "/ws?token=bench" --subs "$m" \
+                    --size 64 --window "$w" --duration "$DUR" --reps "$FAN_REPS" --label "gfan-$row-$g")"$'\n'
                 stop "$SPID"
             done
         done
@@ -889,6 +913,24 @@ pair_table() {
     fi
 } >"$TMP/deflate.md"
 
+if ! skip fanout-gather; then
+    {
+        echo "### Fan-out with each subscriber's turn gathered into one write, and without (chat_server; 64-byte data)"
+        echo
+        echo "Rows are MxW: M subscribers, W publishes in flight. \"on\": chat_server as it runs, every message a"
+        echo "subscriber is due in one loop turn written at the end of that turn in one sendmsg() of the queued frames"
+        echo "(hub desc.gather). \"off\": \`--no-gather\`, each message written to each subscriber as it is sent. Each on"
+        echo "a fresh server, in turn, $FAN_ROUNDS round(s) x $FAN_REPS repetitions."
+        echo
+        pair_table gfan "--no-gather" gathered $GATHER_ROWS
+        echo
+    } >"$TMP/gather.md"
+    for row in $GATHER_ROWS; do
+        p=$(med "${R["gfan/$row/off"]:-}" deliveries_s); z=$(med "${R["gfan/$row/on"]:-}" deliveries_s)
+        [ -n "$p" ] && [ -n "$z" ] && target "fan-out $(rowname "$row"), gathered vs --no-gather (deliveries/s)" \
+            "(reported)" "$(awk -v a="$z" -v b="$p" 'BEGIN { printf "%.2fx", a / b }')" "-"
+    done
+fi
 if ! skip fanout-history; then
     {
         echo "### Fan-out with history off and on over loopback (chat_server; 64-byte data, 4 publishes in flight)"
@@ -1103,6 +1145,11 @@ CPUS=$(nproc)
         echo "## TLS (wss://)"
         echo
         cat "$TMP/tls.md"
+    fi
+    if [ -s "$TMP/gather.md" ]; then
+        echo "## Gathered writes (one write per subscriber per loop turn)"
+        echo
+        cat "$TMP/gather.md"
     fi
     if [ -s "$TMP/history.md" ]; then
         echo "## History (no message lost across reconnects)"

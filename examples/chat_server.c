@@ -24,6 +24,7 @@
    directory, else ../examples/www next to the binary), --max-clients N,
    --max-outbound SIZE, --max-queued-total SIZE, --ping-interval MS, --idle-timeout MS, --close-timeout MS,
    --history N, --history-age S, --history-bytes SIZE (below), --no-presence (below), --no-deflate,
+   --no-gather (every message written to its clients at once, not once per loop turn: to measure gathering),
    --verbose (connections, and the time each publish to 1,000+ subscribers took to queue),
    --redis HOST[:PORT] and --redis-prefix P (below), --tls-cert F --tls-key F
    (the page over https and the hub over wss, through examples/tls_openssl.h;
@@ -175,6 +176,7 @@ typedef struct app {
     char www[1024];
     int have_www;
     int verbose;
+    int no_gather;              /* --no-gather */
     char *body;                 /* the last HTTP body, kept until the hub has copied it */
     char *scratch;              /* publish/direct payloads */
     size_t scratch_cap;
@@ -882,6 +884,7 @@ static int start(const wsch_hub_desc *d, const char *host, uint16_t port) {
     }
     memset(&ld, 0, sizeof ld);
     ld.shutdown_timeout_ms = SHUTDOWN_MS;
+    ld.no_gather = A.no_gather;
     if (A.verbose) ld.log = on_log;
     memset(&sd, 0, sizeof sd);
     sd.host = host;
@@ -910,7 +913,7 @@ static int start(const wsch_hub_desc *d, const char *host, uint16_t port) {
 static void usage(void) {
     fputs("usage: chat_server [--port N] [--host ADDR] [--token USER=SECRET]... [--www DIR]\n"
           "                   [--max-clients N] [--max-outbound SIZE] [--max-queued-total SIZE]\n"
-          "                   [--ping-interval MS] [--idle-timeout MS] [--close-timeout MS] [--no-deflate]\n"
+          "                   [--ping-interval MS] [--idle-timeout MS] [--close-timeout MS] [--no-deflate] [--no-gather]\n"
           "                   [--history N] [--history-age S] [--history-bytes SIZE] [--no-presence] [--presence-ttl S]\n"
           "                   [--redis HOST[:PORT] [--redis-prefix P]] [--tls-cert F --tls-key F] [--verbose]\n"
           "  --port N            TCP port, 0 = any free one (default 8080)\n"
@@ -937,6 +940,8 @@ static void usage(void) {
           "  --presence-ttl S    with --redis: a process silent this long drops out of the others'\n"
           "                      presence (default 30; gone within 4/3 of it after a kill -9)\n"
           "  --no-deflate        refuse permessage-deflate (accepted by default in a build with zlib)\n"
+          "  --no-gather         write every message to its clients at once instead of once per\n"
+          "                      loop turn (gathering costs no latency past the turn; for measuring it)\n"
           "  --tls-cert F, --tls-key F  serve the page over https and the hub over wss (PEM files:\n"
           "                      the certificate chain, its key; a build with OpenSSL)\n"
           "  --verbose           log connections to stderr\n",
@@ -1040,6 +1045,8 @@ int main(int argc, char **argv) {
             i++;
         } else if (strcmp(a, "--no-deflate") == 0) {
             no_deflate = 1;
+        } else if (strcmp(a, "--no-gather") == 0) {
+            A.no_gather = 1;
         } else if (strcmp(a, "--no-presence") == 0) {
             no_presence = 1;
         } else if (strcmp(a, "--presence-ttl") == 0 && v && args_size(v, &sz) == 0 && sz &&
