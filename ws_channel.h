@@ -415,11 +415,13 @@ typedef struct wsch_str {
     size_t len;
 } wsch_str;
 
-/* One piece of a gathered write (effects.send_gather): a borrowed span. */
+/* One piece of a gathered write (effects.send_gather): a borrowed span.
+   A call offers at most WSCH_GATHER_PARTS of them. */
 typedef struct wsch_iovec {
     const void *base;
     size_t len;
 } wsch_iovec;
+#define WSCH_GATHER_PARTS 64
 
 /* Length argument meaning "ptr is a NUL-terminated string: measure it".
    Every payload and reason parameter is (pointer, length) and accepts it:
@@ -5054,8 +5056,6 @@ WSCH_API int wsch_request_token(const wsch_request *req, char *out, size_t cap, 
 #define WSCH_BUDGET_SPARES 16384
 #endif
 
-/* Queued pieces offered to send_gather in one call. */
-#define WSCH__GATHER_PARTS 64
 /* The buffer in which pieces are copied together without send_gather; a
    piece this large or larger is sent on its own. */
 #define WSCH__COPY_BYTES (WSCH_CORK_BYTES > 0 ? WSCH_CORK_BYTES : 1)
@@ -6320,11 +6320,11 @@ WSCH_API int wsch_conn_feed(wsch_conn *c, void *data, size_t len) {
    Returns 1 when it took all of them: more may follow. */
 WSCH__PRIVATE int wsch__c_write_queue(wsch_conn *c) {
     const wsch_effects *fx = &c->desc->effects;
-    wsch_iovec parts[WSCH__GATHER_PARTS];
+    wsch_iovec parts[WSCH_GATHER_PARTS];
     size_t count = 0, offered = 0, n;
     wsch__chunk *ch;
     int all;
-    for (ch = c->out_head; ch && count < WSCH__GATHER_PARTS; ch = ch->next) {
+    for (ch = c->out_head; ch && count < WSCH_GATHER_PARTS; ch = ch->next) {
         if (ch == c->pong) {            /* leaving now: no longer rewritable, and held at its size */
             wsch__c_unhold(c, WSCH__PONG_CAP - ch->len);
             c->pong = NULL;
@@ -13989,10 +13989,10 @@ WSCH__PRIVATE size_t wsch__px_fx_send(const void *data, size_t len, void *user) 
    pieces copied together. */
 WSCH__PRIVATE size_t wsch__px_fx_send_gather(const wsch_iovec *parts, size_t count, void *user) {
     wsch__px_sock *s = (wsch__px_sock *)user;
-    struct iovec iov[WSCH__GATHER_PARTS];
+    struct iovec iov[WSCH_GATHER_PARTS];
     struct msghdr m;
     size_t i, len = 0;
-    if (s->state != WSCH__PX_S_READY || s->tls || s->glen || count > WSCH__GATHER_PARTS)
+    if (s->state != WSCH__PX_S_READY || s->tls || s->glen || count > WSCH_GATHER_PARTS)
         return wsch__send_copied(wsch__px_fx_send, parts, count, user);
     for (i = 0; i < count; i++) {
         iov[i].iov_base = (void *)(uintptr_t)parts[i].base;    /* sendmsg only reads it */
