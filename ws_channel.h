@@ -12778,8 +12778,12 @@ WSCH_API uint32_t wsch_hub_flush(wsch_hub *hub) {
     uint32_t wait;
     if (!hub) return 0;
     wsch__hub_enter(hub);
-    wait = hub->desc.presence ? wsch__hub_presence_flush(hub) : 0u;
-    wsch__hub_flush_peers(hub);         /* last: presence messages leave in this turn too */
+    /* Writing may end peers (a close frame that was all they waited for),
+       and their leaving changes presence: round again until neither waits. */
+    do {
+        wait = hub->desc.presence ? wsch__hub_presence_flush(hub) : 0u;
+        wsch__hub_flush_peers(hub);
+    } while (hub->pdirty);
     wsch__hub_leave(hub);
     return wait;
 }

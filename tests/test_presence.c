@@ -19,6 +19,7 @@ static size_t P_cap;
 static uint32_t P_interval;
 static size_t P_max_message;
 static int P_off;
+static int P_gather;
 static int P_hook_joins, P_hook_leaves;
 static char P_hook_last[64];
 
@@ -50,6 +51,7 @@ static int p_auth(wsch_hub *hub, const wsch_hub_request *req, wsch_str *user_id,
 
 static void with_presence(wsch_hub_desc *d) {
     d->presence = !P_off;
+    d->gather = P_gather;
     d->presence_max_members = P_cap;
     d->presence_stats_interval_ms = P_interval;
     if (P_max_message) d->limits.max_message_size = P_max_message;
@@ -67,6 +69,7 @@ static void reset_knobs(void) {
     P_interval = 0;
     P_max_message = 0;
     P_off = 0;
+    P_gather = 0;
 }
 
 static void sub_presence(fake *f, const char *channel) {
@@ -391,6 +394,32 @@ TEST members_leave_when_their_peer_ends_or_is_dropped(void) {
     ASSERT_EQ(1, v.n);
     ASSERT(view_is_truth(&v, "room"));
     ASSERT_EQ(0, hub_teardown(f, 3));
+    PASS();
+}
+
+/* Gathering (desc.gather): a peer that closes waits only for its close
+   frame to be written at the flush; its leave is sent in that same flush,
+   not at the next one (which may be a long wait on a quiet loop). */
+TEST gathered_a_peer_that_closes_leaves_in_the_same_turn(void) {
+    fake f[2];
+    view v;
+    memset(&v, 0, sizeof v);
+    P_gather = 1;
+    ASSERT_EQ(WSCH_OK, setup());
+    ASSERT(fake_open(&f[0], "w"));
+    ASSERT(fake_open(&f[1], "bob"));
+    sub_presence(&f[0], "room");
+    (void)fake_sub(&f[1], "room");
+    view_read(&v, &f[0]);
+    ASSERT_EQ(2, v.n);
+    ASSERT_EQ(WSCH_OK, fake_frame(&f[1], WSCH_OP_CLOSE, "\x03\xe8", 2));   /* 1000; the fixture then flushes once */
+    ASSERT(fake_closed_with(&f[1], 1000, ""));
+    view_read(&v, &f[0]);
+    ASSERT_EQ(0, v.broken);
+    ASSERT_EQ(1, v.n);
+    ASSERT(view_is_truth(&v, "room"));
+    reset_knobs();
+    ASSERT_EQ(0, hub_teardown(f, 2));
     PASS();
 }
 
@@ -882,6 +911,7 @@ SUITE(presence) {
     RUN_TEST(a_join_and_a_leave_in_one_turn_cancel_out);
     RUN_TEST(a_confirmation_is_consistent_with_the_diffs_after_it);
     RUN_TEST(members_leave_when_their_peer_ends_or_is_dropped);
+    RUN_TEST(gathered_a_peer_that_closes_leaves_in_the_same_turn);
     RUN_TEST(requests_answer_only_those_allowed_to_subscribe);
     RUN_TEST(without_presence_the_types_are_the_applications);
     RUN_TEST(info_is_checked_and_shown);
