@@ -13998,6 +13998,7 @@ WSCH__PRIVATE size_t wsch__px_fx_send_gather(const wsch_iovec *parts, size_t cou
     size_t i, len = 0;
     if (s->state != WSCH__PX_S_READY || s->tls || s->glen || count > WSCH_GATHER_PARTS)
         return wsch__send_copied(wsch__px_fx_send, parts, count, user);
+    if (count == 1) return wsch__px_raw_write(s, parts[0].base, parts[0].len);  /* send(): no iovec to import */
     for (i = 0; i < count; i++) {
         iov[i].iov_base = (void *)(uintptr_t)parts[i].base;    /* sendmsg only reads it */
         iov[i].iov_len = parts[i].len;
