@@ -790,8 +790,10 @@ best_peer_p99() {
         done
         [ -n "$sizes" ] && { echo "Bytes on the wire per delivery, frame header included ($(rowname "$row")): $sizes. chat_server's"; \
             echo "and posix_hub's messages (history on) carry their channel position (offset, epoch); the peers' do not."; echo; }
-        echo "Both sides pay about one system call per delivery, and the kernel's loopback TCP path is most of the"
-        echo "server's profile: deliveries/s is bounded by whichever of the two single cores is slower, and the load"
+        echo "With one publish in flight every server pays about one system call per delivery, and the kernel's"
+        echo "loopback TCP path is most of its profile. With several in flight ours writes each subscriber's share of"
+        echo "a loop turn in one call (see \"Gathered writes\" below); the peers write each message on its own."
+        echo "Deliveries/s is bounded by whichever of the two single cores is slower, and the load"
         echo "generator needs about as much CPU per delivery as the fastest servers do, so the wall-clock ratio"
         echo "understates the servers' difference; server CPU per delivery states it."
         echo
