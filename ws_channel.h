@@ -13643,6 +13643,24 @@ WSCH__PRIVATE wsch_posix_io wsch__px_read(wsch__px_sock *s, void *buf, size_t ca
 /* One write to the socket (or through the transport): bytes taken, 0
    (would block: the interest is brought up to date at the end of the turn)
    or WSCH_SEND_ERROR. */
+/* One send() of data, or sendmsg() of m's pieces (len bytes in all), on a
+   plain socket: bytes taken, 0 when it is full, or WSCH_SEND_ERROR. */
+WSCH__PRIVATE size_t wsch__px_sys_send(wsch__px_sock *s, const struct msghdr *m, const void *data, size_t len) {
+    for (;;) {
+        ssize_t r = m ? sendmsg(s->io.fd, m, WSCH__PX_SEND_FLAGS) : send(s->io.fd, data, len, WSCH__PX_SEND_FLAGS);
+        if (r >= 0) {
+            if ((size_t)r < len) wsch__px_mark_dirty(s);
+            return (size_t)r;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            wsch__px_mark_dirty(s);
+            return 0;
+        }
+        return WSCH_SEND_ERROR;     /* EPIPE, ECONNRESET: the library ends the connection */
+    }
+}
+
 WSCH__PRIVATE size_t wsch__px_raw_write(wsch__px_sock *s, const void *data, size_t len) {
     s->loop->counters.writes++;
     if (s->tls) {
@@ -13662,19 +13680,7 @@ WSCH__PRIVATE size_t wsch__px_raw_write(wsch__px_sock *s, const void *data, size
         }
         return WSCH_SEND_ERROR;
     }
-    for (;;) {
-        ssize_t r = send(s->io.fd, data, len, WSCH__PX_SEND_FLAGS);
-        if (r >= 0) {
-            if ((size_t)r < len) wsch__px_mark_dirty(s);
-            return (size_t)r;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            wsch__px_mark_dirty(s);
-            return 0;
-        }
-        return WSCH_SEND_ERROR;     /* EPIPE, ECONNRESET: the library ends the connection */
-    }
+    return wsch__px_sys_send(s, NULL, data, len);
 }
 
 /* ---- gathered writes ----
@@ -14008,19 +14014,7 @@ WSCH__PRIVATE size_t wsch__px_fx_send_gather(const wsch_iovec *parts, size_t cou
     m.msg_iov = iov;
     m.msg_iovlen = (unsigned char)count;    /* <= 64: widens into int (POSIX) or size_t (glibc) */
     s->loop->counters.writes++;
-    for (;;) {
-        ssize_t r = sendmsg(s->io.fd, &m, WSCH__PX_SEND_FLAGS);
-        if (r >= 0) {
-            if ((size_t)r < len) wsch__px_mark_dirty(s);
-            return (size_t)r;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            wsch__px_mark_dirty(s);
-            return 0;
-        }
-        return WSCH_SEND_ERROR;
-    }
+    return wsch__px_sys_send(s, &m, NULL, len);
 }
 #endif
 

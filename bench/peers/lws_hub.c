@@ -18,6 +18,7 @@
 
    Build: cc -O2 -o lws_hub lws_hub.c -lwebsockets -lcjson
    Run:   lws_hub PORT      (127.0.0.1; prints "listening") */
+#include "lws_serve.h"
 #include <libwebsockets.h>
 #include <signal.h>
 #include <stdio.h>
@@ -59,12 +60,6 @@ typedef struct session {
 } session;
 
 static channel *channels;
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop = 1;
-}
 
 static void msg_unref(msg *m) {
     if (--m->refs == 0) {
@@ -272,31 +267,4 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-int main(int argc, char **argv) {
-    struct lws_context_creation_info info;
-    struct lws_context *ctx;
-    if (argc < 2) {
-        fprintf(stderr, "usage: lws_hub PORT\n");
-        return 2;
-    }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    lws_set_log_level(LLL_ERR, NULL);
-    memset(&info, 0, sizeof info);
-    info.port = atoi(argv[1]);
-    info.iface = "127.0.0.1";
-    info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    info.timeout_secs = 60;
-    ctx = lws_create_context(&info);
-    if (!ctx) {
-        fprintf(stderr, "lws_hub: lws_create_context failed\n");
-        return 1;
-    }
-    printf("lws_hub: listening on %s (libwebsockets %s)\n", argv[1], lws_get_library_version());
-    fflush(stdout);
-    while (!stop && lws_service(ctx, 0) >= 0) {
-    }
-    lws_context_destroy(ctx);
-    return 0;
-}
+int main(int argc, char **argv) { return lws_serve("lws_hub", protocols, argc, argv); }
