@@ -13640,9 +13640,6 @@ WSCH__PRIVATE wsch_posix_io wsch__px_read(wsch__px_sock *s, void *buf, size_t ca
     }
 }
 
-/* One write to the socket (or through the transport): bytes taken, 0
-   (would block: the interest is brought up to date at the end of the turn)
-   or WSCH_SEND_ERROR. */
 /* One send() of data, or sendmsg() of m's pieces (len bytes in all), on a
    plain socket: bytes taken, 0 when it is full, or WSCH_SEND_ERROR. */
 WSCH__PRIVATE size_t wsch__px_sys_send(wsch__px_sock *s, const struct msghdr *m, const void *data, size_t len) {
@@ -13661,6 +13658,9 @@ WSCH__PRIVATE size_t wsch__px_sys_send(wsch__px_sock *s, const struct msghdr *m,
     }
 }
 
+/* One write to the socket (or through the transport): bytes taken, 0
+   (would block: the interest is brought up to date at the end of the turn)
+   or WSCH_SEND_ERROR. */
 WSCH__PRIVATE size_t wsch__px_raw_write(wsch__px_sock *s, const void *data, size_t len) {
     s->loop->counters.writes++;
     if (s->tls) {
