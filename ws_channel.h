@@ -498,6 +498,8 @@ typedef struct wsch_effects {
    not keep up, not those that do (a hub drops them as slow consumers,
    4008). Close frames, the handshake's text and output gathered by one
    feed (WSCH_CORK_BYTES) pass, so `used` may exceed `limit` by that much.
+   Output held for a turn's flush (effects.flush_later) does not: with the
+   budget spent it is written at once, as without gathering.
    Plain counters, no locking: share one budget only among connections
    driven by one thread. It must outlive them.
    It also keeps the small entries that queue a shared broadcast frame,
@@ -2344,7 +2346,8 @@ typedef struct wsch_hub_desc {
        wsch_hub_flush() after every batch of events, timers included (the
        POSIX loop does). Held output counts against each peer's
        max_outbound_bytes and the budget; before a peer would be refused
-       for it, what it holds is written first. */
+       for it, what it holds is written first, and with the budget spent
+       a send is written at once, as without gathering. */
     int gather;
 
     wsch_hub_bridge bridge;             /* all NULL: a hub on its own */
@@ -5197,11 +5200,16 @@ WSCH__PRIVATE size_t wsch__c_took(wsch_conn *c, size_t n, size_t len) {
     return 0;
 }
 
+WSCH__PRIVATE int wsch__c_budget_room(const wsch_conn *c, size_t total);
+
 /* One send while nothing is queued: how many bytes left. Gathering, none
-   do: they wait in the queue for the flush the caller was asked for. */
+   do: they wait in the queue for the flush the caller was asked for;
+   unless the shared budget has no room for them, which refuses only
+   output queued behind a full socket: then they are written now. */
 WSCH__PRIVATE size_t wsch__c_send(wsch_conn *c, const void *data, size_t len) {
     const wsch_effects *fx = &c->desc->effects;
-    if (fx->flush_later && (c->flush_asked || fx->flush_later(c->user) == 0)) {
+    if (fx->flush_later && wsch__c_budget_room(c, sizeof(wsch__chunk) + len) &&
+        (c->flush_asked || fx->flush_later(c->user) == 0)) {
         c->flush_asked = 1;
         return 0;
     }
@@ -5386,12 +5394,17 @@ WSCH__PRIVATE int wsch__c_uncork(wsch_conn *c) {
 
 WSCH__PRIVATE int wsch__c_write_queue(wsch_conn *c);
 
+/* Room in the shared budget for total more bytes (none: room). */
+WSCH__PRIVATE int wsch__c_budget_room(const wsch_conn *c, size_t total) {
+    const wsch_budget *b = c->desc->limits.outbound_budget;
+    return !b || !b->limit || (b->used <= b->limit && total <= b->limit - b->used);
+}
+
 /* Room under max_outbound_bytes for total more bytes, should they have to
    be queued; while output is held for a flush, under the budget too. */
 WSCH__PRIVATE int wsch__c_fits(const wsch_conn *c, size_t total) {
-    const wsch_budget *b = c->desc->limits.outbound_budget;
     if (c->out_bytes + total > c->max_outbound) return 0;
-    return !c->flush_asked || !b || !b->limit || (b->used <= b->limit && total <= b->limit - b->used);
+    return !c->flush_asked || wsch__c_budget_room(c, total);
 }
 
 /* Is there room for total more bytes? Gathered bytes (corked by a feed,

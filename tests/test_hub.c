@@ -540,6 +540,46 @@ TEST slow_consumer_is_dropped_others_served(void) {
     PASS();
 }
 
+/* Gathering: with the budget spent elsewhere (other connections sharing
+   it), a peer that reads is written at once instead of holding its turn:
+   the budget refuses only output queued behind a full socket. */
+static void tight_budget_gathered(wsch_hub_desc *d) {
+    d->limits.outbound_budget = &shared_budget;
+    d->gather = 1;
+}
+
+TEST gathered_turn_writes_through_a_spent_budget(void) {
+    enum { SPENT = 1000 };
+    fake f[2];
+    size_t delivered, i, got = 0;
+    int k;
+    shared_budget.limit = SPENT;
+    shared_budget.used = 0;
+    ASSERT_EQ(WSCH_OK, hub_setup(tight_budget_gathered));
+    for (i = 0; i < 2; i++) {
+        ASSERT(fake_open(&f[i], "u"));
+        ASSERT_EQ(WSCH_OK, fake_sub(&f[i], "feed"));
+        (void)fake_text(&f[i]);
+    }
+    shared_budget.used += SPENT;        /* spent by connections elsewhere */
+    for (k = 0; k < 5; k++) {
+        ASSERT_EQ(WSCH_OK, wsch_hub_broadcast(T.hub, "feed", "tick", "{\"n\":1}", WSCH_CSTR, &delivered));
+        ASSERT_EQ(2, (int)delivered);
+    }
+    (void)wsch_hub_flush(T.hub);
+    ASSERT_EQ(0, (int)stats().drops[WSCH_HUB_DROP_SLOW_CONSUMER]);
+    for (i = 0; i < 2; i++) {
+        for (got = 0; fake_text(&f[i])[0]; got++) {}
+        ASSERT_EQ(5u, got);
+    }
+    ASSERT_EQ((size_t)SPENT, shared_budget.used);   /* nothing was held */
+    shared_budget.used -= SPENT;
+    for (i = 0; i < 2; i++) fake_gone(&f[i]);
+    ASSERT_EQ(0, (int)hub_teardown(f, 2));
+    shared_budget.limit = 0;
+    PASS();
+}
+
 /* desc.gather: a turn's broadcasts wait for wsch_hub_flush() and then
    leave in one write per peer, in order, with or without send_gather (the
    pieces then copied together); a peer that takes part of it gets the
@@ -2008,6 +2048,7 @@ SUITE(hub) {
     RUN_TEST(broadcast_is_encoded_once_and_shared);
     RUN_TEST(gathered_turn_is_one_write_per_peer);
     RUN_TEST(gathered_turn_keeps_the_slow_consumer_rule);
+    RUN_TEST(gathered_turn_writes_through_a_spent_budget);
     RUN_TEST(many_clients_match_a_model);
     RUN_TEST(auth_sources_and_rejections);
     RUN_TEST(auth_rejection_as_http_401);
