@@ -58,21 +58,8 @@ static int on_ready(client *k, uint32_t ev) {
 }
 
 int main(int argc, char **argv) {
-    struct epoll_event ev;
-    int lfd;
-    if (argc < 2) {
-        fprintf(stderr, "usage: wslay_echo PORT\n");
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    if ((lfd = wsl_listen(argv[1], "wslay_echo")) < 0) return 1;
-    ep = epoll_create1(EPOLL_CLOEXEC);
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.ptr = NULL;
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-    printf("wslay_echo: listening on %s\n", argv[1]);
-    fflush(stdout);
+    int lfd = wsl_start(argc, argv, "wslay_echo", &ep);
+    if (lfd < 0) return lfd == -2 ? 2 : 1;
     for (;;) {
         struct epoll_event evs[256];
         int n = epoll_wait(ep, evs, 256, -1), i;

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,29 @@ static int wsl_listen(const char *port, const char *who) {
         fprintf(stderr, "%s: listen: %s\n", who, strerror(errno));
         return -1;
     }
+    return lfd;
+}
+
+/* A peer's start: PORT from argv[1], SIGPIPE ignored, the listening socket
+   in a new epoll set (*ep) with a NULL data pointer, the listening line
+   printed. Returns the socket, or -2 (usage said) or -1 (failure said):
+   main returns 2 or 1 then. */
+static int wsl_start(int argc, char **argv, const char *who, int *ep) {
+    struct epoll_event ev;
+    int lfd;
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s PORT\n", who);
+        return -2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if ((lfd = wsl_listen(argv[1], who)) < 0) return -1;
+    *ep = epoll_create1(EPOLL_CLOEXEC);
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = NULL;
+    epoll_ctl(*ep, EPOLL_CTL_ADD, lfd, &ev);
+    printf("%s: listening on %s\n", who, argv[1]);
+    fflush(stdout);
     return lfd;
 }
 
